@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned in the set-up step only: the CPU build lies on disk here, and an
+# unpinned torch would pull a multi-GB CUDA build. pyproject.toml keeps real ranges for GPU users.
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.genssl-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test demo smoke bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --timeout 900 -q -ra tests
+
+demo: $(STAMP)
+	$(PY) scripts/run_pipeline.py --preset demo
+
+smoke: $(STAMP)
+	$(PY) scripts/run_pipeline.py --preset smoke
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""genssl_hf.hub"""
