@@ -6,3 +6,6 @@ Subpackages follow the pipeline, one per stage:
 """
 
 __version__ = "0.1.0"
+
+# Registers AdaINImageProcessor with AutoImageProcessor (no trust_remote_code needed).
+from genssl_hf import processing as _processing  # noqa: E402,F401

@@ -1,0 +1,61 @@
+"""Stage bookkeeping: a stage's output folder is valid when its ``stage.json`` marker records the
+same config fingerprint and every output the stage promised still exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..utils import read_json, write_json
+
+MARKER = "stage.json"
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    name: str
+    config: dict
+    run: Callable[[Path], dict]  # writes into the folder, returns a summary (paths are relative)
+    outputs: list[str] = field(default_factory=list)  # files/folders that must exist afterwards
+
+
+def stage_is_valid(folder: Path, stage: Stage) -> bool:
+    marker = folder / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        meta = read_json(marker)
+    except (OSError, ValueError):
+        return False
+    if meta.get("fingerprint") != fingerprint(stage.config):
+        return False
+    return all((folder / rel).exists() for rel in stage.outputs)
+
+
+def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print) -> dict:
+    """Run ``stage`` into ``root/<name>`` unless a valid output is already there."""
+    folder = root / stage.name
+    if stage_is_valid(folder, stage):
+        log(f"[{stage.name}] up to date, skipped")
+        return read_json(folder / MARKER)["summary"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)
+    log(f"[{stage.name}] running")
+    start = time.perf_counter()
+    summary = stage.run(folder)
+    missing = [rel for rel in stage.outputs if not (folder / rel).exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage.name!r} finished without its outputs: {missing}")
+    seconds = time.perf_counter() - start
+    write_json(folder / MARKER, {"stage": stage.name, "fingerprint": fingerprint(stage.config),
+                                 "config": stage.config, "seconds": round(seconds, 2), "summary": summary})
+    log(f"[{stage.name}] done in {seconds:.1f}s")
+    return summary
