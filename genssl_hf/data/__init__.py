@@ -23,3 +23,18 @@ from .schema import (
     label_names_of,
     to_multi_hot,
 )
+from .adapters import (
+    CXRDataError,
+    embed_images,
+    load_chexpert,
+    load_covidx,
+    load_image_csv,
+    load_image_folder,
+    load_kermany,
+    load_mimic_cxr,
+    load_nih_cxr14,
+    load_nih_subset,
+    stratified_split,
+)
+from .io import CXRReadError, SkippedFile, encode_png, read_cxr, to_pil
+from .reports import iter_iu_reports, iter_mimic_reports, load_iu_reports, load_mimic_reports

@@ -1,0 +1,285 @@
+"""Generic adapters: a class-per-subfolder image folder, and any CSV with a path column and label
+column(s) (multi-class, multi-label with a separator, or one 0/1 column per label)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Literal, Mapping, Sequence
+
+import datasets
+
+from ..io import IMAGE_EXTENSIONS
+from ..schema import cxr_features
+from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
+
+POSITIVE_VALUES = ("1", "1.0", "true", "True", "TRUE", "yes", "Yes")
+NEGATIVE_VALUES = ("0", "0.0", "false", "False", "FALSE", "no", "No", "")
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    *,
+    label_names: Sequence[str] | None = None,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    source: str | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    skipped: list | None = None,
+    verify: Verify = "header",
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """``root/<class>/**/<image>`` -> canonical multi-class dataset (``label``).
+
+    Classes are the sub-folder names, sorted, unless ``label_names`` fixes them (and their order);
+    a sub-folder that is not among ``label_names`` is an error. Files with other extensions and
+    hidden files are ignored. Columns: image, label, patient_id/study_id/view (""), source
+    (``source`` or the folder name), path (relative to ``root``).
+    """
+    root = check_root(root, "image folder")
+    exts = tuple(e.lower() for e in extensions)
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise CXRDataError(f"image folder {root} has no class sub-folders")
+    if label_names is None:
+        names = folders
+    else:
+        names = list(label_names)
+        unknown = [f for f in folders if f not in names]
+        if unknown:
+            raise CXRDataError(f"image folder {root}: sub-folder(s) {unknown} are not among label_names {names}")
+    source = source or root.name
+    features = cxr_features(names, multi_label=False, extra={"path": datasets.Value("string")})
+
+    def rows():
+        for folder in folders:
+            for dirpath, dirnames, filenames in os.walk(root / folder):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for fname in sorted(filenames):
+                    if fname.startswith(".") or not fname.lower().endswith(exts):
+                        continue
+                    full = Path(dirpath) / fname
+                    rel = full.relative_to(root).as_posix()
+                    yield Row(
+                        str(full),
+                        str(full),
+                        {
+                            "label": names.index(folder),
+                            "patient_id": "",
+                            "study_id": "",
+                            "view": "",
+                            "source": source,
+                            "path": rel,
+                        },
+                    )
+
+    return build_image_dataset(
+        name="image-folder",
+        rows=rows,
+        features=features,
+        # the folder's own state: its listing is re-read on each call, so key the cache on it
+        sources=[root / f for f in folders],
+        options={"root": str(root), "label_names": names, "extensions": exts, "source": source,
+                 "listing": _listing_state(root, folders, exts)},
+        on_error=on_error,
+        skipped=skipped,
+        verify=verify,
+        cache_dir=cache_dir,
+    )
+
+
+def _listing_state(root: Path, folders: list[str], exts: tuple[str, ...]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(root / folder):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                if fname.lower().endswith(exts):
+                    st = os.stat(os.path.join(dirpath, fname))
+                    h.update(f"{dirpath}/{fname}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def load_image_csv(
+    csv_path: str | os.PathLike,
+    *,
+    path_column: str,
+    label_column: str | None = None,
+    label_columns: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    separator: str | None = None,
+    none_values: Sequence[str] = ("", "No Finding"),
+    image_root: str | os.PathLike | None = None,
+    split_column: str | None = None,
+    split: str | None = None,
+    patient_id_column: str | None = None,
+    study_id_column: str | None = None,
+    view_column: str | None = None,
+    extra_columns: Sequence[str] | Mapping[str, datasets.Value] = (),
+    source: str | None = None,
+    derive: Callable[[dict[str, str]], dict[str, str]] | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    skipped: list | None = None,
+    verify: Verify = "header",
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """Any CSV of image paths and labels -> canonical dataset.
+
+    Label modes (give exactly one of ``label_column`` / ``label_columns``):
+
+    - ``label_column`` alone: multi-class ``label``; each value must be one of ``label_names``.
+    - ``label_column`` + ``separator`` (e.g. ``"|"``): multi-label ``labels``; each token must be
+      one of ``label_names``; a value in ``none_values`` (e.g. ``"No Finding"``) is no label.
+    - ``label_columns``: multi-label from one 0/1 column per label (``1``/``1.0``/``true``/``yes``
+      positive; ``0``/``0.0``/``false``/``no``/blank negative; anything else, e.g. ``-1``, is an
+      error); the label names are the column names.
+
+    ``label_names`` fixes the label set and order; without it the sorted distinct values of the
+    CSV are used (one extra streaming pass). Paths are relative to ``image_root`` (default: the
+    CSV's folder) unless absolute. ``split_column`` + ``split`` keep only one split.
+    ``extra_columns`` are carried along as strings, or typed when given as a mapping to
+    ``datasets.Value`` (``int*`` / ``float*`` parse, blank -> None). ``derive(row)`` may return
+    metadata fields (e.g. ``{"patient_id": ...}``) computed from a row.
+    """
+    csv_path = Path(csv_path).expanduser().resolve()
+    if (label_column is None) == (label_columns is None):
+        raise ValueError("give exactly one of label_column (multi-class or separated) or label_columns (0/1 columns)")
+    if label_columns is not None and separator is not None:
+        raise ValueError("separator applies to label_column, not to label_columns")
+    if split is not None and split_column is None:
+        raise ValueError("split needs split_column")
+    image_root = Path(image_root).expanduser().resolve() if image_root is not None else csv_path.parent
+    extras: dict[str, datasets.Value] = (
+        dict(extra_columns) if isinstance(extra_columns, Mapping) else {c: datasets.Value("string") for c in extra_columns}
+    )
+    meta_cols = [c for c in (patient_id_column, study_id_column, view_column, split_column) if c]
+    required = [path_column, *(label_columns or [label_column]), *meta_cols, *extras]
+    none_set = set(none_values)
+    multi_label = label_columns is not None or separator is not None
+
+    def selected():
+        for line, row in iter_csv(csv_path, required):
+            if split is not None and row[split_column].strip() != split:
+                continue
+            yield line, row
+
+    if label_columns is not None:
+        names = list(label_names) if label_names is not None else list(label_columns)
+        if names != list(label_columns):
+            raise ValueError("with label_columns the label names are the column names; leave label_names out")
+    elif label_names is not None:
+        names = list(label_names)
+    else:
+        found: set[str] = set()
+        for _, row in selected():
+            value = row[label_column].strip()
+            if multi_label:
+                found.update(t.strip() for t in value.split(separator) if t.strip() not in none_set)
+            elif value:  # a blank class is reported as an unknown value when the rows are read
+                found.add(value)
+        names = sorted(found - {""})
+        if not names:
+            raise CXRDataError(f"{csv_path}: column {label_column!r} has no label values")
+    index = {n: i for i, n in enumerate(names)}
+
+    def labels_of(row, line):
+        if label_columns is not None:
+            out = []
+            for i, col in enumerate(label_columns):
+                v = row[col].strip()
+                if v in POSITIVE_VALUES:
+                    out.append(i)
+                elif v not in NEGATIVE_VALUES:
+                    raise unknown_value(csv_path, line, col, v, (*POSITIVE_VALUES, *NEGATIVE_VALUES))
+            return {"labels": out}
+        value = row[label_column].strip()
+        if not multi_label:
+            if value not in index:
+                raise unknown_value(csv_path, line, label_column, value, names)
+            return {"label": index[value]}
+        out = set()
+        if value not in none_set:
+            for token in value.split(separator):
+                token = token.strip()
+                if token in none_set:
+                    continue
+                if token not in index:
+                    raise unknown_value(csv_path, line, label_column, token, [*names, *sorted(none_set)])
+                out.add(index[token])
+        return {"labels": sorted(out)}
+
+    def convert(value: str, feature: datasets.Value, line: int, col: str):
+        dtype = feature.dtype
+        value = value.strip()
+        if dtype.startswith(("int", "uint")):
+            return parse_int(value)
+        if dtype.startswith("float"):
+            if not value:
+                return None
+            try:
+                return float(value)
+            except ValueError:
+                raise CXRDataError(f"{csv_path} line {line}, column {col!r}: not a number: {value!r}") from None
+        return value
+
+    source_name = source or csv_path.stem
+
+    def rows():
+        for line, row in selected():
+            rel = row[path_column].strip()
+            if not rel:
+                raise CXRDataError(f"{csv_path} line {line}: empty {path_column!r}")
+            fields = labels_of(row, line)
+            fields.update(
+                patient_id=row[patient_id_column].strip() if patient_id_column else "",
+                study_id=row[study_id_column].strip() if study_id_column else "",
+                view=row[view_column].strip() if view_column else "",
+                source=source_name,
+            )
+            if derive is not None:
+                fields.update(derive(row))
+            fields["path"] = rel
+            for col, feat in extras.items():
+                fields[col] = convert(row[col], feat, line, col)
+            yield Row(f"{csv_path} line {line}", str(image_root / rel), fields)
+
+    extra_features = {"path": datasets.Value("string"), **extras}
+    features = cxr_features(names, multi_label=multi_label, extra=extra_features)
+    return build_image_dataset(
+        name=f"csv:{csv_path.name}",
+        rows=rows,
+        features=features,
+        sources=[csv_path],
+        options={
+            "path_column": path_column,
+            "label_column": label_column,
+            "label_columns": list(label_columns) if label_columns else None,
+            "names": names,
+            "separator": separator,
+            "none_values": sorted(none_set),
+            "image_root": str(image_root),
+            "split": [split_column, split],
+            "meta": [patient_id_column, study_id_column, view_column],
+            "extras": {k: v.dtype for k, v in extras.items()},
+            "source": source_name,
+            "derive": _hash_callable(derive) if derive else None,
+        },
+        on_error=on_error,
+        skipped=skipped,
+        verify=verify,
+        cache_dir=cache_dir,
+    )
+
+
+def _hash_callable(fn) -> str:
+    """Content hash of ``derive`` (its code, via datasets' dill-based hasher), so that two
+    different lambdas never share a cache entry; unhashable callables disable cache reuse."""
+    from datasets.fingerprint import Hasher
+
+    try:
+        return Hasher.hash(fn)
+    except Exception:  # noqa: BLE001 - anything dill cannot pickle
+        import uuid
+
+        return f"unhashable-{uuid.uuid4().hex}"
