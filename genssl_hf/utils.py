@@ -24,6 +24,10 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # mkdtemp makes a private (0700) folder; give the final folder the usual umask permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if target.exists():

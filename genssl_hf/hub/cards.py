@@ -8,7 +8,9 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+# ``templates`` is a symbolic link to the top-level ``model_cards/`` folder, so the templates are
+# edited in one place and still ship inside the wheel as package data.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 DISCLAIMER = (
     "Research use only. Not a medical device and not for diagnosis, treatment or any clinical "
