@@ -1,0 +1,496 @@
+"""Shared ``accelerate`` plumbing for every training loop in genssl_hf (MAE pre-training, fine-tuning).
+
+Small on purpose: building blocks, not a Trainer. A loop built from them looks like::
+
+    parser = argparse.ArgumentParser(); add_common_args(parser); args = parser.parse_args()
+    accelerator = make_accelerator(args)
+    model, optimizer, loader = accelerator.prepare(model, build_optimizer(model, lr, wd), loader)
+    scheduler = cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    accelerator.register_for_checkpointing(scheduler)        # stepped by hand, never prepared
+    state = maybe_resume(accelerator, args.resume_from_checkpoint, args.output_dir)
+    write_run_config(accelerator, args.output_dir, {...})
+    guard = LossGuard(accelerator, args.output_dir)
+    bar = TrainProgress(accelerator, total_steps, state, images_per_step)
+    for batch in resumable_batches(accelerator, loader, state):
+        seed_step(args.seed, state, accelerator)                 # exact, resumable randomness
+        with accelerator.accumulate(model):
+            loss = ...; accelerator.backward(loss); optimizer.step(); optimizer.zero_grad()
+        guard.add(loss)
+        if accelerator.sync_gradients:
+            scheduler.step(); state.global_step += 1; bar.update()
+            if state.global_step % args.checkpointing_steps == 0:
+                guard.check(state)                               # raises on NaN before saving
+                save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
+            if state.global_step >= total_steps: break
+
+Exact resume: the checkpoint holds model, optimiser, scheduler and RNG states (``accelerator.save_state``)
+plus ``train_state.json`` (epoch, batches consumed in that epoch, optimiser steps, micro steps).
+``resumable_batches`` skips the consumed batches of the interrupted epoch; sampling order is a pure
+function of ``(seed, epoch)`` (:class:`EpochShuffleSampler`) and the per-step randomness a pure function of
+``(seed, micro_step, process)`` (:func:`seed_step`), so a resumed run replays the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from genssl_hf.utils import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAIN_STATE_FILE = "train_state.json"
+RUN_CONFIG_FILE = "run_config.json"
+
+__all__ = [
+    "add_common_args",
+    "make_accelerator",
+    "TrainState",
+    "EpochShuffleSampler",
+    "seed_step",
+    "param_groups",
+    "build_optimizer",
+    "cosine_schedule_with_warmup",
+    "save_checkpoint",
+    "find_last_checkpoint",
+    "maybe_resume",
+    "resumable_batches",
+    "LossGuard",
+    "NonFiniteLossError",
+    "TrainProgress",
+    "write_run_config",
+    "init_trackers",
+    "list_checkpoints",
+    "args_to_dict",
+    "check_output_dir",
+]
+
+
+# --------------------------------------------------------------------------------------------- args
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options every training script shares (output, seed, precision, accumulation,
+    checkpointing, resume, trackers, Hub). Script-specific options are added by the script."""
+    g = parser.add_argument_group("run (shared)")
+    g.add_argument("--output_dir", required=True, help="folder for checkpoints, the run config and the final model")
+    g.add_argument("--seed", type=int, default=0, help="seed of every randomness in the run")
+    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="bf16",
+                   help="autocast precision (bf16 uses AMX matmuls on recent CPUs)")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="micro batches per optimiser step (effective batch = batch * accumulation * processes)")
+    g.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimiser steps (0: never)")
+    g.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep at most this many checkpoints")
+    g.add_argument("--resume_from_checkpoint", default=None,
+                   help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder")
+    g.add_argument("--report_to", default="none", help="trackers: none, tensorboard, wandb, all (comma separated)")
+    g.add_argument("--logging_steps", type=int, default=10, help="log loss / lr every N optimiser steps")
+    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming")
+    g.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub (private)")
+    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub")
+    return parser
+
+
+def make_accelerator(args: argparse.Namespace | None = None, **overrides: Any):
+    """An ``Accelerator`` from the shared args (precision, accumulation, trackers, project dir).
+
+    ``overrides`` win over ``args`` (e.g. ``cpu=True`` in tests). Trackers are only enabled when
+    ``--report_to`` is not ``none``; the logging dir is ``<output_dir>/logs``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    kw: dict[str, Any] = {}
+    if args is not None:
+        kw["mixed_precision"] = getattr(args, "mixed_precision", "no")
+        kw["gradient_accumulation_steps"] = int(getattr(args, "gradient_accumulation_steps", 1))
+        report = getattr(args, "report_to", "none") or "none"
+        if report != "none":
+            kw["log_with"] = "all" if report == "all" else [r.strip() for r in report.split(",") if r.strip()]
+        out = getattr(args, "output_dir", None)
+        if out:
+            kw["project_config"] = ProjectConfiguration(project_dir=str(out), logging_dir=str(Path(out) / "logs"))
+    kw.update(overrides)
+    if kw.get("gradient_accumulation_steps", 1) < 1:
+        raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {kw['gradient_accumulation_steps']}")
+    return Accelerator(**kw)
+
+
+# -------------------------------------------------------------------------------------- state / rng
+@dataclasses.dataclass
+class TrainState:
+    """Where a run stands; saved as ``train_state.json`` in every checkpoint.
+
+    ``global_step``: optimiser steps done. ``micro_step``: micro batches done (all epochs).
+    ``epoch`` / ``batch_in_epoch``: data position (batches of this process consumed in ``epoch``).
+    ``images_seen``: images over all processes. ``extra``: anything a loop wants to keep (best metric...).
+    """
+
+    global_step: int = 0
+    micro_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    images_seen: int = 0
+    last_loss: float | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def seed_step(seed: int, state: TrainState, accelerator=None) -> int:
+    """Seed torch / numpy / random for the next micro batch from ``(seed, micro_step, process)``.
+
+    Augmentation and masking then depend only on the data position, never on how many times the
+    process was restarted, and every process draws different crops and masks. Returns the seed.
+    """
+    rank = accelerator.process_index if accelerator is not None else 0
+    s = int(np.random.SeedSequence([int(seed), int(state.micro_step), int(rank)]).generate_state(1)[0])
+    torch.manual_seed(s)
+    np.random.seed(s)
+    import random
+
+    random.seed(s)
+    return s
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """Random permutation that is a pure function of ``(seed, epoch)``; call ``set_epoch`` per epoch.
+
+    Unlike ``RandomSampler`` it never touches the global RNG, which keeps resumes exact.
+    """
+
+    def __init__(self, data_source_len: int, seed: int = 0, shuffle: bool = True):
+        self.n = int(data_source_len)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+# ---------------------------------------------------------------------------- optimiser / schedule
+_NO_DECAY_NAME = re.compile(r"(^|\.)(bias|cls_token|mask_token|position_embeddings|pos_embed)$")
+
+
+def param_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    *,
+    lr: float | None = None,
+    lr_scale: Callable[[str], float] | None = None,
+    skip_names: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Parameter groups with no weight decay on biases, norm weights (any 1-d tensor), tokens and
+    position embeddings (the MAE / BEiT convention).
+
+    ``lr_scale(name) -> float`` optionally gives each parameter an lr multiplier (layer-wise decay);
+    parameters with the same (decay, scale) share a group, and each group carries ``lr_scale`` so a
+    scheduler can honour it. Frozen parameters (``requires_grad=False``) are left out.
+    """
+    skip = set(skip_names)
+    groups: dict[tuple[bool, float], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name in skip:
+            continue
+        no_decay = p.ndim <= 1 or bool(_NO_DECAY_NAME.search(name))
+        scale = float(lr_scale(name)) if lr_scale is not None else 1.0
+        key = (no_decay, scale)
+        if key not in groups:
+            g: dict[str, Any] = {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+            if lr is not None:
+                g["lr"] = lr * scale
+            groups[key] = g
+        groups[key]["params"].append(p)
+        groups[key]["param_names"].append(name)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return list(groups.values())
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    lr_scale: Callable[[str], float] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, with the fastest implementation available here
+    (``fused`` on CPU/CUDA for torch >= 2.4; falls back to ``foreach``)."""
+    groups = param_groups(model, weight_decay, lr=lr, lr_scale=lr_scale)
+    for g in groups:
+        g.pop("param_names", None)  # AdamW keeps unknown keys, but names bloat the saved state
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+
+
+def cosine_schedule_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up for ``warmup_steps`` then half-cycle cosine to ``min_lr_ratio`` at ``total_steps``,
+    stepped once per optimiser step. Multiplies each group's initial lr (so layer-wise scales survive).
+
+    Do not pass it to ``accelerator.prepare`` (that steps it once per process); register it with
+    ``accelerator.register_for_checkpointing`` and call ``step()`` after each optimiser step.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    warmup_steps = max(0, min(int(warmup_steps), int(total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        t = min(1.0, t)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(path.name[len(CHECKPOINT_PREFIX):])
+    except ValueError:
+        return -1
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in ``output_dir`` (with ``train_state.json``), oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and (p / TRAIN_STATE_FILE).is_file() and _checkpoint_step(p) >= 0]
+    return sorted(found, key=_checkpoint_step)
+
+
+def find_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, state: TrainState, total_limit: int | None = None) -> Path:
+    """``accelerator.save_state`` into ``<output_dir>/checkpoint-<step>`` atomically (written to a temporary
+    folder and renamed by the main process once every process is done), plus ``train_state.json``.
+    Keeps the newest ``total_limit`` checkpoints."""
+    out = Path(output_dir)
+    final = out / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = out / f".{final.name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / TRAIN_STATE_FILE, state.to_dict())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if total_limit and total_limit > 0:
+            for old in list_checkpoints(out)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def maybe_resume(accelerator, resume_from: str | None, output_dir: str | os.PathLike) -> TrainState:
+    """Load a checkpoint (``'latest'`` or a folder) into the prepared objects and return its state;
+    a fresh :class:`TrainState` when ``resume_from`` is None (or 'latest' finds none)."""
+    if not resume_from:
+        return TrainState()
+    if resume_from == "latest":
+        path = find_last_checkpoint(output_dir)
+        if path is None:
+            accelerator.print(f"no checkpoint in {output_dir}; starting from scratch")
+            return TrainState()
+    else:
+        path = Path(resume_from)
+        if not (path / TRAIN_STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no {TRAIN_STATE_FILE})")
+    accelerator.load_state(str(path))
+    state = TrainState.from_dict(read_json(path / TRAIN_STATE_FILE))
+    accelerator.print(f"resumed from {path} (step {state.global_step}, epoch {state.epoch}, batch {state.batch_in_epoch})")
+    return state
+
+
+def resumable_batches(accelerator, dataloader, state: TrainState) -> Iterator[Any]:
+    """Yield batches epoch after epoch from the position in ``state``, forever (the loop breaks).
+
+    Calls ``set_epoch`` every epoch, skips the batches already consumed in a resumed epoch
+    (``accelerator.skip_first_batches``), and keeps ``state.epoch`` / ``state.batch_in_epoch`` /
+    ``state.micro_step`` current. Raises if an epoch yields no batch (empty data).
+    """
+    while True:
+        if hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(state.epoch)
+        elif hasattr(getattr(dataloader, "dataset", None), "set_epoch"):  # plain DataLoader over a streaming dataset
+            dataloader.dataset.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
+        yielded = False
+        for batch in loader:
+            yielded = True
+            state.batch_in_epoch += 1
+            state.micro_step += 1
+            yield batch
+        if not yielded and state.batch_in_epoch == 0:
+            raise ValueError("the training data yielded no batch (empty dataset, or fewer images than one batch with drop_last)")
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+
+# ------------------------------------------------------------------------------------- NaN guard
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+class LossGuard:
+    """Accumulates the loss on device (no per-step host sync) and checks it is finite when asked:
+    at every log step and before every checkpoint, so a checkpoint never holds NaN weights.
+
+    ``check`` returns the mean loss since the last check (a float) or raises :class:`NonFiniteLossError`
+    naming the step range and the last good checkpoint.
+    """
+
+    def __init__(self, accelerator, output_dir: str | os.PathLike):
+        self.accelerator = accelerator
+        self.output_dir = Path(output_dir)
+        self._sum: torch.Tensor | None = None
+        self._n = 0
+        self._since_step = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        l = loss.detach().float()
+        self._sum = l if self._sum is None else self._sum + l
+        self._n += 1
+
+    def check(self, state: TrainState) -> float | None:
+        if self._n == 0:
+            return None
+        mean = self.accelerator.reduce(self._sum / self._n, reduction="mean") if self.accelerator.num_processes > 1 else self._sum / self._n
+        value = float(mean.item())
+        if not math.isfinite(value):
+            last = find_last_checkpoint(self.output_dir)
+            where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
+            raise NonFiniteLossError(
+                f"training loss became {value} between optimiser steps {self._since_step} and {state.global_step} "
+                f"(epoch {state.epoch}); stopping without saving these weights; {where}. "
+                "Lower the learning rate, check the input images for NaN/constant values, or use --mixed_precision no."
+            )
+        self._sum, self._n, self._since_step = None, 0, state.global_step
+        state.last_loss = value
+        return value
+
+
+# ------------------------------------------------------------------------------ progress / logging
+class TrainProgress:
+    """tqdm bar over optimiser steps (main process only) showing loss, lr and images/s."""
+
+    def __init__(self, accelerator, total_steps: int, state: TrainState, images_per_step: int, desc: str = "train"):
+        from tqdm.auto import tqdm
+
+        self.images_per_step = int(images_per_step)
+        self.bar = tqdm(total=total_steps, initial=state.global_step, desc=desc, unit="step",
+                        disable=not accelerator.is_local_main_process, dynamic_ncols=True, file=sys.stderr)
+        self._t0 = time.perf_counter()
+        self._steps = 0
+        self.step_times: list[float] = []  # wall clock at each update, for steady-state throughput
+        self.step_cpu_times: list[float] = []  # process CPU time at each update (robust on a shared machine)
+
+    @property
+    def images_per_second(self) -> float:
+        dt = time.perf_counter() - self._t0
+        return self._steps * self.images_per_step / dt if dt > 0 else 0.0
+
+    def steady_images_per_second(self, warmup: int = 2) -> float | None:
+        """Throughput over the steps after the first ``warmup`` ones (which carry one-off costs)."""
+        t = self.step_times
+        warmup = max(1, warmup)
+        if len(t) <= warmup:
+            return None
+        return (len(t) - warmup) * self.images_per_step / (t[-1] - t[warmup - 1])
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        self._steps += n
+        self.step_times.append(time.perf_counter())
+        self.step_cpu_times.append(time.process_time())
+        self.bar.update(n)
+        if postfix or self._steps % 5 == 0:
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()}
+            shown["img/s"] = f"{self.images_per_second:.1f}"
+            self.bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def init_trackers(accelerator, project_name: str, config: dict[str, Any]) -> None:
+    """Start the trackers chosen by ``--report_to`` with a flat, scalar-only copy of ``config``."""
+    if not accelerator.log_with:
+        return
+    flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)) for k, v in config.items()}
+    accelerator.init_trackers(project_name, config=flat)
+
+
+def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[str, Any], name: str = RUN_CONFIG_FILE) -> Path:
+    """Write the resolved run configuration (args + derived values + environment) as JSON, main process only."""
+    path = Path(output_dir) / name
+    if accelerator.is_main_process:
+        import accelerate
+        import transformers
+
+        full = dict(config)
+        full.setdefault("environment", {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+            "mixed_precision": accelerator.mixed_precision,
+        })
+        write_json(path, full)
+    return path
+
+
+def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """JSON-ready copy of an argparse namespace (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, overwrite: bool) -> None:
+    """Refuse to train into a folder that already holds a run unless resuming or overwriting."""
+    out = Path(output_dir)
+    if out.is_dir() and any(out.iterdir()) and not resume_from and not overwrite:
+        raise FileExistsError(
+            f"--output_dir {out} is not empty; pass --resume_from_checkpoint latest to continue the run there, "
+            "or --overwrite_output_dir to start over"
+        )

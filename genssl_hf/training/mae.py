@@ -1,0 +1,586 @@
+"""ViT masked-autoencoder pre-training (GEN-SSL stage 4) with ``accelerate``.
+
+``python -m genssl_hf.training.mae --preset tiny --dataset DIR --output_dir OUT`` or
+``accelerate launch scripts/pretrain_mae.py ...``. The loop: images (uint8, resized once in the data
+workers) -> batched tensor augmentation (kornia random resized crop + flip) -> AdaIN to the reference
+statistics (``--adain on``, per crop by default like the paper's code) -> ``ViTMAEForPreTraining``
+(mask 0.9, bf16 autocast, SDPA attention, fused AdamW, no per-step host sync) with gradient
+accumulation, half-cycle cosine lr per step, checkpoints every K steps and exact resume. At the end:
+model + :class:`AdaINImageProcessor` via ``save_pretrained``, a reconstruction figure, a model card,
+the resolved run config, and optionally ``--push_to_hub``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
+from genssl_hf.processing.augment import ADAIN_MODES
+from genssl_hf.processing.stats import to_gray_uint8_or_float
+from genssl_hf.training.common import (
+    EpochShuffleSampler,
+    LossGuard,
+    NonFiniteLossError,
+    TrainProgress,
+    add_common_args,
+    args_to_dict,
+    build_optimizer,
+    check_output_dir,
+    cosine_schedule_with_warmup,
+    init_trackers,
+    make_accelerator,
+    maybe_resume,
+    resumable_batches,
+    save_checkpoint,
+    seed_step,
+    write_run_config,
+)
+from genssl_hf.utils import read_json, write_json
+
+# Architecture presets. vit-s16 / vit-b16 follow the GEN-SSL / MED-MAE recipe; tiny runs on a laptop CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 intermediate_size=512, decoder_hidden_size=96, decoder_num_hidden_layers=1,
+                 decoder_num_attention_heads=4, decoder_intermediate_size=384),
+    "vit-s16": dict(image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                    intermediate_size=1536, decoder_hidden_size=512, decoder_num_hidden_layers=2,
+                    decoder_num_attention_heads=16, decoder_intermediate_size=2048),
+    "vit-b16": dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                    intermediate_size=3072, decoder_hidden_size=512, decoder_num_hidden_layers=8,
+                    decoder_num_attention_heads=16, decoder_intermediate_size=2048),
+}
+# Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
+RECIPES: dict[str, dict[str, Any]] = {
+    # Small CPU batches need a larger base lr to move in a few hundred steps.
+    "tiny": dict(num_train_epochs=20, warmup_ratio=0.05, base_learning_rate=1.5e-3, per_device_train_batch_size=64),
+    "vit-s16": dict(num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256),
+    "vit-b16": dict(num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256),
+}
+PAPER_TOTAL_BATCH = 2048
+
+
+# ---------------------------------------------------------------------------------------- model
+def build_mae_config(preset: str = "vit-s16", *, mask_ratio: float = 0.9, norm_pix_loss: bool = False, **overrides: Any) -> ViTMAEConfig:
+    """``ViTMAEConfig`` for a preset (3 input channels: grayscale replicated), with overrides; checks that
+    the image size is divisible by the patch size and that the mask ratio lies in (0, 1)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    kw = dict(PRESETS[preset])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    check_mae_shape(kw["image_size"], kw["patch_size"], mask_ratio)
+    for a, b in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "decoder_num_attention_heads")):
+        if kw[a] % kw[b]:
+            raise ValueError(f"{a}={kw[a]} is not divisible by {b}={kw[b]}")
+    return ViTMAEConfig(num_channels=3, mask_ratio=float(mask_ratio), norm_pix_loss=bool(norm_pix_loss),
+                        layer_norm_eps=1e-6, **kw)
+
+
+def check_mae_shape(image_size: int, patch_size: int, mask_ratio: float) -> None:
+    if image_size <= 0 or patch_size <= 0 or image_size % patch_size:
+        raise ValueError(f"image size {image_size} is not divisible by the patch size {patch_size}")
+    if not 0.0 < float(mask_ratio) < 1.0:
+        raise ValueError(f"mask ratio must lie strictly between 0 and 1, got {mask_ratio}")
+    keep = int((image_size // patch_size) ** 2 * (1 - float(mask_ratio)))
+    if keep < 1:
+        raise ValueError(f"mask ratio {mask_ratio} leaves no visible patch of the {(image_size // patch_size) ** 2}")
+
+
+def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None,
+                attn_implementation: str = "sdpa") -> tuple[ViTMAEForPreTraining, dict[str, Any]]:
+    """A ``ViTMAEForPreTraining``: fresh from ``config``, or continued from a folder holding a ViTMAE
+    checkpoint (encoder + decoder) or a ViT checkpoint (encoder only; the decoder starts fresh).
+    Returns the model and an ``init`` record for the run config / card."""
+    if init_from is None:
+        return ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation), {"init": "random"}
+    path = Path(init_from)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--init_from {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
+    src = read_json(path / "config.json")
+    mtype = src.get("model_type")
+    arch_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size", "qkv_bias")
+    if mtype == "vit_mae":
+        model = ViTMAEForPreTraining.from_pretrained(
+            str(path), mask_ratio=config.mask_ratio, norm_pix_loss=config.norm_pix_loss, attn_implementation=attn_implementation)
+        if model.config.image_size != config.image_size:
+            raise ValueError(f"--init_from {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
+        return model, {"init": "vit_mae", "init_from": str(path)}
+    if mtype == "vit":
+        from transformers import ViTModel
+
+        src_cfg = {k: src[k] for k in arch_keys if k in src}
+        cfg = ViTMAEConfig(**{**config.to_dict(), **src_cfg, "layer_norm_eps": src.get("layer_norm_eps", 1e-12)})
+        if src.get("image_size", cfg.image_size) != cfg.image_size:
+            raise ValueError(f"--init_from {init_from} was trained at {src.get('image_size')} px; use --image_size {src.get('image_size')}")
+        if src.get("num_channels", 3) != 3:
+            raise ValueError(f"--init_from {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
+        model = ViTMAEForPreTraining._from_config(cfg, attn_implementation=attn_implementation)
+        vit = ViTModel.from_pretrained(str(path), add_pooling_layer=False)
+        sd = {f"vit.{k}": v for k, v in vit.state_dict().items()}
+        # ViTMAE keeps fixed sin-cos position embeddings; learned ViT ones are replaced by them.
+        sd = {k: v for k, v in sd.items() if not k.endswith("position_embeddings")}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        enc_missing = [k for k in missing if k.startswith("vit.") and not k.endswith("position_embeddings")]
+        if enc_missing or unexpected:
+            raise ValueError(f"--init_from {init_from}: encoder weights do not match (missing {enc_missing[:5]}, unexpected {unexpected[:5]})")
+        return model, {"init": "vit_encoder", "init_from": str(path)}
+    raise ValueError(f"--init_from {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
+
+
+# ----------------------------------------------------------------------------------------- data
+def load_image_dataset(source: Any, split: str = "train", *, image_column: str = "image", streaming: bool = False,
+                       dataset_config: str | None = None):
+    """A ``datasets`` object from a ``Dataset`` / ``IterableDataset`` / ``DatasetDict``, a ``save_to_disk``
+    folder, a local folder or file of parquet / images (``load_dataset`` infers the builder), or a Hub id.
+    Checks the image column exists and the data is not empty, before any training."""
+    import datasets
+
+    ds: Any = source
+    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in source:
+            raise KeyError(f"dataset has no split {split!r} (splits: {list(source)})")
+        ds = source[split]
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
+            ds = datasets.load_from_disk(str(p))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise KeyError(f"{source} has no split {split!r} (splits: {list(ds)})")
+                ds = ds[split]
+            if streaming:
+                ds = ds.to_iterable_dataset(num_shards=max(1, min(64, len(ds) // 1000 or 1)))
+        elif p.is_file() and p.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(p), split="train", streaming=streaming)
+        elif p.exists():
+            ds = datasets.load_dataset(str(p), split=split, streaming=streaming)
+        else:
+            ds = datasets.load_dataset(str(source), dataset_config, split=split, streaming=streaming)
+    elif not isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(f"unsupported dataset source of type {type(source).__name__}")
+    check_image_dataset(ds, image_column)
+    return ds
+
+
+def check_image_dataset(ds: Any, image_column: str) -> None:
+    import datasets
+
+    cols = ds.column_names
+    if cols is None and isinstance(ds, datasets.IterableDataset):
+        first = next(iter(ds.take(1)), None)
+        if first is None:
+            raise ValueError("the training dataset is empty")
+        cols = list(first)
+    if image_column not in cols:
+        raise ValueError(f"the training dataset has no image column {image_column!r} (columns: {cols}); pass --image_column")
+    if isinstance(ds, datasets.Dataset):
+        if len(ds) == 0:
+            raise ValueError("the training dataset is empty")
+    elif next(iter(ds.take(1)), None) is None:
+        raise ValueError("the training dataset is empty")
+
+
+class ImageCollator:
+    """Rows -> uint8 tensor (B, 1, S, S): grayscale, bilinear resize to ``load_size`` in the data workers,
+    so the main process only sees small uint8 batches."""
+
+    def __init__(self, load_size: int, image_column: str = "image"):
+        self.load_size = int(load_size)
+        self.image_column = image_column
+
+    def __call__(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        from PIL import Image
+
+        out = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
+        for i, row in enumerate(rows):
+            img = row[self.image_column]
+            if img is None:
+                raise ValueError(f"a training row has no image in column {self.image_column!r}")
+            g = to_gray_uint8_or_float(img)
+            if g.dtype != np.uint8:
+                g = np.asarray(g, dtype=np.float32)
+                g = np.clip(g * (255.0 if np.nanmax(g) <= 1.0 else 1.0), 0, 255)
+                pil = Image.fromarray(g.astype(np.float32), mode="F")
+                g = pil.resize((self.load_size, self.load_size), Image.BILINEAR)
+                g = np.asarray(g)
+                if np.isnan(g).any():  # keep NaN visible to the loss guard instead of hiding it in uint8
+                    raise ValueError("a training image contains NaN pixels")
+                g = np.rint(g).astype(np.uint8)
+            elif g.shape != (self.load_size, self.load_size):
+                g = np.asarray(Image.fromarray(g).resize((self.load_size, self.load_size), Image.BILINEAR))
+            out[i, 0] = g
+        return torch.from_numpy(out)
+
+
+def build_dataloader(ds: Any, accelerator, *, batch_size: int, image_column: str, load_size: int, seed: int,
+                     num_workers: int = 0, shuffle_buffer: int = 10_000):
+    """Map-style data: seeded per-epoch permutation, sharded across processes by ``accelerator.prepare``.
+    Streaming data: shuffle buffer reseeded per epoch, split across processes with ``split_dataset_by_node``."""
+    import datasets
+
+    ds = ds.select_columns([image_column])
+    collate = ImageCollator(load_size, image_column)
+    common = dict(batch_size=batch_size, collate_fn=collate, num_workers=num_workers, drop_last=True,
+                  persistent_workers=num_workers > 0, pin_memory=False)
+    if isinstance(ds, datasets.IterableDataset):
+        from datasets.distributed import split_dataset_by_node
+
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        ds = split_dataset_by_node(ds, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        return torch.utils.data.DataLoader(ds, **common), None
+    if len(ds) < batch_size * accelerator.num_processes:
+        raise ValueError(f"the training dataset has {len(ds)} images, fewer than one global batch "
+                         f"({batch_size} x {accelerator.num_processes} processes)")
+    loader = torch.utils.data.DataLoader(ds, sampler=EpochShuffleSampler(len(ds), seed=seed), **common)
+    loader = accelerator.prepare(loader)
+    return loader, len(loader)
+
+
+# ---------------------------------------------------------------------------------------- stats
+def resolve_reference(args: argparse.Namespace) -> tuple[float, float, dict[str, Any] | None]:
+    """AdaIN target (mean, std, provenance) from --reference_stats (a JSON written by
+    ``compute_reference_stats`` or a folder with an AdaIN ``preprocessor_config.json``) or --adain_mean/std."""
+    prov = None
+    mean, std = args.adain_mean, args.adain_std
+    if args.reference_stats:
+        p = Path(args.reference_stats)
+        if p.is_dir():
+            cfg = read_json(p / "preprocessor_config.json")
+            mean, std, prov = cfg["adain_mean"], cfg["adain_std"], cfg.get("reference_stats")
+        else:
+            d = read_json(p)
+            stats = ReferenceStats.from_dict(d)
+            mean, std, prov = stats.mean, stats.std, stats.to_dict()
+    if mean is None or std is None:
+        from genssl_hf.processing import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
+
+        mean, std = PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
+        prov = {"dataset_name": "paper constants (no provenance published)", "statistic": "unknown",
+                "mean": mean, "std": std}
+    if not std > 0:
+        raise ValueError(f"AdaIN reference std must be > 0, got {std}")
+    return float(mean), float(std), prov
+
+
+# ----------------------------------------------------------------------------------------- args
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="GEN-SSL MAE pre-training (ViTMAEForPreTraining) with accelerate")
+    add_common_args(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="vit-s16")
+    g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
+    g.add_argument("--patch_size", type=int, default=None, help="override the preset's patch size")
+    g.add_argument("--mask_ratio", type=float, default=0.9)
+    g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)")
+    g.add_argument("--init_from", default=None, help="continue from a ViTMAE or ViT model folder")
+    g.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"])
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
+    g.add_argument("--dataset_config", default=None)
+    g.add_argument("--split", default="train")
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
+    g.add_argument("--max_train_samples", type=int, default=None)
+    g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
+    g.add_argument("--crop_scale_min", type=float, default=0.5)
+    g.add_argument("--num_workers", type=int, default=0)
+    g = p.add_argument_group("AdaIN")
+    g.add_argument("--adain", choices=["on", "off"], default="on")
+    g.add_argument("--adain_mode", choices=list(ADAIN_MODES), default="after_crop",
+                   help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)")
+    g.add_argument("--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor")
+    g.add_argument("--adain_mean", type=float, default=None)
+    g.add_argument("--adain_std", type=float, default=None)
+    g.add_argument("--image_mean", type=float, default=0.5, help="normalisation after AdaIN")
+    g.add_argument("--image_std", type=float, default=0.5)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--per_device_train_batch_size", type=int, default=None)
+    g.add_argument("--num_train_epochs", type=float, default=None)
+    g.add_argument("--max_train_steps", type=int, default=None, help="optimiser steps (overrides epochs; needed for --streaming)")
+    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
+    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides the base lr rule)")
+    g.add_argument("--warmup_ratio", type=float, default=None)
+    g.add_argument("--warmup_steps", type=int, default=None)
+    g.add_argument("--weight_decay", type=float, default=0.05)
+    g.add_argument("--adam_beta2", type=float, default=0.95)
+    g.add_argument("--max_grad_norm", type=float, default=0.0, help="gradient clipping (0: off, as in MAE)")
+    g.add_argument("--torch_compile", action="store_true")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)")
+    g.add_argument("--figure_samples", type=int, default=4)
+    g.add_argument("--stop_after_steps", type=int, default=None,
+                   help="stop after this many optimiser steps as if interrupted (time-boxed jobs); resume later")
+    return p
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    recipe = RECIPES[args.preset]
+    for k, v in recipe.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return args
+
+
+# ----------------------------------------------------------------------------------------- loop
+def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
+    """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
+    ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
+    output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
+    args = _resolve(args)
+    image_size = args.image_size or PRESETS[args.preset]["image_size"]
+    patch_size = args.patch_size or PRESETS[args.preset]["patch_size"]
+    check_mae_shape(image_size, patch_size, args.mask_ratio)  # before any data or model work
+    if args.per_device_train_batch_size < 1:
+        raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
+    check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    if dataset is None and args.dataset is None:
+        raise ValueError("no training data: pass --dataset (or a datasets object)")
+    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
+                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config)
+    if args.max_train_samples is not None:
+        import datasets
+
+        n = int(args.max_train_samples)
+        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    adain_mean, adain_std, provenance = resolve_reference(args)
+    config = build_mae_config(args.preset, mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
+                              image_size=image_size, patch_size=patch_size)
+
+    accelerator = accelerator or make_accelerator(args)
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)  # model init
+    model, init_record = build_model(config, args.init_from, args.attn_implementation)
+    config = model.config
+    bs = args.per_device_train_batch_size
+    loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
+                                                 load_size=args.load_size or image_size, seed=args.seed,
+                                                 num_workers=args.num_workers)
+    accum = accelerator.gradient_accumulation_steps
+    total_batch = bs * accum * accelerator.num_processes
+    if args.max_train_steps is None:
+        if batches_per_epoch is None:
+            raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
+        steps_per_epoch = math.ceil(batches_per_epoch / accum)
+        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    else:
+        total_steps = int(args.max_train_steps)
+    warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
+    lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
+
+    optimizer = build_optimizer(model, lr, args.weight_decay, betas=(0.9, args.adam_beta2))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if args.torch_compile:
+        model = torch.compile(model)
+    scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    augment = MAEAugment(image_size, scale=(args.crop_scale_min, 1.0), adain=args.adain == "on",
+                         adain_mode=args.adain_mode, adain_mean=adain_mean, adain_std=adain_std,
+                         image_mean=args.image_mean, image_std=args.image_std, out_channels=3).to(accelerator.device)
+    state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
+
+    run_config = {
+        "args": args_to_dict(args), "model": config.to_dict(), "init": init_record,
+        "derived": {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
+                    "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch,
+                    "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
+        "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
+        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
+                  "reference_stats": provenance},
+    }
+    write_run_config(accelerator, out, run_config)
+    init_trackers(accelerator, "genssl_mae", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})
+
+    guard = LossGuard(accelerator, out)
+    bar = TrainProgress(accelerator, total_steps, state, total_batch, desc=f"MAE {args.preset}")
+    model.train()
+    interrupted = False
+    t0 = time.perf_counter()
+    start_step = state.global_step
+    if state.global_step < total_steps:
+        for batch in resumable_batches(accelerator, loader, state):
+            seed_step(args.seed, state, accelerator)
+            x = augment(batch.to(accelerator.device, non_blocking=True))
+            with accelerator.accumulate(model):
+                loss = model(pixel_values=x).loss
+                accelerator.backward(loss)
+                if args.max_grad_norm and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            guard.add(loss)
+            state.images_seen += bs * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state.global_step += 1
+            step = state.global_step
+            if step % args.logging_steps == 0 or step == total_steps:
+                value = guard.check(state)
+                bar.update(loss=value, lr=scheduler.get_last_lr()[0])
+                accelerator.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
+                                 "train/images_per_s": bar.images_per_second, "train/epoch": state.epoch}, step=step)
+            else:
+                bar.update()
+            if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
+                guard.check(state)  # never checkpoint NaN weights
+                save_checkpoint(accelerator, out, state, args.checkpoints_total_limit)
+            if step >= total_steps:
+                break
+            if args.stop_after_steps is not None and step - start_step >= args.stop_after_steps:
+                interrupted = True
+                break
+    guard.check(state)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    steps_done = state.global_step - start_step
+    summary: dict[str, Any] = {
+        "global_step": state.global_step, "total_steps": total_steps, "final_loss": state.last_loss,
+        "images_per_second": steps_done * total_batch / elapsed if elapsed > 0 and steps_done else None,
+        "images_per_second_steady": bar.steady_images_per_second(min(2, max(1, len(bar.step_times) - 1))),
+        "step_end_seconds": [round(t - bar.step_times[0], 4) for t in bar.step_times] if bar.step_times else [],
+        "step_end_cpu_seconds": [round(t - bar.step_cpu_times[0], 4) for t in bar.step_cpu_times] if bar.step_cpu_times else [],
+        "interrupted": interrupted, "output_dir": str(out),
+    }
+    if interrupted:
+        accelerator.end_training()
+        return summary
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
+    processor = AdaINImageProcessor(
+        size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
+        adain_std=adain_std, reference_stats=provenance, image_mean=[args.image_mean], image_std=[args.image_std],
+        num_channels=3)
+    if accelerator.is_main_process:
+        _save_final(unwrapped, processor, out)
+        if args.figure == "on":
+            summary["figure"] = str(reconstruction_figure(unwrapped, ds, args.image_column, processor,
+                                                          out / "reconstruction.png", n=args.figure_samples, seed=args.seed))
+        write_model_card(out, args, run_config, summary)
+        write_json(out / "train_summary.json", summary)
+        if args.push_to_hub:
+            push_folder_to_hub(out, args.hub_model_id)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _save_final(model: ViTMAEForPreTraining, processor: AdaINImageProcessor, out: Path) -> None:
+    """Write the model and processor to a temporary folder, then move the files into ``out``."""
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+# -------------------------------------------------------------------------------------- outputs
+@torch.no_grad()
+def reconstruction_figure(model: ViTMAEForPreTraining, ds: Any, image_column: str, processor: AdaINImageProcessor,
+                          path: str | os.PathLike, n: int = 4, seed: int = 0) -> Path:
+    """PNG with one row per image: original (processed), masked input, reconstruction, reconstruction with
+    the visible patches pasted back. The first ``n`` images of the dataset, a fixed mask seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = []
+    for row in ds:
+        images.append(row[image_column])
+        if len(images) >= n:
+            break
+    pv = torch.as_tensor(processor(images, return_tensors="pt")["pixel_values"])
+    model = model.float().eval()
+    g = torch.Generator().manual_seed(seed)
+    p = model.config.patch_size
+    noise = torch.rand(pv.shape[0], (pv.shape[-1] // p) ** 2, generator=g)
+    out = model(pixel_values=pv.to(model.device), noise=noise.to(model.device))
+    rec = model.unpatchify(out.logits).cpu()
+    mask = out.mask.cpu().unsqueeze(-1).expand(-1, -1, p * p * 3)
+    mask = model.unpatchify(mask)
+    m, s = float(processor.image_mean[0]), float(processor.image_std[0])
+
+    def show(t: torch.Tensor) -> np.ndarray:
+        return (t[0] * s + m).clamp(0, 1).numpy()
+
+    cols = ["original", "masked", "reconstruction", "reconstruction + visible"]
+    fig, axes = plt.subplots(len(pv), 4, figsize=(8, 2 * len(pv)), squeeze=False)
+    for i in range(len(pv)):
+        panels = [pv[i], pv[i] * (1 - mask[i]) + mask[i] * ((0.0 - m) / s), rec[i], pv[i] * (1 - mask[i]) + rec[i] * mask[i]]
+        for j, t in enumerate(panels):
+            axes[i, j].imshow(show(t), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].axis("off")
+            if i == 0:
+                axes[i, j].set_title(cols[j], fontsize=8)
+    fig.suptitle(f"MAE reconstruction (mask ratio {model.config.mask_ratio})", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    model.train()
+    return path
+
+
+def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+    from genssl_hf.hub.cards import render_model_card
+    from genssl_hf.utils import atomic_write_text
+
+    card_data: dict[str, Any] = {
+        "license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "image-feature-extraction",
+        "tags": ["genssl", "masked-autoencoder", "vit-mae", "chest-x-ray", "medical-imaging", "self-supervised"],
+    }
+    if run_config["init"].get("init_from"):
+        card_data["base_model"] = run_config["init"]["init_from"]
+    card = render_model_card(
+        "mae_encoder", card_data, preset=args.preset, model=run_config["model"], derived=run_config["derived"],
+        adain=run_config["adain"], augmentation=run_config["augmentation"], init=run_config["init"], summary=summary,
+        dataset=str(args.dataset) if args.dataset else "in-memory datasets object",
+    )
+    atomic_write_text(out / "README.md", str(card))
+
+
+def push_folder_to_hub(folder: Path, repo_id: str | None) -> str:
+    """Upload the final folder (not checkpoints or logs) to a private Hub repo."""
+    from huggingface_hub import HfApi
+
+    if not repo_id:
+        raise ValueError("--push_to_hub needs --hub_model_id")
+    api = HfApi()
+    api.create_repo(repo_id, private=True, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id,
+                      ignore_patterns=["checkpoint-*", ".*", "logs/*", "logs/**"])
+    return repo_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = pretrain_mae(args)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print({k: summary[k] for k in ("global_step", "final_loss", "images_per_second", "interrupted")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""MAE pre-training: bad input, exact resume, NaN guard, saved artifacts, init_from, two processes."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genssl_hf  # noqa: F401
+from genssl_hf.training import mae
+from genssl_hf.training.common import NonFiniteLossError, find_last_checkpoint
+
+torch.set_num_threads(1)  # the test machine is shared: one thread avoids oversubscription stalls
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny", "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
+        "--logging_steps", "1", "--mixed_precision", "no", "--figure_samples", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    _reset_accelerate()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from genssl_hf.data.phantom import phantom_dataset
+
+    path = tmp_path_factory.mktemp("phantoms") / "train"
+    phantom_dataset(32, size=48, seed=1).save_to_disk(str(path))
+    return path
+
+
+def _args(out, data, *extra):
+    return mae.build_parser().parse_args(TINY + ["--dataset", str(data), "--output_dir", str(out), *extra])
+
+
+def _weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_bad_input_fails_before_training(tmp_path, data_dir):
+    import datasets
+
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        mae.pretrain_mae(_args(tmp_path / "a", data_dir, "--patch_size", "7"))
+    for r in ("1.0", "0", "-0.2"):
+        with pytest.raises(ValueError, match="mask ratio"):
+            mae.pretrain_mae(_args(tmp_path / "b", data_dir, "--mask_ratio", r))
+    empty = datasets.Dataset.from_dict({"image": []}, features=datasets.Features({"image": datasets.Image()}))
+    with pytest.raises(ValueError, match="empty"):
+        mae.pretrain_mae(_args(tmp_path / "c", data_dir), dataset=empty)
+    with pytest.raises(ValueError, match="no image column 'image'"):
+        mae.pretrain_mae(_args(tmp_path / "d", data_dir), dataset=datasets.Dataset.from_dict({"pixels": [1, 2]}))
+    assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "d"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("mae") / "full"
+    args = _args(out, data_dir, "--max_train_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
+    summary = mae.pretrain_mae(args)
+    _reset_accelerate()
+    return out, summary
+
+
+def _reset_accelerate():
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data_dir, full_run):
+    out_full, summary = full_run
+    assert summary["global_step"] == 6 and np.isfinite(summary["final_loss"])
+    out = tmp_path / "resumed"
+    base = ("--max_train_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
+    first = mae.pretrain_mae(_args(out, data_dir, *base, "--stop_after_steps", "4"))
+    assert first["interrupted"] and first["global_step"] == 4
+    assert not (out / "model.safetensors").exists() and find_last_checkpoint(out).name == "checkpoint-3"
+    _reset_accelerate()
+    second = mae.pretrain_mae(_args(out, data_dir, *base, "--resume_from_checkpoint", "latest"))
+    assert second["global_step"] == 6 and not second["interrupted"]
+    a, b = _weights(out_full), _weights(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_saved_artifacts_reload(full_run):
+    from transformers import AutoImageProcessor, ViTForImageClassification, ViTMAEForPreTraining
+
+    out, _ = full_run
+    clf = ViTForImageClassification.from_pretrained(out, num_labels=5)
+    mae_model = ViTMAEForPreTraining.from_pretrained(out)
+    assert mae_model.config.mask_ratio == 0.9
+    for name in ("layers.0.attention.q_proj.weight", "layers.3.mlp.fc2.bias", "layernorm.weight"):
+        torch.testing.assert_close(clf.vit.get_parameter(name), mae_model.vit.get_parameter(name))
+    proc = AutoImageProcessor.from_pretrained(out)
+    assert type(proc).__name__ == "AdaINImageProcessor" and proc.size.height == 32
+    assert (out / "reconstruction.png").stat().st_size > 1000
+    card = (out / "README.md").read_text()
+    assert "vit-mae" in card and "Research use only" in card and "after crop" in card
+    cfg = __import__("json").loads((out / "run_config.json").read_text())
+    assert cfg["adain"]["mode"] == "after_crop" and cfg["derived"]["total_batch_size"] == 16
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+    real_forward = mae.ViTMAEForPreTraining.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **k):
+        out = real_forward(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] > 4:  # from the 5th micro batch on (after checkpoint-2 with accumulation 2)
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(mae.ViTMAEForPreTraining, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="checkpoint-2"):
+        mae.pretrain_mae(_args(out, data_dir, "--max_train_steps", "6", "--checkpointing_steps", "2",
+                               "--gradient_accumulation_steps", "2"))
+    last = find_last_checkpoint(out)
+    assert last.name == "checkpoint-2" and not (out / "model.safetensors").exists()
+    sd = load_file(str(last / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_init_from_vit_and_vit_mae(tmp_path, full_run):
+    from transformers import ViTConfig, ViTModel
+
+    out, _ = full_run
+    cfg = mae.build_mae_config("tiny", image_size=32, patch_size=8)
+    m, rec = mae.build_model(cfg, out)
+    assert rec["init"] == "vit_mae"
+    saved = mae.ViTMAEForPreTraining.from_pretrained(out)
+    torch.testing.assert_close(m.decoder.decoder_embed.weight, saved.decoder.decoder_embed.weight)
+    vit = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                             image_size=32, patch_size=8), add_pooling_layer=False)
+    vit.save_pretrained(tmp_path / "vit")
+    m2, rec2 = mae.build_model(cfg, tmp_path / "vit")
+    assert rec2["init"] == "vit_encoder" and m2.config.hidden_size == 64 and m2.config.decoder_hidden_size == 96
+    torch.testing.assert_close(m2.vit.layers[1].mlp.fc1.weight, vit.layers[1].mlp.fc1.weight)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        mae.build_model(cfg, tmp_path)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run(tmp_path, data_dir):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "pretrain_mae.py"),
+           *TINY, "--per_device_train_batch_size", "4", "--dataset", str(data_dir), "--output_dir", str(out),
+           "--max_train_steps", "3", "--checkpointing_steps", "2", "--figure", "off"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cfg = __import__("json").loads((out / "run_config.json").read_text())
+    assert cfg["environment"]["num_processes"] == 2 and cfg["derived"]["total_batch_size"] == 8
+    assert (out / "checkpoint-2" / "train_state.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def test_streaming_parquet_folder(tmp_path, data_dir):
+    import datasets
+
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    datasets.load_from_disk(str(data_dir)).select_columns(["image"]).to_parquet(str(pq / "train.parquet"))
+    with pytest.raises(ValueError, match="max_train_steps"):
+        mae.pretrain_mae(_args(tmp_path / "s0", pq, "--streaming"))
+    _reset_accelerate()
+    s = mae.pretrain_mae(_args(tmp_path / "s1", pq, "--streaming", "--max_train_steps", "5", "--checkpointing_steps", "0",
+                               "--figure", "off"))
+    assert s["global_step"] == 5 and np.isfinite(s["final_loss"])  # 5 steps > 4 batches: crosses an epoch
+    assert (tmp_path / "s1" / "model.safetensors").is_file()
