@@ -1,1 +1,64 @@
-"""genssl_hf.evaluation"""
+"""genssl_hf.evaluation: the paper's evaluation suite.
+
+* :func:`classification_metrics` — per-class ROC AUC and mean AUC (undefined classes reported, not
+  averaged), accuracy, per-class sensitivity / specificity, seeded bootstrap CIs (scikit-learn);
+  :func:`format_auc_table` / :func:`format_accuracy_table` — Markdown in the paper's layout;
+  ``METRIC_PATH`` — the same metrics as an ``evaluate`` module: ``evaluate.load(METRIC_PATH, "multilabel")``.
+* :func:`corrupt`, :func:`robustness_table` — Gaussian blur / noise, JPEG, contrast, motion blur at 5 severities.
+* :func:`compute_fid`, :func:`dataset_similarity`, :class:`EncoderFeatureExtractor` — image quality with
+  a pluggable, always-named feature extractor; FAISS nearest-neighbour cosine similarity.
+* :func:`cls_attention_maps`, :func:`save_attention_overlays` — DINO-style last-layer CLS attention PNGs.
+* :func:`plot_roc_curves`; :func:`run_evaluation` (``scripts/evaluate.py``) — the results folder.
+"""
+
+from pathlib import Path
+
+from .attention import cls_attention_maps, save_attention_overlays
+from .classification import bootstrap_ci, classification_metrics, fast_auc, format_accuracy_table, format_auc_table
+from .image_quality import (
+    EncoderFeatureExtractor,
+    compute_fid,
+    dataset_similarity,
+    extract_features,
+    faiss_available,
+    frechet_distance,
+    mean_nn_cosine_similarity,
+)
+from .plots import plot_roc_curves
+from .robustness import CORRUPTIONS, SEVERITY_PARAMS, corrupt, format_robustness_table, robustness_table
+
+METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "cxr_classification")
+"""Folder of the ``evaluate`` metric module (``evaluate.load(METRIC_PATH, "multilabel" | "multiclass")``)."""
+
+
+def run_evaluation(args):
+    """See :func:`genssl_hf.evaluation.report.run_evaluation` (imported lazily: it pulls in training code)."""
+    from .report import run_evaluation as _run
+
+    return _run(args)
+
+
+__all__ = [
+    "CORRUPTIONS",
+    "EncoderFeatureExtractor",
+    "METRIC_PATH",
+    "SEVERITY_PARAMS",
+    "bootstrap_ci",
+    "classification_metrics",
+    "cls_attention_maps",
+    "compute_fid",
+    "corrupt",
+    "dataset_similarity",
+    "extract_features",
+    "faiss_available",
+    "fast_auc",
+    "format_accuracy_table",
+    "format_auc_table",
+    "format_robustness_table",
+    "frechet_distance",
+    "mean_nn_cosine_similarity",
+    "plot_roc_curves",
+    "robustness_table",
+    "run_evaluation",
+    "save_attention_overlays",
+]

@@ -1,0 +1,302 @@
+"""The evaluation report behind ``scripts/evaluate.py``: one results folder per run with
+
+* ``metrics.json``: every model's metrics on the split (per-class AUC, mAUC, accuracy, sensitivity,
+  specificity, bootstrap CIs) plus run provenance;
+* ``tables.md``: Markdown tables in the paper's layout (per-class AUC + mAUC; accuracy +
+  sensitivity), the robustness table and the image-quality numbers with their extractor;
+* ``roc_<model>.png``: ROC curves; ``attention/<model>/attention_###.png``: CLS attention overlays;
+* ``robustness.json``, ``image_quality.json``, ``predictions_<model>.npz``, ``run_config.json``.
+
+The folder is written to a temporary path and renamed at the end (nothing half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from genssl_hf.evaluation.attention import cls_attention_maps, save_attention_overlays
+from genssl_hf.evaluation.classification import classification_metrics, format_accuracy_table, format_auc_table
+from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
+from genssl_hf.evaluation.plots import plot_roc_curves
+from genssl_hf.evaluation.robustness import CORRUPTIONS, format_robustness_table, robustness_table
+from genssl_hf.utils import atomic_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "build_parser", "run_evaluation", "main"]
+
+
+class LoadedClassifier:
+    """A saved classifier folder with the input pipeline it was trained with."""
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
+        import genssl_hf.processing  # noqa: F401  (AutoImageProcessor learns AdaINImageProcessor)
+        from transformers import AutoImageProcessor, ViTForImageClassification
+
+        from genssl_hf.training.classifier import GenSSLViTForImageClassification
+        from genssl_hf.training.finetune_data import InputNormalizer
+
+        self.folder = Path(folder)
+        cfg_path = self.folder / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"model folder {self.folder} has no config.json")
+        cfg = json.loads(cfg_path.read_text())
+        cls = GenSSLViTForImageClassification if "pooling" in cfg else ViTForImageClassification
+        self.model = cls.from_pretrained(self.folder).eval().to(device)
+        self.device = torch.device(device)
+        config = self.model.config
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        self.multi_label = config.problem_type == "multi_label_classification"
+        size = int(config.image_size)
+        if (self.folder / "preprocessor_config.json").is_file():
+            proc = AutoImageProcessor.from_pretrained(self.folder)
+            psize = getattr(proc, "size", None)
+            if psize is not None and getattr(psize, "height", None):
+                size = int(psize.height)
+            elif isinstance(psize, dict) and psize.get("height"):
+                size = int(psize["height"])
+            self.normalizer = InputNormalizer.from_processor(proc, size, config.num_channels)
+        else:
+            self.normalizer = InputNormalizer(image_size=size, num_channels=config.num_channels)
+        self.image_size = size
+
+    def model_input(self, images01: torch.Tensor) -> torch.Tensor:
+        return self.normalizer(self.normalizer.resize(images01.float())).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, images01: torch.Tensor) -> np.ndarray:
+        """Probabilities for ``(B, 1, H, W)`` images in [0, 1]."""
+        logits = self.model(pixel_values=self.model_input(images01)).logits.float()
+        p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        return p.cpu().numpy()
+
+
+def load_classifier(folder: str | Path, device: str = "cpu") -> LoadedClassifier:
+    return LoadedClassifier(folder, device)
+
+
+def load_eval_split(dataset: str, split: str, *, config: str | None = None, phantom_size: int = 500,
+                    phantom_resolution: int = 64, seed: int = 0):
+    """One split of a dataset spec (see :func:`genssl_hf.training.finetune_data.load_dataset_spec`:
+    'phantom', kermany:/nih-subset:/chexpert:/nih14:/covidx: ROOT, a save_to_disk folder, a Hub id)."""
+    from genssl_hf.training.finetune_data import load_dataset_spec
+
+    sizes = {"train": (phantom_size, 0, 0), "validation": (0, phantom_size, 0), "test": (0, 0, phantom_size)}
+    dd = load_dataset_spec(dataset, config=config, phantom_sizes=sizes.get(split, (0, 0, phantom_size)),
+                           phantom_resolution=phantom_resolution, seed=seed)
+    if split not in dd:
+        raise KeyError(f"dataset {dataset!r} has no split {split!r} (splits: {list(dd)})")
+    return dd[split]
+
+
+def _images_and_targets(ds, size: int, image_column: str, max_samples: int | None = None, batch_size: int = 256):
+    from genssl_hf.training.finetune_data import Collator, targets_of
+
+    targets, names, multi_label = targets_of(ds)
+    n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    collate = Collator(size, multi_label, len(names), image_column)
+    chunks = [collate([ds[j] for j in range(i, min(n, i + batch_size))])["pixels"] for i in range(0, n, batch_size)]
+    images = torch.cat(chunks).float().div_(255.0)
+    return images, targets[:n], names, multi_label
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _parse_models(items: Sequence[str]) -> dict[str, str]:
+    models: dict[str, str] = {}
+    for item in items:
+        name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
+        if name in models:
+            raise ValueError(f"model name {name!r} given twice; name them with NAME=PATH")
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"--model {item!r}: {path} is not a folder")
+        models[name] = path
+    return models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate fine-tuned chest X-ray classifiers (paper metrics, ROC, robustness, attention) "
+                    "and generated-image quality (FID, FAISS similarity).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]FOLDER",
+                   help="classifier folder (repeat for a comparison table)")
+    p.add_argument("--dataset", default=None, help="save_to_disk folder, load_dataset path / Hub id, or 'phantom'")
+    p.add_argument("--dataset_config", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--image_column", default="image")
+    p.add_argument("--phantom_size", type=int, default=500)
+    p.add_argument("--phantom_resolution", type=int, default=64)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    p.add_argument("--max_samples", type=int, default=None, help="evaluate at most this many rows")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold")
+    p.add_argument("--sensitivity_classes", nargs="*", default=None,
+                   help="classes in the accuracy/sensitivity table (e.g. COVID-19); default: all")
+    p.add_argument("--robustness", action="store_true", help="run the corruption benchmark (paper Table 8)")
+    p.add_argument("--corruptions", nargs="*", default=list(CORRUPTIONS), choices=list(CORRUPTIONS))
+    p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--robustness_max_samples", type=int, default=500)
+    p.add_argument("--attention", type=int, default=8, help="number of attention overlays per model (0: none)")
+    p.add_argument("--boxes_column", default=None, help="column with per-image [x0, y0, x1, y1] boxes to draw")
+    p.add_argument("--quality_a", default=None, help="image set A for FID / similarity (dataset as --dataset)")
+    p.add_argument("--quality_b", default=None, help="image set B (the reference) for FID / similarity")
+    p.add_argument("--quality_split", default="train")
+    p.add_argument("--quality_max_images", type=int, default=1000)
+    p.add_argument("--extractor", default=None, help="encoder folder (ViT / ViTMAE / classifier) for FID features")
+    p.add_argument("--extractor_pooling", choices=["mean", "cls"], default="mean")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Run everything requested by ``args`` and write the results folder; returns the metrics dict."""
+    models = _parse_models(args.model)
+    if models and not args.dataset:
+        raise ValueError("--model needs --dataset")
+    if not models and not (args.quality_a and args.quality_b):
+        raise ValueError("nothing to do: give --model with --dataset, and/or --quality_a/--quality_b with --extractor")
+    if (args.quality_a or args.quality_b) and not (args.quality_a and args.quality_b and args.extractor):
+        raise ValueError("image quality needs --quality_a, --quality_b and --extractor")
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not args.overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    loaded = {name: LoadedClassifier(path, args.device) for name, path in models.items()}  # fail early
+    split = None
+    if models:
+        split = load_eval_split(args.dataset, args.split, config=args.dataset_config,
+                                phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution,
+                                seed=args.seed)
+        if args.image_column not in split.features:
+            raise KeyError(f"split {args.split!r} has no column {args.image_column!r}: {list(split.features)}")
+
+    results: dict[str, Any] = {"models": {}, "dataset": args.dataset, "split": args.split}
+    tables: list[str] = []
+    with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
+        write_json(tmp / "run_config.json", {k: v for k, v in vars(args).items()})
+        metrics_by_model: dict[str, dict[str, Any]] = {}
+        robustness_by_model: dict[str, Any] = {}
+        for name, clf in loaded.items():
+            images, targets, label_names, multi_label = _images_and_targets(split, clf.image_size, args.image_column,
+                                                                         args.max_samples)
+            if label_names != clf.label_names:
+                raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
+            probs = np.concatenate([clf.predict(images[i:i + args.batch_size])
+                                    for i in range(0, len(images), args.batch_size)])
+            m = classification_metrics(targets, probs, label_names=label_names, threshold=args.threshold,
+                                       n_bootstrap=args.n_bootstrap, seed=args.seed)
+            m["model_folder"] = str(Path(models[name]).resolve())
+            metrics_by_model[name] = m
+            np.savez_compressed(tmp / f"predictions_{_safe_name(name)}.npz", probs=probs, targets=targets)
+            plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
+                            title=f"ROC - {name} ({args.split}, n={len(targets)})")
+            if args.robustness:
+                k = min(len(images), args.robustness_max_samples)
+                metric_name = "mean_auc" if multi_label else "accuracy"
+                robustness_by_model[name] = robustness_table(
+                    clf.predict, images[:k], targets[:k], metric_name=metric_name, corruptions=args.corruptions,
+                    severities=args.severities, seed=args.seed, batch_size=args.batch_size)
+            if args.attention > 0:
+                k = min(args.attention, len(images))
+                x = clf.model_input(images[:k])
+                maps = cls_attention_maps(clf.model, x)
+                pred = probs[:k]
+                titles = [_title(targets[i], pred[i], label_names, multi_label, args.threshold) for i in range(k)]
+                boxes = None
+                if args.boxes_column:
+                    boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
+                save_attention_overlays(images[:k], maps, tmp / "attention" / _safe_name(name), boxes=boxes,
+                                        titles=titles)
+        if metrics_by_model:
+            results["models"] = metrics_by_model
+            first = next(iter(metrics_by_model.values()))
+            tables.append(f"## Classification ({args.dataset}, split {args.split}, n={first['num_samples']})\n")
+            tables.append("### AUC (percent)\n\n" + format_auc_table(metrics_by_model, with_ci=args.n_bootstrap > 0))
+            tables.append("### Accuracy and sensitivity (percent)\n\n" + format_accuracy_table(
+                metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=args.n_bootstrap > 0))
+        if robustness_by_model:
+            write_json(tmp / "robustness.json", robustness_by_model)
+            results["robustness"] = robustness_by_model
+            tables.append("## Robustness (paper Table 8)\n")
+            for name, r in robustness_by_model.items():
+                tables.append(f"### {name}\n\n" + format_robustness_table(r))
+            params = next(iter(robustness_by_model.values()))["severity_params"]
+            tables.append("Severity parameters (sizes in pixels at 224 px, scaled with the image): " +
+                          "; ".join(f"{c}: {v}" for c, v in params.items()) + "\n")
+        if args.quality_a and args.quality_b:
+            quality = _image_quality(args)
+            write_json(tmp / "image_quality.json", quality)
+            results["image_quality"] = quality
+            tables.append("## Generated-image quality\n\n"
+                          f"Feature extractor: `{quality['fid']['extractor']}` (FID compares only under the same extractor)\n\n"
+                          "| A | B | FID | mean NN cosine similarity (A -> B) | backend |\n|---|---|---|---|---|\n"
+                          f"| {args.quality_a} | {args.quality_b} | {quality['fid']['fid']:.3f} | "
+                          f"{quality['similarity']['mean_similarity']:.4f} | {quality['similarity']['backend']} |\n")
+        write_json(tmp / "metrics.json", results)
+        (tmp / "tables.md").write_text("# Evaluation results\n\n" + "\n".join(tables))
+    return results
+
+
+def _title(t, p, names, multi_label, threshold) -> str:
+    if multi_label:
+        truth = [n for n, v in zip(names, t) if v >= 0.5] or ["none"]
+        pred = [n for n, v in zip(names, p) if v >= threshold] or ["none"]
+        return f"true: {', '.join(truth)}\npred: {', '.join(pred)}"
+    return f"true: {names[int(t)]} / pred: {names[int(np.argmax(p))]}"
+
+
+def _boxes(ds, column: str, k: int, size: int, image_column: str):
+    if column not in ds.features:
+        raise KeyError(f"--boxes_column {column!r} is not a column: {list(ds.features)}")
+    out = []
+    for i in range(k):
+        row = ds[i]
+        w, h = row[image_column].size if hasattr(row[image_column], "size") else np.asarray(row[image_column]).shape[::-1]
+        sx, sy = size / w, size / h
+        out.append([(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in (row[column] or [])])
+    return out
+
+
+def _image_quality(args: argparse.Namespace) -> dict[str, Any]:
+    extractor = EncoderFeatureExtractor(args.extractor, pooling=args.extractor_pooling, device=args.device)
+
+    def images(spec: str):
+        ds = load_eval_split(spec, args.quality_split, phantom_size=args.quality_max_images,
+                             phantom_resolution=args.phantom_resolution, seed=args.seed)
+        n = min(len(ds), args.quality_max_images)
+        for i in range(n):
+            yield ds[i][args.image_column]
+
+    fid = compute_fid(images(args.quality_a), images(args.quality_b), extractor)
+    sim = dataset_similarity(images(args.quality_a), images(args.quality_b), extractor)
+    return {"fid": fid, "similarity": sim, "extractor_folder": extractor.source,
+            "a": args.quality_a, "b": args.quality_b}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    results = run_evaluation(args)
+    out = Path(args.output_dir)
+    print((out / "tables.md").read_text())
+    print(f"results: {out.resolve()}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Data side of fine-tuning: targets from the canonical schema, stratified seeded label fractions and
+validation splits, batching, the fine-tuning augmentation and input normalisation.
+
+Everything here is a pure function of its inputs and seed, so label fractions are reproducible and
+recorded (the chosen indices are written to the run folder by the training loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from genssl_hf.data.schema import is_multi_label, label_names_of, to_multi_hot
+
+__all__ = [
+    "targets_of",
+    "stratified_subset",
+    "split_train_validation",
+    "Collator",
+    "FinetuneAugment",
+    "InputNormalizer",
+    "GRAYSCALE_RANDAUGMENT_POLICY",
+    "load_dataset_spec",
+]
+
+
+def targets_of(dataset) -> tuple[np.ndarray, list[str], bool]:
+    """``(targets, label_names, multi_label)`` of a canonical dataset: an ``(N, C)`` float 0/1 matrix
+    (multi-label ``labels``) or ``(N,)`` int class indices (multi-class ``label``). Reads only the
+    label column."""
+    features = dataset.features
+    names = label_names_of(features)
+    if is_multi_label(features):
+        rows = dataset["labels"]
+        return np.stack([to_multi_hot(r, len(names)) for r in rows]) if len(rows) else np.zeros((0, len(names)), np.float32), names, True
+    return np.asarray(dataset["label"], dtype=np.int64), names, False
+
+
+def _strata(targets: np.ndarray) -> np.ndarray:
+    """Stratum id per row: the class (multi-class) or the label combination (multi-label)."""
+    if targets.ndim == 1:
+        return targets.astype(np.int64)
+    _, inverse = np.unique(targets.astype(np.int8), axis=0, return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def stratified_subset(targets: np.ndarray, fraction: float, seed: int, *, min_per_stratum: int = 0) -> np.ndarray:
+    """Sorted indices of a stratified random ``fraction`` of the rows.
+
+    Strata are the classes (multi-class) or the label combinations (multi-label). The total is
+    ``max(1, round(fraction * N))``, allotted to strata in proportion to their sizes by the
+    largest-remainder rule (ties broken by a seeded draw), then each stratum's rows are a seeded
+    random choice. ``min_per_stratum`` (e.g. 1) guarantees that many rows per stratum when the total
+    allows. Deterministic given ``(targets, fraction, seed)``.
+    """
+    n = int(targets.shape[0])
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must lie in (0, 1]; got {fraction}")
+    if n == 0:
+        raise ValueError("cannot take a fraction of an empty dataset")
+    if fraction == 1.0:
+        return np.arange(n)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(round(fraction * 1e6))]))
+    strata = _strata(targets)
+    ids, counts = np.unique(strata, return_counts=True)
+    total = max(1, int(round(fraction * n)))
+    quota = counts * total / n
+    alloc = np.floor(quota).astype(np.int64)
+    if min_per_stratum and total >= min_per_stratum * len(ids):
+        alloc = np.maximum(alloc, np.minimum(counts, min_per_stratum))
+    left = total - int(alloc.sum())
+    if left > 0:
+        # largest remainder first; a seeded random key breaks ties
+        order = np.lexsort((rng.random(len(ids)), -(quota - np.floor(quota))))
+        for k in order:
+            if left == 0:
+                break
+            if alloc[k] < counts[k]:
+                alloc[k] += 1
+                left -= 1
+    elif left < 0:  # min_per_stratum pushed us over: take back from the biggest allotments
+        for k in np.argsort(-alloc, kind="stable"):
+            while left < 0 and alloc[k] > max(min_per_stratum, 0) and alloc[k] > 1:
+                alloc[k] -= 1
+                left += 1
+    chosen = []
+    for k, sid in enumerate(ids):
+        rows = np.flatnonzero(strata == sid)
+        if alloc[k] > 0:
+            chosen.append(rng.choice(rows, size=int(alloc[k]), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def split_train_validation(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified seeded ``(train_indices, validation_indices)`` carved out of one labelled split."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1); got {val_fraction}")
+    val = stratified_subset(targets, val_fraction, seed + 7_777_777)
+    mask = np.ones(targets.shape[0], dtype=bool)
+    mask[val] = False
+    train = np.flatnonzero(mask)
+    if len(train) == 0:
+        raise ValueError("the validation split would take every training row")
+    return train, val
+
+
+class Collator:
+    """Rows of the canonical schema -> ``{"pixels": uint8 (B, 1, S, S), "labels": targets}``.
+
+    Images are decoded, converted to grayscale and resized to ``load_size`` with Pillow (bilinear)
+    in the data-loader workers; augmentation runs batched on tensors afterwards.
+    """
+
+    def __init__(self, load_size: int, multi_label: bool, num_labels: int, image_column: str = "image"):
+        self.load_size = int(load_size)
+        self.multi_label = multi_label
+        self.num_labels = num_labels
+        self.image_column = image_column
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from PIL import Image
+
+        pix = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
+        for i, row in enumerate(rows):
+            img = row[self.image_column]
+            if not isinstance(img, Image.Image):
+                img = Image.fromarray(np.asarray(img))
+            if img.mode != "L":
+                img = img.convert("L")
+            if img.size != (self.load_size, self.load_size):
+                img = img.resize((self.load_size, self.load_size), Image.BILINEAR)
+            pix[i, 0] = np.asarray(img)
+        if self.multi_label:
+            labels = torch.from_numpy(np.stack([to_multi_hot(r["labels"], self.num_labels) for r in rows]))
+        else:
+            labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
+        return {"pixels": torch.from_numpy(pix), "labels": labels}
+
+
+# RandAugment ops of timm's policy that make sense on grayscale radiographs ("color" is a no-op on
+# one channel and is left out); ranges as kornia's default policy.
+GRAYSCALE_RANDAUGMENT_POLICY = [
+    [("auto_contrast", 0, 1)],
+    [("equalize", 0, 1)],
+    [("invert", 0, 1)],
+    [("rotate", -30.0, 30.0)],
+    [("posterize", 4.0, 8.0)],
+    [("solarize", 0.0, 1.0)],
+    [("solarize_add", 0.0, 0.43)],
+    [("contrast", 0.1, 1.9)],
+    [("brightness", 0.1, 1.9)],
+    [("sharpness", 0.1, 1.9)],
+    [("shear_x", -0.3, 0.3)],
+    [("shear_y", -0.3, 0.3)],
+    [("translate_x", -0.1, 0.1)],
+    [("translate_y", -0.1, 0.1)],
+]
+
+
+class FinetuneAugment(torch.nn.Module):
+    """Fine-tuning augmentation on ``(B, 1, H, W)`` floats in [0, 1] (kornia, no torchvision):
+    random resized crop to ``size`` (scale ``crop_scale``), horizontal flip, rotation up to
+    ``rotation`` degrees, then RandAugment (``randaug_n`` ops at magnitude ``randaug_m`` of 30,
+    drawn independently for every group of ``randaug_group`` images, since kornia draws one op set
+    per call). Randomness comes from the global torch RNG (seeded per step by the loop).
+    """
+
+    def __init__(self, size: int, *, crop_scale: Sequence[float] = (0.5, 1.0), hflip: float = 0.5,
+                 rotation: float = 10.0, randaug_n: int = 2, randaug_m: float = 8.0, randaug_group: int = 8):
+        super().__init__()
+        import kornia.augmentation as K
+        from kornia.augmentation.auto import RandAugment
+
+        geo = [K.RandomResizedCrop((size, size), scale=tuple(crop_scale), ratio=(3 / 4, 4 / 3))]
+        if hflip > 0:
+            geo.append(K.RandomHorizontalFlip(p=hflip))
+        if rotation > 0:
+            geo.append(K.RandomRotation(degrees=float(rotation), p=1.0))
+        self.geometric = torch.nn.Sequential(*geo)
+        self.randaug = RandAugment(n=int(randaug_n), m=float(randaug_m), policy=GRAYSCALE_RANDAUGMENT_POLICY) if randaug_n > 0 and randaug_m > 0 else None
+        self.randaug_group = max(1, int(randaug_group))
+        self.settings = dict(size=size, crop_scale=list(crop_scale), hflip=hflip, rotation=rotation,
+                             randaug_n=randaug_n, randaug_m=randaug_m, randaug_group=randaug_group)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.geometric(x.float())
+        if self.randaug is not None:
+            x = torch.cat([self.randaug(x[i:i + self.randaug_group]) for i in range(0, len(x), self.randaug_group)])
+        return x.clamp_(0.0, 1.0)
+
+
+@dataclass
+class InputNormalizer:
+    """[0, 1] grayscale batch -> model input, with the settings of an ``AdaINImageProcessor``:
+    optional AdaIN to ``(adain_mean, adain_std)`` per image, then ``(x - mean) / std``, then
+    replication to ``num_channels``."""
+
+    image_size: int
+    num_channels: int = 3
+    do_adain: bool = False
+    adain_mean: float = 0.5
+    adain_std: float = 0.25
+    adain_eps: float = 1e-3
+    adain_clip: bool = False
+    image_mean: float = 0.5
+    image_std: float = 0.5
+
+    @classmethod
+    def from_processor(cls, processor, image_size: int, num_channels: int) -> "InputNormalizer":
+        mean = processor.image_mean if getattr(processor, "do_normalize", True) else 0.0
+        std = processor.image_std if getattr(processor, "do_normalize", True) else 1.0
+        return cls(
+            image_size=int(image_size), num_channels=int(num_channels),
+            do_adain=bool(getattr(processor, "do_adain", False)),
+            adain_mean=float(getattr(processor, "adain_mean", 0.5) or 0.5),
+            adain_std=float(getattr(processor, "adain_std", 0.25) or 0.25),
+            adain_eps=float(getattr(processor, "adain_eps", 1e-3) or 1e-3),
+            adain_clip=bool(getattr(processor, "adain_clip", False)),
+            image_mean=float(np.mean(mean)), image_std=float(np.mean(std)),
+        )
+
+    def to_processor(self):
+        """The ``AdaINImageProcessor`` that reproduces this normalisation at inference time."""
+        from genssl_hf.processing import AdaINImageProcessor
+
+        return AdaINImageProcessor(
+            size={"height": self.image_size, "width": self.image_size}, num_channels=self.num_channels,
+            do_adain=self.do_adain, adain_mean=self.adain_mean, adain_std=self.adain_std, adain_eps=self.adain_eps,
+            adain_clip=self.adain_clip, image_mean=[self.image_mean], image_std=[self.image_std],
+        )
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == (self.image_size, self.image_size):
+            return x
+        return torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                               align_corners=False, antialias=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.do_adain:
+            var, mu = torch.var_mean(x, dim=(1, 2, 3), keepdim=True, correction=0)
+            x = (x - mu) * (self.adain_std / var.sqrt().clamp_min(self.adain_eps)) + self.adain_mean
+            if self.adain_clip:
+                x = x.clamp(0.0, 1.0)
+        x = (x - self.image_mean) / self.image_std
+        if self.num_channels != x.shape[1]:
+            x = x.expand(-1, self.num_channels, -1, -1)
+        return x
+
+
+# ------------------------------------------------------------------------------ dataset resolution
+DATASET_SCHEMES = ("phantom", "kermany:", "nih-subset:", "nih14:", "chexpert:", "covidx:")
+
+
+def load_dataset_spec(spec: str, *, config: str | None = None, phantom_sizes: Sequence[int] = (2000, 300, 500),
+                      phantom_resolution: int = 64, seed: int = 0):
+    """A ``DatasetDict`` in the canonical schema from a dataset spec:
+
+    * ``phantom``: the phantom world (``train`` / ``validation`` / ``test`` streams of ``phantom_sizes``);
+    * ``kermany:ROOT`` (training split only: validation is carved from it), ``nih-subset:ROOT``
+      (``train`` / ``validation`` (the CSV's ``valid``) / ``test``) — the sets in ``../shared/data``;
+    * ``chexpert:ROOT``: ``train`` and, as ``test``, the official ``valid`` set (the usual protocol;
+      validation is carved from train); ``nih14:ROOT``: the official ``train_val`` / ``test`` lists;
+      ``covidx:ROOT``: the ``train*.txt`` / ``test*.txt`` split files in ROOT;
+    * a ``save_to_disk`` folder, or anything ``datasets.load_dataset`` accepts (local folder, Hub id).
+    """
+    import datasets
+
+    if spec == "phantom":
+        from genssl_hf.data.phantom import phantom_splits
+
+        names = ("train", "validation", "test")
+        return phantom_splits({n: int(k) for n, k in zip(names, phantom_sizes) if int(k) > 0},
+                              size=phantom_resolution, seed=seed)
+    scheme, _, root = spec.partition(":")
+    if root and f"{scheme}:" in DATASET_SCHEMES:
+        from pathlib import Path
+
+        from genssl_hf.data import adapters
+
+        if scheme == "kermany":
+            return datasets.DatasetDict({"train": adapters.load_kermany(root, "train")})
+        if scheme == "nih-subset":
+            dd = adapters.load_nih_subset(root, None)
+            return datasets.DatasetDict({("validation" if k == "valid" else k): v for k, v in dd.items()})
+        if scheme == "chexpert":
+            return datasets.DatasetDict({"train": adapters.load_chexpert(root, "train"),
+                                         "test": adapters.load_chexpert(root, "valid")})
+        if scheme == "nih14":
+            return datasets.DatasetDict({"train": adapters.load_nih_cxr14(root, "train_val"),
+                                         "test": adapters.load_nih_cxr14(root, "test")})
+        if scheme == "covidx":
+            out = {}
+            for split in ("train", "test"):
+                files = sorted(Path(root).glob(f"{split}*.txt"))
+                if not files:
+                    raise FileNotFoundError(f"covidx:{root}: no {split}*.txt split file in {root}")
+                out[split] = adapters.load_covidx(root, files[0])
+            return datasets.DatasetDict(out)
+    from pathlib import Path
+
+    path = Path(spec)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        dd = datasets.load_from_disk(str(path))
+    else:
+        dd = datasets.load_dataset(spec, config)
+    if isinstance(dd, datasets.Dataset):
+        dd = datasets.DatasetDict({"train": dd})
+    return dd

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Fine-tune or linear-probe a ViT on labelled chest X-rays (GEN-SSL recipe).
+
+    accelerate launch scripts/finetune.py --init <mae_or_vit_folder | tiny | vit-s16 | vit-b16> \
+        --dataset <dataset folder | hub id | phantom> --output_dir runs/ft [--label_fraction 0.1]
+
+The logic lives in ``genssl_hf.training.finetune`` (``python -m genssl_hf.training.finetune``).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from genssl_hf.training.finetune import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
