@@ -158,8 +158,8 @@ def findings_from_text(text: str) -> dict[str, dict[str, Any]]:
     """Parse a report or prompt in the phantom vocabulary back into a finding spec.
 
     Understands "Big left-sided pleural effusion", "Small bilateral atelectasis", "Cardiomegaly",
-    "Edema with no ..." (the disease word alone means present with default size), and "No X"
-    (absent). Unknown words are ignored, so a heuristic or disease prompt maps to its finding.
+    "Edema with pulmonary venous congestion" (the disease word alone means present with default
+    size), "No X" and "X with no <feature>" (absent, the negative class of an elaborated prompt). Unknown words are ignored, so a heuristic or disease prompt maps to its finding.
     """
     spec: dict[str, dict[str, Any]] = {}
     for sentence in [s.strip().lower() for s in text.replace(",", ".").split(".") if s.strip()]:
@@ -167,8 +167,13 @@ def findings_from_text(text: str) -> dict[str, dict[str, Any]]:
             key = name.lower()
             if key not in sentence:
                 continue
-            before = sentence.split(key)[0].split()
+            before, _, after = sentence.partition(key)
+            before = before.split()
             if before[-1:] == ["no"] or sentence.startswith("no "):
+                continue
+            # "{Disease} with no {feature}" stands for the negative class in the elaborated prompt
+            # sets (genssl_hf.prompts), so it renders as absent here too.
+            if after.strip().startswith(("with no ", "without ")):
                 continue
             entry: dict[str, Any] = {}
             for w in before:

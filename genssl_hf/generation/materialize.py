@@ -599,9 +599,8 @@ class PhantomGenerator:
     """The phantom chest X-ray world as a text-to-image "generator": the prompt is parsed into
     findings (``genssl_hf.data.phantom.findings_from_text``) and the phantom is rendered from the
     sample seed. An oracle generator for dry runs, tests and pipeline demos without a trained
-    diffusion model. It follows the phantom parser's reading of a prompt: "X with no <feature>"
-    renders X (the feature is not modelled), whereas the dataset labels such a prompt as the
-    "no X" class, as the prompt set defines it."""
+    diffusion model. Like the prompt sets, the parser reads "X with no <feature>" as the negative
+    class: such a prompt renders a film without X, matching its "no X" label."""
 
     def __init__(self, size: int = 128, generator_id: str | None = None):
         from genssl_hf.data import phantom
