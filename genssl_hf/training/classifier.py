@@ -29,17 +29,15 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
+from genssl_hf.training.mae import PRESETS as MAE_PRESETS
 
 __all__ = ["GenSSLViTForImageClassification", "VIT_PRESETS", "encoder_config", "build_classifier"]
 
-# Encoder architectures (MAE / MED-MAE recipes); "tiny" is a CPU-sized ViT for tests and demos.
+# Encoder architectures: the encoder half of the MAE presets (one source of truth), so a
+# random-init baseline has exactly the architecture of the pre-trained encoders it is compared with.
+_ENCODER_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
 VIT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, intermediate_size=384,
-                 image_size=64, patch_size=8),
-    "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                    image_size=224, patch_size=16),
-    "vit-b16": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                    image_size=224, patch_size=16),
+    name: {k: preset[k] for k in _ENCODER_KEYS} for name, preset in MAE_PRESETS.items()
 }
 
 # ViT fields shared with ViTMAE configs; everything else (mask ratio, decoder) is dropped.
