@@ -14,7 +14,14 @@
 from pathlib import Path
 
 from .attention import cls_attention_maps, save_attention_overlays
-from .classification import bootstrap_ci, classification_metrics, fast_auc, format_accuracy_table, format_auc_table
+from .classification import (
+    bootstrap_ci,
+    classification_metrics,
+    fast_auc,
+    format_accuracy_table,
+    format_auc_table,
+    paired_bootstrap_auc_difference,
+)
 from .image_quality import (
     EncoderFeatureExtractor,
     compute_fid,
@@ -44,6 +51,7 @@ __all__ = [
     "METRIC_PATH",
     "SEVERITY_PARAMS",
     "bootstrap_ci",
+    "paired_bootstrap_auc_difference",
     "classification_metrics",
     "cls_attention_maps",
     "compute_fid",

@@ -332,3 +332,50 @@ def format_accuracy_table(
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_bootstrap_auc_difference(
+    y_true: Any,
+    score_a: Any,
+    score_b: Any,
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean-AUC difference ``A - B`` of two models scored on the *same* cases, with a paired
+    percentile bootstrap (both models see the same resampled cases in every replicate, so the
+    interval reflects the difference, not two independent intervals). Multi-label targets
+    ``(N, C)`` or multi-class labels ``(N,)`` with ``(N, C)`` scores; ``p_value`` is the share of
+    replicates on the other side of zero (two-sided)."""
+    a = np.asarray(score_a, dtype=np.float64)
+    b = np.asarray(score_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"score_a {a.shape} and score_b {b.shape} differ: they must score the same cases")
+    y = np.asarray(y_true)
+    t = y.astype(np.float64) if y.ndim == 2 else _one_hot(y.astype(np.int64), a.shape[1]).astype(np.float64)
+    if t.shape != a.shape:
+        raise ValueError(f"targets {t.shape} do not match scores {a.shape}")
+    n, c = a.shape
+    defined = np.array([0 < t[:, j].sum() < n for j in range(c)])
+    if not defined.any():
+        raise ValueError("no class has both positive and negative cases: AUC is undefined")
+
+    def mean_auc(tt: np.ndarray, ss: np.ndarray) -> np.ndarray:
+        return np.nanmean(np.stack([fast_auc(tt[..., j], ss[..., j]) for j in np.flatnonzero(defined)], -1), -1)
+
+    observed = float(mean_auc(t[None], a[None])[0] - mean_auc(t[None], b[None])[0])
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_bootstrap)
+    chunk = max(1, min(n_bootstrap, 2_000_000 // max(1, n * c)))
+    for start in range(0, n_bootstrap, chunk):
+        k = min(chunk, n_bootstrap - start)
+        idx = rng.integers(0, n, size=(k, n))
+        diffs[start:start + k] = mean_auc(t[idx], a[idx]) - mean_auc(t[idx], b[idx])
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
+    p = 2.0 * min((diffs <= 0).mean(), (diffs >= 0).mean())
+    return {"difference": observed, "low": float(lo), "high": float(hi), "p_value": float(min(1.0, p)),
+            "n_bootstrap": int(n_bootstrap), "valid_replicates": int(diffs.size), "seed": int(seed),
+            "classes": int(defined.sum())}

@@ -437,7 +437,7 @@ class RealDataIndex:
         elif name.endswith(REPORT_ARCHIVE_SUFFIXES):
             self.reports.add_many(_iter_report_archive(f), str(f))
         elif name.endswith(".parquet"):
-            for loc, kind, value in _iter_parquet_values(f):
+            for loc, kind, value in _iter_parquet_values(f, include_metadata=False):
                 if kind == "text":
                     self.reports.add(value)
                 else:
@@ -529,12 +529,14 @@ def _iter_arrow_values(arr: Any, loc: str) -> Iterator[tuple[str, str, Any]]:
             yield from _iter_arrow_values(c, loc)
 
 
-def _iter_parquet_values(path: Path) -> Iterator[tuple[str, str, Any]]:
+def _iter_parquet_values(path: Path, include_metadata: bool = True) -> Iterator[tuple[str, str, Any]]:
+    """Values of a parquet file; the schema metadata (e.g. the datasets Features JSON) is scanned in
+    outgoing files but never indexed as real report text (it is schema, shared by every dataset)."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    meta = pf.schema_arrow.metadata or {}
-    for k, v in meta.items():  # e.g. the datasets Features JSON
+    meta = (pf.schema_arrow.metadata or {}) if include_metadata else {}
+    for k, v in meta.items():
         yield f"schema metadata {k.decode(errors='ignore')}", "text", v.decode("utf-8", errors="ignore")
     offset = 0
     for batch in pf.iter_batches(batch_size=256):

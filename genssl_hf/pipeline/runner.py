@@ -1,10 +1,39 @@
-"""The end-to-end GEN-SSL pipeline runner behind ``scripts/run_pipeline.py``."""
+"""The end-to-end GEN-SSL pipeline behind ``scripts/run_pipeline.py``.
+
+Stages, in order (each a folder under the run root, skipped when its output is already valid):
+
+``real_data``          the labelled real split (train / validation / test) as parquet; by default
+                       phantoms rendered with a *different* acquisition (exposure, contrast) than
+                       the generator saw, so AdaIN has a real domain gap to close
+``real_unlabelled``    as many unlabelled real-domain images as are generated (the "MAE on the
+                       same number of real images" baseline)
+``prompt_set``         a shipped or freshly built :class:`~genssl_hf.prompts.PromptSet`
+``generator``          the shipped phantom generator, or one trained here
+``generated_dataset``  balanced generated images (``genssl_hf.generation.materialize``)
+``reference_stats``    AdaIN reference mean / std of the real training split
+``sample_grid``        generated samples per prompt next to real ones (PNG)
+``mae_<variant>``      ViTMAE pre-training: ``genssl`` (AdaIN on), ``genssl_no_adain``, ``real``
+``finetune_<variant>`` fine-tuning on the labelled real train split, selection on validation;
+                       ``random_init`` plus one per pre-trained encoder
+``evaluation``         test-split metrics of every variant side by side, ROC curves, attention maps,
+                       robustness; ``results.md`` is the table ``make demo`` prints
+``hub``                dry-run publish folders (exactly what would be uploaded) for the encoder,
+                       classifier, generator, prompt set and generated dataset
+
+Training stages run as subprocesses (``python -m genssl_hf.training.mae ...``, or through
+``accelerate launch`` when ``launcher`` is set), so each gets a fresh Accelerator and the exact
+command is recorded next to its outputs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import os
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +43,15 @@ from ..utils import read_json, write_json
 from .stages import Stage, run_stage
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+VARIANTS = ("random_init", "genssl", "genssl_no_adain", "real_mae")
+VARIANT_TITLES = {
+    "random_init": "Random init",
+    "genssl": "GEN-SSL (AdaIN)",
+    "genssl_no_adain": "GEN-SSL without AdaIN",
+    "real_mae": "MAE on real images",
+}
+# Which pre-training feeds each fine-tuning variant.
+VARIANT_PRETRAIN = {"genssl": "mae_genssl", "genssl_no_adain": "mae_genssl_no_adain", "real_mae": "mae_real"}
 
 
 def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
@@ -39,74 +77,467 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
+    validate_config(config)
     return config
 
 
-def _stage_real_data(cfg: dict):
-    from ..data.export import export_parquet
-    from ..data.phantom import PhantomConfig, phantom_splits
+def validate_config(config: dict) -> None:
+    """Clear errors for a malformed config, before any stage runs."""
+    for key in ("name", "seed", "image_size", "real_data", "generation", "pretrain", "finetune"):
+        if key not in config:
+            raise KeyError(f"pipeline config {config.get('name', '?')!r} lacks the section {key!r}")
+    unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    label_fractions(config)
+    source = config["real_data"].get("source", "phantom")
+    if source not in ("phantom", "folder", "kermany", "nih-subset"):
+        raise ValueError(f"real_data.source must be phantom, folder, kermany or nih-subset, got {source!r}")
+    if source != "phantom" and not config["real_data"].get("path"):
+        raise ValueError(f"real_data.source {source!r} needs real_data.path")
 
+
+# ----------------------------------------------------------------------------------- helpers
+def _phantom_config(section: dict):
+    from ..data.phantom import PhantomConfig
+
+    return PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.get("phantom", {}).items()})
+
+
+def _run_command(cmd: list[str], folder: Path, log) -> None:
+    """Run a stage's command with its output tee'd to ``folder/log.txt``; the command is recorded."""
+    (folder / "command.txt").write_text(shlex.join(cmd) + "\n")
+    log("  $ " + shlex.join(cmd))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    with open(folder / "log.txt", "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = (folder / "log.txt").read_text()[-3000:]
+        raise RuntimeError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{tail}")
+
+
+def _python_module(config: dict, module: str) -> list[str]:
+    launcher = config.get("launcher")
+    if launcher:  # e.g. ["accelerate", "launch", "--num_processes", "8"]
+        return list(launcher) + ["-m", module]
+    return [sys.executable, "-m", module]
+
+
+def _flags(options: dict) -> list[str]:
+    """``{"num_train_epochs": 5, "figure": "on"}`` -> ``["--num_train_epochs", "5", "--figure", "on"]``."""
+    out: list[str] = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, (list, tuple)):
+            out += [flag] + [str(v) for v in value]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _load_real_splits(cfg: dict, folder: Path):
+    """The labelled real data as a DatasetDict with train / validation / test."""
+    import datasets
+
+    real = cfg["real_data"]
+    source = real.get("source", "phantom")
+    seed = cfg["seed"]
+    if source == "phantom":
+        from ..data.phantom import phantom_splits
+
+        return phantom_splits(real["sizes"], size=cfg["image_size"], seed=seed + 1000, config=_phantom_config(real),
+                              cache_dir=str(folder / ".cache"))
+    from ..data import load_kermany, load_nih_subset, stratified_split
+
+    if source == "kermany":
+        train = load_kermany(real["path"], split="train")
+        carved = stratified_split(train, real.get("validation_fraction", 0.2), seed=seed, group_by="patient_id")
+        rest = carved["train"]
+        test_fraction = real.get("test_fraction", 0.2)
+        held = stratified_split(rest, test_fraction, seed=seed + 1, group_by="patient_id")
+        return datasets.DatasetDict(train=held["train"], validation=carved["validation"], test=held["validation"])
+    if source == "nih-subset":
+        return load_nih_subset(real["path"], split=None).rename_column("labels", "labels")
+    return datasets.load_dataset(real["path"])
+
+
+# ------------------------------------------------------------------------------------ stages
+def stage_real_data(cfg: dict) -> Stage:
     def run(folder: Path) -> dict:
-        real = cfg["real_data"]
-        phantom_cfg = PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in real.get("phantom", {}).items()})
-        splits = phantom_splits(real["sizes"], size=cfg["image_size"], seed=cfg["seed"] + 1000, config=phantom_cfg,
-                                cache_dir=str(folder / ".cache"))
+        from ..data.adapters import embed_images
+        from ..data.export import export_parquet
+
+        splits = _load_real_splits(cfg, folder)
+        if cfg["real_data"].get("source", "phantom") != "phantom":
+            splits = {k: embed_images(v) for k, v in splits.items()}
         export_parquet(splits, folder / "dataset", overwrite=True,
-                       card_body="# Phantom chest X-rays (labelled 'real' domain of the demo)\n\n"
-                                 "Procedurally rendered by `genssl_hf.data.phantom`; no real patient data.")
+                       card_body="# Labelled real-domain split of a genssl_hf pipeline run\n\n"
+                                 "Local working copy for training and evaluation. Never published.")
+        shutil.rmtree(folder / ".cache", ignore_errors=True)
         return {"dataset": "dataset", "sizes": {k: len(v) for k, v in splits.items()}}
 
-    return Stage("real_data", {"real_data": cfg["real_data"], "image_size": cfg["image_size"], "seed": cfg["seed"]},
+    keys = {k: cfg[k] for k in ("real_data", "image_size", "seed")}
+    return Stage("real_data", keys, run, outputs=["dataset/README.md"])
+
+
+def stage_real_unlabelled(cfg: dict, real_dir: Path) -> Stage:
+    """Unlabelled real-domain images for the MAE-on-real baseline: as many as are generated when the
+    real world can render them (phantoms), else the real training split itself."""
+
+    def run(folder: Path) -> dict:
+        import datasets
+
+        from ..data.export import export_parquet
+        from ..data.phantom import phantom_dataset
+
+        real = cfg["real_data"]
+        n = cfg["generation"]["num_images"]
+        if real.get("source", "phantom") == "phantom":
+            ds = phantom_dataset(n, size=cfg["image_size"], seed=cfg["seed"] + 1000, config=_phantom_config(real),
+                                 split="unlabelled", cache_dir=str(folder / ".cache"))
+        else:
+            ds = datasets.load_dataset(str(real_dir / "dataset"), split="train")
+        ds = ds.select_columns(["image"])
+        export_parquet(ds, folder / "dataset", overwrite=True, card_body="# Unlabelled real-domain images (local only)")
+        shutil.rmtree(folder / ".cache", ignore_errors=True)
+        return {"dataset": "dataset", "num_images": len(ds)}
+
+    return Stage("real_unlabelled", {k: cfg[k] for k in ("real_data", "image_size", "seed")} | {"n": cfg["generation"]["num_images"]},
                  run, outputs=["dataset/README.md"])
 
 
-def _stage_sample_grid(cfg: dict, real_dir: Path):
+def stage_prompt_set(cfg: dict) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..prompts import PromptSet
+
+        spec = cfg.get("prompts", {"set": "heuristic"})
+        prompts = PromptSet.from_pretrained(spec.get("set", "heuristic"))
+        prompts.save_pretrained(folder / "prompt_set", overwrite=True)
+        return {"prompt_set": "prompt_set", "num_prompts": len(prompts.texts), "fingerprint": prompts.fingerprint}
+
+    return Stage("prompt_set", {"prompts": cfg.get("prompts", {"set": "heuristic"})}, run, outputs=["prompt_set/prompts.json"])
+
+
+def stage_generator(cfg: dict) -> Stage:
+    """The generator pipeline folder: the shipped phantom generator (copied, so the run folder is
+    self-contained and publishable) or a path given in the config."""
+
+    def run(folder: Path) -> dict:
+        spec = cfg.get("generator", {"source": "shipped"})
+        if spec.get("source") == "phantom-oracle":
+            # No diffusion model: phantoms rendered from the parsed prompt (a dry-run generator).
+            write_json(folder / "generator.json", {"generator": "phantom"})
+            return {"generator": "phantom", "source": "phantom-oracle"}
+        if spec.get("source", "shipped") == "shipped":
+            from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+            src = PHANTOM_GENERATOR_DIR
+        else:
+            src = Path(spec["path"])
+        if not (src / "model_index.json").is_file():
+            raise FileNotFoundError(f"generator folder {src} has no model_index.json (not a diffusers pipeline folder)")
+        target = folder / "generator"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(src, target, symlinks=False)
+        return {"generator": "generator", "source": str(src)}
+
+    oracle = cfg.get("generator", {}).get("source") == "phantom-oracle"
+    return Stage("generator", {"generator": cfg.get("generator", {"source": "shipped"})}, run,
+                 outputs=["generator.json" if oracle else "generator/model_index.json"])
+
+
+def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..generation.materialize import generate_dataset
+
+        gen = cfg["generation"]
+        oracle = (generator_dir / "generator.json").is_file()
+        result = generate_dataset(
+            folder / "dataset",
+            "phantom" if oracle else str(generator_dir / "generator"),
+            prompts=str(prompt_dir / "prompt_set"),
+            num_images=gen["num_images"],
+            seed=cfg["seed"],
+            batch_size=gen.get("batch_size", 64),
+            height=gen.get("image_size", cfg["image_size"]),
+            width=gen.get("image_size", cfg["image_size"]),
+            num_inference_steps=gen.get("num_inference_steps", 25),
+            guidance_scale=gen.get("guidance_scale", 3.0),
+            shard_size=gen.get("shard_size", "256MB"),
+            call_kwargs={"dtype": gen["dtype"]} if gen.get("dtype") else None,
+            overwrite=True,
+            progress=True,
+        )
+        return {"dataset": "dataset", "num_images": gen["num_images"], "result": _jsonable(result)}
+
+    return Stage("generated_dataset", {"generation": cfg["generation"], "seed": cfg["seed"], "size": cfg["image_size"],
+                                       "generator": cfg.get("generator"), "prompts": cfg.get("prompts")},
+                 run, outputs=["dataset/README.md"])
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        json.dumps(obj, default=str)
+        return json.loads(json.dumps(obj, default=str))
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
+    def run(folder: Path) -> dict:
+        import datasets
+
+        from ..processing import compute_reference_stats
+        from ..processing.stats import save_reference_stats
+
+        train = datasets.load_dataset(str(real_dir / "dataset"), split="train")
+        stats = compute_reference_stats(train, "image", statistic=cfg.get("adain_statistic", "per_image"),
+                                        size=cfg["image_size"], dataset_name=f"{cfg['name']}-real-train")
+        save_reference_stats(stats, folder / "reference_stats.json")
+        return {"reference_stats": "reference_stats.json", "mean": stats.mean, "std": stats.std}
+
+    return Stage("reference_stats", {"seed": cfg["seed"], "real": cfg["real_data"], "size": cfg["image_size"],
+                                     "statistic": cfg.get("adain_statistic", "per_image")},
+                 run, outputs=["reference_stats.json"])
+
+
+def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_path: Path, log) -> Stage:
+    pre = cfg["pretrain"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = _python_module(cfg, "genssl_hf.training.mae") + [
+            "--dataset", str(dataset_dir / "dataset"),
+            "--output_dir", str(out),
+            "--seed", str(cfg["seed"]),
+            "--adain", adain,
+            "--reference_stats", str(stats_path),
+            "--image_size", str(cfg["image_size"]),
+            "--overwrite_output_dir",
+            "--figure", "off" if name == "mae_real" else "on",  # never draw real images into an artifact
+        ] + _flags(pre.get("args", {}))
+        _run_command(cmd, folder, log)
+        return {"model": "model", "run_config": _jsonable(read_json(out / "run_config.json")) if (out / "run_config.json").is_file() else None}
+
+    return Stage(name, {"pretrain": pre, "adain": adain, "data": str(dataset_dir), "seed": cfg["seed"], "size": cfg["image_size"]},
+                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
+
+
+def label_fractions(cfg: dict) -> list[float]:
+    """The label fractions fine-tuning runs at (``finetune.label_fractions``, default: the single
+    ``finetune.args.label_fraction`` or 1.0)."""
+    ft = cfg["finetune"]
+    fractions = ft.get("label_fractions") or [ft.get("args", {}).get("label_fraction", 1.0)]
+    for f in fractions:
+        if not 0.0 < float(f) <= 1.0:
+            raise ValueError(f"label fraction {f!r} must lie in (0, 1]")
+    return [float(f) for f in fractions]
+
+
+def fraction_suffix(cfg: dict, fraction: float) -> str:
+    """Stage-name suffix: none for a single fraction, ``_f10`` (percent) when several are run."""
+    if len(label_fractions(cfg)) == 1:
+        return ""
+    return f"_f{fraction * 100:g}".replace(".", "p")
+
+
+def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float = 1.0) -> Stage:
+    ft = cfg["finetune"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "run"
+        args = dict(ft.get("args", {}))
+        args["label_fraction"] = fraction
+        cmd = _python_module(cfg, "genssl_hf.training.finetune") + [
+            "--init", init,
+            "--dataset", str(real_dir / "dataset"),
+            "--output_dir", str(out),
+            "--seed", str(cfg["seed"]),
+            "--image_size", str(cfg["image_size"]),
+            "--overwrite_output_dir",
+        ] + _flags(args)
+        _run_command(cmd, folder, log)
+        metrics = read_json(out / "metrics.json")
+        return {"best": "run/best", "metrics": _jsonable(metrics)}
+
+    return Stage(f"finetune_{variant}{fraction_suffix(cfg, fraction)}",
+                 {"finetune": ft, "init": init, "seed": cfg["seed"], "size": cfg["image_size"], "fraction": fraction},
+                 run, outputs=["run/best/config.json", "run/metrics.json"])
+
+
+def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float = 1.0) -> Stage:
+    ev = cfg.get("evaluation", {})
+    suffix = fraction_suffix(cfg, fraction)
+
+    def run(folder: Path) -> dict:
+        out = folder / "results"
+        cmd = _python_module(cfg, "genssl_hf.evaluation.report")
+        for v in variants:
+            cmd += ["--model", f"{VARIANT_TITLES[v]}={root / f'finetune_{v}{suffix}' / 'run' / 'best'}"]
+        cmd += ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
+                "--seed", str(cfg["seed"])] + _flags(ev.get("args", {}))
+        _run_command(cmd, folder, log)
+        from .results import build_results
+
+        context = _run_context(cfg, root, variants, suffix)
+        context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seeded)"
+        summary = build_results(out, {v: VARIANT_TITLES[v] for v in variants}, context,
+                                n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"])
+        return {"results": "results", "rows": _jsonable(summary["rows"])}
+
+    return Stage(f"evaluation{suffix}", {"evaluation": ev, "variants": variants, "seed": cfg["seed"], "fraction": fraction,
+                                "finetune": cfg["finetune"], "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
+                 run, outputs=["results/results.md", "results/mauc_comparison.png"])
+
+
+def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -> dict[str, str]:
+    """What the table's numbers come from, in one line each."""
+    real = cfg["real_data"]
+    sizes = real.get("sizes") or {}
+    gen = cfg["generation"]
+    pre = cfg["pretrain"].get("args", {})
+    ft = cfg["finetune"].get("args", {})
+    seconds = {}
+    for name in ["generated_dataset"] + [f"mae_{v}" for v in ("genssl", "genssl_no_adain", "real")] + [f"finetune_{v}{suffix}" for v in variants]:
+        marker = root / name / "stage.json"
+        if marker.is_file():
+            seconds[name] = read_json(marker).get("seconds")
+    return {
+        "real domain": (f"{real.get('source', 'phantom')} ({', '.join(f'{k} {v}' for k, v in sizes.items())})"
+                        if sizes else f"{real.get('source')} {real.get('path', '')}"),
+        "generated images": f"{gen['num_images']} at {gen.get('image_size', cfg['image_size'])} px, "
+                            f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
+                            f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
+        "MAE pre-training": f"preset {pre.get('preset')}, {pre.get('num_train_epochs')} epochs, mask ratio "
+                            f"{pre.get('mask_ratio', 0.9)}",
+        "fine-tuning": f"preset {ft.get('preset')}, {ft.get('epochs')} epochs, best epoch chosen on validation",
+        "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v is not None),
+    }
+
+
+def stage_sample_grid(cfg: dict, generated_dir: Path, real_dir: Path) -> Stage:
     def run(folder: Path) -> dict:
         import datasets
         import numpy as np
 
         from ..data.phantom import render_grid
 
-        ds = datasets.load_dataset(str(real_dir / "dataset"), split="train", cache_dir=str(folder / ".cache"))
-        names = ds.features["labels"].feature.names
-        n = min(12, len(ds))
-        rows = ds.select(range(n))
-        images = [np.asarray(r["image"]) for r in rows]
-        captions = [", ".join(names[i] for i in r["labels"]) or "No finding" for r in rows]
-        render_grid(images, captions, folder / "real_samples.png", ncols=6, title="Phantom chest X-rays (load_dataset)")
-        return {"grid": "real_samples.png"}
+        gen = datasets.load_dataset(str(generated_dir / "dataset"), split="train")
+        by_prompt: dict[str, int] = {}
+        for i, prompt in enumerate(gen["prompt"]):
+            by_prompt.setdefault(prompt, i)
+        picks = list(by_prompt.items())[:24]
+        images = [np.asarray(gen[i]["image"]) for _, i in picks]
+        render_grid(images, [p for p, _ in picks], folder / "generated_samples.png", ncols=6,
+                    title="Generated chest X-rays, one per prompt")
+        return {"grid": "generated_samples.png"}
 
-    return Stage("sample_grid", {"real": str(real_dir), "seed": cfg["seed"]}, run, outputs=["real_samples.png"])
+    return Stage("sample_grid", {"generated": str(generated_dir), "seed": cfg["seed"]}, run, outputs=["generated_samples.png"])
 
 
+def stage_hub(cfg: dict, root: Path, log) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..hub import publish_all
+
+        artifacts = {
+            "prompt_set": root / "prompt_set" / "prompt_set",
+            "generator": root / "generator" / "generator",
+            "dataset": root / "generated_dataset" / "dataset",
+            "encoder": root / "mae_genssl" / "model",
+            "classifier": root / f"finetune_genssl{fraction_suffix(cfg, max(label_fractions(cfg)))}" / "run" / "best",
+        }
+        artifacts = {k: v for k, v in artifacts.items() if v.exists()}
+        real = [str(root / "real_data" / "dataset")]
+        shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+        if shared.is_dir():
+            real.append(str(shared))
+        out = folder / "dry_run"
+        shutil.rmtree(out, ignore_errors=True)
+        publish_all(artifacts, cfg.get("hub", {}).get("namespace", "your-namespace"), dry_run=out, real_data=real)
+        return {"dry_run": "dry_run", "artifacts": sorted(artifacts)}
+
+    return Stage("hub", {"seed": cfg["seed"], "hub": cfg.get("hub", {}), "name": cfg["name"]}, run, outputs=["dry_run"])
+
+
+# ------------------------------------------------------------------------------------ runner
 def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) -> dict[str, Any]:
     """Run every stage of ``config`` in order under ``output_dir``; returns the stage summaries."""
     config = copy.deepcopy(config)
-    root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}")
+    validate_config(config)
+    root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}").resolve()
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "pipeline_config.json", config)
     start = time.perf_counter()
-    summaries: dict[str, Any] = {}
-    summaries["real_data"] = run_stage(root, _stage_real_data(config), log)
-    summaries["sample_grid"] = run_stage(root, _stage_sample_grid(config, root / "real_data"), log)
-    summaries["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(root / "summary.json", summaries)
-    return {"root": str(root), **summaries}
+    variants = [v for v in VARIANTS if v in config.get("variants", VARIANTS)]
+    s: dict[str, Any] = {}
+
+    s["real_data"] = run_stage(root, stage_real_data(config), log)
+    s["prompt_set"] = run_stage(root, stage_prompt_set(config), log)
+    s["generator"] = run_stage(root, stage_generator(config), log)
+    s["generated_dataset"] = run_stage(root, stage_generated_dataset(config, root / "generator", root / "prompt_set"), log)
+    s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset", root / "real_data"), log)
+    s["reference_stats"] = run_stage(root, stage_reference_stats(config, root / "real_data"), log)
+    stats = root / "reference_stats" / "reference_stats.json"
+    if "genssl" in variants:
+        s["mae_genssl"] = run_stage(root, stage_pretrain(config, "mae_genssl", root / "generated_dataset", "on", stats, log), log)
+    if "genssl_no_adain" in variants:
+        s["mae_genssl_no_adain"] = run_stage(
+            root, stage_pretrain(config, "mae_genssl_no_adain", root / "generated_dataset", "off", stats, log), log)
+    if "real_mae" in variants:
+        s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log)
+        s["mae_real"] = run_stage(root, stage_pretrain(config, "mae_real", root / "real_unlabelled", "off", stats, log), log)
+    for fraction in label_fractions(config):
+        suffix = fraction_suffix(config, fraction)
+        for v in variants:
+            init = (config["finetune"].get("random_init_preset", "tiny") if v == "random_init"
+                    else str(root / VARIANT_PRETRAIN[v] / "model"))
+            s[f"finetune_{v}{suffix}"] = run_stage(root, stage_finetune(config, v, init, root / "real_data", log, fraction), log)
+        s[f"evaluation{suffix}"] = run_stage(root, stage_evaluation(config, root, variants, root / "real_data", log, fraction), log)
+    if config.get("hub", {}).get("dry_run", True):
+        s["hub"] = run_stage(root, stage_hub(config, root, log), log)
+    s["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(root / "summary.json", s)
+    return {"root": str(root), **s}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description="Run the end-to-end GEN-SSL pipeline.")
     parser.add_argument("--preset", default="demo", help="smoke | demo | paper, or a path to a JSON config")
     parser.add_argument("--output-dir", default=None, help="where stage folders go (default: outputs/<preset>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set pretrain.epochs=5 (repeatable)")
+                        help="override a config value, e.g. --set pretrain.args.num_train_epochs=5 (repeatable)")
     args = parser.parse_args(argv)
     config = load_preset(args.preset, args.overrides)
     result = run_pipeline(config, args.output_dir)
-    root = Path(result["root"])
-    print(f"\nPhantom dataset (reloads with datasets.load_dataset): {root / 'real_data' / 'dataset'}")
-    print(f"Sample grid: {root / 'sample_grid' / 'real_samples.png'}")
+    print_report(Path(result["root"]))
     return 0
+
+
+def print_report(root: Path) -> None:
+    """The results table and the paths a user looks at next."""
+    print("\n" + "=" * 80)
+    evaluations = sorted(root.glob("evaluation*/results"))
+    for results in evaluations:
+        table = results / "results.md"
+        if table.is_file():
+            print(table.read_text().split("## Detailed tables")[0])
+    results = evaluations[-1] if evaluations else root / "evaluation" / "results"
+    paths = {
+        "sample grid": root / "sample_grid" / "generated_samples.png",
+        "reconstruction figure": root / "mae_genssl" / "model" / "reconstruction.png",
+        "ROC plot": next(iter(sorted(results.glob("roc_GEN*.png"))), next(iter(sorted(results.glob("roc*.png"))), results / "roc.png")),
+        "mAUC comparison plot": results / "mauc_comparison.png",
+        "attention maps": results / "attention",
+        "Hub-ready folders (dry run)": root / "hub" / "dry_run",
+        "run summary": root / "summary.json",
+    }
+    for label, path in paths.items():
+        print(f"{label:>28}: {path}{'' if path.exists() else '  (missing)'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""The pipeline's results table: every variant's test metrics side by side, each pre-trained
+variant compared with random init by a paired bootstrap on the same test cases, and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..utils import atomic_write_bytes, atomic_write_text, read_json, write_json
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name).strip("_")
+
+
+def load_predictions(results_dir: Path, title: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (targets, probs) that ``genssl_hf.evaluation.report`` saved for the model ``title``."""
+    candidates = [results_dir / f"predictions_{_safe(title)}.npz"]
+    candidates += sorted(results_dir.glob(f"predictions_{_safe(title).split('_')[0]}*.npz"))
+    for path in candidates:
+        if path.is_file():
+            data = np.load(path)
+            return data["targets"], data["probs"]
+    raise FileNotFoundError(f"no saved predictions for {title!r} in {results_dir}")
+
+
+def build_results(
+    results_dir: Path,
+    titles: Mapping[str, str],
+    context: Mapping[str, Any],
+    *,
+    baseline: str = "random_init",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write ``results.md``, ``comparison.json`` and ``mauc_comparison.png`` into ``results_dir``.
+
+    ``titles`` maps variant keys to the model names used in the evaluation; ``context`` is
+    printed above the table (what was generated and trained, how long)."""
+    from ..evaluation import paired_bootstrap_auc_difference
+
+    metrics = read_json(results_dir / "metrics.json")
+    per_model = _per_model_metrics(metrics)
+    rows, comparison = [], {}
+    base_title = titles.get(baseline)
+    base_pred = load_predictions(results_dir, base_title) if base_title else None
+    for key, title in titles.items():
+        m = per_model.get(title, {})
+        mauc = m.get("mean_auc")
+        ci = (m.get("ci") or {}).get("mean_auc") or {}
+        row = {"variant": key, "title": title, "mean_auc": mauc, "low": ci.get("low"), "high": ci.get("high")}
+        if base_pred is not None and key != baseline:
+            targets, probs = load_predictions(results_dir, title)
+            diff = paired_bootstrap_auc_difference(targets, probs, base_pred[1], n_bootstrap=n_bootstrap, seed=seed)
+            comparison[key] = diff
+            row["vs_baseline"] = diff
+        rows.append(row)
+
+    lines = ["# GEN-SSL pipeline results", ""]
+    for k, v in context.items():
+        lines.append(f"- **{k}**: {v}")
+    lines += ["", "| Variant | Test mAUC (95% CI) | Difference vs random init (paired 95% CI) | p |", "|---|---|---|---|"]
+    for r in rows:
+        mauc = _pct(r["mean_auc"]) + (f" ({_pct(r['low'])}-{_pct(r['high'])})" if r["low"] is not None else "")
+        d = r.get("vs_baseline")
+        diff = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "-"
+        p = f"{d['p_value']:.3f}" if d else "-"
+        lines.append(f"| {r['title']} | {mauc} | {diff} | {p} |")
+    lines += ["", _verdict(rows), ""]
+    tables = results_dir / "tables.md"
+    if tables.is_file():
+        lines += ["## Detailed tables", "", tables.read_text().split("\n", 1)[1].strip(), ""]
+    atomic_write_text(results_dir / "results.md", "\n".join(lines))
+    write_json(results_dir / "comparison.json", {"baseline": baseline, "rows": rows})
+    _plot(rows, results_dir / "mauc_comparison.png")
+    return {"rows": rows, "comparison": comparison}
+
+
+def _per_model_metrics(metrics: Any) -> dict[str, dict]:
+    """``{model title: test metrics}`` from the evaluation report's metrics.json."""
+    models = metrics.get("models", metrics) if isinstance(metrics, dict) else {}
+    out = {}
+    for title, m in models.items():
+        if isinstance(m, dict):
+            out[title] = m.get("classification", m)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _verdict(rows: list[dict]) -> str:
+    """One plain sentence per pre-trained variant: better, worse, or no clear difference."""
+    out = []
+    for r in rows:
+        d = r.get("vs_baseline")
+        if not d:
+            continue
+        if d["low"] > 0:
+            word = "beats random init"
+        elif d["high"] < 0:
+            word = "is worse than random init"
+        else:
+            word = "shows no clear difference from random init"
+        out.append(f"{r['title']} {word} on the test split ({100 * d['difference']:+.1f} mAUC points, "
+                   f"paired bootstrap 95% CI {100 * d['low']:+.1f} to {100 * d['high']:+.1f}).")
+    return "\n".join(f"- {s}" for s in out)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.4))
+    xs = np.arange(len(rows))
+    vals = [100 * (r["mean_auc"] or 0) for r in rows]
+    lo = [100 * ((r["mean_auc"] or 0) - (r["low"] if r["low"] is not None else r["mean_auc"] or 0)) for r in rows]
+    hi = [100 * ((r["high"] if r["high"] is not None else r["mean_auc"] or 0) - (r["mean_auc"] or 0)) for r in rows]
+    ax.bar(xs, vals, yerr=[lo, hi], capsize=4, color=["#999999"] + ["#3b7dd8"] * (len(rows) - 1))
+    ax.set_xticks(xs, [r["title"] for r in rows], rotation=15, fontsize=8)
+    ax.set_ylabel("test mAUC (%)")
+    ax.set_ylim(max(0, min(vals) - 15), min(100, max(vals) + 10))
+    ax.axhline(50, color="k", lw=0.5, ls=":")
+    ax.set_title("Fine-tuned on the labelled real split; 95% bootstrap CIs", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
