@@ -1,5 +1,6 @@
 """Fine-tuning: layer-wise lr decay, drop path, label fractions, the classifier, smoke runs."""
 
+import argparse
 import json
 from pathlib import Path
 
@@ -314,28 +315,33 @@ def test_bad_inputs_fail_before_training(tmp_path, synthetic_dir):
     assert not (tmp_path / "b" / "best").exists()
 
 
-def test_push_to_hub_uploads_the_best_folder_privately(tmp_path, monkeypatch):
-    import huggingface_hub
+def test_push_to_hub_publishes_the_best_folder_privately_through_the_leak_guard(tmp_path, monkeypatch):
+    """--push_to_hub goes through genssl_hf.hub.publish: validation, card, leak guard against
+    $GENSSL_REAL_DATA, then a private repo (HfApi mocked)."""
+    import sys
+    from unittest import mock
 
-    from genssl_hf.training import finetune as ft
+    from PIL import Image
 
-    calls = []
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _publish_artifacts import make_classifier
 
-    class FakeApi:
-        def create_repo(self, repo_id, **kw):
-            calls.append(("create_repo", repo_id, kw))
-            return f"https://huggingface.co/{repo_id}"
+    from genssl_hf.hub import publish as pub
+    from genssl_hf.training.common import check_hub_args, push_to_hub
 
-        def upload_folder(self, **kw):
-            calls.append(("upload_folder", kw["repo_id"], kw))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    folder = tmp_path / "best"
-    folder.mkdir()
-    url = ft.push_folder_to_hub(folder, "me/cxr-classifier")
+    folder = make_classifier(tmp_path / "best")
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(real / "x.png")
+    monkeypatch.setenv("GENSSL_REAL_DATA", str(real))
+    with mock.patch.object(pub, "HfApi") as api_cls:
+        api_cls.return_value.create_repo.return_value = "https://huggingface.co/me/cxr-classifier"
+        url = push_to_hub("classifier", folder, "me/cxr-classifier")
+    api_cls.return_value.create_repo.assert_called_once_with("me/cxr-classifier", repo_type="model", private=True, exist_ok=True)
+    assert api_cls.return_value.upload_folder.call_args.kwargs["repo_id"] == "me/cxr-classifier"
     assert url.endswith("me/cxr-classifier")
-    assert calls[0][0] == "create_repo" and calls[0][2]["private"] is True
-    assert calls[1][0] == "upload_folder" and calls[1][2]["folder_path"] == str(folder)
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        check_hub_args(argparse.Namespace(push_to_hub=True, hub_model_id=None))
 
 
 def test_saved_processor_reproduces_the_training_input_pipeline():

@@ -494,3 +494,20 @@ def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, ove
             f"--output_dir {out} is not empty; pass --resume_from_checkpoint latest to continue the run there, "
             "or --overwrite_output_dir to start over"
         )
+
+
+# ----------------------------------------------------------------------------------------- hub
+def check_hub_args(args: argparse.Namespace) -> None:
+    """``--push_to_hub`` needs ``--hub_model_id``: say so before any training starts."""
+    if getattr(args, "push_to_hub", False) and not getattr(args, "hub_model_id", None):
+        raise ValueError("--push_to_hub needs --hub_model_id (the repo to create, e.g. me/genssl-vit-s16)")
+
+
+def push_to_hub(kind: str, folder: str | os.PathLike, repo_id: str) -> str:
+    """Publish a finished model folder through :func:`genssl_hf.hub.publish.publish`: the folder is
+    validated, gets its card, and is checked against the real data named in ``$GENSSL_REAL_DATA``
+    (report text, real pixels) before a private repo is created and uploaded."""
+    from genssl_hf.hub.publish import publish
+
+    result = publish(kind, folder, repo_id, private=True)
+    return result.url or repo_id

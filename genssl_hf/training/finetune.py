@@ -45,10 +45,12 @@ from genssl_hf.training.common import (
     TrainProgress,
     add_common_args,
     args_to_dict,
+    check_hub_args,
     check_output_dir,
     cosine_schedule_with_warmup,
     make_accelerator,
     maybe_resume,
+    push_to_hub,
     resumable_batches,
     save_checkpoint,
     seed_step,
@@ -311,17 +313,6 @@ def _save_model_folder(target: Path, model: GenSSLViTForImageClassification, pro
         card.save(str(tmp / "README.md"))
 
 
-def push_folder_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
-    """Create (private by default) and upload a saved model folder; returns the repo URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                      commit_message="genssl_hf fine-tuned classifier")
-    return str(url)
-
-
 # ---------------------------------------------------------------------------------------- loop
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
@@ -330,6 +321,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
 
     args = resolve_args(args)
     out_dir = Path(args.output_dir)
+    check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     splits = load_splits(args)  # all data errors surface here, before any compute
     train_ds = splits["train"]
@@ -548,9 +540,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     if accelerator.is_main_process:
         write_json(out_dir / "metrics.json", result)
         if args.push_to_hub:
-            if not args.hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id")
-            result["hub_url"] = push_folder_to_hub(out_dir / "best", args.hub_model_id)
+            result["hub_url"] = push_to_hub("classifier", out_dir / "best", args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result

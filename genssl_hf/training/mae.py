@@ -37,11 +37,13 @@ from genssl_hf.training.common import (
     add_common_args,
     args_to_dict,
     build_optimizer,
+    check_hub_args,
     check_output_dir,
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
     maybe_resume,
+    push_to_hub,
     resumable_batches,
     save_checkpoint,
     seed_step,
@@ -343,6 +345,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     check_mae_shape(image_size, patch_size, args.mask_ratio)  # before any data or model work
     if args.per_device_train_batch_size < 1:
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
+    check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     if dataset is None and args.dataset is None:
         raise ValueError("no training data: pass --dataset (or a datasets object)")
@@ -473,7 +476,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         write_model_card(out, args, run_config, summary)
         write_json(out / "train_summary.json", summary)
         if args.push_to_hub:
-            push_folder_to_hub(out, args.hub_model_id)
+            summary["hub_url"] = push_to_hub("encoder", out, args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
@@ -556,19 +559,6 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
         dataset=str(args.dataset) if args.dataset else "in-memory datasets object",
     )
     atomic_write_text(out / "README.md", str(card))
-
-
-def push_folder_to_hub(folder: Path, repo_id: str | None) -> str:
-    """Upload the final folder (not checkpoints or logs) to a private Hub repo."""
-    from huggingface_hub import HfApi
-
-    if not repo_id:
-        raise ValueError("--push_to_hub needs --hub_model_id")
-    api = HfApi()
-    api.create_repo(repo_id, private=True, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id,
-                      ignore_patterns=["checkpoint-*", ".*", "logs/*", "logs/**"])
-    return repo_id
 
 
 def main(argv: list[str] | None = None) -> int:
