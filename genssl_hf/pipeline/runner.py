@@ -104,16 +104,17 @@ def _phantom_config(section: dict):
     return PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.get("phantom", {}).items()})
 
 
-def _run_command(cmd: list[str], folder: Path, log) -> None:
-    """Run a stage's command with its output tee'd to ``folder/log.txt``; the command is recorded."""
-    (folder / "command.txt").write_text(shlex.join(cmd) + "\n")
+def _run_command(cmd: list[str], folder: Path, log, name: str = "command") -> None:
+    """Run a stage's command with its output in ``folder/<name>.log``; the command is recorded in
+    ``folder/<name>.txt``."""
+    (folder / f"{name}.txt").write_text(shlex.join(cmd) + "\n")
     log("  $ " + shlex.join(cmd))
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    with open(folder / "log.txt", "w") as fh:
+    with open(folder / f"{name}.log", "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
-        tail = (folder / "log.txt").read_text()[-3000:]
+        tail = (folder / f"{name}.log").read_text()[-3000:]
         raise RuntimeError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{tail}")
 
 
@@ -200,8 +201,9 @@ def stage_real_unlabelled(cfg: dict, real_dir: Path) -> Stage:
         if real.get("source", "phantom") == "phantom":
             ds = phantom_dataset(n, size=cfg["image_size"], seed=cfg["seed"] + 1000, config=_phantom_config(real),
                                  split="unlabelled", cache_dir=str(folder / ".cache"))
-        else:
+        else:  # the real training images themselves, at most as many as are generated
             ds = datasets.load_dataset(str(real_dir / "dataset"), split="train")
+            ds = ds.shuffle(seed=cfg["seed"]).select(range(min(n, len(ds))))
         ds = ds.select_columns(["image"])
         export_parquet(ds, folder / "dataset", overwrite=True, card_body="# Unlabelled real-domain images (local only)")
         shutil.rmtree(folder / ".cache", ignore_errors=True)
@@ -216,14 +218,17 @@ def stage_prompt_set(cfg: dict) -> Stage:
         from ..prompts import PromptSet
 
         spec = cfg.get("prompts", {"set": "heuristic"})
-        prompts = PromptSet.from_pretrained(spec.get("set", "heuristic"))
+        if "custom" in spec:  # e.g. [{"text": "Effusion.", "disease": "Effusion"}, ...]
+            prompts = PromptSet(spec["custom"], strategy="custom", name=spec.get("name", f"{cfg['name']}-prompts"))
+        else:
+            prompts = PromptSet.from_pretrained(spec.get("set", "heuristic"))
         prompts.save_pretrained(folder / "prompt_set", overwrite=True)
         return {"prompt_set": "prompt_set", "num_prompts": len(prompts.texts), "fingerprint": prompts.fingerprint}
 
     return Stage("prompt_set", {"prompts": cfg.get("prompts", {"set": "heuristic"})}, run, outputs=["prompt_set/prompts.json"])
 
 
-def stage_generator(cfg: dict) -> Stage:
+def stage_generator(cfg: dict, log=print) -> Stage:
     """The generator pipeline folder: the shipped phantom generator (copied, so the run folder is
     self-contained and publishable) or a path given in the config."""
 
@@ -233,7 +238,9 @@ def stage_generator(cfg: dict) -> Stage:
             # No diffusion model: phantoms rendered from the parsed prompt (a dry-run generator).
             write_json(folder / "generator.json", {"generator": "phantom"})
             return {"generator": "phantom", "source": "phantom-oracle"}
-        if spec.get("source", "shipped") == "shipped":
+        if spec.get("source") == "train":
+            src = _train_generator(cfg, spec, folder, log)
+        elif spec.get("source", "shipped") == "shipped":
             from ..generation.pretrained import PHANTOM_GENERATOR_DIR
 
             src = PHANTOM_GENERATOR_DIR
@@ -249,6 +256,50 @@ def stage_generator(cfg: dict) -> Stage:
     oracle = cfg.get("generator", {}).get("source") == "phantom-oracle"
     return Stage("generator", {"generator": cfg.get("generator", {"source": "shipped"})}, run,
                  outputs=["generator.json" if oracle else "generator/model_index.json"])
+
+
+def _generator_training_data(spec: dict, folder: Path) -> Path:
+    """Images with a text column for generator training, exported as parquet: the NIH
+    ChestX-ray14 subset with its findings written as a short report ("Effusion. Infiltration."
+    or "No finding."), or any dataset folder that already has ``image`` and ``text``."""
+    import datasets
+
+    from ..data.adapters import embed_images
+    from ..data.export import export_parquet
+
+    target = folder / "train_data"
+    if spec.get("dataset") == "nih-subset":
+        from ..data import load_nih_subset
+
+        ds = load_nih_subset(spec["path"], split="train")
+        names = ds.features["labels"].feature.names
+        ds = ds.map(lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."})
+        ds = embed_images(ds.select_columns(["image", "text"]))
+    else:
+        ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
+    export_parquet(ds, target, overwrite=True, card_body="# Generator training data (local only, never published)")
+    return target
+
+
+def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
+    """Fine-tune the shipped phantom autoencoder and LDM on real images with text (a small CPU
+    generator); returns the trained pipeline folder."""
+    from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+    data = _generator_training_data(spec, folder)
+    size = str(spec.get("resolution", cfg["image_size"]))
+    ae_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
+        "autoencoder", "--dataset", str(data), "--resolution", size, "--seed", str(cfg["seed"]),
+        "--init_from", str(PHANTOM_GENERATOR_DIR / "vae"), "--output_dir", str(folder / "ae"), "--overwrite_output_dir",
+    ] + _flags(spec.get("autoencoder_args", {}))
+    _run_command(ae_cmd, folder, log, name="autoencoder")
+    ldm_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
+        "ldm", "--dataset", str(data), "--text_column", "text", "--resolution", size, "--seed", str(cfg["seed"]),
+        "--autoencoder", str(folder / "ae"), "--init_from", str(PHANTOM_GENERATOR_DIR),
+        "--output_dir", str(folder / "ldm"), "--overwrite_output_dir",
+    ] + _flags(spec.get("ldm_args", {}))
+    _run_command(ldm_cmd, folder, log, name="ldm")
+    return folder / "ldm" / "pipeline"
 
 
 def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) -> Stage:
@@ -478,7 +529,7 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
 
     s["real_data"] = run_stage(root, stage_real_data(config), log)
     s["prompt_set"] = run_stage(root, stage_prompt_set(config), log)
-    s["generator"] = run_stage(root, stage_generator(config), log)
+    s["generator"] = run_stage(root, stage_generator(config, log), log)
     s["generated_dataset"] = run_stage(root, stage_generated_dataset(config, root / "generator", root / "prompt_set"), log)
     s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset", root / "real_data"), log)
     s["reference_stats"] = run_stage(root, stage_reference_stats(config, root / "real_data"), log)

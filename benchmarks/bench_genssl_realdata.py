@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""GEN-SSL on real chest X-rays (issue 9.3), through the same pipeline as ``make demo``.
+
+1. A small generator: the shipped phantom autoencoder and LDM fine-tuned on the 600 training
+   images of the NIH ChestX-ray14 subset, conditioned on their findings written as a short report
+   ("Effusion. Infiltration." / "No finding."); prompts are the 14 findings plus "No finding.".
+2. Balanced generation, AdaIN reference statistics from the real Kermany training images.
+3. MAE pre-training (tiny ViT, 64 px): on generated images with AdaIN, without AdaIN, and on the
+   same number of real Kermany training images.
+4. Fine-tuning on the Kermany paediatric pneumonia training split (NORMAL vs PNEUMONIA) at label
+   fractions 1 %, 10 %, 100 %; validation (15 %) and test (20 %) are carved out of the training
+   split, stratified, seeded and patient-disjoint (the Kermany test split is not here).
+5. Test AUC with bootstrap CIs for random init and the three encoders, and the paired bootstrap
+   difference against random init.
+
+Data: ../shared/data (Kermany et al. 2018, CC BY 4.0; NIH Clinical Center ChestX-ray14, Wang et
+al. CVPR 2017). Nothing from it is published: the run folder stays local and the hub stage is off.
+
+    python benchmarks/bench_genssl_realdata.py            # full run (about an hour on 2 CPU cores)
+    python benchmarks/bench_genssl_realdata.py --quick    # every stage at toy size (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genssl_hf.data.schema import NIH14  # noqa: E402
+from genssl_hf.pipeline.runner import VARIANT_TITLES, fraction_suffix, label_fractions, run_pipeline  # noqa: E402
+from genssl_hf.utils import read_json, write_json  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def config(quick: bool, shared: Path) -> dict:
+    prompts = [{"text": f"{name.replace('_', ' ')}.", "disease": name} for name in NIH14]
+    prompts.append({"text": "No finding.", "disease": "No Finding"})
+    return {
+        "name": "realdata-quick" if quick else "realdata",
+        "seed": 0,
+        "image_size": 64,
+        "real_data": {"source": "kermany", "path": str(shared / "kermany-pneumonia-224"),
+                      "validation_fraction": 0.15, "test_fraction": 0.2},
+        "prompts": {"custom": prompts, "name": "nih14-findings"},
+        "generator": {
+            "source": "train", "dataset": "nih-subset", "path": str(shared / "nih-cxr14-1000-64px"), "resolution": 64,
+            "autoencoder_args": {"max_train_steps": 10 if quick else 150, "train_batch_size": 16, "learning_rate": 1e-4,
+                                 "max_train_minutes": 1 if quick else 5, "checkpointing_steps": 0 if quick else 100,
+                                 "adv_weight": 0.005},
+            "ldm_args": {"max_train_steps": 10 if quick else 600, "train_batch_size": 32, "learning_rate": 2e-4,
+                         "lr_warmup_steps": 20, "max_train_minutes": 1 if quick else 11, "prompt_dropout": 0.1,
+                         "checkpointing_steps": 0 if quick else 200, "guidance_scale": 3.0,
+                         "validation_prompts": ["No finding.", "Effusion.", "Cardiomegaly.", "Pneumonia."]},
+        },
+        "generation": {"num_images": 150 if quick else 3000, "num_inference_steps": 4 if quick else 20,
+                       "guidance_scale": 3.0, "dtype": "bfloat16", "batch_size": 75 if quick else 100},
+        "adain_statistic": "per_image",
+        "pretrain": {"args": {"preset": "tiny", "num_train_epochs": 1 if quick else 20,
+                              "per_device_train_batch_size": 128, "mixed_precision": "bf16",
+                              "checkpointing_steps": 0 if quick else 200}},
+        "finetune": {"random_init_preset": "tiny", "label_fractions": [0.01, 0.1, 1.0],
+                     "args": {"preset": "tiny", "epochs": 1 if quick else 10, "batch_size": 64,
+                              "n_bootstrap": 100 if quick else 500, "mixed_precision": "bf16",
+                              "max_train_samples": 256 if quick else None}},
+        "variants": ["random_init", "genssl", "genssl_no_adain", "real_mae"],
+        "evaluation": {"args": {"n_bootstrap": 100 if quick else 1000, "attention": 2,
+                                "max_samples": 200 if quick else None}},
+        "hub": {"dry_run": False},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--shared", default=str(SHARED), help="the real data folder")
+    parser.add_argument("--output-dir", default=None, help="default: outputs/bench-realdata[-quick]")
+    args = parser.parse_args(argv)
+    shared = Path(args.shared)
+    if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
+        print(f"real data not found under {shared}; nothing to measure", file=sys.stderr)
+        return 2
+    cfg = config(args.quick, shared)
+    out = Path(args.output_dir or ROOT / "outputs" / ("bench-realdata-quick" if args.quick else "bench-realdata"))
+    start = time.perf_counter()
+    run_pipeline(cfg, out)
+    rows = []
+    for fraction in label_fractions(cfg):
+        comp = read_json(out / f"evaluation{fraction_suffix(cfg, fraction)}" / "results" / "comparison.json")
+        for r in comp["rows"]:
+            d = r.get("vs_baseline") or {}
+            rows.append({"fraction": fraction, "variant": r["variant"], "title": VARIANT_TITLES[r["variant"]],
+                         "auc": r["mean_auc"], "low": r["low"], "high": r["high"],
+                         "diff": d.get("difference"), "diff_low": d.get("low"), "diff_high": d.get("high"),
+                         "p": d.get("p_value")})
+    write_json(out / "realdata_results.json", rows)
+    lines = ["| Label fraction | Variant | Test AUC (95% CI) | vs random init (paired 95% CI) |", "|---|---|---|---|"]
+    for r in rows:
+        diff = "-" if r["diff"] is None else f"{100 * r['diff']:+.1f} ({100 * r['diff_low']:+.1f} to {100 * r['diff_high']:+.1f})"
+        lines.append(f"| {r['fraction']:.0%} | {r['title']} | {100 * r['auc']:.1f} ({100 * r['low']:.1f}-{100 * r['high']:.1f}) | {diff} |")
+    table = "\n".join(lines)
+    (out / "realdata_results.md").write_text(table + "\n")
+    print(table)
+    genssl_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "genssl")
+    rand_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "random_init")
+    print(json.dumps({"name": "genssl_realdata_kermany_auc_100pct", "value": round(genssl_full["auc"], 4), "unit": "test AUC",
+                      "baseline": round(rand_full["auc"], 4),
+                      "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
+                      "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
+                      "wall_s": round(time.perf_counter() - start, 1),
+                      "quick": args.quick}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
