@@ -174,6 +174,9 @@ def stage_real_data(cfg: dict) -> Stage:
         from ..data.export import export_parquet
 
         splits = _load_real_splits(cfg, folder)
+        # Training and evaluation need images and labels only; report text never enters the run.
+        keep = ("image", "labels", "label", "patient_id", "study_id", "view", "source", "subtype", "seed")
+        splits = {k: v.select_columns([c for c in v.column_names if c in keep]) for k, v in splits.items()}
         if cfg["real_data"].get("source", "phantom") != "phantom":
             splits = {k: embed_images(v) for k, v in splits.items()}
         export_parquet(splits, folder / "dataset", overwrite=True,
@@ -482,7 +485,7 @@ def stage_sample_grid(cfg: dict, generated_dir: Path, real_dir: Path) -> Stage:
         by_prompt: dict[str, int] = {}
         for i, prompt in enumerate(gen["prompt"]):
             by_prompt.setdefault(prompt, i)
-        picks = list(by_prompt.items())[:24]
+        picks = list(by_prompt.items())[:36]
         images = [np.asarray(gen[i]["image"]) for _, i in picks]
         render_grid(images, [p for p, _ in picks], folder / "generated_samples.png", ncols=6,
                     title="Generated chest X-rays, one per prompt")
@@ -503,10 +506,10 @@ def stage_hub(cfg: dict, root: Path, log) -> Stage:
             "classifier": root / f"finetune_genssl{fraction_suffix(cfg, max(label_fractions(cfg)))}" / "run" / "best",
         }
         artifacts = {k: v for k, v in artifacts.items() if v.exists()}
-        real = [str(root / "real_data" / "dataset")]
-        shared = Path(__file__).resolve().parents[3] / "shared" / "data"
-        if shared.is_dir():
-            real.append(str(shared))
+        # The leak guard checks against the real data this run used (add more with hub.real_data).
+        real = [str(root / "real_data" / "dataset")] + list(cfg.get("hub", {}).get("real_data", []))
+        if cfg["real_data"].get("source", "phantom") != "phantom":
+            real.append(str(cfg["real_data"]["path"]))
         out = folder / "dry_run"
         shutil.rmtree(out, ignore_errors=True)
         publish_all(artifacts, cfg.get("hub", {}).get("namespace", "your-namespace"), dry_run=out, real_data=real)
@@ -530,27 +533,38 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
     s["real_data"] = run_stage(root, stage_real_data(config), log)
     s["prompt_set"] = run_stage(root, stage_prompt_set(config), log)
     s["generator"] = run_stage(root, stage_generator(config, log), log)
-    s["generated_dataset"] = run_stage(root, stage_generated_dataset(config, root / "generator", root / "prompt_set"), log)
-    s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset", root / "real_data"), log)
-    s["reference_stats"] = run_stage(root, stage_reference_stats(config, root / "real_data"), log)
+    s["generated_dataset"] = run_stage(root, stage_generated_dataset(config, root / "generator", root / "prompt_set"), log,
+                                       deps=["generator", "prompt_set"])
+    s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset", root / "real_data"), log,
+                                 deps=["generated_dataset"])
+    s["reference_stats"] = run_stage(root, stage_reference_stats(config, root / "real_data"), log, deps=["real_data"])
     stats = root / "reference_stats" / "reference_stats.json"
     if "genssl" in variants:
-        s["mae_genssl"] = run_stage(root, stage_pretrain(config, "mae_genssl", root / "generated_dataset", "on", stats, log), log)
+        s["mae_genssl"] = run_stage(root, stage_pretrain(config, "mae_genssl", root / "generated_dataset", "on", stats, log), log,
+                                    deps=["generated_dataset", "reference_stats"])
     if "genssl_no_adain" in variants:
         s["mae_genssl_no_adain"] = run_stage(
-            root, stage_pretrain(config, "mae_genssl_no_adain", root / "generated_dataset", "off", stats, log), log)
+            root, stage_pretrain(config, "mae_genssl_no_adain", root / "generated_dataset", "off", stats, log), log,
+            deps=["generated_dataset", "reference_stats"])
     if "real_mae" in variants:
-        s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log)
-        s["mae_real"] = run_stage(root, stage_pretrain(config, "mae_real", root / "real_unlabelled", "off", stats, log), log)
+        s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log, deps=["real_data"])
+        s["mae_real"] = run_stage(root, stage_pretrain(config, "mae_real", root / "real_unlabelled", "off", stats, log), log,
+                                  deps=["real_unlabelled", "reference_stats"])
     for fraction in label_fractions(config):
         suffix = fraction_suffix(config, fraction)
         for v in variants:
             init = (config["finetune"].get("random_init_preset", "tiny") if v == "random_init"
                     else str(root / VARIANT_PRETRAIN[v] / "model"))
-            s[f"finetune_{v}{suffix}"] = run_stage(root, stage_finetune(config, v, init, root / "real_data", log, fraction), log)
-        s[f"evaluation{suffix}"] = run_stage(root, stage_evaluation(config, root, variants, root / "real_data", log, fraction), log)
+            deps = ["real_data"] + ([] if v == "random_init" else [VARIANT_PRETRAIN[v]])
+            s[f"finetune_{v}{suffix}"] = run_stage(root, stage_finetune(config, v, init, root / "real_data", log, fraction),
+                                                   log, deps=deps)
+        s[f"evaluation{suffix}"] = run_stage(root, stage_evaluation(config, root, variants, root / "real_data", log, fraction),
+                                             log, deps=[f"finetune_{v}{suffix}" for v in variants])
     if config.get("hub", {}).get("dry_run", True):
-        s["hub"] = run_stage(root, stage_hub(config, root, log), log)
+        top = fraction_suffix(config, max(label_fractions(config)))
+        deps = ["real_data", "prompt_set", "generator", "generated_dataset"]
+        deps += [d for d in ("mae_genssl", f"finetune_genssl{top}") if d in s]
+        s["hub"] = run_stage(root, stage_hub(config, root, log), log, deps=deps)
     s["seconds"] = round(time.perf_counter() - start, 1)
     write_json(root / "summary.json", s)
     return {"root": str(root), **s}

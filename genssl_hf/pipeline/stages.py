@@ -40,9 +40,14 @@ def stage_is_valid(folder: Path, stage: Stage) -> bool:
     return all((folder / rel).exists() for rel in stage.outputs)
 
 
-def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print) -> dict:
-    """Run ``stage`` into ``root/<name>`` unless a valid output is already there."""
+def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print, deps: list[str] = ()) -> dict:
+    """Run ``stage`` into ``root/<name>`` unless a valid output is already there.
+
+    ``deps`` names the upstream stages whose outputs this one reads: their fingerprints join this
+    stage's, so a changed upstream stage makes every stage below it run again."""
     folder = root / stage.name
+    if deps:
+        stage.config = dict(stage.config, upstream={d: read_json(root / d / MARKER)["fingerprint"] for d in deps})
     if stage_is_valid(folder, stage):
         log(f"[{stage.name}] up to date, skipped")
         return read_json(folder / MARKER)["summary"]
