@@ -35,3 +35,16 @@ def test_multiclass_and_bad_shapes():
         paired_bootstrap_auc_difference(y, s, s[:, :2])
     with pytest.raises(ValueError, match="undefined"):
         paired_bootstrap_auc_difference(np.zeros((5, 2)), np.zeros((5, 2)), np.zeros((5, 2)))
+
+
+def test_evaluation_subsets_are_seeded_random_not_the_first_rows():
+    """Splits are often sorted by label; a capped evaluation must not keep a single class."""
+    from genssl_hf.evaluation.report import sample_indices
+
+    assert sample_indices(10, None, 0).tolist() == list(range(10))
+    assert sample_indices(10, 20, 0).tolist() == list(range(10))
+    rows = sample_indices(1000, 200, seed=0)
+    assert len(rows) == 200 == len(set(rows.tolist())) and (np.diff(rows) > 0).all()
+    labels = np.r_[np.zeros(500), np.ones(500)]  # sorted by label
+    assert 0.3 < labels[rows].mean() < 0.7
+    assert (rows == sample_indices(1000, 200, seed=0)).all()

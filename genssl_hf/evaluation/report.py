@@ -97,15 +97,24 @@ def load_eval_split(dataset: str, split: str, *, config: str | None = None, phan
     return dd[split]
 
 
-def _images_and_targets(ds, size: int, image_column: str, max_samples: int | None = None, batch_size: int = 256):
+def sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
+    """All ``n`` rows, or a seeded random ``k`` of them (sorted): splits are often ordered by label,
+    so "the first k rows" could hold a single class."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def _images_and_targets(ds, size: int, image_column: str, max_samples: int | None = None, batch_size: int = 256,
+                        seed: int = 0):
     from genssl_hf.training.finetune_data import Collator, targets_of
 
     targets, names, multi_label = targets_of(ds)
-    n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    rows = sample_indices(len(ds), max_samples, seed)
     collate = Collator(size, multi_label, len(names), image_column)
-    chunks = [collate([ds[j] for j in range(i, min(n, i + batch_size))])["pixels"] for i in range(0, n, batch_size)]
+    chunks = [collate([ds[int(j)] for j in rows[i:i + batch_size]])["pixels"] for i in range(0, len(rows), batch_size)]
     images = torch.cat(chunks).float().div_(255.0)
-    return images, targets[:n], names, multi_label
+    return images, targets[rows], names, multi_label
 
 
 def _safe_name(name: str) -> str:
@@ -193,7 +202,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         robustness_by_model: dict[str, Any] = {}
         for name, clf in loaded.items():
             images, targets, label_names, multi_label = _images_and_targets(split, clf.image_size, args.image_column,
-                                                                         args.max_samples)
+                                                                         args.max_samples, seed=args.seed)
             if label_names != clf.label_names:
                 raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
             probs = np.concatenate([clf.predict(images[i:i + args.batch_size])
@@ -206,10 +215,10 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
                             title=f"ROC - {name} ({args.split}, n={len(targets)})")
             if args.robustness:
-                k = min(len(images), args.robustness_max_samples)
+                sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
                 metric_name = "mean_auc" if multi_label else "accuracy"
                 robustness_by_model[name] = robustness_table(
-                    clf.predict, images[:k], targets[:k], metric_name=metric_name, corruptions=args.corruptions,
+                    clf.predict, images[sub], targets[sub.numpy()], metric_name=metric_name, corruptions=args.corruptions,
                     severities=args.severities, seed=args.seed, batch_size=args.batch_size)
             if args.attention > 0:
                 k = min(args.attention, len(images))
