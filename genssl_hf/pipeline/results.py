@@ -66,7 +66,7 @@ def build_results(
         mauc = _pct(r["mean_auc"]) + (f" ({_pct(r['low'])}-{_pct(r['high'])})" if r["low"] is not None else "")
         d = r.get("vs_baseline")
         diff = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "-"
-        p = f"{d['p_value']:.3f}" if d else "-"
+        p = "-" if not d else (f"<{1 / d['valid_replicates']:.3f}" if d["p_value"] == 0 else f"{d['p_value']:.3f}")
         lines.append(f"| {r['title']} | {mauc} | {diff} | {p} |")
     lines += ["", _verdict(rows), ""]
     tables = results_dir / "tables.md"
