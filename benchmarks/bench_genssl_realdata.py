@@ -51,10 +51,10 @@ def config(quick: bool, shared: Path) -> dict:
         "generator": {
             "source": "train", "dataset": "nih-subset", "path": str(shared / "nih-cxr14-1000-64px"), "resolution": 64,
             "autoencoder_args": {"max_train_steps": 10 if quick else 150, "train_batch_size": 16, "learning_rate": 1e-4,
-                                 "max_train_minutes": 1 if quick else 5, "checkpointing_steps": 0 if quick else 100,
+                                 "max_train_minutes": 1 if quick else 10, "checkpointing_steps": 0 if quick else 100,
                                  "adv_weight": 0.005},
             "ldm_args": {"max_train_steps": 10 if quick else 600, "train_batch_size": 32, "learning_rate": 2e-4,
-                         "lr_warmup_steps": 20, "max_train_minutes": 1 if quick else 11, "prompt_dropout": 0.1,
+                         "lr_warmup_steps": 20, "max_train_minutes": 1 if quick else 20, "prompt_dropout": 0.1,
                          "checkpointing_steps": 0 if quick else 200, "guidance_scale": 3.0,
                          "validation_prompts": ["No finding.", "Effusion.", "Cardiomegaly.", "Pneumonia."]},
         },
