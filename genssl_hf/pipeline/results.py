@@ -11,19 +11,16 @@ import numpy as np
 from ..utils import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name).strip("_")
-
-
 def load_predictions(results_dir: Path, title: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (targets, probs) that ``genssl_hf.evaluation.report`` saved for the model ``title``."""
-    candidates = [results_dir / f"predictions_{_safe(title)}.npz"]
-    candidates += sorted(results_dir.glob(f"predictions_{_safe(title).split('_')[0]}*.npz"))
-    for path in candidates:
-        if path.is_file():
-            data = np.load(path)
-            return data["targets"], data["probs"]
-    raise FileNotFoundError(f"no saved predictions for {title!r} in {results_dir}")
+    """The (targets, probs) that ``genssl_hf.evaluation.report`` saved for the model ``title``
+    (same file naming as the report)."""
+    from ..evaluation.report import _safe_name
+
+    path = results_dir / f"predictions_{_safe_name(title)}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved predictions for {title!r} in {results_dir} (looked for {path.name})")
+    data = np.load(path)
+    return data["targets"], data["probs"]
 
 
 def build_results(

@@ -163,7 +163,7 @@ def _load_real_splits(cfg: dict, folder: Path):
         held = stratified_split(rest, test_fraction, seed=seed + 1, group_by="patient_id")
         return datasets.DatasetDict(train=held["train"], validation=carved["validation"], test=held["validation"])
     if source == "nih-subset":
-        return load_nih_subset(real["path"], split=None).rename_column("labels", "labels")
+        return load_nih_subset(real["path"], split=None)
     return datasets.load_dataset(real["path"])
 
 
@@ -335,11 +335,8 @@ def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) ->
 
 
 def _jsonable(obj: Any) -> Any:
-    try:
-        json.dumps(obj, default=str)
-        return json.loads(json.dumps(obj, default=str))
-    except (TypeError, ValueError):
-        return str(obj)
+    """A JSON-safe copy (anything unknown becomes its string)."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
@@ -474,7 +471,7 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
     }
 
 
-def stage_sample_grid(cfg: dict, generated_dir: Path, real_dir: Path) -> Stage:
+def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
     def run(folder: Path) -> dict:
         import datasets
         import numpy as np
@@ -535,7 +532,7 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
     s["generator"] = run_stage(root, stage_generator(config, log), log)
     s["generated_dataset"] = run_stage(root, stage_generated_dataset(config, root / "generator", root / "prompt_set"), log,
                                        deps=["generator", "prompt_set"])
-    s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset", root / "real_data"), log,
+    s["sample_grid"] = run_stage(root, stage_sample_grid(config, root / "generated_dataset"), log,
                                  deps=["generated_dataset"])
     s["reference_stats"] = run_stage(root, stage_reference_stats(config, root / "real_data"), log, deps=["real_data"])
     stats = root / "reference_stats" / "reference_stats.json"
