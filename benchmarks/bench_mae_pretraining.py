@@ -4,7 +4,8 @@
 Side by side in one run, same model (ViTMAEForPreTraining, ViT-S/16 by default, 224 px, mask 0.9) and
 same images (phantom chest X-rays):
 
-* **ours**: ``genssl_hf.training.mae.pretrain_mae`` (bf16 autocast, SDPA, fused AdamW, uint8 batches with
+* **ours**: ``genssl_hf.training.mae.pretrain_mae`` (bf16 autocast, matmul attention (``auto`` on a
+  CPU; SDPA's CPU flash backward is slow in bf16), fused AdamW, uint8 batches with
   batched kornia crop/flip + AdaIN, no per-step host sync);
 * **baseline**: the ``run_mae.py`` way: ``transformers.Trainer`` + ``ViTMAEForPreTraining`` in fp32 with
   per-sample transforms in ``Dataset.with_transform`` (random resized crop, flip, normalise; PIL, since
@@ -185,10 +186,11 @@ def step_time_vs_batch(preset: str, batches: list[int], steps: int) -> dict[int,
     """Seconds per optimiser step of the core step (augment + forward/backward in bf16 + fused AdamW)."""
     from genssl_hf.processing import MAEAugment
     from genssl_hf.training import mae
+    from genssl_hf.training.attention import resolve_attn_implementation
     from genssl_hf.training.common import build_optimizer
 
     cfg = mae.build_mae_config(preset)
-    model, _ = mae.build_model(cfg)
+    model, _ = mae.build_model(cfg, attn_implementation=resolve_attn_implementation("auto", "cpu", "bf16"))
     opt = build_optimizer(model, 1e-4, 0.05)
     aug = MAEAugment(cfg.image_size)
     res = {}

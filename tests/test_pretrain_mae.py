@@ -111,6 +111,20 @@ def test_saved_artifacts_reload(full_run):
     assert "vit-mae" in card and "Research use only" in card and "after crop" in card
     cfg = __import__("json").loads((out / "run_config.json").read_text())
     assert cfg["adain"]["mode"] == "after_crop" and cfg["derived"]["total_batch_size"] == 16
+    assert cfg["attn_implementation"] == "sdpa"  # fp32 run: auto keeps SDPA
+
+
+def test_bf16_cpu_run_uses_matmul_attention(tmp_path, data_dir):
+    """auto picks the matmul kernel for bf16 on a CPU; the run trains and the saved config stays portable."""
+    import json
+
+    out = tmp_path / "bf16"
+    summary = mae.pretrain_mae(_args(out, data_dir, "--mixed_precision", "bf16", "--max_train_steps", "3",
+                                     "--checkpointing_steps", "0", "--figure", "off"))
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["attn_implementation"] == "genssl_matmul"
+    assert summary["global_step"] == 3 and np.isfinite(summary["final_loss"])
+    assert "genssl_matmul" not in (out / "config.json").read_text()
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.classifier import VIT_PRESETS, GenSSLViTForImageClassification, build_classifier, encoder_config
 from genssl_hf.training.common import (
     EpochShuffleSampler,
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: mean for finetune, cls for linear_probe)")
     g.add_argument("--drop_path", type=float, default=None, help="stochastic depth rate of the last block")
     g.add_argument("--image_size", type=int, default=None, help="input size (default: preset / checkpoint)")
+    g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
+                   help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True,
                    help="'phantom', kermany:ROOT, nih-subset:ROOT, chexpert:ROOT, nih14:ROOT, covidx:ROOT (the data "
@@ -144,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation (defaults from --preset)")
     g.add_argument("--epochs", type=float, default=None)
     g.add_argument("--warmup_epochs", type=float, default=None)
+    g.add_argument("--min_steps", type=int, default=0,
+                   help="few-shot schedule: stretch epochs, warm-up and evaluation cadence alike so the run has at "
+                        "least this many optimiser steps (small label fractions otherwise get a handful of steps)")
     g.add_argument("--batch_size", type=int, default=None, help="per-process micro batch")
     g.add_argument("--total_batch_size", type=int, default=None,
                    help="effective batch; sets gradient accumulation = total / (batch_size x processes)")
@@ -198,6 +204,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--drop_path has no effect with a frozen encoder (--mode linear_probe); leave it unset")
     if args.eval_batch_size is None:
         args.eval_batch_size = args.batch_size * 2
+    if args.min_steps < 0:
+        raise ValueError(f"--min_steps must be >= 0; got {args.min_steps}")
     if args.epochs <= 0 or args.batch_size <= 0:
         raise ValueError(f"--epochs and --batch_size must be positive (got {args.epochs}, {args.batch_size})")
     if not 0.0 <= args.drop_path < 1.0:
@@ -314,6 +322,15 @@ def _save_model_folder(target: Path, model: GenSSLViTForImageClassification, pro
 
 
 # ---------------------------------------------------------------------------------------- loop
+def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int) -> float:
+    """Factor that stretches the schedule (epochs, warm-up, evaluation cadence) to ``min_steps``
+    optimiser steps when ``epochs`` x ``steps_per_epoch`` falls short; 1.0 otherwise. At 1 % labels a
+    10-epoch recipe is ~10 steps, too few to move a pre-trained encoder; a fixed step budget across
+    label fractions is the usual few-shot protocol."""
+    planned = epochs * steps_per_epoch
+    return 1.0 if not min_steps or planned >= min_steps else float(min_steps) / planned
+
+
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
     final metrics dict (also written to ``<output_dir>/metrics.json``)."""
@@ -372,6 +389,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                              f"({eff_batch} x {nproc})")
         accumulation = max(1, args.total_batch_size // (eff_batch * nproc))
     accelerator = make_accelerator(args, gradient_accumulation_steps=accumulation)
+    model.set_attn_implementation(
+        resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
     set_seed(args.seed)
     total_batch = eff_batch * accelerator.num_processes * accumulation
     lr = args.lr if args.lr is not None else args.blr * total_batch / 256.0
@@ -392,9 +411,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = max(1, len(train_loader) // accumulation)
-    total_steps = max(1, int(math.ceil(args.epochs * steps_per_epoch)))
-    warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
-    eval_every = max(1, int(round(args.eval_every_epochs * steps_per_epoch)))
+    schedule_scale = few_shot_schedule_scale(args.epochs, steps_per_epoch, args.min_steps)
+    total_steps = max(1, int(math.ceil(args.epochs * schedule_scale * steps_per_epoch)))
+    warmup_steps = int(round(args.warmup_epochs * schedule_scale * steps_per_epoch))
+    eval_every = max(1, int(round(args.eval_every_epochs * schedule_scale * steps_per_epoch)))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps, args.min_lr_ratio)
     accelerator.register_for_checkpointing(scheduler)
     state = maybe_resume(accelerator, args.resume_from_checkpoint, out_dir)
@@ -419,11 +439,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             "lr": lr, "total_batch_size": total_batch, "per_process_batch": eff_batch,
             "gradient_accumulation_steps": accumulation, "steps_per_epoch": steps_per_epoch,
             "total_steps": total_steps, "warmup_steps": warmup_steps, "label_names": label_names,
+            "schedule_scale": schedule_scale, "epochs": args.epochs * schedule_scale, "eval_every_steps": eval_every,
             "task": "multi_label" if multi_label else "multi_class", "num_train": len(train_ds),
             "num_validation": len(splits["validation"]), "num_test": len(splits["test"]) if "test" in splits else 0,
             "augment": augment.settings, "normalizer": dataclasses.asdict(normalizer),
             "normalizer_source": str(init_folder / "preprocessor_config.json") if source_processor is not None else "default",
             "validation_source": splits["validation_source"],
+            "attn_implementation": model.config._attn_implementation,
         }
     }
     if accelerator.is_main_process:
@@ -437,7 +459,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         init=str(args.init), mode=args.mode, pooling=args.pooling, task="multi-label" if multi_label else "multi-class",
         label_names=label_names, dataset=str(args.dataset), label_fraction=args.label_fraction,
         num_train=len(train_ds), validation_source=splits["validation_source"], image_size=args.image_size,
-        epochs=args.epochs, lr=lr, total_batch=total_batch, drop_path=args.drop_path, layer_decay=args.layer_decay,
+        epochs=args.epochs * schedule_scale, lr=lr, total_batch=total_batch, drop_path=args.drop_path, layer_decay=args.layer_decay,
         normalizer=dataclasses.asdict(normalizer), selection_metric=args.selection_metric, seed=args.seed,
         base_model_id=None,
     )

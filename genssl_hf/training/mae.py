@@ -29,6 +29,7 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
+from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask_ratio", type=float, default=0.9)
     g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)")
     g.add_argument("--init_from", default=None, help="continue from a ViTMAE or ViT model folder")
-    g.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"])
+    g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
+                   help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
     g.add_argument("--dataset_config", default=None)
@@ -365,7 +367,8 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # model init
-    model, init_record = build_model(config, args.init_from, args.attn_implementation)
+    attn_implementation = resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision)
+    model, init_record = build_model(config, args.init_from, attn_implementation)
     config = model.config
     bs = args.per_device_train_batch_size
     loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
@@ -396,6 +399,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
 
     run_config = {
         "args": args_to_dict(args), "model": config.to_dict(), "init": init_record,
+        "attn_implementation": attn_implementation,
         "derived": {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
                     "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch,
                     "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
