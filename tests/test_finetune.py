@@ -358,3 +358,22 @@ def test_saved_processor_reproduces_the_training_input_pipeline():
     user = norm.to_processor()(images=images, return_tensors="pt")["pixel_values"]
     loop = norm(Collator(32, True, 2)([{"image": im, "labels": [0]} for im in images])["pixels"].float() / 255)
     torch.testing.assert_close(user, loop, atol=1e-5, rtol=0)
+
+
+def test_few_shot_schedule_stretches_epochs_warmup_and_evaluation_alike(tmp_path, synthetic_dir):
+    from genssl_hf.training.finetune import few_shot_schedule_scale
+
+    assert few_shot_schedule_scale(10, 6, 0) == 1.0
+    assert few_shot_schedule_scale(10, 60, 300) == 1.0  # already long enough: untouched
+    assert few_shot_schedule_scale(10, 1, 300) == pytest.approx(30.0)
+
+    out = tmp_path / "fewshot"
+    # 10 % of 192 training rows in one batch: 1 step per epoch, so 2 epochs would be 2 steps
+    result = main(["--init", "tiny", "--dataset", str(synthetic_dir), "--label_fraction", "0.1", "--epochs", "2",
+                   "--warmup_epochs", "1", "--min_steps", "12", "--test_split", "none"] + _common(out))
+    resolved = json.loads((out / "run_config.json").read_text())["resolved"]
+    assert resolved["steps_per_epoch"] == 1 and resolved["schedule_scale"] == pytest.approx(6.0)
+    assert resolved["total_steps"] == 12 and resolved["warmup_steps"] == 6 and resolved["eval_every_steps"] == 6
+    assert [h["step"] for h in result["history"]] == [6, 12]
+    with pytest.raises(ValueError, match="--min_steps"):
+        main(["--init", "tiny", "--dataset", str(synthetic_dir), "--min_steps", "-1"] + _common(tmp_path / "bad"))

@@ -36,6 +36,24 @@ def test_bad_configs_fail_early():
     cfg["real_data"] = {"source": "kermany"}
     with pytest.raises(ValueError, match="needs real_data.path"):
         validate_config(cfg)
+    cfg = load_preset("smoke")
+    cfg["finetune"].update(label_fractions=[0.1, 1.0], seeds=[0, 1], seed_fractions=[0.5])
+    with pytest.raises(ValueError, match="seed_fractions"):
+        validate_config(cfg)
+    cfg["finetune"].update(seeds=[3, 3], seed_fractions=None)
+    with pytest.raises(ValueError, match="repeats a seed"):
+        validate_config(cfg)
+
+
+def test_finetune_runs_repeat_seeds_only_where_asked():
+    from genssl_hf.pipeline.runner import finetune_runs
+
+    cfg = load_preset("smoke")
+    cfg["finetune"].update(label_fractions=[0.01, 0.1, 1.0])
+    assert finetune_runs(cfg) == [(0.01, cfg["seed"], "_f1"), (0.1, cfg["seed"], "_f10"), (1.0, cfg["seed"], "_f100")]
+    cfg["finetune"].update(seeds=[0, 1, 2], seed_fractions=[0.01, 0.1])
+    assert finetune_runs(cfg) == [(0.01, 0, "_f1"), (0.01, 1, "_f1_s1"), (0.01, 2, "_f1_s2"),
+                                  (0.1, 0, "_f10"), (0.1, 1, "_f10_s1"), (0.1, 2, "_f10_s2"), (1.0, 0, "_f100")]
 
 
 def test_stage_skips_when_valid_and_reruns_when_config_changes(tmp_path):

@@ -89,7 +89,7 @@ def validate_config(config: dict) -> None:
     unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
-    label_fractions(config)
+    finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
     if source not in ("phantom", "folder", "kermany", "nih-subset"):
         raise ValueError(f"real_data.source must be phantom, folder, kermany or nih-subset, got {source!r}")
@@ -397,8 +397,33 @@ def fraction_suffix(cfg: dict, fraction: float) -> str:
     return f"_f{fraction * 100:g}".replace(".", "p")
 
 
-def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float = 1.0) -> Stage:
+def finetune_runs(cfg: dict) -> list[tuple[float, int, str]]:
+    """(label fraction, fine-tuning seed, stage-name suffix) of every fine-tuning run.
+
+    ``finetune.seeds`` repeats the runs at the fractions in ``finetune.seed_fractions`` (default: all)
+    with other seeds, i.e. other label subsets, head inits and batch orders; the first seed's runs keep
+    the plain suffix, the others add ``_s<seed>``. Without ``seeds`` each fraction runs once at ``seed``.
+    """
     ft = cfg["finetune"]
+    seeds = [int(x) for x in (ft.get("seeds") or [cfg["seed"]])]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"finetune.seeds {seeds} repeats a seed")
+    repeated = {float(f) for f in (ft.get("seed_fractions") or label_fractions(cfg))}
+    unknown = repeated - set(label_fractions(cfg))
+    if unknown:
+        raise ValueError(f"finetune.seed_fractions {sorted(unknown)} are not among the label fractions {label_fractions(cfg)}")
+    runs = []
+    for fraction in label_fractions(cfg):
+        for i, seed in enumerate(seeds if fraction in repeated else seeds[:1]):
+            runs.append((fraction, seed, fraction_suffix(cfg, fraction) + (f"_s{seed}" if i else "")))
+    return runs
+
+
+def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float = 1.0,
+                   seed: int | None = None, suffix: str | None = None) -> Stage:
+    ft = cfg["finetune"]
+    seed = cfg["seed"] if seed is None else seed
+    suffix = fraction_suffix(cfg, fraction) if suffix is None else suffix
 
     def run(folder: Path) -> dict:
         out = folder / "run"
@@ -408,7 +433,7 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
             "--init", init,
             "--dataset", str(real_dir / "dataset"),
             "--output_dir", str(out),
-            "--seed", str(cfg["seed"]),
+            "--seed", str(seed),
             "--image_size", str(cfg["image_size"]),
             "--overwrite_output_dir",
         ] + _flags(args)
@@ -416,14 +441,22 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
         metrics = read_json(out / "metrics.json")
         return {"best": "run/best", "metrics": _jsonable(metrics)}
 
-    return Stage(f"finetune_{variant}{fraction_suffix(cfg, fraction)}",
-                 {"finetune": ft, "init": init, "seed": cfg["seed"], "size": cfg["image_size"], "fraction": fraction},
+    return Stage(f"finetune_{variant}{suffix}",
+                 {"finetune": _without_seed_keys(ft), "init": init, "seed": seed, "size": cfg["image_size"],
+                  "fraction": fraction},
                  run, outputs=["run/best/config.json", "run/metrics.json"])
 
 
-def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float = 1.0) -> Stage:
+def _without_seed_keys(ft: dict) -> dict:
+    """The fine-tuning config a single run depends on (adding a seed must not rerun the others)."""
+    return {k: v for k, v in ft.items() if k not in ("seeds", "seed_fractions")}
+
+
+def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float = 1.0,
+                     seed: int | None = None, suffix: str | None = None) -> Stage:
     ev = cfg.get("evaluation", {})
-    suffix = fraction_suffix(cfg, fraction)
+    seed = cfg["seed"] if seed is None else seed
+    suffix = fraction_suffix(cfg, fraction) if suffix is None else suffix
 
     def run(folder: Path) -> dict:
         out = folder / "results"
@@ -436,13 +469,14 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
         from .results import build_results
 
         context = _run_context(cfg, root, variants, suffix)
-        context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seeded)"
+        context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seed {seed})"
         summary = build_results(out, {v: VARIANT_TITLES[v] for v in variants}, context,
                                 n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"])
         return {"results": "results", "rows": _jsonable(summary["rows"])}
 
     return Stage(f"evaluation{suffix}", {"evaluation": ev, "variants": variants, "seed": cfg["seed"], "fraction": fraction,
-                                "finetune": cfg["finetune"], "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
+                                "finetune": _without_seed_keys(cfg["finetune"]), "finetune_seed": seed,
+                                "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
                  run, outputs=["results/results.md", "results/mauc_comparison.png"])
 
 
@@ -547,16 +581,16 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
         s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log, deps=["real_data"])
         s["mae_real"] = run_stage(root, stage_pretrain(config, "mae_real", root / "real_unlabelled", "off", stats, log), log,
                                   deps=["real_unlabelled", "reference_stats"])
-    for fraction in label_fractions(config):
-        suffix = fraction_suffix(config, fraction)
+    for fraction, seed, suffix in finetune_runs(config):
         for v in variants:
             init = (config["finetune"].get("random_init_preset", "tiny") if v == "random_init"
                     else str(root / VARIANT_PRETRAIN[v] / "model"))
             deps = ["real_data"] + ([] if v == "random_init" else [VARIANT_PRETRAIN[v]])
-            s[f"finetune_{v}{suffix}"] = run_stage(root, stage_finetune(config, v, init, root / "real_data", log, fraction),
-                                                   log, deps=deps)
-        s[f"evaluation{suffix}"] = run_stage(root, stage_evaluation(config, root, variants, root / "real_data", log, fraction),
-                                             log, deps=[f"finetune_{v}{suffix}" for v in variants])
+            s[f"finetune_{v}{suffix}"] = run_stage(
+                root, stage_finetune(config, v, init, root / "real_data", log, fraction, seed, suffix), log, deps=deps)
+        s[f"evaluation{suffix}"] = run_stage(
+            root, stage_evaluation(config, root, variants, root / "real_data", log, fraction, seed, suffix), log,
+            deps=[f"finetune_{v}{suffix}" for v in variants])
     if config.get("hub", {}).get("dry_run", True):
         top = fraction_suffix(config, max(label_fractions(config)))
         deps = ["real_data", "prompt_set", "generator", "generated_dataset"]
