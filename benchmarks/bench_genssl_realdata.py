@@ -109,6 +109,14 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def mean_auc_by_fraction(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{"1%": {variant: mean test AUC over seeds}, ...} for the JSON line."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        out.setdefault(f"{r['fraction']:.0%}", {}).setdefault(r["variant"], []).append(r["auc"])
+    return {f: {v: round(sum(a) / len(a), 4) for v, a in d.items()} for f, d in out.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -142,6 +150,7 @@ def main(argv=None) -> int:
                       "baseline": round(rand_full["auc"], 4),
                       "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
                       "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
+                      "mean_auc_over_seeds": mean_auc_by_fraction(rows),
                       "wall_s": round(time.perf_counter() - start, 1),
                       "quick": args.quick}))
     return 0
