@@ -84,6 +84,7 @@ def make_reference(vae, unet, steps: int, context: torch.Tensor):
         img.clamp(0, 1)
         return time.perf_counter() - t0
 
+    run.unet = ref_unet  # for the UNet-alone comparison
     return run
 
 
@@ -152,6 +153,35 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def unet_roofline(unet_bf16, ref_unet_fp32, batch_size: int, reps: int = 3) -> dict:
+    """One UNet call per side, as the samplers make it (ours: ``batch_size`` images x cond/uncond in
+    bf16; reference: 1 image x cond/uncond in fp32): FLOPs per image-step, seconds per image-step and
+    the GFLOP/s reached, to set against the matmul peaks. At equal arithmetic the ratio cannot exceed
+    (our GFLOP/s) / (reference GFLOP/s)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def timed(net, b: int, dtype: torch.dtype) -> tuple[float, float]:
+        x = torch.randn(2 * b, 3, 16, 16, dtype=dtype)
+        t = torch.full((2 * b,), 500)
+        ctx = torch.randn(2 * b, 77, 1024, dtype=dtype)
+        with torch.inference_mode():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                net(x, timesteps=t, context=ctx)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                net(x, timesteps=t, context=ctx)
+                times.append(time.perf_counter() - t0)
+        return counter.get_total_flops() / b, statistics.median(times) / b
+
+    flops, ours_s = timed(unet_bf16, batch_size, torch.bfloat16)
+    _, ref_s = timed(ref_unet_fp32, 1, torch.float32)
+    return {"gflop_per_image_step": round(flops / 1e9, 2), "ours_s_per_image_step": round(ours_s, 4),
+            "reference_s_per_image_step": round(ref_s, 4), "ours_gflops": round(flops / ours_s / 1e9, 1),
+            "reference_gflops": round(flops / ref_s / 1e9, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="about a minute and a half on an idle 2-core CPU: 2 steps, 3 repeats, small scaling N")
@@ -190,6 +220,12 @@ def main() -> None:
     gf32, gf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"  CPU: {torch.backends.cpu.get_cpu_capability()}, matmul {gf32:.0f} GFLOPS fp32 / {gf16:.0f} GFLOPS bf16 "
           f"({gf16 / gf32:.1f}x); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    roof = unet_roofline(unet, ref_run.unet, args.batch_size)
+    print(f"  UNet alone, {roof['gflop_per_image_step']} GFLOP per image-step (cond + uncond): ours "
+          f"{roof['ours_s_per_image_step']:.3f} s = {roof['ours_gflops']:.0f} GFLOP/s ({100 * roof['ours_gflops'] / gf16:.0f}% of "
+          f"the bf16 matmul peak); reference {roof['reference_s_per_image_step']:.3f} s = {roof['reference_gflops']:.0f} GFLOP/s "
+          f"({100 * roof['reference_gflops'] / gf32:.0f}% of the fp32 peak); ceiling at equal arithmetic "
+          f"{gf16 / roof['reference_gflops']:.1f}x")
 
     scaling = []
     if not args.skip_scaling:
@@ -217,6 +253,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}",
         "matmul_gflops": {"fp32": round(gf32, 1), "bf16": round(gf16, 1)},
+        "unet_roofline": roof,
+        "ceiling_at_equal_arithmetic": round(gf16 / roof["reference_gflops"], 2),
         "load_average": round(os.getloadavg()[0], 2),
         "scaling": scaling,
     }))
