@@ -58,7 +58,8 @@ def build_full_size(seed: int = 0):
 
 
 def make_reference(vae, unet, steps: int, context: torch.Tensor):
-    """MONAI reference: LatentDiffusionInferer.sample, batch 1, fp32. Returns run(i) -> seconds per image."""
+    """MONAI reference: LatentDiffusionInferer.sample, batch 1, fp32. Returns (run(i) -> seconds per
+    image, the reference's fp32 UNet)."""
     from monai.inferers import LatentDiffusionInferer
     from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
     from monai.networks.schedulers import DDIMScheduler
@@ -84,8 +85,7 @@ def make_reference(vae, unet, steps: int, context: torch.Tensor):
         img.clamp(0, 1)
         return time.perf_counter() - t0
 
-    run.unet = ref_unet  # for the UNet-alone comparison
-    return run
+    return run, ref_unet
 
 
 def make_ours(vae, unet, te, tok, steps: int, batch_size: int, channels_last: bool = False):
@@ -205,7 +205,7 @@ def main() -> None:
     vae, unet, te, tok = build_full_size()
     n_params = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in vae.parameters())
     context = torch.randn(1, 77, 1024, generator=torch.Generator().manual_seed(0))
-    ref_run = make_reference(vae, unet, steps, context)  # a copy of the weights in plain MONAI networks
+    ref_run, ref_unet = make_reference(vae, unet, steps, context)  # a copy of the weights in plain MONAI networks
     ours_run = make_ours(vae, unet, te, tok, steps, args.batch_size, args.channels_last)  # converts vae/unet to bf16 in place
     # interleaved, so both sides see the same (shared, fluctuating) CPU load
     ref, ours = [], []
@@ -220,7 +220,7 @@ def main() -> None:
     gf32, gf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"  CPU: {torch.backends.cpu.get_cpu_capability()}, matmul {gf32:.0f} GFLOPS fp32 / {gf16:.0f} GFLOPS bf16 "
           f"({gf16 / gf32:.1f}x); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    roof = unet_roofline(unet, ref_run.unet, args.batch_size)
+    roof = unet_roofline(unet, ref_unet, args.batch_size)
     print(f"  UNet alone, {roof['gflop_per_image_step']} GFLOP per image-step (cond + uncond): ours "
           f"{roof['ours_s_per_image_step']:.3f} s = {roof['ours_gflops']:.0f} GFLOP/s ({100 * roof['ours_gflops'] / gf16:.0f}% of "
           f"the bf16 matmul peak); reference {roof['reference_s_per_image_step']:.3f} s = {roof['reference_gflops']:.0f} GFLOP/s "

@@ -88,16 +88,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def runs_by_fraction_and_variant(rows: list[dict]) -> dict[tuple[float, str], list[dict]]:
+    """The rows of each (fraction, variant), one per seed, in first-seen order."""
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["fraction"], r["variant"]), []).append(r)
+    return groups
+
+
+def _mean_auc(runs: list[dict]) -> float:
+    return sum(r["auc"] for r in runs) / len(runs)
+
+
 def results_table(rows: list[dict]) -> str:
     """One line per (fraction, variant): the test AUC of each seed with its 95% CI, the mean over seeds,
     and the paired difference to random init per seed (how many seeds' CIs lie above / below zero)."""
     lines = ["| Label fraction | Variant | Test AUC per seed (95% CI) | Mean AUC | vs random init per seed (paired 95% CI) |",
              "|---|---|---|---|---|"]
-    keys = list(dict.fromkeys((r["fraction"], r["variant"]) for r in rows))
-    for fraction, variant in keys:
-        runs = [r for r in rows if r["fraction"] == fraction and r["variant"] == variant]
+    for (fraction, _), runs in runs_by_fraction_and_variant(rows).items():
         aucs = "; ".join(f"{_pct(r['auc'])} ({_pct(r['low'])}-{_pct(r['high'])})" for r in runs)
-        mean = sum(r["auc"] for r in runs) / len(runs)
         if runs[0]["diff"] is None:
             diff = "-"
         else:
@@ -105,16 +114,16 @@ def results_table(rows: list[dict]) -> str:
             above = sum(r["diff_low"] > 0 for r in runs)
             below = sum(r["diff_high"] < 0 for r in runs)
             diff += f"; CI above 0 in {above}/{len(runs)}, below 0 in {below}/{len(runs)}"
-        lines.append(f"| {fraction:.0%} | {runs[0]['title']} | {aucs} | {_pct(mean)} | {diff} |")
+        lines.append(f"| {fraction:.0%} | {runs[0]['title']} | {aucs} | {_pct(_mean_auc(runs))} | {diff} |")
     return "\n".join(lines)
 
 
 def mean_auc_by_fraction(rows: list[dict]) -> dict[str, dict[str, float]]:
     """{"1%": {variant: mean test AUC over seeds}, ...} for the JSON line."""
     out: dict[str, dict[str, float]] = {}
-    for r in rows:
-        out.setdefault(f"{r['fraction']:.0%}", {}).setdefault(r["variant"], []).append(r["auc"])
-    return {f: {v: round(sum(a) / len(a), 4) for v, a in d.items()} for f, d in out.items()}
+    for (fraction, variant), runs in runs_by_fraction_and_variant(rows).items():
+        out.setdefault(f"{fraction:.0%}", {})[variant] = round(_mean_auc(runs), 4)
+    return out
 
 
 def main(argv=None) -> int:

@@ -408,22 +408,22 @@ def finetune_runs(cfg: dict) -> list[tuple[float, int, str]]:
     seeds = [int(x) for x in (ft.get("seeds") or [cfg["seed"]])]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"finetune.seeds {seeds} repeats a seed")
-    repeated = {float(f) for f in (ft.get("seed_fractions") or label_fractions(cfg))}
-    unknown = repeated - set(label_fractions(cfg))
+    fractions = label_fractions(cfg)
+    repeated = {float(f) for f in (ft.get("seed_fractions") or fractions)}
+    unknown = repeated - set(fractions)
     if unknown:
-        raise ValueError(f"finetune.seed_fractions {sorted(unknown)} are not among the label fractions {label_fractions(cfg)}")
+        raise ValueError(f"finetune.seed_fractions {sorted(unknown)} are not among the label fractions {fractions}")
     runs = []
-    for fraction in label_fractions(cfg):
+    for fraction in fractions:
         for i, seed in enumerate(seeds if fraction in repeated else seeds[:1]):
             runs.append((fraction, seed, fraction_suffix(cfg, fraction) + (f"_s{seed}" if i else "")))
     return runs
 
 
-def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float = 1.0,
-                   seed: int | None = None, suffix: str | None = None) -> Stage:
+def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float, seed: int,
+                   suffix: str) -> Stage:
+    """One fine-tuning run; ``fraction``, ``seed`` and ``suffix`` come from :func:`finetune_runs`."""
     ft = cfg["finetune"]
-    seed = cfg["seed"] if seed is None else seed
-    suffix = fraction_suffix(cfg, fraction) if suffix is None else suffix
 
     def run(folder: Path) -> dict:
         out = folder / "run"
@@ -452,11 +452,10 @@ def _without_seed_keys(ft: dict) -> dict:
     return {k: v for k, v in ft.items() if k not in ("seeds", "seed_fractions")}
 
 
-def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float = 1.0,
-                     seed: int | None = None, suffix: str | None = None) -> Stage:
+def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float, seed: int,
+                     suffix: str) -> Stage:
+    """Test evaluation of one (fraction, seed) group of fine-tuned models (see :func:`finetune_runs`)."""
     ev = cfg.get("evaluation", {})
-    seed = cfg["seed"] if seed is None else seed
-    suffix = fraction_suffix(cfg, fraction) if suffix is None else suffix
 
     def run(folder: Path) -> dict:
         out = folder / "results"
