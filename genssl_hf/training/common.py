@@ -19,8 +19,7 @@ Small on purpose: building blocks, not a Trainer. A loop built from them looks l
         if accelerator.sync_gradients:
             scheduler.step(); state.global_step += 1; bar.update()
             if state.global_step % args.checkpointing_steps == 0:
-                guard.check(state)                               # raises on NaN before saving
-                save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
+                guard.checkpoint(state, args.checkpoints_total_limit)  # raises on NaN before saving
             if state.global_step >= total_steps: break
 
 Exact resume: the checkpoint holds model, optimiser, scheduler and RNG states (``accelerator.save_state``)
@@ -409,6 +408,12 @@ class LossGuard:
         self._sum, self._n, self._since_step = None, 0, state.global_step
         state.last_loss = value
         return value
+
+    def checkpoint(self, state: TrainState, total_limit: int | None = None) -> Path:
+        """Check the loss (raising on NaN), then :func:`save_checkpoint` into the guard's output
+        folder: the one way the training loops save, so no checkpoint holds NaN weights."""
+        self.check(state)
+        return save_checkpoint(self.accelerator, self.output_dir, state, total_limit)
 
 
 # ------------------------------------------------------------------------------ progress / logging

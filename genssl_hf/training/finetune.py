@@ -53,7 +53,6 @@ from genssl_hf.training.common import (
     maybe_resume,
     push_to_hub,
     resumable_batches,
-    save_checkpoint,
     seed_step,
     write_run_config,
     init_trackers,
@@ -522,8 +521,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                     guard.check(state)
                     evaluate_and_select()
                 if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
-                    guard.check(state)
-                    save_checkpoint(accelerator, out_dir, state, args.checkpoints_total_limit)
+                    guard.checkpoint(state, args.checkpoints_total_limit)
                 if state.global_step >= total_steps:
                     break
     bar.close()

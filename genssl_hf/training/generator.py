@@ -44,7 +44,6 @@ from .common import (
     make_accelerator,
     maybe_resume,
     resumable_batches,
-    save_checkpoint,
     seed_step,
     write_run_config,
 )
@@ -399,8 +398,7 @@ def train_autoencoder(args: argparse.Namespace) -> Path:
                     stats = {k: torch.zeros(()) for k in stats}
                     n_stats = 0
                 if (args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0) or done:
-                    guard.check(state)
-                    save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
+                    guard.checkpoint(state, args.checkpoints_total_limit)
                 if done:
                     break
     bar.close()
@@ -646,8 +644,7 @@ def train_ldm(args: argparse.Namespace) -> Path:
                     accelerator.log({"loss": mean, "lr": lr_sched.get_last_lr()[0]}, step=state.global_step)
                     bar.update(0, loss=mean)
                 if (args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0) or done:
-                    guard.check(state)
-                    save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
+                    guard.checkpoint(state, args.checkpoints_total_limit)
                 if done:
                     break
     bar.close()

@@ -46,7 +46,6 @@ from genssl_hf.training.common import (
     maybe_resume,
     push_to_hub,
     resumable_batches,
-    save_checkpoint,
     seed_step,
     write_run_config,
 )
@@ -442,8 +441,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
             else:
                 bar.update()
             if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
-                guard.check(state)  # never checkpoint NaN weights
-                save_checkpoint(accelerator, out, state, args.checkpoints_total_limit)
+                guard.checkpoint(state, args.checkpoints_total_limit)
             if step >= total_steps:
                 break
             if args.stop_after_steps is not None and step - start_step >= args.stop_after_steps:
