@@ -21,7 +21,8 @@ negatives) has no ROC AUC. It is reported as undefined with the reason, and the 
 mean over the classes that have one, with the excluded classes listed next to it
 (``mean_auc_classes`` / ``undefined_auc``): never silently averaged.
 
-Point estimates use scikit-learn (``roc_auc_score``, ``multilabel_confusion_matrix``). A rate
+Point estimates use scikit-learn (``roc_auc_score``, ``confusion_matrix``, ``balanced_accuracy_score``;
+the per-class counts equal ``multilabel_confusion_matrix``'s and are tested against scikit-learn's metrics). A rate
 whose denominator is zero (e.g. PPV when nothing is predicted positive) is ``None``, never 0, and
 macro averages are over the classes where it is defined. The bootstrap uses a vectorised Mann-Whitney AUC with mid-ranks,
 which equals scikit-learn's ``roc_auc_score`` (ties included) and is tested against it.
@@ -39,7 +40,6 @@ from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
-    multilabel_confusion_matrix,
     roc_auc_score,
 )
 
@@ -109,6 +109,14 @@ def _auc_or_reason(t: np.ndarray, s: np.ndarray) -> tuple[float | None, str | No
 
 DECISION_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy")
 """Per-class metrics at the operating point (each also macro-averaged over classes)."""
+
+
+def confusion_counts(t: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class (tp, fp, tn, fn) of 0/1 targets and predictions ``(..., N, C)``, counted over N (the
+    one-vs-rest confusion matrices of scikit-learn's ``multilabel_confusion_matrix``, also for
+    batches of bootstrap replicates)."""
+    t, pred = t.astype(bool), pred.astype(bool)
+    return ((pred & t).sum(axis=-2), (pred & ~t).sum(axis=-2), (~pred & ~t).sum(axis=-2), (~pred & t).sum(axis=-2))
 
 
 def decision_rates(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, np.ndarray]:
@@ -185,8 +193,7 @@ def classification_metrics(
     n, c = y_score.shape
     thr = threshold_array(threshold, c)
     t, pred = _predictions(y_true, y_score, multi_label, thr)
-    mcm = multilabel_confusion_matrix(t, pred)  # (C, 2, 2): [[tn, fp], [fn, tp]]
-    tn, fp, fn, tp = mcm[:, 0, 0], mcm[:, 0, 1], mcm[:, 1, 0], mcm[:, 1, 1]
+    tp, fp, tn, fn = confusion_counts(t, pred)
     rates = decision_rates(tp, fp, tn, fn)
 
     per_class: dict[str, dict[str, Any]] = {}
@@ -301,11 +308,7 @@ def bootstrap_ci(
         pb = pred[idx]
         for j in range(c):
             aucs[start:start + b, j] = fast_auc(tb[:, :, j], y_score[idx, j])
-        tp = ((pb == 1) & (tb == 1)).sum(axis=1)
-        tn = ((pb == 0) & (tb == 0)).sum(axis=1)
-        fp = ((pb == 1) & (tb == 0)).sum(axis=1)
-        fn = ((pb == 0) & (tb == 1)).sum(axis=1)
-        for k, v in decision_rates(tp, fp, tn, fn).items():
+        for k, v in decision_rates(*confusion_counts(tb, pb)).items():
             rates[k][start:start + b] = v
         if multi_label:
             acc[start:start + b] = (pb == tb).mean(axis=(1, 2))
