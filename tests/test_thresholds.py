@@ -326,32 +326,39 @@ def test_report_chooses_on_validation_and_ignores_test_labels(data_dirs):
         main(common + ["--dataset", str(plain), "--output_dir", str(root / "e"), "--threshold_split", "test"])
 
 
-def test_finetune_saves_validation_thresholds_that_test_labels_do_not_move(data_dirs):
-    from genssl_hf.training.finetune import main
+def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(data_dirs, monkeypatch):
+    """Every threshold choice during fine-tuning sees the validation labels and nothing else (two
+    runs are not bit-identical on CPU, so this checks the inputs rather than comparing runs); the
+    saved thresholds reproduce from the saved best model's validation predictions."""
+    import genssl_hf.training.finetune as ft
 
-    root, plain, shuffled = data_dirs
-    common = ["--init", "tiny", "--epochs", "2", "--warmup_epochs", "1", "--blr", "2e-3", "--batch_size", "32",
-              "--eval_batch_size", "64", "--num_workers", "0", "--image_size", "32", "--mixed_precision", "no",
-              "--logging_steps", "2", "--seed", "0", "--randaug_n", "0"]
+    root, plain, _ = data_dirs
+    seen = []
+    real_choose = ft.choose_thresholds
+    monkeypatch.setattr(ft, "choose_thresholds", lambda y, s, names, **kw: seen.append(np.array(y)) or real_choose(
+        y, s, names, **kw))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ra = main(common + ["--dataset", str(plain), "--output_dir", str(root / "ft_a")])
-        rb = main(common + ["--dataset", str(shuffled), "--output_dir", str(root / "ft_b")])
-    sa = load_thresholds(root / "ft_a" / "best")
-    sb = load_thresholds(root / "ft_b" / "best")
-    assert sa is not None and sa == sb and sa["split"] == "validation" and sa["num_samples"] == 64
-    assert sa["selected_at_step"] == ra["best"]["step"]
-    assert set(sa["rules"]) == {"youden", "sensitivity", "prevalence"}
-    assert ra["test"]["thresholds"] == sa["thresholds"] == rb["test"]["thresholds"]
-    assert ra["test"]["per_class"] != rb["test"]["per_class"]
-    # the thresholds reproduce from the saved best model's validation predictions
+        result = ft.main(["--init", "tiny", "--epochs", "2", "--warmup_epochs", "1", "--blr", "2e-3", "--batch_size",
+                          "32", "--eval_batch_size", "64", "--num_workers", "0", "--image_size", "32",
+                          "--mixed_precision", "no", "--logging_steps", "2", "--seed", "0", "--randaug_n", "0",
+                          "--dataset", str(plain), "--output_dir", str(root / "ft")])
+    splits = datasets.load_from_disk(str(plain))
+    val_targets = np.zeros((64, 2), dtype=np.int64)
+    for i, labels in enumerate(splits["validation"]["labels"]):
+        val_targets[i, labels] = 1
+    assert seen and all(np.array_equal(y, val_targets) for y in seen)
+    saved = load_thresholds(root / "ft" / "best")
+    assert saved["split"] == "validation" and saved["num_samples"] == 64 and saved["rule"] == "youden"
+    assert saved["selected_at_step"] == result["best"]["step"] and result["thresholds"] == saved
+    assert set(saved["rules"]) == {"youden", "sensitivity", "prevalence"}
+    assert result["test"]["thresholds"] == saved["thresholds"]  # test metrics at the validation thresholds
     from genssl_hf.evaluation.report import LoadedClassifier, _images_and_targets
 
-    clf = LoadedClassifier(root / "ft_a" / "best")
-    val = datasets.load_from_disk(str(plain))["validation"]
-    images, targets, names, _ = _images_and_targets(val, clf.image_size, "image")
+    clf = LoadedClassifier(root / "ft" / "best")
+    images, targets, names, _ = _images_and_targets(splits["validation"], clf.image_size, "image")
     again = choose_thresholds(targets, clf.predict(images), names)
-    np.testing.assert_allclose(threshold_vector(again, names), threshold_vector(sa, names), atol=1e-5)
+    np.testing.assert_allclose(threshold_vector(again, names), threshold_vector(saved, names), atol=1e-4)
 
 
 def test_pipeline_table_has_balanced_accuracy_and_macro_f1_beside_mauc(tmp_path):
