@@ -381,3 +381,26 @@ def test_pipeline_table_has_balanced_accuracy_and_macro_f1_beside_mauc(tmp_path)
     ba = models["GEN-SSL (AdaIN)"]["balanced_accuracy"]
     assert f"{100 * ba:.1f} (" in table and "chosen on the validation split (youden)" in table
     assert out["rows"][1]["balanced_accuracy"]["value"] == pytest.approx(ba)
+
+
+def test_multiclass_keeps_argmax_and_adds_one_vs_rest_operating_points():
+    names = ["normal", "pneumonia", "COVID-19"]
+    rng = np.random.default_rng(7)
+    val_y, test_y = rng.integers(0, 3, 60), rng.integers(0, 3, 50)
+    val_s, test_s = (rng.dirichlet([1, 1, 1], n) + 0.5 * np.eye(3)[y] for n, y in ((60, val_y), (50, test_y)))
+    val_s, test_s = val_s / val_s.sum(1, keepdims=True), test_s / test_s.sum(1, keepdims=True)
+    op = resolve_operating_point("/nonexistent", names, multi_label=False, evaluated_split="test",
+                                 validation_predictions=lambda: (val_y, val_s))
+    m = decision_metrics(test_y, test_s, names, op, n_bootstrap=20)
+    assert m["accuracy"] == pytest.approx((test_s.argmax(1) == test_y).mean())  # arg-max, not thresholds
+    assert m["per_class"]["COVID-19"]["sensitivity"] == pytest.approx(recall_score(test_y == 2, test_s.argmax(1) == 2))
+    covid_t = op["thresholds"]["COVID-19"]
+    assert covid_t == choose_thresholds(val_y, val_s, names)["thresholds"]["COVID-19"]
+    ovr = m["one_vs_rest"]["per_class"]["COVID-19"]
+    assert ovr["sensitivity"] == pytest.approx(recall_score(test_y == 2, test_s[:, 2] >= covid_t))
+    assert "| COVID-19 | " in format_per_class_decision_table(m["one_vs_rest"])
+    assert "arg-max" in format_per_class_decision_table(m)
+    # without thresholds or a validation split: arg-max only, no one-vs-rest block
+    plain = resolve_operating_point("/nonexistent", names, multi_label=False, evaluated_split="test",
+                                    validation_predictions=None)
+    assert plain["thresholds"] is None and "one_vs_rest" not in decision_metrics(test_y, test_s, names, plain)

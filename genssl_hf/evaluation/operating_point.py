@@ -138,7 +138,7 @@ def decision_metrics(
     if m["task"] == "multi_class" and given:
         ovr = classification_metrics(np.eye(len(names), dtype=np.int64)[t.astype(np.int64)], probs, label_names=names,
                                      threshold=thr, n_bootstrap=n_bootstrap, seed=seed)
-        m["one_vs_rest"] = {k: ovr[k] for k in ("thresholds", "per_class", "macro") if k in ovr}
+        m["one_vs_rest"] = {k: ovr[k] for k in ("label_names", "thresholds", "per_class", "macro")}
         if "ci" in ovr:
             m["one_vs_rest"]["ci"] = {k: ovr["ci"][k] for k in ("per_class", "macro")}
     m["operating_point"] = dict(operating_point)

@@ -12,6 +12,21 @@ import numpy as np
 __all__ = ["plot_reliability_diagram", "plot_roc_curves"]
 
 
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from genssl_hf.utils import atomic_write_bytes
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def plot_roc_curves(
     y_true: Any,
     y_score: Any,
@@ -29,7 +44,6 @@ def plot_roc_curves(
     from sklearn.metrics import roc_auc_score, roc_curve
 
     from genssl_hf.evaluation.classification import prepare_targets
-    from genssl_hf.utils import atomic_write_bytes
 
     t, s, names, multi_label = prepare_targets(y_true, y_score, label_names)
     if not multi_label:
@@ -48,13 +62,7 @@ def plot_roc_curves(
     ax.set_ylim(0, 1.01)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_reliability_diagram(
@@ -72,8 +80,6 @@ def plot_reliability_diagram(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from genssl_hf.utils import atomic_write_bytes
 
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.4), dpi=110, sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1.2]})
@@ -99,10 +105,4 @@ def plot_reliability_diagram(
     hist.set_yscale("log")
     hist.set_xlabel("predicted probability")
     hist.set_ylabel("cases per bin")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_figure(fig, path)

@@ -277,6 +277,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             for name, m in metrics_by_model.items():
                 tables.append(f"#### {name}: per class (percent)\n\n"
                               + format_per_class_decision_table(m, with_ci=args.n_bootstrap > 0))
+                if "one_vs_rest" in m:
+                    tables.append(f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
+                                  + format_per_class_decision_table(m["one_vs_rest"], with_ci=args.n_bootstrap > 0))
             tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
         if robustness_by_model:
             write_json(tmp / "robustness.json", robustness_by_model)
