@@ -5,7 +5,7 @@ Subpackages follow the pipeline, one per stage:
 ``prompts -> generation -> data -> processing -> training -> evaluation -> hub``.
 """
 
-__version__ = "0.1.0"
+from genssl_hf.core import __version__  # noqa: E402,F401
 
 # Registers AdaINImageProcessor with AutoImageProcessor (no trust_remote_code needed).
 from genssl_hf import processing as _processing  # noqa: E402,F401

@@ -328,7 +328,7 @@ def test_push_to_hub_publishes_the_best_folder_privately_through_the_leak_guard(
     from _publish_artifacts import make_classifier
 
     from genssl_hf.hub import publish as pub
-    from genssl_hf.training.common import check_hub_args, push_to_hub
+    from genssl_hf.training.common import check_hub_args, check_publish_available
 
     folder = make_classifier(tmp_path / "best")
     real = tmp_path / "real"
@@ -337,12 +337,15 @@ def test_push_to_hub_publishes_the_best_folder_privately_through_the_leak_guard(
     monkeypatch.setenv("GENSSL_REAL_DATA", str(real))
     with mock.patch.object(pub, "HfApi") as api_cls:
         api_cls.return_value.create_repo.return_value = "https://huggingface.co/me/cxr-classifier"
-        url = push_to_hub("classifier", folder, "me/cxr-classifier")
+        url = pub.publish_after_training("classifier", folder, "me/cxr-classifier")
     api_cls.return_value.create_repo.assert_called_once_with("me/cxr-classifier", repo_type="model", private=True, exist_ok=True)
     assert api_cls.return_value.upload_folder.call_args.kwargs["repo_id"] == "me/cxr-classifier"
     assert url.endswith("me/cxr-classifier")
     with pytest.raises(ValueError, match="--hub_model_id"):
         check_hub_args(argparse.Namespace(push_to_hub=True, hub_model_id=None))
+    # Training never publishes: run without a script's publisher, --push_to_hub is refused before training.
+    with pytest.raises(ValueError, match="publishing happens in the scripts"):
+        check_publish_available(argparse.Namespace(push_to_hub=True, hub_model_id="me/x"), None)
 
 
 def test_saved_processor_reproduces_the_training_input_pipeline():

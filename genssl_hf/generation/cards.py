@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..hub.cards import render_model_card
+from ..core.cards import render_model_card
 from ..utils import atomic_write_text
 
 

@@ -1446,7 +1446,7 @@ def _size_from_pipeline_folder(path: Path) -> tuple[int, int] | None:
 
 def _package_version() -> str:
     try:
-        from genssl_hf import __version__
+        from genssl_hf.core import __version__
 
         return __version__
     except ImportError:  # pragma: no cover
@@ -1552,7 +1552,7 @@ def write_dataset_card(out_dir: str | os.PathLike, quality: Mapping[str, Any] | 
     shards, then provenance, counts, intended use) from ``model_cards/synthetic_dataset.md``."""
     import datasets
 
-    from genssl_hf.hub.cards import render_dataset_card
+    from genssl_hf.core.cards import render_dataset_card
 
     out = Path(out_dir)
     config = read_json(out / CONFIG_NAME)

@@ -943,3 +943,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def publish_after_training(kind: str, folder: str | os.PathLike, repo_id: str) -> str:
+    """What the training scripts' ``--push_to_hub`` does once training has finished: publish the
+    folder through :func:`publish` (validation, card, the leak guard against the real data named in
+    ``$GENSSL_REAL_DATA``) to a private repo. Returns the repo URL. Training modules never import
+    this: the scripts hand it to their ``main(publish=...)``."""
+    result = publish(kind, folder, repo_id, private=True)
+    return result.url or repo_id

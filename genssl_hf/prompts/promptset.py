@@ -205,7 +205,7 @@ class PromptSet(Sequence[Prompt]):
 
     def render_card(self):
         """The README card (a ``huggingface_hub.DatasetCard``) rendered from ``model_cards/prompt_set.md``."""
-        from genssl_hf.hub.cards import render_dataset_card
+        from genssl_hf.core.cards import render_dataset_card
 
         meta = self.metadata
         scored = any(p.scores for p in self._prompts)

@@ -508,11 +508,15 @@ def check_hub_args(args: argparse.Namespace) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id (the repo to create, e.g. me/genssl-vit-s16)")
 
 
-def push_to_hub(kind: str, folder: str | os.PathLike, repo_id: str) -> str:
-    """Publish a finished model folder through :func:`genssl_hf.hub.publish.publish`: the folder is
-    validated, gets its card, and is checked against the real data named in ``$GENSSL_REAL_DATA``
-    (report text, real pixels) before a private repo is created and uploaded."""
-    from genssl_hf.hub.publish import publish
+def check_publish_available(args: argparse.Namespace, publish) -> None:
+    """``--push_to_hub`` is the scripts' job (training never imports ``hub``): a training module run
+    directly (``python -m genssl_hf.training...``) gets no publisher and says so before training."""
+    if getattr(args, "push_to_hub", False) and publish is None:
+        raise ValueError("--push_to_hub: publishing happens in the scripts (scripts/pretrain_mae.py, "
+                         "scripts/finetune.py, ...) or with scripts/publish.py after training; "
+                         "python -m genssl_hf.training... only trains")
 
-    result = publish(kind, folder, repo_id, private=True)
-    return result.url or repo_id
+
+def is_main_process_env() -> bool:
+    """Rank 0 of an ``accelerate launch`` run (or a plain run), read after the Accelerator has ended."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -49,15 +49,16 @@ from genssl_hf.training.common import (
     add_common_args,
     args_to_dict,
     check_hub_args,
+    check_publish_available,
     check_output_dir,
     cosine_schedule_with_warmup,
     make_accelerator,
     maybe_resume,
-    push_to_hub,
     resumable_batches,
     seed_step,
     write_run_config,
     init_trackers,
+    is_main_process_env,
 )
 from genssl_hf.training.finetune_data import (
     Collator,
@@ -309,7 +310,7 @@ def _selection_value(metrics: dict[str, Any], name: str) -> float:
 # -------------------------------------------------------------------------------------- saving
 def _save_model_folder(target: Path, model: GenSSLViTForImageClassification, processor, card_vars: dict[str, Any],
                        metrics: dict[str, Any], thresholds: dict[str, Any] | None = None) -> None:
-    from genssl_hf.hub.cards import render_model_card
+    from genssl_hf.core.cards import render_model_card
 
     with atomic_dir(target, overwrite=True) as tmp:
         model.save_pretrained(tmp)
@@ -342,7 +343,7 @@ def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int)
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
     final metrics dict (also written to ``<output_dir>/metrics.json``)."""
-    from genssl_hf.evaluation.classification import classification_metrics
+    from genssl_hf.core.classification_metrics import classification_metrics
 
     args = resolve_args(args)
     out_dir = Path(args.output_dir)
@@ -572,8 +573,6 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                                 "selected_at_step": best["step"]}, best.get("thresholds"))
     if accelerator.is_main_process:
         write_json(out_dir / "metrics.json", result)
-        if args.push_to_hub:
-            result["hub_url"] = push_to_hub("classifier", out_dir / "best", args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
@@ -596,10 +595,15 @@ def _val_loss(probs: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
     return float(-np.log(p[np.arange(len(y)), y.astype(np.int64)]).mean())
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:
+    """Command line: fine-tune, then (scripts only) publish ``best/``. ``publish(kind, folder, repo_id)``
+    is handed in by ``scripts/finetune.py``; training itself never imports ``hub``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    check_publish_available(args, publish)
     result = finetune(args)
+    if args.push_to_hub and is_main_process_env():
+        result["hub_url"] = publish("classifier", Path(args.output_dir) / "best", args.hub_model_id)
     summary = {"best_step": result["best"]["step"], "selection_metric": result["selection_metric"],
                "validation": result["best"]["validation"].get(result["selection_metric"])}
     if "test" in result:

@@ -41,11 +41,12 @@ from genssl_hf.training.common import (
     build_optimizer,
     check_hub_args,
     check_output_dir,
+    check_publish_available,
     cosine_schedule_with_warmup,
     init_trackers,
+    is_main_process_env,
     make_accelerator,
     maybe_resume,
-    push_to_hub,
     resumable_batches,
     seed_step,
     write_run_config,
@@ -484,8 +485,6 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
                                                           out / "reconstruction.png", n=args.figure_samples, seed=args.seed))
         write_model_card(out, args, run_config, summary)
         write_json(out / "train_summary.json", summary)
-        if args.push_to_hub:
-            summary["hub_url"] = push_to_hub("encoder", out, args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
@@ -553,7 +552,7 @@ def reconstruction_figure(model: ViTMAEForPreTraining, ds: Any, image_column: st
 
 
 def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
-    from genssl_hf.hub.cards import render_model_card
+    from genssl_hf.core.cards import render_model_card
     from genssl_hf.utils import atomic_write_text
 
     card_data: dict[str, Any] = {
@@ -570,13 +569,18 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
     atomic_write_text(out / "README.md", str(card))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, publish=None) -> int:
+    """Command line: train, then (scripts only) publish. ``publish(kind, folder, repo_id) -> url`` is
+    handed in by ``scripts/pretrain_mae.py``; training itself never imports ``hub``."""
     args = build_parser().parse_args(argv)
+    check_publish_available(args, publish)
     try:
         summary = pretrain_mae(args)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    if args.push_to_hub and is_main_process_env():
+        summary["hub_url"] = publish("encoder", args.output_dir, args.hub_model_id)
     print({k: summary[k] for k in ("global_step", "final_loss", "images_per_second", "interrupted")})
     return 0
 
