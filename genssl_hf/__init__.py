@@ -9,3 +9,10 @@ __version__ = "0.1.0"
 
 # Registers AdaINImageProcessor with AutoImageProcessor (no trust_remote_code needed).
 from genssl_hf import processing as _processing  # noqa: E402,F401
+
+# Registers the classifier's own model_type (genssl_hf_vit) with AutoConfig /
+# AutoModelForImageClassification / AutoImageProcessor, so pipeline("image-classification") loads
+# it exactly; without this package, transformers refuses such a folder instead of guessing.
+from genssl_hf.training.classifier import register_auto_classes as _register_auto_classes  # noqa: E402
+
+_register_auto_classes()
