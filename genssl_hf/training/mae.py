@@ -118,7 +118,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         if model.config.image_size != config.image_size:
             raise ValueError(f"--init_from {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
         return model, {"init": "vit_mae", "init_from": str(path)}
-    if mtype == "vit":
+    if mtype in ("vit", "genssl_hf_vit"):  # a ViT, or a genssl_hf classifier (own model_type)
         from transformers import ViTModel
 
         src_cfg = {k: src[k] for k in arch_keys if k in src}
