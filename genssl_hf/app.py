@@ -58,7 +58,7 @@ def find_artifacts(run: str | os.PathLike | None) -> dict[str, dict[str, str]]:
     if run is None or not Path(run).is_dir():
         return found
     run = Path(run)
-    for p in sorted(run.glob("*/model_index.json")) + sorted(run.glob("hub/dry_run/*/model_index.json")):
+    for p in sorted(run.glob("*/model_index.json")) + sorted(run.glob("*/*/model_index.json")):
         found["generators"][f"run: {p.parent.relative_to(run).as_posix()}"] = str(p.parent)
     for pattern in ("finetune*/run/best/config.json", "hub/dry_run/classifier/config.json"):
         for p in sorted(run.glob(pattern)):
@@ -265,6 +265,7 @@ def run_results(run: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, s
              for p in sorted(t.parent.glob("roc*.png")) + sorted(t.parent.glob("mauc_comparison.png"))]
     figures = [(str(p), f"{p.parent.parent.name}: {p.stem}") for p in sorted(root.glob("mae*/model/reconstruction*.png"))]
     figures += [(str(p), "generated samples") for p in sorted(root.glob("sample_grid/*.png"))]
+    figures += [(str(p), f"attention: {p.stem}") for p in sorted(root.glob("evaluation*/results/attention/*.png"))[:8]]
     summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
     return text, plots, figures, summary
 
@@ -293,9 +294,10 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
     found = find_artifacts(run)
     cache = Path(cache_dir or Path(tempfile.gettempdir()) / "genssl_hf-app")
     prompts = [p.text for p in PromptSet.from_pretrained("heuristic")]
-    generators = list(found["generators"].values())
-    datasets_ = list(found["datasets"].values())
-    classifiers = list(found["classifiers"].values())
+    # (label, folder) choices: the box shows "shipped: phantom-ldm-64", the functions get the folder
+    generators = [(k, v) for k, v in found["generators"].items()]
+    datasets_ = [(k, v) for k, v in found["datasets"].items()]
+    classifiers = [(k, v) for k, v in found["classifiers"].items()]
 
     def browse_ui(folder, selection, limit):
         if not folder:
@@ -311,7 +313,7 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
-                    g_folder = gr.Dropdown(generators, value=generators[0] if generators else None, label="generator folder",
+                    g_folder = gr.Dropdown(generators, value=generators[0][1] if generators else None, label="generator folder",
                                            allow_custom_value=True)
                     g_prompt = gr.Dropdown(prompts, value=prompts[0], label="prompt", allow_custom_value=True)
                     with gr.Row():
@@ -328,7 +330,7 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
                            [g_gallery, g_settings], api_name="generate")
         with gr.Tab("Browse dataset"):
             with gr.Row():
-                b_folder = gr.Dropdown(datasets_, value=datasets_[0] if datasets_ else None, allow_custom_value=True,
+                b_folder = gr.Dropdown(datasets_, value=datasets_[0][1] if datasets_ else None, allow_custom_value=True,
                                        label="generated dataset folder (empty: a phantom dataset rendered here)")
                 b_filter = gr.Dropdown(["all"], value="all", label="prompt / class", allow_custom_value=True)
                 b_limit = gr.Slider(1, 200, value=24, step=1, label="images")
@@ -341,7 +343,7 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
             with gr.Row():
                 with gr.Column():
                     c_file = gr.File(label="chest X-ray (PNG, JPEG or DICOM)", type="filepath")
-                    c_model = gr.Dropdown(classifiers, value=classifiers[0] if classifiers else None,
+                    c_model = gr.Dropdown(classifiers, value=classifiers[0][1] if classifiers else None,
                                           allow_custom_value=True, label="classifier folder")
                     c_button = gr.Button("Classify", variant="primary")
                 with gr.Column():
@@ -355,7 +357,7 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
             r_table = gr.Markdown()
             with gr.Row():
                 r_plots = gr.Gallery(label="ROC curves and comparisons", columns=2, height=420)
-                r_figures = gr.Gallery(label="MAE reconstructions and generated samples", columns=2, height=420)
+                r_figures = gr.Gallery(label="MAE reconstructions, generated samples, attention maps", columns=2, height=420)
             r_summary = gr.JSON(label="run summary")
             r_button.click(_ui(run_results), [r_folder], [r_table, r_plots, r_figures, r_summary], api_name="results")
     return app
