@@ -7,6 +7,8 @@ Subpackages follow the pipeline, one per stage:
 
 __version__ = "0.1.0"
 
+from genssl_hf.utils import PRETRAINED, pretrained_path  # noqa: E402,F401  ("genssl_hf/<name>" -> shipped folder)
+
 # Registers AdaINImageProcessor with AutoImageProcessor (no trust_remote_code needed).
 from genssl_hf import processing as _processing  # noqa: E402,F401
 

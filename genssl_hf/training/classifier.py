@@ -35,6 +35,7 @@ from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
 from genssl_hf.training.mae import PRESETS as MAE_PRESETS
+from genssl_hf.utils import pretrained_path
 
 __all__ = [
     "GENSSL_CLASSIFIER_MODEL_TYPE",
@@ -148,7 +149,7 @@ def encoder_config(init: str | os.PathLike) -> tuple[GenSSLViTConfig, Path | Non
     holding a ViT / ViTMAE / genssl_hf classifier; returns ``(config, folder or None)``."""
     if str(init) in VIT_PRESETS:
         return GenSSLViTConfig(**VIT_PRESETS[str(init)]), None
-    path = Path(init)
+    path = pretrained_path(init)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not path.is_dir():
         raise FileNotFoundError(
             f"--init {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder"

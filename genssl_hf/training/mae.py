@@ -49,7 +49,7 @@ from genssl_hf.training.common import (
     seed_step,
     write_run_config,
 )
-from genssl_hf.utils import read_json, write_json
+from genssl_hf.utils import pretrained_path, read_json, write_json
 
 # Architecture presets. vit-s16 / vit-b16 follow the GEN-SSL / MED-MAE recipe; tiny runs on a laptop CPU.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -106,7 +106,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
     Returns the model and an ``init`` record for the run config / card."""
     if init_from is None:
         return ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation), {"init": "random"}
-    path = Path(init_from)
+    path = pretrained_path(init_from)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--init_from {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
     src = read_json(path / "config.json")
