@@ -1,0 +1,201 @@
+"""The weights shipped inside the package: how they are measured and packaged.
+
+``python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data`` turns
+the run of the ``nih-shipped`` preset into two folders inside the package, each loadable offline
+by its ``genssl_hf/<name>`` name (:func:`genssl_hf.utils.pretrained_path`):
+
+- ``genssl_hf/nih-ldm-64``: the NIH ChestX-ray14 generator (fp16 safetensors, text encoder from
+  the installed MiniLM package);
+- ``genssl_hf/nih-genssl-mae-64``: the GEN-SSL MAE encoder pre-trained only on that generator's
+  images (with its AdaINImageProcessor, and ``vit/``: the encoder as a plain ``ViTModel``).
+
+Each goes through :func:`genssl_hf.hub.publish.publish` (dry run): validation, the card with its
+provenance, and the real-data leak guard over every file. The card's ``model-index`` holds the
+numbers measured here; :func:`measure_autoencoder` and :func:`measure_mae` recompute them (the
+tests check that the shipped folders still score what their cards say).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..utils import PRETRAINED, read_json
+from .publish import publish
+
+__all__ = ["measure_autoencoder", "measure_mae", "nih_test_images", "package_generator", "package_encoder",
+           "MEASURE_SEED", "card_results"]
+
+MEASURE_SEED = 0  # the MAE masks of the measurement
+
+
+def nih_test_images(nih_root: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+    """The NIH ChestX-ray14 subset's test images as uint8 ``(N, 64, 64)`` (the measurement set)."""
+    from ..data import load_nih_subset
+
+    ds = load_nih_subset(str(nih_root), split="test")
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return np.stack([np.asarray(im.convert("L"), dtype=np.uint8) for im in ds["image"]])
+
+
+@torch.no_grad()
+def measure_autoencoder(pipe: Any, images: np.ndarray, batch_size: int = 50) -> dict[str, float]:
+    """Mean absolute error on [0, 1] of the generator's autoencoder (encode -> mode -> decode) on
+    ``images``, next to the trivial baseline that predicts each image as its own mean value."""
+    vae = pipe.vae.float().eval()
+    errors, baseline = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size].astype(np.float32) / 255.0)[:, None]
+        latents = vae.encode(x * 2 - 1).latent_dist.mode()
+        recon = ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+        errors.append((recon - x).abs().mean(dim=(1, 2, 3)))
+        baseline.append((x - x.mean(dim=(2, 3), keepdim=True)).abs().mean(dim=(1, 2, 3)))
+    return {"autoencoder_l1": round(float(torch.cat(errors).mean()), 5),
+            "image_mean_l1": round(float(torch.cat(baseline).mean()), 5)}
+
+
+@torch.no_grad()
+def measure_mae(folder: str | os.PathLike, images: np.ndarray, seed: int = MEASURE_SEED, batch_size: int = 50) -> dict[str, float]:
+    """The MAE loss of the encoder folder on ``images`` (its own processor: AdaIN, normalisation;
+    its own mask ratio; masks from ``seed``), next to predict-the-mean: every masked patch predicted
+    as the mean target patch of the whole set (the best constant)."""
+    import genssl_hf  # noqa: F401  (AutoImageProcessor -> AdaINImageProcessor)
+    from transformers import AutoImageProcessor, ViTMAEForPreTraining
+
+    model = ViTMAEForPreTraining.from_pretrained(str(folder)).eval()
+    processor = AutoImageProcessor.from_pretrained(str(folder))
+    n = (model.config.image_size // model.config.patch_size) ** 2
+    generator = torch.Generator().manual_seed(seed)
+    losses, targets, masks = [], [], []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
+        noise = torch.rand(len(pixels), n, generator=generator)
+        out = model(pixel_values=pixels, noise=noise)
+        target = model.patchify(pixels)
+        if model.config.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = ((out.logits - target) ** 2).mean(dim=-1)
+        losses.append((per_patch * out.mask).sum(dim=1) / out.mask.sum(dim=1))
+        targets.append(target)
+        masks.append(out.mask)
+    target, mask = torch.cat(targets), torch.cat(masks)
+    best_constant = target.mean(dim=(0, 1), keepdim=True)
+    per_patch = ((best_constant - target) ** 2).mean(dim=-1)
+    baseline = (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
+    return {"mae_loss": round(float(torch.cat(losses).mean()), 5), "mean_patch_loss": round(float(baseline.mean()), 5)}
+
+
+def _eval_result(name: str, split: str, metric: str, value: float, metric_type: str):
+    from huggingface_hub import EvalResult
+
+    return EvalResult(task_type="image-classification" if metric_type == "roc_auc" else "image-to-image",
+                      dataset_type="custom", dataset_name=name, dataset_split=split, metric_type=metric_type,
+                      metric_name=metric, metric_value=float(value))
+
+
+def card_results(card_path: str | os.PathLike) -> dict[str, float]:
+    """``{metric name: value}`` of a card's model-index (what a test compares a re-measurement with)."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(card_path))
+    return {r.metric_name: float(r.metric_value) for r in (card.data.eval_results or [])}
+
+
+def _finish_card(folder: Path, name: str, results: Sequence[Any]) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(folder / "README.md"))
+    card.data.model_name = name
+    card.data.eval_results = list(results)
+    card.save(str(folder / "README.md"))
+
+
+def _downstream(run: Path) -> dict[str, Any]:
+    """Test mean AUC of GEN-SSL and random init on the run's real task, with the paired difference."""
+    comparison = read_json(next(iter(sorted(run.glob("evaluation*/results/comparison.json")))))
+    rows = {r["variant"]: r for r in comparison["rows"]}
+    return {"genssl": rows["genssl"], "random_init": rows["random_init"]}
+
+
+def _replace_folder(staged: Path, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staged), str(dest))
+
+
+def package_generator(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
+                      nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+    """The run's generator, cast to fp16, with ``body`` as its card text, through the publisher's
+    dry run (leak guard on) into ``dest``; its card's model-index gets the measured results."""
+    from ..generation import CXRLatentDiffusionPipeline
+
+    run, dest = Path(run), Path(dest)
+    pipe = CXRLatentDiffusionPipeline.from_pretrained(run / "generator" / "generator")
+    measured = measure_autoencoder(pipe, nih_test_images(nih_root))
+    down = _downstream(run)
+    with tempfile.TemporaryDirectory(prefix="genssl-ship-gen-") as tmp:
+        staged = Path(tmp) / dest.name
+        pipe.unet.half()
+        pipe.vae.half()
+        pipe.save_pretrained(staged)
+        (staged / "README.md").write_text(body, encoding="utf-8")
+        commands = {p.stem: p.read_text().strip() for p in sorted((run / "generator").glob("*.txt"))}
+        (staged / "training_commands.json").write_text(json.dumps(commands, indent=2) + "\n")
+        out = Path(tmp) / "out"
+        publish("generator", staged, dry_run=out, real_data=list(real_data), license="apache-2.0",
+                datasets=["NIH ChestX-ray14 (NIH Clinical Center), 600-image training subset at 64 px"])
+        _finish_card(out, dest.name, [
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "autoencoder L1", measured["autoencoder_l1"], "l1"),
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "image-mean L1 (trivial baseline)", measured["image_mean_l1"], "l1"),
+            _eval_result(task_name, "test", "mean AUC of a GEN-SSL encoder pre-trained on its images", down["genssl"]["mean_auc"], "roc_auc"),
+            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
+        ])
+        _replace_folder(out, dest)
+    return {"measured": measured, "downstream": down}
+
+
+def package_encoder(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
+                    nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+    """The run's GEN-SSL MAE encoder with ``body`` as its card text, through the publisher's dry run
+    (leak guard on; adds ``vit/``) into ``dest``, with the measured results in its model-index."""
+    run, dest = Path(run), Path(dest)
+    src = run / "mae_genssl" / "model"
+    measured = measure_mae(src, nih_test_images(nih_root))
+    down = _downstream(run)
+    with tempfile.TemporaryDirectory(prefix="genssl-ship-enc-") as tmp:
+        staged = Path(tmp) / dest.name
+        shutil.copytree(src, staged, ignore=shutil.ignore_patterns("checkpoint*", "logs", "runs", "*.log"))
+        (staged / "README.md").write_text(body, encoding="utf-8")
+        out = Path(tmp) / "out"
+        publish("encoder", staged, dry_run=out, real_data=list(real_data), license="apache-2.0", include_images=True,
+                datasets=["images generated by genssl_hf/nih-ldm-64 (no real images)"], base_model=None)
+        d = down["genssl"].get("vs_baseline") or {}
+        results = [
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "MAE loss (mask 0.9)", measured["mae_loss"], "mse"),
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "predict-the-mean loss (trivial baseline)", measured["mean_patch_loss"], "mse"),
+            _eval_result(task_name, "test", "mean AUC (fine-tuned)", down["genssl"]["mean_auc"], "roc_auc"),
+            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
+        ]
+        if d:
+            results.append(_eval_result(task_name, "test", "AUC difference vs random init (paired)", d["difference"], "roc_auc"))
+        _finish_card(out, dest.name, results)
+        _replace_folder(out, dest)
+    return {"measured": measured, "downstream": down}
+
+
+def shipped_folder(name: str) -> Path:
+    """The packaged folder of ``genssl_hf/<name>`` (it may not exist yet)."""
+    return Path(__file__).resolve().parents[1] / PRETRAINED[name]
+
+
+def packaged_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(results)
