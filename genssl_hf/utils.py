@@ -108,7 +108,8 @@ def sha256_strings(items: "Iterator[str] | list[str]") -> str:
 
 
 # Artifacts shipped inside the package, by their "genssl_hf/<name>" names: from_pretrained-style
-# entry points of genssl_hf resolve them to the packaged folder, offline (no Hub involved).
+# entry points of genssl_hf resolve them to the packaged folder, offline (no Hub involved). The NIH
+# pair is built by scripts/package_pretrained.py; a name whose folder is absent says so when used.
 PRETRAINED: dict[str, str] = {
     "phantom-ldm-64": "generation/pretrained/phantom-ldm-64",
     "nih-ldm-64": "generation/pretrained/nih-ldm-64",
@@ -129,5 +130,6 @@ def pretrained_path(name_or_path: str | os.PathLike) -> Path:
                          + ", ".join(PRETRAINED_PREFIX + n for n in PRETRAINED))
     path = Path(__file__).resolve().parent / PRETRAINED[name]
     if not path.is_dir():
-        raise FileNotFoundError(f"the shipped artifact {text!r} is missing from this installation ({path})")
+        raise FileNotFoundError(f"{text!r} is not packaged in this installation ({path} is absent): "
+                                "build it with scripts/package_pretrained.py (see genssl_hf.hub.shipped)")
     return path
