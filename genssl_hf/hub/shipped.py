@@ -48,14 +48,14 @@ def nih_test_images(nih_root: str | os.PathLike, limit: int | None = None) -> np
 
 @torch.no_grad()
 def measure_autoencoder(pipe: Any, images: np.ndarray, batch_size: int = 50) -> dict[str, float]:
-    """Mean absolute error on [0, 1] of the generator's autoencoder (encode -> mode -> decode) on
+    """Mean absolute error on [0, 1] of the generator's autoencoder (encode -> mean latent -> decode) on
     ``images``, next to the trivial baseline that predicts each image as its own mean value."""
     vae = pipe.vae.float().eval()
     errors, baseline = [], []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start:start + batch_size].astype(np.float32) / 255.0)[:, None]
-        latents = vae.encode(x * 2 - 1).latent_dist.mode()
-        recon = ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+        z_mu, _ = vae.encode(x)  # the MONAI autoencoder: images on [0, 1] in and out; the mean latent
+        recon = vae.decode(z_mu).float().clamp(0, 1)
         errors.append((recon - x).abs().mean(dim=(1, 2, 3)))
         baseline.append((x - x.mean(dim=(2, 3), keepdim=True)).abs().mean(dim=(1, 2, 3)))
     return {"autoencoder_l1": round(float(torch.cat(errors).mean()), 5),
