@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test demo smoke bench clean
+.PHONY: venv test demo smoke bench app clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The browser app over the package's artifacts and outputs/demo (when it exists): http://127.0.0.1:7860
+app: $(STAMP)
+	$(PY) -m genssl_hf.app
 
 clean:
 	rm -rf outputs .pytest_cache

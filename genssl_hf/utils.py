@@ -105,3 +105,31 @@ def sha256_strings(items: "Iterator[str] | list[str]") -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
+
+
+# Artifacts shipped inside the package, by their "genssl_hf/<name>" names: from_pretrained-style
+# entry points of genssl_hf resolve them to the packaged folder, offline (no Hub involved). The NIH
+# pair is built by scripts/package_pretrained.py; a name whose folder is absent says so when used.
+PRETRAINED: dict[str, str] = {
+    "phantom-ldm-64": "generation/pretrained/phantom-ldm-64",
+    "nih-ldm-64": "generation/pretrained/nih-ldm-64",
+    "nih-genssl-mae-64": "training/pretrained/nih-genssl-mae-64",
+}
+PRETRAINED_PREFIX = "genssl_hf/"
+
+
+def pretrained_path(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a shipped artifact (``"genssl_hf/nih-ldm-64"``, see :data:`PRETRAINED`), or
+    ``name_or_path`` itself as a ``Path`` when it is not such a name (an existing folder wins)."""
+    text = str(name_or_path)
+    if not text.startswith(PRETRAINED_PREFIX) or Path(text).exists():
+        return Path(name_or_path)
+    name = text[len(PRETRAINED_PREFIX):]
+    if name not in PRETRAINED:
+        raise ValueError(f"{text!r} is not a shipped genssl_hf artifact; shipped: "
+                         + ", ".join(PRETRAINED_PREFIX + n for n in PRETRAINED))
+    path = Path(__file__).resolve().parent / PRETRAINED[name]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{text!r} is not packaged in this installation ({path} is absent): "
+                                "build it with scripts/package_pretrained.py (see genssl_hf.hub.shipped)")
+    return path

@@ -20,8 +20,10 @@ __all__ = ["cls_attention_maps", "save_attention_overlays"]
 
 def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     # a ViTModel, or a model holding one as ``.vit`` (ViTForImageClassification, genssl_hf classifier)
-    if hasattr(model, "vit"):
-        return model.vit
+    # or ``.beit`` (a mean-pooled classifier exported for plain transformers)
+    for name in ("vit", "beit"):
+        if hasattr(model, name):
+            return getattr(model, name)
     if hasattr(model, "embeddings") and hasattr(model, "layers"):
         return model
     raise TypeError(f"{type(model).__name__} is not a ViT encoder or a model holding one as .vit")

@@ -60,7 +60,7 @@ class EncoderFeatureExtractor:
         if getattr(config, "model_type", "") == "vit_mae":
             config.mask_ratio = 0.0
         model_type = getattr(config, "model_type", "")
-        if model_type == "vit" and getattr(config, "architectures", None):
+        if model_type in ("vit", "genssl_hf_vit") and getattr(config, "architectures", None):
             # classifier folders: load just the encoder weights
             from transformers import ViTModel
 

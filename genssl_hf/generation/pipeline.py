@@ -227,7 +227,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "CXRLatentDiffusionPipeline":
-        folder = Path(pretrained_model_name_or_path)
+        from genssl_hf.utils import pretrained_path
+
+        folder = pretrained_path(pretrained_model_name_or_path)  # "genssl_hf/nih-ldm-64": the shipped folder
         index = folder / "model_index.json"
         if not index.is_file():
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json)")

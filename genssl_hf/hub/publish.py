@@ -47,6 +47,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, Mod
 
 from ..utils import atomic_dir, read_json, sha256_file
 from . import card_text
+from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
 from .leak import LeakError, RealDataIndex, build_real_data_index, check_text, describe_index, scan_files
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "publish_dataset",
     "publish_all",
     "validate_artifact",
+    "export_plain_classifier",
     "select_files",
     "collect_provenance",
     "build_card",
@@ -243,6 +245,10 @@ def _classifier_class(folder: Path):
         from genssl_hf.training.classifier import GenSSLViTForImageClassification
 
         return GenSSLViTForImageClassification
+    if "BeitForImageClassification" in archs:  # a mean-pooled classifier exported for plain transformers
+        from transformers import BeitForImageClassification
+
+        return BeitForImageClassification
     from transformers import ViTForImageClassification
 
     return ViTForImageClassification
@@ -552,9 +558,11 @@ def _default_body(kind: str, title: str) -> str:
     use = {
         "encoder": "```python\nimport genssl_hf\nfrom transformers import AutoImageProcessor, ViTMAEForPreTraining\n"
                    "mae = ViTMAEForPreTraining.from_pretrained(\"REPO\")\nprocessor = AutoImageProcessor.from_pretrained(\"REPO\")\n```",
-        "classifier": "```python\nimport genssl_hf\nfrom transformers import AutoImageProcessor, ViTForImageClassification\n"
-                      "model = ViTForImageClassification.from_pretrained(\"REPO\")\n"
-                      "processor = AutoImageProcessor.from_pretrained(\"REPO\")\n```",
+        "classifier": "```python\nimport genssl_hf  # the AdaINImageProcessor (pip install genssl_hf)\n"
+                      "from transformers import pipeline\n"
+                      "classify = pipeline(\"image-classification\", model=\"REPO\", function_to_apply=\"sigmoid\", top_k=None)\n```\n\n"
+                      "The weights load exactly with plain transformers (`AutoModelForImageClassification`); "
+                      "the processor (AdaIN alignment, grayscale) needs `genssl_hf`.",
         "generator": "```python\nfrom genssl_hf.generation import CXRLatentDiffusionPipeline\n"
                      "pipe = CXRLatentDiffusionPipeline.from_pretrained(\"REPO\")\n```",
         "prompt_set": "```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained(\"REPO\")\n```",
@@ -682,6 +690,34 @@ def _read_metrics(metrics: Any) -> Mapping[str, Any] | None:
 
 
 def publish(
+    kind: str,
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    **kwargs: Any,
+) -> PublishResult:
+    """Validate, card, leak-check and then upload ``folder`` as ``repo_id`` (see :func:`_publish_folder`
+    for the arguments). A genssl_hf classifier (own ``model_type`` ``genssl_hf_vit``) is first
+    exported with :func:`export_plain_classifier`, so what is published loads exactly with plain
+    transformers (``AutoModelForImageClassification``) and never silently as a wrong head."""
+    source = Path(folder)
+    export = None
+    if kind == "classifier" and source.is_dir() and is_native_classifier(source):
+        export = export_plain_classifier
+    elif kind == "encoder" and (source / "config.json").is_file() and not (source / "vit" / "config.json").exists():
+        export = export_vit_encoder  # adds vit/: the encoder as a plain ViTModel for AutoModelForImageClassification
+    if export is None:
+        return _publish_folder(kind, folder, repo_id, **kwargs)
+    dry_run = kwargs.get("dry_run")
+    if dry_run is not None and Path(dry_run).resolve() == source.resolve():
+        raise ValueError(f"dry-run folder {dry_run} is the artifact folder itself; pick another path")
+    validate_artifact(kind, source)
+    with tempfile.TemporaryDirectory(prefix=f"genssl-export-{kind}-") as tmpd:
+        result = _publish_folder(kind, export(source, Path(tmpd) / source.name), repo_id, **kwargs)
+    result.source = source
+    return result
+
+
+def _publish_folder(
     kind: str,
     folder: str | os.PathLike,
     repo_id: str | None = None,

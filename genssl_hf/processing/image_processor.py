@@ -25,6 +25,8 @@ from .stats import ReferenceStats, to_gray_uint8_or_float
 # The paper's published constants (no provenance given); used only when no statistics were computed.
 PAPER_ADAIN_MEAN = 0.5062
 PAPER_ADAIN_STD = 0.2732
+# Written into every preprocessor_config.json: this processor is not part of transformers.
+REQUIRES_HINT = "genssl_hf (pip install genssl_hf; then `import genssl_hf` before AutoImageProcessor.from_pretrained)"
 
 
 class AdaINImageProcessorKwargs(ImagesKwargs, total=False):
@@ -104,6 +106,11 @@ class AdaINImageProcessor(PilBackend):
         for name, v in (("image_mean", image_mean), ("image_std", image_std)):
             if v is not None and not isinstance(v, (int, float)) and len(v) not in (1, num_channels):
                 raise ValueError(f"{name} must have 1 or num_channels={num_channels} values, got {list(v)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers' own error for an unknown processor names the folder, not the class: the
+        # file it points at says what to install.
+        return {**super().to_dict(), "requires": REQUIRES_HINT}
 
     # ----------------------------------------------------------------------------- per image
     def process_image(self, image: ImageInput, *args: Any, **kwargs: Any) -> np.ndarray:

@@ -11,8 +11,13 @@ three extra fields:
 - ``drop_path_rate``: stochastic depth, linearly increasing over the blocks (training only);
 - ``problem_type``: ``multi_label_classification`` (BCE) or ``single_label_classification`` (CE).
 
-With ``pooling="cls"`` the state dict is exactly that of ``ViTForImageClassification``, so the
-folder also loads with the stock class.
+Its config is a :class:`GenSSLViTConfig` with its own ``model_type`` (``genssl_hf_vit``): plain
+transformers refuses the folder with an error naming ``genssl_hf_vit`` instead of silently loading
+a mean-pooled head as a CLS head; after ``import genssl_hf`` the Auto classes and
+``pipeline("image-classification")`` load it exactly. :func:`to_plain_transformers` turns a
+trained model into a stock transformers model that computes the same logits (CLS pooling ->
+``ViTForImageClassification``, mean pooling -> ``BeitForImageClassification`` with
+``use_mean_pooling``): that is what gets published.
 """
 
 from __future__ import annotations
@@ -24,15 +29,29 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import ViTConfig, ViTModel
+from transformers import PreTrainedModel, ViTConfig, ViTModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
 from genssl_hf.training.mae import PRESETS as MAE_PRESETS
 from genssl_hf.training.mae_init import warn_if_position_blind_folder
+from genssl_hf.utils import pretrained_path
 
-__all__ = ["GenSSLViTForImageClassification", "VIT_PRESETS", "encoder_config", "build_classifier"]
+__all__ = [
+    "GENSSL_CLASSIFIER_MODEL_TYPE",
+    "GenSSLViTConfig",
+    "GenSSLViTForImageClassification",
+    "VIT_PRESETS",
+    "encoder_config",
+    "build_classifier",
+    "register_auto_classes",
+    "to_plain_transformers",
+]
+
+# The classifier's own model_type. It starts with the package name: transformers' refusal
+# ("model type `genssl_hf_vit` ... does not recognize this architecture") then names what to install.
+GENSSL_CLASSIFIER_MODEL_TYPE = "genssl_hf_vit"
 
 # Encoder architectures: the encoder half of the MAE presets (one source of truth), so a
 # random-init baseline has exactly the architecture of the pre-trained encoders it is compared with.
@@ -49,8 +68,17 @@ _ENCODER_KEYS = (
 )
 
 
+class GenSSLViTConfig(ViTConfig):
+    """``ViTConfig`` plus ``pooling`` / ``drop_path_rate`` / ``label_smoothing``, under its own
+    ``model_type`` so that a folder never loads silently as a stock ViT with the wrong head."""
+
+    model_type = GENSSL_CLASSIFIER_MODEL_TYPE
+
+
 class GenSSLViTForImageClassification(ViTPreTrainedModel):
     """ViT classifier with a CLS or global-average-pool head and optional drop path."""
+
+    config_class = GenSSLViTConfig
 
     def __init__(self, config: ViTConfig):
         super().__init__(config)
@@ -117,20 +145,20 @@ def _read_config(path: Path) -> dict[str, Any]:
     return json.loads(cfg.read_text())
 
 
-def encoder_config(init: str | os.PathLike) -> tuple[ViTConfig, Path | None]:
+def encoder_config(init: str | os.PathLike) -> tuple[GenSSLViTConfig, Path | None]:
     """A ``ViTConfig`` for a preset name (``tiny``/``vit-s16``/``vit-b16``, random init) or a folder
     holding a ViT / ViTMAE / genssl_hf classifier; returns ``(config, folder or None)``."""
     if str(init) in VIT_PRESETS:
-        return ViTConfig(**VIT_PRESETS[str(init)]), None
-    path = Path(init)
+        return GenSSLViTConfig(**VIT_PRESETS[str(init)]), None
+    path = pretrained_path(init)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not path.is_dir():
         raise FileNotFoundError(
             f"--init {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder"
         )
     raw = _read_config(path)
-    if raw.get("model_type") not in ("vit", "vit_mae"):
+    if raw.get("model_type") not in ("vit", "vit_mae", GENSSL_CLASSIFIER_MODEL_TYPE):
         raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not a ViT or ViTMAE checkpoint")
-    return ViTConfig(**{k: raw[k] for k in _ENCODER_KEYS if k in raw}), path
+    return GenSSLViTConfig(**{k: raw[k] for k in _ENCODER_KEYS if k in raw}), path
 
 
 def build_classifier(
@@ -193,3 +221,63 @@ def build_classifier(
             nn.init.trunc_normal_(model.classifier.weight, std=head_init_std)
             nn.init.zeros_(model.classifier.bias)
     return model
+
+
+# ------------------------------------------------------------------ ecosystem: Auto classes, export
+def register_auto_classes() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForImageClassification`` / ``pipeline("image-classification")``
+    resolve ``genssl_hf_vit`` folders to :class:`GenSSLViTForImageClassification` (no remote code),
+    with the ``AdaINImageProcessor`` as the processor of that config."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    from genssl_hf.processing import AdaINImageProcessor
+
+    AutoConfig.register(GENSSL_CLASSIFIER_MODEL_TYPE, GenSSLViTConfig, exist_ok=True)
+    AutoModelForImageClassification.register(GenSSLViTConfig, GenSSLViTForImageClassification, exist_ok=True)
+    AutoImageProcessor.register(GenSSLViTConfig, image_processor_classes={"pil": AdaINImageProcessor}, exist_ok=True)
+
+
+_TRAINING_ONLY_KEYS = ("pooling", "drop_path_rate", "label_smoothing", "architectures", "model_type", "auto_map",
+                       "transformers_version", "_name_or_path", "encoder_stride", "pooler_output_size", "pooler_act", "dtype")
+
+
+def to_plain_transformers(model: GenSSLViTForImageClassification) -> PreTrainedModel:
+    """A stock transformers classifier computing the same logits as ``model`` (eval mode).
+
+    - CLS pooling: ``ViTForImageClassification`` with the identical state dict.
+    - Mean pooling (MAE ``global_pool``: no final encoder norm, ``fc_norm`` on the mean of the patch
+      tokens): ``BeitForImageClassification`` with ``use_mean_pooling=True`` (its pooler is exactly
+      that), absolute position embeddings, no relative position bias and no layer scale. BEiT has no
+      key bias; dropping it is exact because ``q . b_k`` is the same for every key of a query and
+      softmax ignores a per-row constant.
+    """
+    from transformers import BeitConfig, BeitForImageClassification, ViTForImageClassification
+
+    cfg = model.config
+    shared = {k: v for k, v in cfg.to_dict().items() if k not in _TRAINING_ONLY_KEYS}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if model.pooling == "cls":
+        plain = ViTForImageClassification(ViTConfig(**shared))
+        plain.load_state_dict(state, strict=True)
+        return plain.eval()
+    shared.pop("qkv_bias", None)
+    beit_cfg = BeitConfig(**shared, use_mean_pooling=True, use_absolute_position_embeddings=True,
+                          use_relative_position_bias=False, use_shared_relative_position_bias=False,
+                          layer_scale_init_value=0.0, use_mask_token=False, drop_path_rate=0.0)
+    plain = BeitForImageClassification(beit_cfg)
+    target = plain.state_dict()
+    converted = {}
+    for k, v in state.items():
+        if k.startswith("fc_norm."):
+            converted["beit.pooler.layernorm." + k[len("fc_norm."):]] = v
+        elif k.startswith("vit."):
+            if k.endswith("attention.k_proj.bias"):
+                continue  # softmax-invariant: see the docstring
+            converted["beit." + k[len("vit."):]] = v
+        else:
+            converted[k] = v
+    for k in target:  # checkpoints trained with qkv_bias=False: BEiT's q / v biases are zero
+        if k not in converted and k.endswith(("q_proj.bias", "v_proj.bias")):
+            converted[k] = torch.zeros_like(target[k])
+    plain.load_state_dict(converted, strict=True)
+    return plain.eval()

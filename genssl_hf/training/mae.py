@@ -51,7 +51,7 @@ from genssl_hf.training.common import (
     seed_step,
     write_run_config,
 )
-from genssl_hf.utils import read_json, write_json
+from genssl_hf.utils import pretrained_path, read_json, write_json
 
 # Architecture presets. vit-s16 / vit-b16 follow the GEN-SSL / MED-MAE recipe; tiny runs on a laptop CPU.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -110,7 +110,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         model = ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation)
         # transformers 5.x leaves the fixed sin-cos tables and the tokens at zero: see mae_init.
         return apply_mae_init(model), {"init": "random"}
-    path = Path(init_from)
+    path = pretrained_path(init_from)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--init_from {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
     src = read_json(path / "config.json")
@@ -122,7 +122,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         if model.config.image_size != config.image_size:
             raise ValueError(f"--init_from {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
         return model, {"init": "vit_mae", "init_from": str(path)}
-    if mtype == "vit":
+    if mtype in ("vit", "genssl_hf_vit"):  # a ViT, or a genssl_hf classifier (own model_type)
         from transformers import ViTModel
 
         src_cfg = {k: src[k] for k in arch_keys if k in src}

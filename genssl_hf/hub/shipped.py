@@ -1,0 +1,369 @@
+"""The weights shipped inside the package: how they are measured and packaged.
+
+``python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data`` turns
+the run of the ``nih-shipped`` preset into two folders inside the package, each loadable offline
+by its ``genssl_hf/<name>`` name (:func:`genssl_hf.utils.pretrained_path`):
+
+- ``genssl_hf/nih-ldm-64``: the NIH ChestX-ray14 generator (fp16 safetensors, text encoder from
+  the installed MiniLM package);
+- ``genssl_hf/nih-genssl-mae-64``: the GEN-SSL MAE encoder pre-trained only on that generator's
+  images (with its AdaINImageProcessor, and ``vit/``: the encoder as a plain ``ViTModel``).
+
+Each goes through :func:`genssl_hf.hub.publish.publish` (dry run): validation, the card with its
+provenance, and the real-data leak guard over every file. The card's ``model-index`` holds the
+numbers measured here; :func:`measure_autoencoder` and :func:`measure_mae` recompute them (the
+tests check that the shipped folders still score what their cards say).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..utils import PRETRAINED, read_json
+from .publish import publish
+
+__all__ = ["measure_autoencoder", "measure_mae", "nih_test_images", "package_generator", "package_encoder",
+           "MEASURE_SEED", "card_results"]
+
+MEASURE_SEED = 0  # the MAE masks of the measurement
+
+
+def nih_test_images(nih_root: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+    """The NIH ChestX-ray14 subset's test images as uint8 ``(N, 64, 64)`` (the measurement set)."""
+    from ..data import load_nih_subset
+
+    ds = load_nih_subset(str(nih_root), split="test")
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return np.stack([np.asarray(im.convert("L"), dtype=np.uint8) for im in ds["image"]])
+
+
+@torch.no_grad()
+def measure_autoencoder(pipe: Any, images: np.ndarray, batch_size: int = 50) -> dict[str, float]:
+    """Mean absolute error on [0, 1] of the generator's autoencoder (encode -> mean latent -> decode) on
+    ``images``, next to the trivial baseline that predicts each image as its own mean value."""
+    vae = pipe.vae.float().eval()
+    errors, baseline = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size].astype(np.float32) / 255.0)[:, None]
+        z_mu, _ = vae.encode(x)  # the MONAI autoencoder: images on [0, 1] in and out; the mean latent
+        recon = vae.decode(z_mu).float().clamp(0, 1)
+        errors.append((recon - x).abs().mean(dim=(1, 2, 3)))
+        baseline.append((x - x.mean(dim=(2, 3), keepdim=True)).abs().mean(dim=(1, 2, 3)))
+    return {"autoencoder_l1": round(float(torch.cat(errors).mean()), 5),
+            "image_mean_l1": round(float(torch.cat(baseline).mean()), 5)}
+
+
+@torch.no_grad()
+def measure_mae(folder: str | os.PathLike, images: np.ndarray, seed: int = MEASURE_SEED, batch_size: int = 50) -> dict[str, float]:
+    """The MAE loss of the encoder folder on ``images`` (its own processor: AdaIN, normalisation;
+    its own mask ratio; masks from ``seed``), next to predict-the-mean: every masked patch predicted
+    as the mean target patch of the whole set (the best constant)."""
+    import genssl_hf  # noqa: F401  (AutoImageProcessor -> AdaINImageProcessor)
+    from transformers import AutoImageProcessor, ViTMAEForPreTraining
+
+    model = ViTMAEForPreTraining.from_pretrained(str(folder)).eval()
+    processor = AutoImageProcessor.from_pretrained(str(folder))
+    n = (model.config.image_size // model.config.patch_size) ** 2
+    generator = torch.Generator().manual_seed(seed)
+    losses, targets, masks = [], [], []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
+        noise = torch.rand(len(pixels), n, generator=generator)
+        out = model(pixel_values=pixels, noise=noise)
+        target = model.patchify(pixels)
+        if model.config.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = ((out.logits - target) ** 2).mean(dim=-1)
+        losses.append((per_patch * out.mask).sum(dim=1) / out.mask.sum(dim=1))
+        targets.append(target)
+        masks.append(out.mask)
+    target, mask = torch.cat(targets), torch.cat(masks)
+    best_constant = target.mean(dim=(0, 1), keepdim=True)
+    per_patch = ((best_constant - target) ** 2).mean(dim=-1)
+    baseline = (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
+    return {"mae_loss": round(float(torch.cat(losses).mean()), 5), "mean_patch_loss": round(float(baseline.mean()), 5)}
+
+
+def _eval_result(name: str, split: str, metric: str, value: float, metric_type: str):
+    from huggingface_hub import EvalResult
+
+    return EvalResult(task_type="image-classification" if metric_type == "roc_auc" else "image-to-image",
+                      dataset_type="custom", dataset_name=name, dataset_split=split, metric_type=metric_type,
+                      metric_name=metric, metric_value=float(value))
+
+
+def card_results(card_path: str | os.PathLike) -> dict[str, float]:
+    """``{metric name: value}`` of a card's model-index (what a test compares a re-measurement with)."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(card_path))
+    return {r.metric_name: float(r.metric_value) for r in (card.data.eval_results or [])}
+
+
+def _finish_card(folder: Path, name: str, results: Sequence[Any]) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(folder / "README.md"))
+    card.data.model_name = name
+    card.data.eval_results = list(results)
+    card.save(str(folder / "README.md"))
+
+
+def _downstream(run: Path) -> dict[str, Any]:
+    """Test mean AUC of GEN-SSL and random init on the run's real task, with the paired difference."""
+    comparison = read_json(next(iter(sorted(run.glob("evaluation*/results/comparison.json")))))
+    rows = {r["variant"]: r for r in comparison["rows"]}
+    return {"genssl": rows["genssl"], "random_init": rows["random_init"]}
+
+
+def _replace_folder(staged: Path, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staged), str(dest))
+
+
+def package_generator(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
+                      nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+    """The run's generator, cast to fp16, with ``body`` as its card text, through the publisher's
+    dry run (leak guard on) into ``dest``; its card's model-index gets the measured results."""
+    from ..generation import CXRLatentDiffusionPipeline
+
+    run, dest = Path(run), Path(dest)
+    pipe = CXRLatentDiffusionPipeline.from_pretrained(run / "generator" / "generator")
+    down = _downstream(run)
+    with tempfile.TemporaryDirectory(prefix="genssl-ship-gen-") as tmp:
+        staged = Path(tmp) / dest.name
+        pipe.unet.half()
+        pipe.vae.half()
+        pipe.save_pretrained(staged)
+        # measured as shipped: the fp16 weights, loaded back (to float32) as users load them
+        measured = measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained(staged), nih_test_images(nih_root))
+        (staged / "README.md").write_text(body.format(**measured, **_downstream_text(down)), encoding="utf-8")
+        commands = {p.stem: p.read_text().strip() for p in sorted((run / "generator").glob("*.txt"))}
+        (staged / "training_commands.json").write_text(json.dumps(commands, indent=2) + "\n")
+        out = Path(tmp) / "out"
+        publish("generator", staged, dry_run=out, real_data=list(real_data), license="apache-2.0",
+                datasets=["NIH ChestX-ray14 (NIH Clinical Center), 600-image training subset at 64 px"])
+        _finish_card(out, dest.name, [
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "autoencoder L1", measured["autoencoder_l1"], "l1"),
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "image-mean L1 (trivial baseline)", measured["image_mean_l1"], "l1"),
+            _eval_result(task_name, "test", "mean AUC of a GEN-SSL encoder pre-trained on its images", down["genssl"]["mean_auc"], "roc_auc"),
+            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
+        ])
+        _replace_folder(out, dest)
+    return {"measured": measured, "downstream": down}
+
+
+def package_encoder(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
+                    nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+    """The run's GEN-SSL MAE encoder with ``body`` as its card text, through the publisher's dry run
+    (leak guard on; adds ``vit/``) into ``dest``, with the measured results in its model-index."""
+    run, dest = Path(run), Path(dest)
+    src = run / "mae_genssl" / "model"
+    measured = measure_mae(src, nih_test_images(nih_root))
+    down = _downstream(run)
+    with tempfile.TemporaryDirectory(prefix="genssl-ship-enc-") as tmp:
+        staged = Path(tmp) / dest.name
+        shutil.copytree(src, staged, ignore=shutil.ignore_patterns("checkpoint*", "logs", "runs", "*.log"))
+        (staged / "README.md").write_text(body.format(**measured, **_downstream_text(down)), encoding="utf-8")
+        out = Path(tmp) / "out"
+        publish("encoder", staged, dry_run=out, real_data=list(real_data), license="apache-2.0", include_images=True,
+                datasets=["images generated by genssl_hf/nih-ldm-64 (no real images)"], base_model=None)
+        d = down["genssl"].get("vs_baseline") or {}
+        results = [
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "MAE loss (mask 0.9)", measured["mae_loss"], "mse"),
+            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "predict-the-mean loss (trivial baseline)", measured["mean_patch_loss"], "mse"),
+            _eval_result(task_name, "test", "mean AUC (fine-tuned)", down["genssl"]["mean_auc"], "roc_auc"),
+            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
+        ]
+        if d:
+            results.append(_eval_result(task_name, "test", "AUC difference vs random init (paired)", d["difference"], "roc_auc"))
+        _finish_card(out, dest.name, results)
+        _replace_folder(out, dest)
+    return {"measured": measured, "downstream": down}
+
+
+def _downstream_text(down: Mapping[str, Any]) -> dict[str, str]:
+    g, r = down["genssl"], down["random_init"]
+    d = g.get("vs_baseline") or {}
+
+    def pct(x):
+        return f"{100 * x:.1f}" if x is not None else "n/a"
+
+    return {"genssl_auc": f"{pct(g['mean_auc'])} ({pct(g.get('low'))}-{pct(g.get('high'))})",
+            "random_auc": f"{pct(r['mean_auc'])} ({pct(r.get('low'))}-{pct(r.get('high'))})",
+            "difference": (f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "n/a")}
+
+
+def _steps(folder: Path) -> str:
+    summary = folder / "train_summary.json"
+    if not summary.is_file():
+        return "?"
+    data = read_json(summary)
+    return str(data.get("global_step", data.get("step", "?")))
+
+
+GENERATOR_BODY = """# nih-ldm-64: a small chest X-ray generator trained on the NIH ChestX-ray14 subset
+
+A text-to-chest-X-ray latent diffusion generator (`genssl_hf.generation.CXRLatentDiffusionPipeline`,
+64 x 64, fp16 weights): the shipped phantom generator `genssl_hf/phantom-ldm-64` fine-tuned on the
+600 training images of the NIH ChestX-ray14 1,000-image subset, each conditioned on its findings
+written as text (`"Effusion. Infiltration."`, `"No finding."`). It knows the 14 NIH findings as
+prompts (`"Cardiomegaly."`, `"Pleural Thickening."`, ...) and `"No finding."`.
+
+> Research use only. Not a medical device; not for diagnosis or any clinical decision. Generated
+> images are synthetic and must not be presented as real patient images.
+
+## Use
+
+```python
+from genssl_hf.generation import CXRLatentDiffusionPipeline
+
+pipe = CXRLatentDiffusionPipeline.from_pretrained("genssl_hf/nih-ldm-64")  # the packaged folder, offline
+out = pipe(["Effusion.", "No finding."], num_images_per_prompt=4, num_inference_steps=20,
+           guidance_scale=3.0, seeds=list(range(8)))
+out.images[0].save("effusion.png")   # out.seeds: the seed of every image
+```
+
+## Results (also in this card's model-index)
+
+| what | value |
+|---|---|
+| autoencoder L1 on the subset's 200 **test** images (never trained on), [0, 1] scale | {autoencoder_l1:.4f} (trivial baseline, each image as its own mean value: {image_mean_l1:.4f}) |
+| GEN-SSL use: test mean AUC on Kermany pneumonia of a tiny ViT pre-trained (MAE) only on 750 images of this generator, then fine-tuned (1,000 labelled images) | {genssl_auc} |
+| the same ViT from random init | {random_auc} |
+| paired difference vs random init (95 % CI) | {difference} |
+
+The numbers come from `python scripts/package_pretrained.py` (see below), on this project's
+loaded 2-core CPU. The downstream AUC says what pre-training on these images is worth for one
+task at this tiny scale; it is not a measure of image realism.
+
+## Training
+
+```bash
+python scripts/run_pipeline.py --preset genssl_hf/pipeline/presets/nih-shipped.json --output-dir outputs/nih-shipped
+python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data
+```
+
+The generator stage ran the autoencoder and LDM commands in `training_commands.json` (fine-tuned
+from `genssl_hf/phantom-ldm-64`: autoencoder {ae_steps} steps, LDM {ldm_steps} steps, both capped in
+minutes on a loaded CPU, so fewer steps than asked may have run).
+
+## Data and attribution
+
+Trained on images of the NIH ChestX-ray14 dataset, provided by the NIH Clinical Center (no
+restrictions on use). Cite: Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM, "ChestX-ray8:
+Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised Classification and
+Localization of Common Thorax Diseases", CVPR 2017, and acknowledge the NIH Clinical Center as
+the data provider. No image or label text of the dataset is stored here (leak guard below).
+
+## Limits
+
+- 64 px, 600 training images, a few hundred CPU steps: images are blurry and lack fine detail.
+- Whether an image shows the finding of its prompt is not measured (no NIH finding classifier
+  good enough to check it exists here); NIH labels are mined from reports and noisy.
+- Not validated for anything clinical; do not use it to make real-looking fake patient images.
+"""
+
+ENCODER_BODY = """# nih-genssl-mae-64: a GEN-SSL encoder pre-trained only on generated chest X-rays
+
+A tiny ViT masked autoencoder (`ViTMAEForPreTraining`, 64 x 64, patch 8, hidden 128, 4 layers,
+mask ratio 0.9) pre-trained **only on 750 images generated by `genssl_hf/nih-ldm-64`**, aligned to
+real images by AdaIN (its `AdaINImageProcessor` holds the reference statistics: mean and standard
+deviation of the Kermany training images, with their provenance; no pixels). `vit/` holds the same
+encoder as a plain transformers `ViTModel`.
+
+> Research use only. Not a medical device; not for diagnosis or any clinical decision.
+
+## Use
+
+```python
+import genssl_hf
+from transformers import AutoImageProcessor, AutoModel, ViTMAEForPreTraining
+
+path = genssl_hf.pretrained_path("genssl_hf/nih-genssl-mae-64")   # the packaged folder, offline
+encoder = AutoModel.from_pretrained(path / "vit")                 # ViTModel (last_hidden_state)
+mae = ViTMAEForPreTraining.from_pretrained(path)                  # encoder + decoder
+processor = AutoImageProcessor.from_pretrained(path)              # AdaIN -> normalise -> 3 channels
+```
+
+Fine-tune it: `python scripts/finetune.py --init genssl_hf/nih-genssl-mae-64 --dataset ...`, or
+`genssl_hf.training.classifier.build_classifier("genssl_hf/nih-genssl-mae-64", labels, multi_label=True)`.
+
+## Results (also in this card's model-index)
+
+| what | value |
+|---|---|
+| MAE loss (normalised-pixel MSE on masked patches, mask 0.9, seed 0) on the NIH subset's 200 **real** test images | {mae_loss:.4f} (predict-the-mean baseline: {mean_patch_loss:.4f}) |
+| test mean AUC on Kermany pneumonia after fine-tuning (1,000 labelled images, 5 epochs) | {genssl_auc} |
+| the same ViT from random init | {random_auc} |
+| paired difference vs random init (95 % CI) | {difference} |
+
+Kermany split: the training split cut patient-disjoint and stratified (seed 0) into train /
+validation 15 % / test 20 %; model selection on validation only. On the loaded 2-core CPU of
+this project.
+
+## Training
+
+```bash
+python scripts/run_pipeline.py --preset genssl_hf/pipeline/presets/nih-shipped.json --output-dir outputs/nih-shipped
+python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data
+```
+
+Pre-training: {mae_steps} optimiser steps (25 epochs over the 750 generated images, batch 128,
+bf16), the MAE recipe's initialisation (2-D sin-cos position tables) from `genssl_hf.training.mae_init`.
+
+## Data and attribution
+
+Pre-training saw generated images only. Their generator was trained on the NIH ChestX-ray14 subset
+(NIH Clinical Center; cite Wang et al., CVPR 2017). The AdaIN statistics and the fine-tuning
+results use the Kermany paediatric pneumonia images (CC BY 4.0; Kermany, Zhang, Goldbaum 2018,
+doi:10.17632/rscbjbr9sj.2). No real image is stored here (leak guard below).
+
+## Limits
+
+- Tiny (0.8 M encoder parameters) and 64 px: a demonstration of the method that loads at once,
+  not a strong chest X-ray encoder.
+- The downstream result is one task, one seed; at this scale GEN-SSL was within noise of random
+  init in this project's benchmarks.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Package the shipped NIH generator and GEN-SSL encoder.")
+    parser.add_argument("--run", required=True, help="a finished run of the nih-shipped preset")
+    parser.add_argument("--real-data", default="../shared/data", help="the real data folder (leak guard, measurement)")
+    args = parser.parse_args(argv)
+    run, shared = Path(args.run), Path(args.real_data)
+    nih = shared / "nih-cxr14-1000-64px"
+    for need in (run / "generator" / "generator" / "model_index.json", run / "mae_genssl" / "model" / "config.json", nih):
+        if not need.exists():
+            raise SystemExit(f"missing {need}: run the nih-shipped preset first, and pass --real-data")
+    real = [str(nih), str(shared / "kermany-pneumonia-224")]
+    task = "Kermany paediatric pneumonia (patient-disjoint test split of the training set, 64 px)"
+    steps = {"ae_steps": _steps(run / "generator" / "ae"), "ldm_steps": _steps(run / "generator" / "ldm"),
+             "mae_steps": _steps(run / "mae_genssl" / "model")}
+    gen = package_generator(run, shipped_folder("nih-ldm-64"), GENERATOR_BODY.replace("{ae_steps}", steps["ae_steps"])
+                            .replace("{ldm_steps}", steps["ldm_steps"]), real_data=real, nih_root=nih, task_name=task)
+    enc = package_encoder(run, shipped_folder("nih-genssl-mae-64"), ENCODER_BODY.replace("{mae_steps}", steps["mae_steps"]),
+                          real_data=real, nih_root=nih, task_name=task)
+    print(json.dumps({"generator": gen["measured"], "encoder": enc["measured"], "downstream": enc["downstream"]},
+                     indent=2, default=str))
+    return 0
+
+
+def shipped_folder(name: str) -> Path:
+    """The packaged folder of ``genssl_hf/<name>`` (it may not exist yet)."""
+    return Path(__file__).resolve().parents[1] / PRETRAINED[name]

@@ -1,0 +1,133 @@
+"""Issue 22, item 3: the weights shipped inside the package load offline by their
+``genssl_hf/<name>`` names, carry cards with measured results (model-index), pass the leak guard,
+and score what their cards say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import genssl_hf
+from genssl_hf.hub import shipped
+from genssl_hf.utils import PRETRAINED, pretrained_path
+
+# What this checkout ships (the NIH pair exists only once scripts/package_pretrained.py has run).
+SHIPPED = [n for n in PRETRAINED if shipped.shipped_folder(n).is_dir()]
+GENERATORS = [n for n in SHIPPED if "ldm" in n]
+ENCODERS = [n for n in SHIPPED if "mae" in n]
+
+
+def test_the_phantom_generator_is_shipped():
+    assert "phantom-ldm-64" in SHIPPED
+
+
+def test_a_name_not_packaged_here_says_how_to_build_it(tmp_path, monkeypatch):
+    import genssl_hf.utils as utils
+
+    monkeypatch.setitem(utils.PRETRAINED, "not-built", "training/pretrained/not-built")
+    with pytest.raises(FileNotFoundError, match="package_pretrained.py"):
+        pretrained_path("genssl_hf/not-built")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_artifact_resolves_offline_and_has_a_card_with_results(name):
+    folder = pretrained_path(f"genssl_hf/{name}")
+    assert folder.is_dir() and folder == shipped.shipped_folder(name)
+    results = shipped.card_results(folder / "README.md")
+    assert results, f"{name}: the card has no model-index results"
+    text = (folder / "README.md").read_text()
+    assert "## Limits" in text or "Limitations" in text
+    assert "not for diagnosis" in text.lower() or "not a medical device" in text.lower()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 20 * 2**20, f"{name}: {size / 2**20:.1f} MB is too big to ship in the package"
+
+
+def test_unknown_names_are_refused_with_the_list():
+    with pytest.raises(ValueError, match="genssl_hf/nih-ldm-64"):
+        pretrained_path("genssl_hf/no-such-model")
+    assert pretrained_path("some/other/folder") == __import__("pathlib").Path("some/other/folder")
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_shipped_generators_load_by_name_and_generate(name):
+    from genssl_hf.generation import CXRLatentDiffusionPipeline
+
+    pipe = CXRLatentDiffusionPipeline.from_pretrained(f"genssl_hf/{name}")
+    prompt = "Effusion." if "nih" in name else "Big cardiomegaly."
+    out = pipe([prompt], num_images_per_prompt=2, num_inference_steps=4, guidance_scale=3.0, seeds=[0, 1])
+    images = [np.asarray(im.convert("L"), dtype=np.float32) for im in out.images]
+    assert images[0].shape == (64, 64) and images[0].std() > 10 and not np.array_equal(images[0], images[1])
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_shipped_encoders_load_by_name_everywhere(name):
+    from transformers import AutoImageProcessor, AutoModel, ViTMAEForPreTraining
+
+    from genssl_hf.training.classifier import build_classifier
+    from genssl_hf.training.mae_init import position_table_problems
+
+    path = genssl_hf.pretrained_path(f"genssl_hf/{name}")
+    mae = ViTMAEForPreTraining.from_pretrained(path)
+    assert not position_table_problems(mae)  # trained with the sin-cos tables, not position-blind
+    assert type(AutoImageProcessor.from_pretrained(path)).__name__ == "AdaINImageProcessor"
+    vit, info = AutoModel.from_pretrained(path / "vit", output_loading_info=True)
+    assert not [k for k in info["missing_keys"] if not k.startswith("pooler.")]
+    clf = build_classifier(f"genssl_hf/{name}", ["a", "b"], multi_label=True)
+    torch.testing.assert_close(clf.vit.embeddings.patch_embeddings.projection.weight,
+                               mae.vit.embeddings.patch_embeddings.projection.weight)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_artifacts_pass_the_leak_guard(name, shared_data):
+    from genssl_hf.hub.leak import build_real_data_index, scan_files
+
+    folder = pretrained_path(f"genssl_hf/{name}")
+    index = build_real_data_index([str(shared_data / "nih-cxr14-1000-64px")])
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert not scan_files(folder, files, index)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", [n for n in GENERATORS if "nih" in n])
+def test_shipped_nih_generator_scores_what_its_card_says(name, shared_data):
+    from genssl_hf.generation import CXRLatentDiffusionPipeline
+
+    folder = pretrained_path(f"genssl_hf/{name}")
+    card = shipped.card_results(folder / "README.md")
+    measured = shipped.measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained(folder),
+                                           shipped.nih_test_images(shared_data / "nih-cxr14-1000-64px"))
+    assert measured["autoencoder_l1"] == pytest.approx(card["autoencoder L1"], abs=2e-4)
+    assert measured["image_mean_l1"] == pytest.approx(card["image-mean L1 (trivial baseline)"], abs=2e-4)
+    assert measured["autoencoder_l1"] < measured["image_mean_l1"]  # better than the trivial baseline
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ENCODERS)
+def test_shipped_encoder_scores_what_its_card_says(name, shared_data):
+    folder = pretrained_path(f"genssl_hf/{name}")
+    card = shipped.card_results(folder / "README.md")
+    measured = shipped.measure_mae(folder, shipped.nih_test_images(shared_data / "nih-cxr14-1000-64px"))
+    assert measured["mae_loss"] == pytest.approx(card["MAE loss (mask 0.9)"], abs=2e-4)
+    assert measured["mean_patch_loss"] == pytest.approx(card["predict-the-mean loss (trivial baseline)"], abs=2e-4)
+    assert measured["mae_loss"] < measured["mean_patch_loss"]  # it learned something that transfers to real images
+
+
+def test_the_measurements_beat_their_trivial_baselines_on_phantoms(tmp_path):
+    """The functions that fill the shipped cards' model-index, on data without patients: the shipped
+    phantom autoencoder against each-image-as-its-mean, and an MAE folder's loss against the best
+    constant (an untrained MAE does not beat it by much; the numbers must be finite and ordered)."""
+    from genssl_hf.data import sample_phantom
+    from genssl_hf.generation import CXRLatentDiffusionPipeline
+
+    from _publish_artifacts import make_encoder
+
+    images = np.stack([sample_phantom(seed=s, size=64).image for s in range(12)])
+    ae = shipped.measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained("genssl_hf/phantom-ldm-64"), images)
+    assert 0 < ae["autoencoder_l1"] < 0.5 * ae["image_mean_l1"]
+    folder = make_encoder(tmp_path / "mae")
+    small = np.stack([sample_phantom(seed=s, size=32).image for s in range(12)])
+    first, again = shipped.measure_mae(folder, small), shipped.measure_mae(folder, small)
+    assert first == again  # seeded masks: a card's number can be re-measured exactly
+    assert np.isfinite(first["mae_loss"]) and first["mean_patch_loss"] > 0
