@@ -56,12 +56,8 @@ def nearest_neighbour_reports(train_features: np.ndarray, train_reports: Sequenc
     return [train_reports[i] for i in idx.tolist()]
 
 
-def _column(ds, name: str) -> list:
-    return ds.select_columns([name]).with_format("arrow")[:][name].to_pylist()
-
-
-def _images(ds, column: str) -> list[np.ndarray]:
-    return [np.asarray(r[column]) for r in ds.select_columns([column])]
+def _images(pairs) -> list[np.ndarray]:
+    return [np.asarray(r[pairs.image_column]) for r in pairs.images.select_columns([pairs.image_column])]
 
 
 def evaluate_report_generator(
@@ -70,8 +66,6 @@ def evaluate_report_generator(
     *,
     split: str = "test",
     observations: Sequence[str] = CHEXPERT14,
-    image_column: str = "image",
-    text_column: str = "report",
     max_train: int | None = None,
     max_test: int | None = None,
     batch_size: int = 32,
@@ -80,7 +74,7 @@ def evaluate_report_generator(
     num_examples: int = 4,
 ) -> dict[str, Any]:
     """Score the model in ``model_folder`` and both baselines on ``pairs[split]`` (a DatasetDict with
-    ``train`` and ``split``). Returns ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
+    ``train`` and ``split``, each an ``ImageReportPairs``). Returns ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
     import torch
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
@@ -100,8 +94,8 @@ def evaluate_report_generator(
         train = train.select(range(min(len(train), int(max_train))))
     if max_test is not None:
         test = test.select(range(min(len(test), int(max_test))))
-    train_reports, refs = _column(train, text_column), _column(test, text_column)
-    test_images = _images(test, image_column)
+    train_reports, refs = list(train.texts), list(test.texts)
+    test_images = _images(test)
 
     gen_cfg = model.generation_config
     beams = int(gen_cfg.num_beams or 1)
@@ -111,7 +105,7 @@ def evaluate_report_generator(
         for name, kw in settings.items():
             outputs[name] = generate_reports(model, processor, test_images, batch_size=batch_size, **kw)
         outputs["constant"] = [constant_report(train_reports)] * len(refs)
-        train_feats = encode_images(model.encoder, processor, _images(train, image_column), batch_size=batch_size)
+        train_feats = encode_images(model.encoder, processor, _images(train), batch_size=batch_size)
         test_feats = encode_images(model.encoder, processor, test_images, batch_size=batch_size)
     outputs["nearest_neighbour"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
 
@@ -151,12 +145,12 @@ def format_table(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Evaluate a report generator against constant and nearest-neighbour baselines.")
     ap.add_argument("--model", required=True, help="report-generator folder (train_report_generator.py output)")
-    ap.add_argument("--dataset", default="phantom:2000", help="'phantom[:N]' or a dataset folder (same as training)")
+    ap.add_argument("--dataset", default="phantom:2000", help="pairs spec, as for training ('phantom[:N]', 'generated:DIR', 'mimic:ROOT')")
+    ap.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs (text stays in memory)")
+    ap.add_argument("--section", choices=["findings", "impression", "text"], default="findings")
     ap.add_argument("--split", default="test")
     ap.add_argument("--observations", choices=["auto", "chexpert5", "chexpert14"], default="auto",
                     help="auto: the phantom world's five findings for phantom data, else the 14 CheXpert observations")
-    ap.add_argument("--image_column", default="image")
-    ap.add_argument("--text_column", default="report")
     ap.add_argument("--max_train", type=int, default=None)
     ap.add_argument("--max_test", type=int, default=None)
     ap.add_argument("--batch_size", type=int, default=32)
@@ -174,10 +168,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     phantom = str(args.dataset).startswith("phantom")
     obs = {"chexpert5": CHEXPERT5, "chexpert14": CHEXPERT14}.get(args.observations, CHEXPERT5 if phantom else CHEXPERT14)
     image_size = VisionEncoderDecoderConfig.from_pretrained(args.model).encoder.image_size
-    pairs = load_report_pairs(args.dataset, image_size=image_size, seed=args.seed, text_column=args.text_column,
-                              image_column=args.image_column)
-    result = evaluate_report_generator(args.model, pairs, split=args.split, observations=obs, image_column=args.image_column,
-                                       text_column=args.text_column, max_train=args.max_train, max_test=args.max_test,
+    pairs = load_report_pairs(args.dataset, image_size=image_size, seed=args.seed, corpus=args.reports, section=args.section)
+    result = evaluate_report_generator(args.model, pairs, split=args.split, observations=obs, max_train=args.max_train, max_test=args.max_test,
                                        batch_size=args.batch_size, output_dir=args.output_dir, examples_allowed=phantom)
     print(format_table(result))
     return result

@@ -12,7 +12,7 @@
   and the reference report by :mod:`genssl_hf.prompts.labeller`; an observation counts as stated when
   labelled present (uncertain counts as not stated unless ``uncertain_as="positive"``, the usual CE
   convention); precision / recall / F1 of generated against reference, micro-averaged over
-  (report, observation) pairs, plus the macro average and per observation (scikit-learn).
+  (report, observation) pairs, plus the macro average and per observation.
 """
 
 from __future__ import annotations
@@ -109,19 +109,28 @@ def clinical_efficacy(
 ) -> dict[str, Any]:
     """Precision / recall / F1 of the observations stated in the generated reports against those
     stated in the references (micro over report x observation, macro, and per observation)."""
-    from sklearn.metrics import precision_recall_fscore_support
-
     hyps, refs = _check_pairs(hypotheses, references)
     obs = list(observations)
     y_pred = positives(label_reports(hyps, obs), uncertain_as)
     y_true = positives(label_reports(refs, obs), uncertain_as)
-    out: dict[str, Any] = {"observations": obs, "uncertain_as": uncertain_as, "num_reports": len(hyps)}
-    for avg in ("micro", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
-        out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
-    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    # counted directly: scikit-learn reads a one-column indicator matrix as a binary/multiclass target
+    tp = (y_pred & y_true).sum(axis=0).astype(np.float64)
+    fp = (y_pred & (1 - y_true)).sum(axis=0).astype(np.float64)
+    fn = ((1 - y_pred) & y_true).sum(axis=0).astype(np.float64)
+
+    def prf(tp_, fp_, fn_):
+        p = np.divide(tp_, tp_ + fp_, out=np.zeros_like(tp_), where=(tp_ + fp_) > 0)
+        r = np.divide(tp_, tp_ + fn_, out=np.zeros_like(tp_), where=(tp_ + fn_) > 0)
+        f = np.divide(2 * p * r, p + r, out=np.zeros_like(tp_), where=(p + r) > 0)
+        return p, r, f
+
+    p, r, f = prf(tp, fp, fn)
+    mp, mr, mf = prf(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))
+    out: dict[str, Any] = {"observations": obs, "uncertain_as": uncertain_as, "num_reports": len(hyps),
+                           "precision_micro": float(mp[0]), "recall_micro": float(mr[0]), "f1_micro": float(mf[0]),
+                           "precision_macro": float(p.mean()), "recall_macro": float(r.mean()), "f1_macro": float(f.mean())}
     out["per_observation"] = {
-        o: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i]),
+        o: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(y_true[:, i].sum()),
             "predicted": int(y_pred[:, i].sum())}
         for i, o in enumerate(obs)
     }

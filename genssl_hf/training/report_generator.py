@@ -72,7 +72,6 @@ __all__ = [
 ]
 
 DECODERS = ("minilm", "gpt2")
-PHANTOM_LICENSE = "apache-2.0"
 GENERATION_DEFAULTS = dict(num_beams=3, no_repeat_ngram_size=3, length_penalty=1.0, max_new_tokens=64)
 
 
@@ -106,7 +105,7 @@ def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
-    """A ``ViTModel`` (no pooler) from a preset (random init) or a ViT / ViTMAE / classifier folder.
+    """A ``ViTModel`` from a preset (random init) or a ViT / ViTMAE / classifier folder.
     Returns ``(encoder, record)``; raises when the folder's encoder tensors are incomplete."""
     from transformers import ViTModel
 
@@ -117,10 +116,12 @@ def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
             config.image_size = int(image_size)
         if config.image_size % config.patch_size:
             raise ValueError(f"image size {config.image_size} is not divisible by the patch size {config.patch_size}")
-        return ViTModel(config, add_pooling_layer=False), {"encoder": "random", "preset": str(init)}
+        return ViTModel(config), {"encoder": "random", "preset": str(init)}
     if image_size is not None and int(image_size) != config.image_size:
         raise ValueError(f"--encoder {folder} was trained at {config.image_size} px; use --image_size {config.image_size}")
-    model = ViTModel(config, add_pooling_layer=False)
+    # With its (unused) pooler, so that VisionEncoderDecoderModel.from_pretrained, which builds the
+    # encoder with one, reloads the folder exactly.
+    model = ViTModel(config)
     target = model.state_dict()
     source = _read_state_dict(folder)
     best: tuple[int, str] = (-1, "")
@@ -138,7 +139,8 @@ def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
             mismatched.append(f"{k}: {tuple(src.shape)} vs {tuple(v.shape)}")
         else:
             sd[k] = src
-    fresh = [k for k in missing if k.startswith("layernorm.")]  # dropped by a mean-pooling classifier head
+    # a final LayerNorm dropped by a mean-pooling classifier, and the pooler (unused by the decoder)
+    fresh = [k for k in missing if k.startswith(("layernorm.", "pooler."))]
     hard = [k for k in missing if k not in fresh]
     if hard or mismatched:
         raise ValueError(f"--encoder {folder}: encoder weights do not match a ViT (prefix {prefix!r}; "
@@ -225,22 +227,28 @@ def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, de
 
 
 # ----------------------------------------------------------------------------------------- data
-def split_by_patient(ds, fractions: dict[str, float], seed: int = 0, group_column: str = "patient_id"):
-    """Split one ``datasets.Dataset`` into train and the named fractions (e.g. ``{"validation": 0.1,
-    "test": 0.2}``) so that no patient is on two sides (seeded permutation of the patients)."""
-    import datasets
+def _groups(pairs) -> list[str]:
+    """Patient of each pair: the images' ``patient_id`` when they carry one, else the report's hash
+    (generated images from a report corpus: one report per study, identical reports kept together)."""
+    from genssl_hf.data.pairs import report_sha256
 
-    if group_column not in ds.column_names:
-        raise KeyError(f"cannot split by patient: the dataset has no {group_column!r} column ({ds.column_names})")
+    if "patient_id" in pairs.images.column_names:
+        return [str(g) for g in pairs.images.select_columns(["patient_id"]).with_format("arrow")[:]["patient_id"].to_pylist()]
+    return [report_sha256(t) for t in pairs.texts]
+
+
+def split_by_patient(pairs, fractions: dict[str, float], seed: int = 0) -> dict[str, Any]:
+    """Split ``ImageReportPairs`` into ``train`` and the named fractions (e.g. ``{"validation": 0.1,
+    "test": 0.2}``) so that no patient is on two sides (a seeded permutation of the patients)."""
     total = sum(fractions.values())
     if not 0 < total < 1:
         raise ValueError(f"split fractions must sum to a value in (0, 1), got {fractions}")
-    groups = ds.select_columns([group_column]).with_format("arrow")[:][group_column].to_pylist()
+    groups = _groups(pairs)
     uniq = sorted(set(groups))
     if len(uniq) < len(fractions) + 1:
         raise ValueError(f"{len(uniq)} patients cannot fill {len(fractions) + 1} splits")
     perm = np.random.default_rng(seed).permutation(len(uniq))
-    side: dict[Any, str] = {}
+    side: dict[str, str] = {}
     start = 0
     for name, frac in fractions.items():
         n = max(1, int(round(frac * len(uniq))))
@@ -250,62 +258,60 @@ def split_by_patient(ds, fractions: dict[str, float], seed: int = 0, group_colum
     rows: dict[str, list[int]] = {"train": [], **{k: [] for k in fractions}}
     for i, g in enumerate(groups):
         rows[side.get(g, "train")].append(i)
-    return datasets.DatasetDict({k: ds.select(v) for k, v in rows.items()})
+    return {k: pairs.select(v) for k, v in rows.items()}
 
 
-def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, text_column: str = "report",
-                      image_column: str = "image", val_fraction: float = 0.1, test_fraction: float = 0.2):
-    """Image-report pairs as a ``DatasetDict`` (train / validation / test) with ``image`` and ``report``.
+def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus: Any = None, section: str = "findings",
+                      val_fraction: float = 0.1, test_fraction: float = 0.2) -> dict[str, Any]:
+    """Image-report pairs per split (``train`` / ``validation`` / ``test``), each an
+    :class:`~genssl_hf.data.pairs.ImageReportPairs` (images in a dataset, report text in memory only).
 
-    ``spec``: ``"phantom"`` (2,000 train pairs) or ``"phantom:N"``: phantom pairs (validation N/8, test
-    N/4, each an independent stream, every phantom its own patient); a ``DatasetDict`` / ``Dataset`` or
-    a ``save_to_disk`` / ``load_dataset`` folder with ``image_column`` and ``text_column`` (a single split
-    is split by ``patient_id``)."""
-    import datasets
-
-    from genssl_hf.data.phantom import phantom_dataset
+    ``spec``: ``phantom`` / ``phantom:N`` (N training phantoms, validation N/8, test N/4, each an
+    independent stream, every phantom its own patient); ``generated:DIR`` (report-conditioned
+    generated images joined back to ``corpus`` by hash) or ``mimic:ROOT`` (``corpus`` = the MIMIC-CXR
+    reports root), split by patient; a dict of split -> ``ImageReportPairs``; or one
+    ``ImageReportPairs`` (split by patient). Loading is :func:`genssl_hf.data.pairs.load_pairs`."""
+    from genssl_hf.data.pairs import ImageReportPairs, load_pairs
 
     if isinstance(spec, str) and (spec == "phantom" or spec.startswith("phantom:")):
         n = 2000 if spec == "phantom" else int(spec.split(":", 1)[1])
         if n < 8:
             raise ValueError(f"--dataset {spec}: need at least 8 phantom pairs")
-        return datasets.DatasetDict({
-            "train": phantom_dataset(n, image_size, seed, split="train"),
-            "validation": phantom_dataset(max(8, n // 8), image_size, seed, split="validation"),
-            "test": phantom_dataset(max(8, n // 4), image_size, seed, split="test"),
-        })
-    if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"--dataset {spec}: neither 'phantom[:N]' nor an existing dataset folder")
-        try:
-            spec = datasets.load_from_disk(str(path))
-        except FileNotFoundError:
-            spec = datasets.load_dataset(str(path))
-    if isinstance(spec, datasets.Dataset):
-        spec = split_by_patient(spec, {"validation": val_fraction, "test": test_fraction}, seed)
-    if not isinstance(spec, datasets.DatasetDict) or "train" not in spec:
-        raise ValueError(f"report pairs need a 'train' split; got {type(spec).__name__}")
-    for name, part in spec.items():
-        for col in (image_column, text_column):
-            if col not in part.column_names:
-                raise KeyError(f"split {name!r} has no column {col!r}; its columns are {part.column_names}")
-    if "validation" not in spec and "test" in spec:
-        parts = split_by_patient(spec["train"], {"validation": val_fraction}, seed)
-        spec = datasets.DatasetDict({"train": parts["train"], "validation": parts["validation"], "test": spec["test"]})
-    return spec
+        sizes = {"train": n, "validation": max(8, n // 8), "test": max(8, n // 4)}
+        return {k: load_pairs(f"phantom:{v}", split=k, image_size=image_size, seed=seed, section=section)
+                for k, v in sizes.items()}
+    if isinstance(spec, dict):
+        if "train" not in spec or not all(isinstance(v, ImageReportPairs) for v in spec.values()):
+            raise ValueError(f"a dict of pairs needs a 'train' split of ImageReportPairs; got {sorted(spec)}")
+        return spec
+    pairs = spec if isinstance(spec, ImageReportPairs) else load_pairs(spec, section=section, corpus=corpus,
+                                                                       image_size=image_size, seed=seed)
+    return split_by_patient(pairs, {"validation": val_fraction, "test": test_fraction}, seed)
+
+
+class _PairRows(torch.utils.data.Dataset):
+    """Map-style view of ``ImageReportPairs`` for a DataLoader (text from memory)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.pairs[i]
 
 
 class ReportPairCollator:
-    """Rows -> ``pixel_values`` (processor) and ``labels`` (report tokens + end, -100 padded)."""
+    """Rows (``image``, ``text``) -> ``pixel_values`` (processor) and ``labels`` (report tokens + end, -100 padded)."""
 
-    def __init__(self, processor: ReportGeneratorProcessor, image_column: str = "image", text_column: str = "report"):
-        self.processor, self.image_column, self.text_column = processor, image_column, text_column
+    def __init__(self, processor: ReportGeneratorProcessor):
+        self.processor = processor
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [np.asarray(r[self.image_column]) for r in rows]
+        images = [np.asarray(r["image"]) for r in rows]
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels, "labels": self.processor.encode_reports([r[self.text_column] for r in rows])}
+        return {"pixel_values": pixels, "labels": self.processor.encode_reports([r["text"] for r in rows])}
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -361,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder")
     g.add_argument("--freeze_encoder", action="store_true", help="train the decoder only (the encoder is a fixed feature extractor)")
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default="phantom:2000", help="'phantom[:N]' or a dataset folder with image and report columns")
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--text_column", default="report")
+    g.add_argument("--dataset", default="phantom:2000", help="pairs spec: 'phantom[:N]', 'generated:DIR' or 'mimic:ROOT' (genssl_hf.data.pairs)")
+    g.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory")
+    g.add_argument("--section", choices=["findings", "impression", "text"], default="findings", help="report part to generate")
     g.add_argument("--max_report_tokens", type=int, default=128)
     g.add_argument("--corpus_name", default=None, help="name of the report corpus for the card (default: from --dataset)")
     g.add_argument("--corpus_license", default=None, help="licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)")
@@ -410,10 +416,9 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
         max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
     image_size = model.config.encoder.image_size
     pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
-                              text_column=args.text_column, image_column=args.image_column)
-    cols = [args.image_column, args.text_column]
-    train_ds = pairs["train"].select_columns(cols)
-    val_ds = pairs["validation"].select_columns(cols)
+                              corpus=args.reports, section=args.section)
+    train_ds, val_ds = _PairRows(pairs["train"]), _PairRows(pairs["validation"])
+    provenance = pairs["train"].provenance
 
     accelerator = accelerator or make_accelerator(args)
     out = Path(args.output_dir)
@@ -422,7 +427,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     bs = args.per_device_train_batch_size
     if len(train_ds) < bs * accelerator.num_processes:
         raise ValueError(f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})")
-    collate = ReportPairCollator(processor, args.image_column, args.text_column)
+    collate = ReportPairCollator(processor)
     loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
                                          collate_fn=collate, num_workers=args.num_workers, drop_last=True)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=bs, collate_fn=collate)
@@ -444,15 +449,16 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     accelerator.register_for_checkpointing(scheduler)
     state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
     total_batch = bs * accum * accelerator.num_processes
-    corpus = args.corpus_name or (f"phantom image-report pairs ({args.dataset})" if str(args.dataset).startswith("phantom")
-                                  else str(args.dataset) if dataset is None else "in-memory image-report pairs")
+    corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
     run_config = {
         "args": args_to_dict(args), "model": record,
         "derived": {"total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
                     "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr,
                     "num_train_pairs": len(train_ds), "num_validation_pairs": len(val_ds),
                     "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0, "image_size": image_size},
-        "corpus": {"name": corpus, "license": args.corpus_license or (PHANTOM_LICENSE if str(args.dataset).startswith("phantom") else None)},
+        "corpus": {"name": corpus, "license": args.corpus_license or provenance.get("corpus_license"),
+                   "source": provenance.get("source"), "corpus_hash": provenance.get("corpus_hash"),
+                   "generator_id": provenance.get("generator_id"), "section": args.section},
     }
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_report_generator", {**args_to_dict(args), "total_steps": total_steps})
@@ -537,12 +543,24 @@ def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: 
     atomic_write_text(out / "README.md", str(card))
 
 
-def _non_commercial(license_id: str | None) -> bool:
-    return bool(license_id) and "nc" in str(license_id).lower().replace("-", " ").split()
+def _non_commercial(license_text: str | None) -> bool:
+    """True for a non-commercial licence (CC BY-NC*, e.g. the IU reports' CC BY-NC-ND 4.0)."""
+    import re
+
+    return "nc" in re.split(r"[^a-z0-9]+", str(license_text or "").lower())
 
 
-def _card_license(license_id: str | None) -> str:
-    return str(license_id).lower() if license_id else "other"
+def _card_license(license_text: str | None) -> str:
+    """Hub licence id of a model trained on a corpus under ``license_text``: the corpus's terms carry over."""
+    import re
+
+    text = str(license_text or "").lower()
+    m = re.search(r"cc[ -]by((?:-(?:nc|nd|sa))*)[ -](\d\.\d)", text)
+    if m:
+        return f"cc-by{m.group(1)}-{m.group(2)}"
+    if text.startswith("none"):  # phantoms: no data licence, the package's own applies
+        return "apache-2.0"
+    return "other"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
