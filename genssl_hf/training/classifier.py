@@ -29,16 +29,12 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
-from genssl_hf.training.mae import PRESETS as MAE_PRESETS
+from genssl_hf.models.presets import VIT_PRESETS
 
 __all__ = ["GenSSLViTForImageClassification", "VIT_PRESETS", "encoder_config", "build_classifier"]
 
-# Encoder architectures: the encoder half of the MAE presets (one source of truth), so a
-# random-init baseline has exactly the architecture of the pre-trained encoders it is compared with.
-_ENCODER_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
-VIT_PRESETS: dict[str, dict[str, Any]] = {
-    name: {k: preset[k] for k in _ENCODER_KEYS} for name, preset in MAE_PRESETS.items()
-}
+# Encoder architectures: the encoder half of the MAE presets, defined in genssl_hf.models (one source
+# of truth), so a random-init baseline has exactly the architecture of the pre-trained encoders.
 
 # ViT fields shared with ViTMAE configs; everything else (mask ratio, decoder) is dropped.
 _ENCODER_KEYS = (
