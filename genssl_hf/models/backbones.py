@@ -59,7 +59,7 @@ def build_backbone(preset_or_config: Any, *, attn_implementation: str | None = N
 
     config = build_backbone_config(preset_or_config, **overrides) if isinstance(preset_or_config, str) else preset_or_config
     if backbone_family(config) == "vit":
-        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}  # ignored by ResNets
         config.architectures = ["ViTModel"]
         return ViTModel._from_config(config, add_pooling_layer=False, **kw)
     config.architectures = ["ResNetModel"]
