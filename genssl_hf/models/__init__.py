@@ -10,6 +10,7 @@ from genssl_hf.models.backbones import (
     load_backbone,
     pooled_features,
 )
+from genssl_hf.models.classifier import build_resnet_classifier, is_cnn_init
 from genssl_hf.models.export import ENCODER_INFO_FILE, classifier_class_for, save_encoder, verify_encoder_folder
 from genssl_hf.models.presets import (
     BACKBONE_PRESETS,
@@ -23,5 +24,5 @@ from genssl_hf.models.presets import (
 __all__ = [
     "BACKBONE_PRESETS", "RESNET_PRESETS", "VIT_ENCODER_KEYS", "VIT_MAE_PRESETS", "VIT_PRESETS", "backbone_family",
     "build_backbone_config", "build_backbone", "load_backbone", "pooled_features", "feature_dim", "backbone_image_size",
-    "is_cnn", "ENCODER_INFO_FILE", "save_encoder", "verify_encoder_folder", "classifier_class_for",
+    "is_cnn", "is_cnn_init", "build_resnet_classifier", "ENCODER_INFO_FILE", "save_encoder", "verify_encoder_folder", "classifier_class_for",
 ]
