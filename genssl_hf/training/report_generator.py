@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from genssl_hf.processing import AdaINImageProcessor, ReportGeneratorProcessor, special_token_ids
-from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
+from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
@@ -85,70 +85,41 @@ def minilm_path() -> Path:
 
 
 # -------------------------------------------------------------------------------------- encoder
-_ENCODER_PREFIXES = ("", "vit.", "encoder.", "vision_model.", "image_encoder.", "model.")
-
-
-def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return load_file(str(single))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        sd: dict[str, torch.Tensor] = {}
-        for s in shards:
-            sd.update(load_file(str(folder / s)))
-        return sd
-    raise FileNotFoundError(f"{folder}: no model.safetensors (or sharded index) to read encoder weights from")
-
-
 def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
-    """A ``ViTModel`` from a preset (random init) or a ViT / ViTMAE / classifier folder.
-    Returns ``(encoder, record)``; raises when the folder's encoder tensors are incomplete."""
+    """A ``ViTModel`` from a ViT preset (random init) or a folder (:func:`genssl_hf.models.load_backbone`:
+    a method-neutral encoder export, a ViTMAE checkpoint's encoder, a ViT classifier's body), copied
+    exactly. Returns ``(encoder, record)``. CNN encoders are refused: the decoder cross-attends to a
+    token sequence, which a ResNet's feature map is not."""
     from transformers import ViTModel
 
-    config, folder = encoder_config(init)
-    config.num_channels = getattr(config, "num_channels", 3) or 3
-    if folder is None:
-        if image_size is not None:
-            config.image_size = int(image_size)
-        if config.image_size % config.patch_size:
-            raise ValueError(f"image size {config.image_size} is not divisible by the patch size {config.patch_size}")
-        return ViTModel(config), {"encoder": "random", "preset": str(init)}
-    if image_size is not None and int(image_size) != config.image_size:
-        raise ValueError(f"--encoder {folder} was trained at {config.image_size} px; use --image_size {config.image_size}")
-    # With its (unused) pooler, so that VisionEncoderDecoderModel.from_pretrained, which builds the
-    # encoder with one, reloads the folder exactly.
-    model = ViTModel(config)
-    target = model.state_dict()
-    source = _read_state_dict(folder)
-    best: tuple[int, str] = (-1, "")
-    for p in _ENCODER_PREFIXES:
-        hits = sum(1 for k in target if p + k in source)
-        if hits > best[0]:
-            best = (hits, p)
-    prefix = best[1]
-    sd, missing, mismatched = {}, [], []
-    for k, v in target.items():
-        src = source.get(prefix + k)
-        if src is None:
-            missing.append(k)
-        elif tuple(src.shape) != tuple(v.shape):
-            mismatched.append(f"{k}: {tuple(src.shape)} vs {tuple(v.shape)}")
-        else:
-            sd[k] = src
-    # a final LayerNorm dropped by a mean-pooling classifier, and the pooler (unused by the decoder)
-    fresh = [k for k in missing if k.startswith(("layernorm.", "pooler."))]
-    hard = [k for k in missing if k not in fresh]
-    if hard or mismatched:
-        raise ValueError(f"--encoder {folder}: encoder weights do not match a ViT (prefix {prefix!r}; "
-                         f"missing {hard[:5]}, shape mismatches {mismatched[:3]})")
-    model.load_state_dict(sd, strict=False)
-    mtype = json.loads((folder / "config.json").read_text()).get("model_type")
-    return model, {"encoder": "pretrained", "init_from": str(folder), "source_model_type": mtype,
-                   "weights_prefix": prefix, "fresh": fresh}
+    from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone_config, load_backbone
+
+    cnn = ("a CNN encoder cannot feed VisionEncoderDecoderModel (its decoder cross-attends to a token "
+           "sequence, a ResNet gives a feature map): use a ViT encoder")
+    if str(init) in BACKBONE_PRESETS:
+        if backbone_family(str(init)) != "vit":
+            raise ValueError(f"--encoder {init}: {cnn}")
+        # with its (unused) pooler: VisionEncoderDecoderModel.from_pretrained builds the encoder with
+        # one, so only then does the saved folder reload exactly
+        return ViTModel(build_backbone_config(str(init), image_size=image_size)), {"encoder": "random", "preset": str(init)}
+    path = Path(init)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--encoder {init!r} is neither a ViT preset ({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
+                                "nor a model folder with a config.json")
+    raw = json.loads((path / "config.json").read_text())
+    if backbone_family(raw) != "vit":
+        raise ValueError(f"--encoder {path}: {cnn}")
+    body = load_backbone(path)  # raises when an encoder weight is missing
+    if image_size is not None and int(image_size) != body.config.image_size:
+        raise ValueError(f"--encoder {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}")
+    model = ViTModel(body.config)
+    missing, unexpected = model.load_state_dict(body.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise ValueError(f"--encoder {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    info = path / "encoder_info.json"
+    method = json.loads(info.read_text()).get("method") if info.is_file() else None
+    return model, {"encoder": "pretrained", "init_from": str(path), "source_model_type": raw.get("model_type"),
+                   "method": method or ("mae" if raw.get("model_type") == "vit_mae" else None)}
 
 
 # -------------------------------------------------------------------------------------- decoder
