@@ -277,3 +277,37 @@ def test_publish_report_generator(tmp_path, encoder_dir):
     with pytest.raises(LeakError, match="samples.json"):
         publish("report_generator", src, dry_run=tmp_path / "out3", real_data=[tmp_path / "reports.tgz"])
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+def test_iu_xray_pairs_join_images_to_reports(tmp_path):
+    from PIL import Image
+
+    from genssl_hf.training.report_generator import load_report_pairs
+
+    texts = [f"Report {i}: no pleural effusion." for i in range(12)]
+    tgz = tmp_path / "reports.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for i, text in enumerate(texts):
+            imgs = "".join(f'<parentImage id="CXR{i}_IM-{v}"/>' for v in range(2))
+            xml = (f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
+                   f'<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article></MedlineCitation>'
+                   f"{imgs}</eCitation>").encode()
+            info = tarfile.TarInfo(f"ecgen-radiology/{i}.xml")
+            info.size = len(xml)
+            tar.addfile(info, io.BytesIO(xml))
+    (tmp_path / "png").mkdir()
+    for i in range(11):  # report 11 has no image
+        for v in range(2):
+            Image.fromarray(np.full((16, 16), i * 10 + v, np.uint8)).save(tmp_path / "png" / f"CXR{i}_IM-{v}.png")
+    parts = load_report_pairs(f"iu-xray:{tmp_path / 'png'}", corpus=f"iu:{tgz}", seed=0)
+    assert sum(len(p) for p in parts.values()) == 22
+    for name, p in parts.items():
+        for row in range(len(p)):
+            r = p[row]
+            i = int(np.asarray(r["image"])[0, 0]) // 10
+            assert r["text"] == texts[i]  # each image carries its own study's report
+    pats = {k: set(v.images["patient_id"]) for k, v in parts.items()}
+    assert not (pats["train"] & pats["test"]) and not (pats["train"] & pats["validation"])
+    assert parts["train"].provenance["num_reports_without_image"] == 1
+    with pytest.raises(ValueError, match="IU report archive"):
+        load_report_pairs(f"iu-xray:{tmp_path / 'png'}")

@@ -240,7 +240,7 @@ def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus:
     ``spec``: ``phantom`` / ``phantom:N`` (N training phantoms, validation N/8, test N/4, each an
     independent stream, every phantom its own patient); ``generated:DIR`` (report-conditioned
     generated images joined back to ``corpus`` by hash) or ``mimic:ROOT`` (``corpus`` = the MIMIC-CXR
-    reports root), split by patient; a dict of split -> ``ImageReportPairs``; or one
+    reports root) or ``iu-xray:PNG_DIR`` (``corpus`` = ``NLMCXR_reports.tgz``), split by patient; a dict of split -> ``ImageReportPairs``; or one
     ``ImageReportPairs`` (split by patient). Loading is :func:`genssl_hf.data.pairs.load_pairs`."""
     from genssl_hf.data.pairs import ImageReportPairs, load_pairs
 
@@ -255,8 +255,16 @@ def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus:
         if "train" not in spec or not all(isinstance(v, ImageReportPairs) for v in spec.values()):
             raise ValueError(f"a dict of pairs needs a 'train' split of ImageReportPairs; got {sorted(spec)}")
         return spec
-    pairs = spec if isinstance(spec, ImageReportPairs) else load_pairs(spec, section=section, corpus=corpus,
-                                                                       image_size=image_size, seed=seed)
+    if isinstance(spec, str) and spec.startswith("iu-xray:"):
+        from genssl_hf.data.iu_pairs import iu_xray_pairs
+
+        if corpus is None:
+            raise ValueError(f"--dataset {spec}: pass the IU report archive (--reports NLMCXR_reports.tgz)")
+        pairs = iu_xray_pairs(spec.split(":", 1)[1], str(corpus).removeprefix("iu:"), section=section)
+    elif isinstance(spec, ImageReportPairs):
+        pairs = spec
+    else:
+        pairs = load_pairs(spec, section=section, corpus=corpus, image_size=image_size, seed=seed)
     return split_by_patient(pairs, {"validation": val_fraction, "test": test_fraction}, seed)
 
 
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder")
     g.add_argument("--freeze_encoder", action="store_true", help="train the decoder only (the encoder is a fixed feature extractor)")
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default="phantom:2000", help="pairs spec: 'phantom[:N]', 'generated:DIR' or 'mimic:ROOT' (genssl_hf.data.pairs)")
+    g.add_argument("--dataset", default="phantom:2000", help="pairs spec: 'phantom[:N]', 'generated:DIR', 'mimic:ROOT' (genssl_hf.data.pairs) or 'iu-xray:PNG_DIR'")
     g.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory")
     g.add_argument("--section", choices=["findings", "impression", "text"], default="findings", help="report part to generate")
     g.add_argument("--max_report_tokens", type=int, default=128)
