@@ -311,3 +311,31 @@ def test_iu_xray_pairs_join_images_to_reports(tmp_path):
     assert parts["train"].provenance["num_reports_without_image"] == 1
     with pytest.raises(ValueError, match="IU report archive"):
         load_report_pairs(f"iu-xray:{tmp_path / 'png'}")
+
+
+@pytest.mark.slow
+def test_training_writes_a_loadable_folder_and_resumes(tmp_path, encoder_dir):
+    from transformers import VisionEncoderDecoderModel
+
+    from genssl_hf.training.report_generator import load_report_pairs, train_report_generator
+
+    pairs = load_report_pairs("phantom:16", image_size=64)
+    base = ("--per_device_train_batch_size", "4", "--max_train_steps", "4", "--checkpointing_steps", "2", "--logging_steps", "1")
+    full = train_report_generator(_train_args(tmp_path / "full", encoder_dir, *base), dataset=pairs)
+    assert full["global_step"] == 4 and np.isfinite(full["final_loss"]) and np.isfinite(full["validation_loss"])
+    cfg = json.loads((tmp_path / "full" / "run_config.json").read_text())
+    assert cfg["model"]["generation"]["no_repeat_ngram_size"] == 3 and cfg["corpus"]["source"] == "phantom"
+    assert "memorise" in (tmp_path / "full" / "README.md").read_text()
+    VisionEncoderDecoderModel.from_pretrained(tmp_path / "full")
+    _reset_accelerate()
+    # interrupted after the step-2 checkpoint, resumed: the same weights as the uninterrupted run
+    out = tmp_path / "resumed"
+    first = train_report_generator(_train_args(out, encoder_dir, *base, "--stop_after_steps", "3"), dataset=pairs)
+    assert first["interrupted"] and not (out / "model.safetensors").exists() and (out / "checkpoint-2").is_dir()
+    _reset_accelerate()
+    train_report_generator(_train_args(out, encoder_dir, *base, "--resume_from_checkpoint", "latest"), dataset=pairs)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)

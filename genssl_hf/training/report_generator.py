@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,19 +39,15 @@ from genssl_hf.processing import AdaINImageProcessor, ReportGeneratorProcessor, 
 from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.common import (
     EpochShuffleSampler,
-    LossGuard,
-    TrainProgress,
     add_common_args,
     args_to_dict,
     check_output_dir,
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
-    maybe_resume,
-    resumable_batches,
-    seed_step,
     write_run_config,
 )
+from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.utils import write_json
 
 __all__ = [
@@ -362,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup_ratio", type=float, default=0.05)
     g.add_argument("--max_grad_norm", type=float, default=1.0)
     g.add_argument("--num_workers", type=int, default=0)
+    g.add_argument("--stop_after_steps", type=int, default=None, help="stop (resumably) after this many more steps")
     g = ap.add_argument_group("generation (stored in generation_config.json)")
     g.add_argument("--num_beams", type=int, default=GENERATION_DEFAULTS["num_beams"])
     g.add_argument("--no_repeat_ngram_size", type=int, default=GENERATION_DEFAULTS["no_repeat_ngram_size"])
@@ -380,6 +376,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--no_repeat_ngram_size must be >= 0, got {args.no_repeat_ngram_size}")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         raise ValueError(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+
+
+class _CaptioningTask:
+    """The engine task: teacher-forced cross-entropy of the report tokens given the image."""
+
+    def __init__(self, freeze_encoder: bool = False):
+        self.freeze_encoder = freeze_encoder
+
+    def training_step(self, model, batch):
+        if self.freeze_encoder:  # a fixed feature extractor: no dropout noise either
+            getattr(model, "module", model).encoder.eval()
+        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        return loss, {"target_tokens": (batch["labels"] != -100).sum().float()}
 
 
 def train_report_generator(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
@@ -419,14 +428,19 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     if enc_params:
         groups.append({"params": enc_params, "lr": enc_lr})
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    loader = accelerator.prepare(loader)
     accum = accelerator.gradient_accumulation_steps
     steps_per_epoch = max(1, math.ceil(len(loader) / accum))
     total_steps = int(args.max_train_steps or max(1, math.ceil(args.num_train_epochs * steps_per_epoch)))
     warmup = int(round(args.warmup_ratio * total_steps))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    accelerator.register_for_checkpointing(scheduler)
-    state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
+    engine = Engine(accelerator, EngineConfig(
+        output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
+        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, stop_after_steps=args.stop_after_steps,
+        desc="report generator"))
+    model, optimizer = engine.prepare(model, optimizer, scheduler)
+    state = engine.resume(args.resume_from_checkpoint)
     total_batch = bs * accum * accelerator.num_processes
     corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
     run_config = {
@@ -441,49 +455,13 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     }
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_report_generator", {**args_to_dict(args), "total_steps": total_steps})
-    guard = LossGuard(accelerator, out)
-    bar = TrainProgress(accelerator, total_steps, state, total_batch, desc="report generator")
-    model.train()
-    if args.freeze_encoder:
-        accelerator.unwrap_model(model).encoder.eval()
-    t0 = time.perf_counter()
-    start_step = state.global_step
-    if state.global_step < total_steps:
-        for batch in resumable_batches(accelerator, loader, state):
-            seed_step(args.seed, state, accelerator)
-            with accelerator.accumulate(model):
-                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-                accelerator.backward(loss)
-                if args.max_grad_norm and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            guard.add(loss)
-            state.images_seen += bs * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.global_step += 1
-            if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
-                value = guard.check(state)
-                bar.update(loss=value, lr=scheduler.get_last_lr()[0])
-                accelerator.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, step=state.global_step)
-            else:
-                bar.update()
-            if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0 and state.global_step < total_steps:
-                guard.checkpoint(state, args.checkpoints_total_limit)
-            if state.global_step >= total_steps:
-                break
-    guard.check(state)
-    bar.close()
-    elapsed = time.perf_counter() - t0
+    result = engine.run(_CaptioningTask(freeze_encoder=args.freeze_encoder), model, optimizer, scheduler, loader, state)
+    if result.interrupted:  # resumable from the last checkpoint; no final model
+        accelerator.end_training()
+        return {**result.summary, "output_dir": str(out)}
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    summary: dict[str, Any] = {
-        "global_step": state.global_step, "total_steps": total_steps, "final_loss": state.last_loss,
-        "pairs_per_second": (state.global_step - start_step) * total_batch / elapsed if elapsed > 0 and state.global_step > start_step else None,
-        "output_dir": str(out),
-    }
+    summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
     if accelerator.is_main_process:
         summary["validation_loss"] = _mean_loss(unwrapped, val_loader, accelerator.device)
         save_report_generator(unwrapped, processor, out)
