@@ -44,7 +44,7 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "amx": amx, "load_1min": os.getloadavg()[0]}
 
 
-def encoders(out: Path, n_images: int, steps: int) -> dict[str, str]:
+def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) -> dict[str, str]:
     """Pre-train the MAE and SimCLR encoders on phantom images (skipped when present)."""
     import subprocess
 
@@ -64,6 +64,8 @@ def encoders(out: Path, n_images: int, steps: int) -> dict[str, str]:
     }
     done = {}
     for name, cmd in runs.items():
+        if name not in methods:
+            continue
         target = out / f"enc-{name}"
         if not (target / "config.json").is_file():
             t0 = time.perf_counter()
@@ -74,6 +76,24 @@ def encoders(out: Path, n_images: int, steps: int) -> dict[str, str]:
             print(f"{name}: {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
         done[name] = str(target)
     return done
+
+
+def iu_generate(out: Path, n_reports: int, steps: int) -> Path:
+    """Images from the first ``n_reports`` non-empty IU reports (findings + impression), shipped phantom
+    generator, 64 px; the dataset keeps only each report's SHA-256 (skipped when present)."""
+    from genssl_hf.data.reports import iter_iu_reports
+    from genssl_hf.generation.materialize import generate_dataset, load_report_corpus
+    from genssl_hf.generation.pretrained import PHANTOM_GENERATOR_DIR
+
+    target = out / "gen-iu-reports"
+    if not (target / "README.md").is_file():
+        rows = [{"text": r["text"]} for r in iter_iu_reports(IU_TGZ) if r["text"]][:n_reports]
+        corpus = load_report_corpus(rows, "text", name="iu-xray-reports (NLMCXR_reports.tgz)")
+        t0 = time.perf_counter()
+        generate_dataset(target, str(PHANTOM_GENERATOR_DIR), reports=corpus, seed=0, batch_size=50, height=64, width=64,
+                         num_inference_steps=steps, guidance_scale=3.0, call_kwargs={"dtype": "bfloat16"}, progress=False)
+        print(f"IU reports: {len(rows)} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    return target
 
 
 def _train_and_score(name: str, encoder: str, pairs, out: Path, args, observations, examples_allowed: bool) -> dict:
@@ -146,8 +166,8 @@ def iu(out: Path, args, encs: dict[str, str], machine: dict) -> str:
 
     if not IU_TGZ.is_file():
         return f"IU stage skipped: {IU_TGZ} is absent"
-    if not args.iu_generated or not (Path(args.iu_generated) / "generation_config.json").is_file():
-        return "IU stage skipped: no report-conditioned generated dataset (--iu-generated; benchmarks/bench_vlp.py generate makes one)"
+    if not args.iu_generated:
+        args.iu_generated = str(iu_generate(out, args.iu_reports, args.iu_steps))
     pairs = load_report_pairs(f"generated:{args.iu_generated}", image_size=64, seed=0, corpus=f"iu:{IU_TGZ}",
                               section=args.section, val_fraction=0.05, test_fraction=0.15)
     lines = [HEADER]
@@ -164,8 +184,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-reportgen")
     p.add_argument("--encoder-images", type=int, default=2000)
     p.add_argument("--encoder-steps", type=int, default=200)
+    p.add_argument("--encoder-methods", default="mae,simclr", help="pre-training methods of the compared encoders")
     p.add_argument("--vlp-encoder", default=None, help="a VLP image-tower folder (ViT) to add to the comparison")
-    p.add_argument("--iu-generated", default=None, help="report-conditioned generated dataset of the IU reports")
+    p.add_argument("--iu-generated", default=None, help="report-conditioned generated dataset of the IU reports "
+                   "(default: generate one for the first --iu-reports reports)")
+    p.add_argument("--iu-reports", type=int, default=1000)
+    p.add_argument("--iu-steps", type=int, default=10, help="sampling steps of the phantom generator for the IU images")
     p.add_argument("--iu-encoders", default="random", help="comma-separated encoders for the IU stage")
     p.add_argument("--section", default="findings", choices=["findings", "impression", "text"])
     p.add_argument("--n-train", type=int, default=1500, help="phantom training pairs")
@@ -179,8 +203,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     machine = _machine()
     encs = {"random": "tiny"}
-    if "encoders" in args.stages or all((args.out / f"enc-{n}" / "config.json").is_file() for n in ("mae", "simclr")):
-        encs.update(encoders(args.out, args.encoder_images, args.encoder_steps))
+    if "encoders" in args.stages:
+        encs.update(encoders(args.out, args.encoder_images, args.encoder_steps, args.encoder_methods.split(",")))
+    else:  # whatever encoders an earlier run pre-trained
+        encs.update({n: str(args.out / f"enc-{n}") for n in ("mae", "simclr") if (args.out / f"enc-{n}" / "config.json").is_file()})
     if args.vlp_encoder:
         encs["vlp"] = args.vlp_encoder
     report = [f"machine: {machine}"]
