@@ -191,6 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--iu-reports", type=int, default=1000)
     p.add_argument("--iu-steps", type=int, default=10, help="sampling steps of the phantom generator for the IU images")
     p.add_argument("--iu-encoders", default="random", help="comma-separated encoders for the IU stage")
+    p.add_argument("--only", default=None, help="comma-separated encoders to run (e.g. one per process)")
     p.add_argument("--section", default="findings", choices=["findings", "impression", "text"])
     p.add_argument("--n-train", type=int, default=1500, help="phantom training pairs")
     p.add_argument("--steps", type=int, default=150, help="report-generator optimiser steps (same for every encoder)")
@@ -209,13 +210,15 @@ def main(argv=None) -> int:
         encs.update({n: str(args.out / f"enc-{n}") for n in ("mae", "simclr") if (args.out / f"enc-{n}" / "config.json").is_file()})
     if args.vlp_encoder:
         encs["vlp"] = args.vlp_encoder
+    if args.only:
+        encs = {k: v for k, v in encs.items() if k in args.only.split(",")}
     report = [f"machine: {machine}"]
     if "phantom" in args.stages:
         report += ["## Phantoms", phantom(args.out, args, encs, machine)]
     if "iu" in args.stages:
         chosen = {k: encs[k] for k in args.iu_encoders.split(",") if k in encs}
         report += ["## IU reports, synthetic images", iu(args.out, args, chosen, machine)]
-    (args.out / "report_generation.md").write_text("\n\n".join(report) + "\n")
+    (args.out / f"report_generation{'-' + args.only if args.only else ''}.md").write_text("\n\n".join(report) + "\n")
     print("\n\n".join(report))
     return 0
 

@@ -171,14 +171,19 @@ def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaI
 
 
 def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, decoder_layers: int | None = None,
+                           gpt2_hidden: int = 256,
                            image_size: int | None = None, max_report_tokens: int = 128, do_adain: bool = True,
                            generation: dict[str, Any] | None = None):
     """``(VisionEncoderDecoderModel, ReportGeneratorProcessor, record)`` ready for training."""
     from transformers import VisionEncoderDecoderModel
 
     enc, enc_record = load_vit_encoder(encoder, image_size)
-    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers)
+    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, gpt2_hidden=gpt2_hidden,
+                                               gpt2_heads=max(1, gpt2_hidden // 64))
     model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
+    if getattr(model.encoder, "pooler", None) is not None:
+        # kept for an exact reload only: the decoder never reads it (and DDP refuses unused trainable weights)
+        model.encoder.pooler.requires_grad_(False)
     ids = special_token_ids(tokenizer)
     for cfg in (model.config, model.generation_config):
         for k, v in ids.items():
@@ -337,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--encoder", default="tiny", help=f"preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / classifier folder")
     g.add_argument("--decoder", choices=DECODERS, default="minilm", help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config")
     g.add_argument("--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)")
+    g.add_argument("--gpt2_hidden", type=int, default=256, help="GPT-2 decoder width (--decoder gpt2)")
     g.add_argument("--image_size", type=int, default=None, help="input size (random-init encoders only; folders keep theirs)")
     g.add_argument("--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder")
     g.add_argument("--freeze_encoder", action="store_true", help="train the decoder only (the encoder is a fixed feature extractor)")
@@ -400,7 +406,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
                length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
     torch.manual_seed(args.seed)  # cross-attention / head init
     model, processor, record = build_report_generator(
-        args.encoder, args.decoder, decoder_layers=args.decoder_layers, image_size=args.image_size,
+        args.encoder, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, image_size=args.image_size,
         max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
     image_size = model.config.encoder.image_size
     pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
