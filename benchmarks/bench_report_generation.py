@@ -147,17 +147,22 @@ def _record(bench: str, label: str, res: dict, args, machine: dict) -> list[str]
     return lines
 
 
+def _compare(bench: str, prefix: str, pairs, out: Path, args, encs: dict[str, str], machine: dict, observations,
+             examples_allowed: bool) -> str:
+    lines = [HEADER]
+    for label, enc in encs.items():
+        res = _train_and_score(f"{prefix}-{label}", enc, pairs, out, args, observations, examples_allowed)
+        lines += _record(bench, label, res, args, machine)
+        print("\n".join(lines[-4:]), flush=True)
+    return "\n".join(lines)
+
+
 def phantom(out: Path, args, encs: dict[str, str], machine: dict) -> str:
     from genssl_hf.data.schema import CHEXPERT5
     from genssl_hf.training.report_generator import load_report_pairs
 
     pairs = load_report_pairs(f"phantom:{args.n_train}", image_size=64, seed=0)
-    lines = [HEADER]
-    for label, enc in encs.items():
-        res = _train_and_score(f"phantom-{label}", enc, pairs, out, args, CHEXPERT5, examples_allowed=True)
-        lines += _record("report_generation_phantom", label, res, args, machine)
-        print("\n".join(lines[-4:]), flush=True)
-    return "\n".join(lines)
+    return _compare("report_generation_phantom", "phantom", pairs, out, args, encs, machine, CHEXPERT5, True)
 
 
 def iu(out: Path, args, encs: dict[str, str], machine: dict) -> str:
@@ -170,12 +175,7 @@ def iu(out: Path, args, encs: dict[str, str], machine: dict) -> str:
         args.iu_generated = str(iu_generate(out, args.iu_reports, args.iu_steps))
     pairs = load_report_pairs(f"generated:{args.iu_generated}", image_size=64, seed=0, corpus=f"iu:{IU_TGZ}",
                               section=args.section, val_fraction=0.05, test_fraction=0.15)
-    lines = [HEADER]
-    for label, enc in encs.items():
-        res = _train_and_score(f"iu-{label}", enc, pairs, out, args, CHEXPERT14, examples_allowed=False)
-        lines += _record("report_generation_iu_synthetic", label, res, args, machine)
-        print("\n".join(lines[-4:]), flush=True)
-    return "\n".join(lines)
+    return _compare("report_generation_iu_synthetic", "iu", pairs, out, args, encs, machine, CHEXPERT14, False)
 
 
 def main(argv=None) -> int:
