@@ -233,12 +233,13 @@ def test_patient_split_keeps_patients_apart():
     assert len(seen["test"]) == 4 and len(seen["validation"]) == 2
 
 
-def _iu_archive(path: Path, texts):
+def _iu_archive(path: Path, texts, images_per_report: int = 0):
     with tarfile.open(path, "w:gz") as tar:
         for i, text in enumerate(texts):
+            imgs = "".join(f'<parentImage id="CXR{i}_IM-{v}"/>' for v in range(images_per_report))
             xml = (f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
                    f'<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article></MedlineCitation>'
-                   f"</eCitation>").encode()
+                   f"{imgs}</eCitation>").encode()
             info = tarfile.TarInfo(f"ecgen-radiology/{i}.xml")
             info.size = len(xml)
             tar.addfile(info, io.BytesIO(xml))
@@ -290,15 +291,7 @@ def test_iu_xray_pairs_join_images_to_reports(tmp_path):
 
     texts = [f"Report {i}: no pleural effusion." for i in range(12)]
     tgz = tmp_path / "reports.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        for i, text in enumerate(texts):
-            imgs = "".join(f'<parentImage id="CXR{i}_IM-{v}"/>' for v in range(2))
-            xml = (f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
-                   f'<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article></MedlineCitation>'
-                   f"{imgs}</eCitation>").encode()
-            info = tarfile.TarInfo(f"ecgen-radiology/{i}.xml")
-            info.size = len(xml)
-            tar.addfile(info, io.BytesIO(xml))
+    _iu_archive(tgz, texts, images_per_report=2)
     (tmp_path / "png").mkdir()
     for i in range(11):  # report 11 has no image
         for v in range(2):

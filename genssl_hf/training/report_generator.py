@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -480,13 +479,9 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
 
 def save_report_generator(model, processor: ReportGeneratorProcessor, out: Path) -> None:
     """Model, generation config and processor into ``out`` (through a temporary folder, then moved)."""
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    from genssl_hf.training.mae import _save_final
+
+    _save_final(model, processor, Path(out))
 
 
 def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
