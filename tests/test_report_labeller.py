@@ -28,6 +28,9 @@ from genssl_hf.prompts.labeller import ABSENT, PRESENT, UNCERTAIN, label_report,
     ("Heart size is normal.", {"Cardiomegaly": ABSENT}),
     ("Mildly enlarged heart.", {"Cardiomegaly": PRESENT}),
     ("Pericardial effusion.", {"Pleural Effusion": None}),  # excluded phrase
+    ("The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.",
+     {"Lung Opacity": ABSENT, "Pneumothorax": ABSENT, "Pleural Effusion": ABSENT}),
+    ("A pleural effusion is not present.", {"Pleural Effusion": ABSENT}),
 ])
 def test_negation(text, expected):
     lab = label_report(text)

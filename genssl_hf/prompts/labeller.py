@@ -18,7 +18,8 @@ mentioned (``None``), following the CheXpert labeller's three stages (Irvin et a
    ``SCOPE_END``, the same tokens, plural folding and article skipping): a pre-trigger governs
    forward and a post-trigger backward, both up to the next sentence boundary (``. ; : ! ?``) or
    scope terminator ("but", "however", ...); pseudo-triggers ("no change", "not only") open no
-   scope. The uncertainty triggers use the same scopes. Uncertainty wins over negation, as in
+   scope; a few report phrasings the scorer does not list are added (``EXTRA_PRE_NEGATION`` "clear of",
+   ``EXTRA_POST_NEGATION`` "not present" ...). The uncertainty triggers use the same scopes. Uncertainty wins over negation, as in
    CheXpert ("pneumonia cannot be ruled out" is uncertain, not absent).
 3. **Aggregation per observation.** Present if any mention is present, else uncertain if any is
    uncertain, else absent. ``No Finding`` is derived as in CheXpert: present when none of the 12
@@ -102,6 +103,11 @@ ANCHORS: dict[str, tuple[str, ...]] = {
 ENLARGED_WORDS = ("enlarged", "enlargement", "increased", "widened", "widening")
 NORMAL_WORDS = ("normal", "unremarkable", "within normal limits", "normal in size", "normal size")
 
+# Negation phrasings of radiology reports beyond the prompt scorer's lists (NegEx / CheXpert style),
+# with the same scopes: "lungs are clear of focal airspace disease, pneumothorax, or pleural effusion".
+EXTRA_PRE_NEGATION = ("clear of", "without evidence of", "no new")
+EXTRA_POST_NEGATION = ("not present", "is not seen", "not evident", "not appreciated", "not demonstrated")
+
 UNCERTAIN_PRE = (
     "possible", "possibly", "probable", "probably", "may", "might", "could", "likely", "questionable", "question of",
     "suspicious for", "suspected", "suspect", "concerning for", "concern for", "suggest", "suggests", "suggesting",
@@ -143,8 +149,8 @@ class _Rules:
         self.enlarged = _compile(ENLARGED_WORDS, skip=True)
         self.normal = _compile(NORMAL_WORDS, skip=True)
         # triggers match on the full stream (articles kept: "free of" needs its "of"), as the scorer does
-        self.pre_neg = _compile(PRE_NEGATION, skip=False)
-        self.post_neg = _compile(POST_NEGATION, skip=False)
+        self.pre_neg = _compile((*PRE_NEGATION, *EXTRA_PRE_NEGATION), skip=False)
+        self.post_neg = _compile((*POST_NEGATION, *EXTRA_POST_NEGATION), skip=False)
         self.pseudo = _compile(PSEUDO_NEGATION, skip=False)
         self.ends = _compile(SCOPE_END, skip=False)
         self.pre_unc = _compile(UNCERTAIN_PRE, skip=False)
