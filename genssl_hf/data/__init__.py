@@ -15,6 +15,7 @@ from .phantom import (
 )
 from .schema import (
     CHEXPERT5,
+    CHEXPERT14,
     COVIDX3,
     NIH14,
     cxr_features,

@@ -1,5 +1,6 @@
 """Attention maps (DINO style): the last layer's CLS-token attention over the patches, upsampled
-to the image and saved as PNG overlays (matplotlib), with optional boxes.
+to the image and saved as PNG overlays (matplotlib), with optional boxes; Grad-CAM on the last
+stage for CNN classifiers (:func:`saliency_maps` picks the right one).
 
 SDPA / flash attention kernels do not return attention weights, so the model is switched to the
 ``eager`` implementation for the forward pass and switched back afterwards.
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["cls_attention_maps", "save_attention_overlays"]
+__all__ = ["cls_attention_maps", "save_attention_overlays", "gradcam_maps", "saliency_maps"]
 
 
 def _encoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -132,3 +133,47 @@ def save_attention_overlays(
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
+
+
+def gradcam_maps(model: torch.nn.Module, pixel_values: torch.Tensor, *, target: Sequence[int] | None = None,
+                 upsample: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) on the last stage of a CNN classifier
+    (``ResNetForImageClassification``): the last stage's activations weighted by the spatially
+    averaged gradient of the target logit (default: each image's highest logit), ReLU, rescaled to
+    [0, 1] per image. Returns ``(B, H, W)`` (``upsample``) or the ``(B, h, w)`` feature grid."""
+    body = getattr(model, "resnet", None)
+    if body is None:
+        raise TypeError(f"{type(model).__name__} is not a CNN classifier with a .resnet body (Grad-CAM needs one)")
+    was_training = model.training
+    model.eval()
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        store["act"] = output
+
+    handle = body.encoder.stages[-1].register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            x = pixel_values.detach().requires_grad_(False)
+            logits = model(pixel_values=x).logits.float()
+            idx = logits.argmax(dim=1) if target is None else torch.as_tensor(list(target), device=logits.device)
+            logits.gather(1, idx.view(-1, 1)).sum().backward()
+        act, grad = store["act"].detach().float(), store["act"].grad.float()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    cam = torch.relu((grad.mean(dim=(-2, -1), keepdim=True) * act).sum(dim=1, keepdim=True))
+    if upsample:
+        cam = torch.nn.functional.interpolate(cam, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+    lo = cam.amin(dim=(-2, -1), keepdim=True)
+    hi = cam.amax(dim=(-2, -1), keepdim=True)
+    return ((cam - lo) / (hi - lo).clamp_min(1e-12))[:, 0]
+
+
+def saliency_maps(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """What the classifier looks at: CLS attention for a ViT, Grad-CAM for a ResNet; ``(B, H, W)`` in [0, 1]."""
+    if hasattr(model, "resnet"):
+        return gradcam_maps(model, pixel_values)
+    return cls_attention_maps(model, pixel_values)

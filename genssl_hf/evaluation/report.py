@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.evaluation.attention import cls_attention_maps, save_attention_overlays
+from genssl_hf.evaluation.attention import saliency_maps, save_attention_overlays
 from genssl_hf.evaluation.classification import format_accuracy_table, format_auc_table
 from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
 from genssl_hf.evaluation.operating_point import (
@@ -65,6 +65,8 @@ class LoadedClassifier:
             raise FileNotFoundError(f"model folder {self.folder} has no config.json")
         cfg = json.loads(cfg_path.read_text())
         cls = GenSSLViTForImageClassification if "pooling" in cfg else ViTForImageClassification
+        if cfg.get("model_type") == "resnet":  # the CNN slot
+            from transformers import ResNetForImageClassification as cls
         self.model = cls.from_pretrained(self.folder).eval().to(device)
         self.device = torch.device(device)
         config = self.model.config
@@ -254,7 +256,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             if args.attention > 0:
                 k = min(args.attention, len(images))
                 x = clf.model_input(images[:k])
-                maps = cls_attention_maps(clf.model, x)
+                maps = saliency_maps(clf.model, x)  # CLS attention (ViT) or Grad-CAM (ResNet)
                 pred = probs[:k]
                 titles = [prediction_caption(targets[i], pred[i], label_names, multi_label,
                                              operating_point["thresholds"]) for i in range(k)]

@@ -11,6 +11,10 @@ kind           repo type     loader used for validation
 ``generator``  model         ``genssl_hf.generation.CXRLatentDiffusionPipeline.from_pretrained``
 ``prompt_set`` dataset       ``genssl_hf.prompts.PromptSet.from_pretrained``
 ``dataset``    dataset       ``datasets.load_dataset(folder)`` (parquet shards + README ``configs``)
+``report_``    model         ``VisionEncoderDecoderModel`` + ``AutoProcessor`` (a ReportGeneratorProcessor);
+``generator``                the card's licence follows the training report corpus (non-commercial
+                             terms inherited) and the leak guard checks every file and the card's
+                             example outputs for report text
 =============  ============  =====================================================================
 
 :func:`publish` (or ``publish_<kind>``) then
@@ -77,8 +81,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset")
-REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset"}
+KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset", "report_generator")
+REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset",
+              "report_generator": "model"}
 REAL_DATA_ENV = "GENSSL_REAL_DATA"  # os.pathsep-separated real-data paths for the leak guard
 METRICS_FILES = ("eval_results.json", "metrics.json")  # looked up in model folders when metrics=None
 MANAGED_BEGIN = "<!-- genssl_hf:publish:begin -->"
@@ -115,6 +120,8 @@ _KIND_META: dict[str, dict[str, Any]] = {
                   "tags": ["latent-diffusion", "monai", "text-to-image", "synthetic-data", "chest-x-ray", "medical-imaging"]},
     "prompt_set": {"tags": ["prompt-set", "text-to-image", "chest-x-ray"]},
     "dataset": {"tags": ["synthetic", "chest-x-ray", "medical-imaging", "image-classification"]},
+    "report_generator": {"library_name": "transformers", "pipeline_tag": "image-to-text",
+                         "tags": ["vision-encoder-decoder", "report-generation", "chest-x-ray", "medical-imaging"]},
 }
 _COMMON_TAGS = ["genssl_hf", "genssl", "research-only"]
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
@@ -174,7 +181,7 @@ def select_files(
     _check_kind(kind)
     folder = Path(folder)
     if include_images is None:
-        include_images = kind not in ("encoder", "classifier")
+        include_images = kind not in ("encoder", "classifier", "report_generator")
     patterns = (*IGNORE_PATTERNS, *ignore_patterns, *(() if include_images else [f"*{e}" for e in _IMAGE_EXTS]))
     files = []
     for p in sorted(folder.rglob("*")):
@@ -322,12 +329,31 @@ def _validate_dataset(folder: Path) -> dict[str, Any]:
     return {"splits": splits}
 
 
+def _validate_report_generator(folder: Path) -> dict[str, Any]:
+    import genssl_hf  # noqa: F401  (registers ReportGeneratorProcessor with AutoProcessor)
+    from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+    _need(folder, "config.json", "processor_config.json")
+    try:
+        model, info = VisionEncoderDecoderModel.from_pretrained(str(folder), output_loading_info=True)
+    except Exception as e:
+        raise ArtifactError(f"report_generator folder {folder} does not reload as VisionEncoderDecoderModel: {e}") from e
+    _check_loading_info(folder, "VisionEncoderDecoderModel", info)
+    try:
+        proc = AutoProcessor.from_pretrained(str(folder))
+    except Exception as e:
+        raise ArtifactError(f"report_generator folder {folder}: the processor does not reload: {e}") from e
+    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
 _VALIDATORS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "encoder": _validate_encoder,
     "classifier": _validate_classifier,
     "generator": _validate_generator,
     "prompt_set": _validate_prompt_set,
     "dataset": _validate_dataset,
+    "report_generator": _validate_report_generator,
 }
 
 
@@ -465,12 +491,45 @@ def _dataset_provenance(folder: Path) -> dict[str, Any]:
     return out
 
 
+def _report_generator_provenance(folder: Path) -> dict[str, Any]:
+    """Model provenance plus the training corpus (name, licence, hash, generator) and generation settings."""
+    out = _model_provenance(folder)
+    run = read_json(folder / "run_config.json") if (folder / "run_config.json").is_file() else {}
+    corpus = run.get("corpus") or {}
+    for key, label in (("name", "training report corpus"), ("license", "training corpus licence"),
+                       ("corpus_hash", "training corpus hash"), ("generator_id", "image generator"),
+                       ("section", "report section")):
+        if corpus.get(key):
+            out[label] = corpus[key]
+    model = run.get("model") or {}
+    for key, label in (("init_from", "encoder initialised from"), ("decoder", "decoder"), ("weights", "decoder weights")):
+        if model.get(key):
+            out[label] = model[key]
+    gen = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
+    for key in ("num_beams", "no_repeat_ngram_size", "length_penalty", "max_new_tokens"):
+        if key in gen:
+            out[f"generation {key.replace('_', ' ')}"] = gen[key]
+    out["memorisation"] = "a language model can memorise and reproduce training reports"
+    return out
+
+
+def _report_generator_license(folder: Path) -> str | None:
+    """Hub licence id inherited from the training corpus (``run_config.json``), e.g. cc-by-nc-nd-4.0."""
+    import re
+
+    run = read_json(folder / "run_config.json") if (folder / "run_config.json").is_file() else {}
+    text = str((run.get("corpus") or {}).get("license") or "").lower()
+    m = re.search(r"cc[ -]by((?:-(?:nc|nd|sa))*)[ -](\d\.\d)", text)
+    return f"cc-by{m.group(1)}-{m.group(2)}" if m else None
+
+
 _PROVENANCE = {
     "encoder": _model_provenance,
     "classifier": _model_provenance,
     "generator": _generator_provenance,
     "prompt_set": _prompt_set_provenance,
     "dataset": _dataset_provenance,
+    "report_generator": _report_generator_provenance,
 }
 
 
@@ -567,6 +626,9 @@ def _default_body(kind: str, title: str) -> str:
                      "pipe = CXRLatentDiffusionPipeline.from_pretrained(\"REPO\")\n```",
         "prompt_set": "```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained(\"REPO\")\n```",
         "dataset": "```python\nfrom datasets import load_dataset\nds = load_dataset(\"REPO\")\n```",
+        "report_generator": "```python\nimport genssl_hf\nfrom transformers import AutoProcessor, VisionEncoderDecoderModel\n"
+                            "model = VisionEncoderDecoderModel.from_pretrained(\"REPO\")\n"
+                            "processor = AutoProcessor.from_pretrained(\"REPO\")\n```",
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
 
@@ -762,10 +824,12 @@ def _publish_folder(
             raise ValueError(f"dry-run folder {dest} is the artifact folder itself; pick another path")
         if dest.exists() and not overwrite:
             raise FileExistsError(f"dry-run folder {dest} already exists (pass overwrite=True to replace it)")
-    if metrics is None and kind in ("encoder", "classifier"):
+    if metrics is None and kind in ("encoder", "classifier", "report_generator"):
         # the fine-tuning stage writes its selected model's metrics beside the weights
         metrics = next((source / n for n in METRICS_FILES if (source / n).is_file()), None)
     metrics_data = _read_metrics(metrics)
+    if kind == "report_generator" and license is None:
+        license = _report_generator_license(source)  # the training corpus's terms carry over to the model
     index = _resolve_index(real_data, allow_unchecked)
 
     # 1. the source reloads with its own loader (before any work)

@@ -3,11 +3,13 @@
 * :class:`AdaINImageProcessor`: transformers image processor (PIL/numpy backend), reachable through
   ``AutoImageProcessor.from_pretrained(dir)`` once ``genssl_hf`` is imported.
 * :func:`compute_reference_stats`: streaming pooled / per-image statistics with provenance.
+* :class:`ReportGeneratorProcessor`: AdaIN image processor + tokenizer for report generation (``AutoProcessor``).
 * :func:`adain_batch`, :class:`MAEAugment`: batched tensor AdaIN and the MAE augmentation for training loops.
 """
 
 from .augment import ADAIN_MODES, MAEAugment, adain_batch
 from .image_processor import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD, AdaINImageProcessor, adain_numpy, register_auto_class
+from .report_processor import ReportGeneratorProcessor, register_report_processor, special_token_ids
 from .stats import (
     STATISTICS,
     ReferenceStats,
@@ -19,6 +21,7 @@ from .stats import (
 )
 
 register_auto_class()
+register_report_processor()
 
 __all__ = [
     "ADAIN_MODES",
@@ -27,6 +30,9 @@ __all__ = [
     "PAPER_ADAIN_MEAN",
     "PAPER_ADAIN_STD",
     "ReferenceStats",
+    "ReportGeneratorProcessor",
+    "register_report_processor",
+    "special_token_ids",
     "ReferenceStatsAccumulator",
     "RunningMoments",
     "STATISTICS",

@@ -34,7 +34,8 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
-from genssl_hf.training.mae import PRESETS as MAE_PRESETS
+from genssl_hf.models.classifier import build_resnet_classifier, is_cnn_init
+from genssl_hf.models.presets import RESNET_PRESETS, VIT_PRESETS
 from genssl_hf.training.mae_init import warn_if_position_blind_folder
 from genssl_hf.utils import pretrained_path
 
@@ -53,12 +54,8 @@ __all__ = [
 # ("model type `genssl_hf_vit` ... does not recognize this architecture") then names what to install.
 GENSSL_CLASSIFIER_MODEL_TYPE = "genssl_hf_vit"
 
-# Encoder architectures: the encoder half of the MAE presets (one source of truth), so a
-# random-init baseline has exactly the architecture of the pre-trained encoders it is compared with.
-_ENCODER_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
-VIT_PRESETS: dict[str, dict[str, Any]] = {
-    name: {k: preset[k] for k in _ENCODER_KEYS} for name, preset in MAE_PRESETS.items()
-}
+# Encoder architectures: the encoder half of the MAE presets, defined in genssl_hf.models (one source
+# of truth), so a random-init baseline has exactly the architecture of the pre-trained encoders.
 
 # ViT fields shared with ViTMAE configs; everything else (mask ratio, decoder) is dropped.
 _ENCODER_KEYS = (
@@ -147,7 +144,14 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def encoder_config(init: str | os.PathLike) -> tuple[GenSSLViTConfig, Path | None]:
     """A ``ViTConfig`` for a preset name (``tiny``/``vit-s16``/``vit-b16``, random init) or a folder
-    holding a ViT / ViTMAE / genssl_hf classifier; returns ``(config, folder or None)``."""
+    holding a ViT / ViTMAE / genssl_hf classifier; returns ``(config, folder or None)``. A ResNet
+    preset or folder (the CNN slot) gives a ``ResNetConfig``."""
+    if is_cnn_init(init):
+        from transformers import ResNetConfig
+
+        if str(init) in RESNET_PRESETS:
+            return ResNetConfig(num_channels=3, **RESNET_PRESETS[str(init)]), None
+        return ResNetConfig.from_pretrained(str(init)), Path(init)
     if str(init) in VIT_PRESETS:
         return GenSSLViTConfig(**VIT_PRESETS[str(init)]), None
     path = pretrained_path(init)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
@@ -179,7 +183,17 @@ def build_classifier(
 
     ``image_size`` / ``num_channels`` override the preset (random init only; a checkpoint keeps its
     own, and other input sizes interpolate the position embeddings).
+
+    A ResNet preset or folder gives ``ResNetForImageClassification`` (``pooling`` does not apply: the
+    head reads the global average pool; no drop path or label smoothing there).
     """
+    if is_cnn_init(init):
+        if drop_path_rate:
+            raise ValueError(f"drop path is not available for the ResNet {init!r}; use --drop_path 0")
+        if label_smoothing:
+            raise ValueError(f"label smoothing is not available for the ResNet {init!r}")
+        return build_resnet_classifier(init, label_names, multi_label=multi_label, image_size=image_size,
+                                       head_init_std=head_init_std)
     config, folder = encoder_config(init)
     if folder is None:
         if image_size is not None:

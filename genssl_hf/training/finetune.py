@@ -41,7 +41,10 @@ import numpy as np
 import torch
 
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
+from genssl_hf.models.classifier import is_cnn_init
+from genssl_hf.models.presets import RESNET_PRESETS
 from genssl_hf.training.classifier import VIT_PRESETS, GenSSLViTForImageClassification, build_classifier, encoder_config
+from genssl_hf.training.common import param_groups
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
@@ -90,6 +93,13 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "vit-b16": dict(arch="vit-b16", image_size=224, batch_size=128, total_batch_size=1024, blr=2.5e-4, epochs=75,
                     warmup_epochs=5, drop_path=0.3, layer_decay=0.65, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                     num_workers=8),
+    # the CNN slot (ResNetForImageClassification): no layer decay or drop path in a ResNet
+    "resnet-tiny": dict(arch="resnet-tiny", image_size=64, batch_size=32, total_batch_size=None, blr=1e-3, epochs=10,
+                        warmup_epochs=1, drop_path=0.0, layer_decay=1.0, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
+                        num_workers=0),
+    "resnet": dict(arch="resnet", image_size=224, batch_size=256, total_batch_size=1024, blr=1e-3, epochs=75,
+                   warmup_epochs=5, drop_path=0.0, layer_decay=1.0, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
+                   num_workers=8),
 }
 # Linear probing (MAE protocol, with AdamW instead of LARS): frozen encoder, no drop path, no
 # layer decay, no weight decay, crop + flip only.
@@ -117,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("model")
     g.add_argument("--init", required=True,
-                   help="MAE / ViT checkpoint folder, or a preset for random init: " + ", ".join(VIT_PRESETS))
+                   help="MAE / ViT / ResNet checkpoint or encoder folder, or a preset for random init: "
+                        + ", ".join([*VIT_PRESETS, *RESNET_PRESETS]))
     g.add_argument("--preset", choices=list(FINETUNE_PRESETS), default=None,
                    help="recipe defaults (default: tiny for --init tiny, else vit-b16 / vit-s16 by width, tiny below)")
     g.add_argument("--mode", choices=["finetune", "linear_probe"], default="finetune")
@@ -186,6 +197,8 @@ def _auto_preset(init: str) -> str:
     if init in FINETUNE_PRESETS:
         return init
     cfg, _ = encoder_config(init)
+    if is_cnn_init(init):
+        return "resnet-tiny" if cfg.hidden_sizes[-1] <= 128 else "resnet"
     if cfg.hidden_size >= 768:
         return "vit-b16"
     if cfg.hidden_size >= 384:
@@ -372,7 +385,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.image_size is None:
         args.image_size = int(model.config.image_size)
-    if args.image_size % model.config.patch_size:
+    cnn = is_cnn_init(args.init)
+    if args.image_size % getattr(model.config, "patch_size", 1):
         raise ValueError(f"--image_size {args.image_size} is not divisible by the patch size {model.config.patch_size}")
     source_processor = _image_processor_of(init_folder)
     if source_processor is not None:
@@ -398,8 +412,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                              f"({eff_batch} x {nproc})")
         accumulation = max(1, args.total_batch_size // (eff_batch * nproc))
     accelerator = make_accelerator(args, gradient_accumulation_steps=accumulation)
-    model.set_attn_implementation(
-        resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
+    if not cnn:  # ResNets have no attention kernel to choose
+        model.set_attn_implementation(
+            resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
     set_seed(args.seed)
     total_batch = eff_batch * accelerator.num_processes * accumulation
     lr = args.lr if args.lr is not None else args.blr * total_batch / 256.0
@@ -413,7 +428,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     eval_collate = Collator(args.image_size, multi_label, len(label_names), args.image_column)
     val_loader = torch.utils.data.DataLoader(splits["validation"], batch_size=args.eval_batch_size, shuffle=False,
                                              collate_fn=eval_collate, num_workers=args.num_workers)
-    groups = param_groups_lrd(model, lr, args.weight_decay, args.layer_decay)
+    if cnn and args.layer_decay != 1.0:
+        raise ValueError(f"--layer_decay {args.layer_decay} needs a ViT; a ResNet trains all stages at one lr (use 1.0)")
+    groups = (param_groups(model, args.weight_decay, lr=lr) if cnn
+              else param_groups_lrd(model, lr, args.weight_decay, args.layer_decay))
     for g in groups:
         g.pop("param_names", None)
         g.pop("layer_ids", None)
@@ -454,7 +472,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             "augment": augment.settings, "normalizer": dataclasses.asdict(normalizer),
             "normalizer_source": str(init_folder / "preprocessor_config.json") if source_processor is not None else "default",
             "validation_source": splits["validation_source"],
-            "attn_implementation": model.config._attn_implementation,
+            "attn_implementation": None if cnn else model.config._attn_implementation,
         }
     }
     if accelerator.is_main_process:
@@ -479,14 +497,15 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     history: list[dict[str, Any]] = list(state.extra.get("history", []))
     best = state.extra.get("best")
     model.train()
+    encoder = unwrapped.resnet if cnn else unwrapped.vit
     if args.mode == "linear_probe":
-        unwrapped.vit.eval()
+        encoder.eval()  # frozen: no dropout, and BN keeps its pre-trained statistics
 
     def evaluate_and_select() -> None:
         nonlocal best
         probs, y = predict_dataset(model, val_loader, normalizer, accelerator)
         if args.mode == "linear_probe":
-            unwrapped.vit.eval()
+            encoder.eval()
         m = classification_metrics(y, probs, label_names=label_names)
         logits_loss = _val_loss(probs, y, multi_label)
         entry = {"step": state.global_step, "epoch": state.global_step / steps_per_epoch, "loss": logits_loss,
@@ -559,7 +578,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                            {"validation_last": final_val})
     accelerator.wait_for_everyone()
     if "test" in splits:
-        best_model = GenSSLViTForImageClassification.from_pretrained(out_dir / "best").to(accelerator.device)
+        best_model = type(unwrapped).from_pretrained(out_dir / "best").to(accelerator.device)
         test_loader = accelerator.prepare(torch.utils.data.DataLoader(
             splits["test"], batch_size=args.eval_batch_size, shuffle=False, collate_fn=eval_collate,
             num_workers=args.num_workers))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
+from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
@@ -53,18 +54,8 @@ from genssl_hf.training.common import (
 )
 from genssl_hf.utils import pretrained_path, read_json, write_json
 
-# Architecture presets. vit-s16 / vit-b16 follow the GEN-SSL / MED-MAE recipe; tiny runs on a laptop CPU.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                 intermediate_size=512, decoder_hidden_size=96, decoder_num_hidden_layers=1,
-                 decoder_num_attention_heads=4, decoder_intermediate_size=384),
-    "vit-s16": dict(image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                    intermediate_size=1536, decoder_hidden_size=512, decoder_num_hidden_layers=2,
-                    decoder_num_attention_heads=16, decoder_intermediate_size=2048),
-    "vit-b16": dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                    intermediate_size=3072, decoder_hidden_size=512, decoder_num_hidden_layers=8,
-                    decoder_num_attention_heads=16, decoder_intermediate_size=2048),
-}
+# Architecture presets live in genssl_hf.models (one source of truth); re-exported here for old imports.
+PRESETS = VIT_MAE_PRESETS
 # Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
 RECIPES: dict[str, dict[str, Any]] = {
     # Small CPU batches need a larger base lr to move in a few hundred steps.

@@ -1,0 +1,78 @@
+"""The figure every pre-training run writes: what the network saw (the augmented views of a few
+training images) and what it learned over time (loss, embedding std, kNN / rotation accuracy)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ssl_figure"]
+
+
+@torch.no_grad()
+def ssl_figure(path: str | os.PathLike, views, ds: Any, image_column: str, image_size: int,
+               history: list[dict[str, float]], method: str, backbone: str, num_views: int,
+               n: int = 4, seed: int = 0) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genssl_hf.training.mae import ImageCollator
+    from genssl_hf.training.ssl.transforms import rotate_batch_4way
+    from genssl_hf.utils import atomic_write_bytes
+
+    rows = []
+    for row in ds:
+        rows.append(row)
+        if len(rows) >= n:
+            break
+    images = ImageCollator(image_size, image_column)(rows)
+    torch.manual_seed(seed)
+    device = next(iter(views.buffers()), torch.zeros(())).device
+    shown = [views(images.to(device)).cpu() for _ in range(num_views)]
+    titles = [f"view {i + 1}" for i in range(num_views)]
+    if method == "rotation":
+        rotated, _ = rotate_batch_4way(shown[0])
+        shown = list(rotated.chunk(4))
+        titles = ["0 deg", "90 deg", "180 deg", "270 deg"]
+    m, s = views.settings["image_mean"], views.settings["image_std"]
+    curves = [k for k in ("train/loss", "train/embedding_std", "train/feature_std", "eval/knn_accuracy",
+                          "eval/knn_mean_auc", "train/rotation_accuracy") if any(k in h for h in history)]
+    ncols = 1 + len(shown)
+    nrows = len(images)
+    fig = plt.figure(figsize=(2.0 * ncols + 4.0, 2.0 * nrows))
+    grid = fig.add_gridspec(nrows, ncols + 2)
+    for i in range(nrows):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
+        ax.axis("off")
+        if i == 0:
+            ax.set_title("input", fontsize=8)
+        for j, v in enumerate(shown):
+            ax = fig.add_subplot(grid[i, j + 1])
+            ax.imshow((v[i, 0] * s + m).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(titles[j], fontsize=8)
+    per = max(1, nrows // max(1, len(curves)))
+    for c, key in enumerate(curves):
+        ax = fig.add_subplot(grid[min(c * per, nrows - 1):min((c + 1) * per, nrows) if c < len(curves) - 1 else nrows, ncols:])
+        pts = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+        ax.set_title(key, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{method} on {backbone}: views and training curves", fontsize=9)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
