@@ -27,13 +27,15 @@ def main(argv=None) -> int:
         pre.print_usage(sys.stderr)
         print("pretrain.py: error: --method is required (mae, simclr, moco_v2, simsiam or rotation)", file=sys.stderr)
         return 2
+    from genssl_hf.hub.publish import publish_after_training  # --push_to_hub: publish once trained
+
     if known.method == "mae":
         from genssl_hf.training.mae import main as mae_main
 
-        return mae_main(rest)
+        return mae_main(rest, publish=publish_after_training)
     from genssl_hf.training.ssl.pretrain import main as ssl_main
 
-    return ssl_main(argv)
+    return ssl_main(argv, publish=publish_after_training)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 Options: ``python scripts/train_report_generator.py --help`` (genssl_hf.training.report_generator).
 """
 
+from genssl_hf.hub.publish import publish_after_training
 from genssl_hf.training.report_generator import main
 
 if __name__ == "__main__":
-    main()
+    main(publish=publish_after_training)

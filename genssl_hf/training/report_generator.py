@@ -39,6 +39,8 @@ from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     add_common_args,
+    check_publish_available,
+    is_main_process_env,
     args_to_dict,
     check_output_dir,
     cosine_schedule_with_warmup,
@@ -485,7 +487,7 @@ def save_report_generator(model, processor: ReportGeneratorProcessor, out: Path)
 
 
 def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
-    from genssl_hf.hub.cards import render_model_card  # same lazy card rendering as the MAE loop
+    from genssl_hf.core.cards import render_model_card  # same lazy card rendering as the MAE loop
     from genssl_hf.utils import atomic_write_text
 
     corpus = run_config["corpus"]
@@ -521,9 +523,14 @@ def _card_license(license_text: str | None) -> str:
     return "other"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:
+    """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
+    handed in by ``scripts/train_report_generator.py``, as training never imports ``hub``."""
     args = build_parser().parse_args(argv)
+    check_publish_available(args, publish)
     summary = train_report_generator(args)
+    if getattr(args, "push_to_hub", False) and is_main_process_env():
+        summary["hub_url"] = publish("report_generator", args.output_dir, args.hub_model_id)
     print(json.dumps({k: v for k, v in summary.items()}, indent=1, default=str))
     return summary
 

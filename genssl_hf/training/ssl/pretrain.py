@@ -44,7 +44,8 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
-    push_to_hub,
+    check_publish_available,
+    is_main_process_env,
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
@@ -308,15 +309,13 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
                                                result.history, args.method, args.backbone, method_cls.num_views,
                                                seed=args.seed))
         write_json(out / "train_summary.json", summary)
-        if args.push_to_hub:
-            summary["hub_url"] = push_to_hub("encoder", out, args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
 
 def _render_card(args: argparse.Namespace, run_config: dict[str, Any], summary: dict[str, Any]) -> str:
-    from genssl_hf.hub.cards import render_model_card
+    from genssl_hf.core.cards import render_model_card
 
     family = run_config["backbone"]["family"]
     card_data = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "image-feature-extraction",
@@ -331,13 +330,18 @@ def _render_card(args: argparse.Namespace, run_config: dict[str, Any], summary: 
     return str(card)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, publish=None) -> int:
+    """Command line: pre-train, then (scripts only) publish the encoder folder; ``publish(kind, folder,
+    repo_id) -> url`` is handed in by ``scripts/pretrain.py``, as training never imports ``hub``."""
     args = build_parser().parse_args(argv)
+    check_publish_available(args, publish)
     try:
         summary = pretrain_ssl(args)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    if args.push_to_hub and is_main_process_env():
+        summary["hub_url"] = publish("encoder", args.output_dir, args.hub_model_id)
     print({k: summary.get(k) for k in ("method", "backbone", "global_step", "final_loss", "images_per_second", "interrupted")})
     return 0
 
