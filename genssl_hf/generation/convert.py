@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..validation import checked_parser
 from .models import BUNDLE_SCALE_FACTOR, CXRAutoencoderKL, CXRDiffusionUNet
 
 __all__ = [
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-text-length", type=int, default=77)
     ap.add_argument("--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA")
     ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
+    args = checked_parser(ap).parse_args(argv)
     convert_monai_bundle(
         args.bundle,
         args.text_encoder,

@@ -300,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset_name", default=None, help="name recorded in the provenance (default: --dataset)")
     ap.add_argument("--streaming", action="store_true")
     ap.add_argument("--output", required=True)
-    a = ap.parse_args(argv)
+    from ..validation import checked_parser
+
+    a = checked_parser(ap).parse_args(argv)
     p = Path(a.dataset)
     if p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
         ds = datasets.load_from_disk(str(p))

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genssl_hf.validation import checked_parser
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.classifier import VIT_PRESETS, GenSSLViTForImageClassification, build_classifier, encoder_config
 from genssl_hf.training.common import (
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_bootstrap", type=int, default=0, help="bootstrap replicates for the test-set CIs")
     add_common_args(p)
     p.set_defaults(mixed_precision="no", checkpointing_steps=0)
-    return p
+    return checked_parser(p)
 
 
 def _auto_preset(init: str) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..validation import checked_parser
 from ..utils import atomic_dir
 from .common import (
     EpochShuffleSampler,
@@ -267,7 +268,7 @@ def autoencoder_parser() -> argparse.ArgumentParser:
     g.add_argument("--perceptual_weight", type=float, default=0.0,
                    help="MONAI PerceptualLoss weight; > 0 needs its pretrained weights (downloaded by MONAI)")
     g.add_argument("--perceptual_network", default="squeeze")
-    return p
+    return checked_parser(p)
 
 
 def _ae_model(args):
@@ -468,7 +469,7 @@ def ldm_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_validation_images", type=int, default=4)
     g.add_argument("--validation_steps", type=int, default=50, help="DDIM steps of the sample grid")
     g.add_argument("--guidance_scale", type=float, default=7.0)
-    return p
+    return checked_parser(p)
 
 
 def _load_autoencoder(path: str):

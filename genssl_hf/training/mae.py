@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
+from genssl_hf.validation import check_namespace, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--figure_samples", type=int, default=4)
     g.add_argument("--stop_after_steps", type=int, default=None,
                    help="stop after this many optimiser steps as if interrupted (time-boxed jobs); resume later")
-    return p
+    return checked_parser(p)
 
 
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -341,6 +342,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
     output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
     args = _resolve(args)
+    check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
     image_size = args.image_size or PRESETS[args.preset]["image_size"]
     patch_size = args.patch_size or PRESETS[args.preset]["patch_size"]
     check_mae_shape(image_size, patch_size, args.mask_ratio)  # before any data or model work
