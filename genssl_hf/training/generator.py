@@ -91,7 +91,6 @@ def load_image_text_dataset(
     :func:`genssl_hf.data.phantom.phantom_dataset`, seeded by ``seed``), a folder saved with
     ``save_to_disk``, a local data folder/file (parquet, imagefolder...) or a Hub dataset name.
     Checks the image and text columns exist and the dataset is not empty."""
-    import datasets
 
     if spec.startswith("phantom:"):
         from ..data.phantom import phantom_dataset
@@ -102,24 +101,9 @@ def load_image_text_dataset(
             raise ValueError(f"--dataset {spec!r}: expected phantom:N with N an integer") from None
         ds = phantom_dataset(n, size=resolution, seed=seed)
     else:
-        path = Path(spec)
-        if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-            ds = datasets.load_from_disk(str(path))
-        elif path.exists():
-            if path.is_file():
-                ext = path.suffix.lstrip(".")
-                builder = {"jsonl": "json", "parquet": "parquet", "csv": "csv", "arrow": "arrow"}.get(ext, ext)
-                ds = datasets.load_dataset(builder, data_files=str(path), split=split)
-            else:
-                ds = datasets.load_dataset(str(path), config_name, split=split)
-        else:
-            ds = datasets.load_dataset(spec, config_name, split=split)
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(f"--dataset {spec}: no split {split!r} (has {list(ds)})")
-            ds = ds[split]
-    if image_column not in ds.column_names:
-        raise ValueError(f"--dataset {spec}: no image column {image_column!r} (columns: {ds.column_names})")
+        from ..data.open import open_image_dataset
+
+        ds = open_image_dataset(spec, split, image_column=image_column, dataset_config=config_name)
     if text_column is not None and text_column not in ds.column_names:
         raise ValueError(f"--dataset {spec}: no text column {text_column!r} (columns: {ds.column_names})")
     if len(ds) == 0:
