@@ -226,3 +226,32 @@ def check_options(parser: argparse.ArgumentParser, options: Mapping[str, Any], w
             if action.choices is not None and converted not in action.choices:
                 problems.append(f"{where}.{key}: {v!r} is not one of {list(action.choices)}")
     return problems
+
+
+def check_weight_files(folder: str | "os.PathLike[str]", what: str, depth: int = 2) -> None:
+    """Open the header of every ``*.safetensors`` file in ``folder`` (and its sub-folders, for
+    pipeline folders), so that a truncated or garbage weight file fails now, naming the option
+    and the file, instead of deep inside ``from_pretrained`` ("header too large"). A folder only;
+    preset names and Hub ids are left to their loaders."""
+    import os
+    from pathlib import Path
+
+    root = Path(os.fspath(folder))
+    if not root.is_dir():
+        return
+    files = [p for level in range(depth + 1) for p in root.glob("/".join(["*"] * level + ["*.safetensors"]))]
+    for path in sorted(files):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+            header_len = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < header_len <= size - 8:
+                raise ValueError(f"header length {header_len} does not fit a file of {size} bytes")
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:  # parses the header, checks the data offsets
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{what} {root}: weight file {path} is not a readable safetensors file "
+                             f"({type(exc).__name__}: {exc}); re-download or re-save it") from None

@@ -571,6 +571,17 @@ class DiffusersGenerator:
     def default_size(self) -> tuple[int, int] | None:
         return _pipeline_default_size(self.pipeline)
 
+    def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int | None]:
+        """Tokens of each prompt the pipeline's text encoder cuts off (None: unknown)."""
+        own = getattr(self.pipeline, "prompt_token_overflow", None)
+        if own is not None:
+            return list(own(prompts))
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if tokenizer is None or not isinstance(limit, int) or limit > 1_000_000:
+            return [None] * len(prompts)
+        return [max(0, len(ids) - limit) for ids in tokenizer(list(prompts), truncation=False)["input_ids"]]
+
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> Any:
         import torch
 
@@ -614,6 +625,9 @@ class PhantomGenerator:
     class: such a prompt renders a film without X, matching its "no X" label."""
 
     batch_invariant = True  # numpy, one image at a time: bit-exact for any batch size or thread count
+
+    def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int]:
+        return [0] * len(prompts)  # the prompt parser reads the whole text
 
     def __init__(self, size: int = 128, generator_id: str | None = None):
         from genssl_hf.data import phantom
@@ -783,6 +797,8 @@ def generated_features(
         "seed": datasets.Value("int64"),
         "index": datasets.Value("int64"),
         "generator_id": datasets.Value("string"),
+        # tokens of the prompt the text encoder cut off (0: none; null: the generator cannot say)
+        "prompt_tokens_truncated": datasets.Value("int32"),
     }
     if report_mode:
         extra: dict[str, Any] = {}
@@ -1020,6 +1036,8 @@ class VerificationReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     prompt_counts: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    truncated_prompts: int = 0  # images whose prompt the text encoder cut
+    max_tokens_truncated: int = 0
 
     def summary(self) -> str:
         if self.ok:
@@ -1390,6 +1408,7 @@ def generate_dataset(
                     break
                 cols = source.rows(a, b)
                 texts = cols.pop("_text", None) or cols["prompt"]
+                cols["prompt_tokens_truncated"] = _token_overflow(gen_obj, texts)
                 images: list[np.ndarray] = []
                 for bs in range(0, b - a, batch_size):
                     be = min(bs + batch_size, b - a)
@@ -1480,6 +1499,20 @@ def _check_pipeline_size(path: Path, height: int, width: int) -> None:
     if height % factor or width % factor:
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the downsampling of the "
                          f"autoencoder in {path}; choose --image-size / --height / --width as a multiple of {factor}")
+
+
+def _token_overflow(generator: Any, texts: Sequence[str]) -> list[int | None]:
+    """Per prompt, the tokens the generator's text encoder cuts off (warned about once per run)."""
+    count = getattr(generator, "prompt_token_overflow", None)
+    values = list(count(texts)) if count is not None else [None] * len(texts)
+    cut = [(t, n) for t, n in zip(texts, values) if n]
+    if cut and not getattr(generator, "_genssl_truncation_warned", False):
+        logger.warning("%d prompt(s) of this chunk are longer than the text encoder reads and are cut (e.g. %r... "
+                       "loses %d tokens); the dataset records the count in prompt_tokens_truncated", len(cut),
+                       cut[0][0][:60], cut[0][1])
+        with contextlib.suppress(AttributeError):
+            generator._genssl_truncation_warned = True
+    return values
 
 
 def _has_stored_images(out: Path) -> bool:
@@ -1606,7 +1639,7 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
 
             features = datasets.Features.from_arrow_schema(pf.schema_arrow)
         names = set(pf.schema_arrow.names)
-        want = [c for c in ("index", "prompt", "class_label", "label", "labels") if c in names]
+        want = [c for c in ("index", "prompt", "class_label", "label", "labels", "prompt_tokens_truncated") if c in names]
         table = pf.read(columns=want)
         idx = np.asarray(table.column("index").to_numpy(), dtype=np.int64)
         counts = collections.Counter(idx.tolist())
@@ -1621,6 +1654,10 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
         report.num_found += len(inside)
         if "prompt" in names:
             prompt_counts.update(table.column("prompt").to_pylist())
+        if "prompt_tokens_truncated" in names:
+            cut = [v for v in table.column("prompt_tokens_truncated").to_pylist() if v]
+            report.truncated_prompts += len(cut)
+            report.max_tokens_truncated = max([report.max_tokens_truncated, *cut])
         for col in ("class_label", "label"):
             if col in names:
                 cl = features[col]

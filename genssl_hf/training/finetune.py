@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.validation import checked_parser
+from genssl_hf.validation import check_weight_files, checked_parser
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.classifier import VIT_PRESETS, GenSSLViTForImageClassification, build_classifier, encoder_config
 from genssl_hf.training.common import (
@@ -52,6 +52,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     push_to_hub,
     resumable_batches,
     seed_step,
@@ -331,6 +332,7 @@ def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int)
     return 1.0 if not min_steps or planned >= min_steps else float(min_steps) / planned
 
 
+@no_trace_on_early_failure
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
     final metrics dict (also written to ``<output_dir>/metrics.json``)."""
@@ -340,6 +342,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_dir)
     check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    check_weight_files(args.init, "--init")
     splits = load_splits(args)  # all data errors surface here, before any compute
     train_ds = splits["train"]
     targets, label_names, multi_label = targets_of(train_ds)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..validation import checked_parser
+from ..validation import check_weight_files, checked_parser
 from ..utils import atomic_dir
 from .common import (
     EpochShuffleSampler,
@@ -44,6 +44,7 @@ from .common import (
     init_trackers,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     resumable_batches,
     seed_step,
     write_run_config,
@@ -259,6 +260,7 @@ def _ae_model(args):
     from ..generation.models import BUNDLE_AUTOENCODER_CONFIG, PHANTOM_AUTOENCODER_CONFIG, CXRAutoencoderKL
 
     if args.init_from:
+        check_weight_files(args.init_from, "--init_from")
         path = Path(args.init_from)
         path = path / "vae" if (path / "vae" / "config.json").is_file() else path
         if not (path / "config.json").is_file():
@@ -285,6 +287,7 @@ def _time_up(t0: float, minutes: float | None) -> bool:
     return minutes is not None and (time.perf_counter() - t0) / 60.0 >= minutes
 
 
+@no_trace_on_early_failure
 def train_autoencoder(args: argparse.Namespace) -> Path:
     """Run the autoencoder loop described by ``args`` (see :func:`autoencoder_parser`); returns the
     saved ``<output_dir>/autoencoder`` folder."""
@@ -523,6 +526,7 @@ def estimate_scale_factor(vae, batches: Sequence[torch.Tensor], accelerator=None
     return 1.0 / std
 
 
+@no_trace_on_early_failure
 def train_ldm(args: argparse.Namespace) -> Path:
     """Run the LDM loop described by ``args`` (see :func:`ldm_parser`); returns the saved
     ``<output_dir>/pipeline`` folder."""
@@ -535,6 +539,9 @@ def train_ldm(args: argparse.Namespace) -> Path:
     if not 0.0 <= args.prompt_dropout < 1.0:
         raise ValueError(f"--prompt_dropout must be in [0, 1), got {args.prompt_dropout}")
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    for option, folder in (("--init_from", args.init_from), ("--autoencoder", args.autoencoder)):
+        if folder:
+            check_weight_files(folder, option)
     vae, vae_path = _load_autoencoder(args.autoencoder)
     _check_resolution(args.resolution, vae.downsample_factor)
     text_model, tokenizer, text_source = _load_text(args.text_encoder, args.tokenizer)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from genssl_hf.validation import check_namespace, checked_parser
+from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
@@ -45,6 +45,7 @@ from genssl_hf.training.common import (
     init_trackers,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     push_to_hub,
     resumable_batches,
     seed_step,
@@ -299,6 +300,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------- loop
+@no_trace_on_early_failure
 def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
     ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
@@ -312,6 +314,8 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    if args.init_from:
+        check_weight_files(args.init_from, "--init_from")
     if dataset is None and args.dataset is None:
         raise ValueError("no training data: pass --dataset (or a datasets object)")
     skipped: list = []
