@@ -55,6 +55,8 @@ def _parsers() -> dict[str, Callable[[], Any]]:
 
 
 def _type_problem(value: Any, kind: str, where: str) -> str | None:
+    if value is None:  # JSON null: the setting's default
+        return None
     ok = {
         INT: isinstance(value, int) and not isinstance(value, bool),
         FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
