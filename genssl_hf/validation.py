@@ -51,7 +51,7 @@ NUMERIC_RANGES: dict[str, str] = {
     "n_bootstrap": ">=0", "robustness_max_samples": ">=1", "attention": ">=0", "quality_max_images": ">=1",
     "disc_channels": ">=1", "disc_layers": ">=1", "max_text_length": ">=1", "scale_factor_batches": ">=1",
     "num_validation_images": ">=0", "validation_steps": ">=0", "llm_max_new_tokens": ">=1", "randaug_n": ">=0",
-    "severities": "[1,5]", "max_images": ">=1", "sample_size": ">=1", "size": ">=1",
+    "severities": "[1,5]", "max_images": ">=1", "sample_size": ">=1", "size": ">=1", "calibration_bins": ">=2",
     # durations and rates
     "num_train_epochs": ">0", "epochs": ">0", "warmup_epochs": ">=0", "eval_every_epochs": ">0", "max_train_minutes": ">0",
     "learning_rate": ">0", "base_learning_rate": ">0", "lr": ">0", "blr": ">0", "disc_learning_rate": ">0",
@@ -59,7 +59,7 @@ NUMERIC_RANGES: dict[str, str] = {
     "layer_decay": "(0,1]", "drop_path": "[0,1)", "label_smoothing": "[0,1)",
     # fractions, probabilities, weights
     "mask_ratio": "(0,1)", "crop_scale_min": "(0,1]", "crop_scale": "(0,1]", "val_fraction": "(0,1)",
-    "label_fraction": "(0,1]", "validation_fraction": "(0,1)", "test_fraction": "(0,1)", "hflip": "[0,1]", "rotation": "[0,180]", "randaug_m": ">=0", "threshold": "[0,1]",
+    "label_fraction": "(0,1]", "validation_fraction": "(0,1)", "test_fraction": "(0,1)", "target_sensitivity": "(0,1]", "hflip": "[0,1]", "rotation": "[0,180]", "randaug_m": ">=0", "threshold": "[0,1]",
     "prompt_dropout": "[0,1]", "drop_negative_sentences": "[0,1]", "kl_weight": ">=0", "adv_weight": ">=0",
     "perceptual_weight": ">=0", "guidance_scale": ">=0", "guidance": ">=0", "scale_factor": ">0",
     # AdaIN targets and normalisation
