@@ -25,9 +25,7 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     # mkdtemp makes a private (0700) folder; give the final folder the usual umask permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
         if target.exists():
@@ -46,8 +44,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
     try:
+        # mkstemp makes a private (0600) file; the result gets the mode any new file gets (umask),
+        # so a card or config is as readable as the shards beside it.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -57,6 +58,97 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_prefix(name: str) -> str:
+    """Name prefix of the atomic writers' temporary files for ``name``: ``.<name>.tmp-``."""
+    return f".{name}.tmp-"
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: "Iterator[str] | list[str] | tuple[str, ...]") -> list[Path]:
+    """Delete the temporary files a killed atomic write of ``folder/<name>`` left behind (call it
+    only while no other process writes these files, e.g. under :class:`FolderLock`); returns them."""
+    removed = []
+    folder = Path(folder)
+    for name in names:
+        for stale in folder.glob(temp_prefix(name) + "*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process holds the writer lock of an output folder."""
+
+
+class FolderLock:
+    """Exclusive writer lock of an output folder: ``<folder>/.genssl-writer.lock``, held with
+    ``flock`` (so the kernel releases it when the holder dies, even on SIGKILL: a stale file
+    never blocks anyone). A second writer fails at once with :class:`FolderBusyError` naming the
+    holder. Creates ``folder`` if needed (``created`` says whether it did); the lock file is
+    removed on release."""
+
+    NAME = ".genssl-writer.lock"
+
+    def __init__(self, folder: str | os.PathLike, what: str = "output folder"):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.what = what
+        self.created = False
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+        import socket
+        import time
+
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown process"
+                finally:
+                    os.close(fd)
+                raise FolderBusyError(
+                    f"{self.what} {self.folder} is being written by another run ({holder}); wait for it to "
+                    f"finish or choose another output folder (two writers would corrupt each other's files)"
+                ) from None
+            try:  # the holder may have released and unlinked it between our open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -164,6 +164,8 @@ def check_image_file(path: str | os.PathLike) -> None:
     thorough check.
     """
     path = str(path)
+    if os.path.isdir(path):
+        raise CXRReadError(path, "is a folder, not an image file")
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -177,12 +179,15 @@ def check_image_file(path: str | os.PathLike) -> None:
     if head.startswith(_JPEG_SOI):
         if not _jpeg_has_end(tail):
             raise CXRReadError(path, "truncated JPEG (no end-of-image marker)")
+        _open_header(path)  # the frame size, for the decompression-bomb limit
         return
     if head.startswith(_PNG_SIGNATURE):
         if head[12:16] != b"IHDR":
             raise CXRReadError(path, "corrupt PNG (no IHDR chunk)")
         if b"IEND" not in tail[-64:]:
             raise CXRReadError(path, "truncated PNG (no IEND chunk)")
+        width, height = struct.unpack(">II", head[16:24])
+        _check_pixel_count(path, width, height)
         return
     if head[128:132] == b"DICM" or path.lower().endswith(DICOM_EXTENSIONS):
         import pydicom
@@ -194,10 +199,29 @@ def check_image_file(path: str | os.PathLike) -> None:
         if "Rows" not in ds or "Columns" not in ds:
             raise CXRReadError(path, "DICOM file has no image (no Rows/Columns)")
         return
+    _open_header(path)
+
+
+def _check_pixel_count(path: str, width: int, height: int) -> None:
+    """PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, doubled as PIL's own error
+    threshold), as a :class:`CXRReadError` that ``on_error="skip"`` can skip."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > 2 * limit:
+        raise CXRReadError(path, f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the "
+                                 f"limit of {2 * limit} (PIL.Image.MAX_IMAGE_PIXELS x 2; raise it for such files)")
+
+
+def _open_header(path: str) -> None:
+    """Parse the header with PIL (no pixel decoding): unreadable files and decompression bombs
+    become :class:`CXRReadError`."""
     try:
         with Image.open(path) as im:
-            im.size  # noqa: B018 - header parsed on open
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            _check_pixel_count(path, *im.size)
+    except CXRReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise CXRReadError(path, f"decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
         raise CXRReadError(path, f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -238,6 +262,8 @@ def read_cxr(
     if normalize not in ("dtype", "minmax"):
         raise ValueError(f"normalize must be 'dtype' or 'minmax', got {normalize!r}")
     try:
+        if os.path.isdir(path):
+            raise CXRReadError(path, "is a folder, not an image file")
         if not os.path.isfile(path):
             raise CXRReadError(path, "file does not exist")
         if is_dicom(path):
@@ -262,6 +288,8 @@ def _read_pil(path, *, normalize: str, window) -> np.ndarray:
             return _pil_to_float(im, normalize=normalize, window=window)
     except CXRReadError:
         raise
+    except Image.DecompressionBombError as exc:  # not an OSError: would escape on_error="skip"
+        raise CXRReadError(path, f"decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
         raise CXRReadError(path, f"{type(exc).__name__}: {exc}") from exc
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genssl_hf.validation import checked_parser
 from genssl_hf.evaluation.attention import saliency_maps, save_attention_overlays
 from genssl_hf.evaluation.classification import format_accuracy_table, format_auc_table
 from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default=None, help="encoder folder (ViT / ViTMAE / classifier) for FID features")
     p.add_argument("--extractor_pooling", choices=["mean", "cls"], default="mean")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p
+    return checked_parser(p)
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..validation import checked_parser
 from .models import BUNDLE_SCALE_FACTOR, CXRAutoencoderKL, CXRDiffusionUNet
 
 __all__ = [
@@ -28,12 +29,18 @@ __all__ = [
     "parse_bundle_config",
     "load_legacy_state_dict",
     "to_old_state_dict",
+    "legacy_to_monai_state_dict",
+    "load_legacy_weights",
+    "verify_against_legacy",
     "convert_monai_bundle",
     "main",
 ]
 
 # monai-generative argument name -> MONAI >= 1.4 name
 _RENAMED_ARGS = {"num_channels": "channels"}
+# Converted and legacy networks agree to float32 rounding (measured: <= 3e-7 for the bundle's
+# UNet, 0 for autoencoders); anything above this is a mapping error, not rounding.
+LEGACY_ATOL = 1e-5
 _SCHEDULE_NAMES = {"scaled_linear_beta": "scaled_linear", "linear_beta": "linear", "cosine": "squaredcos_cap_v2"}
 
 
@@ -154,25 +161,140 @@ def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def _spatial_attention_blocks(keys) -> list[str]:
+    """Prefixes of the plain spatial self-attention blocks (MONAI's ``SpatialAttentionBlock``; not
+    the cross-attention transformer blocks) in a MONAI >= 1.4 state dict."""
+    return sorted({k[: -len(".attn.to_q.weight")] for k in keys
+                   if k.endswith(".attn.to_q.weight") and "transformer_blocks" not in k})
+
+
+def _legacy_key(new_key: str, spatial: list[str]) -> str | None:
+    """The monai-generative 0.2.3 key holding ``new_key``'s tensor, or None for a spatial block's
+    ``attn.out_proj``, which has no legacy counterpart (see :func:`legacy_to_monai_state_dict`)."""
+    block = next((b for b in spatial if new_key.startswith(b + ".attn.")), None)
+    if block is not None:
+        rest = new_key[len(block) + len(".attn."):]
+        return None if rest.startswith("out_proj.") else f"{block}.{rest}"
+    key = new_key
+    if "transformer_blocks" in key and ".out_proj." in key:
+        key = key.replace(".out_proj.", ".to_out.0.")
+    return key.replace("postconv", "conv")
+
+
+def legacy_to_monai_state_dict(model: torch.nn.Module, old: dict[str, torch.Tensor],
+                               where: str = "legacy checkpoint") -> dict[str, torch.Tensor]:
+    """Map a monai-generative 0.2.3 ``AutoencoderKL`` / ``DiffusionModelUNet`` state dict onto
+    ``model`` (MONAI >= 1.4 names), refusing any missing, mis-shaped or unused key.
+
+    Why not MONAI's ``load_old_state_dict``: monai-generative's spatial ``AttentionBlock`` (the
+    autoencoder's attention levels and non-local blocks, and the UNet's attention without text
+    conditioning) creates a ``proj_attn`` layer but its ``forward`` never applies it (attention
+    output + residual). MONAI copies ``proj_attn`` into ``attn.out_proj``, which *is* applied, so
+    every such network decodes differently after import (MONAI issues 8029 / 8030). Here
+    ``out_proj`` becomes the identity with zero bias, which reproduces the legacy forward, and
+    the dead ``proj_attn`` tensors are the only legacy keys left out; anything else unused is an
+    error. The cross-attention transformer blocks apply ``to_out.0``, mapped to ``out_proj``.
+    """
+    target = model.state_dict()
+    spatial = _spatial_attention_blocks(target)
+    dead = {f"{b}.proj_attn.{p}" for b in spatial for p in ("weight", "bias")}
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    missing: list[str] = []
+    for key, ref in target.items():
+        legacy = _legacy_key(key, spatial) if key not in old else key
+        if legacy is None:  # spatial out_proj: the legacy forward has no projection
+            out[key] = torch.eye(ref.shape[0], dtype=ref.dtype) if key.endswith("weight") else torch.zeros_like(ref)
+            continue
+        if legacy not in old:
+            missing.append(f"{key} (legacy name {legacy})")
+            continue
+        value = old[legacy]
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ValueError(f"{where}: {legacy} has shape {tuple(value.shape)}, the network built from the bundle "
+                             f"config expects {tuple(ref.shape)} for {key}; the config does not describe these weights")
+        out[key] = value
+        used.add(legacy)
+    unused = sorted(set(old) - used - dead)
+    if missing or unused:
+        raise ValueError(f"{where} does not match the network built from the bundle config: "
+                         f"{len(missing)} missing key(s) {missing[:5]}, {len(unused)} unused key(s) {unused[:5]}")
+    return out
+
+
+def load_legacy_weights(model: torch.nn.Module, old: dict[str, torch.Tensor], where: str = "legacy checkpoint") -> None:
+    """:func:`legacy_to_monai_state_dict`, loaded strictly into ``model``."""
+    model.load_state_dict(legacy_to_monai_state_dict(model, old, where), strict=True)
+
+
 def to_old_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The monai-generative (legacy) key names for a MONAI >= 1.4 ``AutoencoderKL`` /
-    ``DiffusionModelUNet`` state dict: the inverse of their ``load_old_state_dict``. Used to test
-    the import, and to hand weights back to monai-generative code."""
+    """The monai-generative 0.2.3 state dict of a MONAI >= 1.4 ``AutoencoderKL`` /
+    ``DiffusionModelUNet``: the inverse of :func:`legacy_to_monai_state_dict`. Spatial attention
+    blocks must have an identity ``out_proj`` (the legacy forward has no projection, so another
+    one cannot be expressed); their dead ``proj_attn`` is written as that identity."""
     new = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    spatial = _spatial_attention_blocks(new)
     old: dict[str, torch.Tensor] = {}
-    spatial = {k[: -len(".attn.to_k.weight")] for k in new if k.endswith(".attn.to_k.weight") and "transformer_blocks" not in k}
     for k, v in new.items():
-        o = k
-        block = next((b for b in spatial if k.startswith(b + ".attn.")), None)
-        if block is not None:
-            rest = k[len(block) + len(".attn."):]
-            o = f"{block}.proj_attn.{rest[len('out_proj.'):]}" if rest.startswith("out_proj.") else f"{block}.{rest}"
-        elif "transformer_blocks" in k and ".out_proj." in k:
-            o = k.replace(".out_proj.", ".to_out.0.")
-        if "postconv" in o:
-            o = o.replace("postconv", "conv")
-        old[o] = v
+        legacy = _legacy_key(k, spatial)
+        if legacy is None:
+            identity = torch.eye(v.shape[0], dtype=v.dtype) if k.endswith("weight") else torch.zeros_like(v)
+            if not torch.equal(v, identity):
+                raise ValueError(f"{k} is not the identity: monai-generative's spatial attention has no output "
+                                 "projection, so this network has no legacy equivalent")
+            block = k[: k.index(".attn.")]
+            old[f"{block}.proj_attn.{k.rsplit('.', 1)[1]}"] = v
+            continue
+        old[legacy] = v
     return old
+
+
+def identity_attention_projections(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every spatial attention block's ``out_proj`` to the identity (zero bias), as a network
+    imported from monai-generative has it; returns ``model``."""
+    sd = model.state_dict()
+    with torch.no_grad():
+        for block in _spatial_attention_blocks(sd):
+            module = model.get_submodule(block + ".attn.out_proj")
+            module.weight.copy_(torch.eye(module.weight.shape[0]))
+            if module.bias is not None:
+                module.bias.zero_()
+    return model
+
+
+def verify_against_legacy(kind: str, kwargs: dict[str, Any], old: dict[str, torch.Tensor], model: torch.nn.Module,
+                          image_size: int, atol: float = LEGACY_ATOL) -> float | None:
+    """Forward the converted ``model`` and the monai-generative 0.2.3 network (built from the
+    same bundle kwargs, loaded with the original checkpoint) on one fixed input; raise when they
+    differ by more than ``atol``. Returns the max abs difference, or None when monai-generative
+    is not importable (``pip install --no-deps monai-generative==0.2.3`` to enable the check)."""
+    try:
+        from generative.networks import nets as legacy_nets
+    except ImportError:
+        return None
+    legacy_kwargs = {("num_channels" if k == "channels" else k): v for k, v in kwargs.items()}
+    legacy_kwargs.pop("use_flash_attention", None)  # legacy flash attention means xformers
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if kind == "autoencoder":
+            ref = legacy_nets.AutoencoderKL(**legacy_kwargs).eval()
+            ref.load_state_dict(old, strict=True)
+            x = torch.rand(1, kwargs.get("in_channels", 1), image_size, image_size, generator=g)
+            diff = max(float((ref.encode(x)[0] - model.encode(x)[0]).abs().max()),
+                       float((ref.decode(ref.encode(x)[0]) - model.decode(ref.encode(x)[0])).abs().max()))
+        else:
+            ref = legacy_nets.DiffusionModelUNet(**legacy_kwargs).eval()
+            ref.load_state_dict(old, strict=True)
+            x = torch.randn(1, kwargs["in_channels"], image_size, image_size, generator=g)
+            t = torch.tensor([500])
+            ctx = None
+            if kwargs.get("with_conditioning"):
+                ctx = torch.randn(1, 7, kwargs["cross_attention_dim"], generator=g)
+            diff = float((ref(x, t, context=ctx) - model(x, t, context=ctx)).abs().max())
+    if not diff <= atol:
+        raise ValueError(f"converted {kind} differs from the monai-generative network by {diff:.3g} (> {atol:g}) "
+                         "on the same input: refusing to write a pipeline that would generate something else")
+    return diff
 
 
 def _load_text_encoder(spec: str | os.PathLike, tokenizer_dir: str | os.PathLike | None):
@@ -231,10 +353,17 @@ def convert_monai_bundle(
     ae_kwargs = dict(cfg["autoencoder"])
     un_kwargs = dict(cfg["unet"])
     un_kwargs.setdefault("use_flash_attention", use_flash_attention)
-    vae = CXRAutoencoderKL(**ae_kwargs)
-    unet = CXRDiffusionUNet(**un_kwargs)
-    vae.load_old_state_dict(load_legacy_state_dict(ae_path))
-    unet.load_old_state_dict(load_legacy_state_dict(un_path))
+    vae = CXRAutoencoderKL(**ae_kwargs).eval()
+    unet = CXRDiffusionUNet(**un_kwargs).eval()
+    old_ae, old_unet = load_legacy_state_dict(ae_path), load_legacy_state_dict(un_path)
+    load_legacy_weights(vae, old_ae, str(ae_path))
+    load_legacy_weights(unet, old_unet, str(un_path))
+    # Self-check: the same input through the legacy and the converted networks (when the legacy
+    # package is importable), at a small size: the mapping, not the resolution, is under test.
+    check_size = 2 ** (len(ae_kwargs.get("channels", (1,))) + 1)
+    latent_size = 2 ** len(un_kwargs.get("channels", (1,)))
+    verified = {"autoencoder": verify_against_legacy("autoencoder", ae_kwargs, old_ae, vae, check_size),
+                "unet": verify_against_legacy("unet", un_kwargs, old_unet, unet, latent_size)}
     pipe = CXRLatentDiffusionPipeline(
         vae=vae.eval(),
         unet=unet.eval(),
@@ -253,6 +382,9 @@ def convert_monai_bundle(
         "diffusion_model_sha256": sha256_file(un_path),
         "inference_json_sha256": sha256_file(bundle_dir / "configs" / "inference.json"),
         "text_encoder": source or Path(text_encoder).name,
+        "legacy_check": ({k: f"max abs difference {v:.2e} vs monai-generative 0.2.3 (tolerance {LEGACY_ATOL:g})"
+                          for k, v in verified.items()} if None not in verified.values()
+                         else "not run (monai-generative not importable)"),
     }
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp)
@@ -270,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-text-length", type=int, default=77)
     ap.add_argument("--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA")
     ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
+    args = checked_parser(ap).parse_args(argv)
     convert_monai_bundle(
         args.bundle,
         args.text_encoder,

@@ -62,8 +62,18 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 import numpy as np
 
+from genssl_hf.validation import NUMERIC_RANGES, check_number, checked_parser
 from genssl_hf.generation.balance import BalancePlan, balance_plan, sample_seed
-from genssl_hf.utils import read_json, sha256_bytes, sha256_file, sha256_strings, write_json
+from genssl_hf.utils import (
+    FolderLock,
+    read_json,
+    remove_stale_temps,
+    sha256_bytes,
+    sha256_file,
+    sha256_strings,
+    temp_prefix,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +111,7 @@ DEFAULT_ROWS_PER_CHECKPOINT = 128
 MAX_FILES_PER_FOLDER = 10_000
 FILES_PER_SUBFOLDER = 1_000
 SOURCE = "genssl_hf-generated"
+_ATOMIC_FILES = (CONFIG_NAME, VERIFICATION_NAME, "README.md")  # written whole by write_json / atomic_write_text
 CARD_TEMPLATE = "synthetic_dataset"
 _ROW_OVERHEAD_BYTES = 512  # prompt, ids and parquet framing per row, for the bytes -> images estimate
 
@@ -560,6 +571,17 @@ class DiffusersGenerator:
     def default_size(self) -> tuple[int, int] | None:
         return _pipeline_default_size(self.pipeline)
 
+    def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int | None]:
+        """Tokens of each prompt the pipeline's text encoder cuts off (None: unknown)."""
+        own = getattr(self.pipeline, "prompt_token_overflow", None)
+        if own is not None:
+            return list(own(prompts))
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if tokenizer is None or not isinstance(limit, int) or limit > 1_000_000:
+            return [None] * len(prompts)
+        return [max(0, len(ids) - limit) for ids in tokenizer(list(prompts), truncation=False)["input_ids"]]
+
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> Any:
         import torch
 
@@ -601,6 +623,11 @@ class PhantomGenerator:
     sample seed. An oracle generator for dry runs, tests and pipeline demos without a trained
     diffusion model. Like the prompt sets, the parser reads "X with no <feature>" as the negative
     class: such a prompt renders a film without X, matching its "no X" label."""
+
+    batch_invariant = True  # numpy, one image at a time: bit-exact for any batch size or thread count
+
+    def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int]:
+        return [0] * len(prompts)  # the prompt parser reads the whole text
 
     def __init__(self, size: int = 128, generator_id: str | None = None):
         from genssl_hf.data import phantom
@@ -770,6 +797,8 @@ def generated_features(
         "seed": datasets.Value("int64"),
         "index": datasets.Value("int64"),
         "generator_id": datasets.Value("string"),
+        # tokens of the prompt the text encoder cut off (0: none; null: the generator cannot say)
+        "prompt_tokens_truncated": datasets.Value("int32"),
     }
     if report_mode:
         extra: dict[str, Any] = {}
@@ -1007,6 +1036,8 @@ class VerificationReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     prompt_counts: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    truncated_prompts: int = 0  # images whose prompt the text encoder cut
+    max_tokens_truncated: int = 0
 
     def summary(self) -> str:
         if self.ok:
@@ -1104,13 +1135,28 @@ _CONTENT_KEYS = (
     "guidance_scale", "generator_id", "prompt_set_hash", "corpus_hash", "text_column", "keep_prompt_text",
     "features", "call_kwargs",
 )
+# Settings a diffusion generator's pixels depend on by float rounding (batched matmuls, thread
+# count): checked on resume while images remain to be made, unless the generator is batch-invariant.
+_EXACTNESS_KEYS = ("batch_size", "num_threads")
 
 
-def _check_resume(out: Path, config: dict[str, Any]) -> None:
+def _batch_invariant(generator: Any) -> bool:
+    """Whether the generator's images are bit-identical for any batch size and thread count: the
+    phantom world (numpy, one image at a time) and generators that declare ``batch_invariant``.
+    A diffusion pipeline is not: batched matmuls change the rounding (see the module doc)."""
+    if isinstance(generator, (str, os.PathLike)):
+        return os.fspath(generator) == "phantom"
+    return bool(getattr(generator, "batch_invariant", False))
+
+
+def _check_resume(out: Path, config: dict[str, Any], layout: "ShardLayout | None" = None, generator: Any = None) -> None:
     path = out / CONFIG_NAME
     if not path.is_file():
         return
-    old = read_json(path)
+    try:
+        old = read_json(path)
+    except (OSError, ValueError) as exc:  # written atomically, so only a hand edit gets here
+        raise ValueError(f"{path} is not readable JSON ({exc}); use another --out or --overwrite") from None
     diffs = [
         f"{k}: folder has {old.get(k)!r}, this run {config.get(k)!r}"
         for k in _CONTENT_KEYS
@@ -1121,6 +1167,17 @@ def _check_resume(out: Path, config: dict[str, Any]) -> None:
             f"output folder {out} was started with different settings, so resuming would mix two datasets "
             f"({'; '.join(diffs)}). Use another --out, the original settings, or overwrite=True / --overwrite."
         )
+    remaining = layout is None or any(not (out / layout.shard_relpath(k)).is_file() for k in range(layout.num_shards))
+    if remaining and not _batch_invariant(generator):
+        changed = [f"{k}: folder has {old[k]!r}, this run {config.get(k)!r}"
+                   for k in _EXACTNESS_KEYS if k in old and old[k] != config.get(k)]
+        if changed:
+            raise ValueError(
+                f"output folder {out} was started with another {' and '.join(k for k in _EXACTNESS_KEYS if k in old and old[k] != config.get(k))} "
+                f"({'; '.join(changed)}). A diffusion generator is bit-exact only at equal batch size and thread "
+                "count (otherwise within +-1 grey level in a few pixels), so resuming would mix the two; rerun with "
+                "the original values, or use another --out / --overwrite."
+            )
 
 
 def generate_dataset(
@@ -1175,6 +1232,9 @@ def generate_dataset(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if int(seed) < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+    check_number(guidance_scale, NUMERIC_RANGES["guidance_scale"], "guidance_scale")
+    if max_images_this_run is not None:
+        check_number(max_images_this_run, NUMERIC_RANGES["max_images_this_run"], "max_images_this_run")
     check_generator_spec(generator)
     for name, value in (("height", height), ("width", width)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
@@ -1190,6 +1250,8 @@ def generate_dataset(
         height = height or size[0]
         width = width or size[1]
     height, width = int(height), int(width)
+    if isinstance(generator, (str, os.PathLike)) and Path(generator).is_dir():
+        _check_pipeline_size(Path(generator), height, width)
     parse_shard_size(shard_size)
 
     prompt_set = corpus = plan = None
@@ -1224,6 +1286,8 @@ def generate_dataset(
         "generator": os.fspath(generator) if isinstance(generator, (str, os.PathLike)) else type(generator).__name__,
         "generator_id": gid,
         "call_kwargs": dict(call_kwargs or {}),
+        "batch_size": int(batch_size),
+        "num_threads": _torch_threads(),
         "keep_prompt_text": bool(keep_prompt_text) if corpus else True,
         "features": _features_yaml(features),  # a list: keeps column order through sort_keys JSON
         "license": license,
@@ -1255,138 +1319,214 @@ def generate_dataset(
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
-    if out.is_dir() and not overwrite:
-        _check_resume(out, config)
-        stray = [p.name for p in out.iterdir() if p.name not in {CONFIG_NAME, VERIFICATION_NAME, "README.md", DATA_DIR, INCOMPLETE_DIR}]
-        if stray and not (out / CONFIG_NAME).is_file():
-            raise ValueError(f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); choose another --out")
+    # One writer per folder: a second run on the same --out stops here, naming the first.
+    lock = FolderLock(out, "generated dataset folder") if dist.is_main else None
+    if lock is not None:
+        lock.acquire()
+    fresh = not (out / CONFIG_NAME).is_file() or overwrite
+    try:
+        if lock is not None:  # temporaries of atomic writes a killed run left; nobody else writes here
+            remove_stale_temps(out, _ATOMIC_FILES)
+        if out.is_dir() and not overwrite:
+            _check_resume(out, config, layout, generator)
+            stray = [p.name for p in out.iterdir()
+                     if p.name not in {*_ATOMIC_FILES, DATA_DIR, INCOMPLETE_DIR, FolderLock.NAME}
+                     and not any(p.name.startswith(temp_prefix(n)) for n in _ATOMIC_FILES)]
+            if stray and not (out / CONFIG_NAME).is_file():
+                raise ValueError(f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); choose another --out")
 
-    # ---- folder set-up (main process), then everyone lists the work ----------------------
-    run_file = out / INCOMPLETE_DIR / "run.json"
-    if dist.is_main:
-        if overwrite and out.exists():
-            for child in (DATA_DIR, INCOMPLETE_DIR, CONFIG_NAME, VERIFICATION_NAME, "README.md"):
-                p = out / child
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        (out / INCOMPLETE_DIR).mkdir(parents=True, exist_ok=True)
-        (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
-        if not (out / CONFIG_NAME).is_file():
-            write_json(out / CONFIG_NAME, config)
-        # done markers of an earlier run, and shard temporaries a killed run left (no other
-        # process writes yet: they wait at the barrier below)
-        for stale in [*(out / INCOMPLETE_DIR).glob("done-*"), *(out / INCOMPLETE_DIR).glob(".tmp-*")]:
-            stale.unlink(missing_ok=True)
-        write_json(run_file, {"token": uuid.uuid4().hex, "world": dist.world})
-    dist.barrier()
-    token = read_json(run_file)["token"]
-    remaining = [k for k in range(layout.num_shards) if not (out / layout.shard_relpath(k)).is_file()]
-    dist.barrier()  # nobody finishes a shard before everyone has listed
-    mine = remaining[dist.rank :: dist.world]
-    logger.info(
-        "rank %d/%d: %d of %d shards left in total, %d of them for this process",
-        dist.rank, dist.world, len(remaining), layout.num_shards, len(mine),
-    )
-
-    todo_images = 0
-    for k in mine:
-        s0, s1 = layout.shard_range(k)
-        todo_images += (s1 - s0) - sum(b - a for a, b, _ in _existing_chunks(out / INCOMPLETE_DIR / layout.shard_name(k), s0, s1))
-
-    # ---- load the generator (the first expensive step) -----------------------------------
-    gen_obj = None
-    if mine:
-        gen_obj = load_generator(
-            generator,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            device=dist.device,
-            generator_id=gid,
-            call_kwargs=call_kwargs,
+        # ---- folder set-up (main process), then everyone lists the work ----------------------
+        run_file = out / INCOMPLETE_DIR / "run.json"
+        if dist.is_main:
+            if overwrite and out.exists():
+                for child in (DATA_DIR, INCOMPLETE_DIR, CONFIG_NAME, VERIFICATION_NAME, "README.md"):
+                    p = out / child
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            (out / INCOMPLETE_DIR).mkdir(parents=True, exist_ok=True)
+            (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            if not (out / CONFIG_NAME).is_file():
+                write_json(out / CONFIG_NAME, config)
+            # done markers of an earlier run, and shard temporaries a killed run left (no other
+            # process writes yet: they wait at the barrier below)
+            for stale in [*(out / INCOMPLETE_DIR).glob("done-*"), *(out / INCOMPLETE_DIR).glob(".tmp-*")]:
+                stale.unlink(missing_ok=True)
+            write_json(run_file, {"token": uuid.uuid4().hex, "world": dist.world})
+        dist.barrier()
+        token = read_json(run_file)["token"]
+        remaining = [k for k in range(layout.num_shards) if not (out / layout.shard_relpath(k)).is_file()]
+        dist.barrier()  # nobody finishes a shard before everyone has listed
+        mine = remaining[dist.rank :: dist.world]
+        logger.info(
+            "rank %d/%d: %d of %d shards left in total, %d of them for this process",
+            dist.rank, dist.world, len(remaining), layout.num_shards, len(mine),
         )
-    source = _PromptRows(prompt_set, plan, seed, gid) if prompt_set else _ReportRows(corpus, seed, gid, keep_prompt_text)
-    schema = features.arrow_schema
-    columns = list(features)
 
-    t_gen = t_enc = t_write = 0.0
-    generated = 0
-    bar = tqdm(
-        total=todo_images,
-        unit="img",
-        desc=f"generating [rank {dist.rank}/{dist.world}]",
-        disable=not progress or not dist.is_main,
-        dynamic_ncols=True,
-    )
-    stopped_early = False
-    for k in mine:
-        if stopped_early:
-            break
-        s0, s1 = layout.shard_range(k)
-        final = out / layout.shard_relpath(k)
-        cdir = out / INCOMPLETE_DIR / layout.shard_name(k)
-        done = _existing_chunks(cdir, s0, s1)
-        pieces = _gaps(s0, s1, done, layout.rows_per_checkpoint)
-        one_piece = not done and len(pieces) == 1
-        for a, b in pieces:
-            if max_images_this_run is not None and generated >= max_images_this_run:
-                stopped_early = True
+        todo_images = 0
+        for k in mine:
+            s0, s1 = layout.shard_range(k)
+            todo_images += (s1 - s0) - sum(b - a for a, b, _ in _existing_chunks(out / INCOMPLETE_DIR / layout.shard_name(k), s0, s1))
+
+        # ---- load the generator (the first expensive step) -----------------------------------
+        gen_obj = None
+        if mine:
+            gen_obj = load_generator(
+                generator,
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                device=dist.device,
+                generator_id=gid,
+                call_kwargs=call_kwargs,
+            )
+        source = _PromptRows(prompt_set, plan, seed, gid) if prompt_set else _ReportRows(corpus, seed, gid, keep_prompt_text)
+        schema = features.arrow_schema
+        columns = list(features)
+
+        t_gen = t_enc = t_write = 0.0
+        generated = 0
+        bar = tqdm(
+            total=todo_images,
+            unit="img",
+            desc=f"generating [rank {dist.rank}/{dist.world}]",
+            disable=not progress or not dist.is_main,
+            dynamic_ncols=True,
+        )
+        stopped_early = False
+        for k in mine:
+            if stopped_early:
                 break
-            cols = source.rows(a, b)
-            texts = cols.pop("_text", None) or cols["prompt"]
-            images: list[np.ndarray] = []
-            for bs in range(0, b - a, batch_size):
-                be = min(bs + batch_size, b - a)
+            s0, s1 = layout.shard_range(k)
+            final = out / layout.shard_relpath(k)
+            cdir = out / INCOMPLETE_DIR / layout.shard_name(k)
+            done = _existing_chunks(cdir, s0, s1)
+            pieces = _gaps(s0, s1, done, layout.rows_per_checkpoint)
+            one_piece = not done and len(pieces) == 1
+            for a, b in pieces:
+                if max_images_this_run is not None and generated >= max_images_this_run:
+                    stopped_early = True
+                    break
+                cols = source.rows(a, b)
+                texts = cols.pop("_text", None) or cols["prompt"]
+                cols["prompt_tokens_truncated"] = _token_overflow(gen_obj, texts)
+                images: list[np.ndarray] = []
+                for bs in range(0, b - a, batch_size):
+                    be = min(bs + batch_size, b - a)
+                    t0 = time.perf_counter()
+                    batch = gen_obj(texts[bs:be], cols["seed"][bs:be])
+                    images.extend(to_uint8_gray(batch, height, width))
+                    t_gen += time.perf_counter() - t0
+                    bar.update(be - bs)
+                if len(images) != b - a:
+                    raise RuntimeError(f"generator returned {len(images)} images for {b - a} prompts")
                 t0 = time.perf_counter()
-                batch = gen_obj(texts[bs:be], cols["seed"][bs:be])
-                images.extend(to_uint8_gray(batch, height, width))
-                t_gen += time.perf_counter() - t0
-                bar.update(be - bs)
-            if len(images) != b - a:
-                raise RuntimeError(f"generator returned {len(images)} images for {b - a} prompts")
-            t0 = time.perf_counter()
-            cols["image"] = images
-            encoded = features.encode_batch({c: cols[c] for c in columns})
-            table = _table(encoded, schema)
-            del images, cols, encoded
-            t_enc += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if one_piece:
-                _write_parquet_atomic(final, [table], schema, tmp_dir=out / INCOMPLETE_DIR)
-            else:
-                _write_parquet_atomic(cdir / f"rows-{a:012d}-{b:012d}.parquet", [table], schema)
-            t_write += time.perf_counter() - t0
-            generated += b - a
-        else:
-            if not one_piece:
+                cols["image"] = images
+                encoded = features.encode_batch({c: cols[c] for c in columns})
+                table = _table(encoded, schema)
+                del images, cols, encoded
+                t_enc += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                _merge_chunks(cdir, s0, s1, final, schema, tmp_dir=out / INCOMPLETE_DIR)
+                if one_piece:
+                    _write_parquet_atomic(final, [table], schema, tmp_dir=out / INCOMPLETE_DIR)
+                else:
+                    _write_parquet_atomic(cdir / f"rows-{a:012d}-{b:012d}.parquet", [table], schema)
                 t_write += time.perf_counter() - t0
-            shutil.rmtree(cdir, ignore_errors=True)
-    bar.close()
+                generated += b - a
+            else:
+                if not one_piece:
+                    t0 = time.perf_counter()
+                    _merge_chunks(cdir, s0, s1, final, schema, tmp_dir=out / INCOMPLETE_DIR)
+                    t_write += time.perf_counter() - t0
+                shutil.rmtree(cdir, ignore_errors=True)
+        bar.close()
 
-    result = GenerationResult(out, n, layout.num_shards, generated, t_gen, t_enc, t_write)
-    if stopped_early:
-        logger.warning("stopped after %d new images (max_images_this_run); rerun to continue", generated)
-        return result
-    write_json(out / INCOMPLETE_DIR / f"done-{dist.rank:05d}", {"token": token})
-    if not dist.is_main:
-        return result
+        result = GenerationResult(out, n, layout.num_shards, generated, t_gen, t_enc, t_write)
+        if stopped_early:
+            logger.warning("stopped after %d new images (max_images_this_run); rerun to continue", generated)
+            return result
+        write_json(out / INCOMPLETE_DIR / f"done-{dist.rank:05d}", {"token": token})
+        if not dist.is_main:
+            return result
 
-    # ---- main process: wait for the others (files, not a collective: no timeout on long runs)
-    _wait_for_ranks(out, dist.world, token)
-    report = verify_dataset(out)
-    result.verification = report
-    write_json(out / VERIFICATION_NAME, dataclasses.asdict(report))
-    if not report.ok:
-        raise RuntimeError(f"generated dataset {out} failed verification: {report.summary()}")
-    result.card_path = write_dataset_card(out, quality=quality)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(out / INCOMPLETE_DIR)
-    if push_to_hub:
-        result.pushed_to = push_dataset_to_hub(out, push_to_hub, private=private, api=hub_api)
-    logger.info("dataset ready at %s (%s) in %.1f s", out, report.summary(), time.perf_counter() - t_start)
-    return result
+        # ---- main process: wait for the others (files, not a collective: no timeout on long runs)
+        _wait_for_ranks(out, dist.world, token)
+        report = verify_dataset(out)
+        result.verification = report
+        write_json(out / VERIFICATION_NAME, dataclasses.asdict(report))
+        if not report.ok:
+            raise RuntimeError(f"generated dataset {out} failed verification: {report.summary()}")
+        result.card_path = write_dataset_card(out, quality=quality)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(out / INCOMPLETE_DIR)
+        if push_to_hub:
+            result.pushed_to = push_dataset_to_hub(out, push_to_hub, private=private, api=hub_api)
+        logger.info("dataset ready at %s (%s) in %.1f s", out, report.summary(), time.perf_counter() - t_start)
+        return result
+    except BaseException:
+        # A failure before the first image was stored leaves no trace: the corrected rerun must
+        # not be refused as "started with different settings".
+        if dist.is_main and fresh and not _has_stored_images(out):
+            _remove_run_files(out)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+            if lock.created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only when empty: the folder was ours and nothing is in it
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count (part of the exactness guarantee), None without torch."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return int(torch.get_num_threads())
+
+
+def _check_pipeline_size(path: Path, height: int, width: int) -> None:
+    """A pipeline folder's autoencoder downsamples by 2 per level after the first: refuse a size it
+    cannot decode now, before any folder is created or any model loaded."""
+    vae = path / "vae" / "config.json"
+    if not vae.is_file():
+        return
+    cfg = read_json(vae)
+    levels = cfg.get("block_out_channels") or cfg.get("channels")
+    if not isinstance(levels, list) or not levels:
+        return
+    factor = 2 ** (len(levels) - 1)
+    if height % factor or width % factor:
+        raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the downsampling of the "
+                         f"autoencoder in {path}; choose --image-size / --height / --width as a multiple of {factor}")
+
+
+def _token_overflow(generator: Any, texts: Sequence[str]) -> list[int | None]:
+    """Per prompt, the tokens the generator's text encoder cuts off (warned about once per run)."""
+    count = getattr(generator, "prompt_token_overflow", None)
+    values = list(count(texts)) if count is not None else [None] * len(texts)
+    cut = [(t, n) for t, n in zip(texts, values) if n]
+    if cut and not getattr(generator, "_genssl_truncation_warned", False):
+        logger.warning("%d prompt(s) of this chunk are longer than the text encoder reads and are cut (e.g. %r... "
+                       "loses %d tokens); the dataset records the count in prompt_tokens_truncated", len(cut),
+                       cut[0][0][:60], cut[0][1])
+        with contextlib.suppress(AttributeError):
+            generator._genssl_truncation_warned = True
+    return values
+
+
+def _has_stored_images(out: Path) -> bool:
+    """Whether any process stored images in ``out`` (a shard or a checkpoint chunk)."""
+    return any(p.suffix == ".parquet" and not p.name.startswith(".tmp-")
+               for d in (out / DATA_DIR, out / INCOMPLETE_DIR) if d.is_dir() for p in d.rglob("*.parquet"))
+
+
+def _remove_run_files(out: Path) -> None:
+    """Remove what a run that stored no image created (config, empty folders, markers)."""
+    for child in (INCOMPLETE_DIR, DATA_DIR, *_ATOMIC_FILES):
+        p = out / child
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    remove_stale_temps(out, _ATOMIC_FILES)
 
 
 def _features_yaml(features: Any) -> list[dict[str, Any]]:
@@ -1499,7 +1639,7 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
 
             features = datasets.Features.from_arrow_schema(pf.schema_arrow)
         names = set(pf.schema_arrow.names)
-        want = [c for c in ("index", "prompt", "class_label", "label", "labels") if c in names]
+        want = [c for c in ("index", "prompt", "class_label", "label", "labels", "prompt_tokens_truncated") if c in names]
         table = pf.read(columns=want)
         idx = np.asarray(table.column("index").to_numpy(), dtype=np.int64)
         counts = collections.Counter(idx.tolist())
@@ -1514,6 +1654,10 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
         report.num_found += len(inside)
         if "prompt" in names:
             prompt_counts.update(table.column("prompt").to_pylist())
+        if "prompt_tokens_truncated" in names:
+            cut = [v for v in table.column("prompt_tokens_truncated").to_pylist() if v]
+            report.truncated_prompts += len(cut)
+            report.max_tokens_truncated = max([report.max_tokens_truncated, *cut])
         for col in ("class_label", "label"):
             if col in names:
                 cl = features[col]
@@ -1685,7 +1829,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="delete an existing output folder's content and start over")
     p.add_argument("--max-images-this-run", type=int, default=None, help="stop each process after about this many new images (resume later)")
     p.add_argument("--no-progress", action="store_true")
-    return p
+    return checked_parser(p)
 
 
 def _launch_state() -> Any:

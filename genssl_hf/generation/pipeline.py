@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import os
 import secrets
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,12 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         return super().from_pretrained(str(folder), **kwargs)
 
     # ------------------------------------------------------------------ text
+    def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int]:
+        """How many tokens of each prompt the text encoder never sees (cut at ``max_text_length``)."""
+        limit = int(self.config.max_text_length)
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False)["input_ids"]]
+        return [max(0, n - limit) for n in lengths]
+
     @torch.inference_mode()
     def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
         """Last hidden states ``(len(prompts), max_text_length, hidden)`` of the text encoder;
@@ -256,6 +263,11 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         key_of = lambda p: (p, id(te), te.device, te.dtype)  # noqa: E731
         missing = list(OrderedDict.fromkeys(p for p in prompts if key_of(p) not in self._prompt_cache))
         if missing:
+            cut = [(p, n) for p, n in zip(missing, self.prompt_token_overflow(missing)) if n]
+            if cut:
+                warnings.warn(
+                    f"{len(cut)} prompt(s) exceed the text encoder's {self.config.max_text_length} tokens and are cut: "
+                    + "; ".join(f"{p[:60]!r}... loses {n} tokens" for p, n in cut[:3]), stacklevel=3)
             tok = self.tokenizer(
                 missing,
                 padding="max_length",

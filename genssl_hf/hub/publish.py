@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
 
+from ..validation import checked_parser
 from ..utils import atomic_dir, read_json, sha256_file
 from . import card_text
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
@@ -1012,7 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "grids and overlays of real images are not matched tile by tile)")
     p.add_argument("--commit-message")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p
+    return checked_parser(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

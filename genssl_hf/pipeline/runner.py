@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils import read_json, write_json
+from .schema import config_problems, schema_node
 from .stages import Stage, run_stage
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -72,8 +73,11 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        node = config
         parts = key.split(".")
+        _, problem = schema_node(parts)  # never create a key the schema does not know
+        if problem:
+            raise ValueError(f"--set {item}: {problem}")
+        node = config
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
@@ -83,6 +87,10 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
 
 def validate_config(config: dict) -> None:
     """Clear errors for a malformed config, before any stage runs."""
+    problems = config_problems(config)
+    if problems:
+        raise ValueError(f"pipeline config {config.get('name', '?') if isinstance(config, dict) else '?'!r} has "
+                         f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
     for key in ("name", "seed", "image_size", "real_data", "generation", "pretrain", "finetune"):
         if key not in config:
             raise KeyError(f"pipeline config {config.get('name', '?')!r} lacks the section {key!r}")

@@ -160,6 +160,8 @@ class AdaINImageProcessor(PilBackend):
         **kwargs: Any,
     ) -> BatchFeature:
         self._check_config(num_channels, adain_std, adain_eps, image_mean, image_std)
+        for i, im in enumerate(images):  # before resizing: PIL would hide NaN or an empty image
+            check_image_values(im, f"image {i} of {len(images)}")
         resample = resample if resample is not None else PILImageResampling.BILINEAR
         if do_resize:
             if not (size.height and size.width):
@@ -186,7 +188,7 @@ class AdaINImageProcessor(PilBackend):
     def _finish(x, do_adain, adain_mean, adain_std, adain_eps, adain_clip, num_channels, do_normalize, image_mean, image_std):
         """(n, H, W) float on [0, 1] -> (n, C, H, W) float32."""
         if do_adain:
-            x = adain_numpy(x, float(adain_mean), float(adain_std), float(adain_eps))
+            x = _adain(x, float(adain_mean), float(adain_std), float(adain_eps))  # inputs checked in _preprocess
             if adain_clip:
                 np.clip(x, 0.0, 1.0, out=x)
         x = x[:, None]
@@ -225,8 +227,29 @@ def _to_unit_float(group: list[np.ndarray], do_rescale: bool, factor: float) -> 
     return x
 
 
+def check_image_values(x: np.ndarray, name: str = "image") -> None:
+    """Raise ``ValueError`` naming ``name`` for an empty image or one with NaN / infinite pixels:
+    one such pixel would make AdaIN's mean and std, and so every output pixel, NaN."""
+    x = np.asarray(x)
+    if x.size == 0 or x.ndim < 2:
+        raise ValueError(f"{name} is empty or not an image (shape {tuple(x.shape)})")
+    if x.dtype.kind in "fc":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            which = f"{name} image {first[:-2]}" if len(first) > 2 else name
+            raise ValueError(f"{which} has NaN or infinite pixels ({int(bad.sum())} in all, the first at "
+                             f"{first[-2:]}); AdaIN would turn the whole image into NaN")
+
+
 def adain_numpy(x: np.ndarray, mean: float, std: float, eps: float = 1e-3) -> np.ndarray:
-    """AdaIN over the last two axes of a (..., H, W) float array: sigma_Y * (x - mu_x) / max(sigma_x, eps) + mu_Y."""
+    """AdaIN over the last two axes of a (..., H, W) float array: sigma_Y * (x - mu_x) / max(sigma_x, eps) + mu_Y.
+    Raises ``ValueError`` for an empty input or NaN / infinite pixels (naming the image)."""
+    check_image_values(x, "AdaIN input")
+    return _adain(x, mean, std, eps)
+
+
+def _adain(x: np.ndarray, mean: float, std: float, eps: float) -> np.ndarray:
     mu = x.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
     sd = x.std(axis=(-2, -1), keepdims=True, dtype=np.float64)
     scale = (std / np.maximum(sd, eps)).astype(np.float32)

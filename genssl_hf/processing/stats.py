@@ -286,9 +286,6 @@ def save_reference_stats(stats: ReferenceStats, path: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m genssl_hf.processing.stats --dataset DIR_OR_HUB_ID --output stats.json``"""
     import argparse
-    from pathlib import Path
-
-    import datasets
 
     ap = argparse.ArgumentParser(description="AdaIN reference statistics of a real image set (one streaming pass)")
     ap.add_argument("--dataset", required=True, help="save_to_disk folder, local folder/file (parquet, images) or Hub id")
@@ -300,15 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset_name", default=None, help="name recorded in the provenance (default: --dataset)")
     ap.add_argument("--streaming", action="store_true")
     ap.add_argument("--output", required=True)
-    a = ap.parse_args(argv)
-    p = Path(a.dataset)
-    if p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
-        ds = datasets.load_from_disk(str(p))
-        ds = ds[a.split] if isinstance(ds, datasets.DatasetDict) else ds
-    elif p.is_file() and p.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(p), split="train", streaming=a.streaming)
-    else:
-        ds = datasets.load_dataset(a.dataset, split=a.split, streaming=a.streaming)
+    from ..validation import checked_parser
+
+    a = checked_parser(ap).parse_args(argv)
+    from ..data.open import open_image_dataset
+
+    ds = open_image_dataset(a.dataset, a.split, image_column=a.image_column, streaming=a.streaming)
     stats = compute_reference_stats(ds, a.image_column, a.statistic, size=a.size, max_images=a.max_images,
                                     dataset_name=a.dataset_name or a.dataset, show_progress=True)
     save_reference_stats(stats, a.output)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from genssl_hf.validation import checked_parser
 from .builders import (
     DEFAULT_THRESHOLD,
     build_disease_prompts,
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     h = ap.add_argument_group("hub")
     h.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the set to this Hub dataset repo")
     h.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
-    return ap
+    return checked_parser(ap)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:

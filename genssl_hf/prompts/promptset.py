@@ -188,7 +188,17 @@ class PromptSet(Sequence[Prompt]):
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PromptSet":
+    def from_dict(cls, d: Mapping[str, Any] | list) -> "PromptSet":
+        """A prompt set from its saved dict, or from the simpler layouts the generator's prompt
+        loader also reads: a plain list of prompts (dicts or strings), or ``{"prompts": [...]}``."""
+        if isinstance(d, list):
+            return cls(d, strategy="custom")
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a prompt set is a JSON object or a list of prompts, got {type(d).__name__}")
+        if "format" not in d and isinstance(d.get("prompts"), list):
+            meta = {k: v for k, v in dict(d.get("metadata", {})).items() if k not in ("num_prompts", "class_labels", "fingerprint")}
+            strategy = meta.pop("strategy", "custom")
+            return cls(d["prompts"], strategy=strategy, **meta)
         if d.get("format") != FORMAT:
             raise ValueError(f"not a prompt set: format is {d.get('format')!r}, expected {FORMAT!r}")
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
@@ -275,9 +285,12 @@ class PromptSet(Sequence[Prompt]):
         with open(path / "prompts.json", encoding="utf-8") as fh:
             try:
                 data = json.load(fh)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path / 'prompts.json'} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as e:  # name the file the bad entry came from
+            raise ValueError(f"{path / 'prompts.json'}: {e}") from e
 
     def push_to_hub(
         self,

@@ -76,6 +76,7 @@ __all__ = [
     "list_checkpoints",
     "args_to_dict",
     "check_output_dir",
+    "no_trace_on_early_failure",
 ]
 
 
@@ -489,6 +490,32 @@ def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[st
 def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
     """JSON-ready copy of an argparse namespace (paths as strings)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a training entry point ``train(args, ...)``: when it fails before anything of value
+    was saved (no ``*.safetensors`` under ``args.output_dir``: no checkpoint, no model) in a run that
+    started on an absent or empty output folder, remove what it wrote (``run_config.json``, logs,
+    the folder it created), so the corrected command is not refused as "not empty"."""
+    import functools
+
+    @functools.wraps(train)
+    def wrapper(args, *a, **kw):
+        out = Path(args.output_dir)
+        existed = out.exists()
+        fresh = not getattr(args, "resume_from_checkpoint", None) and (not existed or (out.is_dir() and not any(out.iterdir())))
+        try:
+            return train(args, *a, **kw)
+        except BaseException:
+            if fresh and int(os.environ.get("RANK", "0")) == 0 and out.is_dir() and not any(out.rglob("*.safetensors")):
+                if existed:  # the user's folder stays, emptied
+                    for child in out.iterdir():
+                        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    return wrapper
 
 
 def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, overwrite: bool) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genssl_hf.validation import check_weight_files, checked_parser
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
@@ -57,6 +58,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     resumable_batches,
     seed_step,
     write_run_config,
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target_sensitivity", type=float, default=0.9, help="validation sensitivity of the 'sensitivity' rule")
     add_common_args(p)
     p.set_defaults(mixed_precision="no", checkpointing_steps=0)
-    return p
+    return checked_parser(p)
 
 
 def _auto_preset(init: str) -> str:
@@ -353,6 +355,7 @@ def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int)
     return 1.0 if not min_steps or planned >= min_steps else float(min_steps) / planned
 
 
+@no_trace_on_early_failure
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
     final metrics dict (also written to ``<output_dir>/metrics.json``)."""
@@ -362,6 +365,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_dir)
     check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    check_weight_files(args.init, "--init")
     splits = load_splits(args)  # all data errors surface here, before any compute
     train_ds = splits["train"]
     targets, label_names, multi_label = targets_of(train_ds)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..validation import check_weight_files, checked_parser
 from ..utils import atomic_dir
 from .common import (
     EpochShuffleSampler,
@@ -43,6 +44,7 @@ from .common import (
     init_trackers,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     resumable_batches,
     seed_step,
     write_run_config,
@@ -90,7 +92,6 @@ def load_image_text_dataset(
     :func:`genssl_hf.data.phantom.phantom_dataset`, seeded by ``seed``), a folder saved with
     ``save_to_disk``, a local data folder/file (parquet, imagefolder...) or a Hub dataset name.
     Checks the image and text columns exist and the dataset is not empty."""
-    import datasets
 
     if spec.startswith("phantom:"):
         from ..data.phantom import phantom_dataset
@@ -101,24 +102,9 @@ def load_image_text_dataset(
             raise ValueError(f"--dataset {spec!r}: expected phantom:N with N an integer") from None
         ds = phantom_dataset(n, size=resolution, seed=seed)
     else:
-        path = Path(spec)
-        if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-            ds = datasets.load_from_disk(str(path))
-        elif path.exists():
-            if path.is_file():
-                ext = path.suffix.lstrip(".")
-                builder = {"jsonl": "json", "parquet": "parquet", "csv": "csv", "arrow": "arrow"}.get(ext, ext)
-                ds = datasets.load_dataset(builder, data_files=str(path), split=split)
-            else:
-                ds = datasets.load_dataset(str(path), config_name, split=split)
-        else:
-            ds = datasets.load_dataset(spec, config_name, split=split)
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(f"--dataset {spec}: no split {split!r} (has {list(ds)})")
-            ds = ds[split]
-    if image_column not in ds.column_names:
-        raise ValueError(f"--dataset {spec}: no image column {image_column!r} (columns: {ds.column_names})")
+        from ..data.open import open_image_dataset
+
+        ds = open_image_dataset(spec, split, image_column=image_column, dataset_config=config_name)
     if text_column is not None and text_column not in ds.column_names:
         raise ValueError(f"--dataset {spec}: no text column {text_column!r} (columns: {ds.column_names})")
     if len(ds) == 0:
@@ -267,13 +253,14 @@ def autoencoder_parser() -> argparse.ArgumentParser:
     g.add_argument("--perceptual_weight", type=float, default=0.0,
                    help="MONAI PerceptualLoss weight; > 0 needs its pretrained weights (downloaded by MONAI)")
     g.add_argument("--perceptual_network", default="squeeze")
-    return p
+    return checked_parser(p)
 
 
 def _ae_model(args):
     from ..generation.models import BUNDLE_AUTOENCODER_CONFIG, PHANTOM_AUTOENCODER_CONFIG, CXRAutoencoderKL
 
     if args.init_from:
+        check_weight_files(args.init_from, "--init_from")
         path = Path(args.init_from)
         path = path / "vae" if (path / "vae" / "config.json").is_file() else path
         if not (path / "config.json").is_file():
@@ -300,6 +287,7 @@ def _time_up(t0: float, minutes: float | None) -> bool:
     return minutes is not None and (time.perf_counter() - t0) / 60.0 >= minutes
 
 
+@no_trace_on_early_failure
 def train_autoencoder(args: argparse.Namespace) -> Path:
     """Run the autoencoder loop described by ``args`` (see :func:`autoencoder_parser`); returns the
     saved ``<output_dir>/autoencoder`` folder."""
@@ -468,7 +456,7 @@ def ldm_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_validation_images", type=int, default=4)
     g.add_argument("--validation_steps", type=int, default=50, help="DDIM steps of the sample grid")
     g.add_argument("--guidance_scale", type=float, default=7.0)
-    return p
+    return checked_parser(p)
 
 
 def _load_autoencoder(path: str):
@@ -538,6 +526,7 @@ def estimate_scale_factor(vae, batches: Sequence[torch.Tensor], accelerator=None
     return 1.0 / std
 
 
+@no_trace_on_early_failure
 def train_ldm(args: argparse.Namespace) -> Path:
     """Run the LDM loop described by ``args`` (see :func:`ldm_parser`); returns the saved
     ``<output_dir>/pipeline`` folder."""
@@ -550,6 +539,9 @@ def train_ldm(args: argparse.Namespace) -> Path:
     if not 0.0 <= args.prompt_dropout < 1.0:
         raise ValueError(f"--prompt_dropout must be in [0, 1), got {args.prompt_dropout}")
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    for option, folder in (("--init_from", args.init_from), ("--autoencoder", args.autoencoder)):
+        if folder:
+            check_weight_files(folder, option)
     vae, vae_path = _load_autoencoder(args.autoencoder)
     _check_resolution(args.resolution, vae.downsample_factor)
     text_model, tokenizer, text_source = _load_text(args.text_encoder, args.tokenizer)

@@ -27,6 +27,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from genssl_hf.models.presets import VIT_MAE_PRESETS
+from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
@@ -48,6 +49,7 @@ from genssl_hf.training.common import (
     is_main_process_env,
     make_accelerator,
     maybe_resume,
+    no_trace_on_early_failure,
     resumable_batches,
     seed_step,
     write_run_config,
@@ -138,55 +140,15 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
 
 # ----------------------------------------------------------------------------------------- data
 def load_image_dataset(source: Any, split: str = "train", *, image_column: str = "image", streaming: bool = False,
-                       dataset_config: str | None = None):
+                       dataset_config: str | None = None, on_error: str = "raise", skipped: list | None = None):
     """A ``datasets`` object from a ``Dataset`` / ``IterableDataset`` / ``DatasetDict``, a ``save_to_disk``
-    folder, a local folder or file of parquet / images (``load_dataset`` infers the builder), or a Hub id.
-    Checks the image column exists and the data is not empty, before any training."""
-    import datasets
+    folder, a data file, a plain image folder (read through the checked reader ``read_cxr`` with the
+    ``on_error`` policy), another local dataset folder, or a Hub id; checks the image column holds
+    images and the data is not empty, before any training (:func:`genssl_hf.data.open.open_image_dataset`)."""
+    from genssl_hf.data.open import open_image_dataset
 
-    ds: Any = source
-    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        if split not in source:
-            raise KeyError(f"dataset has no split {split!r} (splits: {list(source)})")
-        ds = source[split]
-    elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
-            ds = datasets.load_from_disk(str(p))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise KeyError(f"{source} has no split {split!r} (splits: {list(ds)})")
-                ds = ds[split]
-            if streaming:
-                ds = ds.to_iterable_dataset(num_shards=max(1, min(64, len(ds) // 1000 or 1)))
-        elif p.is_file() and p.suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=str(p), split="train", streaming=streaming)
-        elif p.exists():
-            ds = datasets.load_dataset(str(p), split=split, streaming=streaming)
-        else:
-            ds = datasets.load_dataset(str(source), dataset_config, split=split, streaming=streaming)
-    elif not isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
-        raise TypeError(f"unsupported dataset source of type {type(source).__name__}")
-    check_image_dataset(ds, image_column)
-    return ds
-
-
-def check_image_dataset(ds: Any, image_column: str) -> None:
-    import datasets
-
-    cols = ds.column_names
-    if cols is None and isinstance(ds, datasets.IterableDataset):
-        first = next(iter(ds.take(1)), None)
-        if first is None:
-            raise ValueError("the training dataset is empty")
-        cols = list(first)
-    if image_column not in cols:
-        raise ValueError(f"the training dataset has no image column {image_column!r} (columns: {cols}); pass --image_column")
-    if isinstance(ds, datasets.Dataset):
-        if len(ds) == 0:
-            raise ValueError("the training dataset is empty")
-    elif next(iter(ds.take(1)), None) is None:
-        raise ValueError("the training dataset is empty")
+    return open_image_dataset(source, split, image_column=image_column, streaming=streaming,
+                              dataset_config=dataset_config, on_error=on_error, skipped=skipped)
 
 
 class ImageCollator:
@@ -289,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset_config", default=None)
     g.add_argument("--split", default="train")
     g.add_argument("--image_column", default="image")
+    g.add_argument("--on_error", choices=["raise", "skip"], default="raise",
+                   help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it")
     g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
     g.add_argument("--max_train_samples", type=int, default=None)
     g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
@@ -320,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--figure_samples", type=int, default=4)
     g.add_argument("--stop_after_steps", type=int, default=None,
                    help="stop after this many optimiser steps as if interrupted (time-boxed jobs); resume later")
-    return p
+    return checked_parser(p)
 
 
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -332,11 +296,13 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------- loop
+@no_trace_on_early_failure
 def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
     ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
     output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
     args = _resolve(args)
+    check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
     image_size = args.image_size or PRESETS[args.preset]["image_size"]
     patch_size = args.patch_size or PRESETS[args.preset]["patch_size"]
     check_mae_shape(image_size, patch_size, args.mask_ratio)  # before any data or model work
@@ -344,10 +310,14 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    if args.init_from:
+        check_weight_files(args.init_from, "--init_from")
     if dataset is None and args.dataset is None:
         raise ValueError("no training data: pass --dataset (or a datasets object)")
+    skipped: list = []
     ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
-                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config)
+                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config,
+                            on_error=getattr(args, "on_error", "raise"), skipped=skipped)
     if args.max_train_samples is not None:
         import datasets
 
@@ -404,6 +374,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
         "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
                   "reference_stats": provenance},
+        "skipped_images": [str(s) for s in skipped],
     }
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_mae", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})

@@ -11,7 +11,7 @@ images as windowed 8-bit PNG bytes, and caches the result in the ``datasets`` ca
 from ._common import CXRDataError, embed_images, iter_csv
 from .chexpert import MIXED_U_ONES, UNCERTAINTY_POLICIES, load_chexpert
 from .covidx import load_covidx
-from .generic import load_image_csv, load_image_folder
+from .generic import load_image_csv, load_image_folder, load_unlabelled_images
 from .mimic import load_mimic_cxr
 from .nih import load_nih_cxr14
 from .shared import KERMANY_LABELS, kermany_patient_id, load_kermany, load_nih_subset
@@ -29,6 +29,7 @@ __all__ = [
     "load_covidx",
     "load_image_csv",
     "load_image_folder",
+    "load_unlabelled_images",
     "load_kermany",
     "load_mimic_cxr",
     "load_nih_cxr14",

@@ -67,6 +67,16 @@ def open_text(path: str | os.PathLike):
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def iter_text_lines(path: str | os.PathLike, what: str = "text file") -> Iterator[tuple[int, str]]:
+    """``(line_number, line)`` of a UTF-8 text file (1-based); a binary file raises
+    :class:`CXRDataError` naming it instead of a bare ``UnicodeDecodeError``."""
+    try:
+        with open_text(path) as fh:
+            yield from enumerate(fh, start=1)
+    except UnicodeDecodeError as exc:
+        raise CXRDataError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it the right file?") from None
+
+
 def iter_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Stream ``(line_number, row)`` from a CSV, checking the header has the ``required`` columns.
 
@@ -77,19 +87,24 @@ def iter_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[
         raise CXRDataError(f"CSV file {path} does not exist")
     with open_text(path) as fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames
-        if not header:
-            raise CXRDataError(f"CSV {path} is empty (no header row)")
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise CXRDataError(f"CSV {path} lacks column(s) {missing}; its columns are {list(header)}")
-        for row in reader:
-            for col in required:
-                if row.get(col) is None:
-                    raise CXRDataError(
-                        f"CSV {path} line {reader.line_num}: too few fields (no value for column {col!r})"
-                    )
-            yield reader.line_num, row
+        try:
+            header = reader.fieldnames
+            if not header:
+                raise CXRDataError(f"CSV {path} is empty (no header row)")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise CXRDataError(f"CSV {path} lacks column(s) {missing}; its columns are {list(header)}")
+            for row in reader:
+                for col in required:
+                    if row.get(col) is None:
+                        raise CXRDataError(
+                            f"CSV {path} line {reader.line_num}: too few fields (no value for column {col!r})"
+                        )
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:  # a binary file (an image, a zip...) given as the CSV
+            raise CXRDataError(f"CSV {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it really a CSV file?") from None
+        except (csv.Error, EOFError, OSError) as exc:  # NUL bytes, broken gzip
+            raise CXRDataError(f"CSV {path} line {reader.line_num}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
 def find_file(root: Path, *names: str) -> Path:

@@ -10,7 +10,7 @@ from typing import Literal
 import datasets
 
 from ..schema import COVIDX3, cxr_features
-from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, unknown_value
+from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_text_lines, unknown_value
 
 # Spellings seen across COVIDx releases -> canonical class name.
 _CLASS_ALIASES = {name.lower(): name for name in COVIDX3} | {"covid": "COVID-19", "covid19": "COVID-19"}
@@ -76,24 +76,23 @@ def load_covidx(
     )
 
     def rows():
-        with open(split_path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                patient, filename, cls, source = parse_covidx_line(line, split_path, line_no)
-                yield Row(
-                    f"{split_path} line {line_no}",
-                    str(image_dir / filename),
-                    {
-                        "label": COVIDX3.index(cls),
-                        "patient_id": patient,
-                        "study_id": "",
-                        "view": "",
-                        "source": "covidx",
-                        "path": filename,
-                        "data_source": source,
-                    },
-                )
+        for line_no, line in iter_text_lines(split_path, "COVIDx split file"):
+            if not line.strip():
+                continue
+            patient, filename, cls, source = parse_covidx_line(line, split_path, line_no)
+            yield Row(
+                f"{split_path} line {line_no}",
+                str(image_dir / filename),
+                {
+                    "label": COVIDX3.index(cls),
+                    "patient_id": patient,
+                    "study_id": "",
+                    "view": "",
+                    "source": "covidx",
+                    "path": filename,
+                    "data_source": source,
+                },
+            )
 
     return build_image_dataset(
         name="covidx",

@@ -283,3 +283,43 @@ def _hash_callable(fn) -> str:
         import uuid
 
         return f"unhashable-{uuid.uuid4().hex}"
+
+
+def load_unlabelled_images(
+    root: str | os.PathLike,
+    *,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    on_error: Literal["raise", "skip"] = "raise",
+    skipped: list | None = None,
+    verify: Verify = "header",
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """Every image under ``root`` (recursively, hidden files and other extensions ignored) as an
+    unlabelled dataset (``image``, ``path`` relative to ``root``), for pre-training on a plain
+    image folder. Files go through the same checked reader as the labelled adapters: a truncated,
+    corrupt or oversized (decompression-bomb) file raises :class:`~genssl_hf.data.io.CXRReadError`
+    naming it, or is left out and recorded under ``on_error="skip"``."""
+    root = check_root(root, "image folder")
+    exts = tuple(e.lower() for e in extensions)
+    features = datasets.Features({"image": datasets.Image(mode="L"), "path": datasets.Value("string")})
+
+    def rows():
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                if fname.startswith(".") or not fname.lower().endswith(exts):
+                    continue
+                full = Path(dirpath) / fname
+                yield Row(str(full), str(full), {"path": full.relative_to(root).as_posix()})
+
+    return build_image_dataset(
+        name="unlabelled-image-folder",
+        rows=rows,
+        features=features,
+        sources=[root],
+        options={"root": str(root), "extensions": exts, "listing": _listing_state(root, ["."], exts)},
+        on_error=on_error,
+        skipped=skipped,
+        verify=verify,
+        cache_dir=cache_dir,
+    )

@@ -10,7 +10,17 @@ from typing import Literal
 import datasets
 
 from ..schema import NIH14, cxr_features
-from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
+from ._common import (
+    CXRDataError,
+    Row,
+    Verify,
+    build_image_dataset,
+    check_root,
+    iter_csv,
+    iter_text_lines,
+    parse_int,
+    unknown_value,
+)
 
 NIH_NO_FINDING = "No Finding"
 _SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
@@ -51,8 +61,7 @@ def index_nih_images(root: Path) -> dict[str, str]:
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise CXRDataError(f"official split list {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        names = [line.strip() for line in fh if line.strip()]
+    names = [line.strip() for _, line in iter_text_lines(path, "official split list") if line.strip()]
     if not names:
         raise CXRDataError(f"official split list {path} is empty")
     return names
