@@ -105,6 +105,13 @@ def test_linear_probe_of_a_cnn_encoder(tmp_path, data_dir):
     enc_w, clf_w = load_file(str(enc / "model.safetensors")), load_file(str(ft / "final" / "model.safetensors"))
     for k, v in enc_w.items():  # frozen backbone, BN statistics included (eval mode)
         assert torch.equal(clf_w["resnet." + k], v), k
+    # scripts/publish.py --kind encoder / classifier take both folders unchanged (dry run)
+    from genssl_hf.hub.publish import publish
+
+    res = publish("encoder", enc, "me/rotation-resnet", dry_run=tmp_path / "pub_enc", allow_unchecked=True)
+    assert res.dry_run and (tmp_path / "pub_enc" / "model.safetensors").is_file()
+    res = publish("classifier", ft / "best", "me/rotation-resnet-clf", dry_run=tmp_path / "pub_clf", allow_unchecked=True)
+    assert res.dry_run and (tmp_path / "pub_clf" / "config.json").is_file()
 
 
 def test_exact_resume_on_the_engine(tmp_path, data_dir):
