@@ -170,6 +170,21 @@ def load_image_dataset(source: Any, split: str = "train", *, image_column: str =
     return ds
 
 
+def open_pretraining_images(args: argparse.Namespace, dataset: Any = None):
+    """The unlabelled training images of a pre-training run: ``dataset`` (a ``datasets`` object) or
+    ``--dataset``, checked by :func:`load_image_dataset`, capped at ``--max_train_samples``."""
+    if dataset is None and args.dataset is None:
+        raise ValueError("no training data: pass --dataset (or a datasets object)")
+    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
+                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config)
+    if args.max_train_samples is not None:
+        import datasets
+
+        n = int(args.max_train_samples)
+        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    return ds
+
+
 def check_image_dataset(ds: Any, image_column: str) -> None:
     import datasets
 
@@ -343,15 +358,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    if dataset is None and args.dataset is None:
-        raise ValueError("no training data: pass --dataset (or a datasets object)")
-    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
-                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config)
-    if args.max_train_samples is not None:
-        import datasets
-
-        n = int(args.max_train_samples)
-        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    ds = open_pretraining_images(args, dataset)
     adain_mean, adain_std, provenance = resolve_reference(args)
     config = build_mae_config(args.preset, mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
                               image_size=image_size, patch_size=patch_size)
