@@ -140,7 +140,7 @@ def gradcam_maps(model: torch.nn.Module, pixel_values: torch.Tensor, *, target: 
     """Grad-CAM (Selvaraju et al. 2017) on the last stage of a CNN classifier
     (``ResNetForImageClassification``): the last stage's activations weighted by the spatially
     averaged gradient of the target logit (default: each image's highest logit), ReLU, rescaled to
-    [0, 1] per image. Returns ``(B, H, W)`` (``upsample``) or the ``(B, h, w)`` feature grid."""
+    [0, 1] per image (an image with no positive evidence keeps the signed map, rescaled). Returns ``(B, H, W)`` (``upsample``) or the ``(B, h, w)`` feature grid."""
     body = getattr(model, "resnet", None)
     if body is None:
         raise TypeError(f"{type(model).__name__} is not a CNN classifier with a .resnet body (Grad-CAM needs one)")
@@ -164,7 +164,12 @@ def gradcam_maps(model: torch.nn.Module, pixel_values: torch.Tensor, *, target: 
         handle.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    cam = torch.relu((grad.mean(dim=(-2, -1), keepdim=True) * act).sum(dim=1, keepdim=True))
+    signed = (grad.mean(dim=(-2, -1), keepdim=True) * act).sum(dim=1, keepdim=True)
+    cam = torch.relu(signed)
+    # no positive evidence anywhere (e.g. a barely trained head): show the least negative regions
+    # instead of a blank map
+    blank = cam.amax(dim=(-2, -1), keepdim=True) <= 0
+    cam = torch.where(blank, signed, cam)
     if upsample:
         cam = torch.nn.functional.interpolate(cam, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
     lo = cam.amin(dim=(-2, -1), keepdim=True)

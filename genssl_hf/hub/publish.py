@@ -234,6 +234,8 @@ def _validate_encoder(folder: Path) -> dict[str, Any]:
     from transformers import ViTMAEForPreTraining
 
     _need(folder, "config.json")
+    if (folder / "encoder_info.json").is_file():
+        return _validate_neutral_encoder(folder)
     try:
         model, info = ViTMAEForPreTraining.from_pretrained(str(folder), output_loading_info=True)
     except Exception as e:
@@ -246,8 +248,28 @@ def _validate_encoder(folder: Path) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def _validate_neutral_encoder(folder: Path) -> dict[str, Any]:
+    """A method-neutral encoder export (SimCLR, MoCo v2, SimSiam, rotation; ``genssl_hf.models.save_encoder``):
+    it must reload exactly with ``AutoModel`` and into the stock classification class."""
+    from genssl_hf.models import verify_encoder_folder
+
+    try:
+        checked = verify_encoder_folder(folder)
+    except Exception as e:
+        raise ArtifactError(f"encoder folder {folder} does not reload exactly: {e}") from e
+    proc = _load_processor(folder, "encoder")
+    if type(proc).__name__ != "AdaINImageProcessor":
+        raise ArtifactError(f"encoder folder {folder}: processor is {type(proc).__name__}, expected AdaINImageProcessor")
+    return {"model_class": checked["auto_model"], "classifier_class": checked["classifier"],
+            "processor_class": type(proc).__name__, "method": read_json(folder / "encoder_info.json").get("method")}
+
+
 def _classifier_class(folder: Path):
     cfg = read_json(folder / "config.json")
+    if cfg.get("model_type") == "resnet":  # the CNN slot
+        from transformers import ResNetForImageClassification
+
+        return ResNetForImageClassification
     archs = cfg.get("architectures") or []
     if "GenSSLViTForImageClassification" in archs:
         from genssl_hf.training.classifier import GenSSLViTForImageClassification

@@ -41,6 +41,17 @@ from typing import Any
 
 from ..utils import read_json, write_json
 from .schema import config_problems, schema_node
+from .ssl_variants import (
+    ssl_data_stage,
+    ssl_finetune_config,
+    ssl_finetune_init,
+    ssl_pretrain_command,
+    ssl_stage_name,
+    ssl_stage_summary,
+    ssl_variant_names,
+    ssl_variant_title,
+    validate_ssl_variants,
+)
 from .stages import Stage, run_stage
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -94,9 +105,10 @@ def validate_config(config: dict) -> None:
     for key in ("name", "seed", "image_size", "real_data", "generation", "pretrain", "finetune"):
         if key not in config:
             raise KeyError(f"pipeline config {config.get('name', '?')!r} lacks the section {key!r}")
-    unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS)
+    unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS) - set(config.get("ssl_variants", {}))
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}")
+    validate_ssl_variants(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
     if source not in ("phantom", "folder", "kermany", "nih-subset"):
@@ -471,7 +483,7 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
         out = folder / "results"
         cmd = _python_module(cfg, "genssl_hf.evaluation.report")
         for v in variants:
-            cmd += ["--model", f"{VARIANT_TITLES[v]}={root / f'finetune_{v}{suffix}' / 'run' / 'best'}"]
+            cmd += ["--model", f"{variant_title(cfg, v)}={root / f'finetune_{v}{suffix}' / 'run' / 'best'}"]
         cmd += ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
                 "--seed", str(cfg["seed"])] + _flags(ev.get("args", {}))
         _run_command(cmd, folder, log)
@@ -479,7 +491,7 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
 
         context = _run_context(cfg, root, variants, suffix)
         context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seed {seed})"
-        summary = build_results(out, {v: VARIANT_TITLES[v] for v in variants}, context,
+        summary = build_results(out, {v: variant_title(cfg, v) for v in variants}, context,
                                 n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"])
         return {"results": "results", "rows": _jsonable(summary["rows"])}
 
@@ -512,6 +524,24 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
         "fine-tuning": f"preset {ft.get('preset')}, {ft.get('epochs')} epochs, best epoch chosen on validation",
         "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v is not None),
     }
+
+
+def variant_title(cfg: dict, variant: str) -> str:
+    return VARIANT_TITLES[variant] if variant in VARIANT_TITLES else ssl_variant_title(cfg, variant)
+
+
+def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) -> Stage:
+    """Contrastive / Siamese / pretext pre-training of one ``ssl_variants`` entry."""
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(cfg, name, root, stats_path, out)
+        _run_command(cmd, folder, log)
+        return ssl_stage_summary(out)
+
+    return Stage(f"ssl_{name}", {"ssl_pretrain": cfg.get("ssl_pretrain", {}), "variant": cfg["ssl_variants"][name],
+                                 "seed": cfg["seed"], "size": cfg["image_size"]},
+                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
 
 
 def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
@@ -567,7 +597,7 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "pipeline_config.json", config)
     start = time.perf_counter()
-    variants = [v for v in VARIANTS if v in config.get("variants", VARIANTS)]
+    variants = [v for v in VARIANTS if v in config.get("variants", VARIANTS)] + ssl_variant_names(config)
     s: dict[str, Any] = {}
 
     s["real_data"] = run_stage(root, stage_real_data(config), log)
@@ -590,13 +620,25 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
         s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log, deps=["real_data"])
         s["mae_real"] = run_stage(root, stage_pretrain(config, "mae_real", root / "real_unlabelled", "off", stats, log), log,
                                   deps=["real_unlabelled", "reference_stats"])
+    ssl_names = ssl_variant_names(config)
+    if any(ssl_data_stage(config, v) == "real_unlabelled" for v in ssl_names) and "real_unlabelled" not in s:
+        s["real_unlabelled"] = run_stage(root, stage_real_unlabelled(config, root / "real_data"), log, deps=["real_data"])
+    for v in ssl_names:
+        if ssl_stage_name(config, v):
+            s[f"ssl_{v}"] = run_stage(root, stage_ssl_pretrain(config, v, stats, root, log), log,
+                                      deps=[ssl_data_stage(config, v), "reference_stats"])
     for fraction, seed, suffix in finetune_runs(config):
         for v in variants:
-            init = (config["finetune"].get("random_init_preset", "tiny") if v == "random_init"
-                    else str(root / VARIANT_PRETRAIN[v] / "model"))
-            deps = ["real_data"] + ([] if v == "random_init" else [VARIANT_PRETRAIN[v]])
+            if v in ssl_names:
+                init = ssl_finetune_init(config, v, root)
+                deps = ["real_data"] + ([ssl_stage_name(config, v)] if ssl_stage_name(config, v) else [])
+            else:
+                init = (config["finetune"].get("random_init_preset", "tiny") if v == "random_init"
+                        else str(root / VARIANT_PRETRAIN[v] / "model"))
+                deps = ["real_data"] + ([] if v == "random_init" else [VARIANT_PRETRAIN[v]])
+            vcfg = ssl_finetune_config(config, v) if v in ssl_names else config
             s[f"finetune_{v}{suffix}"] = run_stage(
-                root, stage_finetune(config, v, init, root / "real_data", log, fraction, seed, suffix), log, deps=deps)
+                root, stage_finetune(vcfg, v, init, root / "real_data", log, fraction, seed, suffix), log, deps=deps)
         s[f"evaluation{suffix}"] = run_stage(
             root, stage_evaluation(config, root, variants, root / "real_data", log, fraction, seed, suffix), log,
             deps=[f"finetune_{v}{suffix}" for v in variants])

@@ -31,6 +31,14 @@ def adain_batch(x: torch.Tensor, mean: float | torch.Tensor, std: float | torch.
     return (xf - mu) * scale + torch.as_tensor(mean, dtype=xf.dtype, device=xf.device)
 
 
+def check_view_settings(crop_scale: Sequence[float], adain_mode: str) -> None:
+    """Clear errors for a random-resized-crop scale or an AdaIN placement that cannot work."""
+    if adain_mode not in ADAIN_MODES:
+        raise ValueError(f"adain_mode must be one of {ADAIN_MODES}, got {adain_mode!r}")
+    if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
+        raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(crop_scale)}")
+
+
 class MAEAugment(torch.nn.Module):
     """The MAE pre-training augmentation on uint8 or [0, 1] batches: random resized crop to ``size`` with
     ``scale`` (default (0.5, 1.0), the GEN-SSL recipe) and ratio (3/4, 4/3), plus horizontal flip, then
@@ -58,10 +66,7 @@ class MAEAugment(torch.nn.Module):
         super().__init__()
         import kornia.augmentation as K
 
-        if adain_mode not in ADAIN_MODES:
-            raise ValueError(f"adain_mode must be one of {ADAIN_MODES}, got {adain_mode!r}")
-        if not (0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
+        check_view_settings(scale, adain_mode)
         self.size = int(size)
         self.adain, self.adain_mode = adain, adain_mode
         self.adain_mean, self.adain_std, self.adain_eps = float(adain_mean), float(adain_std), float(adain_eps)

@@ -217,6 +217,8 @@ class Engine:
             "images_per_second": steps_done * images_per_step / elapsed if elapsed > 0 and steps_done else None,
             "images_per_second_steady": bar.steady_images_per_second(min(2, max(1, len(bar.step_times) - 1))),
             "train_seconds": elapsed,
+            "step_end_seconds": [round(t - bar.step_times[0], 4) for t in bar.step_times] if bar.step_times else [],
+            "step_end_cpu_seconds": [round(t - bar.step_cpu_times[0], 4) for t in bar.step_cpu_times] if bar.step_cpu_times else [],
             "interrupted": interrupted,
         }
         return EngineResult(state=state, interrupted=interrupted, summary=summary, history=history)

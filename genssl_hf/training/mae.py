@@ -151,6 +151,23 @@ def load_image_dataset(source: Any, split: str = "train", *, image_column: str =
                               dataset_config=dataset_config, on_error=on_error, skipped=skipped)
 
 
+def open_pretraining_images(args: argparse.Namespace, dataset: Any = None, skipped: list | None = None):
+    """The unlabelled training images of a pre-training run (MAE and the SSL methods): ``dataset`` (a
+    ``datasets`` object) or ``--dataset``, opened by :func:`load_image_dataset` with the run's
+    ``--on_error`` policy (unreadable files go to ``skipped``), capped at ``--max_train_samples``."""
+    if dataset is None and args.dataset is None:
+        raise ValueError("no training data: pass --dataset (or a datasets object)")
+    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
+                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config,
+                            on_error=getattr(args, "on_error", "raise"), skipped=skipped)
+    if args.max_train_samples is not None:
+        import datasets
+
+        n = int(args.max_train_samples)
+        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    return ds
+
+
 class ImageCollator:
     """Rows -> uint8 tensor (B, 1, S, S): grayscale, bilinear resize to ``load_size`` in the data workers,
     so the main process only sees small uint8 batches."""
@@ -312,17 +329,8 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     if args.init_from:
         check_weight_files(args.init_from, "--init_from")
-    if dataset is None and args.dataset is None:
-        raise ValueError("no training data: pass --dataset (or a datasets object)")
     skipped: list = []
-    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
-                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config,
-                            on_error=getattr(args, "on_error", "raise"), skipped=skipped)
-    if args.max_train_samples is not None:
-        import datasets
-
-        n = int(args.max_train_samples)
-        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    ds = open_pretraining_images(args, dataset, skipped)
     adain_mean, adain_std, provenance = resolve_reference(args)
     config = build_mae_config(args.preset, mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
                               image_size=image_size, patch_size=patch_size)

@@ -49,7 +49,7 @@ from genssl_hf.training.common import (
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
-from genssl_hf.training.mae import build_dataloader, load_image_dataset, resolve_reference
+from genssl_hf.training.mae import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.training.ssl.methods import METHOD_DEFAULTS, METHODS, SSLMethod, build_method
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
@@ -197,15 +197,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     backbone_config = build_backbone_config(args.backbone, image_size=args.image_size, patch_size=args.patch_size)
     image_size = int(backbone_config.image_size)  # shape errors surface here, before data or model work
-    if dataset is None and args.dataset is None:
-        raise ValueError("no training data: pass --dataset (or a datasets object)")
-    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
-                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config)
-    if args.max_train_samples is not None:
-        import datasets
-
-        n = int(args.max_train_samples)
-        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
+    ds = open_pretraining_images(args, dataset)
     adain_mean, adain_std, provenance = resolve_reference(args)
 
     accelerator = accelerator or make_accelerator(args)

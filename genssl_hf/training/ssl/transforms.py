@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from genssl_hf.processing.augment import ADAIN_MODES, adain_batch
+from genssl_hf.processing.augment import adain_batch, check_view_settings
 
 __all__ = ["SSLViews", "rotate_batch_4way"]
 
@@ -58,10 +58,7 @@ class SSLViews(nn.Module):
         super().__init__()
         import kornia.augmentation as K
 
-        if adain_mode not in ADAIN_MODES:
-            raise ValueError(f"adain_mode must be one of {ADAIN_MODES}, got {adain_mode!r}")
-        if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
-            raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(crop_scale)}")
+        check_view_settings(crop_scale, adain_mode)
         for name, v in (("brightness", brightness), ("contrast", contrast), ("rotation_degrees", rotation_degrees)):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")

@@ -1,0 +1,126 @@
+"""Contrastive / Siamese / pretext variants of the pipeline, data-driven: a variant is a config
+entry, not runner code.
+
+``ssl_variants`` maps a variant name to ``{"method": ..., "backbone": ..., "adain": "on"|"off",
+"data": "generated"|"real", "args": {...}}``; ``ssl_pretrain.args`` holds the options shared by
+all of them (passed to ``genssl_hf.training.ssl.pretrain``). ``method: "random_init"`` adds a
+random-init baseline of another backbone (e.g. a ResNet next to the ViT one). Listing the name
+in ``variants`` runs it: ``ssl_<name>`` pre-trains (skipped for random init), ``finetune_<name>``
+fine-tunes, and the evaluation table gets a row per variant in the layout of the GEN-SSL paper's
+Tab. 9 (method, backbone, pre-training data, mAUC with a paired bootstrap CI against random init).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..utils import read_json
+
+__all__ = ["SSL_METHODS", "ssl_variant_names", "validate_ssl_variants", "ssl_variant_title", "ssl_stage_name",
+           "ssl_pretrain_command", "ssl_finetune_init", "ssl_finetune_config", "ssl_data_stage",
+           "ssl_stage_summary"]
+
+SSL_METHODS = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "simsiam": "SimSiam", "rotation": "Rotation",
+               "random_init": "Random init"}
+DATA_SOURCES = {"generated": "generated_dataset", "real": "real_unlabelled"}
+
+
+def ssl_variant_names(config: dict) -> list[str]:
+    """The configured SSL variants that ``variants`` selects, in config order."""
+    chosen = config.get("variants")
+    return [name for name in config.get("ssl_variants", {}) if chosen is None or name in chosen]
+
+
+def validate_ssl_variants(config: dict) -> None:
+    """Clear errors for a malformed ``ssl_variants`` section, before any stage runs."""
+    from ..models import BACKBONE_PRESETS
+
+    for name, spec in config.get("ssl_variants", {}).items():
+        method = spec.get("method")
+        if method not in SSL_METHODS:
+            raise ValueError(f"ssl_variants.{name}.method {method!r} is not one of {sorted(SSL_METHODS)}")
+        backbone = spec.get("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("backbone"))
+        if backbone not in BACKBONE_PRESETS:
+            raise ValueError(f"ssl_variants.{name}.backbone {backbone!r} is not one of {sorted(BACKBONE_PRESETS)}")
+        if spec.get("data", "generated") not in DATA_SOURCES:
+            raise ValueError(f"ssl_variants.{name}.data must be 'generated' or 'real', got {spec.get('data')!r}")
+        if spec.get("adain", "on") not in ("on", "off"):
+            raise ValueError(f"ssl_variants.{name}.adain must be 'on' or 'off', got {spec.get('adain')!r}")
+
+
+def _spec(config: dict, name: str) -> dict[str, Any]:
+    spec = dict(config["ssl_variants"][name])
+    spec.setdefault("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("backbone"))
+    spec.setdefault("adain", "on")
+    spec.setdefault("data", "generated")
+    return spec
+
+
+def ssl_variant_title(config: dict, name: str) -> str:
+    """Row title: method, backbone and pre-training data (Tab. 9 layout)."""
+    spec = _spec(config, name)
+    if spec["method"] == "random_init":
+        return f"Random init ({spec['backbone']})"
+    data = "generated" if spec["data"] == "generated" else "real"
+    adain = ", AdaIN" if spec["adain"] == "on" else ", no AdaIN"
+    return f"{SSL_METHODS[spec['method']]} ({spec['backbone']}, {data}{adain})"
+
+
+def ssl_stage_name(config: dict, name: str) -> str | None:
+    """The pre-training stage of a variant (None for a random-init baseline)."""
+    return None if _spec(config, name)["method"] == "random_init" else f"ssl_{name}"
+
+
+def ssl_data_stage(config: dict, name: str) -> str:
+    return DATA_SOURCES[_spec(config, name)["data"]]
+
+
+def ssl_pretrain_command(config: dict, name: str, root: Path, stats_path: Path, out: Path) -> list[str]:
+    """Arguments for ``genssl_hf.training.ssl.pretrain`` (after the launcher / module prefix)."""
+    spec = _spec(config, name)
+    args = {**config.get("ssl_pretrain", {}).get("args", {}), **spec.get("args", {})}
+    args["backbone"] = spec["backbone"]
+    cmd = ["--method", spec["method"], "--dataset", str(root / ssl_data_stage(config, name) / "dataset"),
+           "--output_dir", str(out), "--seed", str(config["seed"]), "--adain", spec["adain"],
+           "--reference_stats", str(stats_path), "--image_size", str(config["image_size"]), "--overwrite_output_dir",
+           "--figure", "off" if spec["data"] == "real" else "on"]  # never draw real images into an artifact
+    for key, value in args.items():
+        if isinstance(value, bool):
+            if value:
+                cmd.append(f"--{key}")
+        elif value is not None:
+            cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def ssl_finetune_init(config: dict, name: str, root: Path) -> str:
+    spec = _spec(config, name)
+    if spec["method"] == "random_init":
+        return spec["backbone"]
+    return str(root / f"ssl_{name}" / "model")
+
+
+def ssl_stage_summary(out: Path) -> dict[str, Any]:
+    cfg = out / "run_config.json"
+    return {"model": "model", "method": read_json(cfg).get("method") if cfg.is_file() else None}
+
+
+def ssl_finetune_config(config: dict, name: str) -> dict:
+    """The pipeline config a variant fine-tunes with: a ResNet variant swaps the ViT fine-tuning
+    preset for the ResNet one and drops the ViT-only options (drop path, layer decay, pooling);
+    ``ssl_variants.<name>.finetune_args`` overrides any option."""
+    import copy
+
+    from ..models import backbone_family
+
+    spec = _spec(config, name)
+    cfg = copy.deepcopy(config)
+    args = dict(cfg["finetune"].get("args", {}))
+    if backbone_family(spec["backbone"]) == "cnn":
+        args["preset"] = "resnet-tiny" if args.get("preset", "tiny") == "tiny" else "resnet"
+        for key in ("drop_path", "layer_decay", "pooling"):
+            args.pop(key, None)
+    args.update(spec.get("finetune_args", {}))
+    cfg["finetune"]["args"] = args
+    return cfg
