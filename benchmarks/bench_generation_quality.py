@@ -59,6 +59,7 @@ SETTINGS: dict[str, tuple[str, dict, int, float]] = {
     "unipc-10": ("UniPCMultistepScheduler", {}, 10, 1.0),
     "unipc-8": ("UniPCMultistepScheduler", {}, 8, 1.0),
     "unipc-6": ("UniPCMultistepScheduler", {}, 6, 1.0),
+    "unipc-5": ("UniPCMultistepScheduler", {}, 5, 1.0),
     "dpm++2m-10, guidance on 1st half": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 10, 0.5),
     "unipc-8, guidance on 1st half": ("UniPCMultistepScheduler", {}, 8, 0.5),
 }

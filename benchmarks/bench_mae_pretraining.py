@@ -141,16 +141,20 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
             self.c: list[float] = []
 
         def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.t.append(time.perf_counter())
             self.c.append(time.process_time())
 
     reset_accelerate()
     torch.manual_seed(seed)
-    model = mae.ViTMAEForPreTraining(cfg)
+    # through the package's builder (the same initial weights as ours: transformers' own init leaves
+    # the fixed sin-cos position tables at zero); sdpa is transformers' default attention
+    model, _ = mae.build_model(cfg, attn_implementation="sdpa")
     targs = TrainingArguments(
         output_dir=str(work / "baseline"), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1.5e-4 * batch / 256, weight_decay=0.05, adam_beta2=0.95, lr_scheduler_type="cosine",
-        warmup_steps=1, logging_steps=1_000_000, save_strategy="no", report_to="none", use_cpu=True,
+        warmup_steps=1, logging_steps=1_000_000, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=seed,
     )
     timer = Timer()
