@@ -68,24 +68,33 @@ def build_full_size(seed: int = 0):
     return vae, unet, te, tok
 
 
-def make_reference(vae, unet, steps: int, context: torch.Tensor):
-    """MONAI reference: LatentDiffusionInferer.sample, batch 1, fp32. Returns (run(i) -> seconds per
-    image, the reference's fp32 UNet)."""
+def monai_reference(ae_cfg: dict, unet_cfg: dict, vae_state: dict, unet_state: dict, steps: int, device: str = "cpu"):
+    """The MONAI side as the bundle runs it: plain MONAI networks (MONAI's default attention) with
+    the given weights, MONAI's ``DDIMScheduler`` with the bundle's schedule at ``steps`` steps, and
+    ``LatentDiffusionInferer``. Returns (inferer, autoencoder, unet, scheduler)."""
     from monai.inferers import LatentDiffusionInferer
     from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
     from monai.networks.schedulers import DDIMScheduler
 
-    from genssl_hf.generation import BUNDLE_AUTOENCODER_CONFIG, BUNDLE_UNET_CONFIG, BUNDLE_SCALE_FACTOR
+    from genssl_hf.generation import BUNDLE_SCALE_FACTOR
 
-    # plain MONAI networks (default attention), loaded with the pipeline's exact weights
-    ref_vae = AutoencoderKL(**BUNDLE_AUTOENCODER_CONFIG).eval()
-    ref_vae.load_state_dict(vae.state_dict())
-    ref_unet = DiffusionModelUNet(**{**BUNDLE_UNET_CONFIG}).eval()
-    ref_unet.load_state_dict(unet.state_dict())
+    ref_vae = AutoencoderKL(**ae_cfg).eval()
+    ref_vae.load_state_dict(vae_state)
+    ref_unet = DiffusionModelUNet(**unet_cfg).eval()
+    ref_unet.load_state_dict(unet_state)
     sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0205, schedule="scaled_linear_beta",
                           prediction_type="v_prediction", clip_sample=False)
     sched.set_timesteps(steps)
-    inferer = LatentDiffusionInferer(sched, scale_factor=BUNDLE_SCALE_FACTOR)
+    return LatentDiffusionInferer(sched, scale_factor=BUNDLE_SCALE_FACTOR), ref_vae.to(device), ref_unet.to(device), sched
+
+
+def make_reference(vae, unet, steps: int, context: torch.Tensor):
+    """MONAI reference: LatentDiffusionInferer.sample, batch 1, fp32. Returns (run(i) -> seconds per
+    image, the reference's fp32 UNet)."""
+    from genssl_hf.generation import BUNDLE_AUTOENCODER_CONFIG, BUNDLE_UNET_CONFIG
+
+    inferer, ref_vae, ref_unet, sched = monai_reference(BUNDLE_AUTOENCODER_CONFIG, BUNDLE_UNET_CONFIG, vae.state_dict(),
+                                                        unet.state_dict(), steps)
 
     @torch.no_grad()
     def run(i: int) -> float:

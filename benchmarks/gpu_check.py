@@ -135,21 +135,9 @@ def _peak_gib(device: str) -> float | None:
 def reference_images_per_s(ae_cfg, unet_cfg, state, size: int, steps: int, n: int, device: str) -> tuple[float, float | None]:
     """MONAI ``LatentDiffusionInferer.sample``, DDIM, CFG 7, batch 1, fp32: images/s (median of
     ``n`` images after one warm-up image) and peak memory."""
-    from monai.inferers import LatentDiffusionInferer
-    from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
-    from monai.networks.schedulers import DDIMScheduler
+    from benchmarks.bench_generation import monai_reference
 
-    from genssl_hf.generation import BUNDLE_SCALE_FACTOR
-
-    vae = AutoencoderKL(**ae_cfg).eval()
-    vae.load_state_dict(state["vae"])
-    unet = DiffusionModelUNet(**unet_cfg).eval()  # MONAI's default attention, as the bundle runs it
-    unet.load_state_dict(state["unet"])
-    vae, unet = vae.to(device), unet.to(device)
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0205, schedule="scaled_linear_beta",
-                          prediction_type="v_prediction", clip_sample=False)
-    sched.set_timesteps(steps)
-    inferer = LatentDiffusionInferer(sched, scale_factor=BUNDLE_SCALE_FACTOR)
+    inferer, vae, unet, sched = monai_reference(ae_cfg, unet_cfg, state["vae"], state["unet"], steps, device)
     context = torch.randn(1, 77, unet_cfg["cross_attention_dim"], device=device)
     hw = size // 2 ** (len(ae_cfg["channels"]) - 1)
     _reset_peak(device)
