@@ -81,6 +81,10 @@ def test_bundle_preset_restores_the_bundle_ddim(pipe):
 
 
 def test_guidance_on_part_of_the_steps(pipe):
+    with torch.no_grad():  # MONAI zero-initialises the output projections: the text would not change the output
+        for p in pipe.unet.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.2)
     full = pipe(["a", "b"], seeds=[4, 5], num_inference_steps=4, output_type="pt").images
     same = pipe(["a", "b"], seeds=[4, 5], num_inference_steps=4, guidance_fraction=1.0, output_type="pt").images
     torch.testing.assert_close(same, full, rtol=0, atol=0)
