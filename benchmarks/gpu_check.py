@@ -218,7 +218,7 @@ def generation_checks(plan: dict, emit, budget) -> None:
                 continue
             try:
                 ips, mem, _ = ours_images_per_s(pipe, b, plan["repeats"], fast_steps, device)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 emit({**common, "side": "ours", "preset": "fast", "dtype": dt0, "batch": b, "skipped": "out of memory"})
                 break
             emit({**common, "side": "ours", "preset": "fast", "steps": fast_steps or pipe._preset_defaults["num_inference_steps"],
