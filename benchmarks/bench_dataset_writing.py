@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 PROMPTS = [
     {"text": "Big left-sided pleural effusion", "disease": "Pleural Effusion", "existence": "positive"},
     {"text": "Small bilateral atelectasis", "disease": "Atelectasis", "existence": "positive"},
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
-
+    info = machine_info()
+    print_machine(info)
     # N spans several checkpoint chunks (32 rows), so N -> 10N only adds chunks and shards.
     n = args.n or (64 if args.quick else 320)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -215,8 +218,7 @@ def main(argv=None) -> int:
         "baseline": round(base, 3),
         "ratio": round(base / ours, 3),
         "encode_write_share_phantom128": results["phantom128_encode_write_share"],
-        "details": results,
-    }))
+        "details": results, "machine": finish(info)}))
     return 0
 
 

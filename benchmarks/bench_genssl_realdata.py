@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 from genssl_hf.data.schema import NIH14  # noqa: E402
 from genssl_hf.pipeline.runner import VARIANT_TITLES, finetune_runs, run_pipeline  # noqa: E402
 from genssl_hf.utils import read_json, write_json  # noqa: E402
@@ -136,6 +138,8 @@ def main(argv=None) -> int:
     if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
         print(f"real data not found under {shared}; nothing to measure", file=sys.stderr)
         return 2
+    info = machine_info()
+    print_machine(info)
     cfg = config(args.quick, shared)
     out = Path(args.output_dir or ROOT / "outputs" / ("bench-realdata-quick" if args.quick else "bench-realdata"))
     start = time.perf_counter()
@@ -161,7 +165,7 @@ def main(argv=None) -> int:
                       "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
                       "mean_auc_over_seeds": mean_auc_by_fraction(rows),
                       "wall_s": round(time.perf_counter() - start, 1),
-                      "quick": args.quick}))
+                      "quick": args.quick, "machine": finish(info)}))
     return 0
 
 

@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -64,23 +66,6 @@ def mae_forward_flops_per_image(cfg) -> float:
     f += cfg.decoder_num_hidden_layers * block(ld, dd, cfg.decoder_intermediate_size)
     f += 2 * ld * dd * (p * p * c)  # pixel prediction
     return float(f)
-
-
-def bf16_matmul_peak(n: int, repeats: int, dtype: torch.dtype = torch.bfloat16) -> tuple[float, float]:
-    """(wall, CPU-time) GFLOP/s of an n x n x n matmul (median of ``repeats`` timings)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    times, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        for _ in range(3):
-            a @ b
-        times.append((time.perf_counter() - t) / 3)
-        cpu.append((time.process_time() - c) / 3)
-    # wall GFLOP/s, and GFLOP per CPU-second x threads (what the cores deliver when not preempted)
-    return 2 * n**3 / statistics.median(times) / 1e9, 2 * n**3 / statistics.median(cpu) / 1e9 * torch.get_num_threads()
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -156,6 +141,8 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
             self.c: list[float] = []
 
         def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.t.append(time.perf_counter())
             self.c.append(time.process_time())
 
@@ -165,7 +152,7 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
     targs = TrainingArguments(
         output_dir=str(work / "baseline"), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1.5e-4 * batch / 256, weight_decay=0.05, adam_beta2=0.95, lr_scheduler_type="cosine",
-        warmup_steps=1, logging_steps=1_000_000, save_strategy="no", report_to="none", use_cpu=True,
+        warmup_steps=1, logging_steps=1_000_000, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=seed,
     )
     timer = Timer()
@@ -245,8 +232,10 @@ def main(argv=None) -> int:
         ds = phantom_dataset(n_images, size=cfg.image_size, seed=a.seed)
         data_dir = work / "data"
         ds.save_to_disk(str(data_dir))
-        peak, peak_cpu = bf16_matmul_peak(1536 if a.quick else 2048, 3 if a.quick else 5)
-        _, fp32_cpu = bf16_matmul_peak(1536 if a.quick else 2048, 3 if a.quick else 5, torch.float32)
+        info = machine_info(n=1536 if a.quick else 2048, repeats=3 if a.quick else 5)
+        print_machine(info)
+        mm = info["matmul_gflops"]
+        peak, peak_cpu, fp32_cpu = mm["bf16"]["wall"], mm["bf16"]["cpu_time"], mm["fp32"]["cpu_time"]
         print(f"  bf16 matmul peak: {peak:.1f} GFLOP/s wall, {peak_cpu:.1f} GFLOP/s from CPU time "
               f"(fp32: {fp32_cpu:.1f}; bf16/fp32 = {peak_cpu / fp32_cpu:.2f}x, the ceiling of an autocast speed-up)", flush=True)
         ours, base = [], []
@@ -279,6 +268,7 @@ def main(argv=None) -> int:
         "runs_baseline": [round(x[0], 3) for x in base],
         "step_time_s_by_batch": {str(k): round(v, 4) for k, v in scal.items()},
         "threads": torch.get_num_threads(), "load_avg": [round(load[0], 2), round(load_end[0], 2)],
+        "machine": finish(info),
     }))
     return 0
 

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -59,6 +61,8 @@ def main() -> None:
     k = args.images_per_prompt or (8 if args.quick else 48)
     steps = args.steps or (25 if args.quick else 50)
     repeats = args.repeats or (1 if args.quick else 3)
+    info = machine_info()
+    print_machine(info)
 
     t0 = time.perf_counter()
     oracle = train_phantom_oracle(num_train=1200 if args.quick else 2000, size=64, epochs=6 if args.quick else 8, seed=0)
@@ -107,8 +111,7 @@ def main() -> None:
         "images_per_prompt": k,
         "steps": steps,
         "guidance": args.guidance,
-        "repeats": repeats,
-    }))
+        "repeats": repeats, "machine": finish(info)}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 
 def load_images(n: int, size: int, real: bool):
     from PIL import Image
@@ -61,6 +63,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     n = a.num_images or (128 if a.quick else 512)
     repeats = a.repeats or (3 if a.quick else 5)
+    info = machine_info()
+    print_machine(info)
 
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
     print(f"AdaINImageProcessor {o:8.1f} img/s   ViTImageProcessor (PIL) {v:8.1f} img/s   ratio {o / v:.2f}x")
     print(json.dumps({"name": "adain_processor_images_per_s", "value": round(o, 1), "unit": "images/s",
                       "baseline": round(v, 1), "ratio": round(o / v, 3), "source": source, "batch": a.batch,
-                      "repeats": repeats, "load_avg": round(load, 2)}))
+                      "repeats": repeats, "load_avg": round(load, 2), "machine": finish(info)}))
     return 0
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+
 from genssl_hf.prompts import load_candidates, score_features  # noqa: E402
 from genssl_hf.prompts.scoring import (  # noqa: E402
     POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _fold, feature_tokens,
@@ -103,6 +105,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n = args.num_reports or (20_000 if args.quick else 100_000)
     repeats = args.repeats or (3 if args.quick else 5)
+    info = machine_info()
+    print_machine(info)
     reports = synthetic_reports(n, args.seed)
     cands = load_candidates()
     features = list(dict.fromkeys(e["feature"] for v in cands["diseases"].values() for e in v))
@@ -138,8 +142,7 @@ def main(argv=None) -> int:
         "ratio": round(baseline / timings["phrase"], 1),
         "tokens_mode_s_per_100k": round(timings["tokens"] * per100k, 3),
         "num_reports": n,
-        "repeats": repeats,
-    }))
+        "repeats": repeats, "machine": finish(info)}))
     return 0
 
 

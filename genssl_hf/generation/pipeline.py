@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import secrets
 import warnings
@@ -32,7 +33,20 @@ from PIL import Image
 
 from .models import CXRAutoencoderKL, CXRDiffusionUNet
 
-__all__ = ["CXRLatentDiffusionPipeline", "CXRPipelineOutput", "bundle_scheduler", "PACKAGED_TEXT_ENCODERS"]
+__all__ = ["CXRLatentDiffusionPipeline", "CXRPipelineOutput", "bundle_scheduler", "PACKAGED_TEXT_ENCODERS",
+           "GENERATION_PRESETS"]
+
+# Sampling presets (``pipe.use_preset(name)``). "bundle": the MONAI bundle's 50-step DDIM, the
+# default, kept for faithfulness. "fast": the fastest setting whose images stayed within the noise
+# of the 50-step DDIM reference in ``benchmarks/bench_generation_quality.py`` (prompt-adherence AUC
+# of the phantom finding classifier and feature-space FID against the reference; see BENCHMARKS.md).
+# ``scheduler``: a diffusers scheduler class built from the pipeline's own noise schedule (betas,
+# prediction type) with ``scheduler_kwargs``; ``guidance_fraction``: classifier-free guidance on that
+# leading share of the steps only (the rest run the conditional branch alone, half the UNet batch).
+GENERATION_PRESETS: dict[str, dict[str, Any]] = {
+    "bundle": {"scheduler": "DDIMScheduler", "scheduler_kwargs": {}, "num_inference_steps": 50, "guidance_fraction": 1.0},
+    "fast": {"scheduler": "UniPCMultistepScheduler", "scheduler_kwargs": {}, "num_inference_steps": 8, "guidance_fraction": 1.0},
+}
 
 
 def bundle_scheduler(**overrides: Any) -> DDIMScheduler:
@@ -149,6 +163,8 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         )
         self._check_components()
         self._prompt_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._preset_defaults: dict[str, Any] = {}
+        self._base_scheduler_config: Any = None
 
     # ------------------------------------------------------------------ set-up / checks
     def _check_components(self) -> None:
@@ -173,11 +189,14 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
     def latent_downsample(self) -> int:
         return self.vae.downsample_factor
 
-    def enable_fast_inference(self, dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = False) -> "CXRLatentDiffusionPipeline":
+    def enable_fast_inference(self, dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = False,
+                              compile_unet: bool = False) -> "CXRLatentDiffusionPipeline":
         """Convert UNet and autoencoder weights *in place* to ``dtype`` (bf16: AVX512-BF16 / AMX
         matmuls on recent CPUs, half the weight traffic, no per-op autocast casts), optionally to
         channels-last memory format (helps on GPUs and AMX CPUs; measured slower on a 2-core CPU
-        without AMX). Returns ``self``."""
+        without AMX) and ``torch.compile`` the UNet in place (``compile_unet``; the first call
+        compiles, and the cross-attention key / value memo is then left to the compiler).
+        Returns ``self``."""
         from diffusers.utils import logging as dlogging
 
         level = dlogging.get_verbosity()
@@ -190,7 +209,34 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                     m.to(memory_format=torch.channels_last)
         finally:
             dlogging.set_verbosity(level)
+        if compile_unet:
+            self.unet.compile()
         self._prompt_cache.clear()
+        return self
+
+    def use_preset(self, name: str) -> "CXRLatentDiffusionPipeline":
+        """Switch to a sampling preset of :data:`GENERATION_PRESETS` ("bundle": 50-step DDIM, the
+        default; "fast": fewer steps with a higher-order solver at equal measured quality): replaces
+        the scheduler (same noise schedule, i.e. the one the pipeline was loaded with) and sets the
+        defaults of ``num_inference_steps`` and ``guidance_fraction``; explicit call arguments still
+        win. ``save_pretrained`` afterwards writes the preset's scheduler. Returns ``self``."""
+        import diffusers
+
+        if name not in GENERATION_PRESETS:
+            raise ValueError(f"unknown generation preset {name!r}; known: {sorted(GENERATION_PRESETS)}")
+        preset = GENERATION_PRESETS[name]
+        if self._base_scheduler_config is None:
+            self._base_scheduler_config = self.scheduler.config  # the noise schedule the pipeline came with
+        base = dict(self._base_scheduler_config)
+        if preset["scheduler"] == "DDIMScheduler":
+            # DDIM-only settings (clip_sample, set_alpha_to_one) must come from the bundle, not from
+            # DDIMScheduler's defaults, whatever scheduler the pipeline was loaded with
+            base = {**dict(bundle_scheduler().config), **{k: base[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
+                                                                             "beta_schedule", "prediction_type") if k in base}}
+        cls = getattr(diffusers, preset["scheduler"])
+        self.scheduler = cls.from_config(base, **preset["scheduler_kwargs"])
+        self._preset_defaults = {"num_inference_steps": preset["num_inference_steps"],
+                                 "guidance_fraction": preset["guidance_fraction"]}
         return self
 
     # ------------------------------------------------------------------ save / load
@@ -311,7 +357,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         self,
         prompt: str | Sequence[str],
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 7.0,
         negative_prompt: str = "",
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -324,6 +370,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         eta: float = 0.0,
         return_dict: bool = True,
         decode_batch_size: int = 8,
+        guidance_fraction: float | None = None,
     ) -> CXRPipelineOutput | tuple:
         """Generate ``len(prompt) * num_images_per_prompt`` images (prompt-major order).
 
@@ -336,7 +383,16 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         ``decode_batch_size`` at a time: the UNet works on small latents and gains from large
         batches, while the decoder's full-resolution activations fall out of cache (measured for the
         bundle's autoencoder at 128 px, bf16: 82 ms/image in chunks of 4-8, 119 ms in one batch of 32).
+        ``num_inference_steps`` defaults to 50 (the bundle), or to the preset's after :meth:`use_preset`.
+        ``guidance_fraction`` (default 1, or the preset's): guidance on the first
+        ``ceil(fraction * steps)`` steps only; the later steps run the conditional branch alone.
         """
+        if num_inference_steps is None:
+            num_inference_steps = self._preset_defaults.get("num_inference_steps", 50)
+        if guidance_fraction is None:
+            guidance_fraction = self._preset_defaults.get("guidance_fraction", 1.0)
+        if not 0.0 <= float(guidance_fraction) <= 1.0:
+            raise ValueError(f"guidance_fraction must be in [0, 1], got {guidance_fraction}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("`prompt` is empty: give at least one prompt (use '' for unconditional)")
@@ -397,22 +453,26 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             gens = generators[sl]
             latents = init[sl].to(device) * self.scheduler.init_noise_sigma
             context = cond_table[idx[sl]]
+            context_cond = context.to(device=device, dtype=net_dtype)
             if do_cfg:
                 context = torch.cat([uncond.expand(b, -1, -1), context])
             context = context.to(device=device, dtype=net_dtype)
             # schedulers keep per-run state (step index, multistep history): reset per batch
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             timesteps = self.scheduler.timesteps
+            guided_steps = math.ceil(float(guidance_fraction) * len(timesteps)) if do_cfg else 0
             if "generator" in step_kwargs:
                 step_kwargs["generator"] = gens
-            with autocast, _memoize_cross_attention_kv(unet):
-                for t in timesteps:
-                    model_in = torch.cat([latents, latents]) if do_cfg else latents
+            compiled = getattr(unet, "_compiled_call_impl", None) is not None
+            with autocast, (contextlib.nullcontext() if compiled else _memoize_cross_attention_kv(unet)):
+                for i, t in enumerate(timesteps):
+                    guided = i < guided_steps
+                    model_in = torch.cat([latents, latents]) if guided else latents
                     model_in = self.scheduler.scale_model_input(model_in, t).to(net_dtype)
                     if channels_last:
                         model_in = model_in.contiguous(memory_format=torch.channels_last)
-                    out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context).float()
-                    if do_cfg:
+                    out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context if guided else context_cond).float()
+                    if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)
                     latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
