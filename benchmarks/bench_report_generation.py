@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,10 +37,10 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 def _machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    amx = "amx" in Path("/proc/cpuinfo").read_text()
-    return {"cpu": cpu, "cores": os.cpu_count(), "amx": amx, "load_1min": os.getloadavg()[0]}
+    """The shared machine block (CPU model, AMX, load; no matmul peaks: this benchmark is not a speed one)."""
+    from machine import machine_info  # benchmarks/machine.py
+
+    return machine_info(peaks=False)
 
 
 def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) -> dict[str, str]:
@@ -135,15 +134,18 @@ HEADER = ("| encoder | system | BLEU-1 | BLEU-4 | ROUGE-L | METEOR | CE precisio
 
 
 def _record(bench: str, label: str, res: dict, args, machine: dict) -> list[str]:
-    lines = []
-    with RESULTS.open("a") as fh:
-        for system, m in res["systems"].items():
-            lines.append(_row(label, system, m))
-            fh.write(json.dumps({"benchmark": bench, "encoder": label, "system": system,
-                                 **{k: m.get(k) for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor",
-                                                          "ce_precision", "ce_recall", "ce_f1", "ce_f1_macro")},
-                                 "num_test": res["num_test"], "steps": args.steps, "batch_size": args.batch_size,
-                                 "train_seconds": res.get("train_seconds"), "machine": machine}) + "\n")
+    from machine import record_results  # benchmarks/machine.py
+
+    lines, rows = [], []
+    for system, m in res["systems"].items():
+        lines.append(_row(label, system, m))
+        rows.append({"name": f"{bench}_{label}_{system}", "encoder": label, "system": system,
+                     **{k: m.get(k) for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor",
+                                              "ce_precision", "ce_recall", "ce_f1", "ce_f1_macro")},
+                     "num_test": res["num_test"], "steps": args.steps, "batch_size": args.batch_size,
+                     "train_seconds": res.get("train_seconds"), "machine": machine,
+                     "script": "bench_report_generation.py"})
+    record_results(rows, RESULTS)
     return lines
 
 

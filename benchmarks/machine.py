@@ -152,3 +152,19 @@ def format_machine(info: dict[str, Any]) -> str:
 
 def print_machine(info: dict[str, Any]) -> None:
     print(format_machine(info), flush=True)
+
+
+def record_results(rows: list[dict[str, Any]], path: str | Path | None = None) -> None:
+    """Put result rows (each with a ``name``) into ``benchmarks/results.json``, replacing rows of the
+    same name, written atomically. For benchmarks that make several rows and do not go through
+    ``run_all.py``, which collects one JSON line per script."""
+    import json
+    import os
+
+    path = Path(path) if path else Path(__file__).resolve().parent / "results.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"results": [], "failed": []}
+    names = {r["name"] for r in rows}
+    doc["results"] = [r for r in doc.get("results", []) if r.get("name") not in names] + list(rows)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
