@@ -5,11 +5,19 @@ Stages (each writes under --out and is skipped when its output exists):
 ``generate``  report-conditioned images from the shipped phantom generator for (1) the reports of the
               real-domain phantom training split and (2) the Indiana University reports. The
               generated datasets keep only each report's SHA-256.
+``train``     one dual encoder per pair set, same reports and recipe: ``phantom-real`` (real-domain
+              phantoms with their own reports), ``phantom-synthetic`` (images generated from those
+              same reports), ``iu-synthetic`` (images generated from the IU reports; the text is
+              joined back from the archive by hash). ``--run NAME`` trains one (run them in parallel).
+``eval``      retrieval + zero-shot on held-out real-domain phantoms; zero-shot on real Kermany and
+              NIH images (bootstrap CIs); linear probes of the image towers through the fine-tuning
+              harness. Writes ``results.json`` and ``results.md`` under --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -48,9 +56,110 @@ def generate(out: Path, n_phantom: int, n_iu: int | None, steps: int, size: int)
         print(f"IU reports: {corpus.num_reports} images in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+RECIPE = ["--image_tower", "tiny", "--text_tower", "tiny-bert", "--per_device_train_batch_size", "64",
+          "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--logging_steps", "10", "--checkpointing_steps", "0",
+          "--num_threads", "1", "--section", "findings"]
+
+
+def run_specs(out: Path) -> dict[str, list[str]]:
+    return {
+        "phantom-real": ["--pairs", "phantom:2000", "--phantom_config", json.dumps(REAL_DOMAIN)],
+        "phantom-synthetic": ["--pairs", f"generated:{out / 'gen-phantom-reports'}", "--reports", str(out / "phantom-reports.parquet")],
+        "iu-synthetic": ["--pairs", f"generated:{out / 'gen-iu-reports'}", "--reports", f"iu:{IU_TGZ}", "--section", "text"],
+    }
+
+
+def phantom_report_corpus(out: Path, n: int, size: int) -> Path:
+    """The reports of the real-domain phantom training split (the corpus both phantom runs share)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genssl_hf.data.phantom import PhantomConfig, phantom_dataset
+
+    path = out / "phantom-reports.parquet"
+    if not path.is_file():
+        real = phantom_dataset(n, size=size, seed=0, config=PhantomConfig(**REAL_DOMAIN), split="train")
+        pq.write_table(pa.table({"report": real["report"]}), path)
+    return path
+
+
+def train(out: Path, name: str, steps: int, size: int, n_phantom: int) -> None:
+    from genssl_hf.training.vlp import main as vlp_main
+
+    phantom_report_corpus(out, n_phantom, 64)
+    target = out / "models" / name
+    if (target / "model.safetensors").is_file():
+        return
+    argv = run_specs(out)[name] + RECIPE + ["--image_size", str(size), "--max_train_steps", str(steps),
+                                            "--output_dir", str(target), "--overwrite_output_dir"]
+    t0 = time.perf_counter()
+    vlp_main(argv)
+    print(f"{name}: {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+KERMANY = SHARED / "kermany-pneumonia-224"
+NIH = SHARED / "nih-cxr14-1000-64px"
+
+
+def _probe_summary(result: dict) -> dict:
+    test = result.get("test", {})
+    return {"test_mean_auc": test.get("mean_auc"), "ci": (test.get("ci") or {}).get("mean_auc"),
+            "per_class": {k: v.get("auc") for k, v in (test.get("per_class") or {}).items()}}
+
+
+def evaluate(out: Path, size: int, n_boot: int, kermany_samples: int, probe: bool) -> dict:
+    """Every trained dual encoder: retrieval + zero-shot on held-out real-domain phantoms, zero-shot
+    on real Kermany / NIH images, and (``probe``) a linear probe of its image tower on the NIH subset
+    next to a random-init tower of the same architecture."""
+    from genssl_hf.data.pairs import phantom_pairs
+    from genssl_hf.evaluation.vlp import evaluate_dual_encoder
+    from genssl_hf.training.finetune import main as finetune_main
+    from genssl_hf.training.vlp import export_image_tower
+    from genssl_hf.utils import read_json, write_json
+
+    results_path = out / "results.json"
+    results = read_json(results_path) if results_path.is_file() else {}
+    test = phantom_pairs(500, size=64, split="test", config=REAL_DOMAIN)
+    for model in sorted((out / "models").glob("*/model.safetensors")):
+        name = model.parent.name
+        r = results.setdefault(name, {})
+        ev = out / "eval" / name
+        if "phantom" not in r:
+            res = evaluate_dual_encoder(model.parent, pairs=test, output_dir=ev / "phantom", n_bootstrap=n_boot)
+            r["phantom"] = {"retrieval": res["retrieval"], "zero_shot": res["zero_shot"]["metrics"]}
+            write_json(results_path, results)
+        for key, spec, split, cap in (("kermany", f"kermany:{KERMANY}", "train", kermany_samples),
+                                      ("nih", f"nih-subset:{NIH}", "test", None)):
+            if key not in r and Path(spec.split(":", 1)[1]).is_dir():
+                res = evaluate_dual_encoder(model.parent, dataset=spec, split=split, output_dir=ev / key,
+                                            n_bootstrap=n_boot, max_samples=cap)
+                r[key] = res["zero_shot"]["metrics"]
+                write_json(results_path, results)
+        if probe and "nih_probe" not in r and NIH.is_dir():
+            tower = export_image_tower(model.parent, out / "towers" / name)
+            summary = finetune_main(["--init", str(tower), "--mode", "linear_probe", "--dataset", f"nih-subset:{NIH}",
+                                     "--output_dir", str(out / "probes" / name), "--overwrite_output_dir", "--epochs", "20",
+                                     "--n_bootstrap", str(n_boot), "--mixed_precision", "no", "--num_workers", "0"])
+            r["nih_probe"] = _probe_summary(summary)
+            write_json(results_path, results)
+    if probe and "random-init" not in results and NIH.is_dir():
+        summary = finetune_main(["--init", "tiny", "--image_size", str(size), "--mode", "linear_probe", "--dataset",
+                                 f"nih-subset:{NIH}", "--output_dir", str(out / "probes" / "random-init"), "--overwrite_output_dir",
+                                 "--epochs", "20", "--n_bootstrap", str(n_boot), "--mixed_precision", "no", "--num_workers", "0"])
+        results["random-init"] = {"nih_probe": _probe_summary(summary)}
+        write_json(results_path, results)
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["generate"])
+    p.add_argument("stage", choices=["generate", "train", "eval"])
+    p.add_argument("--run", choices=["phantom-real", "phantom-synthetic", "iu-synthetic"])
+    p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument("--train-size", type=int, default=32, help="image size of the dual encoders (generated images are downsampled)")
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--kermany-samples", type=int, default=1000, help="random Kermany images scored zero-shot")
+    p.add_argument("--probe", choices=["on", "off"], default="on")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-vlp")
     p.add_argument("--n-phantom", type=int, default=2000)
     p.add_argument("--n-iu", type=int, default=None)
@@ -60,6 +169,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage == "generate":
         generate(args.out, args.n_phantom, args.n_iu, args.steps, args.size)
+    elif args.stage == "train":
+        train(args.out, args.run, args.train_steps, args.train_size, args.n_phantom)
+    else:
+        evaluate(args.out, args.train_size, args.n_bootstrap, args.kermany_samples, args.probe == "on")
     return 0
 
 

@@ -232,13 +232,15 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
     """Retrieval on ``pairs`` (an ``ImageReportPairs``) and zero-shot classification on the pairs'
     labels, or on ``dataset`` (a labelled ``datasets.Dataset`` or a spec of
     :func:`genssl_hf.evaluation.report.load_eval_split`). Writes ``vlp_metrics.json`` (with the
-    prompts) and ``vlp_metrics.md`` to ``output_dir`` when given. No report text is written."""
+    prompts), ``vlp_metrics.md`` and, for ``dataset``, ``zero_shot_predictions.npz`` (targets,
+    probs) to ``output_dir`` when given. No report text is written."""
     from genssl_hf.training.finetune_data import targets_of
 
     if pairs is None and dataset is None:
         raise ValueError("give pairs= (retrieval + zero-shot) and/or dataset= (zero-shot)")
     encoder = LoadedDualEncoder(model_dir)
     result: dict[str, Any] = {"model": str(model_dir)}
+    predictions = None
     if pairs is not None:
         if max_samples is not None and len(pairs) > max_samples:
             pairs = pairs.select(np.sort(np.random.default_rng(seed).choice(len(pairs), max_samples, replace=False)))
@@ -266,10 +268,19 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
         zs = zero_shot_evaluate(encoder, images, targets[rows], names, multi_label, prompts=prompts,
                                 n_bootstrap=n_bootstrap, seed=seed)
         result["zero_shot"] = {"metrics": zs["metrics"], "prompts": zs["prompts"]}
+        predictions = (targets[rows], zs["scores"])
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "vlp_metrics.json", result)
+        if predictions is not None:  # the same layout as the classifier evaluation's predictions_*.npz
+            import io
+
+            from genssl_hf.utils import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.savez(buf, targets=predictions[0], probs=predictions[1])
+            atomic_write_bytes(out / "zero_shot_predictions.npz", buf.getvalue())
         atomic_write_text(out / "vlp_metrics.md", markdown_report(result))
     return result
 

@@ -11,6 +11,7 @@ kind           repo type     loader used for validation
 ``generator``  model         ``genssl_hf.generation.CXRLatentDiffusionPipeline.from_pretrained``
 ``prompt_set`` dataset       ``genssl_hf.prompts.PromptSet.from_pretrained``
 ``dataset``    dataset       ``datasets.load_dataset(folder)`` (parquet shards + README ``configs``)
+``dual_encoder`` model       ``VisionTextDualEncoderModel`` + ``AutoImageProcessor`` + ``AutoTokenizer``
 =============  ============  =====================================================================
 
 :func:`publish` (or ``publish_<kind>``) then
@@ -75,8 +76,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset")
-REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset"}
+KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset", "dual_encoder")
+REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset",
+              "dual_encoder": "model"}
 REAL_DATA_ENV = "GENSSL_REAL_DATA"  # os.pathsep-separated real-data paths for the leak guard
 METRICS_FILES = ("eval_results.json", "metrics.json")  # looked up in model folders when metrics=None
 MANAGED_BEGIN = "<!-- genssl_hf:publish:begin -->"
@@ -89,6 +91,7 @@ DEFAULT_RUN_LAYOUT = {
     "dataset": "generated_dataset",
     "encoder": "mae",
     "classifier": "classifier",
+    "dual_encoder": "dual_encoder",
 }
 DEFAULT_REPO_NAMES = {
     "prompt_set": "genssl-prompts",
@@ -96,6 +99,7 @@ DEFAULT_REPO_NAMES = {
     "dataset": "genssl-synthetic-cxr",
     "encoder": "genssl-mae-encoder",
     "classifier": "genssl-classifier",
+    "dual_encoder": "genssl-dual-encoder",
 }
 
 # Never shipped: training state, logs, caches, temporary and hidden files.
@@ -113,6 +117,8 @@ _KIND_META: dict[str, dict[str, Any]] = {
                   "tags": ["latent-diffusion", "monai", "text-to-image", "synthetic-data", "chest-x-ray", "medical-imaging"]},
     "prompt_set": {"tags": ["prompt-set", "text-to-image", "chest-x-ray"]},
     "dataset": {"tags": ["synthetic", "chest-x-ray", "medical-imaging", "image-classification"]},
+    "dual_encoder": {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification",
+                     "tags": ["vision-text-dual-encoder", "contrastive", "zero-shot", "chest-x-ray", "medical-imaging"]},
 }
 _COMMON_TAGS = ["genssl_hf", "genssl", "research-only"]
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
@@ -172,7 +178,7 @@ def select_files(
     _check_kind(kind)
     folder = Path(folder)
     if include_images is None:
-        include_images = kind not in ("encoder", "classifier")
+        include_images = kind not in ("encoder", "classifier", "dual_encoder")
     patterns = (*IGNORE_PATTERNS, *ignore_patterns, *(() if include_images else [f"*{e}" for e in _IMAGE_EXTS]))
     files = []
     for p in sorted(folder.rglob("*")):
@@ -316,12 +322,28 @@ def _validate_dataset(folder: Path) -> dict[str, Any]:
     return {"splits": splits}
 
 
+def _validate_dual_encoder(folder: Path) -> dict[str, Any]:
+    from transformers import AutoTokenizer, VisionTextDualEncoderModel
+
+    _need(folder, "config.json")
+    try:
+        model, info = VisionTextDualEncoderModel.from_pretrained(str(folder), output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:
+        raise ArtifactError(f"dual-encoder folder {folder} does not reload as VisionTextDualEncoderModel + tokenizer: {e}") from e
+    _check_loading_info(folder, "VisionTextDualEncoderModel", info)
+    proc = _load_processor(folder, "dual_encoder")
+    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
+            "tokenizer_class": type(tokenizer).__name__, "parameters": sum(p.numel() for p in model.parameters())}
+
+
 _VALIDATORS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "encoder": _validate_encoder,
     "classifier": _validate_classifier,
     "generator": _validate_generator,
     "prompt_set": _validate_prompt_set,
     "dataset": _validate_dataset,
+    "dual_encoder": _validate_dual_encoder,
 }
 
 
@@ -459,12 +481,31 @@ def _dataset_provenance(folder: Path) -> dict[str, Any]:
     return out
 
 
+def _dual_encoder_provenance(folder: Path) -> dict[str, Any]:
+    """Model provenance plus the pre-training pairs of ``vlp_config.json`` (corpus name, hash and
+    licence, generator id, section, truncation): identifiers only, never report text."""
+    out = _model_provenance(folder)
+    vlp = read_json(folder / "vlp_config.json") if (folder / "vlp_config.json").is_file() else {}
+    pairs, trunc, loss = vlp.get("pairs") or {}, vlp.get("truncation") or {}, vlp.get("loss") or {}
+    for key, label in (("source", "pre-training pairs"), ("corpus_name", "report corpus"), ("corpus_hash", "report corpus sha256"),
+                       ("corpus_license", "report corpus licence"), ("generator_id", "image generator id"),
+                       ("section", "report section"), ("num_pairs", "image-report pairs")):
+        if pairs.get(key) is not None:
+            out[label] = pairs[key]
+    if trunc:
+        out["reports truncated"] = f"{trunc.get('num_truncated')} of {trunc.get('num_texts')} at {trunc.get('max_length')} tokens"
+    if loss:
+        out["loss"] = f"{loss.get('name')}: temperature {loss.get('temperature')} ({'learnable' if loss.get('learnable_temperature') else 'fixed'}), lambda {loss.get('image_to_text_weight')}"
+    return out
+
+
 _PROVENANCE = {
     "encoder": _model_provenance,
     "classifier": _model_provenance,
     "generator": _generator_provenance,
     "prompt_set": _prompt_set_provenance,
     "dataset": _dataset_provenance,
+    "dual_encoder": _dual_encoder_provenance,
 }
 
 
@@ -559,6 +600,9 @@ def _default_body(kind: str, title: str) -> str:
                      "pipe = CXRLatentDiffusionPipeline.from_pretrained(\"REPO\")\n```",
         "prompt_set": "```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained(\"REPO\")\n```",
         "dataset": "```python\nfrom datasets import load_dataset\nds = load_dataset(\"REPO\")\n```",
+        "dual_encoder": "```python\nimport genssl_hf\nfrom transformers import VisionTextDualEncoderModel, pipeline\n"
+                        "model = VisionTextDualEncoderModel.from_pretrained(\"REPO\")\n"
+                        "clf = pipeline(\"zero-shot-image-classification\", model=\"REPO\")\n```",
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
 

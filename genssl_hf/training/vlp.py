@@ -90,6 +90,7 @@ __all__ = [
     "truncation_stats",
     "PairCollator",
     "pretrain_vlp",
+    "export_image_tower",
     "build_parser",
     "main",
 ]
@@ -537,6 +538,23 @@ def save_dual_encoder(model, processor, tokenizer, out: Path, vlp_config: dict[s
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
+
+
+def export_image_tower(dual_encoder_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Save the image tower of a dual-encoder folder as a plain vision-model folder (ViT: loads with
+    ``ViTModel`` / ``ViTForImageClassification`` and as ``--init`` of the fine-tuning harness, for
+    linear probes and fine-tuning) with the same ``AdaINImageProcessor``."""
+    src, out = Path(dual_encoder_dir), Path(out_dir)
+    model = VisionTextDualEncoderModel.from_pretrained(src)
+    processor = AdaINImageProcessor.from_pretrained(src)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.vision_model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    write_json(tmp / "image_tower_of.json", {"dual_encoder": str(src), "vlp_config": VLP_CONFIG})
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 @torch.no_grad()
