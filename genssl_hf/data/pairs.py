@@ -27,7 +27,6 @@ or rows in memory).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import sha256_bytes
+from ..utils import sha256_bytes, sha256_strings
 from .adapters._common import CXRDataError
 from .reports import combine_sections, iter_iu_reports, iter_mimic_reports
 from .schema import CHEXPERT5
@@ -79,14 +78,9 @@ def report_sha256(text: str) -> str:
 
 
 def corpus_hash(texts: Iterable[str]) -> str:
-    """Content hash of a corpus's texts in order (length-prefixed UTF-8, as the generated dataset's
-    ``corpus_hash`` is computed)."""
-    h = hashlib.sha256()
-    for text in texts:
-        b = text.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
+    """Content hash of a corpus's texts in order: the generated dataset's ``corpus_hash`` rule
+    (length-prefixed UTF-8, :func:`genssl_hf.utils.sha256_strings`)."""
+    return sha256_strings(texts)
 
 
 @dataclasses.dataclass
