@@ -151,28 +151,70 @@ def evaluate(out: Path, size: int, n_boot: int, kermany_samples: int, probe: boo
     return results
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _auc_ci(m: dict | None) -> str:
+    if not m:
+        return "not run"
+    ci = (m.get("ci") or {}).get("mean_auc") or {}
+    return f"{_pct(m.get('mean_auc'))} ({_pct(ci.get('low'))}-{_pct(ci.get('high'))})" if ci else _pct(m.get("mean_auc"))
+
+
+def write_table(out: Path, results: dict) -> str:
+    """``results.md``: one row per dual encoder."""
+    lines = ["| pre-training pairs | phantom test: R@5 image->report / report->image (chance) | phantom zero-shot mAUC (95% CI) "
+             "| Kermany zero-shot AUC (95% CI) | NIH-subset zero-shot mAUC (95% CI) | NIH linear probe mAUC (95% CI) |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        ph = r.get("phantom") or {}
+        ret = ph.get("retrieval")
+        rtxt = (f"{_pct(ret['image_to_text']['R@5'])} / {_pct(ret['text_to_image']['R@5'])} ({_pct(ret['chance']['R@5'])})"
+                if ret else "not run")
+        probe = r.get("nih_probe") or {}
+        ptxt = (f"{_pct(probe.get('test_mean_auc'))} ({_pct((probe.get('ci') or {}).get('low'))}-{_pct((probe.get('ci') or {}).get('high'))})"
+                if probe.get("test_mean_auc") is not None else "not run")
+        lines.append(f"| {name} | {rtxt} | {_auc_ci(ph.get('zero_shot'))} | {_auc_ci(r.get('kermany'))} | {_auc_ci(r.get('nih'))} | {ptxt} |")
+    table = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(table)
+    return table
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["generate", "train", "eval"])
-    p.add_argument("--run", choices=["phantom-real", "phantom-synthetic", "iu-synthetic"])
+    p.add_argument("stage", nargs="?", default="all", choices=["all", "generate", "train", "eval"])
+    p.add_argument("--run", choices=["phantom-real", "phantom-synthetic", "iu-synthetic"], help="train: one run (default all)")
+    p.add_argument("--quick", action="store_true", help="CI-sized: 256 phantom / 200 IU reports, 40 steps, no probe")
+    p.add_argument("--out", type=Path, default=None, help="default outputs/bench-vlp (outputs/bench-vlp-quick with --quick)")
+    p.add_argument("--n-phantom", type=int, default=2000)
+    p.add_argument("--n-iu", type=int, default=None)
+    p.add_argument("--steps", type=int, default=15, help="DDIM steps of the generator")
+    p.add_argument("--size", type=int, default=64, help="generated image size")
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--train-size", type=int, default=32, help="image size of the dual encoders (generated images are downsampled)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--kermany-samples", type=int, default=1000, help="random Kermany images scored zero-shot")
     p.add_argument("--probe", choices=["on", "off"], default="on")
-    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-vlp")
-    p.add_argument("--n-phantom", type=int, default=2000)
-    p.add_argument("--n-iu", type=int, default=None)
-    p.add_argument("--steps", type=int, default=15)
-    p.add_argument("--size", type=int, default=64)
     args = p.parse_args(argv)
+    if args.quick:
+        args.n_phantom, args.n_iu, args.train_steps, args.kermany_samples, args.probe, args.n_bootstrap = 256, 200, 40, 200, "off", 200
+    args.out = args.out or ROOT / "outputs" / ("bench-vlp-quick" if args.quick else "bench-vlp")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.stage == "generate":
+    if args.stage in ("all", "generate"):
         generate(args.out, args.n_phantom, args.n_iu, args.steps, args.size)
-    elif args.stage == "train":
-        train(args.out, args.run, args.train_steps, args.train_size, args.n_phantom)
-    else:
-        evaluate(args.out, args.train_size, args.n_bootstrap, args.kermany_samples, args.probe == "on")
+    if args.stage in ("all", "train"):
+        for run in [args.run] if args.run else ["phantom-real", "phantom-synthetic", "iu-synthetic"]:
+            if run != "iu-synthetic" or (args.out / "gen-iu-reports").is_dir():
+                train(args.out, run, args.train_steps, args.train_size, args.n_phantom)
+    if args.stage in ("all", "eval"):
+        results = evaluate(args.out, args.train_size, args.n_bootstrap, args.kermany_samples, args.probe == "on")
+        print(write_table(args.out, results))
+        syn = ((results.get("phantom-synthetic") or {}).get("phantom") or {}).get("zero_shot") or {}
+        real = ((results.get("phantom-real") or {}).get("phantom") or {}).get("zero_shot") or {}
+        print(json.dumps({"name": "vlp_phantom_zero_shot_synthetic_vs_real", "value": syn.get("mean_auc"), "unit": "mAUC",
+                          "baseline": real.get("mean_auc"),
+                          "ratio": syn["mean_auc"] / real["mean_auc"] if syn.get("mean_auc") and real.get("mean_auc") else None}))
     return 0
 
 
