@@ -61,9 +61,9 @@ RECIPE = ["--image_tower", "tiny", "--text_tower", "tiny-bert", "--per_device_tr
           "--num_threads", "1", "--section", "findings"]
 
 
-def run_specs(out: Path) -> dict[str, list[str]]:
+def run_specs(out: Path, n_phantom: int) -> dict[str, list[str]]:
     return {
-        "phantom-real": ["--pairs", "phantom:2000", "--phantom_config", json.dumps(REAL_DOMAIN)],
+        "phantom-real": ["--pairs", f"phantom:{n_phantom}", "--phantom_config", json.dumps(REAL_DOMAIN)],
         "phantom-synthetic": ["--pairs", f"generated:{out / 'gen-phantom-reports'}", "--reports", str(out / "phantom-reports.parquet")],
         "iu-synthetic": ["--pairs", f"generated:{out / 'gen-iu-reports'}", "--reports", f"iu:{IU_TGZ}", "--section", "text"],
     }
@@ -90,7 +90,7 @@ def train(out: Path, name: str, steps: int, size: int, n_phantom: int) -> None:
     target = out / "models" / name
     if (target / "model.safetensors").is_file():
         return
-    argv = run_specs(out)[name] + RECIPE + ["--image_size", str(size), "--max_train_steps", str(steps),
+    argv = run_specs(out, n_phantom)[name] + RECIPE + ["--image_size", str(size), "--max_train_steps", str(steps),
                                             "--output_dir", str(target), "--overwrite_output_dir"]
     t0 = time.perf_counter()
     vlp_main(argv)
