@@ -11,7 +11,7 @@ from accelerate import PartialState
 from genssl_hf.training.vlp import image_text_infonce
 
 out = sys.argv[1]
-state = PartialState()
+state = PartialState(cpu=True)  # gloo process group on CPU (the launcher sets rank and world size)
 g = torch.Generator().manual_seed(0)
 n, d = 8, 5
 img_all = torch.randn(n, d, generator=g)
