@@ -161,7 +161,7 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
 
     reset_accelerate()
     torch.manual_seed(seed)
-    model = mae.ViTMAEForPreTraining(cfg)
+    model, _ = mae.build_model(cfg)  # same fixed sin-cos tables as ours, so both sides train the same model
     targs = TrainingArguments(
         output_dir=str(work / "baseline"), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1.5e-4 * batch / 256, weight_decay=0.05, adam_beta2=0.95, lr_scheduler_type="cosine",

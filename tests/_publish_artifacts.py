@@ -13,12 +13,13 @@ def make_encoder(d: Path) -> Path:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     from genssl_hf.processing import AdaINImageProcessor
+    from genssl_hf.training.mae_init import apply_mae_init
 
     cfg = ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
                        decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.9)
     torch.manual_seed(0)
-    ViTMAEForPreTraining(cfg).save_pretrained(d)
+    apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(d)
     AdaINImageProcessor(
         size={"height": 32, "width": 32}, adain_mean=0.4812, adain_std=0.2345, num_channels=3,
         reference_stats={"dataset_name": "phantom-train", "statistic": "pooled", "num_images": 64, "content_hash": "ab" * 32},
@@ -36,6 +37,7 @@ def make_classifier(d: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification
 
     from genssl_hf.processing import AdaINImageProcessor
+    from genssl_hf.training.mae_init import apply_mae_init
 
     cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                     intermediate_size=64, num_labels=5, id2label=dict(enumerate(CHEXPERT5)),

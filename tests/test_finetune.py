@@ -15,6 +15,7 @@ from genssl_hf.training.drop_path import BranchDropout, drop_path, drop_path_rat
 from genssl_hf.training.finetune import build_parser, main
 from genssl_hf.training.finetune_data import FinetuneAugment, split_train_validation, stratified_subset
 from genssl_hf.training.lr_decay import param_groups_lrd, vit_layer_id
+from genssl_hf.training.mae_init import apply_mae_init
 
 torch.set_num_threads(1)
 
@@ -31,7 +32,7 @@ def small_vit_folder(tmp_path: Path, mae: bool = False) -> Path:
     if mae:
         cfg = ViTMAEConfig(**SMALL_VIT, decoder_hidden_size=32, decoder_num_hidden_layers=1,
                            decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
-        ViTMAEForPreTraining(cfg).save_pretrained(folder)
+        apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
     else:
         ViTModel(ViTConfig(**SMALL_VIT), add_pooling_layer=False).save_pretrained(folder)
     return folder

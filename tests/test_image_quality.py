@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from genssl_hf.training.mae_init import apply_mae_init
 from genssl_hf.evaluation.image_quality import (
     EncoderFeatureExtractor,
     compute_fid,
@@ -59,7 +60,7 @@ def test_encoder_extractor_from_a_local_mae_folder_is_named_in_every_result(tmp_
                        image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
                        decoder_num_attention_heads=2, decoder_intermediate_size=64)
     torch.manual_seed(0)
-    ViTMAEForPreTraining(cfg).save_pretrained(folder)
+    apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
     extractor = EncoderFeatureExtractor(folder)
     assert "my-mae" in extractor.name and "mean pooling" in extractor.name
     g = torch.Generator().manual_seed(0)

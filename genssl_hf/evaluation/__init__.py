@@ -1,7 +1,12 @@
 """genssl_hf.evaluation: the paper's evaluation suite.
 
 * :func:`classification_metrics` — per-class ROC AUC and mean AUC (undefined classes reported, not
-  averaged), accuracy, per-class sensitivity / specificity, seeded bootstrap CIs (scikit-learn);
+  averaged), accuracy, and at per-class thresholds sensitivity / specificity / PPV / NPV / F1 /
+  balanced accuracy per class and macro, seeded bootstrap CIs (scikit-learn);
+* :func:`choose_thresholds` (from ``genssl_hf.training.thresholds``: Youden / target sensitivity /
+  prevalence on validation), :func:`resolve_operating_point`, :func:`decision_metrics` — decisions
+  at validation-chosen operating points; :func:`calibration_metrics` — ECE and Brier score,
+  :func:`plot_reliability_diagram`;
   :func:`format_auc_table` / :func:`format_accuracy_table` — Markdown in the paper's layout;
   ``METRIC_PATH`` — the same metrics as an ``evaluate`` module: ``evaluate.load(METRIC_PATH, "multilabel")``.
 * :func:`corrupt`, :func:`robustness_table` — Gaussian blur / noise, JPEG, contrast, motion blur at 5 severities.
@@ -13,7 +18,10 @@
 
 from pathlib import Path
 
+from genssl_hf.training.thresholds import THRESHOLD_RULES, choose_thresholds, load_thresholds
+
 from .attention import cls_attention_maps, save_attention_overlays
+from .calibration import calibration_metrics, expected_calibration_error
 from .classification import (
     bootstrap_ci,
     classification_metrics,
@@ -31,7 +39,8 @@ from .image_quality import (
     frechet_distance,
     mean_nn_cosine_similarity,
 )
-from .plots import plot_roc_curves
+from .operating_point import decision_metrics, resolve_operating_point
+from .plots import plot_reliability_diagram, plot_roc_curves
 from .robustness import CORRUPTIONS, SEVERITY_PARAMS, corrupt, format_robustness_table, robustness_table
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "cxr_classification")
@@ -50,6 +59,14 @@ __all__ = [
     "EncoderFeatureExtractor",
     "METRIC_PATH",
     "SEVERITY_PARAMS",
+    "THRESHOLD_RULES",
+    "calibration_metrics",
+    "choose_thresholds",
+    "decision_metrics",
+    "expected_calibration_error",
+    "load_thresholds",
+    "plot_reliability_diagram",
+    "resolve_operating_point",
     "bootstrap_ci",
     "paired_bootstrap_auc_difference",
     "classification_metrics",

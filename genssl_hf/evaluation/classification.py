@@ -1,37 +1,52 @@
-"""Classification metrics of the GEN-SSL paper: per-class ROC AUC and mean AUC, accuracy,
-per-class sensitivity / specificity, and seeded bootstrap confidence intervals.
+"""Classification metrics of the GEN-SSL paper: per-class ROC AUC and mean AUC, accuracy, and at
+an operating point per class sensitivity, specificity, PPV, NPV, F1 and balanced accuracy (per
+class and macro-averaged), with seeded bootstrap confidence intervals.
 
 Two task types, told apart by the shape of ``y_true``:
 
 - **multi-label** (CheXpert 5, ChestX-ray14): ``y_true`` is an ``(N, C)`` 0/1 matrix and
-  ``y_score`` an ``(N, C)`` matrix of per-class probabilities (sigmoid outputs). Sensitivity and
-  specificity use ``y_score >= threshold``; ``accuracy`` is the label-wise accuracy and
-  ``subset_accuracy`` the exact-match ratio.
+  ``y_score`` an ``(N, C)`` matrix of per-class probabilities (sigmoid outputs). Decisions are
+  ``y_score >= threshold`` with one threshold per finding (chosen on validation, see
+  :mod:`genssl_hf.training.thresholds`; a fixed 0.5 makes an imbalanced task "predict nothing");
+  ``accuracy`` is the label-wise accuracy and ``subset_accuracy`` the exact-match ratio;
+  ``balanced_accuracy`` the mean over findings of (sensitivity + specificity) / 2.
 - **multi-class** (COVIDx 3, Kermany): ``y_true`` is an ``(N,)`` vector of class indices and
   ``y_score`` an ``(N, C)`` matrix of class probabilities (softmax outputs). Predictions are the
-  arg-max; per-class AUC is one-vs-rest; sensitivity of class c is its recall (the paper's
-  "COVID-19 sensitivity").
+  arg-max; per-class AUC is one-vs-rest; the per-class decision metrics come from the confusion
+  matrix of the arg-max predictions (sensitivity of class c is its recall, the paper's "COVID-19
+  sensitivity"); ``balanced_accuracy`` is the mean per-class recall.
 
 A class whose ground truth takes a single value in the evaluated split (no positives, or no
 negatives) has no ROC AUC. It is reported as undefined with the reason, and the mean AUC is the
 mean over the classes that have one, with the excluded classes listed next to it
 (``mean_auc_classes`` / ``undefined_auc``): never silently averaged.
 
-Point estimates use scikit-learn. The bootstrap uses a vectorised Mann-Whitney AUC with mid-ranks,
+Point estimates use scikit-learn (``roc_auc_score``, ``confusion_matrix``, ``balanced_accuracy_score``;
+the per-class counts equal ``multilabel_confusion_matrix``'s and are tested against scikit-learn's metrics). A rate
+whose denominator is zero (e.g. PPV when nothing is predicted positive) is ``None``, never 0, and
+macro averages are over the classes where it is defined. The bootstrap uses a vectorised Mann-Whitney AUC with mid-ranks,
 which equals scikit-learn's ``roc_auc_score`` (ties included) and is tested against it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    roc_auc_score,
+)
 
 __all__ = [
+    "DECISION_METRICS",
     "classification_metrics",
+    "decision_rates",
     "bootstrap_ci",
     "fast_auc",
     "format_auc_table",
@@ -92,8 +107,64 @@ def _auc_or_reason(t: np.ndarray, s: np.ndarray) -> tuple[float | None, str | No
     return float(roc_auc_score(t, s)), None
 
 
-def _safe_div(a: float, b: float) -> float | None:
-    return float(a) / float(b) if b > 0 else None
+DECISION_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy")
+"""Per-class metrics at the operating point (each also macro-averaged over classes)."""
+
+
+def confusion_counts(t: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class (tp, fp, tn, fn) of 0/1 targets and predictions ``(..., N, C)``, counted over N (the
+    one-vs-rest confusion matrices of scikit-learn's ``multilabel_confusion_matrix``, also for
+    batches of bootstrap replicates)."""
+    t, pred = t.astype(bool), pred.astype(bool)
+    return ((pred & t).sum(axis=-2), (pred & ~t).sum(axis=-2), (~pred & ~t).sum(axis=-2), (~pred & t).sum(axis=-2))
+
+
+def decision_rates(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV, NPV, F1 and balanced accuracy from confusion counts (arrays of
+    any equal shape); NaN where a denominator is zero."""
+    tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
+
+    def ratio(a, b):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+    sens = ratio(tp, tp + fn)
+    spec = ratio(tn, tn + fp)
+    return {"sensitivity": sens, "specificity": spec, "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn), "balanced_accuracy": (sens + spec) / 2.0}
+
+
+def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over the defined (finite) entries; NaN where none is."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(axis=axis), np.where(ok, v, 0.0).sum(axis=axis) / ok.sum(axis=axis), np.nan)
+
+
+def _none_if_nan(x: Any) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def threshold_array(threshold: Any, c: int) -> np.ndarray:
+    """A scalar or per-class threshold as a ``(C,)`` array in [0, 1]."""
+    t = np.asarray(threshold, dtype=np.float64)
+    if t.ndim == 0:
+        t = np.full(c, float(t))
+    if t.shape != (c,):
+        raise ValueError(f"threshold must be a number or one value per class ({c}); got shape {t.shape}")
+    if not np.all((t >= 0.0) & (t <= 1.0)):
+        raise ValueError(f"thresholds must lie in [0, 1]; got {t.tolist()}")
+    return t
+
+
+def _predictions(y_true: np.ndarray, y_score: np.ndarray, multi_label: bool, thr: np.ndarray):
+    """(one-hot / 0-1 targets, 0-1 predictions), both (N, C)."""
+    c = y_score.shape[1]
+    if multi_label:
+        return y_true, (y_score >= thr).astype(np.int64)
+    return _one_hot(y_true, c), _one_hot(y_score.argmax(axis=1), c)
 
 
 def classification_metrics(
@@ -101,69 +172,77 @@ def classification_metrics(
     y_score: Any,
     *,
     label_names: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: Any = 0.5,
     n_bootstrap: int = 0,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
     """All metrics of one prediction set; see the module docstring for conventions.
 
-    Returns a JSON-serialisable dict with ``task``, ``num_samples``, ``label_names``,
-    ``per_class`` (auc / auc_undefined_reason / sensitivity / specificity / positives / negatives),
-    ``mean_auc`` (over ``mean_auc_classes``), ``undefined_auc`` (class -> reason), ``accuracy``
-    (plus ``subset_accuracy`` for multi-label), and ``ci`` when ``n_bootstrap > 0``.
+    ``threshold``: a number or one value per class (multi-label decisions; multi-class tasks use
+    the arg-max and ignore it). Returns a JSON-serialisable dict with ``task``, ``num_samples``,
+    ``label_names``, ``thresholds`` (class -> threshold; None for multi-class), ``per_class``
+    (auc / auc_undefined_reason / threshold / tp / fp / tn / fn / sensitivity / specificity / ppv /
+    npv / f1 / balanced_accuracy / positives / negatives), ``macro`` (each decision metric averaged
+    over the classes where it is defined), ``mean_auc`` (over ``mean_auc_classes``),
+    ``undefined_auc`` (class -> reason), ``accuracy`` (plus ``subset_accuracy`` for multi-label),
+    ``balanced_accuracy``, ``macro_f1``, ``confusion_matrix`` (multi-class), and ``ci`` when
+    ``n_bootstrap > 0``.
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie in (0, 1); got {threshold}")
     y_true, y_score, names, multi_label = prepare_targets(y_true, y_score, label_names)
     n, c = y_score.shape
-    if multi_label:
-        t = y_true
-        pred = (y_score >= threshold).astype(np.int64)
-    else:
-        t = _one_hot(y_true, c)
-        pred = _one_hot(y_score.argmax(axis=1), c)
+    thr = threshold_array(threshold, c)
+    t, pred = _predictions(y_true, y_score, multi_label, thr)
+    tp, fp, tn, fn = confusion_counts(t, pred)
+    rates = decision_rates(tp, fp, tn, fn)
 
     per_class: dict[str, dict[str, Any]] = {}
     undefined: dict[str, str] = {}
     defined_aucs = []
     for j, name in enumerate(names):
         auc, reason = _auc_or_reason(t[:, j], y_score[:, j])
-        tp = int(((pred[:, j] == 1) & (t[:, j] == 1)).sum())
-        fn = int(((pred[:, j] == 0) & (t[:, j] == 1)).sum())
-        tn = int(((pred[:, j] == 0) & (t[:, j] == 0)).sum())
-        fp = int(((pred[:, j] == 1) & (t[:, j] == 0)).sum())
         per_class[name] = {
             "auc": auc,
             "auc_undefined_reason": reason,
-            "sensitivity": _safe_div(tp, tp + fn),
-            "specificity": _safe_div(tn, tn + fp),
-            "positives": tp + fn,
-            "negatives": tn + fp,
+            "threshold": float(thr[j]) if multi_label else None,
+            "tp": int(tp[j]), "fp": int(fp[j]), "tn": int(tn[j]), "fn": int(fn[j]),
+            **{k: _none_if_nan(rates[k][j]) for k in DECISION_METRICS},
+            "positives": int(tp[j] + fn[j]),
+            "negatives": int(tn[j] + fp[j]),
         }
         if auc is None:
             undefined[name] = reason
         else:
             defined_aucs.append((name, auc))
 
+    macro = {k: _none_if_nan(_nanmean(rates[k])) for k in DECISION_METRICS}
     out: dict[str, Any] = {
         "task": "multi_label" if multi_label else "multi_class",
         "num_samples": int(n),
         "label_names": names,
-        "threshold": float(threshold) if multi_label else None,
+        "threshold": (float(thr[0]) if np.all(thr == thr[0]) else None) if multi_label else None,
+        "thresholds": {nm: float(thr[j]) for j, nm in enumerate(names)} if multi_label else None,
         "per_class": per_class,
+        "macro": macro,
         "mean_auc": float(np.mean([a for _, a in defined_aucs])) if defined_aucs else None,
         "mean_auc_classes": [nm for nm, _ in defined_aucs],
         "undefined_auc": undefined,
+        "macro_f1": macro["f1"],
     }
     if multi_label:
         out["accuracy"] = float((pred == t).mean())
         out["subset_accuracy"] = float(accuracy_score(t, pred))
+        out["balanced_accuracy"] = macro["balanced_accuracy"]
     else:
-        out["accuracy"] = float(accuracy_score(y_true, y_score.argmax(axis=1)))
+        arg = y_score.argmax(axis=1)
+        out["accuracy"] = float(accuracy_score(y_true, arg))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a class absent from y_true: sklearn warns and averages the rest
+            out["balanced_accuracy"] = _none_if_nan(balanced_accuracy_score(y_true, arg))
+        out["confusion_matrix"] = confusion_matrix(y_true, arg, labels=list(range(c))).tolist()
     if n_bootstrap > 0:
         out["ci"] = bootstrap_ci(
-            y_true, y_score, label_names=names, threshold=threshold, n_bootstrap=n_bootstrap,
+            y_true, y_score, label_names=names, threshold=thr, n_bootstrap=n_bootstrap,
             confidence=confidence, seed=seed,
         )
     return out
@@ -192,13 +271,15 @@ def bootstrap_ci(
     y_score: Any,
     *,
     label_names: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: Any = 0.5,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
     chunk: int | None = None,
 ) -> dict[str, Any]:
-    """Percentile bootstrap CIs (resampling cases with replacement, ``numpy`` generator ``seed``).
+    """Percentile bootstrap CIs (resampling cases with replacement, ``numpy`` generator ``seed``) of
+    the AUCs, accuracy, balanced accuracy, macro F1 and every decision metric per class and macro;
+    ``threshold`` as in :func:`classification_metrics` (fixed: it is not re-chosen per replicate).
 
     A replicate in which a class has a single target value gives no AUC for that class; it is left
     out of that class's interval (``valid_replicates`` says how many were used). The replicate's
@@ -211,16 +292,14 @@ def bootstrap_ci(
         raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
     y_true, y_score, names, multi_label = prepare_targets(y_true, y_score, label_names)
     n, c = y_score.shape
-    t = y_true if multi_label else _one_hot(y_true, c)
-    pred = (y_score >= threshold).astype(np.int64) if multi_label else _one_hot(y_score.argmax(1), c)
+    t, pred = _predictions(y_true, y_score, multi_label, threshold_array(threshold, c))
     full_defined = np.array([0 < t[:, j].sum() < n for j in range(c)])
 
     # Replicates are drawn in chunks so memory stays near a few tens of MB whatever N is.
     chunk = chunk or max(1, min(n_bootstrap, 2_000_000 // max(1, n * c)))
     rng = np.random.default_rng(seed)
     aucs = np.empty((n_bootstrap, c))
-    sens = np.empty((n_bootstrap, c))
-    spec = np.empty((n_bootstrap, c))
+    rates = {k: np.empty((n_bootstrap, c)) for k in DECISION_METRICS}
     acc = np.empty(n_bootstrap)
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
@@ -229,17 +308,12 @@ def bootstrap_ci(
         pb = pred[idx]
         for j in range(c):
             aucs[start:start + b, j] = fast_auc(tb[:, :, j], y_score[idx, j])
-        pos = tb.sum(axis=1)
-        neg = n - pos
-        tp = ((pb == 1) & (tb == 1)).sum(axis=1)
-        tn = ((pb == 0) & (tb == 0)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sens[start:start + b] = np.where(pos > 0, tp / pos, np.nan)
-            spec[start:start + b] = np.where(neg > 0, tn / neg, np.nan)
+        for k, v in decision_rates(*confusion_counts(tb, pb)).items():
+            rates[k][start:start + b] = v
         if multi_label:
             acc[start:start + b] = (pb == tb).mean(axis=(1, 2))
         else:
-            acc[start:start + b] = (y_score[idx].argmax(axis=2) == y_true[idx]).mean(axis=1)
+            acc[start:start + b] = (pb == tb).all(axis=2).mean(axis=1)
 
     alpha = (1.0 - confidence) / 2.0
 
@@ -251,6 +325,9 @@ def bootstrap_ci(
         return {"low": float(lo), "high": float(hi), "valid_replicates": int(v.size)}
 
     mean_auc = aucs[:, full_defined].mean(axis=1) if full_defined.any() else np.full(n_bootstrap, np.nan)
+    macro = {k: _nanmean(v, axis=1) for k, v in rates.items()}
+    # multi-class balanced accuracy is the mean per-class recall (scikit-learn's definition)
+    balanced = macro["sensitivity"] if not multi_label else macro["balanced_accuracy"]
     return {
         "method": "percentile bootstrap over cases",
         "n_bootstrap": int(n_bootstrap),
@@ -258,12 +335,11 @@ def bootstrap_ci(
         "seed": int(seed),
         "mean_auc": interval(mean_auc),
         "accuracy": interval(acc),
+        "balanced_accuracy": interval(balanced),
+        "macro_f1": interval(macro["f1"]),
+        "macro": {k: interval(v) for k, v in macro.items()},
         "per_class": {
-            name: {
-                "auc": interval(aucs[:, j]),
-                "sensitivity": interval(sens[:, j]),
-                "specificity": interval(spec[:, j]),
-            }
+            name: {"auc": interval(aucs[:, j]), **{k: interval(rates[k][:, j]) for k in DECISION_METRICS}}
             for j, name in enumerate(names)
         },
     }

@@ -1,10 +1,14 @@
 """The evaluation report behind ``scripts/evaluate.py``: one results folder per run with
 
-* ``metrics.json``: every model's metrics on the split (per-class AUC, mAUC, accuracy, sensitivity,
-  specificity, bootstrap CIs) plus run provenance;
+* ``metrics.json``: every model's metrics on the split (per-class AUC, mAUC, accuracy; at the
+  thresholds chosen on validation: sensitivity, specificity, PPV, NPV, F1, balanced accuracy per
+  class and macro; calibration; bootstrap CIs), the operating point it used, and run provenance;
 * ``tables.md``: Markdown tables in the paper's layout (per-class AUC + mAUC; accuracy +
-  sensitivity), the robustness table and the image-quality numbers with their extractor;
-* ``roc_<model>.png``: ROC curves; ``attention/<model>/attention_###.png``: CLS attention overlays;
+  sensitivity), the operating points, decision metrics and calibration, the robustness table and
+  the image-quality numbers with their extractor;
+* ``roc_<model>.png``: ROC curves; ``reliability_<model>.png``: reliability diagrams;
+  ``attention/<model>/attention_###.png``: CLS attention overlays captioned with the predicted
+  findings at the chosen thresholds;
 * ``robustness.json``, ``image_quality.json``, ``predictions_<model>.npz``, ``run_config.json``.
 
 The folder is written to a temporary path and renamed at the end (nothing half-written).
@@ -23,10 +27,21 @@ import numpy as np
 import torch
 
 from genssl_hf.evaluation.attention import cls_attention_maps, save_attention_overlays
-from genssl_hf.evaluation.classification import classification_metrics, format_accuracy_table, format_auc_table
+from genssl_hf.evaluation.classification import format_accuracy_table, format_auc_table
 from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
-from genssl_hf.evaluation.plots import plot_roc_curves
+from genssl_hf.evaluation.operating_point import (
+    decision_metrics,
+    format_calibration_table,
+    format_decision_table,
+    format_operating_point_table,
+    format_per_class_decision_table,
+    prediction_caption,
+    resolve_operating_point,
+    saved_operating_point,
+)
+from genssl_hf.evaluation.plots import plot_reliability_diagram, plot_roc_curves
 from genssl_hf.evaluation.robustness import CORRUPTIONS, format_robustness_table, robustness_table
+from genssl_hf.training.thresholds import THRESHOLD_RULES
 from genssl_hf.utils import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
@@ -154,7 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fixed decision threshold for every class, for comparisons only (default: the thresholds "
+                        "chosen on validation, from the classifier's thresholds.json or --threshold_split)")
+    p.add_argument("--threshold_rule", choices=list(THRESHOLD_RULES), default=None,
+                   help="threshold rule (default: the one saved with the classifier, else youden)")
+    p.add_argument("--target_sensitivity", type=float, default=0.9, help="for --threshold_rule sensitivity")
+    p.add_argument("--threshold_split", default="validation",
+                   help="split to choose thresholds on when the classifier folder has no thresholds.json "
+                        "(never the evaluated split)")
+    p.add_argument("--calibration_bins", type=int, default=10, help="equal-width bins of the ECE / reliability diagram")
     p.add_argument("--sensitivity_classes", nargs="*", default=None,
                    help="classes in the accuracy/sensitivity table (e.g. COVID-19); default: all")
     p.add_argument("--robustness", action="store_true", help="run the corruption benchmark (paper Table 8)")
@@ -193,7 +217,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                                 seed=args.seed)
         if args.image_column not in split.features:
             raise KeyError(f"split {args.split!r} has no column {args.image_column!r}: {list(split.features)}")
-
+        threshold_split = _threshold_split(args, models, loaded)
     results: dict[str, Any] = {"models": {}, "dataset": args.dataset, "split": args.split}
     tables: list[str] = []
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
@@ -207,13 +231,20 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
             probs = np.concatenate([clf.predict(images[i:i + args.batch_size])
                                     for i in range(0, len(images), args.batch_size)])
-            m = classification_metrics(targets, probs, label_names=label_names, threshold=args.threshold,
-                                       n_bootstrap=args.n_bootstrap, seed=args.seed)
+            operating_point = resolve_operating_point(
+                models[name], label_names, evaluated_split=args.split, fixed_threshold=args.threshold,
+                rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
+                multi_label=multi_label, threshold_split=args.threshold_split,
+                validation_predictions=_predictor(args, clf, threshold_split))
+            m = decision_metrics(targets, probs, label_names, operating_point, n_bootstrap=args.n_bootstrap,
+                                 seed=args.seed, calibration_bins=args.calibration_bins)
             m["model_folder"] = str(Path(models[name]).resolve())
             metrics_by_model[name] = m
             np.savez_compressed(tmp / f"predictions_{_safe_name(name)}.npz", probs=probs, targets=targets)
             plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
                             title=f"ROC - {name} ({args.split}, n={len(targets)})")
+            plot_reliability_diagram(m["calibration"], tmp / f"reliability_{_safe_name(name)}.png",
+                                     title=f"Reliability - {name} ({args.split}, n={len(targets)})")
             if args.robustness:
                 sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
                 metric_name = "mean_auc" if multi_label else "accuracy"
@@ -225,7 +256,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                 x = clf.model_input(images[:k])
                 maps = cls_attention_maps(clf.model, x)
                 pred = probs[:k]
-                titles = [_title(targets[i], pred[i], label_names, multi_label, args.threshold) for i in range(k)]
+                titles = [prediction_caption(targets[i], pred[i], label_names, multi_label,
+                                             operating_point["thresholds"]) for i in range(k)]
                 boxes = None
                 if args.boxes_column:
                     boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
@@ -238,6 +270,17 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             tables.append("### AUC (percent)\n\n" + format_auc_table(metrics_by_model, with_ci=args.n_bootstrap > 0))
             tables.append("### Accuracy and sensitivity (percent)\n\n" + format_accuracy_table(
                 metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=args.n_bootstrap > 0))
+            tables.append("### Operating points (thresholds chosen on validation)\n\n"
+                          + format_operating_point_table(metrics_by_model))
+            tables.append("### Decisions at the operating points, macro average (percent)\n\n"
+                          + format_decision_table(metrics_by_model, with_ci=args.n_bootstrap > 0))
+            for name, m in metrics_by_model.items():
+                tables.append(f"#### {name}: per class (percent)\n\n"
+                              + format_per_class_decision_table(m, with_ci=args.n_bootstrap > 0))
+                if "one_vs_rest" in m:
+                    tables.append(f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
+                                  + format_per_class_decision_table(m["one_vs_rest"], with_ci=args.n_bootstrap > 0))
+            tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
         if robustness_by_model:
             write_json(tmp / "robustness.json", robustness_by_model)
             results["robustness"] = robustness_by_model
@@ -261,12 +304,45 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _title(t, p, names, multi_label, threshold) -> str:
-    if multi_label:
-        truth = [n for n, v in zip(names, t) if v >= 0.5] or ["none"]
-        pred = [n for n, v in zip(names, p) if v >= threshold] or ["none"]
-        return f"true: {', '.join(truth)}\npred: {', '.join(pred)}"
-    return f"true: {names[int(t)]} / pred: {names[int(np.argmax(p))]}"
+def _threshold_split(args: argparse.Namespace, models: dict[str, str], loaded: dict[str, LoadedClassifier]):
+    """The ``--threshold_split`` dataset when some classifier needs thresholds chosen on it (no
+    fixed ``--threshold``, no usable thresholds.json), else None. Fails before any compute when a
+    multi-label classifier needs it and the dataset lacks it."""
+    if args.threshold is not None:
+        return None
+    needs = [name for name, clf in loaded.items()
+             if saved_operating_point(models[name], clf.label_names, evaluated_split=args.split, rule=args.threshold_rule,
+                                      target_sensitivity=args.target_sensitivity) is None]
+    if not needs:
+        return None
+    if args.threshold_split in (args.split, "test"):
+        raise ValueError(f"--threshold_split {args.threshold_split!r}: thresholds are never chosen on the evaluated / "
+                         f"test split (models without thresholds.json: {needs})")
+    try:
+        return load_eval_split(args.dataset, args.threshold_split, config=args.dataset_config,
+                               phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution, seed=args.seed)
+    except KeyError:
+        multi = [n for n in needs if loaded[n].multi_label]
+        if multi:
+            raise ValueError(f"models {multi} have no thresholds.json and dataset {args.dataset!r} has no split "
+                             f"{args.threshold_split!r} to choose thresholds on: give --threshold_split or a fixed "
+                             "--threshold") from None
+        return None
+
+
+def _predictor(args: argparse.Namespace, clf: LoadedClassifier, split):
+    """``() -> (targets, probs)`` of the threshold split for this classifier (None without one)."""
+    if split is None:
+        return None
+
+    def predict() -> tuple[np.ndarray, np.ndarray]:
+        images, targets, names, _ = _images_and_targets(split, clf.image_size, args.image_column, seed=args.seed)
+        if names != clf.label_names:
+            raise ValueError(f"split {args.threshold_split!r} has classes {names}, the model {clf.label_names}")
+        probs = np.concatenate([clf.predict(images[i:i + args.batch_size]) for i in range(0, len(images), args.batch_size)])
+        return targets, probs
+
+    return predict
 
 
 def _boxes(ds, column: str, k: int, size: int, image_column: str):

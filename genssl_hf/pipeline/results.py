@@ -1,5 +1,7 @@
-"""The pipeline's results table: every variant's test metrics side by side, each pre-trained
-variant compared with random init by a paired bootstrap on the same test cases, and a plot."""
+"""The pipeline's results table: every variant's test metrics side by side (mAUC for ranking;
+balanced accuracy and macro F1 at the thresholds chosen on validation, for decisions), each
+pre-trained variant compared with random init by a paired bootstrap on the same test cases, and a
+plot."""
 
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ def build_results(
         mauc = m.get("mean_auc")
         ci = (m.get("ci") or {}).get("mean_auc") or {}
         row = {"variant": key, "title": title, "mean_auc": mauc, "low": ci.get("low"), "high": ci.get("high")}
+        for name in ("balanced_accuracy", "macro_f1"):
+            row[name] = {"value": m.get(name), **{k: ((m.get("ci") or {}).get(name) or {}).get(k) for k in ("low", "high")}}
+        row["threshold_rule"] = (m.get("operating_point") or {}).get("rule")
         if base_pred is not None and key != baseline:
             targets, probs = load_predictions(results_dir, title)
             diff = paired_bootstrap_auc_difference(targets, probs, base_pred[1], n_bootstrap=n_bootstrap, seed=seed)
@@ -63,14 +68,19 @@ def build_results(
     lines = ["# GEN-SSL pipeline results", ""]
     for k, v in context.items():
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "| Variant | Test mAUC (95% CI) | Difference vs random init (paired 95% CI) | p |", "|---|---|---|---|"]
+    lines += ["", "| Variant | Test mAUC (95% CI) | Balanced accuracy (95% CI) | Macro F1 (95% CI) "
+              "| Difference in mAUC vs random init (paired 95% CI) | p |", "|---|---|---|---|---|---|"]
     for r in rows:
         mauc = _pct(r["mean_auc"]) + (f" ({_pct(r['low'])}-{_pct(r['high'])})" if r["low"] is not None else "")
+        decisions = [_with_ci(r[k]) for k in ("balanced_accuracy", "macro_f1")]
         d = r.get("vs_baseline")
         diff = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "-"
         p = "-" if not d else (f"<{1 / d['valid_replicates']:.3f}" if d["p_value"] == 0 else f"{d['p_value']:.3f}")
-        lines.append(f"| {r['title']} | {mauc} | {diff} | {p} |")
-    lines += ["", _verdict(rows), ""]
+        lines.append(f"| {r['title']} | {mauc} | {' | '.join(decisions)} | {diff} | {p} |")
+    rules = sorted({r["threshold_rule"] for r in rows if r.get("threshold_rule")})
+    lines += ["", "Balanced accuracy and macro F1 (mean over findings) are decisions at per-finding thresholds chosen "
+              f"on the validation split ({', '.join(rules) or 'n/a'}), never on test; mAUC ranks without a threshold.",
+              "", _verdict(rows), ""]
     tables = results_dir / "tables.md"
     if tables.is_file():
         lines += ["## Detailed tables", "", tables.read_text().split("\n", 1)[1].strip(), ""]
@@ -107,6 +117,13 @@ def _per_model_metrics(metrics: Any) -> dict[str, dict]:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _with_ci(entry: Mapping[str, Any]) -> str:
+    text = _pct(entry.get("value"))
+    if entry.get("low") is not None:
+        text += f" ({_pct(entry['low'])}-{_pct(entry['high'])})"
+    return text
 
 
 def _verdict(rows: list[dict]) -> str:

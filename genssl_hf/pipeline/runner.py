@@ -447,8 +447,10 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
 
     return Stage(f"finetune_{variant}{suffix}",
                  {"finetune": _without_seed_keys(ft), "init": init, "seed": seed, "size": cfg["image_size"],
-                  "fraction": fraction},
-                 run, outputs=["run/best/config.json", "run/metrics.json"])
+                  "fraction": fraction,
+                  # the validation-chosen operating point saved with the model (best/thresholds.json)
+                  "threshold_rule": ft.get("args", {}).get("threshold_rule", "youden")},
+                 run, outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"])
 
 
 def _without_seed_keys(ft: dict) -> dict:
@@ -676,6 +678,7 @@ def print_report(root: Path) -> None:
         "reconstruction figure": root / "mae_genssl" / "model" / "reconstruction.png",
         "ROC plot": next(iter(sorted(results.glob("roc_GEN*.png"))), next(iter(sorted(results.glob("roc*.png"))), results / "roc.png")),
         "mAUC comparison plot": results / "mauc_comparison.png",
+        "reliability diagram": next(iter(sorted(results.glob("reliability_GEN*.png"))), results / "reliability.png"),
         "attention maps": results / "attention",
         "Hub-ready folders (dry run)": root / "hub" / "dry_run",
         "run summary": root / "summary.json",

@@ -30,6 +30,7 @@ from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 
 from genssl_hf.training.drop_path import set_drop_path
 from genssl_hf.training.mae import PRESETS as MAE_PRESETS
+from genssl_hf.training.mae_init import warn_if_position_blind_folder
 
 __all__ = ["GenSSLViTForImageClassification", "VIT_PRESETS", "encoder_config", "build_classifier"]
 
@@ -174,6 +175,7 @@ def build_classifier(
     else:
         from transformers.utils import logging as hf_logging
 
+        warn_if_position_blind_folder(folder)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the decoder / missing-head report is expected here
         try:

@@ -15,6 +15,8 @@ Run it as ``accelerate launch scripts/finetune.py ...``, ``python scripts/finetu
   ``label_fraction.json``; ``--mode linear_probe`` freezes the encoder;
 * model selection on the validation split (carved from train, stratified and seeded, when the
   dataset has none) — never on the test split, which is evaluated once with the selected model;
+* decision thresholds chosen on the validation predictions of the selected model (Youden's J by
+  default, ``--threshold_rule``), saved as ``best/thresholds.json`` and used for the test metrics;
 * outputs: ``best/`` and ``final/`` (``save_pretrained`` model + image processor + card),
   ``metrics.json``, ``run_config.json``, resumable checkpoints; ``--push_to_hub`` uploads ``best/``.
 
@@ -67,6 +69,7 @@ from genssl_hf.training.finetune_data import (
     targets_of,
 )
 from genssl_hf.training.lr_decay import param_groups_lrd
+from genssl_hf.training.thresholds import THRESHOLD_RULES, choose_thresholds, save_thresholds, threshold_vector
 from genssl_hf.utils import atomic_dir, sha256_strings, write_json
 
 logger = logging.getLogger(__name__)
@@ -169,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_every_epochs", type=float, default=1.0)
     g.add_argument("--eval_batch_size", type=int, default=None)
     g.add_argument("--n_bootstrap", type=int, default=0, help="bootstrap replicates for the test-set CIs")
+    g.add_argument("--threshold_rule", choices=list(THRESHOLD_RULES), default="youden",
+                   help="decision thresholds chosen on the validation predictions of the selected model "
+                        "(saved as best/thresholds.json; every rule is recorded there)")
+    g.add_argument("--target_sensitivity", type=float, default=0.9, help="validation sensitivity of the 'sensitivity' rule")
     add_common_args(p)
     p.set_defaults(mixed_precision="no", checkpointing_steps=0)
     return p
@@ -301,13 +308,15 @@ def _selection_value(metrics: dict[str, Any], name: str) -> float:
 
 # -------------------------------------------------------------------------------------- saving
 def _save_model_folder(target: Path, model: GenSSLViTForImageClassification, processor, card_vars: dict[str, Any],
-                       metrics: dict[str, Any]) -> None:
+                       metrics: dict[str, Any], thresholds: dict[str, Any] | None = None) -> None:
     from genssl_hf.hub.cards import render_model_card
 
     with atomic_dir(target, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         write_json(tmp / "eval_results.json", metrics)
+        if thresholds is not None:  # the validation-chosen operating point travels with the model
+            save_thresholds(tmp, thresholds)
         card_data = {
             "license": "apache-2.0",
             "library_name": "transformers",
@@ -486,10 +495,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         m["loss"] = logits_loss
         value = _selection_value(m, args.selection_metric)
         if best is None or value > best["value"]:
-            best = {"value": value, "step": state.global_step, "epoch": entry["epoch"], "metrics": m}
+            thresholds = choose_thresholds(y, probs, label_names, rule=args.threshold_rule,
+                                           target_sensitivity=args.target_sensitivity) | {"selected_at_step": state.global_step}
+            best = {"value": value, "step": state.global_step, "epoch": entry["epoch"], "metrics": m,
+                    "thresholds": thresholds}
             if accelerator.is_main_process:
                 _save_model_folder(out_dir / "best", unwrapped, processor, card_vars | {"stage": "best"},
-                                   {"validation": m, "selected_at_step": state.global_step})
+                                   {"validation": m, "selected_at_step": state.global_step}, thresholds)
         accelerator.wait_for_everyone()
         accelerator.log({f"val/{k}": v for k, v in entry.items() if isinstance(v, (int, float))}, step=state.global_step)
         state.extra["history"] = history
@@ -535,6 +547,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "label_names": label_names,
         "selection_metric": args.selection_metric,
         "best": {"step": best["step"], "epoch": best["epoch"], "validation": best["metrics"]},
+        "thresholds": best.get("thresholds"),
         "history": history,
         "train_seconds": train_seconds,
         "images_per_second": bar.images_per_second,
@@ -551,12 +564,12 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             num_workers=args.num_workers))
         probs, y = predict_dataset(best_model, test_loader, normalizer, accelerator)
         result["test"] = classification_metrics(y, probs, label_names=label_names, n_bootstrap=args.n_bootstrap,
-                                                seed=args.seed)
+                                                seed=args.seed, threshold=_best_thresholds(best, label_names))
         if accelerator.is_main_process:
             np.savez_compressed(out_dir / "test_predictions.npz", probs=probs, targets=y)
             _save_model_folder(out_dir / "best", best_model, processor, card_vars | {"stage": "best"},
                                {"validation": best["metrics"], "test": result["test"],
-                                "selected_at_step": best["step"]})
+                                "selected_at_step": best["step"]}, best.get("thresholds"))
     if accelerator.is_main_process:
         write_json(out_dir / "metrics.json", result)
         if args.push_to_hub:
@@ -564,6 +577,15 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _best_thresholds(best: dict[str, Any], label_names: list[str]) -> np.ndarray | float:
+    """The selected model's validation-chosen thresholds (0.5 for a run resumed from a checkpoint
+    written before thresholds were recorded)."""
+    if not best.get("thresholds"):
+        logger.warning("the selected model has no validation thresholds (old checkpoint); test metrics use 0.5")
+        return 0.5
+    return threshold_vector(best["thresholds"], label_names)
 
 
 def _val_loss(probs: np.ndarray, y: np.ndarray, multi_label: bool) -> float:

@@ -30,6 +30,7 @@ from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.stats import to_gray_uint8_or_float
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
+from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
@@ -105,7 +106,9 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
     checkpoint (encoder + decoder) or a ViT checkpoint (encoder only; the decoder starts fresh).
     Returns the model and an ``init`` record for the run config / card."""
     if init_from is None:
-        return ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation), {"init": "random"}
+        model = ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation)
+        # transformers 5.x leaves the fixed sin-cos tables and the tokens at zero: see mae_init.
+        return apply_mae_init(model), {"init": "random"}
     path = Path(init_from)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--init_from {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
@@ -127,7 +130,8 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
             raise ValueError(f"--init_from {init_from} was trained at {src.get('image_size')} px; use --image_size {src.get('image_size')}")
         if src.get("num_channels", 3) != 3:
             raise ValueError(f"--init_from {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
-        model = ViTMAEForPreTraining._from_config(cfg, attn_implementation=attn_implementation)
+        # The MAE recipe's tables first; the ViT checkpoint then overwrites the cls token and patch projection.
+        model = apply_mae_init(ViTMAEForPreTraining._from_config(cfg, attn_implementation=attn_implementation))
         vit = ViTModel.from_pretrained(str(path), add_pooling_layer=False)
         sd = {f"vit.{k}": v for k, v in vit.state_dict().items()}
         # ViTMAE keeps fixed sin-cos position embeddings; learned ViT ones are replaced by them.
@@ -368,6 +372,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     torch.manual_seed(args.seed)  # model init
     attn_implementation = resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision)
     model, init_record = build_model(config, args.init_from, attn_implementation)
+    check_position_tables(model, f"--init_from {args.init_from}" if args.init_from else "the freshly built MAE")
     config = model.config
     bs = args.per_device_train_batch_size
     loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
@@ -395,6 +400,8 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
                          adain_mode=args.adain_mode, adain_mean=adain_mean, adain_std=adain_std,
                          image_mean=args.image_mean, image_std=args.image_std, out_channels=3).to(accelerator.device)
     state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
+    if state.global_step:
+        check_position_tables(accelerator.unwrap_model(model), f"the checkpoint resumed in {out}")
 
     run_config = {
         "args": args_to_dict(args), "model": config.to_dict(), "init": init_record,

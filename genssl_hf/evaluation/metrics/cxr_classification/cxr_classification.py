@@ -15,7 +15,8 @@ import evaluate
 from genssl_hf.evaluation.classification import classification_metrics
 
 _DESCRIPTION = """
-Per-class ROC AUC and mean AUC, accuracy, per-class sensitivity and specificity, and optional
+Per-class ROC AUC and mean AUC, accuracy, per-class sensitivity, specificity, PPV, NPV, F1 and
+balanced accuracy (and their macro averages), and optional
 seeded bootstrap confidence intervals, as reported in GEN-SSL (CheXpert / ChestX-ray14 mAUC,
 COVIDx accuracy and COVID-19 sensitivity). A class with a single ground-truth value in the
 evaluated set has no AUC: it is reported under `undefined_auc` with the reason and left out of
@@ -28,13 +29,15 @@ Args:
         "multiclass").
     references: "multilabel": per-sample 0/1 list of length C; "multiclass": class index.
     label_names: optional list of C class names.
-    threshold: decision threshold for multi-label sensitivity/specificity (default 0.5).
+    threshold: multi-label decision threshold, one number or one per class (default 0.5; choose
+        them on validation data, e.g. with genssl_hf.evaluation.choose_thresholds).
     n_bootstrap: number of bootstrap replicates for 95% CIs (0 = none).
     confidence: CI level (default 0.95).
     seed: bootstrap seed.
 Returns:
-    dict with task, num_samples, label_names, per_class, mean_auc, mean_auc_classes,
-    undefined_auc, accuracy (and subset_accuracy for multilabel), ci (when n_bootstrap > 0).
+    dict with task, num_samples, label_names, thresholds, per_class, macro, mean_auc,
+    mean_auc_classes, undefined_auc, accuracy (and subset_accuracy for multilabel),
+    balanced_accuracy, macro_f1, confusion_matrix (multiclass), ci (when n_bootstrap > 0).
 Examples:
     >>> metric = evaluate.load(path, "multiclass")
     >>> r = metric.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[0, 1])
