@@ -108,7 +108,8 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
                         extra_predictions={VLP_TITLE: tmp_path / "zs.npz"})
     row = out["rows"][-1]
     assert row["title"] == VLP_TITLE and row["mean_auc"] > 0.8 and row["vs_baseline"]["low"] > 0
-    assert VLP_TITLE in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    assert VLP_TITLE in table and f"| {VLP_TITLE} | {100 * row['mean_auc']:.1f}" in table
     np.savez(tmp_path / "other.npz", targets=targets[:10], probs=zero_shot[:10])
     with pytest.raises(ValueError, match="same test cases"):
         build_results(tmp_path, {"random_init": "Random init"}, {}, n_bootstrap=10, extra_predictions={"x": tmp_path / "other.npz"})

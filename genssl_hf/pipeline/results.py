@@ -97,7 +97,9 @@ def _extra_row(title: str, path: Path, base_pred, n_bootstrap: int, seed: int) -
     targets, probs = data["targets"], data["probs"]
     m = classification_metrics(targets, probs, n_bootstrap=n_bootstrap, seed=seed)
     ci = m["ci"]["mean_auc"]
-    row = {"variant": title, "title": title, "mean_auc": m["mean_auc"], "low": ci["low"], "high": ci["high"]}
+    row = {"variant": title, "title": title, "mean_auc": m["mean_auc"], "low": ci["low"], "high": ci["high"],
+           # no validation split chose thresholds for it: decisions at a threshold are not reported (n/a)
+           "balanced_accuracy": {"value": None}, "macro_f1": {"value": None}, "threshold_rule": None}
     if base_pred is not None:
         if base_pred[0].shape != targets.shape or not np.array_equal(base_pred[0], targets):
             raise ValueError(f"{path}: predictions are not on the same test cases as the fine-tuned models")
