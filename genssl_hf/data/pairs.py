@@ -27,7 +27,6 @@ or rows in memory).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import sha256_bytes
+from ..utils import sha256_bytes, sha256_strings
 from .adapters._common import CXRDataError
 from .reports import combine_sections, iter_iu_reports, iter_mimic_reports
 from .schema import CHEXPERT5
@@ -79,14 +78,9 @@ def report_sha256(text: str) -> str:
 
 
 def corpus_hash(texts: Iterable[str]) -> str:
-    """Content hash of a corpus's texts in order (length-prefixed UTF-8, as the generated dataset's
-    ``corpus_hash`` is computed)."""
-    h = hashlib.sha256()
-    for text in texts:
-        b = text.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
+    """Content hash of a corpus's texts in order: the generated dataset's ``corpus_hash`` rule
+    (length-prefixed UTF-8, :func:`genssl_hf.utils.sha256_strings`)."""
+    return sha256_strings(texts)
 
 
 @dataclasses.dataclass
@@ -210,30 +204,55 @@ def load_report_rows(spec: Any) -> tuple[list[dict[str, Any]], str, str]:
         path = Path(s)
         if not path.exists():
             raise CXRDataError(f"report corpus {path} does not exist")
-        import datasets
-
         if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-            ds = datasets.load_from_disk(str(path))
-        elif path.is_dir():
-            ds = datasets.load_dataset(str(path), split="train")
-        else:
-            builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
-            if builder is None:
-                raise CXRDataError(f"report corpus {path}: unsupported file type {path.suffix!r} (tgz, parquet, json, jsonl, csv)")
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"]
-        text_cols = [c for c, f in ds.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
-        return [dict(r) for r in ds.select_columns(text_cols)], path.name, "unknown (the user's own corpus)"
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))  # memory-mapped in place, no copy
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"]
+            return _string_rows(ds), path.name, "unknown (the user's own corpus)"
+        files = sorted(f for ext in _CORPUS_FILES for f in path.rglob(f"*{ext}")) if path.is_dir() else [path]
+        if not files:
+            raise CXRDataError(f"report corpus folder {path} holds no {'/'.join(_CORPUS_FILES)} files")
+        return [row for f in files for row in _read_corpus_file(f)], path.name, "unknown (the user's own corpus)"
     if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
         raise ValueError(f"report corpus must be a path, a spec or rows, got {type(spec).__name__}")
     import datasets
 
     if isinstance(spec, datasets.Dataset):
-        text_cols = [c for c, f in spec.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
-        spec = spec.select_columns(text_cols)
+        return _string_rows(spec), "reports", "unknown (the user's own corpus)"
     rows = [dict(r) if isinstance(r, Mapping) else {"text": r} for r in spec]
     return rows, "reports", "unknown (the user's own corpus)"
+
+
+_CORPUS_FILES = (".parquet", ".jsonl", ".json", ".csv")
+
+
+def _string_rows(ds) -> list[dict[str, Any]]:
+    cols = [c for c, f in ds.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+    return [dict(r) for r in ds.select_columns(cols)]
+
+
+def _read_corpus_file(path: Path) -> list[dict[str, Any]]:
+    """Rows of a parquet / json(l) / csv corpus file, read directly: going through
+    ``datasets.load_dataset`` would copy the report text into the Arrow cache."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, list) else list(data.get("data", []))
+    if suffix == ".csv":
+        import csv
+
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return list(csv.DictReader(fh))
+    raise CXRDataError(f"report corpus {path}: unsupported file type {path.suffix!r} (tgz, parquet, json, jsonl, csv)")
 
 
 def _section_of(row: Mapping[str, Any], section: str, where: str) -> str:

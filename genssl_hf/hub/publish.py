@@ -15,6 +15,7 @@ kind           repo type     loader used for validation
 ``generator``                the card's licence follows the training report corpus (non-commercial
                              terms inherited) and the leak guard checks every file and the card's
                              example outputs for report text
+``dual_encoder`` model       ``VisionTextDualEncoderModel`` + ``AutoImageProcessor`` + ``AutoTokenizer``
 =============  ============  =====================================================================
 
 :func:`publish` (or ``publish_<kind>``) then
@@ -82,9 +83,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset", "report_generator")
+KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset", "report_generator", "dual_encoder")
 REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset",
-              "report_generator": "model"}
+              "report_generator": "model", "dual_encoder": "model"}
 REAL_DATA_ENV = "GENSSL_REAL_DATA"  # os.pathsep-separated real-data paths for the leak guard
 METRICS_FILES = ("eval_results.json", "metrics.json")  # looked up in model folders when metrics=None
 MANAGED_BEGIN = "<!-- genssl_hf:publish:begin -->"
@@ -97,6 +98,7 @@ DEFAULT_RUN_LAYOUT = {
     "dataset": "generated_dataset",
     "encoder": "mae",
     "classifier": "classifier",
+    "dual_encoder": "dual_encoder",
 }
 DEFAULT_REPO_NAMES = {
     "prompt_set": "genssl-prompts",
@@ -104,6 +106,7 @@ DEFAULT_REPO_NAMES = {
     "dataset": "genssl-synthetic-cxr",
     "encoder": "genssl-mae-encoder",
     "classifier": "genssl-classifier",
+    "dual_encoder": "genssl-dual-encoder",
 }
 
 # Never shipped: training state, logs, caches, temporary and hidden files.
@@ -123,6 +126,8 @@ _KIND_META: dict[str, dict[str, Any]] = {
     "dataset": {"tags": ["synthetic", "chest-x-ray", "medical-imaging", "image-classification"]},
     "report_generator": {"library_name": "transformers", "pipeline_tag": "image-to-text",
                          "tags": ["vision-encoder-decoder", "report-generation", "chest-x-ray", "medical-imaging"]},
+    "dual_encoder": {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification",
+                     "tags": ["vision-text-dual-encoder", "contrastive", "zero-shot", "chest-x-ray", "medical-imaging"]},
 }
 _COMMON_TAGS = ["genssl_hf", "genssl", "research-only"]
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
@@ -182,7 +187,7 @@ def select_files(
     _check_kind(kind)
     folder = Path(folder)
     if include_images is None:
-        include_images = kind not in ("encoder", "classifier", "report_generator")
+        include_images = kind not in ("encoder", "classifier", "report_generator", "dual_encoder")
     patterns = (*IGNORE_PATTERNS, *ignore_patterns, *(() if include_images else [f"*{e}" for e in _IMAGE_EXTS]))
     files = []
     for p in sorted(folder.rglob("*")):
@@ -368,6 +373,19 @@ def _validate_report_generator(folder: Path) -> dict[str, Any]:
         raise ArtifactError(f"report_generator folder {folder}: the processor does not reload: {e}") from e
     return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
             "parameters": sum(p.numel() for p in model.parameters())}
+def _validate_dual_encoder(folder: Path) -> dict[str, Any]:
+    from transformers import AutoTokenizer, VisionTextDualEncoderModel
+
+    _need(folder, "config.json")
+    try:
+        model, info = VisionTextDualEncoderModel.from_pretrained(str(folder), output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:
+        raise ArtifactError(f"dual-encoder folder {folder} does not reload as VisionTextDualEncoderModel + tokenizer: {e}") from e
+    _check_loading_info(folder, "VisionTextDualEncoderModel", info)
+    proc = _load_processor(folder, "dual_encoder")
+    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
+            "tokenizer_class": type(tokenizer).__name__, "parameters": sum(p.numel() for p in model.parameters())}
 
 
 _VALIDATORS: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -377,6 +395,7 @@ _VALIDATORS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "prompt_set": _validate_prompt_set,
     "dataset": _validate_dataset,
     "report_generator": _validate_report_generator,
+    "dual_encoder": _validate_dual_encoder,
 }
 
 
@@ -546,6 +565,24 @@ def _report_generator_license(folder: Path) -> str | None:
     return f"cc-by{m.group(1)}-{m.group(2)}" if m else None
 
 
+def _dual_encoder_provenance(folder: Path) -> dict[str, Any]:
+    """Model provenance plus the pre-training pairs of ``vlp_config.json`` (corpus name, hash and
+    licence, generator id, section, truncation): identifiers only, never report text."""
+    out = _model_provenance(folder)
+    vlp = read_json(folder / "vlp_config.json") if (folder / "vlp_config.json").is_file() else {}
+    pairs, trunc, loss = vlp.get("pairs") or {}, vlp.get("truncation") or {}, vlp.get("loss") or {}
+    for key, label in (("source", "pre-training pairs"), ("corpus_name", "report corpus"), ("corpus_hash", "report corpus sha256"),
+                       ("corpus_license", "report corpus licence"), ("generator_id", "image generator id"),
+                       ("section", "report section"), ("num_pairs", "image-report pairs")):
+        if pairs.get(key) is not None:
+            out[label] = pairs[key]
+    if trunc:
+        out["reports truncated"] = f"{trunc.get('num_truncated')} of {trunc.get('num_texts')} at {trunc.get('max_length')} tokens"
+    if loss:
+        out["loss"] = f"{loss.get('name')}: temperature {loss.get('temperature')} ({'learnable' if loss.get('learnable_temperature') else 'fixed'}), lambda {loss.get('image_to_text_weight')}"
+    return out
+
+
 _PROVENANCE = {
     "encoder": _model_provenance,
     "classifier": _model_provenance,
@@ -553,6 +590,7 @@ _PROVENANCE = {
     "prompt_set": _prompt_set_provenance,
     "dataset": _dataset_provenance,
     "report_generator": _report_generator_provenance,
+    "dual_encoder": _dual_encoder_provenance,
 }
 
 
@@ -652,6 +690,9 @@ def _default_body(kind: str, title: str) -> str:
         "report_generator": "```python\nimport genssl_hf\nfrom transformers import AutoProcessor, VisionEncoderDecoderModel\n"
                             "model = VisionEncoderDecoderModel.from_pretrained(\"REPO\")\n"
                             "processor = AutoProcessor.from_pretrained(\"REPO\")\n```",
+        "dual_encoder": "```python\nimport genssl_hf\nfrom transformers import VisionTextDualEncoderModel, pipeline\n"
+                        "model = VisionTextDualEncoderModel.from_pretrained(\"REPO\")\n"
+                        "clf = pipeline(\"zero-shot-image-classification\", model=\"REPO\")\n```",
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
 

@@ -33,11 +33,14 @@ def build_results(
     baseline: str = "random_init",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    extra_predictions: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Write ``results.md``, ``comparison.json`` and ``mauc_comparison.png`` into ``results_dir``.
 
     ``titles`` maps variant keys to the model names used in the evaluation; ``context`` is
-    printed above the table (what was generated and trained, how long)."""
+    printed above the table (what was generated and trained, how long). ``extra_predictions``
+    maps a row title to a ``.npz`` of (targets, probs) on the same test cases from a model that was
+    not fine-tuned here (the zero-shot dual encoder): its row is scored and compared the same way."""
     from ..evaluation import paired_bootstrap_auc_difference
 
     metrics = read_json(results_dir / "metrics.json")
@@ -59,6 +62,8 @@ def build_results(
             comparison[key] = diff
             row["vs_baseline"] = diff
         rows.append(row)
+    for title, path in (extra_predictions or {}).items():
+        rows.append(_extra_row(title, Path(path), base_pred, n_bootstrap, seed))
 
     lines = ["# GEN-SSL pipeline results", ""]
     for k, v in context.items():
@@ -83,6 +88,23 @@ def build_results(
     write_json(results_dir / "comparison.json", {"baseline": baseline, "rows": rows})
     _plot(rows, results_dir / "mauc_comparison.png")
     return {"rows": rows, "comparison": comparison}
+
+
+def _extra_row(title: str, path: Path, base_pred, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    from ..evaluation import classification_metrics, paired_bootstrap_auc_difference
+
+    data = np.load(path)
+    targets, probs = data["targets"], data["probs"]
+    m = classification_metrics(targets, probs, n_bootstrap=n_bootstrap, seed=seed)
+    ci = m["ci"]["mean_auc"]
+    row = {"variant": title, "title": title, "mean_auc": m["mean_auc"], "low": ci["low"], "high": ci["high"],
+           # no validation split chose thresholds for it: decisions at a threshold are not reported (n/a)
+           "balanced_accuracy": {"value": None}, "macro_f1": {"value": None}, "threshold_rule": None}
+    if base_pred is not None:
+        if base_pred[0].shape != targets.shape or not np.array_equal(base_pred[0], targets):
+            raise ValueError(f"{path}: predictions are not on the same test cases as the fine-tuned models")
+        row["vs_baseline"] = paired_bootstrap_auc_difference(targets, probs, base_pred[1], n_bootstrap=n_bootstrap, seed=seed)
+    return row
 
 
 def _per_model_metrics(metrics: Any) -> dict[str, dict]:

@@ -19,6 +19,10 @@ Stages, in order (each a folder under the run root, skipped when its output is a
                        robustness; ``results.md`` is the table ``make demo`` prints
 ``hub``                dry-run publish folders (exactly what would be uploaded) for the encoder,
                        classifier, generator, prompt set and generated dataset
+``vlp``, ``vlp_zero_shot``  (when the config has a ``vlp`` section) an image-report dual encoder
+                       (``genssl_hf.training.vlp``) pre-trained on real-domain phantoms and their
+                       reports, evaluated zero-shot on the test split: a row of the results table
+                       that used no labels at all
 
 Training stages run as subprocesses (``python -m genssl_hf.training.mae ...``, or through
 ``accelerate launch`` when ``launcher`` is set), so each gets a fresh Accelerator and the exact
@@ -491,11 +495,14 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
 
         context = _run_context(cfg, root, variants, suffix)
         context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seed {seed})"
+        zero_shot = root / "vlp_zero_shot" / "results" / "zero_shot_predictions.npz"
         summary = build_results(out, {v: variant_title(cfg, v) for v in variants}, context,
-                                n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"])
+                                n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"],
+                                extra_predictions={VLP_TITLE: zero_shot} if cfg.get("vlp") else None)
         return {"results": "results", "rows": _jsonable(summary["rows"])}
 
     return Stage(f"evaluation{suffix}", {"evaluation": ev, "variants": variants, "seed": cfg["seed"], "fraction": fraction,
+                                "vlp": cfg.get("vlp"),
                                 "finetune": _without_seed_keys(cfg["finetune"]), "finetune_seed": seed,
                                 "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
                  run, outputs=["results/results.md", "results/mauc_comparison.png"])
@@ -544,6 +551,42 @@ def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) 
                  run, outputs=["model/config.json", "model/preprocessor_config.json"])
 
 
+VLP_TITLE = "VLP zero-shot (no labels)"
+
+
+def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
+    """The dual encoder on ``vlp.pairs`` (default: as many real-domain phantoms, with their reports,
+    as ``vlp.num_pairs``; never the labelled split)."""
+    vlp = cfg["vlp"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        pairs = vlp.get("pairs") or f"phantom:{vlp.get('num_pairs', 2000)}"
+        cmd = _python_module(cfg, "genssl_hf.training.vlp") + [
+            "--pairs", pairs, "--phantom_config", json.dumps(cfg["real_data"].get("phantom", {})),
+            "--image_size", str(cfg["image_size"]), "--reference_stats", str(stats_path),
+            "--seed", str(cfg["seed"]), "--output_dir", str(out), "--overwrite_output_dir",
+        ] + _flags(vlp.get("args", {}))
+        _run_command(cmd, folder, log)
+        return {"model": "model"}
+
+    return Stage("vlp", {"vlp": vlp, "seed": cfg["seed"], "size": cfg["image_size"], "real": cfg["real_data"]},
+                 run, outputs=["model/config.json", "model/vlp_config.json"])
+
+
+def stage_vlp_zero_shot(cfg: dict, root: Path, real_dir: Path, log) -> Stage:
+    def run(folder: Path) -> dict:
+        cmd = _python_module(cfg, "genssl_hf.evaluation.vlp") + [
+            "--model", str(root / "vlp" / "model"), "--dataset", str(real_dir / "dataset"), "--split", "test",
+            "--output_dir", str(folder / "results"), "--seed", str(cfg["seed"]),
+            "--n_bootstrap", str(cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000))]
+        _run_command(cmd, folder, log)
+        return {"results": "results"}
+
+    return Stage("vlp_zero_shot", {"seed": cfg["seed"], "vlp": cfg["vlp"]}, run,
+                 outputs=["results/vlp_metrics.json", "results/zero_shot_predictions.npz"])
+
+
 def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
     def run(folder: Path) -> dict:
         import datasets
@@ -575,6 +618,8 @@ def stage_hub(cfg: dict, root: Path, log) -> Stage:
             "encoder": root / "mae_genssl" / "model",
             "classifier": root / f"finetune_genssl{fraction_suffix(cfg, max(label_fractions(cfg)))}" / "run" / "best",
         }
+        if cfg.get("vlp"):
+            artifacts["dual_encoder"] = root / "vlp" / "model"
         artifacts = {k: v for k, v in artifacts.items() if v.exists()}
         # The leak guard checks against the real data this run used (add more with hub.real_data).
         real = [str(root / "real_data" / "dataset")] + list(cfg.get("hub", {}).get("real_data", []))
@@ -627,6 +672,12 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
         if ssl_stage_name(config, v):
             s[f"ssl_{v}"] = run_stage(root, stage_ssl_pretrain(config, v, stats, root, log), log,
                                       deps=[ssl_data_stage(config, v), "reference_stats"])
+
+
+    if config.get("vlp"):
+        s["vlp"] = run_stage(root, stage_vlp(config, stats, log), log, deps=["reference_stats"])
+        s["vlp_zero_shot"] = run_stage(root, stage_vlp_zero_shot(config, root, root / "real_data", log), log,
+                                       deps=["vlp", "real_data"])
     for fraction, seed, suffix in finetune_runs(config):
         for v in variants:
             if v in ssl_names:
@@ -641,11 +692,11 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
                 root, stage_finetune(vcfg, v, init, root / "real_data", log, fraction, seed, suffix), log, deps=deps)
         s[f"evaluation{suffix}"] = run_stage(
             root, stage_evaluation(config, root, variants, root / "real_data", log, fraction, seed, suffix), log,
-            deps=[f"finetune_{v}{suffix}" for v in variants])
+            deps=[f"finetune_{v}{suffix}" for v in variants] + (["vlp_zero_shot"] if config.get("vlp") else []))
     if config.get("hub", {}).get("dry_run", True):
         top = fraction_suffix(config, max(label_fractions(config)))
         deps = ["real_data", "prompt_set", "generator", "generated_dataset"]
-        deps += [d for d in ("mae_genssl", f"finetune_genssl{top}") if d in s]
+        deps += [d for d in ("mae_genssl", f"finetune_genssl{top}", "vlp") if d in s]
         s["hub"] = run_stage(root, stage_hub(config, root, log), log, deps=deps)
     s["seconds"] = round(time.perf_counter() - start, 1)
     write_json(root / "summary.json", s)
