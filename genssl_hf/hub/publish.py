@@ -829,8 +829,11 @@ def publish(
     export = None
     if kind == "classifier" and source.is_dir() and is_native_classifier(source):
         export = export_plain_classifier
-    elif kind == "encoder" and (source / "config.json").is_file() and not (source / "vit" / "config.json").exists():
-        export = export_vit_encoder  # adds vit/: the encoder as a plain ViTModel for AutoModelForImageClassification
+    elif (kind == "encoder" and (source / "config.json").is_file() and not (source / "vit" / "config.json").exists()
+          and read_json(source / "config.json").get("model_type") == "vit_mae"):
+        # A ViTMAE folder gets vit/: its encoder as a plain ViTModel for AutoModelForImageClassification.
+        # The method-neutral encoders of the other methods (ViTModel, ResNetModel) already load as they are.
+        export = export_vit_encoder
     if export is None:
         return _publish_folder(kind, folder, repo_id, **kwargs)
     dry_run = kwargs.get("dry_run")

@@ -38,6 +38,10 @@ SCHEMA: dict[str, Any] = {
     "generation": {"num_images": INT, "num_inference_steps": INT, "guidance_scale": FLOAT, "dtype": STR,
                    "batch_size": INT, "image_size": INT, "shard_size": ANY},
     "pretrain": {"args": PARSER_ARGS + "mae"},
+    # Contrastive / Siamese / pretext variants: user-named entries, checked by validate_ssl_variants.
+    "ssl_pretrain": {"args": PARSER_ARGS + "ssl"},
+    "ssl_variants": ANY,
+    "vlp": {"num_pairs": INT, "pairs": STR, "args": PARSER_ARGS + "vlp"},
     "finetune": {"random_init_preset": STR, "args": PARSER_ARGS + "finetune", "label_fractions": LIST,
                  "seeds": LIST, "seed_fractions": LIST},
     "evaluation": {"args": PARSER_ARGS + "evaluation"},
@@ -50,8 +54,11 @@ def _parsers() -> dict[str, Callable[[], Any]]:
     from ..training.finetune import build_parser as finetune
     from ..training.generator import autoencoder_parser, ldm_parser
     from ..training.mae import build_parser as mae
+    from ..training.ssl.pretrain import build_parser as ssl
+    from ..training.vlp import build_parser as vlp
 
-    return {"mae": mae, "finetune": finetune, "evaluation": evaluation, "autoencoder": autoencoder_parser, "ldm": ldm_parser}
+    return {"mae": mae, "finetune": finetune, "evaluation": evaluation, "autoencoder": autoencoder_parser, "ldm": ldm_parser,
+            "ssl": ssl, "vlp": vlp}
 
 
 def _type_problem(value: Any, kind: str, where: str) -> str | None:
