@@ -49,6 +49,7 @@ from transformers import (
     ConvNextModel,
     VisionTextDualEncoderConfig,
     VisionTextDualEncoderModel,
+    ViTConfig,
     ViTModel,
 )
 
@@ -180,6 +181,10 @@ def _image_tower(spec: str, image_size: int | None) -> tuple[torch.nn.Module, di
         config.hidden_size = config.hidden_sizes[-1]  # what VisionTextDualEncoderModel reads as the embedding width
         return ConvNextModel(config), {"image_tower": spec, "kind": "convnext", "image_weights": "random"}
     config, folder = encoder_config(spec)  # ViT presets or ViT / ViTMAE / classifier folders
+    # The classifier's config type (model_type genssl_hf_vit) is unknown to AutoModel, which the stock
+    # VisionTextDualEncoderModel uses to rebuild its towers: the tower is a plain ViT.
+    plain_keys = set(ViTConfig().to_dict()) - {"model_type", "transformers_version", "architectures"}
+    config = ViTConfig(**{k: v for k, v in config.to_dict().items() if k in plain_keys})
     if folder is None:
         if image_size:
             config.image_size = int(image_size)
