@@ -547,3 +547,19 @@ def check_publish_available(args: argparse.Namespace, publish) -> None:
 def is_main_process_env() -> bool:
     """Rank 0 of an ``accelerate launch`` run (or a plain run), read after the Accelerator has ended."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_training_command(train, args: argparse.Namespace, publish, kind: str, summary_keys: Iterable[str]) -> int:
+    """The command-line ending every pre-training entry point shares: check that a publisher exists
+    when ``--push_to_hub`` asks for one, train, then publish the output folder (rank 0 only) and print
+    the summary. Exit code 3 on a non-finite loss (the last good checkpoint is kept)."""
+    check_publish_available(args, publish)
+    try:
+        summary = train(args)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if args.push_to_hub and is_main_process_env():
+        summary["hub_url"] = publish(kind, args.output_dir, args.hub_model_id)
+    print({k: summary.get(k) for k in summary_keys})
+    return 0

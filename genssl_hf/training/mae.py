@@ -36,21 +36,19 @@ from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
-    NonFiniteLossError,
     TrainProgress,
     add_common_args,
     args_to_dict,
     build_optimizer,
     check_hub_args,
     check_output_dir,
-    check_publish_available,
     cosine_schedule_with_warmup,
     init_trackers,
-    is_main_process_env,
     make_accelerator,
     maybe_resume,
     no_trace_on_early_failure,
     resumable_batches,
+    run_training_command,
     seed_step,
     write_run_config,
 )
@@ -540,19 +538,9 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
 
 
 def main(argv: list[str] | None = None, publish=None) -> int:
-    """Command line: train, then (scripts only) publish. ``publish(kind, folder, repo_id) -> url`` is
-    handed in by ``scripts/pretrain_mae.py``; training itself never imports ``hub``."""
-    args = build_parser().parse_args(argv)
-    check_publish_available(args, publish)
-    try:
-        summary = pretrain_mae(args)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    if args.push_to_hub and is_main_process_env():
-        summary["hub_url"] = publish("encoder", args.output_dir, args.hub_model_id)
-    print({k: summary[k] for k in ("global_step", "final_loss", "images_per_second", "interrupted")})
-    return 0
+    """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
+    handed in by ``scripts/pretrain_mae.py``, as training never imports ``hub``."""
+    return run_training_command(pretrain_mae, build_parser().parse_args(argv), publish, "encoder", ("global_step", "final_loss", "images_per_second", "interrupted"))
 
 
 if __name__ == "__main__":

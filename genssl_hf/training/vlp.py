@@ -59,7 +59,6 @@ from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     LossGuard,
-    NonFiniteLossError,
     TrainProgress,
     add_common_args,
     args_to_dict,
@@ -70,9 +69,8 @@ from genssl_hf.training.common import (
     init_trackers,
     make_accelerator,
     maybe_resume,
-    check_publish_available,
-    is_main_process_env,
     resumable_batches,
+    run_training_command,
     seed_step,
     write_run_config,
 )
@@ -609,19 +607,9 @@ def write_dual_encoder_card(out: Path, run_config: dict[str, Any], summary: dict
 
 
 def main(argv: list[str] | None = None, publish=None) -> int:
-    """Command line: pre-train, then (scripts only) publish the dual encoder; ``publish(kind, folder,
-    repo_id) -> url`` is handed in by ``scripts/pretrain_vlp.py``, as training never imports ``hub``."""
-    args = build_parser().parse_args(argv)
-    check_publish_available(args, publish)
-    try:
-        summary = pretrain_vlp(args)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    if args.push_to_hub and is_main_process_env():
-        summary["hub_url"] = publish("dual_encoder", args.output_dir, args.hub_model_id)
-    print({k: summary[k] for k in ("global_step", "final_loss", "temperature", "pairs_per_second")})
-    return 0
+    """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
+    handed in by ``scripts/pretrain_vlp.py``, as training never imports ``hub``."""
+    return run_training_command(pretrain_vlp, build_parser().parse_args(argv), publish, "dual_encoder", ("global_step", "final_loss", "temperature", "pairs_per_second"))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone, 
 from genssl_hf.processing import AdaINImageProcessor
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.training.common import (
-    NonFiniteLossError,
     add_common_args,
     args_to_dict,
     check_hub_args,
@@ -44,8 +43,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
-    check_publish_available,
-    is_main_process_env,
+    run_training_command,
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
@@ -323,19 +321,9 @@ def _render_card(args: argparse.Namespace, run_config: dict[str, Any], summary: 
 
 
 def main(argv: list[str] | None = None, publish=None) -> int:
-    """Command line: pre-train, then (scripts only) publish the encoder folder; ``publish(kind, folder,
-    repo_id) -> url`` is handed in by ``scripts/pretrain.py``, as training never imports ``hub``."""
-    args = build_parser().parse_args(argv)
-    check_publish_available(args, publish)
-    try:
-        summary = pretrain_ssl(args)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    if args.push_to_hub and is_main_process_env():
-        summary["hub_url"] = publish("encoder", args.output_dir, args.hub_model_id)
-    print({k: summary.get(k) for k in ("method", "backbone", "global_step", "final_loss", "images_per_second", "interrupted")})
-    return 0
+    """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
+    handed in by ``scripts/pretrain.py``, as training never imports ``hub``."""
+    return run_training_command(pretrain_ssl, build_parser().parse_args(argv), publish, "encoder", ("method", "backbone", "global_step", "final_loss", "images_per_second", "interrupted"))
 
 
 if __name__ == "__main__":
