@@ -1023,6 +1023,7 @@ def publish_all(
         "encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
         "classifier": {"base_model": repo_ids.get("encoder"), "datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
         "prompt_set": {"related": {k: repo_ids[k] for k in ("generator", "dataset") if k in found}},
+        "dual_encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
     }
     order = [k for k in KINDS if k in found]
     # Dry-run every artifact first (validation, cards, leak guard): nothing is uploaded unless all pass.
@@ -1032,7 +1033,7 @@ def publish_all(
         for k in order:
             results[k] = publish(k, found[k], repo_ids[k], dry_run=base / k, private=private, real_data=index,
                                  allow_unchecked=True, metrics=metrics.get(k), overwrite=overwrite,
-                                 **{**links[k], **kwargs})
+                                 **{**links.get(k, {}), **kwargs})
         if dry_run is not None:
             return results
         api = api or HfApi(token=token)
