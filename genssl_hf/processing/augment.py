@@ -15,6 +15,8 @@ from typing import Sequence
 
 import torch
 
+from genssl_hf.processing.image_processor import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
+
 ADAIN_MODES = ("after_crop", "before_crop")
 
 
@@ -56,8 +58,8 @@ class MAEAugment(torch.nn.Module):
         *,
         adain: bool = True,
         adain_mode: str = "after_crop",
-        adain_mean: float = 0.5062,
-        adain_std: float = 0.2732,
+        adain_mean: float = PAPER_ADAIN_MEAN,
+        adain_std: float = PAPER_ADAIN_STD,
         adain_eps: float = 1e-3,
         image_mean: float = 0.5,
         image_std: float = 0.5,

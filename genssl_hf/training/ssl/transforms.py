@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from genssl_hf.processing.augment import adain_batch, check_view_settings
+from genssl_hf.processing.image_processor import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
 
 __all__ = ["SSLViews", "rotate_batch_4way"]
 
@@ -48,8 +49,8 @@ class SSLViews(nn.Module):
         blur_sigma: Sequence[float] = (0.1, 2.0),
         adain: bool = True,
         adain_mode: str = "after_crop",
-        adain_mean: float = 0.5062,
-        adain_std: float = 0.2732,
+        adain_mean: float = PAPER_ADAIN_MEAN,
+        adain_std: float = PAPER_ADAIN_STD,
         adain_eps: float = 1e-3,
         image_mean: float = 0.5,
         image_std: float = 0.5,
