@@ -8,12 +8,13 @@ recorded (the chosen indices are written to the run folder by the training loop)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from genssl_hf.data.schema import is_multi_label, label_names_of, to_multi_hot
+from genssl_hf.processing.collate import LabelledImageCollator
 
 __all__ = [
     "targets_of",
@@ -107,37 +108,8 @@ def split_train_validation(targets: np.ndarray, val_fraction: float, seed: int) 
     return train, val
 
 
-class Collator:
-    """Rows of the canonical schema -> ``{"pixels": uint8 (B, 1, S, S), "labels": targets}``.
-
-    Images are decoded, converted to grayscale and resized to ``load_size`` with Pillow (bilinear)
-    in the data-loader workers; augmentation runs batched on tensors afterwards.
-    """
-
-    def __init__(self, load_size: int, multi_label: bool, num_labels: int, image_column: str = "image"):
-        self.load_size = int(load_size)
-        self.multi_label = multi_label
-        self.num_labels = num_labels
-        self.image_column = image_column
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from PIL import Image
-
-        pix = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
-        for i, row in enumerate(rows):
-            img = row[self.image_column]
-            if not isinstance(img, Image.Image):
-                img = Image.fromarray(np.asarray(img))
-            if img.mode != "L":
-                img = img.convert("L")
-            if img.size != (self.load_size, self.load_size):
-                img = img.resize((self.load_size, self.load_size), Image.BILINEAR)
-            pix[i, 0] = np.asarray(img)
-        if self.multi_label:
-            labels = torch.from_numpy(np.stack([to_multi_hot(r["labels"], self.num_labels) for r in rows]))
-        else:
-            labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
-        return {"pixels": torch.from_numpy(pix), "labels": labels}
+# the fine-tuning batch layout of the grayscale collate family (genssl_hf.processing.collate)
+Collator = LabelledImageCollator
 
 
 # RandAugment ops of timm's policy that make sense on grayscale radiographs ("color" is a no-op on

@@ -28,7 +28,7 @@ from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.augment import ADAIN_MODES
-from genssl_hf.processing.stats import to_gray_uint8_or_float
+from genssl_hf.processing.collate import ImageCollator  # noqa: F401  (re-exported: the SSL and VLP loops use it)
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
 from genssl_hf.training.common import (
@@ -158,38 +158,6 @@ def open_pretraining_images(args: argparse.Namespace, dataset: Any = None, skipp
         n = int(args.max_train_samples)
         ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
     return ds
-
-
-class ImageCollator:
-    """Rows -> uint8 tensor (B, 1, S, S): grayscale, bilinear resize to ``load_size`` in the data workers,
-    so the main process only sees small uint8 batches."""
-
-    def __init__(self, load_size: int, image_column: str = "image"):
-        self.load_size = int(load_size)
-        self.image_column = image_column
-
-    def __call__(self, rows: list[dict[str, Any]]) -> torch.Tensor:
-        from PIL import Image
-
-        out = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
-        for i, row in enumerate(rows):
-            img = row[self.image_column]
-            if img is None:
-                raise ValueError(f"a training row has no image in column {self.image_column!r}")
-            g = to_gray_uint8_or_float(img)
-            if g.dtype != np.uint8:
-                g = np.asarray(g, dtype=np.float32)
-                g = np.clip(g * (255.0 if np.nanmax(g) <= 1.0 else 1.0), 0, 255)
-                pil = Image.fromarray(g.astype(np.float32), mode="F")
-                g = pil.resize((self.load_size, self.load_size), Image.BILINEAR)
-                g = np.asarray(g)
-                if np.isnan(g).any():  # keep NaN visible to the loss guard instead of hiding it in uint8
-                    raise ValueError("a training image contains NaN pixels")
-                g = np.rint(g).astype(np.uint8)
-            elif g.shape != (self.load_size, self.load_size):
-                g = np.asarray(Image.fromarray(g).resize((self.load_size, self.load_size), Image.BILINEAR))
-            out[i, 0] = g
-        return torch.from_numpy(out)
 
 
 def build_dataloader(ds: Any, accelerator, *, batch_size: int, image_column: str, load_size: int, seed: int,

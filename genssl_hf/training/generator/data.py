@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
+from ...processing.collate import ImageTextCollator  # noqa: F401  (re-exported)
 from ..common import EpochShuffleSampler
 
 DEFAULT_PHANTOM_PROMPTS = [
@@ -55,53 +55,6 @@ def load_image_text_dataset(
         ds = ds.select(range(max_samples))
     keep = [image_column] + ([text_column] if text_column else [])
     return ds.select_columns(keep)
-
-
-class ImageTextCollator:
-    """Batch of ``{"pixel_values": (B, 1, R, R) float in [0, 1], "text": list[str]}``.
-
-    Images of any mode become grayscale and are resized (bicubic) to ``resolution``; no flips,
-    because a flip turns a left-sided finding into a right-sided one. Texts pass through as they
-    are (random text augmentation happens in the loop, after the per-step seeding, see
-    :func:`prepare_texts`), so collation draws no random numbers.
-    """
-
-    def __init__(self, resolution: int, image_column: str = "image", text_column: str | None = "report"):
-        self.resolution = int(resolution)
-        self.image_column = image_column
-        self.text_column = text_column
-
-    def _image(self, img: Any) -> np.ndarray:
-        from PIL import Image
-
-        if isinstance(img, dict) and "bytes" in img:
-            import io
-
-            img = Image.open(io.BytesIO(img["bytes"]))
-        if isinstance(img, np.ndarray):
-            arr = img
-            if arr.ndim == 3:
-                arr = arr.mean(-1) if arr.shape[-1] in (3, 4) else arr[..., 0]
-            arr = arr.astype(np.float32)
-            arr = arr / (255.0 if arr.max() > 1.0 else 1.0)
-            img = Image.fromarray(arr.astype(np.float32), mode="F")
-        elif img.mode not in ("L", "F", "I", "I;16"):
-            img = img.convert("L")
-        if img.size != (self.resolution, self.resolution):
-            img = img.resize((self.resolution, self.resolution), Image.BICUBIC)
-        arr = np.asarray(img, dtype=np.float32)
-        if img.mode == "L":
-            arr = arr / 255.0
-        elif img.mode in ("I", "I;16"):
-            arr = arr / 65535.0
-        return np.clip(arr, 0.0, 1.0)
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        pix = np.stack([self._image(r[self.image_column]) for r in rows])[:, None]
-        out: dict[str, Any] = {"pixel_values": torch.from_numpy(pix)}
-        if self.text_column is not None:
-            out["text"] = [r[self.text_column] for r in rows]
-        return out
 
 
 def prepare_texts(texts: Sequence[Any], prompt_dropout: float = 0.0, drop_negative_sentences: float = 0.0) -> list[str]:
