@@ -138,6 +138,42 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(rows: list[dict], out: Path, n_bootstrap: int = 2000) -> tuple[str, list[dict]]:
+    """Per (fraction, variant) over its seeds: mean, median and range of the test AUC, and the paired
+    bootstrap CI of the mean difference to random init resampling seeds and test cases together
+    (``paired_bootstrap_over_seeds``): the summary the few-shot claims rest on."""
+    import numpy as np
+
+    from genssl_hf.evaluation.classification import paired_bootstrap_over_seeds
+    from genssl_hf.evaluation.report import predictions_path
+
+    def load(r: dict):
+        suffix = "" if r["suffix"] is None else r["suffix"]
+        d = np.load(predictions_path(out / f"evaluation{suffix}" / "results", r["title"]))
+        return d["targets"], d["probs"]
+
+    groups = runs_by_fraction_and_variant(rows)
+    lines = ["| Label fraction | Variant | Seeds | Mean AUC | Median (min-max) | Mean difference vs random init "
+             "(95% CI over seeds and test cases) | p |", "|---|---|---|---|---|---|---|"]
+    summary = []
+    for (fraction, variant), runs in groups.items():
+        aucs = np.array([r["auc"] for r in runs])
+        cell = "-"
+        p = "-"
+        base = groups.get((fraction, "random_init"))
+        if variant != "random_init" and base and len(base) == len(runs):
+            loaded = [load(r) for r in runs]
+            targets = loaded[0][0]
+            d = paired_bootstrap_over_seeds(targets, [x[1] for x in loaded], [load(r)[1] for r in base],
+                                            n_bootstrap=n_bootstrap, seed=0)
+            cell = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
+            p = f"{d['p_value']:.3f}"
+            summary.append({"fraction": fraction, "variant": variant, "seeds": len(runs), **d})
+        lines.append(f"| {fraction:.0%} | {runs[0]['title']} | {len(runs)} | {_pct(aucs.mean())} | "
+                     f"{_pct(np.median(aucs))} ({_pct(aucs.min())}-{_pct(aucs.max())}) | {cell} | {p} |")
+    return "\n".join(lines), summary
+
+
 def mean_auc_by_fraction(rows: list[dict]) -> dict[str, dict[str, float]]:
     """{"1%": {variant: mean test AUC over seeds}, ...} for the JSON line."""
     out: dict[str, dict[str, float]] = {}
@@ -172,14 +208,16 @@ def main(argv=None) -> int:
         comp = read_json(out / f"evaluation{suffix}" / "results" / "comparison.json")
         for r in comp["rows"]:
             d = r.get("vs_baseline") or {}
-            rows.append({"fraction": fraction, "seed": seed, "variant": r["variant"], "title": r["title"],
+            rows.append({"fraction": fraction, "seed": seed, "suffix": suffix, "variant": r["variant"], "title": r["title"],
                          "auc": r["mean_auc"], "low": r["low"], "high": r["high"],
                          "diff": d.get("difference"), "diff_low": d.get("low"), "diff_high": d.get("high"),
                          "p": d.get("p_value")})
     write_json(out / "realdata_results.json", rows)
     table = results_table(rows)
-    (out / "realdata_results.md").write_text(table + "\n")
-    print(table)
+    pooled, pooled_rows = pooled_table(rows, out)
+    write_json(out / "realdata_pooled.json", pooled_rows)
+    (out / "realdata_results.md").write_text(table + "\n\n" + pooled + "\n")
+    print(table + "\n\n" + pooled)
     genssl_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "genssl")
     rand_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "random_init")
     row = {"name": "genssl_realdata_kermany_auc_100pct" + ("_tab9" if methods else ""), "value": round(genssl_full["auc"], 4), "unit": "test AUC",
@@ -187,6 +225,8 @@ def main(argv=None) -> int:
                       "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
                       "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
                       "mean_auc_over_seeds": mean_auc_by_fraction(rows),
+                      "pooled_vs_random_init": {f"{r['fraction']:.0%} {r['variant']}": [round(r["difference"], 4), round(r["low"], 4), round(r["high"], 4)]
+                                                for r in pooled_rows},
                       "wall_s": round(time.perf_counter() - start, 1),
                       "quick": args.quick, "machine": finish(info)}
     print(json.dumps(row))

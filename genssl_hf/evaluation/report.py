@@ -47,7 +47,7 @@ from genssl_hf.utils import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "build_parser", "run_evaluation", "main"]
+__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "predictions_path", "build_parser", "run_evaluation", "main"]
 
 
 class LoadedClassifier:
@@ -138,6 +138,11 @@ def _images_and_targets(ds, size: int, image_column: str, max_samples: int | Non
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def predictions_path(results_dir: str | Path, model_name: str) -> Path:
+    """Where :func:`run_evaluation` saves a model's test ``probs`` and ``targets`` (``.npz``)."""
+    return Path(results_dir) / f"predictions_{_safe_name(model_name)}.npz"
 
 
 def _parse_models(items: Sequence[str]) -> dict[str, str]:
@@ -246,7 +251,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                                  seed=args.seed, calibration_bins=args.calibration_bins)
             m["model_folder"] = str(Path(models[name]).resolve())
             metrics_by_model[name] = m
-            np.savez_compressed(tmp / f"predictions_{_safe_name(name)}.npz", probs=probs, targets=targets)
+            np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
             plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
                             title=f"ROC - {name} ({args.split}, n={len(targets)})")
             plot_reliability_diagram(m["calibration"], tmp / f"reliability_{_safe_name(name)}.png",
