@@ -47,6 +47,13 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from genssl_hf.training.args import (  # noqa: F401  (the shared options, re-exported for the loops)
+    add_common_args,
+    args_to_dict,
+    check_hub_args,
+    check_output_dir,
+    check_publish_available,
+)
 from genssl_hf.utils import read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -81,28 +88,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- args
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options every training script shares (output, seed, precision, accumulation,
-    checkpointing, resume, trackers, Hub). Script-specific options are added by the script."""
-    g = parser.add_argument_group("run (shared)")
-    g.add_argument("--output_dir", required=True, help="folder for checkpoints, the run config and the final model")
-    g.add_argument("--seed", type=int, default=0, help="seed of every randomness in the run")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="bf16",
-                   help="autocast precision (bf16 uses AMX matmuls on recent CPUs)")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                   help="micro batches per optimiser step (effective batch = batch * accumulation * processes)")
-    g.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimiser steps (0: never)")
-    g.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep at most this many checkpoints")
-    g.add_argument("--resume_from_checkpoint", default=None,
-                   help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder")
-    g.add_argument("--report_to", default="none", help="trackers: none, tensorboard, wandb, all (comma separated)")
-    g.add_argument("--logging_steps", type=int, default=10, help="log loss / lr every N optimiser steps")
-    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming")
-    g.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub (private)")
-    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub")
-    return parser
-
-
 def make_accelerator(args: argparse.Namespace | None = None, **overrides: Any):
     """An ``Accelerator`` from the shared args (precision, accumulation, trackers, project dir).
 
@@ -487,11 +472,6 @@ def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[st
     return path
 
 
-def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
-    """JSON-ready copy of an argparse namespace (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-
-
 def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a training entry point ``train(args, ...)``: when it fails before anything of value
     was saved (no ``*.safetensors`` under ``args.output_dir``: no checkpoint, no model) in a run that
@@ -518,32 +498,7 @@ def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, overwrite: bool) -> None:
-    """Refuse to train into a folder that already holds a run unless resuming or overwriting."""
-    out = Path(output_dir)
-    if out.is_dir() and any(out.iterdir()) and not resume_from and not overwrite:
-        raise FileExistsError(
-            f"--output_dir {out} is not empty; pass --resume_from_checkpoint latest to continue the run there, "
-            "or --overwrite_output_dir to start over"
-        )
-
-
 # ----------------------------------------------------------------------------------------- hub
-def check_hub_args(args: argparse.Namespace) -> None:
-    """``--push_to_hub`` needs ``--hub_model_id``: say so before any training starts."""
-    if getattr(args, "push_to_hub", False) and not getattr(args, "hub_model_id", None):
-        raise ValueError("--push_to_hub needs --hub_model_id (the repo to create, e.g. me/genssl-vit-s16)")
-
-
-def check_publish_available(args: argparse.Namespace, publish) -> None:
-    """``--push_to_hub`` is the scripts' job (training never imports ``hub``): a training module run
-    directly (``python -m genssl_hf.training...``) gets no publisher and says so before training."""
-    if getattr(args, "push_to_hub", False) and publish is None:
-        raise ValueError("--push_to_hub: publishing happens in the scripts (scripts/pretrain_mae.py, "
-                         "scripts/finetune.py, ...) or with scripts/publish.py after training; "
-                         "python -m genssl_hf.training... only trains")
-
-
 def is_main_process_env() -> bool:
     """Rank 0 of an ``accelerate launch`` run (or a plain run), read after the Accelerator has ended."""
     return int(os.environ.get("RANK", "0")) == 0

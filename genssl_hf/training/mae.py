@@ -27,10 +27,10 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
-from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.processing.collate import ImageCollator  # noqa: F401  (re-exported: the SSL and VLP loops use it)
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
+from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     add_common_args,
@@ -223,44 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init_from", default=None, help="continue from a ViTMAE or ViT model folder")
     g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
-    g.add_argument("--dataset_config", default=None)
-    g.add_argument("--split", default="train")
-    g.add_argument("--image_column", default="image")
+    g = add_image_data_args(p)
     g.add_argument("--on_error", choices=["raise", "skip"], default="raise",
                    help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it")
-    g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
     g.add_argument("--crop_scale_min", type=float, default=0.5)
-    g.add_argument("--num_workers", type=int, default=0)
-    g = p.add_argument_group("AdaIN")
-    g.add_argument("--adain", choices=["on", "off"], default="on")
-    g.add_argument("--adain_mode", choices=list(ADAIN_MODES), default="after_crop",
-                   help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)")
-    g.add_argument("--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor")
-    g.add_argument("--adain_mean", type=float, default=None)
-    g.add_argument("--adain_std", type=float, default=None)
-    g.add_argument("--image_mean", type=float, default=0.5, help="normalisation after AdaIN")
-    g.add_argument("--image_std", type=float, default=0.5)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--per_device_train_batch_size", type=int, default=None)
-    g.add_argument("--num_train_epochs", type=float, default=None)
-    g.add_argument("--max_train_steps", type=int, default=None, help="optimiser steps (overrides epochs; needed for --streaming)")
-    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
-    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides the base lr rule)")
-    g.add_argument("--warmup_ratio", type=float, default=None)
+    add_adain_args(p)
+    g = add_optimisation_args(p, base_learning_rate=True, warmup_ratio=None, weight_decay=0.05, stop_after_steps=True)
     g.add_argument("--warmup_steps", type=int, default=None)
-    g.add_argument("--weight_decay", type=float, default=0.05)
     g.add_argument("--adam_beta2", type=float, default=0.95)
-    g.add_argument("--max_grad_norm", type=float, default=0.0, help="gradient clipping (0: off, as in MAE)")
     g.add_argument("--torch_compile", action="store_true")
     g = p.add_argument_group("outputs")
     g.add_argument("--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)")
     g.add_argument("--figure_samples", type=int, default=4)
-    g.add_argument("--stop_after_steps", type=int, default=None,
-                   help="stop after this many optimiser steps as if interrupted (time-boxed jobs); resume later")
     return checked_parser(p)
 
 
