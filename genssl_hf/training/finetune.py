@@ -63,8 +63,7 @@ from genssl_hf.training.finetune_data import (
     Collator,
     FinetuneAugment,
     InputNormalizer,
-    load_dataset_spec,
-    split_train_validation,
+    load_splits,
     stratified_subset,
     targets_of,
 )
@@ -244,69 +243,6 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------ data
-def load_splits(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"train", "validation", "test"?}`` datasets in the canonical schema; the validation split is
-    carved (stratified, seeded) from train when the dataset has none. Raises before any training
-    when a split or column is missing."""
-    dd = load_dataset_spec(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
-                           phantom_resolution=args.phantom_resolution, seed=args.seed)
-    train_name, val_name = args.train_split, args.validation_split
-    test_name = None if args.test_split in (None, "none") else args.test_split
-    if train_name not in dd:
-        raise KeyError(f"dataset {args.dataset!r} has no split {train_name!r} (splits: {list(dd)})")
-    if test_name is not None and test_name not in dd:
-        logger.warning("dataset %s has no test split %r; skipping the test evaluation", args.dataset, test_name)
-        test_name = None
-    if val_name == test_name:
-        raise ValueError("the validation split must not be the test split: model selection never uses test data")
-    out: dict[str, Any] = {"train": dd[train_name]}
-    features = out["train"].features
-    if args.image_column not in features:
-        raise KeyError(f"training split has no image column {args.image_column!r} (columns: {list(features)})")
-    if "labels" not in features and "label" not in features:
-        raise KeyError(f"training split has neither 'labels' (multi-label) nor 'label' (multi-class): {list(features)}")
-    if len(out["train"]) == 0:
-        raise ValueError(f"training split {train_name!r} of {args.dataset!r} is empty")
-    if val_name in dd:
-        out["validation"] = dd[val_name]
-        out["validation_source"] = f"split {val_name!r}"
-    else:
-        targets, _, _ = targets_of(out["train"])
-        tr, va = split_train_validation(targets, args.val_fraction, args.seed)
-        out["validation"] = out["train"].select(va)
-        out["train"] = out["train"].select(tr)
-        out["validation_source"] = f"{args.val_fraction:.0%} of {train_name!r}, stratified, seed {args.seed}"
-        out["validation_indices"] = va.tolist()
-    if args.test_dataset:
-        out["test"] = _external_test_split(args, out["train"])
-    elif test_name is not None:
-        out["test"] = dd[test_name]
-    for name in ("validation", "test") if not args.test_dataset else ("validation",):
-        if name in out and out[name].features.keys() != features.keys():
-            missing = set(features) ^ set(out[name].features)
-            raise ValueError(f"{name} split's columns differ from train's: {sorted(missing)}")
-    return out
-
-
-def _external_test_split(args: argparse.Namespace, train_ds):
-    """``--test_dataset``'s test split, with its classes checked against (and ordered as) training's."""
-    _, names, multi_label = targets_of(train_ds)
-    dd = load_dataset_spec(args.test_dataset, label_names=names, seed=args.seed,
-                           phantom_resolution=args.phantom_resolution)
-    split = args.test_split if args.test_split not in (None, "none") else "test"
-    if split not in dd:
-        if len(dd) != 1:
-            raise KeyError(f"--test_dataset {args.test_dataset!r} has no split {split!r} (splits: {list(dd)})")
-        split = next(iter(dd))
-    test = dd[split]
-    if args.image_column not in test.features:
-        raise KeyError(f"--test_dataset {args.test_dataset!r} has no image column {args.image_column!r}")
-    _, test_names, test_multi = targets_of(test)
-    if test_names != names or test_multi != multi_label:
-        raise ValueError(f"--test_dataset {args.test_dataset!r} has classes {test_names}, training has {names}")
-    return test
-
-
 def _image_processor_of(folder: Path | None):
     """The ``AdaINImageProcessor`` (or any processor with mean / std) saved with a checkpoint."""
     if folder is None or not (folder / "preprocessor_config.json").is_file():
