@@ -13,7 +13,6 @@ the resolved run config, and optionally ``--push_to_hub``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -46,6 +45,7 @@ from genssl_hf.training.common import (
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.optim import plan_steps
 from genssl_hf.utils import pretrained_path, read_json, write_json
 
 # Architecture presets live in genssl_hf.models (one source of truth); re-exported here for old imports.
@@ -280,13 +280,7 @@ def _schedule(args: argparse.Namespace, batches_per_epoch: int | None, accelerat
     """Optimiser steps, warm-up and lr from the recipe and the batch arithmetic."""
     accum = accelerator.gradient_accumulation_steps
     total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
-    if args.max_train_steps is None:
-        if batches_per_epoch is None:
-            raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
-        steps_per_epoch = math.ceil(batches_per_epoch / accum)
-        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    else:
-        total_steps = int(args.max_train_steps)
+    _, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
     warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
     return {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-__all__ = ["param_groups", "build_optimizer", "cosine_schedule_with_warmup"]
+__all__ = ["param_groups", "build_optimizer", "cosine_schedule_with_warmup", "plan_steps"]
 
 _NO_DECAY_NAME = re.compile(r"(^|\.)(bias|cls_token|mask_token|position_embeddings|pos_embed)$")
 
@@ -89,3 +89,15 @@ def cosine_schedule_with_warmup(
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def plan_steps(max_train_steps: int | None, num_train_epochs: float | None, batches_per_epoch: int | None,
+               accumulation: int) -> tuple[int | None, int]:
+    """(optimiser steps per epoch or None when the epoch length is unknown, total optimiser steps):
+    ``max_train_steps`` when given, else ``num_train_epochs`` x steps per epoch (at least 1)."""
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulation) if batches_per_epoch else None
+    if max_train_steps is not None:
+        return steps_per_epoch, int(max_train_steps)
+    if steps_per_epoch is None:
+        raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
+    return steps_per_epoch, max(1, math.ceil(num_train_epochs * steps_per_epoch))

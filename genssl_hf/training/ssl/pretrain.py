@@ -25,7 +25,6 @@ Optimisation recipes (:data:`RECIPES`, lr = base lr x total batch / 256):
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from genssl_hf.training.common import (
 )
 from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.mae import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.training.ssl.methods import METHOD_DEFAULTS, METHODS, SSLMethod, build_method
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
@@ -195,14 +195,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     if args.method == "moco_v2" and model.queue.shape[0] % (bs * accelerator.num_processes):
         raise ValueError(f"--queue_size {model.queue.shape[0]} must be a multiple of the global micro batch "
                          f"{bs * accelerator.num_processes}")
-    if args.max_train_steps is None:
-        if batches_per_epoch is None:
-            raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
-        steps_per_epoch = math.ceil(batches_per_epoch / accum)
-        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    else:
-        steps_per_epoch = math.ceil(batches_per_epoch / accum) if batches_per_epoch else None
-        total_steps = int(args.max_train_steps)
+    steps_per_epoch, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
     epochs = args.num_train_epochs if args.max_train_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
