@@ -16,7 +16,9 @@ Optimisation recipes (:data:`RECIPES`, lr = base lr x total batch / 256):
   100; MoCo v2: SGD 0.03, momentum 0.9, wd 1e-4, 200 epochs, no warm-up; SimSiam: SGD 0.05, wd 1e-4,
   100 epochs, predictor at a fixed lr; rotation: SGD 0.1, wd 5e-4, 100 epochs.
 * ViT, full scale: the papers are ResNet papers; ViTs get the MoCo v3 recipe (Chen, Xie & He 2021):
-  AdamW, base lr 1.5e-4, wd 0.1, 300 epochs with 40 warm-up.
+  AdamW, base lr 1.5e-4, wd 0.1, 300 epochs with 40 warm-up. MoCo v2 on a ViT also takes MoCo v3's BN
+  projection head (``--moco_head_bn auto``): with MoCo v2's BN-free head the tiny ViT collapsed
+  (issue 16; diagnosis in :mod:`genssl_hf.training.ssl.methods`).
 * ``tiny`` / ``resnet-tiny`` (CPU, phantom world): AdamW, base lr 2e-3, wd 0.05, batch 64,
   20 epochs, 2 warm-up; our choice, tuned to move in a few hundred steps.
 * Where the papers use a step schedule (rotation) we use the package's half-cycle cosine.
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--proj_layers", type=int, default=None, help="SimCLR projector depth: 2 (v1) or 3 (v2)")
     g.add_argument("--queue_size", type=int, default=None, help="MoCo queue length (a multiple of the global batch)")
     g.add_argument("--moco_momentum", type=float, default=None, help="MoCo key-encoder momentum at step 0 (cosine to 1)")
+    g.add_argument("--moco_head_bn", choices=["auto", "on", "off"], default="auto",
+                   help="MoCo head with BN (MoCo v3) or without (MoCo v2); auto: BN on ViTs, none on ResNets")
     g.add_argument("--pred_hidden_dim", type=int, default=None, help="SimSiam predictor bottleneck width")
     g.add_argument("--stop_gradient", choices=["on", "off"], default="on",
                    help="SimSiam stop-gradient (off only to demonstrate collapse)")
@@ -185,6 +189,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     method_kw = {k: getattr(args, k) for k in ("temperature", "proj_dim", "proj_hidden_dim", "proj_layers",
                                                "queue_size", "moco_momentum", "pred_hidden_dim")}
     method_kw["stop_gradient"] = args.stop_gradient == "on"
+    method_kw["head_bn"] = {"auto": None, "on": True, "off": False}[args.moco_head_bn]
     model = build_method(args.method, backbone, scale, **method_kw)
     bs = args.per_device_train_batch_size
     loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
