@@ -170,8 +170,8 @@ def write_table(out: Path, results: dict) -> str:
     for name, r in results.items():
         ph = r.get("phantom") or {}
         ret = ph.get("retrieval")
-        rtxt = (f"{_pct(ret['image_to_text']['R@5'])} / {_pct(ret['text_to_image']['R@5'])} ({_pct(ret['chance']['R@5'])})"
-                if ret else "not run")
+        rtxt = (f"{_pct(ret['image_to_text']['R@5'])} ({_pct(ret['image_to_text']['chance']['R@5'])}) / "
+                f"{_pct(ret['text_to_image']['R@5'])} ({_pct(ret['text_to_image']['chance']['R@5'])})" if ret else "not run")
         probe = r.get("nih_probe") or {}
         ptxt = (f"{_pct(probe.get('test_mean_auc'))} ({_pct((probe.get('ci') or {}).get('low'))}-{_pct((probe.get('ci') or {}).get('high'))})"
                 if probe.get("test_mean_auc") is not None else "not run")

@@ -42,7 +42,7 @@ def test_phantom_retrieval_and_zero_shot_far_above_chance(trained, tmp_path):
     result = evaluate_dual_encoder(out, pairs=test, output_dir=tmp_path / "eval", n_bootstrap=100)
     r = result["retrieval"]
     for direction in ("image_to_text", "text_to_image"):
-        assert r[direction]["R@5"] > 3 * r["chance"]["R@5"], r
+        assert r[direction]["R@5"] >= 3 * r[direction]["chance"]["R@5"], r
     zs = result["zero_shot"]["metrics"]
     assert zs["mean_auc"] > 0.7, zs["per_class"]
     saved = json.loads((tmp_path / "eval" / "vlp_metrics.json").read_text())
