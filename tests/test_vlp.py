@@ -118,3 +118,28 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
     with pytest.raises(ValueError, match="same test cases"):
         build_results(tmp_path, {"random_init": "Random init"}, {}, n_bootstrap=10, extra_predictions={"x": tmp_path / "other.npz"})
     assert load_preset("demo")["vlp"]["args"]["loss"] == "convirt"
+
+
+def test_cached_frozen_text_features_equal_the_full_forward():
+    """A fully frozen text tower is cached once per distinct report; the step's embeddings then equal
+    the stock forward's (eval mode: a frozen tower runs without dropout in both paths)."""
+    from genssl_hf.training.vlp import (FrozenTextFeatures, dual_encoder_embeddings, text_group_ids,
+                                        text_tower_fully_frozen)
+
+    torch.manual_seed(0)
+    model, tok, rec = build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, projection_dim=32, freeze_text_layers=2)
+    assert text_tower_fully_frozen(model) and rec["frozen_text_parameters"] > 0
+    assert not text_tower_fully_frozen(build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, freeze_text_layers=1)[0])
+    texts = ["No edema. Big cardiomegaly.", "No edema.", "No edema. Big cardiomegaly.", "Small left-sided atelectasis."]
+    cache = FrozenTextFeatures(model.text_model, tok, texts, max_length=32)
+    assert len(cache) == 3
+    model.eval()
+    pixels = torch.randn(4, 3, SIZE, SIZE)
+    inputs = dict(tok(texts, padding=True, return_tensors="pt"))
+    full = dual_encoder_embeddings(model, pixels, inputs)
+    cached = dual_encoder_embeddings(model, pixels, inputs, cache, text_group_ids(texts))
+    for a, b in zip(full, cached):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # gradients reach the trainable text pooler and projection through the cache
+    cached[1].sum().backward()
+    assert model.text_model.pooler.dense.weight.grad is not None and model.text_projection.weight.grad is not None

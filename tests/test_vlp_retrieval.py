@@ -66,3 +66,15 @@ def test_chance_levels_match_random_embeddings():
 def test_mismatched_inputs_fail_clearly():
     with pytest.raises(ValueError, match="must match"):
         retrieval_recall(torch.zeros(3, 4), torch.zeros(2, 4), np.arange(3))
+
+
+def test_bootstrap_intervals_bracket_the_recall():
+    groups = np.array([0] * 10 + list(range(1, 31)))
+    gen = torch.Generator().manual_seed(1)
+    text = torch.randn(31, 8, generator=gen)[groups]
+    r = retrieval_recall(text + 0.8 * torch.randn(40, 8, generator=gen), text, groups, n_bootstrap=200)
+    for d in ("image_to_text", "text_to_image"):
+        for k in ("R@1", "R@5", "R@10"):
+            ci = r[d]["ci"][k]
+            assert 0 <= ci["low"] <= r[d][k] <= ci["high"] <= 1 and ci["low"] < ci["high"], (d, k, ci)
+    assert "ci" not in retrieval_recall(text, text, groups)["image_to_text"]

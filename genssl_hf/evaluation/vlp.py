@@ -178,7 +178,7 @@ def _chance_any_of(n: int, group_sizes: np.ndarray, k: int) -> float:
 
 
 def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, groups: np.ndarray,
-                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+                     ks: Sequence[int] = (1, 5, 10), n_bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
     """Recall@K both ways over N pairs (row i of each is pair i; ``groups[i]`` is the id of pair i's
     report, equal for identical reports), with the recall of a random ranking (``chance``) per direction.
 
@@ -189,7 +189,8 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, grou
     - ``text_to_image``: one query per distinct report ranks the N images; a hit is any image of that
       report in the top K (chance 1 - C(N-g, K) / C(N, K) for a report with g images).
 
-    ``median_rank`` is the 1-based rank of the (first) correct item."""
+    ``median_rank`` is the 1-based rank of the (first) correct item. With ``n_bootstrap`` each recall
+    gets a 95 % percentile interval over queries resampled with replacement (``ci``; the gallery is fixed)."""
     groups = np.asarray(groups)
     n = len(groups)
     if n == 0 or len(image_embeds) != n or len(text_embeds) != n:
@@ -214,6 +215,12 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, grou
         out[name] = {f"R@{k}": float((hit_rank < k).mean()) for k in ks}
         out[name].update(median_rank=float(np.median(hit_rank + 1)), num_queries=int(len(s)),
                          num_candidates=int(s.shape[1]), chance=chance)
+        if n_bootstrap:
+            rows = np.random.default_rng(seed).integers(0, len(s), size=(int(n_bootstrap), len(s)))
+            out[name]["ci"] = {}
+            for k in ks:
+                boot = (hit_rank[rows] < k).mean(axis=1)
+                out[name]["ci"][f"R@{k}"] = {"low": float(np.percentile(boot, 2.5)), "high": float(np.percentile(boot, 97.5))}
     return out
 
 
@@ -274,7 +281,7 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
         images = [pairs.images[i][pairs.image_column] for i in range(len(pairs))]
         img = encoder.embed_images(images)
         txt = encoder.embed_texts(pairs.texts)
-        result["retrieval"] = retrieval_recall(img, txt, pairs.text_groups())
+        result["retrieval"] = retrieval_recall(img, txt, pairs.text_groups(), n_bootstrap=n_bootstrap, seed=seed)
         result["pairs"] = pairs.provenance
         y = pairs.labels_multi_hot()
         if y is not None and dataset is None:
