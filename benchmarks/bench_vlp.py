@@ -60,7 +60,7 @@ def generate(out: Path, n_phantom: int, n_iu: int | None, steps: int, size: int)
 # are cached once per distinct report; only its pooler and the projections train), tiny ViT at 32 px.
 RECIPE = ["--image_tower", "tiny", "--text_tower", "minilm", "--freeze_text_layers", "6", "--per_device_train_batch_size", "64",
           "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--logging_steps", "50", "--checkpointing_steps", "0",
-          "--num_threads", "1", "--section", "findings", "--figure", "off"]
+          "--num_threads", "1", "--section", "findings", "--figure", "off", "--crop_scale_min", "0.8"]
 
 
 def run_specs(out: Path, n_phantom: int) -> dict[str, list[str]]:
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-iu", type=int, default=None)
     p.add_argument("--steps", type=int, default=15, help="DDIM steps of the generator")
     p.add_argument("--size", type=int, default=64, help="generated image size")
-    p.add_argument("--train-steps", type=int, default=1000)
+    p.add_argument("--train-steps", type=int, default=1500)
     p.add_argument("--train-size", type=int, default=32, help="image size of the dual encoders (generated images are downsampled)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--kermany-samples", type=int, default=1000, help="random Kermany images scored zero-shot (and split for the probe)")
