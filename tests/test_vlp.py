@@ -60,6 +60,7 @@ def test_phantom_retrieval_and_zero_shot_far_above_chance(trained, tmp_path):
     assert json.loads((out / "run_config.json").read_text())["derived"]["cached_text_features"] > 0
 
 
+@pytest.mark.slow
 def test_export_loads_exactly_and_runs_in_zero_shot_pipeline(trained):
     import genssl_hf  # noqa: F401 - registers AdaINImageProcessor
     from transformers import AutoImageProcessor, AutoTokenizer, VisionTextDualEncoderModel, pipeline
