@@ -166,8 +166,8 @@ def test_the_adain_processor_without_the_package_fails_loudly_and_points_at_the_
     ``image_processor_type`` only among its own and registered classes, and its error echoes
     nothing from the file; the one hook a folder has (``auto_map``) is remote code. So the behaviour
     settled on (README, "The first ten minutes"): a ValueError naming the folder and
-    ``image_processor_type`` / ``preprocessor_config.json``, never a stock processor without AdaIN,
-    and that file names the package to install. AutoProcessor and the pipeline take the same path."""
+    ``image_processor_type`` / ``preprocessor_config.json`` (AutoProcessor: "Unrecognized processing
+    class in <folder>"), never a stock processor without AdaIN, and that file names the package."""
     from _publish_artifacts import make_encoder
 
     from genssl_hf.hub.shipped import shipped_folder
@@ -191,9 +191,9 @@ def test_the_adain_processor_without_the_package_fails_loudly_and_points_at_the_
     from transformers import AutoImageProcessor
 
     for f in folders:
-        for name in ("image", "any"):
-            assert out[str(f)][name].startswith(f"ValueError: Unrecognized image processor in {f}"), out[str(f)][name]
-            assert "image_processor_type" in out[str(f)][name]
+        assert out[str(f)]["image"].startswith(f"ValueError: Unrecognized image processor in {f}"), out[str(f)]["image"]
+        assert "image_processor_type" in out[str(f)]["image"]
+        assert out[str(f)]["any"].startswith(f"ValueError: Unrecognized processing class in {f}"), out[str(f)]["any"]
         saved = json.loads((f / "preprocessor_config.json").read_text())
         assert saved["image_processor_type"] == "AdaINImageProcessor"
         assert "pip install genssl_hf" in saved["requires"] and "auto_map" not in saved  # no remote code
