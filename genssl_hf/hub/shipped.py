@@ -149,7 +149,7 @@ def package_generator(run: str | os.PathLike, dest: str | os.PathLike, body: str
         # measured as shipped: the fp16 weights, loaded back (to float32) as users load them
         measured = measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained(staged), nih_test_images(nih_root))
         (staged / "README.md").write_text(body.format(**measured, **_downstream_text(down)), encoding="utf-8")
-        commands = {p.stem: p.read_text().strip() for p in sorted((run / "generator").glob("*.txt"))}
+        commands = {p.stem: _portable(p.read_text().strip(), run) for p in sorted((run / "generator").glob("*.txt"))}
         (staged / "training_commands.json").write_text(json.dumps(commands, indent=2) + "\n")
         out = Path(tmp) / "out"
         publish("generator", staged, dry_run=out, real_data=list(real_data), license="apache-2.0",
@@ -218,6 +218,24 @@ def _steps(folder: Path) -> str:
         return str(read_json(states[-1])["global_step"])
     raise FileNotFoundError(f"{folder} holds no record of its training steps (train_summary.json, "
                             "trainer_state.json or checkpoint-*/train_state.json)")
+
+
+def _portable(command: str, run: Path) -> str:
+    """A recorded command without this machine's paths: the interpreter as ``python``, the run folder
+    as the cards' ``outputs/nih-shipped``, the package's own folders relative to the repository."""
+    import shlex
+
+    words = shlex.split(command)
+    if words and Path(words[0]).name.startswith("python"):
+        words[0] = "python"
+    text = shlex.join(words)
+    # the run folder the command ran in (<run>/generator/<stage>; the run may have been copied since)
+    roots = {str(Path(run).resolve())}
+    if "--output_dir" in words[:-1]:
+        roots.add(str(Path(words[words.index("--output_dir") + 1]).parents[1]))
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root + os.sep, "outputs/nih-shipped/")
+    return text.replace(str(Path(__file__).resolve().parents[2]) + os.sep, "")
 
 
 def _run_facts(run: Path) -> dict[str, str]:
