@@ -172,14 +172,14 @@ def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaI
 
 
 def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, decoder_layers: int | None = None,
-                           gpt2_hidden: int = 256,
+                           gpt2_hidden: int = 256, tokenizer=None,
                            image_size: int | None = None, max_report_tokens: int = 128, do_adain: bool = True,
                            generation: dict[str, Any] | None = None):
     """``(VisionEncoderDecoderModel, ReportGeneratorProcessor, record)`` ready for training."""
     from transformers import VisionEncoderDecoderModel
 
     enc, enc_record = load_vit_encoder(encoder, image_size)
-    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, gpt2_hidden=gpt2_hidden,
+    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, tokenizer=tokenizer, gpt2_hidden=gpt2_hidden,
                                                gpt2_heads=max(1, gpt2_hidden // 64))
     model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
     if getattr(model.encoder, "pooler", None) is not None:
