@@ -78,6 +78,21 @@ def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) ->
     return done
 
 
+def random_encoder(out: Path) -> str:
+    """A seeded random-init ViT ``tiny`` saved as a folder (the same architecture as the pre-trained
+    ones), so that the retrieval baseline can also be scored under the encoder a generator started from."""
+    import torch
+    from transformers import ViTModel
+
+    from genssl_hf.models import build_backbone_config
+
+    target = out / "enc-random"
+    if not (target / "config.json").is_file():
+        torch.manual_seed(0)
+        ViTModel(build_backbone_config("tiny"), add_pooling_layer=False).save_pretrained(str(target))
+    return str(target)
+
+
 def iu_generate(out: Path, n_reports: int, steps: int) -> Path:
     """Images from the first ``n_reports`` non-empty IU reports (findings + impression), shipped phantom
     generator, 64 px; the dataset keeps only each report's SHA-256 (skipped when present)."""
@@ -216,7 +231,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     machine = _machine()
-    encs = {"random": "tiny"}
+    encs = {"random": random_encoder(args.out)}
     if "encoders" in args.stages:
         encs.update(encoders(args.out, args.encoder_images, args.encoder_steps, args.encoder_methods.split(",")))
     else:  # whatever encoders an earlier run pre-trained
