@@ -219,6 +219,41 @@ def test_bad_input_is_refused_before_training(tmp_path, encoder_dir):
         load_report_pairs("nih:/nowhere")
     with pytest.raises(ValueError, match="at least 8"):
         load_report_pairs("phantom:4")
+    with pytest.raises(ValueError, match="needs --decoder gpt2"):
+        train_report_generator(_train_args(tmp_path / "b", encoder_dir, "--vocabulary", "reports"))
+
+
+def test_report_vocabulary_tokenizer(tmp_path, encoder_dir):
+    """R2Gen-style word vocabulary of the training reports: words seen >= min_frequency times,
+    punctuation as tokens, hyphenated words whole; saved with the folder and reloaded exactly."""
+    from transformers import AutoTokenizer
+
+    from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
+    from genssl_hf.training.report_generator import build_report_generator, generate_reports, save_report_generator
+
+    reports = ["Big right-sided edema. No cardiomegaly."] * 3 + ["Small rare finding."]
+    tok = build_report_vocabulary_tokenizer(reports, min_frequency=3)
+    words = set(tok.get_vocab())
+    assert {"big", "right-sided", "edema", ".", "no", "cardiomegaly"} <= words and "rare" not in words
+    ids = tok("No right-sided edema.", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == "no right-sided edema."
+    assert tok.unk_token_id in tok("rare edema.", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="min_frequency"):
+        build_report_vocabulary_tokenizer(reports, 0)
+    with pytest.raises(ValueError, match="non-empty list"):
+        build_report_vocabulary_tokenizer([])
+    model, proc, rec = build_report_generator(str(encoder_dir), "gpt2", decoder_layers=1, gpt2_hidden=64, tokenizer=tok,
+                                              generation={"num_beams": 1, "max_new_tokens": 4})
+    assert model.config.decoder.vocab_size == len(tok) and rec["tokenizer"] == f"report words ({len(tok)})"
+    out = tmp_path / "rg"
+    out.mkdir()
+    save_report_generator(model, proc, out)
+    again = AutoTokenizer.from_pretrained(out)
+    assert again.get_vocab() == tok.get_vocab() and again.decode(ids) == "no right-sided edema."
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    assert isinstance(generate_reports(model, proc, [img], max_new_tokens=4)[0], str)
+    with pytest.raises(ValueError, match="MiniLM's own WordPiece"):
+        build_report_generator(str(encoder_dir), "minilm", decoder_layers=1, tokenizer=tok)
 
 
 def test_patient_split_keeps_patients_apart():
