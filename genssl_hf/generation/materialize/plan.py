@@ -1,68 +1,32 @@
 """What to generate: a prompt set (balanced over its class labels) or a report corpus (one image
-per report). Both are validated and hashed here, before any model is loaded."""
+per report). Both are validated and hashed here, before any model is loaded.
+
+Prompts are :class:`~genssl_hf.prompts.Prompt` / :class:`~genssl_hf.prompts.PromptSet`, the
+package's one prompt model (with its one class-label rule, ``class_label_for``); this module only
+reads the looser input forms a user may hand the dataset writer (strings, mappings, JSON files).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from genssl_hf.utils import sha256_bytes, sha256_strings
+from genssl_hf.prompts.promptset import EXISTENCE, Prompt, PromptSet
+from genssl_hf.utils import sha256_bytes
 
-EXISTENCE_VALUES = ("positive", "negative", "unspecified")
+EXISTENCE_VALUES = EXISTENCE
 _EXISTENCE_ALIASES = {
     "positive": "positive", "present": "positive", "pos": "positive", "true": "positive", "1": "positive",
     "negative": "negative", "absent": "negative", "neg": "negative", "false": "negative", "0": "negative",
     "unspecified": "unspecified", "none": "unspecified", "": "unspecified", "unknown": "unspecified",
 }
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """One prompt of a set: its text, the disease it is about (or ""), whether it states the
-    disease present / absent / neither, and the class label it stands for in the balance."""
-
-    text: str
-    disease: str = ""
-    existence: str = "unspecified"
-    class_label: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class PromptCollection:
-    """A validated, ordered prompt set as the materialiser sees it."""
-
-    prompts: tuple[PromptSpec, ...]
-    name: str
-    source_hash: str | None = None  # the prompt set's own hash, when it publishes one
-
-    @property
-    def content_hash(self) -> str:
-        """SHA-256 over the prompts (text, disease, existence, class label), order-sensitive."""
-        return sha256_strings(json.dumps(p.as_dict(), sort_keys=True) for p in self.prompts)
-
-    @property
-    def diseases(self) -> list[str]:
-        out: list[str] = []
-        for p in self.prompts:
-            if p.disease and p.disease not in out:
-                out.append(p.disease)
-        return out
-
-    @property
-    def class_names(self) -> list[str]:
-        out: list[str] = []
-        for p in self.prompts:
-            if p.class_label not in out:
-                out.append(p.class_label)
-        return out
+# Former names of the dataset writer's own prompt classes, now the one prompt model.
+PromptSpec = Prompt
+PromptCollection = PromptSet
 
 
 def _norm_existence(value: Any, where: str) -> str:
@@ -74,7 +38,9 @@ def _norm_existence(value: Any, where: str) -> str:
     return _EXISTENCE_ALIASES[key]
 
 
-def _prompt_from(item: Any, where: str) -> PromptSpec:
+def _prompt_from(item: Any, where: str) -> Prompt:
+    """A :class:`Prompt` from a string, a mapping (``text`` or ``prompt``, optional ``disease``,
+    ``existence`` with aliases such as "absent", ``class_label``) or a prompt-like object."""
     if isinstance(item, str):
         raw: dict[str, Any] = {"text": item}
     elif isinstance(item, Mapping):
@@ -90,29 +56,23 @@ def _prompt_from(item: Any, where: str) -> PromptSpec:
     if not isinstance(disease, str):
         raise ValueError(f"{where}: disease must be a string, got {disease!r}")
     existence = _norm_existence(raw.get("existence"), where)
-    label = raw.get("class_label")
-    if label is None or label == "":
-        # Without an explicit class: "disease with / with no" where the set has diseases,
-        # otherwise each prompt is its own class.
-        if disease:
-            label = f"no {disease}" if existence == "negative" else disease
-        else:
-            label = text.strip()
-    return PromptSpec(text=text.strip(), disease=disease.strip(), existence=existence, class_label=str(label))
+    try:  # an empty class_label is derived by the rule (class_label_for)
+        return Prompt(text=text.strip(), disease=disease.strip(), existence=existence, class_label=str(raw.get("class_label") or ""))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
-def _validate_prompts(items: Sequence[Any], name: str) -> tuple[PromptSpec, ...]:
+def _prompt_set(items: Sequence[Any], name: str, source_hash: str | None) -> PromptSet:
+    """A validated :class:`PromptSet` from loosely typed items (errors name the set and the item)."""
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise ValueError(f"prompt set {name!r}: expected a list of prompts, got {type(items).__name__}")
     if len(items) == 0:
         raise ValueError(f"prompt set {name!r} is empty")
-    prompts = tuple(_prompt_from(item, f"prompt set {name!r}, prompt {i}") for i, item in enumerate(items))
-    seen: dict[str, int] = {}
-    for i, p in enumerate(prompts):
-        if p.text in seen:
-            raise ValueError(f"prompt set {name!r}: prompt {i} duplicates prompt {seen[p.text]} ({p.text!r})")
-        seen[p.text] = i
-    return prompts
+    prompts = [_prompt_from(item, f"prompt set {name!r}, prompt {i}") for i, item in enumerate(items)]
+    try:
+        return PromptSet(prompts, strategy="custom", name=name, source_hash=source_hash)
+    except ValueError as exc:
+        raise ValueError(f"prompt set {name!r}: {exc}") from None
 
 
 def _read_prompt_json(path: Path) -> tuple[list[Any], str | None, str | None]:
@@ -133,98 +93,53 @@ def _read_prompt_json(path: Path) -> tuple[list[Any], str | None, str | None]:
     raise ValueError(f"prompt set file {path} must hold a list of prompts or an object with 'prompts'")
 
 
-def _promptset_meta(obj: Any) -> tuple[str | None, str | None]:
-    name = None
-    for attr in ("name", "strategy"):
-        value = getattr(obj, attr, None)
-        if value is None and hasattr(obj, "metadata"):
-            meta = obj.metadata
-            value = meta.get(attr) if isinstance(meta, Mapping) else getattr(meta, attr, None)
-        if isinstance(value, str) and value:
-            name = value
-            break
-    digest = None
-    for attr in ("fingerprint", "content_hash", "hash", "sha256"):
-        value = getattr(obj, attr, None)
-        if value is None and hasattr(obj, "metadata"):
-            meta = obj.metadata
-            value = meta.get(attr) if isinstance(meta, Mapping) else getattr(meta, attr, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, str) and value:
-            digest = value
-            break
-    return name, digest
-
-
-def load_prompts(spec: Any) -> PromptCollection:
-    """A prompt set from any of: a ``genssl_hf.prompts.PromptSet``; a shipped name ("disease",
-    "heuristic", "elaborated") or a saved prompt-set folder (through ``PromptSet.from_pretrained``
-    when available, else its ``prompts.json``); a JSON file (a list of strings / objects, or an
-    object with a ``prompts`` list); a Python list of strings, mappings or prompt objects.
+def load_prompts(spec: Any) -> PromptSet:
+    """A prompt set from any of: a ``genssl_hf.prompts.PromptSet`` (returned as it is); a shipped
+    name ("disease", "heuristic", "elaborated") or a saved prompt-set folder (through
+    ``PromptSet.from_pretrained``, else its ``prompts.json``); a JSON file (a list of strings /
+    objects, or an object with a ``prompts`` list); a Python list of strings, mappings or prompt
+    objects.
 
     Errors name the input: a missing file, an empty set, a duplicate prompt, an empty text.
     """
-    if isinstance(spec, PromptCollection):
+    if isinstance(spec, PromptSet):
         return spec
-    promptset_cls = _promptset_class()
-    if promptset_cls is not None and isinstance(spec, promptset_cls):
-        name, digest = _promptset_meta(spec)
-        name = name or "prompts"
-        return PromptCollection(_validate_prompts(list(spec), name), name, digest)
     if hasattr(spec, "prompts") and not isinstance(spec, (str, os.PathLike, Mapping)):
-        name, digest = _promptset_meta(spec)
-        name = name or type(spec).__name__
-        return PromptCollection(_validate_prompts(list(spec.prompts), name), name, digest)
+        name = getattr(spec, "name", None) or type(spec).__name__
+        return _prompt_set(list(spec.prompts), name, getattr(spec, "fingerprint", None))
     if isinstance(spec, (str, os.PathLike)):
-        text = os.fspath(spec)
-        path = Path(text)
-        if path.is_file():
-            items, name, digest = _read_prompt_json(path)
-            if promptset_cls is not None and path.suffix == ".json" and "format" in json.loads(path.read_text(encoding="utf-8")):
-                try:  # a saved PromptSet file: let the prompt-set code validate it
-                    obj = promptset_cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-                except Exception as exc:  # noqa: BLE001 - re-raised with the input named
-                    raise ValueError(f"prompt set file {path}: {exc}") from exc
-                return load_prompts(obj)
-            name = name or path.stem
-            return PromptCollection(_validate_prompts(items, name), name, digest)
-        if promptset_cls is not None:  # a saved folder, a shipped name or a Hub repo id
-            try:
-                obj = promptset_cls.from_pretrained(text)
-            except Exception as exc:  # noqa: BLE001 - re-raised with the input named
-                if not path.is_dir():
-                    raise ValueError(f"prompt set {text!r} is neither a file, a folder nor a shipped prompt set: {exc}") from exc
-                obj = None
-            if obj is not None:
-                return load_prompts(obj)
-        if path.is_dir():
-            pj = path / "prompts.json"
-            if not pj.is_file():
-                raise ValueError(f"prompt set folder {path} has no prompts.json")
-            items, name, digest = _read_prompt_json(pj)
-            name = name or path.name
-            return PromptCollection(_validate_prompts(items, name), name, digest)
-        raise ValueError(f"prompt set {text!r} not found: not a file, not a folder, not a shipped prompt set name")
+        return _load_prompt_path(os.fspath(spec))
     if isinstance(spec, Mapping):
         items = spec.get("prompts")
         if items is None:
             raise ValueError("prompt set mapping has no 'prompts' list")
-        name = str(spec.get("name", "prompts"))
-        return PromptCollection(_validate_prompts(list(items), name), name, spec.get("hash"))
+        return _prompt_set(list(items), str(spec.get("name", "prompts")), spec.get("hash"))
     if isinstance(spec, Sequence):
-        return PromptCollection(_validate_prompts(list(spec), "prompts"), "prompts", None)
+        return _prompt_set(list(spec), "prompts", None)
     raise ValueError(f"cannot read a prompt set from {type(spec).__name__}")
 
 
-def _promptset_class():
-    try:
-        module = importlib.import_module("genssl_hf.prompts")
-    except ImportError:
-        return None
-    return getattr(module, "PromptSet", None)
-
-
+def _load_prompt_path(text: str) -> PromptSet:
+    """A prompt set from a JSON file, a saved folder, a shipped name or a Hub repo id."""
+    path = Path(text)
+    if path.is_file():
+        items, name, digest = _read_prompt_json(path)
+        if path.suffix == ".json" and "format" in json.loads(path.read_text(encoding="utf-8")):
+            try:  # a saved PromptSet file: let the prompt-set code validate it
+                return PromptSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except Exception as exc:  # noqa: BLE001 - re-raised with the input named
+                raise ValueError(f"prompt set file {path}: {exc}") from exc
+        return _prompt_set(items, name or path.stem, digest)
+    try:  # a saved folder, a shipped name or a Hub repo id
+        return PromptSet.from_pretrained(text)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the input named
+        if not path.is_dir():
+            raise ValueError(f"prompt set {text!r} is neither a file, a folder nor a shipped prompt set: {exc}") from exc
+    pj = path / "prompts.json"
+    if not pj.is_file():
+        raise ValueError(f"prompt set folder {path} has no prompts.json")
+    items, name, digest = _read_prompt_json(pj)
+    return _prompt_set(items, name or path.name, digest)
 
 
 @dataclass

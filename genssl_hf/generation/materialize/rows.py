@@ -9,7 +9,9 @@ from typing import Any, Iterator, Sequence
 from genssl_hf.generation.balance import BalancePlan, sample_seed
 
 from .layout import SOURCE
-from .plan import PromptCollection, ReportCorpus, report_hash
+from genssl_hf.prompts.promptset import PromptSet
+
+from .plan import ReportCorpus, report_hash
 
 def generated_features(
     *,
@@ -72,16 +74,18 @@ def _features_from_yaml(items: list[dict[str, Any]]) -> Any:
 
     return datasets.DatasetInfo._from_yaml_dict({"features": items}).features
 
+
 class _PromptRows:
-    def __init__(self, prompts: PromptCollection, plan: BalancePlan, seed: int, generator_id: str):
+    def __init__(self, prompts: PromptSet, plan: BalancePlan, seed: int, generator_id: str):
         self.prompts, self.plan, self.seed, self.generator_id = prompts, plan, int(seed), generator_id
+        self._items = prompts.prompts
         self.label_index = {d: i for i, d in enumerate(prompts.diseases)}
 
     def rows(self, start: int, stop: int) -> dict[str, list]:
         pids = self.plan.prompt_ids(start, stop)
         cols: dict[str, list] = collections.defaultdict(list)
         for i, pid in zip(range(start, stop), pids.tolist()):
-            p = self.prompts.prompts[pid]
+            p = self._items[pid]
             cols["prompt"].append(p.text)
             cols["prompt_id"].append(pid)
             cols["disease"].append(p.disease)

@@ -48,7 +48,9 @@ from .layout import (
     parse_shard_size,
     shard_images_for,
 )
-from .plan import PromptCollection, ReportCorpus, load_prompts, load_report_corpus
+from genssl_hf.prompts.promptset import PromptSet
+
+from .plan import ReportCorpus, load_prompts, load_report_corpus
 from .rows import _features_yaml, _PromptRows, _ReportRows, generated_features
 from .shards import (
     _Dist,
@@ -147,7 +149,7 @@ class _Job:
     features: Any
     layout: ShardLayout
     generator_id: str
-    prompt_set: PromptCollection | None = None
+    prompt_set: PromptSet | None = None
     plan: BalancePlan | None = None
     corpus: ReportCorpus | None = None
 
@@ -315,7 +317,7 @@ def _run_config(job: _Job) -> dict[str, Any]:
             prompt_set_name=ps.name,
             prompt_set_hash=ps.content_hash,
             prompt_set_source_hash=ps.source_hash,
-            prompts=[p.as_dict() for p in ps.prompts],
+            prompts=[p.identity() for p in ps.prompts],
             balance_rule=BALANCE_RULE,
             planned_class_counts=[[c, n] for c, n in zip(plan.class_names, plan.class_counts)],
             planned_prompt_counts=list(plan.prompt_counts),
