@@ -34,13 +34,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+from benchmarks.machine import finish, machine_info, print_machine, record_results  # noqa: E402
 
 from genssl_hf.data.schema import NIH14  # noqa: E402
-from genssl_hf.pipeline.runner import VARIANT_TITLES, finetune_runs, run_pipeline  # noqa: E402
+from genssl_hf.pipeline.runner import finetune_runs, run_pipeline  # noqa: E402
 from genssl_hf.utils import read_json, write_json  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+
+
+SSL_METHODS = ("simclr", "moco_v2", "simsiam", "rotation")
+
+
+def add_ssl_variants(cfg: dict, methods: list[str], quick: bool) -> dict:
+    """The GEN-SSL paper's Tab. 9 beside MAE: each contrastive / Siamese / pretext method pre-trains
+    the same tiny ViT on the same AdaIN-aligned generated images, then fine-tunes with the same
+    protocol. Stages already in the run folder (MAE, random init) are reused, not rerun."""
+    if not methods:
+        return cfg
+    cfg["ssl_pretrain"] = {"args": {"backbone": "tiny", "num_train_epochs": 1 if quick else 10,
+                                    "per_device_train_batch_size": 64, "mixed_precision": "bf16",
+                                    "checkpointing_steps": 0 if quick else 200, "queue_size": 1024,
+                                    "max_train_samples": 256 if quick else None}}
+    cfg["ssl_variants"] = {m: {"method": m} for m in methods}
+    cfg["variants"] = [*cfg["variants"], *methods]
+    return cfg
 
 
 def config(quick: bool, shared: Path) -> dict:
@@ -120,6 +138,42 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(rows: list[dict], out: Path, n_bootstrap: int = 2000) -> tuple[str, list[dict]]:
+    """Per (fraction, variant) over its seeds: mean, median and range of the test AUC, and the paired
+    bootstrap CI of the mean difference to random init resampling seeds and test cases together
+    (``paired_bootstrap_over_seeds``): the summary the few-shot claims rest on."""
+    import numpy as np
+
+    from genssl_hf.evaluation.classification import paired_bootstrap_over_seeds
+    from genssl_hf.evaluation.report import predictions_path
+
+    def load(r: dict):
+        suffix = "" if r["suffix"] is None else r["suffix"]
+        d = np.load(predictions_path(out / f"evaluation{suffix}" / "results", r["title"]))
+        return d["targets"], d["probs"]
+
+    groups = runs_by_fraction_and_variant(rows)
+    lines = ["| Label fraction | Variant | Seeds | Mean AUC | Median (min-max) | Mean difference vs random init "
+             "(95% CI over seeds and test cases) | p |", "|---|---|---|---|---|---|---|"]
+    summary = []
+    for (fraction, variant), runs in groups.items():
+        aucs = np.array([r["auc"] for r in runs])
+        cell = "-"
+        p = "-"
+        base = groups.get((fraction, "random_init"))
+        if variant != "random_init" and base and len(base) == len(runs):
+            loaded = [load(r) for r in runs]
+            targets = loaded[0][0]
+            d = paired_bootstrap_over_seeds(targets, [x[1] for x in loaded], [load(r)[1] for r in base],
+                                            n_bootstrap=n_bootstrap, seed=0)
+            cell = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
+            p = f"{d['p_value']:.3f}"
+            summary.append({"fraction": fraction, "variant": variant, "seeds": len(runs), **d})
+        lines.append(f"| {fraction:.0%} | {runs[0]['title']} | {len(runs)} | {_pct(aucs.mean())} | "
+                     f"{_pct(np.median(aucs))} ({_pct(aucs.min())}-{_pct(aucs.max())}) | {cell} | {p} |")
+    return "\n".join(lines), summary
+
+
 def mean_auc_by_fraction(rows: list[dict]) -> dict[str, dict[str, float]]:
     """{"1%": {variant: mean test AUC over seeds}, ...} for the JSON line."""
     out: dict[str, dict[str, float]] = {}
@@ -133,6 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--shared", default=str(SHARED), help="the real data folder")
     parser.add_argument("--output-dir", default=None, help="default: outputs/bench-realdata[-quick]")
+    parser.add_argument("--ssl-methods", default="", help=f"comma list of {SSL_METHODS} to add (Tab. 9 rows), or 'all'")
     args = parser.parse_args(argv)
     shared = Path(args.shared)
     if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
@@ -140,7 +195,11 @@ def main(argv=None) -> int:
         return 2
     info = machine_info()
     print_machine(info)
-    cfg = config(args.quick, shared)
+    methods = list(SSL_METHODS) if args.ssl_methods == "all" else [m for m in args.ssl_methods.split(",") if m]
+    unknown = sorted(set(methods) - set(SSL_METHODS))
+    if unknown:
+        parser.error(f"--ssl-methods: unknown {unknown}; known: {list(SSL_METHODS)}")
+    cfg = add_ssl_variants(config(args.quick, shared), methods, args.quick)
     out = Path(args.output_dir or ROOT / "outputs" / ("bench-realdata-quick" if args.quick else "bench-realdata"))
     start = time.perf_counter()
     run_pipeline(cfg, out)
@@ -149,23 +208,30 @@ def main(argv=None) -> int:
         comp = read_json(out / f"evaluation{suffix}" / "results" / "comparison.json")
         for r in comp["rows"]:
             d = r.get("vs_baseline") or {}
-            rows.append({"fraction": fraction, "seed": seed, "variant": r["variant"], "title": VARIANT_TITLES[r["variant"]],
+            rows.append({"fraction": fraction, "seed": seed, "suffix": suffix, "variant": r["variant"], "title": r["title"],
                          "auc": r["mean_auc"], "low": r["low"], "high": r["high"],
                          "diff": d.get("difference"), "diff_low": d.get("low"), "diff_high": d.get("high"),
                          "p": d.get("p_value")})
     write_json(out / "realdata_results.json", rows)
     table = results_table(rows)
-    (out / "realdata_results.md").write_text(table + "\n")
-    print(table)
+    pooled, pooled_rows = pooled_table(rows, out)
+    write_json(out / "realdata_pooled.json", pooled_rows)
+    (out / "realdata_results.md").write_text(table + "\n\n" + pooled + "\n")
+    print(table + "\n\n" + pooled)
     genssl_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "genssl")
     rand_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "random_init")
-    print(json.dumps({"name": "genssl_realdata_kermany_auc_100pct", "value": round(genssl_full["auc"], 4), "unit": "test AUC",
+    row = {"name": "genssl_realdata_kermany_auc_100pct" + ("_tab9" if methods else ""), "value": round(genssl_full["auc"], 4), "unit": "test AUC",
                       "baseline": round(rand_full["auc"], 4),
                       "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
                       "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
                       "mean_auc_over_seeds": mean_auc_by_fraction(rows),
+                      "pooled_vs_random_init": {f"{r['fraction']:.0%} {r['variant']}": [round(r["difference"], 4), round(r["low"], 4), round(r["high"], 4)]
+                                                for r in pooled_rows},
                       "wall_s": round(time.perf_counter() - start, 1),
-                      "quick": args.quick, "machine": finish(info)}))
+                      "quick": args.quick, "machine": finish(info)}
+    print(json.dumps(row))
+    if not args.quick:
+        record_results([row])
     return 0
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "format_auc_table",
     "format_accuracy_table",
     "paired_bootstrap_auc_difference",
+    "paired_bootstrap_over_seeds",
     "prepare_targets",
 ]
 
@@ -114,34 +115,78 @@ def paired_bootstrap_auc_difference(
     interval reflects the difference, not two independent intervals). Multi-label targets
     ``(N, C)`` or multi-class labels ``(N,)`` with ``(N, C)`` scores; ``p_value`` is the share of
     replicates on the other side of zero (two-sided)."""
-    a = np.asarray(score_a, dtype=np.float64)
-    b = np.asarray(score_b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"score_a {a.shape} and score_b {b.shape} differ: they must score the same cases")
+    return paired_bootstrap_over_seeds(y_true, [score_a], [score_b], n_bootstrap=n_bootstrap,
+                                       confidence=confidence, seed=seed, resample_seeds=False)
+
+
+def _targets_and_defined(y_true: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
-    t = y.astype(np.float64) if y.ndim == 2 else _one_hot(y.astype(np.int64), a.shape[1]).astype(np.float64)
-    if t.shape != a.shape:
-        raise ValueError(f"targets {t.shape} do not match scores {a.shape}")
-    n, c = a.shape
-    defined = np.array([0 < t[:, j].sum() < n for j in range(c)])
+    t = y.astype(np.float64) if y.ndim == 2 else _one_hot(y.astype(np.int64), shape[1]).astype(np.float64)
+    if t.shape != shape:
+        raise ValueError(f"targets {t.shape} do not match scores {shape}")
+    n = shape[0]
+    defined = np.array([0 < t[:, j].sum() < n for j in range(shape[1])])
     if not defined.any():
         raise ValueError("no class has both positive and negative cases: AUC is undefined")
+    return t, defined
+
+
+def paired_bootstrap_over_seeds(
+    y_true: Any,
+    scores_a: Sequence[Any],
+    scores_b: Sequence[Any],
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = True,
+) -> dict[str, Any]:
+    """Mean-AUC difference ``A - B`` averaged over paired runs (seed ``k`` of A against seed ``k`` of
+    B: the same label subset), all scored on the same test cases, with a two-level paired bootstrap:
+    every replicate resamples the test cases (the same cases for every run of both models) and,
+    with ``resample_seeds``, the seeds. The interval so covers both sources of variation (which
+    cases were tested, which label subset / initialisation was drawn), which a per-seed interval
+    does not. ``difference`` is the mean over seeds of the per-seed differences; the per-seed
+    values and their median are returned too. Targets and scores as in
+    :func:`paired_bootstrap_auc_difference`."""
+    a = [np.asarray(x, dtype=np.float64) for x in scores_a]
+    b = [np.asarray(x, dtype=np.float64) for x in scores_b]
+    if not a or len(a) != len(b):
+        raise ValueError(f"need the same number (>= 1) of runs of A and B; got {len(a)} and {len(b)}")
+    shape = a[0].shape
+    for k, (x, z) in enumerate(zip(a, b)):
+        if x.shape != shape or z.shape != shape:
+            raise ValueError(f"run {k}: scores {x.shape} / {z.shape} differ from {shape}: every run must score the same cases")
+    t, defined = _targets_and_defined(y_true, shape)
+    n, c = shape
+    cols = np.flatnonzero(defined)
 
     def mean_auc(tt: np.ndarray, ss: np.ndarray) -> np.ndarray:
-        return np.nanmean(np.stack([fast_auc(tt[..., j], ss[..., j]) for j in np.flatnonzero(defined)], -1), -1)
+        return np.nanmean(np.stack([fast_auc(tt[..., j], ss[..., j]) for j in cols], -1), -1)
 
-    observed = float(mean_auc(t[None], a[None])[0] - mean_auc(t[None], b[None])[0])
+    per_seed = np.array([mean_auc(t[None], x[None])[0] - mean_auc(t[None], z[None])[0] for x, z in zip(a, b)])
     rng = np.random.default_rng(seed)
-    diffs = np.empty(n_bootstrap)
+    runs = len(a)
+    per_rep = np.empty((n_bootstrap, runs))  # per replicate, each run's difference on the resampled cases
     chunk = max(1, min(n_bootstrap, 2_000_000 // max(1, n * c)))
     for start in range(0, n_bootstrap, chunk):
         k = min(chunk, n_bootstrap - start)
         idx = rng.integers(0, n, size=(k, n))
-        diffs[start:start + k] = mean_auc(t[idx], a[idx]) - mean_auc(t[idx], b[idx])
+        for r in range(runs):
+            per_rep[start:start + k, r] = mean_auc(t[idx], a[r][idx]) - mean_auc(t[idx], b[r][idx])
+    if resample_seeds and runs > 1:
+        pick = rng.integers(0, runs, size=(n_bootstrap, runs))
+        diffs = np.take_along_axis(per_rep, pick, axis=1).mean(axis=1)
+    else:
+        diffs = per_rep.mean(axis=1)
     diffs = diffs[np.isfinite(diffs)]
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
     p = 2.0 * min((diffs <= 0).mean(), (diffs >= 0).mean())
-    return {"difference": observed, "low": float(lo), "high": float(hi), "p_value": float(min(1.0, p)),
-            "n_bootstrap": int(n_bootstrap), "valid_replicates": int(diffs.size), "seed": int(seed),
-            "classes": int(defined.sum())}
+    out = {"difference": float(per_seed.mean()), "low": float(lo), "high": float(hi), "p_value": float(min(1.0, p)),
+           "n_bootstrap": int(n_bootstrap), "valid_replicates": int(diffs.size), "seed": int(seed),
+           "classes": int(defined.sum())}
+    if runs > 1:
+        out.update({"runs": runs, "per_seed": [float(x) for x in per_seed], "median": float(np.median(per_seed)),
+                    "resample_seeds": bool(resample_seeds)})
+    return out

@@ -47,7 +47,7 @@ from genssl_hf.utils import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "build_parser", "run_evaluation", "main"]
+__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "predictions_path", "build_parser", "run_evaluation", "main"]
 
 
 class LoadedClassifier:
@@ -102,14 +102,15 @@ def load_classifier(folder: str | Path, device: str = "cpu") -> LoadedClassifier
 
 
 def load_eval_split(dataset: str, split: str, *, config: str | None = None, phantom_size: int = 500,
-                    phantom_resolution: int = 64, seed: int = 0):
-    """One split of a dataset spec (see :func:`genssl_hf.training.finetune_data.load_dataset_spec`:
-    'phantom', kermany:/nih-subset:/chexpert:/nih14:/covidx: ROOT, a save_to_disk folder, a Hub id)."""
-    from genssl_hf.training.finetune_data import load_dataset_spec
+                    phantom_resolution: int = 64, seed: int = 0, label_names: Sequence[str] | None = None):
+    """One split of a dataset spec (see :mod:`genssl_hf.data.registry`: 'phantom', kermany: / nih-subset: /
+    chexpert: / nih14: / covidx: / mimic: / imagefolder: ROOT, a save_to_disk folder, a Hub id).
+    ``label_names`` (the model's classes) orders an ``imagefolder:`` spec's class folders."""
+    from genssl_hf.data.registry import open_labelled_dataset
 
     sizes = {"train": (phantom_size, 0, 0), "validation": (0, phantom_size, 0), "test": (0, 0, phantom_size)}
-    dd = load_dataset_spec(dataset, config=config, phantom_sizes=sizes.get(split, (0, 0, phantom_size)),
-                           phantom_resolution=phantom_resolution, seed=seed)
+    dd = open_labelled_dataset(dataset, config=config, phantom_sizes=sizes.get(split, (0, 0, phantom_size)),
+                               phantom_resolution=phantom_resolution, seed=seed, label_names=label_names)
     if split not in dd:
         raise KeyError(f"dataset {dataset!r} has no split {split!r} (splits: {list(dd)})")
     return dd[split]
@@ -139,6 +140,11 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
+def predictions_path(results_dir: str | Path, model_name: str) -> Path:
+    """Where :func:`run_evaluation` saves a model's test ``probs`` and ``targets`` (``.npz``)."""
+    return Path(results_dir) / f"predictions_{_safe_name(model_name)}.npz"
+
+
 def _parse_models(items: Sequence[str]) -> dict[str, str]:
     models: dict[str, str] = {}
     for item in items:
@@ -160,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]FOLDER",
                    help="classifier folder (repeat for a comparison table)")
-    p.add_argument("--dataset", default=None, help="save_to_disk folder, load_dataset path / Hub id, or 'phantom'")
+    p.add_argument("--dataset", default=None,
+                   help="'phantom', SCHEME:ROOT (kermany, nih-subset, chexpert, nih14, covidx, mimic, or imagefolder: a "
+                        "folder of class sub-folders), a save_to_disk folder, or a load_dataset path / Hub id")
     p.add_argument("--dataset_config", default=None)
     p.add_argument("--split", default="test")
     p.add_argument("--image_column", default="image")
@@ -217,7 +225,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     if models:
         split = load_eval_split(args.dataset, args.split, config=args.dataset_config,
                                 phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution,
-                                seed=args.seed)
+                                seed=args.seed, label_names=next(iter(loaded.values())).label_names)
         if args.image_column not in split.features:
             raise KeyError(f"split {args.split!r} has no column {args.image_column!r}: {list(split.features)}")
         threshold_split = _threshold_split(args, models, loaded)
@@ -243,7 +251,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                                  seed=args.seed, calibration_bins=args.calibration_bins)
             m["model_folder"] = str(Path(models[name]).resolve())
             metrics_by_model[name] = m
-            np.savez_compressed(tmp / f"predictions_{_safe_name(name)}.npz", probs=probs, targets=targets)
+            np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
             plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
                             title=f"ROC - {name} ({args.split}, n={len(targets)})")
             plot_reliability_diagram(m["calibration"], tmp / f"reliability_{_safe_name(name)}.png",

@@ -143,13 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True,
-                   help="'phantom', kermany:ROOT, nih-subset:ROOT, chexpert:ROOT, nih14:ROOT, covidx:ROOT (the data "
-                        "adapters), a save_to_disk folder, or a local folder / Hub id for load_dataset")
+                   help="'phantom', kermany:ROOT, nih-subset:ROOT, chexpert:ROOT, nih14:ROOT, covidx:ROOT, mimic:ROOT, "
+                        "imagefolder:ROOT (genssl_hf.data.registry), a save_to_disk folder, or a local folder / Hub id "
+                        "for load_dataset")
     g.add_argument("--dataset_config", default=None, help="configuration name for load_dataset")
     g.add_argument("--train_split", default="train")
     g.add_argument("--validation_split", default="validation",
                    help="used for model selection; carved from train (--val_fraction) when the dataset has none")
     g.add_argument("--test_split", default="test", help="evaluated once with the selected model ('none' to skip)")
+    g.add_argument("--test_dataset", default=None,
+                   help="score the selected model on this dataset's --test_split instead (e.g. imagefolder:ROOT, "
+                        "a folder of class sub-folders); its classes must be the training classes")
     g.add_argument("--val_fraction", type=float, default=0.1)
     g.add_argument("--image_column", default="image")
     g.add_argument("--label_fraction", type=_fraction, default=1.0, help="fraction of training labels: 0.01, 0.1, 1 (or 1%%)")
@@ -273,13 +277,34 @@ def load_splits(args: argparse.Namespace) -> dict[str, Any]:
         out["train"] = out["train"].select(tr)
         out["validation_source"] = f"{args.val_fraction:.0%} of {train_name!r}, stratified, seed {args.seed}"
         out["validation_indices"] = va.tolist()
-    if test_name is not None:
+    if args.test_dataset:
+        out["test"] = _external_test_split(args, out["train"])
+    elif test_name is not None:
         out["test"] = dd[test_name]
-    for name in ("validation", "test"):
+    for name in ("validation", "test") if not args.test_dataset else ("validation",):
         if name in out and out[name].features.keys() != features.keys():
             missing = set(features) ^ set(out[name].features)
             raise ValueError(f"{name} split's columns differ from train's: {sorted(missing)}")
     return out
+
+
+def _external_test_split(args: argparse.Namespace, train_ds):
+    """``--test_dataset``'s test split, with its classes checked against (and ordered as) training's."""
+    _, names, multi_label = targets_of(train_ds)
+    dd = load_dataset_spec(args.test_dataset, label_names=names, seed=args.seed,
+                           phantom_resolution=args.phantom_resolution)
+    split = args.test_split if args.test_split not in (None, "none") else "test"
+    if split not in dd:
+        if len(dd) != 1:
+            raise KeyError(f"--test_dataset {args.test_dataset!r} has no split {split!r} (splits: {list(dd)})")
+        split = next(iter(dd))
+    test = dd[split]
+    if args.image_column not in test.features:
+        raise KeyError(f"--test_dataset {args.test_dataset!r} has no image column {args.image_column!r}")
+    _, test_names, test_multi = targets_of(test)
+    if test_names != names or test_multi != multi_label:
+        raise ValueError(f"--test_dataset {args.test_dataset!r} has classes {test_names}, training has {names}")
+    return test
 
 
 def _image_processor_of(folder: Path | None):

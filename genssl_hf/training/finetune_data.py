@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genssl_hf.data.registry import open_labelled_dataset
 from genssl_hf.data.schema import is_multi_label, label_names_of, to_multi_hot
 
 __all__ = [
@@ -253,61 +254,5 @@ class InputNormalizer:
 
 
 # ------------------------------------------------------------------------------ dataset resolution
-DATASET_SCHEMES = ("phantom", "kermany:", "nih-subset:", "nih14:", "chexpert:", "covidx:")
-
-
-def load_dataset_spec(spec: str, *, config: str | None = None, phantom_sizes: Sequence[int] = (2000, 300, 500),
-                      phantom_resolution: int = 64, seed: int = 0):
-    """A ``DatasetDict`` in the canonical schema from a dataset spec:
-
-    * ``phantom``: the phantom world (``train`` / ``validation`` / ``test`` streams of ``phantom_sizes``);
-    * ``kermany:ROOT`` (training split only: validation is carved from it), ``nih-subset:ROOT``
-      (``train`` / ``validation`` (the CSV's ``valid``) / ``test``) — the sets in ``../shared/data``;
-    * ``chexpert:ROOT``: ``train`` and, as ``test``, the official ``valid`` set (the usual protocol;
-      validation is carved from train); ``nih14:ROOT``: the official ``train_val`` / ``test`` lists;
-      ``covidx:ROOT``: the ``train*.txt`` / ``test*.txt`` split files in ROOT;
-    * a ``save_to_disk`` folder, or anything ``datasets.load_dataset`` accepts (local folder, Hub id).
-    """
-    import datasets
-
-    if spec == "phantom":
-        from genssl_hf.data.phantom import phantom_splits
-
-        names = ("train", "validation", "test")
-        return phantom_splits({n: int(k) for n, k in zip(names, phantom_sizes) if int(k) > 0},
-                              size=phantom_resolution, seed=seed)
-    scheme, _, root = spec.partition(":")
-    if root and f"{scheme}:" in DATASET_SCHEMES:
-        from pathlib import Path
-
-        from genssl_hf.data import adapters
-
-        if scheme == "kermany":
-            return datasets.DatasetDict({"train": adapters.load_kermany(root, "train")})
-        if scheme == "nih-subset":
-            dd = adapters.load_nih_subset(root, None)
-            return datasets.DatasetDict({("validation" if k == "valid" else k): v for k, v in dd.items()})
-        if scheme == "chexpert":
-            return datasets.DatasetDict({"train": adapters.load_chexpert(root, "train"),
-                                         "test": adapters.load_chexpert(root, "valid")})
-        if scheme == "nih14":
-            return datasets.DatasetDict({"train": adapters.load_nih_cxr14(root, "train_val"),
-                                         "test": adapters.load_nih_cxr14(root, "test")})
-        if scheme == "covidx":
-            out = {}
-            for split in ("train", "test"):
-                files = sorted(Path(root).glob(f"{split}*.txt"))
-                if not files:
-                    raise FileNotFoundError(f"covidx:{root}: no {split}*.txt split file in {root}")
-                out[split] = adapters.load_covidx(root, files[0])
-            return datasets.DatasetDict(out)
-    from pathlib import Path
-
-    path = Path(spec)
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        dd = datasets.load_from_disk(str(path))
-    else:
-        dd = datasets.load_dataset(spec, config)
-    if isinstance(dd, datasets.Dataset):
-        dd = datasets.DatasetDict({"train": dd})
-    return dd
+# The one registry of dataset names lives in the data layer; the name stays for existing callers.
+load_dataset_spec = open_labelled_dataset
