@@ -13,7 +13,8 @@ One concept per module:
 ``layout``                folder names, the shard-size rule, :class:`ShardLayout`
 ``rows``                  the schema and the row sources (prompt, labels, metadata of index ``i``)
 ``shards``                atomic chunk / shard writing and the processes' file-based sync
-``writer``                :func:`generate_dataset` and :class:`GenerationOptions`, as small steps
+``job``                   :class:`GenerationOptions` checked into one run's plan; :class:`GenerationResult`
+``writer``                :func:`generate_dataset` as small steps: folder set-up, shards, verification
 ``verify``                :func:`verify_dataset`
 ``card``                  the dataset card and the Hub upload
 ``cli``                   ``scripts/generate_dataset.py`` / ``python -m genssl_hf.generation.materialize``
@@ -48,7 +49,7 @@ Report-conditioned generation
     ``keep_prompt_text=True``; the card records the corpus's content hash, not its text.
 """
 
-from genssl_hf.utils import read_json
+from genssl_hf.utils import read_json  # noqa: F401 - kept importable from here (tests read configs with it)
 
 from .card import push_dataset_to_hub, write_dataset_card
 from .cli import build_parser, dist_is_main, main
@@ -75,10 +76,12 @@ from .layout import (
     parse_shard_size,
     shard_images_for,
 )
-from .plan import PromptCollection, PromptSpec, ReportCorpus, _prompt_from, load_prompts, load_report_corpus, report_hash
+from .plan import _prompt_from  # noqa: F401 - the prompt reader, for tests
+from .plan import PromptCollection, PromptSpec, ReportCorpus, load_prompts, load_report_corpus, report_hash
 from .rows import generated_features
 from .verify import VerificationReport, verify_dataset
-from .writer import GenerationOptions, GenerationResult, generate_dataset
+from .job import GenerationOptions, GenerationResult
+from .writer import generate_dataset
 
 __all__ = [
     "ImageGenerator",
@@ -106,5 +109,15 @@ __all__ = [
     "write_dataset_card",
     "push_dataset_to_hub",
     "build_parser",
+    "dist_is_main",
     "main",
+    "CONFIG_NAME",
+    "DATA_DIR",
+    "DEFAULT_ROWS_PER_CHECKPOINT",
+    "DEFAULT_SHARD_SIZE",
+    "FORMAT_VERSION",
+    "INCOMPLETE_DIR",
+    "MAX_FILES_PER_FOLDER",
+    "SPLIT",
+    "VERIFICATION_NAME",
 ]
