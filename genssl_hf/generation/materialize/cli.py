@@ -16,6 +16,7 @@ from genssl_hf.validation import checked_parser
 from .generators import check_generator_spec
 from .layout import DEFAULT_ROWS_PER_CHECKPOINT, DEFAULT_SHARD_SIZE
 from .shards import _Dist, _dist_from
+from .job import GenerationOptions
 from .writer import generate_dataset
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,9 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Validate before starting processes' collective state (cheap; generate_dataset re-checks).
     check_generator_spec(args.pipeline)
     state = _launch_state()
-    result = generate_dataset(
-        args.out,
-        args.pipeline,
+    options = GenerationOptions(
         prompts=args.prompts,
         reports=args.reports,
         report_column=args.report_column,
@@ -118,11 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         push_to_hub=args.push_to_hub,
         private=not args.public,
         overwrite=args.overwrite,
-        state=state,
         progress=not args.no_progress,
         command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         max_images_this_run=args.max_images_this_run,
     )
+    result = generate_dataset(args.out, args.pipeline, options, state=state)
     if dist_is_main(state):
         msg = {
             "out": str(result.out_dir),
