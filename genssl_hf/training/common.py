@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -47,6 +46,18 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from genssl_hf.training.args import (  # noqa: F401  (the shared options, re-exported for the loops)
+    add_common_args,
+    args_to_dict,
+    check_hub_args,
+    check_output_dir,
+    check_publish_available,
+)
+from genssl_hf.training.optim import (  # noqa: F401  (re-exported: one import for the loops)
+    build_optimizer,
+    cosine_schedule_with_warmup,
+    param_groups,
+)
 from genssl_hf.utils import read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -81,28 +92,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- args
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options every training script shares (output, seed, precision, accumulation,
-    checkpointing, resume, trackers, Hub). Script-specific options are added by the script."""
-    g = parser.add_argument_group("run (shared)")
-    g.add_argument("--output_dir", required=True, help="folder for checkpoints, the run config and the final model")
-    g.add_argument("--seed", type=int, default=0, help="seed of every randomness in the run")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="bf16",
-                   help="autocast precision (bf16 uses AMX matmuls on recent CPUs)")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                   help="micro batches per optimiser step (effective batch = batch * accumulation * processes)")
-    g.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimiser steps (0: never)")
-    g.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep at most this many checkpoints")
-    g.add_argument("--resume_from_checkpoint", default=None,
-                   help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder")
-    g.add_argument("--report_to", default="none", help="trackers: none, tensorboard, wandb, all (comma separated)")
-    g.add_argument("--logging_steps", type=int, default=10, help="log loss / lr every N optimiser steps")
-    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming")
-    g.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub (private)")
-    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub")
-    return parser
-
-
 def make_accelerator(args: argparse.Namespace | None = None, **overrides: Any):
     """An ``Accelerator`` from the shared args (precision, accumulation, trackers, project dir).
 
@@ -194,86 +183,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
             return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-# ---------------------------------------------------------------------------- optimiser / schedule
-_NO_DECAY_NAME = re.compile(r"(^|\.)(bias|cls_token|mask_token|position_embeddings|pos_embed)$")
-
-
-def param_groups(
-    model: torch.nn.Module,
-    weight_decay: float,
-    *,
-    lr: float | None = None,
-    lr_scale: Callable[[str], float] | None = None,
-    skip_names: Iterable[str] = (),
-) -> list[dict[str, Any]]:
-    """Parameter groups with no weight decay on biases, norm weights (any 1-d tensor), tokens and
-    position embeddings (the MAE / BEiT convention).
-
-    ``lr_scale(name) -> float`` optionally gives each parameter an lr multiplier (layer-wise decay);
-    parameters with the same (decay, scale) share a group, and each group carries ``lr_scale`` so a
-    scheduler can honour it. Frozen parameters (``requires_grad=False``) are left out.
-    """
-    skip = set(skip_names)
-    groups: dict[tuple[bool, float], dict[str, Any]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad or name in skip:
-            continue
-        no_decay = p.ndim <= 1 or bool(_NO_DECAY_NAME.search(name))
-        scale = float(lr_scale(name)) if lr_scale is not None else 1.0
-        key = (no_decay, scale)
-        if key not in groups:
-            g: dict[str, Any] = {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
-            if lr is not None:
-                g["lr"] = lr * scale
-            groups[key] = g
-        groups[key]["params"].append(p)
-        groups[key]["param_names"].append(name)
-    if not groups:
-        raise ValueError("the model has no trainable parameters")
-    return list(groups.values())
-
-
-def build_optimizer(
-    model: torch.nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float] = (0.9, 0.95),
-    lr_scale: Callable[[str], float] | None = None,
-) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`, with the fastest implementation available here
-    (``fused`` on CPU/CUDA for torch >= 2.4; falls back to ``foreach``)."""
-    groups = param_groups(model, weight_decay, lr=lr, lr_scale=lr_scale)
-    for g in groups:
-        g.pop("param_names", None)  # AdamW keeps unknown keys, but names bloat the saved state
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
-
-
-def cosine_schedule_with_warmup(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up for ``warmup_steps`` then half-cycle cosine to ``min_lr_ratio`` at ``total_steps``,
-    stepped once per optimiser step. Multiplies each group's initial lr (so layer-wise scales survive).
-
-    Do not pass it to ``accelerator.prepare`` (that steps it once per process); register it with
-    ``accelerator.register_for_checkpointing`` and call ``step()`` after each optimiser step.
-    """
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be > 0, got {total_steps}")
-    warmup_steps = max(0, min(int(warmup_steps), int(total_steps)))
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        t = min(1.0, t)
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -487,11 +396,6 @@ def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[st
     return path
 
 
-def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
-    """JSON-ready copy of an argparse namespace (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-
-
 def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a training entry point ``train(args, ...)``: when it fails before anything of value
     was saved (no ``*.safetensors`` under ``args.output_dir``: no checkpoint, no model) in a run that
@@ -518,32 +422,7 @@ def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, overwrite: bool) -> None:
-    """Refuse to train into a folder that already holds a run unless resuming or overwriting."""
-    out = Path(output_dir)
-    if out.is_dir() and any(out.iterdir()) and not resume_from and not overwrite:
-        raise FileExistsError(
-            f"--output_dir {out} is not empty; pass --resume_from_checkpoint latest to continue the run there, "
-            "or --overwrite_output_dir to start over"
-        )
-
-
 # ----------------------------------------------------------------------------------------- hub
-def check_hub_args(args: argparse.Namespace) -> None:
-    """``--push_to_hub`` needs ``--hub_model_id``: say so before any training starts."""
-    if getattr(args, "push_to_hub", False) and not getattr(args, "hub_model_id", None):
-        raise ValueError("--push_to_hub needs --hub_model_id (the repo to create, e.g. me/genssl-vit-s16)")
-
-
-def check_publish_available(args: argparse.Namespace, publish) -> None:
-    """``--push_to_hub`` is the scripts' job (training never imports ``hub``): a training module run
-    directly (``python -m genssl_hf.training...``) gets no publisher and says so before training."""
-    if getattr(args, "push_to_hub", False) and publish is None:
-        raise ValueError("--push_to_hub: publishing happens in the scripts (scripts/pretrain_mae.py, "
-                         "scripts/finetune.py, ...) or with scripts/publish.py after training; "
-                         "python -m genssl_hf.training... only trains")
-
-
 def is_main_process_env() -> bool:
     """Rank 0 of an ``accelerate launch`` run (or a plain run), read after the Accelerator has ended."""
     return int(os.environ.get("RANK", "0")) == 0

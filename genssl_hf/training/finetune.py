@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,12 +43,10 @@ from genssl_hf.validation import check_weight_files, checked_parser
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
-from genssl_hf.training.classifier import VIT_PRESETS, GenSSLViTForImageClassification, build_classifier, encoder_config
+from genssl_hf.training.classifier import VIT_PRESETS, build_classifier, encoder_config
 from genssl_hf.training.common import param_groups
 from genssl_hf.training.common import (
     EpochShuffleSampler,
-    LossGuard,
-    TrainProgress,
     add_common_args,
     args_to_dict,
     check_hub_args,
@@ -57,10 +54,7 @@ from genssl_hf.training.common import (
     check_output_dir,
     cosine_schedule_with_warmup,
     make_accelerator,
-    maybe_resume,
     no_trace_on_early_failure,
-    resumable_batches,
-    seed_step,
     write_run_config,
     init_trackers,
     is_main_process_env,
@@ -69,14 +63,20 @@ from genssl_hf.training.finetune_data import (
     Collator,
     FinetuneAugment,
     InputNormalizer,
-    load_dataset_spec,
-    split_train_validation,
+    load_splits,
     stratified_subset,
     targets_of,
 )
+from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.finetune_task import (
+    FinetuneTask,
+    best_thresholds,
+    predict_dataset,
+    save_model_folder,
+)
 from genssl_hf.training.lr_decay import param_groups_lrd
-from genssl_hf.training.thresholds import THRESHOLD_RULES, choose_thresholds, save_thresholds, threshold_vector
-from genssl_hf.utils import atomic_dir, sha256_strings, write_json
+from genssl_hf.training.thresholds import THRESHOLD_RULES, choose_thresholds
+from genssl_hf.utils import sha256_strings, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,6 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 # layer decay, no weight decay, crop + flip only.
 LINEAR_PROBE_OVERRIDES = dict(drop_path=0.0, layer_decay=1.0, weight_decay=0.0, randaug_n=0, rotation=0.0, blr=1e-3)
 
-MODEL_CARD_TEMPLATE = "classifier"
 
 
 # ------------------------------------------------------------------------------------------ args
@@ -244,69 +243,6 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------ data
-def load_splits(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"train", "validation", "test"?}`` datasets in the canonical schema; the validation split is
-    carved (stratified, seeded) from train when the dataset has none. Raises before any training
-    when a split or column is missing."""
-    dd = load_dataset_spec(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
-                           phantom_resolution=args.phantom_resolution, seed=args.seed)
-    train_name, val_name = args.train_split, args.validation_split
-    test_name = None if args.test_split in (None, "none") else args.test_split
-    if train_name not in dd:
-        raise KeyError(f"dataset {args.dataset!r} has no split {train_name!r} (splits: {list(dd)})")
-    if test_name is not None and test_name not in dd:
-        logger.warning("dataset %s has no test split %r; skipping the test evaluation", args.dataset, test_name)
-        test_name = None
-    if val_name == test_name:
-        raise ValueError("the validation split must not be the test split: model selection never uses test data")
-    out: dict[str, Any] = {"train": dd[train_name]}
-    features = out["train"].features
-    if args.image_column not in features:
-        raise KeyError(f"training split has no image column {args.image_column!r} (columns: {list(features)})")
-    if "labels" not in features and "label" not in features:
-        raise KeyError(f"training split has neither 'labels' (multi-label) nor 'label' (multi-class): {list(features)}")
-    if len(out["train"]) == 0:
-        raise ValueError(f"training split {train_name!r} of {args.dataset!r} is empty")
-    if val_name in dd:
-        out["validation"] = dd[val_name]
-        out["validation_source"] = f"split {val_name!r}"
-    else:
-        targets, _, _ = targets_of(out["train"])
-        tr, va = split_train_validation(targets, args.val_fraction, args.seed)
-        out["validation"] = out["train"].select(va)
-        out["train"] = out["train"].select(tr)
-        out["validation_source"] = f"{args.val_fraction:.0%} of {train_name!r}, stratified, seed {args.seed}"
-        out["validation_indices"] = va.tolist()
-    if args.test_dataset:
-        out["test"] = _external_test_split(args, out["train"])
-    elif test_name is not None:
-        out["test"] = dd[test_name]
-    for name in ("validation", "test") if not args.test_dataset else ("validation",):
-        if name in out and out[name].features.keys() != features.keys():
-            missing = set(features) ^ set(out[name].features)
-            raise ValueError(f"{name} split's columns differ from train's: {sorted(missing)}")
-    return out
-
-
-def _external_test_split(args: argparse.Namespace, train_ds):
-    """``--test_dataset``'s test split, with its classes checked against (and ordered as) training's."""
-    _, names, multi_label = targets_of(train_ds)
-    dd = load_dataset_spec(args.test_dataset, label_names=names, seed=args.seed,
-                           phantom_resolution=args.phantom_resolution)
-    split = args.test_split if args.test_split not in (None, "none") else "test"
-    if split not in dd:
-        if len(dd) != 1:
-            raise KeyError(f"--test_dataset {args.test_dataset!r} has no split {split!r} (splits: {list(dd)})")
-        split = next(iter(dd))
-    test = dd[split]
-    if args.image_column not in test.features:
-        raise KeyError(f"--test_dataset {args.test_dataset!r} has no image column {args.image_column!r}")
-    _, test_names, test_multi = targets_of(test)
-    if test_names != names or test_multi != multi_label:
-        raise ValueError(f"--test_dataset {args.test_dataset!r} has classes {test_names}, training has {names}")
-    return test
-
-
 def _image_processor_of(folder: Path | None):
     """The ``AdaINImageProcessor`` (or any processor with mean / std) saved with a checkpoint."""
     if folder is None or not (folder / "preprocessor_config.json").is_file():
@@ -315,59 +251,6 @@ def _image_processor_of(folder: Path | None):
     from transformers import AutoImageProcessor
 
     return AutoImageProcessor.from_pretrained(folder)
-
-
-# ------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
-def predict_dataset(model, loader, normalizer: InputNormalizer, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and targets over a loader of :class:`Collator` batches (gathered across processes)."""
-    was_training = model.training
-    model.eval()
-    base = accelerator.unwrap_model(model) if accelerator is not None else model
-    probs, targets = [], []
-    for batch in loader:
-        x = normalizer(normalizer.resize(batch["pixels"].float().div(255.0)))
-        device = accelerator.device if accelerator is not None else next(base.parameters()).device
-        logits = model(pixel_values=x.to(device)).logits.float()
-        p = torch.sigmoid(logits) if base.config.problem_type == "multi_label_classification" else torch.softmax(logits, -1)
-        y = batch["labels"].to(device)
-        if accelerator is not None:
-            p, y = accelerator.gather_for_metrics((p, y))
-        probs.append(p.cpu())
-        targets.append(y.cpu())
-    model.train(was_training)
-    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
-
-
-def _selection_value(metrics: dict[str, Any], name: str) -> float:
-    value = metrics.get(name)
-    if value is None:
-        raise ValueError(f"selection metric {name!r} is undefined on the validation split "
-                         f"(undefined AUCs: {metrics.get('undefined_auc')})")
-    return -float(value) if name == "loss" else float(value)
-
-
-# -------------------------------------------------------------------------------------- saving
-def _save_model_folder(target: Path, model: GenSSLViTForImageClassification, processor, card_vars: dict[str, Any],
-                       metrics: dict[str, Any], thresholds: dict[str, Any] | None = None) -> None:
-    from genssl_hf.core.cards import render_model_card
-
-    with atomic_dir(target, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        write_json(tmp / "eval_results.json", metrics)
-        if thresholds is not None:  # the validation-chosen operating point travels with the model
-            save_thresholds(tmp, thresholds)
-        card_data = {
-            "license": "apache-2.0",
-            "library_name": "transformers",
-            "pipeline_tag": "image-classification",
-            "tags": ["genssl_hf", "chest-x-ray", "vit", "image-classification", "medical-imaging"],
-        }
-        if card_vars.get("base_model_id"):
-            card_data["base_model"] = card_vars["base_model_id"]
-        card = render_model_card(MODEL_CARD_TEMPLATE, card_data, metrics=metrics, **card_vars)
-        card.save(str(tmp / "README.md"))
 
 
 # ---------------------------------------------------------------------------------------- loop
@@ -380,18 +263,10 @@ def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int)
     return 1.0 if not min_steps or planned >= min_steps else float(min_steps) / planned
 
 
-@no_trace_on_early_failure
-def finetune(args: argparse.Namespace) -> dict[str, Any]:
-    """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
-    final metrics dict (also written to ``<output_dir>/metrics.json``)."""
-    from genssl_hf.core.classification_metrics import classification_metrics
-
-    args = resolve_args(args)
-    out_dir = Path(args.output_dir)
-    check_hub_args(args)
-    check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    check_weight_files(args.init, "--init")
-    splits = load_splits(args)  # all data errors surface here, before any compute
+def _labelled_training_data(args: argparse.Namespace) -> dict[str, Any]:
+    """The splits, the training rows kept by ``--label_fraction`` / ``--max_train_samples`` and the task
+    (label names, multi-label or not). Every data error surfaces here, before any compute."""
+    splits = load_splits(args)
     train_ds = splits["train"]
     targets, label_names, multi_label = targets_of(train_ds)
     fraction_idx = stratified_subset(targets, args.label_fraction, args.seed)
@@ -399,14 +274,21 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         # a stratified cap too (a CSV sorted by class must not yield a one-class subset)
         keep = stratified_subset(targets[fraction_idx], args.max_train_samples / len(fraction_idx), args.seed + 1)
         fraction_idx = fraction_idx[keep]
-    train_ds = train_ds.select(fraction_idx)
     if args.selection_metric == "auto":
         args.selection_metric = "mean_auc" if multi_label else "accuracy"
     if args.selection_metric not in ("mean_auc", "accuracy", "loss"):
         raise ValueError(f"--selection_metric must be mean_auc, accuracy or loss; got {args.selection_metric!r}")
+    return {"splits": splits, "train": train_ds.select(fraction_idx), "targets": targets, "label_names": label_names,
+            "multi_label": multi_label, "fraction_idx": fraction_idx}
 
-    # ----- model and input normalisation
+
+def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: bool) -> dict[str, Any]:
+    """The classifier (linear probe: only the head trains) and the input normaliser: the ``--init``
+    folder's AdaIN processor when it has one, so fine-tuning sees what pre-training saw."""
     _, init_folder = encoder_config(args.init)
+    # the head (or a random-init encoder): the same weights for the same --seed (torch's default
+    # generator is seeded randomly at start-up, so an unseeded init differs run to run)
+    torch.manual_seed(args.seed)
     model = build_classifier(
         args.init, label_names, multi_label=multi_label, pooling=args.pooling,
         drop_path_rate=args.drop_path if args.mode == "finetune" else 0.0,
@@ -414,7 +296,6 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.image_size is None:
         args.image_size = int(model.config.image_size)
-    cnn = is_cnn_init(args.init)
     if args.image_size % getattr(model.config, "patch_size", 1):
         raise ValueError(f"--image_size {args.image_size} is not divisible by the patch size {model.config.patch_size}")
     source_processor = _image_processor_of(init_folder)
@@ -422,18 +303,23 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         normalizer = InputNormalizer.from_processor(source_processor, args.image_size, model.config.num_channels)
     else:
         normalizer = InputNormalizer(image_size=args.image_size, num_channels=model.config.num_channels)
-    processor = normalizer.to_processor()
     if args.mode == "linear_probe":
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith("classifier.")
+    return {"model": model, "normalizer": normalizer, "processor": normalizer.to_processor(),
+            "cnn": is_cnn_init(args.init), "normalizer_source": str(init_folder / "preprocessor_config.json")
+            if source_processor is not None else "default"}
 
-    # ----- accelerate, batch arithmetic
+
+def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict[str, Any]):
+    """The Accelerator with the accumulation ``--total_batch_size`` asks for; (accelerator, per-process
+    batch, accumulation, total batch, lr)."""
     from accelerate.utils import set_seed
 
     # the launcher's WORLD_SIZE (creating accelerate's PartialState here, before the Accelerator,
     # would initialise it without the CPU/multi-process settings)
     nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    eff_batch = min(args.batch_size, max(1, len(train_ds) // nproc))
+    eff_batch = min(args.batch_size, max(1, num_train // nproc))
     accumulation = int(args.gradient_accumulation_steps)
     if args.total_batch_size:
         if args.total_batch_size % (eff_batch * nproc):
@@ -441,22 +327,17 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                              f"({eff_batch} x {nproc})")
         accumulation = max(1, args.total_batch_size // (eff_batch * nproc))
     accelerator = make_accelerator(args, gradient_accumulation_steps=accumulation)
-    if not cnn:  # ResNets have no attention kernel to choose
-        model.set_attn_implementation(
+    if not built["cnn"]:  # ResNets have no attention kernel to choose
+        built["model"].set_attn_implementation(
             resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
     set_seed(args.seed)
     total_batch = eff_batch * accelerator.num_processes * accumulation
     lr = args.lr if args.lr is not None else args.blr * total_batch / 256.0
+    return accelerator, eff_batch, accumulation, total_batch, lr
 
-    # images are decoded at --load_size (default: the input size); the random resized crop then
-    # picks its region from that and resizes it to the input size
-    collate = Collator(args.load_size or args.image_size, multi_label, len(label_names), args.image_column)
-    sampler = EpochShuffleSampler(len(train_ds), seed=args.seed)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=eff_batch, sampler=sampler, collate_fn=collate,
-                                               drop_last=True, num_workers=args.num_workers)
-    eval_collate = Collator(args.image_size, multi_label, len(label_names), args.image_column)
-    val_loader = torch.utils.data.DataLoader(splits["validation"], batch_size=args.eval_batch_size, shuffle=False,
-                                             collate_fn=eval_collate, num_workers=args.num_workers)
+
+def _optimizer(model, args: argparse.Namespace, lr: float, cnn: bool) -> torch.optim.AdamW:
+    """AdamW with layer-wise lr decay (ViT) or one lr (ResNet), no decay on biases / norms."""
     if cnn and args.layer_decay != 1.0:
         raise ValueError(f"--layer_decay {args.layer_decay} needs a ViT; a ResNet trains all stages at one lr (use 1.0)")
     groups = (param_groups(model, args.weight_decay, lr=lr) if cnn
@@ -464,161 +345,120 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     for g in groups:
         g.pop("param_names", None)
         g.pop("layer_ids", None)
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    steps_per_epoch = max(1, len(train_loader) // accumulation)
-    schedule_scale = few_shot_schedule_scale(args.epochs, steps_per_epoch, args.min_steps)
-    total_steps = max(1, int(math.ceil(args.epochs * schedule_scale * steps_per_epoch)))
-    warmup_steps = int(round(args.warmup_epochs * schedule_scale * steps_per_epoch))
-    eval_every = max(1, int(round(args.eval_every_epochs * schedule_scale * steps_per_epoch)))
-    scheduler = cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps, args.min_lr_ratio)
-    accelerator.register_for_checkpointing(scheduler)
-    state = maybe_resume(accelerator, args.resume_from_checkpoint, out_dir)
-    augment = FinetuneAugment(args.image_size, crop_scale=args.crop_scale, hflip=args.hflip, rotation=args.rotation,
-                              randaug_n=args.randaug_n, randaug_m=args.randaug_m)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
 
-    # ----- provenance
-    fraction_record = {
+
+def _schedule(args: argparse.Namespace, batches_per_epoch: int, accumulation: int) -> dict[str, Any]:
+    steps_per_epoch = max(1, batches_per_epoch // accumulation)
+    scale = few_shot_schedule_scale(args.epochs, steps_per_epoch, args.min_steps)
+    return {"steps_per_epoch": steps_per_epoch, "schedule_scale": scale,
+            "total_steps": max(1, int(math.ceil(args.epochs * scale * steps_per_epoch))),
+            "warmup_steps": int(round(args.warmup_epochs * scale * steps_per_epoch)),
+            "eval_every_steps": max(1, int(round(args.eval_every_epochs * scale * steps_per_epoch)))}
+
+
+def _fraction_record(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+    """``label_fraction.json``: which training rows were used, how they were chosen, and their hash."""
+    splits, fraction_idx = data["splits"], data["fraction_idx"]
+    record = {
         "label_fraction": args.label_fraction,
         "seed": args.seed,
         "method": "stratified by class (multi-class) / label combination (multi-label), largest remainder, seeded",
         "num_selected": int(len(fraction_idx)),
-        "num_available": int(len(targets)),
+        "num_available": int(len(data["targets"])),
         "indices_sha256": sha256_strings(str(i) for i in fraction_idx.tolist()),
         "indices": fraction_idx.tolist(),
         "validation": splits["validation_source"],
     }
     if "validation_indices" in splits:
-        fraction_record["validation_indices_in_original_train"] = splits["validation_indices"]
-    config = args_to_dict(args) | {
-        "resolved": {
-            "lr": lr, "total_batch_size": total_batch, "per_process_batch": eff_batch,
-            "gradient_accumulation_steps": accumulation, "steps_per_epoch": steps_per_epoch,
-            "total_steps": total_steps, "warmup_steps": warmup_steps, "label_names": label_names,
-            "schedule_scale": schedule_scale, "epochs": args.epochs * schedule_scale, "eval_every_steps": eval_every,
-            "task": "multi_label" if multi_label else "multi_class", "num_train": len(train_ds),
-            "num_validation": len(splits["validation"]), "num_test": len(splits["test"]) if "test" in splits else 0,
-            "augment": augment.settings, "normalizer": dataclasses.asdict(normalizer),
-            "normalizer_source": str(init_folder / "preprocessor_config.json") if source_processor is not None else "default",
-            "validation_source": splits["validation_source"],
-            "attn_implementation": None if cnn else model.config._attn_implementation,
-        }
+        record["validation_indices_in_original_train"] = splits["validation_indices"]
+    return record
+
+
+def _card_vars(args: argparse.Namespace, data: dict[str, Any], built: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        init=str(args.init), mode=args.mode, pooling=args.pooling,
+        task="multi-label" if data["multi_label"] else "multi-class", label_names=data["label_names"],
+        dataset=str(args.dataset), label_fraction=args.label_fraction, num_train=len(data["train"]),
+        validation_source=data["splits"]["validation_source"], image_size=args.image_size,
+        epochs=resolved["epochs"], lr=resolved["lr"], total_batch=resolved["total_batch_size"], drop_path=args.drop_path,
+        layer_decay=args.layer_decay, normalizer=dataclasses.asdict(built["normalizer"]),
+        selection_metric=args.selection_metric, seed=args.seed, base_model_id=None,
+    )
+
+
+def _loaders(args: argparse.Namespace, data: dict[str, Any], eff_batch: int):
+    """Training loader (seeded per-epoch permutation; images decoded at --load_size, default the input
+    size, for the random resized crop), validation loader, and the evaluation collator."""
+    multi_label, n_labels = data["multi_label"], len(data["label_names"])
+    collate = Collator(args.load_size or args.image_size, multi_label, n_labels, args.image_column)
+    train_loader = torch.utils.data.DataLoader(data["train"], batch_size=eff_batch, collate_fn=collate, drop_last=True,
+                                               sampler=EpochShuffleSampler(len(data["train"]), seed=args.seed),
+                                               num_workers=args.num_workers)
+    eval_collate = Collator(args.image_size, multi_label, n_labels, args.image_column)
+    val_loader = torch.utils.data.DataLoader(data["splits"]["validation"], batch_size=args.eval_batch_size,
+                                             shuffle=False, collate_fn=eval_collate, num_workers=args.num_workers)
+    return train_loader, val_loader, eval_collate
+
+
+@no_trace_on_early_failure
+def finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
+    final metrics dict (also written to ``<output_dir>/metrics.json``)."""
+    args = resolve_args(args)
+    out_dir = Path(args.output_dir)
+    check_hub_args(args)
+    check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    check_weight_files(args.init, "--init")
+    data = _labelled_training_data(args)
+    train_ds, splits, label_names, multi_label = data["train"], data["splits"], data["label_names"], data["multi_label"]
+    built = _build_model(args, label_names, multi_label)
+    accelerator, eff_batch, accumulation, total_batch, lr = _accelerator_and_batch(args, len(train_ds), built)
+    train_loader, val_loader, eval_collate = _loaders(args, data, eff_batch)
+    optimizer = _optimizer(built["model"], args, lr, built["cnn"])
+    train_loader, val_loader = accelerator.prepare(train_loader, val_loader)
+    schedule = _schedule(args, len(train_loader), accumulation)
+    total_steps, every = schedule["total_steps"], args.checkpointing_steps
+    scheduler = cosine_schedule_with_warmup(optimizer, schedule["warmup_steps"], total_steps, args.min_lr_ratio)
+    engine = Engine(accelerator, EngineConfig(
+        output_dir=out_dir, total_steps=total_steps, images_per_micro_batch=eff_batch, seed=args.seed,
+        logging_steps=args.logging_steps, checkpointing_steps=every, checkpoints_total_limit=args.checkpoints_total_limit,
+        checkpoint_at_end=bool(every) and total_steps % every == 0, eval_steps=schedule["eval_every_steps"],
+        desc=args.mode, history_key="train_log", progress_keys=("train/loss", "train/lr", "val/loss")))
+    model, optimizer = engine.prepare(built["model"], optimizer, scheduler)
+    state = engine.resume(args.resume_from_checkpoint)
+    augment = FinetuneAugment(args.image_size, crop_scale=args.crop_scale, hflip=args.hflip, rotation=args.rotation,
+                              randaug_n=args.randaug_n, randaug_m=args.randaug_m)
+    resolved = {
+        "lr": lr, "total_batch_size": total_batch, "per_process_batch": eff_batch,
+        "gradient_accumulation_steps": accumulation, **schedule, "label_names": label_names,
+        "epochs": args.epochs * schedule["schedule_scale"],
+        "task": "multi_label" if multi_label else "multi_class", "num_train": len(train_ds),
+        "num_validation": len(splits["validation"]), "num_test": len(splits["test"]) if "test" in splits else 0,
+        "augment": augment.settings, "normalizer": dataclasses.asdict(built["normalizer"]),
+        "normalizer_source": built["normalizer_source"], "validation_source": splits["validation_source"],
+        "attn_implementation": None if built["cnn"] else built["model"].config._attn_implementation,
     }
+    config = args_to_dict(args) | {"resolved": resolved}
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "label_fraction.json", fraction_record)
+        write_json(out_dir / "label_fraction.json", _fraction_record(args, data))
     write_run_config(accelerator, out_dir, config)
     init_trackers(accelerator, "genssl_hf-finetune", config)
 
-    unwrapped = accelerator.unwrap_model(model)
-    card_vars = dict(
-        init=str(args.init), mode=args.mode, pooling=args.pooling, task="multi-label" if multi_label else "multi-class",
-        label_names=label_names, dataset=str(args.dataset), label_fraction=args.label_fraction,
-        num_train=len(train_ds), validation_source=splits["validation_source"], image_size=args.image_size,
-        epochs=args.epochs * schedule_scale, lr=lr, total_batch=total_batch, drop_path=args.drop_path, layer_decay=args.layer_decay,
-        normalizer=dataclasses.asdict(normalizer), selection_metric=args.selection_metric, seed=args.seed,
-        base_model_id=None,
-    )
-
-    # ----- train
-    guard = LossGuard(accelerator, out_dir)
-    bar = TrainProgress(accelerator, total_steps, state, total_batch, desc=args.mode)
-    history: list[dict[str, Any]] = list(state.extra.get("history", []))
-    best = state.extra.get("best")
-    model.train()
-    encoder = unwrapped.resnet if cnn else unwrapped.vit
-    if args.mode == "linear_probe":
-        encoder.eval()  # frozen: no dropout, and BN keeps its pre-trained statistics
-
-    def evaluate_and_select() -> None:
-        nonlocal best
-        probs, y = predict_dataset(model, val_loader, normalizer, accelerator)
-        if args.mode == "linear_probe":
-            encoder.eval()
-        m = classification_metrics(y, probs, label_names=label_names)
-        logits_loss = _val_loss(probs, y, multi_label)
-        entry = {"step": state.global_step, "epoch": state.global_step / steps_per_epoch, "loss": logits_loss,
-                 "mean_auc": m["mean_auc"], "accuracy": m["accuracy"], "undefined_auc": m["undefined_auc"],
-                 "train_loss": state.last_loss}
-        history.append(entry)
-        m["loss"] = logits_loss
-        value = _selection_value(m, args.selection_metric)
-        if best is None or value > best["value"]:
-            thresholds = choose_thresholds(y, probs, label_names, rule=args.threshold_rule,
-                                           target_sensitivity=args.target_sensitivity) | {"selected_at_step": state.global_step}
-            best = {"value": value, "step": state.global_step, "epoch": entry["epoch"], "metrics": m,
-                    "thresholds": thresholds}
-            if accelerator.is_main_process:
-                _save_model_folder(out_dir / "best", unwrapped, processor, card_vars | {"stage": "best"},
-                                   {"validation": m, "selected_at_step": state.global_step}, thresholds)
-        accelerator.wait_for_everyone()
-        accelerator.log({f"val/{k}": v for k, v in entry.items() if isinstance(v, (int, float))}, step=state.global_step)
-        state.extra["history"] = history
-        state.extra["best"] = best
-
-    t0 = time.perf_counter()
-    if state.global_step < total_steps:
-        for batch in resumable_batches(accelerator, train_loader, state):
-            seed_step(args.seed, state, accelerator)
-            with accelerator.accumulate(model):
-                x = augment(batch["pixels"].float().div(255.0))
-                x = normalizer(x)
-                loss = model(pixel_values=x, labels=batch["labels"]).loss
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            guard.add(loss)
-            if accelerator.sync_gradients:
-                scheduler.step()
-                state.global_step += 1
-                state.images_seen += total_batch
-                if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
-                    value = guard.check(state)
-                    bar.update(1, loss=value, lr=scheduler.get_last_lr()[-1])
-                    accelerator.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[-1]}, step=state.global_step)
-                else:
-                    bar.update(1)
-                if state.global_step % eval_every == 0 or state.global_step == total_steps:
-                    guard.check(state)
-                    evaluate_and_select()
-                if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
-                    guard.checkpoint(state, args.checkpoints_total_limit)
-                if state.global_step >= total_steps:
-                    break
-    bar.close()
-    train_seconds = time.perf_counter() - t0
-    if best is None:
-        evaluate_and_select()
-
-    # ----- final model, test evaluation with the selected (best) model
-    result: dict[str, Any] = {
-        "task": "multi_label" if multi_label else "multi_class",
-        "label_names": label_names,
-        "selection_metric": args.selection_metric,
-        "best": {"step": best["step"], "epoch": best["epoch"], "validation": best["metrics"]},
-        "thresholds": best.get("thresholds"),
-        "history": history,
-        "train_seconds": train_seconds,
-        "images_per_second": bar.images_per_second,
-    }
-    final_val = history[-1]
-    if accelerator.is_main_process:
-        _save_model_folder(out_dir / "final", unwrapped, processor, card_vars | {"stage": "final"},
-                           {"validation_last": final_val})
-    accelerator.wait_for_everyone()
-    if "test" in splits:
-        best_model = type(unwrapped).from_pretrained(out_dir / "best").to(accelerator.device)
-        test_loader = accelerator.prepare(torch.utils.data.DataLoader(
-            splits["test"], batch_size=args.eval_batch_size, shuffle=False, collate_fn=eval_collate,
-            num_workers=args.num_workers))
-        probs, y = predict_dataset(best_model, test_loader, normalizer, accelerator)
-        result["test"] = classification_metrics(y, probs, label_names=label_names, n_bootstrap=args.n_bootstrap,
-                                                seed=args.seed, threshold=_best_thresholds(best, label_names))
-        if accelerator.is_main_process:
-            np.savez_compressed(out_dir / "test_predictions.npz", probs=probs, targets=y)
-            _save_model_folder(out_dir / "best", best_model, processor, card_vars | {"stage": "best"},
-                               {"validation": best["metrics"], "test": result["test"],
-                                "selected_at_step": best["step"]}, best.get("thresholds"))
+    task = FinetuneTask(
+        model=model, unwrapped=accelerator.unwrap_model(model), augment=augment, normalizer=built["normalizer"],
+        val_loader=val_loader, accelerator=accelerator, label_names=label_names, multi_label=multi_label,
+        steps_per_epoch=schedule["steps_per_epoch"], linear_probe=args.mode == "linear_probe",
+        selection_metric=args.selection_metric, threshold_rule=args.threshold_rule,
+        target_sensitivity=args.target_sensitivity, out_dir=out_dir, processor=built["processor"],
+        card_vars=_card_vars(args, data, built, resolved), choose_thresholds=choose_thresholds)
+    run = engine.run(task, model, optimizer, scheduler, train_loader, state)
+    if state.extra.get("best") is None:  # a resumed run that had already finished its steps
+        accelerator.log(task.periodic(None, state), step=state.global_step)
+    result = _final_and_test(args, task, state, data, eval_collate)
+    result["train_seconds"] = run.summary["train_seconds"]
+    result["images_per_second"] = run.summary["images_per_second"]
     if accelerator.is_main_process:
         write_json(out_dir / "metrics.json", result)
     accelerator.wait_for_everyone()
@@ -626,21 +466,39 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _best_thresholds(best: dict[str, Any], label_names: list[str]) -> np.ndarray | float:
-    """The selected model's validation-chosen thresholds (0.5 for a run resumed from a checkpoint
-    written before thresholds were recorded)."""
-    if not best.get("thresholds"):
-        logger.warning("the selected model has no validation thresholds (old checkpoint); test metrics use 0.5")
-        return 0.5
-    return threshold_vector(best["thresholds"], label_names)
+def _final_and_test(args: argparse.Namespace, task: FinetuneTask, state, data: dict[str, Any], eval_collate) -> dict[str, Any]:
+    """Save ``final/``; evaluate the selected (best) model once on the test split with its validation
+    thresholds and re-save ``best/`` with the test metrics. Returns the metrics dict."""
+    from genssl_hf.core.classification_metrics import classification_metrics
 
-
-def _val_loss(probs: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
-    eps = 1e-7
-    p = np.clip(probs.astype(np.float64), eps, 1 - eps)
-    if multi_label:
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(y)), y.astype(np.int64)]).mean())
+    accelerator, out_dir, label_names = task.accelerator, task.out_dir, data["label_names"]
+    best, history = state.extra["best"], state.extra["history"]
+    result: dict[str, Any] = {
+        "task": "multi_label" if data["multi_label"] else "multi_class",
+        "label_names": label_names,
+        "selection_metric": args.selection_metric,
+        "best": {"step": best["step"], "epoch": best["epoch"], "validation": best["metrics"]},
+        "thresholds": best.get("thresholds"),
+        "history": history,
+    }
+    if accelerator.is_main_process:
+        save_model_folder(out_dir / "final", task.unwrapped, task.processor, task.card_vars | {"stage": "final"},
+                          {"validation_last": history[-1]})
+    accelerator.wait_for_everyone()
+    if "test" in data["splits"]:
+        best_model = type(task.unwrapped).from_pretrained(out_dir / "best").to(accelerator.device)
+        test_loader = accelerator.prepare(torch.utils.data.DataLoader(
+            data["splits"]["test"], batch_size=args.eval_batch_size, shuffle=False, collate_fn=eval_collate,
+            num_workers=args.num_workers))
+        probs, y = predict_dataset(best_model, test_loader, task.normalizer, accelerator)
+        result["test"] = classification_metrics(y, probs, label_names=label_names, n_bootstrap=args.n_bootstrap,
+                                                seed=args.seed, threshold=best_thresholds(best, label_names))
+        if accelerator.is_main_process:
+            np.savez_compressed(out_dir / "test_predictions.npz", probs=probs, targets=y)
+            save_model_folder(out_dir / "best", best_model, task.processor, task.card_vars | {"stage": "best"},
+                              {"validation": best["metrics"], "test": result["test"], "selected_at_step": best["step"]},
+                              best.get("thresholds"))
+    return result
 
 
 def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:

@@ -7,6 +7,8 @@ recorded (the chosen indices are written to the run folder by the training loop)
 
 from __future__ import annotations
 
+import argparse
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -15,6 +17,9 @@ import torch
 
 from genssl_hf.data.registry import open_labelled_dataset
 from genssl_hf.data.schema import is_multi_label, label_names_of, to_multi_hot
+from genssl_hf.processing.collate import LabelledImageCollator
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "targets_of",
@@ -25,6 +30,7 @@ __all__ = [
     "InputNormalizer",
     "GRAYSCALE_RANDAUGMENT_POLICY",
     "load_dataset_spec",
+    "load_splits",
 ]
 
 
@@ -108,37 +114,8 @@ def split_train_validation(targets: np.ndarray, val_fraction: float, seed: int) 
     return train, val
 
 
-class Collator:
-    """Rows of the canonical schema -> ``{"pixels": uint8 (B, 1, S, S), "labels": targets}``.
-
-    Images are decoded, converted to grayscale and resized to ``load_size`` with Pillow (bilinear)
-    in the data-loader workers; augmentation runs batched on tensors afterwards.
-    """
-
-    def __init__(self, load_size: int, multi_label: bool, num_labels: int, image_column: str = "image"):
-        self.load_size = int(load_size)
-        self.multi_label = multi_label
-        self.num_labels = num_labels
-        self.image_column = image_column
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from PIL import Image
-
-        pix = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
-        for i, row in enumerate(rows):
-            img = row[self.image_column]
-            if not isinstance(img, Image.Image):
-                img = Image.fromarray(np.asarray(img))
-            if img.mode != "L":
-                img = img.convert("L")
-            if img.size != (self.load_size, self.load_size):
-                img = img.resize((self.load_size, self.load_size), Image.BILINEAR)
-            pix[i, 0] = np.asarray(img)
-        if self.multi_label:
-            labels = torch.from_numpy(np.stack([to_multi_hot(r["labels"], self.num_labels) for r in rows]))
-        else:
-            labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
-        return {"pixels": torch.from_numpy(pix), "labels": labels}
+# the fine-tuning batch layout of the grayscale collate family (genssl_hf.processing.collate)
+Collator = LabelledImageCollator
 
 
 # RandAugment ops of timm's policy that make sense on grayscale radiographs ("color" is a no-op on
@@ -253,6 +230,69 @@ class InputNormalizer:
         return x
 
 
-# ------------------------------------------------------------------------------ dataset resolution
+# ------------------------------------------------------------------------------ dataset resolution and splits
 # The one registry of dataset names lives in the data layer; the name stays for existing callers.
 load_dataset_spec = open_labelled_dataset
+
+
+def load_splits(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"train", "validation", "test"?}`` datasets in the canonical schema; the validation split is
+    carved (stratified, seeded) from train when the dataset has none. Raises before any training
+    when a split or column is missing."""
+    dd = load_dataset_spec(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
+                           phantom_resolution=args.phantom_resolution, seed=args.seed)
+    train_name, val_name = args.train_split, args.validation_split
+    test_name = None if args.test_split in (None, "none") else args.test_split
+    if train_name not in dd:
+        raise KeyError(f"dataset {args.dataset!r} has no split {train_name!r} (splits: {list(dd)})")
+    if test_name is not None and test_name not in dd:
+        logger.warning("dataset %s has no test split %r; skipping the test evaluation", args.dataset, test_name)
+        test_name = None
+    if val_name == test_name:
+        raise ValueError("the validation split must not be the test split: model selection never uses test data")
+    out: dict[str, Any] = {"train": dd[train_name]}
+    features = out["train"].features
+    if args.image_column not in features:
+        raise KeyError(f"training split has no image column {args.image_column!r} (columns: {list(features)})")
+    if "labels" not in features and "label" not in features:
+        raise KeyError(f"training split has neither 'labels' (multi-label) nor 'label' (multi-class): {list(features)}")
+    if len(out["train"]) == 0:
+        raise ValueError(f"training split {train_name!r} of {args.dataset!r} is empty")
+    if val_name in dd:
+        out["validation"] = dd[val_name]
+        out["validation_source"] = f"split {val_name!r}"
+    else:
+        targets, _, _ = targets_of(out["train"])
+        tr, va = split_train_validation(targets, args.val_fraction, args.seed)
+        out["validation"] = out["train"].select(va)
+        out["train"] = out["train"].select(tr)
+        out["validation_source"] = f"{args.val_fraction:.0%} of {train_name!r}, stratified, seed {args.seed}"
+        out["validation_indices"] = va.tolist()
+    if args.test_dataset:
+        out["test"] = _external_test_split(args, out["train"])
+    elif test_name is not None:
+        out["test"] = dd[test_name]
+    for name in ("validation", "test") if not args.test_dataset else ("validation",):
+        if name in out and out[name].features.keys() != features.keys():
+            missing = set(features) ^ set(out[name].features)
+            raise ValueError(f"{name} split's columns differ from train's: {sorted(missing)}")
+    return out
+
+
+def _external_test_split(args: argparse.Namespace, train_ds):
+    """``--test_dataset``'s test split, with its classes checked against (and ordered as) training's."""
+    _, names, multi_label = targets_of(train_ds)
+    dd = load_dataset_spec(args.test_dataset, label_names=names, seed=args.seed,
+                           phantom_resolution=args.phantom_resolution)
+    split = args.test_split if args.test_split not in (None, "none") else "test"
+    if split not in dd:
+        if len(dd) != 1:
+            raise KeyError(f"--test_dataset {args.test_dataset!r} has no split {split!r} (splits: {list(dd)})")
+        split = next(iter(dd))
+    test = dd[split]
+    if args.image_column not in test.features:
+        raise KeyError(f"--test_dataset {args.test_dataset!r} has no image column {args.image_column!r}")
+    _, test_names, test_multi = targets_of(test)
+    if test_names != names or test_multi != multi_label:
+        raise ValueError(f"--test_dataset {args.test_dataset!r} has classes {test_names}, training has {names}")
+    return test

@@ -13,12 +13,9 @@ the resolved run config, and optionally ``--push_to_hub``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +26,12 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
-from genssl_hf.processing.augment import ADAIN_MODES
-from genssl_hf.processing.stats import to_gray_uint8_or_float
+from genssl_hf.processing.collate import ImageCollator  # noqa: F401  (re-exported: the SSL and VLP loops use it)
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
+from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.common import (
     EpochShuffleSampler,
-    LossGuard,
-    TrainProgress,
     add_common_args,
     args_to_dict,
     build_optimizer,
@@ -45,13 +40,12 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
-    maybe_resume,
     no_trace_on_early_failure,
-    resumable_batches,
     run_training_command,
-    seed_step,
     write_run_config,
 )
+from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.optim import plan_steps
 from genssl_hf.utils import pretrained_path, read_json, write_json
 
 # Architecture presets live in genssl_hf.models (one source of truth); re-exported here for old imports.
@@ -166,38 +160,6 @@ def open_pretraining_images(args: argparse.Namespace, dataset: Any = None, skipp
     return ds
 
 
-class ImageCollator:
-    """Rows -> uint8 tensor (B, 1, S, S): grayscale, bilinear resize to ``load_size`` in the data workers,
-    so the main process only sees small uint8 batches."""
-
-    def __init__(self, load_size: int, image_column: str = "image"):
-        self.load_size = int(load_size)
-        self.image_column = image_column
-
-    def __call__(self, rows: list[dict[str, Any]]) -> torch.Tensor:
-        from PIL import Image
-
-        out = np.empty((len(rows), 1, self.load_size, self.load_size), dtype=np.uint8)
-        for i, row in enumerate(rows):
-            img = row[self.image_column]
-            if img is None:
-                raise ValueError(f"a training row has no image in column {self.image_column!r}")
-            g = to_gray_uint8_or_float(img)
-            if g.dtype != np.uint8:
-                g = np.asarray(g, dtype=np.float32)
-                g = np.clip(g * (255.0 if np.nanmax(g) <= 1.0 else 1.0), 0, 255)
-                pil = Image.fromarray(g.astype(np.float32), mode="F")
-                g = pil.resize((self.load_size, self.load_size), Image.BILINEAR)
-                g = np.asarray(g)
-                if np.isnan(g).any():  # keep NaN visible to the loss guard instead of hiding it in uint8
-                    raise ValueError("a training image contains NaN pixels")
-                g = np.rint(g).astype(np.uint8)
-            elif g.shape != (self.load_size, self.load_size):
-                g = np.asarray(Image.fromarray(g).resize((self.load_size, self.load_size), Image.BILINEAR))
-            out[i, 0] = g
-        return torch.from_numpy(out)
-
-
 def build_dataloader(ds: Any, accelerator, *, batch_size: int, image_column: str, load_size: int, seed: int,
                      num_workers: int = 0, shuffle_buffer: int = 10_000):
     """Map-style data: seeded per-epoch permutation, sharded across processes by ``accelerator.prepare``.
@@ -261,44 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init_from", default=None, help="continue from a ViTMAE or ViT model folder")
     g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
-    g.add_argument("--dataset_config", default=None)
-    g.add_argument("--split", default="train")
-    g.add_argument("--image_column", default="image")
+    g = add_image_data_args(p)
     g.add_argument("--on_error", choices=["raise", "skip"], default="raise",
                    help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it")
-    g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
     g.add_argument("--crop_scale_min", type=float, default=0.5)
-    g.add_argument("--num_workers", type=int, default=0)
-    g = p.add_argument_group("AdaIN")
-    g.add_argument("--adain", choices=["on", "off"], default="on")
-    g.add_argument("--adain_mode", choices=list(ADAIN_MODES), default="after_crop",
-                   help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)")
-    g.add_argument("--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor")
-    g.add_argument("--adain_mean", type=float, default=None)
-    g.add_argument("--adain_std", type=float, default=None)
-    g.add_argument("--image_mean", type=float, default=0.5, help="normalisation after AdaIN")
-    g.add_argument("--image_std", type=float, default=0.5)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--per_device_train_batch_size", type=int, default=None)
-    g.add_argument("--num_train_epochs", type=float, default=None)
-    g.add_argument("--max_train_steps", type=int, default=None, help="optimiser steps (overrides epochs; needed for --streaming)")
-    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
-    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides the base lr rule)")
-    g.add_argument("--warmup_ratio", type=float, default=None)
+    add_adain_args(p)
+    g = add_optimisation_args(p, base_learning_rate=True, warmup_ratio=None, weight_decay=0.05, stop_after_steps=True)
     g.add_argument("--warmup_steps", type=int, default=None)
-    g.add_argument("--weight_decay", type=float, default=0.05)
     g.add_argument("--adam_beta2", type=float, default=0.95)
-    g.add_argument("--max_grad_norm", type=float, default=0.0, help="gradient clipping (0: off, as in MAE)")
     g.add_argument("--torch_compile", action="store_true")
     g = p.add_argument_group("outputs")
     g.add_argument("--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)")
     g.add_argument("--figure_samples", type=int, default=4)
-    g.add_argument("--stop_after_steps", type=int, default=None,
-                   help="stop after this many optimiser steps as if interrupted (time-boxed jobs); resume later")
     return checked_parser(p)
 
 
@@ -310,23 +246,62 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------------------- loop
-@no_trace_on_early_failure
-def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
-    """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
-    ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
-    output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
-    args = _resolve(args)
+# ----------------------------------------------------------------------------------------- task
+class MAETask:
+    """Engine task: uint8 batch -> augmented, AdaIN-aligned crops (made outside autocast, after the
+    step's seed) -> ``ViTMAEForPreTraining`` masked-reconstruction loss (its random mask drawn inside)."""
+
+    def __init__(self, augment: MAEAugment, device):
+        self.augment, self.device = augment, device
+
+    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.augment(batch.to(self.device, non_blocking=True))
+
+    def training_step(self, model, pixel_values: torch.Tensor):
+        return model(pixel_values=pixel_values).loss, {}
+
+
+def _check_mae_args(args: argparse.Namespace) -> tuple[int, int]:
+    """Every argument error before data or model work; returns (image size, patch size)."""
     check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
     image_size = args.image_size or PRESETS[args.preset]["image_size"]
     patch_size = args.patch_size or PRESETS[args.preset]["patch_size"]
-    check_mae_shape(image_size, patch_size, args.mask_ratio)  # before any data or model work
+    check_mae_shape(image_size, patch_size, args.mask_ratio)
     if args.per_device_train_batch_size < 1:
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     if args.init_from:
         check_weight_files(args.init_from, "--init_from")
+    return image_size, patch_size
+
+
+def _schedule(args: argparse.Namespace, batches_per_epoch: int | None, accelerator) -> dict[str, Any]:
+    """Optimiser steps, warm-up and lr from the recipe and the batch arithmetic."""
+    accum = accelerator.gradient_accumulation_steps
+    total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
+    _, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
+    warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
+    lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
+    return {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
+            "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch}
+
+
+def _engine_config(args: argparse.Namespace, out: Path, total_steps: int) -> EngineConfig:
+    return EngineConfig(
+        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size,
+        seed=args.seed, max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
+        checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
+        stop_after_steps=args.stop_after_steps, desc=f"MAE {args.preset}")
+
+
+@no_trace_on_early_failure
+def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
+    """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
+    ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
+    output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
+    args = _resolve(args)
+    image_size, patch_size = _check_mae_args(args)
     skipped: list = []
     ds = open_pretraining_images(args, dataset, skipped)
     adain_mean, adain_std, provenance = resolve_reference(args)
@@ -342,41 +317,28 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     model, init_record = build_model(config, args.init_from, attn_implementation)
     check_position_tables(model, f"--init_from {args.init_from}" if args.init_from else "the freshly built MAE")
     config = model.config
-    bs = args.per_device_train_batch_size
-    loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
-                                                 load_size=args.load_size or image_size, seed=args.seed,
-                                                 num_workers=args.num_workers)
-    accum = accelerator.gradient_accumulation_steps
-    total_batch = bs * accum * accelerator.num_processes
-    if args.max_train_steps is None:
-        if batches_per_epoch is None:
-            raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
-        steps_per_epoch = math.ceil(batches_per_epoch / accum)
-        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    else:
-        total_steps = int(args.max_train_steps)
-    warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
-    lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
-
+    loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=args.per_device_train_batch_size,
+                                                 image_column=args.image_column, load_size=args.load_size or image_size,
+                                                 seed=args.seed, num_workers=args.num_workers)
+    derived = _schedule(args, batches_per_epoch, accelerator)
+    lr, total_steps = derived["learning_rate"], derived["total_steps"]
     optimizer = build_optimizer(model, lr, args.weight_decay, betas=(0.9, args.adam_beta2))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    engine = Engine(accelerator, _engine_config(args, out, total_steps))
+    scheduler = cosine_schedule_with_warmup(optimizer, derived["warmup_steps"], total_steps)
+    model, optimizer = engine.prepare(model, optimizer, scheduler)
     if args.torch_compile:
         model = torch.compile(model)
-    scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    accelerator.register_for_checkpointing(scheduler)
     augment = MAEAugment(image_size, scale=(args.crop_scale_min, 1.0), adain=args.adain == "on",
                          adain_mode=args.adain_mode, adain_mean=adain_mean, adain_std=adain_std,
                          image_mean=args.image_mean, image_std=args.image_std, out_channels=3).to(accelerator.device)
-    state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
+    state = engine.resume(args.resume_from_checkpoint)
     if state.global_step:
         check_position_tables(accelerator.unwrap_model(model), f"the checkpoint resumed in {out}")
 
     run_config = {
         "args": args_to_dict(args), "model": config.to_dict(), "init": init_record,
         "attn_implementation": attn_implementation,
-        "derived": {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
-                    "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch,
-                    "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
+        "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
         "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
         "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
                   "reference_stats": provenance},
@@ -385,67 +347,25 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_mae", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})
 
-    guard = LossGuard(accelerator, out)
-    bar = TrainProgress(accelerator, total_steps, state, total_batch, desc=f"MAE {args.preset}")
-    model.train()
-    interrupted = False
-    t0 = time.perf_counter()
-    start_step = state.global_step
-    if state.global_step < total_steps:
-        for batch in resumable_batches(accelerator, loader, state):
-            seed_step(args.seed, state, accelerator)
-            x = augment(batch.to(accelerator.device, non_blocking=True))
-            with accelerator.accumulate(model):
-                loss = model(pixel_values=x).loss
-                accelerator.backward(loss)
-                if args.max_grad_norm and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            guard.add(loss)
-            state.images_seen += bs * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.global_step += 1
-            step = state.global_step
-            if step % args.logging_steps == 0 or step == total_steps:
-                value = guard.check(state)
-                bar.update(loss=value, lr=scheduler.get_last_lr()[0])
-                accelerator.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
-                                 "train/images_per_s": bar.images_per_second, "train/epoch": state.epoch}, step=step)
-            else:
-                bar.update()
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
-                guard.checkpoint(state, args.checkpoints_total_limit)
-            if step >= total_steps:
-                break
-            if args.stop_after_steps is not None and step - start_step >= args.stop_after_steps:
-                interrupted = True
-                break
-    guard.check(state)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    steps_done = state.global_step - start_step
-    summary: dict[str, Any] = {
-        "global_step": state.global_step, "total_steps": total_steps, "final_loss": state.last_loss,
-        "images_per_second": steps_done * total_batch / elapsed if elapsed > 0 and steps_done else None,
-        "images_per_second_steady": bar.steady_images_per_second(min(2, max(1, len(bar.step_times) - 1))),
-        "step_end_seconds": [round(t - bar.step_times[0], 4) for t in bar.step_times] if bar.step_times else [],
-        "step_end_cpu_seconds": [round(t - bar.step_cpu_times[0], 4) for t in bar.step_cpu_times] if bar.step_cpu_times else [],
-        "interrupted": interrupted, "output_dir": str(out),
-    }
-    if interrupted:
-        accelerator.end_training()
-        return summary
+    result = engine.run(MAETask(augment, accelerator.device), model, optimizer, scheduler, loader, state)
+    summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
+    if not result.interrupted:
+        processor = AdaINImageProcessor(
+            size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
+            adain_std=adain_std, reference_stats=provenance, image_mean=[args.image_mean], image_std=[args.image_std],
+            num_channels=3)
+        export_mae(accelerator, model, processor, ds, args, run_config, summary)
+    accelerator.end_training()
+    return summary
 
+
+def export_mae(accelerator, model, processor: AdaINImageProcessor, ds: Any, args: argparse.Namespace,
+               run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The finished run's folder (main process): model + processor, reconstruction figure, card, summary."""
+    out = Path(args.output_dir)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
-    processor = AdaINImageProcessor(
-        size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
-        adain_std=adain_std, reference_stats=provenance, image_mean=[args.image_mean], image_std=[args.image_std],
-        num_channels=3)
     if accelerator.is_main_process:
         _save_final(unwrapped, processor, out)
         if args.figure == "on":
@@ -454,8 +374,6 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         write_model_card(out, args, run_config, summary)
         write_json(out / "train_summary.json", summary)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
 
 
 def _save_final(model: ViTMAEForPreTraining, processor: AdaINImageProcessor, out: Path) -> None:

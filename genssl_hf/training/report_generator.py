@@ -36,6 +36,7 @@ import torch
 
 from genssl_hf.processing import AdaINImageProcessor, ReportGeneratorProcessor, special_token_ids
 from genssl_hf.models import VIT_PRESETS
+from genssl_hf.training.args import add_optimisation_args
 from genssl_hf.training.common import (
     EpochShuffleSampler,
     add_common_args,
@@ -354,17 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_report_tokens", type=int, default=128)
     g.add_argument("--corpus_name", default=None, help="name of the report corpus for the card (default: from --dataset)")
     g.add_argument("--corpus_license", default=None, help="licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)")
-    g = ap.add_argument_group("optimisation")
-    g.add_argument("--per_device_train_batch_size", type=int, default=32)
-    g.add_argument("--learning_rate", type=float, default=5e-4)
+    g = add_optimisation_args(ap, batch_size=32, epochs=10, learning_rate=5e-4, weight_decay=0.01, warmup_ratio=0.05,
+                              max_grad_norm=1.0, num_workers=True, stop_after_steps=True)
     g.add_argument("--encoder_learning_rate", type=float, default=None, help="encoder lr (default: --learning_rate / 5)")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--num_train_epochs", type=float, default=10)
-    g.add_argument("--max_train_steps", type=int, default=None)
-    g.add_argument("--warmup_ratio", type=float, default=0.05)
-    g.add_argument("--max_grad_norm", type=float, default=1.0)
-    g.add_argument("--num_workers", type=int, default=0)
-    g.add_argument("--stop_after_steps", type=int, default=None, help="stop (resumably) after this many more steps")
     g = ap.add_argument_group("generation (stored in generation_config.json)")
     g.add_argument("--num_beams", type=int, default=GENERATION_DEFAULTS["num_beams"])
     g.add_argument("--no_repeat_ngram_size", type=int, default=GENERATION_DEFAULTS["no_repeat_ngram_size"])

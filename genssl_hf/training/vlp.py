@@ -55,6 +55,7 @@ from transformers import (
 
 from genssl_hf.processing.augment import MAEAugment
 from genssl_hf.processing.image_processor import AdaINImageProcessor
+from genssl_hf.training.args import add_adain_args, add_optimisation_args
 from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
 from genssl_hf.training.common import (
     EpochShuffleSampler,
@@ -355,25 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--temperature", type=float, default=None, help="override the preset's (initial) temperature")
     lo.add_argument("--image_to_text_weight", type=float, default=None, help="override lambda")
     lo.add_argument("--dedupe_targets", choices=["on", "off"], default="on", help="identical reports are positives, not negatives")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--per_device_train_batch_size", type=int, default=64)
-    o.add_argument("--num_train_epochs", type=float, default=10)
-    o.add_argument("--max_train_steps", type=int, default=None)
-    o.add_argument("--learning_rate", type=float, default=1e-4)
-    o.add_argument("--weight_decay", type=float, default=1e-4)
-    o.add_argument("--warmup_ratio", type=float, default=0.05)
-    o.add_argument("--max_grad_norm", type=float, default=1.0)
+    o = add_optimisation_args(p, batch_size=64, epochs=10, learning_rate=1e-4, weight_decay=1e-4, warmup_ratio=0.05,
+                              max_grad_norm=1.0, num_workers=True)
     o.add_argument("--crop_scale_min", type=float, default=0.6)
-    o.add_argument("--num_workers", type=int, default=0)
     o.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared, loaded CPU)")
-    a = p.add_argument_group("AdaIN (as for MAE pre-training)")
-    a.add_argument("--reference_stats", default=None, help="reference statistics JSON (processing.stats)")
-    a.add_argument("--adain", choices=["on", "off"], default="on")
-    a.add_argument("--adain_mode", choices=["after_crop", "before_crop"], default="after_crop")
-    a.add_argument("--adain_mean", type=float, default=None)
-    a.add_argument("--adain_std", type=float, default=None)
-    a.add_argument("--image_mean", type=float, default=0.5)
-    a.add_argument("--image_std", type=float, default=0.5)
+    a = add_adain_args(p, "AdaIN (as for MAE pre-training)")
     a.add_argument("--figure", choices=["on", "off"], default="on")
     add_common_args(p)
     p.set_defaults(mixed_precision="no")

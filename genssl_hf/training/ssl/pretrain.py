@@ -25,7 +25,6 @@ Optimisation recipes (:data:`RECIPES`, lr = base lr x total batch / 256):
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ import torch
 
 from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone, build_backbone_config, save_encoder
 from genssl_hf.processing import AdaINImageProcessor
-from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.training.common import (
     add_common_args,
     args_to_dict,
@@ -46,7 +44,9 @@ from genssl_hf.training.common import (
     run_training_command,
     write_run_config,
 )
+from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.mae import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.training.ssl.methods import METHOD_DEFAULTS, METHODS, SSLMethod, build_method
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
@@ -94,15 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop_gradient", choices=["on", "off"], default="on",
                    help="SimSiam stop-gradient (off only to demonstrate collapse)")
     g.add_argument("--attn_implementation", default="sdpa", help="ViT attention kernel")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
-    g.add_argument("--dataset_config", default=None)
-    g.add_argument("--split", default="train")
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--streaming", action="store_true")
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
-    g.add_argument("--num_workers", type=int, default=0)
+    add_image_data_args(p)
     g = p.add_argument_group("views (kornia, grayscale)")
     g.add_argument("--crop_scale_min", type=float, default=None, help="random resized crop minimum area (default 0.2; rotation 0.5)")
     g.add_argument("--rotation_degrees", type=float, default=None, help="random rotation range (default 10)")
@@ -110,32 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--contrast", type=float, default=None, help="contrast jitter strength (default 0.4)")
     g.add_argument("--blur_p", type=float, default=None, help="Gaussian blur probability (default 0.5)")
     g.add_argument("--no_hflip", action="store_true", help="no horizontal flip")
-    g = p.add_argument_group("AdaIN")
-    g.add_argument("--adain", choices=["on", "off"], default="on")
-    g.add_argument("--adain_mode", choices=list(ADAIN_MODES), default="after_crop")
-    g.add_argument("--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor")
-    g.add_argument("--adain_mean", type=float, default=None)
-    g.add_argument("--adain_std", type=float, default=None)
-    g.add_argument("--image_mean", type=float, default=0.5)
-    g.add_argument("--image_std", type=float, default=0.5)
-    g = p.add_argument_group("optimisation (defaults: the method's recipe for the backbone, see RECIPES)")
+    add_adain_args(p)
+    g = add_optimisation_args(p, "optimisation (defaults: the method's recipe for the backbone, see RECIPES)",
+                              base_learning_rate=True, stop_after_steps=True)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    g.add_argument("--per_device_train_batch_size", type=int, default=None)
-    g.add_argument("--num_train_epochs", type=float, default=None)
-    g.add_argument("--max_train_steps", type=int, default=None)
-    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
-    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides the base lr rule)")
     g.add_argument("--warmup_epochs", type=float, default=None)
-    g.add_argument("--weight_decay", type=float, default=None)
     g.add_argument("--sgd_momentum", type=float, default=0.9)
-    g.add_argument("--max_grad_norm", type=float, default=0.0)
     g = p.add_argument_group("monitoring")
     g.add_argument("--knn_dataset", default=None, help="labelled dataset spec for kNN monitoring (e.g. phantom)")
     g.add_argument("--knn_train", type=int, default=500)
     g.add_argument("--knn_test", type=int, default=200)
     g.add_argument("--eval_steps", type=int, default=0, help="kNN evaluation every K optimiser steps (0: off)")
     g.add_argument("--figure", choices=["on", "off"], default="on")
-    g.add_argument("--stop_after_steps", type=int, default=None)
     return p
 
 
@@ -217,14 +195,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     if args.method == "moco_v2" and model.queue.shape[0] % (bs * accelerator.num_processes):
         raise ValueError(f"--queue_size {model.queue.shape[0]} must be a multiple of the global micro batch "
                          f"{bs * accelerator.num_processes}")
-    if args.max_train_steps is None:
-        if batches_per_epoch is None:
-            raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
-        steps_per_epoch = math.ceil(batches_per_epoch / accum)
-        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    else:
-        steps_per_epoch = math.ceil(batches_per_epoch / accum) if batches_per_epoch else None
-        total_steps = int(args.max_train_steps)
+    steps_per_epoch, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
     epochs = args.num_train_epochs if args.max_train_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
