@@ -48,7 +48,9 @@ def _packaged_generators() -> dict[str, Path]:
     from genssl_hf.generation import pretrained
 
     root = Path(pretrained.__file__).resolve().parent
-    return {f"shipped: {p.parent.name}": p.parent for p in sorted(root.glob("*/model_index.json"))}
+    # the phantom generator first: it is the default, and the default prompts are phantom prompts
+    folders = sorted((p.parent for p in root.glob("*/model_index.json")), key=lambda f: (f.name != "phantom-ldm-64", f.name))
+    return {f"shipped: {f.name}": f for f in folders}
 
 
 def find_artifacts(run: str | os.PathLike | None) -> dict[str, dict[str, str]]:

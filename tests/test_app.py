@@ -103,7 +103,8 @@ def client(run_folder, tmp_path_factory):
 
 def test_artifacts_of_the_run_are_found(run_folder):
     found = genssl_app.find_artifacts(run_folder)
-    assert "shipped: phantom-ldm-64" in found["generators"]
+    # every packaged generator is offered, the phantom one first (the default, matching the default prompts)
+    assert list(found["generators"])[:2] == ["shipped: phantom-ldm-64", "shipped: nih-ldm-64"]
     assert set(found["classifiers"]) == {"run: finetune_genssl/run/best", "run: hub/dry_run/classifier"}
     assert set(found["datasets"]) == {"run: generated_dataset"}
 

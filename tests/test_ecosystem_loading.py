@@ -159,3 +159,42 @@ def test_the_issue_case_a_mean_pooled_head_never_loads_as_a_cls_head(classifiers
             out["error"] = str(e)
     """, tmp_path)
     assert out["error"] and "model type `genssl_hf_vit`" in out["error"]
+
+
+def test_the_adain_processor_without_the_package_fails_loudly_and_points_at_the_package(classifiers, tmp_path):
+    """Item 1, the processor: what a user with transformers alone sees. transformers 5 resolves
+    ``image_processor_type`` only among its own and registered classes, and its error echoes
+    nothing from the file; the one hook a folder has (``auto_map``) is remote code. So the behaviour
+    settled on (README, "The first ten minutes"): a ValueError naming the folder and
+    ``image_processor_type`` / ``preprocessor_config.json`` (AutoProcessor: "Unrecognized processing
+    class in <folder>"), never a stock processor without AdaIN, and that file names the package."""
+    from _publish_artifacts import make_encoder
+
+    from genssl_hf.hub.shipped import shipped_folder
+
+    encoder = tmp_path / "enc-pub"
+    pub.publish("encoder", make_encoder(tmp_path / "enc"), dry_run=encoder, allow_unchecked=True)
+    folders = [classifiers["cls"]["published"], classifiers["mean"]["published"], encoder, encoder / "vit"]
+    shipped_dir = shipped_folder("nih-genssl-mae-64")  # the shipped encoder, where this checkout has it
+    if shipped_dir.is_dir():
+        folders += [shipped_dir, shipped_dir / "vit"]
+    out = run_plain(f"""
+        from transformers import AutoImageProcessor, AutoProcessor
+        for f in {[str(f) for f in folders]!r}:
+            out[f] = {{}}
+            for name, load in (("image", AutoImageProcessor.from_pretrained), ("any", AutoProcessor.from_pretrained)):
+                try:
+                    out[f][name] = "loaded " + type(load(f)).__name__
+                except Exception as e:
+                    out[f][name] = f"{{type(e).__name__}}: {{e}}"
+    """, tmp_path)
+    from transformers import AutoImageProcessor
+
+    for f in folders:
+        assert out[str(f)]["image"].startswith(f"ValueError: Unrecognized image processor in {f}"), out[str(f)]["image"]
+        assert "image_processor_type" in out[str(f)]["image"]
+        assert out[str(f)]["any"].startswith(f"ValueError: Unrecognized processing class in {f}"), out[str(f)]["any"]
+        saved = json.loads((f / "preprocessor_config.json").read_text())
+        assert saved["image_processor_type"] == "AdaINImageProcessor"
+        assert "pip install genssl_hf" in saved["requires"] and "auto_map" not in saved  # no remote code
+        assert isinstance(AutoImageProcessor.from_pretrained(f), AdaINImageProcessor)  # with the package: exact

@@ -154,31 +154,36 @@ def _train_args(out, encoder_dir, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "not reached at CI budget: with a from-scratch ViT encoder, 150 steps of batch 16 (or 30 of batch 32) leave the decoder "
-    "writing one marginal report for every image (measured: 1 distinct output, CE F1 0.32-0.44, no better "
-    "than nearest-neighbour retrieval); see BENCHMARKS.md, report generation"))
 def test_phantom_clinical_f1_far_above_baselines(tmp_path, encoder_dir):
-    """Trained on 1,500 phantom pairs, the generator should state the findings of unseen phantoms far
-    better than the most common report and than the nearest training image's report."""
+    """Trained on 1,500 phantom pairs, the generator states the findings of unseen phantoms far better
+    than the most common report and than the nearest training image's report. The recipe: a small
+    GPT-2 decoder from scratch on a word vocabulary of the training reports (see BENCHMARKS.md: with
+    MiniLM's 30,522-piece vocabulary the same budget leaves one report for every image)."""
     from genssl_hf.data.schema import CHEXPERT5
     from genssl_hf.evaluation.report_generation import evaluate_report_generator
     from genssl_hf.training.report_generator import load_report_pairs, train_report_generator
 
     out = tmp_path / "rg"
     pairs = load_report_pairs("phantom:1500", image_size=64)
-    summary = train_report_generator(_train_args(out, encoder_dir, "--max_train_steps", "150", "--per_device_train_batch_size",
-                                                 "32", "--learning_rate", "5e-4", "--encoder_learning_rate", "1e-3"), dataset=pairs)
-    assert np.isfinite(summary["final_loss"]) and summary["validation_loss"] < 1.0
+    summary = train_report_generator(_train_args(
+        out, encoder_dir, "--decoder", "gpt2", "--decoder_layers", "2", "--gpt2_hidden", "128", "--vocabulary", "reports",
+        "--max_train_steps", "1500", "--per_device_train_batch_size", "32", "--learning_rate", "2e-3",
+        "--encoder_learning_rate", "2e-3"), dataset=pairs)
+    assert np.isfinite(summary["final_loss"]) and summary["validation_loss"] < 0.5
     pairs["test"] = pairs["test"].select(range(160))
-    res = evaluate_report_generator(out, pairs, observations=CHEXPERT5, output_dir=tmp_path / "eval")
+    res = evaluate_report_generator(out, pairs, observations=CHEXPERT5, output_dir=tmp_path / "eval",
+                                    examples_allowed=True)
     s = res["systems"]
+    print({k: round(v["ce_f1"], 3) for k, v in s.items()}, res["distinct_outputs"])
     model_f1 = max(s["greedy"]["ce_f1"], s["beam"]["ce_f1"])
     assert s["constant"]["ce_f1"] < 0.2  # the most common phantom report is the normal film
     assert model_f1 > s["constant"]["ce_f1"] + 0.4
-    assert model_f1 > s["nearest_neighbour"]["ce_f1"] + 0.15
+    # retrieval under the encoder the generator started from (the compared encoder, before report
+    # supervision) and under the generator's own fine-tuned encoder (a strong retrieval system)
+    assert model_f1 > s["nearest_neighbour_initial"]["ce_f1"] + 0.15
+    assert model_f1 > s["nearest_neighbour"]["ce_f1"] + 0.03
     assert (tmp_path / "eval" / "report_tables.md").is_file()
-    assert "Big" in res["examples"][0]["greedy"] or "No" in res["examples"][0]["greedy"]
+    assert res["distinct_outputs"]["greedy"] >= 10  # it reads the image: not one report for every film
 
 
 def _free_port():
@@ -214,6 +219,41 @@ def test_bad_input_is_refused_before_training(tmp_path, encoder_dir):
         load_report_pairs("nih:/nowhere")
     with pytest.raises(ValueError, match="at least 8"):
         load_report_pairs("phantom:4")
+    with pytest.raises(ValueError, match="needs --decoder gpt2"):
+        train_report_generator(_train_args(tmp_path / "b", encoder_dir, "--vocabulary", "reports"))
+
+
+def test_report_vocabulary_tokenizer(tmp_path, encoder_dir):
+    """R2Gen-style word vocabulary of the training reports: words seen >= min_frequency times,
+    punctuation as tokens, hyphenated words whole; saved with the folder and reloaded exactly."""
+    from transformers import AutoTokenizer
+
+    from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
+    from genssl_hf.training.report_generator import build_report_generator, generate_reports, save_report_generator
+
+    reports = ["Big right-sided edema. No cardiomegaly."] * 3 + ["Small rare finding."]
+    tok = build_report_vocabulary_tokenizer(reports, min_frequency=3)
+    words = set(tok.get_vocab())
+    assert {"big", "right-sided", "edema", ".", "no", "cardiomegaly"} <= words and "rare" not in words
+    ids = tok("No right-sided edema.", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == "no right-sided edema."
+    assert tok.unk_token_id in tok("rare edema.", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="min_frequency"):
+        build_report_vocabulary_tokenizer(reports, 0)
+    with pytest.raises(ValueError, match="non-empty list"):
+        build_report_vocabulary_tokenizer([])
+    model, proc, rec = build_report_generator(str(encoder_dir), "gpt2", decoder_layers=1, gpt2_hidden=64, tokenizer=tok,
+                                              generation={"num_beams": 1, "max_new_tokens": 4})
+    assert model.config.decoder.vocab_size == len(tok) and rec["tokenizer"] == f"report words ({len(tok)})"
+    out = tmp_path / "rg"
+    out.mkdir()
+    save_report_generator(model, proc, out)
+    again = AutoTokenizer.from_pretrained(out)
+    assert again.get_vocab() == tok.get_vocab() and again.decode(ids) == "no right-sided edema."
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    assert isinstance(generate_reports(model, proc, [img], max_new_tokens=4)[0], str)
+    with pytest.raises(ValueError, match="MiniLM's own WordPiece"):
+        build_report_generator(str(encoder_dir), "minilm", decoder_layers=1, tokenizer=tok)
 
 
 def test_patient_split_keeps_patients_apart():

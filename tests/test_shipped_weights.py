@@ -131,3 +131,49 @@ def test_the_measurements_beat_their_trivial_baselines_on_phantoms(tmp_path):
     first, again = shipped.measure_mae(folder, small), shipped.measure_mae(folder, small)
     assert first == again  # seeded masks: a card's number can be re-measured exactly
     assert np.isfinite(first["mae_loss"]) and first["mean_patch_loss"] > 0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_cards_have_every_run_fact_filled_in(name):
+    import re
+
+    text = (pretrained_path(f"genssl_hf/{name}") / "README.md").read_text()
+    assert not re.findall(r"\{[a-z_]+(?::[.0-9a-z]+)?\}", text)  # no placeholder left unfilled
+    assert "/tmp/" not in text and "?" not in re.findall(r"(\S+) (?:optimiser )?steps", text)
+
+
+def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_path):
+    """The facts scripts/package_pretrained.py puts into the cards come from the run folder: the
+    steps that ran (last checkpoint by number, or the training summary) and the run's settings."""
+    import json
+
+    from genssl_hf.utils import write_json
+
+    run = tmp_path / "somewhere" / "run"
+    for step in (150, 1000):  # numeric, not lexical, order of checkpoints
+        write_json(run / "generator" / "ae" / f"checkpoint-{step}" / "train_state.json", {"global_step": step})
+    write_json(run / "generator" / "ldm" / "checkpoint-600" / "train_state.json", {"global_step": 600})
+    write_json(run / "mae_genssl" / "model" / "train_summary.json", {"global_step": 900})
+    write_json(run / "pipeline_config.json", {"generation": {"num_images": 2000},
+                                              "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
+                                              "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}}})
+    facts = shipped._run_facts(run)
+    assert facts == {"ae_steps": "1000", "ldm_steps": "600", "mae_steps": "900", "num_images": "2,000", "mae_epochs": "60",
+                     "mae_batch": "128", "ft_epochs": "5", "ft_samples": "1,000"}
+    body = shipped._fill(shipped.ENCODER_BODY, facts)
+    assert "900 optimiser steps (60 epochs over the 2,000 generated images, batch 128" in body
+    with pytest.raises(FileNotFoundError, match="training steps"):
+        shipped._steps(tmp_path)
+
+    # a command recorded in a run that was copied since: no interpreter path, run folder or checkout path
+    repo = shipped.shipped_folder("phantom-ldm-64").parents[3]  # the checkout
+    recorded = (f"/opt/venv/bin/python3 -m genssl_hf.training.generator ldm --dataset /old/run/generator/train_data "
+                f"--init_from {repo}/genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir /old/run/generator/ldm "
+                f"--validation_prompts 'No finding.' Effusion.")
+    assert shipped._portable(recorded, run) == (
+        "python -m genssl_hf.training.generator ldm --dataset outputs/nih-shipped/generator/train_data "
+        "--init_from genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir outputs/nih-shipped/generator/ldm "
+        "--validation_prompts 'No finding.' Effusion.")
+    with pytest.raises(SystemExit, match="pipeline_config.json"):
+        shipped.main(["--run", str(tmp_path / "empty"), "--real-data", str(tmp_path)])
+    assert json.loads((run / "pipeline_config.json").read_text())  # untouched

@@ -16,38 +16,48 @@ from genssl_hf.training.vlp import build_dual_encoder, build_parser, pretrain_vl
 SIZE = 32
 
 
+# The CI recipe (verified 2026-12-01 on 1 thread: 155 CPU-seconds for training + evaluation): frozen
+# all-MiniLM-L6-v2 text tower (cached once per distinct report; its pooler and the projections train),
+# tiny ViT at 32 px, ConVIRT loss, 1,500 steps of 64 pairs over 1,024 phantoms, milder crops (0.8-1)
+# than the default. Measured on the 300 held-out phantoms (133 distinct reports): image->report R@5
+# 0.877 (chance 0.038), report->image R@5 0.774 (chance 0.035), zero-shot mean AUC 0.740 (every
+# finding 0.71-0.78). The loss sits on the ln(64) plateau for ~200 steps and falls to ~1.5 by the end;
+# 300-600 steps (earlier recipes, with a random tiny BERT too) stayed near chance for zero-shot.
+CI_RECIPE = ["--pairs", "phantom:1024", "--image_tower", "tiny", "--image_size", str(SIZE), "--text_tower", "minilm",
+             "--freeze_text_layers", "6", "--per_device_train_batch_size", "64", "--max_train_steps", "1500",
+             "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--crop_scale_min", "0.8", "--logging_steps", "20",
+             "--checkpointing_steps", "0", "--num_threads", "1"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("vlp") / "model"
-    args = build_parser().parse_args([
-        "--pairs", "phantom:1024", "--image_tower", "tiny", "--image_size", str(SIZE), "--text_tower", "tiny-bert",
-        "--output_dir", str(out), "--per_device_train_batch_size", "64", "--max_train_steps", "300",
-        "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--logging_steps", "20", "--checkpointing_steps", "0",
-        "--num_threads", "1"])
-    summary = pretrain_vlp(args)
+    summary = pretrain_vlp(build_parser().parse_args(CI_RECIPE + ["--output_dir", str(out)]))
     return out, summary
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "not reached in the integrated tree at this CI budget (300 steps, 300 phantom pairs): measured "
-    "image->report R@5 0.12 against chance 0.16, report->image R@5 0.28 (2026-12-01); issue 17 stays open"))
 def test_phantom_retrieval_and_zero_shot_far_above_chance(trained, tmp_path):
     from genssl_hf.evaluation.vlp import evaluate_dual_encoder
 
     out, summary = trained
-    assert summary["loss_curve"][-1][1] < summary["loss_curve"][0][1] - 0.1  # below the uniform ln(64) plateau
+    curve = [v for _, v in summary["loss_curve"]]
+    assert curve[-1] < curve[0] - 1.0, curve  # far below the uniform ln(64) = 4.16 plateau
     test = phantom_pairs(300, size=SIZE, split="test")
     result = evaluate_dual_encoder(out, pairs=test, output_dir=tmp_path / "eval", n_bootstrap=100)
     r = result["retrieval"]
     for direction in ("image_to_text", "text_to_image"):
-        assert r[direction]["R@5"] > 3 * r["chance"]["R@5"], r
+        # far above chance: at least 10x the recall@5 of a random ranking (measured ~22x both ways)
+        assert r[direction]["R@5"] >= 10 * r[direction]["chance"]["R@5"], r
+        assert r[direction]["ci"]["R@5"]["low"] > 5 * r[direction]["chance"]["R@5"], r
     zs = result["zero_shot"]["metrics"]
-    assert zs["mean_auc"] > 0.7, zs["per_class"]
+    assert zs["mean_auc"] >= 0.7, zs["per_class"]  # measured 0.740
+    assert min(v["auc"] for v in zs["per_class"].values()) >= 0.6, zs["per_class"]  # every finding learned (min 0.708)
     saved = json.loads((tmp_path / "eval" / "vlp_metrics.json").read_text())
     assert saved["zero_shot"]["prompts"]["classes"]["Pleural Effusion"]["negative"][0] == "No pleural effusion."
     assert (out / "similarity.png").is_file()
+    assert json.loads((out / "run_config.json").read_text())["derived"]["cached_text_features"] > 0
 
 
 @pytest.mark.slow
@@ -118,3 +128,28 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
     with pytest.raises(ValueError, match="same test cases"):
         build_results(tmp_path, {"random_init": "Random init"}, {}, n_bootstrap=10, extra_predictions={"x": tmp_path / "other.npz"})
     assert load_preset("demo")["vlp"]["args"]["loss"] == "convirt"
+
+
+def test_cached_frozen_text_features_equal_the_full_forward():
+    """A fully frozen text tower is cached once per distinct report; the step's embeddings then equal
+    the stock forward's (eval mode: a frozen tower runs without dropout in both paths)."""
+    from genssl_hf.training.vlp import (FrozenTextFeatures, dual_encoder_embeddings, text_group_ids,
+                                        text_tower_fully_frozen)
+
+    torch.manual_seed(0)
+    model, tok, rec = build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, projection_dim=32, freeze_text_layers=2)
+    assert text_tower_fully_frozen(model) and rec["frozen_text_parameters"] > 0
+    assert not text_tower_fully_frozen(build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, freeze_text_layers=1)[0])
+    texts = ["No edema. Big cardiomegaly.", "No edema.", "No edema. Big cardiomegaly.", "Small left-sided atelectasis."]
+    cache = FrozenTextFeatures(model.text_model, tok, texts, max_length=32)
+    assert len(cache) == 3
+    model.eval()
+    pixels = torch.randn(4, 3, SIZE, SIZE)
+    inputs = dict(tok(texts, padding=True, return_tensors="pt"))
+    full = dual_encoder_embeddings(model, pixels, inputs)
+    cached = dual_encoder_embeddings(model, pixels, inputs, cache, text_group_ids(texts))
+    for a, b in zip(full, cached):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # gradients reach the trainable text pooler and projection through the cache
+    cached[1].sum().backward()
+    assert model.text_model.pooler.dense.weight.grad is not None and model.text_projection.weight.grad is not None

@@ -6,7 +6,11 @@ Systems scored on the same test pairs, with the same metrics (:mod:`genssl_hf.ev
   setting (no-repeat n-gram size and length penalty as stored in ``generation_config.json``);
 - ``constant``: the most common training report, written for every test image;
 - ``nearest_neighbour``: the report of the most similar training image under the *same* encoder
-  (cosine similarity of mean-pooled patch features of the model's own encoder).
+  (cosine similarity of mean-pooled patch features of the model's own encoder, i.e. as fine-tuned
+  by report generation: a strong retrieval system in its own right);
+- ``nearest_neighbour_initial``: the same retrieval under the encoder the generator *started from*
+  (the pre-trained encoder being compared, before any report supervision), when its folder is known
+  (``initial_encoder``; ``"auto"`` reads ``init_from`` of the run's ``run_config.json``).
 
 Writes ``report_metrics.json`` and ``report_tables.md``. Example outputs are written only for
 phantom data (``examples_allowed``): never real report text in an artifact.
@@ -28,7 +32,7 @@ from genssl_hf.utils import atomic_write_text, write_json
 
 __all__ = ["constant_report", "nearest_neighbour_reports", "evaluate_report_generator", "format_table", "main"]
 
-SYSTEMS = ("greedy", "beam", "constant", "nearest_neighbour")
+SYSTEMS = ("greedy", "beam", "constant", "nearest_neighbour", "nearest_neighbour_initial")
 TABLE_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor", "ce_precision", "ce_recall", "ce_f1")
 
 
@@ -72,6 +76,7 @@ def evaluate_report_generator(
     output_dir: str | Path | None = None,
     examples_allowed: bool = False,
     num_examples: int = 4,
+    initial_encoder: str | Path | None = "auto",
 ) -> dict[str, Any]:
     """Score the model in ``model_folder`` and both baselines on ``pairs[split]`` (a DatasetDict with
     ``train`` and ``split``, each an ``ImageReportPairs``). Returns ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
@@ -108,6 +113,15 @@ def evaluate_report_generator(
         train_feats = encode_images(model.encoder, processor, _images(train), batch_size=batch_size)
         test_feats = encode_images(model.encoder, processor, test_images, batch_size=batch_size)
     outputs["nearest_neighbour"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
+    start = _initial_encoder_folder(folder) if initial_encoder == "auto" else initial_encoder
+    if start is not None:
+        from genssl_hf.training.report_generator import load_vit_encoder
+
+        encoder, _ = load_vit_encoder(start, model.config.encoder.image_size)
+        with torch.inference_mode():
+            train_feats = encode_images(encoder, processor, _images(train), batch_size=batch_size)
+            test_feats = encode_images(encoder, processor, test_images, batch_size=batch_size)
+        outputs["nearest_neighbour_initial"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
 
     result: dict[str, Any] = {
         "model": str(folder), "split": split, "num_test": len(refs), "num_train": len(train_reports),
@@ -126,6 +140,15 @@ def evaluate_report_generator(
         write_json(out / "report_metrics.json", result)
         atomic_write_text(out / "report_tables.md", format_table(result))
     return result
+
+
+def _initial_encoder_folder(model_folder: Path) -> str | None:
+    """The encoder folder a report generator was trained from (``run_config.json``), if it still exists."""
+    config = model_folder / "run_config.json"
+    if not config.is_file():
+        return None
+    start = json.loads(config.read_text()).get("model", {}).get("init_from")
+    return start if start and (Path(start) / "config.json").is_file() else None
 
 
 def format_table(result: dict[str, Any]) -> str:

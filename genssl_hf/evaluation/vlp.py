@@ -165,32 +165,62 @@ def zero_shot_evaluate(encoder: LoadedDualEncoder, images: Sequence[Any], target
     return {"metrics": metrics, "prompts": prompts, "scores": scores}
 
 
+def _chance_any_of(n: int, group_sizes: np.ndarray, k: int) -> float:
+    """Mean over queries of P(at least one of a query's g relevant items is in a random top k of n):
+    1 - C(n-g, k) / C(n, k)."""
+    p = []
+    for g in group_sizes:
+        miss = 1.0
+        for j in range(min(k, n)):
+            miss *= max(0.0, (n - g - j) / (n - j))
+        p.append(1.0 - miss)
+    return float(np.mean(p))
+
+
 def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, groups: np.ndarray,
-                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
-    """Recall@K both ways over N pairs (row i of each is pair i); a hit is any item of the query's
-    text group in the top K. Also the expected recall of a random ranking (chance)."""
+                     ks: Sequence[int] = (1, 5, 10), n_bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Recall@K both ways over N pairs (row i of each is pair i; ``groups[i]`` is the id of pair i's
+    report, equal for identical reports), with the recall of a random ranking (``chance``) per direction.
+
+    Identical reports have identical text embeddings, so they are one candidate, not many:
+
+    - ``image_to_text``: each of the N images ranks the D *distinct* reports; a hit is its own report
+      in the top K (chance K / D).
+    - ``text_to_image``: one query per distinct report ranks the N images; a hit is any image of that
+      report in the top K (chance 1 - C(N-g, K) / C(N, K) for a report with g images).
+
+    ``median_rank`` is the 1-based rank of the (first) correct item. With ``n_bootstrap`` each recall
+    gets a 95 % percentile interval over queries resampled with replacement (``ci``; the gallery is fixed)."""
     groups = np.asarray(groups)
     n = len(groups)
-    sim = (image_embeds @ text_embeds.t()).numpy()
-    same = groups[:, None] == groups[None, :]
-    group_size = same.sum(axis=1)
-    out: dict[str, Any] = {"num_pairs": int(n), "num_distinct_reports": int(len(np.unique(groups)))}
-    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+    if n == 0 or len(image_embeds) != n or len(text_embeds) != n:
+        raise ValueError(f"retrieval_recall: {len(image_embeds)} images, {len(text_embeds)} texts and {n} groups must match (and be > 0)")
+    distinct, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    d = len(distinct)
+    sim = (image_embeds @ text_embeds[torch.as_tensor(first)].t()).numpy()  # (N images, D distinct reports)
+    out: dict[str, Any] = {"num_pairs": int(n), "num_distinct_reports": int(d)}
+
+    def ranks_of_first_hit(s: np.ndarray, relevant: np.ndarray) -> np.ndarray:
         order = np.argsort(-s, axis=1, kind="stable")
-        hit_rank = np.array([np.flatnonzero(same[i, order[i]])[0] for i in range(n)])  # 0-based rank of the first match
+        return np.array([np.flatnonzero(relevant[i, order[i]])[0] for i in range(len(s))])  # 0-based
+
+    group_sizes = np.bincount(inverse, minlength=d)
+    directions = (
+        ("image_to_text", sim, inverse[:, None] == np.arange(d)[None, :], {f"R@{k}": min(k, d) / d for k in ks}),
+        ("text_to_image", sim.T, np.arange(d)[:, None] == inverse[None, :],
+         {f"R@{k}": _chance_any_of(n, group_sizes, k) for k in ks}),
+    )
+    for name, s, relevant, chance in directions:
+        hit_rank = ranks_of_first_hit(s, relevant)
         out[name] = {f"R@{k}": float((hit_rank < k).mean()) for k in ks}
-        out[name]["median_rank"] = float(np.median(hit_rank + 1))
-    # chance: P(at least one of the group's g items in a random top k of n) = 1 - C(n-g, k) / C(n, k)
-    chance = {}
-    for k in ks:
-        p = []
-        for g in group_size:
-            miss = 1.0
-            for j in range(min(k, n)):
-                miss *= max(0.0, (n - g - j) / (n - j))
-            p.append(1.0 - miss)
-        chance[f"R@{k}"] = float(np.mean(p))
-    out["chance"] = chance
+        out[name].update(median_rank=float(np.median(hit_rank + 1)), num_queries=int(len(s)),
+                         num_candidates=int(s.shape[1]), chance=chance)
+        if n_bootstrap:
+            rows = np.random.default_rng(seed).integers(0, len(s), size=(int(n_bootstrap), len(s)))
+            out[name]["ci"] = {}
+            for k in ks:
+                boot = (hit_rank[rows] < k).mean(axis=1)
+                out[name]["ci"][f"R@{k}"] = {"low": float(np.percentile(boot, 2.5)), "high": float(np.percentile(boot, 97.5))}
     return out
 
 
@@ -203,11 +233,15 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     if "retrieval" in result:
         r = result["retrieval"]
         lines += [f"## Retrieval ({r['num_pairs']} pairs, {r['num_distinct_reports']} distinct reports)", "",
-                  "| direction | R@1 | R@5 | R@10 | median rank |", "|---|---|---|---|---|"]
+                  "Image -> report ranks the distinct reports; report -> image has one query per distinct report "
+                  "(any of its images is a hit).", "",
+                  "| direction | queries | R@1 | R@5 | R@10 | median rank | chance R@1 | chance R@5 | chance R@10 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for d in ("image_to_text", "text_to_image"):
-            lines.append(f"| {d.replace('_', ' ')} | {_fmt(r[d]['R@1'])} | {_fmt(r[d]['R@5'])} | {_fmt(r[d]['R@10'])} | {r[d]['median_rank']:.0f} |")
-        c = r["chance"]
-        lines += [f"| chance | {_fmt(c['R@1'])} | {_fmt(c['R@5'])} | {_fmt(c['R@10'])} | |", ""]
+            x, c = r[d], r[d]["chance"]
+            lines.append(f"| {d.replace('_', ' ')} | {x['num_queries']} | {_fmt(x['R@1'])} | {_fmt(x['R@5'])} | {_fmt(x['R@10'])} "
+                         f"| {x['median_rank']:.0f} | {_fmt(c['R@1'])} | {_fmt(c['R@5'])} | {_fmt(c['R@10'])} |")
+        lines.append("")
     if "zero_shot" in result:
         m = result["zero_shot"]["metrics"]
         lines += [f"## Zero-shot classification ({m['num_samples']} images)", "", "| finding | AUC | 95% CI |", "|---|---|---|"]
@@ -247,7 +281,7 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
         images = [pairs.images[i][pairs.image_column] for i in range(len(pairs))]
         img = encoder.embed_images(images)
         txt = encoder.embed_texts(pairs.texts)
-        result["retrieval"] = retrieval_recall(img, txt, pairs.text_groups())
+        result["retrieval"] = retrieval_recall(img, txt, pairs.text_groups(), n_bootstrap=n_bootstrap, seed=seed)
         result["pairs"] = pairs.provenance
         y = pairs.labels_multi_hot()
         if y is not None and dataset is None:

@@ -10,6 +10,7 @@
 from .augment import ADAIN_MODES, MAEAugment, adain_batch
 from .image_processor import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD, AdaINImageProcessor, adain_numpy, register_auto_class
 from .report_processor import ReportGeneratorProcessor, register_report_processor, special_token_ids
+from .report_vocab import build_report_vocabulary_tokenizer
 from .stats import (
     STATISTICS,
     ReferenceStats,
@@ -32,6 +33,7 @@ __all__ = [
     "ReferenceStats",
     "ReportGeneratorProcessor",
     "register_report_processor",
+    "build_report_vocabulary_tokenizer",
     "special_token_ids",
     "ReferenceStatsAccumulator",
     "RunningMoments",

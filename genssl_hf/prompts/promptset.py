@@ -37,8 +37,12 @@ BUILDER_VERSION = "1.0.0"
 CARD_TEMPLATE = "prompt_set"
 
 
-def class_label_for(disease: str, existence: str) -> str:
-    """The class a prompt stands for: ``"no <disease>"`` when negative, else ``<disease>``."""
+def class_label_for(disease: str, existence: str, text: str = "") -> str:
+    """The class a prompt stands for: ``"no <disease>"`` when negative, else ``<disease>``; a
+    prompt that names no disease stands for itself (its ``text``). The one class-label rule of the
+    package: prompt sets, the dataset writer's balance plan and generated datasets all use it."""
+    if not disease:
+        return text
     return f"no {disease}" if existence == "negative" else disease
 
 
@@ -48,7 +52,10 @@ def _norm_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt. ``scores`` maps scoring variant -> psi of its feature, when scored."""
+    """One prompt: its text, the disease it is about (``""``: none named, the prompt is its own
+    class), whether it states the disease present / absent / neither, and the class label it
+    stands for (:func:`class_label_for`). ``scores`` maps scoring variant -> psi of its feature,
+    when scored. The one prompt model of the package (the dataset writer reads these too)."""
 
     text: str
     disease: str
@@ -65,13 +72,13 @@ class Prompt:
             raise ValueError(f"empty prompt text {self.text!r} (disease={self.disease!r})")
         if self.text != self.text.strip() or "\n" in self.text:
             object.__setattr__(self, "text", " ".join(self.text.split()))
-        if not isinstance(self.disease, str) or not self.disease.strip():
-            raise ValueError(f"prompt {self.text!r} has no disease")
+        if not isinstance(self.disease, str):
+            raise ValueError(f"prompt {self.text!r}: disease must be a string, got {self.disease!r}")
         if self.existence not in EXISTENCE:
             raise ValueError(f"prompt {self.text!r}: existence must be one of {EXISTENCE}, got {self.existence!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"prompt {self.text!r}: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        expected = class_label_for(self.disease, self.existence)
+        expected = class_label_for(self.disease, self.existence, self.text)
         if not self.class_label:
             object.__setattr__(self, "class_label", expected)
         elif self.class_label != expected:
@@ -87,6 +94,11 @@ class Prompt:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, str]:
+        """The fields that decide what a prompt generates and which class it counts for (what a
+        generated dataset's config records and its prompt-set hash covers)."""
+        return {"text": self.text, "disease": self.disease, "existence": self.existence, "class_label": self.class_label}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Prompt":
@@ -123,7 +135,8 @@ class PromptSet(Sequence[Prompt]):
         for i, p in enumerate(items):
             key = _norm_text(p.text)
             if key in seen:
-                raise ValueError(f"duplicate prompt {p.text!r} at positions {seen[key]} and {i} (case/whitespace-insensitive)")
+                raise ValueError(f"prompt {i} duplicates prompt {seen[key]} ({p.text!r}): duplicate prompt texts are "
+                                 "compared case- and whitespace-insensitively")
             seen[key] = i
         threshold = metadata.get("threshold")
         if threshold is not None:
@@ -163,9 +176,38 @@ class PromptSet(Sequence[Prompt]):
         return [p.text for p in self._prompts]
 
     @property
+    def prompts(self) -> tuple[Prompt, ...]:
+        return tuple(self._prompts)
+
+    @property
+    def name(self) -> str:
+        """The set's name (``metadata["name"]``), else its strategy."""
+        return str(self.metadata.get("name") or self.strategy)
+
+    @property
+    def diseases(self) -> list[str]:
+        """Distinct named diseases in order of first appearance (the multi-label columns of a
+        dataset generated from this set)."""
+        return list(dict.fromkeys(p.disease for p in self._prompts if p.disease))
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 over every prompt's :meth:`Prompt.identity`, order-sensitive: names what a
+        dataset generated from this set depends on."""
+        return sha256_strings(json.dumps(p.identity(), sort_keys=True) for p in self._prompts)
+
+    @property
+    def source_hash(self) -> str | None:
+        """The hash the set was published under (``metadata["source_hash"]`` when it was read
+        from a file that states one), else its :attr:`fingerprint`."""
+        return self.metadata.get("source_hash", self.fingerprint)
+
+    @property
     def class_labels(self) -> list[str]:
         """Distinct class labels in order of first appearance."""
         return list(dict.fromkeys(p.class_label for p in self._prompts))
+
+    class_names = class_labels  # the ``datasets.ClassLabel`` word, as the dataset writer says it
 
     def by_class(self) -> dict[str, list[Prompt]]:
         out: dict[str, list[Prompt]] = {c: [] for c in self.class_labels}

@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 DECODERS = ("minilm", "gpt2")
+VOCABULARIES = ("minilm", "reports")
 GENERATION_DEFAULTS = dict(num_beams=3, no_repeat_ngram_size=3, length_penalty=1.0, max_new_tokens=64)
 
 
@@ -129,6 +130,9 @@ def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokeni
     if kind not in DECODERS:
         raise ValueError(f"unknown decoder {kind!r}; choose one of {DECODERS}")
     path = minilm_path()
+    if kind == "minilm" and tokenizer is not None and len(tokenizer) != BertConfig.from_pretrained(str(path)).vocab_size:
+        raise ValueError("the MiniLM decoder keeps MiniLM's own WordPiece vocabulary (its embeddings are pretrained); "
+                         "a report vocabulary needs --decoder gpt2")
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
     ids = special_token_ids(tokenizer)
     if kind == "minilm":
@@ -158,8 +162,23 @@ def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokeni
     cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=int(gpt2_hidden), n_layer=n, n_head=int(gpt2_heads),
                      add_cross_attention=True, bos_token_id=ids["decoder_start_token_id"], eos_token_id=ids["eos_token_id"],
                      pad_token_id=ids["pad_token_id"])
+    vocabulary = "all-MiniLM-L6-v2 WordPiece" if tokenizer.name_or_path == str(path) else f"report words ({len(tokenizer)})"
     return GPT2LMHeadModel(cfg), tokenizer, {"decoder": "gpt2", "weights": "random (from config)", "num_layers": n,
-                                              "hidden": int(gpt2_hidden), "tokenizer": "all-MiniLM-L6-v2 WordPiece"}
+                                              "hidden": int(gpt2_hidden), "tokenizer": vocabulary}
+
+
+def _encoder_image_size(init: str, image_size: int | None) -> int:
+    """Input size of the encoder ``init`` (a preset, resized by ``image_size``, or a folder's config),
+    known before any model is built (the data are loaded at that size)."""
+    from genssl_hf.models import BACKBONE_PRESETS, build_backbone_config
+
+    if str(init) in BACKBONE_PRESETS:
+        return int(build_backbone_config(str(init), image_size=image_size).image_size)
+    config = Path(str(init)) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"--encoder {init!r} is neither a ViT preset nor a model folder with a config.json")
+    raw = json.loads(config.read_text())
+    return int(image_size or raw.get("image_size") or raw.get("encoder", {}).get("image_size"))
 
 
 def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaINImageProcessor:
@@ -173,14 +192,14 @@ def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaI
 
 
 def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, decoder_layers: int | None = None,
-                           gpt2_hidden: int = 256,
+                           gpt2_hidden: int = 256, tokenizer=None,
                            image_size: int | None = None, max_report_tokens: int = 128, do_adain: bool = True,
                            generation: dict[str, Any] | None = None):
     """``(VisionEncoderDecoderModel, ReportGeneratorProcessor, record)`` ready for training."""
     from transformers import VisionEncoderDecoderModel
 
     enc, enc_record = load_vit_encoder(encoder, image_size)
-    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, gpt2_hidden=gpt2_hidden,
+    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, tokenizer=tokenizer, gpt2_hidden=gpt2_hidden,
                                                gpt2_heads=max(1, gpt2_hidden // 64))
     model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
     if getattr(model.encoder, "pooler", None) is not None:
@@ -345,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder", choices=DECODERS, default="minilm", help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config")
     g.add_argument("--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)")
     g.add_argument("--gpt2_hidden", type=int, default=256, help="GPT-2 decoder width (--decoder gpt2)")
+    g.add_argument("--vocabulary", choices=VOCABULARIES, default="minilm",
+                   help="minilm: MiniLM's WordPiece tokenizer; reports: a word vocabulary built from the training reports "
+                        "(R2Gen's recipe; --decoder gpt2 only): a far smaller output layer, faster steps")
+    g.add_argument("--vocabulary_min_frequency", type=int, default=3, help="--vocabulary reports: keep words seen this often")
     g.add_argument("--image_size", type=int, default=None, help="input size (random-init encoders only; folders keep theirs)")
     g.add_argument("--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder")
     g.add_argument("--freeze_encoder", action="store_true", help="train the decoder only (the encoder is a fixed feature extractor)")
@@ -369,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("per_device_train_batch_size", "max_new_tokens", "num_beams"):
+    if args.vocabulary == "reports" and args.decoder != "gpt2":
+        raise ValueError("--vocabulary reports needs --decoder gpt2 (the MiniLM decoder's embeddings belong to its own vocabulary)")
+    for name in ("per_device_train_batch_size", "max_new_tokens", "num_beams", "vocabulary_min_frequency"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.no_repeat_ngram_size < 0:
@@ -398,13 +423,20 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     gen = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
                length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
-    torch.manual_seed(args.seed)  # cross-attention / head init
-    model, processor, record = build_report_generator(
-        args.encoder, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, image_size=args.image_size,
-        max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
-    image_size = model.config.encoder.image_size
+    image_size = _encoder_image_size(args.encoder, args.image_size)
     pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
                               corpus=args.reports, section=args.section)
+    tokenizer = None
+    if args.vocabulary == "reports":  # training reports only: no validation / test word enters it
+        from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
+
+        tokenizer = build_report_vocabulary_tokenizer(pairs["train"].texts, args.vocabulary_min_frequency)
+    torch.manual_seed(args.seed)  # cross-attention / head init
+    model, processor, record = build_report_generator(
+        args.encoder, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, tokenizer=tokenizer,
+        image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
+    if tokenizer is not None:
+        record["vocabulary"] = {"kind": "reports", "size": len(tokenizer), "min_frequency": args.vocabulary_min_frequency}
     train_ds, val_ds = _PairRows(pairs["train"]), _PairRows(pairs["validation"])
     provenance = pairs["train"].provenance
 

@@ -90,6 +90,8 @@ __all__ = [
     "build_dual_encoder",
     "truncation_stats",
     "PairCollator",
+    "FrozenTextFeatures",
+    "dual_encoder_embeddings",
     "pretrain_vlp",
     "export_image_tower",
     "build_parser",
@@ -263,6 +265,60 @@ def freeze_text_tower_layers(model: VisionTextDualEncoderModel, n: int) -> int:
     return frozen
 
 
+def text_tower_fully_frozen(model: VisionTextDualEncoderModel) -> bool:
+    """True when the text tower's embeddings and every layer are frozen (only its pooler, the
+    projection and the image tower train): its token features are then a fixed function of the text."""
+    text = model.text_model
+    layers = getattr(getattr(text, "encoder", None), "layer", None)
+    if layers is None or not hasattr(text, "pooler") or text.pooler is None:
+        return False
+    return not any(p.requires_grad for m in [text.embeddings, *layers] for p in m.parameters())
+
+
+class FrozenTextFeatures:
+    """The CLS hidden state of a fully frozen text tower, computed once per distinct report (eval mode,
+    no dropout) and looked up by report id (:func:`text_group_ids`) at every step. With a frozen
+    MiniLM this removes the text tower's forward pass from the training step (about 3x faster on CPU);
+    the trainable pooler and projection still run on the cached features."""
+
+    def __init__(self, text_model: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 128):
+        distinct = list(dict.fromkeys(texts))
+        ids = text_group_ids(distinct)
+        self.row = {int(g): i for i, g in enumerate(ids)}
+        was_training = text_model.training
+        text_model.eval()
+        device = next(text_model.parameters()).device
+        chunks = []
+        with torch.no_grad():
+            for s in range(0, len(distinct), batch_size):
+                tok = tokenizer(distinct[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt").to(device)
+                chunks.append(text_model(**tok).last_hidden_state[:, 0].float())
+        text_model.train(was_training)
+        self.features = torch.cat(chunks)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __call__(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, hidden) CLS features for a batch's report ids."""
+        return self.features[torch.tensor([self.row[int(g)] for g in groups])]
+
+
+def dual_encoder_embeddings(model: VisionTextDualEncoderModel, pixels: torch.Tensor, text_inputs: dict[str, torch.Tensor],
+                            text_features: FrozenTextFeatures | None = None, groups: torch.Tensor | None = None):
+    """L2-normalised (image_embeds, text_embeds) as ``VisionTextDualEncoderModel.forward`` computes them;
+    with ``text_features`` the frozen text tower is replaced by its cached CLS features (pooler and
+    projection still run). ``model`` is the accelerate-prepared model (single process for the cache)."""
+    if text_features is None:
+        out = model(pixel_values=pixels, **text_inputs, return_loss=False)
+        return out.image_embeds, out.text_embeds
+    image = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+    cls = text_features(groups).to(image.device, image.dtype)
+    text = model.text_projection(model.text_model.pooler(cls.unsqueeze(1)))
+    return F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+
+
 def text_max_length(tokenizer, model: VisionTextDualEncoderModel, requested: int) -> int:
     limit = int(getattr(model.config.text_config, "max_position_embeddings", requested))
     tok = getattr(tokenizer, "model_max_length", limit) or limit
@@ -415,6 +471,10 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     bs = args.per_device_train_batch_size
     if len(pairs) < bs * accelerator.num_processes:
         raise ValueError(f"{len(pairs)} pairs are fewer than one global batch ({bs} x {accelerator.num_processes} processes)")
+    fully_frozen = text_tower_fully_frozen(model)
+    # cache only in a single process: in DDP the forward must go through the wrapped model to sync gradients
+    text_features = (FrozenTextFeatures(model.text_model, tokenizer, pairs.texts, max_length)
+                     if fully_frozen and accelerator.num_processes == 1 else None)
     loader = torch.utils.data.DataLoader(
         _PairRows(pairs), batch_size=bs, sampler=EpochShuffleSampler(len(pairs), seed=args.seed), drop_last=True,
         collate_fn=PairCollator(tokenizer, image_size, max_length), num_workers=args.num_workers)
@@ -437,7 +497,8 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
         "args": args_to_dict(args), "loss": loss_cfg, "init": init_record, "pairs": pairs.provenance,
         "truncation": truncation, "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": False},
         "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std, "reference_stats": provenance},
-        "derived": {"total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
+        "derived": {"cached_text_features": len(text_features) if text_features is not None else None,
+                    "total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
                     "num_pairs": len(pairs), "image_size": image_size, "max_text_length": max_length,
                     "projection_dim": int(unwrapped.config.projection_dim),
                     "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
@@ -449,6 +510,9 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     guard = LossGuard(accelerator, out)
     bar = TrainProgress(accelerator, total_steps, state, total_batch, desc=f"VLP {args.loss}")
     model.train()
+    if fully_frozen:  # a frozen text tower is a fixed feature extractor: no dropout (as in the cached features)
+        unwrapped.text_model.embeddings.eval()
+        unwrapped.text_model.encoder.eval()
     t0 = time.perf_counter()
     start_step = state.global_step
     losses: list[tuple[int, float]] = []
@@ -459,8 +523,8 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
             text_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    outputs = model(pixel_values=pixels, **text_inputs, return_loss=False)
-                loss = image_text_infonce(outputs.image_embeds, outputs.text_embeds, unwrapped.logit_scale,
+                    image_embeds, text_embeds = dual_encoder_embeddings(model, pixels, text_inputs, text_features, batch["groups"])
+                loss = image_text_infonce(image_embeds, text_embeds, unwrapped.logit_scale,
                                           image_to_text_weight=loss_cfg["image_to_text_weight"],
                                           groups=batch["groups"] if loss_cfg["dedupe_targets"] else None)
                 accelerator.backward(loss)

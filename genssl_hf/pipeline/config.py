@@ -1,0 +1,111 @@
+"""The pipeline config: presets with ``--set`` overrides, validation before any stage runs, and the
+fine-tuning runs a config asks for (label fractions x seeds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..utils import read_json
+from .schema import config_problems, schema_node
+from .ssl_variants import validate_ssl_variants
+from .variants import VARIANTS
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
+    """A preset by name (``smoke``, ``demo``, ``paper``) or a JSON config path, with ``a.b=value``
+    overrides (values parsed as JSON when they parse, else kept as strings)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+        raise FileNotFoundError(f"pipeline preset {name_or_path!r} not found (known presets: {known})")
+    config = read_json(path)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form key.path=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parts = key.split(".")
+        _, problem = schema_node(parts)  # never create a key the schema does not know
+        if problem:
+            raise ValueError(f"--set {item}: {problem}")
+        node = config
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    validate_config(config)
+    return config
+
+
+def validate_config(config: dict) -> None:
+    """Clear errors for a malformed config, before any stage runs."""
+    problems = config_problems(config)
+    if problems:
+        raise ValueError(f"pipeline config {config.get('name', '?') if isinstance(config, dict) else '?'!r} has "
+                         f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    for key in ("name", "seed", "image_size", "real_data", "generation", "pretrain", "finetune"):
+        if key not in config:
+            raise KeyError(f"pipeline config {config.get('name', '?')!r} lacks the section {key!r}")
+    unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS) - set(config.get("ssl_variants", {}))
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}")
+    validate_ssl_variants(config)
+    finetune_runs(config)  # checks the label fractions and seeds
+    source = config["real_data"].get("source", "phantom")
+    if source not in ("phantom", "folder", "kermany", "nih-subset"):
+        raise ValueError(f"real_data.source must be phantom, folder, kermany or nih-subset, got {source!r}")
+    if source != "phantom" and not config["real_data"].get("path"):
+        raise ValueError(f"real_data.source {source!r} needs real_data.path")
+
+
+def label_fractions(cfg: dict) -> list[float]:
+    """The label fractions fine-tuning runs at (``finetune.label_fractions``, default: the single
+    ``finetune.args.label_fraction`` or 1.0)."""
+    ft = cfg["finetune"]
+    fractions = ft.get("label_fractions") or [ft.get("args", {}).get("label_fraction", 1.0)]
+    for f in fractions:
+        if not 0.0 < float(f) <= 1.0:
+            raise ValueError(f"label fraction {f!r} must lie in (0, 1]")
+    return [float(f) for f in fractions]
+
+
+def fraction_suffix(cfg: dict, fraction: float) -> str:
+    """Stage-name suffix: none for a single fraction, ``_f10`` (percent) when several are run."""
+    if len(label_fractions(cfg)) == 1:
+        return ""
+    return f"_f{fraction * 100:g}".replace(".", "p")
+
+
+def finetune_runs(cfg: dict) -> list[tuple[float, int, str]]:
+    """(label fraction, fine-tuning seed, stage-name suffix) of every fine-tuning run.
+
+    ``finetune.seeds`` repeats the runs at the fractions in ``finetune.seed_fractions`` (default: all)
+    with other seeds, i.e. other label subsets, head inits and batch orders; the first seed's runs keep
+    the plain suffix, the others add ``_s<seed>``. Without ``seeds`` each fraction runs once at ``seed``.
+    """
+    ft = cfg["finetune"]
+    seeds = [int(x) for x in (ft.get("seeds") or [cfg["seed"]])]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"finetune.seeds {seeds} repeats a seed")
+    fractions = label_fractions(cfg)
+    repeated = {float(f) for f in (ft.get("seed_fractions") or fractions)}
+    unknown = repeated - set(fractions)
+    if unknown:
+        raise ValueError(f"finetune.seed_fractions {sorted(unknown)} are not among the label fractions {fractions}")
+    runs = []
+    for fraction in fractions:
+        for i, seed in enumerate(seeds if fraction in repeated else seeds[:1]):
+            runs.append((fraction, seed, fraction_suffix(cfg, fraction) + (f"_s{seed}" if i else "")))
+    return runs
+
+
+def _without_seed_keys(ft: dict) -> dict:
+    """The fine-tuning config a single run depends on (adding a seed must not rerun the others)."""
+    return {k: v for k, v in ft.items() if k not in ("seeds", "seed_fractions")}

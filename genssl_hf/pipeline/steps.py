@@ -1,0 +1,430 @@
+"""The stages of a pipeline run, one builder per stage: each returns a :class:`~.stages.Stage`
+(its config keys, its ``run(folder)`` and the outputs that make it valid)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..utils import read_json, write_json
+from .config import _without_seed_keys, fraction_suffix, label_fractions
+from .launch import _flags, _jsonable, _python_module, _run_command
+from .ssl_variants import ssl_pretrain_command, ssl_stage_summary
+from .stages import Stage
+from .variants import VARIANT_PRETRAIN, VLP_TITLE, variant_title
+
+
+def _phantom_config(section: dict):
+    from ..data.phantom import PhantomConfig
+
+    return PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.get("phantom", {}).items()})
+
+
+def _load_real_splits(cfg: dict, folder: Path):
+    """The labelled real data as a DatasetDict with train / validation / test."""
+    import datasets
+
+    real = cfg["real_data"]
+    source = real.get("source", "phantom")
+    seed = cfg["seed"]
+    if source == "phantom":
+        from ..data.phantom import phantom_splits
+
+        return phantom_splits(real["sizes"], size=cfg["image_size"], seed=seed + 1000, config=_phantom_config(real),
+                              cache_dir=str(folder / ".cache"))
+    from ..data import load_kermany, load_nih_subset, stratified_split
+
+    if source == "kermany":
+        train = load_kermany(real["path"], split="train")
+        carved = stratified_split(train, real.get("validation_fraction", 0.2), seed=seed, group_by="patient_id")
+        rest = carved["train"]
+        test_fraction = real.get("test_fraction", 0.2)
+        held = stratified_split(rest, test_fraction, seed=seed + 1, group_by="patient_id")
+        return datasets.DatasetDict(train=held["train"], validation=carved["validation"], test=held["validation"])
+    if source == "nih-subset":
+        return load_nih_subset(real["path"], split=None)
+    return datasets.load_dataset(real["path"])
+
+
+def stage_real_data(cfg: dict) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..data.adapters import embed_images
+        from ..data.export import export_parquet
+
+        splits = _load_real_splits(cfg, folder)
+        # Training and evaluation need images and labels only; report text never enters the run.
+        keep = ("image", "labels", "label", "patient_id", "study_id", "view", "source", "subtype", "seed")
+        splits = {k: v.select_columns([c for c in v.column_names if c in keep]) for k, v in splits.items()}
+        if cfg["real_data"].get("source", "phantom") != "phantom":
+            splits = {k: embed_images(v) for k, v in splits.items()}
+        export_parquet(splits, folder / "dataset", overwrite=True,
+                       card_body="# Labelled real-domain split of a genssl_hf pipeline run\n\n"
+                                 "Local working copy for training and evaluation. Never published.")
+        shutil.rmtree(folder / ".cache", ignore_errors=True)
+        return {"dataset": "dataset", "sizes": {k: len(v) for k, v in splits.items()}}
+
+    keys = {k: cfg[k] for k in ("real_data", "image_size", "seed")}
+    return Stage("real_data", keys, run, outputs=["dataset/README.md"])
+
+
+def stage_real_unlabelled(cfg: dict, real_dir: Path) -> Stage:
+    """Unlabelled real-domain images for the MAE-on-real baseline: as many as are generated when the
+    real world can render them (phantoms), else the real training split itself."""
+
+    def run(folder: Path) -> dict:
+        import datasets
+
+        from ..data.export import export_parquet
+        from ..data.phantom import phantom_dataset
+
+        real = cfg["real_data"]
+        n = cfg["generation"]["num_images"]
+        if real.get("source", "phantom") == "phantom":
+            ds = phantom_dataset(n, size=cfg["image_size"], seed=cfg["seed"] + 1000, config=_phantom_config(real),
+                                 split="unlabelled", cache_dir=str(folder / ".cache"))
+        else:  # the real training images themselves, at most as many as are generated
+            ds = datasets.load_dataset(str(real_dir / "dataset"), split="train")
+            ds = ds.shuffle(seed=cfg["seed"]).select(range(min(n, len(ds))))
+        ds = ds.select_columns(["image"])
+        export_parquet(ds, folder / "dataset", overwrite=True, card_body="# Unlabelled real-domain images (local only)")
+        shutil.rmtree(folder / ".cache", ignore_errors=True)
+        return {"dataset": "dataset", "num_images": len(ds)}
+
+    return Stage("real_unlabelled", {k: cfg[k] for k in ("real_data", "image_size", "seed")} | {"n": cfg["generation"]["num_images"]},
+                 run, outputs=["dataset/README.md"])
+
+
+def stage_prompt_set(cfg: dict) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..prompts import PromptSet
+
+        spec = cfg.get("prompts", {"set": "heuristic"})
+        if "custom" in spec:  # e.g. [{"text": "Effusion.", "disease": "Effusion"}, ...]
+            prompts = PromptSet(spec["custom"], strategy="custom", name=spec.get("name", f"{cfg['name']}-prompts"))
+        else:
+            prompts = PromptSet.from_pretrained(spec.get("set", "heuristic"))
+        prompts.save_pretrained(folder / "prompt_set", overwrite=True)
+        return {"prompt_set": "prompt_set", "num_prompts": len(prompts.texts), "fingerprint": prompts.fingerprint}
+
+    return Stage("prompt_set", {"prompts": cfg.get("prompts", {"set": "heuristic"})}, run, outputs=["prompt_set/prompts.json"])
+
+
+def stage_generator(cfg: dict, log=print) -> Stage:
+    """The generator pipeline folder: the shipped phantom generator (copied, so the run folder is
+    self-contained and publishable) or a path given in the config."""
+
+    def run(folder: Path) -> dict:
+        spec = cfg.get("generator", {"source": "shipped"})
+        if spec.get("source") == "phantom-oracle":
+            # No diffusion model: phantoms rendered from the parsed prompt (a dry-run generator).
+            write_json(folder / "generator.json", {"generator": "phantom"})
+            return {"generator": "phantom", "source": "phantom-oracle"}
+        if spec.get("source") == "train":
+            src = _train_generator(cfg, spec, folder, log)
+        elif spec.get("source", "shipped") == "shipped":
+            from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+            src = PHANTOM_GENERATOR_DIR
+        else:
+            src = Path(spec["path"])
+        if not (src / "model_index.json").is_file():
+            raise FileNotFoundError(f"generator folder {src} has no model_index.json (not a diffusers pipeline folder)")
+        target = folder / "generator"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(src, target, symlinks=False)
+        return {"generator": "generator", "source": str(src)}
+
+    oracle = cfg.get("generator", {}).get("source") == "phantom-oracle"
+    return Stage("generator", {"generator": cfg.get("generator", {"source": "shipped"})}, run,
+                 outputs=["generator.json" if oracle else "generator/model_index.json"])
+
+
+def _generator_training_data(spec: dict, folder: Path) -> Path:
+    """Images with a text column for generator training, exported as parquet: the NIH
+    ChestX-ray14 subset with its findings written as a short report ("Effusion. Infiltration."
+    or "No finding."), or any dataset folder that already has ``image`` and ``text``."""
+    import datasets
+
+    from ..data.adapters import embed_images
+    from ..data.export import export_parquet
+
+    target = folder / "train_data"
+    if spec.get("dataset") == "nih-subset":
+        from ..data import load_nih_subset
+
+        ds = load_nih_subset(spec["path"], split="train")
+        names = ds.features["labels"].feature.names
+        ds = ds.map(lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."})
+        ds = embed_images(ds.select_columns(["image", "text"]))
+    else:
+        ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
+    export_parquet(ds, target, overwrite=True, card_body="# Generator training data (local only, never published)")
+    return target
+
+
+def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
+    """Fine-tune the shipped phantom autoencoder and LDM on real images with text (a small CPU
+    generator); returns the trained pipeline folder."""
+    from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+    data = _generator_training_data(spec, folder)
+    size = str(spec.get("resolution", cfg["image_size"]))
+    ae_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
+        "autoencoder", "--dataset", str(data), "--resolution", size, "--seed", str(cfg["seed"]),
+        "--init_from", str(PHANTOM_GENERATOR_DIR / "vae"), "--output_dir", str(folder / "ae"), "--overwrite_output_dir",
+    ] + _flags(spec.get("autoencoder_args", {}))
+    _run_command(ae_cmd, folder, log, name="autoencoder")
+    ldm_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
+        "ldm", "--dataset", str(data), "--text_column", "text", "--resolution", size, "--seed", str(cfg["seed"]),
+        "--autoencoder", str(folder / "ae"), "--init_from", str(PHANTOM_GENERATOR_DIR),
+        "--output_dir", str(folder / "ldm"), "--overwrite_output_dir",
+    ] + _flags(spec.get("ldm_args", {}))
+    _run_command(ldm_cmd, folder, log, name="ldm")
+    return folder / "ldm" / "pipeline"
+
+
+def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..generation.materialize import generate_dataset
+
+        gen = cfg["generation"]
+        oracle = (generator_dir / "generator.json").is_file()
+        result = generate_dataset(
+            folder / "dataset",
+            "phantom" if oracle else str(generator_dir / "generator"),
+            prompts=str(prompt_dir / "prompt_set"),
+            num_images=gen["num_images"],
+            seed=cfg["seed"],
+            batch_size=gen.get("batch_size", 64),
+            height=gen.get("image_size", cfg["image_size"]),
+            width=gen.get("image_size", cfg["image_size"]),
+            num_inference_steps=gen.get("num_inference_steps", 25),
+            guidance_scale=gen.get("guidance_scale", 3.0),
+            shard_size=gen.get("shard_size", "256MB"),
+            call_kwargs={"dtype": gen["dtype"]} if gen.get("dtype") else None,
+            overwrite=True,
+            progress=True,
+        )
+        return {"dataset": "dataset", "num_images": gen["num_images"], "result": _jsonable(result)}
+
+    return Stage("generated_dataset", {"generation": cfg["generation"], "seed": cfg["seed"], "size": cfg["image_size"],
+                                       "generator": cfg.get("generator"), "prompts": cfg.get("prompts")},
+                 run, outputs=["dataset/README.md"])
+
+
+def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
+    def run(folder: Path) -> dict:
+        import datasets
+
+        from ..processing import compute_reference_stats
+        from ..processing.stats import save_reference_stats
+
+        train = datasets.load_dataset(str(real_dir / "dataset"), split="train")
+        stats = compute_reference_stats(train, "image", statistic=cfg.get("adain_statistic", "per_image"),
+                                        size=cfg["image_size"], dataset_name=f"{cfg['name']}-real-train")
+        save_reference_stats(stats, folder / "reference_stats.json")
+        return {"reference_stats": "reference_stats.json", "mean": stats.mean, "std": stats.std}
+
+    return Stage("reference_stats", {"seed": cfg["seed"], "real": cfg["real_data"], "size": cfg["image_size"],
+                                     "statistic": cfg.get("adain_statistic", "per_image")},
+                 run, outputs=["reference_stats.json"])
+
+
+def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_path: Path, log) -> Stage:
+    pre = cfg["pretrain"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = _python_module(cfg, "genssl_hf.training.mae") + [
+            "--dataset", str(dataset_dir / "dataset"),
+            "--output_dir", str(out),
+            "--seed", str(cfg["seed"]),
+            "--adain", adain,
+            "--reference_stats", str(stats_path),
+            "--image_size", str(cfg["image_size"]),
+            "--overwrite_output_dir",
+            "--figure", "off" if name == "mae_real" else "on",  # never draw real images into an artifact
+        ] + _flags(pre.get("args", {}))
+        _run_command(cmd, folder, log)
+        return {"model": "model", "run_config": _jsonable(read_json(out / "run_config.json")) if (out / "run_config.json").is_file() else None}
+
+    return Stage(name, {"pretrain": pre, "adain": adain, "data": str(dataset_dir), "seed": cfg["seed"], "size": cfg["image_size"]},
+                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
+
+
+def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float, seed: int,
+                   suffix: str) -> Stage:
+    """One fine-tuning run; ``fraction``, ``seed`` and ``suffix`` come from :func:`finetune_runs`."""
+    ft = cfg["finetune"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "run"
+        args = dict(ft.get("args", {}))
+        args["label_fraction"] = fraction
+        cmd = _python_module(cfg, "genssl_hf.training.finetune") + [
+            "--init", init,
+            "--dataset", str(real_dir / "dataset"),
+            "--output_dir", str(out),
+            "--seed", str(seed),
+            "--image_size", str(cfg["image_size"]),
+            "--overwrite_output_dir",
+        ] + _flags(args)
+        _run_command(cmd, folder, log)
+        metrics = read_json(out / "metrics.json")
+        return {"best": "run/best", "metrics": _jsonable(metrics)}
+
+    return Stage(f"finetune_{variant}{suffix}",
+                 {"finetune": _without_seed_keys(ft), "init": init, "seed": seed, "size": cfg["image_size"],
+                  "fraction": fraction,
+                  # the validation-chosen operating point saved with the model (best/thresholds.json)
+                  "threshold_rule": ft.get("args", {}).get("threshold_rule", "youden")},
+                 run, outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"])
+
+
+def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float, seed: int,
+                     suffix: str) -> Stage:
+    """Test evaluation of one (fraction, seed) group of fine-tuned models (see :func:`finetune_runs`)."""
+    ev = cfg.get("evaluation", {})
+
+    def run(folder: Path) -> dict:
+        out = folder / "results"
+        cmd = _python_module(cfg, "genssl_hf.evaluation.report")
+        for v in variants:
+            cmd += ["--model", f"{variant_title(cfg, v)}={root / f'finetune_{v}{suffix}' / 'run' / 'best'}"]
+        cmd += ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
+                "--seed", str(cfg["seed"])] + _flags(ev.get("args", {}))
+        _run_command(cmd, folder, log)
+        from .results import build_results
+
+        context = _run_context(cfg, root, variants, suffix)
+        context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seed {seed})"
+        zero_shot = root / "vlp_zero_shot" / "results" / "zero_shot_predictions.npz"
+        summary = build_results(out, {v: variant_title(cfg, v) for v in variants}, context,
+                                n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"],
+                                extra_predictions={VLP_TITLE: zero_shot} if cfg.get("vlp") else None)
+        return {"results": "results", "rows": _jsonable(summary["rows"])}
+
+    return Stage(f"evaluation{suffix}", {"evaluation": ev, "variants": variants, "seed": cfg["seed"], "fraction": fraction,
+                                "vlp": cfg.get("vlp"),
+                                "finetune": _without_seed_keys(cfg["finetune"]), "finetune_seed": seed,
+                                "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
+                 run, outputs=["results/results.md", "results/mauc_comparison.png"])
+
+
+def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -> dict[str, str]:
+    """What the table's numbers come from, in one line each."""
+    real = cfg["real_data"]
+    sizes = real.get("sizes") or {}
+    gen = cfg["generation"]
+    pre = cfg["pretrain"].get("args", {})
+    ft = cfg["finetune"].get("args", {})
+    seconds = {}
+    for name in ["generated_dataset"] + list(VARIANT_PRETRAIN.values()) + [f"finetune_{v}{suffix}" for v in variants]:
+        marker = root / name / "stage.json"
+        if marker.is_file():
+            seconds[name] = read_json(marker).get("seconds")
+    return {
+        "real domain": (f"{real.get('source', 'phantom')} ({', '.join(f'{k} {v}' for k, v in sizes.items())})"
+                        if sizes else f"{real.get('source')} {real.get('path', '')}"),
+        "generated images": f"{gen['num_images']} at {gen.get('image_size', cfg['image_size'])} px, "
+                            f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
+                            f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
+        "MAE pre-training": f"preset {pre.get('preset')}, {pre.get('num_train_epochs')} epochs, mask ratio "
+                            f"{pre.get('mask_ratio', 0.9)}",
+        "fine-tuning": f"preset {ft.get('preset')}, {ft.get('epochs')} epochs, best epoch chosen on validation",
+        "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v is not None),
+    }
+
+
+def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) -> Stage:
+    """Contrastive / Siamese / pretext pre-training of one ``ssl_variants`` entry."""
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(cfg, name, root, stats_path, out)
+        _run_command(cmd, folder, log)
+        return ssl_stage_summary(out)
+
+    return Stage(f"ssl_{name}", {"ssl_pretrain": cfg.get("ssl_pretrain", {}), "variant": cfg["ssl_variants"][name],
+                                 "seed": cfg["seed"], "size": cfg["image_size"]},
+                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
+
+
+def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
+    """The dual encoder on ``vlp.pairs`` (default: as many real-domain phantoms, with their reports,
+    as ``vlp.num_pairs``; never the labelled split)."""
+    vlp = cfg["vlp"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        pairs = vlp.get("pairs") or f"phantom:{vlp.get('num_pairs', 2000)}"
+        cmd = _python_module(cfg, "genssl_hf.training.vlp") + [
+            "--pairs", pairs, "--phantom_config", json.dumps(cfg["real_data"].get("phantom", {})),
+            "--image_size", str(cfg["image_size"]), "--reference_stats", str(stats_path),
+            "--seed", str(cfg["seed"]), "--output_dir", str(out), "--overwrite_output_dir",
+        ] + _flags(vlp.get("args", {}))
+        _run_command(cmd, folder, log)
+        return {"model": "model"}
+
+    return Stage("vlp", {"vlp": vlp, "seed": cfg["seed"], "size": cfg["image_size"], "real": cfg["real_data"]},
+                 run, outputs=["model/config.json", "model/vlp_config.json"])
+
+
+def stage_vlp_zero_shot(cfg: dict, root: Path, real_dir: Path, log) -> Stage:
+    def run(folder: Path) -> dict:
+        cmd = _python_module(cfg, "genssl_hf.evaluation.vlp") + [
+            "--model", str(root / "vlp" / "model"), "--dataset", str(real_dir / "dataset"), "--split", "test",
+            "--output_dir", str(folder / "results"), "--seed", str(cfg["seed"]),
+            "--n_bootstrap", str(cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000))]
+        _run_command(cmd, folder, log)
+        return {"results": "results"}
+
+    return Stage("vlp_zero_shot", {"seed": cfg["seed"], "vlp": cfg["vlp"]}, run,
+                 outputs=["results/vlp_metrics.json", "results/zero_shot_predictions.npz"])
+
+
+def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
+    def run(folder: Path) -> dict:
+        import datasets
+        import numpy as np
+
+        from ..data.phantom import render_grid
+
+        gen = datasets.load_dataset(str(generated_dir / "dataset"), split="train")
+        by_prompt: dict[str, int] = {}
+        for i, prompt in enumerate(gen["prompt"]):
+            by_prompt.setdefault(prompt, i)
+        picks = list(by_prompt.items())[:36]
+        images = [np.asarray(gen[i]["image"]) for _, i in picks]
+        render_grid(images, [p for p, _ in picks], folder / "generated_samples.png", ncols=6,
+                    title="Generated chest X-rays, one per prompt")
+        return {"grid": "generated_samples.png"}
+
+    return Stage("sample_grid", {"generated": str(generated_dir), "seed": cfg["seed"]}, run, outputs=["generated_samples.png"])
+
+
+def stage_hub(cfg: dict, root: Path, log) -> Stage:
+    def run(folder: Path) -> dict:
+        from ..hub import publish_all
+
+        artifacts = {
+            "prompt_set": root / "prompt_set" / "prompt_set",
+            "generator": root / "generator" / "generator",
+            "dataset": root / "generated_dataset" / "dataset",
+            "encoder": root / "mae_genssl" / "model",
+            "classifier": root / f"finetune_genssl{fraction_suffix(cfg, max(label_fractions(cfg)))}" / "run" / "best",
+        }
+        if cfg.get("vlp"):
+            artifacts["dual_encoder"] = root / "vlp" / "model"
+        artifacts = {k: v for k, v in artifacts.items() if v.exists()}
+        # The leak guard checks against the real data this run used (add more with hub.real_data).
+        real = [str(root / "real_data" / "dataset")] + list(cfg.get("hub", {}).get("real_data", []))
+        if cfg["real_data"].get("source", "phantom") != "phantom":
+            real.append(str(cfg["real_data"]["path"]))
+        out = folder / "dry_run"
+        shutil.rmtree(out, ignore_errors=True)
+        publish_all(artifacts, cfg.get("hub", {}).get("namespace", "your-namespace"), dry_run=out, real_data=real)
+        return {"dry_run": "dry_run", "artifacts": sorted(artifacts)}
+
+    return Stage("hub", {"seed": cfg["seed"], "hub": cfg.get("hub", {}), "name": cfg["name"]}, run, outputs=["dry_run"])
