@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,8 +58,6 @@ from genssl_hf.training.args import add_adain_args, add_optimisation_args
 from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
 from genssl_hf.training.common import (
     EpochShuffleSampler,
-    LossGuard,
-    TrainProgress,
     add_common_args,
     args_to_dict,
     build_optimizer,
@@ -69,12 +66,10 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
-    maybe_resume,
-    resumable_batches,
     run_training_command,
-    seed_step,
     write_run_config,
 )
+from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.gather import all_gather_no_grad, all_gather_with_grad, rank
 from genssl_hf.training.mae import ImageCollator, resolve_reference
 from genssl_hf.utils import atomic_write_text, write_json
@@ -82,6 +77,7 @@ from genssl_hf.utils import atomic_write_text, write_json
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "VLPTask",
     "LOSS_PRESETS",
     "CNN_PRESETS",
     "TEXT_TOWERS",
@@ -436,6 +432,50 @@ def _loss_settings(args) -> dict[str, Any]:
     return s
 
 
+class VLPTask:
+    """Engine task: uint8 images -> AdaIN-aligned crops (outside autocast, after the step's seed) ->
+    normalised image and report embeddings (under autocast) -> bidirectional InfoNCE, computed outside
+    autocast on the embeddings as they come. A learnable temperature is clamped after every optimiser
+    step (CLIP's bound); a fully frozen text tower stays in eval mode (no dropout, like its cache)."""
+
+    def __init__(self, augment: MAEAugment, device, loss_cfg: dict[str, Any], text_features, text_frozen: bool):
+        self.augment, self.device, self.loss_cfg = augment, device, loss_cfg
+        self.text_features, self.text_frozen = text_features, text_frozen
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**batch, "pixels": self.augment(batch["images"].to(self.device))}
+
+    def training_step(self, model, batch: dict[str, torch.Tensor]):
+        text_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        image_embeds, text_embeds = dual_encoder_embeddings(model, batch["pixels"], text_inputs, self.text_features,
+                                                            batch["groups"])
+        logit_scale = _unwrap(model).logit_scale
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            loss = image_text_infonce(image_embeds, text_embeds, logit_scale,
+                                      image_to_text_weight=self.loss_cfg["image_to_text_weight"],
+                                      groups=batch["groups"] if self.loss_cfg["dedupe_targets"] else None)
+        return loss, {"temperature": (1.0 / logit_scale.detach().exp()).float()}
+
+    def after_optimizer_step(self, model, state, total_steps: int) -> None:
+        if self.loss_cfg["learnable_temperature"]:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+    def train_mode(self, model) -> None:
+        model.train()
+        if self.text_frozen:
+            text = _unwrap(model).text_model
+            text.embeddings.eval()
+            text.encoder.eval()
+
+
+def _unwrap(model):
+    """The model inside a DDP / compile wrapper."""
+    while hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
 def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) -> dict[str, Any]:
     """Train the dual encoder on image-report pairs (``pairs``: an ``ImageReportPairs``, else
     ``--pairs``). Writes the model folder (model, AdaINImageProcessor, tokenizer, card,
@@ -485,13 +525,17 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     total_steps = int(args.max_train_steps) if args.max_train_steps else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     warmup = int(round(args.warmup_ratio * total_steps))
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, betas=(0.9, 0.98))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    engine = Engine(accelerator, EngineConfig(
+        output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
+        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, desc=f"VLP {args.loss}",
+        progress_keys=("train/loss", "train/temperature")))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = engine.prepare(model, optimizer, scheduler)
     augment = MAEAugment(image_size, scale=(args.crop_scale_min, 1.0), hflip=False,  # a flip would swap left / right in the report
                          adain=args.adain == "on", adain_mode=args.adain_mode, adain_mean=adain_mean, adain_std=adain_std,
                          image_mean=args.image_mean, image_std=args.image_std, out_channels=3).to(accelerator.device)
-    state = maybe_resume(accelerator, args.resume_from_checkpoint, out)
+    state = engine.resume(args.resume_from_checkpoint)
     unwrapped = accelerator.unwrap_model(model)
     run_config = {
         "args": args_to_dict(args), "loss": loss_cfg, "init": init_record, "pairs": pairs.provenance,
@@ -507,62 +551,14 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_vlp", {**args_to_dict(args), "total_steps": total_steps})
 
-    guard = LossGuard(accelerator, out)
-    bar = TrainProgress(accelerator, total_steps, state, total_batch, desc=f"VLP {args.loss}")
-    model.train()
-    if fully_frozen:  # a frozen text tower is a fixed feature extractor: no dropout (as in the cached features)
-        unwrapped.text_model.embeddings.eval()
-        unwrapped.text_model.encoder.eval()
-    t0 = time.perf_counter()
-    start_step = state.global_step
-    losses: list[tuple[int, float]] = []
-    if state.global_step < total_steps:
-        for batch in resumable_batches(accelerator, loader, state):
-            seed_step(args.seed, state, accelerator)
-            pixels = augment(batch["images"].to(accelerator.device))
-            text_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    image_embeds, text_embeds = dual_encoder_embeddings(model, pixels, text_inputs, text_features, batch["groups"])
-                loss = image_text_infonce(image_embeds, text_embeds, unwrapped.logit_scale,
-                                          image_to_text_weight=loss_cfg["image_to_text_weight"],
-                                          groups=batch["groups"] if loss_cfg["dedupe_targets"] else None)
-                accelerator.backward(loss)
-                if args.max_grad_norm and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if loss_cfg["learnable_temperature"]:
-                    with torch.no_grad():
-                        unwrapped.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
-            guard.add(loss)
-            state.images_seen += bs * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.global_step += 1
-            step = state.global_step
-            if step % args.logging_steps == 0 or step == total_steps:
-                value = guard.check(state)
-                losses.append((step, value))
-                temp = float(1.0 / unwrapped.logit_scale.exp())
-                bar.update(loss=value, T=temp)
-                accelerator.log({"train/loss": value, "train/temperature": temp, "train/lr": scheduler.get_last_lr()[0]}, step=step)
-            else:
-                bar.update()
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
-                guard.checkpoint(state, args.checkpoints_total_limit)
-            if step >= total_steps:
-                break
-    guard.check(state)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    steps_done = state.global_step - start_step
+    task = VLPTask(augment, accelerator.device, loss_cfg, text_features, fully_frozen)
+    result = engine.run(task, model, optimizer, scheduler, loader, state)
     summary: dict[str, Any] = {
         "global_step": state.global_step, "total_steps": total_steps, "final_loss": state.last_loss,
-        "loss_curve": losses, "temperature": float(1.0 / unwrapped.logit_scale.exp()),
-        "pairs_per_second": steps_done * total_batch / elapsed if elapsed > 0 and steps_done else None,
-        "train_seconds": elapsed, "output_dir": str(out), "truncation": truncation,
+        "loss_curve": [(h["step"], h["train/loss"]) for h in result.history if "train/loss" in h],
+        "temperature": float(1.0 / unwrapped.logit_scale.exp()),
+        "pairs_per_second": result.summary["images_per_second"],
+        "train_seconds": result.summary["train_seconds"], "output_dir": str(out), "truncation": truncation,
     }
     accelerator.wait_for_everyone()
     processor = AdaINImageProcessor(
