@@ -128,7 +128,7 @@ class LoadedDualEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
 
 def _ensemble(encoder: LoadedDualEncoder, prompts: Sequence[str]) -> torch.Tensor:
