@@ -59,9 +59,10 @@ def ssl_figure(path: str | os.PathLike, views, ds: Any, image_column: str, image
             ax.axis("off")
             if i == 0:
                 ax.set_title(titles[j], fontsize=8)
-    per = max(1, nrows // max(1, len(curves)))
+    # one panel per curve, stacked beside the image grid (more curves than image rows must not overlap)
+    panels = grid[:, ncols:].subgridspec(max(1, len(curves)), 1, hspace=0.7) if curves else None
     for c, key in enumerate(curves):
-        ax = fig.add_subplot(grid[min(c * per, nrows - 1):min((c + 1) * per, nrows) if c < len(curves) - 1 else nrows, ncols:])
+        ax = fig.add_subplot(panels[c, 0])
         pts = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
         ax.set_title(key, fontsize=8)
