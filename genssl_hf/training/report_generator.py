@@ -289,19 +289,6 @@ def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus:
     return split_by_patient(pairs, {"validation": val_fraction, "test": test_fraction}, seed)
 
 
-class _PairRows(torch.utils.data.Dataset):
-    """Map-style view of ``ImageReportPairs`` for a DataLoader (text from memory)."""
-
-    def __init__(self, pairs):
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.pairs[i]
-
-
 class ReportPairCollator:
     """Rows (``image``, ``text``) -> ``pixel_values`` (processor) and ``labels`` (report tokens + end, -100 padded)."""
 
@@ -437,7 +424,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
         image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
     if tokenizer is not None:
         record["vocabulary"] = {"kind": "reports", "size": len(tokenizer), "min_frequency": args.vocabulary_min_frequency}
-    train_ds, val_ds = _PairRows(pairs["train"]), _PairRows(pairs["validation"])
+    train_ds, val_ds = pairs["train"], pairs["validation"]  # ImageReportPairs: a map-style dataset (text from memory)
     provenance = pairs["train"].provenance
 
     accelerator = accelerator or make_accelerator(args)

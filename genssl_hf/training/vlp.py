@@ -334,18 +334,6 @@ def truncation_stats(tokenizer, texts: Sequence[str], max_length: int) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------- data
-class _PairRows(torch.utils.data.Dataset):
-    def __init__(self, pairs):
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.pairs[i]
-        return {"image": row["image"], "text": row["text"]}
-
-
 class PairCollator:
     """Rows -> (uint8 images (B, 1, S, S), tokenised texts truncated at ``max_length``, group ids)."""
 
@@ -438,9 +426,11 @@ class VLPTask:
     autocast on the embeddings as they come. A learnable temperature is clamped after every optimiser
     step (CLIP's bound); a fully frozen text tower stays in eval mode (no dropout, like its cache)."""
 
-    def __init__(self, augment: MAEAugment, device, loss_cfg: dict[str, Any], text_features, text_frozen: bool):
+    def __init__(self, augment: MAEAugment, device, loss_cfg: dict[str, Any], text_features, text_frozen: bool,
+                 unwrapped: VisionTextDualEncoderModel):
         self.augment, self.device, self.loss_cfg = augment, device, loss_cfg
         self.text_features, self.text_frozen = text_features, text_frozen
+        self.unwrapped = unwrapped  # the model inside accelerate's wrapper: its temperature and text tower
 
     def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {**batch, "pixels": self.augment(batch["images"].to(self.device))}
@@ -449,7 +439,7 @@ class VLPTask:
         text_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         image_embeds, text_embeds = dual_encoder_embeddings(model, batch["pixels"], text_inputs, self.text_features,
                                                             batch["groups"])
-        logit_scale = _unwrap(model).logit_scale
+        logit_scale = self.unwrapped.logit_scale
         with torch.autocast(device_type=image_embeds.device.type, enabled=False):
             loss = image_text_infonce(image_embeds, text_embeds, logit_scale,
                                       image_to_text_weight=self.loss_cfg["image_to_text_weight"],
@@ -464,16 +454,9 @@ class VLPTask:
     def train_mode(self, model) -> None:
         model.train()
         if self.text_frozen:
-            text = _unwrap(model).text_model
+            text = self.unwrapped.text_model
             text.embeddings.eval()
             text.encoder.eval()
-
-
-def _unwrap(model):
-    """The model inside a DDP / compile wrapper."""
-    while hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
 
 
 def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) -> dict[str, Any]:
@@ -516,7 +499,7 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     text_features = (FrozenTextFeatures(model.text_model, tokenizer, pairs.texts, max_length)
                      if fully_frozen and accelerator.num_processes == 1 else None)
     loader = torch.utils.data.DataLoader(
-        _PairRows(pairs), batch_size=bs, sampler=EpochShuffleSampler(len(pairs), seed=args.seed), drop_last=True,
+        pairs, batch_size=bs, sampler=EpochShuffleSampler(len(pairs), seed=args.seed), drop_last=True,
         collate_fn=PairCollator(tokenizer, image_size, max_length), num_workers=args.num_workers)
     loader = accelerator.prepare(loader)
     accum = accelerator.gradient_accumulation_steps
@@ -551,7 +534,7 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_vlp", {**args_to_dict(args), "total_steps": total_steps})
 
-    task = VLPTask(augment, accelerator.device, loss_cfg, text_features, fully_frozen)
+    task = VLPTask(augment, accelerator.device, loss_cfg, text_features, fully_frozen, unwrapped)
     result = engine.run(task, model, optimizer, scheduler, loader, state)
     summary: dict[str, Any] = {
         "global_step": state.global_step, "total_steps": total_steps, "final_loss": state.last_loss,
