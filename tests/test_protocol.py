@@ -54,7 +54,9 @@ def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path)
     AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.5], image_std=[0.5]).save_pretrained(donor)
     arms = [Arm("random_init", "Random init", "tiny", layer_decay=1.0),
             Arm("random_init_adain", "Random init, AdaIN input", "tiny", image_processor="donor", layer_decay=1.0),
-            Arm("copy", "Random init again", "tiny", layer_decay=1.0, tune_as="random_init")]
+            Arm("copy", "Random init again", "tiny", layer_decay=1.0, tune_as="random_init"),
+            # an ablation arm: fewer seeds, scored by its own evaluation group, paired on its seeds
+            Arm("one_seed", "One seed", "tiny", layer_decay=1.0, tune_as="random_init", seeds=(0,), group="extra")]
     logs: list[str] = []
     result = run_protocol(cfg, root, arms, fractions=(0.5,), seeds=(0, 1), tune_seeds=(0,), recipes=RECIPES,
                           full_fraction=False, workers=2, evaluation_args={"n_bootstrap": 50}, log=logs.append)
@@ -68,11 +70,12 @@ def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path)
         assert t["runs"] == 2 and t["validation_auc"] == {r: [v] for r, v in val.items()}
     assert "copy" not in result["tuning"]
     runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
-    assert len(runs) == 6
+    assert len(runs) == 7 and ("one_seed", 1) not in runs
+    assert runs[("one_seed", 0)]["evaluation"] != runs[("copy", 0)]["evaluation"]
     assert runs[("copy", 0)]["recipe"] == result["tuning"]["random_init"]["0.5"]["chosen"]
-    # every distinct stage ran once: 4 tuning runs, 6 - 2 reused seed runs (copy's seed 0 is new), 2 evaluations
+    # every distinct stage ran once: 4 tuning runs, 7 - 2 reused seed runs, 2 + 1 evaluations
     ran = [line for line in logs if line.endswith("] running")]
-    assert len(ran) == len(set(ran)) == 4 + 4 + 2, ran
+    assert len(ran) == len(set(ran)) == 4 + 5 + 3, ran
     # the AdaIN arm fine-tuned behind the donor's processor, the others behind mean / std 0.5
     chosen = runs[("random_init_adain", 1)]["stage"]
     resolved = json.loads((root / chosen / "run" / "run_config.json").read_text())["resolved"]
@@ -84,7 +87,9 @@ def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path)
     assert json.loads((root / "protocol.json").read_text())["tuning"] == result["tuning"]
 
     pooled = {r["arm"]: r for r in pooled_rows(result, root, baselines=("random_init",), n_bootstrap=50)}
-    assert set(pooled) == {"random_init", "random_init_adain", "copy"}
+    assert set(pooled) == {"random_init", "random_init_adain", "copy", "one_seed"}
+    one = pooled["one_seed"]["vs"]["random_init"]
+    assert one["difference"] == pytest.approx(runs[("one_seed", 0)]["test_auc"] - runs[("random_init", 0)]["test_auc"], abs=1e-6)
     d = pooled["random_init_adain"]["vs"]["random_init"]
     aucs = [runs[("random_init_adain", s)]["test_auc"] - runs[("random_init", s)]["test_auc"] for s in (0, 1)]
     assert d["difference"] == pytest.approx(sum(aucs) / 2, abs=1e-6) and d["low"] <= d["difference"] <= d["high"]

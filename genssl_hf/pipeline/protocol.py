@@ -65,6 +65,7 @@ class Arm:
     tune_as: str | None = None
     deps: tuple[str, ...] = ()
     fractions: tuple[float, ...] | None = None  # None: the protocol's fractions and 100 %
+    seeds: tuple[int, ...] | None = None  # None: the protocol's seeds (an ablation arm may run fewer)
     args: dict = field(default_factory=dict)  # fixed extra fine-tuning arguments
     # arms of another group are scored by their own evaluation stages (adding an ablation arm then
     # does not rescore the others); every group scores the same test cases, so pairs across groups hold
@@ -183,7 +184,7 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
     jobs, runs = [], []
     for f, s in plan:
         for a in arms:
-            if f < 1.0 and f not in arm_fractions(a):
+            if f < 1.0 and (f not in arm_fractions(a) or (a.seeds is not None and s not in a.seeds)):
                 continue
             if f >= 1.0 and a.fractions is not None and 1.0 not in a.fractions:
                 continue
@@ -269,7 +270,9 @@ def pooled_rows(result: dict, root: Path, baselines: tuple[str, ...] = ("random_
                "q1": float(np.percentile(aucs, 25)), "q3": float(np.percentile(aucs, 75)),
                "min": float(aucs.min()), "max": float(aucs.max()), "vs": {}}
         for base in baselines:
-            base_runs = sorted(groups.get((fraction, base), []), key=lambda r: r["seed"])
+            # paired on the seeds both ran (the same label subsets and batch orders)
+            base_runs = [r for r in sorted(groups.get((fraction, base), []), key=lambda r: r["seed"])
+                         if r["seed"] in row["seeds"]]
             if arm == base or [r["seed"] for r in base_runs] != row["seeds"]:
                 continue
             loaded = [load(r) for r in group]
