@@ -39,10 +39,11 @@ import torch
 
 from genssl_hf.core.classification_metrics import classification_metrics
 from genssl_hf.models import is_cnn_init, pooled_features
-from genssl_hf.training.classifier import build_classifier, encoder_config
+from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
 from genssl_hf.training.finetune import _image_processor_of
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.training.ssl.monitor import knn_scores
+from genssl_hf.utils import sha256_strings
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ __all__ = [
     "markdown_table",
 ]
 
-DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # a decade past where Kermany picks
+# 1e-4 .. 1e4: on Kermany at 100 % labels a 1e-3 .. 1e2 grid picked its upper edge
+DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 POOLINGS = ("mean", "cls")
 
 
@@ -78,15 +80,17 @@ def check_encoder_spec(init: str | os.PathLike, image_processor: str = "init") -
 
 
 class FrozenEncoder:
-    """A frozen backbone in eval mode with the input normalisation fine-tuning would use.
+    """A frozen encoder in eval mode with the input normalisation fine-tuning would use.
 
+    ``model`` is the classifier :func:`build_classifier` gives (its head is never used);
     ``features(pixels)`` maps a uint8 ``(B, 1, S, S)`` batch to ``(B, D)`` pooled features."""
 
-    def __init__(self, backbone: torch.nn.Module, normalizer: InputNormalizer, cnn: bool, pooling: str,
+    def __init__(self, model: torch.nn.Module, normalizer: InputNormalizer, cnn: bool, pooling: str,
                  normalizer_source: str):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
-        self.backbone = backbone.eval().requires_grad_(False)
+        self.model = model.eval().requires_grad_(False)
+        self.backbone = model.resnet if cnn else model.vit
         self.normalizer = normalizer
         self.cnn = cnn
         self.pooling = pooling
@@ -101,9 +105,19 @@ class FrozenEncoder:
         x = self.normalizer(self.normalizer.resize(pixels.float().div(255.0)))
         if self.cnn:
             return pooled_features(self.backbone, x).float()
-        # ViTModel with its final LayerNorm (what build_classifier keeps for CLS pooling)
-        hidden = self.backbone(pixel_values=x).last_hidden_state
-        return (hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)).float()
+        hidden = self.backbone(pixel_values=x).last_hidden_state  # after the final LayerNorm (CLS-pooled build)
+        if self.pooling == "cls":
+            return hidden[:, 0].float()
+        pooled = hidden[:, 1:].mean(dim=1)
+        # a mean-pooled genssl_hf classifier has no final encoder norm but its own fc_norm: its representation
+        fc_norm = getattr(self.model, "fc_norm", None)
+        return (fc_norm(pooled) if fc_norm is not None else pooled).float()
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((folder / "config.json").read_text())
 
 
 def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean",
@@ -114,12 +128,17 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     _, init_folder = encoder_config(init)
-    torch.manual_seed(seed)  # a preset's random weights: the same features for the same seed
-    # CLS pooling keeps the encoder's final LayerNorm (mean pooling would swap it for a new fc_norm);
-    # the head is never used
-    model = build_classifier(init, ["unused"], multi_label=True, pooling="cls")
     cnn = is_cnn_init(init)
-    backbone = model.resnet if cnn else model.vit
+    # CLS pooling keeps the encoder's final LayerNorm (a mean-pooled build swaps it for a new fc_norm);
+    # a genssl_hf classifier folder is rebuilt as it was saved (its pooling and head shape)
+    names, head_pooling = ["unused"], "cls"
+    raw = _folder_config(init_folder) if init_folder is not None else {}
+    if any(str(a).endswith("ForImageClassification") for a in raw.get("architectures") or []) and raw.get("id2label"):
+        names = [raw["id2label"][str(i)] for i in range(len(raw["id2label"]))]  # the saved head's shape
+    if raw.get("model_type") == GENSSL_CLASSIFIER_MODEL_TYPE:
+        head_pooling = raw.get("pooling", "cls")
+    torch.manual_seed(seed)  # a preset's random weights: the same features for the same seed
+    model = build_classifier(init, names, multi_label=True, pooling=head_pooling)
     source = {"init": init_folder, "none": None}.get(image_processor, Path(image_processor))
     processor = _image_processor_of(source)
     image_size = int(model.config.image_size)
@@ -128,7 +147,7 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
         normalizer = InputNormalizer.from_processor(processor, image_size, channels)
     else:
         normalizer = InputNormalizer(image_size=image_size, num_channels=channels)
-    return FrozenEncoder(backbone, normalizer, cnn, pooling,
+    return FrozenEncoder(model, normalizer, cnn, pooling,
                          str(source / "preprocessor_config.json") if processor is not None else "default")
 
 
@@ -311,6 +330,8 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
     val_y, test_y = eval_targets["validation"], eval_targets["test"]
     num_classes = len(label_names)
     subsets = {(f, s): stratified_subset(targets, f, s) for f in fractions for s in seeds}
+    # the hash fine-tuning writes to label_fraction.json for the same fraction and seed
+    subset_hashes = {key: sha256_strings(str(i) for i in idx.tolist()) for key, idx in subsets.items()}
 
     rows, encoder_info = [], {}
     cache: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
@@ -336,6 +357,7 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
                 probe, best_c = linear_probe_auc(tr_x, tr_y, feats["validation"], val_y, feats["test"], test_y,
                                                  num_classes, c_grid=c_grid, seed=seed)
                 rows.append({"encoder": title, "fraction": fraction, "seed": seed, "num_train": int(len(idx)),
+                             "train_indices_sha256": subset_hashes[(fraction, seed)],
                              "knn_auc": knn, "probe_auc": probe, "probe_C": best_c})
                 logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe,
                             best_c)
