@@ -5,7 +5,6 @@ trained encoder's frozen features beat the random-init features it started from 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -246,7 +245,7 @@ def test_trained_encoder_beats_random_features(tmp_path, phantoms):
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder, monkeypatch):
+def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     out = tmp_path / "out"
     table = ff.main(["--encoder", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out),
                      "--fractions", "0.5", "1", "--seeds", "0", "--c_grid", "0.1", "1", "--num_threads", "1"])
