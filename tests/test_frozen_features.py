@@ -254,6 +254,8 @@ def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     assert saved["summary"][0]["probe_auc_mean"] == pytest.approx(table["summary"][0]["probe_auc_mean"])
     assert "| random |" in (out / "frozen_features.md").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["frozen_features.json", "frozen_features.md"]  # no temp files
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ff.main(["--encoder", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
 
 
 def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):

@@ -466,6 +466,7 @@ def build_parser():
     p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--phantom_resolution", type=int, default=64)
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
     return checked_parser(p)
 
 
@@ -491,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise type(err)(f"--encoder {text!r}: {err}") from err
         encoders[title] = spec
     _check_fractions(args.fractions)
+    out = Path(args.output_dir)
+    if (out / "frozen_features.json").exists() and not args.overwrite:
+        raise FileExistsError(f"--output_dir {str(out)!r} already holds frozen_features.json; pass --overwrite")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     dd = open_labelled_dataset(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
@@ -503,7 +507,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table["summary"] = summarise_table(table)
     table["dataset"] = str(args.dataset)
     table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}
-    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "frozen_features.json", table)
     atomic_write_text(out / "frozen_features.md",
