@@ -104,6 +104,187 @@ def config(quick: bool, shared: Path) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- the protocol (issue 21)
+def protocol_arms(extra: list[str]) -> list:
+    """The compared arms: the encoders, the input-standardisation controls, and the extra pre-training
+    stages ``extra`` names (diagnosis and ablation encoders: GEN-SSL's or MAE-real's recipe)."""
+    from genssl_hf.pipeline.protocol import Arm
+
+    arms = [
+        Arm("random_init", "Random init", "tiny", layer_decay=1.0),
+        # the same per-image AdaIN standardisation the GEN-SSL encoder fine-tunes behind
+        Arm("random_init_adain", "Random init, AdaIN input", "tiny", image_processor="mae_genssl/model",
+            layer_decay=1.0, deps=("mae_genssl",)),
+        Arm("genssl", "GEN-SSL (AdaIN at pre-training and fine-tuning)", "mae_genssl/model", deps=("mae_genssl",)),
+        Arm("genssl_pt_only", "GEN-SSL, AdaIN at pre-training only", "mae_genssl/model", image_processor="none",
+            tune_as="genssl", deps=("mae_genssl",)),
+        Arm("genssl_no_adain", "GEN-SSL without AdaIN", "mae_genssl_no_adain/model", tune_as="genssl",
+            deps=("mae_genssl_no_adain",)),
+        Arm("real_mae", "MAE on real images", "mae_real/model", deps=("mae_real",)),
+        Arm("real_mae_adain", "MAE on real images, AdaIN on", "mae_real_adain/model", tune_as="real_mae",
+            deps=("mae_real_adain",)),
+    ]
+    for name in extra:
+        spec = EXTRA_STAGES[name]
+        arms.append(Arm(name, spec["title"], f"{name}/model", tune_as=spec["tune_as"], deps=(name,),
+                        fractions=(0.01, 0.1), group="extra"))
+    return arms
+
+
+# Extra pre-training stages: the MAE-real diagnosis (length, mask ratio) and the paper's ablations
+# (number of generated images, prompt strategy). Each pre-trains the tiny ViT like its base stage
+# with the changes listed.
+EXTRA_STAGES: dict[str, dict] = {
+    "mae_real_x5": {"title": "MAE on real images, 5x longer", "base": "real", "tune_as": "real_mae",
+                    "pretrain": {"num_train_epochs": 100}},
+    "mae_real_x25": {"title": "MAE on real images, 25x longer", "base": "real", "tune_as": "real_mae",
+                     "pretrain": {"num_train_epochs": 500}},
+    "mae_real_mask75": {"title": "MAE on real images, mask 0.75", "base": "real", "tune_as": "real_mae",
+                        "pretrain": {"mask_ratio": 0.75}},
+    "mae_genssl_10k": {"title": "GEN-SSL, 10k generated images", "base": "generated", "tune_as": "genssl",
+                       "generation": {"num_images": 10000}},
+    "mae_genssl_30k": {"title": "GEN-SSL, 30k generated images", "base": "generated", "tune_as": "genssl",
+                       "generation": {"num_images": 30000}},
+    "mae_genssl_1prompt": {"title": "GEN-SSL, 1 prompt (No finding.)", "base": "generated", "tune_as": "genssl",
+                           "prompts": "normal"},
+    "mae_genssl_combos": {"title": "GEN-SSL, finding combinations of the NIH reports", "base": "generated",
+                          "tune_as": "genssl", "prompts": "combinations"},
+}
+
+
+def combination_prompts(shared: Path, min_count: int = 2) -> list[dict]:
+    """Prompts in the generator's own caption format from the finding combinations of the NIH training
+    split (``"Effusion. Infiltration."``) that occur at least ``min_count`` times: the prompt set that
+    fits the real generator's conditioning, with the co-occurrences of real reports."""
+    import csv
+    from collections import Counter
+
+    counts: Counter = Counter()
+    with open(shared / "nih-cxr14-1000-64px" / "labels.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["split"] != "train":
+                continue
+            found = [f for f in row["finding_labels"].split("|") if f and f != "No Finding"]
+            ordered = [n for n in NIH14 if n in found]
+            counts[tuple(ordered)] += 1
+    prompts = []
+    for combo, n in counts.most_common():
+        if n < min_count:
+            break
+        text = " ".join(f"{name.replace('_', ' ')}." for name in combo) or "No finding."
+        prompts.append({"text": text, "disease": combo[0] if combo else "No Finding"})
+    return prompts
+
+
+def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick: bool) -> None:
+    """Pre-train the extra encoders (generating their datasets first where they need their own)."""
+    import copy
+
+    from genssl_hf.pipeline.stages import run_stage
+    from genssl_hf.pipeline.steps import stage_generated_dataset, stage_pretrain, stage_prompt_set
+
+    stats = out / "reference_stats" / "reference_stats.json"
+    for name in names:
+        spec = EXTRA_STAGES[name]
+        c = copy.deepcopy(cfg)
+        c["pretrain"]["args"].update(spec.get("pretrain", {}))
+        if quick and "num_train_epochs" in spec.get("pretrain", {}):
+            c["pretrain"]["args"]["num_train_epochs"] = 2
+        if spec["base"] == "real":
+            stage = stage_pretrain(c, name, out / "real_unlabelled", "off", stats, print)
+            run_stage(out, stage, print, deps=["real_unlabelled", "reference_stats"])
+            continue
+        data = "generated_dataset"
+        if "generation" in spec or "prompts" in spec:
+            data = f"generated_{name.removeprefix('mae_genssl_')}"
+            prompt_stage = "prompt_set"
+            if "prompts" in spec:
+                texts = ([{"text": "No finding.", "disease": "No Finding"}] if spec["prompts"] == "normal"
+                         else combination_prompts(shared))
+                c["prompts"] = {"custom": texts, "name": f"nih14-{spec['prompts']}"}
+                prompt_stage = f"prompt_set_{spec['prompts']}"
+                ps = stage_prompt_set(c)
+                ps.name = prompt_stage
+                run_stage(out, ps, print)
+            c["generation"].update({k: (v if not quick else min(v, 300)) for k, v in spec.get("generation", {}).items()})
+            gen = stage_generated_dataset(c, out / "generator", out / prompt_stage)
+            gen.name = data
+            run_stage(out, gen, print, deps=["generator", prompt_stage])
+        stage = stage_pretrain(c, name, out / data, "on", stats, print)
+        run_stage(out, stage, print, deps=[data, "reference_stats"])
+
+
+def protocol_config(cfg: dict, quick: bool) -> dict:
+    """The fine-tuning settings every protocol run shares: the preset's few-shot budget, validation
+    AUC for selection, no test evaluation inside fine-tuning (the evaluation stages score the test
+    split), bf16."""
+    import copy
+
+    c = copy.deepcopy(cfg)
+    args = c["finetune"]["args"]
+    args.update({"n_bootstrap": 0, "test_split": "none"})
+    return c
+
+
+def protocol_tables(result: dict, pooled: list[dict]) -> str:
+    """Markdown: the tuning budget and choices, then per fraction and arm mean / median (IQR) / range
+    over seeds and the pooled paired CIs against both random-init baselines."""
+    lines = ["### Tuning (validation AUC, mean over the tuning seeds; the chosen recipe in bold)", ""]
+    recipes = list(result["recipes"])
+    lines += ["| Arm | Fraction | " + " | ".join(recipes) + " | runs | seconds |",
+              "|---|---|" + "---|" * len(recipes) + "---|---|"]
+    for arm, per_fraction in result["tuning"].items():
+        for fraction, t in per_fraction.items():
+            cells = []
+            for r in recipes:
+                v = 100 * sum(t["validation_auc"][r]) / len(t["validation_auc"][r])
+                cells.append(f"**{v:.1f}**" if r == t["chosen"] else f"{v:.1f}")
+            lines.append(f"| {arm} | {float(fraction):.0%} | " + " | ".join(cells) + f" | {t['runs']} | {t['seconds']:.0f} |")
+    lines += ["", "### Test AUC over seeds, and the mean difference with its paired bootstrap CI over seeds and test cases", "",
+              "| Fraction | Arm | Recipe | Seeds | Mean | Median (IQR) | Min-max | vs random init | vs random init + AdaIN input |",
+              "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(row: dict, base: str) -> str:
+        d = row["vs"].get(base)
+        if d is None:
+            return "-"
+        return f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f}), p {d['p_value']:.3f}"
+
+    for row in sorted(pooled, key=lambda r: r["fraction"]):
+        lines.append(f"| {row['fraction']:.0%} | {row['title']} | {row['recipe']} | {len(row['seeds'])} | "
+                     f"{_pct(row['mean'])} | {_pct(row['median'])} ({_pct(row['q1'])}-{_pct(row['q3'])}) | "
+                     f"{_pct(row['min'])}-{_pct(row['max'])} | {cell(row, 'random_init')} | {cell(row, 'random_init_adain')} |")
+    return "\n".join(lines)
+
+
+def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str], quick: bool, workers: int) -> dict:
+    from genssl_hf.pipeline.protocol import run_protocol, pooled_rows
+
+    from genssl_hf.pipeline.stages import run_stage
+    from genssl_hf.pipeline.steps import stage_pretrain
+
+    # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
+    stats = out / "reference_stats" / "reference_stats.json"
+    run_stage(out, stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print), print,
+              deps=["real_unlabelled", "reference_stats"])
+    run_extra_stages(cfg, out, extra, shared, quick)
+    pcfg = protocol_config(cfg, quick)
+    recipes = None
+    kwargs = {}
+    if quick:  # every step at toy size
+        from genssl_hf.pipeline.protocol import DEFAULT_RECIPES
+
+        recipes = {k: DEFAULT_RECIPES[k] for k in ("blr1e-3_randaug", "blr1e-2_light")}
+        kwargs = {"seeds": (0, 1), "tune_seeds": (0,), "evaluation_args": {"n_bootstrap": 100, "max_samples": 200}}
+    result = run_protocol(pcfg, out, protocol_arms(extra), recipes=recipes, workers=workers, **kwargs)
+    pooled = pooled_rows(result, out, baselines=("random_init", "random_init_adain"), n_bootstrap=200 if quick else 2000)
+    write_json(out / "protocol_pooled.json", pooled)
+    table = protocol_tables(result, pooled)
+    (out / "protocol_results.md").write_text(table + "\n")
+    print(table)
+    return {"result": result, "pooled": pooled}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -188,6 +369,12 @@ def main(argv=None) -> int:
     parser.add_argument("--shared", default=str(SHARED), help="the real data folder")
     parser.add_argument("--output-dir", default=None, help="default: outputs/bench-realdata[-quick]")
     parser.add_argument("--ssl-methods", default="", help=f"comma list of {SSL_METHODS} to add (Tab. 9 rows), or 'all'")
+    parser.add_argument("--protocol", action="store_true",
+                        help="issue 21's protocol: tuned recipes per arm on validation, 5 seeds, the AdaIN controls")
+    parser.add_argument("--extra", default="", help=f"with --protocol: comma list of extra encoders {list(EXTRA_STAGES)}")
+    parser.add_argument("--workers", type=int, default=2, help="fine-tuning runs at a time (one thread each)")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="with --extra: only pre-train the extra encoders (e.g. beside a running protocol)")
     args = parser.parse_args(argv)
     shared = Path(args.shared)
     if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
@@ -201,8 +388,28 @@ def main(argv=None) -> int:
         parser.error(f"--ssl-methods: unknown {unknown}; known: {list(SSL_METHODS)}")
     cfg = add_ssl_variants(config(args.quick, shared), methods, args.quick)
     out = Path(args.output_dir or ROOT / "outputs" / ("bench-realdata-quick" if args.quick else "bench-realdata"))
+    extra = [m for m in args.extra.split(",") if m]
+    bad = sorted(set(extra) - set(EXTRA_STAGES))
+    if bad:
+        parser.error(f"--extra: unknown {bad}; known: {list(EXTRA_STAGES)}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
     start = time.perf_counter()
-    run_pipeline(cfg, out)
+    run_pipeline(cfg, out, finetune=not (args.protocol or args.pretrain_only))
+    if args.pretrain_only:
+        run_extra_stages(cfg, out, extra, shared, args.quick)
+        return 0
+    if args.protocol:
+        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers)
+        record = {"name": "genssl_realdata_kermany_protocol", "unit": "test AUC, mean over seeds",
+                  "pooled": {f"{r['fraction']:.0%} {r['arm']}": {"mean": round(r["mean"], 4), "median": round(r["median"], 4),
+                             **{f"vs_{b}": [round(v[k], 4) for k in ("difference", "low", "high")] for b, v in r["vs"].items()}}
+                             for r in protocol["pooled"]},
+                  "wall_s": round(time.perf_counter() - start, 1), "quick": args.quick, "machine": finish(info)}
+        print(json.dumps(record))
+        if not args.quick:
+            record_results([record])
+        return 0
     rows = []
     for fraction, seed, suffix in finetune_runs(cfg):
         comp = read_json(out / f"evaluation{suffix}" / "results" / "comparison.json")

@@ -69,13 +69,20 @@ def mae_forward_flops_per_image(cfg) -> float:
 
 
 # ------------------------------------------------------------------------------------------- runs
-def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, steps: int, seed: int) -> float:
+def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, steps: int, seed: int,
+             micro_batch: int | None = None) -> float:
+    """Our loop at the effective ``batch``, as ``batch / micro_batch`` accumulated micro-batches (the
+    same optimiser steps on the same number of images: the loss is a mean over equal-sized micro-batches)."""
     from genssl_hf.training import mae
 
+    micro = micro_batch or batch
+    if batch % micro:
+        raise ValueError(f"--micro-batch {micro} must divide --batch {batch}")
     out = work / f"ours-{time.time_ns()}"
     args = mae.build_parser().parse_args([
         "--preset", preset, "--dataset", str(data_dir), "--output_dir", str(out),
-        "--per_device_train_batch_size", str(batch), "--max_train_steps", str(warmup + steps),
+        "--per_device_train_batch_size", str(micro), "--gradient_accumulation_steps", str(batch // micro),
+        "--max_train_steps", str(warmup + steps),
         "--checkpointing_steps", "0", "--logging_steps", "1000000", "--figure", "off", "--mixed_precision", "bf16",
         "--seed", str(seed),
     ])
@@ -93,7 +100,7 @@ def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, s
     ips = (len(t_end) - warmup) * batch / (t_end[-1] - t_end[warmup - 1])
     c_end = summary["step_end_cpu_seconds"]
     cpu_ips = (len(c_end) - warmup) * batch / (c_end[-1] - c_end[warmup - 1])
-    print(f"  ours     batch {batch}: {ips:7.2f} img/s wall, {cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)", flush=True)
+    print(f"  ours     batch {batch} ({batch // micro} x {micro}): {ips:7.2f} img/s wall, {cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)", flush=True)
     return ips, cpu_ips
 
 
@@ -209,6 +216,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling", default=None, help="comma-separated batch sizes for the step-time sweep ('' to skip)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="ours: accumulate --batch in micro-batches of this size (same optimiser steps; a batch that "
+                         "stays in cache runs faster, see the step-time sweep)")
     a = ap.parse_args(argv)
     batch = a.batch or (16 if a.quick else 64)
     steps = a.steps or (2 if a.quick else 10)
@@ -240,7 +250,7 @@ def main(argv=None) -> int:
               f"(fp32: {fp32_cpu:.1f}; bf16/fp32 = {peak_cpu / fp32_cpu:.2f}x, the ceiling of an autocast speed-up)", flush=True)
         ours, base = [], []
         for r in range(repeats):  # interleave so load changes hit both sides alike
-            ours.append(run_ours(data_dir, work, a.preset, batch, warmup, steps, a.seed + r))
+            ours.append(run_ours(data_dir, work, a.preset, batch, warmup, steps, a.seed + r, a.micro_batch))
             base.append(run_baseline(ds, a.preset, batch, warmup, steps, a.seed + r, work))
         scal = step_time_vs_batch(a.preset, scaling, 2 if a.quick else 4) if scaling else {}
     ours_m, base_m = statistics.median(o[0] for o in ours), statistics.median(b[0] for b in base)
@@ -264,7 +274,7 @@ def main(argv=None) -> int:
         "peak_bf16_gflops": round(peak, 1), "share_of_bf16_peak": round(share, 4),
         "baseline_share_of_bf16_peak": round(base_share, 4), "train_gflop_per_image": round(train_flops / 1e9, 3),
         "ratio_cpu_time": round(ours_c / base_c, 3), "bf16_over_fp32_matmul": round(peak_cpu / fp32_cpu, 3), "share_of_bf16_peak_cpu_time": round(share_cpu, 4),
-        "batch": batch, "steps": steps, "repeats": repeats, "runs_ours": [round(x[0], 3) for x in ours],
+        "batch": batch, "micro_batch": a.micro_batch or batch, "steps": steps, "repeats": repeats, "runs_ours": [round(x[0], 3) for x in ours],
         "runs_baseline": [round(x[0], 3) for x in base],
         "step_time_s_by_batch": {str(k): round(v, 4) for k, v in scal.items()},
         "threads": torch.get_num_threads(), "load_avg": [round(load[0], 2), round(load_end[0], 2)],

@@ -45,6 +45,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_family_model() -> str | None:
+    """``"family 26 model 2"``: the virtualised model name here is only "AMD EPYC", and two EPYC
+    generations differ 1.7x in their bf16 / fp32 matmul ratio (Zen 4: ~2.6x, Zen 5: ~4.4x)."""
+    fields = {}
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("cpu family", "model") and key not in fields:
+            fields[key] = value.strip()
+        if len(fields) == 2:
+            return f"family {fields['cpu family']} model {fields['model']}"
+    return None
+
+
 def cpu_flags() -> set[str]:
     for line in _cpuinfo().splitlines():
         if line.startswith("flags"):
@@ -98,6 +112,7 @@ def machine_info(peaks: bool = True, device: str = "cpu", n: int | None = None, 
     info: dict[str, Any] = {
         "kind": machine_kind(device),
         "cpu_model": cpu_model(),
+        "cpu_family_model": cpu_family_model(),
         "amx": has_amx(flags),
         "amx_flags": sorted(f for f in flags if f.startswith("amx")),
         "avx512_bf16": "avx512_bf16" in flags,
@@ -134,7 +149,8 @@ def finish(info: dict[str, Any]) -> dict[str, Any]:
 
 def format_machine(info: dict[str, Any]) -> str:
     amx = f"AMX ({', '.join(info['amx_flags'])})" if info["amx"] else "no AMX"
-    lines = [f"machine [{info['kind']}]: {info['cpu_model']}, {info['cores']} cores, {amx}, "
+    family = f" ({info['cpu_family_model']})" if info.get("cpu_family_model") else ""
+    lines = [f"machine [{info['kind']}]: {info['cpu_model']}{family}, {info['cores']} cores, {amx}, "
              f"avx512_bf16 {'yes' if info['avx512_bf16'] else 'no'}, torch {info['torch']} ({info['torch_threads']} threads)"]
     if "gpu" in info:
         lines.append(f"  GPU: {info['gpu']} x {info['gpu_count']}, {info['gpu_memory_gib']} GiB, CUDA {info['cuda']}")

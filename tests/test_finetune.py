@@ -284,6 +284,34 @@ def test_linear_probe_with_label_fraction_keeps_encoder_frozen(tmp_path, synthet
     assert resolved["normalizer"]["do_adain"] and resolved["normalizer_source"].endswith("preprocessor_config.json")
 
 
+def test_image_processor_override_controls_the_input_standardisation(tmp_path, synthetic_dir):
+    """The confound controls of the real-data protocol: an AdaIN encoder fine-tuned with plain
+    mean / std 0.5 (``none``), and a random-init encoder with another folder's AdaIN processor."""
+    from genssl_hf.processing import AdaINImageProcessor
+
+    init = small_vit_folder(tmp_path)
+    AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.45], image_std=[0.2]).save_pretrained(init)
+    donor = tmp_path / "donor"
+    AdaINImageProcessor(adain_mean=0.3, adain_std=0.1, image_mean=[0.5], image_std=[0.5]).save_pretrained(donor)
+    common = ["--dataset", str(synthetic_dir), "--mode", "linear_probe", "--epochs", "1", "--test_split", "none"]
+
+    main(["--init", str(init), "--image_processor", "none"] + common + _common(tmp_path / "off"))
+    resolved = json.loads((tmp_path / "off" / "run_config.json").read_text())["resolved"]
+    assert not resolved["normalizer"]["do_adain"] and resolved["normalizer_source"] == "default"
+    assert resolved["normalizer"]["image_mean"] == 0.5 and resolved["normalizer"]["image_std"] == 0.5
+    assert not AdaINImageProcessor.from_pretrained(tmp_path / "off" / "final").do_adain
+
+    main(["--init", str(init), "--image_processor", str(donor)] + common + _common(tmp_path / "donor_run"))
+    saved = AdaINImageProcessor.from_pretrained(tmp_path / "donor_run" / "final")
+    assert saved.do_adain and saved.adain_mean == pytest.approx(0.3) and saved.adain_std == pytest.approx(0.1)
+    resolved = json.loads((tmp_path / "donor_run" / "run_config.json").read_text())["resolved"]
+    assert resolved["normalizer_source"] == str(donor / "preprocessor_config.json")
+
+    with pytest.raises(FileNotFoundError, match="--image_processor"):
+        main(["--init", str(init), "--image_processor", str(tmp_path / "nowhere")] + common + _common(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "final").exists()
+
+
 @pytest.mark.slow
 def test_finetune_on_phantoms_beats_chance(tmp_path):
     """A tiny ViT from random init, 400 phantoms at 64 px, 6 epochs (~20 s of CPU): held-out

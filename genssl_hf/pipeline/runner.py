@@ -88,8 +88,10 @@ def _pretrain_stage(config: dict, variant: Variant, root: Path, stats: Path, log
     return stage_pretrain(config, variant.pretrain_stage, root / variant.data_stage, variant.adain, stats, log)
 
 
-def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) -> dict[str, Any]:
-    """Run every stage of ``config`` in order under ``output_dir``; returns the stage summaries."""
+def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print, *, finetune: bool = True) -> dict[str, Any]:
+    """Run every stage of ``config`` in order under ``output_dir``; returns the stage summaries.
+    ``finetune=False`` stops after pre-training (for a protocol that fine-tunes its own way,
+    :mod:`.protocol`)."""
     config = copy.deepcopy(config)
     validate_config(config)
     root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}").resolve()
@@ -114,6 +116,8 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print) 
     if config.get("vlp"):
         s["vlp"] = step(stage_vlp(config, stats, log), deps=["reference_stats"])
         s["vlp_zero_shot"] = step(stage_vlp_zero_shot(config, root, root / "real_data", log), deps=["vlp", "real_data"])
+    if not finetune:
+        return {"root": str(root), **s}
     _run_finetuning(config, variants, root, s, step, log)
     if config.get("hub", {}).get("dry_run", True):
         top = fraction_suffix(config, max(label_fractions(config)))

@@ -244,7 +244,8 @@ def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_pa
             "--reference_stats", str(stats_path),
             "--image_size", str(cfg["image_size"]),
             "--overwrite_output_dir",
-            "--figure", "off" if name == "mae_real" else "on",  # never draw real images into an artifact
+            # never draw real images into an artifact
+            "--figure", "off" if dataset_dir.name == "real_unlabelled" else "on",
         ] + _flags(pre.get("args", {}))
         _run_command(cmd, folder, log)
         return {"model": "model", "run_config": _jsonable(read_json(out / "run_config.json")) if (out / "run_config.json").is_file() else None}

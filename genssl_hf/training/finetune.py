@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head input: mean of patch tokens + fc_norm (MAE fine-tuning default) or the CLS token "
                         "(default: mean for finetune, cls for linear_probe)")
     g.add_argument("--drop_path", type=float, default=None, help="stochastic depth rate of the last block")
+    g.add_argument("--image_processor", default="init",
+                   help="input normalisation: 'init' (the --init folder's AdaIN processor when it has one, else mean / "
+                        "std 0.5), 'none' (mean / std 0.5, no AdaIN, even for an AdaIN encoder), or a folder holding a "
+                        "preprocessor_config.json to use instead (e.g. a random-init control with the same per-image "
+                        "AdaIN standardisation as a GEN-SSL encoder)")
     g.add_argument("--image_size", type=int, default=None, help="input size (default: preset / checkpoint)")
     g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
@@ -253,6 +258,15 @@ def _image_processor_of(folder: Path | None):
     return AutoImageProcessor.from_pretrained(folder)
 
 
+def _processor_folder(choice: str, init_folder: Path | None) -> Path | None:
+    """The folder whose processor normalises the inputs (``--image_processor``); None: mean / std 0.5."""
+    if choice == "init":
+        return init_folder
+    if choice == "none":
+        return None
+    return Path(choice)
+
+
 # ---------------------------------------------------------------------------------------- loop
 def few_shot_schedule_scale(epochs: float, steps_per_epoch: int, min_steps: int) -> float:
     """Factor that stretches the schedule (epochs, warm-up, evaluation cadence) to ``min_steps``
@@ -298,7 +312,8 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
         args.image_size = int(model.config.image_size)
     if args.image_size % getattr(model.config, "patch_size", 1):
         raise ValueError(f"--image_size {args.image_size} is not divisible by the patch size {model.config.patch_size}")
-    source_processor = _image_processor_of(init_folder)
+    source_folder = _processor_folder(args.image_processor, init_folder)
+    source_processor = _image_processor_of(source_folder)
     if source_processor is not None:
         normalizer = InputNormalizer.from_processor(source_processor, args.image_size, model.config.num_channels)
     else:
@@ -307,7 +322,7 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith("classifier.")
     return {"model": model, "normalizer": normalizer, "processor": normalizer.to_processor(),
-            "cnn": is_cnn_init(args.init), "normalizer_source": str(init_folder / "preprocessor_config.json")
+            "cnn": is_cnn_init(args.init), "normalizer_source": str(source_folder / "preprocessor_config.json")
             if source_processor is not None else "default"}
 
 
@@ -410,6 +425,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     check_weight_files(args.init, "--init")
+    if args.image_processor not in ("init", "none") and not (Path(args.image_processor) / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(f"--image_processor {args.image_processor!r}: expected 'init', 'none' or a folder "
+                                "with a preprocessor_config.json")
     data = _labelled_training_data(args)
     train_ds, splits, label_names, multi_label = data["train"], data["splits"], data["label_names"], data["multi_label"]
     built = _build_model(args, label_names, multi_label)

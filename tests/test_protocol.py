@@ -1,0 +1,98 @@
+"""The real-data comparison protocol (issue 21): recipes chosen on validation only, the tuning seeds'
+runs reused, ``tune_as`` arms inheriting a recipe, input-standardisation overrides, pooled statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genssl_hf.pipeline.protocol import Arm, arm_stage_name, pooled_rows, run_protocol, select_recipe
+from genssl_hf.pipeline.stages import run_stage
+from genssl_hf.pipeline.steps import stage_real_data
+
+RECIPES = {"slow": {"blr": 1e-4}, "fast": {"blr": 4e-3, "randaug_n": 0}}
+
+
+def _config() -> dict:
+    return {
+        "name": "protocol-test", "seed": 0, "image_size": 32,
+        "real_data": {"source": "phantom", "sizes": {"train": 96, "validation": 48, "test": 64}},
+        "generation": {"num_images": 10}, "pretrain": {"args": {}},
+        "finetune": {"random_init_preset": "tiny", "label_fractions": [0.5],
+                     "args": {"preset": "tiny", "epochs": 2, "batch_size": 16, "n_bootstrap": 0, "test_split": "none",
+                              "mixed_precision": "no", "selection_metric": "mean_auc", "image_size": 32}},
+    }
+
+
+def test_select_recipe_takes_the_best_mean_and_the_first_on_ties():
+    assert select_recipe({"a": [0.6, 0.8], "b": [0.9, 0.4], "c": [0.7, 0.7]}) == "a"
+    assert select_recipe({"a": [0.5], "b": [0.9], "c": [0.9]}) == "b"
+    with pytest.raises(ValueError):
+        select_recipe({})
+
+
+def test_bad_arms_fail_before_any_stage(tmp_path):
+    cfg = _config()
+    with pytest.raises(ValueError, match="unique"):
+        run_protocol(cfg, tmp_path, [Arm("a", "A", "tiny"), Arm("a", "A2", "tiny")])
+    with pytest.raises(ValueError, match="tune_as"):
+        run_protocol(cfg, tmp_path, [Arm("a", "A", "tiny", tune_as="b")])
+    with pytest.raises(ValueError, match="tune_seeds"):
+        run_protocol(cfg, tmp_path, [Arm("a", "A", "tiny")], seeds=(0,), tune_seeds=(1,))
+    assert not any(tmp_path.iterdir())
+
+
+def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path):
+    cfg = _config()
+    root = tmp_path / "run"
+    run_stage(root, stage_real_data(cfg), print)
+    from genssl_hf.processing import AdaINImageProcessor
+
+    donor = root / "donor"
+    AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.5], image_std=[0.5]).save_pretrained(donor)
+    arms = [Arm("random_init", "Random init", "tiny", layer_decay=1.0),
+            Arm("random_init_adain", "Random init, AdaIN input", "tiny", image_processor="donor", layer_decay=1.0),
+            Arm("copy", "Random init again", "tiny", layer_decay=1.0, tune_as="random_init")]
+    logs: list[str] = []
+    result = run_protocol(cfg, root, arms, fractions=(0.5,), seeds=(0, 1), tune_seeds=(0,), recipes=RECIPES,
+                          full_fraction=False, workers=2, evaluation_args={"n_bootstrap": 50}, log=logs.append)
+
+    # the choice is the best validation AUC of the tuning runs, read from their metrics
+    for arm in ("random_init", "random_init_adain"):
+        val = {r: json.loads((root / arm_stage_name(arm, r, 0.5, 0) / "run" / "metrics.json").read_text())
+               ["best"]["validation"]["mean_auc"] for r in RECIPES}
+        t = result["tuning"][arm]["0.5"]
+        assert t["chosen"] == max(val, key=lambda r: (val[r], -list(RECIPES).index(r)))
+        assert t["runs"] == 2 and t["validation_auc"] == {r: [v] for r, v in val.items()}
+    assert "copy" not in result["tuning"]
+    runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
+    assert len(runs) == 6
+    assert runs[("copy", 0)]["recipe"] == result["tuning"]["random_init"]["0.5"]["chosen"]
+    # every distinct stage ran once: 4 tuning runs, 6 - 2 reused seed runs (copy's seed 0 is new), 2 evaluations
+    ran = [line for line in logs if line.endswith("] running")]
+    assert len(ran) == len(set(ran)) == 4 + 4 + 2, ran
+    # the AdaIN arm fine-tuned behind the donor's processor, the others behind mean / std 0.5
+    chosen = runs[("random_init_adain", 1)]["stage"]
+    resolved = json.loads((root / chosen / "run" / "run_config.json").read_text())["resolved"]
+    assert resolved["normalizer"]["do_adain"] and resolved["normalizer_source"] == str(donor / "preprocessor_config.json")
+    plain = json.loads((root / runs[("random_init", 1)]["stage"] / "run" / "run_config.json").read_text())
+    assert not plain["resolved"]["normalizer"]["do_adain"] and plain["layer_decay"] == 1.0
+    assert plain["blr"] == RECIPES[runs[("random_init", 1)]["recipe"]]["blr"] and plain["test_split"] == "none"
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in result["runs"])
+    assert json.loads((root / "protocol.json").read_text())["tuning"] == result["tuning"]
+
+    pooled = {r["arm"]: r for r in pooled_rows(result, root, baselines=("random_init",), n_bootstrap=50)}
+    assert set(pooled) == {"random_init", "random_init_adain", "copy"}
+    d = pooled["random_init_adain"]["vs"]["random_init"]
+    aucs = [runs[("random_init_adain", s)]["test_auc"] - runs[("random_init", s)]["test_auc"] for s in (0, 1)]
+    assert d["difference"] == pytest.approx(sum(aucs) / 2, abs=1e-6) and d["low"] <= d["difference"] <= d["high"]
+    assert pooled["random_init"]["vs"] == {}
+    assert pooled["copy"]["min"] <= pooled["copy"]["median"] <= pooled["copy"]["max"]
+
+    # a rerun finds every stage valid
+    logs.clear()
+    run_protocol(cfg, root, arms, fractions=(0.5,), seeds=(0, 1), tune_seeds=(0,), recipes=RECIPES,
+                 full_fraction=False, workers=2, evaluation_args={"n_bootstrap": 50}, log=logs.append)
+    assert not [line for line in logs if line.endswith("] running")]
