@@ -159,6 +159,13 @@ def test_mae_folder_is_seen_without_masking(tmp_path, phantoms):
     assert feats.shape == (12, 128)
     np.testing.assert_allclose(feats, hidden[:, 1:].mean(1).numpy(), atol=1e-4)
     np.testing.assert_allclose(cls, hidden[:, 0].numpy(), atol=1e-4)
+    # an intermediate block: ViTMAE's hidden state of that block (mean over the shuffled patches)
+    with torch.no_grad():
+        block2 = reference(pixel_values=x, output_hidden_states=True).hidden_states[2]
+    np.testing.assert_allclose(ff.extract_features(ff.load_frozen_encoder(folder, layer=2), rows),
+                               block2[:, 1:].mean(1).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="layer 7 does not exist"):
+        ff.load_frozen_encoder(folder, layer=7)
     enc = ff.load_frozen_encoder(folder)
     assert not enc.backbone.training and not any(p.requires_grad for p in enc.backbone.parameters())
 

@@ -86,9 +86,15 @@ class FrozenEncoder:
     ``features(pixels)`` maps a uint8 ``(B, 1, S, S)`` batch to ``(B, D)`` pooled features."""
 
     def __init__(self, model: torch.nn.Module, normalizer: InputNormalizer, cnn: bool, pooling: str,
-                 normalizer_source: str):
+                 normalizer_source: str, layer: int = -1):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+        depth = None if cnn else int(model.config.num_hidden_layers)
+        if layer != -1 and (cnn or not 0 <= layer <= depth):
+            raise ValueError(f"layer {layer} does not exist: use -1 (the last, after the final LayerNorm) or 0..{depth} "
+                             "(a ViT's embeddings / block outputs)" if not cnn else
+                             f"layer {layer}: a ResNet gives its pooled last stage only (layer -1)")
+        self.layer = layer
         self.model = model.eval().requires_grad_(False)
         self.backbone = model.resnet if cnn else model.vit
         self.normalizer = normalizer
@@ -105,6 +111,9 @@ class FrozenEncoder:
         x = self.normalizer(self.normalizer.resize(pixels.float().div(255.0)))
         if self.cnn:
             return pooled_features(self.backbone, x).float()
+        if self.layer != -1:  # an intermediate block's tokens, as they leave it (no final LayerNorm)
+            hidden = self.backbone(pixel_values=x, output_hidden_states=True).hidden_states[self.layer]
+            return (hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)).float()
         hidden = self.backbone(pixel_values=x).last_hidden_state  # after the final LayerNorm (CLS-pooled build)
         if self.pooling == "cls":
             return hidden[:, 0].float()
@@ -121,7 +130,7 @@ def _folder_config(folder: Path) -> dict[str, Any]:
 
 
 def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean",
-                        seed: int = 0) -> FrozenEncoder:
+                        seed: int = 0, layer: int = -1) -> FrozenEncoder:
     """The encoder fine-tuning would start from for ``--init init`` (seeded random weights for a
     preset), frozen, with its input normalisation (``image_processor``: ``init`` / ``none`` / a folder)."""
     check_encoder_spec(init, image_processor)
@@ -148,7 +157,7 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
     else:
         normalizer = InputNormalizer(image_size=image_size, num_channels=channels)
     return FrozenEncoder(model, normalizer, cnn, pooling,
-                         str(source / "preprocessor_config.json") if processor is not None else "default")
+                         str(source / "preprocessor_config.json") if processor is not None else "default", layer=layer)
 
 
 def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, dataset_split, *,
@@ -286,7 +295,7 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
                          seeds: Sequence[int] = (0, 1, 2), train_split: str = "train",
                          validation_split: str = "validation", test_split: str = "test", image_column: str = "image",
                          pooling: str = "mean", k: int = 20, temperature: float = 0.07,
-                         c_grid: Sequence[float] = DEFAULT_C_GRID, batch_size: int = 256) -> dict[str, Any]:
+                         c_grid: Sequence[float] = DEFAULT_C_GRID, batch_size: int = 256, layer: int = -1) -> dict[str, Any]:
     """kNN and linear-probe test AUC of every encoder x label fraction x seed.
 
     ``encoders``: title -> ``init`` (folder or preset) or ``{"init", "image_processor"}``.
@@ -343,7 +352,7 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
             key = (title, seed if random_init else None)
             if key not in cache:
                 enc = load_frozen_encoder(spec["init"], image_processor=spec["image_processor"], pooling=pooling,
-                                          seed=seed)
+                                          seed=seed, layer=layer)
                 cache.clear()  # one encoder's features in memory at a time
                 cache[key] = {n: extract_features(enc, ds, image_column=image_column, batch_size=batch_size)
                               for n, ds in splits.items()}
@@ -371,7 +380,7 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
         "split_names": {"train": train_split, "validation": validation_split, "test": test_split},
         "fractions": fractions,
         "seeds": seeds,
-        "protocol": {"pooling": pooling, "knn_k": k, "knn_temperature": temperature, "c_grid": list(c_grid),
+        "protocol": {"pooling": pooling, "layer": layer, "knn_k": k, "knn_temperature": temperature, "c_grid": list(c_grid),
                      "c_selection": "validation mean AUC", "metric": "test mean ROC AUC",
                      "subset": "genssl_hf.training.finetune_data.stratified_subset(train targets, fraction, seed)"},
         "seconds": round(time.perf_counter() - started, 2),
@@ -416,7 +425,8 @@ def markdown_table(table: Mapping[str, Any]) -> str:
     lines += ["", f"Test mean ROC AUC ({table['task']}, classes {', '.join(table['label_names'])}), mean ± std over "
               f"seeds {table['seeds']}; training rows per fraction: "
               + ", ".join(f"{f:.0%}: {n}" for f, n in n_train.items())
-              + f"; splits {table['splits']}. Features: {p['pooling']} pooling of the last layer, frozen. "
+              + f"; splits {table['splits']}. Features: {p['pooling']} pooling of "
+              f"{'the last layer' if p.get('layer', -1) == -1 else 'block ' + str(p['layer']) + ' (no final norm)'}, frozen. "
               f"kNN: k={p['knn_k']}, T={p['knn_temperature']}, cosine. Probe: logistic regression on standardised "
               f"features, C in {p['c_grid']} chosen on validation."]
     return "\n".join(lines) + "\n"
@@ -458,6 +468,9 @@ def build_parser():
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions in (0, 1]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pooling", choices=POOLINGS, default="mean")
+    p.add_argument("--layer", type=int, default=-1,
+                   help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
+                        "(where in the encoder the label signal lives)")
     p.add_argument("--knn_k", type=int, default=20)
     p.add_argument("--knn_temperature", type=float, default=0.07)
     p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
@@ -503,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         encoders, dd, fractions=args.fractions, seeds=args.seeds, train_split=args.train_split,
         validation_split=args.validation_split, test_split=args.test_split, image_column=args.image_column,
         pooling=args.pooling, k=args.knn_k, temperature=args.knn_temperature, c_grid=args.c_grid,
-        batch_size=args.batch_size)
+        batch_size=args.batch_size, layer=args.layer)
     table["summary"] = summarise_table(table)
     table["dataset"] = str(args.dataset)
     table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}
