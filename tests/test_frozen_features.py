@@ -275,6 +275,12 @@ def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
         ff.main(base + ["--encoder", "a=tiny", "--encoder", "b=no/such/encoder"])
     with pytest.raises(FileNotFoundError, match="missing_processor"):
         ff.main(base + ["--encoder", f"a=tiny:{tmp_path / 'missing_processor'}"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "vit", "image_size": 64, "patch_size": 8}))
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="broken"):
+        ff.main(base + ["--encoder", f"a={broken}"])
     with pytest.raises(ValueError, match="TITLE=PATH_OR_PRESET"):
         ff.main(base + ["--encoder", "tiny"])
     with pytest.raises(ValueError, match="given twice"):

@@ -44,6 +44,7 @@ from genssl_hf.training.finetune import _image_processor_of, _processor_folder
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.training.ssl.monitor import knn_scores
 from genssl_hf.utils import sha256_strings
+from genssl_hf.validation import check_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ POOLINGS = ("mean", "cls")
 def check_encoder_spec(init: str | os.PathLike, image_processor: str = "init") -> None:
     """Raise a clear error naming ``init`` / ``image_processor`` when either cannot be loaded (no compute)."""
     try:
-        encoder_config(init)
+        _, folder = encoder_config(init)
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"encoder {str(init)!r}: {err}") from err
+    if folder is not None:  # a truncated weight file fails here, not inside from_pretrained
+        check_weight_files(folder, f"encoder {str(init)!r}", depth=0)
     if image_processor not in ("init", "none") and not (Path(image_processor) / "preprocessor_config.json").is_file():
         raise FileNotFoundError(f"image processor {image_processor!r} (for encoder {str(init)!r}): expected 'init', "
                                 "'none' or a folder with a preprocessor_config.json")
@@ -162,11 +165,11 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
 
 def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, dataset_split, *,
                      image_column: str = "image", batch_size: int = 256, image_processor: str = "init",
-                     pooling: str = "mean", seed: int = 0) -> np.ndarray:
+                     pooling: str = "mean", seed: int = 0, layer: int = -1) -> np.ndarray:
     """``(N, D)`` float32 frozen features of every row of ``dataset_split`` (a ``datasets.Dataset``)."""
     encoder = (model_folder_or_preset if isinstance(model_folder_or_preset, FrozenEncoder)
                else load_frozen_encoder(model_folder_or_preset, image_processor=image_processor, pooling=pooling,
-                                        seed=seed))
+                                        seed=seed, layer=layer))
     if image_column not in dataset_split.column_names:
         raise KeyError(f"dataset has no image column {image_column!r} (columns: {dataset_split.column_names})")
     if batch_size < 1:
