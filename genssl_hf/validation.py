@@ -64,6 +64,8 @@ NUMERIC_RANGES: dict[str, str] = {
     "perceptual_weight": ">=0", "guidance_scale": ">=0", "guidance": ">=0", "scale_factor": ">0",
     # AdaIN targets and normalisation
     "adain_mean": "any", "adain_std": ">0", "image_mean": "any", "image_std": ">0",
+    # frozen-feature probing (evaluation.frozen_features)
+    "fractions": "(0,1]", "seeds": ">=0", "knn_k": ">=1", "knn_temperature": ">0", "c_grid": ">0", "layer": ">=-1",
 }
 
 _RANGE = re.compile(r"^\s*([\[(])\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*([\])])\s*$")

@@ -23,7 +23,7 @@ from genssl_hf.validation import check_options, checked_parser
 
 # ------------------------------------------------------------------------- parsers and ranges
 def _all_parsers() -> dict[str, argparse.ArgumentParser]:
-    from genssl_hf.evaluation import report
+    from genssl_hf.evaluation import frozen_features, report
     from genssl_hf.generation import materialize
     from genssl_hf.hub import publish
     from genssl_hf.prompts import build
@@ -31,7 +31,8 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
 
     return {"mae": mae.build_parser(), "finetune": finetune.build_parser(), "autoencoder": generator.autoencoder_parser(),
             "ldm": generator.ldm_parser(), "evaluate": report.build_parser(), "generate": materialize.build_parser(),
-            "publish": publish.build_parser(), "build_prompts": build.build_parser()}
+            "publish": publish.build_parser(), "build_prompts": build.build_parser(),
+            "probe_encoders": frozen_features.build_parser()}
 
 
 def test_every_numeric_option_of_every_parser_has_a_range_and_refuses_nan():

@@ -1,0 +1,547 @@
+"""Frozen-feature quality of pre-trained encoders: weighted kNN and a logistic-regression linear probe
+on the encoder's features, at the label fractions of fine-tuning (1 / 10 / 100 %).
+
+The diagnosis fine-tuning cannot give: how much label signal the encoder's features hold before any
+weight moves. Conventions (the SSL literature's, and the package's):
+
+* encoder: what fine-tuning would start from (:func:`~genssl_hf.training.classifier.build_classifier`
+  on a ViT / ViTMAE / classifier folder, or a preset such as ``tiny`` for seeded random weights); a
+  ViTMAE folder becomes a plain ``ViTModel`` (no masking: every patch is seen), in eval mode;
+* inputs: the dataset's images resized to the encoder's input size and normalised as fine-tuning
+  would (the folder's ``AdaINImageProcessor`` for ``image_processor="init"``, mean / std 0.5 for
+  ``"none"``, or another folder's processor);
+* features: the mean of the last layer's patch tokens after the final LayerNorm (``pooling="mean"``)
+  or the CLS token (``"cls"``);
+* kNN: cosine similarity, ``k = 20`` nearest labelled training features, votes weighted by
+  ``exp(sim / 0.07)`` (Wu et al. 2018; the package's SSL monitor);
+* linear probe: scikit-learn ``LogisticRegression`` on features standardised with the training
+  subset's statistics (one per class for multi-label data, multinomial for multi-class); the inverse
+  regularisation ``C`` is chosen on the validation split from a grid, never on test;
+* score: the test split's mean ROC AUC as fine-tuning reports it
+  (:func:`~genssl_hf.core.classification_metrics.classification_metrics`: binary tasks give the
+  AUC of the positive class, multi-label tasks the mean over classes with both outcomes present);
+* label fractions: the training rows fine-tuning would use,
+  :func:`~genssl_hf.training.finetune_data.stratified_subset` of the train split's targets with the
+  same fraction and seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from genssl_hf.core.classification_metrics import classification_metrics
+from genssl_hf.models import is_cnn_init, pooled_features
+from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
+from genssl_hf.training.finetune import _image_processor_of, _processor_folder
+from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
+from genssl_hf.training.ssl.monitor import knn_scores
+from genssl_hf.utils import sha256_strings
+from genssl_hf.validation import check_weight_files
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_C_GRID",
+    "FrozenEncoder",
+    "load_frozen_encoder",
+    "check_encoder_spec",
+    "extract_features",
+    "knn_auc",
+    "linear_probe_scores",
+    "linear_probe_auc",
+    "mean_auc",
+    "frozen_feature_table",
+    "summarise_table",
+    "markdown_table",
+]
+
+# 1e-4 .. 1e4: on Kermany at 100 % labels a 1e-3 .. 1e2 grid picked its upper edge
+DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+POOLINGS = ("mean", "cls")
+
+
+# ------------------------------------------------------------------------------------------ encoder
+def check_encoder_spec(init: str | os.PathLike, image_processor: str = "init") -> None:
+    """Raise a clear error naming ``init`` / ``image_processor`` when either cannot be loaded (no compute)."""
+    try:
+        _, folder = encoder_config(init)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"encoder {str(init)!r}: {err}") from err
+    if folder is not None:  # a truncated weight file fails here, not inside from_pretrained
+        check_weight_files(folder, f"encoder {str(init)!r}", depth=0)
+    if image_processor not in ("init", "none") and not (Path(image_processor) / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(f"image processor {image_processor!r} (for encoder {str(init)!r}): expected 'init', "
+                                "'none' or a folder with a preprocessor_config.json")
+
+
+class FrozenEncoder:
+    """A frozen encoder in eval mode with the input normalisation fine-tuning would use.
+
+    ``model`` is the classifier :func:`build_classifier` gives (its head is never used);
+    ``features(pixels)`` maps a uint8 ``(B, 1, S, S)`` batch to ``(B, D)`` pooled features."""
+
+    def __init__(self, model: torch.nn.Module, normalizer: InputNormalizer, cnn: bool, pooling: str,
+                 normalizer_source: str, layer: int = -1):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+        depth = None if cnn else int(model.config.num_hidden_layers)
+        if layer != -1 and (cnn or not 0 <= layer <= depth):
+            raise ValueError(f"layer {layer} does not exist: use -1 (the last, after the final LayerNorm) or 0..{depth} "
+                             "(a ViT's embeddings / block outputs)" if not cnn else
+                             f"layer {layer}: a ResNet gives its pooled last stage only (layer -1)")
+        self.layer = layer
+        self.model = model.eval().requires_grad_(False)
+        self.backbone = model.resnet if cnn else model.vit
+        self.normalizer = normalizer
+        self.cnn = cnn
+        self.pooling = pooling
+        self.normalizer_source = normalizer_source
+
+    @property
+    def image_size(self) -> int:
+        return self.normalizer.image_size
+
+    @torch.no_grad()
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.normalizer(self.normalizer.resize(pixels.float().div(255.0)))
+        if self.cnn:
+            return pooled_features(self.backbone, x).float()
+        if self.layer != -1:  # an intermediate block's tokens, as they leave it (no final LayerNorm)
+            hidden = self.backbone(pixel_values=x, output_hidden_states=True).hidden_states[self.layer]
+            return (hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)).float()
+        hidden = self.backbone(pixel_values=x).last_hidden_state  # after the final LayerNorm (CLS-pooled build)
+        if self.pooling == "cls":
+            return hidden[:, 0].float()
+        pooled = hidden[:, 1:].mean(dim=1)
+        # a mean-pooled genssl_hf classifier has no final encoder norm but its own fc_norm: its representation
+        fc_norm = getattr(self.model, "fc_norm", None)
+        return (fc_norm(pooled) if fc_norm is not None else pooled).float()
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((folder / "config.json").read_text())
+
+
+def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean",
+                        seed: int = 0, layer: int = -1) -> FrozenEncoder:
+    """The encoder fine-tuning would start from for ``--init init`` (seeded random weights for a
+    preset), frozen, with its input normalisation (``image_processor``: ``init`` / ``none`` / a folder)."""
+    check_encoder_spec(init, image_processor)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    _, init_folder = encoder_config(init)
+    cnn = is_cnn_init(init)
+    # CLS pooling keeps the encoder's final LayerNorm (a mean-pooled build swaps it for a new fc_norm);
+    # a genssl_hf classifier folder is rebuilt as it was saved (its pooling and head shape)
+    names, head_pooling = ["unused"], "cls"
+    raw = _folder_config(init_folder) if init_folder is not None else {}
+    if any(str(a).endswith("ForImageClassification") for a in raw.get("architectures") or []) and raw.get("id2label"):
+        names = [raw["id2label"][str(i)] for i in range(len(raw["id2label"]))]  # the saved head's shape
+    if raw.get("model_type") == GENSSL_CLASSIFIER_MODEL_TYPE:
+        head_pooling = raw.get("pooling", "cls")
+    torch.manual_seed(seed)  # a preset's random weights: the same features for the same seed
+    model = build_classifier(init, names, multi_label=True, pooling=head_pooling)
+    source = _processor_folder(image_processor, init_folder)  # fine-tuning's --image_processor
+    processor = _image_processor_of(source)
+    image_size = int(model.config.image_size)
+    channels = int(model.config.num_channels)
+    if processor is not None:
+        normalizer = InputNormalizer.from_processor(processor, image_size, channels)
+    else:
+        normalizer = InputNormalizer(image_size=image_size, num_channels=channels)
+    return FrozenEncoder(model, normalizer, cnn, pooling,
+                         str(source / "preprocessor_config.json") if processor is not None else "default", layer=layer)
+
+
+def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, dataset_split, *,
+                     image_column: str = "image", batch_size: int = 256, image_processor: str = "init",
+                     pooling: str = "mean", seed: int = 0, layer: int = -1) -> np.ndarray:
+    """``(N, D)`` float32 frozen features of every row of ``dataset_split`` (a ``datasets.Dataset``)."""
+    encoder = (model_folder_or_preset if isinstance(model_folder_or_preset, FrozenEncoder)
+               else load_frozen_encoder(model_folder_or_preset, image_processor=image_processor, pooling=pooling,
+                                        seed=seed, layer=layer))
+    if image_column not in dataset_split.column_names:
+        raise KeyError(f"dataset has no image column {image_column!r} (columns: {dataset_split.column_names})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    images = dataset_split.select_columns([image_column])
+    collate = Collator(encoder.image_size, False, 1, image_column)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size][image_column]
+        out.append(encoder.features(collate.pixels([{image_column: im} for im in batch])).cpu().numpy())
+    dim = out[0].shape[1] if out else 0
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+
+
+# ------------------------------------------------------------------------------------------ scores
+def _one_hot_targets(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(N, C)`` one-hot (multi-class indices) or the multi-hot matrix as it is."""
+    if targets.ndim == 2:
+        return targets.astype(np.float32)
+    return np.eye(num_classes, dtype=np.float32)[targets.astype(np.int64)]
+
+
+def mean_auc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """Test mean ROC AUC as fine-tuning reports it (NaN when no class has both outcomes)."""
+    value = classification_metrics(targets, scores)["mean_auc"]
+    return float("nan") if value is None else float(value)
+
+
+def knn_class_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, *,
+                     k: int = 20, temperature: float = 0.07) -> np.ndarray:
+    """``(N_test, C)`` weighted-kNN class scores (:func:`genssl_hf.training.ssl.monitor.knn_scores`)."""
+    votes = _one_hot_targets(train_y, num_classes)
+    return knn_scores(torch.from_numpy(train_x), torch.from_numpy(votes), torch.from_numpy(test_x),
+                      k=k, temperature=temperature).numpy()
+
+
+def knn_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, num_classes: int, *,
+            k: int = 20, temperature: float = 0.07) -> float:
+    """Test mean AUC of the weighted kNN classifier."""
+    return mean_auc(test_y, knn_class_scores(train_x, train_y, test_x, num_classes, k=k, temperature=temperature))
+
+
+def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, eval_x: Sequence[np.ndarray], num_classes: int,
+                 c: float, seed: int) -> list[np.ndarray]:
+    """Logistic regression(s) with inverse regularisation ``c``: ``(N, C)`` probabilities per array of
+    ``eval_x``. A class with a single outcome in the training rows scores its training rate."""
+    from sklearn.linear_model import LogisticRegression
+
+    outs = [np.zeros((len(x), num_classes)) for x in eval_x]
+    if train_y.ndim == 2:
+        for j in range(num_classes):
+            col = train_y[:, j].astype(np.int64)
+            if col.min() == col.max():
+                for o in outs:
+                    o[:, j] = float(col[0])
+                continue
+            clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(train_x, col)
+            for o, x in zip(outs, eval_x):
+                o[:, j] = clf.predict_proba(x)[:, 1]
+        return outs
+    present = np.unique(train_y)
+    if len(present) < 2:
+        for o in outs:
+            o[:, int(present[0])] = 1.0
+        return outs
+    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(train_x, train_y)
+    for o, x in zip(outs, eval_x):
+        o[:, clf.classes_.astype(np.int64)] = clf.predict_proba(x)
+    return outs
+
+
+def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                        test_x: np.ndarray, num_classes: int, *, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                        seed: int = 0) -> dict[str, Any]:
+    """Linear probe on standardised features: ``C`` chosen by validation mean AUC (ties: the
+    smallest ``C``, the strongest regularisation), the probe of that ``C`` (fit on the training
+    rows) scores the test rows. The test labels are not an input. Returns ``{"C", "validation_auc"
+    (C -> AUC), "test_scores"}``."""
+    from sklearn.preprocessing import StandardScaler
+
+    if not len(c_grid):
+        raise ValueError("c_grid is empty")
+    scaler = StandardScaler().fit(train_x)
+    tr, va, te = (scaler.transform(x) for x in (train_x, val_x, test_x))
+    val_auc: dict[float, float] = {}
+    best_c, best_auc, best_test = None, -math.inf, None
+    for c in sorted(float(v) for v in c_grid):
+        val_scores, test_scores = _fit_predict(tr, train_y, [va, te], num_classes, c, seed)
+        auc = mean_auc(val_y, val_scores)
+        val_auc[c] = auc
+        if best_c is None or (not math.isnan(auc) and auc > best_auc):
+            best_c, best_auc, best_test = c, (auc if not math.isnan(auc) else -math.inf), test_scores
+    return {"C": best_c, "validation_auc": val_auc, "test_scores": best_test}
+
+
+def linear_probe_auc(train_x, train_y, val_x, val_y, test_x, test_y, num_classes: int, *,
+                     c_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0) -> tuple[float, float]:
+    """``(test mean AUC, chosen C)`` of :func:`linear_probe_scores`."""
+    probe = linear_probe_scores(train_x, train_y, val_x, val_y, test_x, num_classes, c_grid=c_grid, seed=seed)
+    return mean_auc(test_y, probe["test_scores"]), probe["C"]
+
+
+# ------------------------------------------------------------------------------------------ table
+def _check_fractions(fractions: Sequence[float]) -> list[float]:
+    out = []
+    for f in fractions:
+        value = float(f)
+        if not 0.0 < value <= 1.0 or math.isnan(value):
+            raise ValueError(f"label fraction {f!r} must lie in (0, 1]")
+        out.append(value)
+    if not out:
+        raise ValueError("no label fractions given")
+    return out
+
+
+def _encoder_spec(value: Any) -> dict[str, Any]:
+    """``"path"`` or ``{"init": path, "image_processor": ...}`` -> ``{"init", "image_processor"}``."""
+    if isinstance(value, Mapping):
+        if "init" not in value:
+            raise ValueError(f"encoder spec {dict(value)!r} has no 'init'")
+        return {"init": str(value["init"]), "image_processor": str(value.get("image_processor", "init"))}
+    return {"init": str(value), "image_processor": "init"}
+
+
+def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions: Sequence[float] = (0.01, 0.1, 1.0),
+                         seeds: Sequence[int] = (0, 1, 2), train_split: str = "train",
+                         validation_split: str = "validation", test_split: str = "test", image_column: str = "image",
+                         pooling: str = "mean", k: int = 20, temperature: float = 0.07,
+                         c_grid: Sequence[float] = DEFAULT_C_GRID, batch_size: int = 256, layer: int = -1) -> dict[str, Any]:
+    """kNN and linear-probe test AUC of every encoder x label fraction x seed.
+
+    ``encoders``: title -> ``init`` (folder or preset) or ``{"init", "image_processor"}``.
+    ``dataset_dict``: a ``DatasetDict`` in the canonical schema with train / validation / test splits.
+    A folder's features are extracted once per split; a preset's random weights are drawn per seed
+    (``torch.manual_seed(seed)``, as fine-tuning's random-init control). The training rows of a
+    (fraction, seed) are fine-tuning's (:func:`stratified_subset` of the train split's targets).
+    Returns ``{"rows": [{encoder, fraction, seed, num_train, knn_auc, probe_auc, probe_C}], ...}``.
+    """
+    if not encoders:
+        raise ValueError("no encoders given")
+    specs = {str(title): _encoder_spec(v) for title, v in encoders.items()}
+    fractions = _check_fractions(fractions)
+    seeds = [int(s) for s in seeds]
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds must be a non-empty list of non-negative integers; got {seeds}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    if k < 1 or not temperature > 0:
+        raise ValueError(f"kNN needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}")
+    for name in (train_split, validation_split, test_split):
+        if name not in dataset_dict:
+            raise KeyError(f"dataset has no split {name!r} (splits: {list(dataset_dict)})")
+    if validation_split == test_split:
+        raise ValueError("the validation split must not be the test split: C is chosen on validation only")
+    for title, spec in specs.items():
+        try:
+            check_encoder_spec(spec["init"], spec["image_processor"])
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"encoder {title!r}: {err}") from err
+
+    splits = {"train": dataset_dict[train_split], "validation": dataset_dict[validation_split],
+              "test": dataset_dict[test_split]}
+    targets, label_names, multi_label = targets_of(splits["train"])
+    eval_targets = {}
+    for name in ("validation", "test"):
+        y, names, ml = targets_of(splits[name])
+        if names != label_names or ml != multi_label:
+            raise ValueError(f"{name} split's classes {names} differ from train's {label_names}")
+        eval_targets[name] = y
+    val_y, test_y = eval_targets["validation"], eval_targets["test"]
+    num_classes = len(label_names)
+    subsets = {(f, s): stratified_subset(targets, f, s) for f in fractions for s in seeds}
+    # the hash fine-tuning writes to label_fraction.json for the same fraction and seed
+    subset_hashes = {key: sha256_strings(str(i) for i in idx.tolist()) for key, idx in subsets.items()}
+
+    rows, encoder_info = [], {}
+    cache: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
+    started = time.perf_counter()
+    for title, spec in specs.items():
+        random_init = encoder_config(spec["init"])[1] is None
+        t0 = time.perf_counter()
+        for seed in seeds:
+            key = (title, seed if random_init else None)
+            if key not in cache:
+                enc = load_frozen_encoder(spec["init"], image_processor=spec["image_processor"], pooling=pooling,
+                                          seed=seed, layer=layer)
+                cache.clear()  # one encoder's features in memory at a time
+                cache[key] = {n: extract_features(enc, ds, image_column=image_column, batch_size=batch_size)
+                              for n, ds in splits.items()}
+                encoder_info[title] = {**spec, "random_init": random_init, "normalizer_source": enc.normalizer_source,
+                                       "image_size": enc.image_size, "feature_dim": int(cache[key]["train"].shape[1])}
+            feats = cache[key]
+            for fraction in fractions:
+                idx = subsets[(fraction, seed)]
+                tr_x, tr_y = feats["train"][idx], targets[idx]
+                knn = knn_auc(tr_x, tr_y, feats["test"], test_y, num_classes, k=k, temperature=temperature)
+                probe, best_c = linear_probe_auc(tr_x, tr_y, feats["validation"], val_y, feats["test"], test_y,
+                                                 num_classes, c_grid=c_grid, seed=seed)
+                rows.append({"encoder": title, "fraction": fraction, "seed": seed, "num_train": int(len(idx)),
+                             "train_indices_sha256": subset_hashes[(fraction, seed)],
+                             "knn_auc": knn, "probe_auc": probe, "probe_C": best_c})
+                logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe,
+                            best_c)
+        encoder_info[title]["seconds"] = round(time.perf_counter() - t0, 2)
+    return {
+        "rows": rows,
+        "encoders": encoder_info,
+        "label_names": label_names,
+        "task": "multi_label" if multi_label else "multi_class",
+        "splits": {n: int(len(ds)) for n, ds in splits.items()},
+        "split_names": {"train": train_split, "validation": validation_split, "test": test_split},
+        "fractions": fractions,
+        "seeds": seeds,
+        "protocol": {"pooling": pooling, "layer": layer, "knn_k": k, "knn_temperature": temperature, "c_grid": list(c_grid),
+                     "c_selection": "validation mean AUC", "metric": "test mean ROC AUC",
+                     "subset": "genssl_hf.training.finetune_data.stratified_subset(train targets, fraction, seed)"},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def summarise_table(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds per (encoder, fraction), in the rows' order."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in table["rows"]:
+        groups.setdefault((row["encoder"], row["fraction"]), []).append(row)
+    out = []
+    for (title, fraction), rows in groups.items():
+        entry: dict[str, Any] = {"encoder": title, "fraction": fraction, "num_seeds": len(rows),
+                                 "num_train": rows[0]["num_train"]}
+        for key in ("knn_auc", "probe_auc"):
+            values = np.array([r[key] for r in rows], dtype=np.float64)
+            entry[f"{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            entry[f"{key}_std"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0
+        entry["probe_C"] = sorted({r["probe_C"] for r in rows})
+        out.append(entry)
+    return out
+
+
+def markdown_table(table: Mapping[str, Any]) -> str:
+    """Encoder x label fraction: kNN and linear-probe test AUC, mean ± std over seeds."""
+    summary = summarise_table(table)
+    fractions = list(table["fractions"])
+    titles = list(dict.fromkeys(r["encoder"] for r in summary))
+    cell = {(r["encoder"], r["fraction"]): r for r in summary}
+
+    def fmt(r, key):
+        return f"{r[key + '_mean']:.3f} ± {r[key + '_std']:.3f}"
+
+    head = ["encoder"] + [f"kNN {f:.0%}" for f in fractions] + [f"probe {f:.0%}" for f in fractions]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in titles:
+        vals = [fmt(cell[(t, f)], "knn_auc") for f in fractions] + [fmt(cell[(t, f)], "probe_auc") for f in fractions]
+        lines.append(f"| {t} | " + " | ".join(vals) + " |")
+    p = table["protocol"]
+    n_train = {f: cell[(titles[0], f)]["num_train"] for f in fractions}
+    lines += ["", f"Test mean ROC AUC ({table['task']}, classes {', '.join(table['label_names'])}), mean ± std over "
+              f"seeds {table['seeds']}; training rows per fraction: "
+              + ", ".join(f"{f:.0%}: {n}" for f, n in n_train.items())
+              + f"; splits {table['splits']}. Features: {p['pooling']} pooling of "
+              f"{'the last layer' if p.get('layer', -1) == -1 else 'block ' + str(p['layer']) + ' (no final norm)'}, frozen. "
+              f"kNN: k={p['knn_k']}, T={p['knn_temperature']}, cosine. Probe: logistic regression on standardised "
+              f"features, C in {p['c_grid']} chosen on validation."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ command line
+def parse_encoder_arg(text: str) -> tuple[str, dict[str, str]]:
+    """``TITLE=INIT`` or ``TITLE=INIT:PROCESSOR`` (``PROCESSOR``: ``init`` / ``none`` / a folder)."""
+    title, sep, rest = str(text).partition("=")
+    if not sep or not title.strip() or not rest.strip():
+        raise ValueError(f"--encoder {text!r}: expected TITLE=PATH_OR_PRESET[:init|none|PROCESSOR_FOLDER]")
+    init, _, processor = rest.partition(":")
+    return title.strip(), {"init": init.strip(), "image_processor": processor.strip() or "init"}
+
+
+def build_parser():
+    import argparse
+
+    from genssl_hf.validation import checked_parser
+
+    p = argparse.ArgumentParser(
+        prog="probe_encoders.py",
+        description="Frozen-feature quality of encoders: weighted kNN and a linear probe (C chosen on validation) "
+                    "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--encoder", action="append", required=True, metavar="TITLE=INIT[:PROCESSOR]",
+                   help="repeatable. INIT: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
+                        "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
+                        "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use")
+    p.add_argument("--dataset", required=True,
+                   help="any genssl_hf.data.registry spec: phantom, kermany:ROOT, nih-subset:ROOT, a save_to_disk or "
+                        "parquet DatasetDict folder, ...")
+    p.add_argument("--dataset_config", default=None)
+    p.add_argument("--train_split", default="train")
+    p.add_argument("--validation_split", default="validation")
+    p.add_argument("--test_split", default="test")
+    p.add_argument("--image_column", default="image")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions in (0, 1]")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--pooling", choices=POOLINGS, default="mean")
+    p.add_argument("--layer", type=int, default=-1,
+                   help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
+                        "(where in the encoder the label signal lives)")
+    p.add_argument("--knn_k", type=int, default=20)
+    p.add_argument("--knn_temperature", type=float, default=0.07)
+    p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
+    p.add_argument("--batch_size", type=int, default=256, help="feature-extraction batch")
+    p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--phantom_resolution", type=int, default=64)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
+    return checked_parser(p)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: every input checked before any features are computed; writes
+    ``frozen_features.json`` and ``frozen_features.md`` into ``--output_dir`` (atomically)."""
+    import json
+    import platform
+
+    from genssl_hf.data.registry import open_labelled_dataset
+    from genssl_hf.utils import atomic_write_text, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    encoders: dict[str, dict[str, str]] = {}
+    for text in args.encoder:
+        title, spec = parse_encoder_arg(text)
+        if title in encoders:
+            raise ValueError(f"--encoder {text!r}: the title {title!r} is given twice")
+        try:
+            check_encoder_spec(spec["init"], spec["image_processor"])
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"--encoder {text!r}: {err}") from err
+        encoders[title] = spec
+    _check_fractions(args.fractions)
+    out = Path(args.output_dir)
+    if (out / "frozen_features.json").exists() and not args.overwrite:
+        raise FileExistsError(f"--output_dir {str(out)!r} already holds frozen_features.json; pass --overwrite")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    dd = open_labelled_dataset(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
+                               phantom_resolution=args.phantom_resolution, seed=0)
+    table = frozen_feature_table(
+        encoders, dd, fractions=args.fractions, seeds=args.seeds, train_split=args.train_split,
+        validation_split=args.validation_split, test_split=args.test_split, image_column=args.image_column,
+        pooling=args.pooling, k=args.knn_k, temperature=args.knn_temperature, c_grid=args.c_grid,
+        batch_size=args.batch_size, layer=args.layer)
+    table["summary"] = summarise_table(table)
+    table["dataset"] = str(args.dataset)
+    table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "frozen_features.json", table)
+    atomic_write_text(out / "frozen_features.md",
+                      f"# Frozen-feature quality on {args.dataset}\n\n{markdown_table(table)}\n"
+                      f"Wall time {table['seconds']:.0f} s on {table['machine']['processor']} "
+                      f"({table['machine']['torch_threads']} torch thread(s)).\n")
+    print(json.dumps({"output_dir": str(out), "seconds": table["seconds"]}))
+    return table
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+if __name__ == "__main__":
+    main()
