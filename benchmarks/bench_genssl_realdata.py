@@ -257,7 +257,10 @@ def protocol_tables(result: dict, pooled: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str], quick: bool, workers: int) -> dict:
+def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str], quick: bool, workers: int,
+                           extra_only: bool = False) -> dict:
+    from dataclasses import replace
+
     from genssl_hf.pipeline.protocol import run_protocol, pooled_rows
 
     from genssl_hf.pipeline.stages import run_stage
@@ -278,7 +281,15 @@ def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str],
 
         recipes = {k: DEFAULT_RECIPES[k] for k in ("blr1e-3_randaug", "blr1e-2_light")}
         kwargs = {"seeds": (0, 1), "tune_seeds": (0,), "evaluation_args": {"n_bootstrap": 100, "max_samples": 200}}
-    result = run_protocol(pcfg, out, protocol_arms(extra), recipes=recipes, workers=workers, **kwargs)
+    arms = protocol_arms(extra)
+    if extra_only:
+        # only the extra arms, beside a running main protocol: the arms they take their recipe from
+        # enter with their tuning runs alone (already there), scored in a group of their own
+        sources = {a.tune_as for a in arms if a.group == "extra"}
+        arms = [replace(a, seeds=(0,), group="tuning_sources") for a in arms if a.name in sources] + \
+               [a for a in arms if a.group == "extra"]
+        kwargs["full_fraction"] = False
+    result = run_protocol(pcfg, out, arms, recipes=recipes, workers=workers, **kwargs)
     pooled = pooled_rows(result, out, baselines=("random_init", "random_init_adain"), n_bootstrap=200 if quick else 2000)
     write_json(out / "protocol_pooled.json", pooled)
     table = protocol_tables(result, pooled)
@@ -375,6 +386,8 @@ def main(argv=None) -> int:
                         help="issue 21's protocol: tuned recipes per arm on validation, 5 seeds, the AdaIN controls")
     parser.add_argument("--extra", default="", help=f"with --protocol: comma list of extra encoders {list(EXTRA_STAGES)}")
     parser.add_argument("--workers", type=int, default=2, help="fine-tuning runs at a time (one thread each)")
+    parser.add_argument("--extra-only", action="store_true",
+                        help="with --protocol --extra: fine-tune only the extra arms (beside a running main protocol)")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="with --extra: only pre-train the extra encoders (e.g. beside a running protocol)")
     args = parser.parse_args(argv)
@@ -402,7 +415,9 @@ def main(argv=None) -> int:
         run_extra_stages(cfg, out, extra, shared, args.quick)
         return 0
     if args.protocol:
-        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers)
+        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers, args.extra_only)
+        if args.extra_only:
+            return 0
         record = {"name": "genssl_realdata_kermany_protocol", "unit": "test AUC, mean over seeds",
                   "pooled": {f"{r['fraction']:.0%} {r['arm']}": {"mean": round(r["mean"], 4), "median": round(r["median"], 4),
                              **{f"vs_{b}": [round(v[k], 4) for k in ("difference", "low", "high")] for b, v in r["vs"].items()}}
