@@ -21,6 +21,13 @@ al. CVPR 2017). Nothing from it is published: the run folder stays local and the
 
     python benchmarks/bench_genssl_realdata.py            # full run (about an hour on 2 CPU cores)
     python benchmarks/bench_genssl_realdata.py --quick    # every stage at toy size (minutes)
+    python benchmarks/bench_genssl_realdata.py --protocol [--extra mae_real_x5,...]   # issue 21's protocol
+
+``--protocol`` (issue 21) reuses the run folder's generator, images and MAEs and compares arms with
+``genssl_hf.pipeline.protocol``. The recipes are tuned per arm on validation only. Every arm runs 5
+seeds at 1 % and 10 % labels. Two controls separate pre-training from input standardisation: random
+init behind the AdaIN processor, and GEN-SSL fine-tuned without it. ``--extra`` adds the diagnosis
+and ablation encoders of ``EXTRA_STAGES``, with 3 seeds each.
 """
 
 from __future__ import annotations
