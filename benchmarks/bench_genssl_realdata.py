@@ -221,7 +221,7 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
         run_stage(out, stage, print, deps=[data, "reference_stats"])
 
 
-def protocol_config(cfg: dict, quick: bool) -> dict:
+def protocol_config(cfg: dict) -> dict:
     """The fine-tuning settings every protocol run shares: the preset's few-shot budget, validation
     AUC for selection, no test evaluation inside fine-tuning (the evaluation stages score the test
     split), bf16."""
@@ -278,7 +278,7 @@ def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str],
     run_stage(out, stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print), print,
               deps=["real_unlabelled", "reference_stats"])
     run_extra_stages(cfg, out, extra, shared, quick)
-    pcfg = protocol_config(cfg, quick)
+    pcfg = protocol_config(cfg)
     recipes = None
     # one tuning seed: the 4-recipe grid x 4 tuned arms x 2 fractions is 32 runs (~1 core-minute each
     # here); its runs are the arms' seed-0 runs when chosen
@@ -342,36 +342,22 @@ def results_table(rows: list[dict]) -> str:
 def pooled_table(rows: list[dict], out: Path, n_bootstrap: int = 2000) -> tuple[str, list[dict]]:
     """Per (fraction, variant) over its seeds: mean, median and range of the test AUC, and the paired
     bootstrap CI of the mean difference to random init resampling seeds and test cases together
-    (``paired_bootstrap_over_seeds``): the summary the few-shot claims rest on."""
-    import numpy as np
+    (``genssl_hf.pipeline.protocol.pooled_rows``): the summary the few-shot claims rest on."""
+    from genssl_hf.pipeline.protocol import pooled_rows
 
-    from genssl_hf.evaluation.classification import paired_bootstrap_over_seeds
-    from genssl_hf.evaluation.report import predictions_path
-
-    def load(r: dict):
-        suffix = "" if r["suffix"] is None else r["suffix"]
-        d = np.load(predictions_path(out / f"evaluation{suffix}" / "results", r["title"]))
-        return d["targets"], d["probs"]
-
-    groups = runs_by_fraction_and_variant(rows)
+    runs = [{"arm": r["variant"], "title": r["title"], "fraction": r["fraction"], "seed": r["seed"], "recipe": None,
+             "evaluation": f"evaluation{r['suffix'] or ''}", "test_auc": r["auc"]} for r in rows]
     lines = ["| Label fraction | Variant | Seeds | Mean AUC | Median (min-max) | Mean difference vs random init "
              "(95% CI over seeds and test cases) | p |", "|---|---|---|---|---|---|---|"]
     summary = []
-    for (fraction, variant), runs in groups.items():
-        aucs = np.array([r["auc"] for r in runs])
-        cell = "-"
-        p = "-"
-        base = groups.get((fraction, "random_init"))
-        if variant != "random_init" and base and len(base) == len(runs):
-            loaded = [load(r) for r in runs]
-            targets = loaded[0][0]
-            d = paired_bootstrap_over_seeds(targets, [x[1] for x in loaded], [load(r)[1] for r in base],
-                                            n_bootstrap=n_bootstrap, seed=0)
-            cell = f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
-            p = f"{d['p_value']:.3f}"
-            summary.append({"fraction": fraction, "variant": variant, "seeds": len(runs), **d})
-        lines.append(f"| {fraction:.0%} | {runs[0]['title']} | {len(runs)} | {_pct(aucs.mean())} | "
-                     f"{_pct(np.median(aucs))} ({_pct(aucs.min())}-{_pct(aucs.max())}) | {cell} | {p} |")
+    for row in pooled_rows({"runs": runs}, out, baselines=("random_init",), n_bootstrap=n_bootstrap):
+        d = row["vs"].get("random_init")
+        cell = "-" if d is None else f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
+        p = "-" if d is None else f"{d['p_value']:.3f}"
+        if d is not None:
+            summary.append({"fraction": row["fraction"], "variant": row["arm"], "seeds": len(row["seeds"]), **d})
+        lines.append(f"| {row['fraction']:.0%} | {row['title']} | {len(row['seeds'])} | {_pct(row['mean'])} | "
+                     f"{_pct(row['median'])} ({_pct(row['min'])}-{_pct(row['max'])}) | {cell} | {p} |")
     return "\n".join(lines), summary
 
 

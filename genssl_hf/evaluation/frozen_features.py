@@ -40,7 +40,7 @@ import torch
 from genssl_hf.core.classification_metrics import classification_metrics
 from genssl_hf.models import is_cnn_init, pooled_features
 from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
-from genssl_hf.training.finetune import _image_processor_of, _processor_folder
+from genssl_hf.training.finetune import _image_processor_of, _processor_folder, check_image_processor_choice
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.training.ssl.monitor import knn_scores
 from genssl_hf.utils import sha256_strings
@@ -77,9 +77,7 @@ def check_encoder_spec(init: str | os.PathLike, image_processor: str = "init") -
         raise ValueError(f"encoder {str(init)!r}: {err}") from err
     if folder is not None:  # a truncated weight file fails here, not inside from_pretrained
         check_weight_files(folder, f"encoder {str(init)!r}", depth=0)
-    if image_processor not in ("init", "none") and not (Path(image_processor) / "preprocessor_config.json").is_file():
-        raise FileNotFoundError(f"image processor {image_processor!r} (for encoder {str(init)!r}): expected 'init', "
-                                "'none' or a folder with a preprocessor_config.json")
+    check_image_processor_choice(image_processor, f"image processor (for encoder {str(init)!r})")
 
 
 class FrozenEncoder:

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..utils import read_json, write_json
-from .launch import _flags, _python_module, _run_command
+from .launch import _run_command
 from .stages import Stage, run_stage
-from .steps import stage_finetune
+from .steps import evaluation_command, stage_finetune
 
 __all__ = ["Arm", "DEFAULT_RECIPES", "run_protocol", "select_recipe", "arm_stage_name", "pooled_rows"]
 
@@ -226,12 +226,7 @@ def _evaluation_stage(config: dict, root: Path, name: str, group: list[dict], ev
 
     def run(folder: Path) -> dict:
         out = folder / "results"
-        cmd = _python_module(config, "genssl_hf.evaluation.report")
-        for title, path in models:
-            cmd += ["--model", f"{title}={path}"]
-        cmd += ["--dataset", str(root / "real_data" / "dataset"), "--split", "test", "--output_dir", str(out),
-                "--overwrite", "--seed", str(config["seed"])] + _flags(ev_args)
-        _run_command(cmd, folder, log)
+        _run_command(evaluation_command(config, models, root / "real_data", out, ev_args), folder, log)
         from .results import build_results
 
         titles = {r["arm"]: r["title"] for r in group}
@@ -239,8 +234,7 @@ def _evaluation_stage(config: dict, root: Path, name: str, group: list[dict], ev
                                 n_bootstrap=ev_args.get("n_bootstrap", 1000), seed=config["seed"])
         return {"results": "results", "rows": summary["rows"]}
 
-    return Stage(name, {"models": [[t, str(p)] for t, p in models], "evaluation": ev_args,
-                                                    "seed": config["seed"]},
+    return Stage(name, {"models": [[t, str(p)] for t, p in models], "evaluation": ev_args, "seed": config["seed"]},
                  run, outputs=["results/comparison.json"])
 
 
@@ -278,6 +272,6 @@ def pooled_rows(result: dict, root: Path, baselines: tuple[str, ...] = ("random_
             loaded = [load(r) for r in group]
             d = paired_bootstrap_over_seeds(loaded[0][0], [x[1] for x in loaded], [load(r)[1] for r in base_runs],
                                             n_bootstrap=n_bootstrap, seed=0)
-            row["vs"][base] = {k: d[k] for k in ("difference", "low", "high", "p_value")}
+            row["vs"][base] = d
         out.append(row)
     return out

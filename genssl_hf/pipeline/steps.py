@@ -283,6 +283,16 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
                  run, outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"])
 
 
+def evaluation_command(cfg: dict, models: list[tuple[str, Path]], real_dir: Path, out: Path, args: dict) -> list[str]:
+    """``genssl_hf.evaluation.report`` scoring ``(title, classifier folder)`` pairs side by side on the
+    real test split into ``out``."""
+    cmd = _python_module(cfg, "genssl_hf.evaluation.report")
+    for title, path in models:
+        cmd += ["--model", f"{title}={path}"]
+    return cmd + ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
+                  "--seed", str(cfg["seed"])] + _flags(args)
+
+
 def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float, seed: int,
                      suffix: str) -> Stage:
     """Test evaluation of one (fraction, seed) group of fine-tuned models (see :func:`finetune_runs`)."""
@@ -290,12 +300,8 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
 
     def run(folder: Path) -> dict:
         out = folder / "results"
-        cmd = _python_module(cfg, "genssl_hf.evaluation.report")
-        for v in variants:
-            cmd += ["--model", f"{variant_title(cfg, v)}={root / f'finetune_{v}{suffix}' / 'run' / 'best'}"]
-        cmd += ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
-                "--seed", str(cfg["seed"])] + _flags(ev.get("args", {}))
-        _run_command(cmd, folder, log)
+        models = [(variant_title(cfg, v), root / f"finetune_{v}{suffix}" / "run" / "best") for v in variants]
+        _run_command(evaluation_command(cfg, models, real_dir, out, ev.get("args", {})), folder, log)
         from .results import build_results
 
         context = _run_context(cfg, root, variants, suffix)

@@ -258,6 +258,12 @@ def _image_processor_of(folder: Path | None):
     return AutoImageProcessor.from_pretrained(folder)
 
 
+def check_image_processor_choice(choice: str, what: str = "--image_processor") -> None:
+    """Before any compute: ``choice`` (``--image_processor``) is 'init', 'none' or a processor folder."""
+    if choice not in ("init", "none") and not (Path(choice) / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(f"{what} {choice!r}: expected 'init', 'none' or a folder with a preprocessor_config.json")
+
+
 def _processor_folder(choice: str, init_folder: Path | None) -> Path | None:
     """The folder whose processor normalises the inputs (``--image_processor``); None: mean / std 0.5."""
     if choice == "init":
@@ -425,9 +431,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     check_weight_files(args.init, "--init")
-    if args.image_processor not in ("init", "none") and not (Path(args.image_processor) / "preprocessor_config.json").is_file():
-        raise FileNotFoundError(f"--image_processor {args.image_processor!r}: expected 'init', 'none' or a folder "
-                                "with a preprocessor_config.json")
+    check_image_processor_choice(args.image_processor)
     data = _labelled_training_data(args)
     train_ds, splits, label_names, multi_label = data["train"], data["splits"], data["label_names"], data["multi_label"]
     built = _build_model(args, label_names, multi_label)
