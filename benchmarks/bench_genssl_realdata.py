@@ -112,9 +112,10 @@ def config(quick: bool, shared: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- the protocol (issue 21)
-def protocol_arms(extra: list[str]) -> list:
-    """The compared arms: the encoders, the input-standardisation controls, and the extra pre-training
-    stages ``extra`` names (diagnosis and ablation encoders: GEN-SSL's or MAE-real's recipe)."""
+def protocol_arms(extra: list[str], main: list[str] | None = None) -> list:
+    """The compared arms: the encoders, the input-standardisation controls (``main``: a subset of them
+    by name, None: all), and the extra pre-training stages ``extra`` names (diagnosis and ablation
+    encoders: GEN-SSL's or MAE-real's recipe)."""
     from genssl_hf.pipeline.protocol import Arm
 
     arms = [
@@ -131,11 +132,24 @@ def protocol_arms(extra: list[str]) -> list:
         Arm("real_mae_adain", "MAE on real images, AdaIN on", "mae_real_adain/model", tune_as="real_mae",
             deps=("mae_real_adain",)),
     ]
+    if main is not None:
+        unknown = sorted(set(main) - {a.name for a in arms})
+        if unknown:
+            raise ValueError(f"--main-arms: unknown {unknown}; known: {[a.name for a in arms]}")
+        arms = [a for a in arms if a.name in main]
     for name in extra:
         spec = EXTRA_STAGES[name]
-        arms.append(Arm(name, spec["title"], f"{name}/model", tune_as=spec["tune_as"], deps=(name,),
-                        fractions=(0.01, 0.1), seeds=(0, 1, 2), group="extra"))
+        stage = extra_stage_name(name)
+        arms.append(Arm(name, spec["title"], f"{stage}/model", tune_as=spec["tune_as"], deps=(stage,),
+                        fractions=(0.01, 0.1), seeds=(0, 1, 2), group="extra", image_size=spec.get("image_size")))
     return arms
+
+
+def extra_stage_name(name: str) -> str:
+    """The pre-training stage of an extra arm: its own name, or ``ssl_<method>`` for the contrastive and
+    Siamese arms (the stage the pipeline's ``ssl_variants`` would build)."""
+    spec = EXTRA_STAGES[name]
+    return f"ssl_{spec['method']}" if spec["base"] == "ssl" else name
 
 
 # Extra pre-training stages: the MAE-real diagnosis (length, mask ratio) and the paper's ablations
@@ -156,7 +170,31 @@ EXTRA_STAGES: dict[str, dict] = {
                            "prompts": "normal"},
     "mae_genssl_combos": {"title": "GEN-SSL, finding combinations of the NIH reports", "base": "generated",
                           "tune_as": "genssl", "prompts": "combinations"},
+    # Compute-matched (session 6): the same 1,000 optimiser steps at batch 128 (about 2x the base 20
+    # epochs on 3k images) for every arm, so the number of images is not confounded with pre-training
+    # length. The three GEN-SSL arms read prefixes of one 30k generated set (every prefix holds the
+    # prompts in their global proportions: see generation.balance).
+    **{f"mae_genssl_{k}k_1000": {"title": f"GEN-SSL, {k}k images, 1,000 steps", "base": "generated",
+                                 "tune_as": "genssl", "data": "generated_30k", "generation": {"num_images": 30000},
+                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_train_steps": 1000}}
+       for k in (3, 10, 30)},
+    "mae_real_1000": {"title": "MAE on real images, 1,000 steps", "base": "real", "tune_as": "real_mae",
+                      "pretrain": {"max_train_steps": 1000}},
+    # image size 128 at the same 8 x 8 patch grid (patch 16): the same sequence length and steps, twice
+    # the pixels per side
+    "mae_real_128px_1000": {"title": "MAE on real images, 128 px (patch 16), 1,000 steps", "base": "real",
+                            "tune_as": "real_mae", "image_size": 128,
+                            "pretrain": {"max_train_steps": 1000, "patch_size": 16}},
+    # Tab. 9 under the protocol: the same tiny ViT, the same generated images with AdaIN
+    "moco_v2": {"title": "MoCo v2 (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "moco_v2"},
+    "simsiam": {"title": "SimSiam (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "simsiam"},
 }
+
+# Paired contrasts reported beside the baseline columns: (arm, against), when both ran.
+CONTRASTS = (("mae_genssl_10k_1000", "mae_genssl_3k_1000"), ("mae_genssl_30k_1000", "mae_genssl_3k_1000"),
+             ("mae_genssl_30k_1000", "mae_genssl_10k_1000"), ("mae_real_1000", "mae_genssl_3k_1000"),
+             ("mae_real_128px_1000", "mae_real_1000"), ("mae_genssl_3k_1000", "genssl"), ("mae_real_1000", "real_mae"),
+             ("moco_v2", "genssl"), ("simsiam", "genssl"))
 
 
 def combination_prompts(shared: Path, min_count: int = 2) -> list[dict]:
@@ -188,22 +226,33 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
     import copy
 
     from genssl_hf.pipeline.stages import run_stage
-    from genssl_hf.pipeline.steps import stage_generated_dataset, stage_pretrain, stage_prompt_set
+    from genssl_hf.pipeline.steps import stage_generated_dataset, stage_pretrain, stage_prompt_set, stage_ssl_pretrain
 
     stats = out / "reference_stats" / "reference_stats.json"
     for name in names:
         spec = EXTRA_STAGES[name]
         c = copy.deepcopy(cfg)
+        c["image_size"] = spec.get("image_size", c["image_size"])
+        if spec["base"] == "ssl":
+            c = add_ssl_variants(c, [spec["method"]], quick)
+            run_stage(out, stage_ssl_pretrain(c, spec["method"], stats, out, print), print,
+                      deps=["generated_dataset", "reference_stats"])
+            continue
         c["pretrain"]["args"].update(spec.get("pretrain", {}))
-        if quick and "num_train_epochs" in spec.get("pretrain", {}):
-            c["pretrain"]["args"]["num_train_epochs"] = 2
+        if quick:
+            if "num_train_epochs" in spec.get("pretrain", {}):
+                c["pretrain"]["args"]["num_train_epochs"] = 2
+            if "max_train_steps" in spec.get("pretrain", {}):
+                c["pretrain"]["args"]["max_train_steps"] = 4
+            if c["pretrain"]["args"].get("max_train_samples"):
+                c["pretrain"]["args"]["max_train_samples"] = 100
         if spec["base"] == "real":
             stage = stage_pretrain(c, name, out / "real_unlabelled", "off", stats, print)
             run_stage(out, stage, print, deps=["real_unlabelled", "reference_stats"])
             continue
         data = "generated_dataset"
         if "generation" in spec or "prompts" in spec:
-            data = f"generated_{name.removeprefix('mae_genssl_')}"
+            data = spec.get("data", f"generated_{name.removeprefix('mae_genssl_')}")
             prompt_stage = "prompt_set"
             if "prompts" in spec:
                 texts = ([{"text": "No finding.", "disease": "No Finding"}] if spec["prompts"] == "normal"
@@ -233,9 +282,18 @@ def protocol_config(cfg: dict) -> dict:
     return c
 
 
-def protocol_tables(result: dict, pooled: list[dict]) -> str:
+def _difference_cell(row: dict, base: str) -> str:
+    d = row["vs"].get(base)
+    if d is None:
+        return "-"
+    return f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f}), p {d['p_value']:.3f}"
+
+
+def protocol_tables(result: dict, pooled: list[dict], baselines: tuple[str, ...] = ("random_init", "random_init_adain"),
+                    contrasts: list[tuple[str, str]] = ()) -> str:
     """Markdown: the tuning budget and choices, then per fraction and arm mean / median (IQR) / range
-    over seeds and the pooled paired CIs against both random-init baselines."""
+    over seeds and the pooled paired CIs against the random-init baselines, then the paired
+    ``contrasts`` (arm, against) between other arms."""
     lines = ["### Tuning (validation AUC, mean over the tuning seeds; the chosen recipe in bold)", ""]
     recipes = list(result["recipes"])
     lines += ["| Arm | Fraction | " + " | ".join(recipes) + " | runs | seconds |",
@@ -247,59 +305,71 @@ def protocol_tables(result: dict, pooled: list[dict]) -> str:
                 v = 100 * sum(t["validation_auc"][r]) / len(t["validation_auc"][r])
                 cells.append(f"**{v:.1f}**" if r == t["chosen"] else f"{v:.1f}")
             lines.append(f"| {arm} | {float(fraction):.0%} | " + " | ".join(cells) + f" | {t['runs']} | {t['seconds']:.0f} |")
+    titles = {"random_init": "vs random init", "random_init_adain": "vs random init + AdaIN input"}
     lines += ["", "### Test AUC over seeds, and the mean difference with its paired bootstrap CI over seeds and test cases", "",
-              "| Fraction | Arm | Recipe | Seeds | Mean | Median (IQR) | Min-max | vs random init | vs random init + AdaIN input |",
-              "|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(row: dict, base: str) -> str:
-        d = row["vs"].get(base)
-        if d is None:
-            return "-"
-        return f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f}), p {d['p_value']:.3f}"
-
+              "| Fraction | Arm | Recipe | Seeds | Mean | Median (IQR) | Min-max | " + " | ".join(titles[b] for b in baselines) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(baselines)]
     for row in sorted(pooled, key=lambda r: r["fraction"]):
         lines.append(f"| {row['fraction']:.0%} | {row['title']} | {row['recipe']} | {len(row['seeds'])} | "
                      f"{_pct(row['mean'])} | {_pct(row['median'])} ({_pct(row['q1'])}-{_pct(row['q3'])}) | "
-                     f"{_pct(row['min'])}-{_pct(row['max'])} | {cell(row, 'random_init')} | {cell(row, 'random_init_adain')} |")
+                     f"{_pct(row['min'])}-{_pct(row['max'])} | " + " | ".join(_difference_cell(row, b) for b in baselines) + " |")
+    if contrasts:
+        by_key = {(r["fraction"], r["arm"]): r for r in pooled}
+        lines += ["", "### Paired contrasts between arms (mean difference, paired bootstrap CI over seeds and test cases)", "",
+                  "| Fraction | Arm | Against | Seeds | Difference (CI), p |", "|---|---|---|---|---|"]
+        for fraction in sorted({r["fraction"] for r in pooled}):
+            for arm, base in contrasts:
+                row = by_key.get((fraction, arm))
+                if row is None or base not in row["vs"]:
+                    continue
+                against = by_key[(fraction, base)]["title"]
+                lines.append(f"| {fraction:.0%} | {row['title']} | {against} | {len(row['seeds'])} | {_difference_cell(row, base)} |")
     return "\n".join(lines)
 
 
 def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str], quick: bool, workers: int,
-                           extra_only: bool = False) -> dict:
+                           extra_only: bool = False, main_arms: list[str] | None = None,
+                           recipe_names: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+                           full_fraction: bool = True) -> dict:
+    """``main_arms``: a subset of the main arms (None: all); ``recipe_names``: a subset of the recipe
+    grid (one recipe: no tuning, every arm runs it); ``seeds``: the main arms' seeds."""
     from dataclasses import replace
 
-    from genssl_hf.pipeline.protocol import run_protocol, pooled_rows
+    from genssl_hf.pipeline.protocol import DEFAULT_RECIPES, pooled_rows, run_protocol
 
     from genssl_hf.pipeline.stages import run_stage
     from genssl_hf.pipeline.steps import stage_pretrain
 
-    # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
-    stats = out / "reference_stats" / "reference_stats.json"
-    run_stage(out, stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print), print,
-              deps=["real_unlabelled", "reference_stats"])
+    arms = protocol_arms(extra, main_arms)
+    if any(a.name == "real_mae_adain" for a in arms):
+        # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
+        stats = out / "reference_stats" / "reference_stats.json"
+        run_stage(out, stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print), print,
+                  deps=["real_unlabelled", "reference_stats"])
     run_extra_stages(cfg, out, extra, shared, quick)
     pcfg = protocol_config(cfg)
-    recipes = None
+    recipes = {k: DEFAULT_RECIPES[k] for k in recipe_names} if recipe_names else None
     # one tuning seed: the 4-recipe grid x 4 tuned arms x 2 fractions is 32 runs (~1 core-minute each
     # here); its runs are the arms' seed-0 runs when chosen
-    kwargs = {"tune_seeds": (0,)}
+    kwargs = {"tune_seeds": (seeds[0],), "seeds": tuple(seeds), "full_fraction": full_fraction}
     if quick:  # every step at toy size
-        from genssl_hf.pipeline.protocol import DEFAULT_RECIPES
-
         recipes = {k: DEFAULT_RECIPES[k] for k in ("blr1e-3_randaug", "blr1e-2_light")}
         kwargs = {"seeds": (0, 1), "tune_seeds": (0,), "evaluation_args": {"n_bootstrap": 100, "max_samples": 200}}
-    arms = protocol_arms(extra)
     if extra_only:
         # only the extra arms, beside a running main protocol: the arms they take their recipe from
         # enter with their tuning runs alone (already there), scored in a group of their own
         sources = {a.tune_as for a in arms if a.group == "extra"}
-        arms = [replace(a, seeds=(0,), group="tuning_sources") for a in arms if a.name in sources] + \
+        arms = [replace(a, seeds=(seeds[0],), group="tuning_sources") for a in arms if a.name in sources] + \
                [a for a in arms if a.group == "extra"]
         kwargs["full_fraction"] = False
     result = run_protocol(pcfg, out, arms, recipes=recipes, workers=workers, **kwargs)
-    pooled = pooled_rows(result, out, baselines=("random_init", "random_init_adain"), n_bootstrap=200 if quick else 2000)
+    names = {a.name for a in arms}
+    baselines = tuple(b for b in ("random_init", "random_init_adain") if b in names)
+    contrasts = [(a, b) for a, b in CONTRASTS if a in names and b in names]
+    pooled = pooled_rows(result, out, baselines=baselines + tuple(dict.fromkeys(b for _, b in contrasts)),
+                         n_bootstrap=200 if quick else 2000)
     write_json(out / "protocol_pooled.json", pooled)
-    table = protocol_tables(result, pooled)
+    table = protocol_tables(result, pooled, baselines, contrasts)
     (out / "protocol_results.md").write_text(table + "\n")
     print(table)
     return {"result": result, "pooled": pooled}
@@ -383,13 +453,19 @@ def main(argv=None) -> int:
                         help="with --protocol --extra: fine-tune only the extra arms (beside a running main protocol)")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="with --extra: only pre-train the extra encoders (e.g. beside a running protocol)")
+    parser.add_argument("--main-arms", default="",
+                        help="with --protocol: comma list of the main arms to run (default: all)")
+    parser.add_argument("--recipes", default="",
+                        help="with --protocol: comma list of recipes of the grid to tune over (default: all; one: no tuning)")
+    parser.add_argument("--seeds", type=int, default=5, help="with --protocol: seeds of the main arms (0 .. N-1)")
+    parser.add_argument("--no-full-fraction", action="store_true", help="with --protocol: skip the 100 %% runs")
+    parser.add_argument("--record-suffix", default="",
+                        help="appended to the results.json row's name (a rerun beside an earlier run's row)")
     args = parser.parse_args(argv)
     shared = Path(args.shared)
     if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
         print(f"real data not found under {shared}; nothing to measure", file=sys.stderr)
         return 2
-    info = machine_info()
-    print_machine(info)
     methods = list(SSL_METHODS) if args.ssl_methods == "all" else [m for m in args.ssl_methods.split(",") if m]
     unknown = sorted(set(methods) - set(SSL_METHODS))
     if unknown:
@@ -402,16 +478,32 @@ def main(argv=None) -> int:
         parser.error(f"--extra: unknown {bad}; known: {list(EXTRA_STAGES)}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    from genssl_hf.pipeline.protocol import DEFAULT_RECIPES
+
+    recipe_names = [r for r in args.recipes.split(",") if r]
+    if sorted(set(recipe_names) - set(DEFAULT_RECIPES)):
+        parser.error(f"--recipes: unknown {sorted(set(recipe_names) - set(DEFAULT_RECIPES))}; known: {list(DEFAULT_RECIPES)}")
+    if not 1 <= args.seeds <= 20:
+        parser.error(f"--seeds must be 1..20; got {args.seeds}")
+    main_arms = [a for a in args.main_arms.split(",") if a] or None
+    if main_arms:
+        known = [a.name for a in protocol_arms([])]
+        if sorted(set(main_arms) - set(known)):
+            parser.error(f"--main-arms: unknown {sorted(set(main_arms) - set(known))}; known: {known}")
+    info = machine_info()  # after the checks: it measures the machine's peaks
+    print_machine(info)
     start = time.perf_counter()
     run_pipeline(cfg, out, finetune=not (args.protocol or args.pretrain_only))
     if args.pretrain_only:
         run_extra_stages(cfg, out, extra, shared, args.quick)
         return 0
     if args.protocol:
-        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers, args.extra_only)
+        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers, args.extra_only,
+                                          main_arms=main_arms, recipe_names=recipe_names,
+                                          seeds=tuple(range(args.seeds)), full_fraction=not args.no_full_fraction)
         if args.extra_only:
             return 0
-        record = {"name": "genssl_realdata_kermany_protocol", "unit": "test AUC, mean over seeds",
+        record = {"name": "genssl_realdata_kermany_protocol" + args.record_suffix, "unit": "test AUC, mean over seeds",
                   "pooled": {f"{r['fraction']:.0%} {r['arm']}": {"mean": round(r["mean"], 4), "median": round(r["median"], 4),
                              **{f"vs_{b}": [round(v[k], 4) for k in ("difference", "low", "high")] for b, v in r["vs"].items()}}
                              for r in protocol["pooled"]},

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genssl_hf.pipeline.protocol import Arm, arm_stage_name, pooled_rows, run_protocol, select_recipe
+from genssl_hf.pipeline.protocol import Arm, _finetune_stage, arm_stage_name, pooled_rows, run_protocol, select_recipe
 from genssl_hf.pipeline.stages import run_stage
 from genssl_hf.pipeline.steps import stage_real_data
 
@@ -31,6 +31,16 @@ def test_select_recipe_takes_the_best_mean_and_the_first_on_ties():
     assert select_recipe({"a": [0.5], "b": [0.9], "c": [0.9]}) == "b"
     with pytest.raises(ValueError):
         select_recipe({})
+
+
+def test_an_arm_of_another_input_size_fine_tunes_at_its_own_size(tmp_path):
+    # an encoder pre-trained at 128 px fine-tunes at 128 even where the run's args name another size
+    cfg = _config()
+    stage = _finetune_stage(cfg, tmp_path, Arm("big", "Big", "tiny", image_size=128), "fast", RECIPES["fast"], 0.5, 0, print)
+    assert stage.config["size"] == 128 and stage.config["finetune"]["args"]["image_size"] == 128
+    same = _finetune_stage(cfg, tmp_path, Arm("small", "Small", "tiny"), "fast", RECIPES["fast"], 0.5, 0, print)
+    assert same.config["size"] == 32 and same.config["finetune"]["args"]["image_size"] == 32
+    assert cfg["image_size"] == 32 and cfg["finetune"]["args"]["image_size"] == 32  # the run's config is untouched
 
 
 def test_bad_arms_fail_before_any_stage(tmp_path):

@@ -70,6 +70,9 @@ class Arm:
     # arms of another group are scored by their own evaluation stages (adding an ablation arm then
     # does not rescore the others); every group scores the same test cases, so pairs across groups hold
     group: str = "main"
+    # the input side the arm fine-tunes and is scored at (None: the run's); an encoder pre-trained at
+    # another size needs its own (every size scores the same test cases, resized by the processor)
+    image_size: int | None = None
 
 
 def arm_stage_name(arm: str, recipe: str, fraction: float, seed: int) -> str:
@@ -88,6 +91,10 @@ def _finetune_stage(config: dict, root: Path, arm: Arm, recipe: str, overrides: 
     args = cfg["finetune"].setdefault("args", {})
     args.update(overrides)
     args.update(arm.args)
+    if arm.image_size is not None:
+        cfg["image_size"] = arm.image_size
+        if "image_size" in args:  # the fine-tuning args' own size would win on the command line
+            args["image_size"] = arm.image_size
     if arm.layer_decay is not None:
         args["layer_decay"] = arm.layer_decay
     if arm.image_processor != "init":
