@@ -170,30 +170,30 @@ EXTRA_STAGES: dict[str, dict] = {
                            "prompts": "normal"},
     "mae_genssl_combos": {"title": "GEN-SSL, finding combinations of the NIH reports", "base": "generated",
                           "tune_as": "genssl", "prompts": "combinations"},
-    # Compute-matched (session 6): the same 1,000 optimiser steps at batch 128 (about 2x the base 20
+    # Compute-matched (session 6): the same 2,000 optimiser steps at batch 128 (about 4x the base 20
     # epochs on 3k images) for every arm, so the number of images is not confounded with pre-training
     # length. The three GEN-SSL arms read prefixes of one 30k generated set (every prefix holds the
     # prompts in their global proportions: see generation.balance).
-    **{f"mae_genssl_{k}k_1000": {"title": f"GEN-SSL, {k}k images, 1,000 steps", "base": "generated",
+    **{f"mae_genssl_{k}k_2000": {"title": f"GEN-SSL, {k}k images, 2,000 steps", "base": "generated",
                                  "tune_as": "genssl", "data": "generated_30k", "generation": {"num_images": 30000},
-                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_train_steps": 1000}}
+                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_train_steps": 2000}}
        for k in (3, 10, 30)},
-    "mae_real_1000": {"title": "MAE on real images, 1,000 steps", "base": "real", "tune_as": "real_mae",
-                      "pretrain": {"max_train_steps": 1000}},
+    "mae_real_2000": {"title": "MAE on real images, 2,000 steps", "base": "real", "tune_as": "real_mae",
+                      "pretrain": {"max_train_steps": 2000}},
     # image size 128 at the same 8 x 8 patch grid (patch 16): the same sequence length and steps, twice
     # the pixels per side
-    "mae_real_128px_1000": {"title": "MAE on real images, 128 px (patch 16), 1,000 steps", "base": "real",
+    "mae_real_128px_2000": {"title": "MAE on real images, 128 px (patch 16), 2,000 steps", "base": "real",
                             "tune_as": "real_mae", "image_size": 128,
-                            "pretrain": {"max_train_steps": 1000, "patch_size": 16}},
+                            "pretrain": {"max_train_steps": 2000, "patch_size": 16}},
     # Tab. 9 under the protocol: the same tiny ViT, the same generated images with AdaIN
     "moco_v2": {"title": "MoCo v2 (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "moco_v2"},
     "simsiam": {"title": "SimSiam (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "simsiam"},
 }
 
 # Paired contrasts reported beside the baseline columns: (arm, against), when both ran.
-CONTRASTS = (("mae_genssl_10k_1000", "mae_genssl_3k_1000"), ("mae_genssl_30k_1000", "mae_genssl_3k_1000"),
-             ("mae_genssl_30k_1000", "mae_genssl_10k_1000"), ("mae_real_1000", "mae_genssl_3k_1000"),
-             ("mae_real_128px_1000", "mae_real_1000"), ("mae_genssl_3k_1000", "genssl"), ("mae_real_1000", "real_mae"),
+CONTRASTS = (("mae_genssl_10k_2000", "mae_genssl_3k_2000"), ("mae_genssl_30k_2000", "mae_genssl_3k_2000"),
+             ("mae_genssl_30k_2000", "mae_genssl_10k_2000"), ("mae_real_2000", "mae_genssl_3k_2000"),
+             ("mae_real_128px_2000", "mae_real_2000"), ("mae_genssl_3k_2000", "genssl"), ("mae_real_2000", "real_mae"),
              ("moco_v2", "genssl"), ("simsiam", "genssl"))
 
 

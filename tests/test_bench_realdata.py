@@ -15,31 +15,31 @@ from benchmarks import bench_genssl_realdata as bench  # noqa: E402
 
 
 def test_main_arms_subset_and_extra_arms():
-    arms = bench.protocol_arms(["mae_genssl_10k_1000", "mae_real_128px_1000", "moco_v2"],
+    arms = bench.protocol_arms(["mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"],
                                ["random_init_adain", "genssl", "real_mae"])
     by_name = {a.name: a for a in arms}
     assert list(by_name)[:3] == ["random_init_adain", "genssl", "real_mae"] and len(arms) == 6
     # every extra arm takes a tuned main arm's recipe, reads its own stage and runs 3 seeds at 1 / 10 %
-    for name in ("mae_genssl_10k_1000", "mae_real_128px_1000", "moco_v2"):
+    for name in ("mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"):
         a = by_name[name]
         assert a.tune_as in by_name and by_name[a.tune_as].tune_as is None
         assert a.seeds == (0, 1, 2) and a.fractions == (0.01, 0.1) and a.group == "extra"
     assert by_name["moco_v2"].init == "ssl_moco_v2/model" and by_name["moco_v2"].deps == ("ssl_moco_v2",)
-    assert by_name["mae_real_128px_1000"].image_size == 128 and by_name["mae_genssl_10k_1000"].image_size is None
+    assert by_name["mae_real_128px_2000"].image_size == 128 and by_name["mae_genssl_10k_2000"].image_size is None
     with pytest.raises(ValueError, match="unknown"):
         bench.protocol_arms([], ["no_such_arm"])
 
 
 def test_compute_matched_arms_share_one_generated_set_and_one_step_budget():
-    specs = {k: bench.EXTRA_STAGES[f"mae_genssl_{k}k_1000"] for k in (3, 10, 30)}
+    specs = {k: bench.EXTRA_STAGES[f"mae_genssl_{k}k_2000"] for k in (3, 10, 30)}
     assert {s["data"] for s in specs.values()} == {"generated_30k"}
     assert all(s["generation"] == {"num_images": 30000} for s in specs.values())
     assert [s["pretrain"]["max_train_samples"] for s in specs.values()] == [3000, 10000, None]
-    steps = {s["pretrain"]["max_train_steps"] for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_1000"],
-                                                        bench.EXTRA_STAGES["mae_real_128px_1000"]]}
-    assert steps == {1000}
+    steps = {s["pretrain"]["max_train_steps"] for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_2000"],
+                                                        bench.EXTRA_STAGES["mae_real_128px_2000"]]}
+    assert steps == {2000}
     # 128 px keeps the 8 x 8 patch grid of the 64 px / patch 8 preset
-    big = bench.EXTRA_STAGES["mae_real_128px_1000"]
+    big = bench.EXTRA_STAGES["mae_real_128px_2000"]
     assert big["image_size"] // big["pretrain"]["patch_size"] == 64 // 8
     for a, b in bench.CONTRASTS:
         assert a in bench.EXTRA_STAGES and (b in bench.EXTRA_STAGES or b in {x.name for x in bench.protocol_arms([])})
@@ -53,13 +53,13 @@ def _pooled_row(arm: str, title: str, mean: float, vs: dict) -> dict:
 def test_tables_show_the_chosen_baselines_and_the_contrasts():
     d = {"difference": 0.021, "low": 0.004, "high": 0.038, "p_value": 0.012}
     pooled = [_pooled_row("random_init_adain", "Random init, AdaIN input", 0.90, {}),
-              _pooled_row("mae_genssl_3k_1000", "GEN-SSL, 3k", 0.92, {"random_init_adain": d}),
-              _pooled_row("mae_genssl_30k_1000", "GEN-SSL, 30k", 0.94,
-                          {"random_init_adain": d, "mae_genssl_3k_1000": {**d, "difference": 0.02}})]
+              _pooled_row("mae_genssl_3k_2000", "GEN-SSL, 3k", 0.92, {"random_init_adain": d}),
+              _pooled_row("mae_genssl_30k_2000", "GEN-SSL, 30k", 0.94,
+                          {"random_init_adain": d, "mae_genssl_3k_2000": {**d, "difference": 0.02}})]
     result = {"recipes": {"blr3e-3_light": {}}, "tuning": {"random_init_adain": {"0.01": {
         "chosen": "blr3e-3_light", "validation_auc": {"blr3e-3_light": [0.93]}, "runs": 1, "seconds": 30.0}}}}
     table = bench.protocol_tables(result, pooled, ("random_init_adain",),
-                                  [("mae_genssl_30k_1000", "mae_genssl_3k_1000"), ("mae_genssl_10k_1000", "mae_genssl_3k_1000")])
+                                  [("mae_genssl_30k_2000", "mae_genssl_3k_2000"), ("mae_genssl_10k_2000", "mae_genssl_3k_2000")])
     assert "vs random init + AdaIN input |" in table and "| vs random init |" not in table
     assert "| 1% | random_init_adain | 1% |" not in table and "**93.0**" in table
     assert "| 1% | GEN-SSL, 3k | blr3e-3_light | 3 | 92.0 | 92.0 (92.0-92.0) | 92.0-92.0 | +2.1 (+0.4 to +3.8), p 0.012 |" in table
