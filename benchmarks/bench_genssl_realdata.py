@@ -141,7 +141,8 @@ def protocol_arms(extra: list[str], main: list[str] | None = None) -> list:
         spec = EXTRA_STAGES[name]
         stage = extra_stage_name(name)
         arms.append(Arm(name, spec["title"], f"{stage}/model", tune_as=spec["tune_as"], deps=(stage,),
-                        fractions=(0.01, 0.1), seeds=(0, 1, 2), group="extra", image_size=spec.get("image_size")))
+                        fractions=(0.01, 0.1), seeds=(0, 1, 2), group=spec.get("group", "extra"),
+                        image_size=spec.get("image_size")))
     return arms
 
 
@@ -176,6 +177,8 @@ EXTRA_STAGES: dict[str, dict] = {
     # prompts in their global proportions: see generation.balance).
     **{f"mae_genssl_{k}k_2000": {"title": f"GEN-SSL, {k}k images, 2,000 steps", "base": "generated",
                                  "tune_as": "genssl", "data": "generated_30k", "generation": {"num_images": 30000},
+                                 # scored in their own evaluation group (fine-tuned beside the other extras)
+                                 "group": "scaling",
                                  "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_train_steps": 2000}}
        for k in (3, 10, 30)},
     "mae_real_2000": {"title": "MAE on real images, 2,000 steps", "base": "real", "tune_as": "real_mae",

@@ -23,7 +23,7 @@ def test_main_arms_subset_and_extra_arms():
     for name in ("mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"):
         a = by_name[name]
         assert a.tune_as in by_name and by_name[a.tune_as].tune_as is None
-        assert a.seeds == (0, 1, 2) and a.fractions == (0.01, 0.1) and a.group == "extra"
+        assert a.seeds == (0, 1, 2) and a.fractions == (0.01, 0.1) and a.group in ("extra", "scaling")
     assert by_name["moco_v2"].init == "ssl_moco_v2/model" and by_name["moco_v2"].deps == ("ssl_moco_v2",)
     assert by_name["mae_real_128px_2000"].image_size == 128 and by_name["mae_genssl_10k_2000"].image_size is None
     with pytest.raises(ValueError, match="unknown"):

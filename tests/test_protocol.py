@@ -4,10 +4,13 @@ runs reused, ``tune_as`` arms inheriting a recipe, input-standardisation overrid
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from genssl_hf.pipeline.launch import _run_command
 from genssl_hf.pipeline.protocol import Arm, _finetune_stage, arm_stage_name, pooled_rows, run_protocol, select_recipe
 from genssl_hf.pipeline.stages import run_stage
 from genssl_hf.pipeline.steps import stage_real_data
@@ -43,6 +46,13 @@ def test_an_arm_of_another_input_size_fine_tunes_at_its_own_size(tmp_path):
     assert cfg["image_size"] == 32 and cfg["finetune"]["args"]["image_size"] == 32  # the run's config is untouched
 
 
+def test_a_stage_command_gets_its_own_environment(tmp_path):
+    cmd = [sys.executable, "-c", "import os; print('threads', os.environ.get('OMP_NUM_THREADS'), os.environ.get('GENSSL_PROBE'))"]
+    _run_command(cmd, tmp_path, print, env={"OMP_NUM_THREADS": "1", "GENSSL_PROBE": "x"})
+    assert "threads 1 x" in (tmp_path / "command.log").read_text()
+    assert os.environ.get("GENSSL_PROBE") is None
+
+
 def test_bad_arms_fail_before_any_stage(tmp_path):
     cfg = _config()
     with pytest.raises(ValueError, match="unique"):
@@ -68,8 +78,11 @@ def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path)
             # an ablation arm: fewer seeds, scored by its own evaluation group, paired on its seeds
             Arm("one_seed", "One seed", "tiny", layer_decay=1.0, tune_as="random_init", seeds=(0,), group="extra")]
     logs: list[str] = []
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     result = run_protocol(cfg, root, arms, fractions=(0.5,), seeds=(0, 1), tune_seeds=(0,), recipes=RECIPES,
                           full_fraction=False, workers=2, evaluation_args={"n_bootstrap": 50}, log=logs.append)
+    # one thread per stage process is set for the commands, not in this process's environment
+    assert os.environ.get("OMP_NUM_THREADS") == threads_before and "subprocess_env" not in cfg
 
     # the choice is the best validation AUC of the tuning runs, read from their metrics
     for arm in ("random_init", "random_init_adain"):

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _run_command(cmd: list[str], folder: Path, log, name: str = "command") -> None:
+def _run_command(cmd: list[str], folder: Path, log, name: str = "command", env: dict[str, str] | None = None) -> None:
     """Run a stage's command with its output in ``folder/<name>.log``; the command is recorded in
-    ``folder/<name>.txt``."""
+    ``folder/<name>.txt``. ``env``: variables set for this command only (e.g. its thread count)."""
     (folder / f"{name}.txt").write_text(shlex.join(cmd) + "\n")
     log("  $ " + shlex.join(cmd))
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     with open(folder / f"{name}.log", "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)

@@ -153,8 +153,10 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
             raise ValueError(f"arm {a.name!r}: tune_as {a.tune_as!r} must name a tuned arm of this run")
     if not set(tune_seeds) <= set(seeds):
         raise ValueError(f"tune_seeds {tune_seeds} must be among seeds {seeds} (their runs are reused)")
-    if workers > 1:  # each subprocess on one core
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # each subprocess on one core: several multi-threaded processes on the same cores spin against
+        # each other (several times slower in all). Set for the stage commands only, not this process.
+        config = {**config, "subprocess_env": {"OMP_NUM_THREADS": "1", **config.get("subprocess_env", {})}}
 
     def arm_fractions(a: Arm) -> tuple[float, ...]:
         return a.fractions if a.fractions is not None else tuple(fractions)
@@ -233,7 +235,8 @@ def _evaluation_stage(config: dict, root: Path, name: str, group: list[dict], ev
 
     def run(folder: Path) -> dict:
         out = folder / "results"
-        _run_command(evaluation_command(config, models, root / "real_data", out, ev_args), folder, log)
+        _run_command(evaluation_command(config, models, root / "real_data", out, ev_args), folder, log,
+                     env=config.get("subprocess_env"))
         from .results import build_results
 
         titles = {r["arm"]: r["title"] for r in group}

@@ -271,7 +271,7 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
             "--image_size", str(cfg["image_size"]),
             "--overwrite_output_dir",
         ] + _flags(args)
-        _run_command(cmd, folder, log)
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         metrics = read_json(out / "metrics.json")
         return {"best": "run/best", "metrics": _jsonable(metrics)}
 
