@@ -22,12 +22,17 @@ al. CVPR 2017). Nothing from it is published: the run folder stays local and the
     python benchmarks/bench_genssl_realdata.py            # full run (about an hour on 2 CPU cores)
     python benchmarks/bench_genssl_realdata.py --quick    # every stage at toy size (minutes)
     python benchmarks/bench_genssl_realdata.py --protocol [--extra mae_real_x5,...]   # issue 21's protocol
+    python benchmarks/bench_genssl_realdata.py --reconstruction [--extra ...]   # MAE loss vs the mean image
 
 ``--protocol`` (issue 21) reuses the run folder's generator, images and MAEs and compares arms with
 ``genssl_hf.pipeline.protocol``. The recipes are tuned per arm on validation only. Every arm runs 5
 seeds at 1 % and 10 % labels. Two controls separate pre-training from input standardisation: random
 init behind the AdaIN processor, and GEN-SSL fine-tuned without it. ``--extra`` adds the diagnosis
 and ablation encoders of ``EXTRA_STAGES``, with 3 seeds each.
+
+``--reconstruction`` scores every MAE of the run folder (and ``--extra``) on the real test images:
+the masked-patch loss beside the best constant patch and the mean training image
+(``genssl_hf.evaluation.reconstruction``). Nothing is fine-tuned, and no figure of real images is drawn.
 """
 
 from __future__ import annotations
@@ -378,6 +383,64 @@ def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str],
     return {"result": result, "pooled": pooled}
 
 
+def mae_folders(out: Path) -> list[str]:
+    """The run folder's MAE stages (``<stage>/model`` holding a ``ViTMAEForPreTraining``), sorted."""
+    names = []
+    for config in sorted(out.glob("*/model/config.json")):
+        if "ViTMAEForPreTraining" in (read_json(config).get("architectures") or []):
+            names.append(config.parent.parent.name)
+    return names
+
+
+def reconstruction_rows(out: Path, names: list[str], max_images: int = 1000, seed: int = 0,
+                        n_bootstrap: int = 2000) -> list[dict]:
+    """Masked-patch loss of each MAE on the held-out real test images, beside the two trivial
+    baselines built from the real training images (``genssl_hf.evaluation.reconstruction``). Each MAE
+    sees the images through its own processor (AdaIN or not, its own size), so compare an MAE with
+    its own baselines: ``model_over_mean_image`` < 1 means it has learnt more than the average image."""
+    import genssl_hf  # noqa: F401  (registers AdaINImageProcessor with AutoImageProcessor)
+    from transformers import AutoImageProcessor, ViTMAEForPreTraining
+
+    from genssl_hf.data.open import open_image_dataset
+    from genssl_hf.evaluation.reconstruction import masked_reconstruction_losses
+
+    data = out / "real_data" / "dataset"
+    test = open_image_dataset(str(data), "test", what="the real test split")
+    train = open_image_dataset(str(data), "train", what="the real training split")
+    test_images = [im.convert("L") for im in test.select(range(min(max_images, len(test))))["image"]]
+    train_images = [im.convert("L") for im in train.select(range(min(max_images, len(train))))["image"]]
+    rows = []
+    for name in names:
+        folder = out / name / "model"
+        model = ViTMAEForPreTraining.from_pretrained(str(folder))
+        processor = AutoImageProcessor.from_pretrained(str(folder))
+        size = model.config.image_size
+        pixels = processor([im.resize((size, size)) for im in test_images], return_tensors="pt")["pixel_values"]
+        reference = processor([im.resize((size, size)) for im in train_images], return_tensors="pt")["pixel_values"]
+        losses = masked_reconstruction_losses(model, pixels, reference, seed=seed, n_bootstrap=n_bootstrap)
+        summary = read_json(folder / "train_summary.json") if (folder / "train_summary.json").is_file() else {}
+        rows.append({"encoder": name, "steps": summary.get("global_step"), "train_loss": summary.get("final_loss"),
+                     "image_size": size, "adain": type(processor).__name__ == "AdaINImageProcessor" and bool(getattr(processor, "do_adain", False)),
+                     "test_images": len(test_images), "reference_images": len(train_images),
+                     **{k: [_sig(x) for x in v] if isinstance(v, list) else _sig(v) for k, v in losses.items()}})
+    return rows
+
+
+def _sig(x: float, digits: int = 5) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def reconstruction_table(rows: list[dict]) -> str:
+    lines = ["| MAE | steps | AdaIN | train loss | test loss | best constant patch | mean image | test / mean image (95 % CI over images) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        train_loss = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+        ci = f" ({r['model_over_mean_image_ci'][0]:.2f}-{r['model_over_mean_image_ci'][1]:.2f})" if "model_over_mean_image_ci" in r else ""
+        lines.append(f"| {r['encoder']} | {r['steps']} | {'on' if r['adain'] else 'off'} | {train_loss} | {r['model']:.4f} | "
+                     f"{r['best_constant_patch']:.4f} | {r['mean_image']:.4f} | {r['model_over_mean_image']:.2f}{ci} |")
+    return "\n".join(lines)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -462,6 +525,9 @@ def main(argv=None) -> int:
                         help="with --protocol: comma list of recipes of the grid to tune over (default: all; one: no tuning)")
     parser.add_argument("--seeds", type=int, default=5, help="with --protocol: seeds of the main arms (0 .. N-1)")
     parser.add_argument("--no-full-fraction", action="store_true", help="with --protocol: skip the 100 %% runs")
+    parser.add_argument("--reconstruction", action="store_true",
+                        help="after pre-training (and --extra): each MAE's masked-patch loss on the real test images "
+                             "against the best constant patch and the mean training image")
     parser.add_argument("--record-suffix", default="",
                         help="appended to the results.json row's name (a rerun beside an earlier run's row)")
     args = parser.parse_args(argv)
@@ -496,9 +562,23 @@ def main(argv=None) -> int:
     info = machine_info()  # after the checks: it measures the machine's peaks
     print_machine(info)
     start = time.perf_counter()
-    run_pipeline(cfg, out, finetune=not (args.protocol or args.pretrain_only))
-    if args.pretrain_only:
+    run_pipeline(cfg, out, finetune=not (args.protocol or args.pretrain_only or args.reconstruction))
+    if args.pretrain_only or args.reconstruction:
         run_extra_stages(cfg, out, extra, shared, args.quick)
+    if args.reconstruction:
+        recon = reconstruction_rows(out, mae_folders(out))
+        table = reconstruction_table(recon)
+        write_json(out / "reconstruction.json", recon)
+        (out / "reconstruction.md").write_text(table + "\n")
+        print(table)
+        record = {"name": "genssl_realdata_mae_reconstruction" + args.record_suffix,
+                  "unit": "masked-patch MSE on the real test images (mask 0.9), baselines from the real training images",
+                  "rows": recon, "wall_s": round(time.perf_counter() - start, 1), "quick": args.quick, "machine": finish(info)}
+        print(json.dumps(record))
+        if not args.quick:
+            record_results([record])
+        return 0
+    if args.pretrain_only:
         return 0
     if args.protocol:
         protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers, args.extra_only,

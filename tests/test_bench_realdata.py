@@ -79,3 +79,55 @@ def test_command_line_rejects_bad_choices_before_any_stage(tmp_path, capsys):
             bench.main(["--shared", str(shared), "--output-dir", str(out), "--protocol", *bad])
         assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def _tiny_mae_folder(folder: Path, adain: bool) -> None:
+    import torch
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    from genssl_hf.processing.image_processor import AdaINImageProcessor
+    from genssl_hf.training.mae_init import apply_mae_init
+
+    cfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                       decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
+    torch.manual_seed(0)
+    apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
+    AdaINImageProcessor(size={"height": 32, "width": 32}, do_adain=adain).save_pretrained(folder)
+
+
+def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselines(tmp_path):
+    """A run folder with two MAE stages and a classifier stage: both MAEs are found and scored on the
+    real test split, each beside the constant and mean-image baselines of the real training split."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    layout = np.zeros((48, 48))
+    layout[8:40, 6:20] = 200.0
+    layout[8:40, 28:42] = 200.0
+
+    def images(n):
+        return [Image.fromarray(np.clip(layout + rng.normal(0, 20, layout.shape), 0, 255).astype(np.uint8)) for _ in range(n)]
+
+    datasets.DatasetDict({split: datasets.Dataset.from_dict({"image": images(n), "label": [0] * n})
+                          for split, n in (("train", 12), ("test", 8))}).save_to_disk(str(tmp_path / "real_data" / "dataset"))
+    _tiny_mae_folder(tmp_path / "mae_a" / "model", adain=True)
+    _tiny_mae_folder(tmp_path / "mae_b" / "model", adain=False)
+    (tmp_path / "finetune" / "model").mkdir(parents=True)
+    (tmp_path / "finetune" / "model" / "config.json").write_text('{"architectures": ["ViTForImageClassification"]}')
+
+    names = bench.mae_folders(tmp_path)
+    assert names == ["mae_a", "mae_b"]
+    rows = bench.reconstruction_rows(tmp_path, names, n_bootstrap=200)
+    assert [(r["encoder"], r["adain"], r["test_images"], r["reference_images"]) for r in rows] == \
+        [("mae_a", True, 8, 12), ("mae_b", False, 8, 12)]
+    for r in rows:
+        # aligned images: the mean image is far better than one constant patch
+        assert 0 < r["mean_image"] < 0.5 * r["best_constant_patch"]
+        assert r["model_over_mean_image"] == pytest.approx(r["model"] / r["mean_image"], rel=1e-3)
+        low, high = r["model_over_mean_image_ci"]
+        assert low <= r["model_over_mean_image"] <= high
+    table = bench.reconstruction_table(rows)
+    assert table.count("\n") == 3 and "| mae_a | None | on |" in table

@@ -13,6 +13,8 @@
 * :func:`compute_fid`, :func:`dataset_similarity`, :class:`EncoderFeatureExtractor` — image quality with
   a pluggable, always-named feature extractor; FAISS nearest-neighbour cosine similarity.
 * :func:`cls_attention_maps`, :func:`save_attention_overlays` — DINO-style last-layer CLS attention PNGs.
+* :func:`masked_reconstruction_losses` — an MAE's masked-patch loss beside the best constant patch and
+  the mean image of a reference set (an MAE above the mean image has learnt only the average layout).
 * :func:`plot_roc_curves`; :func:`run_evaluation` (``scripts/evaluate.py``) — the results folder.
 """
 
@@ -41,6 +43,7 @@ from .image_quality import (
 )
 from .operating_point import decision_metrics, resolve_operating_point
 from .plots import plot_reliability_diagram, plot_roc_curves
+from .reconstruction import masked_reconstruction_losses
 from .robustness import CORRUPTIONS, SEVERITY_PARAMS, corrupt, format_robustness_table, robustness_table
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "cxr_classification")
@@ -65,6 +68,7 @@ __all__ = [
     "decision_metrics",
     "expected_calibration_error",
     "load_thresholds",
+    "masked_reconstruction_losses",
     "plot_reliability_diagram",
     "resolve_operating_point",
     "bootstrap_ci",
