@@ -121,8 +121,8 @@ def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselin
     names = bench.mae_folders(tmp_path)
     assert names == ["mae_a", "mae_b"]
     rows = bench.reconstruction_rows(tmp_path, names, n_bootstrap=200)
-    assert [(r["encoder"], r["adain"], r["test_images"], r["reference_images"]) for r in rows] == \
-        [("mae_a", True, 8, 12), ("mae_b", False, 8, 12)]
+    assert [(r["encoder"], r["adain"], r["mask_ratio"], r["test_images"], r["reference_images"]) for r in rows] == \
+        [("mae_a", True, 0.75, 8, 12), ("mae_b", False, 0.75, 8, 12)]
     for r in rows:
         # aligned images: the mean image is far better than one constant patch
         assert 0 < r["mean_image"] < 0.5 * r["best_constant_patch"]

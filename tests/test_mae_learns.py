@@ -52,14 +52,20 @@ def phantoms(tmp_path_factory):
     return root, train, held_out
 
 
-@pytest.fixture(scope="module")
-def trained(phantoms):
-    root, _, _ = phantoms
-    out = root / "mae"
-    args = mae.build_parser().parse_args(ARGS + ["--dataset", str(root / "train"), "--output_dir", str(out)])
-    summary = mae.pretrain_mae(args)
+def _pretrain(root, name: str, **changes: str):
+    """The tiny MAE of ``ARGS`` with some values changed (``max_train_steps="1000"``), into ``root / name``."""
+    args = list(ARGS)
+    for flag, value in changes.items():
+        args[args.index(f"--{flag}") + 1] = value
+    out = root / name
+    summary = mae.pretrain_mae(mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)]))
     _reset_accelerate()
     return out, summary
+
+
+@pytest.fixture(scope="module")
+def trained(phantoms):
+    return _pretrain(phantoms[0], "mae")
 
 
 def _pixel_values(folder, images):
@@ -89,14 +95,7 @@ def _masked_losses(model, pixel_values):
 def trained_longer(phantoms):
     """The same MAE, 1,000 steps on uncropped phantoms: the length at which the tiny MAE gets below
     the mean image (300 steps with crops ends at about 1.6x it; 1,000 steps with crops at about 1.1x)."""
-    root, _, _ = phantoms
-    out = root / "mae_longer"
-    args = list(ARGS)
-    args[args.index("--max_train_steps") + 1] = "1000"
-    args[args.index("--crop_scale_min") + 1] = "1.0"
-    args = mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)])
-    mae.pretrain_mae(args)
-    _reset_accelerate()
+    out, _ = _pretrain(phantoms[0], "mae_longer", max_train_steps="1000", crop_scale_min="1.0")
     return out
 
 

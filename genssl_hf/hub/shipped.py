@@ -70,28 +70,14 @@ def measure_mae(folder: str | os.PathLike, images: np.ndarray, seed: int = MEASU
     import genssl_hf  # noqa: F401  (AutoImageProcessor -> AdaINImageProcessor)
     from transformers import AutoImageProcessor, ViTMAEForPreTraining
 
+    from genssl_hf.evaluation.reconstruction import masked_reconstruction_losses
+
     model = ViTMAEForPreTraining.from_pretrained(str(folder)).eval()
     processor = AutoImageProcessor.from_pretrained(str(folder))
-    n = (model.config.image_size // model.config.patch_size) ** 2
-    generator = torch.Generator().manual_seed(seed)
-    losses, targets, masks = [], [], []
-    for start in range(0, len(images), batch_size):
-        pixels = processor(list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
-        noise = torch.rand(len(pixels), n, generator=generator)
-        out = model(pixel_values=pixels, noise=noise)
-        target = model.patchify(pixels)
-        if model.config.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((out.logits - target) ** 2).mean(dim=-1)
-        losses.append((per_patch * out.mask).sum(dim=1) / out.mask.sum(dim=1))
-        targets.append(target)
-        masks.append(out.mask)
-    target, mask = torch.cat(targets), torch.cat(masks)
-    best_constant = target.mean(dim=(0, 1), keepdim=True)
-    per_patch = ((best_constant - target) ** 2).mean(dim=-1)
-    baseline = (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
-    return {"mae_loss": round(float(torch.cat(losses).mean()), 5), "mean_patch_loss": round(float(baseline.mean()), 5)}
+    pixels = processor(list(images), return_tensors="pt")["pixel_values"]
+    # the baselines from the measured images themselves; masks drawn batch by batch from ``seed``
+    losses = masked_reconstruction_losses(model, pixels, seed=seed, batch_size=batch_size)
+    return {"mae_loss": round(losses["model"], 5), "mean_patch_loss": round(losses["best_constant_patch"], 5)}
 
 
 def _eval_result(name: str, split: str, metric: str, value: float, metric_type: str):
