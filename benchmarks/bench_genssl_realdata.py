@@ -64,7 +64,7 @@ def add_ssl_variants(cfg: dict, methods: list[str], quick: bool) -> dict:
     protocol. Stages already in the run folder (MAE, random init) are reused, not rerun."""
     if not methods:
         return cfg
-    cfg["ssl_pretrain"] = {"args": {"backbone": "tiny", "num_train_epochs": 1 if quick else 10,
+    cfg["ssl_pretrain"] = {"args": {"model": "tiny", "num_train_epochs": 1 if quick else 10,
                                     "per_device_train_batch_size": 64, "mixed_precision": "bf16",
                                     "checkpointing_steps": 0 if quick else 200, "queue_size": 1024,
                                     "max_train_samples": 256 if quick else None}}

@@ -58,7 +58,7 @@ def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) ->
         "mae": [sys.executable, str(ROOT / "scripts" / "pretrain_mae.py"), "--preset", "tiny", "--dataset", str(data),
                 "--max_train_steps", str(steps), "--per_device_train_batch_size", "64", "--mixed_precision", "no",
                 "--figure", "off", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-mae")],
-        "simclr": [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--method", "simclr", "--backbone", "tiny",
+        "simclr": [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--method", "simclr", "--model", "tiny",
                    "--dataset", str(data), "--max_train_steps", str(steps), "--per_device_train_batch_size", "64",
                    "--mixed_precision", "no", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-simclr")],
     }

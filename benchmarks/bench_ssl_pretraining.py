@@ -60,8 +60,8 @@ def run_method(method: str, data: Path, out: Path, a) -> dict:
         return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--preset", preset]))
     from genssl_hf.training.ssl.pretrain import build_parser, pretrain_ssl
 
-    return pretrain_ssl(build_parser().parse_args(common + ["--method", method, "--backbone", a.backbone,
-                                                            "--queue_size", str(a.batch * 16)]))
+    queue = ["--queue_size", str(a.batch * 16)] if method == "moco_v2" else []
+    return pretrain_ssl(build_parser().parse_args(common + ["--method", method, "--model", a.backbone, *queue]))
 
 
 def main() -> None:

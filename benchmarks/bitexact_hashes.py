@@ -49,12 +49,12 @@ COMMANDS: dict[str, list[str]] = {
             "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16", "--max_train_steps", "5",
             "--logging_steps", "1", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
     # SimCLR on the tiny ViT: 4 steps of 8 images.
-    "simclr": ["scripts/pretrain.py", "--method", "simclr", "--backbone", "tiny", "--image_size", "32",
+    "simclr": ["scripts/pretrain.py", "--method", "simclr", "--model", "tiny", "--image_size", "32",
                "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
                "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
                "--mixed_precision", "no", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
     # MoCo v2 on the tiny ViT (momentum key encoder + queue of 64): 4 steps of 8 images.
-    "moco_v2": ["scripts/pretrain.py", "--method", "moco_v2", "--backbone", "tiny", "--image_size", "32",
+    "moco_v2": ["scripts/pretrain.py", "--method", "moco_v2", "--model", "tiny", "--image_size", "32",
                 "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
                 "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
                 "--mixed_precision", "no", "--queue_size", "64", "--checkpointing_steps", "0", "--figure", "off",

@@ -34,7 +34,7 @@ def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     validate_config(cfg)
     cmd = ssl_pretrain_command(cfg, "simclr_cnn", tmp_path, tmp_path / "stats.json", tmp_path / "out")
     joined = " ".join(cmd)
-    assert "--method simclr" in joined and "--backbone resnet-tiny" in joined and "--adain off" in joined
+    assert "--method simclr" in joined and "--model resnet-tiny" in joined and "--adain off" in joined
     assert "--temperature 0.5" in joined and str(tmp_path / "real_unlabelled" / "dataset") in joined
     assert cmd[cmd.index("--figure") + 1] == "off"  # real images never drawn into an artifact
     assert variant_title(cfg, "simclr_cnn") == "SimCLR (resnet-tiny, real, no AdaIN)"
@@ -44,7 +44,7 @@ def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     assert ssl_finetune_init(cfg, "simclr_cnn", Path("/r")) == "/r/ssl_simclr_cnn/model"
 
 
-@pytest.mark.parametrize("bad,match", [({"method": "byol"}, "method 'byol'"),
+@pytest.mark.parametrize("bad,match", [({"method": "barlow_twins"}, "method 'barlow_twins'"),
                                        ({"method": "simclr", "backbone": "resnet-7"}, "backbone 'resnet-7'"),
                                        ({"method": "simclr", "data": "web"}, "data must be"),
                                        ({"method": "simclr", "adain": "maybe"}, "adain must be")])

@@ -50,15 +50,16 @@ def linear_probe_mean_auc(backbone, train, test, normalize) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco_v2", "simsiam", "rotation"])
+@pytest.mark.parametrize("method", list(METHODS))  # every registered method
 def test_linear_probe_beats_random_init_features(data, method):
     torch.set_num_threads(1)
     unlabelled, train, test, normalize = data
     torch.manual_seed(0)
     model = build_method(method, build_backbone("resnet-tiny", image_size=SIZE), "tiny", queue_size=512)
     random_init = linear_probe_mean_auc(model.backbone, train, test, normalize)
-    opt = build_ssl_optimizer(model, "adamw", 2e-3, 0.05, fixed_lr_prefixes=METHODS[method].fixed_lr_prefixes)
-    off = dict(rotation_degrees=0.0, brightness=0.0, contrast=0.0, blur_p=0.0) if method == "rotation" else {}
+    lr = METHODS[method].recipes["tiny"]["base_learning_rate"]  # 2e-3 for all but BYOL (5e-3)
+    opt = build_ssl_optimizer(model, "adamw", lr, 0.05, fixed_lr_prefixes=METHODS[method].fixed_lr_prefixes)
+    off = {k: v for k, v in METHODS[method].view_overrides.items() if k != "crop_scale_min"}
     views = SSLViews(SIZE, **off)
     steps = 150
     for step in range(steps):

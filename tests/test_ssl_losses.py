@@ -15,6 +15,7 @@ from genssl_hf.training.ssl.losses import (
     nt_xent_loss,
     rotation_loss,
     simsiam_loss,
+    byol_loss,
 )
 from genssl_hf.training.ssl.optim import LARS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews, rotate_batch_4way
@@ -100,6 +101,26 @@ def test_simsiam_matches_reference_and_stop_gradient():
     z = torch.randn(3, 4, requires_grad=True)
     negative_cosine_similarity(torch.randn(3, 4), z, stop_gradient=False).backward()
     assert z.grad.abs().sum() > 0  # and without it the gradient reaches z
+
+
+def test_byol_matches_reference_and_targets_get_no_gradient():
+    """BYOL: sum over both directions of the batch mean of ||p/|p| - t/|t|||^2, written out in plain Python."""
+    g = torch.Generator().manual_seed(5)
+    p1, p2, t1, t2 = (torch.randn(6, 4, generator=g, requires_grad=True) for _ in range(4))
+
+    def sq_dist_of_unit_vectors(a, b):
+        na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(y * y for y in b))
+        return sum((x / na - y / nb) ** 2 for x, y in zip(a, b))
+
+    ref = sum(sq_dist_of_unit_vectors(a, b) for a, b in zip(p1.tolist(), t2.tolist())) / 6 \
+        + sum(sq_dist_of_unit_vectors(a, b) for a, b in zip(p2.tolist(), t1.tolist())) / 6
+    loss = byol_loss(p1, p2, t1, t2)
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+    loss.backward()
+    assert t1.grad is None and t2.grad is None and p1.grad.abs().sum() > 0
+    assert byol_loss(t2, t1, t1, t2).item() == pytest.approx(0.0, abs=1e-5)  # perfect predictions
+    with pytest.raises(ValueError, match="byol_loss expects"):
+        byol_loss(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 5), torch.randn(3, 4))
 
 
 def test_rotation_loss_and_four_rotations():

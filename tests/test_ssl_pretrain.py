@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from genssl_hf.models import verify_encoder_folder
+from genssl_hf.training.ssl.methods import METHODS
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +44,17 @@ def data_dir(tmp_path_factory):
 
 
 def _pretrain_args(method, backbone, data, out, *extra):
-    args = ["--method", method, "--backbone", backbone, "--image_size", "32", "--dataset", str(data),
+    args = ["--method", method, "--model", backbone, "--image_size", "32", "--dataset", str(data),
             "--output_dir", str(out), "--per_device_train_batch_size", "8", "--max_train_steps", "2",
-            "--logging_steps", "1", "--mixed_precision", "no", "--queue_size", "64", "--seed", "0"]
+            "--logging_steps", "1", "--mixed_precision", "no", "--seed", "0"]
+    if method == "moco_v2":
+        args += ["--queue_size", "64"]
     if backbone == "tiny":
         args += ["--patch_size", "8"]
     return args + list(extra)
 
 
-PAIRS = [(m, b) for m in ("simclr", "moco_v2", "simsiam", "rotation") for b in ("tiny", "resnet-tiny")]
+PAIRS = [(m, b) for m in METHODS for b in ("tiny", "resnet-tiny")]  # every registered method
 
 
 @pytest.mark.slow
@@ -157,7 +160,7 @@ def test_bad_input_fails_before_training(tmp_path, data_dir):
     with pytest.raises(ValueError, match="no image column"):
         run(*base, "--image_column", "pixels")
     assert not any((tmp_path / d).exists() and any((tmp_path / d).glob("*.safetensors")) for d in ("o", "o2", "o3"))
-    assert _script("pretrain").main(["--backbone", "tiny"]) == 2  # --method is required
+    assert _script("pretrain").main(["--model", "tiny"]) == 2  # --method is required
 
 
 def test_method_mae_delegates_to_the_mae_trainer(tmp_path, data_dir):

@@ -17,13 +17,25 @@ from typing import Any
 
 from ..utils import read_json
 
-__all__ = ["SSL_METHODS", "ssl_variant_names", "validate_ssl_variants", "ssl_variant_title", "ssl_stage_name",
+__all__ = ["RANDOM_INIT", "ssl_method_names", "ssl_method_title", "ssl_variant_names", "validate_ssl_variants", "ssl_variant_title", "ssl_stage_name",
            "ssl_pretrain_command", "ssl_finetune_init", "ssl_finetune_config", "ssl_data_stage",
            "ssl_stage_summary"]
 
-SSL_METHODS = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "simsiam": "SimSiam", "rotation": "Rotation",
-               "random_init": "Random init"}
+RANDOM_INIT = "random_init"
 DATA_SOURCES = {"generated": "generated_dataset", "real": "real_unlabelled"}
+
+
+def ssl_method_names() -> list[str]:
+    """The pre-training methods a variant may name: every registered method, and the random-init baseline."""
+    from ..training.ssl.methods import METHODS
+
+    return [*METHODS, RANDOM_INIT]
+
+
+def ssl_method_title(method: str) -> str:
+    from ..training.ssl.methods import METHODS
+
+    return "Random init" if method == RANDOM_INIT else METHODS[method].title
 
 
 def ssl_variant_names(config: dict) -> list[str]:
@@ -38,9 +50,9 @@ def validate_ssl_variants(config: dict) -> None:
 
     for name, spec in config.get("ssl_variants", {}).items():
         method = spec.get("method")
-        if method not in SSL_METHODS:
-            raise ValueError(f"ssl_variants.{name}.method {method!r} is not one of {sorted(SSL_METHODS)}")
-        backbone = spec.get("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("backbone"))
+        if method not in ssl_method_names():
+            raise ValueError(f"ssl_variants.{name}.method {method!r} is not one of {sorted(ssl_method_names())}")
+        backbone = spec.get("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("model"))
         if backbone not in BACKBONE_PRESETS:
             raise ValueError(f"ssl_variants.{name}.backbone {backbone!r} is not one of {sorted(BACKBONE_PRESETS)}")
         if spec.get("data", "generated") not in DATA_SOURCES:
@@ -51,7 +63,7 @@ def validate_ssl_variants(config: dict) -> None:
 
 def _spec(config: dict, name: str) -> dict[str, Any]:
     spec = dict(config["ssl_variants"][name])
-    spec.setdefault("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("backbone"))
+    spec.setdefault("backbone", config.get("ssl_pretrain", {}).get("args", {}).get("model"))
     spec.setdefault("adain", "on")
     spec.setdefault("data", "generated")
     return spec
@@ -60,11 +72,11 @@ def _spec(config: dict, name: str) -> dict[str, Any]:
 def ssl_variant_title(config: dict, name: str) -> str:
     """Row title: method, backbone and pre-training data (Tab. 9 layout)."""
     spec = _spec(config, name)
-    if spec["method"] == "random_init":
+    if spec["method"] == RANDOM_INIT:
         return f"Random init ({spec['backbone']})"
     data = "generated" if spec["data"] == "generated" else "real"
     adain = ", AdaIN" if spec["adain"] == "on" else ", no AdaIN"
-    return f"{SSL_METHODS[spec['method']]} ({spec['backbone']}, {data}{adain})"
+    return f"{ssl_method_title(spec['method'])} ({spec['backbone']}, {data}{adain})"
 
 
 def ssl_stage_name(config: dict, name: str) -> str | None:
@@ -76,11 +88,21 @@ def ssl_data_stage(config: dict, name: str) -> str:
     return DATA_SOURCES[_spec(config, name)["data"]]
 
 
+def _shared_args_for(config: dict, method: str) -> dict[str, Any]:
+    """``ssl_pretrain.args`` less the method options that ``method`` does not take (shared args may
+    set, e.g., MoCo's queue for every variant; the trainer refuses an option its method lacks)."""
+    from ..training.ssl.pretrain import method_options
+
+    options = method_options()
+    shared = config.get("ssl_pretrain", {}).get("args", {})
+    return {k: v for k, v in shared.items() if f"--{k}" not in options or method in options[f"--{k}"][1]}
+
+
 def ssl_pretrain_command(config: dict, name: str, root: Path, stats_path: Path, out: Path) -> list[str]:
     """Arguments for ``genssl_hf.training.ssl.pretrain`` (after the launcher / module prefix)."""
     spec = _spec(config, name)
-    args = {**config.get("ssl_pretrain", {}).get("args", {}), **spec.get("args", {})}
-    args["backbone"] = spec["backbone"]
+    args = {**_shared_args_for(config, spec["method"]), **spec.get("args", {})}
+    args["model"] = spec["backbone"]  # a variant's "backbone" (Tab. 9's column) is the trainer's --model
     cmd = ["--method", spec["method"], "--dataset", str(root / ssl_data_stage(config, name) / "dataset"),
            "--output_dir", str(out), "--seed", str(config["seed"]), "--adain", spec["adain"],
            "--reference_stats", str(stats_path), "--image_size", str(config["image_size"]), "--overwrite_output_dir",
@@ -96,7 +118,7 @@ def ssl_pretrain_command(config: dict, name: str, root: Path, stats_path: Path, 
 
 def ssl_finetune_init(config: dict, name: str, root: Path) -> str:
     spec = _spec(config, name)
-    if spec["method"] == "random_init":
+    if spec["method"] == RANDOM_INIT:
         return spec["backbone"]
     return str(root / f"ssl_{name}" / "model")
 

@@ -1,7 +1,8 @@
-"""Contrastive, Siamese and pretext pre-training (SimCLR, MoCo v2, SimSiam, rotation prediction) on
-ViT and ResNet backbones, on the shared engine. Layout as in lightly: ``losses``, ``heads``,
-``transforms`` per method, ``methods`` (the method objects), ``pretrain`` (the driver / CLI)."""
+"""Contrastive, Siamese and pretext pre-training (SimCLR, MoCo v2, SimSiam, rotation prediction,
+BYOL) on ViT and ResNet backbones, on the shared engine. Layout as in lightly / solo-learn:
+``losses``, ``heads``, ``transforms`` as small parts, ``methods`` (one file per method and the
+registry), ``pretrain`` (the shared recipe and its command line)."""
 
-from genssl_hf.training.ssl.methods import METHOD_DEFAULTS, METHODS, SSLMethod, build_method
+from genssl_hf.training.ssl.methods import METHODS, SSLMethod, build_method
 
-__all__ = ["METHODS", "METHOD_DEFAULTS", "SSLMethod", "build_method"]
+__all__ = ["METHODS", "SSLMethod", "build_method"]

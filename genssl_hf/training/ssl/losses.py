@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from genssl_hf.training.gather import all_gather_with_grad, rank
 
-__all__ = ["nt_xent_loss", "moco_infonce_loss", "negative_cosine_similarity", "simsiam_loss", "rotation_loss",
+__all__ = ["nt_xent_loss", "moco_infonce_loss", "negative_cosine_similarity", "simsiam_loss", "rotation_loss", "byol_loss",
            "embedding_std"]
 
 
@@ -81,3 +81,17 @@ def embedding_std(z: torch.Tensor) -> torch.Tensor:
     """Collapse monitor (SimSiam paper, Fig. 2): per-dimension std over the batch of the L2-normalised
     embeddings, averaged over dimensions. About 1/sqrt(D) for well spread embeddings, 0 when collapsed."""
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
+
+
+def byol_loss(p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """BYOL's symmetrised loss (Grill et al. 2020, eq. 2 and L + L~): the online prediction of each
+    view against the target projection of the other, ``||p/|p| - t/|t|||^2 = 2 - 2 cos(p, t)``,
+    mean over the batch, summed over the two directions. Targets carry no gradient."""
+    if p1.shape != t2.shape or p2.shape != t1.shape or p1.ndim != 2:
+        raise ValueError(f"byol_loss expects (B, D) predictions and targets of one shape, got {tuple(p1.shape)}, "
+                         f"{tuple(p2.shape)}, {tuple(t1.shape)}, {tuple(t2.shape)}")
+
+    def term(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (2.0 - 2.0 * F.cosine_similarity(p.float(), t.detach().float(), dim=1)).mean()
+
+    return term(p1, t2) + term(p2, t1)

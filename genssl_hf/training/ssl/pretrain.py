@@ -1,7 +1,7 @@
 """Contrastive, Siamese and pretext pre-training (SimCLR, MoCo v2, SimSiam, rotation) on ViT or
 ResNet backbones, on the shared engine (:mod:`genssl_hf.training.engine`).
 
-``accelerate launch scripts/pretrain.py --method simclr --backbone resnet-18 --dataset DIR --output_dir OUT``
+``accelerate launch scripts/pretrain.py --method simclr --model resnet-18 --dataset DIR --output_dir OUT``
 (``--method mae`` runs the MAE trainer). The data path is MAE's (same dataset opener, collate,
 seeded sampler and AdaIN reference resolution); each batch becomes ``num_views`` kornia views
 (:class:`~genssl_hf.training.ssl.transforms.SSLViews`), the method turns them into a loss, and the
@@ -10,18 +10,10 @@ engine does the rest. At the end the backbone alone is exported method-neutrally
 ``AdaINImageProcessor`` + card + ``encoder_info.json``), with a figure of the views and the
 training curves (loss, embedding std, kNN).
 
-Optimisation recipes (:data:`RECIPES`, lr = base lr x total batch / 256):
-
-* ResNet, full scale: each paper's. SimCLR: LARS, base lr 0.3, weight decay 1e-6, 10 warm-up epochs of
-  100; MoCo v2: SGD 0.03, momentum 0.9, wd 1e-4, 200 epochs, no warm-up; SimSiam: SGD 0.05, wd 1e-4,
-  100 epochs, predictor at a fixed lr; rotation: SGD 0.1, wd 5e-4, 100 epochs.
-* ViT, full scale: the papers are ResNet papers; ViTs get the MoCo v3 recipe (Chen, Xie & He 2021):
-  AdamW, base lr 1.5e-4, wd 0.1, 300 epochs with 40 warm-up. MoCo v2 on a ViT also takes MoCo v3's BN
-  projection head (``--moco_head_bn auto``): with MoCo v2's BN-free head the tiny ViT collapsed
-  (issue 16; diagnosis in :mod:`genssl_hf.training.ssl.methods`).
-* ``tiny`` / ``resnet-tiny`` (CPU, phantom world): AdamW, base lr 2e-3, wd 0.05, batch 64,
-  20 epochs, 2 warm-up; our choice, tuned to move in a few hundred steps.
-* Where the papers use a step schedule (rotation) we use the package's half-cycle cosine.
+Each method (:mod:`genssl_hf.training.ssl.methods`, one file per method plus a registry line)
+declares its hyper-parameters, views and optimisation recipes; this module is the one recipe that
+runs any of them and never names a method. Recipes per backbone family (lr = base lr x total batch /
+256) are in each method's file and :mod:`genssl_hf.training.ssl.methods.recipes`.
 """
 
 from __future__ import annotations
@@ -50,28 +42,14 @@ from genssl_hf.training.args import add_adain_args, add_image_data_args, add_opt
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.mae import build_dataloader, open_pretraining_images, resolve_reference
-from genssl_hf.training.ssl.methods import METHOD_DEFAULTS, METHODS, SSLMethod, build_method
+from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, build_method, method_hparams
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
 from genssl_hf.utils import write_json
 
-__all__ = ["RECIPES", "TINY_BACKBONES", "build_parser", "pretrain_ssl", "SSLTask", "main"]
+__all__ = ["TINY_BACKBONES", "build_parser", "method_options", "pretrain_ssl", "recipe_for", "SSLTask", "main"]
 
 TINY_BACKBONES = ("tiny", "resnet-tiny")
-_TINY = dict(optimizer="adamw", base_learning_rate=2e-3, weight_decay=0.05, per_device_train_batch_size=64,
-             num_train_epochs=20, warmup_epochs=2)
-_VIT = dict(optimizer="adamw", base_learning_rate=1.5e-4, weight_decay=0.1, per_device_train_batch_size=256,
-            num_train_epochs=300, warmup_epochs=40)
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "simclr": {"cnn": dict(optimizer="lars", base_learning_rate=0.3, weight_decay=1e-6, per_device_train_batch_size=256,
-                           num_train_epochs=100, warmup_epochs=10), "vit": _VIT, "tiny": _TINY},
-    "moco_v2": {"cnn": dict(optimizer="sgd", base_learning_rate=0.03, weight_decay=1e-4, per_device_train_batch_size=256,
-                            num_train_epochs=200, warmup_epochs=0), "vit": _VIT, "tiny": _TINY},
-    "simsiam": {"cnn": dict(optimizer="sgd", base_learning_rate=0.05, weight_decay=1e-4, per_device_train_batch_size=256,
-                            num_train_epochs=100, warmup_epochs=0), "vit": _VIT, "tiny": _TINY},
-    "rotation": {"cnn": dict(optimizer="sgd", base_learning_rate=0.1, weight_decay=5e-4, per_device_train_batch_size=128,
-                             num_train_epochs=100, warmup_epochs=0), "vit": _VIT, "tiny": _TINY},
-}
 MODEL_CARD_TEMPLATE = "ssl_encoder"
 
 
@@ -80,24 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Contrastive / Siamese / pretext pre-training (SimCLR, MoCo v2, SimSiam, "
                                             "rotation) of a ViT or ResNet with accelerate")
     add_common_args(p)
-    g = p.add_argument_group("method and backbone")
-    g.add_argument("--method", choices=sorted(METHODS), required=True)
-    g.add_argument("--backbone", choices=sorted(BACKBONE_PRESETS), default="resnet-18",
-                   help="ViT (tiny, vit-s16, vit-b16) or ResNet (resnet-tiny, resnet-18, resnet-50) preset")
+    g = p.add_argument_group("method and model")
+    g.add_argument("--method", choices=list(METHODS), required=True)
+    g.add_argument("--model", choices=sorted(BACKBONE_PRESETS), default="resnet-18",
+                   help="architecture preset: ViT (tiny, vit-s16, vit-b16) or ResNet (resnet-tiny, resnet-18, resnet-50)")
     g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
     g.add_argument("--patch_size", type=int, default=None, help="override the ViT preset's patch size")
-    g.add_argument("--temperature", type=float, default=None, help="SimCLR / MoCo softmax temperature")
-    g.add_argument("--proj_dim", type=int, default=None, help="projector output width")
-    g.add_argument("--proj_hidden_dim", type=int, default=None, help="projector hidden width (default: backbone width)")
-    g.add_argument("--proj_layers", type=int, default=None, help="SimCLR projector depth: 2 (v1) or 3 (v2)")
-    g.add_argument("--queue_size", type=int, default=None, help="MoCo queue length (a multiple of the global batch)")
-    g.add_argument("--moco_momentum", type=float, default=None, help="MoCo key-encoder momentum at step 0 (cosine to 1)")
-    g.add_argument("--moco_head_bn", choices=["auto", "on", "off"], default="auto",
-                   help="MoCo head with BN (MoCo v3) or without (MoCo v2); auto: BN on ViTs, none on ResNets")
-    g.add_argument("--pred_hidden_dim", type=int, default=None, help="SimSiam predictor bottleneck width")
-    g.add_argument("--stop_gradient", choices=["on", "off"], default="on",
-                   help="SimSiam stop-gradient (off only to demonstrate collapse)")
     g.add_argument("--attn_implementation", default="sdpa", help="ViT attention kernel")
+    g = p.add_argument_group("method hyper-parameters (unset: the method's default at the model's scale)")
+    for flag, (spec, names) in method_options().items():
+        g.add_argument(flag, type=spec.type, choices=spec.choices, default=None,
+                       help=f"{spec.help} [{', '.join(names)}]")
     add_image_data_args(p)
     g = p.add_argument_group("views (kornia, grayscale)")
     g.add_argument("--crop_scale_min", type=float, default=None, help="random resized crop minimum area (default 0.2; rotation 0.5)")
@@ -107,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blur_p", type=float, default=None, help="Gaussian blur probability (default 0.5)")
     g.add_argument("--no_hflip", action="store_true", help="no horizontal flip")
     add_adain_args(p)
-    g = add_optimisation_args(p, "optimisation (defaults: the method's recipe for the backbone, see RECIPES)",
+    g = add_optimisation_args(p, "optimisation (defaults: the method's recipe for the model family)",
                               base_learning_rate=True, stop_after_steps=True)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     g.add_argument("--warmup_epochs", type=float, default=None)
@@ -121,13 +92,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _recipe_key(backbone: str) -> str:
-    return "tiny" if backbone in TINY_BACKBONES else backbone_family(backbone)
+def method_options() -> dict[str, tuple[HParam, list[str]]]:
+    """Every method's hyper-parameter options: ``flag -> (its spec, the methods that take it)``.
+    Methods that share a flag share its meaning (the first declaration gives type and help)."""
+    options: dict[str, tuple[HParam, list[str]]] = {}
+    for name, cls in METHODS.items():
+        for hparam, spec in cls.hparams_spec.items():
+            flag = spec.flag or f"--{hparam}"
+            if flag in options:
+                first = options[flag][0]
+                if (first.type, first.choices) != (spec.type, spec.choices):
+                    raise TypeError(f"methods {options[flag][1]} and {name!r} declare {flag} with different types")
+                options[flag][1].append(name)
+            else:
+                options[flag] = (spec, [name])
+    return options
+
+
+def _method_overrides(args: argparse.Namespace, method_cls: type[SSLMethod]) -> dict[str, Any]:
+    """The hyper-parameters set on the command line, converted for the method; an option the method
+    does not take is an error (it would otherwise be ignored silently)."""
+    options = method_options()
+    for flag, (spec, names) in options.items():
+        if method_cls.name not in names and getattr(args, flag[2:], None) is not None:
+            raise ValueError(f"{flag} does not apply to --method {method_cls.name} (it is an option of {', '.join(names)})")
+    overrides = {}
+    for hparam, spec in method_cls.hparams_spec.items():
+        value = getattr(args, (spec.flag or f"--{hparam}")[2:], None)
+        overrides[hparam] = spec.convert(value) if spec.convert else value
+    return overrides
+
+
+def _recipe_key(model: str) -> str:
+    return "tiny" if model in TINY_BACKBONES else backbone_family(model)
+
+
+def recipe_for(method: str, model: str) -> dict[str, Any]:
+    """The optimisation recipe of ``method`` on architecture preset ``model``."""
+    return dict(METHODS[method].recipes[_recipe_key(model)])
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset options from the recipe; validate before any data or model work."""
-    for k, v in RECIPES[args.method][_recipe_key(args.backbone)].items():
+    for k, v in recipe_for(args.method, args.model).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     if args.per_device_train_batch_size < 2:
@@ -172,10 +179,12 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     ``datasets`` object instead of ``--dataset``. Returns a summary (steps, loss, images/s, paths)."""
     args = resolve_args(args)
     method_cls = METHODS[args.method]
-    scale = "tiny" if args.backbone in TINY_BACKBONES else "full"
+    scale = "tiny" if args.model in TINY_BACKBONES else "full"
+    method_overrides = _method_overrides(args, method_cls)
+    method_hparams(args.method, scale, **method_overrides)  # bad values fail here, before data or model work
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    backbone_config = build_backbone_config(args.backbone, image_size=args.image_size, patch_size=args.patch_size)
+    backbone_config = build_backbone_config(args.model, image_size=args.image_size, patch_size=args.patch_size)
     image_size = int(backbone_config.image_size)  # shape errors surface here, before data or model work
     ds = open_pretraining_images(args, dataset)
     adain_mean, adain_std, provenance = resolve_reference(args)
@@ -186,20 +195,14 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # model init: identical on every process
     backbone = build_backbone(backbone_config, attn_implementation=args.attn_implementation)
-    method_kw = {k: getattr(args, k) for k in ("temperature", "proj_dim", "proj_hidden_dim", "proj_layers",
-                                               "queue_size", "moco_momentum", "pred_hidden_dim")}
-    method_kw["stop_gradient"] = args.stop_gradient == "on"
-    method_kw["head_bn"] = {"auto": None, "on": True, "off": False}[args.moco_head_bn]
-    model = build_method(args.method, backbone, scale, **method_kw)
+    model = build_method(args.method, backbone, scale, **method_overrides)
     bs = args.per_device_train_batch_size
     loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
                                                  load_size=args.load_size or image_size, seed=args.seed,
                                                  num_workers=args.num_workers)
     accum = accelerator.gradient_accumulation_steps
     total_batch = bs * accum * accelerator.num_processes
-    if args.method == "moco_v2" and model.queue.shape[0] % (bs * accelerator.num_processes):
-        raise ValueError(f"--queue_size {model.queue.shape[0]} must be a multiple of the global micro batch "
-                         f"{bs * accelerator.num_processes}")
+    model.check_global_batch(bs * accelerator.num_processes)
     steps_per_epoch, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
     epochs = args.num_train_epochs if args.max_train_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
@@ -211,7 +214,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
         output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
         max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
         checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
-        stop_after_steps=args.stop_after_steps, eval_steps=args.eval_steps, desc=f"{args.method} {args.backbone}"))
+        stop_after_steps=args.stop_after_steps, eval_steps=args.eval_steps, desc=f"{args.method} {args.model}"))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     constant = lambda step: 1.0  # noqa: E731  (SimSiam's predictor: fixed lr)
     scheduler.lr_lambdas = [constant if g.get("fixed_lr") else scheduler.lr_lambdas[0] for g in optimizer.param_groups]
@@ -236,12 +239,12 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     unwrapped = accelerator.unwrap_model(model)
     run_config = {
         "args": args_to_dict(args), "method": args.method, "method_hparams": unwrapped.hparams,
-        "backbone": {"preset": args.backbone, "family": backbone_family(args.backbone),
+        "backbone": {"preset": args.model, "family": backbone_family(args.model),
                      "config": unwrapped.backbone.config.to_dict()},
         "derived": {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
                     "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch, "epochs": epochs,
                     "num_train_images": len(ds) if hasattr(ds, "__len__") else None,
-                    "recipe": _recipe_key(args.backbone)},
+                    "recipe": _recipe_key(args.model)},
         "views": views.config(),
         "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
                   "reference_stats": provenance},
@@ -252,7 +255,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
 
     task = SSLTask(views, method_cls.num_views, accelerator.device, knn)
     result = engine.run(task, model, optimizer, scheduler, loader, state)
-    summary: dict[str, Any] = {**result.summary, "method": args.method, "backbone": args.backbone, "output_dir": str(out)}
+    summary: dict[str, Any] = {**result.summary, "method": args.method, "backbone": args.model, "output_dir": str(out)}
     last = {k: v for entry in result.history for k, v in entry.items() if k != "step"}
     summary["last_logged"] = last
     if result.interrupted:
@@ -262,7 +265,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         backbone_out = unwrapped.backbone
-        info = {"method": args.method, "backbone": args.backbone, "method_hparams": unwrapped.hparams,
+        info = {"method": args.method, "backbone": args.model, "method_hparams": unwrapped.hparams,
                 "derived": run_config["derived"], "views": run_config["views"], "adain": run_config["adain"],
                 "dataset": str(args.dataset) if args.dataset else "in-memory datasets object",
                 "final_loss": summary["final_loss"], "last_logged": last}
@@ -272,7 +275,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
             from genssl_hf.training.ssl.figure import ssl_figure
 
             summary["figure"] = str(ssl_figure(out / "pretraining.png", views, ds, args.image_column, image_size,
-                                               result.history, args.method, args.backbone, method_cls.num_views,
+                                               result.history, args.method, args.model, method_cls.num_views,
                                                seed=args.seed))
         write_json(out / "train_summary.json", summary)
     accelerator.wait_for_everyone()
