@@ -59,8 +59,11 @@ def validate_config(config: dict) -> None:
     validate_ssl_variants(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
-    if source not in ("phantom", "folder", "kermany", "nih-subset"):
-        raise ValueError(f"real_data.source must be phantom, folder, kermany or nih-subset, got {source!r}")
+    from ..data.registry import DATASET_SCHEMES
+
+    sources = ("phantom", "folder", *DATASET_SCHEMES)  # a new registry scheme is a source here too
+    if source not in sources:
+        raise ValueError(f"real_data.source must be one of {', '.join(sources)}, got {source!r}")
     if source != "phantom" and not config["real_data"].get("path"):
         raise ValueError(f"real_data.source {source!r} needs real_data.path")
 

@@ -22,7 +22,10 @@ def _phantom_config(section: dict):
 
 
 def _load_real_splits(cfg: dict, folder: Path):
-    """The labelled real data as a DatasetDict with train / validation / test."""
+    """The labelled real data as a DatasetDict with train / validation / test: the phantom world, a
+    ``folder`` (``load_dataset`` / ``save_to_disk``), or any scheme of the dataset registry
+    (``genssl list dataset_schemes``) at ``real_data.path``. Splits the source lacks are carved from
+    its train split (validation first, then test; by patient where the rows name one)."""
     import datasets
 
     real = cfg["real_data"]
@@ -33,18 +36,19 @@ def _load_real_splits(cfg: dict, folder: Path):
 
         return phantom_splits(real["sizes"], size=cfg["image_size"], seed=seed + 1000, config=_phantom_config(real),
                               cache_dir=str(folder / ".cache"))
-    from ..data import load_kermany, load_nih_subset, stratified_split
+    from ..data import stratified_split
+    from ..data.registry import open_labelled_dataset
 
-    if source == "kermany":
-        train = load_kermany(real["path"], split="train")
-        carved = stratified_split(train, real.get("validation_fraction", 0.2), seed=seed, group_by="patient_id")
-        rest = carved["train"]
-        test_fraction = real.get("test_fraction", 0.2)
-        held = stratified_split(rest, test_fraction, seed=seed + 1, group_by="patient_id")
-        return datasets.DatasetDict(train=held["train"], validation=carved["validation"], test=held["validation"])
-    if source == "nih-subset":
-        return load_nih_subset(real["path"], split=None)
-    return datasets.load_dataset(real["path"])
+    splits = dict(open_labelled_dataset(real["path"] if source == "folder" else f"{source}:{real['path']}"))
+    train = splits["train"]
+    group_by = "patient_id" if "patient_id" in train.column_names else None
+    if "validation" not in splits:
+        carved = stratified_split(train, real.get("validation_fraction", 0.2), seed=seed, group_by=group_by)
+        train, splits["validation"] = carved["train"], carved["validation"]
+    if "test" not in splits:
+        held = stratified_split(train, real.get("test_fraction", 0.2), seed=seed + 1, group_by=group_by)
+        train, splits["test"] = held["train"], held["validation"]
+    return datasets.DatasetDict(train=train, validation=splits["validation"], test=splits["test"])
 
 
 def stage_real_data(cfg: dict) -> Stage:
