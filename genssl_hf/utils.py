@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -225,3 +227,32 @@ def pretrained_path(name_or_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{text!r} is not packaged in this installation ({path} is absent): "
                                 "build it with scripts/package_pretrained.py (see genssl_hf.hub.shipped)")
     return path
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Any, Any]:
+    """``(__getattr__, __dir__)`` for a package ``__init__`` that re-exports names of its submodules
+    without importing them (PEP 562): ``exports`` maps a name to the submodule defining it
+    (``{"read_cxr": "io"}``). A submodule is imported, and the name cached in the package, on first
+    use, so ``import genssl_hf.data`` stays light while ``from genssl_hf.data import read_cxr`` and
+    ``genssl_hf.data.io`` work as before."""
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            value = getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        elif not name.startswith("_"):  # a submodule not imported yet, as an attribute
+            try:
+                value = importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{name}":
+                    raise
+                raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

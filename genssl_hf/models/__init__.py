@@ -1,5 +1,10 @@
 """Backbone presets and builders (ViT and ResNet), pooled features and the method-neutral encoder
-export. The lowest model layer: imports only ``genssl_hf.utils`` and third-party libraries."""
+export. The lowest model layer: imports only ``genssl_hf.utils`` and third-party libraries.
+
+The ViT fine-tuning classifier (``GenSSLViTConfig`` / ``GenSSLViTForImageClassification``, model_type
+``genssl_hf_vit``) lives in :mod:`genssl_hf.models.vit_classifier` and its stochastic depth in
+:mod:`genssl_hf.models.drop_path`; they are not imported here, so that this package does not load
+transformers' ViT modelling code."""
 
 from genssl_hf.models.backbones import (
     backbone_image_size,

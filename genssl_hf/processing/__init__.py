@@ -1,7 +1,8 @@
 """genssl_hf.processing: AdaIN alignment of images to real reference statistics.
 
 * :class:`AdaINImageProcessor`: transformers image processor (PIL/numpy backend), reachable through
-  ``AutoImageProcessor.from_pretrained(dir)`` once ``genssl_hf`` is imported.
+  ``AutoImageProcessor.from_pretrained(dir)`` once ``genssl_hf`` is imported (``genssl_hf`` calls
+  :func:`register_auto_class` / :func:`register_report_processor` when transformers' Auto modules load).
 * :func:`compute_reference_stats`: streaming pooled / per-image statistics with provenance.
 * :class:`ReportGeneratorProcessor`: AdaIN image processor + tokenizer for report generation (``AutoProcessor``).
 * :func:`adain_batch`, :class:`MAEAugment`: batched tensor AdaIN and the MAE augmentation for training loops.
@@ -20,9 +21,6 @@ from .stats import (
     save_reference_stats,
     to_gray_uint8_or_float,
 )
-
-register_auto_class()
-register_report_processor()
 
 __all__ = [
     "ADAIN_MODES",

@@ -257,12 +257,16 @@ def _adain(x: np.ndarray, mean: float, std: float, eps: float) -> np.ndarray:
 
 
 def register_auto_class() -> None:
-    """Make ``AutoImageProcessor.from_pretrained(dir)`` resolve ``AdaINImageProcessor`` (no remote code).
+    """Make ``AutoImageProcessor.from_pretrained(dir)`` resolve ``AdaINImageProcessor`` (no remote code),
+    also as the processor of the genssl_hf classifier's config (``genssl_hf_vit``). ``import genssl_hf``
+    runs this once transformers' ``image_processing_auto`` is imported; explicit calls are harmless.
 
     transformers maps image processors per config class, so a tiny private config class carries the
     registration; it never shadows the stock ViT / ViTMAE mappings.
     """
     from transformers import AutoImageProcessor, PretrainedConfig
+
+    from genssl_hf.models.vit_classifier import GenSSLViTConfig
 
     global _AdaINRegistrationConfig
     if "_AdaINRegistrationConfig" not in globals():
@@ -270,6 +274,5 @@ def register_auto_class() -> None:
             model_type = "genssl_adain_processor"
 
         globals()["_AdaINRegistrationConfig"] = _AdaINRegistrationConfig
-    AutoImageProcessor.register(
-        globals()["_AdaINRegistrationConfig"], image_processor_classes={"pil": AdaINImageProcessor}, exist_ok=True
-    )
+    for config_class in (globals()["_AdaINRegistrationConfig"], GenSSLViTConfig):
+        AutoImageProcessor.register(config_class, image_processor_classes={"pil": AdaINImageProcessor}, exist_ok=True)

@@ -5,19 +5,22 @@
 ['Small left-sided atelectasis', 'Small right-sided atelectasis']
 """
 
-from .builders import (
-    DEFAULT_THRESHOLD,
-    DISEASES,
-    SIDES,
-    SIZES,
-    build_disease_prompts,
-    build_elaborated_prompts,
-    build_heuristic_prompts,
-    load_candidates,
-)
-from .llm import OpenAIFeatureLLM, TransformersFeatureLLM, dedupe_features, parse_features
-from .promptset import SHIPPED_SETS, Prompt, PromptSet, class_label_for
-from .scoring import FeatureScores, score_features
+from genssl_hf.utils import lazy_exports
+
+# Imported from their submodule on first use (PEP 562): ``import genssl_hf.prompts`` and
+# ``from genssl_hf.prompts import PromptSet`` stay light (the builders need numpy and the data schema).
+_EXPORTS = {
+    name: module
+    for module, names in {
+        "builders": ("DEFAULT_THRESHOLD", "DISEASES", "SIDES", "SIZES", "build_disease_prompts",
+                     "build_elaborated_prompts", "build_heuristic_prompts", "load_candidates"),
+        "llm": ("OpenAIFeatureLLM", "TransformersFeatureLLM", "dedupe_features", "parse_features"),
+        "promptset": ("SHIPPED_SETS", "Prompt", "PromptSet", "class_label_for"),
+        "scoring": ("FeatureScores", "score_features"),
+    }.items()
+    for name in names
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "Prompt",

@@ -1,20 +1,10 @@
-"""The fine-tuning model: ``ViTForImageClassification`` with a choice of head and drop path.
+"""Building the fine-tuning classifier and exporting it to stock transformers.
 
-:class:`GenSSLViTForImageClassification` is a transformers ``ViTPreTrainedModel`` (so
-``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` work as usual) whose config carries
-three extra fields:
-
-- ``pooling``: ``"cls"`` (the CLS token after the final LayerNorm, as ``ViTForImageClassification``)
-  or ``"mean"`` (the MAE fine-tuning default: mean of the patch tokens of the last block, then its
-  own LayerNorm ``fc_norm``, then the classifier; the encoder's final LayerNorm is dropped, as in
-  MAE's ``global_pool`` mode);
-- ``drop_path_rate``: stochastic depth, linearly increasing over the blocks (training only);
-- ``problem_type``: ``multi_label_classification`` (BCE) or ``single_label_classification`` (CE).
-
-Its config is a :class:`GenSSLViTConfig` with its own ``model_type`` (``genssl_hf_vit``): plain
-transformers refuses the folder with an error naming ``genssl_hf_vit`` instead of silently loading
-a mean-pooled head as a CLS head; after ``import genssl_hf`` the Auto classes and
-``pipeline("image-classification")`` load it exactly. :func:`to_plain_transformers` turns a
+The model itself, :class:`~genssl_hf.models.vit_classifier.GenSSLViTForImageClassification` (a
+``ViTPreTrainedModel`` with a CLS or mean-pool head and drop path) and its config
+:class:`~genssl_hf.models.vit_classifier.GenSSLViTConfig` (``model_type`` ``genssl_hf_vit``), live
+in :mod:`genssl_hf.models.vit_classifier` and are re-exported here. :func:`build_classifier` makes
+one from a preset (random init) or a checkpoint folder; :func:`to_plain_transformers` turns a
 trained model into a stock transformers model that computes the same logits (CLS pooling ->
 ``ViTForImageClassification``, mean pooling -> ``BeitForImageClassification`` with
 ``use_mean_pooling``): that is what gets published.
@@ -29,13 +19,17 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, ViTConfig, ViTModel
-from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.models.vit.modeling_vit import ViTPreTrainedModel
+from transformers import PreTrainedModel, ViTConfig
 
-from genssl_hf.training.drop_path import set_drop_path
 from genssl_hf.models.classifier import build_resnet_classifier, is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS, VIT_PRESETS
+from genssl_hf.models.vit_classifier import (
+    GENSSL_CLASSIFIER_MODEL_TYPE,
+    GenSSLViTConfig,
+    GenSSLViTForImageClassification,
+    register_auto_config,
+    register_auto_model,
+)
 from genssl_hf.training.mae_init import warn_if_position_blind_folder
 from genssl_hf.utils import pretrained_path
 
@@ -50,10 +44,6 @@ __all__ = [
     "to_plain_transformers",
 ]
 
-# The classifier's own model_type. It starts with the package name: transformers' refusal
-# ("model type `genssl_hf_vit` ... does not recognize this architecture") then names what to install.
-GENSSL_CLASSIFIER_MODEL_TYPE = "genssl_hf_vit"
-
 # Encoder architectures: the encoder half of the MAE presets, defined in genssl_hf.models (one source
 # of truth), so a random-init baseline has exactly the architecture of the pre-trained encoders.
 
@@ -63,76 +53,6 @@ _ENCODER_KEYS = (
     "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
     "image_size", "patch_size", "num_channels", "qkv_bias",
 )
-
-
-class GenSSLViTConfig(ViTConfig):
-    """``ViTConfig`` plus ``pooling`` / ``drop_path_rate`` / ``label_smoothing``, under its own
-    ``model_type`` so that a folder never loads silently as a stock ViT with the wrong head."""
-
-    model_type = GENSSL_CLASSIFIER_MODEL_TYPE
-
-
-class GenSSLViTForImageClassification(ViTPreTrainedModel):
-    """ViT classifier with a CLS or global-average-pool head and optional drop path."""
-
-    config_class = GenSSLViTConfig
-
-    def __init__(self, config: ViTConfig):
-        super().__init__(config)
-        pooling = getattr(config, "pooling", "cls")
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"config.pooling must be 'cls' or 'mean'; got {pooling!r}")
-        self.num_labels = config.num_labels
-        self.pooling = pooling
-        self.vit = ViTModel(config, add_pooling_layer=False)
-        if pooling == "mean":
-            self.vit.layernorm = nn.Identity()  # MAE global_pool: no final norm, fc_norm instead
-            self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.fc_norm = None
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-        set_drop_path(self.vit, float(getattr(config, "drop_path_rate", 0.0)))
-
-    def set_drop_path(self, rate: float) -> list[float]:
-        """Change the drop path rate (also stored in the config, so it is saved)."""
-        self.config.drop_path_rate = float(rate)
-        return set_drop_path(self.vit, float(rate))
-
-    def features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None, **kwargs) -> torch.Tensor:
-        """The pooled representation fed to the classifier."""
-        if interpolate_pos_encoding is None:
-            interpolate_pos_encoding = tuple(pixel_values.shape[-2:]) != (self.config.image_size, self.config.image_size)
-        hidden = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs).last_hidden_state
-        if self.pooling == "mean":
-            return self.fc_norm(hidden[:, 1:].mean(dim=1))
-        return hidden[:, 0]
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassifierOutput:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required")
-        logits = self.classifier(self.features(pixel_values, interpolate_pos_encoding, **kwargs))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-            else:
-                smoothing = float(getattr(self.config, "label_smoothing", 0.0))
-                loss = nn.functional.cross_entropy(logits.float(), labels.long(), label_smoothing=smoothing)
-        return ImageClassifierOutput(loss=loss, logits=logits)
-
-    def predict_proba(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Sigmoid (multi-label) or softmax (multi-class) probabilities."""
-        logits = self(pixel_values).logits.float()
-        if self.config.problem_type == "multi_label_classification":
-            return torch.sigmoid(logits)
-        return torch.softmax(logits, dim=-1)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -241,14 +161,13 @@ def build_classifier(
 def register_auto_classes() -> None:
     """Make ``AutoConfig`` / ``AutoModelForImageClassification`` / ``pipeline("image-classification")``
     resolve ``genssl_hf_vit`` folders to :class:`GenSSLViTForImageClassification` (no remote code),
-    with the ``AdaINImageProcessor`` as the processor of that config."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+    with the ``AdaINImageProcessor`` as the processor of that config. ``import genssl_hf`` already
+    does this (lazily, once transformers' Auto modules are imported); kept for explicit calls."""
+    from genssl_hf.processing.image_processor import register_auto_class
 
-    from genssl_hf.processing import AdaINImageProcessor
-
-    AutoConfig.register(GENSSL_CLASSIFIER_MODEL_TYPE, GenSSLViTConfig, exist_ok=True)
-    AutoModelForImageClassification.register(GenSSLViTConfig, GenSSLViTForImageClassification, exist_ok=True)
-    AutoImageProcessor.register(GenSSLViTConfig, image_processor_classes={"pil": AdaINImageProcessor}, exist_ok=True)
+    register_auto_config()
+    register_auto_model()
+    register_auto_class()
 
 
 _TRAINING_ONLY_KEYS = ("pooling", "drop_path_rate", "label_smoothing", "architectures", "model_type", "auto_map",
