@@ -47,7 +47,7 @@ def rates(summary: dict, batch: int, warmup: int) -> tuple[float, float]:
 
 def run_method(method: str, data: Path, out: Path, a) -> dict:
     common = ["--dataset", str(data), "--output_dir", str(out), "--image_size", str(a.image_size),
-              "--per_device_train_batch_size", str(a.batch), "--max_train_steps", str(a.steps),
+              "--per_device_train_batch_size", str(a.batch), "--max_steps", str(a.steps),
               "--mixed_precision", "no", "--logging_steps", str(a.steps), "--checkpointing_steps", "0",
               "--figure", "off", "--overwrite_output_dir"]
     reset_accelerate()
@@ -57,7 +57,7 @@ def run_method(method: str, data: Path, out: Path, a) -> dict:
         preset = a.backbone if a.backbone in mae.PRESETS else None
         if preset is None:
             return {}
-        return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--preset", preset]))
+        return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--model", preset]))
     from genssl_hf.training.ssl.pretrain import build_parser, pretrain_ssl
 
     return pretrain_ssl(build_parser().parse_args(common + ["--method", method, "--backbone", a.backbone,

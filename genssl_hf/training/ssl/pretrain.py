@@ -133,7 +133,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.per_device_train_batch_size < 2:
         raise ValueError(f"--per_device_train_batch_size must be >= 2 (contrastive losses need negatives), got "
                          f"{args.per_device_train_batch_size}")
-    if args.num_train_epochs is not None and args.num_train_epochs <= 0 and args.max_train_steps is None:
+    if args.num_train_epochs is not None and args.num_train_epochs <= 0 and args.max_steps is None:
         raise ValueError(f"--num_train_epochs must be > 0, got {args.num_train_epochs}")
     if args.eval_steps and not args.knn_dataset:
         raise ValueError("--eval_steps needs --knn_dataset (a labelled split for the kNN monitor)")
@@ -200,8 +200,8 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     if args.method == "moco_v2" and model.queue.shape[0] % (bs * accelerator.num_processes):
         raise ValueError(f"--queue_size {model.queue.shape[0]} must be a multiple of the global micro batch "
                          f"{bs * accelerator.num_processes}")
-    steps_per_epoch, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
-    epochs = args.num_train_epochs if args.max_train_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
+    steps_per_epoch, total_steps = plan_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accum)
+    epochs = args.num_train_epochs if args.max_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
     optimizer = build_ssl_optimizer(model, args.optimizer, lr, args.weight_decay, momentum=args.sgd_momentum,
