@@ -85,18 +85,18 @@ def config(quick: bool, shared: Path) -> dict:
         "prompts": {"custom": prompts, "name": "nih14-findings"},
         "generator": {
             "source": "train", "dataset": "nih-subset", "path": str(shared / "nih-cxr14-1000-64px"), "resolution": 64,
-            "autoencoder_args": {"max_train_steps": 10 if quick else 150, "train_batch_size": 16, "learning_rate": 1e-4,
+            "autoencoder_args": {"max_steps": 10 if quick else 150, "per_device_train_batch_size": 16, "learning_rate": 1e-4,
                                  "max_train_minutes": 1 if quick else 10, "checkpointing_steps": 0 if quick else 100,
                                  "adv_weight": 0.005},
-            "ldm_args": {"max_train_steps": 10 if quick else 600, "train_batch_size": 32, "learning_rate": 2e-4,
-                         "lr_warmup_steps": 20, "max_train_minutes": 1 if quick else 20, "prompt_dropout": 0.1,
+            "ldm_args": {"max_steps": 10 if quick else 600, "per_device_train_batch_size": 32, "learning_rate": 2e-4,
+                         "warmup_steps": 20, "max_train_minutes": 1 if quick else 20, "prompt_dropout": 0.1,
                          "checkpointing_steps": 0 if quick else 200, "guidance_scale": 3.0,
                          "validation_prompts": ["No finding.", "Effusion.", "Cardiomegaly.", "Pneumonia."]},
         },
         "generation": {"num_images": 150 if quick else 3000, "num_inference_steps": 4 if quick else 20,
                        "guidance_scale": 3.0, "dtype": "bfloat16", "batch_size": 75 if quick else 100},
         "adain_statistic": "per_image",
-        "pretrain": {"args": {"preset": "tiny", "num_train_epochs": 1 if quick else 20,
+        "pretrain": {"args": {"model": "tiny", "num_train_epochs": 1 if quick else 20,
                               "per_device_train_batch_size": 128, "mixed_precision": "bf16",
                               "checkpointing_steps": 0 if quick else 200}},
         "finetune": {"random_init_preset": "tiny", "label_fractions": [0.01, 0.1, 1.0],
@@ -105,7 +105,7 @@ def config(quick: bool, shared: Path) -> dict:
                      "seeds": [0, 1] if quick else [0, 1, 2], "seed_fractions": [0.01, 0.1],
                      # Selection on validation AUC, the reported metric: accuracy on this 3:1 imbalanced
                      # task rewards the trivial majority-class epoch.
-                     "args": {"preset": "tiny", "epochs": 1 if quick else 10, "batch_size": 64,
+                     "args": {"recipe": "tiny", "num_train_epochs": 1 if quick else 10, "per_device_train_batch_size": 64,
                               "min_steps": 4 if quick else 250, "selection_metric": "mean_auc",
                               "n_bootstrap": 100 if quick else 500, "mixed_precision": "bf16",
                               "max_train_samples": 256 if quick else None}},
@@ -184,15 +184,15 @@ EXTRA_STAGES: dict[str, dict] = {
                                  "tune_as": "genssl", "data": "generated_30k", "generation": {"num_images": 30000},
                                  # scored in their own evaluation group (fine-tuned beside the other extras)
                                  "group": "scaling",
-                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_train_steps": 2000}}
+                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_steps": 2000}}
        for k in (3, 10, 30)},
     "mae_real_2000": {"title": "MAE on real images, 2,000 steps", "base": "real", "tune_as": "real_mae",
-                      "pretrain": {"max_train_steps": 2000}},
+                      "pretrain": {"max_steps": 2000}},
     # image size 128 at the same 8 x 8 patch grid (patch 16): the same sequence length and steps, twice
     # the pixels per side
     "mae_real_128px_2000": {"title": "MAE on real images, 128 px (patch 16), 2,000 steps", "base": "real",
                             "tune_as": "real_mae", "image_size": 128,
-                            "pretrain": {"max_train_steps": 2000, "patch_size": 16}},
+                            "pretrain": {"max_steps": 2000, "patch_size": 16}},
     # Tab. 9 under the protocol: the same tiny ViT, the same generated images with AdaIN
     "moco_v2": {"title": "MoCo v2 (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "moco_v2"},
     "simsiam": {"title": "SimSiam (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "simsiam"},
@@ -250,8 +250,8 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
         if quick:
             if "num_train_epochs" in spec.get("pretrain", {}):
                 c["pretrain"]["args"]["num_train_epochs"] = 2
-            if "max_train_steps" in spec.get("pretrain", {}):
-                c["pretrain"]["args"]["max_train_steps"] = 4
+            if "max_steps" in spec.get("pretrain", {}):
+                c["pretrain"]["args"]["max_steps"] = 4
             if c["pretrain"]["args"].get("max_train_samples"):
                 c["pretrain"]["args"]["max_train_samples"] = 100
         if spec["base"] == "real":
@@ -279,7 +279,7 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
 
 
 def protocol_config(cfg: dict) -> dict:
-    """The fine-tuning settings every protocol run shares: the preset's few-shot budget, validation
+    """The fine-tuning settings every protocol run shares: the recipe's few-shot budget, validation
     AUC for selection, no test evaluation inside fine-tuning (the evaluation stages score the test
     split), bf16."""
     import copy

@@ -80,9 +80,9 @@ def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, s
         raise ValueError(f"--micro-batch {micro} must divide --batch {batch}")
     out = work / f"ours-{time.time_ns()}"
     args = mae.build_parser().parse_args([
-        "--preset", preset, "--dataset", str(data_dir), "--output_dir", str(out),
+        "--model", preset, "--dataset", str(data_dir), "--output_dir", str(out),
         "--per_device_train_batch_size", str(micro), "--gradient_accumulation_steps", str(batch // micro),
-        "--max_train_steps", str(warmup + steps),
+        "--max_steps", str(warmup + steps),
         "--checkpointing_steps", "0", "--logging_steps", "1000000", "--figure", "off", "--mixed_precision", "bf16",
         "--seed", str(seed),
     ])

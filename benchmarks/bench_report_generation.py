@@ -55,11 +55,11 @@ def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) ->
         phantom_dataset(n_images, size=64, seed=1, split="train").select_columns(["image"]).save_to_disk(str(data))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     runs = {
-        "mae": [sys.executable, str(ROOT / "scripts" / "pretrain_mae.py"), "--preset", "tiny", "--dataset", str(data),
-                "--max_train_steps", str(steps), "--per_device_train_batch_size", "64", "--mixed_precision", "no",
+        "mae": [sys.executable, str(ROOT / "scripts" / "pretrain_mae.py"), "--model", "tiny", "--dataset", str(data),
+                "--max_steps", str(steps), "--per_device_train_batch_size", "64", "--mixed_precision", "no",
                 "--figure", "off", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-mae")],
         "simclr": [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--method", "simclr", "--model", "tiny",
-                   "--dataset", str(data), "--max_train_steps", str(steps), "--per_device_train_batch_size", "64",
+                   "--dataset", str(data), "--max_steps", str(steps), "--per_device_train_batch_size", "64",
                    "--mixed_precision", "no", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-simclr")],
     }
     done = {}
@@ -118,9 +118,9 @@ def _train_and_score(name: str, encoder: str, pairs, out: Path, args, observatio
     run = out / name
     if not (run / "report_metrics.json").is_file():
         targs = build_parser().parse_args([
-            "--encoder", encoder, "--decoder", args.decoder, "--decoder_layers", str(args.decoder_layers),
+            "--model", encoder, "--decoder", args.decoder, "--decoder_layers", str(args.decoder_layers),
             "--gpt2_hidden", str(args.gpt2_hidden), "--vocabulary", args.vocabulary, "--output_dir", str(run),
-            "--max_train_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
+            "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
             "--learning_rate", str(args.lr), "--encoder_learning_rate", str(args.encoder_lr),
             "--max_new_tokens", str(args.max_new_tokens), "--logging_steps", "25", "--overwrite_output_dir"])
         t0 = time.perf_counter()

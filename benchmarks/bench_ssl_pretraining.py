@@ -7,7 +7,7 @@ AMX here: bf16 gains little on small models). "images" are source images per sec
 method runs its backbone on 2x as many crops, rotation on 4x. Steady state after ``--warmup`` steps;
 also images per second of process CPU time (robust on a shared machine). Ends with one JSON line.
 
-    python benchmarks/bench_ssl_pretraining.py --backbone tiny --image_size 64 --batch 32 --steps 8
+    python benchmarks/bench_ssl_pretraining.py --model tiny --image_size 64 --batch 32 --steps 8
 """
 
 from __future__ import annotations
@@ -47,26 +47,26 @@ def rates(summary: dict, batch: int, warmup: int) -> tuple[float, float]:
 
 def run_method(method: str, data: Path, out: Path, a) -> dict:
     common = ["--dataset", str(data), "--output_dir", str(out), "--image_size", str(a.image_size),
-              "--per_device_train_batch_size", str(a.batch), "--max_train_steps", str(a.steps),
+              "--per_device_train_batch_size", str(a.batch), "--max_steps", str(a.steps),
               "--mixed_precision", "no", "--logging_steps", str(a.steps), "--checkpointing_steps", "0",
               "--figure", "off", "--overwrite_output_dir"]
     reset_accelerate()
     if method == "mae":
         from genssl_hf.training import mae
 
-        preset = a.backbone if a.backbone in mae.PRESETS else None
+        preset = a.model if a.model in mae.PRESETS else None
         if preset is None:
             return {}
-        return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--preset", preset]))
+        return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--model", preset]))
     from genssl_hf.training.ssl.pretrain import build_parser, pretrain_ssl
 
     queue = ["--queue_size", str(a.batch * 16)] if method == "moco_v2" else []
-    return pretrain_ssl(build_parser().parse_args(common + ["--method", method, "--model", a.backbone, *queue]))
+    return pretrain_ssl(build_parser().parse_args(common + ["--method", method, "--model", a.model, *queue]))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="tiny")
+    p.add_argument("--model", default="tiny")
     p.add_argument("--image_size", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=8)
@@ -92,10 +92,10 @@ def main() -> None:
             results[method] = {"images_per_s": round(wall, 2), "images_per_cpu_s": round(cpu, 2)}
             print(f"{method:9s} {wall:8.2f} img/s  {cpu:8.2f} img per CPU-s", file=sys.stderr, flush=True)
     line = {
-        "name": f"ssl_pretraining_images_per_s_{a.backbone}_{a.image_size}px",
+        "name": f"ssl_pretraining_images_per_s_{a.model}_{a.image_size}px",
         "value": results.get("simclr", {}).get("images_per_s"),
         "unit": "source images/s (SimCLR; per method in details)",
-        "details": {"per_method": results, "backbone": a.backbone, "image_size": a.image_size, "batch": a.batch,
+        "details": {"per_method": results, "backbone": a.model, "image_size": a.image_size, "batch": a.batch,
                     "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "precision": "fp32",
                     "load_average_start": round(load0, 1), "load_average_end": round(os.getloadavg()[0], 1),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},

@@ -58,7 +58,7 @@ def generate(out: Path, n_phantom: int, n_iu: int | None, steps: int, size: int)
 
 # The CI recipe of tests/test_vlp.py, run longer: frozen all-MiniLM-L6-v2 text tower (its token features
 # are cached once per distinct report; only its pooler and the projections train), tiny ViT at 32 px.
-RECIPE = ["--image_tower", "tiny", "--text_tower", "minilm", "--freeze_text_layers", "6", "--per_device_train_batch_size", "64",
+RECIPE = ["--model", "tiny", "--text_tower", "minilm", "--freeze_text_layers", "6", "--per_device_train_batch_size", "64",
           "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--logging_steps", "50", "--checkpointing_steps", "0",
           "--num_threads", "1", "--section", "findings", "--figure", "off", "--crop_scale_min", "0.8"]
 
@@ -95,7 +95,7 @@ def train(out: Path, name: str, steps: int, size: int, n_phantom: int) -> None:
     if (target / "model.safetensors").is_file():
         return
     spec = run_specs(out, n_phantom)["phantom-real" if name == "random-init" else name]
-    argv = spec + RECIPE + ["--image_size", str(size), "--max_train_steps", str(1 if name == "random-init" else steps),
+    argv = spec + RECIPE + ["--image_size", str(size), "--max_steps", str(1 if name == "random-init" else steps),
                             "--output_dir", str(target), "--overwrite_output_dir"]
     if name == "random-init":
         argv += ["--learning_rate", "0"]

@@ -15,6 +15,14 @@ Option dictionaries
     :func:`check_options` checks a ``{"option_name": value}`` dict (the pipeline's
     ``pretrain.args``) against a parser without running anything: unknown names get "did you
     mean" suggestions (difflib), values go through the option's own type, range and choices.
+
+Renamed options
+    The training and evaluation entry points speak transformers' vocabulary (``--output_dir``,
+    ``--per_device_train_batch_size``, ``--learning_rate``, ``--max_steps``, ...). An option that
+    was renamed stays registered, hidden, by :func:`renamed_options`: given on a command line it
+    stops argparse with ``--blr was renamed: use --base_learning_rate`` before any
+    work, and :func:`check_options` says the same of a config key. An option argparse does not
+    know at all gets the closest known ones suggested (difflib).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ __all__ = [
     "check_namespace",
     "check_options",
     "did_you_mean",
+    "renamed_options",
+    "suggest_close_options",
 ]
 
 # option name -> range. Grammar: ">0", ">=1", "<=5", "[0,1]", "(0,1)", "[0,1)", "(0,1]", "any" (finite).
@@ -44,17 +54,17 @@ NUMERIC_RANGES: dict[str, str] = {
     "image_size": ">=1", "patch_size": ">=1", "load_size": ">=1", "resolution": ">=1", "height": ">=1", "width": ">=1",
     "phantom_resolution": ">=1", "phantom_size": ">=1", "phantom_sizes": ">=1",
     "max_train_samples": ">=1", "max_samples": ">=1", "num_workers": ">=0", "num_threads": ">=1",
-    "per_device_train_batch_size": ">=1", "train_batch_size": ">=1", "batch_size": ">=1", "total_batch_size": ">=1",
-    "eval_batch_size": ">=1", "num_images": ">=1", "num_inference_steps": ">=1", "steps": ">=1",
+    "per_device_train_batch_size": ">=1", "batch_size": ">=1", "total_batch_size": ">=1",
+    "per_device_eval_batch_size": ">=1", "num_images": ">=1", "num_inference_steps": ">=1", "steps": ">=1",
     "rows_per_checkpoint": ">=1", "max_images_this_run": ">=1", "figure_samples": ">=1", "stop_after_steps": ">=1",
-    "max_train_steps": ">=1", "min_steps": ">=0", "warmup_steps": ">=0", "lr_warmup_steps": ">=0", "adv_start_step": ">=0",
+    "max_steps": ">=1", "min_steps": ">=0", "warmup_steps": ">=0", "adv_start_step": ">=0",
     "n_bootstrap": ">=0", "robustness_max_samples": ">=1", "attention": ">=0", "quality_max_images": ">=1",
     "disc_channels": ">=1", "disc_layers": ">=1", "max_text_length": ">=1", "scale_factor_batches": ">=1",
     "num_validation_images": ">=0", "validation_steps": ">=0", "llm_max_new_tokens": ">=1", "randaug_n": ">=0",
     "severities": "[1,5]", "max_images": ">=1", "sample_size": ">=1", "size": ">=1", "calibration_bins": ">=2",
     # durations and rates
-    "num_train_epochs": ">0", "epochs": ">0", "warmup_epochs": ">=0", "eval_every_epochs": ">0", "max_train_minutes": ">0",
-    "learning_rate": ">0", "base_learning_rate": ">0", "lr": ">0", "blr": ">0", "disc_learning_rate": ">0",
+    "num_train_epochs": ">0", "warmup_epochs": ">=0", "eval_every_epochs": ">0", "max_train_minutes": ">0",
+    "learning_rate": ">0", "base_learning_rate": ">0", "disc_learning_rate": ">0",
     "warmup_ratio": "[0,1]", "min_lr_ratio": "[0,1]", "weight_decay": ">=0", "adam_beta2": "[0,1)", "max_grad_norm": ">=0",
     "layer_decay": "(0,1]", "drop_path": "[0,1)", "label_smoothing": "[0,1)",
     # fractions, probabilities, weights
@@ -153,7 +163,7 @@ def checked_parser(parser: argparse.ArgumentParser, ranges: Mapping[str, str] | 
     if undeclared:
         raise TypeError(f"{parser.prog}: numeric option(s) {undeclared} have no declared range; "
                         "add them to genssl_hf.validation.NUMERIC_RANGES or pass ranges=")
-    return parser
+    return suggest_close_options(parser)
 
 
 def check_namespace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -178,12 +188,81 @@ def _flag(action: argparse.Action) -> str:
     return max(action.option_strings, key=len) if action.option_strings else action.dest
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest known names, or ``""``."""
+def did_you_mean(name: str, known: Iterable[str], suggest: Mapping[str, str] | None = None) -> str:
+    """`` (did you mean 'x'?)`` for the closest known names, or ``""``. ``suggest`` maps a known
+    name to the one to suggest instead (a renamed option's old name to its new one)."""
+    suggest = suggest or {}
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    if not close:
+    suggestions = list(dict.fromkeys(suggest.get(c, c) for c in close))
+    if not suggestions:
         return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return " (did you mean " + " or ".join(repr(c) for c in suggestions) + "?)"
+
+
+class _RenamedOption(argparse.Action):
+    """A hidden option that was renamed: given on a command line it stops argparse, before any
+    work, with the new name (its values, if any, are swallowed with it)."""
+
+    def __init__(self, option_strings, dest, new_option: str, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="*", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.new_option = new_option
+
+    def message(self, used: str | None = None) -> str:
+        return f"{used or self.option_strings[0]} was renamed: use {self.new_option}"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(self.message(option_string))
+
+
+def renamed_options(parser: argparse.ArgumentParser, renamed: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Register each ``{"--old": "--new"}`` as a hidden option whose use is an argparse error
+    naming the new option (``--blr was renamed: use --base_learning_rate``); also makes the
+    parser suggest close option names for options it does not know. Returns ``parser``."""
+    for old, new in renamed.items():
+        parser.add_argument(old, action=_RenamedOption, new_option=new)
+    suggest_close_options(parser)
+    return parser
+
+
+def _option_suggestions(parser: argparse.ArgumentParser, dashes: bool) -> dict[str, str]:
+    """Long option names of ``parser`` (without the dashes) -> the name to suggest: itself, or
+    the new name of a renamed option."""
+    table: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        for s in action.option_strings:
+            if s.startswith("--"):
+                target = action.new_option if isinstance(action, _RenamedOption) else s
+                table[s[2:]] = target if dashes else target[2:]
+    return table
+
+
+def suggest_close_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make argparse's "unrecognized arguments" error name the closest known options (difflib)."""
+    if getattr(parser, "_genssl_suggests", False):
+        return parser
+    plain_error = parser.error
+
+    def error(message: str):
+        m = re.match(r"unrecognized arguments: (.*)$", message, re.S)
+        if m:
+            table = _option_suggestions(parser, dashes=True)
+            hints = []
+            for token in m[1].split():
+                if token.startswith("--"):
+                    name = token.split("=", 1)[0]
+                    hint = did_you_mean(name[2:], table, table)
+                    if hint:
+                        hints.append(name + hint)
+            if hints:
+                message += "; " + "; ".join(hints)
+        plain_error(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    parser._genssl_suggests = True  # type: ignore[attr-defined]
+    return parser
 
 
 def check_options(parser: argparse.ArgumentParser, options: Mapping[str, Any], where: str,
@@ -197,8 +276,11 @@ def check_options(parser: argparse.ArgumentParser, options: Mapping[str, Any], w
         flag = "--" + str(key)
         action = by_flag.get(flag)
         if action is None or isinstance(action, argparse._HelpAction):
-            known = sorted(s[2:] for s in by_flag if s.startswith("--") and s != "--help")
-            problems.append(f"{where}.{key}: unknown option of {what or parser.prog}{did_you_mean(str(key), known)}")
+            known = _option_suggestions(parser, dashes=False)
+            problems.append(f"{where}.{key}: unknown option of {what or parser.prog}{did_you_mean(str(key), known, known)}")
+            continue
+        if isinstance(action, _RenamedOption):
+            problems.append(f"{where}.{key}: renamed: use {action.new_option[2:]}")
             continue
         if value is None or value is False:
             continue

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Save the image tower of a dual-encoder folder as a ViT folder (for --init of scripts/finetune.py:
+"""Save the image tower of a dual-encoder folder as a ViT folder (for --model of scripts/finetune.py:
 linear probe or fine-tuning of the image tower alone).
 
     python scripts/export_image_tower.py runs/vlp runs/vlp-image-tower
-    python scripts/finetune.py --init runs/vlp-image-tower --mode linear_probe --dataset phantom --output_dir runs/probe
+    python scripts/finetune.py --model runs/vlp-image-tower --mode linear_probe --dataset phantom --output_dir runs/probe
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Fine-tune or linear-probe a ViT on labelled chest X-rays (GEN-SSL recipe).
 
-    accelerate launch scripts/finetune.py --init <mae_or_vit_folder | tiny | vit-s16 | vit-b16> \
-        --dataset <dataset folder | hub id | phantom> --output_dir runs/ft [--label_fraction 0.1]
+    accelerate launch scripts/finetune.py --model <mae_or_vit_folder | tiny | vit-s16 | vit-b16> \
+        --dataset <dataset folder | hub id | phantom> --output_dir runs/ft [--label_fraction 0.1] [--recipe tiny]
 
 The logic lives in ``genssl_hf.training.finetune`` (``python -m genssl_hf.training.finetune``); with
 ``--push_to_hub`` this script publishes ``best/`` through ``genssl_hf.hub`` once training has finished.

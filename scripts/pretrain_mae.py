@@ -2,7 +2,7 @@
 """GEN-SSL MAE pre-training: thin front over ``genssl_hf.training.mae`` (see ``--help``); with
 ``--push_to_hub`` it publishes the finished encoder through ``genssl_hf.hub`` (validation, card, leak guard).
 
-    accelerate launch scripts/pretrain_mae.py --preset vit-s16 --dataset DATA_DIR --output_dir OUT \
+    accelerate launch scripts/pretrain_mae.py --model vit-s16 --dataset DATA_DIR --output_dir OUT \
         --reference_stats stats.json --adain on --gradient_accumulation_steps 8
 """
 

@@ -3,10 +3,10 @@
 fine-tuning's label fractions (issue 21: is an encoder's representation any good before fine-tuning?).
 
     python scripts/probe_encoders.py --dataset phantom --output_dir results/frozen \
-        --encoder random=tiny --encoder genssl=runs/mae/model --encoder genssl_no_adain=runs/mae/model:none \
+        --model random=tiny --model genssl=runs/mae/model --model genssl_no_adain=runs/mae/model:none \
         --fractions 0.01 0.1 1 --seeds 0 1 2
 
-``--encoder TITLE=INIT[:PROCESSOR]``: INIT is a ViT / ViTMAE / classifier folder or a preset for
+``--model TITLE=MODEL[:PROCESSOR]``: MODEL is a ViT / ViTMAE / classifier folder or a preset for
 seeded random weights; PROCESSOR is ``init`` (default), ``none`` or a folder with a
 ``preprocessor_config.json``. Writes ``frozen_features.json`` and ``frozen_features.md``.
 The logic lives in ``genssl_hf.evaluation.frozen_features``.

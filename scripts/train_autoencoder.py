@@ -2,7 +2,7 @@
 """Train the CXR autoencoder (stage 1 of the latent diffusion generator).
 
     accelerate launch scripts/train_autoencoder.py --dataset phantom:4000 --resolution 64 \
-        --max_train_steps 1500 --output_dir runs/phantom-ae
+        --max_steps 1500 --output_dir runs/phantom-ae
 
 Also: ``python scripts/train_autoencoder.py ...`` or ``python -m genssl_hf.training.generator autoencoder ...``.
 Logic: :func:`genssl_hf.training.generator.train_autoencoder`.

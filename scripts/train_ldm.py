@@ -2,7 +2,7 @@
 """Train the text-conditioned latent diffusion UNet (stage 2) and write a pipeline folder.
 
     accelerate launch scripts/train_ldm.py --dataset phantom:4000 --resolution 64 \
-        --autoencoder runs/phantom-ae --max_train_steps 3000 --output_dir runs/phantom-ldm
+        --autoencoder runs/phantom-ae --max_steps 3000 --output_dir runs/phantom-ldm
 
 Also: ``python scripts/train_ldm.py ...`` or ``python -m genssl_hf.training.generator ldm ...``.
 Logic: :func:`genssl_hf.training.generator.train_ldm`.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a chest X-ray report generator (VisionEncoderDecoderModel) on image-report pairs.
 
-    accelerate launch scripts/train_report_generator.py --encoder outputs/demo/mae_genssl/model \
+    accelerate launch scripts/train_report_generator.py --model outputs/demo/mae_genssl/model \
         --dataset phantom:2000 --output_dir runs/reportgen
     python scripts/evaluate_report_generator.py --model runs/reportgen --dataset phantom:2000
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -68,7 +69,7 @@ def test_pretrain_mae_refuses_impossible_values_before_any_work(tmp_path, capsys
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["--output_dir", str(out), "--preset", "tiny", "--dataset", str(tmp_path)] + argv)
+        main(["--output_dir", str(out), "--model", "tiny", "--dataset", str(tmp_path)] + argv)
     assert exc.value.code == 2
     import re
 
@@ -84,14 +85,14 @@ def test_scripts_refuse_impossible_values(capsys):
         generate(["--pipeline", "phantom", "--prompts", "heuristic", "--out", "x", "--num-images", "-5"])
     assert "argument --num-images: must be >= 1, got -5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        finetune(["--init", "tiny", "--dataset", "phantom", "--output_dir", "x", "--hflip", "2"])
+        finetune(["--model", "tiny", "--dataset", "phantom", "--output_dir", "x", "--hflip", "2"])
     assert "argument --hflip: must be in [0, 1], got 2" in capsys.readouterr().err
 
 
 def test_namespaces_built_in_code_are_checked_too(tmp_path):
     from genssl_hf.training.mae import build_parser, pretrain_mae
 
-    args = build_parser().parse_args(["--output_dir", str(tmp_path / "o"), "--preset", "tiny"])
+    args = build_parser().parse_args(["--output_dir", str(tmp_path / "o"), "--model", "tiny"])
     args.num_train_epochs = -3.0
     with pytest.raises(ValueError, match="--num_train_epochs must be > 0, got -3"):
         pretrain_mae(args)
@@ -110,6 +111,68 @@ def test_check_options_names_unknown_options_and_bad_values():
     assert "norm_pix_loss: a switch" in problems[3]
 
 
+def _entry_parsers() -> dict[str, Any]:
+    """Every trainer's and evaluation entry point's parser builder."""
+    from genssl_hf.evaluation import frozen_features, report, report_generation
+    from genssl_hf.training import finetune, generator, mae, report_generator, vlp
+    from genssl_hf.training.ssl import pretrain as ssl
+
+    return {"finetune": finetune.build_parser, "mae": mae.build_parser, "ssl": ssl.build_parser, "vlp": vlp.build_parser,
+            "report_generator": report_generator.build_parser, "autoencoder": generator.autoencoder_parser,
+            "ldm": generator.ldm_parser, "evaluate": report.build_parser, "probe_encoders": frozen_features.build_parser,
+            "evaluate_report_generator": report_generation.build_parser}
+
+
+@pytest.mark.parametrize("entry, old, new", [
+    ("finetune", "--init", "--model"), ("finetune", "--preset", "--recipe"), ("finetune", "--epochs", "--num_train_epochs"),
+    ("finetune", "--batch_size", "--per_device_train_batch_size"), ("finetune", "--blr", "--base_learning_rate"),
+    ("finetune", "--lr", "--learning_rate"), ("finetune", "--eval_batch_size", "--per_device_eval_batch_size"),
+    ("mae", "--preset", "--model"), ("mae", "--init_from", "--model"), ("mae", "--max_train_steps", "--max_steps"),
+    ("ssl", "--max_train_steps", "--max_steps"), ("vlp", "--image_tower", "--model"), ("vlp", "--max_train_steps", "--max_steps"),
+    ("report_generator", "--encoder", "--model"), ("report_generator", "--max_train_steps", "--max_steps"),
+    ("autoencoder", "--preset", "--model"), ("autoencoder", "--init_from", "--model"),
+    ("autoencoder", "--train_batch_size", "--per_device_train_batch_size"), ("autoencoder", "--max_train_steps", "--max_steps"),
+    ("ldm", "--init_from", "--model"), ("ldm", "--lr_warmup_steps", "--warmup_steps"),
+    ("evaluate", "--batch_size", "--per_device_eval_batch_size"), ("probe_encoders", "--encoder", "--model"),
+    ("probe_encoders", "--batch_size", "--per_device_eval_batch_size"),
+    ("evaluate_report_generator", "--batch_size", "--per_device_eval_batch_size"),
+])
+def test_a_renamed_option_names_its_new_name_before_any_work(capsys, entry, old, new):
+    parser = _entry_parsers()[entry]()
+    with pytest.raises(SystemExit) as exc:  # before the required options are even looked for
+        parser.parse_args([old, "1"])
+    assert exc.value.code == 2
+    assert f"{old} was renamed: use {new}" in capsys.readouterr().err
+    assert old not in parser.format_help().split()  # hidden from --help
+    assert new in parser.format_help()
+
+
+def test_an_unknown_option_gets_the_closest_known_ones(capsys):
+    from genssl_hf.training.finetune import build_parser
+
+    base = ["--model", "tiny", "--dataset", "phantom", "--output_dir", "o"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--num_trian_epochs", "3"])
+    assert "unrecognized arguments: --num_trian_epochs 3; --num_trian_epochs (did you mean '--num_train_epochs'?)" \
+        in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a typo of an old name suggests the new one
+        build_parser().parse_args(base + ["--bllr=3"])
+    assert "--bllr (did you mean '--base_learning_rate' or '--learning_rate'?)" in capsys.readouterr().err
+    problems = check_options(build_parser(), {"epochz": 3, "blr": 1e-3}, "finetune.args")
+    assert problems == ["finetune.args.epochz: unknown option of finetune.py (did you mean 'num_train_epochs'?)",
+                        "finetune.args.blr: renamed: use base_learning_rate"]
+
+
+def test_mae_model_is_a_preset_or_a_folder(tmp_path):
+    from genssl_hf.training.mae import build_parser, pretrain_mae
+
+    for name in ("tiny2", "no/such/folder"):
+        args = build_parser().parse_args(["--output_dir", str(tmp_path / "o"), "--model", name])
+        with pytest.raises(FileNotFoundError, match=rf"--model '{name}' is neither an MAE preset \(tiny, vit-b16, vit-s16\)"):
+            pretrain_mae(args)
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------------------- pipeline config
 @pytest.mark.parametrize("override, message", [
     ("generaton.num_images=5", r"generaton: unknown config key \(did you mean 'generation'"),
@@ -117,7 +180,8 @@ def test_check_options_names_unknown_options_and_bad_values():
     ("generation.num_images=lots", "generation.num_images must be an integer, got 'lots'"),
     ("generation.num_images=-5", "generation.num_images must be >= 1, got -5"),
     ("pretrain.args.num_train_epochs=-3", "pretrain.args.num_train_epochs: must be > 0, got -3"),
-    ("finetune.args.epochz=3", r"finetune.args.epochz: unknown option .*did you mean 'epochs'"),
+    ("finetune.args.epochz=3", r"finetune.args.epochz: unknown option .*did you mean 'num_train_epochs'"),
+    ("finetune.args.blr=1e-3", r"finetune.args.blr: renamed: use base_learning_rate"),
     ("real_data.phantom.exposur=[1, 2]", r"real_data.phantom.exposur: unknown phantom setting \(did you mean 'exposure'"),
     ("hub.dry_run=maybe", "hub.dry_run must be true or false, got 'maybe'"),
 ])
@@ -311,13 +375,13 @@ def _garbage_model_folder(folder: Path) -> Path:
     return folder
 
 
-def test_garbage_safetensors_in_init_from_is_named_before_training(tmp_path):
+def test_garbage_safetensors_in_a_model_folder_is_named_before_training(tmp_path):
     from genssl_hf.training.mae import main as pretrain
 
     bad = _garbage_model_folder(tmp_path / "bad_init")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=rf"--init_from {bad}: weight file {bad / 'model.safetensors'} is not a readable safetensors"):
-        pretrain(["--output_dir", str(out), "--preset", "tiny", "--dataset", str(tmp_path), "--init_from", str(bad)])
+    with pytest.raises(ValueError, match=rf"--model {bad}: weight file {bad / 'model.safetensors'} is not a readable safetensors"):
+        pretrain(["--output_dir", str(out), "--model", str(bad), "--recipe", "tiny", "--dataset", str(tmp_path)])
     assert not out.exists()
 
 
@@ -325,8 +389,8 @@ def test_garbage_safetensors_in_finetune_init_is_named(tmp_path):
     from genssl_hf.training.finetune import main as finetune
 
     bad = _garbage_model_folder(tmp_path / "bad_init")
-    with pytest.raises(ValueError, match=rf"--init {bad}: weight file .*model\.safetensors is not a readable"):
-        finetune(["--init", str(bad), "--dataset", "phantom", "--output_dir", str(tmp_path / "ft")])
+    with pytest.raises(ValueError, match=rf"--model {bad}: weight file .*model\.safetensors is not a readable"):
+        finetune(["--model", str(bad), "--dataset", "phantom", "--output_dir", str(tmp_path / "ft")])
     assert not (tmp_path / "ft").exists()
 
 
@@ -338,10 +402,10 @@ def test_failed_pretraining_leaves_no_trace_and_the_corrected_run_is_not_refused
     data = tmp_path / "data"
     phantom_dataset(4, size=32, seed=0).select_columns(["image"]).save_to_disk(str(data))
     out = tmp_path / "out"
-    common = ["--output_dir", str(out), "--preset", "tiny", "--image_size", "32", "--dataset", str(data),
+    common = ["--output_dir", str(out), "--model", "tiny", "--image_size", "32", "--dataset", str(data),
               "--mixed_precision", "no", "--figure", "off", "--checkpointing_steps", "0"]
     with pytest.raises(ValueError, match="fewer than one global batch"):
         pretrain(common + ["--per_device_train_batch_size", "8"])  # fails after the model was built
     assert not out.exists()
-    assert pretrain(common + ["--per_device_train_batch_size", "2", "--max_train_steps", "1"]) == 0
+    assert pretrain(common + ["--per_device_train_batch_size", "2", "--max_steps", "1"]) == 0
     assert (out / "config.json").is_file()

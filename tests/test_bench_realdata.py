@@ -35,7 +35,7 @@ def test_compute_matched_arms_share_one_generated_set_and_one_step_budget():
     assert {s["data"] for s in specs.values()} == {"generated_30k"}
     assert all(s["generation"] == {"num_images": 30000} for s in specs.values())
     assert [s["pretrain"]["max_train_samples"] for s in specs.values()] == [3000, 10000, None]
-    steps = {s["pretrain"]["max_train_steps"] for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_2000"],
+    steps = {s["pretrain"]["max_steps"] for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_2000"],
                                                         bench.EXTRA_STAGES["mae_real_128px_2000"]]}
     assert steps == {2000}
     # 128 px keeps the 8 x 8 patch grid of the 64 px / patch 8 preset

@@ -87,9 +87,9 @@ def test_finetune_and_evaluate_score_a_plain_class_folder(tmp_path):
     held_out = write_class_folders(tmp_path / "held_out", 20, 2, names=("CLEAR", "disc"))
     out = tmp_path / "run"
     result = finetune_main([
-        "--init", "tiny", "--dataset", f"imagefolder:{tmp_path / 'train_data'}", "--test_dataset",
-        f"imagefolder:{held_out}", "--image_size", "32", "--epochs", "6", "--warmup_epochs", "1", "--blr", "2e-3",
-        "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--batch_size", "32", "--eval_batch_size", "64",
+        "--model", "tiny", "--dataset", f"imagefolder:{tmp_path / 'train_data'}", "--test_dataset",
+        f"imagefolder:{held_out}", "--image_size", "32", "--num_train_epochs", "6", "--warmup_epochs", "1", "--base_learning_rate", "2e-3",
+        "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
         "--num_workers", "0", "--mixed_precision", "no", "--logging_steps", "5", "--seed", "0",
         "--n_bootstrap", "50", "--output_dir", str(out)])
     assert result["label_names"] == ["Clear", "Disc"] and result["test"]["num_samples"] == 40

@@ -114,8 +114,8 @@ def test_finetune_and_evaluate_on_the_real_nih_subset(shared_data, tmp_path):
     if not (root / "labels.csv").is_file():
         pytest.skip("NIH subset not present")
     run = tmp_path / "nih"
-    result = finetune_main(["--init", "tiny", "--dataset", f"nih-subset:{root}", "--image_size", "32",
-                            "--epochs", "1", "--batch_size", "64", "--max_train_samples", "192", "--randaug_n", "0",
+    result = finetune_main(["--model", "tiny", "--dataset", f"nih-subset:{root}", "--image_size", "32",
+                            "--num_train_epochs", "1", "--per_device_train_batch_size", "64", "--max_train_samples", "192", "--randaug_n", "0",
                             "--num_workers", "0", "--mixed_precision", "no", "--output_dir", str(run)])
     assert len(result["label_names"]) == 14 and result["test"]["num_samples"] == 200
     report = main(["--model", f"tiny={run / 'best'}", "--dataset", f"nih-subset:{root}", "--split", "test",

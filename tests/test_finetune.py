@@ -200,7 +200,7 @@ def test_label_fractions_are_deterministic_and_stratified():
 
 def test_label_fraction_argument_accepts_percent():
     p = build_parser()
-    base = ["--init", "tiny", "--dataset", "x", "--output_dir", "o"]
+    base = ["--model", "tiny", "--dataset", "x", "--output_dir", "o"]
     assert p.parse_args(base + ["--label_fraction", "10%"]).label_fraction == pytest.approx(0.1)
     assert p.parse_args(base + ["--label_fraction", "0.01"]).label_fraction == pytest.approx(0.01)
     with pytest.raises(SystemExit):
@@ -220,15 +220,15 @@ def test_augment_shapes_range_and_seeding():
 
 # ----------------------------------------------------------------------------------- smoke runs
 def _common(out: Path) -> list[str]:
-    return ["--output_dir", str(out), "--batch_size", "32", "--eval_batch_size", "64", "--num_workers", "0",
+    return ["--output_dir", str(out), "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64", "--num_workers", "0",
             "--image_size", "32", "--mixed_precision", "no", "--logging_steps", "2", "--seed", "0"]
 
 
 def test_finetune_smoke_beats_chance_and_saves_reloadable_models(tmp_path, synthetic_dir):
     out = tmp_path / "run"
     init = small_vit_folder(tmp_path)
-    result = main(["--init", str(init), "--dataset", str(synthetic_dir), "--epochs", "8", "--warmup_epochs", "1",
-                   "--blr", "2e-3", "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--drop_path", "0.1",
+    result = main(["--model", str(init), "--dataset", str(synthetic_dir), "--num_train_epochs", "8", "--warmup_epochs", "1",
+                   "--base_learning_rate", "2e-3", "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--drop_path", "0.1",
                    "--layer_decay", "0.75", "--n_bootstrap", "50"] + _common(out))
     assert result["test"]["mean_auc"] > 0.85, result["test"]["mean_auc"]
     assert result["best"]["step"] in [h["step"] for h in result["history"]]
@@ -261,7 +261,7 @@ def test_linear_probe_with_label_fraction_keeps_encoder_frozen(tmp_path, synthet
 
     # an MAE folder carries the AdaIN processor it was pre-trained with: fine-tuning must reuse it
     AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.45], image_std=[0.2]).save_pretrained(init)
-    main(["--init", str(init), "--dataset", str(synthetic_dir), "--mode", "linear_probe", "--epochs", "1",
+    main(["--model", str(init), "--dataset", str(synthetic_dir), "--mode", "linear_probe", "--num_train_epochs", "1",
           "--label_fraction", "0.5", "--test_split", "none"] + _common(out))
     from transformers import ViTModel
 
@@ -293,22 +293,22 @@ def test_image_processor_override_controls_the_input_standardisation(tmp_path, s
     AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.45], image_std=[0.2]).save_pretrained(init)
     donor = tmp_path / "donor"
     AdaINImageProcessor(adain_mean=0.3, adain_std=0.1, image_mean=[0.5], image_std=[0.5]).save_pretrained(donor)
-    common = ["--dataset", str(synthetic_dir), "--mode", "linear_probe", "--epochs", "1", "--test_split", "none"]
+    common = ["--dataset", str(synthetic_dir), "--mode", "linear_probe", "--num_train_epochs", "1", "--test_split", "none"]
 
-    main(["--init", str(init), "--image_processor", "none"] + common + _common(tmp_path / "off"))
+    main(["--model", str(init), "--image_processor", "none"] + common + _common(tmp_path / "off"))
     resolved = json.loads((tmp_path / "off" / "run_config.json").read_text())["resolved"]
     assert not resolved["normalizer"]["do_adain"] and resolved["normalizer_source"] == "default"
     assert resolved["normalizer"]["image_mean"] == 0.5 and resolved["normalizer"]["image_std"] == 0.5
     assert not AdaINImageProcessor.from_pretrained(tmp_path / "off" / "final").do_adain
 
-    main(["--init", str(init), "--image_processor", str(donor)] + common + _common(tmp_path / "donor_run"))
+    main(["--model", str(init), "--image_processor", str(donor)] + common + _common(tmp_path / "donor_run"))
     saved = AdaINImageProcessor.from_pretrained(tmp_path / "donor_run" / "final")
     assert saved.do_adain and saved.adain_mean == pytest.approx(0.3) and saved.adain_std == pytest.approx(0.1)
     resolved = json.loads((tmp_path / "donor_run" / "run_config.json").read_text())["resolved"]
     assert resolved["normalizer_source"] == str(donor / "preprocessor_config.json")
 
     with pytest.raises(FileNotFoundError, match="--image_processor"):
-        main(["--init", str(init), "--image_processor", str(tmp_path / "nowhere")] + common + _common(tmp_path / "bad"))
+        main(["--model", str(init), "--image_processor", str(tmp_path / "nowhere")] + common + _common(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "final").exists()
 
 
@@ -318,10 +318,10 @@ def test_finetune_on_phantoms_beats_chance(tmp_path):
     phantom mean AUC clearly above 0.5 (measured: 0.617, 95% CI 0.574-0.652)."""
     pytest.importorskip("genssl_hf.data.phantom")
     out = tmp_path / "phantom"
-    result = main(["--init", "tiny", "--dataset", "phantom", "--phantom_sizes", "400", "60", "150",
-                   "--phantom_resolution", "64", "--image_size", "64", "--epochs", "6", "--blr", "2e-3",
+    result = main(["--model", "tiny", "--dataset", "phantom", "--phantom_sizes", "400", "60", "150",
+                   "--phantom_resolution", "64", "--image_size", "64", "--num_train_epochs", "6", "--base_learning_rate", "2e-3",
                    "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--rotation", "5", "--drop_path", "0",
-                   "--n_bootstrap", "200", "--output_dir", str(out), "--batch_size", "32", "--num_workers", "0",
+                   "--n_bootstrap", "200", "--output_dir", str(out), "--per_device_train_batch_size", "32", "--num_workers", "0",
                    "--mixed_precision", "no", "--logging_steps", "10", "--seed", "0"])
     assert result["task"] == "multi_label" and len(result["label_names"]) == 5
     test = result["test"]
@@ -336,11 +336,11 @@ def test_finetune_on_phantoms_beats_chance(tmp_path):
 
 def test_bad_inputs_fail_before_training(tmp_path, synthetic_dir):
     with pytest.raises(FileNotFoundError, match="neither a preset"):
-        main(["--init", str(tmp_path / "missing"), "--dataset", str(synthetic_dir)] + _common(tmp_path / "a"))
+        main(["--model", str(tmp_path / "missing"), "--dataset", str(synthetic_dir)] + _common(tmp_path / "a"))
     with pytest.raises(KeyError, match="no image column"):
-        main(["--init", "tiny", "--dataset", str(synthetic_dir), "--image_column", "pixels"] + _common(tmp_path / "b"))
+        main(["--model", "tiny", "--dataset", str(synthetic_dir), "--image_column", "pixels"] + _common(tmp_path / "b"))
     with pytest.raises(ValueError, match="validation split must not be the test split"):
-        main(["--init", "tiny", "--dataset", str(synthetic_dir), "--validation_split", "test"] + _common(tmp_path / "c"))
+        main(["--model", "tiny", "--dataset", str(synthetic_dir), "--validation_split", "test"] + _common(tmp_path / "c"))
     assert not (tmp_path / "b" / "best").exists()
 
 
@@ -401,11 +401,11 @@ def test_few_shot_schedule_stretches_epochs_warmup_and_evaluation_alike(tmp_path
 
     out = tmp_path / "fewshot"
     # 10 % of 192 training rows in one batch: 1 step per epoch, so 2 epochs would be 2 steps
-    result = main(["--init", "tiny", "--dataset", str(synthetic_dir), "--label_fraction", "0.1", "--epochs", "2",
+    result = main(["--model", "tiny", "--dataset", str(synthetic_dir), "--label_fraction", "0.1", "--num_train_epochs", "2",
                    "--warmup_epochs", "1", "--min_steps", "12", "--test_split", "none"] + _common(out))
     resolved = json.loads((out / "run_config.json").read_text())["resolved"]
     assert resolved["steps_per_epoch"] == 1 and resolved["schedule_scale"] == pytest.approx(6.0)
     assert resolved["total_steps"] == 12 and resolved["warmup_steps"] == 6 and resolved["eval_every_steps"] == 6
     assert [h["step"] for h in result["history"]] == [6, 12]
     with pytest.raises(SystemExit):  # argparse, through the shared numeric ranges
-        main(["--init", "tiny", "--dataset", str(synthetic_dir), "--min_steps", "-1"] + _common(tmp_path / "bad"))
+        main(["--model", "tiny", "--dataset", str(synthetic_dir), "--min_steps", "-1"] + _common(tmp_path / "bad"))

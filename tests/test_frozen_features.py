@@ -198,7 +198,7 @@ def test_fraction_subsets_are_finetunings(phantom_folder, phantoms, monkeypatch)
     table = ff.frozen_feature_table({"random": "tiny"}, phantoms, fractions=(0.05, 0.25), seeds=(0, 2))
     for row in table["rows"]:
         args = finetune.build_parser().parse_args(
-            ["--init", "tiny", "--dataset", str(phantom_folder), "--output_dir", "unused",
+            ["--model", "tiny", "--dataset", str(phantom_folder), "--output_dir", "unused",
              "--label_fraction", str(row["fraction"]), "--seed", str(row["seed"])])
         data = finetune._labelled_training_data(args)
         assert row["train_indices_sha256"] == sha256_strings(str(i) for i in data["fraction_idx"].tolist())
@@ -254,7 +254,7 @@ def test_trained_encoder_beats_random_features(tmp_path, phantoms):
 # ------------------------------------------------------------------------------------------ CLI
 def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     out = tmp_path / "out"
-    table = ff.main(["--encoder", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out),
+    table = ff.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out),
                      "--fractions", "0.5", "1", "--seeds", "0", "--c_grid", "0.1", "1", "--num_threads", "1"])
     saved = json.loads((out / "frozen_features.json").read_text())
     assert len(saved["rows"]) == 2 and saved["rows"][0]["encoder"] == "random"
@@ -262,7 +262,7 @@ def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     assert "| random |" in (out / "frozen_features.md").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["frozen_features.json", "frozen_features.md"]  # no temp files
     with pytest.raises(FileExistsError, match="--overwrite"):
-        ff.main(["--encoder", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
+        ff.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
 
 
 def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
@@ -272,23 +272,23 @@ def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
     monkeypatch.setattr(ff, "extract_features", no_compute)
     base = ["--dataset", str(phantom_folder), "--output_dir", str(tmp_path / "o")]
     with pytest.raises(ValueError, match="no/such/encoder"):
-        ff.main(base + ["--encoder", "a=tiny", "--encoder", "b=no/such/encoder"])
+        ff.main(base + ["--model", "a=tiny", "--model", "b=no/such/encoder"])
     with pytest.raises(FileNotFoundError, match="missing_processor"):
-        ff.main(base + ["--encoder", f"a=tiny:{tmp_path / 'missing_processor'}"])
+        ff.main(base + ["--model", f"a=tiny:{tmp_path / 'missing_processor'}"])
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "vit", "image_size": 64, "patch_size": 8}))
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="broken"):
-        ff.main(base + ["--encoder", f"a={broken}"])
+        ff.main(base + ["--model", f"a={broken}"])
     with pytest.raises(ValueError, match="TITLE=PATH_OR_PRESET"):
-        ff.main(base + ["--encoder", "tiny"])
+        ff.main(base + ["--model", "tiny"])
     with pytest.raises(ValueError, match="given twice"):
-        ff.main(base + ["--encoder", "a=tiny", "--encoder", "a=tiny"])
+        ff.main(base + ["--model", "a=tiny", "--model", "a=tiny"])
     for bad in ("0", "1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit):
-            ff.main(base + ["--encoder", "a=tiny", "--fractions", bad])
-    with pytest.raises(SystemExit):  # no --encoder at all
+            ff.main(base + ["--model", "a=tiny", "--fractions", bad])
+    with pytest.raises(SystemExit):  # no --model at all
         ff.main(base)
     with pytest.raises(ValueError, match="no encoders"):
         ff.frozen_feature_table({}, None)

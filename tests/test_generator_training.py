@@ -48,16 +48,16 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-COMMON = ["--resolution", "32", "--train_batch_size", "4", "--num_threads", "1", "--mixed_precision", "no"]
+COMMON = ["--resolution", "32", "--per_device_train_batch_size", "4", "--num_threads", "1", "--mixed_precision", "no"]
 
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     _run("train_autoencoder.py", "--dataset", str(data_dir / "ds"), "--model_config", str(data_dir / "ae.json"),
-         "--max_train_steps", "2", "--adv_start_step", "1", "--checkpointing_steps", "1", "--output_dir", str(out / "ae"), *COMMON)
+         "--max_steps", "2", "--adv_start_step", "1", "--checkpointing_steps", "1", "--output_dir", str(out / "ae"), *COMMON)
     _run("train_ldm.py", "--dataset", str(data_dir / "ds"), "--autoencoder", str(out / "ae"), "--model_config", str(data_dir / "unet.json"),
-         "--max_train_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
+         "--max_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
          "--validation_prompts", "Big cardiomegaly.", "--num_validation_images", "1", "--validation_steps", "2",
          "--drop_negative_sentences", "0.5", "--output_dir", str(out / "ldm"), *COMMON)
     return out
@@ -100,7 +100,7 @@ def test_ldm_resume_is_exact(trained, data_dir, tmp_path):
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-1", resumed / "checkpoint-1")
     _run("train_ldm.py", "--dataset", str(data_dir / "ds"), "--autoencoder", str(trained / "ae"), "--model_config", str(data_dir / "unet.json"),
-         "--max_train_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
+         "--max_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
          "--num_validation_images", "0", "--drop_negative_sentences", "0.5", "--resume_from_checkpoint", "latest",
          "--output_dir", str(resumed), *COMMON)
     a = load_file(straight / "checkpoint-2" / "model.safetensors")
@@ -147,6 +147,6 @@ def test_collator_and_dataset_errors(data_dir):
 
 def test_bad_arguments_fail_before_training(data_dir, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_ldm.py"), "--dataset", str(data_dir / "ds"),
-                           "--autoencoder", str(tmp_path / "missing"), "--max_train_steps", "1", "--output_dir", str(tmp_path / "o")],
+                           "--autoencoder", str(tmp_path / "missing"), "--max_steps", "1", "--output_dir", str(tmp_path / "o")],
                           cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert proc.returncode != 0 and "no CXRAutoencoderKL folder" in proc.stderr

@@ -27,8 +27,8 @@ from genssl_hf.training import mae
 torch.set_num_threads(1)  # shared CI machine
 
 SIZE, PATCH, STEPS = 64, 8, 300
-ARGS = ["--preset", "tiny", "--image_size", str(SIZE), "--patch_size", str(PATCH),
-        "--per_device_train_batch_size", "32", "--max_train_steps", str(STEPS), "--learning_rate", "1e-3",
+ARGS = ["--model", "tiny", "--image_size", str(SIZE), "--patch_size", str(PATCH),
+        "--per_device_train_batch_size", "32", "--max_steps", str(STEPS), "--learning_rate", "1e-3",
         "--warmup_steps", "10", "--mixed_precision", "no", "--crop_scale_min", "0.8", "--figure_samples", "3",
         "--logging_steps", "10", "--checkpointing_steps", "100000", "--seed", "0"]
 
@@ -53,7 +53,7 @@ def phantoms(tmp_path_factory):
 
 
 def _pretrain(root, name: str, **changes: str):
-    """The tiny MAE of ``ARGS`` with some values changed (``max_train_steps="1000"``), into ``root / name``."""
+    """The tiny MAE of ``ARGS`` with some values changed (``max_steps="1000"``), into ``root / name``."""
     args = list(ARGS)
     for flag, value in changes.items():
         args[args.index(f"--{flag}") + 1] = value
@@ -95,7 +95,7 @@ def _masked_losses(model, pixel_values):
 def trained_longer(phantoms):
     """The same MAE, 1,000 steps on uncropped phantoms: the length at which the tiny MAE gets below
     the mean image (300 steps with crops ends at about 1.6x it; 1,000 steps with crops at about 1.1x)."""
-    out, _ = _pretrain(phantoms[0], "mae_longer", max_train_steps="1000", crop_scale_min="1.0")
+    out, _ = _pretrain(phantoms[0], "mae_longer", max_steps="1000", crop_scale_min="1.0")
     return out
 
 

@@ -112,3 +112,38 @@ def test_smoke_preset_end_to_end(tmp_path):
     run_pipeline(load_preset("smoke"), root, log=logs.append)
     assert all("skipped" in line for line in logs if line.startswith("[")), logs
     assert result["seconds"] > 0
+
+
+def test_a_stage_made_under_the_old_option_names_stays_valid(tmp_path):
+    """Stage folders written before the trainers took transformers' option names (``epochs``,
+    ``blr``, ``preset``, ``max_train_steps``, ...) are not rerun for the rename alone."""
+    import copy
+
+    from genssl_hf.pipeline.stages import fingerprint, stage_is_valid
+    from genssl_hf.utils import write_json
+
+    old = {"seed": 0, "init": "tiny",
+           "finetune": {"random_init_preset": "tiny",
+                        "args": {"preset": "tiny", "epochs": 2, "batch_size": 16, "blr": 1e-3, "n_bootstrap": 0}},
+           "pretrain": {"args": {"preset": "tiny", "max_train_steps": 5, "num_train_epochs": 1}},
+           "generator": {"source": "train", "autoencoder_args": {"max_train_steps": 3, "train_batch_size": 4},
+                         "ldm_args": {"max_train_steps": 3, "lr_warmup_steps": 2}},
+           "vlp": {"num_pairs": 10, "args": {"image_tower": "tiny", "max_train_steps": 3}}}
+    new = {"seed": 0, "init": "tiny",
+           "finetune": {"random_init_preset": "tiny",
+                        "args": {"recipe": "tiny", "num_train_epochs": 2, "per_device_train_batch_size": 16,
+                                 "base_learning_rate": 1e-3, "n_bootstrap": 0}},
+           "pretrain": {"args": {"model": "tiny", "max_steps": 5, "num_train_epochs": 1}},
+           "generator": {"source": "train", "autoencoder_args": {"max_steps": 3, "per_device_train_batch_size": 4},
+                         "ldm_args": {"max_steps": 3, "warmup_steps": 2}},
+           "vlp": {"num_pairs": 10, "args": {"model": "tiny", "max_steps": 3}}}
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    (folder / "out.txt").write_text("x")
+    write_json(folder / "stage.json", {"fingerprint": fingerprint(old)})
+    assert stage_is_valid(folder, Stage("stage", new, lambda f: {}, outputs=["out.txt"]))
+    other = copy.deepcopy(new)
+    other["finetune"]["args"]["num_train_epochs"] = 3  # another value is another stage
+    assert not stage_is_valid(folder, Stage("stage", other, lambda f: {}, outputs=["out.txt"]))
+    write_json(folder / "stage.json", {"fingerprint": fingerprint(new)})
+    assert stage_is_valid(folder, Stage("stage", new, lambda f: {}, outputs=["out.txt"]))

@@ -39,7 +39,7 @@ def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     assert cmd[cmd.index("--figure") + 1] == "off"  # real images never drawn into an artifact
     assert variant_title(cfg, "simclr_cnn") == "SimCLR (resnet-tiny, real, no AdaIN)"
     ft = ssl_finetune_config(cfg, "simclr_cnn")["finetune"]["args"]
-    assert ft["preset"] == "resnet-tiny" and "drop_path" not in ft
+    assert ft["recipe"] == "resnet-tiny" and "drop_path" not in ft
     assert ssl_stage_name(cfg, "cnn_random") is None and ssl_finetune_init(cfg, "cnn_random", tmp_path) == "resnet-tiny"
     assert ssl_finetune_init(cfg, "simclr_cnn", Path("/r")) == "/r/ssl_simclr_cnn/model"
 

@@ -1,4 +1,4 @@
-"""MAE pre-training: bad input, exact resume, NaN guard, saved artifacts, init_from, two processes."""
+"""MAE pre-training: bad input, exact resume, NaN guard, saved artifacts, --model folders, two processes."""
 
 import os
 import socket
@@ -18,7 +18,7 @@ from genssl_hf.training.common import NonFiniteLossError, find_last_checkpoint
 torch.set_num_threads(1)  # the test machine is shared: one thread avoids oversubscription stalls
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "tiny", "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
+TINY = ["--model", "tiny", "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
         "--logging_steps", "1", "--mixed_precision", "no", "--figure_samples", "2"]
 
 
@@ -68,7 +68,7 @@ def test_bad_input_fails_before_training(tmp_path, data_dir):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("mae") / "full"
-    args = _args(out, data_dir, "--max_train_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
+    args = _args(out, data_dir, "--max_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
     summary = mae.pretrain_mae(args)
     _reset_accelerate()
     return out, summary
@@ -86,7 +86,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data_dir, full_r
     out_full, summary = full_run
     assert summary["global_step"] == 6 and np.isfinite(summary["final_loss"])
     out = tmp_path / "resumed"
-    base = ("--max_train_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
+    base = ("--max_steps", "6", "--checkpointing_steps", "3", "--gradient_accumulation_steps", "2")
     first = mae.pretrain_mae(_args(out, data_dir, *base, "--stop_after_steps", "4"))
     assert first["interrupted"] and first["global_step"] == 4
     assert not (out / "model.safetensors").exists() and find_last_checkpoint(out).name == "checkpoint-3"
@@ -123,7 +123,7 @@ def test_bf16_cpu_run_uses_matmul_attention(tmp_path, data_dir):
     import json
 
     out = tmp_path / "bf16"
-    summary = mae.pretrain_mae(_args(out, data_dir, "--mixed_precision", "bf16", "--max_train_steps", "3",
+    summary = mae.pretrain_mae(_args(out, data_dir, "--mixed_precision", "bf16", "--max_steps", "3",
                                      "--checkpointing_steps", "0", "--figure", "off"))
     cfg = json.loads((out / "run_config.json").read_text())
     assert cfg["attn_implementation"] == "genssl_matmul"
@@ -145,7 +145,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
     monkeypatch.setattr(mae.ViTMAEForPreTraining, "forward", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="checkpoint-2"):
-        mae.pretrain_mae(_args(out, data_dir, "--max_train_steps", "6", "--checkpointing_steps", "2",
+        mae.pretrain_mae(_args(out, data_dir, "--max_steps", "6", "--checkpointing_steps", "2",
                                "--gradient_accumulation_steps", "2"))
     last = find_last_checkpoint(out)
     assert last.name == "checkpoint-2" and not (out / "model.safetensors").exists()
@@ -172,6 +172,24 @@ def test_init_from_vit_and_vit_mae(tmp_path, full_run):
         mae.build_model(cfg, tmp_path)
 
 
+def test_a_model_folder_continues_with_the_recipe_of_its_width(tmp_path, full_run, data_dir):
+    """``--model FOLDER`` (formerly ``--init_from``) continues the folder's MAE; the recipe defaults to
+    the preset of its encoder width (tiny here), ``--recipe`` overrides it."""
+    import json
+
+    out, _ = full_run
+    argv = ["--model", str(out), "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
+            "--mixed_precision", "no", "--figure", "off", "--max_steps", "1", "--checkpointing_steps", "0",
+            "--dataset", str(data_dir)]
+    mae.pretrain_mae(mae.build_parser().parse_args(argv + ["--output_dir", str(tmp_path / "a")]))
+    _reset_accelerate()
+    cfg = json.loads((tmp_path / "a" / "run_config.json").read_text())
+    assert cfg["args"]["recipe"] == "tiny" and cfg["args"]["base_learning_rate"] == mae.RECIPES["tiny"]["base_learning_rate"]
+    assert cfg["init"] == {"init": "vit_mae", "init_from": str(out)}
+    args = mae.build_parser().parse_args(argv + ["--output_dir", str(tmp_path / "b"), "--recipe", "vit-s16"])
+    assert mae._resolve(args).base_learning_rate == mae.RECIPES["vit-s16"]["base_learning_rate"]
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -187,7 +205,7 @@ def test_two_process_cpu_run(tmp_path, data_dir):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "pretrain_mae.py"),
            *TINY, "--per_device_train_batch_size", "4", "--dataset", str(data_dir), "--output_dir", str(out),
-           "--max_train_steps", "3", "--checkpointing_steps", "2", "--figure", "off"]
+           "--max_steps", "3", "--checkpointing_steps", "2", "--figure", "off"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = __import__("json").loads((out / "run_config.json").read_text())
@@ -201,10 +219,10 @@ def test_streaming_parquet_folder(tmp_path, data_dir):
     pq = tmp_path / "pq"
     pq.mkdir()
     datasets.load_from_disk(str(data_dir)).select_columns(["image"]).to_parquet(str(pq / "train.parquet"))
-    with pytest.raises(ValueError, match="max_train_steps"):
+    with pytest.raises(ValueError, match="needs --max_steps"):
         mae.pretrain_mae(_args(tmp_path / "s0", pq, "--streaming"))
     _reset_accelerate()
-    s = mae.pretrain_mae(_args(tmp_path / "s1", pq, "--streaming", "--max_train_steps", "5", "--checkpointing_steps", "0",
+    s = mae.pretrain_mae(_args(tmp_path / "s1", pq, "--streaming", "--max_steps", "5", "--checkpointing_steps", "0",
                                "--figure", "off"))
     assert s["global_step"] == 5 and np.isfinite(s["final_loss"])  # 5 steps > 4 batches: crosses an epoch
     assert (tmp_path / "s1" / "model.safetensors").is_file()

@@ -15,7 +15,7 @@ from genssl_hf.pipeline.protocol import Arm, _finetune_stage, arm_stage_name, po
 from genssl_hf.pipeline.stages import run_stage
 from genssl_hf.pipeline.steps import stage_real_data
 
-RECIPES = {"slow": {"blr": 1e-4}, "fast": {"blr": 4e-3, "randaug_n": 0}}
+RECIPES = {"slow": {"base_learning_rate": 1e-4}, "fast": {"base_learning_rate": 4e-3, "randaug_n": 0}}
 
 
 def _config() -> dict:
@@ -24,7 +24,7 @@ def _config() -> dict:
         "real_data": {"source": "phantom", "sizes": {"train": 96, "validation": 48, "test": 64}},
         "generation": {"num_images": 10}, "pretrain": {"args": {}},
         "finetune": {"random_init_preset": "tiny", "label_fractions": [0.5],
-                     "args": {"preset": "tiny", "epochs": 2, "batch_size": 16, "n_bootstrap": 0, "test_split": "none",
+                     "args": {"recipe": "tiny", "num_train_epochs": 2, "per_device_train_batch_size": 16, "n_bootstrap": 0, "test_split": "none",
                               "mixed_precision": "no", "selection_metric": "mean_auc", "image_size": 32}},
     }
 
@@ -105,7 +105,8 @@ def test_protocol_tunes_on_validation_reuses_runs_and_scores_every_arm(tmp_path)
     assert resolved["normalizer"]["do_adain"] and resolved["normalizer_source"] == str(donor / "preprocessor_config.json")
     plain = json.loads((root / runs[("random_init", 1)]["stage"] / "run" / "run_config.json").read_text())
     assert not plain["resolved"]["normalizer"]["do_adain"] and plain["layer_decay"] == 1.0
-    assert plain["blr"] == RECIPES[runs[("random_init", 1)]["recipe"]]["blr"] and plain["test_split"] == "none"
+    assert plain["base_learning_rate"] == RECIPES[runs[("random_init", 1)]["recipe"]]["base_learning_rate"]
+    assert plain["test_split"] == "none"
     assert all(0.0 <= r["test_auc"] <= 1.0 for r in result["runs"])
     assert json.loads((root / "protocol.json").read_text())["tuning"] == result["tuning"]
 

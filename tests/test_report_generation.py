@@ -149,7 +149,7 @@ def _train_args(out, encoder_dir, *extra):
     from genssl_hf.training.report_generator import build_parser
 
     return build_parser().parse_args([
-        "--encoder", str(encoder_dir), "--decoder_layers", "1", "--output_dir", str(out), "--logging_steps", "5",
+        "--model", str(encoder_dir), "--decoder_layers", "1", "--output_dir", str(out), "--logging_steps", "5",
         "--max_new_tokens", "40", *extra])
 
 
@@ -167,7 +167,7 @@ def test_phantom_clinical_f1_far_above_baselines(tmp_path, encoder_dir):
     pairs = load_report_pairs("phantom:1500", image_size=64)
     summary = train_report_generator(_train_args(
         out, encoder_dir, "--decoder", "gpt2", "--decoder_layers", "2", "--gpt2_hidden", "128", "--vocabulary", "reports",
-        "--max_train_steps", "1500", "--per_device_train_batch_size", "32", "--learning_rate", "2e-3",
+        "--max_steps", "1500", "--per_device_train_batch_size", "32", "--learning_rate", "2e-3",
         "--encoder_learning_rate", "2e-3"), dataset=pairs)
     assert np.isfinite(summary["final_loss"]) and summary["validation_loss"] < 0.5
     pairs["test"] = pairs["test"].select(range(160))
@@ -199,8 +199,8 @@ def test_two_process_training(tmp_path, encoder_dir):
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(ROOT / "scripts" / "train_report_generator.py"), "--encoder", str(encoder_dir), "--decoder_layers", "1",
-           "--dataset", "phantom:64", "--per_device_train_batch_size", "4", "--max_train_steps", "3",
+           str(ROOT / "scripts" / "train_report_generator.py"), "--model", str(encoder_dir), "--decoder_layers", "1",
+           "--dataset", "phantom:64", "--per_device_train_batch_size", "4", "--max_steps", "3",
            "--checkpointing_steps", "2", "--output_dir", str(out)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -357,7 +357,7 @@ def test_training_writes_a_loadable_folder_and_resumes(tmp_path, encoder_dir):
     from genssl_hf.training.report_generator import load_report_pairs, train_report_generator
 
     pairs = load_report_pairs("phantom:16", image_size=64)
-    base = ("--per_device_train_batch_size", "4", "--max_train_steps", "4", "--checkpointing_steps", "2", "--logging_steps", "1")
+    base = ("--per_device_train_batch_size", "4", "--max_steps", "4", "--checkpointing_steps", "2", "--logging_steps", "1")
     full = train_report_generator(_train_args(tmp_path / "full", encoder_dir, *base), dataset=pairs)
     assert full["global_step"] == 4 and np.isfinite(full["final_loss"]) and np.isfinite(full["validation_loss"])
     cfg = json.loads((tmp_path / "full" / "run_config.json").read_text())

@@ -156,10 +156,15 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
     write_json(run / "mae_genssl" / "model" / "train_summary.json", {"global_step": 900})
     write_json(run / "pipeline_config.json", {"generation": {"num_images": 2000},
                                               "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
-                                              "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}}})
+                                              "finetune": {"args": {"num_train_epochs": 5, "max_train_samples": 1000}}})
     facts = shipped._run_facts(run)
     assert facts == {"ae_steps": "1000", "ldm_steps": "600", "mae_steps": "900", "num_images": "2,000", "mae_epochs": "60",
                      "mae_batch": "128", "ft_epochs": "5", "ft_samples": "1,000"}
+    # a run recorded before fine-tuning's options took transformers' names (--epochs) reads the same
+    write_json(run / "pipeline_config.json", {"generation": {"num_images": 2000},
+                                              "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
+                                              "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}}})
+    assert shipped._run_facts(run) == facts
     body = shipped._fill(shipped.ENCODER_BODY, facts)
     assert "900 optimiser steps (60 epochs over the 2,000 generated images, batch 128" in body
     with pytest.raises(FileNotFoundError, match="training steps"):

@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory):
 
 def _pretrain_args(method, backbone, data, out, *extra):
     args = ["--method", method, "--model", backbone, "--image_size", "32", "--dataset", str(data),
-            "--output_dir", str(out), "--per_device_train_batch_size", "8", "--max_train_steps", "2",
+            "--output_dir", str(out), "--per_device_train_batch_size", "8", "--max_steps", "2",
             "--logging_steps", "1", "--mixed_precision", "no", "--seed", "0"]
     if method == "moco_v2":
         args += ["--queue_size", "64"]
@@ -78,9 +78,9 @@ def test_pretrain_finetune_evaluate_through_the_scripts(tmp_path, data_dir, meth
     from genssl_hf.training.finetune import main as finetune_main  # what scripts/finetune.py runs
 
     ft = tmp_path / "ft"
-    result = _script("finetune").main(["--init", str(enc), "--dataset", "phantom", "--phantom_sizes", "48", "24", "24",
-                                       "--phantom_resolution", "32", "--image_size", "32", "--epochs", "1",
-                                       "--batch_size", "16", "--randaug_n", "0", "--output_dir", str(ft),
+    result = _script("finetune").main(["--model", str(enc), "--dataset", "phantom", "--phantom_sizes", "48", "24", "24",
+                                       "--phantom_resolution", "32", "--image_size", "32", "--num_train_epochs", "1",
+                                       "--per_device_train_batch_size", "16", "--randaug_n", "0", "--output_dir", str(ft),
                                        "--mixed_precision", "no", "--num_workers", "0", "--logging_steps", "1"])
     assert finetune_main is not None and "test" in result and 0.0 <= result["test"]["mean_auc"] <= 1.0
     # the classifier holds the pre-trained backbone exactly
@@ -102,8 +102,8 @@ def test_linear_probe_of_a_cnn_encoder(tmp_path, data_dir):
     from genssl_hf.training.finetune import main as finetune_main
 
     ft = tmp_path / "lp"
-    finetune_main(["--init", str(enc), "--mode", "linear_probe", "--dataset", "phantom", "--phantom_sizes", "48", "24",
-                   "24", "--phantom_resolution", "32", "--image_size", "32", "--epochs", "1", "--batch_size", "16",
+    finetune_main(["--model", str(enc), "--mode", "linear_probe", "--dataset", "phantom", "--phantom_sizes", "48", "24",
+                   "24", "--phantom_resolution", "32", "--image_size", "32", "--num_train_epochs", "1", "--per_device_train_batch_size", "16",
                    "--output_dir", str(ft), "--mixed_precision", "no", "--num_workers", "0", "--test_split", "none"])
     enc_w, clf_w = load_file(str(enc / "model.safetensors")), load_file(str(ft / "final" / "model.safetensors"))
     for k, v in enc_w.items():  # frozen backbone, BN statistics included (eval mode)
@@ -123,7 +123,7 @@ def test_exact_resume_on_the_engine(tmp_path, data_dir):
     from genssl_hf.training.ssl.pretrain import build_parser, pretrain_ssl
 
     def run(out, *extra):
-        args = _pretrain_args("moco_v2", "resnet-tiny", data_dir, out, "--max_train_steps", "4", "--figure", "off",
+        args = _pretrain_args("moco_v2", "resnet-tiny", data_dir, out, "--max_steps", "4", "--figure", "off",
                               "--checkpointing_steps", "2", *extra)
         return pretrain_ssl(build_parser().parse_args(args))
 
@@ -165,8 +165,8 @@ def test_bad_input_fails_before_training(tmp_path, data_dir):
 
 def test_method_mae_delegates_to_the_mae_trainer(tmp_path, data_dir):
     out = tmp_path / "mae"
-    rc = _script("pretrain").main(["--method", "mae", "--preset", "tiny", "--image_size", "32", "--patch_size", "8",
-                                   "--per_device_train_batch_size", "8", "--max_train_steps", "1", "--mixed_precision",
+    rc = _script("pretrain").main(["--method", "mae", "--model", "tiny", "--image_size", "32", "--patch_size", "8",
+                                   "--per_device_train_batch_size", "8", "--max_steps", "1", "--mixed_precision",
                                    "no", "--dataset", str(data_dir), "--output_dir", str(out), "--figure", "off"])
     assert rc == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == "vit_mae"
@@ -175,7 +175,7 @@ def test_method_mae_delegates_to_the_mae_trainer(tmp_path, data_dir):
 @pytest.mark.slow
 def test_knn_monitor_runs_every_k_steps(tmp_path, data_dir):
     out = tmp_path / "knn"
-    args = _pretrain_args("simsiam", "resnet-tiny", data_dir, out, "--max_train_steps", "2", "--knn_dataset", "phantom",
+    args = _pretrain_args("simsiam", "resnet-tiny", data_dir, out, "--max_steps", "2", "--knn_dataset", "phantom",
                           "--knn_train", "40", "--knn_test", "20", "--eval_steps", "1")
     assert _script("pretrain").main(args) == 0
     summary = json.loads((out / "train_summary.json").read_text())

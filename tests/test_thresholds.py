@@ -339,8 +339,8 @@ def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(
         y, s, names, **kw))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = ft.main(["--init", "tiny", "--epochs", "2", "--warmup_epochs", "1", "--blr", "2e-3", "--batch_size",
-                          "32", "--eval_batch_size", "64", "--num_workers", "0", "--image_size", "32",
+        result = ft.main(["--model", "tiny", "--num_train_epochs", "2", "--warmup_epochs", "1", "--base_learning_rate", "2e-3", "--per_device_train_batch_size",
+                          "32", "--per_device_eval_batch_size", "64", "--num_workers", "0", "--image_size", "32",
                           "--mixed_precision", "no", "--logging_steps", "2", "--seed", "0", "--randaug_n", "0",
                           "--dataset", str(plain), "--output_dir", str(root / "ft")])
     splits = datasets.load_from_disk(str(plain))

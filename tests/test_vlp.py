@@ -23,8 +23,8 @@ SIZE = 32
 # 0.877 (chance 0.038), report->image R@5 0.774 (chance 0.035), zero-shot mean AUC 0.740 (every
 # finding 0.71-0.78). The loss sits on the ln(64) plateau for ~200 steps and falls to ~1.5 by the end;
 # 300-600 steps (earlier recipes, with a random tiny BERT too) stayed near chance for zero-shot.
-CI_RECIPE = ["--pairs", "phantom:1024", "--image_tower", "tiny", "--image_size", str(SIZE), "--text_tower", "minilm",
-             "--freeze_text_layers", "6", "--per_device_train_batch_size", "64", "--max_train_steps", "1500",
+CI_RECIPE = ["--pairs", "phantom:1024", "--model", "tiny", "--image_size", str(SIZE), "--text_tower", "minilm",
+             "--freeze_text_layers", "6", "--per_device_train_batch_size", "64", "--max_steps", "1500",
              "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--crop_scale_min", "0.8", "--logging_steps", "20",
              "--checkpointing_steps", "0", "--num_threads", "1"]
 

@@ -59,9 +59,9 @@ def test_no_report_text_in_any_output(tmp_path, monkeypatch):
                      height=32, width=32, batch_size=16, progress=False)
     model = tmp_path / "model"
     args = build_parser().parse_args([
-        "--pairs", f"generated:{gen}", "--reports", str(corpus_file), "--section", "text", "--image_tower", "tiny",
+        "--pairs", f"generated:{gen}", "--reports", str(corpus_file), "--section", "text", "--model", "tiny",
         "--image_size", "32", "--text_tower", "tiny-bert", "--output_dir", str(model), "--per_device_train_batch_size", "16",
-        "--max_train_steps", "2", "--checkpointing_steps", "1", "--logging_steps", "1"])
+        "--max_steps", "2", "--checkpointing_steps", "1", "--logging_steps", "1"])
     summary = pretrain_vlp(args)
     assert summary["global_step"] == 2
     vlp = json.loads((model / "vlp_config.json").read_text())

@@ -132,7 +132,7 @@ def _folder_config(folder: Path) -> dict[str, Any]:
 
 def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean",
                         seed: int = 0, layer: int = -1) -> FrozenEncoder:
-    """The encoder fine-tuning would start from for ``--init init`` (seeded random weights for a
+    """The encoder fine-tuning would start from for ``--model init`` (seeded random weights for a
     preset), frozen, with its input normalisation (``image_processor``: ``init`` / ``none`` / a folder)."""
     check_encoder_spec(init, image_processor)
     if pooling not in POOLINGS:
@@ -438,7 +438,7 @@ def parse_encoder_arg(text: str) -> tuple[str, dict[str, str]]:
     """``TITLE=INIT`` or ``TITLE=INIT:PROCESSOR`` (``PROCESSOR``: ``init`` / ``none`` / a folder)."""
     title, sep, rest = str(text).partition("=")
     if not sep or not title.strip() or not rest.strip():
-        raise ValueError(f"--encoder {text!r}: expected TITLE=PATH_OR_PRESET[:init|none|PROCESSOR_FOLDER]")
+        raise ValueError(f"--model {text!r}: expected TITLE=PATH_OR_PRESET[:init|none|PROCESSOR_FOLDER]")
     init, _, processor = rest.partition(":")
     return title.strip(), {"init": init.strip(), "image_processor": processor.strip() or "init"}
 
@@ -446,7 +446,7 @@ def parse_encoder_arg(text: str) -> tuple[str, dict[str, str]]:
 def build_parser():
     import argparse
 
-    from genssl_hf.validation import checked_parser
+    from genssl_hf.validation import checked_parser, renamed_options
 
     p = argparse.ArgumentParser(
         prog="probe_encoders.py",
@@ -454,8 +454,8 @@ def build_parser():
                     "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--encoder", action="append", required=True, metavar="TITLE=INIT[:PROCESSOR]",
-                   help="repeatable. INIT: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
+    p.add_argument("--model", action="append", required=True, metavar="TITLE=MODEL[:PROCESSOR]",
+                   help="repeatable. MODEL: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
                         "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
                         "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use")
     p.add_argument("--dataset", required=True,
@@ -475,12 +475,13 @@ def build_parser():
     p.add_argument("--knn_k", type=int, default=20)
     p.add_argument("--knn_temperature", type=float, default=0.07)
     p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
-    p.add_argument("--batch_size", type=int, default=256, help="feature-extraction batch")
+    p.add_argument("--per_device_eval_batch_size", type=int, default=256, help="feature-extraction batch")
     p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--phantom_resolution", type=int, default=64)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
+    renamed_options(p, {"--encoder": "--model", "--batch_size": "--per_device_eval_batch_size"})
     return checked_parser(p)
 
 
@@ -496,14 +497,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     encoders: dict[str, dict[str, str]] = {}
-    for text in args.encoder:
+    for text in args.model:
         title, spec = parse_encoder_arg(text)
         if title in encoders:
-            raise ValueError(f"--encoder {text!r}: the title {title!r} is given twice")
+            raise ValueError(f"--model {text!r}: the title {title!r} is given twice")
         try:
             check_encoder_spec(spec["init"], spec["image_processor"])
         except (ValueError, FileNotFoundError) as err:
-            raise type(err)(f"--encoder {text!r}: {err}") from err
+            raise type(err)(f"--model {text!r}: {err}") from err
         encoders[title] = spec
     _check_fractions(args.fractions)
     out = Path(args.output_dir)
@@ -517,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         encoders, dd, fractions=args.fractions, seeds=args.seeds, train_split=args.train_split,
         validation_split=args.validation_split, test_split=args.test_split, image_column=args.image_column,
         pooling=args.pooling, k=args.knn_k, temperature=args.knn_temperature, c_grid=args.c_grid,
-        batch_size=args.batch_size, layer=args.layer)
+        batch_size=args.per_device_eval_batch_size, layer=args.layer)
     table["summary"] = summarise_table(table)
     table["dataset"] = str(args.dataset)
     table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.validation import checked_parser
+from genssl_hf.validation import checked_parser, renamed_options
 from genssl_hf.evaluation.attention import saliency_maps, save_attention_overlays
 from genssl_hf.evaluation.classification import format_accuracy_table, format_auc_table
 from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     p.add_argument("--max_samples", type=int, default=None, help="evaluate at most this many rows")
-    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=128, help="images per forward pass")
     p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None,
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default=None, help="encoder folder (ViT / ViTMAE / classifier) for FID features")
     p.add_argument("--extractor_pooling", choices=["mean", "cls"], default="mean")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    renamed_options(p, {"--batch_size": "--per_device_eval_batch_size"})
     return checked_parser(p)
 
 
@@ -240,8 +241,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                                                                          args.max_samples, seed=args.seed)
             if label_names != clf.label_names:
                 raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
-            probs = np.concatenate([clf.predict(images[i:i + args.batch_size])
-                                    for i in range(0, len(images), args.batch_size)])
+            probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size])
+                                    for i in range(0, len(images), args.per_device_eval_batch_size)])
             operating_point = resolve_operating_point(
                 models[name], label_names, evaluated_split=args.split, fixed_threshold=args.threshold,
                 rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
@@ -261,7 +262,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                 metric_name = "mean_auc" if multi_label else "accuracy"
                 robustness_by_model[name] = robustness_table(
                     clf.predict, images[sub], targets[sub.numpy()], metric_name=metric_name, corruptions=args.corruptions,
-                    severities=args.severities, seed=args.seed, batch_size=args.batch_size)
+                    severities=args.severities, seed=args.seed, batch_size=args.per_device_eval_batch_size)
             if args.attention > 0:
                 k = min(args.attention, len(images))
                 x = clf.model_input(images[:k])
@@ -350,7 +351,7 @@ def _predictor(args: argparse.Namespace, clf: LoadedClassifier, split):
         images, targets, names, _ = _images_and_targets(split, clf.image_size, args.image_column, seed=args.seed)
         if names != clf.label_names:
             raise ValueError(f"split {args.threshold_split!r} has classes {names}, the model {clf.label_names}")
-        probs = np.concatenate([clf.predict(images[i:i + args.batch_size]) for i in range(0, len(images), args.batch_size)])
+        probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size]) for i in range(0, len(images), args.per_device_eval_batch_size)])
         return targets, probs
 
     return predict

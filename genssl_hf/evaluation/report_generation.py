@@ -29,6 +29,7 @@ import numpy as np
 from genssl_hf.data.schema import CHEXPERT5, CHEXPERT14
 from genssl_hf.evaluation.report_metrics import report_metrics
 from genssl_hf.utils import atomic_write_text, write_json
+from genssl_hf.validation import renamed_options
 
 __all__ = ["constant_report", "nearest_neighbour_reports", "evaluate_report_generator", "format_table", "main"]
 
@@ -176,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: the phantom world's five findings for phantom data, else the 14 CheXpert observations")
     ap.add_argument("--max_train", type=int, default=None)
     ap.add_argument("--max_test", type=int, default=None)
-    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--per_device_eval_batch_size", type=int, default=32, help="images per generate() call")
     ap.add_argument("--seed", type=int, default=0, help="the training run's seed (same phantom streams / patient split)")
     ap.add_argument("--output_dir", required=True)
+    renamed_options(ap, {"--batch_size": "--per_device_eval_batch_size"})
     return ap
 
 
@@ -193,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     image_size = VisionEncoderDecoderConfig.from_pretrained(args.model).encoder.image_size
     pairs = load_report_pairs(args.dataset, image_size=image_size, seed=args.seed, corpus=args.reports, section=args.section)
     result = evaluate_report_generator(args.model, pairs, split=args.split, observations=obs, max_train=args.max_train, max_test=args.max_test,
-                                       batch_size=args.batch_size, output_dir=args.output_dir, examples_allowed=phantom)
+                                       batch_size=args.per_device_eval_batch_size, output_dir=args.output_dir, examples_allowed=phantom)
     print(format_table(result))
     return result
 

@@ -225,13 +225,14 @@ def _portable(command: str, run: Path) -> str:
 
 
 def _run_facts(run: Path) -> dict[str, str]:
-    """What the cards say about how the run was made: the steps that ran and the run's settings."""
+    """What the cards say about how the run was made: the steps that ran and the run's settings (a
+    run recorded before the fine-tuning options took transformers' names says ``epochs``)."""
     cfg = read_json(run / "pipeline_config.json")
     pre, ft = cfg["pretrain"].get("args", {}), cfg["finetune"].get("args", {})
     return {"ae_steps": _steps(run / "generator" / "ae"), "ldm_steps": _steps(run / "generator" / "ldm"),
             "mae_steps": _steps(run / "mae_genssl" / "model"), "num_images": f"{cfg['generation']['num_images']:,}",
             "mae_epochs": str(pre.get("num_train_epochs", "?")), "mae_batch": str(pre.get("per_device_train_batch_size", "?")),
-            "ft_epochs": str(ft.get("epochs", "?")),
+            "ft_epochs": str(ft.get("num_train_epochs", ft.get("epochs", "?"))),
             "ft_samples": f"{ft['max_train_samples']:,}" if ft.get("max_train_samples") else "all"}
 
 
@@ -327,7 +328,7 @@ mae = ViTMAEForPreTraining.from_pretrained(path)                  # encoder + de
 processor = AutoImageProcessor.from_pretrained(path)              # AdaIN -> normalise -> 3 channels
 ```
 
-Fine-tune it: `python scripts/finetune.py --init genssl_hf/nih-genssl-mae-64 --dataset ...`, or
+Fine-tune it: `python scripts/finetune.py --model genssl_hf/nih-genssl-mae-64 --dataset ...`, or
 `genssl_hf.training.classifier.build_classifier("genssl_hf/nih-genssl-mae-64", labels, multi_label=True)`.
 
 ## Results (also in this card's model-index)

@@ -39,14 +39,15 @@ from .steps import evaluation_command, stage_finetune
 
 __all__ = ["Arm", "DEFAULT_RECIPES", "run_protocol", "select_recipe", "arm_stage_name", "pooled_rows"]
 
-# The fine-tuning grid every tuned arm gets (the ``tiny`` preset's other settings stay): three base
-# lrs (lr = blr x batch / 256) with the preset's augmentation (RandAugment 2 / 8, crops of 50-100 %),
-# and the middle lr with light augmentation (crops of 80-100 % and flips only).
+# The fine-tuning grid every tuned arm gets (the ``tiny`` recipe's other settings stay): three base
+# lrs (lr = base_learning_rate x batch / 256) with the recipe's augmentation (RandAugment 2 / 8,
+# crops of 50-100 %), and the middle lr with light augmentation (crops of 80-100 % and flips only).
+# The names (stage folders of earlier runs) keep "blr", the base learning rate's old option name.
 DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
-    "blr1e-3_randaug": {"blr": 1e-3},
-    "blr3e-3_randaug": {"blr": 3e-3},
-    "blr1e-2_randaug": {"blr": 1e-2},
-    "blr3e-3_light": {"blr": 3e-3, "randaug_n": 0, "crop_scale": [0.8, 1.0]},
+    "blr1e-3_randaug": {"base_learning_rate": 1e-3},
+    "blr3e-3_randaug": {"base_learning_rate": 3e-3},
+    "blr1e-2_randaug": {"base_learning_rate": 1e-2},
+    "blr3e-3_light": {"base_learning_rate": 3e-3, "randaug_n": 0, "crop_scale": [0.8, 1.0]},
 }
 
 
@@ -55,7 +56,7 @@ class Arm:
     """One compared row. ``init``: a preset name (random init) or a stage folder's model, relative to
     the run root (``"mae_genssl/model"``). ``image_processor``: ``"init"``, ``"none"`` or a stage
     folder relative to the root whose ``preprocessor_config.json`` to use. ``layer_decay``: None keeps
-    the preset's (0.75 for a pre-trained ViT); random init fine-tunes with 1."""
+    the recipe's (0.75 for a pre-trained ViT); random init fine-tunes with 1."""
 
     name: str
     title: str

@@ -130,7 +130,7 @@ def ssl_stage_summary(out: Path) -> dict[str, Any]:
 
 def ssl_finetune_config(config: dict, name: str) -> dict:
     """The pipeline config a variant fine-tunes with: a ResNet variant swaps the ViT fine-tuning
-    preset for the ResNet one and drops the ViT-only options (drop path, layer decay, pooling);
+    recipe for the ResNet one and drops the ViT-only options (drop path, layer decay, pooling);
     ``ssl_variants.<name>.finetune_args`` overrides any option."""
     import copy
 
@@ -140,7 +140,7 @@ def ssl_finetune_config(config: dict, name: str) -> dict:
     cfg = copy.deepcopy(config)
     args = dict(cfg["finetune"].get("args", {}))
     if backbone_family(spec["backbone"]) == "cnn":
-        args["preset"] = "resnet-tiny" if args.get("preset", "tiny") == "tiny" else "resnet"
+        args["recipe"] = "resnet-tiny" if args.get("recipe", "tiny") == "tiny" else "resnet"
         for key in ("drop_path", "layer_decay", "pooling"):
             args.pop(key, None)
     args.update(spec.get("finetune_args", {}))

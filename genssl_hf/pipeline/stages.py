@@ -19,6 +19,40 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The stage options of each config section under the names they had before the trainers took
+# transformers' vocabulary (new name -> old name). A stage folder made then, with the same values,
+# is still valid: its fingerprint is the one of the config spelled the old way.
+LEGACY_OPTION_NAMES: dict[str, dict[str, str]] = {
+    "pretrain": {"model": "preset", "max_steps": "max_train_steps"},
+    "ssl_pretrain": {"model": "backbone", "max_steps": "max_train_steps"},
+    "vlp": {"model": "image_tower", "max_steps": "max_train_steps"},
+    "finetune": {"recipe": "preset", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+                 "base_learning_rate": "blr", "learning_rate": "lr", "per_device_eval_batch_size": "eval_batch_size"},
+    "autoencoder_args": {"max_steps": "max_train_steps", "per_device_train_batch_size": "train_batch_size",
+                         "warmup_steps": "lr_warmup_steps"},
+    "ldm_args": {"max_steps": "max_train_steps", "per_device_train_batch_size": "train_batch_size",
+                 "warmup_steps": "lr_warmup_steps"},
+}
+
+
+def legacy_config(obj: Any) -> Any:
+    """``obj`` (a stage config) with the options of :data:`LEGACY_OPTION_NAMES` under their old names."""
+    if isinstance(obj, list):
+        return [legacy_config(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        names = LEGACY_OPTION_NAMES.get(key)
+        if names and isinstance(value, dict):
+            options = value.get("args") if key in ("pretrain", "ssl_pretrain", "vlp", "finetune") else value
+            if isinstance(options, dict):
+                options = {names.get(k, k): v for k, v in options.items()}
+                value = {**value, "args": options} if key in ("pretrain", "ssl_pretrain", "vlp", "finetune") else options
+        out[key] = legacy_config(value)
+    return out
+
+
 @dataclass
 class Stage:
     name: str
@@ -35,7 +69,7 @@ def stage_is_valid(folder: Path, stage: Stage) -> bool:
         meta = read_json(marker)
     except (OSError, ValueError):
         return False
-    if meta.get("fingerprint") != fingerprint(stage.config):
+    if meta.get("fingerprint") not in (fingerprint(stage.config), fingerprint(legacy_config(stage.config))):
         return False
     return all((folder / rel).exists() for rel in stage.outputs)
 

@@ -176,12 +176,12 @@ def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
     size = str(spec.get("resolution", cfg["image_size"]))
     ae_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
         "autoencoder", "--dataset", str(data), "--resolution", size, "--seed", str(cfg["seed"]),
-        "--init_from", str(PHANTOM_GENERATOR_DIR / "vae"), "--output_dir", str(folder / "ae"), "--overwrite_output_dir",
+        "--model", str(PHANTOM_GENERATOR_DIR / "vae"), "--output_dir", str(folder / "ae"), "--overwrite_output_dir",
     ] + _flags(spec.get("autoencoder_args", {}))
     _run_command(ae_cmd, folder, log, name="autoencoder")
     ldm_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
         "ldm", "--dataset", str(data), "--text_column", "text", "--resolution", size, "--seed", str(cfg["seed"]),
-        "--autoencoder", str(folder / "ae"), "--init_from", str(PHANTOM_GENERATOR_DIR),
+        "--autoencoder", str(folder / "ae"), "--model", str(PHANTOM_GENERATOR_DIR),
         "--output_dir", str(folder / "ldm"), "--overwrite_output_dir",
     ] + _flags(spec.get("ldm_args", {}))
     _run_command(ldm_cmd, folder, log, name="ldm")
@@ -268,7 +268,7 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
         args = dict(ft.get("args", {}))
         args["label_fraction"] = fraction
         cmd = _python_module(cfg, "genssl_hf.training.finetune") + [
-            "--init", init,
+            "--model", init,
             "--dataset", str(real_dir / "dataset"),
             "--output_dir", str(out),
             "--seed", str(seed),
@@ -341,9 +341,9 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
         "generated images": f"{gen['num_images']} at {gen.get('image_size', cfg['image_size'])} px, "
                             f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
                             f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
-        "MAE pre-training": f"preset {pre.get('preset')}, {pre.get('num_train_epochs')} epochs, mask ratio "
+        "MAE pre-training": f"model {pre.get('model')}, {pre.get('num_train_epochs')} epochs, mask ratio "
                             f"{pre.get('mask_ratio', 0.9)}",
-        "fine-tuning": f"preset {ft.get('preset')}, {ft.get('epochs')} epochs, best epoch chosen on validation",
+        "fine-tuning": f"recipe {ft.get('recipe')}, {ft.get('num_train_epochs')} epochs, best epoch chosen on validation",
         "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v is not None),
     }
 

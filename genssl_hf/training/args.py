@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genssl_hf.processing.augment import ADAIN_MODES
+from genssl_hf.validation import renamed_options
 
 __all__ = [
     "add_common_args",
@@ -86,14 +87,16 @@ def add_optimisation_args(parser: argparse.ArgumentParser, title: str = "optimis
                           epochs: float | None = None, learning_rate: float | None = None, base_learning_rate: bool = False,
                           weight_decay: float | None = None, warmup_ratio: Any = _UNSET, max_grad_norm: float = 0.0,
                           num_workers: bool = False, stop_after_steps: bool = False) -> argparse._ArgumentGroup:
-    """Batch, length (epochs or steps), lr (absolute, or ``base_learning_rate`` x total batch / 256),
-    weight decay, gradient clipping; optionally the warm-up ratio, loader workers and the time box
-    ``--stop_after_steps``. Defaults are the calling script's recipe (``None``: filled by its recipe)."""
+    """Batch, length (``--num_train_epochs`` or ``--max_steps``), lr (absolute, or
+    ``base_learning_rate`` x total batch / 256), weight decay, gradient clipping; optionally the
+    warm-up ratio, loader workers and the time box ``--stop_after_steps``. Defaults are the calling
+    script's recipe (``None``: filled by its recipe). ``--max_train_steps`` is a renamed option
+    (an error naming ``--max_steps``)."""
     g = parser.add_argument_group(title)
     g.add_argument("--per_device_train_batch_size", type=int, default=batch_size, help="images (or pairs) per process per micro batch")
     g.add_argument("--num_train_epochs", type=float, default=epochs)
-    g.add_argument("--max_train_steps", type=int, default=None,
-                   help="optimiser steps (overrides epochs; needed for --streaming)")
+    g.add_argument("--max_steps", type=int, default=None,
+                   help="optimiser steps (overrides --num_train_epochs; needed for --streaming)")
     if base_learning_rate:
         g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
     g.add_argument("--learning_rate", type=float, default=learning_rate,
@@ -107,6 +110,7 @@ def add_optimisation_args(parser: argparse.ArgumentParser, title: str = "optimis
     if stop_after_steps:
         g.add_argument("--stop_after_steps", type=int, default=None,
                        help="stop (resumably) after this many more optimiser steps, as if interrupted (time-boxed jobs)")
+    renamed_options(parser, {"--max_train_steps": "--max_steps"})
     return g
 
 

@@ -77,7 +77,7 @@ def encoder_config(init: str | os.PathLike) -> tuple[GenSSLViTConfig, Path | Non
     path = pretrained_path(init)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not path.is_dir():
         raise FileNotFoundError(
-            f"--init {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder"
+            f"--model {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder"
         )
     raw = _read_config(path)
     if raw.get("model_type") not in ("vit", "vit_mae", GENSSL_CLASSIFIER_MODEL_TYPE):

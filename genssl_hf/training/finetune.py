@@ -3,14 +3,15 @@
 Run it as ``accelerate launch scripts/finetune.py ...``, ``python scripts/finetune.py ...`` or
 ``python -m genssl_hf.training.finetune ...``.
 
-* start: ``--init`` a genssl_hf MAE checkpoint folder, any ViT / ViTMAE folder, or a preset name
-  (``tiny`` / ``vit-s16`` / ``vit-b16``) for random initialisation;
+* start: ``--model`` a genssl_hf MAE checkpoint folder, any ViT / ViTMAE / ResNet folder, or a preset
+  name (``tiny`` / ``vit-s16`` / ``vit-b16`` / ``resnet-tiny`` / ...) for random initialisation;
 * model: :class:`~genssl_hf.training.classifier.GenSSLViTForImageClassification` with a CLS head or
   the MAE global-average-pool head with its own LayerNorm; BCE for multi-label datasets (``labels``),
   cross-entropy for multi-class ones (``label``), read from the dataset's features;
-* recipe: AdamW (no decay on biases / norms), layer-wise lr decay, drop path, half-cycle cosine
-  with warm-up, lr = base lr x total batch / 256; augmentation: random resized crop, flip,
-  rotation and RandAugment on tensors (kornia);
+* recipe (``--recipe``, the defaults of every unset option): AdamW (no decay on biases / norms),
+  layer-wise lr decay, drop path, half-cycle cosine with warm-up, lr = ``--base_learning_rate`` x
+  total batch / 256 (or ``--learning_rate``); augmentation: random resized crop, flip, rotation and
+  RandAugment on tensors (kornia);
 * ``--label_fraction`` (1 %, 10 %, 100 %): stratified, seeded, indices written to
   ``label_fraction.json``; ``--mode linear_probe`` freezes the encoder;
 * model selection on the validation split (carved from train, stratified and seeded, when the
@@ -20,7 +21,7 @@ Run it as ``accelerate launch scripts/finetune.py ...``, ``python scripts/finetu
 * outputs: ``best/`` and ``final/`` (``save_pretrained`` model + image processor + card),
   ``metrics.json``, ``run_config.json``, resumable checkpoints; ``--push_to_hub`` uploads ``best/``.
 
-Input normalisation follows the ``AdaINImageProcessor`` in the ``--init`` folder when there is one
+Input normalisation follows the ``AdaINImageProcessor`` in the ``--model`` folder when there is one
 (AdaIN to its reference statistics, then its mean / std), so fine-tuning sees what pre-training
 saw; otherwise mean 0.5 / std 0.5 without AdaIN. The processor saved with the model reproduces it.
 """
@@ -39,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.validation import check_weight_files, checked_parser
+from genssl_hf.validation import check_weight_files, checked_parser, renamed_options
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
@@ -80,32 +81,41 @@ from genssl_hf.utils import sha256_strings, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FINETUNE_PRESETS", "build_parser", "load_splits", "finetune", "main", "predict_dataset"]
+__all__ = ["FINETUNE_RECIPES", "FINETUNE_PRESETS", "RENAMED_OPTIONS", "build_parser", "load_splits", "finetune", "main",
+           "predict_dataset"]
 
-# Recipe defaults. ``total_batch_size`` is the effective batch (all processes x accumulation);
-# ``batch_size`` the per-process micro batch. vit-b16: GEN-SSL paper; vit-s16: MED-MAE (drop path
-# 0.2, layer decay 0.55). ``tiny``: a CPU-sized run for tests and the demo.
-FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(arch="tiny", image_size=64, batch_size=32, total_batch_size=None, blr=1e-3, epochs=10,
+# Recipe defaults (``--recipe``), keyed by option name. ``total_batch_size`` is the effective batch
+# (all processes x accumulation); ``per_device_train_batch_size`` the per-process micro batch.
+# vit-b16: GEN-SSL paper; vit-s16: MED-MAE (drop path 0.2, layer decay 0.55). ``tiny``: a CPU-sized
+# run for tests and the demo. ``arch``: the architecture the recipe was written for (informative).
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(arch="tiny", image_size=64, per_device_train_batch_size=32, total_batch_size=None, base_learning_rate=1e-3, num_train_epochs=10,
                  warmup_epochs=1, drop_path=0.1, layer_decay=0.75, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                  num_workers=0),
-    "vit-s16": dict(arch="vit-s16", image_size=224, batch_size=256, total_batch_size=1024, blr=2.5e-4, epochs=75,
+    "vit-s16": dict(arch="vit-s16", image_size=224, per_device_train_batch_size=256, total_batch_size=1024, base_learning_rate=2.5e-4, num_train_epochs=75,
                     warmup_epochs=5, drop_path=0.2, layer_decay=0.55, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                     num_workers=8),
-    "vit-b16": dict(arch="vit-b16", image_size=224, batch_size=128, total_batch_size=1024, blr=2.5e-4, epochs=75,
+    "vit-b16": dict(arch="vit-b16", image_size=224, per_device_train_batch_size=128, total_batch_size=1024, base_learning_rate=2.5e-4, num_train_epochs=75,
                     warmup_epochs=5, drop_path=0.3, layer_decay=0.65, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                     num_workers=8),
     # the CNN slot (ResNetForImageClassification): no layer decay or drop path in a ResNet
-    "resnet-tiny": dict(arch="resnet-tiny", image_size=64, batch_size=32, total_batch_size=None, blr=1e-3, epochs=10,
+    "resnet-tiny": dict(arch="resnet-tiny", image_size=64, per_device_train_batch_size=32, total_batch_size=None, base_learning_rate=1e-3, num_train_epochs=10,
                         warmup_epochs=1, drop_path=0.0, layer_decay=1.0, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                         num_workers=0),
-    "resnet": dict(arch="resnet", image_size=224, batch_size=256, total_batch_size=1024, blr=1e-3, epochs=75,
+    "resnet": dict(arch="resnet", image_size=224, per_device_train_batch_size=256, total_batch_size=1024, base_learning_rate=1e-3, num_train_epochs=75,
                    warmup_epochs=5, drop_path=0.0, layer_decay=1.0, weight_decay=0.05, randaug_n=2, randaug_m=8.0,
                    num_workers=8),
 }
+FINETUNE_PRESETS = FINETUNE_RECIPES  # the name before --preset became --recipe
 # Linear probing (MAE protocol, with AdamW instead of LARS): frozen encoder, no drop path, no
 # layer decay, no weight decay, crop + flip only.
-LINEAR_PROBE_OVERRIDES = dict(drop_path=0.0, layer_decay=1.0, weight_decay=0.0, randaug_n=0, rotation=0.0, blr=1e-3)
+LINEAR_PROBE_OVERRIDES = dict(drop_path=0.0, layer_decay=1.0, weight_decay=0.0, randaug_n=0, rotation=0.0,
+                              base_learning_rate=1e-3)
+# The options this script had before it spoke transformers' vocabulary: each is an argparse error
+# naming its new name.
+RENAMED_OPTIONS = {"--init": "--model", "--preset": "--recipe", "--epochs": "--num_train_epochs",
+                   "--batch_size": "--per_device_train_batch_size", "--blr": "--base_learning_rate",
+                   "--lr": "--learning_rate", "--eval_batch_size": "--per_device_eval_batch_size"}
 
 
 
@@ -127,22 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--init", required=True,
-                   help="MAE / ViT / ResNet checkpoint or encoder folder, or a preset for random init: "
+    g.add_argument("--model", required=True,
+                   help="MAE / ViT / ResNet checkpoint or encoder folder, or an architecture preset for random init: "
                         + ", ".join([*VIT_PRESETS, *RESNET_PRESETS]))
-    g.add_argument("--preset", choices=list(FINETUNE_PRESETS), default=None,
-                   help="recipe defaults (default: tiny for --init tiny, else vit-b16 / vit-s16 by width, tiny below)")
+    g.add_argument("--recipe", choices=list(FINETUNE_RECIPES), default=None,
+                   help="the optimisation / augmentation defaults of every unset option (FINETUNE_RECIPES; default: "
+                        "the --model preset's, else by the encoder's width: vit-b16 / vit-s16, tiny below; "
+                        "resnet / resnet-tiny for a ResNet)")
     g.add_argument("--mode", choices=["finetune", "linear_probe"], default="finetune")
     g.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="head input: mean of patch tokens + fc_norm (MAE fine-tuning default) or the CLS token "
                         "(default: mean for finetune, cls for linear_probe)")
     g.add_argument("--drop_path", type=float, default=None, help="stochastic depth rate of the last block")
     g.add_argument("--image_processor", default="init",
-                   help="input normalisation: 'init' (the --init folder's AdaIN processor when it has one, else mean / "
+                   help="input normalisation: 'init' (the --model folder's AdaIN processor when it has one, else mean / "
                         "std 0.5), 'none' (mean / std 0.5, no AdaIN, even for an AdaIN encoder), or a folder holding a "
                         "preprocessor_config.json to use instead (e.g. a random-init control with the same per-image "
                         "AdaIN standardisation as a GEN-SSL encoder)")
-    g.add_argument("--image_size", type=int, default=None, help="input size (default: preset / checkpoint)")
+    g.add_argument("--image_size", type=int, default=None, help="input size (default: the preset's / checkpoint's)")
     g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
     g = p.add_argument_group("data")
@@ -168,17 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load_size", type=int, default=None,
                    help="side at which training images are decoded before the random resized crop (default: --image_size)")
     g.add_argument("--num_workers", type=int, default=None)
-    g = p.add_argument_group("optimisation (defaults from --preset)")
-    g.add_argument("--epochs", type=float, default=None)
+    g = p.add_argument_group("optimisation (defaults from --recipe)")
+    g.add_argument("--num_train_epochs", type=float, default=None)
     g.add_argument("--warmup_epochs", type=float, default=None)
     g.add_argument("--min_steps", type=int, default=0,
                    help="few-shot schedule: stretch epochs, warm-up and evaluation cadence alike so the run has at "
                         "least this many optimiser steps (small label fractions otherwise get a handful of steps)")
-    g.add_argument("--batch_size", type=int, default=None, help="per-process micro batch")
+    g.add_argument("--per_device_train_batch_size", type=int, default=None, help="per-process micro batch")
     g.add_argument("--total_batch_size", type=int, default=None,
-                   help="effective batch; sets gradient accumulation = total / (batch_size x processes)")
-    g.add_argument("--blr", type=float, default=None, help="base lr: lr = blr x total batch / 256")
-    g.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
+                   help="effective batch; sets gradient accumulation = total / (per_device_train_batch_size x processes)")
+    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base_learning_rate x total batch / 256")
+    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides --base_learning_rate)")
     g.add_argument("--min_lr_ratio", type=float, default=0.0)
     g.add_argument("--weight_decay", type=float, default=None)
     g.add_argument("--layer_decay", type=float, default=None)
@@ -192,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--selection_metric", default="auto",
                    help="validation metric for the best model: mean_auc, accuracy, loss (auto: mean_auc multi-label, accuracy multi-class)")
     g.add_argument("--eval_every_epochs", type=float, default=1.0)
-    g.add_argument("--eval_batch_size", type=int, default=None)
+    g.add_argument("--per_device_eval_batch_size", type=int, default=None,
+                   help="validation / test batch (default: twice --per_device_train_batch_size)")
     g.add_argument("--n_bootstrap", type=int, default=0, help="bootstrap replicates for the test-set CIs")
     g.add_argument("--threshold_rule", choices=list(THRESHOLD_RULES), default="youden",
                    help="decision thresholds chosen on the validation predictions of the selected model "
@@ -200,14 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target_sensitivity", type=float, default=0.9, help="validation sensitivity of the 'sensitivity' rule")
     add_common_args(p)
     p.set_defaults(mixed_precision="no", checkpointing_steps=0)
+    renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
 
 
-def _auto_preset(init: str) -> str:
-    if init in FINETUNE_PRESETS:
-        return init
-    cfg, _ = encoder_config(init)
-    if is_cnn_init(init):
+def _auto_recipe(model: str) -> str:
+    if model in FINETUNE_RECIPES:
+        return model
+    cfg, _ = encoder_config(model)
+    if is_cnn_init(model):
         return "resnet-tiny" if cfg.hidden_sizes[-1] <= 128 else "resnet"
     if cfg.hidden_size >= 768:
         return "vit-b16"
@@ -217,13 +231,13 @@ def _auto_preset(init: str) -> str:
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the preset (and the linear-probe overrides); validate early."""
-    args.preset = args.preset or _auto_preset(args.init)
-    preset = dict(FINETUNE_PRESETS[args.preset])
-    preset.setdefault("rotation", 10.0)
+    """Fill unset options from the recipe (and the linear-probe overrides); validate early."""
+    args.recipe = args.recipe or _auto_recipe(args.model)
+    recipe = dict(FINETUNE_RECIPES[args.recipe])
+    recipe.setdefault("rotation", 10.0)
     if args.mode == "linear_probe":
-        preset.update(LINEAR_PROBE_OVERRIDES)
-    for key, value in preset.items():
+        recipe.update(LINEAR_PROBE_OVERRIDES)
+    for key, value in recipe.items():
         if key == "arch":
             continue
         if getattr(args, key, None) is None:
@@ -232,12 +246,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.pooling = "cls" if args.mode == "linear_probe" else "mean"
     if args.mode == "linear_probe" and args.drop_path:
         raise ValueError("--drop_path has no effect with a frozen encoder (--mode linear_probe); leave it unset")
-    if args.eval_batch_size is None:
-        args.eval_batch_size = args.batch_size * 2
+    if args.per_device_eval_batch_size is None:
+        args.per_device_eval_batch_size = args.per_device_train_batch_size * 2
     if args.min_steps < 0:
         raise ValueError(f"--min_steps must be >= 0; got {args.min_steps}")
-    if args.epochs <= 0 or args.batch_size <= 0:
-        raise ValueError(f"--epochs and --batch_size must be positive (got {args.epochs}, {args.batch_size})")
+    if args.num_train_epochs <= 0 or args.per_device_train_batch_size <= 0:
+        raise ValueError(f"--num_train_epochs and --per_device_train_batch_size must be positive "
+                         f"(got {args.num_train_epochs}, {args.per_device_train_batch_size})")
     if not 0.0 <= args.drop_path < 1.0:
         raise ValueError(f"--drop_path must lie in [0, 1); got {args.drop_path}")
     if not 0.0 < args.layer_decay <= 1.0:
@@ -303,14 +318,14 @@ def _labelled_training_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: bool) -> dict[str, Any]:
-    """The classifier (linear probe: only the head trains) and the input normaliser: the ``--init``
+    """The classifier (linear probe: only the head trains) and the input normaliser: the ``--model``
     folder's AdaIN processor when it has one, so fine-tuning sees what pre-training saw."""
-    _, init_folder = encoder_config(args.init)
+    _, init_folder = encoder_config(args.model)
     # the head (or a random-init encoder): the same weights for the same --seed (torch's default
     # generator is seeded randomly at start-up, so an unseeded init differs run to run)
     torch.manual_seed(args.seed)
     model = build_classifier(
-        args.init, label_names, multi_label=multi_label, pooling=args.pooling,
+        args.model, label_names, multi_label=multi_label, pooling=args.pooling,
         drop_path_rate=args.drop_path if args.mode == "finetune" else 0.0,
         image_size=args.image_size, label_smoothing=args.label_smoothing,
     )
@@ -328,7 +343,7 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith("classifier.")
     return {"model": model, "normalizer": normalizer, "processor": normalizer.to_processor(),
-            "cnn": is_cnn_init(args.init), "normalizer_source": str(source_folder / "preprocessor_config.json")
+            "cnn": is_cnn_init(args.model), "normalizer_source": str(source_folder / "preprocessor_config.json")
             if source_processor is not None else "default"}
 
 
@@ -340,11 +355,11 @@ def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict
     # the launcher's WORLD_SIZE (creating accelerate's PartialState here, before the Accelerator,
     # would initialise it without the CPU/multi-process settings)
     nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    eff_batch = min(args.batch_size, max(1, num_train // nproc))
+    eff_batch = min(args.per_device_train_batch_size, max(1, num_train // nproc))
     accumulation = int(args.gradient_accumulation_steps)
     if args.total_batch_size:
         if args.total_batch_size % (eff_batch * nproc):
-            raise ValueError(f"--total_batch_size {args.total_batch_size} is not a multiple of batch_size x processes "
+            raise ValueError(f"--total_batch_size {args.total_batch_size} is not a multiple of per_device_train_batch_size x processes "
                              f"({eff_batch} x {nproc})")
         accumulation = max(1, args.total_batch_size // (eff_batch * nproc))
     accelerator = make_accelerator(args, gradient_accumulation_steps=accumulation)
@@ -353,7 +368,7 @@ def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict
             resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
     set_seed(args.seed)
     total_batch = eff_batch * accelerator.num_processes * accumulation
-    lr = args.lr if args.lr is not None else args.blr * total_batch / 256.0
+    lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256.0
     return accelerator, eff_batch, accumulation, total_batch, lr
 
 
@@ -371,9 +386,9 @@ def _optimizer(model, args: argparse.Namespace, lr: float, cnn: bool) -> torch.o
 
 def _schedule(args: argparse.Namespace, batches_per_epoch: int, accumulation: int) -> dict[str, Any]:
     steps_per_epoch = max(1, batches_per_epoch // accumulation)
-    scale = few_shot_schedule_scale(args.epochs, steps_per_epoch, args.min_steps)
+    scale = few_shot_schedule_scale(args.num_train_epochs, steps_per_epoch, args.min_steps)
     return {"steps_per_epoch": steps_per_epoch, "schedule_scale": scale,
-            "total_steps": max(1, int(math.ceil(args.epochs * scale * steps_per_epoch))),
+            "total_steps": max(1, int(math.ceil(args.num_train_epochs * scale * steps_per_epoch))),
             "warmup_steps": int(round(args.warmup_epochs * scale * steps_per_epoch)),
             "eval_every_steps": max(1, int(round(args.eval_every_epochs * scale * steps_per_epoch)))}
 
@@ -398,7 +413,7 @@ def _fraction_record(args: argparse.Namespace, data: dict[str, Any]) -> dict[str
 
 def _card_vars(args: argparse.Namespace, data: dict[str, Any], built: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
     return dict(
-        init=str(args.init), mode=args.mode, pooling=args.pooling,
+        init=str(args.model), mode=args.mode, pooling=args.pooling,
         task="multi-label" if data["multi_label"] else "multi-class", label_names=data["label_names"],
         dataset=str(args.dataset), label_fraction=args.label_fraction, num_train=len(data["train"]),
         validation_source=data["splits"]["validation_source"], image_size=args.image_size,
@@ -417,7 +432,7 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], eff_batch: int):
                                                sampler=EpochShuffleSampler(len(data["train"]), seed=args.seed),
                                                num_workers=args.num_workers)
     eval_collate = Collator(args.image_size, multi_label, n_labels, args.image_column)
-    val_loader = torch.utils.data.DataLoader(data["splits"]["validation"], batch_size=args.eval_batch_size,
+    val_loader = torch.utils.data.DataLoader(data["splits"]["validation"], batch_size=args.per_device_eval_batch_size,
                                              shuffle=False, collate_fn=eval_collate, num_workers=args.num_workers)
     return train_loader, val_loader, eval_collate
 
@@ -430,7 +445,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_dir)
     check_hub_args(args)
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    check_weight_files(args.init, "--init")
+    check_weight_files(args.model, "--model")
     check_image_processor_choice(args.image_processor)
     data = _labelled_training_data(args)
     train_ds, splits, label_names, multi_label = data["train"], data["splits"], data["label_names"], data["multi_label"]
@@ -454,7 +469,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     resolved = {
         "lr": lr, "total_batch_size": total_batch, "per_process_batch": eff_batch,
         "gradient_accumulation_steps": accumulation, **schedule, "label_names": label_names,
-        "epochs": args.epochs * schedule["schedule_scale"],
+        "epochs": args.num_train_epochs * schedule["schedule_scale"],
         "task": "multi_label" if multi_label else "multi_class", "num_train": len(train_ds),
         "num_validation": len(splits["validation"]), "num_test": len(splits["test"]) if "test" in splits else 0,
         "augment": augment.settings, "normalizer": dataclasses.asdict(built["normalizer"]),
@@ -510,7 +525,7 @@ def _final_and_test(args: argparse.Namespace, task: FinetuneTask, state, data: d
     if "test" in data["splits"]:
         best_model = type(task.unwrapped).from_pretrained(out_dir / "best").to(accelerator.device)
         test_loader = accelerator.prepare(torch.utils.data.DataLoader(
-            data["splits"]["test"], batch_size=args.eval_batch_size, shuffle=False, collate_fn=eval_collate,
+            data["splits"]["test"], batch_size=args.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate,
             num_workers=args.num_workers))
         probs, y = predict_dataset(best_model, test_loader, task.normalizer, accelerator)
         result["test"] = classification_metrics(y, probs, label_names=label_names, n_bootstrap=args.n_bootstrap,

@@ -1,6 +1,6 @@
 """ViT masked-autoencoder pre-training (GEN-SSL stage 4) with ``accelerate``.
 
-``python -m genssl_hf.training.mae --preset tiny --dataset DIR --output_dir OUT`` or
+``python -m genssl_hf.training.mae --model tiny --dataset DIR --output_dir OUT`` or
 ``accelerate launch scripts/pretrain_mae.py ...``. The loop: images (uint8, resized once in the data
 workers) -> batched tensor augmentation (kornia random resized crop + flip) -> AdaIN to the reference
 statistics (``--adain on``, per crop by default like the paper's code) -> ``ViTMAEForPreTraining``
@@ -8,6 +8,10 @@ statistics (``--adain on``, per crop by default like the paper's code) -> ``ViTM
 accumulation, half-cycle cosine lr per step, checkpoints every K steps and exact resume. At the end:
 model + :class:`AdaINImageProcessor` via ``save_pretrained``, a reconstruction figure, a model card,
 the resolved run config, and optionally ``--push_to_hub``.
+
+``--model`` is an architecture preset (``tiny``, ``vit-s16``, ``vit-b16``: a fresh MAE) or a ViTMAE /
+ViT model folder to continue from; ``--recipe`` the optimisation defaults (:data:`RECIPES`), by
+default the preset's (for a folder: the preset of its encoder width).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from genssl_hf.models.presets import VIT_MAE_PRESETS
-from genssl_hf.validation import check_namespace, check_weight_files, checked_parser
+from genssl_hf.validation import check_namespace, check_weight_files, checked_parser, renamed_options
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
 from genssl_hf.processing.collate import ImageCollator  # noqa: F401  (re-exported: the SSL and VLP loops use it)
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
@@ -58,6 +62,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "vit-b16": dict(num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256),
 }
 PAPER_TOTAL_BATCH = 2048
+# The options of this script before it spoke transformers' vocabulary (argparse errors naming the new one).
+RENAMED_OPTIONS = {"--preset": "--model", "--init_from": "--model"}
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -97,7 +103,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         return apply_mae_init(model), {"init": "random"}
     path = pretrained_path(init_from)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--init_from {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
+        raise FileNotFoundError(f"--model {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
     src = read_json(path / "config.json")
     mtype = src.get("model_type")
     arch_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size", "qkv_bias")
@@ -105,7 +111,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         model = ViTMAEForPreTraining.from_pretrained(
             str(path), mask_ratio=config.mask_ratio, norm_pix_loss=config.norm_pix_loss, attn_implementation=attn_implementation)
         if model.config.image_size != config.image_size:
-            raise ValueError(f"--init_from {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
+            raise ValueError(f"--model {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
         return model, {"init": "vit_mae", "init_from": str(path)}
     if mtype in ("vit", "genssl_hf_vit"):  # a ViT, or a genssl_hf classifier (own model_type)
         from transformers import ViTModel
@@ -113,9 +119,9 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         src_cfg = {k: src[k] for k in arch_keys if k in src}
         cfg = ViTMAEConfig(**{**config.to_dict(), **src_cfg, "layer_norm_eps": src.get("layer_norm_eps", 1e-12)})
         if src.get("image_size", cfg.image_size) != cfg.image_size:
-            raise ValueError(f"--init_from {init_from} was trained at {src.get('image_size')} px; use --image_size {src.get('image_size')}")
+            raise ValueError(f"--model {init_from} was trained at {src.get('image_size')} px; use --image_size {src.get('image_size')}")
         if src.get("num_channels", 3) != 3:
-            raise ValueError(f"--init_from {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
+            raise ValueError(f"--model {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
         # The MAE recipe's tables first; the ViT checkpoint then overwrites the cls token and patch projection.
         model = apply_mae_init(ViTMAEForPreTraining._from_config(cfg, attn_implementation=attn_implementation))
         vit = ViTModel.from_pretrained(str(path), add_pooling_layer=False)
@@ -125,9 +131,9 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         missing, unexpected = model.load_state_dict(sd, strict=False)
         enc_missing = [k for k in missing if k.startswith("vit.") and not k.endswith("position_embeddings")]
         if enc_missing or unexpected:
-            raise ValueError(f"--init_from {init_from}: encoder weights do not match (missing {enc_missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(f"--model {init_from}: encoder weights do not match (missing {enc_missing[:5]}, unexpected {unexpected[:5]})")
         return model, {"init": "vit_encoder", "init_from": str(path)}
-    raise ValueError(f"--init_from {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
+    raise ValueError(f"--model {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -215,12 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="GEN-SSL MAE pre-training (ViTMAEForPreTraining) with accelerate")
     add_common_args(p)
     g = p.add_argument_group("model")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="vit-s16")
+    g.add_argument("--model", default="vit-s16",
+                   help=f"an architecture preset ({', '.join(sorted(PRESETS))}) for a fresh MAE, or a ViTMAE model folder "
+                        "(encoder and decoder) or ViT folder (encoder; the decoder starts fresh) to continue from")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="optimisation defaults (RECIPES) and, with a --model folder, the preset its size defaults and a "
+                        "fresh decoder come from (default: the --model preset; for a folder, by its encoder width: "
+                        "vit-b16 from 768, vit-s16 from 384, tiny below)")
     g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
     g.add_argument("--patch_size", type=int, default=None, help="override the preset's patch size")
     g.add_argument("--mask_ratio", type=float, default=0.9)
     g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)")
-    g.add_argument("--init_from", default=None, help="continue from a ViTMAE or ViT model folder")
     g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
                    help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
     g = add_image_data_args(p)
@@ -235,11 +246,46 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs")
     g.add_argument("--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)")
     g.add_argument("--figure_samples", type=int, default=4)
+    renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
 
 
+def model_folder(model: str | os.PathLike) -> Path | None:
+    """None for an architecture preset name, else the model folder ``--model`` names (a shipped
+    encoder name such as ``genssl_hf/nih-genssl-mae-64`` included); a name that is neither is an
+    error listing the presets."""
+    if str(model) in PRESETS:
+        return None
+    path = pretrained_path(model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {str(model)!r} is neither an MAE preset ({', '.join(sorted(PRESETS))}) "
+                                "nor a model folder")
+    return path
+
+
+def _recipe_of_folder(path: Path) -> str:
+    """The preset whose encoder width a ViTMAE / ViT folder has (the recipe it continues with)."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"--model {path}: no config.json (expected a ViTMAE or ViT model folder)")
+    width = int(read_json(cfg).get("hidden_size", 0))
+    return "vit-b16" if width >= 768 else "vit-s16" if width >= 384 else "tiny"
+
+
+def _arch_preset(args: argparse.Namespace) -> str:
+    """The preset of the architecture defaults: ``--model`` when it is one, else ``--recipe``'s."""
+    return args.model if str(args.model) in PRESETS else args.recipe
+
+
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
-    recipe = RECIPES[args.preset]
+    """Check ``--model`` (a preset, or a folder with readable weights); fill ``--recipe`` and every
+    unset option from the recipe."""
+    folder = model_folder(args.model)
+    if folder is not None:
+        check_weight_files(args.model, "--model")
+    if args.recipe is None:
+        args.recipe = args.model if folder is None else _recipe_of_folder(folder)
+    recipe = RECIPES[args.recipe]
     for k, v in recipe.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
@@ -264,15 +310,13 @@ class MAETask:
 def _check_mae_args(args: argparse.Namespace) -> tuple[int, int]:
     """Every argument error before data or model work; returns (image size, patch size)."""
     check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
-    image_size = args.image_size or PRESETS[args.preset]["image_size"]
-    patch_size = args.patch_size or PRESETS[args.preset]["patch_size"]
+    image_size = args.image_size or PRESETS[_arch_preset(args)]["image_size"]
+    patch_size = args.patch_size or PRESETS[_arch_preset(args)]["patch_size"]
     check_mae_shape(image_size, patch_size, args.mask_ratio)
     if args.per_device_train_batch_size < 1:
         raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    if args.init_from:
-        check_weight_files(args.init_from, "--init_from")
     return image_size, patch_size
 
 
@@ -280,7 +324,7 @@ def _schedule(args: argparse.Namespace, batches_per_epoch: int | None, accelerat
     """Optimiser steps, warm-up and lr from the recipe and the batch arithmetic."""
     accum = accelerator.gradient_accumulation_steps
     total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
-    _, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
+    _, total_steps = plan_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accum)
     warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
     return {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
@@ -292,7 +336,7 @@ def _engine_config(args: argparse.Namespace, out: Path, total_steps: int) -> Eng
         output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size,
         seed=args.seed, max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
         checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
-        stop_after_steps=args.stop_after_steps, desc=f"MAE {args.preset}")
+        stop_after_steps=args.stop_after_steps, desc=f"MAE {_arch_preset(args)}")
 
 
 @no_trace_on_early_failure
@@ -305,7 +349,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     skipped: list = []
     ds = open_pretraining_images(args, dataset, skipped)
     adain_mean, adain_std, provenance = resolve_reference(args)
-    config = build_mae_config(args.preset, mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
+    config = build_mae_config(_arch_preset(args), mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
                               image_size=image_size, patch_size=patch_size)
 
     accelerator = accelerator or make_accelerator(args)
@@ -314,8 +358,9 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # model init
     attn_implementation = resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision)
-    model, init_record = build_model(config, args.init_from, attn_implementation)
-    check_position_tables(model, f"--init_from {args.init_from}" if args.init_from else "the freshly built MAE")
+    init_from = args.model if model_folder(args.model) is not None else None
+    model, init_record = build_model(config, init_from, attn_implementation)
+    check_position_tables(model, f"--model {init_from}" if init_from else "the freshly built MAE")
     config = model.config
     loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=args.per_device_train_batch_size,
                                                  image_column=args.image_column, load_size=args.load_size or image_size,
@@ -448,7 +493,7 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
     if run_config["init"].get("init_from"):
         card_data["base_model"] = run_config["init"]["init_from"]
     card = render_model_card(
-        "mae_encoder", card_data, preset=args.preset, model=run_config["model"], derived=run_config["derived"],
+        "mae_encoder", card_data, preset=_arch_preset(args), model=run_config["model"], derived=run_config["derived"],
         adain=run_config["adain"], augmentation=run_config["augmentation"], init=run_config["init"], summary=summary,
         dataset=str(args.dataset) if args.dataset else "in-memory datasets object",
     )

@@ -120,7 +120,7 @@ def check_position_tables(model, what: str = "the MAE model") -> None:
 
 
 def warn_if_position_blind_folder(folder: str | Path) -> list[str]:
-    """Warn when an ``--init`` folder holds an encoder pre-trained with zero position tables (made by
+    """Warn when a ``--model`` folder holds an encoder pre-trained with zero position tables (made by
     genssl_hf before the fix, or by transformers' ``run_mae.py`` from scratch with 5.x). Returns the
     problems found. Recognise such folders by ``vit.embeddings.position_embeddings`` being all zeros in
     ``model.safetensors``."""
@@ -139,7 +139,7 @@ def warn_if_position_blind_folder(folder: str | Path) -> list[str]:
     problems = position_table_problems(state)
     if problems:
         warnings.warn(
-            f"--init {folder}: {'; '.join(problems)}. This encoder was pre-trained position-blind "
+            f"--model {folder}: {'; '.join(problems)}. This encoder was pre-trained position-blind "
             "(an MAE built with transformers 5.x's zero sin-cos tables); its features carry no patch "
             "positions and fine-tuning starts from a weak encoder. Re-run pre-training with this "
             "version of genssl_hf.", stacklevel=2)

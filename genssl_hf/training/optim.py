@@ -91,13 +91,13 @@ def cosine_schedule_with_warmup(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def plan_steps(max_train_steps: int | None, num_train_epochs: float | None, batches_per_epoch: int | None,
+def plan_steps(max_steps: int | None, num_train_epochs: float | None, batches_per_epoch: int | None,
                accumulation: int) -> tuple[int | None, int]:
     """(optimiser steps per epoch or None when the epoch length is unknown, total optimiser steps):
-    ``max_train_steps`` when given, else ``num_train_epochs`` x steps per epoch (at least 1)."""
+    ``max_steps`` when given, else ``num_train_epochs`` x steps per epoch (at least 1)."""
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation) if batches_per_epoch else None
-    if max_train_steps is not None:
-        return steps_per_epoch, int(max_train_steps)
+    if max_steps is not None:
+        return steps_per_epoch, int(max_steps)
     if steps_per_epoch is None:
-        raise ValueError("--streaming needs --max_train_steps (the epoch length is unknown)")
+        raise ValueError("--streaming needs --max_steps (the epoch length is unknown)")
     return steps_per_epoch, max(1, math.ceil(num_train_epochs * steps_per_epoch))

@@ -1,7 +1,7 @@
 """Report generation from chest X-rays: a transformers ``VisionEncoderDecoderModel`` on top of any of the
 package's ViT image encoders, trained with ``accelerate`` on image-report pairs.
 
-- **Encoder** (``--encoder``): a preset (``tiny`` / ``vit-s16`` / ``vit-b16``, random init) or a folder
+- **Encoder** (``--model``): a preset (``tiny`` / ``vit-s16`` / ``vit-b16``, random init) or a folder
   holding a ViT: a GEN-SSL MAE (``ViTMAEForPreTraining``), a fine-tuned classifier, any ``ViTModel``
   folder (contrastive or VLP image towers saved as ViT). Weights are copied exactly: every encoder
   tensor must be found (an error names what is missing), only a final LayerNorm dropped by a
@@ -51,6 +51,7 @@ from genssl_hf.training.common import (
 )
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.utils import write_json
+from genssl_hf.validation import renamed_options
 
 __all__ = [
     "DECODERS",
@@ -96,24 +97,24 @@ def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
            "sequence, a ResNet gives a feature map): use a ViT encoder")
     if str(init) in BACKBONE_PRESETS:
         if backbone_family(str(init)) != "vit":
-            raise ValueError(f"--encoder {init}: {cnn}")
+            raise ValueError(f"--model {init}: {cnn}")
         # with its (unused) pooler: VisionEncoderDecoderModel.from_pretrained builds the encoder with
         # one, so only then does the saved folder reload exactly
         return ViTModel(build_backbone_config(str(init), image_size=image_size)), {"encoder": "random", "preset": str(init)}
     path = Path(init)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--encoder {init!r} is neither a ViT preset ({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
+        raise FileNotFoundError(f"--model {init!r} is neither a ViT preset ({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
                                 "nor a model folder with a config.json")
     raw = json.loads((path / "config.json").read_text())
     if backbone_family(raw) != "vit":
-        raise ValueError(f"--encoder {path}: {cnn}")
+        raise ValueError(f"--model {path}: {cnn}")
     body = load_backbone(path)  # raises when an encoder weight is missing
     if image_size is not None and int(image_size) != body.config.image_size:
-        raise ValueError(f"--encoder {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}")
+        raise ValueError(f"--model {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}")
     model = ViTModel(body.config)
     missing, unexpected = model.load_state_dict(body.state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
-        raise ValueError(f"--encoder {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(f"--model {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
     info = path / "encoder_info.json"
     method = json.loads(info.read_text()).get("method") if info.is_file() else None
     return model, {"encoder": "pretrained", "init_from": str(path), "source_model_type": raw.get("model_type"),
@@ -176,7 +177,7 @@ def _encoder_image_size(init: str, image_size: int | None) -> int:
         return int(build_backbone_config(str(init), image_size=image_size).image_size)
     config = Path(str(init)) / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"--encoder {init!r} is neither a ViT preset nor a model folder with a config.json")
+        raise FileNotFoundError(f"--model {init!r} is neither a ViT preset nor a model folder with a config.json")
     raw = json.loads(config.read_text())
     return int(image_size or raw.get("image_size") or raw.get("encoder", {}).get("image_size"))
 
@@ -344,10 +345,16 @@ def _mean_loss(model, loader, device) -> float:
 
 
 # ----------------------------------------------------------------------------------------- loop
+# The options of this script before it spoke the trainers' one vocabulary (argparse errors naming the new one).
+RENAMED_OPTIONS = {"--encoder": "--model"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Train a chest X-ray report generator (VisionEncoderDecoderModel) with accelerate.")
     g = ap.add_argument_group("model")
-    g.add_argument("--encoder", default="tiny", help=f"preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / classifier folder")
+    g.add_argument("--model", default="tiny",
+                   help=f"the image encoder: a ViT preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / "
+                        "classifier folder to start from")
     g.add_argument("--decoder", choices=DECODERS, default="minilm", help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config")
     g.add_argument("--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)")
     g.add_argument("--gpt2_hidden", type=int, default=256, help="GPT-2 decoder width (--decoder gpt2)")
@@ -375,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_new_tokens", type=int, default=GENERATION_DEFAULTS["max_new_tokens"])
     add_common_args(ap)
     ap.set_defaults(mixed_precision="no", checkpointing_steps=0)
+    renamed_options(ap, RENAMED_OPTIONS)
     return ap
 
 
@@ -386,8 +394,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.no_repeat_ngram_size < 0:
         raise ValueError(f"--no_repeat_ngram_size must be >= 0, got {args.no_repeat_ngram_size}")
-    if args.max_train_steps is not None and args.max_train_steps < 1:
-        raise ValueError(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max_steps must be >= 1, got {args.max_steps}")
 
 
 class _CaptioningTask:
@@ -410,7 +418,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     gen = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
                length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
-    image_size = _encoder_image_size(args.encoder, args.image_size)
+    image_size = _encoder_image_size(args.model, args.image_size)
     pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
                               corpus=args.reports, section=args.section)
     tokenizer = None
@@ -420,7 +428,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
         tokenizer = build_report_vocabulary_tokenizer(pairs["train"].texts, args.vocabulary_min_frequency)
     torch.manual_seed(args.seed)  # cross-attention / head init
     model, processor, record = build_report_generator(
-        args.encoder, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, tokenizer=tokenizer,
+        args.model, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, tokenizer=tokenizer,
         image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
     if tokenizer is not None:
         record["vocabulary"] = {"kind": "reports", "size": len(tokenizer), "min_frequency": args.vocabulary_min_frequency}
@@ -450,7 +458,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     loader = accelerator.prepare(loader)
     accum = accelerator.gradient_accumulation_steps
     steps_per_epoch = max(1, math.ceil(len(loader) / accum))
-    total_steps = int(args.max_train_steps or max(1, math.ceil(args.num_train_epochs * steps_per_epoch)))
+    total_steps = int(args.max_steps or max(1, math.ceil(args.num_train_epochs * steps_per_epoch)))
     warmup = int(round(args.warmup_ratio * total_steps))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     engine = Engine(accelerator, EngineConfig(

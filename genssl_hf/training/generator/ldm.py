@@ -17,7 +17,7 @@ from ...validation import check_weight_files
 from ..common import args_to_dict, check_output_dir, cosine_schedule_with_warmup, init_trackers, make_accelerator
 from ..common import no_trace_on_early_failure, write_run_config
 from ..engine import Engine
-from .args import apply_num_threads, engine_config, ldm_parser
+from .args import UNET_PRESETS, apply_num_threads, engine_config, ldm_parser, model_folder
 from .bundle import TextEmbeddingCache, load_autoencoder, load_text_encoder, save_pipeline
 from .data import ImageTextCollator, check_resolution, image_text_loader, load_image_text_dataset, prepare_texts
 
@@ -73,17 +73,18 @@ class LDMTask:
 
 
 def build_unet(args: argparse.Namespace, vae, text_hidden_size: int):
-    """A ``CXRDiffusionUNet`` from ``--init_from`` (a pipeline or UNet folder), ``--model_config`` or
-    ``--preset``, conditioned on the text encoder's hidden size."""
+    """A ``CXRDiffusionUNet`` from a ``--model`` folder (a pipeline or UNet folder), else
+    ``--model_config`` or the ``--model`` preset, conditioned on the text encoder's hidden size."""
     from ...generation.models import BUNDLE_UNET_CONFIG, PHANTOM_UNET_CONFIG, CXRDiffusionUNet
 
-    if args.init_from:
-        p = Path(args.init_from)
+    folder = model_folder(args.model, UNET_PRESETS)
+    if folder:
+        p = Path(folder)
         p = p / "unet" if (p / "unet" / "config.json").is_file() else p
         unet = CXRDiffusionUNet.from_pretrained(str(p))
     else:
         cfg = json.loads(Path(args.model_config).read_text()) if args.model_config else dict(
-            PHANTOM_UNET_CONFIG if args.preset == "phantom" else BUNDLE_UNET_CONFIG)
+            PHANTOM_UNET_CONFIG if args.model == "phantom" else BUNDLE_UNET_CONFIG)
         cfg["cross_attention_dim"] = text_hidden_size
         cfg["in_channels"] = cfg["out_channels"] = vae.config.latent_channels
         unet = CXRDiffusionUNet(**cfg)
@@ -100,12 +101,12 @@ def latent_scale_factor(args: argparse.Namespace, state, vae, ds, accelerator) -
     if args.scale_factor is not None:
         return float(args.scale_factor)
     g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(len(ds), generator=g)[: args.scale_factor_batches * args.train_batch_size].tolist()
+    idx = torch.randperm(len(ds), generator=g)[: args.scale_factor_batches * args.per_device_train_batch_size].tolist()
     shard = idx[accelerator.process_index :: accelerator.num_processes]
     est_coll = ImageTextCollator(args.resolution, args.image_column, None)
     torch.manual_seed(args.seed + 17 + accelerator.process_index)
-    batches = [est_coll([ds[i] for i in shard[j : j + args.train_batch_size]])["pixel_values"]
-               for j in range(0, len(shard), args.train_batch_size)]
+    bs = args.per_device_train_batch_size
+    batches = [est_coll([ds[i] for i in shard[j : j + bs]])["pixel_values"] for j in range(0, len(shard), bs)]
     scale = estimate_scale_factor(vae, batches, accelerator)
     accelerator.print(f"latent scale factor estimated from {len(idx)} images: {scale:.5f}")
     return scale
@@ -115,7 +116,7 @@ def _check_ldm_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.prompt_dropout < 1.0:
         raise ValueError(f"--prompt_dropout must be in [0, 1), got {args.prompt_dropout}")
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    for option, folder in (("--init_from", args.init_from), ("--autoencoder", args.autoencoder)):
+    for option, folder in (("--model", model_folder(args.model, UNET_PRESETS)), ("--autoencoder", args.autoencoder)):
         if folder:
             check_weight_files(folder, option)
 
@@ -147,9 +148,9 @@ def train_ldm(args: argparse.Namespace) -> Path:
                                    if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "clip_sample")})
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     loader = image_text_loader(ds, ImageTextCollator(args.resolution, args.image_column, args.text_column),
-                               args.train_batch_size, args.seed)
+                               args.per_device_train_batch_size, args.seed)
     engine = Engine(accelerator, engine_config(args, "ldm", ("train/loss",), max_grad_norm=1.0))
-    lr_sched = cosine_schedule_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, min_lr_ratio=0.1)
+    lr_sched = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, min_lr_ratio=0.1)
     unet, optimizer = engine.prepare(unet, optimizer, lr_sched)
     loader = accelerator.prepare(loader)
     state = engine.resume(args.resume_from_checkpoint)

@@ -46,6 +46,7 @@ from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, build_met
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
 from genssl_hf.utils import write_json
+from genssl_hf.validation import renamed_options
 
 __all__ = ["TINY_BACKBONES", "build_parser", "method_options", "pretrain_ssl", "recipe_for", "SSLTask", "main"]
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--knn_test", type=int, default=200)
     g.add_argument("--eval_steps", type=int, default=0, help="kNN evaluation every K optimiser steps (0: off)")
     g.add_argument("--figure", choices=["on", "off"], default="on")
-    return p
+    return renamed_options(p, {"--backbone": "--model"})
 
 
 def method_options() -> dict[str, tuple[HParam, list[str]]]:
@@ -140,7 +141,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.per_device_train_batch_size < 2:
         raise ValueError(f"--per_device_train_batch_size must be >= 2 (contrastive losses need negatives), got "
                          f"{args.per_device_train_batch_size}")
-    if args.num_train_epochs is not None and args.num_train_epochs <= 0 and args.max_train_steps is None:
+    if args.num_train_epochs is not None and args.num_train_epochs <= 0 and args.max_steps is None:
         raise ValueError(f"--num_train_epochs must be > 0, got {args.num_train_epochs}")
     if args.eval_steps and not args.knn_dataset:
         raise ValueError("--eval_steps needs --knn_dataset (a labelled split for the kNN monitor)")
@@ -203,8 +204,8 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     accum = accelerator.gradient_accumulation_steps
     total_batch = bs * accum * accelerator.num_processes
     model.check_global_batch(bs * accelerator.num_processes)
-    steps_per_epoch, total_steps = plan_steps(args.max_train_steps, args.num_train_epochs, batches_per_epoch, accum)
-    epochs = args.num_train_epochs if args.max_train_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
+    steps_per_epoch, total_steps = plan_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accum)
+    epochs = args.num_train_epochs if args.max_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
     optimizer = build_ssl_optimizer(model, args.optimizer, lr, args.weight_decay, momentum=args.sgd_momentum,
