@@ -44,38 +44,38 @@ ROOT = Path(__file__).resolve().parents[1]
 # ============================================================================================
 COMMANDS: dict[str, list[str]] = {
     # MAE pre-training: tiny ViT-MAE, 32 px, 5 optimiser steps of 2 x 8 images, bf16 autocast.
-    "mae": ["scripts/pretrain_mae.py", "--preset", "tiny", "--image_size", "32", "--patch_size", "8",
+    "mae": ["scripts/pretrain_mae.py", "--model", "tiny", "--image_size", "32", "--patch_size", "8",
             "--dataset", "{data}", "--output_dir", "{out}", "--per_device_train_batch_size", "8",
-            "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16", "--max_train_steps", "5",
+            "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16", "--max_steps", "5",
             "--logging_steps", "1", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
     # SimCLR on the tiny ViT: 4 steps of 8 images.
     "simclr": ["scripts/pretrain.py", "--method", "simclr", "--model", "tiny", "--image_size", "32",
                "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
-               "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
+               "--per_device_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "1",
                "--mixed_precision", "no", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
     # MoCo v2 on the tiny ViT (momentum key encoder + queue of 64): 4 steps of 8 images.
     "moco_v2": ["scripts/pretrain.py", "--method", "moco_v2", "--model", "tiny", "--image_size", "32",
                 "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
-                "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
+                "--per_device_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "1",
                 "--mixed_precision", "no", "--queue_size", "64", "--checkpointing_steps", "0", "--figure", "off",
                 "--seed", "0"],
     # Fine-tuning from the MAE run's folder on phantoms (48 train / 24 val / 24 test, 32 px):
     # 2 epochs of 3 steps of 16 images.
-    "finetune": ["scripts/finetune.py", "--init", "{out:mae}", "--dataset", "phantom",
+    "finetune": ["scripts/finetune.py", "--model", "{out:mae}", "--dataset", "phantom",
                  "--phantom_sizes", "48", "24", "24", "--phantom_resolution", "32", "--image_size", "32",
-                 "--epochs", "2", "--warmup_epochs", "1", "--batch_size", "16", "--blr", "1e-3",
+                 "--num_train_epochs", "2", "--warmup_epochs", "1", "--per_device_train_batch_size", "16", "--base_learning_rate", "1e-3",
                  "--n_bootstrap", "10", "--output_dir", "{out}", "--mixed_precision", "no",
                  "--checkpointing_steps", "0", "--logging_steps", "1", "--seed", "0"],
     # VLP (ConVIRT loss): tiny ViT image tower + random 2-layer BERT text tower, 32 phantom pairs, 4 steps of 8.
-    "vlp": ["scripts/pretrain_vlp.py", "--pairs", "phantom:32", "--image_tower", "tiny", "--image_size", "32",
+    "vlp": ["scripts/pretrain_vlp.py", "--pairs", "phantom:32", "--model", "tiny", "--image_size", "32",
             "--text_tower", "tiny-bert", "--loss", "convirt", "--per_device_train_batch_size", "8",
-            "--max_train_steps", "4", "--learning_rate", "1e-3", "--warmup_ratio", "0.25", "--num_threads", "1",
+            "--max_steps", "4", "--learning_rate", "1e-3", "--warmup_ratio", "0.25", "--num_threads", "1",
             "--output_dir", "{out}", "--mixed_precision", "no", "--checkpointing_steps", "0", "--logging_steps", "1",
             "--figure", "off", "--seed", "0"],
     # Report generator: the MAE run's encoder + first MiniLM layer as decoder, 32 phantom pairs, 4 steps of 4.
-    "report_generator": ["scripts/train_report_generator.py", "--encoder", "{out:mae}", "--decoder_layers", "1",
+    "report_generator": ["scripts/train_report_generator.py", "--model", "{out:mae}", "--decoder_layers", "1",
                          "--image_size", "32", "--dataset", "phantom:32", "--per_device_train_batch_size", "4",
-                         "--max_train_steps", "4", "--output_dir", "{out}", "--mixed_precision", "no",
+                         "--max_steps", "4", "--output_dir", "{out}", "--mixed_precision", "no",
                          "--checkpointing_steps", "0", "--logging_steps", "1", "--seed", "0"],
 }
 
