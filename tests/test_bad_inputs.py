@@ -220,7 +220,7 @@ def _png(path: Path, size=16, value=None) -> Path:
 
 def test_truncated_image_in_a_plain_image_folder_is_named_or_skipped(tmp_path):
     from genssl_hf.data.io import CXRReadError  # noqa: F401 - the reader behind the message
-    from genssl_hf.training.mae import load_image_dataset
+    from genssl_hf.training.pretraining_data import load_image_dataset
 
     folder = tmp_path / "images"
     for i in range(3):
@@ -268,7 +268,7 @@ def test_read_cxr_on_a_folder_says_so(tmp_path):
 
 def test_string_column_as_image_column_and_empty_parquet_are_named(tmp_path):
     from genssl_hf.data.open import open_image_dataset
-    from genssl_hf.training.mae import load_image_dataset
+    from genssl_hf.training.pretraining_data import load_image_dataset
 
     feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
     ds = datasets.Dataset.from_dict({"image": [{"bytes": _png(tmp_path / "a.png").read_bytes(), "path": None}], "text": ["hi"]},

@@ -20,7 +20,7 @@ SIZE = 32
 def data():
     from genssl_hf.data.phantom import phantom_dataset, phantom_splits
     from genssl_hf.training.finetune_data import Collator, InputNormalizer, targets_of
-    from genssl_hf.training.mae import ImageCollator
+    from genssl_hf.processing.collate import ImageCollator
 
     unlabelled = ImageCollator(SIZE)(list(phantom_dataset(512, size=SIZE, seed=3)))
     labelled = phantom_splits({"train": 400, "test": 300}, size=SIZE, seed=11)

@@ -16,7 +16,7 @@ from genssl_hf.training.ssl.transforms import SSLViews
 @pytest.fixture(scope="module")
 def phantom_images():
     from genssl_hf.data.phantom import phantom_dataset
-    from genssl_hf.training.mae import ImageCollator
+    from genssl_hf.processing.collate import ImageCollator
 
     return ImageCollator(32)(list(phantom_dataset(128, size=32, seed=3)))
 

@@ -362,7 +362,7 @@ def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(
 
 
 def test_pipeline_table_has_balanced_accuracy_and_macro_f1_beside_mauc(tmp_path):
-    from genssl_hf.evaluation.report import _safe_name
+    from genssl_hf.evaluation.report import safe_file_name
     from genssl_hf.pipeline.results import build_results
     from genssl_hf.utils import write_json
 
@@ -373,7 +373,7 @@ def test_pipeline_table_has_balanced_accuracy_and_macro_f1_beside_mauc(tmp_path)
         s = np.clip(signal * y + 0.5 * rng.random((80, 2)), 0, 1)
         op = {"rule": "youden", "thresholds": {"a": 0.3, "b": 0.3}, "split": "validation", "num_samples": 40}
         models[title] = decision_metrics(y, s, ["a", "b"], op, n_bootstrap=50)
-        np.savez_compressed(tmp_path / f"predictions_{_safe_name(title)}.npz", probs=s, targets=y)
+        np.savez_compressed(tmp_path / f"predictions_{safe_file_name(title)}.npz", probs=s, targets=y)
     write_json(tmp_path / "metrics.json", {"models": models})
     out = build_results(tmp_path, {"random_init": "Random init", "genssl": "GEN-SSL (AdaIN)"}, {}, n_bootstrap=50)
     table = (tmp_path / "results.md").read_text()

@@ -106,7 +106,7 @@ def test_bad_arguments_fail_before_training(tmp_path):
 def test_results_table_gains_a_zero_shot_row(tmp_path):
     """The pipeline's results table scores the zero-shot predictions like a fine-tuned model, with a
     paired bootstrap against random init on the same test cases."""
-    from genssl_hf.evaluation.report import _safe_name
+    from genssl_hf.evaluation.report import safe_file_name
     from genssl_hf.pipeline.results import build_results
     from genssl_hf.pipeline.runner import VLP_TITLE, load_preset
     from genssl_hf.utils import write_json
@@ -116,7 +116,7 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
     random_probs = rng.random((200, 3))
     zero_shot = np.clip(targets * 0.5 + rng.random((200, 3)) * 0.6, 0, 1)
     write_json(tmp_path / "metrics.json", {"models": {"Random init": {"classification": {"mean_auc": 0.5}}}})
-    np.savez(tmp_path / f"predictions_{_safe_name('Random init')}.npz", targets=targets, probs=random_probs)
+    np.savez(tmp_path / f"predictions_{safe_file_name('Random init')}.npz", targets=targets, probs=random_probs)
     np.savez(tmp_path / "zs.npz", targets=targets, probs=zero_shot)
     out = build_results(tmp_path, {"random_init": "Random init"}, {"run": "test"}, n_bootstrap=200,
                         extra_predictions={VLP_TITLE: tmp_path / "zs.npz"})

@@ -43,7 +43,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = [
+__all__ = ["one_hot_labels", 
     "DECISION_METRICS",
     "classification_metrics",
     "decision_rates",
@@ -90,7 +90,7 @@ def prepare_targets(y_true: Any, y_score: Any, label_names: Sequence[str] | None
     return y_true, y_score, names, multi_label
 
 
-def _one_hot(y: np.ndarray, c: int) -> np.ndarray:
+def one_hot_labels(y: np.ndarray, c: int) -> np.ndarray:
     out = np.zeros((y.shape[0], c), dtype=np.int64)
     out[np.arange(y.shape[0]), y] = 1
     return out
@@ -162,7 +162,7 @@ def _predictions(y_true: np.ndarray, y_score: np.ndarray, multi_label: bool, thr
     c = y_score.shape[1]
     if multi_label:
         return y_true, (y_score >= thr).astype(np.int64)
-    return _one_hot(y_true, c), _one_hot(y_score.argmax(axis=1), c)
+    return one_hot_labels(y_true, c), one_hot_labels(y_score.argmax(axis=1), c)
 
 
 def classification_metrics(

@@ -20,7 +20,7 @@ from genssl_hf.core.classification_metrics import (  # noqa: F401  (the public A
     prepare_targets,
     threshold_array,
 )
-from genssl_hf.core.classification_metrics import _one_hot  # noqa: F401
+from genssl_hf.core.classification_metrics import one_hot_labels  # noqa: F401
 
 __all__ = [
     "DECISION_METRICS",
@@ -121,7 +121,7 @@ def paired_bootstrap_auc_difference(
 
 def _targets_and_defined(y_true: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
-    t = y.astype(np.float64) if y.ndim == 2 else _one_hot(y.astype(np.int64), shape[1]).astype(np.float64)
+    t = y.astype(np.float64) if y.ndim == 2 else one_hot_labels(y.astype(np.int64), shape[1]).astype(np.float64)
     if t.shape != shape:
         raise ValueError(f"targets {t.shape} do not match scores {shape}")
     n = shape[0]

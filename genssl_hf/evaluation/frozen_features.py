@@ -40,7 +40,7 @@ import torch
 from genssl_hf.core.classification_metrics import classification_metrics
 from genssl_hf.models import is_cnn_init, pooled_features
 from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
-from genssl_hf.training.finetune import _image_processor_of, _processor_folder, check_image_processor_choice
+from genssl_hf.training.finetune import image_processor_of, processor_folder, check_image_processor_choice
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.training.ssl.monitor import knn_scores
 from genssl_hf.utils import sha256_strings
@@ -149,8 +149,8 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
         head_pooling = raw.get("pooling", "cls")
     torch.manual_seed(seed)  # a preset's random weights: the same features for the same seed
     model = build_classifier(init, names, multi_label=True, pooling=head_pooling)
-    source = _processor_folder(image_processor, init_folder)  # fine-tuning's --image_processor
-    processor = _image_processor_of(source)
+    source = processor_folder(image_processor, init_folder)  # fine-tuning's --image_processor
+    processor = image_processor_of(source)
     image_size = int(model.config.image_size)
     channels = int(model.config.num_channels)
     if processor is not None:

@@ -47,7 +47,7 @@ from genssl_hf.utils import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedClassifier", "load_classifier", "load_eval_split", "predictions_path", "build_parser", "run_evaluation", "main"]
+__all__ = ["safe_file_name", "LoadedClassifier", "load_classifier", "load_eval_split", "predictions_path", "build_parser", "run_evaluation", "main"]
 
 
 class LoadedClassifier:
@@ -136,13 +136,13 @@ def _images_and_targets(ds, size: int, image_column: str, max_samples: int | Non
     return images, targets[rows], names, multi_label
 
 
-def _safe_name(name: str) -> str:
+def safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
 def predictions_path(results_dir: str | Path, model_name: str) -> Path:
     """Where :func:`run_evaluation` saves a model's test ``probs`` and ``targets`` (``.npz``)."""
-    return Path(results_dir) / f"predictions_{_safe_name(model_name)}.npz"
+    return Path(results_dir) / f"predictions_{safe_file_name(model_name)}.npz"
 
 
 def _parse_models(items: Sequence[str]) -> dict[str, str]:
@@ -253,9 +253,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             m["model_folder"] = str(Path(models[name]).resolve())
             metrics_by_model[name] = m
             np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
-            plot_roc_curves(targets, probs, tmp / f"roc_{_safe_name(name)}.png", label_names=label_names,
+            plot_roc_curves(targets, probs, tmp / f"roc_{safe_file_name(name)}.png", label_names=label_names,
                             title=f"ROC - {name} ({args.split}, n={len(targets)})")
-            plot_reliability_diagram(m["calibration"], tmp / f"reliability_{_safe_name(name)}.png",
+            plot_reliability_diagram(m["calibration"], tmp / f"reliability_{safe_file_name(name)}.png",
                                      title=f"Reliability - {name} ({args.split}, n={len(targets)})")
             if args.robustness:
                 sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
@@ -273,7 +273,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                 boxes = None
                 if args.boxes_column:
                     boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
-                save_attention_overlays(images[:k], maps, tmp / "attention" / _safe_name(name), boxes=boxes,
+                save_attention_overlays(images[:k], maps, tmp / "attention" / safe_file_name(name), boxes=boxes,
                                         titles=titles)
         if metrics_by_model:
             results["models"] = metrics_by_model

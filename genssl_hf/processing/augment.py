@@ -26,7 +26,7 @@ def adain_batch(x: torch.Tensor, mean: float | torch.Tensor, std: float | torch.
     if x.ndim != 4 or 0 in x.shape:
         raise ValueError(f"adain_batch expects a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
     # NaN pixels are not checked here (that would sync the device every step): the data loaders
-    # refuse them (genssl_hf.training.mae.ImageCollator), and the loss guard catches the rest.
+    # refuse them (genssl_hf.processing.collate.ImageCollator), and the loss guard catches the rest.
     xf = x.float()
     var, mu = torch.var_mean(xf, dim=(1, 2, 3), keepdim=True, correction=0)
     scale = torch.as_tensor(std, dtype=xf.dtype, device=xf.device) / var.sqrt().clamp_min(eps)

@@ -83,6 +83,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainProgress",
     "write_run_config",
+    "save_model_and_processor",
     "init_trackers",
     "list_checkpoints",
     "args_to_dict",
@@ -394,6 +395,17 @@ def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[st
         })
         write_json(path, full)
     return path
+
+
+def save_model_and_processor(model, processor, out: Path) -> None:
+    """Write the model and processor to a temporary folder, then move the files into ``out``."""
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
 
 
 def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:

@@ -81,7 +81,7 @@ from genssl_hf.utils import sha256_strings, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FINETUNE_RECIPES", "FINETUNE_PRESETS", "RENAMED_OPTIONS", "build_parser", "load_splits", "finetune", "main",
+__all__ = ["image_processor_of", "processor_folder", "FINETUNE_RECIPES", "FINETUNE_PRESETS", "RENAMED_OPTIONS", "build_parser", "load_splits", "finetune", "main",
            "predict_dataset"]
 
 # Recipe defaults (``--recipe``), keyed by option name. ``total_batch_size`` is the effective batch
@@ -263,7 +263,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------ data
-def _image_processor_of(folder: Path | None):
+def image_processor_of(folder: Path | None):
     """The ``AdaINImageProcessor`` (or any processor with mean / std) saved with a checkpoint."""
     if folder is None or not (folder / "preprocessor_config.json").is_file():
         return None
@@ -279,7 +279,7 @@ def check_image_processor_choice(choice: str, what: str = "--image_processor") -
         raise FileNotFoundError(f"{what} {choice!r}: expected 'init', 'none' or a folder with a preprocessor_config.json")
 
 
-def _processor_folder(choice: str, init_folder: Path | None) -> Path | None:
+def processor_folder(choice: str, init_folder: Path | None) -> Path | None:
     """The folder whose processor normalises the inputs (``--image_processor``); None: mean / std 0.5."""
     if choice == "init":
         return init_folder
@@ -333,8 +333,8 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
         args.image_size = int(model.config.image_size)
     if args.image_size % getattr(model.config, "patch_size", 1):
         raise ValueError(f"--image_size {args.image_size} is not divisible by the patch size {model.config.patch_size}")
-    source_folder = _processor_folder(args.image_processor, init_folder)
-    source_processor = _image_processor_of(source_folder)
+    source_folder = processor_folder(args.image_processor, init_folder)
+    source_processor = image_processor_of(source_folder)
     if source_processor is not None:
         normalizer = InputNormalizer.from_processor(source_processor, args.image_size, model.config.num_channels)
     else:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,11 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.validation import check_namespace, check_weight_files, checked_parser, renamed_options
-from genssl_hf.processing import AdaINImageProcessor, MAEAugment, ReferenceStats
-from genssl_hf.processing.collate import ImageCollator  # noqa: F401  (re-exported: the SSL and VLP loops use it)
+from genssl_hf.processing import AdaINImageProcessor, MAEAugment
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
 from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
 from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.common import (
-    EpochShuffleSampler,
     add_common_args,
     args_to_dict,
     build_optimizer,
@@ -46,14 +43,15 @@ from genssl_hf.training.common import (
     make_accelerator,
     no_trace_on_early_failure,
     run_training_command,
+    save_model_and_processor,
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
+from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.utils import pretrained_path, read_json, write_json
 
-# Architecture presets live in genssl_hf.models (one source of truth); re-exported here for old imports.
-PRESETS = VIT_MAE_PRESETS
+PRESETS = VIT_MAE_PRESETS  # the architecture presets (genssl_hf.models is their one source)
 # Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
 RECIPES: dict[str, dict[str, Any]] = {
     # Small CPU batches need a larger base lr to move in a few hundred steps.
@@ -136,86 +134,7 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
     raise ValueError(f"--model {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
 
 
-# ----------------------------------------------------------------------------------------- data
-def load_image_dataset(source: Any, split: str = "train", *, image_column: str = "image", streaming: bool = False,
-                       dataset_config: str | None = None, on_error: str = "raise", skipped: list | None = None):
-    """A ``datasets`` object from a ``Dataset`` / ``IterableDataset`` / ``DatasetDict``, a ``save_to_disk``
-    folder, a data file, a plain image folder (read through the checked reader ``read_cxr`` with the
-    ``on_error`` policy), another local dataset folder, or a Hub id; checks the image column holds
-    images and the data is not empty, before any training (:func:`genssl_hf.data.open.open_image_dataset`)."""
-    from genssl_hf.data.open import open_image_dataset
-
-    return open_image_dataset(source, split, image_column=image_column, streaming=streaming,
-                              dataset_config=dataset_config, on_error=on_error, skipped=skipped)
-
-
-def open_pretraining_images(args: argparse.Namespace, dataset: Any = None, skipped: list | None = None):
-    """The unlabelled training images of a pre-training run (MAE and the SSL methods): ``dataset`` (a
-    ``datasets`` object) or ``--dataset``, opened by :func:`load_image_dataset` with the run's
-    ``--on_error`` policy (unreadable files go to ``skipped``), capped at ``--max_train_samples``."""
-    if dataset is None and args.dataset is None:
-        raise ValueError("no training data: pass --dataset (or a datasets object)")
-    ds = load_image_dataset(dataset if dataset is not None else args.dataset, args.split,
-                            image_column=args.image_column, streaming=args.streaming, dataset_config=args.dataset_config,
-                            on_error=getattr(args, "on_error", "raise"), skipped=skipped)
-    if args.max_train_samples is not None:
-        import datasets
-
-        n = int(args.max_train_samples)
-        ds = ds.take(n) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(len(ds), n)))
-    return ds
-
-
-def build_dataloader(ds: Any, accelerator, *, batch_size: int, image_column: str, load_size: int, seed: int,
-                     num_workers: int = 0, shuffle_buffer: int = 10_000):
-    """Map-style data: seeded per-epoch permutation, sharded across processes by ``accelerator.prepare``.
-    Streaming data: shuffle buffer reseeded per epoch, split across processes with ``split_dataset_by_node``."""
-    import datasets
-
-    ds = ds.select_columns([image_column])
-    collate = ImageCollator(load_size, image_column)
-    common = dict(batch_size=batch_size, collate_fn=collate, num_workers=num_workers, drop_last=True,
-                  persistent_workers=num_workers > 0, pin_memory=False)
-    if isinstance(ds, datasets.IterableDataset):
-        from datasets.distributed import split_dataset_by_node
-
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
-        ds = split_dataset_by_node(ds, rank=accelerator.process_index, world_size=accelerator.num_processes)
-        return torch.utils.data.DataLoader(ds, **common), None
-    if len(ds) < batch_size * accelerator.num_processes:
-        raise ValueError(f"the training dataset has {len(ds)} images, fewer than one global batch "
-                         f"({batch_size} x {accelerator.num_processes} processes)")
-    loader = torch.utils.data.DataLoader(ds, sampler=EpochShuffleSampler(len(ds), seed=seed), **common)
-    loader = accelerator.prepare(loader)
-    return loader, len(loader)
-
-
 # ---------------------------------------------------------------------------------------- stats
-def resolve_reference(args: argparse.Namespace) -> tuple[float, float, dict[str, Any] | None]:
-    """AdaIN target (mean, std, provenance) from --reference_stats (a JSON written by
-    ``compute_reference_stats`` or a folder with an AdaIN ``preprocessor_config.json``) or --adain_mean/std."""
-    prov = None
-    mean, std = args.adain_mean, args.adain_std
-    if args.reference_stats:
-        p = Path(args.reference_stats)
-        if p.is_dir():
-            cfg = read_json(p / "preprocessor_config.json")
-            mean, std, prov = cfg["adain_mean"], cfg["adain_std"], cfg.get("reference_stats")
-        else:
-            d = read_json(p)
-            stats = ReferenceStats.from_dict(d)
-            mean, std, prov = stats.mean, stats.std, stats.to_dict()
-    if mean is None or std is None:
-        from genssl_hf.processing import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
-
-        mean, std = PAPER_ADAIN_MEAN, PAPER_ADAIN_STD
-        prov = {"dataset_name": "paper constants (no provenance published)", "statistic": "unknown",
-                "mean": mean, "std": std}
-    if not std > 0:
-        raise ValueError(f"AdaIN reference std must be > 0, got {std}")
-    return float(mean), float(std), prov
-
-
 # ----------------------------------------------------------------------------------------- args
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="GEN-SSL MAE pre-training (ViTMAEForPreTraining) with accelerate")
@@ -412,24 +331,13 @@ def export_mae(accelerator, model, processor: AdaINImageProcessor, ds: Any, args
     unwrapped = accelerator.unwrap_model(model)
     unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
     if accelerator.is_main_process:
-        _save_final(unwrapped, processor, out)
+        save_model_and_processor(unwrapped, processor, out)
         if args.figure == "on":
             summary["figure"] = str(reconstruction_figure(unwrapped, ds, args.image_column, processor,
                                                           out / "reconstruction.png", n=args.figure_samples, seed=args.seed))
         write_model_card(out, args, run_config, summary)
         write_json(out / "train_summary.json", summary)
     accelerator.wait_for_everyone()
-
-
-def _save_final(model: ViTMAEForPreTraining, processor: AdaINImageProcessor, out: Path) -> None:
-    """Write the model and processor to a temporary folder, then move the files into ``out``."""
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
 
 
 # -------------------------------------------------------------------------------------- outputs

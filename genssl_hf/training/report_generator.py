@@ -501,9 +501,9 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
 
 def save_report_generator(model, processor: ReportGeneratorProcessor, out: Path) -> None:
     """Model, generation config and processor into ``out`` (through a temporary folder, then moved)."""
-    from genssl_hf.training.mae import _save_final
+    from genssl_hf.training.common import save_model_and_processor
 
-    _save_final(model, processor, Path(out))
+    save_model_and_processor(model, processor, Path(out))
 
 
 def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: dict[str, Any]) -> None:

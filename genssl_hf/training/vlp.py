@@ -71,7 +71,8 @@ from genssl_hf.training.common import (
 )
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.gather import all_gather_no_grad, all_gather_with_grad, rank
-from genssl_hf.training.mae import ImageCollator, resolve_reference
+from genssl_hf.processing.collate import ImageCollator
+from genssl_hf.training.pretraining_data import resolve_reference
 from genssl_hf.utils import atomic_write_text, write_json
 from genssl_hf.validation import renamed_options
 

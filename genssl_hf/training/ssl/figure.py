@@ -22,7 +22,7 @@ def ssl_figure(path: str | os.PathLike, views, ds: Any, image_column: str, image
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from genssl_hf.training.mae import ImageCollator
+    from genssl_hf.processing.collate import ImageCollator
     from genssl_hf.training.ssl.transforms import rotate_batch_4way
     from genssl_hf.utils import atomic_write_bytes
 

@@ -41,7 +41,7 @@ from genssl_hf.training.common import (
 from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
-from genssl_hf.training.mae import build_dataloader, open_pretraining_images, resolve_reference
+from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, build_method, method_hparams
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
