@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import datasets
 from datasets.utils.tqdm import tqdm
 
-from ..io import CXRReadError, check_image_file, cxr_image_value, read_cxr, record_skip
+from ..image_files import CXRReadError, check_image_file
+from ..io import cxr_image_value, read_cxr, record_skip
 
 logger = logging.getLogger("genssl_hf.data.adapters")
 

@@ -9,7 +9,7 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import datasets
 
-from ..io import IMAGE_EXTENSIONS
+from ..image_files import IMAGE_EXTENSIONS
 from ..schema import cxr_features
 from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
 
@@ -297,7 +297,7 @@ def load_unlabelled_images(
     """Every image under ``root`` (recursively, hidden files and other extensions ignored) as an
     unlabelled dataset (``image``, ``path`` relative to ``root``), for pre-training on a plain
     image folder. Files go through the same checked reader as the labelled adapters: a truncated,
-    corrupt or oversized (decompression-bomb) file raises :class:`~genssl_hf.data.io.CXRReadError`
+    corrupt or oversized (decompression-bomb) file raises :class:`~genssl_hf.data.image_files.CXRReadError`
     naming it, or is left out and recorded under ``on_error="skip"``."""
     root = check_root(root, "image folder")
     exts = tuple(e.lower() for e in extensions)
