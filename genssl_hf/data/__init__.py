@@ -37,6 +37,5 @@ from .adapters import (
     load_nih_subset,
     stratified_split,
 )
-from .image_files import CXRReadError
-from .io import SkippedFile, encode_png, read_cxr, to_pil
+from .io import CXRReadError, SkippedFile, encode_png, read_cxr, to_pil
 from .reports import iter_iu_reports, iter_mimic_reports, load_iu_reports, load_mimic_reports
