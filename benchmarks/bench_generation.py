@@ -231,7 +231,7 @@ def component_breakdown(pipe, batch_size: int, steps: int, peaks: dict, reps: in
         s, fl = _median_time(f_te, reps) / 16, _flops(f_te) / 16
         res["text_encoder"] = {"s_per_prompt": s, "gflop_per_prompt": fl / 1e9, "gflops": fl / s / 1e9, "peak": "fp32"}
         # UNet: one call as the sampler makes it (with the memoised cross-attention keys / values)
-        from genssl_hf.generation.pipeline import _memoize_cross_attention_kv
+        from genssl_hf.generation.fast_inference import _memoize_cross_attention_kv
 
         x = torch.randn(2 * b, *lat, dtype=unet.dtype)
         t = torch.full((2 * b,), 500)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
 
 from genssl_hf.prompts import load_candidates, score_features  # noqa: E402
-from genssl_hf.prompts.scoring import (  # noqa: E402
+from genssl_hf.prompts.report_tokens import (  # noqa: E402
     POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _fold, feature_tokens,
 )
 

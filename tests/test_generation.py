@@ -207,7 +207,7 @@ def test_bad_input_is_rejected_before_compute(pipe):
 
 
 def test_cross_attention_kv_memo_is_exact_and_restored():
-    from genssl_hf.generation.pipeline import _memoize_cross_attention_kv
+    from genssl_hf.generation.fast_inference import _memoize_cross_attention_kv
 
     unet = CXRDiffusionUNet(**{**TINY_UNET, "cross_attention_dim": 12}).eval()
     z, ctx = torch.randn(2, 3, 8, 8), torch.randn(2, 5, 12)

@@ -147,7 +147,7 @@ def test_bad_inputs():
 # --- vectorised scorer == plain-Python reference ------------------------------------------------
 def _reference_counts(feature, report):
     """Straightforward per-report implementation of the documented phrase rules."""
-    from genssl_hf.prompts.scoring import (
+    from genssl_hf.prompts.report_tokens import (
         POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _fold,
     )
 

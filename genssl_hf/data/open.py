@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from .io import IMAGE_EXTENSIONS
+from .image_files import IMAGE_EXTENSIONS
 
 __all__ = ["open_image_dataset", "check_image_column", "is_plain_image_folder"]
 

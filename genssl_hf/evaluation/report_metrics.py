@@ -84,7 +84,7 @@ def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> float:
         raise RuntimeError(reason)
     from nltk.translate.meteor_score import meteor_score
 
-    from genssl_hf.prompts.scoring import tokenize
+    from genssl_hf.prompts.report_tokens import tokenize
 
     hyps, refs = _check_pairs(hypotheses, references)
     return float(np.mean([meteor_score([tokenize(r)], tokenize(h)) for h, r in zip(hyps, refs)]))

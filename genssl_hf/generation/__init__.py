@@ -16,8 +16,9 @@ from .models import (
     CXRAutoencoderKL,
     CXRDiffusionUNet,
 )
-from .pipeline import CXRLatentDiffusionPipeline, CXRPipelineOutput, bundle_scheduler
+from .pipeline import CXRLatentDiffusionPipeline, CXRPipelineOutput
 from .pretrained import PHANTOM_GENERATOR_DIR, load_phantom_generator
+from .schedulers import bundle_scheduler
 
 _LAZY = {"convert_monai_bundle", "parse_bundle_config", "to_old_state_dict"}
 

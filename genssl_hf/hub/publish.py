@@ -258,28 +258,37 @@ def _publish_folder(
                            dry_run=dry_run is not None, folder=None, files=shipped, provenance=provenance)
     # 3. stage, reload, then rename into place or upload
     if dry_run is not None:
-        dest = Path(dry_run)
-        with atomic_dir(dest, overwrite=overwrite) as tmp:
-            _stage(source, files, text, tmp)
-            validate_artifact(kind, tmp)
-        result.folder = dest
-        logger.info("dry run: wrote %s (%d files) for %s", dest, len(shipped), repo_id or kind)
+        _write_dry_run(kind, source, files, text, Path(dry_run), overwrite)
+        result.folder = Path(dry_run)
+        logger.info("dry run: wrote %s (%d files) for %s", result.folder, len(shipped), repo_id or kind)
         return result
+    _upload(kind, source, files, text, result, api or HfApi(token=token), revision, commit_message)
+    logger.info("uploaded %s to %s (%s, %s)", source, repo_id, REPO_TYPES[kind], "private" if private else "public")
+    return result
 
-    api = api or HfApi(token=token)
+
+def _write_dry_run(kind: str, source: Path, files: Sequence[str], text: str, dest: Path, overwrite: bool) -> None:
+    """Write exactly the folder that would be uploaded to ``dest`` (atomically) and reload it."""
+    with atomic_dir(dest, overwrite=overwrite) as tmp:
+        _stage(source, files, text, tmp)
+        validate_artifact(kind, tmp)
+
+
+def _upload(kind: str, source: Path, files: Sequence[str], text: str, result: PublishResult, api: HfApi,
+            revision: str | None, commit_message: str | None) -> None:
+    """Stage the folder (hard links), reload it, then create the repo and upload; the commit and
+    the repo URL go into ``result``."""
     with tempfile.TemporaryDirectory(prefix=f"genssl-publish-{kind}-") as tmpd:
         staged = Path(tmpd) / "upload"
         _stage(source, files, text, staged, link=True)
         validate_artifact(kind, staged)
-        repo = api.create_repo(repo_id, repo_type=REPO_TYPES[kind], private=private, exist_ok=True)
+        repo = api.create_repo(result.repo_id, repo_type=REPO_TYPES[kind], private=result.private, exist_ok=True)
         result.commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(staged), repo_type=REPO_TYPES[kind], revision=revision,
+            repo_id=result.repo_id, folder_path=str(staged), repo_type=REPO_TYPES[kind], revision=revision,
             commit_message=commit_message or f"Upload genssl_hf {kind.replace('_', ' ')}",
         )
         result.url = str(getattr(repo, "url", repo) or "") or None
         result.folder = None
-    logger.info("uploaded %s to %s (%s, %s)", source, repo_id, REPO_TYPES[kind], "private" if private else "public")
-    return result
 
 
 publish_artifact = publish  # the name exported by ``genssl_hf.hub``

@@ -29,7 +29,7 @@ from genssl_hf.data.schema import CHEXPERT5
 from genssl_hf.utils import sha256_bytes
 
 from .promptset import Prompt, PromptSet, _check_threshold
-from .scoring import MATCH_MODES, TF_MODES, VARIANTS, score_features
+from .scoring import MATCH_MODES, TF_MODES, VARIANTS, FeatureScores, score_features
 
 __all__ = [
     "DISEASES",
@@ -192,9 +192,41 @@ def build_elaborated_prompts(
     if readings_table and iter(reports) is reports:
         reports = list(reports)
     scores = score_features(unique, reports, column=column, match=match, tf=tf, show_progress=show_progress, corpus_name=corpus_name)
-    chosen = scores.variant(variant)
     idx = {f: i for i, f in enumerate(unique)}
+    prompts, feature_table = _keep_features(cands, diseases, scores, idx, variant, threshold)
+    rows = [idx[r["feature"]] for r in feature_table]  # each feature-table row's position in ``unique``
+    table = _survivors_by_threshold(scores, rows)
+    readings = _survivors_by_reading(unique, reports, column, scores, variant, threshold, rows) if readings_table else None
 
+    meta: dict[str, Any] = {
+        "diseases": diseases,
+        "threshold": threshold,
+        "variant": variant,
+        "scoring": {
+            "formula": "psi_p = (1/N) * sum_i TF(p, r_i)",
+            "match": match,
+            "tf": tf,
+            "module": "genssl_hf.prompts.scoring",
+        },
+        "corpus": {"name": corpus_name or "unnamed corpus", "sha256": scores.corpus_sha256, "num_reports": scores.num_reports, "column": column},
+        "candidates": {k: cands[k] for k in ("name", "version", "source", "sha256")},
+        "features": feature_table,
+        "survivors_by_threshold": table,
+        "survivors_by_reading": readings,
+        "templates": {"positive": "{Disease} with {feature}", "negative": "{Disease} with no {feature}"},
+    }
+    if llm_info is not None:
+        meta["llm"] = llm_info
+    if build_command:
+        meta["build_command"] = build_command
+    return PromptSet(prompts, strategy="elaborated", **meta)
+
+
+def _keep_features(cands: dict[str, Any], diseases: Sequence[str], scores: FeatureScores, idx: dict[str, int],
+                   variant: str, threshold: float) -> tuple[list[Prompt], list[dict[str, Any]]]:
+    """The prompts of the candidates with psi >= ``threshold`` under ``variant`` ("with", then
+    "with no"), and the table of every candidate's scores and whether it was kept."""
+    chosen = scores.variant(variant)
     prompts: list[Prompt] = []
     feature_table = []
     for d in diseases:
@@ -222,42 +254,28 @@ def build_elaborated_prompts(
             f"no candidate feature reaches psi >= {threshold} under the {variant!r} variant "
             f"(best: {float(chosen.max()):.4g}); lower --threshold or check the corpus"
         )
+    return prompts, feature_table
+
+
+def _survivors_by_threshold(scores: FeatureScores, rows: list[int]) -> dict[str, dict[str, int]]:
+    """Prompts kept at each threshold of :data:`THRESHOLD_GRID`, per variant (``rows``: the
+    feature-table rows' positions in the scores)."""
 
     def survivors(values: np.ndarray) -> dict[str, int]:
-        per_row = np.array([values[idx[r["feature"]]] for r in feature_table])
+        per_row = np.array([values[i] for i in rows])
         return {f"{t:g}": int(2 * (per_row >= t).sum()) for t in THRESHOLD_GRID}
 
-    table = {"paper": survivors(scores.paper), "negation_aware": survivors(scores.negation_aware)}
-    readings = None
-    if readings_table:
-        readings = []
-        for m in MATCH_MODES:
-            for t in TF_MODES:
-                s = scores if (m == match and t == tf) else score_features(unique, reports, column=column, match=m, tf=t)
-                vals = s.variant(variant)
-                readings.append({"match": m, "tf": t, "prompts_at_threshold": int(2 * sum(vals[idx[r["feature"]]] >= threshold for r in feature_table))})
-
-    meta: dict[str, Any] = {
-        "diseases": diseases,
-        "threshold": threshold,
-        "variant": variant,
-        "scoring": {
-            "formula": "psi_p = (1/N) * sum_i TF(p, r_i)",
-            "match": match,
-            "tf": tf,
-            "module": "genssl_hf.prompts.scoring",
-        },
-        "corpus": {"name": corpus_name or "unnamed corpus", "sha256": scores.corpus_sha256, "num_reports": scores.num_reports, "column": column},
-        "candidates": {k: cands[k] for k in ("name", "version", "source", "sha256")},
-        "features": feature_table,
-        "survivors_by_threshold": table,
-        "survivors_by_reading": readings,
-        "templates": {"positive": "{Disease} with {feature}", "negative": "{Disease} with no {feature}"},
-    }
-    if llm_info is not None:
-        meta["llm"] = llm_info
-    if build_command:
-        meta["build_command"] = build_command
-    return PromptSet(prompts, strategy="elaborated", **meta)
+    return {"paper": survivors(scores.paper), "negation_aware": survivors(scores.negation_aware)}
 
 
+def _survivors_by_reading(unique: list[str], reports: Any, column: str, scores: FeatureScores, variant: str,
+                          threshold: float, rows: list[int]) -> list[dict[str, Any]]:
+    """Prompts kept at ``threshold`` under every reading (match x tf) of psi; ``scores`` is the
+    chosen reading's, reused."""
+    readings = []
+    for m in MATCH_MODES:
+        for t in TF_MODES:
+            s = scores if (m == scores.match and t == scores.tf) else score_features(unique, reports, column=column, match=m, tf=t)
+            vals = s.variant(variant)
+            readings.append({"match": m, "tf": t, "prompts_at_threshold": int(2 * sum(vals[i] >= threshold for i in rows))})
+    return readings

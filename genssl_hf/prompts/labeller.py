@@ -38,7 +38,7 @@ import numpy as np
 
 from genssl_hf.data.schema import CHEXPERT14
 
-from .scoring import POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _BOUNDARY, normalize_tokens, tokenize
+from .report_tokens import POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _BOUNDARY, normalize_tokens, tokenize
 
 __all__ = [
     "CHEXPERT14",

@@ -26,7 +26,7 @@ from typing import Any
 
 from genssl_hf.utils import atomic_write_text, sha256_bytes
 
-from .scoring import _fold
+from .report_tokens import _fold
 
 __all__ = [
     "QUESTION",

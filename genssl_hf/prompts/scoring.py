@@ -52,14 +52,32 @@ Everything is vectorised per batch of reports: Arrow's C++ string kernels tokeni
 dictionary-encode the batch (no Python object per token), then numpy does shifted array comparisons
 per feature and cumulative sums for the negation scopes; 100k reports score in
 seconds (``benchmarks/bench_prompt_scoring.py``).
+
+The token vocabulary (tokenisation, folding, skipped words, negation triggers) lives in
+:mod:`genssl_hf.prompts.report_tokens`, shared with the report labeller; its public names are
+part of this module's API too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from .report_tokens import (
+    _BOUNDARY,
+    POST_NEGATION,
+    PRE_NEGATION,
+    PSEUDO_NEGATION,
+    SCOPE_END,
+    SKIP_TOKENS,
+    _fold,
+    _tokenize_batch,
+    feature_tokens,
+    normalize_tokens,
+    tokenize,
+)
 
 __all__ = [
     "VARIANTS",
@@ -76,52 +94,6 @@ __all__ = [
 VARIANTS = ("paper", "negation_aware")
 TF_MODES = ("count", "length")
 MATCH_MODES = ("tokens", "phrase")
-
-_BOUNDARY = frozenset(".;:!?")
-SKIP_TOKENS = frozenset({"a", "an", "the", "of"})
-
-PRE_NEGATION = (
-    "no", "not", "without", "negative for", "free of", "absence of", "resolution of",
-    "no evidence of", "no signs of", "no sign of", "rather than", "never", "nor", "neither", "none",
-)
-POST_NEGATION = (
-    "resolved", "has resolved", "have resolved", "cleared", "removed", "no longer", "absent",
-    "ruled out", "not seen", "not identified", "not visualized",
-)
-PSEUDO_NEGATION = (
-    "no change", "no interval change", "no significant change", "no significant interval change",
-    "not changed", "not significantly changed", "no increase", "not only",
-)
-SCOPE_END = ("but", "however", "although", "though", "except", "aside", "apart", "otherwise", "yet")
-
-
-def _fold(tok: str) -> str:
-    if len(tok) > 3:
-        if tok.endswith("ies"):
-            return tok[:-3] + "y"
-        if tok.endswith("s") and not tok.endswith("ss"):
-            return tok[:-1]
-    return tok
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case tokens of ``text``: word runs plus the boundary punctuation ``. ; : ! ?``
-    (exactly the tokens the batch scorer sees)."""
-    codes, uniques, _ = _tokenize_batch([text])
-    return [uniques[c] for c in codes.tolist()]
-
-
-def normalize_tokens(tokens: Iterable[str]) -> list[str]:
-    """Plural-folded tokens (see the module docstring)."""
-    return [_fold(t) for t in tokens]
-
-
-def feature_tokens(feature: str) -> tuple[str, ...]:
-    """The token sequence a feature matches: folded words, without ``a an the of`` or punctuation."""
-    toks = tuple(_fold(t) for t in tokenize(feature) if t not in _BOUNDARY and t not in SKIP_TOKENS)
-    if not toks:
-        raise ValueError(f"feature {feature!r} has no word tokens to match (after skipping {sorted(SKIP_TOKENS)})")
-    return toks
 
 
 @dataclass
@@ -202,31 +174,6 @@ class _Matcher:
         self.self_overlapping = [any(s[:k] == s[-k:] for k in range(1, len(s))) for s in self.seqs]
 
 
-def _tokenize_batch(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Tokenise a batch in Arrow's C++ kernels (no Python object per token): returns the token
-    codes into ``uniques`` (the batch's distinct tokens) and the token count of each report.
-    Same tokens as :func:`tokenize` (``\\w`` = Unicode letters, digits, marks and underscore)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pc.utf8_lower(pa.array(texts, type=pa.large_string()))
-    arr = pc.replace_substring_regex(arr, r"[^\p{L}\p{N}\p{M}_.;:!?]+", " ")
-    arr = pc.replace_substring_regex(arr, r"([.;:!?])", r" \1 ")
-    lists = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(arr))
-    offsets = np.asarray(lists.offsets, dtype=np.int64)
-    enc = pc.dictionary_encode(lists.values.slice(offsets[0], offsets[-1] - offsets[0]))
-    codes = np.asarray(enc.indices, dtype=np.int64)
-    uniques = enc.dictionary.to_pylist()
-    n_tok = np.diff(offsets)
-    if "" in uniques:  # an empty report splits into one empty token: drop it
-        empty = uniques.index("")
-        keep = codes != empty
-        doc = np.repeat(np.arange(len(texts)), n_tok)
-        codes = codes[keep]
-        n_tok = np.bincount(doc[keep], minlength=len(texts)).astype(np.int64)
-    return codes, uniques, n_tok
-
-
 def _find(ids: np.ndarray, seq_ids: Sequence[int]) -> np.ndarray:
     """Start positions where ``seq_ids`` occurs contiguously in ``ids``."""
     k = len(seq_ids)
@@ -248,51 +195,91 @@ def _non_overlapping(starts: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class _Stream:
+    """A batch's token stream: each token's matcher id (0 any other word, 1 boundary punctuation,
+    >= 2 a feature's or trigger's token) and the report it belongs to."""
+
+    ids: np.ndarray
+    doc_of: np.ndarray
+    n_docs: int
+
+    def find(self, m: _Matcher, seq: tuple[str, ...], arr: np.ndarray | None = None,
+             where: np.ndarray | None = None) -> np.ndarray:
+        """Start positions of ``seq`` in ``arr`` (default: the stream's ids) that never span two
+        reports; ``where`` maps positions in ``arr`` to positions in the stream."""
+        st = _find(self.ids if arr is None else arr, [m.vocab[t] for t in seq])
+        if st.size and len(seq) > 1:  # never across two reports
+            p0 = st if where is None else where[st]
+            p1 = st + len(seq) - 1 if where is None else where[st + len(seq) - 1]
+            st = st[self.doc_of[p0] == self.doc_of[p1]]
+        return st
+
+
+@dataclass(frozen=True)
+class _Scopes:
+    """Negation scopes of a stream as cumulative counts: ``seg`` numbers each token's segment (a
+    boundary token opens a new one), ``cs_pre`` / ``cs_post`` count the pre- / post-negation marks up
+    to each token, ``pre_before_seg`` the pre marks before each segment and ``post_at_seg_end`` the
+    post marks up to each segment's end."""
+
+    seg: np.ndarray
+    cs_pre: np.ndarray
+    cs_post: np.ndarray
+    pre_before_seg: np.ndarray
+    post_at_seg_end: np.ndarray
+
+    def negated(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Whether each mention spanning stream positions ``first`` .. ``last`` is negated."""
+        # negated by a pre-trigger ending before the mention starts, in the same segment ...
+        neg = np.where(first > 0, self.cs_pre[np.maximum(first - 1, 0)], 0) - self.pre_before_seg[self.seg[first]] > 0
+        # ... or by a post-trigger starting after the mention ends, in the same segment
+        neg |= (self.post_at_seg_end[self.seg[last]] - self.cs_post[last]) > 0
+        return neg
+
+
 def _score_batch(texts: list[str], m: _Matcher, match: str = "phrase") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-report count(p, r) of each feature (all mentions / affirmed mentions), shape (F, B),
     and the report word lengths |r|, shape (B,)."""
     B = len(texts)
     codes, uniques, n_tok = _tokenize_batch(texts)
-    T = codes.shape[0]
-    F = len(m.seqs)
-    all_counts = np.zeros((F, B), dtype=np.float64)
-    aff_counts = np.zeros((F, B), dtype=np.float64)
-    if T == 0:
-        return all_counts, aff_counts, np.zeros(B, dtype=np.int64)
+    if codes.shape[0] == 0:
+        F = len(m.seqs)
+        return np.zeros((F, B), dtype=np.float64), np.zeros((F, B), dtype=np.float64), np.zeros(B, dtype=np.int64)
     # A lookup per *distinct* token only: the vocabulary that matters is the features' and the
     # triggers' tokens (id >= 2); every other word is 0 and boundary punctuation is 1.
     uniq_ids = np.fromiter(
         (1 if u in _BOUNDARY else m.vocab.get(_fold(u), 0) for u in uniques), dtype=np.int32, count=len(uniques)
     )
-    ids = uniq_ids[codes]
-    doc_of = np.repeat(np.arange(B), n_tok)
-    punct = ids == 1
-    words = n_tok - np.bincount(doc_of, weights=punct, minlength=B).astype(np.int64)
+    stream = _Stream(ids=uniq_ids[codes], doc_of=np.repeat(np.arange(B), n_tok), n_docs=B)
+    punct = stream.ids == 1
+    words = n_tok - np.bincount(stream.doc_of, weights=punct, minlength=B).astype(np.int64)
+    scopes = _negation_scopes(stream, punct, n_tok, m)
+    if match == "tokens":
+        all_counts, aff_counts = _count_tokens(stream, scopes, m)
+    else:
+        all_counts, aff_counts = _count_phrases(stream, scopes, m)
+    return all_counts, aff_counts, words
 
-    def find(seq: tuple[str, ...], arr: np.ndarray = ids, where: np.ndarray | None = None) -> np.ndarray:
-        st = _find(arr, [m.vocab[t] for t in seq])
-        if st.size and len(seq) > 1:  # never across two reports
-            p0 = st if where is None else where[st]
-            p1 = st + len(seq) - 1 if where is None else where[st + len(seq) - 1]
-            st = st[doc_of[p0] == doc_of[p1]]
-        return st
 
-    # Negation scopes on the full stream (skip tokens included: "free of" needs its "of").
+def _negation_scopes(stream: _Stream, punct: np.ndarray, n_tok: np.ndarray, m: _Matcher) -> _Scopes:
+    """Negation scopes on the full stream (skip tokens included: "free of" needs its "of")."""
+    T = stream.ids.shape[0]
     boundary = punct.copy()
     doc_start = np.cumsum(n_tok) - n_tok
     boundary[doc_start[n_tok > 0]] = True
     for seq in m.ends:
-        boundary[find(seq)] = True
+        boundary[stream.find(m, seq)] = True
     blocked = np.zeros(T, dtype=bool)
     for seq in m.pseudo:
-        blocked[find(seq)] = True
+        blocked[stream.find(m, seq)] = True
     pre_mark = np.zeros(T, dtype=np.int64)
     for seq in m.pre:
-        st = find(seq)
+        st = stream.find(m, seq)
         pre_mark[st[~blocked[st]] + len(seq) - 1] = 1
     post_mark = np.zeros(T, dtype=np.int64)
     for seq in m.post:
-        st = find(seq)
+        st = stream.find(m, seq)
         post_mark[st[~blocked[st]]] = 1
     seg = np.cumsum(boundary)  # a boundary token opens a new segment
     n_seg = int(seg[-1]) + 1
@@ -302,44 +289,100 @@ def _score_batch(texts: list[str], m: _Matcher, match: str = "phrase") -> tuple[
     seg_last = np.searchsorted(seg, np.arange(n_seg), side="right") - 1
     pre_before_seg = np.where(seg_first > 0, cs_pre[np.maximum(seg_first - 1, 0)], 0)
     post_at_seg_end = cs_post[np.clip(seg_last, 0, T - 1)]
+    return _Scopes(seg, cs_pre, cs_post, pre_before_seg, post_at_seg_end)
 
-    if match == "tokens":
-        # Bag of words: count(p, r) = mean over p's distinct tokens of their occurrences in r.
-        idx = np.arange(T)
-        neg_tok = np.where(idx > 0, cs_pre[np.maximum(idx - 1, 0)], 0) - pre_before_seg[seg] > 0
-        neg_tok |= (post_at_seg_end[seg] - cs_post) > 0
-        V = len(m.vocab) + 2
-        flat_key = doc_of * V + ids
-        M_all = np.bincount(flat_key, minlength=B * V).reshape(B, V)
-        M_aff = np.bincount(flat_key[~neg_tok], minlength=B * V).reshape(B, V)
-        for f, seq in enumerate(m.seqs):
-            cols = sorted({m.vocab[t] for t in seq})
-            all_counts[f] = M_all[:, cols].mean(axis=1)
-            aff_counts[f] = M_aff[:, cols].mean(axis=1)
-        return all_counts, aff_counts, words
 
-    # Matching on the content stream: skip tokens removed, boundaries kept (so no phrase spans them).
-    keep = ~np.isin(ids, [m.vocab[t] for t in SKIP_TOKENS])
+def _count_tokens(stream: _Stream, scopes: _Scopes, m: _Matcher) -> tuple[np.ndarray, np.ndarray]:
+    """Bag of words: count(p, r) = mean over p's distinct tokens of their occurrences in r (all /
+    affirmed occurrences), shape (F, B)."""
+    B = stream.n_docs
+    all_counts = np.zeros((len(m.seqs), B), dtype=np.float64)
+    aff_counts = np.zeros((len(m.seqs), B), dtype=np.float64)
+    idx = np.arange(stream.ids.shape[0])
+    neg_tok = scopes.negated(idx, idx)
+    V = len(m.vocab) + 2
+    flat_key = stream.doc_of * V + stream.ids
+    M_all = np.bincount(flat_key, minlength=B * V).reshape(B, V)
+    M_aff = np.bincount(flat_key[~neg_tok], minlength=B * V).reshape(B, V)
+    for f, seq in enumerate(m.seqs):
+        cols = sorted({m.vocab[t] for t in seq})
+        all_counts[f] = M_all[:, cols].mean(axis=1)
+        aff_counts[f] = M_aff[:, cols].mean(axis=1)
+    return all_counts, aff_counts
+
+
+def _count_phrases(stream: _Stream, scopes: _Scopes, m: _Matcher) -> tuple[np.ndarray, np.ndarray]:
+    """Phrase: count(p, r) = non-overlapping occurrences of p's token sequence in r (all /
+    affirmed), shape (F, B). Matching runs on the content stream: skip tokens removed, boundaries
+    kept (so no phrase spans them)."""
+    B = stream.n_docs
+    all_counts = np.zeros((len(m.seqs), B), dtype=np.float64)
+    aff_counts = np.zeros((len(m.seqs), B), dtype=np.float64)
+    keep = ~np.isin(stream.ids, [m.vocab[t] for t in SKIP_TOKENS])
     pos = np.flatnonzero(keep)
-    cids = ids[keep]
+    cids = stream.ids[keep]
     for f, seq in enumerate(m.seqs):
         k = len(seq)
-        st = find(seq, cids, pos)  # phrase: contiguous token sequence
+        st = stream.find(m, seq, cids, pos)  # phrase: contiguous token sequence
         if st.size == 0:
             continue
         if m.self_overlapping[f]:
             st = _non_overlapping(st, k)
         first = pos[st]
         last = pos[st + k - 1]
-        docs = doc_of[first]
+        docs = stream.doc_of[first]
         all_counts[f] = np.bincount(docs, minlength=B)
-        s = seg[first]
-        # negated by a pre-trigger ending before the mention starts, in the same segment ...
-        neg = np.where(first > 0, cs_pre[np.maximum(first - 1, 0)], 0) - pre_before_seg[s] > 0
-        # ... or by a post-trigger starting after the mention ends, in the same segment
-        neg |= (post_at_seg_end[seg[last]] - cs_post[last]) > 0
-        aff_counts[f] = np.bincount(docs[~neg], minlength=B)
-    return all_counts, aff_counts, words
+        aff_counts[f] = np.bincount(docs[~scopes.negated(first, last)], minlength=B)
+    return all_counts, aff_counts
+
+
+def _checked_features(features: Sequence[str], match: str, tf: str) -> list[str]:
+    """The features as a list, after checking the modes and that no feature is empty or matches
+    the same tokens as another."""
+    if tf not in TF_MODES:
+        raise ValueError(f"unknown tf mode {tf!r}; choose one of {TF_MODES}")
+    if match not in MATCH_MODES:
+        raise ValueError(f"unknown match mode {match!r}; choose one of {MATCH_MODES}")
+    features = list(features)
+    if not features:
+        raise ValueError("no features to score")
+    for f in features:
+        if not isinstance(f, str) or not f.strip():
+            raise ValueError(f"empty or non-string feature {f!r}")
+    seen: dict[Any, str] = {}
+    for f in features:
+        toks = feature_tokens(f)
+        key = frozenset(toks) if match == "tokens" else toks
+        if key in seen:
+            raise ValueError(f"duplicate features {seen[key]!r} and {f!r} match the same tokens {' '.join(toks)!r}")
+        seen[key] = f
+    return features
+
+
+class _Totals:
+    """Running sums over a corpus' batches: the psi numerators (sum of TF over reports) and the
+    mention counts, all and affirmed, per feature, and the number of words."""
+
+    def __init__(self, n_features: int, tf: str):
+        self.tf = tf
+        self.sum_all = np.zeros(n_features, dtype=np.float64)
+        self.sum_aff = np.zeros(n_features, dtype=np.float64)
+        self.cnt_all = np.zeros(n_features, dtype=np.float64)
+        self.cnt_aff = np.zeros(n_features, dtype=np.float64)
+        self.n_words = 0
+
+    def add(self, batch: list[str], m: _Matcher, match: str) -> None:
+        a, c, words = _score_batch(batch, m, match)
+        self.n_words += int(words.sum())
+        self.cnt_all[:] += a.sum(axis=1)
+        self.cnt_aff[:] += c.sum(axis=1)
+        if self.tf == "count":
+            self.sum_all[:] += a.sum(axis=1)
+            self.sum_aff[:] += c.sum(axis=1)
+        else:
+            inv = np.divide(1.0, words, out=np.zeros(len(batch)), where=words > 0)
+            self.sum_all[:] += a @ inv
+            self.sum_aff[:] += c @ inv
 
 
 def score_features(
@@ -361,33 +404,11 @@ def score_features(
     """
     import hashlib
 
-    if tf not in TF_MODES:
-        raise ValueError(f"unknown tf mode {tf!r}; choose one of {TF_MODES}")
-    if match not in MATCH_MODES:
-        raise ValueError(f"unknown match mode {match!r}; choose one of {MATCH_MODES}")
-    features = list(features)
-    if not features:
-        raise ValueError("no features to score")
-    for f in features:
-        if not isinstance(f, str) or not f.strip():
-            raise ValueError(f"empty or non-string feature {f!r}")
-    seen: dict[Any, str] = {}
-    for f in features:
-        toks = feature_tokens(f)
-        key = frozenset(toks) if match == "tokens" else toks
-        if key in seen:
-            raise ValueError(f"duplicate features {seen[key]!r} and {f!r} match the same tokens {' '.join(toks)!r}")
-        seen[key] = f
+    features = _checked_features(features, match, tf)
     m = _Matcher(features)
-
-    F = len(features)
-    sum_all = np.zeros(F, dtype=np.float64)
-    sum_aff = np.zeros(F, dtype=np.float64)
-    cnt_all = np.zeros(F, dtype=np.float64)
-    cnt_aff = np.zeros(F, dtype=np.float64)
+    totals = _Totals(len(features), tf)
     h = hashlib.sha256()  # same construction as genssl_hf.utils.sha256_strings, streamed
     n_reports = 0
-    n_words = 0
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -396,18 +417,7 @@ def score_features(
     batch: list[str] = []
 
     def flush() -> None:
-        nonlocal n_words
-        a, c, words = _score_batch(batch, m, match)
-        n_words += int(words.sum())
-        cnt_all[:] += a.sum(axis=1)
-        cnt_aff[:] += c.sum(axis=1)
-        if tf == "count":
-            sum_all[:] += a.sum(axis=1)
-            sum_aff[:] += c.sum(axis=1)
-        else:
-            inv = np.divide(1.0, words, out=np.zeros(len(batch)), where=words > 0)
-            sum_all[:] += a @ inv
-            sum_aff[:] += c @ inv
+        totals.add(batch, m, match)
         if bar is not None:
             bar.update(len(batch))
 
@@ -428,13 +438,13 @@ def score_features(
         raise ValueError("the corpus is empty: no reports to score")
     return FeatureScores(
         features=features,
-        paper=sum_all / n_reports,
-        negation_aware=sum_aff / n_reports,
+        paper=totals.sum_all / n_reports,
+        negation_aware=totals.sum_aff / n_reports,
         num_reports=n_reports,
-        num_tokens=n_words,
+        num_tokens=totals.n_words,
         tf=tf,
         match=match,
         corpus_sha256=h.hexdigest(),
-        mention_counts=cnt_all,
-        affirmed_counts=cnt_aff,
+        mention_counts=totals.cnt_all,
+        affirmed_counts=totals.cnt_aff,
     )

@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import datasets
 from datasets.utils.tqdm import tqdm
 
-from ..io import CXRReadError, check_image_file, cxr_image_value, read_cxr, record_skip
+from ..image_files import CXRReadError, check_image_file
+from ..io import SkippedFile, cxr_image_value, read_cxr, record_skip
 
 logger = logging.getLogger("genssl_hf.data.adapters")
 
@@ -186,6 +187,42 @@ def build_image_dataset(
     n_before = len(records)
 
     # 1. pre-pass
+    skip_where = _prepass(name, rows, sources, options, on_error, verify, records)
+
+    # 2. build (streaming); conversion failures of 16-bit/DICOM files surface here
+    fingerprint = _fingerprint(name, sources, {**options, "verify": verify, "on_error": on_error}, skip_where)
+    late: list = []
+
+    def generate():
+        for row in rows():
+            if row.where in skip_where:
+                continue
+            value = cxr_image_value(row.image, on_error=on_error, skipped=late, where=row.where)
+            if value is not None:
+                yield {"image": value, **row.fields}
+
+    ds, built, folder = _build_cached(name, generate, features, cache_dir, fingerprint, sidecar=lambda: late)
+
+    # 3. conversion skips are remembered next to the cache, so a cached reload reports them too
+    if built:
+        records.extend(late)
+    elif (folder / _SIDECAR).is_file():
+        for item in json.loads((folder / _SIDECAR).read_text()):
+            records.append(SkippedFile(**item))
+            logger.warning("skipping %s (recorded when this cached dataset was built)", records[-1])
+    n_skipped = len(records) - n_before
+    if n_skipped and skipped is None:
+        logger.warning(
+            "%s: %d file(s) skipped under on_error='skip'; pass skipped=[] to receive the list", name, n_skipped
+        )
+    return ds
+
+
+def _prepass(name: str, rows: Callable[[], Iterator[Row]], sources: list[Path], options: dict, on_error: str,
+             verify: str, records: list) -> set[str]:
+    """Check every row's image (``verify``); returns the ``where`` of the rows skipped under
+    ``on_error="skip"`` (recorded in ``records``), or raises one :class:`CXRDataError` listing the
+    unusable files, or saying that nothing is left."""
     skip_where: set[str] = set()
     problems: list[str] = []
     n_problems = n_rows = 0
@@ -215,36 +252,7 @@ def build_image_dataset(
         )
     if n_rows - len(skip_where) == 0:
         raise CXRDataError(f"{name}: no images selected from {[str(s) for s in sources]} with options {options}")
-
-    # 2. build (streaming); conversion failures of 16-bit/DICOM files surface here
-    fingerprint = _fingerprint(name, sources, {**options, "verify": verify, "on_error": on_error}, skip_where)
-    late: list = []
-
-    def generate():
-        for row in rows():
-            if row.where in skip_where:
-                continue
-            value = cxr_image_value(row.image, on_error=on_error, skipped=late, where=row.where)
-            if value is not None:
-                yield {"image": value, **row.fields}
-
-    ds, built, folder = _build_cached(name, generate, features, cache_dir, fingerprint, sidecar=lambda: late)
-
-    # 3. conversion skips are remembered next to the cache, so a cached reload reports them too
-    from ..io import SkippedFile
-
-    if built:
-        records.extend(late)
-    elif (folder / _SIDECAR).is_file():
-        for item in json.loads((folder / _SIDECAR).read_text()):
-            records.append(SkippedFile(**item))
-            logger.warning("skipping %s (recorded when this cached dataset was built)", records[-1])
-    n_skipped = len(records) - n_before
-    if n_skipped and skipped is None:
-        logger.warning(
-            "%s: %d file(s) skipped under on_error='skip'; pass skipped=[] to receive the list", name, n_skipped
-        )
-    return ds
+    return skip_where
 
 
 def build_text_dataset(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from pathlib import Path
+from typing import Iterator, Literal
 
 import datasets
 
@@ -24,6 +25,7 @@ _VALUES = {"": 0, "0": 0, "0.0": 0, "1": 1, "1.0": 1, "-1": -1, "-1.0": -1}
 _VIEWS = {"Frontal", "Lateral"}
 _SPLITS = {"train": "train.csv", "valid": "valid.csv"}
 _PATIENT_STUDY = re.compile(r"(patient\d+)/(study\d+)/")
+_REQUIRED = ("Path", "Frontal/Lateral", "AP/PA", *CHEXPERT5)
 
 
 def uncertain_to(label: str, uncertainty: str) -> int:
@@ -87,50 +89,14 @@ def load_chexpert(
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     root = check_root(root, "CheXpert")
     csv_path = root / _SPLITS[split]
-    required = ("Path", "Frontal/Lateral", "AP/PA", *CHEXPERT5)
     features = cxr_features(
         CHEXPERT5,
         extra={"path": datasets.Value("string"), "sex": datasets.Value("string"), "age": datasets.Value("int32")},
     )
 
-    root_str = str(root)
-
-    def rows():
-        for line, row in iter_csv(csv_path, required):
-            where = f"{csv_path} line {line}"
-            fl = row["Frontal/Lateral"].strip()
-            if fl not in _VIEWS:
-                raise unknown_value(csv_path, line, "Frontal/Lateral", fl, _VIEWS)
-            if frontal_only and fl != "Frontal":
-                continue
-            labels = chexpert_labels(row, uncertainty, csv_path, line)
-            rel = row["Path"].strip()
-            if not rel:
-                raise CXRDataError(f"{where}: empty Path")
-            # Drop the dataset folder prefix ("CheXpert-v1.0-small/"): root stands for it.
-            # (plain string ops: this runs once per row of a 200k-row CSV)
-            head, sep, tail = rel.partition("/")
-            local = tail if sep and head not in ("train", "valid", "test") else rel
-            m = _PATIENT_STUDY.search(rel)
-            age = row.get("Age")
-            yield Row(
-                where,
-                os.path.join(root_str, local),
-                {
-                    "labels": labels,
-                    "patient_id": m.group(1) if m else "",
-                    "study_id": f"{m.group(1)}/{m.group(2)}" if m else "",
-                    "view": "LATERAL" if fl == "Lateral" else row["AP/PA"].strip(),
-                    "source": "chexpert",
-                    "path": rel,
-                    "sex": (row.get("Sex") or "").strip(),
-                    "age": parse_int(age),
-                },
-            )
-
     return build_image_dataset(
         name="chexpert",
-        rows=rows,
+        rows=lambda: _chexpert_rows(csv_path, str(root), uncertainty, frontal_only),
         features=features,
         sources=[csv_path],
         options={"root": str(root), "split": split, "uncertainty": uncertainty, "frontal_only": frontal_only},
@@ -139,3 +105,38 @@ def load_chexpert(
         verify=verify,
         cache_dir=cache_dir,
     )
+
+
+def _chexpert_rows(csv_path: Path, root_str: str, uncertainty: str, frontal_only: bool) -> Iterator[Row]:
+    """The images of one CheXpert CSV, their labels under ``uncertainty`` and their metadata."""
+    for line, row in iter_csv(csv_path, _REQUIRED):
+        where = f"{csv_path} line {line}"
+        fl = row["Frontal/Lateral"].strip()
+        if fl not in _VIEWS:
+            raise unknown_value(csv_path, line, "Frontal/Lateral", fl, _VIEWS)
+        if frontal_only and fl != "Frontal":
+            continue
+        labels = chexpert_labels(row, uncertainty, csv_path, line)
+        rel = row["Path"].strip()
+        if not rel:
+            raise CXRDataError(f"{where}: empty Path")
+        # Drop the dataset folder prefix ("CheXpert-v1.0-small/"): root stands for it.
+        # (plain string ops: this runs once per row of a 200k-row CSV)
+        head, sep, tail = rel.partition("/")
+        local = tail if sep and head not in ("train", "valid", "test") else rel
+        m = _PATIENT_STUDY.search(rel)
+        age = row.get("Age")
+        yield Row(
+            where,
+            os.path.join(root_str, local),
+            {
+                "labels": labels,
+                "patient_id": m.group(1) if m else "",
+                "study_id": f"{m.group(1)}/{m.group(2)}" if m else "",
+                "view": "LATERAL" if fl == "Lateral" else row["AP/PA"].strip(),
+                "source": "chexpert",
+                "path": rel,
+                "sex": (row.get("Sex") or "").strip(),
+                "age": parse_int(age),
+            },
+        )

@@ -3,13 +3,14 @@ column(s) (multi-class, multi-label with a separator, or one 0/1 column per labe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import datasets
 
-from ..io import IMAGE_EXTENSIONS
+from ..image_files import IMAGE_EXTENSIONS
 from ..schema import cxr_features
 from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
 
@@ -149,67 +150,112 @@ def load_image_csv(
         raise ValueError("separator applies to label_column, not to label_columns")
     if split is not None and split_column is None:
         raise ValueError("split needs split_column")
-    image_root = Path(image_root).expanduser().resolve() if image_root is not None else csv_path.parent
-    extras: dict[str, datasets.Value] = (
-        dict(extra_columns) if isinstance(extra_columns, Mapping) else {c: datasets.Value("string") for c in extra_columns}
+    src = _CsvSource(
+        csv_path=csv_path,
+        image_root=Path(image_root).expanduser().resolve() if image_root is not None else csv_path.parent,
+        extras=dict(extra_columns) if isinstance(extra_columns, Mapping) else {c: datasets.Value("string") for c in extra_columns},
+        path_column=path_column, label_column=label_column, label_columns=label_columns, separator=separator,
+        none_set=frozenset(none_values), split_column=split_column, split=split,
+        meta_columns=(patient_id_column, study_id_column, view_column), source_name=source or csv_path.stem, derive=derive,
     )
-    meta_cols = [c for c in (patient_id_column, study_id_column, view_column, split_column) if c]
-    required = [path_column, *(label_columns or [label_column]), *meta_cols, *extras]
-    none_set = set(none_values)
-    multi_label = label_columns is not None or separator is not None
+    names = src.label_names(label_names)
+    features = cxr_features(names, multi_label=src.multi_label, extra={"path": datasets.Value("string"), **src.extras})
+    return build_image_dataset(
+        name=f"csv:{csv_path.name}",
+        rows=lambda: src.rows(names),
+        features=features,
+        sources=[csv_path],
+        options=src.options(names),
+        on_error=on_error,
+        skipped=skipped,
+        verify=verify,
+        cache_dir=cache_dir,
+    )
 
-    def selected():
-        for line, row in iter_csv(csv_path, required):
-            if split is not None and row[split_column].strip() != split:
+
+@dataclasses.dataclass(frozen=True)
+class _CsvSource:
+    """How one :func:`load_image_csv` call reads its CSV: which rows, which label mode, which
+    metadata and extra columns (the call's arguments, resolved)."""
+
+    csv_path: Path
+    image_root: Path
+    extras: dict[str, datasets.Value]
+    path_column: str
+    label_column: str | None
+    label_columns: Sequence[str] | None
+    separator: str | None
+    none_set: frozenset[str]
+    split_column: str | None
+    split: str | None
+    meta_columns: tuple[str | None, str | None, str | None]  # patient_id, study_id, view
+    source_name: str
+    derive: Callable[[dict[str, str]], dict[str, str]] | None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_columns is not None or self.separator is not None
+
+    def selected(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """``(line, row)`` of the rows of the chosen split."""
+        required = [self.path_column, *(self.label_columns or [self.label_column]),
+                    *(c for c in (*self.meta_columns, self.split_column) if c), *self.extras]
+        for line, row in iter_csv(self.csv_path, required):
+            if self.split is not None and row[self.split_column].strip() != self.split:
                 continue
             yield line, row
 
-    if label_columns is not None:
-        names = list(label_names) if label_names is not None else list(label_columns)
-        if names != list(label_columns):
-            raise ValueError("with label_columns the label names are the column names; leave label_names out")
-    elif label_names is not None:
-        names = list(label_names)
-    else:
+    def label_names(self, given: Sequence[str] | None) -> list[str]:
+        """The label set and order: the label columns, ``given``, or else the sorted distinct
+        values of the CSV (one extra streaming pass)."""
+        if self.label_columns is not None:
+            names = list(given) if given is not None else list(self.label_columns)
+            if names != list(self.label_columns):
+                raise ValueError("with label_columns the label names are the column names; leave label_names out")
+            return names
+        if given is not None:
+            return list(given)
         found: set[str] = set()
-        for _, row in selected():
-            value = row[label_column].strip()
-            if multi_label:
-                found.update(t.strip() for t in value.split(separator) if t.strip() not in none_set)
+        for _, row in self.selected():
+            value = row[self.label_column].strip()
+            if self.multi_label:
+                found.update(t.strip() for t in value.split(self.separator) if t.strip() not in self.none_set)
             elif value:  # a blank class is reported as an unknown value when the rows are read
                 found.add(value)
         names = sorted(found - {""})
         if not names:
-            raise CXRDataError(f"{csv_path}: column {label_column!r} has no label values")
-    index = {n: i for i, n in enumerate(names)}
+            raise CXRDataError(f"{self.csv_path}: column {self.label_column!r} has no label values")
+        return names
 
-    def labels_of(row, line):
-        if label_columns is not None:
+    def labels(self, row: dict[str, str], line: int, names: list[str], index: dict[str, int]) -> dict[str, Any]:
+        """The ``label`` (multi-class) or ``labels`` (multi-label) field of one row."""
+        if self.label_columns is not None:
             out = []
-            for i, col in enumerate(label_columns):
+            for i, col in enumerate(self.label_columns):
                 v = row[col].strip()
                 if v in POSITIVE_VALUES:
                     out.append(i)
                 elif v not in NEGATIVE_VALUES:
-                    raise unknown_value(csv_path, line, col, v, (*POSITIVE_VALUES, *NEGATIVE_VALUES))
+                    raise unknown_value(self.csv_path, line, col, v, (*POSITIVE_VALUES, *NEGATIVE_VALUES))
             return {"labels": out}
-        value = row[label_column].strip()
-        if not multi_label:
+        value = row[self.label_column].strip()
+        if not self.multi_label:
             if value not in index:
-                raise unknown_value(csv_path, line, label_column, value, names)
+                raise unknown_value(self.csv_path, line, self.label_column, value, names)
             return {"label": index[value]}
-        out = set()
-        if value not in none_set:
-            for token in value.split(separator):
+        found = set()
+        if value not in self.none_set:
+            for token in value.split(self.separator):
                 token = token.strip()
-                if token in none_set:
+                if token in self.none_set:
                     continue
                 if token not in index:
-                    raise unknown_value(csv_path, line, label_column, token, [*names, *sorted(none_set)])
-                out.add(index[token])
-        return {"labels": sorted(out)}
+                    raise unknown_value(self.csv_path, line, self.label_column, token, [*names, *sorted(self.none_set)])
+                found.add(index[token])
+        return {"labels": sorted(found)}
 
-    def convert(value: str, feature: datasets.Value, line: int, col: str):
+    def typed(self, value: str, feature: datasets.Value, line: int, col: str) -> Any:
+        """An extra column's value as its feature's type (``int*`` / ``float*`` parse, blank -> None)."""
         dtype = feature.dtype
         value = value.strip()
         if dtype.startswith(("int", "uint")):
@@ -220,56 +266,47 @@ def load_image_csv(
             try:
                 return float(value)
             except ValueError:
-                raise CXRDataError(f"{csv_path} line {line}, column {col!r}: not a number: {value!r}") from None
+                raise CXRDataError(f"{self.csv_path} line {line}, column {col!r}: not a number: {value!r}") from None
         return value
 
-    source_name = source or csv_path.stem
-
-    def rows():
-        for line, row in selected():
-            rel = row[path_column].strip()
+    def rows(self, names: list[str]) -> Iterator[Row]:
+        """One :class:`Row` per selected CSV row."""
+        index = {n: i for i, n in enumerate(names)}
+        patient_id_column, study_id_column, view_column = self.meta_columns
+        for line, row in self.selected():
+            rel = row[self.path_column].strip()
             if not rel:
-                raise CXRDataError(f"{csv_path} line {line}: empty {path_column!r}")
-            fields = labels_of(row, line)
+                raise CXRDataError(f"{self.csv_path} line {line}: empty {self.path_column!r}")
+            fields = self.labels(row, line, names, index)
             fields.update(
                 patient_id=row[patient_id_column].strip() if patient_id_column else "",
                 study_id=row[study_id_column].strip() if study_id_column else "",
                 view=row[view_column].strip() if view_column else "",
-                source=source_name,
+                source=self.source_name,
             )
-            if derive is not None:
-                fields.update(derive(row))
+            if self.derive is not None:
+                fields.update(self.derive(row))
             fields["path"] = rel
-            for col, feat in extras.items():
-                fields[col] = convert(row[col], feat, line, col)
-            yield Row(f"{csv_path} line {line}", str(image_root / rel), fields)
+            for col, feat in self.extras.items():
+                fields[col] = self.typed(row[col], feat, line, col)
+            yield Row(f"{self.csv_path} line {line}", str(self.image_root / rel), fields)
 
-    extra_features = {"path": datasets.Value("string"), **extras}
-    features = cxr_features(names, multi_label=multi_label, extra=extra_features)
-    return build_image_dataset(
-        name=f"csv:{csv_path.name}",
-        rows=rows,
-        features=features,
-        sources=[csv_path],
-        options={
-            "path_column": path_column,
-            "label_column": label_column,
-            "label_columns": list(label_columns) if label_columns else None,
+    def options(self, names: list[str]) -> dict[str, Any]:
+        """What the cache fingerprint covers besides the CSV file itself."""
+        return {
+            "path_column": self.path_column,
+            "label_column": self.label_column,
+            "label_columns": list(self.label_columns) if self.label_columns else None,
             "names": names,
-            "separator": separator,
-            "none_values": sorted(none_set),
-            "image_root": str(image_root),
-            "split": [split_column, split],
-            "meta": [patient_id_column, study_id_column, view_column],
-            "extras": {k: v.dtype for k, v in extras.items()},
-            "source": source_name,
-            "derive": _hash_callable(derive) if derive else None,
-        },
-        on_error=on_error,
-        skipped=skipped,
-        verify=verify,
-        cache_dir=cache_dir,
-    )
+            "separator": self.separator,
+            "none_values": sorted(self.none_set),
+            "image_root": str(self.image_root),
+            "split": [self.split_column, self.split],
+            "meta": list(self.meta_columns),
+            "extras": {k: v.dtype for k, v in self.extras.items()},
+            "source": self.source_name,
+            "derive": _hash_callable(self.derive) if self.derive else None,
+        }
 
 
 def _hash_callable(fn) -> str:
@@ -297,7 +334,7 @@ def load_unlabelled_images(
     """Every image under ``root`` (recursively, hidden files and other extensions ignored) as an
     unlabelled dataset (``image``, ``path`` relative to ``root``), for pre-training on a plain
     image folder. Files go through the same checked reader as the labelled adapters: a truncated,
-    corrupt or oversized (decompression-bomb) file raises :class:`~genssl_hf.data.io.CXRReadError`
+    corrupt or oversized (decompression-bomb) file raises :class:`~genssl_hf.data.image_files.CXRReadError`
     naming it, or is left out and recorded under ``on_error="skip"``."""
     root = check_root(root, "image folder")
     exts = tuple(e.lower() for e in extensions)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
 
 import datasets
 
@@ -66,62 +67,15 @@ def load_mimic_cxr(
 
     # The labels of every study and the dicom ids of the split: small tables kept as dicts/sets
     # (ids and label indices only, never images).
-    labels_of: dict[tuple[str, str], tuple[int, ...]] = {}
-    for line, row in iter_csv(label_csv, ("subject_id", "study_id", *CHEXPERT5)):
-        labels_of[(row["subject_id"].strip(), row["study_id"].strip())] = tuple(
-            chexpert_labels(row, uncertainty, label_csv, line)
-        )
-    in_split: set[str] | None = None
-    if split != "all":
-        in_split = set()
-        for line, row in iter_csv(split_csv, ("dicom_id", "split")):
-            value = row["split"].strip()
-            if value not in MIMIC_SPLITS:
-                raise CXRDataError(f"{split_csv} line {line}, column 'split': unknown value {value!r} (known: {MIMIC_SPLITS})")
-            if value == split:
-                in_split.add(row["dicom_id"].strip())
-    unlabeled: list[str] = []
-
-    def rows():
-        unlabeled.clear()
-        for line, row in iter_csv(meta_csv, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
-            dicom_id = row["dicom_id"].strip()
-            if in_split is not None and dicom_id not in in_split:
-                continue
-            view = row["ViewPosition"].strip()
-            if view_set is not None and view.upper() not in view_set:
-                continue
-            subject, study = row["subject_id"].strip(), row["study_id"].strip()
-            labels = labels_of.get((subject, study))
-            if labels is None:
-                unlabeled.append(study)
-                continue
-            rel = mimic_image_path(subject, study, dicom_id)
-            yield Row(
-                f"{meta_csv} line {line}",
-                str(root / rel),
-                {
-                    "labels": list(labels),
-                    "patient_id": subject,
-                    "study_id": study,
-                    "view": view,
-                    "source": "mimic-cxr",
-                    "path": rel,
-                    "dicom_id": dicom_id,
-                },
-            )
-        if unlabeled:
-            logger.warning(
-                "MIMIC-CXR: %d image(s) of %d studies have no row in %s and are left out, e.g. studies %s",
-                len(unlabeled), len(set(unlabeled)), label_csv.name, sorted(set(unlabeled))[:5],
-            )
+    labels_of = _study_labels(label_csv, uncertainty)
+    in_split = _split_dicom_ids(split_csv, split) if split != "all" else None
 
     features = cxr_features(
         CHEXPERT5, extra={"path": datasets.Value("string"), "dicom_id": datasets.Value("string")}
     )
     return build_image_dataset(
         name="mimic-cxr",
-        rows=rows,
+        rows=lambda: _mimic_rows(root, meta_csv, label_csv, labels_of, in_split, view_set),
         features=features,
         sources=[meta_csv, label_csv, split_csv],
         options={
@@ -135,3 +89,69 @@ def load_mimic_cxr(
         verify=verify,
         cache_dir=cache_dir,
     )
+
+
+def _study_labels(label_csv: Path, uncertainty: str) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(subject_id, study_id) -> the study's CHEXPERT5 label indices, from the labeler CSV."""
+    labels_of: dict[tuple[str, str], tuple[int, ...]] = {}
+    for line, row in iter_csv(label_csv, ("subject_id", "study_id", *CHEXPERT5)):
+        labels_of[(row["subject_id"].strip(), row["study_id"].strip())] = tuple(
+            chexpert_labels(row, uncertainty, label_csv, line)
+        )
+    return labels_of
+
+
+def _split_dicom_ids(split_csv: Path, split: str) -> set[str]:
+    """The dicom ids of one official split."""
+    in_split: set[str] = set()
+    for line, row in iter_csv(split_csv, ("dicom_id", "split")):
+        value = row["split"].strip()
+        if value not in MIMIC_SPLITS:
+            raise CXRDataError(f"{split_csv} line {line}, column 'split': unknown value {value!r} (known: {MIMIC_SPLITS})")
+        if value == split:
+            in_split.add(row["dicom_id"].strip())
+    return in_split
+
+
+def _mimic_rows(
+    root: Path,
+    meta_csv: Path,
+    label_csv: Path,
+    labels_of: dict[tuple[str, str], tuple[int, ...]],
+    in_split: set[str] | None,
+    view_set: set[str] | None,
+) -> Iterator[Row]:
+    """The images of the metadata CSV in the split and views; those of studies without labels are
+    left out with one warning at the end."""
+    unlabeled: list[str] = []
+    for line, row in iter_csv(meta_csv, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
+        dicom_id = row["dicom_id"].strip()
+        if in_split is not None and dicom_id not in in_split:
+            continue
+        view = row["ViewPosition"].strip()
+        if view_set is not None and view.upper() not in view_set:
+            continue
+        subject, study = row["subject_id"].strip(), row["study_id"].strip()
+        labels = labels_of.get((subject, study))
+        if labels is None:
+            unlabeled.append(study)
+            continue
+        rel = mimic_image_path(subject, study, dicom_id)
+        yield Row(
+            f"{meta_csv} line {line}",
+            str(root / rel),
+            {
+                "labels": list(labels),
+                "patient_id": subject,
+                "study_id": study,
+                "view": view,
+                "source": "mimic-cxr",
+                "path": rel,
+                "dicom_id": dicom_id,
+            },
+        )
+    if unlabeled:
+        logger.warning(
+            "MIMIC-CXR: %d image(s) of %d studies have no row in %s and are left out, e.g. studies %s",
+            len(unlabeled), len(set(unlabeled)), label_csv.name, sorted(set(unlabeled))[:5],
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import datasets
 
@@ -26,6 +26,7 @@ NIH_NO_FINDING = "No Finding"
 _SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 _CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 _INDEX = {name: i for i, name in enumerate(NIH14)}
+_REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 
 
 def nih_labels(value: str, where_csv, line: int, column: str = "Finding Labels") -> list[int]:
@@ -103,17 +104,9 @@ def load_nih_cxr14(
         names = _read_list(list_path)
         wanted = set(names)
         sources.append(list_path)
-    required = ("Image Index", "Finding Labels", "Patient ID", "View Position")
     images = index_nih_images(root)
-
     if wanted is not None:  # every listed image must have a label row: check before building
-        seen = {row["Image Index"].strip() for _, row in iter_csv(csv_path, required)}
-        absent = [n for n in names if n not in seen]
-        if absent:
-            raise CXRDataError(
-                f"{len(absent)} image(s) of {list_path} have no row in {csv_path}, e.g. {absent[:5]}"
-            )
-        del seen
+        _check_listed_have_rows(csv_path, list_path, names)
 
     features = cxr_features(
         NIH14,
@@ -125,31 +118,9 @@ def load_nih_cxr14(
         },
     )
 
-    def rows():
-        for line, row in iter_csv(csv_path, required):
-            name = row["Image Index"].strip()
-            if wanted is not None and name not in wanted:
-                continue
-            labels = nih_labels(row["Finding Labels"], csv_path, line)
-            yield Row(
-                f"{csv_path} line {line}",
-                images.get(name, str(root / "images" / name)),
-                {
-                    "labels": labels,
-                    "patient_id": row["Patient ID"].strip(),
-                    "study_id": name.rsplit(".", 1)[0],
-                    "view": row["View Position"].strip(),
-                    "source": "nih-cxr14",
-                    "path": name,
-                    "age": parse_int(row.get("Patient Age")),
-                    "sex": (row.get("Patient Gender") or "").strip(),
-                    "follow_up": parse_int(row.get("Follow-up #")),
-                },
-            )
-
     return build_image_dataset(
         name="nih-cxr14",
-        rows=rows,
+        rows=lambda: _nih_rows(csv_path, root, images, wanted),
         features=features,
         sources=sources,
         options={"root": str(root), "split": split, "n_images_found": len(images)},
@@ -158,3 +129,38 @@ def load_nih_cxr14(
         verify=verify,
         cache_dir=cache_dir,
     )
+
+
+def _check_listed_have_rows(csv_path: Path, list_path: Path, names: list[str]) -> None:
+    """Every image of an official split list has a row in the labels CSV."""
+    seen = {row["Image Index"].strip() for _, row in iter_csv(csv_path, _REQUIRED)}
+    absent = [n for n in names if n not in seen]
+    if absent:
+        raise CXRDataError(
+            f"{len(absent)} image(s) of {list_path} have no row in {csv_path}, e.g. {absent[:5]}"
+        )
+
+
+def _nih_rows(csv_path: Path, root: Path, images: dict[str, str], wanted: set[str] | None) -> Iterator[Row]:
+    """The images of the labels CSV (those in ``wanted`` when given), found in ``images`` or
+    expected under ``root/images``."""
+    for line, row in iter_csv(csv_path, _REQUIRED):
+        name = row["Image Index"].strip()
+        if wanted is not None and name not in wanted:
+            continue
+        labels = nih_labels(row["Finding Labels"], csv_path, line)
+        yield Row(
+            f"{csv_path} line {line}",
+            images.get(name, str(root / "images" / name)),
+            {
+                "labels": labels,
+                "patient_id": row["Patient ID"].strip(),
+                "study_id": name.rsplit(".", 1)[0],
+                "view": row["View Position"].strip(),
+                "source": "nih-cxr14",
+                "path": name,
+                "age": parse_int(row.get("Patient Age")),
+                "sex": (row.get("Patient Gender") or "").strip(),
+                "follow_up": parse_int(row.get("Follow-up #")),
+            },
+        )

@@ -61,7 +61,8 @@ class TextEmbeddingCache:
 def save_pipeline(accelerator, unet, vae, text_model, tokenizer, text_source, scale, args, state, n_rows, out: Path) -> None:
     from ...data.phantom import render_grid
     from ...generation.cards import write_generator_card
-    from ...generation.pipeline import CXRLatentDiffusionPipeline, bundle_scheduler
+    from ...generation.pipeline import CXRLatentDiffusionPipeline
+    from ...generation.schedulers import bundle_scheduler
 
     unet = accelerator.unwrap_model(unet).eval()
     pipe = CXRLatentDiffusionPipeline(

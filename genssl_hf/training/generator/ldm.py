@@ -127,7 +127,7 @@ def train_ldm(args: argparse.Namespace) -> Path:
     ``<output_dir>/pipeline`` folder."""
     from diffusers import DDPMScheduler
 
-    from ...generation.pipeline import bundle_scheduler
+    from ...generation.schedulers import bundle_scheduler
 
     apply_num_threads(args)
     _check_ldm_args(args)

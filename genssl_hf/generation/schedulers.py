@@ -1,0 +1,42 @@
+"""Noise schedulers of :class:`~genssl_hf.generation.pipeline.CXRLatentDiffusionPipeline`: the
+MONAI CXR bundle's DDIM (:func:`bundle_scheduler`) and the sampling presets of
+``pipe.use_preset(name)`` (:data:`GENERATION_PRESETS`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import DDIMScheduler
+
+__all__ = ["GENERATION_PRESETS", "bundle_scheduler"]
+
+# Sampling presets (``pipe.use_preset(name)``). "bundle": the MONAI bundle's 50-step DDIM, the
+# default, kept for faithfulness. "fast": the fastest setting whose images stayed within the noise
+# of the 50-step DDIM reference in ``benchmarks/bench_generation_quality.py`` (prompt-adherence AUC
+# of the phantom finding classifier and feature-space FID against the reference; see BENCHMARKS.md).
+# ``scheduler``: a diffusers scheduler class built from the pipeline's own noise schedule (betas,
+# prediction type) with ``scheduler_kwargs``; ``guidance_fraction``: classifier-free guidance on that
+# leading share of the steps only (the rest run the conditional branch alone, half the UNet batch).
+GENERATION_PRESETS: dict[str, dict[str, Any]] = {
+    "bundle": {"scheduler": "DDIMScheduler", "scheduler_kwargs": {}, "num_inference_steps": 50, "guidance_fraction": 1.0},
+    "fast": {"scheduler": "UniPCMultistepScheduler", "scheduler_kwargs": {}, "num_inference_steps": 8, "guidance_fraction": 1.0},
+}
+
+
+def bundle_scheduler(**overrides: Any) -> DDIMScheduler:
+    """DDIM with the MONAI CXR bundle's training settings: 1000 steps, scaled-linear betas
+    0.0015 -> 0.0205, v-prediction, no sample clipping; "linspace" timestep spacing (999 -> 0), which
+    is exactly MONAI >= 1.4 DDIMScheduler (the test compares them step by step)."""
+    cfg = dict(
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0205,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        timestep_spacing="linspace",
+    )
+    cfg.update(overrides)
+    return DDIMScheduler(**cfg)
