@@ -11,7 +11,7 @@ import torch
 
 from genssl_hf.data.schema import cxr_features
 from genssl_hf.training.classifier import GenSSLViTForImageClassification, build_classifier
-from genssl_hf.training.drop_path import BranchDropout, drop_path, drop_path_rates
+from genssl_hf.models.drop_path import BranchDropout, drop_path, drop_path_rates
 from genssl_hf.training.finetune import build_parser, main
 from genssl_hf.training.finetune_data import FinetuneAugment, split_train_validation, stratified_subset
 from genssl_hf.training.lr_decay import param_groups_lrd, vit_layer_id
