@@ -3,13 +3,14 @@ momentum schedule and the in-place update."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Iterable
 
 import torch
 from torch import nn
 
-__all__ = ["cosine_momentum", "ema_update"]
+__all__ = ["cosine_momentum", "ema_update", "frozen_copy"]
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
@@ -23,3 +24,11 @@ def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float) ->
     for online, target in pairs:
         for po, pt in zip(online.parameters(), target.parameters()):
             pt.mul_(momentum).add_(po.detach(), alpha=1.0 - momentum)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` that no optimiser updates: the starting point of a momentum target."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad = False
+    return target

@@ -8,7 +8,6 @@ epochs of 300 (the paper's 300-epoch setting)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from genssl_hf.training.ssl.heads import MLPHead, convert_to_global_bn
 from genssl_hf.training.ssl.losses import byol_loss, embedding_std
 from genssl_hf.training.ssl.methods.base import HParam, SSLMethod
 from genssl_hf.training.ssl.methods.recipes import TINY, VIT, cnn_recipe
-from genssl_hf.training.ssl.momentum import cosine_momentum, ema_update
+from genssl_hf.training.ssl.momentum import cosine_momentum, ema_update, frozen_copy
 
 __all__ = ["BYOL"]
 
@@ -53,10 +52,8 @@ class BYOL(SSLMethod):
         self.projector = MLPHead(self.dim, hidden, h["proj_dim"], 2, bn=True)
         self.predictor = MLPHead(h["proj_dim"], h["pred_hidden_dim"] or hidden, h["proj_dim"], 2, bn=True)
         convert_to_global_bn(self)
-        self.target_backbone = copy.deepcopy(self.backbone)
-        self.target_projector = copy.deepcopy(self.projector)
-        for p in list(self.target_backbone.parameters()) + list(self.target_projector.parameters()):
-            p.requires_grad = False
+        self.target_backbone = frozen_copy(self.backbone)
+        self.target_projector = frozen_copy(self.projector)
         self.register_buffer("momentum", torch.tensor(float(h["target_momentum"])))
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

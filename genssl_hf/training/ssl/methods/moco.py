@@ -23,7 +23,6 @@ collapse but does not make the tiny ViT beat chance on the loss within a few hun
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -35,7 +34,7 @@ from genssl_hf.training.ssl.heads import MLPHead, convert_to_global_bn
 from genssl_hf.training.ssl.losses import embedding_std, moco_infonce_loss
 from genssl_hf.training.ssl.methods.base import HParam, SSLMethod
 from genssl_hf.training.ssl.methods.recipes import TINY, VIT, cnn_recipe
-from genssl_hf.training.ssl.momentum import cosine_momentum, ema_update
+from genssl_hf.training.ssl.momentum import cosine_momentum, ema_update, frozen_copy
 
 __all__ = ["MoCoV2"]
 
@@ -83,10 +82,8 @@ class MoCoV2(SSLMethod):
                                  last_bn_affine=False)
         if bn:
             convert_to_global_bn(self.projector)
-        self.key_backbone = copy.deepcopy(self.backbone)
-        self.key_projector = copy.deepcopy(self.projector)
-        for p in list(self.key_backbone.parameters()) + list(self.key_projector.parameters()):
-            p.requires_grad = False
+        self.key_backbone = frozen_copy(self.backbone)
+        self.key_projector = frozen_copy(self.projector)
         queue = nn.functional.normalize(torch.randn(h["queue_size"], h["proj_dim"]), dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
