@@ -53,11 +53,6 @@ def sample_seed(global_seed: int, index: int) -> int:
     return int(((int(hi) << 32) | int(lo)) & ((1 << 63) - 1))
 
 
-def sample_seeds(global_seed: int, start: int, stop: int) -> list[int]:
-    """Seeds of indices ``start .. stop - 1``."""
-    return [sample_seed(global_seed, i) for i in range(start, stop)]
-
-
 def golden_stride(n: int) -> int:
     """The multiplier ``a`` of the slot permutation: closest to ``n * 0.618...``, coprime with ``n``."""
     if n <= 2:

@@ -249,19 +249,6 @@ def to_old_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return old
 
 
-def identity_attention_projections(model: torch.nn.Module) -> torch.nn.Module:
-    """Set every spatial attention block's ``out_proj`` to the identity (zero bias), as a network
-    imported from monai-generative has it; returns ``model``."""
-    sd = model.state_dict()
-    with torch.no_grad():
-        for block in _spatial_attention_blocks(sd):
-            module = model.get_submodule(block + ".attn.out_proj")
-            module.weight.copy_(torch.eye(module.weight.shape[0]))
-            if module.bias is not None:
-                module.bias.zero_()
-    return model
-
-
 def verify_against_legacy(kind: str, kwargs: dict[str, Any], old: dict[str, torch.Tensor], model: torch.nn.Module,
                           image_size: int, atol: float = LEGACY_ATOL) -> float | None:
     """Forward the converted ``model`` and the monai-generative 0.2.3 network (built from the

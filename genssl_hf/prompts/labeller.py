@@ -32,7 +32,7 @@ exactly as rendered (``tests/test_report_labeller.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -296,8 +296,3 @@ def positives(labels: np.ndarray, uncertain_as: str = "negative") -> np.ndarray:
         pos |= labels == UNCERTAIN
     return pos.astype(np.int64)
 
-
-def labels_as_dict(labels: Mapping[str, int | None]) -> dict[str, str]:
-    """Readable form of :func:`label_report` output (for tables and debugging)."""
-    names = {PRESENT: "present", ABSENT: "absent", UNCERTAIN: "uncertain", None: "not mentioned"}
-    return {o: names[v] for o, v in labels.items()}

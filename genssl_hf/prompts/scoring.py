@@ -116,12 +116,6 @@ class FeatureScores:
             raise ValueError(f"unknown scoring variant {name!r}; choose one of {VARIANTS}")
         return self.paper if name == "paper" else self.negation_aware
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        return {
-            f: {"paper": float(p), "negation_aware": float(n)}
-            for f, p, n in zip(self.features, self.paper, self.negation_aware)
-        }
-
 
 def iter_texts(corpus: Any, column: str = "text") -> Iterator[str]:
     """Strings of ``corpus``: a ``datasets.Dataset``/``IterableDataset`` (``column``), or any iterable
