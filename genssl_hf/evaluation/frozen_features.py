@@ -40,7 +40,7 @@ import torch
 from genssl_hf.core.classification_metrics import classification_metrics
 from genssl_hf.models import is_cnn_init, pooled_features
 from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
-from genssl_hf.training.finetune import image_processor_of, processor_folder, check_image_processor_choice
+from genssl_hf.training.finetune_args import image_processor_of, processor_folder, check_image_processor_choice
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.training.ssl.monitor import knn_scores
 from genssl_hf.utils import sha256_strings
