@@ -8,7 +8,7 @@ import sys
 import torch
 from accelerate import PartialState
 
-from genssl_hf.training.vlp import image_text_infonce
+from genssl_hf.training.vlp_loss import image_text_infonce
 
 out = sys.argv[1]
 state = PartialState(cpu=True)  # gloo process group on CPU (the launcher sets rank and world size)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genssl_hf.evaluation import frozen_features as ff
+from genssl_hf.evaluation import probe_scores as ps
 
 torch.set_num_threads(1)  # shared CI machine
 
@@ -65,13 +66,13 @@ def test_knn_matches_numpy_reference(multi_label):
         train_y = rng.integers(0, 3, 200)
         test_y = rng.integers(0, 3, 50)
         onehot = np.eye(3)[train_y]
-    scores = ff.knn_class_scores(train_x, train_y, test_x, 3, k=20, temperature=0.07)
+    scores = ps.knn_class_scores(train_x, train_y, test_x, 3, k=20, temperature=0.07)
     ref = _knn_reference(train_x.astype(np.float64), onehot, test_x.astype(np.float64), 20, 0.07)
     np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-5)
     # AUC: one-vs-rest mean over the classes, as fine-tuning reports it
     t = test_y if multi_label else np.eye(3)[test_y]
     expected = np.mean([roc_auc_score(t[:, c], ref[:, c]) for c in range(3)])
-    assert ff.knn_auc(train_x, train_y, test_x, test_y, 3) == pytest.approx(expected, abs=1e-6)
+    assert ps.knn_auc(train_x, train_y, test_x, test_y, 3) == pytest.approx(expected, abs=1e-6)
 
 
 def test_binary_auc_is_the_positive_class_auc():
@@ -80,7 +81,7 @@ def test_binary_auc_is_the_positive_class_auc():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 80)
     p1 = np.clip(0.3 * y + rng.random(80) * 0.7, 0, 1)
-    assert ff.mean_auc(y, np.stack([1 - p1, p1], 1)) == pytest.approx(roc_auc_score(y, p1))
+    assert ps.mean_auc(y, np.stack([1 - p1, p1], 1)) == pytest.approx(roc_auc_score(y, p1))
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -102,7 +103,7 @@ def test_linear_probe_chooses_C_on_validation_only():
 
     (tx, ty), (vx, vy), (sx, sy) = _probe_data()
     grid = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    probe = ff.linear_probe_scores(tx, ty, vx, vy, sx, 2, c_grid=grid)
+    probe = ps.linear_probe_scores(tx, ty, vx, vy, sx, 2, c_grid=grid)
     # the chosen C is the validation argmax, recomputed here independently
     sc = StandardScaler().fit(tx)
     val = {c: roc_auc_score(vy, LogisticRegression(C=c, max_iter=5000).fit(sc.transform(tx), ty)
@@ -110,12 +111,12 @@ def test_linear_probe_chooses_C_on_validation_only():
     assert probe["validation_auc"] == pytest.approx(val, abs=1e-6)
     assert probe["C"] == max(grid, key=lambda c: (val[c], -c))
     # the test rows (and labels) play no part in the choice: other test rows, the same C
-    other = ff.linear_probe_scores(tx, ty, vx, vy, np.random.default_rng(9).normal(size=(7, 10)), 2, c_grid=grid)
+    other = ps.linear_probe_scores(tx, ty, vx, vy, np.random.default_rng(9).normal(size=(7, 10)), 2, c_grid=grid)
     assert other["C"] == probe["C"] and other["validation_auc"] == probe["validation_auc"]
-    auc, c = ff.linear_probe_auc(tx, ty, vx, vy, sx, sy, 2, c_grid=grid)
+    auc, c = ps.linear_probe_auc(tx, ty, vx, vy, sx, sy, 2, c_grid=grid)
     assert c == probe["C"] and auc > 0.75
     # shuffled test labels change the test AUC but not the chosen C
-    auc_shuffled, c_shuffled = ff.linear_probe_auc(tx, ty, vx, vy, sx, np.random.default_rng(3).permutation(sy), 2,
+    auc_shuffled, c_shuffled = ps.linear_probe_auc(tx, ty, vx, vy, sx, np.random.default_rng(3).permutation(sy), 2,
                                                    c_grid=grid)
     assert c_shuffled == c and abs(auc_shuffled - 0.5) < abs(auc - 0.5)
 
@@ -123,9 +124,9 @@ def test_linear_probe_chooses_C_on_validation_only():
 def test_linear_probe_multi_label_constant_class_scores_its_rate():
     (tx, ty), (vx, vy), (sx, sy) = _probe_data(2)
     y = np.stack([ty, np.zeros_like(ty)], 1)  # the second finding never occurs in the training rows
-    probe = ff.linear_probe_scores(tx, y, vx, np.stack([vy, vy], 1), sx, 2, c_grid=(0.1, 1.0))
+    probe = ps.linear_probe_scores(tx, y, vx, np.stack([vy, vy], 1), sx, 2, c_grid=(0.1, 1.0))
     assert np.all(probe["test_scores"][:, 1] == 0.0)
-    assert ff.mean_auc(np.stack([sy, 1 - sy], 1), probe["test_scores"]) < 1.0
+    assert ps.mean_auc(np.stack([sy, 1 - sy], 1), probe["test_scores"]) < 1.0
 
 
 # ------------------------------------------------------------------------------------------ encoder

@@ -52,7 +52,7 @@ def test_encoders_load_exactly(tmp_path, encoder_dir):
     from transformers import ViTModel
 
     from genssl_hf.training.mae import build_mae_config, build_model
-    from genssl_hf.training.report_generator import load_vit_encoder
+    from genssl_hf.training.report_generator_model import load_vit_encoder
 
     enc, rec = load_vit_encoder(encoder_dir)
     src = ViTModel.from_pretrained(encoder_dir, add_pooling_layer=False)
@@ -76,7 +76,7 @@ def test_encoders_load_exactly(tmp_path, encoder_dir):
 
 
 def test_decoders_and_errors():
-    from genssl_hf.training.report_generator import build_decoder, minilm_path
+    from genssl_hf.training.report_generator_model import build_decoder, minilm_path
 
     dec, tok, rec = build_decoder("minilm", 1)
     assert rec["num_layers"] == 1 and dec.config.add_cross_attention and dec.config.is_decoder
@@ -98,7 +98,7 @@ def test_folder_reloads_exactly_and_runs_as_pipeline(tmp_path, encoder_dir):
     from transformers import AutoProcessor, VisionEncoderDecoderModel, pipeline
 
     from genssl_hf.processing import ReportGeneratorProcessor
-    from genssl_hf.training.report_generator import build_report_generator, generate_reports, save_report_generator
+    from genssl_hf.training.report_generator_model import build_report_generator, generate_reports, save_report_generator
 
     model, proc, rec = build_report_generator(str(encoder_dir), "minilm", decoder_layers=1,
                                               generation={"num_beams": 2, "no_repeat_ngram_size": 2, "max_new_tokens": 6})
@@ -229,7 +229,7 @@ def test_report_vocabulary_tokenizer(tmp_path, encoder_dir):
     from transformers import AutoTokenizer
 
     from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
-    from genssl_hf.training.report_generator import build_report_generator, generate_reports, save_report_generator
+    from genssl_hf.training.report_generator_model import build_report_generator, generate_reports, save_report_generator
 
     reports = ["Big right-sided edema. No cardiomegaly."] * 3 + ["Small rare finding."]
     tok = build_report_vocabulary_tokenizer(reports, min_frequency=3)
@@ -290,7 +290,8 @@ def test_publish_report_generator(tmp_path, encoder_dir):
 
     from genssl_hf.hub.leak import LeakError
     from genssl_hf.hub.publish import publish
-    from genssl_hf.training.report_generator import build_report_generator, save_report_generator, write_report_generator_card
+    from genssl_hf.training.report_generator_model import build_report_generator, save_report_generator
+    from genssl_hf.training.report_generator import write_report_generator_card
 
     model, proc, rec = build_report_generator(str(encoder_dir), "minilm", decoder_layers=1)
     src = tmp_path / "rg"

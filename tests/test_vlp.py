@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from genssl_hf.data.pairs import phantom_pairs
-from genssl_hf.training.vlp import build_dual_encoder, build_parser, pretrain_vlp
+from genssl_hf.training.dual_encoder import build_dual_encoder
+from genssl_hf.training.vlp import build_parser, pretrain_vlp
 
 SIZE = 32
 
@@ -133,8 +134,8 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
 def test_cached_frozen_text_features_equal_the_full_forward():
     """A fully frozen text tower is cached once per distinct report; the step's embeddings then equal
     the stock forward's (eval mode: a frozen tower runs without dropout in both paths)."""
-    from genssl_hf.training.vlp import (FrozenTextFeatures, dual_encoder_embeddings, text_group_ids,
-                                        text_tower_fully_frozen)
+    from genssl_hf.training.dual_encoder import FrozenTextFeatures, dual_encoder_embeddings, text_tower_fully_frozen
+    from genssl_hf.training.vlp_loss import text_group_ids
 
     torch.manual_seed(0)
     model, tok, rec = build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, projection_dim=32, freeze_text_layers=2)

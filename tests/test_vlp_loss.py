@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genssl_hf.training.vlp import LOSS_PRESETS, image_text_infonce, text_group_ids
+from genssl_hf.training.vlp_loss import LOSS_PRESETS, image_text_infonce, text_group_ids
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ weight moves. Conventions (the SSL literature's, and the package's):
   ``"none"``, or another folder's processor);
 * features: the mean of the last layer's patch tokens after the final LayerNorm (``pooling="mean"``)
   or the CLS token (``"cls"``);
-* kNN: cosine similarity, ``k = 20`` nearest labelled training features, votes weighted by
+* scores (:mod:`genssl_hf.evaluation.probe_scores`) -- kNN: cosine similarity, ``k = 20`` nearest labelled training features, votes weighted by
   ``exp(sim / 0.07)`` (Wu et al. 2018; the package's SSL monitor);
 * linear probe: scikit-learn ``LogisticRegression`` on features standardised with the training
   subset's statistics (one per class for multi-label data, multinomial for multi-class); the inverse
@@ -37,34 +37,26 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.core.classification_metrics import classification_metrics
 from genssl_hf.models import is_cnn_init, pooled_features
 from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
-from genssl_hf.training.finetune import image_processor_of, processor_folder, check_image_processor_choice
+from genssl_hf.training.finetune_args import image_processor_of, processor_folder, check_image_processor_choice
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
-from genssl_hf.training.ssl.monitor import knn_scores
+from genssl_hf.evaluation.probe_scores import DEFAULT_C_GRID, knn_auc, linear_probe_auc
 from genssl_hf.utils import sha256_strings
 from genssl_hf.validation import check_weight_files
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_C_GRID",
     "FrozenEncoder",
     "load_frozen_encoder",
     "check_encoder_spec",
     "extract_features",
-    "knn_auc",
-    "linear_probe_scores",
-    "linear_probe_auc",
-    "mean_auc",
     "frozen_feature_table",
     "summarise_table",
     "markdown_table",
 ]
 
-# 1e-4 .. 1e4: on Kermany at 100 % labels a 1e-3 .. 1e2 grid picked its upper edge
-DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 POOLINGS = ("mean", "cls")
 
 
@@ -182,94 +174,6 @@ def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, 
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
 
 
-# ------------------------------------------------------------------------------------------ scores
-def _one_hot_targets(targets: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(N, C)`` one-hot (multi-class indices) or the multi-hot matrix as it is."""
-    if targets.ndim == 2:
-        return targets.astype(np.float32)
-    return np.eye(num_classes, dtype=np.float32)[targets.astype(np.int64)]
-
-
-def mean_auc(targets: np.ndarray, scores: np.ndarray) -> float:
-    """Test mean ROC AUC as fine-tuning reports it (NaN when no class has both outcomes)."""
-    value = classification_metrics(targets, scores)["mean_auc"]
-    return float("nan") if value is None else float(value)
-
-
-def knn_class_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, *,
-                     k: int = 20, temperature: float = 0.07) -> np.ndarray:
-    """``(N_test, C)`` weighted-kNN class scores (:func:`genssl_hf.training.ssl.monitor.knn_scores`)."""
-    votes = _one_hot_targets(train_y, num_classes)
-    return knn_scores(torch.from_numpy(train_x), torch.from_numpy(votes), torch.from_numpy(test_x),
-                      k=k, temperature=temperature).numpy()
-
-
-def knn_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, num_classes: int, *,
-            k: int = 20, temperature: float = 0.07) -> float:
-    """Test mean AUC of the weighted kNN classifier."""
-    return mean_auc(test_y, knn_class_scores(train_x, train_y, test_x, num_classes, k=k, temperature=temperature))
-
-
-def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, eval_x: Sequence[np.ndarray], num_classes: int,
-                 c: float, seed: int) -> list[np.ndarray]:
-    """Logistic regression(s) with inverse regularisation ``c``: ``(N, C)`` probabilities per array of
-    ``eval_x``. A class with a single outcome in the training rows scores its training rate."""
-    from sklearn.linear_model import LogisticRegression
-
-    outs = [np.zeros((len(x), num_classes)) for x in eval_x]
-    if train_y.ndim == 2:
-        for j in range(num_classes):
-            col = train_y[:, j].astype(np.int64)
-            if col.min() == col.max():
-                for o in outs:
-                    o[:, j] = float(col[0])
-                continue
-            clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(train_x, col)
-            for o, x in zip(outs, eval_x):
-                o[:, j] = clf.predict_proba(x)[:, 1]
-        return outs
-    present = np.unique(train_y)
-    if len(present) < 2:
-        for o in outs:
-            o[:, int(present[0])] = 1.0
-        return outs
-    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(train_x, train_y)
-    for o, x in zip(outs, eval_x):
-        o[:, clf.classes_.astype(np.int64)] = clf.predict_proba(x)
-    return outs
-
-
-def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                        test_x: np.ndarray, num_classes: int, *, c_grid: Sequence[float] = DEFAULT_C_GRID,
-                        seed: int = 0) -> dict[str, Any]:
-    """Linear probe on standardised features: ``C`` chosen by validation mean AUC (ties: the
-    smallest ``C``, the strongest regularisation), the probe of that ``C`` (fit on the training
-    rows) scores the test rows. The test labels are not an input. Returns ``{"C", "validation_auc"
-    (C -> AUC), "test_scores"}``."""
-    from sklearn.preprocessing import StandardScaler
-
-    if not len(c_grid):
-        raise ValueError("c_grid is empty")
-    scaler = StandardScaler().fit(train_x)
-    tr, va, te = (scaler.transform(x) for x in (train_x, val_x, test_x))
-    val_auc: dict[float, float] = {}
-    best_c, best_auc, best_test = None, -math.inf, None
-    for c in sorted(float(v) for v in c_grid):
-        val_scores, test_scores = _fit_predict(tr, train_y, [va, te], num_classes, c, seed)
-        auc = mean_auc(val_y, val_scores)
-        val_auc[c] = auc
-        if best_c is None or (not math.isnan(auc) and auc > best_auc):
-            best_c, best_auc, best_test = c, (auc if not math.isnan(auc) else -math.inf), test_scores
-    return {"C": best_c, "validation_auc": val_auc, "test_scores": best_test}
-
-
-def linear_probe_auc(train_x, train_y, val_x, val_y, test_x, test_y, num_classes: int, *,
-                     c_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0) -> tuple[float, float]:
-    """``(test mean AUC, chosen C)`` of :func:`linear_probe_scores`."""
-    probe = linear_probe_scores(train_x, train_y, val_x, val_y, test_x, num_classes, c_grid=c_grid, seed=seed)
-    return mean_auc(test_y, probe["test_scores"]), probe["C"]
-
-
 # ------------------------------------------------------------------------------------------ table
 def _check_fractions(fractions: Sequence[float]) -> list[float]:
     out = []
@@ -292,6 +196,82 @@ def _encoder_spec(value: Any) -> dict[str, Any]:
     return {"init": str(value), "image_processor": "init"}
 
 
+def _check_table_inputs(encoders: Mapping[str, Any], dataset_dict, fractions: Sequence[float], seeds: Sequence[int],
+                        split_names: dict[str, str], pooling: str, k: int, temperature: float):
+    """Before any compute: (encoder specs, fractions, seeds), every encoder checked, the splits present."""
+    if not encoders:
+        raise ValueError("no encoders given")
+    specs = {str(title): _encoder_spec(v) for title, v in encoders.items()}
+    fractions = _check_fractions(fractions)
+    seeds = [int(s) for s in seeds]
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds must be a non-empty list of non-negative integers; got {seeds}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    if k < 1 or not temperature > 0:
+        raise ValueError(f"kNN needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}")
+    for name in (split_names["train"], split_names["validation"], split_names["test"]):
+        if name not in dataset_dict:
+            raise KeyError(f"dataset has no split {name!r} (splits: {list(dataset_dict)})")
+    if split_names["validation"] == split_names["test"]:
+        raise ValueError("the validation split must not be the test split: C is chosen on validation only")
+    for title, spec in specs.items():
+        try:
+            check_encoder_spec(spec["init"], spec["image_processor"])
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"encoder {title!r}: {err}") from err
+    return specs, fractions, seeds
+
+
+def _labelled_splits(dataset_dict, split_names: dict[str, str], fractions: list[float], seeds: list[int]) -> dict[str, Any]:
+    """The three splits, their targets (the classes must agree) and fine-tuning's training rows (and
+    their hash) per (fraction, seed)."""
+    splits = {role: dataset_dict[split_names[role]] for role in ("train", "validation", "test")}
+    targets, label_names, multi_label = targets_of(splits["train"])
+    eval_targets = {}
+    for name in ("validation", "test"):
+        y, names, ml = targets_of(splits[name])
+        if names != label_names or ml != multi_label:
+            raise ValueError(f"{name} split's classes {names} differ from train's {label_names}")
+        eval_targets[name] = y
+    subsets = {(f, s): stratified_subset(targets, f, s) for f in fractions for s in seeds}
+    # the hash fine-tuning writes to label_fraction.json for the same fraction and seed
+    subset_hashes = {key: sha256_strings(str(i) for i in idx.tolist()) for key, idx in subsets.items()}
+    return {"splits": splits, "targets": targets, "label_names": label_names, "multi_label": multi_label,
+            "val_y": eval_targets["validation"], "test_y": eval_targets["test"], "subsets": subsets,
+            "subset_hashes": subset_hashes}
+
+
+def _score_encoder(title: str, spec: dict[str, Any], data: dict[str, Any], fractions: list[float], seeds: list[int],
+                   cache: dict, rows: list[dict[str, Any]], encoder_info: dict[str, Any], opts: dict[str, Any]) -> None:
+    """One encoder's rows (every seed x fraction): features extracted once per split (per seed for a
+    random-init preset), kNN and linear-probe test AUC."""
+    random_init = encoder_config(spec["init"])[1] is None
+    num_classes = len(data["label_names"])
+    for seed in seeds:
+        key = (title, seed if random_init else None)
+        if key not in cache:
+            enc = load_frozen_encoder(spec["init"], image_processor=spec["image_processor"], pooling=opts["pooling"],
+                                      seed=seed, layer=opts["layer"])
+            cache.clear()  # one encoder's features in memory at a time
+            cache[key] = {n: extract_features(enc, ds, image_column=opts["image_column"], batch_size=opts["batch_size"])
+                          for n, ds in data["splits"].items()}
+            encoder_info[title] = {**spec, "random_init": random_init, "normalizer_source": enc.normalizer_source,
+                                   "image_size": enc.image_size, "feature_dim": int(cache[key]["train"].shape[1])}
+        feats = cache[key]
+        for fraction in fractions:
+            idx = data["subsets"][(fraction, seed)]
+            tr_x, tr_y = feats["train"][idx], data["targets"][idx]
+            knn = knn_auc(tr_x, tr_y, feats["test"], data["test_y"], num_classes, k=opts["k"], temperature=opts["temperature"])
+            probe, best_c = linear_probe_auc(tr_x, tr_y, feats["validation"], data["val_y"], feats["test"], data["test_y"],
+                                             num_classes, c_grid=opts["c_grid"], seed=seed)
+            rows.append({"encoder": title, "fraction": fraction, "seed": seed, "num_train": int(len(idx)),
+                         "train_indices_sha256": data["subset_hashes"][(fraction, seed)],
+                         "knn_auc": knn, "probe_auc": probe, "probe_C": best_c})
+            logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe,
+                        best_c)
+
+
 def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions: Sequence[float] = (0.01, 0.1, 1.0),
                          seeds: Sequence[int] = (0, 1, 2), train_split: str = "train",
                          validation_split: str = "validation", test_split: str = "test", image_column: str = "image",
@@ -306,79 +286,26 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
     (fraction, seed) are fine-tuning's (:func:`stratified_subset` of the train split's targets).
     Returns ``{"rows": [{encoder, fraction, seed, num_train, knn_auc, probe_auc, probe_C}], ...}``.
     """
-    if not encoders:
-        raise ValueError("no encoders given")
-    specs = {str(title): _encoder_spec(v) for title, v in encoders.items()}
-    fractions = _check_fractions(fractions)
-    seeds = [int(s) for s in seeds]
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"seeds must be a non-empty list of non-negative integers; got {seeds}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
-    if k < 1 or not temperature > 0:
-        raise ValueError(f"kNN needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}")
-    for name in (train_split, validation_split, test_split):
-        if name not in dataset_dict:
-            raise KeyError(f"dataset has no split {name!r} (splits: {list(dataset_dict)})")
-    if validation_split == test_split:
-        raise ValueError("the validation split must not be the test split: C is chosen on validation only")
-    for title, spec in specs.items():
-        try:
-            check_encoder_spec(spec["init"], spec["image_processor"])
-        except (ValueError, FileNotFoundError) as err:
-            raise type(err)(f"encoder {title!r}: {err}") from err
-
-    splits = {"train": dataset_dict[train_split], "validation": dataset_dict[validation_split],
-              "test": dataset_dict[test_split]}
-    targets, label_names, multi_label = targets_of(splits["train"])
-    eval_targets = {}
-    for name in ("validation", "test"):
-        y, names, ml = targets_of(splits[name])
-        if names != label_names or ml != multi_label:
-            raise ValueError(f"{name} split's classes {names} differ from train's {label_names}")
-        eval_targets[name] = y
-    val_y, test_y = eval_targets["validation"], eval_targets["test"]
-    num_classes = len(label_names)
-    subsets = {(f, s): stratified_subset(targets, f, s) for f in fractions for s in seeds}
-    # the hash fine-tuning writes to label_fraction.json for the same fraction and seed
-    subset_hashes = {key: sha256_strings(str(i) for i in idx.tolist()) for key, idx in subsets.items()}
-
+    split_names = {"train": train_split, "validation": validation_split, "test": test_split}
+    specs, fractions, seeds = _check_table_inputs(encoders, dataset_dict, fractions, seeds, split_names, pooling, k,
+                                                  temperature)
+    data = _labelled_splits(dataset_dict, split_names, fractions, seeds)
+    opts = {"pooling": pooling, "layer": layer, "image_column": image_column, "batch_size": batch_size, "k": k,
+            "temperature": temperature, "c_grid": c_grid}
     rows, encoder_info = [], {}
     cache: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
     started = time.perf_counter()
     for title, spec in specs.items():
-        random_init = encoder_config(spec["init"])[1] is None
         t0 = time.perf_counter()
-        for seed in seeds:
-            key = (title, seed if random_init else None)
-            if key not in cache:
-                enc = load_frozen_encoder(spec["init"], image_processor=spec["image_processor"], pooling=pooling,
-                                          seed=seed, layer=layer)
-                cache.clear()  # one encoder's features in memory at a time
-                cache[key] = {n: extract_features(enc, ds, image_column=image_column, batch_size=batch_size)
-                              for n, ds in splits.items()}
-                encoder_info[title] = {**spec, "random_init": random_init, "normalizer_source": enc.normalizer_source,
-                                       "image_size": enc.image_size, "feature_dim": int(cache[key]["train"].shape[1])}
-            feats = cache[key]
-            for fraction in fractions:
-                idx = subsets[(fraction, seed)]
-                tr_x, tr_y = feats["train"][idx], targets[idx]
-                knn = knn_auc(tr_x, tr_y, feats["test"], test_y, num_classes, k=k, temperature=temperature)
-                probe, best_c = linear_probe_auc(tr_x, tr_y, feats["validation"], val_y, feats["test"], test_y,
-                                                 num_classes, c_grid=c_grid, seed=seed)
-                rows.append({"encoder": title, "fraction": fraction, "seed": seed, "num_train": int(len(idx)),
-                             "train_indices_sha256": subset_hashes[(fraction, seed)],
-                             "knn_auc": knn, "probe_auc": probe, "probe_C": best_c})
-                logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe,
-                            best_c)
+        _score_encoder(title, spec, data, fractions, seeds, cache, rows, encoder_info, opts)
         encoder_info[title]["seconds"] = round(time.perf_counter() - t0, 2)
     return {
         "rows": rows,
         "encoders": encoder_info,
-        "label_names": label_names,
-        "task": "multi_label" if multi_label else "multi_class",
-        "splits": {n: int(len(ds)) for n, ds in splits.items()},
-        "split_names": {"train": train_split, "validation": validation_split, "test": test_split},
+        "label_names": data["label_names"],
+        "task": "multi_label" if data["multi_label"] else "multi_class",
+        "splits": {n: int(len(ds)) for n, ds in data["splits"].items()},
+        "split_names": split_names,
         "fractions": fractions,
         "seeds": seeds,
         "protocol": {"pooling": pooling, "layer": layer, "knn_k": k, "knn_temperature": temperature, "c_grid": list(c_grid),

@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     return checked_parser(p)
 
 
-def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
-    """Run everything requested by ``args`` and write the results folder; returns the metrics dict."""
+def _check_request(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
+    """Before any compute: (name -> classifier folder, output folder); something to do, and the inputs it needs."""
     models = _parse_models(args.model)
     if models and not args.dataset:
         raise ValueError("--model needs --dataset")
@@ -221,8 +221,100 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_dir)
     if out_dir.exists() and not args.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    return models, out_dir
+
+
+def _evaluate_classifier(args: argparse.Namespace, name: str, clf: LoadedClassifier, folder: str, split,
+                         threshold_split, tmp: Path) -> tuple[dict[str, Any], Any]:
+    """One classifier on the split: predictions, operating point, metrics, ROC / reliability plots and
+    (when asked) its robustness table and attention overlays. Returns (metrics, robustness or None)."""
+    images, targets, label_names, multi_label = _images_and_targets(split, clf.image_size, args.image_column,
+                                                                 args.max_samples, seed=args.seed)
+    if label_names != clf.label_names:
+        raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
+    probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size])
+                            for i in range(0, len(images), args.per_device_eval_batch_size)])
+    operating_point = resolve_operating_point(
+        folder, label_names, evaluated_split=args.split, fixed_threshold=args.threshold,
+        rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
+        multi_label=multi_label, threshold_split=args.threshold_split,
+        validation_predictions=_predictor(args, clf, threshold_split))
+    m = decision_metrics(targets, probs, label_names, operating_point, n_bootstrap=args.n_bootstrap,
+                         seed=args.seed, calibration_bins=args.calibration_bins)
+    m["model_folder"] = str(Path(folder).resolve())
+    np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
+    plot_roc_curves(targets, probs, tmp / f"roc_{safe_file_name(name)}.png", label_names=label_names,
+                    title=f"ROC - {name} ({args.split}, n={len(targets)})")
+    plot_reliability_diagram(m["calibration"], tmp / f"reliability_{safe_file_name(name)}.png",
+                             title=f"Reliability - {name} ({args.split}, n={len(targets)})")
+    robustness = None
+    if args.robustness:
+        sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
+        metric_name = "mean_auc" if multi_label else "accuracy"
+        robustness = robustness_table(
+            clf.predict, images[sub], targets[sub.numpy()], metric_name=metric_name, corruptions=args.corruptions,
+            severities=args.severities, seed=args.seed, batch_size=args.per_device_eval_batch_size)
+    if args.attention > 0:
+        k = min(args.attention, len(images))
+        x = clf.model_input(images[:k])
+        maps = saliency_maps(clf.model, x)  # CLS attention (ViT) or Grad-CAM (ResNet)
+        pred = probs[:k]
+        titles = [prediction_caption(targets[i], pred[i], label_names, multi_label,
+                                     operating_point["thresholds"]) for i in range(k)]
+        boxes = None
+        if args.boxes_column:
+            boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
+        save_attention_overlays(images[:k], maps, tmp / "attention" / safe_file_name(name), boxes=boxes,
+                                titles=titles)
+    return m, robustness
+
+
+def _classification_tables(args: argparse.Namespace, metrics_by_model: dict[str, dict[str, Any]]) -> list[str]:
+    """The classification sections of ``tables.md``: AUC, accuracy / sensitivity, operating points,
+    decisions, per-class decisions and calibration."""
+    with_ci = args.n_bootstrap > 0
+    first = next(iter(metrics_by_model.values()))
+    tables = [f"## Classification ({args.dataset}, split {args.split}, n={first['num_samples']})\n"]
+    tables.append("### AUC (percent)\n\n" + format_auc_table(metrics_by_model, with_ci=with_ci))
+    tables.append("### Accuracy and sensitivity (percent)\n\n" + format_accuracy_table(
+        metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=with_ci))
+    tables.append("### Operating points (thresholds chosen on validation)\n\n"
+                  + format_operating_point_table(metrics_by_model))
+    tables.append("### Decisions at the operating points, macro average (percent)\n\n"
+                  + format_decision_table(metrics_by_model, with_ci=with_ci))
+    for name, m in metrics_by_model.items():
+        tables.append(f"#### {name}: per class (percent)\n\n"
+                      + format_per_class_decision_table(m, with_ci=with_ci))
+        if "one_vs_rest" in m:
+            tables.append(f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
+                          + format_per_class_decision_table(m["one_vs_rest"], with_ci=with_ci))
+    tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
+    return tables
+
+
+def _robustness_tables(robustness_by_model: dict[str, Any]) -> list[str]:
+    tables = ["## Robustness (paper Table 8)\n"]
+    for name, r in robustness_by_model.items():
+        tables.append(f"### {name}\n\n" + format_robustness_table(r))
+    params = next(iter(robustness_by_model.values()))["severity_params"]
+    tables.append("Severity parameters (sizes in pixels at 224 px, scaled with the image): " +
+                  "; ".join(f"{c}: {v}" for c, v in params.items()) + "\n")
+    return tables
+
+
+def _quality_table(args: argparse.Namespace, quality: dict[str, Any]) -> str:
+    return ("## Generated-image quality\n\n"
+            f"Feature extractor: `{quality['fid']['extractor']}` (FID compares only under the same extractor)\n\n"
+            "| A | B | FID | mean NN cosine similarity (A -> B) | backend |\n|---|---|---|---|---|\n"
+            f"| {args.quality_a} | {args.quality_b} | {quality['fid']['fid']:.3f} | "
+            f"{quality['similarity']['mean_similarity']:.4f} | {quality['similarity']['backend']} |\n")
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Run everything requested by ``args`` and write the results folder; returns the metrics dict."""
+    models, out_dir = _check_request(args)
     loaded = {name: LoadedClassifier(path, args.device) for name, path in models.items()}  # fail early
-    split = None
+    split, threshold_split = None, None
     if models:
         split = load_eval_split(args.dataset, args.split, config=args.dataset_config,
                                 phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution,
@@ -237,80 +329,22 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         metrics_by_model: dict[str, dict[str, Any]] = {}
         robustness_by_model: dict[str, Any] = {}
         for name, clf in loaded.items():
-            images, targets, label_names, multi_label = _images_and_targets(split, clf.image_size, args.image_column,
-                                                                         args.max_samples, seed=args.seed)
-            if label_names != clf.label_names:
-                raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
-            probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size])
-                                    for i in range(0, len(images), args.per_device_eval_batch_size)])
-            operating_point = resolve_operating_point(
-                models[name], label_names, evaluated_split=args.split, fixed_threshold=args.threshold,
-                rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
-                multi_label=multi_label, threshold_split=args.threshold_split,
-                validation_predictions=_predictor(args, clf, threshold_split))
-            m = decision_metrics(targets, probs, label_names, operating_point, n_bootstrap=args.n_bootstrap,
-                                 seed=args.seed, calibration_bins=args.calibration_bins)
-            m["model_folder"] = str(Path(models[name]).resolve())
-            metrics_by_model[name] = m
-            np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
-            plot_roc_curves(targets, probs, tmp / f"roc_{safe_file_name(name)}.png", label_names=label_names,
-                            title=f"ROC - {name} ({args.split}, n={len(targets)})")
-            plot_reliability_diagram(m["calibration"], tmp / f"reliability_{safe_file_name(name)}.png",
-                                     title=f"Reliability - {name} ({args.split}, n={len(targets)})")
-            if args.robustness:
-                sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
-                metric_name = "mean_auc" if multi_label else "accuracy"
-                robustness_by_model[name] = robustness_table(
-                    clf.predict, images[sub], targets[sub.numpy()], metric_name=metric_name, corruptions=args.corruptions,
-                    severities=args.severities, seed=args.seed, batch_size=args.per_device_eval_batch_size)
-            if args.attention > 0:
-                k = min(args.attention, len(images))
-                x = clf.model_input(images[:k])
-                maps = saliency_maps(clf.model, x)  # CLS attention (ViT) or Grad-CAM (ResNet)
-                pred = probs[:k]
-                titles = [prediction_caption(targets[i], pred[i], label_names, multi_label,
-                                             operating_point["thresholds"]) for i in range(k)]
-                boxes = None
-                if args.boxes_column:
-                    boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
-                save_attention_overlays(images[:k], maps, tmp / "attention" / safe_file_name(name), boxes=boxes,
-                                        titles=titles)
+            metrics_by_model[name], robustness = _evaluate_classifier(args, name, clf, models[name], split,
+                                                                      threshold_split, tmp)
+            if robustness is not None:
+                robustness_by_model[name] = robustness
         if metrics_by_model:
             results["models"] = metrics_by_model
-            first = next(iter(metrics_by_model.values()))
-            tables.append(f"## Classification ({args.dataset}, split {args.split}, n={first['num_samples']})\n")
-            tables.append("### AUC (percent)\n\n" + format_auc_table(metrics_by_model, with_ci=args.n_bootstrap > 0))
-            tables.append("### Accuracy and sensitivity (percent)\n\n" + format_accuracy_table(
-                metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=args.n_bootstrap > 0))
-            tables.append("### Operating points (thresholds chosen on validation)\n\n"
-                          + format_operating_point_table(metrics_by_model))
-            tables.append("### Decisions at the operating points, macro average (percent)\n\n"
-                          + format_decision_table(metrics_by_model, with_ci=args.n_bootstrap > 0))
-            for name, m in metrics_by_model.items():
-                tables.append(f"#### {name}: per class (percent)\n\n"
-                              + format_per_class_decision_table(m, with_ci=args.n_bootstrap > 0))
-                if "one_vs_rest" in m:
-                    tables.append(f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
-                                  + format_per_class_decision_table(m["one_vs_rest"], with_ci=args.n_bootstrap > 0))
-            tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
+            tables.extend(_classification_tables(args, metrics_by_model))
         if robustness_by_model:
             write_json(tmp / "robustness.json", robustness_by_model)
             results["robustness"] = robustness_by_model
-            tables.append("## Robustness (paper Table 8)\n")
-            for name, r in robustness_by_model.items():
-                tables.append(f"### {name}\n\n" + format_robustness_table(r))
-            params = next(iter(robustness_by_model.values()))["severity_params"]
-            tables.append("Severity parameters (sizes in pixels at 224 px, scaled with the image): " +
-                          "; ".join(f"{c}: {v}" for c, v in params.items()) + "\n")
+            tables.extend(_robustness_tables(robustness_by_model))
         if args.quality_a and args.quality_b:
             quality = _image_quality(args)
             write_json(tmp / "image_quality.json", quality)
             results["image_quality"] = quality
-            tables.append("## Generated-image quality\n\n"
-                          f"Feature extractor: `{quality['fid']['extractor']}` (FID compares only under the same extractor)\n\n"
-                          "| A | B | FID | mean NN cosine similarity (A -> B) | backend |\n|---|---|---|---|---|\n"
-                          f"| {args.quality_a} | {args.quality_b} | {quality['fid']['fid']:.3f} | "
-                          f"{quality['similarity']['mean_similarity']:.4f} | {quality['similarity']['backend']} |\n")
+            tables.append(_quality_table(args, quality))
         write_json(tmp / "metrics.json", results)
         (tmp / "tables.md").write_text("# Evaluation results\n\n" + "\n".join(tables))
     return results

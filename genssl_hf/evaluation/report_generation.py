@@ -85,7 +85,7 @@ def evaluate_report_generator(
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
     import genssl_hf  # noqa: F401  (registers the processor classes)
-    from genssl_hf.training.report_generator import encode_images, generate_reports
+    from genssl_hf.training.report_generator_model import encode_images, generate_reports
 
     folder = Path(model_folder)
     if not (folder / "config.json").is_file():
@@ -116,7 +116,7 @@ def evaluate_report_generator(
     outputs["nearest_neighbour"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
     start = _initial_encoder_folder(folder) if initial_encoder == "auto" else initial_encoder
     if start is not None:
-        from genssl_hf.training.report_generator import load_vit_encoder
+        from genssl_hf.training.report_generator_model import load_vit_encoder
 
         encoder, _ = load_vit_encoder(start, model.config.encoder.image_size)
         with torch.inference_mode():

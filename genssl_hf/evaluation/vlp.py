@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from genssl_hf.evaluation.classification import classification_metrics
-from genssl_hf.training.vlp import VLP_CONFIG, embed_images, embed_texts
+from genssl_hf.training.dual_encoder import VLP_CONFIG, embed_images, embed_texts
 from genssl_hf.utils import atomic_write_text, write_json
 
 logger = logging.getLogger(__name__)

