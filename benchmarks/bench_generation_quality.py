@@ -60,7 +60,12 @@ SETTINGS: dict[str, tuple[str, dict, int, float]] = {
     "unipc-8": ("UniPCMultistepScheduler", {}, 8, 1.0),
     "unipc-6": ("UniPCMultistepScheduler", {}, 6, 1.0),
     "unipc-5": ("UniPCMultistepScheduler", {}, 5, 1.0),
-    "dpm++2m-10, guidance on 1st half": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 10, 0.5),
+    "dpm++2m-10, guidance on 1st half": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        10,
+        0.5,
+    ),
     "unipc-8, guidance on 1st half": ("UniPCMultistepScheduler", {}, 8, 0.5),
 }
 QUICK = ["ddim-50 (reference)", "ddim-10", "dpm++2m-10", "unipc-8", "dpm++2m-10, guidance on 1st half"]
@@ -91,7 +96,9 @@ def finding_aucs(probs: np.ndarray, source: np.ndarray) -> np.ndarray:
 
     from genssl_hf.data.schema import CHEXPERT5
 
-    return np.array([roc_auc_score((source == j).astype(int), probs[:, CHEXPERT5.index(f)]) for j, f in enumerate(FINDING_PROMPTS)])
+    return np.array(
+        [roc_auc_score((source == j).astype(int), probs[:, CHEXPERT5.index(f)]) for j, f in enumerate(FINDING_PROMPTS)]
+    )
 
 
 def paired_auc_difference(p_cand: np.ndarray, p_ref: np.ndarray, source: np.ndarray, reps: int = 1000, seed: int = 0):
@@ -144,7 +151,9 @@ def main(argv=None) -> int:
 
     info = machine_info()
     print_machine(info)
-    oracle = train_phantom_oracle(num_train=1200 if args.quick else 2000, size=64, epochs=6 if args.quick else 8, seed=0)
+    oracle = train_phantom_oracle(
+        num_train=1200 if args.quick else 2000, size=64, epochs=6 if args.quick else 8, seed=0
+    )
     extractor = ClassifierFeatures(oracle)
     pipe = load_phantom_generator()
     pipe.set_progress_bar_config(disable=True)
@@ -162,8 +171,17 @@ def main(argv=None) -> int:
             _, _, steps, frac = SETTINGS[n]
             pipe.scheduler = make_scheduler(base_config, n)
             t = time.perf_counter()
-            out = pipe(prompts, num_images_per_prompt=k, seeds=seeds, num_inference_steps=steps, guidance_scale=args.guidance,
-                       guidance_fraction=frac, output_type="np", batch_size=32, dtype=torch.bfloat16)
+            out = pipe(
+                prompts,
+                num_images_per_prompt=k,
+                seeds=seeds,
+                num_inference_steps=steps,
+                guidance_scale=args.guidance,
+                guidance_fraction=frac,
+                output_type="np",
+                batch_size=32,
+                dtype=torch.bfloat16,
+            )
             secs[n].append(time.perf_counter() - t)
             imgs = out.images[..., 0]
             probs[n].append(oracle.predict(imgs))
@@ -184,34 +202,66 @@ def main(argv=None) -> int:
         fid = [frechet_distance(feats[n][r], feats[REFERENCE][(r + 1) % repeats]) for r in range(repeats)]
         ips = n_img / statistics.median(secs[n])
         within = (hi >= 0.0) and statistics.median(fid) <= max(floor)
-        rows.append({"setting": n, "steps": steps, "guidance_fraction": frac,
-                     "unet_calls_per_image": steps * (1 + frac) if args.guidance > 1 else steps,
-                     "auc": round(float(finding_aucs(p_all, src_all).mean()), 4), "auc_per_seed_set": [round(a, 4) for a in per_set_auc],
-                     "auc_diff": round(d, 4), "auc_diff_ci": [round(lo, 4), round(hi, 4)],
-                     "fid_to_reference": round(statistics.median(fid), 3), "fid_runs": [round(f, 3) for f in fid],
-                     "images_per_s": round(ips, 2), "speedup_vs_ddim50": round(ips / ref_ips, 2), "within_noise": bool(within)})
+        rows.append(
+            {
+                "setting": n,
+                "steps": steps,
+                "guidance_fraction": frac,
+                "unet_calls_per_image": steps * (1 + frac) if args.guidance > 1 else steps,
+                "auc": round(float(finding_aucs(p_all, src_all).mean()), 4),
+                "auc_per_seed_set": [round(a, 4) for a in per_set_auc],
+                "auc_diff": round(d, 4),
+                "auc_diff_ci": [round(lo, 4), round(hi, 4)],
+                "fid_to_reference": round(statistics.median(fid), 3),
+                "fid_runs": [round(f, 3) for f in fid],
+                "images_per_s": round(ips, 2),
+                "speedup_vs_ddim50": round(ips / ref_ips, 2),
+                "within_noise": bool(within),
+            }
+        )
     ok = [r for r in rows if r["within_noise"]]
     best = max(ok, key=lambda r: r["speedup_vs_ddim50"])
     # "fastest within the noise" by measured time; by UNet calls too (load makes small timings jumpy)
     best_by_calls = min(ok, key=lambda r: (r["unet_calls_per_image"], -r["auc"]))
-    print(f"\nphantom generator, {k} images x {len(prompts)} prompts x {repeats} seed sets, guidance {args.guidance}; "
-          f"features: {extractor.name}")
+    print(
+        f"\nphantom generator, {k} images x {len(prompts)} prompts x {repeats} seed sets, guidance {args.guidance}; "
+        f"features: {extractor.name}"
+    )
     print(f"FID noise floor (reference seed set r vs r+1): {[round(f, 3) for f in floor]}")
-    print(f"{'setting':36s} {'steps':>5s} {'AUC':>6s} {'dAUC [95% CI]':>24s} {'FID':>7s} {'img/s':>7s} {'x DDIM50':>8s}  within noise")
+    print(
+        f"{'setting':36s} {'steps':>5s} {'AUC':>6s} {'dAUC [95% CI]':>24s} "
+        f"{'FID':>7s} {'img/s':>7s} {'x DDIM50':>8s}  within noise"
+    )
     for r in rows:
         ci = f"{r['auc_diff']:+.3f} [{r['auc_diff_ci'][0]:+.3f}, {r['auc_diff_ci'][1]:+.3f}]"
-        print(f"{r['setting']:36s} {r['steps']:5d} {r['auc']:6.3f} {ci:>24s} {r['fid_to_reference']:7.3f} {r['images_per_s']:7.2f} "
-              f"{r['speedup_vs_ddim50']:8.2f}  {'yes' if r['within_noise'] else 'no'}")
-    print(f"fastest within the noise: {best['setting']} ({best['speedup_vs_ddim50']:.2f}x DDIM-50 measured); "
-          f"fewest UNet calls within the noise: {best_by_calls['setting']}")
+        print(
+            f"{r['setting']:36s} {r['steps']:5d} {r['auc']:6.3f} {ci:>24s} "
+            f"{r['fid_to_reference']:7.3f} {r['images_per_s']:7.2f} "
+            f"{r['speedup_vs_ddim50']:8.2f}  {'yes' if r['within_noise'] else 'no'}"
+        )
+    print(
+        f"fastest within the noise: {best['setting']} ({best['speedup_vs_ddim50']:.2f}x DDIM-50 measured); "
+        f"fewest UNet calls within the noise: {best_by_calls['setting']}"
+    )
     finish(info)
-    print(json.dumps({
-        "name": "generation_equal_quality_speedup_vs_ddim50",
-        "value": best["speedup_vs_ddim50"], "unit": "x DDIM-50 images/s (phantom generator)",
-        "best_setting": best["setting"], "fewest_calls_setting": best_by_calls["setting"],
-        "fid_floor": [round(f, 3) for f in floor], "feature_extractor": extractor.name,
-        "k": k, "repeats": repeats, "guidance": args.guidance, "rows": rows, "machine": info,
-    }))
+    print(
+        json.dumps(
+            {
+                "name": "generation_equal_quality_speedup_vs_ddim50",
+                "value": best["speedup_vs_ddim50"],
+                "unit": "x DDIM-50 images/s (phantom generator)",
+                "best_setting": best["setting"],
+                "fewest_calls_setting": best_by_calls["setting"],
+                "fid_floor": [round(f, 3) for f in floor],
+                "feature_extractor": extractor.name,
+                "k": k,
+                "repeats": repeats,
+                "guidance": args.guidance,
+                "rows": rows,
+                "machine": info,
+            }
+        )
+    )
     return 0
 
 

@@ -64,10 +64,17 @@ def add_ssl_variants(cfg: dict, methods: list[str], quick: bool) -> dict:
     protocol. Stages already in the run folder (MAE, random init) are reused, not rerun."""
     if not methods:
         return cfg
-    cfg["ssl_pretrain"] = {"args": {"model": "tiny", "num_train_epochs": 1 if quick else 10,
-                                    "per_device_train_batch_size": 64, "mixed_precision": "bf16",
-                                    "checkpointing_steps": 0 if quick else 200, "queue_size": 1024,
-                                    "max_train_samples": 256 if quick else None}}
+    cfg["ssl_pretrain"] = {
+        "args": {
+            "model": "tiny",
+            "num_train_epochs": 1 if quick else 10,
+            "per_device_train_batch_size": 64,
+            "mixed_precision": "bf16",
+            "checkpointing_steps": 0 if quick else 200,
+            "queue_size": 1024,
+            "max_train_samples": 256 if quick else None,
+        }
+    }
     cfg["ssl_variants"] = {m: {"method": m} for m in methods}
     cfg["variants"] = [*cfg["variants"], *methods]
     return cfg
@@ -80,38 +87,79 @@ def config(quick: bool, shared: Path) -> dict:
         "name": "realdata-quick" if quick else "realdata",
         "seed": 0,
         "image_size": 64,
-        "real_data": {"source": "kermany", "path": str(shared / "kermany-pneumonia-224"),
-                      "validation_fraction": 0.15, "test_fraction": 0.2},
+        "real_data": {
+            "source": "kermany",
+            "path": str(shared / "kermany-pneumonia-224"),
+            "validation_fraction": 0.15,
+            "test_fraction": 0.2,
+        },
         "prompts": {"custom": prompts, "name": "nih14-findings"},
         "generator": {
-            "source": "train", "dataset": "nih-subset", "path": str(shared / "nih-cxr14-1000-64px"), "resolution": 64,
-            "autoencoder_args": {"max_steps": 10 if quick else 150, "per_device_train_batch_size": 16, "learning_rate": 1e-4,
-                                 "max_train_minutes": 1 if quick else 10, "checkpointing_steps": 0 if quick else 100,
-                                 "adv_weight": 0.005},
-            "ldm_args": {"max_steps": 10 if quick else 600, "per_device_train_batch_size": 32, "learning_rate": 2e-4,
-                         "warmup_steps": 20, "max_train_minutes": 1 if quick else 20, "prompt_dropout": 0.1,
-                         "checkpointing_steps": 0 if quick else 200, "guidance_scale": 3.0,
-                         "validation_prompts": ["No finding.", "Effusion.", "Cardiomegaly.", "Pneumonia."]},
+            "source": "train",
+            "dataset": "nih-subset",
+            "path": str(shared / "nih-cxr14-1000-64px"),
+            "resolution": 64,
+            "autoencoder_args": {
+                "max_steps": 10 if quick else 150,
+                "per_device_train_batch_size": 16,
+                "learning_rate": 1e-4,
+                "max_train_minutes": 1 if quick else 10,
+                "checkpointing_steps": 0 if quick else 100,
+                "adv_weight": 0.005,
+            },
+            "ldm_args": {
+                "max_steps": 10 if quick else 600,
+                "per_device_train_batch_size": 32,
+                "learning_rate": 2e-4,
+                "warmup_steps": 20,
+                "max_train_minutes": 1 if quick else 20,
+                "prompt_dropout": 0.1,
+                "checkpointing_steps": 0 if quick else 200,
+                "guidance_scale": 3.0,
+                "validation_prompts": ["No finding.", "Effusion.", "Cardiomegaly.", "Pneumonia."],
+            },
         },
-        "generation": {"num_images": 150 if quick else 3000, "num_inference_steps": 4 if quick else 20,
-                       "guidance_scale": 3.0, "dtype": "bfloat16", "batch_size": 75 if quick else 100},
+        "generation": {
+            "num_images": 150 if quick else 3000,
+            "num_inference_steps": 4 if quick else 20,
+            "guidance_scale": 3.0,
+            "dtype": "bfloat16",
+            "batch_size": 75 if quick else 100,
+        },
         "adain_statistic": "per_image",
-        "pretrain": {"args": {"model": "tiny", "num_train_epochs": 1 if quick else 20,
-                              "per_device_train_batch_size": 128, "mixed_precision": "bf16",
-                              "checkpointing_steps": 0 if quick else 200}},
-        "finetune": {"random_init_preset": "tiny", "label_fractions": [0.01, 0.1, 1.0],
-                     # Few-shot protocol: the small fractions get other label subsets (3 seeds) and a
-                     # fixed budget of optimiser steps (10 epochs of 34 images would be 10 steps).
-                     "seeds": [0, 1] if quick else [0, 1, 2], "seed_fractions": [0.01, 0.1],
-                     # Selection on validation AUC, the reported metric: accuracy on this 3:1 imbalanced
-                     # task rewards the trivial majority-class epoch.
-                     "args": {"recipe": "tiny", "num_train_epochs": 1 if quick else 10, "per_device_train_batch_size": 64,
-                              "min_steps": 4 if quick else 250, "selection_metric": "mean_auc",
-                              "n_bootstrap": 100 if quick else 500, "mixed_precision": "bf16",
-                              "max_train_samples": 256 if quick else None}},
+        "pretrain": {
+            "args": {
+                "model": "tiny",
+                "num_train_epochs": 1 if quick else 20,
+                "per_device_train_batch_size": 128,
+                "mixed_precision": "bf16",
+                "checkpointing_steps": 0 if quick else 200,
+            }
+        },
+        "finetune": {
+            "random_init_preset": "tiny",
+            "label_fractions": [0.01, 0.1, 1.0],
+            # Few-shot protocol: the small fractions get other label subsets (3 seeds) and a
+            # fixed budget of optimiser steps (10 epochs of 34 images would be 10 steps).
+            "seeds": [0, 1] if quick else [0, 1, 2],
+            "seed_fractions": [0.01, 0.1],
+            # Selection on validation AUC, the reported metric: accuracy on this 3:1 imbalanced
+            # task rewards the trivial majority-class epoch.
+            "args": {
+                "recipe": "tiny",
+                "num_train_epochs": 1 if quick else 10,
+                "per_device_train_batch_size": 64,
+                "min_steps": 4 if quick else 250,
+                "selection_metric": "mean_auc",
+                "n_bootstrap": 100 if quick else 500,
+                "mixed_precision": "bf16",
+                "max_train_samples": 256 if quick else None,
+            },
+        },
         "variants": ["random_init", "genssl", "genssl_no_adain", "real_mae"],
-        "evaluation": {"args": {"n_bootstrap": 100 if quick else 1000, "attention": 2,
-                                "max_samples": 200 if quick else None}},
+        "evaluation": {
+            "args": {"n_bootstrap": 100 if quick else 1000, "attention": 2, "max_samples": 200 if quick else None}
+        },
         "hub": {"dry_run": False},
     }
 
@@ -126,16 +174,38 @@ def protocol_arms(extra: list[str], main: list[str] | None = None) -> list:
     arms = [
         Arm("random_init", "Random init", "tiny", layer_decay=1.0),
         # the same per-image AdaIN standardisation the GEN-SSL encoder fine-tunes behind
-        Arm("random_init_adain", "Random init, AdaIN input", "tiny", image_processor="mae_genssl/model",
-            layer_decay=1.0, deps=("mae_genssl",)),
+        Arm(
+            "random_init_adain",
+            "Random init, AdaIN input",
+            "tiny",
+            image_processor="mae_genssl/model",
+            layer_decay=1.0,
+            deps=("mae_genssl",),
+        ),
         Arm("genssl", "GEN-SSL (AdaIN at pre-training and fine-tuning)", "mae_genssl/model", deps=("mae_genssl",)),
-        Arm("genssl_pt_only", "GEN-SSL, AdaIN at pre-training only", "mae_genssl/model", image_processor="none",
-            tune_as="genssl", deps=("mae_genssl",)),
-        Arm("genssl_no_adain", "GEN-SSL without AdaIN", "mae_genssl_no_adain/model", tune_as="genssl",
-            deps=("mae_genssl_no_adain",)),
+        Arm(
+            "genssl_pt_only",
+            "GEN-SSL, AdaIN at pre-training only",
+            "mae_genssl/model",
+            image_processor="none",
+            tune_as="genssl",
+            deps=("mae_genssl",),
+        ),
+        Arm(
+            "genssl_no_adain",
+            "GEN-SSL without AdaIN",
+            "mae_genssl_no_adain/model",
+            tune_as="genssl",
+            deps=("mae_genssl_no_adain",),
+        ),
         Arm("real_mae", "MAE on real images", "mae_real/model", deps=("mae_real",)),
-        Arm("real_mae_adain", "MAE on real images, AdaIN on", "mae_real_adain/model", tune_as="real_mae",
-            deps=("mae_real_adain",)),
+        Arm(
+            "real_mae_adain",
+            "MAE on real images, AdaIN on",
+            "mae_real_adain/model",
+            tune_as="real_mae",
+            deps=("mae_real_adain",),
+        ),
     ]
     if main is not None:
         unknown = sorted(set(main) - {a.name for a in arms})
@@ -145,9 +215,19 @@ def protocol_arms(extra: list[str], main: list[str] | None = None) -> list:
     for name in extra:
         spec = EXTRA_STAGES[name]
         stage = extra_stage_name(name)
-        arms.append(Arm(name, spec["title"], f"{stage}/model", tune_as=spec["tune_as"], deps=(stage,),
-                        fractions=(0.01, 0.1), seeds=(0, 1, 2), group=spec.get("group", "extra"),
-                        image_size=spec.get("image_size")))
+        arms.append(
+            Arm(
+                name,
+                spec["title"],
+                f"{stage}/model",
+                tune_as=spec["tune_as"],
+                deps=(stage,),
+                fractions=(0.01, 0.1),
+                seeds=(0, 1, 2),
+                group=spec.get("group", "extra"),
+                image_size=spec.get("image_size"),
+            )
+        )
     return arms
 
 
@@ -162,47 +242,97 @@ def extra_stage_name(name: str) -> str:
 # (number of generated images, prompt strategy). Each pre-trains the tiny ViT like its base stage
 # with the changes listed.
 EXTRA_STAGES: dict[str, dict] = {
-    "mae_real_x5": {"title": "MAE on real images, 5x longer", "base": "real", "tune_as": "real_mae",
-                    "pretrain": {"num_train_epochs": 100}},
-    "mae_real_x25": {"title": "MAE on real images, 25x longer", "base": "real", "tune_as": "real_mae",
-                     "pretrain": {"num_train_epochs": 500}},
-    "mae_real_mask75": {"title": "MAE on real images, mask 0.75", "base": "real", "tune_as": "real_mae",
-                        "pretrain": {"mask_ratio": 0.75}},
-    "mae_genssl_10k": {"title": "GEN-SSL, 10k generated images", "base": "generated", "tune_as": "genssl",
-                       "generation": {"num_images": 10000}},
-    "mae_genssl_30k": {"title": "GEN-SSL, 30k generated images", "base": "generated", "tune_as": "genssl",
-                       "generation": {"num_images": 30000}},
-    "mae_genssl_1prompt": {"title": "GEN-SSL, 1 prompt (No finding.)", "base": "generated", "tune_as": "genssl",
-                           "prompts": "normal"},
-    "mae_genssl_combos": {"title": "GEN-SSL, finding combinations of the NIH reports", "base": "generated",
-                          "tune_as": "genssl", "prompts": "combinations"},
+    "mae_real_x5": {
+        "title": "MAE on real images, 5x longer",
+        "base": "real",
+        "tune_as": "real_mae",
+        "pretrain": {"num_train_epochs": 100},
+    },
+    "mae_real_x25": {
+        "title": "MAE on real images, 25x longer",
+        "base": "real",
+        "tune_as": "real_mae",
+        "pretrain": {"num_train_epochs": 500},
+    },
+    "mae_real_mask75": {
+        "title": "MAE on real images, mask 0.75",
+        "base": "real",
+        "tune_as": "real_mae",
+        "pretrain": {"mask_ratio": 0.75},
+    },
+    "mae_genssl_10k": {
+        "title": "GEN-SSL, 10k generated images",
+        "base": "generated",
+        "tune_as": "genssl",
+        "generation": {"num_images": 10000},
+    },
+    "mae_genssl_30k": {
+        "title": "GEN-SSL, 30k generated images",
+        "base": "generated",
+        "tune_as": "genssl",
+        "generation": {"num_images": 30000},
+    },
+    "mae_genssl_1prompt": {
+        "title": "GEN-SSL, 1 prompt (No finding.)",
+        "base": "generated",
+        "tune_as": "genssl",
+        "prompts": "normal",
+    },
+    "mae_genssl_combos": {
+        "title": "GEN-SSL, finding combinations of the NIH reports",
+        "base": "generated",
+        "tune_as": "genssl",
+        "prompts": "combinations",
+    },
     # Compute-matched (session 6): the same 2,000 optimiser steps at batch 128 (about 4x the base 20
     # epochs on 3k images) for every arm, so the number of images is not confounded with pre-training
     # length. The three GEN-SSL arms read prefixes of one 30k generated set (every prefix holds the
     # prompts in their global proportions: see generation.balance).
-    **{f"mae_genssl_{k}k_2000": {"title": f"GEN-SSL, {k}k images, 2,000 steps", "base": "generated",
-                                 "tune_as": "genssl", "data": "generated_30k", "generation": {"num_images": 30000},
-                                 # scored in their own evaluation group (fine-tuned beside the other extras)
-                                 "group": "scaling",
-                                 "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_steps": 2000}}
-       for k in (3, 10, 30)},
-    "mae_real_2000": {"title": "MAE on real images, 2,000 steps", "base": "real", "tune_as": "real_mae",
-                      "pretrain": {"max_steps": 2000}},
+    **{
+        f"mae_genssl_{k}k_2000": {
+            "title": f"GEN-SSL, {k}k images, 2,000 steps",
+            "base": "generated",
+            "tune_as": "genssl",
+            "data": "generated_30k",
+            "generation": {"num_images": 30000},
+            # scored in their own evaluation group (fine-tuned beside the other extras)
+            "group": "scaling",
+            "pretrain": {"max_train_samples": None if k == 30 else k * 1000, "max_steps": 2000},
+        }
+        for k in (3, 10, 30)
+    },
+    "mae_real_2000": {
+        "title": "MAE on real images, 2,000 steps",
+        "base": "real",
+        "tune_as": "real_mae",
+        "pretrain": {"max_steps": 2000},
+    },
     # image size 128 at the same 8 x 8 patch grid (patch 16): the same sequence length and steps, twice
     # the pixels per side
-    "mae_real_128px_2000": {"title": "MAE on real images, 128 px (patch 16), 2,000 steps", "base": "real",
-                            "tune_as": "real_mae", "image_size": 128,
-                            "pretrain": {"max_steps": 2000, "patch_size": 16}},
+    "mae_real_128px_2000": {
+        "title": "MAE on real images, 128 px (patch 16), 2,000 steps",
+        "base": "real",
+        "tune_as": "real_mae",
+        "image_size": 128,
+        "pretrain": {"max_steps": 2000, "patch_size": 16},
+    },
     # Tab. 9 under the protocol: the same tiny ViT, the same generated images with AdaIN
     "moco_v2": {"title": "MoCo v2 (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "moco_v2"},
     "simsiam": {"title": "SimSiam (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "simsiam"},
 }
 
 # Paired contrasts reported beside the baseline columns: (arm, against), when both ran.
-CONTRASTS = (("mae_genssl_10k_2000", "mae_genssl_3k_2000"), ("mae_genssl_30k_2000", "mae_genssl_3k_2000"),
-             ("mae_genssl_30k_2000", "mae_genssl_10k_2000"), ("mae_real_2000", "mae_genssl_3k_2000"),
-             ("mae_real_128px_2000", "mae_real_2000"), ("mae_genssl_3k_2000", "genssl"), ("mae_real_2000", "real_mae"),
-             ("moco_v2", "genssl"), ("simsiam", "genssl"))
+CONTRASTS = (
+    ("mae_genssl_10k_2000", "mae_genssl_3k_2000"),
+    ("mae_genssl_30k_2000", "mae_genssl_3k_2000"),
+    ("mae_genssl_30k_2000", "mae_genssl_10k_2000"),
+    ("mae_real_2000", "mae_genssl_3k_2000"),
+    ("mae_real_128px_2000", "mae_real_2000"),
+    ("mae_genssl_3k_2000", "genssl"),
+    ("mae_real_2000", "real_mae"),
+    ("moco_v2", "genssl"),
+    ("simsiam", "genssl"),
+)
 
 
 def combination_prompts(shared: Path, min_count: int = 2) -> list[dict]:
@@ -243,8 +373,12 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
         c["image_size"] = spec.get("image_size", c["image_size"])
         if spec["base"] == "ssl":
             c = add_ssl_variants(c, [spec["method"]], quick)
-            run_stage(out, stage_ssl_pretrain(c, spec["method"], stats, out, print), print,
-                      deps=["generated_dataset", "reference_stats"])
+            run_stage(
+                out,
+                stage_ssl_pretrain(c, spec["method"], stats, out, print),
+                print,
+                deps=["generated_dataset", "reference_stats"],
+            )
             continue
         c["pretrain"]["args"].update(spec.get("pretrain", {}))
         if quick:
@@ -263,14 +397,19 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
             data = spec.get("data", f"generated_{name.removeprefix('mae_genssl_')}")
             prompt_stage = "prompt_set"
             if "prompts" in spec:
-                texts = ([{"text": "No finding.", "disease": "No Finding"}] if spec["prompts"] == "normal"
-                         else combination_prompts(shared))
+                texts = (
+                    [{"text": "No finding.", "disease": "No Finding"}]
+                    if spec["prompts"] == "normal"
+                    else combination_prompts(shared)
+                )
                 c["prompts"] = {"custom": texts, "name": f"nih14-{spec['prompts']}"}
                 prompt_stage = f"prompt_set_{spec['prompts']}"
                 ps = stage_prompt_set(c)
                 ps.name = prompt_stage
                 run_stage(out, ps, print)
-            c["generation"].update({k: (v if not quick else min(v, 300)) for k, v in spec.get("generation", {}).items()})
+            c["generation"].update(
+                {k: (v if not quick else min(v, 300)) for k, v in spec.get("generation", {}).items()}
+            )
             gen = stage_generated_dataset(c, out / "generator", out / prompt_stage)
             gen.name = data
             run_stage(out, gen, print, deps=["generator", prompt_stage])
@@ -297,48 +436,81 @@ def _difference_cell(row: dict, base: str) -> str:
     return f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f}), p {d['p_value']:.3f}"
 
 
-def protocol_tables(result: dict, pooled: list[dict], baselines: tuple[str, ...] = ("random_init", "random_init_adain"),
-                    contrasts: list[tuple[str, str]] = ()) -> str:
+def protocol_tables(
+    result: dict,
+    pooled: list[dict],
+    baselines: tuple[str, ...] = ("random_init", "random_init_adain"),
+    contrasts: list[tuple[str, str]] = (),
+) -> str:
     """Markdown: the tuning budget and choices, then per fraction and arm mean / median (IQR) / range
     over seeds and the pooled paired CIs against the random-init baselines, then the paired
     ``contrasts`` (arm, against) between other arms."""
     lines = ["### Tuning (validation AUC, mean over the tuning seeds; the chosen recipe in bold)", ""]
     recipes = list(result["recipes"])
-    lines += ["| Arm | Fraction | " + " | ".join(recipes) + " | runs | seconds |",
-              "|---|---|" + "---|" * len(recipes) + "---|---|"]
+    lines += [
+        "| Arm | Fraction | " + " | ".join(recipes) + " | runs | seconds |",
+        "|---|---|" + "---|" * len(recipes) + "---|---|",
+    ]
     for arm, per_fraction in result["tuning"].items():
         for fraction, t in per_fraction.items():
             cells = []
             for r in recipes:
                 v = 100 * sum(t["validation_auc"][r]) / len(t["validation_auc"][r])
                 cells.append(f"**{v:.1f}**" if r == t["chosen"] else f"{v:.1f}")
-            lines.append(f"| {arm} | {float(fraction):.0%} | " + " | ".join(cells) + f" | {t['runs']} | {t['seconds']:.0f} |")
+            lines.append(
+                f"| {arm} | {float(fraction):.0%} | " + " | ".join(cells) + f" | {t['runs']} | {t['seconds']:.0f} |"
+            )
     titles = {"random_init": "vs random init", "random_init_adain": "vs random init + AdaIN input"}
-    lines += ["", "### Test AUC over seeds, and the mean difference with its paired bootstrap CI over seeds and test cases", "",
-              "| Fraction | Arm | Recipe | Seeds | Mean | Median (IQR) | Min-max | " + " | ".join(titles[b] for b in baselines) + " |",
-              "|---|---|---|---|---|---|---|" + "---|" * len(baselines)]
+    lines += [
+        "",
+        "### Test AUC over seeds, and the mean difference with its paired bootstrap CI over seeds and test cases",
+        "",
+        "| Fraction | Arm | Recipe | Seeds | Mean | Median (IQR) | Min-max | "
+        + " | ".join(titles[b] for b in baselines)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(baselines),
+    ]
     for row in sorted(pooled, key=lambda r: r["fraction"]):
-        lines.append(f"| {row['fraction']:.0%} | {row['title']} | {row['recipe']} | {len(row['seeds'])} | "
-                     f"{_pct(row['mean'])} | {_pct(row['median'])} ({_pct(row['q1'])}-{_pct(row['q3'])}) | "
-                     f"{_pct(row['min'])}-{_pct(row['max'])} | " + " | ".join(_difference_cell(row, b) for b in baselines) + " |")
+        lines.append(
+            f"| {row['fraction']:.0%} | {row['title']} | {row['recipe']} | {len(row['seeds'])} | "
+            f"{_pct(row['mean'])} | {_pct(row['median'])} ({_pct(row['q1'])}-{_pct(row['q3'])}) | "
+            f"{_pct(row['min'])}-{_pct(row['max'])} | " + " | ".join(_difference_cell(row, b) for b in baselines) + " |"
+        )
     if contrasts:
         by_key = {(r["fraction"], r["arm"]): r for r in pooled}
-        lines += ["", "### Paired contrasts between arms (mean difference, paired bootstrap CI over seeds and test cases)", "",
-                  "| Fraction | Arm | Against | Seeds | Difference (CI), p |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Paired contrasts between arms (mean difference, paired bootstrap CI over seeds and test cases)",
+            "",
+            "| Fraction | Arm | Against | Seeds | Difference (CI), p |",
+            "|---|---|---|---|---|",
+        ]
         for fraction in sorted({r["fraction"] for r in pooled}):
             for arm, base in contrasts:
                 row = by_key.get((fraction, arm))
                 if row is None or base not in row["vs"]:
                     continue
                 against = by_key[(fraction, base)]["title"]
-                lines.append(f"| {fraction:.0%} | {row['title']} | {against} | {len(row['seeds'])} | {_difference_cell(row, base)} |")
+                lines.append(
+                    f"| {fraction:.0%} | {row['title']} | {against} | "
+                    f"{len(row['seeds'])} | {_difference_cell(row, base)} |"
+                )
     return "\n".join(lines)
 
 
-def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str], quick: bool, workers: int,
-                           extra_only: bool = False, main_arms: list[str] | None = None,
-                           recipe_names: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
-                           full_fraction: bool = True) -> dict:
+def run_protocol_benchmark(
+    cfg: dict,
+    out: Path,
+    shared: Path,
+    extra: list[str],
+    quick: bool,
+    workers: int,
+    extra_only: bool = False,
+    main_arms: list[str] | None = None,
+    recipe_names: list[str] | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    full_fraction: bool = True,
+) -> dict:
     """``main_arms``: a subset of the main arms (None: all); ``recipe_names``: a subset of the recipe
     grid (one recipe: no tuning, every arm runs it); ``seeds``: the main arms' seeds."""
     from dataclasses import replace
@@ -352,8 +524,12 @@ def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str],
     if any(a.name == "real_mae_adain" for a in arms):
         # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
         stats = out / "reference_stats" / "reference_stats.json"
-        run_stage(out, stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print), print,
-                  deps=["real_unlabelled", "reference_stats"])
+        run_stage(
+            out,
+            stage_pretrain(cfg, "mae_real_adain", out / "real_unlabelled", "on", stats, print),
+            print,
+            deps=["real_unlabelled", "reference_stats"],
+        )
     run_extra_stages(cfg, out, extra, shared, quick)
     pcfg = protocol_config(cfg)
     recipes = {k: DEFAULT_RECIPES[k] for k in recipe_names} if recipe_names else None
@@ -367,15 +543,20 @@ def run_protocol_benchmark(cfg: dict, out: Path, shared: Path, extra: list[str],
         # only the extra arms, beside a running main protocol: the arms they take their recipe from
         # enter with their tuning runs alone (already there), scored in a group of their own
         sources = {a.tune_as for a in arms if a.group == "extra"}
-        arms = [replace(a, seeds=(seeds[0],), group="tuning_sources") for a in arms if a.name in sources] + \
-               [a for a in arms if a.group == "extra"]
+        arms = [replace(a, seeds=(seeds[0],), group="tuning_sources") for a in arms if a.name in sources] + [
+            a for a in arms if a.group == "extra"
+        ]
         kwargs["full_fraction"] = False
     result = run_protocol(pcfg, out, arms, recipes=recipes, workers=workers, **kwargs)
     names = {a.name for a in arms}
     baselines = tuple(b for b in ("random_init", "random_init_adain") if b in names)
     contrasts = [(a, b) for a, b in CONTRASTS if a in names and b in names]
-    pooled = pooled_rows(result, out, baselines=baselines + tuple(dict.fromkeys(b for _, b in contrasts)),
-                         n_bootstrap=200 if quick else 2000)
+    pooled = pooled_rows(
+        result,
+        out,
+        baselines=baselines + tuple(dict.fromkeys(b for _, b in contrasts)),
+        n_bootstrap=200 if quick else 2000,
+    )
     write_json(out / "protocol_pooled.json", pooled)
     table = protocol_tables(result, pooled, baselines, contrasts)
     (out / "protocol_results.md").write_text(table + "\n")
@@ -392,8 +573,9 @@ def mae_folders(out: Path) -> list[str]:
     return names
 
 
-def reconstruction_rows(out: Path, names: list[str], max_images: int = 1000, seed: int = 0,
-                        n_bootstrap: int = 2000) -> list[dict]:
+def reconstruction_rows(
+    out: Path, names: list[str], max_images: int = 1000, seed: int = 0, n_bootstrap: int = 2000
+) -> list[dict]:
     """Masked-patch loss of each MAE on the held-out real test images, beside the two trivial
     baselines built from the real training images (``genssl_hf.evaluation.reconstruction``). Each MAE
     sees the images through its own processor (AdaIN or not, its own size), so compare an MAE with
@@ -419,10 +601,19 @@ def reconstruction_rows(out: Path, names: list[str], max_images: int = 1000, see
         reference = processor([im.resize((size, size)) for im in train_images], return_tensors="pt")["pixel_values"]
         losses = masked_reconstruction_losses(model, pixels, reference, seed=seed, n_bootstrap=n_bootstrap)
         summary = read_json(folder / "train_summary.json") if (folder / "train_summary.json").is_file() else {}
-        rows.append({"encoder": name, "steps": summary.get("global_step"), "train_loss": summary.get("final_loss"),
-                     "image_size": size, "mask_ratio": model.config.mask_ratio, "adain": bool(getattr(processor, "do_adain", False)),
-                     "test_images": len(test_images), "reference_images": len(train_images),
-                     **{k: [_sig(x) for x in v] if isinstance(v, list) else _sig(v) for k, v in losses.items()}})
+        rows.append(
+            {
+                "encoder": name,
+                "steps": summary.get("global_step"),
+                "train_loss": summary.get("final_loss"),
+                "image_size": size,
+                "mask_ratio": model.config.mask_ratio,
+                "adain": bool(getattr(processor, "do_adain", False)),
+                "test_images": len(test_images),
+                "reference_images": len(train_images),
+                **{k: [_sig(x) for x in v] if isinstance(v, list) else _sig(v) for k, v in losses.items()},
+            }
+        )
     return rows
 
 
@@ -431,13 +622,22 @@ def _sig(x: float, digits: int = 5) -> float:
 
 
 def reconstruction_table(rows: list[dict]) -> str:
-    lines = ["| MAE | steps | AdaIN | train loss | test loss | best constant patch | mean image | test / mean image (95 % CI over images) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| MAE | steps | AdaIN | train loss | test loss | best constant patch "
+        "| mean image | test / mean image (95 % CI over images) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         train_loss = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
-        ci = f" ({r['model_over_mean_image_ci'][0]:.2f}-{r['model_over_mean_image_ci'][1]:.2f})" if "model_over_mean_image_ci" in r else ""
-        lines.append(f"| {r['encoder']} | {r['steps']} | {'on' if r['adain'] else 'off'} | {train_loss} | {r['model']:.4f} | "
-                     f"{r['best_constant_patch']:.4f} | {r['mean_image']:.4f} | {r['model_over_mean_image']:.2f}{ci} |")
+        ci = (
+            f" ({r['model_over_mean_image_ci'][0]:.2f}-{r['model_over_mean_image_ci'][1]:.2f})"
+            if "model_over_mean_image_ci" in r
+            else ""
+        )
+        lines.append(
+            f"| {r['encoder']} | {r['steps']} | {'on' if r['adain'] else 'off'} | {train_loss} | {r['model']:.4f} | "
+            f"{r['best_constant_patch']:.4f} | {r['mean_image']:.4f} | {r['model_over_mean_image']:.2f}{ci} |"
+        )
     return "\n".join(lines)
 
 
@@ -460,14 +660,19 @@ def _mean_auc(runs: list[dict]) -> float:
 def results_table(rows: list[dict]) -> str:
     """One line per (fraction, variant): the test AUC of each seed with its 95% CI, the mean over seeds,
     and the paired difference to random init per seed (how many seeds' CIs lie above / below zero)."""
-    lines = ["| Label fraction | Variant | Test AUC per seed (95% CI) | Mean AUC | vs random init per seed (paired 95% CI) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| Label fraction | Variant | Test AUC per seed (95% CI) "
+        "| Mean AUC | vs random init per seed (paired 95% CI) |",
+        "|---|---|---|---|---|",
+    ]
     for (fraction, _), runs in runs_by_fraction_and_variant(rows).items():
         aucs = "; ".join(f"{_pct(r['auc'])} ({_pct(r['low'])}-{_pct(r['high'])})" for r in runs)
         if runs[0]["diff"] is None:
             diff = "-"
         else:
-            diff = "; ".join(f"{100 * r['diff']:+.1f} ({100 * r['diff_low']:+.1f} to {100 * r['diff_high']:+.1f})" for r in runs)
+            diff = "; ".join(
+                f"{100 * r['diff']:+.1f} ({100 * r['diff_low']:+.1f} to {100 * r['diff_high']:+.1f})" for r in runs
+            )
             above = sum(r["diff_low"] > 0 for r in runs)
             below = sum(r["diff_high"] < 0 for r in runs)
             diff += f"; CI above 0 in {above}/{len(runs)}, below 0 in {below}/{len(runs)}"
@@ -481,10 +686,23 @@ def pooled_table(rows: list[dict], out: Path, n_bootstrap: int = 2000) -> tuple[
     (``genssl_hf.pipeline.protocol.pooled_rows``): the summary the few-shot claims rest on."""
     from genssl_hf.pipeline.protocol import pooled_rows
 
-    runs = [{"arm": r["variant"], "title": r["title"], "fraction": r["fraction"], "seed": r["seed"], "recipe": None,
-             "evaluation": f"evaluation{r['suffix'] or ''}", "test_auc": r["auc"]} for r in rows]
-    lines = ["| Label fraction | Variant | Seeds | Mean AUC | Median (min-max) | Mean difference vs random init "
-             "(95% CI over seeds and test cases) | p |", "|---|---|---|---|---|---|---|"]
+    runs = [
+        {
+            "arm": r["variant"],
+            "title": r["title"],
+            "fraction": r["fraction"],
+            "seed": r["seed"],
+            "recipe": None,
+            "evaluation": f"evaluation{r['suffix'] or ''}",
+            "test_auc": r["auc"],
+        }
+        for r in rows
+    ]
+    lines = [
+        "| Label fraction | Variant | Seeds | Mean AUC | Median (min-max) | Mean difference vs random init "
+        "(95% CI over seeds and test cases) | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     summary = []
     for row in pooled_rows({"runs": runs}, out, baselines=("random_init",), n_bootstrap=n_bootstrap):
         d = row["vs"].get("random_init")
@@ -492,8 +710,10 @@ def pooled_table(rows: list[dict], out: Path, n_bootstrap: int = 2000) -> tuple[
         p = "-" if d is None else f"{d['p_value']:.3f}"
         if d is not None:
             summary.append({"fraction": row["fraction"], "variant": row["arm"], "seeds": len(row["seeds"]), **d})
-        lines.append(f"| {row['fraction']:.0%} | {row['title']} | {len(row['seeds'])} | {_pct(row['mean'])} | "
-                     f"{_pct(row['median'])} ({_pct(row['min'])}-{_pct(row['max'])}) | {cell} | {p} |")
+        lines.append(
+            f"| {row['fraction']:.0%} | {row['title']} | {len(row['seeds'])} | {_pct(row['mean'])} | "
+            f"{_pct(row['median'])} ({_pct(row['min'])}-{_pct(row['max'])}) | {cell} | {p} |"
+        )
     return "\n".join(lines), summary
 
 
@@ -511,25 +731,46 @@ def main(argv=None) -> int:
     parser.add_argument("--shared", default=str(SHARED), help="the real data folder")
     parser.add_argument("--output-dir", default=None, help="default: outputs/bench-realdata[-quick]")
     parser.add_argument("--ssl-methods", default="", help=f"comma list of {SSL_METHODS} to add (Tab. 9 rows), or 'all'")
-    parser.add_argument("--protocol", action="store_true",
-                        help="issue 21's protocol: tuned recipes per arm on validation, 5 seeds, the AdaIN controls")
-    parser.add_argument("--extra", default="", help=f"with --protocol: comma list of extra encoders {list(EXTRA_STAGES)}")
+    parser.add_argument(
+        "--protocol",
+        action="store_true",
+        help="issue 21's protocol: tuned recipes per arm on validation, 5 seeds, the AdaIN controls",
+    )
+    parser.add_argument(
+        "--extra", default="", help=f"with --protocol: comma list of extra encoders {list(EXTRA_STAGES)}"
+    )
     parser.add_argument("--workers", type=int, default=2, help="fine-tuning runs at a time (one thread each)")
-    parser.add_argument("--extra-only", action="store_true",
-                        help="with --protocol --extra: fine-tune only the extra arms (beside a running main protocol)")
-    parser.add_argument("--pretrain-only", action="store_true",
-                        help="with --extra: only pre-train the extra encoders (e.g. beside a running protocol)")
-    parser.add_argument("--main-arms", default="",
-                        help="with --protocol: comma list of the main arms to run (default: all)")
-    parser.add_argument("--recipes", default="",
-                        help="with --protocol: comma list of recipes of the grid to tune over (default: all; one: no tuning)")
+    parser.add_argument(
+        "--extra-only",
+        action="store_true",
+        help="with --protocol --extra: fine-tune only the extra arms (beside a running main protocol)",
+    )
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="with --extra: only pre-train the extra encoders (e.g. beside a running protocol)",
+    )
+    parser.add_argument(
+        "--main-arms", default="", help="with --protocol: comma list of the main arms to run (default: all)"
+    )
+    parser.add_argument(
+        "--recipes",
+        default="",
+        help="with --protocol: comma list of recipes of the grid to tune over (default: all; one: no tuning)",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="with --protocol: seeds of the main arms (0 .. N-1)")
     parser.add_argument("--no-full-fraction", action="store_true", help="with --protocol: skip the 100 %% runs")
-    parser.add_argument("--reconstruction", action="store_true",
-                        help="after pre-training (and --extra): each MAE's masked-patch loss on the real test images "
-                             "against the best constant patch and the mean training image")
-    parser.add_argument("--record-suffix", default="",
-                        help="appended to the results.json row's name (a rerun beside an earlier run's row)")
+    parser.add_argument(
+        "--reconstruction",
+        action="store_true",
+        help="after pre-training (and --extra): each MAE's masked-patch loss on the real test images "
+        "against the best constant patch and the mean training image",
+    )
+    parser.add_argument(
+        "--record-suffix",
+        default="",
+        help="appended to the results.json row's name (a rerun beside an earlier run's row)",
+    )
     args = parser.parse_args(argv)
     shared = Path(args.shared)
     if not (shared / "kermany-pneumonia-224").is_dir() or not (shared / "nih-cxr14-1000-64px").is_dir():
@@ -551,7 +792,9 @@ def main(argv=None) -> int:
 
     recipe_names = [r for r in args.recipes.split(",") if r]
     if sorted(set(recipe_names) - set(DEFAULT_RECIPES)):
-        parser.error(f"--recipes: unknown {sorted(set(recipe_names) - set(DEFAULT_RECIPES))}; known: {list(DEFAULT_RECIPES)}")
+        parser.error(
+            f"--recipes: unknown {sorted(set(recipe_names) - set(DEFAULT_RECIPES))}; known: {list(DEFAULT_RECIPES)}"
+        )
     if not 1 <= args.seeds <= 20:
         parser.error(f"--seeds must be 1..20; got {args.seeds}")
     main_arms = [a for a in args.main_arms.split(",") if a] or None
@@ -571,9 +814,15 @@ def main(argv=None) -> int:
         write_json(out / "reconstruction.json", recon)
         (out / "reconstruction.md").write_text(table + "\n")
         print(table)
-        record = {"name": "genssl_realdata_mae_reconstruction" + args.record_suffix,
-                  "unit": "masked-patch MSE on the real test images (each MAE's own mask ratio), baselines from the real training images",
-                  "rows": recon, "wall_s": round(time.perf_counter() - start, 1), "quick": args.quick, "machine": finish(info)}
+        record = {
+            "name": "genssl_realdata_mae_reconstruction" + args.record_suffix,
+            "unit": "masked-patch MSE on the real test images (each MAE's own mask ratio), "
+            "baselines from the real training images",
+            "rows": recon,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "quick": args.quick,
+            "machine": finish(info),
+        }
         print(json.dumps(record))
         if not args.quick:
             record_results([record])
@@ -581,16 +830,36 @@ def main(argv=None) -> int:
     if args.pretrain_only:
         return 0
     if args.protocol:
-        protocol = run_protocol_benchmark(cfg, out, shared, extra, args.quick, args.workers, args.extra_only,
-                                          main_arms=main_arms, recipe_names=recipe_names,
-                                          seeds=tuple(range(args.seeds)), full_fraction=not args.no_full_fraction)
+        protocol = run_protocol_benchmark(
+            cfg,
+            out,
+            shared,
+            extra,
+            args.quick,
+            args.workers,
+            args.extra_only,
+            main_arms=main_arms,
+            recipe_names=recipe_names,
+            seeds=tuple(range(args.seeds)),
+            full_fraction=not args.no_full_fraction,
+        )
         if args.extra_only:
             return 0
-        record = {"name": "genssl_realdata_kermany_protocol" + args.record_suffix, "unit": "test AUC, mean over seeds",
-                  "pooled": {f"{r['fraction']:.0%} {r['arm']}": {"mean": round(r["mean"], 4), "median": round(r["median"], 4),
-                             **{f"vs_{b}": [round(v[k], 4) for k in ("difference", "low", "high")] for b, v in r["vs"].items()}}
-                             for r in protocol["pooled"]},
-                  "wall_s": round(time.perf_counter() - start, 1), "quick": args.quick, "machine": finish(info)}
+        record = {
+            "name": "genssl_realdata_kermany_protocol" + args.record_suffix,
+            "unit": "test AUC, mean over seeds",
+            "pooled": {
+                f"{r['fraction']:.0%} {r['arm']}": {
+                    "mean": round(r["mean"], 4),
+                    "median": round(r["median"], 4),
+                    **{f"vs_{b}": [round(v[k], 4) for k in ("difference", "low", "high")] for b, v in r["vs"].items()},
+                }
+                for r in protocol["pooled"]
+            },
+            "wall_s": round(time.perf_counter() - start, 1),
+            "quick": args.quick,
+            "machine": finish(info),
+        }
         print(json.dumps(record))
         if not args.quick:
             record_results([record])
@@ -600,10 +869,22 @@ def main(argv=None) -> int:
         comp = read_json(out / f"evaluation{suffix}" / "results" / "comparison.json")
         for r in comp["rows"]:
             d = r.get("vs_baseline") or {}
-            rows.append({"fraction": fraction, "seed": seed, "suffix": suffix, "variant": r["variant"], "title": r["title"],
-                         "auc": r["mean_auc"], "low": r["low"], "high": r["high"],
-                         "diff": d.get("difference"), "diff_low": d.get("low"), "diff_high": d.get("high"),
-                         "p": d.get("p_value")})
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "seed": seed,
+                    "suffix": suffix,
+                    "variant": r["variant"],
+                    "title": r["title"],
+                    "auc": r["mean_auc"],
+                    "low": r["low"],
+                    "high": r["high"],
+                    "diff": d.get("difference"),
+                    "diff_low": d.get("low"),
+                    "diff_high": d.get("high"),
+                    "p": d.get("p_value"),
+                }
+            )
     write_json(out / "realdata_results.json", rows)
     table = results_table(rows)
     pooled, pooled_rows = pooled_table(rows, out)
@@ -612,15 +893,22 @@ def main(argv=None) -> int:
     print(table + "\n\n" + pooled)
     genssl_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "genssl")
     rand_full = next(r for r in rows if r["fraction"] == 1.0 and r["variant"] == "random_init")
-    row = {"name": "genssl_realdata_kermany_auc_100pct" + ("_tab9" if methods else ""), "value": round(genssl_full["auc"], 4), "unit": "test AUC",
-                      "baseline": round(rand_full["auc"], 4),
-                      "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
-                      "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
-                      "mean_auc_over_seeds": mean_auc_by_fraction(rows),
-                      "pooled_vs_random_init": {f"{r['fraction']:.0%} {r['variant']}": [round(r["difference"], 4), round(r["low"], 4), round(r["high"], 4)]
-                                                for r in pooled_rows},
-                      "wall_s": round(time.perf_counter() - start, 1),
-                      "quick": args.quick, "machine": finish(info)}
+    row = {
+        "name": "genssl_realdata_kermany_auc_100pct" + ("_tab9" if methods else ""),
+        "value": round(genssl_full["auc"], 4),
+        "unit": "test AUC",
+        "baseline": round(rand_full["auc"], 4),
+        "ratio": round(genssl_full["auc"] / rand_full["auc"], 4),
+        "difference": None if genssl_full["diff"] is None else round(genssl_full["diff"], 4),
+        "mean_auc_over_seeds": mean_auc_by_fraction(rows),
+        "pooled_vs_random_init": {
+            f"{r['fraction']:.0%} {r['variant']}": [round(r["difference"], 4), round(r["low"], 4), round(r["high"], 4)]
+            for r in pooled_rows
+        },
+        "wall_s": round(time.perf_counter() - start, 1),
+        "quick": args.quick,
+        "machine": finish(info),
+    }
     print(json.dumps(row))
     if not args.quick:
         record_results([row])

@@ -72,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             row["speedup"] = round(row["before_median_s"] / row["after_median_s"], 1)
         rows.append(row)
         print(json.dumps(row))
-    result = {"name": f"import_time{a.suffix}", "unit": f"seconds, median of {a.repeats} fresh interpreters",
-              "rows": rows, "before": str(checkouts.get("before", "")), "machine": finish(info)}
+    result = {
+        "name": f"import_time{a.suffix}",
+        "unit": f"seconds, median of {a.repeats} fresh interpreters",
+        "rows": rows,
+        "before": str(checkouts.get("before", "")),
+        "machine": finish(info),
+    }
     if a.record:
         record_results([result])
     return 0

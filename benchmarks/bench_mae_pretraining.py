@@ -69,8 +69,16 @@ def mae_forward_flops_per_image(cfg) -> float:
 
 
 # ------------------------------------------------------------------------------------------- runs
-def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, steps: int, seed: int,
-             micro_batch: int | None = None) -> float:
+def run_ours(
+    data_dir: Path,
+    work: Path,
+    preset: str,
+    batch: int,
+    warmup: int,
+    steps: int,
+    seed: int,
+    micro_batch: int | None = None,
+) -> float:
     """Our loop at the effective ``batch``, as ``batch / micro_batch`` accumulated micro-batches (the
     same optimiser steps on the same number of images: the loss is a mean over equal-sized micro-batches)."""
     from genssl_hf.training import mae
@@ -79,13 +87,32 @@ def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, s
     if batch % micro:
         raise ValueError(f"--micro-batch {micro} must divide --batch {batch}")
     out = work / f"ours-{time.time_ns()}"
-    args = mae.build_parser().parse_args([
-        "--model", preset, "--dataset", str(data_dir), "--output_dir", str(out),
-        "--per_device_train_batch_size", str(micro), "--gradient_accumulation_steps", str(batch // micro),
-        "--max_steps", str(warmup + steps),
-        "--checkpointing_steps", "0", "--logging_steps", "1000000", "--figure", "off", "--mixed_precision", "bf16",
-        "--seed", str(seed),
-    ])
+    args = mae.build_parser().parse_args(
+        [
+            "--model",
+            preset,
+            "--dataset",
+            str(data_dir),
+            "--output_dir",
+            str(out),
+            "--per_device_train_batch_size",
+            str(micro),
+            "--gradient_accumulation_steps",
+            str(batch // micro),
+            "--max_steps",
+            str(warmup + steps),
+            "--checkpointing_steps",
+            "0",
+            "--logging_steps",
+            "1000000",
+            "--figure",
+            "off",
+            "--mixed_precision",
+            "bf16",
+            "--seed",
+            str(seed),
+        ]
+    )
     reset_accelerate()
     t = time.perf_counter()
     import contextlib
@@ -100,7 +127,11 @@ def run_ours(data_dir: Path, work: Path, preset: str, batch: int, warmup: int, s
     ips = (len(t_end) - warmup) * batch / (t_end[-1] - t_end[warmup - 1])
     c_end = summary["step_end_cpu_seconds"]
     cpu_ips = (len(c_end) - warmup) * batch / (c_end[-1] - c_end[warmup - 1])
-    print(f"  ours     batch {batch} ({batch // micro} x {micro}): {ips:7.2f} img/s wall, {cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)", flush=True)
+    print(
+        f"  ours     batch {batch} ({batch // micro} x {micro}): {ips:7.2f} img/s wall, "
+        f"{cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)",
+        flush=True,
+    )
     return ips, cpu_ips
 
 
@@ -157,14 +188,31 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
     torch.manual_seed(seed)
     model, _ = mae.build_model(cfg)  # same fixed sin-cos tables as ours, so both sides train the same model
     targs = TrainingArguments(
-        output_dir=str(work / "baseline"), per_device_train_batch_size=batch, max_steps=warmup + steps,
-        learning_rate=1.5e-4 * batch / 256, weight_decay=0.05, adam_beta2=0.95, lr_scheduler_type="cosine",
-        warmup_steps=1, logging_steps=1_000_000, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=seed,
+        output_dir=str(work / "baseline"),
+        per_device_train_batch_size=batch,
+        max_steps=warmup + steps,
+        learning_rate=1.5e-4 * batch / 256,
+        weight_decay=0.05,
+        adam_beta2=0.95,
+        lr_scheduler_type="cosine",
+        warmup_steps=1,
+        logging_steps=1_000_000,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        seed=seed,
     )
     timer = Timer()
-    trainer = Trainer(model=model, args=targs, train_dataset=ds.select_columns(["image"]).with_transform(transform),
-                      data_collator=collate, callbacks=[timer])
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=ds.select_columns(["image"]).with_transform(transform),
+        data_collator=collate,
+        callbacks=[timer],
+    )
     t = time.perf_counter()
     trainer.train()
     reset_accelerate()
@@ -172,7 +220,11 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
     ips = (len(ts) - warmup) * batch / (ts[-1] - ts[warmup - 1])  # same window as ours
     cs = timer.c
     cpu_ips = (len(cs) - warmup) * batch / (cs[-1] - cs[warmup - 1])
-    print(f"  baseline batch {batch}: {ips:7.2f} img/s wall, {cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)", flush=True)
+    print(
+        f"  baseline batch {batch}: {ips:7.2f} img/s wall, "
+        f"{cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)",
+        flush=True,
+    )
     return ips, cpu_ips
 
 
@@ -216,15 +268,21 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling", default=None, help="comma-separated batch sizes for the step-time sweep ('' to skip)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--micro-batch", type=int, default=None,
-                    help="ours: accumulate --batch in micro-batches of this size (same optimiser steps; a batch that "
-                         "stays in cache runs faster, see the step-time sweep)")
+    ap.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="ours: accumulate --batch in micro-batches of this size (same optimiser steps; a batch that "
+        "stays in cache runs faster, see the step-time sweep)",
+    )
     a = ap.parse_args(argv)
     batch = a.batch or (16 if a.quick else 64)
     steps = a.steps or (2 if a.quick else 10)
     warmup = max(1, a.warmup if a.warmup is not None else (1 if a.quick else 2))
     repeats = a.repeats or (1 if a.quick else 3)
-    scaling = [int(s) for s in (a.scaling if a.scaling is not None else ("4,8" if a.quick else "16,32,64,128")).split(",") if s]
+    scaling = [
+        int(s) for s in (a.scaling if a.scaling is not None else ("4,8" if a.quick else "16,32,64,128")).split(",") if s
+    ]
     if a.threads:
         torch.set_num_threads(a.threads)
 
@@ -233,9 +291,12 @@ def main(argv=None) -> int:
 
     cfg = mae.build_mae_config(a.preset)
     load = os.getloadavg()
-    print(f"MAE pre-training throughput: {a.preset} {cfg.image_size}px mask {cfg.mask_ratio}, batch {batch}, "
-          f"{steps} steps after {warmup} warm-up, {repeats} repeat(s), torch threads {torch.get_num_threads()}, "
-          f"load avg {load[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"MAE pre-training throughput: {a.preset} {cfg.image_size}px mask {cfg.mask_ratio}, batch {batch}, "
+        f"{steps} steps after {warmup} warm-up, {repeats} repeat(s), torch threads {torch.get_num_threads()}, "
+        f"load avg {load[0]:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench_mae_") as tmp:
         work = Path(tmp)
         n_images = batch * (warmup + steps) + batch
@@ -246,8 +307,11 @@ def main(argv=None) -> int:
         print_machine(info)
         mm = info["matmul_gflops"]
         peak, peak_cpu, fp32_cpu = mm["bf16"]["wall"], mm["bf16"]["cpu_time"], mm["fp32"]["cpu_time"]
-        print(f"  bf16 matmul peak: {peak:.1f} GFLOP/s wall, {peak_cpu:.1f} GFLOP/s from CPU time "
-              f"(fp32: {fp32_cpu:.1f}; bf16/fp32 = {peak_cpu / fp32_cpu:.2f}x, the ceiling of an autocast speed-up)", flush=True)
+        print(
+            f"  bf16 matmul peak: {peak:.1f} GFLOP/s wall, {peak_cpu:.1f} GFLOP/s from CPU time "
+            f"(fp32: {fp32_cpu:.1f}; bf16/fp32 = {peak_cpu / fp32_cpu:.2f}x, the ceiling of an autocast speed-up)",
+            flush=True,
+        )
         ours, base = [], []
         for r in range(repeats):  # interleave so load changes hit both sides alike
             ours.append(run_ours(data_dir, work, a.preset, batch, warmup, steps, a.seed + r, a.micro_batch))
@@ -263,23 +327,46 @@ def main(argv=None) -> int:
     share_cpu = ours_c * torch.get_num_threads() * train_flops / 1e9 / peak_cpu
     load_end = os.getloadavg()
     print(f"\nours {ours_m:.2f} img/s vs baseline {base_m:.2f} img/s: ratio {ours_m / base_m:.2f}x")
-    print(f"training FLOPs/image {train_flops / 1e9:.2f} GFLOP -> {achieved:.1f} GFLOP/s = {100 * share:.1f}% of the "
-          f"bf16 peak {peak:.1f} GFLOP/s (baseline {100 * base_share:.1f}%)")
-    print(f"CPU-time view (robust to other users' load): ours {ours_c:.2f} vs baseline {base_c:.2f} img per CPU-s: "
-          f"ratio {ours_c / base_c:.2f}x; {100 * share_cpu:.1f}% of the bf16 peak")
-    print(f"load average at start {load[0]:.1f}, at end {load_end[0]:.1f} (the CPU is shared: absolute numbers move with load)")
-    print(json.dumps({
-        "name": f"mae_pretraining_{a.preset}_images_per_s", "value": round(ours_m, 3), "unit": "images/s",
-        "baseline": round(base_m, 3), "ratio": round(ours_m / base_m, 3),
-        "peak_bf16_gflops": round(peak, 1), "share_of_bf16_peak": round(share, 4),
-        "baseline_share_of_bf16_peak": round(base_share, 4), "train_gflop_per_image": round(train_flops / 1e9, 3),
-        "ratio_cpu_time": round(ours_c / base_c, 3), "bf16_over_fp32_matmul": round(peak_cpu / fp32_cpu, 3), "share_of_bf16_peak_cpu_time": round(share_cpu, 4),
-        "batch": batch, "micro_batch": a.micro_batch or batch, "steps": steps, "repeats": repeats, "runs_ours": [round(x[0], 3) for x in ours],
-        "runs_baseline": [round(x[0], 3) for x in base],
-        "step_time_s_by_batch": {str(k): round(v, 4) for k, v in scal.items()},
-        "threads": torch.get_num_threads(), "load_avg": [round(load[0], 2), round(load_end[0], 2)],
-        "machine": finish(info),
-    }))
+    print(
+        f"training FLOPs/image {train_flops / 1e9:.2f} GFLOP -> {achieved:.1f} GFLOP/s = {100 * share:.1f}% of the "
+        f"bf16 peak {peak:.1f} GFLOP/s (baseline {100 * base_share:.1f}%)"
+    )
+    print(
+        f"CPU-time view (robust to other users' load): ours {ours_c:.2f} vs baseline {base_c:.2f} img per CPU-s: "
+        f"ratio {ours_c / base_c:.2f}x; {100 * share_cpu:.1f}% of the bf16 peak"
+    )
+    print(
+        f"load average at start {load[0]:.1f}, at end {load_end[0]:.1f} "
+        "(the CPU is shared: absolute numbers move with load)"
+    )
+    print(
+        json.dumps(
+            {
+                "name": f"mae_pretraining_{a.preset}_images_per_s",
+                "value": round(ours_m, 3),
+                "unit": "images/s",
+                "baseline": round(base_m, 3),
+                "ratio": round(ours_m / base_m, 3),
+                "peak_bf16_gflops": round(peak, 1),
+                "share_of_bf16_peak": round(share, 4),
+                "baseline_share_of_bf16_peak": round(base_share, 4),
+                "train_gflop_per_image": round(train_flops / 1e9, 3),
+                "ratio_cpu_time": round(ours_c / base_c, 3),
+                "bf16_over_fp32_matmul": round(peak_cpu / fp32_cpu, 3),
+                "share_of_bf16_peak_cpu_time": round(share_cpu, 4),
+                "batch": batch,
+                "micro_batch": a.micro_batch or batch,
+                "steps": steps,
+                "repeats": repeats,
+                "runs_ours": [round(x[0], 3) for x in ours],
+                "runs_baseline": [round(x[0], 3) for x in base],
+                "step_time_s_by_batch": {str(k): round(v, 4) for k, v in scal.items()},
+                "threads": torch.get_num_threads(),
+                "load_avg": [round(load[0], 2), round(load_end[0], 2)],
+                "machine": finish(info),
+            }
+        )
+    )
     return 0
 
 

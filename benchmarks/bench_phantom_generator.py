@@ -65,10 +65,14 @@ def main() -> None:
     print_machine(info)
 
     t0 = time.perf_counter()
-    oracle = train_phantom_oracle(num_train=1200 if args.quick else 2000, size=64, epochs=6 if args.quick else 8, seed=0)
+    oracle = train_phantom_oracle(
+        num_train=1200 if args.quick else 2000, size=64, epochs=6 if args.quick else 8, seed=0
+    )
     xt, yt = phantom_arrays(400, 64, 0, "test")
     real_p = oracle.predict(xt)
-    real_auc = {f: float(roc_auc_score(yt[:, i], real_p[:, i])) for i, f in enumerate(CHEXPERT5) if 0 < yt[:, i].sum() < len(yt)}
+    real_auc = {
+        f: float(roc_auc_score(yt[:, i], real_p[:, i])) for i, f in enumerate(CHEXPERT5) if 0 < yt[:, i].sum() < len(yt)
+    }
     t_oracle = time.perf_counter() - t0
 
     if args.pipeline:
@@ -83,8 +87,16 @@ def main() -> None:
     t1 = time.perf_counter()
     for r in range(repeats):
         seeds = [r * 100_000 + i for i in range(k * len(prompts))]
-        out = pipe(prompts, num_images_per_prompt=k, seeds=seeds, num_inference_steps=steps, guidance_scale=args.guidance,
-                   output_type="np", batch_size=32, dtype=torch.bfloat16)
+        out = pipe(
+            prompts,
+            num_images_per_prompt=k,
+            seeds=seeds,
+            num_inference_steps=steps,
+            guidance_scale=args.guidance,
+            output_type="np",
+            batch_size=32,
+            dtype=torch.bfloat16,
+        )
         probs = oracle.predict(out.images[..., 0])
         src = np.repeat(np.arange(len(prompts)), k)
         aucs = {}
@@ -95,23 +107,35 @@ def main() -> None:
     t_gen = time.perf_counter() - t1
     med = {f: statistics.median(a[f] for a in per_rep) for f in FINDING_PROMPTS}
     mean_auc = float(np.mean(list(med.values())))
-    print("phantom classifier AUC on held-out real phantoms (ceiling): " + ", ".join(f"{f} {v:.3f}" for f, v in real_auc.items()))
-    print(f"generated: {k} images per prompt x {len(prompts)} prompts, {steps} steps, guidance {args.guidance}, {repeats} seed set(s)")
+    print(
+        "phantom classifier AUC on held-out real phantoms (ceiling): "
+        + ", ".join(f"{f} {v:.3f}" for f, v in real_auc.items())
+    )
+    print(
+        f"generated: {k} images per prompt x {len(prompts)} prompts, {steps} steps, "
+        f"guidance {args.guidance}, {repeats} seed set(s)"
+    )
     for f, v in med.items():
         print(f"  {f:17s} prompt {FINDING_PROMPTS[f]!r:38s} AUC {v:.3f}")
     print(f"  mean per-finding AUC {mean_auc:.3f} (chance 0.5); classifier {t_oracle:.0f} s, generation {t_gen:.0f} s")
-    print(json.dumps({
-        "name": "phantom_generator_prompted_finding_auc",
-        "value": round(mean_auc, 4),
-        "unit": "AUC",
-        "baseline": 0.5,
-        "ratio": round(mean_auc / 0.5, 3),
-        "per_finding": {f: round(v, 4) for f, v in med.items()},
-        "classifier_auc_real_phantoms": {f: round(v, 4) for f, v in real_auc.items()},
-        "images_per_prompt": k,
-        "steps": steps,
-        "guidance": args.guidance,
-        "repeats": repeats, "machine": finish(info)}))
+    print(
+        json.dumps(
+            {
+                "name": "phantom_generator_prompted_finding_auc",
+                "value": round(mean_auc, 4),
+                "unit": "AUC",
+                "baseline": 0.5,
+                "ratio": round(mean_auc / 0.5, 3),
+                "per_finding": {f: round(v, 4) for f, v in med.items()},
+                "classifier_auc_real_phantoms": {f: round(v, 4) for f, v in real_auc.items()},
+                "images_per_prompt": k,
+                "steps": steps,
+                "guidance": args.guidance,
+                "repeats": repeats,
+                "machine": finish(info),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

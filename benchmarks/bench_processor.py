@@ -47,7 +47,7 @@ def throughput(proc, images, batch: int, repeats: int) -> float:
     for _ in range(repeats):
         t = time.perf_counter()
         for i in range(0, len(images), batch):
-            proc(images[i:i + batch], return_tensors="pt")
+            proc(images[i : i + batch], return_tensors="pt")
         rates.append(len(images) / (time.perf_counter() - t))
     return statistics.median(rates)
 
@@ -81,9 +81,22 @@ def main(argv=None) -> int:
     o, v = statistics.median(r_ours), statistics.median(r_vit)
     print(f"{source}, {len(images)} images, batch {a.batch}, {repeats} repeats, load avg {load:.1f}")
     print(f"AdaINImageProcessor {o:8.1f} img/s   ViTImageProcessor (PIL) {v:8.1f} img/s   ratio {o / v:.2f}x")
-    print(json.dumps({"name": "adain_processor_images_per_s", "value": round(o, 1), "unit": "images/s",
-                      "baseline": round(v, 1), "ratio": round(o / v, 3), "source": source, "batch": a.batch,
-                      "repeats": repeats, "load_avg": round(load, 2), "machine": finish(info)}))
+    print(
+        json.dumps(
+            {
+                "name": "adain_processor_images_per_s",
+                "value": round(o, 1),
+                "unit": "images/s",
+                "baseline": round(v, 1),
+                "ratio": round(o / v, 3),
+                "source": source,
+                "batch": a.batch,
+                "repeats": repeats,
+                "load_avg": round(load, 2),
+                "machine": finish(info),
+            }
+        )
+    )
     return 0
 
 

@@ -30,18 +30,45 @@ from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
 
 from genssl_hf.prompts import load_candidates, score_features  # noqa: E402
 from genssl_hf.prompts.report_tokens import (  # noqa: E402
-    POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _fold, feature_tokens,
+    POST_NEGATION,
+    PRE_NEGATION,
+    PSEUDO_NEGATION,
+    SCOPE_END,
+    SKIP_TOKENS,
+    _fold,
+    feature_tokens,
 )
 
-FINDINGS = ["pleural effusion", "pneumothorax", "focal consolidation", "pulmonary edema", "cardiomegaly", "atelectasis",
-            "airspace disease", "vascular congestion", "interstitial markings", "air bronchograms", "volume loss"]
+FINDINGS = [
+    "pleural effusion",
+    "pneumothorax",
+    "focal consolidation",
+    "pulmonary edema",
+    "cardiomegaly",
+    "atelectasis",
+    "airspace disease",
+    "vascular congestion",
+    "interstitial markings",
+    "air bronchograms",
+    "volume loss",
+]
 SIZES = ["Small", "Large", "Mild", "Moderate", "Trace"]
 SIDES = ["left", "right", "bilateral", "left basilar", "right upper lobe"]
 TEMPLATES = [
-    "No {f}.", "No {f} or {g}.", "There is no evidence of {f}.", "{S} {s} {f}.", "{S} {f} with {g}.",
-    "The {f} has resolved.", "No change in {f}.", "Heart size is normal.", "The lungs are clear.",
-    "Negative for {f}, but {g} is present.", "Free of {f}; {S} {g} on the {s}.", "Stable {f} without {g}.",
-    "Blunting of the costophrenic angles.", "Degenerative changes of the thoracic spine.",
+    "No {f}.",
+    "No {f} or {g}.",
+    "There is no evidence of {f}.",
+    "{S} {s} {f}.",
+    "{S} {f} with {g}.",
+    "The {f} has resolved.",
+    "No change in {f}.",
+    "Heart size is normal.",
+    "The lungs are clear.",
+    "Negative for {f}, but {g} is present.",
+    "Free of {f}; {S} {g} on the {s}.",
+    "Stable {f} without {g}.",
+    "Blunting of the costophrenic angles.",
+    "Degenerative changes of the thoracic spine.",
 ]
 
 
@@ -50,15 +77,20 @@ def synthetic_reports(n: int, seed: int = 0) -> list[str]:
     out = []
     for _ in range(n):
         k = rng.randint(3, 8)
-        out.append(" ".join(
-            rng.choice(TEMPLATES).format(f=rng.choice(FINDINGS), g=rng.choice(FINDINGS), S=rng.choice(SIZES), s=rng.choice(SIDES))
-            for _ in range(k)
-        ))
+        out.append(
+            " ".join(
+                rng.choice(TEMPLATES).format(
+                    f=rng.choice(FINDINGS), g=rng.choice(FINDINGS), S=rng.choice(SIZES), s=rng.choice(SIDES)
+                )
+                for _ in range(k)
+            )
+        )
     return out
 
 
 def naive_scores(features: list[str], reports: list[str]) -> list[tuple[int, int]]:
     """Plain-Python phrase scorer (the documented rules, no vectorisation)."""
+
     def seqs(lst):
         return [tuple(_fold(t) for t in re.findall(r"\w+", x)) for x in lst]
 
@@ -68,9 +100,9 @@ def naive_scores(features: list[str], reports: list[str]) -> list[tuple[int, int
     for report in reports:
         toks = [_fold(t) for t in re.findall(r"\w+|[.;:!?]", report.lower())]
 
-        def starts(seq):
+        def starts(seq, toks=toks):
             k = len(seq)
-            return [i for i in range(len(toks) - k + 1) if tuple(toks[i:i + k]) == seq]
+            return [i for i in range(len(toks) - k + 1) if tuple(toks[i : i + k]) == seq]
 
         pseudo = {i for s in pseudo_s for i in starts(s)}
         bound = sorted({i for i, t in enumerate(toks) if t in ".;:!?"} | {i for s in end_s for i in starts(s)})
@@ -82,7 +114,7 @@ def naive_scores(features: list[str], reports: list[str]) -> list[tuple[int, int
             k = len(feat)
             j = 0
             while j <= len(ctoks) - k:
-                if tuple(ctoks[j:j + k]) == feat:
+                if tuple(ctoks[j : j + k]) == feat:
                     first, last = content[j][0], content[j + k - 1][0]
                     lo = max([b for b in bound if b <= first], default=0)
                     hi = min([b for b in bound if b > last], default=len(toks))
@@ -119,8 +151,11 @@ def main(argv=None) -> int:
             score_features(features, reports, match=match)
             ts.append(time.perf_counter() - t0)
         timings[match] = statistics.median(ts)
-        print(f"{match:6s}: median {timings[match]:.3f} s for {n} reports x {len(features)} features "
-              f"({n / timings[match]:,.0f} reports/s; runs {[round(t, 3) for t in ts]})", file=sys.stderr)
+        print(
+            f"{match:6s}: median {timings[match]:.3f} s for {n} reports x {len(features)} features "
+            f"({n / timings[match]:,.0f} reports/s; runs {[round(t, 3) for t in ts]})",
+            file=sys.stderr,
+        )
 
     # Baseline side by side: plain Python on a subsample, checked equal, scaled to n.
     sub = reports[: args.baseline_reports]
@@ -134,15 +169,21 @@ def main(argv=None) -> int:
     baseline = statistics.median(ts) * n / len(sub)
     per100k = 100_000 / n
     value = timings["phrase"] * per100k
-    print(json.dumps({
-        "name": "prompt_scoring_100k_reports",
-        "value": round(value, 3),
-        "unit": "s per 100k reports (phrase match, both variants, 40 features)",
-        "baseline": round(baseline * per100k, 3),
-        "ratio": round(baseline / timings["phrase"], 1),
-        "tokens_mode_s_per_100k": round(timings["tokens"] * per100k, 3),
-        "num_reports": n,
-        "repeats": repeats, "machine": finish(info)}))
+    print(
+        json.dumps(
+            {
+                "name": "prompt_scoring_100k_reports",
+                "value": round(value, 3),
+                "unit": "s per 100k reports (phrase match, both variants, 40 features)",
+                "baseline": round(baseline * per100k, 3),
+                "ratio": round(baseline / timings["phrase"], 1),
+                "tokens_mode_s_per_100k": round(timings["tokens"] * per100k, 3),
+                "num_reports": n,
+                "repeats": repeats,
+                "machine": finish(info),
+            }
+        )
+    )
     return 0
 
 

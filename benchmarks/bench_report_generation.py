@@ -55,12 +55,46 @@ def encoders(out: Path, n_images: int, steps: int, methods=("mae", "simclr")) ->
         phantom_dataset(n_images, size=64, seed=1, split="train").select_columns(["image"]).save_to_disk(str(data))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     runs = {
-        "mae": [sys.executable, str(ROOT / "scripts" / "pretrain_mae.py"), "--model", "tiny", "--dataset", str(data),
-                "--max_steps", str(steps), "--per_device_train_batch_size", "64", "--mixed_precision", "no",
-                "--figure", "off", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-mae")],
-        "simclr": [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--method", "simclr", "--model", "tiny",
-                   "--dataset", str(data), "--max_steps", str(steps), "--per_device_train_batch_size", "64",
-                   "--mixed_precision", "no", "--checkpointing_steps", "0", "--output_dir", str(out / "enc-simclr")],
+        "mae": [
+            sys.executable,
+            str(ROOT / "scripts" / "pretrain_mae.py"),
+            "--model",
+            "tiny",
+            "--dataset",
+            str(data),
+            "--max_steps",
+            str(steps),
+            "--per_device_train_batch_size",
+            "64",
+            "--mixed_precision",
+            "no",
+            "--figure",
+            "off",
+            "--checkpointing_steps",
+            "0",
+            "--output_dir",
+            str(out / "enc-mae"),
+        ],
+        "simclr": [
+            sys.executable,
+            str(ROOT / "scripts" / "pretrain.py"),
+            "--method",
+            "simclr",
+            "--model",
+            "tiny",
+            "--dataset",
+            str(data),
+            "--max_steps",
+            str(steps),
+            "--per_device_train_batch_size",
+            "64",
+            "--mixed_precision",
+            "no",
+            "--checkpointing_steps",
+            "0",
+            "--output_dir",
+            str(out / "enc-simclr"),
+        ],
     }
     done = {}
     for name, cmd in runs.items():
@@ -105,8 +139,19 @@ def iu_generate(out: Path, n_reports: int, steps: int) -> Path:
         rows = [{"text": r["text"]} for r in iter_iu_reports(IU_TGZ) if r["text"]][:n_reports]
         corpus = load_report_corpus(rows, "text", name="iu-xray-reports (NLMCXR_reports.tgz)")
         t0 = time.perf_counter()
-        generate_dataset(target, str(PHANTOM_GENERATOR_DIR), reports=corpus, seed=0, batch_size=50, height=64, width=64,
-                         num_inference_steps=steps, guidance_scale=3.0, call_kwargs={"dtype": "bfloat16"}, progress=False)
+        generate_dataset(
+            target,
+            str(PHANTOM_GENERATOR_DIR),
+            reports=corpus,
+            seed=0,
+            batch_size=50,
+            height=64,
+            width=64,
+            num_inference_steps=steps,
+            guidance_scale=3.0,
+            call_kwargs={"dtype": "bfloat16"},
+            progress=False,
+        )
         print(f"IU reports: {len(rows)} images in {time.perf_counter() - t0:.0f} s", flush=True)
     return target
 
@@ -117,12 +162,35 @@ def _train_and_score(name: str, encoder: str, pairs, out: Path, args, observatio
 
     run = out / name
     if not (run / "report_metrics.json").is_file():
-        targs = build_parser().parse_args([
-            "--model", encoder, "--decoder", args.decoder, "--decoder_layers", str(args.decoder_layers),
-            "--gpt2_hidden", str(args.gpt2_hidden), "--vocabulary", args.vocabulary, "--output_dir", str(run),
-            "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
-            "--learning_rate", str(args.lr), "--encoder_learning_rate", str(args.encoder_lr),
-            "--max_new_tokens", str(args.max_new_tokens), "--logging_steps", "25", "--overwrite_output_dir"])
+        targs = build_parser().parse_args(
+            [
+                "--model",
+                encoder,
+                "--decoder",
+                args.decoder,
+                "--decoder_layers",
+                str(args.decoder_layers),
+                "--gpt2_hidden",
+                str(args.gpt2_hidden),
+                "--vocabulary",
+                args.vocabulary,
+                "--output_dir",
+                str(run),
+                "--max_steps",
+                str(args.steps),
+                "--per_device_train_batch_size",
+                str(args.batch_size),
+                "--learning_rate",
+                str(args.lr),
+                "--encoder_learning_rate",
+                str(args.encoder_lr),
+                "--max_new_tokens",
+                str(args.max_new_tokens),
+                "--logging_steps",
+                "25",
+                "--overwrite_output_dir",
+            ]
+        )
         t0 = time.perf_counter()
         summary = train_report_generator(targs, dataset=pairs)
         train_s = time.perf_counter() - t0
@@ -131,8 +199,15 @@ def _train_and_score(name: str, encoder: str, pairs, out: Path, args, observatio
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
-        res = evaluate_report_generator(run, pairs, observations=observations, max_test=args.max_test,
-                                        max_train=args.max_train_nn, output_dir=run, examples_allowed=examples_allowed)
+        res = evaluate_report_generator(
+            run,
+            pairs,
+            observations=observations,
+            max_test=args.max_test,
+            max_train=args.max_train_nn,
+            output_dir=run,
+            examples_allowed=examples_allowed,
+        )
         res["train_seconds"] = train_s
         res["train_summary"] = summary
         (run / "report_metrics.json").write_text(json.dumps(res, indent=1, default=str))
@@ -146,8 +221,10 @@ def _row(label: str, system: str, m: dict) -> str:
     return f"| {label} | {system} | " + " | ".join(cells) + " |"
 
 
-HEADER = ("| encoder | system | BLEU-1 | BLEU-4 | ROUGE-L | METEOR | CE precision | CE recall | CE F1 |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| encoder | system | BLEU-1 | BLEU-4 | ROUGE-L | METEOR | CE precision | CE recall | CE F1 |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _record(bench: str, label: str, res: dict, args, machine: dict) -> list[str]:
@@ -156,20 +233,51 @@ def _record(bench: str, label: str, res: dict, args, machine: dict) -> list[str]
     lines, rows = [], []
     for system, m in res["systems"].items():
         lines.append(_row(label, system, m))
-        rows.append({"name": f"{bench}_{label}_{system}", "encoder": label, "system": system,
-                     **{k: m.get(k) for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor",
-                                              "ce_precision", "ce_recall", "ce_f1", "ce_f1_macro")},
-                     "num_test": res["num_test"], "steps": args.steps, "batch_size": args.batch_size,
-                     "decoder": f"{args.decoder} x{args.decoder_layers}, vocabulary {args.vocabulary}",
-                     "distinct_outputs": res.get("distinct_outputs", {}).get(system),
-                     "train_seconds": res.get("train_seconds"), "machine": machine,
-                     "script": "bench_report_generation.py"})
+        rows.append(
+            {
+                "name": f"{bench}_{label}_{system}",
+                "encoder": label,
+                "system": system,
+                **{
+                    k: m.get(k)
+                    for k in (
+                        "bleu1",
+                        "bleu2",
+                        "bleu3",
+                        "bleu4",
+                        "rouge_l",
+                        "meteor",
+                        "ce_precision",
+                        "ce_recall",
+                        "ce_f1",
+                        "ce_f1_macro",
+                    )
+                },
+                "num_test": res["num_test"],
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "decoder": f"{args.decoder} x{args.decoder_layers}, vocabulary {args.vocabulary}",
+                "distinct_outputs": res.get("distinct_outputs", {}).get(system),
+                "train_seconds": res.get("train_seconds"),
+                "machine": machine,
+                "script": "bench_report_generation.py",
+            }
+        )
     record_results(rows, RESULTS)
     return lines
 
 
-def _compare(bench: str, prefix: str, pairs, out: Path, args, encs: dict[str, str], machine: dict, observations,
-             examples_allowed: bool) -> str:
+def _compare(
+    bench: str,
+    prefix: str,
+    pairs,
+    out: Path,
+    args,
+    encs: dict[str, str],
+    machine: dict,
+    observations,
+    examples_allowed: bool,
+) -> str:
     lines = [HEADER]
     for label, enc in encs.items():
         res = _train_and_score(f"{prefix}-{label}", enc, pairs, out, args, observations, examples_allowed)
@@ -194,8 +302,15 @@ def iu(out: Path, args, encs: dict[str, str], machine: dict) -> str:
         return f"IU stage skipped: {IU_TGZ} is absent"
     if not args.iu_generated:
         args.iu_generated = str(iu_generate(out, args.iu_reports, args.iu_steps))
-    pairs = load_report_pairs(f"generated:{args.iu_generated}", image_size=64, seed=0, corpus=f"iu:{IU_TGZ}",
-                              section=args.section, val_fraction=0.05, test_fraction=0.15)
+    pairs = load_report_pairs(
+        f"generated:{args.iu_generated}",
+        image_size=64,
+        seed=0,
+        corpus=f"iu:{IU_TGZ}",
+        section=args.section,
+        val_fraction=0.05,
+        test_fraction=0.15,
+    )
     return _compare("report_generation_iu_synthetic", "iu", pairs, out, args, encs, machine, CHEXPERT14, False)
 
 
@@ -207,8 +322,12 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-steps", type=int, default=200)
     p.add_argument("--encoder-methods", default="mae,simclr", help="pre-training methods of the compared encoders")
     p.add_argument("--vlp-encoder", default=None, help="a VLP image-tower folder (ViT) to add to the comparison")
-    p.add_argument("--iu-generated", default=None, help="report-conditioned generated dataset of the IU reports "
-                   "(default: generate one for the first --iu-reports reports)")
+    p.add_argument(
+        "--iu-generated",
+        default=None,
+        help="report-conditioned generated dataset of the IU reports "
+        "(default: generate one for the first --iu-reports reports)",
+    )
     p.add_argument("--iu-reports", type=int, default=1000)
     p.add_argument("--iu-steps", type=int, default=10, help="sampling steps of the phantom generator for the IU images")
     p.add_argument("--iu-encoders", default="random", help="comma-separated encoders for the IU stage")
@@ -227,7 +346,9 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-lr", type=float, default=2e-3)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--max-test", type=int, default=200)
-    p.add_argument("--max-train-nn", type=int, default=None, help="training pairs searched by the nearest-neighbour baseline")
+    p.add_argument(
+        "--max-train-nn", type=int, default=None, help="training pairs searched by the nearest-neighbour baseline"
+    )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     machine = _machine()
@@ -235,7 +356,13 @@ def main(argv=None) -> int:
     if "encoders" in args.stages:
         encs.update(encoders(args.out, args.encoder_images, args.encoder_steps, args.encoder_methods.split(",")))
     else:  # whatever encoders an earlier run pre-trained
-        encs.update({n: str(args.out / f"enc-{n}") for n in ("mae", "simclr") if (args.out / f"enc-{n}" / "config.json").is_file()})
+        encs.update(
+            {
+                n: str(args.out / f"enc-{n}")
+                for n in ("mae", "simclr")
+                if (args.out / f"enc-{n}" / "config.json").is_file()
+            }
+        )
     if args.vlp_encoder:
         encs["vlp"] = args.vlp_encoder
     if args.only:

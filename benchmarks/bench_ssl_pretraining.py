@@ -46,10 +46,27 @@ def rates(summary: dict, batch: int, warmup: int) -> tuple[float, float]:
 
 
 def run_method(method: str, data: Path, out: Path, a) -> dict:
-    common = ["--dataset", str(data), "--output_dir", str(out), "--image_size", str(a.image_size),
-              "--per_device_train_batch_size", str(a.batch), "--max_steps", str(a.steps),
-              "--mixed_precision", "no", "--logging_steps", str(a.steps), "--checkpointing_steps", "0",
-              "--figure", "off", "--overwrite_output_dir"]
+    common = [
+        "--dataset",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--image_size",
+        str(a.image_size),
+        "--per_device_train_batch_size",
+        str(a.batch),
+        "--max_steps",
+        str(a.steps),
+        "--mixed_precision",
+        "no",
+        "--logging_steps",
+        str(a.steps),
+        "--checkpointing_steps",
+        "0",
+        "--figure",
+        "off",
+        "--overwrite_output_dir",
+    ]
     reset_accelerate()
     if method == "mae":
         from genssl_hf.training import mae
@@ -95,10 +112,19 @@ def main() -> None:
         "name": f"ssl_pretraining_images_per_s_{a.model}_{a.image_size}px",
         "value": results.get("simclr", {}).get("images_per_s"),
         "unit": "source images/s (SimCLR; per method in details)",
-        "details": {"per_method": results, "backbone": a.model, "image_size": a.image_size, "batch": a.batch,
-                    "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "precision": "fp32",
-                    "load_average_start": round(load0, 1), "load_average_end": round(os.getloadavg()[0], 1),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "details": {
+            "per_method": results,
+            "backbone": a.model,
+            "image_size": a.image_size,
+            "batch": a.batch,
+            "steps": a.steps,
+            "warmup": a.warmup,
+            "threads": a.threads,
+            "precision": "fp32",
+            "load_average_start": round(load0, 1),
+            "load_average_end": round(os.getloadavg()[0], 1),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
         "script": "bench_ssl_pretraining.py",
         "quick": a.quick,
     }

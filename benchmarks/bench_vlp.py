@@ -38,8 +38,17 @@ def generate(out: Path, n_phantom: int, n_iu: int | None, steps: int, size: int)
     from genssl_hf.generation.materialize import generate_dataset, load_report_corpus
     from genssl_hf.generation.pretrained import PHANTOM_GENERATOR_DIR
 
-    common = dict(seed=0, batch_size=50, height=size, width=size, num_inference_steps=steps, guidance_scale=3.0,
-                  call_kwargs={"dtype": "bfloat16"}, overwrite=False, progress=True)
+    common = dict(
+        seed=0,
+        batch_size=50,
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        guidance_scale=3.0,
+        call_kwargs={"dtype": "bfloat16"},
+        overwrite=False,
+        progress=True,
+    )
     target = out / "gen-phantom-reports"
     if not (target / "README.md").is_file():
         real = phantom_dataset(n_phantom, size=size, seed=0, config=PhantomConfig(**REAL_DOMAIN), split="train")
@@ -58,16 +67,51 @@ def generate(out: Path, n_phantom: int, n_iu: int | None, steps: int, size: int)
 
 # The CI recipe of tests/test_vlp.py, run longer: frozen all-MiniLM-L6-v2 text tower (its token features
 # are cached once per distinct report; only its pooler and the projections train), tiny ViT at 32 px.
-RECIPE = ["--model", "tiny", "--text_tower", "minilm", "--freeze_text_layers", "6", "--per_device_train_batch_size", "64",
-          "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--logging_steps", "50", "--checkpointing_steps", "0",
-          "--num_threads", "1", "--section", "findings", "--figure", "off", "--crop_scale_min", "0.8"]
+RECIPE = [
+    "--model",
+    "tiny",
+    "--text_tower",
+    "minilm",
+    "--freeze_text_layers",
+    "6",
+    "--per_device_train_batch_size",
+    "64",
+    "--learning_rate",
+    "1e-3",
+    "--warmup_ratio",
+    "0.1",
+    "--logging_steps",
+    "50",
+    "--checkpointing_steps",
+    "0",
+    "--num_threads",
+    "1",
+    "--section",
+    "findings",
+    "--figure",
+    "off",
+    "--crop_scale_min",
+    "0.8",
+]
 
 
 def run_specs(out: Path, n_phantom: int) -> dict[str, list[str]]:
     return {
         "phantom-real": ["--pairs", f"phantom:{n_phantom}", "--phantom_config", json.dumps(REAL_DOMAIN)],
-        "phantom-synthetic": ["--pairs", f"generated:{out / 'gen-phantom-reports'}", "--reports", str(out / "phantom-reports.parquet")],
-        "iu-synthetic": ["--pairs", f"generated:{out / 'gen-iu-reports'}", "--reports", f"iu:{IU_TGZ}", "--section", "text"],
+        "phantom-synthetic": [
+            "--pairs",
+            f"generated:{out / 'gen-phantom-reports'}",
+            "--reports",
+            str(out / "phantom-reports.parquet"),
+        ],
+        "iu-synthetic": [
+            "--pairs",
+            f"generated:{out / 'gen-iu-reports'}",
+            "--reports",
+            f"iu:{IU_TGZ}",
+            "--section",
+            "text",
+        ],
     }
 
 
@@ -95,8 +139,19 @@ def train(out: Path, name: str, steps: int, size: int, n_phantom: int) -> None:
     if (target / "model.safetensors").is_file():
         return
     spec = run_specs(out, n_phantom)["phantom-real" if name == "random-init" else name]
-    argv = spec + RECIPE + ["--image_size", str(size), "--max_steps", str(1 if name == "random-init" else steps),
-                            "--output_dir", str(target), "--overwrite_output_dir"]
+    argv = (
+        spec
+        + RECIPE
+        + [
+            "--image_size",
+            str(size),
+            "--max_steps",
+            str(1 if name == "random-init" else steps),
+            "--output_dir",
+            str(target),
+            "--overwrite_output_dir",
+        ]
+    )
     if name == "random-init":
         argv += ["--learning_rate", "0"]
     t0 = time.perf_counter()
@@ -117,7 +172,7 @@ def tower_features(encoder, images, batch_size: int = 256):
     chunks = []
     with torch.no_grad():
         for s in range(0, len(images), batch_size):
-            px = encoder.processor(list(images[s:s + batch_size]), return_tensors="pt")["pixel_values"]
+            px = encoder.processor(list(images[s : s + batch_size]), return_tensors="pt")["pixel_values"]
             chunks.append(encoder.model.vision_model(pixel_values=px).pooler_output.float().numpy())
     return np.concatenate(chunks)
 
@@ -189,9 +244,12 @@ def probe_sets(size: int, kermany_samples: int, seed: int = 0) -> dict:
 
 def _short(m: dict) -> dict:
     """mean AUC with its CI and per-class AUCs of a classification_metrics result."""
-    return {"mean_auc": m.get("mean_auc"), "ci": {"mean_auc": (m.get("ci") or {}).get("mean_auc")},
-            "num_samples": m.get("num_samples"),
-            "per_class": {k: {"auc": v.get("auc")} for k, v in (m.get("per_class") or {}).items()}}
+    return {
+        "mean_auc": m.get("mean_auc"),
+        "ci": {"mean_auc": (m.get("ci") or {}).get("mean_auc")},
+        "num_samples": m.get("num_samples"),
+        "per_class": {k: {"auc": v.get("auc")} for k, v in (m.get("per_class") or {}).items()},
+    }
 
 
 def evaluate(out: Path, size: int, n_boot: int, kermany_samples: int, probe: bool) -> dict:
@@ -215,11 +273,14 @@ def evaluate(out: Path, size: int, n_boot: int, kermany_samples: int, probe: boo
             res = evaluate_dual_encoder(model.parent, pairs=test, output_dir=ev / "phantom", n_bootstrap=n_boot)
             r["phantom"] = {"retrieval": res["retrieval"], "zero_shot": _short(res["zero_shot"]["metrics"])}
             write_json(results_path, results)
-        for key, spec, split, cap in (("kermany", f"kermany:{KERMANY}", "train", kermany_samples),
-                                      ("nih", f"nih-subset:{NIH}", "test", None)):
+        for key, spec, split, cap in (
+            ("kermany", f"kermany:{KERMANY}", "train", kermany_samples),
+            ("nih", f"nih-subset:{NIH}", "test", None),
+        ):
             if key not in r and Path(spec.split(":", 1)[1]).is_dir():
-                res = evaluate_dual_encoder(model.parent, dataset=spec, split=split, output_dir=ev / key,
-                                            n_bootstrap=n_boot, max_samples=cap)
+                res = evaluate_dual_encoder(
+                    model.parent, dataset=spec, split=split, output_dir=ev / key, n_bootstrap=n_boot, max_samples=cap
+                )
                 r[key] = _short(res["zero_shot"]["metrics"])
                 write_json(results_path, results)
         if probe and "probe" not in r:
@@ -227,8 +288,11 @@ def evaluate(out: Path, size: int, n_boot: int, kermany_samples: int, probe: boo
             encoder = LoadedDualEncoder(model.parent)
             r["probe"] = {}
             for key, ((tr_img, tr_y, names, ml), (te_img, te_y, _, _)) in sets.items():
-                r["probe"][key] = _short(linear_probe(tower_features(encoder, tr_img), tr_y, tower_features(encoder, te_img), te_y,
-                                                      names, ml, n_boot))
+                r["probe"][key] = _short(
+                    linear_probe(
+                        tower_features(encoder, tr_img), tr_y, tower_features(encoder, te_img), te_y, names, ml, n_boot
+                    )
+                )
             write_json(results_path, results)
         print(f"{name}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
     return results
@@ -242,7 +306,9 @@ def _auc_ci(m: dict | None) -> str:
     if not m:
         return "not run"
     ci = (m.get("ci") or {}).get("mean_auc") or {}
-    return f"{_pct(m.get('mean_auc'))} ({_pct(ci.get('low'))}-{_pct(ci.get('high'))})" if ci else _pct(m.get("mean_auc"))
+    return (
+        f"{_pct(m.get('mean_auc'))} ({_pct(ci.get('low'))}-{_pct(ci.get('high'))})" if ci else _pct(m.get("mean_auc"))
+    )
 
 
 def _recall(ret: dict, direction: str) -> str:
@@ -258,20 +324,31 @@ ORDER = ("random-init", "phantom-real", "phantom-synthetic", "iu-synthetic")
 def write_table(out: Path, results: dict) -> str:
     """``results.md``: retrieval / zero-shot table and linear-probe table, one row per dual encoder."""
     names = [n for n in ORDER if n in results] + [n for n in results if n not in ORDER]
-    lines = ["| pre-training pairs | phantom image->report R@1 / R@5 (95% CI) / R@10 | phantom report->image R@1 / R@5 (95% CI) / R@10 "
-             "| phantom zero-shot mAUC (95% CI) | Kermany zero-shot AUC (95% CI) | NIH-subset zero-shot mAUC (95% CI) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| pre-training pairs | phantom image->report R@1 / R@5 (95% CI) / R@10 "
+        "| phantom report->image R@1 / R@5 (95% CI) / R@10 "
+        "| phantom zero-shot mAUC (95% CI) | Kermany zero-shot AUC (95% CI) | NIH-subset zero-shot mAUC (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in names:
         r = results[name]
         ph = r.get("phantom") or {}
         ret = ph.get("retrieval")
         i2t, t2i = (_recall(ret, "image_to_text"), _recall(ret, "text_to_image")) if ret else ("not run", "not run")
-        lines.append(f"| {name} | {i2t} | {t2i} | {_auc_ci(ph.get('zero_shot'))} | {_auc_ci(r.get('kermany'))} | {_auc_ci(r.get('nih'))} |")
-    lines += ["", "| image tower of | linear probe: phantom mAUC (95% CI) | Kermany AUC (95% CI) | NIH-subset mAUC (95% CI) |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {i2t} | {t2i} | {_auc_ci(ph.get('zero_shot'))} | "
+            f"{_auc_ci(r.get('kermany'))} | {_auc_ci(r.get('nih'))} |"
+        )
+    lines += [
+        "",
+        "| image tower of | linear probe: phantom mAUC (95% CI) | Kermany AUC (95% CI) | NIH-subset mAUC (95% CI) |",
+        "|---|---|---|---|",
+    ]
     for name in names:
         pr = results[name].get("probe") or {}
-        lines.append(f"| {name} | {_auc_ci(pr.get('phantom'))} | {_auc_ci(pr.get('kermany'))} | {_auc_ci(pr.get('nih'))} |")
+        lines.append(
+            f"| {name} | {_auc_ci(pr.get('phantom'))} | {_auc_ci(pr.get('kermany'))} | {_auc_ci(pr.get('nih'))} |"
+        )
     table = "\n".join(lines) + "\n"
     (out / "results.md").write_text(table)
     return table
@@ -286,8 +363,16 @@ def result_rows(results: dict, info: dict, command: str) -> list[dict]:
 
     def add(name, metric, unit, m):
         if m and m.get("mean_auc") is not None:
-            rows.append({"name": f"vlp_{name.replace('-', '_')}_{metric}", "value": round(m["mean_auc"], 4), "unit": unit,
-                         "ci95": (m.get("ci") or {}).get("mean_auc"), "command": command, "machine": info})
+            rows.append(
+                {
+                    "name": f"vlp_{name.replace('-', '_')}_{metric}",
+                    "value": round(m["mean_auc"], 4),
+                    "unit": unit,
+                    "ci95": (m.get("ci") or {}).get("mean_auc"),
+                    "command": command,
+                    "machine": info,
+                }
+            )
 
     for name, r in results.items():
         ph = r.get("phantom") or {}
@@ -299,9 +384,17 @@ def result_rows(results: dict, info: dict, command: str) -> list[dict]:
         if ph.get("retrieval"):
             for d in ("image_to_text", "text_to_image"):
                 x = ph["retrieval"][d]
-                rows.append({"name": f"vlp_{name.replace('-', '_')}_phantom_{d}_R5", "value": round(x["R@5"], 4), "unit": "recall@5",
-                             "ci95": (x.get("ci") or {}).get("R@5"), "chance": round(x["chance"]["R@5"], 4),
-                             "command": command, "machine": info})
+                rows.append(
+                    {
+                        "name": f"vlp_{name.replace('-', '_')}_phantom_{d}_R5",
+                        "value": round(x["R@5"], 4),
+                        "unit": "recall@5",
+                        "ci95": (x.get("ci") or {}).get("R@5"),
+                        "chance": round(x["chance"]["R@5"], 4),
+                        "command": command,
+                        "machine": info,
+                    }
+                )
     return rows
 
 
@@ -310,20 +403,36 @@ def main(argv=None) -> int:
     p.add_argument("stage", nargs="?", default="all", choices=["all", "generate", "train", "eval"])
     p.add_argument("--run", choices=list(RUNS), help="train: one run (default all)")
     p.add_argument("--quick", action="store_true", help="CI-sized: 256 phantom / 200 IU reports, 40 steps, no probe")
-    p.add_argument("--out", type=Path, default=None, help="default outputs/bench-vlp (outputs/bench-vlp-quick with --quick)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default outputs/bench-vlp (outputs/bench-vlp-quick with --quick)"
+    )
     p.add_argument("--n-phantom", type=int, default=2000)
     p.add_argument("--n-iu", type=int, default=None)
     p.add_argument("--steps", type=int, default=15, help="DDIM steps of the generator")
     p.add_argument("--size", type=int, default=64, help="generated image size")
     p.add_argument("--train-steps", type=int, default=1500)
-    p.add_argument("--train-size", type=int, default=32, help="image size of the dual encoders (generated images are downsampled)")
+    p.add_argument(
+        "--train-size", type=int, default=32, help="image size of the dual encoders (generated images are downsampled)"
+    )
     p.add_argument("--n-bootstrap", type=int, default=1000)
-    p.add_argument("--kermany-samples", type=int, default=1000, help="random Kermany images scored zero-shot (and split for the probe)")
+    p.add_argument(
+        "--kermany-samples",
+        type=int,
+        default=1000,
+        help="random Kermany images scored zero-shot (and split for the probe)",
+    )
     p.add_argument("--probe", choices=["on", "off"], default="on")
     p.add_argument("--record", action="store_true", help="eval: put the rows into benchmarks/results.json")
     args = p.parse_args(argv)
     if args.quick:
-        args.n_phantom, args.n_iu, args.train_steps, args.kermany_samples, args.probe, args.n_bootstrap = 256, 200, 40, 200, "off", 200
+        args.n_phantom, args.n_iu, args.train_steps, args.kermany_samples, args.probe, args.n_bootstrap = (
+            256,
+            200,
+            40,
+            200,
+            "off",
+            200,
+        )
     args.out = args.out or ROOT / "outputs" / ("bench-vlp-quick" if args.quick else "bench-vlp")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "generate"):
@@ -341,12 +450,29 @@ def main(argv=None) -> int:
         print(write_table(args.out, results))
         info = finish(info)
         if args.record:
-            record_results(result_rows(results, info, "python benchmarks/bench_vlp.py " + " ".join(argv if argv is not None else sys.argv[1:])))
+            record_results(
+                result_rows(
+                    results,
+                    info,
+                    "python benchmarks/bench_vlp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                )
+            )
         syn = ((results.get("phantom-synthetic") or {}).get("phantom") or {}).get("zero_shot") or {}
         real = ((results.get("phantom-real") or {}).get("phantom") or {}).get("zero_shot") or {}
-        print(json.dumps({"name": "vlp_phantom_zero_shot_synthetic_vs_real", "value": syn.get("mean_auc"), "unit": "mAUC",
-                          "baseline": real.get("mean_auc"), "machine": info,
-                          "ratio": syn["mean_auc"] / real["mean_auc"] if syn.get("mean_auc") and real.get("mean_auc") else None}))
+        print(
+            json.dumps(
+                {
+                    "name": "vlp_phantom_zero_shot_synthetic_vs_real",
+                    "value": syn.get("mean_auc"),
+                    "unit": "mAUC",
+                    "baseline": real.get("mean_auc"),
+                    "machine": info,
+                    "ratio": syn["mean_auc"] / real["mean_auc"]
+                    if syn.get("mean_auc") and real.get("mean_auc")
+                    else None,
+                }
+            )
+        )
     return 0
 
 

@@ -44,39 +44,196 @@ ROOT = Path(__file__).resolve().parents[1]
 # ============================================================================================
 COMMANDS: dict[str, list[str]] = {
     # MAE pre-training: tiny ViT-MAE, 32 px, 5 optimiser steps of 2 x 8 images, bf16 autocast.
-    "mae": ["scripts/pretrain_mae.py", "--model", "tiny", "--image_size", "32", "--patch_size", "8",
-            "--dataset", "{data}", "--output_dir", "{out}", "--per_device_train_batch_size", "8",
-            "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16", "--max_steps", "5",
-            "--logging_steps", "1", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
+    "mae": [
+        "scripts/pretrain_mae.py",
+        "--model",
+        "tiny",
+        "--image_size",
+        "32",
+        "--patch_size",
+        "8",
+        "--dataset",
+        "{data}",
+        "--output_dir",
+        "{out}",
+        "--per_device_train_batch_size",
+        "8",
+        "--gradient_accumulation_steps",
+        "2",
+        "--mixed_precision",
+        "bf16",
+        "--max_steps",
+        "5",
+        "--logging_steps",
+        "1",
+        "--checkpointing_steps",
+        "0",
+        "--figure",
+        "off",
+        "--seed",
+        "0",
+    ],
     # SimCLR on the tiny ViT: 4 steps of 8 images.
-    "simclr": ["scripts/pretrain.py", "--method", "simclr", "--model", "tiny", "--image_size", "32",
-               "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
-               "--per_device_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "1",
-               "--mixed_precision", "no", "--checkpointing_steps", "0", "--figure", "off", "--seed", "0"],
+    "simclr": [
+        "scripts/pretrain.py",
+        "--method",
+        "simclr",
+        "--model",
+        "tiny",
+        "--image_size",
+        "32",
+        "--patch_size",
+        "8",
+        "--dataset",
+        "{data}",
+        "--output_dir",
+        "{out}",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--logging_steps",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--checkpointing_steps",
+        "0",
+        "--figure",
+        "off",
+        "--seed",
+        "0",
+    ],
     # MoCo v2 on the tiny ViT (momentum key encoder + queue of 64): 4 steps of 8 images.
-    "moco_v2": ["scripts/pretrain.py", "--method", "moco_v2", "--model", "tiny", "--image_size", "32",
-                "--patch_size", "8", "--dataset", "{data}", "--output_dir", "{out}",
-                "--per_device_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "1",
-                "--mixed_precision", "no", "--queue_size", "64", "--checkpointing_steps", "0", "--figure", "off",
-                "--seed", "0"],
+    "moco_v2": [
+        "scripts/pretrain.py",
+        "--method",
+        "moco_v2",
+        "--model",
+        "tiny",
+        "--image_size",
+        "32",
+        "--patch_size",
+        "8",
+        "--dataset",
+        "{data}",
+        "--output_dir",
+        "{out}",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--logging_steps",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--queue_size",
+        "64",
+        "--checkpointing_steps",
+        "0",
+        "--figure",
+        "off",
+        "--seed",
+        "0",
+    ],
     # Fine-tuning from the MAE run's folder on phantoms (48 train / 24 val / 24 test, 32 px):
     # 2 epochs of 3 steps of 16 images.
-    "finetune": ["scripts/finetune.py", "--model", "{out:mae}", "--dataset", "phantom",
-                 "--phantom_sizes", "48", "24", "24", "--phantom_resolution", "32", "--image_size", "32",
-                 "--num_train_epochs", "2", "--warmup_epochs", "1", "--per_device_train_batch_size", "16", "--base_learning_rate", "1e-3",
-                 "--n_bootstrap", "10", "--output_dir", "{out}", "--mixed_precision", "no",
-                 "--checkpointing_steps", "0", "--logging_steps", "1", "--seed", "0"],
+    "finetune": [
+        "scripts/finetune.py",
+        "--model",
+        "{out:mae}",
+        "--dataset",
+        "phantom",
+        "--phantom_sizes",
+        "48",
+        "24",
+        "24",
+        "--phantom_resolution",
+        "32",
+        "--image_size",
+        "32",
+        "--num_train_epochs",
+        "2",
+        "--warmup_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "16",
+        "--base_learning_rate",
+        "1e-3",
+        "--n_bootstrap",
+        "10",
+        "--output_dir",
+        "{out}",
+        "--mixed_precision",
+        "no",
+        "--checkpointing_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--seed",
+        "0",
+    ],
     # VLP (ConVIRT loss): tiny ViT image tower + random 2-layer BERT text tower, 32 phantom pairs, 4 steps of 8.
-    "vlp": ["scripts/pretrain_vlp.py", "--pairs", "phantom:32", "--model", "tiny", "--image_size", "32",
-            "--text_tower", "tiny-bert", "--loss", "convirt", "--per_device_train_batch_size", "8",
-            "--max_steps", "4", "--learning_rate", "1e-3", "--warmup_ratio", "0.25", "--num_threads", "1",
-            "--output_dir", "{out}", "--mixed_precision", "no", "--checkpointing_steps", "0", "--logging_steps", "1",
-            "--figure", "off", "--seed", "0"],
+    "vlp": [
+        "scripts/pretrain_vlp.py",
+        "--pairs",
+        "phantom:32",
+        "--model",
+        "tiny",
+        "--image_size",
+        "32",
+        "--text_tower",
+        "tiny-bert",
+        "--loss",
+        "convirt",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--warmup_ratio",
+        "0.25",
+        "--num_threads",
+        "1",
+        "--output_dir",
+        "{out}",
+        "--mixed_precision",
+        "no",
+        "--checkpointing_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--figure",
+        "off",
+        "--seed",
+        "0",
+    ],
     # Report generator: the MAE run's encoder + first MiniLM layer as decoder, 32 phantom pairs, 4 steps of 4.
-    "report_generator": ["scripts/train_report_generator.py", "--model", "{out:mae}", "--decoder_layers", "1",
-                         "--image_size", "32", "--dataset", "phantom:32", "--per_device_train_batch_size", "4",
-                         "--max_steps", "4", "--output_dir", "{out}", "--mixed_precision", "no",
-                         "--checkpointing_steps", "0", "--logging_steps", "1", "--seed", "0"],
+    "report_generator": [
+        "scripts/train_report_generator.py",
+        "--model",
+        "{out:mae}",
+        "--decoder_layers",
+        "1",
+        "--image_size",
+        "32",
+        "--dataset",
+        "phantom:32",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "4",
+        "--output_dir",
+        "{out}",
+        "--mixed_precision",
+        "no",
+        "--checkpointing_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--seed",
+        "0",
+    ],
 }
 
 # The phantom image folder behind {data}: genssl_hf.data.phantom.phantom_dataset(N, size=SIZE, seed=SEED).
@@ -90,16 +247,25 @@ _DEP = re.compile(r"\{out:([A-Za-z0-9_\-]+)\}")
 def deterministic_env(tmp_root: Path) -> dict[str, str]:
     """One CPU thread everywhere, no GPU, offline, this checkout first on the path, a private datasets cache."""
     env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "yes",
-        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(tmp_root / "hf_datasets_cache"),
-        "WANDB_MODE": "disabled", "MPLBACKEND": "Agg",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+            "PYTHONHASHSEED": "0",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "NUMEXPR_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "CUDA_VISIBLE_DEVICES": "",
+            "ACCELERATE_USE_CPU": "yes",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_CACHE": str(tmp_root / "hf_datasets_cache"),
+            "WANDB_MODE": "disabled",
+            "MPLBACKEND": "Agg",
+        }
+    )
     for k in ("ACCELERATE_MIXED_PRECISION", "ACCELERATE_CONFIG_FILE"):
         env.pop(k, None)
     return env
@@ -159,8 +325,14 @@ def hash_weights(folder: Path) -> tuple[str, dict[str, str]]:
 
 
 def check_import(env: dict[str, str]) -> None:
-    res = subprocess.run([sys.executable, "-c", "import genssl_hf; print(genssl_hf.__file__)"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", "import genssl_hf; print(genssl_hf.__file__)"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     where = Path(res.stdout.strip()).resolve()
     if ROOT not in where.parents:
         raise SystemExit(f"genssl_hf resolves to {where}, not to this checkout {ROOT}")
@@ -168,9 +340,11 @@ def check_import(env: dict[str, str]) -> None:
 
 
 def make_phantoms(path: Path, env: dict[str, str]) -> None:
-    code = ("import sys; from genssl_hf.data.phantom import phantom_dataset; "
-            f"phantom_dataset({PHANTOM_DATA['num_samples']}, size={PHANTOM_DATA['size']}, seed={PHANTOM_DATA['seed']})"
-            ".save_to_disk(sys.argv[1])")
+    code = (
+        "import sys; from genssl_hf.data.phantom import phantom_dataset; "
+        f"phantom_dataset({PHANTOM_DATA['num_samples']}, size={PHANTOM_DATA['size']}, seed={PHANTOM_DATA['seed']})"
+        ".save_to_disk(sys.argv[1])"
+    )
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env, check=True, capture_output=True)
 
 
@@ -201,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [a.replace("{out}", str(out)).replace("{data}", str(data)) for a in template]
             cmd = [_DEP.sub(lambda m: str(outs[m.group(1)]), a) for a in cmd]
             t0 = time.time()
-            res = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True,
-                                 timeout=RUN_TIMEOUT_S)
+            res = subprocess.run(
+                [sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+            )
             if res.returncode != 0:
                 sys.stderr.write(res.stdout[-4000:] + res.stderr[-6000:])
                 raise SystemExit(f"run {name} failed (exit {res.returncode}): {' '.join(cmd)}")
@@ -210,8 +385,12 @@ def main(argv: list[str] | None = None) -> int:
             if not per_file:
                 raise SystemExit(f"run {name} saved no *.safetensors in {out}")
             if name in names:
-                results[name] = {"sha256": digest, "files": list(per_file), "command": template,
-                                 "file_sha256": per_file}
+                results[name] = {
+                    "sha256": digest,
+                    "files": list(per_file),
+                    "command": template,
+                    "file_sha256": per_file,
+                }
             print(f"{name:18s} {digest[:12]}  {time.time() - t0:5.1f}s  {len(per_file)} file(s)", flush=True)
     finally:
         if args.keep:

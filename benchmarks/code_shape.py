@@ -59,13 +59,14 @@ def _long_reason(lines: list[str], node: ast.AST) -> str | None:
     while index >= 0 and lines[index].lstrip().startswith("#"):
         text = lines[index].strip()
         if text.startswith(LONG_MARKER):
-            return text[len(LONG_MARKER):].strip()
+            return text[len(LONG_MARKER) :].strip()
         index -= 1
     return None
 
 
 def _functions(tree: ast.AST):
     """(qualified name, node) for every function and method, nested ones included."""
+
     def visit(node: ast.AST, prefix: str):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -80,8 +81,9 @@ def _functions(tree: ast.AST):
     yield from visit(tree, "")
 
 
-def scan(package: Path = PACKAGE, module_limit: int = MODULE_LIMIT,
-         function_limit: int = FUNCTION_LIMIT) -> list[Finding]:
+def scan(
+    package: Path = PACKAGE, module_limit: int = MODULE_LIMIT, function_limit: int = FUNCTION_LIMIT
+) -> list[Finding]:
     """Every over-limit module and function under ``package``, in path then line order."""
     findings: list[Finding] = []
     for path in sorted(package.rglob("*.py")):
@@ -111,8 +113,11 @@ def table(findings: list[Finding]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a module is over the limit or a long function has no '# long:' comment")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a module is over the limit or a long function has no '# long:' comment",
+    )
     parser.add_argument("--module-limit", type=int, default=MODULE_LIMIT)
     parser.add_argument("--function-limit", type=int, default=FUNCTION_LIMIT)
     args = parser.parse_args(argv)
@@ -122,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     breaches = [f for f in findings if not f.ok]
     n_modules = sum(f.kind == "module" for f in findings)
     n_functions = sum(f.kind == "function" for f in findings)
-    print(f"\n{n_modules} module(s) over {args.module_limit} lines, {n_functions} function(s) over "
-          f"{args.function_limit} lines, {len(breaches)} breach(es) (over-limit modules + long functions "
-          f"without '{LONG_MARKER}').")
+    print(
+        f"\n{n_modules} module(s) over {args.module_limit} lines, {n_functions} function(s) over "
+        f"{args.function_limit} lines, {len(breaches)} breach(es) (over-limit modules + long functions "
+        f"without '{LONG_MARKER}')."
+    )
     if args.check and breaches:
         return 1
     return 0

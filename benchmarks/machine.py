@@ -27,8 +27,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_model", "cpu_flags", "has_amx", "machine_kind", "matmul_peak_gflops", "machine_info", "print_machine",
-           "finish", "format_machine"]
+__all__ = [
+    "cpu_model",
+    "cpu_flags",
+    "has_amx",
+    "machine_kind",
+    "matmul_peak_gflops",
+    "machine_info",
+    "print_machine",
+    "finish",
+    "format_machine",
+]
 
 
 def _cpuinfo() -> str:
@@ -126,8 +135,12 @@ def machine_info(peaks: bool = True, device: str = "cpu", n: int | None = None, 
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), gpu_count=torch.cuda.device_count(),
-                    cuda=torch.version.cuda)
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+        )
     if peaks:
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
         if device.startswith("cuda"):
@@ -150,15 +163,22 @@ def finish(info: dict[str, Any]) -> dict[str, Any]:
 def format_machine(info: dict[str, Any]) -> str:
     amx = f"AMX ({', '.join(info['amx_flags'])})" if info["amx"] else "no AMX"
     family = f" ({info['cpu_family_model']})" if info.get("cpu_family_model") else ""
-    lines = [f"machine [{info['kind']}]: {info['cpu_model']}{family}, {info['cores']} cores, {amx}, "
-             f"avx512_bf16 {'yes' if info['avx512_bf16'] else 'no'}, torch {info['torch']} ({info['torch_threads']} threads)"]
+    lines = [
+        f"machine [{info['kind']}]: {info['cpu_model']}{family}, {info['cores']} cores, {amx}, "
+        f"avx512_bf16 {'yes' if info['avx512_bf16'] else 'no'}, torch {info['torch']} ({info['torch_threads']} threads)"
+    ]
     if "gpu" in info:
         lines.append(f"  GPU: {info['gpu']} x {info['gpu_count']}, {info['gpu_memory_gib']} GiB, CUDA {info['cuda']}")
     if "matmul_gflops" in info:
         mm = info["matmul_gflops"]
-        peaks = ", ".join(f"{k} {v['wall']:.0f}" + (f" (CPU-time {v['cpu_time']:.0f})" if "cpu_time" in v else "")
-                          for k, v in mm.items())
-        lines.append(f"  matmul peaks (n={info['matmul_n']}, GFLOP/s, this run): {peaks}; bf16/fp32 {info['bf16_over_fp32']:.2f}x")
+        peaks = ", ".join(
+            f"{k} {v['wall']:.0f}" + (f" (CPU-time {v['cpu_time']:.0f})" if "cpu_time" in v else "")
+            for k, v in mm.items()
+        )
+        lines.append(
+            f"  matmul peaks (n={info['matmul_n']}, GFLOP/s, this run): {peaks}; "
+            f"bf16/fp32 {info['bf16_over_fp32']:.2f}x"
+        )
     load = f"  load average at start {info['load_avg_start'][0]:.2f}"
     if "load_avg_end" in info:
         load += f", at end {info['load_avg_end'][0]:.2f}"

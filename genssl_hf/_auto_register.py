@@ -63,8 +63,11 @@ _REGISTRATIONS: dict[str, Callable[[], None]] = {
     "transformers.models.auto.processing_auto": _register_processor,
 }
 _WATCHED = ("transformers", "genssl_hf")
-_FILE_LOADERS = (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader,
-                 importlib.machinery.ExtensionFileLoader)
+_FILE_LOADERS = (
+    importlib.machinery.SourceFileLoader,
+    importlib.machinery.SourcelessFileLoader,
+    importlib.machinery.ExtensionFileLoader,
+)
 _done: set[str] = set()
 _local = threading.local()  # .depth: watched module bodies now executing in this thread
 
@@ -79,9 +82,12 @@ def _flush() -> None:
             register()
         except Exception as exc:  # never break the user's transformers import; retry at the next flush
             _done.discard(module)
-            warnings.warn(f"genssl_hf could not register its classes with {module} ({type(exc).__name__}: {exc}); "
-                          "call genssl_hf.training.classifier.register_auto_classes() once imports are done",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"genssl_hf could not register its classes with {module} ({type(exc).__name__}: {exc}); "
+                "call genssl_hf.training.classifier.register_auto_classes() once imports are done",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def _watch(exec_module: Callable) -> Callable:

@@ -49,14 +49,19 @@ def _packaged_generators() -> dict[str, Path]:
 
     root = Path(pretrained.__file__).resolve().parent
     # the phantom generator first: it is the default, and the default prompts are phantom prompts
-    folders = sorted((p.parent for p in root.glob("*/model_index.json")), key=lambda f: (f.name != "phantom-ldm-64", f.name))
+    folders = sorted(
+        (p.parent for p in root.glob("*/model_index.json")), key=lambda f: (f.name != "phantom-ldm-64", f.name)
+    )
     return {f"shipped: {f.name}": f for f in folders}
 
 
 def find_artifacts(run: str | os.PathLike | None) -> dict[str, dict[str, str]]:
     """``{"generators" | "classifiers" | "datasets": {label: folder}}`` of the package and of ``run``."""
-    found: dict[str, dict[str, str]] = {"generators": {k: str(v) for k, v in _packaged_generators().items()},
-                                        "classifiers": {}, "datasets": {}}
+    found: dict[str, dict[str, str]] = {
+        "generators": {k: str(v) for k, v in _packaged_generators().items()},
+        "classifiers": {},
+        "datasets": {},
+    }
     if run is None or not Path(run).is_dir():
         return found
     run = Path(run)
@@ -88,8 +93,9 @@ def _pipeline(path: str):
     return CXRLatentDiffusionPipeline.from_pretrained(path)
 
 
-def generate(generator: str, prompt: str, num_images: int = 4, seed: int = 0, steps: int = 20,
-             guidance: float = 4.0) -> tuple[list[tuple[Any, str]], dict[str, Any]]:
+def generate(
+    generator: str, prompt: str, num_images: int = 4, seed: int = 0, steps: int = 20, guidance: float = 4.0
+) -> tuple[list[tuple[Any, str]], dict[str, Any]]:
     """``num_images`` images for ``prompt`` with seeds ``seed, seed + 1, ...``; returns
     ``([(image, "seed N"), ...], settings)``. ``generator``: a ``CXRLatentDiffusionPipeline`` folder."""
     path = _folder(generator, "generator", "model_index.json")
@@ -104,8 +110,13 @@ def generate(generator: str, prompt: str, num_images: int = 4, seed: int = 0, st
     with _LOCK:
         pipe = _pipeline(str(path))
         t0 = time.perf_counter()
-        out = pipe(prompt.strip(), num_images_per_prompt=n, num_inference_steps=steps,
-                   guidance_scale=float(guidance), seeds=seeds)
+        out = pipe(
+            prompt.strip(),
+            num_images_per_prompt=n,
+            num_inference_steps=steps,
+            guidance_scale=float(guidance),
+            seeds=seeds,
+        )
         seconds = time.perf_counter() - t0
     settings = {
         "generator": str(path),
@@ -116,9 +127,11 @@ def generate(generator: str, prompt: str, num_images: int = 4, seed: int = 0, st
         "scheduler": type(pipe.scheduler).__name__,
         "image_size": int(pipe.config.image_size),
         "seconds": round(seconds, 2),
-        "reproduce": (f"CXRLatentDiffusionPipeline.from_pretrained({str(path)!r})({prompt.strip()!r}, "
-                      f"num_images_per_prompt={n}, num_inference_steps={steps}, guidance_scale={float(guidance)}, "
-                      f"seeds={seeds})"),
+        "reproduce": (
+            f"CXRLatentDiffusionPipeline.from_pretrained({str(path)!r})({prompt.strip()!r}, "
+            f"num_images_per_prompt={n}, num_inference_steps={steps}, guidance_scale={float(guidance)}, "
+            f"seeds={seeds})"
+        ),
     }
     return [(im, f"seed {s}") for im, s in zip(out.images, out.seeds)], settings
 
@@ -130,8 +143,9 @@ def default_dataset(cache_dir: str | os.PathLike, num_images: int = 60, size: in
 
     out = Path(cache_dir) / f"phantom-heuristic-{num_images}-{size}px"
     if not (out / "README.md").is_file():
-        materialize.generate_dataset(out, "phantom", prompts="heuristic", num_images=num_images, height=size,
-                                     width=size, seed=0, progress=False)
+        materialize.generate_dataset(
+            out, "phantom", prompts="heuristic", num_images=num_images, height=size, width=size, seed=0, progress=False
+        )
     return out
 
 
@@ -152,7 +166,9 @@ def _filters_of(stream: Any) -> list[str]:
     return ["all"] + [f"class: {c}" for c in sorted(classes)] + [f"prompt: {p}" for p in sorted(prompts)]
 
 
-def browse_dataset(folder: str, selection: str = "all", limit: int = 24) -> tuple[list[tuple[Any, str]], str, list[str]]:
+def browse_dataset(
+    folder: str, selection: str = "all", limit: int = 24
+) -> tuple[list[tuple[Any, str]], str, list[str]]:
     """Up to ``limit`` images of a generated dataset whose prompt or class matches ``selection``
     (``"all"``, ``"class: NAME"`` or ``"prompt: TEXT"``); returns ``(gallery, card markdown, filters)``."""
     import datasets
@@ -168,7 +184,9 @@ def browse_dataset(folder: str, selection: str = "all", limit: int = 24) -> tupl
         class_names = feature.names
 
     def with_class(row: dict) -> dict:
-        row["class_label_name"] = class_names[row["class_label"]] if class_names and row.get("class_label") is not None else None
+        row["class_label_name"] = (
+            class_names[row["class_label"]] if class_names and row.get("class_label") is not None else None
+        )
         return row
 
     meta_columns = [c for c in ("prompt", "class_label") if c in (stream.column_names or [])]
@@ -204,9 +222,16 @@ def _overlay(gray: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np
     import matplotlib
     from PIL import Image
 
-    base = np.asarray(Image.fromarray(gray).resize((OVERLAY_SIZE, OVERLAY_SIZE), Image.BILINEAR), dtype=np.float32) / 255
-    att = np.asarray(Image.fromarray((255 * attention).astype(np.uint8)).resize((OVERLAY_SIZE, OVERLAY_SIZE),
-                                                                                   Image.BILINEAR), dtype=np.float32) / 255
+    base = (
+        np.asarray(Image.fromarray(gray).resize((OVERLAY_SIZE, OVERLAY_SIZE), Image.BILINEAR), dtype=np.float32) / 255
+    )
+    att = (
+        np.asarray(
+            Image.fromarray((255 * attention).astype(np.uint8)).resize((OVERLAY_SIZE, OVERLAY_SIZE), Image.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255
+    )
     heat = matplotlib.colormaps["jet"](att)[..., :3]
     rgb = (1 - alpha) * np.repeat(base[..., None], 3, axis=-1) + alpha * heat
     return (255 * np.clip(rgb, 0, 1)).astype(np.uint8)
@@ -263,9 +288,14 @@ def run_results(run: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, s
     if not tables:
         raise FileNotFoundError(f"run folder {root} has no evaluation*/results/results.md (has the run finished?)")
     text = "\n\n".join(t.read_text(encoding="utf-8") for t in tables)
-    plots = [(str(p), p.stem.replace("_", " ")) for t in tables
-             for p in sorted(t.parent.glob("roc*.png")) + sorted(t.parent.glob("mauc_comparison.png"))]
-    figures = [(str(p), f"{p.parent.parent.name}: {p.stem}") for p in sorted(root.glob("mae*/model/reconstruction*.png"))]
+    plots = [
+        (str(p), p.stem.replace("_", " "))
+        for t in tables
+        for p in sorted(t.parent.glob("roc*.png")) + sorted(t.parent.glob("mauc_comparison.png"))
+    ]
+    figures = [
+        (str(p), f"{p.parent.parent.name}: {p.stem}") for p in sorted(root.glob("mae*/model/reconstruction*.png"))
+    ]
     figures += [(str(p), "generated samples") for p in sorted(root.glob("sample_grid/*.png"))]
     figures += [(str(p), f"attention: {p.stem}") for p in sorted(root.glob("evaluation*/results/attention/*.png"))[:8]]
     summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
@@ -308,15 +338,25 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
         return gallery, card, gr.update(choices=filters, value=selection or "all"), folder
 
     with gr.Blocks(title="genssl_hf") as app:
-        gr.Markdown("# genssl_hf: generative self-supervised pre-training for chest X-rays\n"
-                    "Research software, not for diagnosis. Folders can be typed in any box that lists them."
-                    + (f"\n\nRun folder: `{Path(run).resolve()}`" if run and Path(run).is_dir() else
-                       "\n\nNo run folder (`make demo` writes `outputs/demo`): the shipped generator and a phantom dataset are used."))
+        gr.Markdown(
+            "# genssl_hf: generative self-supervised pre-training for chest X-rays\n"
+            "Research software, not for diagnosis. Folders can be typed in any box that lists them."
+            + (
+                f"\n\nRun folder: `{Path(run).resolve()}`"
+                if run and Path(run).is_dir()
+                else "\n\nNo run folder (`make demo` writes `outputs/demo`): "
+                "the shipped generator and a phantom dataset are used."
+            )
+        )
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
-                    g_folder = gr.Dropdown(generators, value=generators[0][1] if generators else None, label="generator folder",
-                                           allow_custom_value=True)
+                    g_folder = gr.Dropdown(
+                        generators,
+                        value=generators[0][1] if generators else None,
+                        label="generator folder",
+                        allow_custom_value=True,
+                    )
                     g_prompt = gr.Dropdown(prompts, value=prompts[0], label="prompt", allow_custom_value=True)
                     with gr.Row():
                         g_n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
@@ -328,25 +368,41 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
                 with gr.Column():
                     g_gallery = gr.Gallery(label="generated (caption: seed)", columns=4, height=420, format="png")
                     g_settings = gr.JSON(label="settings")
-            g_button.click(_ui(generate), [g_folder, g_prompt, g_n, g_seed, g_steps, g_guidance],
-                           [g_gallery, g_settings], api_name="generate")
+            g_button.click(
+                _ui(generate),
+                [g_folder, g_prompt, g_n, g_seed, g_steps, g_guidance],
+                [g_gallery, g_settings],
+                api_name="generate",
+            )
         with gr.Tab("Browse dataset"):
             with gr.Row():
-                b_folder = gr.Dropdown(datasets_, value=datasets_[0][1] if datasets_ else None, allow_custom_value=True,
-                                       label="generated dataset folder (empty: a phantom dataset rendered here)")
+                b_folder = gr.Dropdown(
+                    datasets_,
+                    value=datasets_[0][1] if datasets_ else None,
+                    allow_custom_value=True,
+                    label="generated dataset folder (empty: a phantom dataset rendered here)",
+                )
                 b_filter = gr.Dropdown(["all"], value="all", label="prompt / class", allow_custom_value=True)
                 b_limit = gr.Slider(1, 200, value=24, step=1, label="images")
             b_button = gr.Button("Show", variant="primary")
             b_gallery = gr.Gallery(label="images (caption: prompt, seed)", columns=8, height=360, format="png")
             b_card = gr.Markdown(label="dataset card")
-            b_button.click(_ui(browse_ui), [b_folder, b_filter, b_limit], [b_gallery, b_card, b_filter, b_folder],
-                           api_name="browse")
+            b_button.click(
+                _ui(browse_ui),
+                [b_folder, b_filter, b_limit],
+                [b_gallery, b_card, b_filter, b_folder],
+                api_name="browse",
+            )
         with gr.Tab("Classify"):
             with gr.Row():
                 with gr.Column():
                     c_file = gr.File(label="chest X-ray (PNG, JPEG or DICOM)", type="filepath")
-                    c_model = gr.Dropdown(classifiers, value=classifiers[0][1] if classifiers else None,
-                                          allow_custom_value=True, label="classifier folder")
+                    c_model = gr.Dropdown(
+                        classifiers,
+                        value=classifiers[0][1] if classifiers else None,
+                        allow_custom_value=True,
+                        label="classifier folder",
+                    )
                     c_button = gr.Button("Classify", variant="primary")
                 with gr.Column():
                     c_label = gr.Label(label="probability per finding", num_top_classes=20)
@@ -359,7 +415,9 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
             r_table = gr.Markdown()
             with gr.Row():
                 r_plots = gr.Gallery(label="ROC curves and comparisons", columns=2, height=420)
-                r_figures = gr.Gallery(label="MAE reconstructions, generated samples, attention maps", columns=2, height=420)
+                r_figures = gr.Gallery(
+                    label="MAE reconstructions, generated samples, attention maps", columns=2, height=420
+                )
             r_summary = gr.JSON(label="run summary")
             r_button.click(_ui(run_results), [r_folder], [r_table, r_plots, r_figures, r_summary], api_name="results")
     return app

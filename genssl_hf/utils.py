@@ -218,14 +218,18 @@ def pretrained_path(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
     if not text.startswith(PRETRAINED_PREFIX) or Path(text).exists():
         return Path(name_or_path)
-    name = text[len(PRETRAINED_PREFIX):]
+    name = text[len(PRETRAINED_PREFIX) :]
     if name not in PRETRAINED:
-        raise ValueError(f"{text!r} is not a shipped genssl_hf artifact; shipped: "
-                         + ", ".join(PRETRAINED_PREFIX + n for n in PRETRAINED))
+        raise ValueError(
+            f"{text!r} is not a shipped genssl_hf artifact; shipped: "
+            + ", ".join(PRETRAINED_PREFIX + n for n in PRETRAINED)
+        )
     path = Path(__file__).resolve().parent / PRETRAINED[name]
     if not path.is_dir():
-        raise FileNotFoundError(f"{text!r} is not packaged in this installation ({path} is absent): "
-                                "build it with scripts/package_pretrained.py (see genssl_hf.hub.shipped)")
+        raise FileNotFoundError(
+            f"{text!r} is not packaged in this installation ({path} is absent): "
+            "build it with scripts/package_pretrained.py (see genssl_hf.hub.shipped)"
+        )
     return path
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 import re
 from typing import Any, Callable, Iterable, Mapping
 
@@ -48,34 +49,106 @@ __all__ = [
 # option name -> range. Grammar: ">0", ">=1", "<=5", "[0,1]", "(0,1)", "[0,1)", "(0,1]", "any" (finite).
 NUMERIC_RANGES: dict[str, str] = {
     # shared run options (training.common.add_common_args)
-    "seed": ">=0", "gradient_accumulation_steps": ">=1", "checkpointing_steps": ">=0",
-    "checkpoints_total_limit": ">=0", "logging_steps": ">=1",
+    "seed": ">=0",
+    "gradient_accumulation_steps": ">=1",
+    "checkpointing_steps": ">=0",
+    "checkpoints_total_limit": ">=0",
+    "logging_steps": ">=1",
     # sizes and counts
-    "image_size": ">=1", "patch_size": ">=1", "load_size": ">=1", "resolution": ">=1", "height": ">=1", "width": ">=1",
-    "phantom_resolution": ">=1", "phantom_size": ">=1", "phantom_sizes": ">=1",
-    "max_train_samples": ">=1", "max_samples": ">=1", "num_workers": ">=0", "num_threads": ">=1",
-    "per_device_train_batch_size": ">=1", "batch_size": ">=1", "total_batch_size": ">=1",
-    "per_device_eval_batch_size": ">=1", "num_images": ">=1", "num_inference_steps": ">=1", "steps": ">=1",
-    "rows_per_checkpoint": ">=1", "max_images_this_run": ">=1", "figure_samples": ">=1", "stop_after_steps": ">=1",
-    "max_steps": ">=1", "min_steps": ">=0", "warmup_steps": ">=0", "adv_start_step": ">=0",
-    "n_bootstrap": ">=0", "robustness_max_samples": ">=1", "attention": ">=0", "quality_max_images": ">=1",
-    "disc_channels": ">=1", "disc_layers": ">=1", "max_text_length": ">=1", "scale_factor_batches": ">=1",
-    "num_validation_images": ">=0", "validation_steps": ">=0", "llm_max_new_tokens": ">=1", "randaug_n": ">=0",
-    "severities": "[1,5]", "max_images": ">=1", "sample_size": ">=1", "size": ">=1", "calibration_bins": ">=2",
+    "image_size": ">=1",
+    "patch_size": ">=1",
+    "load_size": ">=1",
+    "resolution": ">=1",
+    "height": ">=1",
+    "width": ">=1",
+    "phantom_resolution": ">=1",
+    "phantom_size": ">=1",
+    "phantom_sizes": ">=1",
+    "max_train_samples": ">=1",
+    "max_samples": ">=1",
+    "num_workers": ">=0",
+    "num_threads": ">=1",
+    "per_device_train_batch_size": ">=1",
+    "batch_size": ">=1",
+    "total_batch_size": ">=1",
+    "per_device_eval_batch_size": ">=1",
+    "num_images": ">=1",
+    "num_inference_steps": ">=1",
+    "steps": ">=1",
+    "rows_per_checkpoint": ">=1",
+    "max_images_this_run": ">=1",
+    "figure_samples": ">=1",
+    "stop_after_steps": ">=1",
+    "max_steps": ">=1",
+    "min_steps": ">=0",
+    "warmup_steps": ">=0",
+    "adv_start_step": ">=0",
+    "n_bootstrap": ">=0",
+    "robustness_max_samples": ">=1",
+    "attention": ">=0",
+    "quality_max_images": ">=1",
+    "disc_channels": ">=1",
+    "disc_layers": ">=1",
+    "max_text_length": ">=1",
+    "scale_factor_batches": ">=1",
+    "num_validation_images": ">=0",
+    "validation_steps": ">=0",
+    "llm_max_new_tokens": ">=1",
+    "randaug_n": ">=0",
+    "severities": "[1,5]",
+    "max_images": ">=1",
+    "sample_size": ">=1",
+    "size": ">=1",
+    "calibration_bins": ">=2",
     # durations and rates
-    "num_train_epochs": ">0", "warmup_epochs": ">=0", "eval_every_epochs": ">0", "max_train_minutes": ">0",
-    "learning_rate": ">0", "base_learning_rate": ">0", "disc_learning_rate": ">0",
-    "warmup_ratio": "[0,1]", "min_lr_ratio": "[0,1]", "weight_decay": ">=0", "adam_beta2": "[0,1)", "max_grad_norm": ">=0",
-    "layer_decay": "(0,1]", "drop_path": "[0,1)", "label_smoothing": "[0,1)",
+    "num_train_epochs": ">0",
+    "warmup_epochs": ">=0",
+    "eval_every_epochs": ">0",
+    "max_train_minutes": ">0",
+    "learning_rate": ">0",
+    "base_learning_rate": ">0",
+    "disc_learning_rate": ">0",
+    "warmup_ratio": "[0,1]",
+    "min_lr_ratio": "[0,1]",
+    "weight_decay": ">=0",
+    "adam_beta2": "[0,1)",
+    "max_grad_norm": ">=0",
+    "layer_decay": "(0,1]",
+    "drop_path": "[0,1)",
+    "label_smoothing": "[0,1)",
     # fractions, probabilities, weights
-    "mask_ratio": "(0,1)", "crop_scale_min": "(0,1]", "crop_scale": "(0,1]", "val_fraction": "(0,1)",
-    "label_fraction": "(0,1]", "validation_fraction": "(0,1)", "test_fraction": "(0,1)", "target_sensitivity": "(0,1]", "hflip": "[0,1]", "rotation": "[0,180]", "randaug_m": ">=0", "threshold": "[0,1]",
-    "prompt_dropout": "[0,1]", "drop_negative_sentences": "[0,1]", "kl_weight": ">=0", "adv_weight": ">=0",
-    "perceptual_weight": ">=0", "guidance_scale": ">=0", "guidance": ">=0", "scale_factor": ">0",
+    "mask_ratio": "(0,1)",
+    "crop_scale_min": "(0,1]",
+    "crop_scale": "(0,1]",
+    "val_fraction": "(0,1)",
+    "label_fraction": "(0,1]",
+    "validation_fraction": "(0,1)",
+    "test_fraction": "(0,1)",
+    "target_sensitivity": "(0,1]",
+    "hflip": "[0,1]",
+    "rotation": "[0,180]",
+    "randaug_m": ">=0",
+    "threshold": "[0,1]",
+    "prompt_dropout": "[0,1]",
+    "drop_negative_sentences": "[0,1]",
+    "kl_weight": ">=0",
+    "adv_weight": ">=0",
+    "perceptual_weight": ">=0",
+    "guidance_scale": ">=0",
+    "guidance": ">=0",
+    "scale_factor": ">0",
     # AdaIN targets and normalisation
-    "adain_mean": "any", "adain_std": ">0", "image_mean": "any", "image_std": ">0",
+    "adain_mean": "any",
+    "adain_std": ">0",
+    "image_mean": "any",
+    "image_std": ">0",
     # frozen-feature probing (evaluation.frozen_features)
-    "fractions": "(0,1]", "seeds": ">=0", "knn_k": ">=1", "knn_temperature": ">0", "c_grid": ">0", "layer": ">=-1",
+    "fractions": "(0,1]",
+    "seeds": ">=0",
+    "knn_k": ">=1",
+    "knn_temperature": ">0",
+    "c_grid": ">0",
+    "layer": ">=-1",
 }
 
 _RANGE = re.compile(r"^\s*([\[(])\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*([\])])\s*$")
@@ -161,8 +234,10 @@ def checked_parser(parser: argparse.ArgumentParser, ranges: Mapping[str, str] | 
             continue
         action.type = _ranged_type(action.type, Range(table[action.dest]))
     if undeclared:
-        raise TypeError(f"{parser.prog}: numeric option(s) {undeclared} have no declared range; "
-                        "add them to genssl_hf.validation.NUMERIC_RANGES or pass ranges=")
+        raise TypeError(
+            f"{parser.prog}: numeric option(s) {undeclared} have no declared range; "
+            "add them to genssl_hf.validation.NUMERIC_RANGES or pass ranges="
+        )
     return suggest_close_options(parser)
 
 
@@ -204,8 +279,9 @@ class _RenamedOption(argparse.Action):
     work, with the new name (its values, if any, are swallowed with it)."""
 
     def __init__(self, option_strings, dest, new_option: str, **kwargs):
-        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="*", default=argparse.SUPPRESS,
-                         help=argparse.SUPPRESS)
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         self.new_option = new_option
 
     def message(self, used: str | None = None) -> str:
@@ -265,8 +341,9 @@ def suggest_close_options(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def check_options(parser: argparse.ArgumentParser, options: Mapping[str, Any], where: str,
-                  what: str | None = None) -> list[str]:
+def check_options(
+    parser: argparse.ArgumentParser, options: Mapping[str, Any], where: str, what: str | None = None
+) -> list[str]:
     """Problems (empty when fine) of ``{"option_name": value}`` meant for ``parser`` as
     ``--option_name value`` flags (``True`` = a bare flag, lists = several values, ``None`` /
     ``False`` = left out). Nothing is run: names, types, ranges and choices only."""
@@ -277,7 +354,9 @@ def check_options(parser: argparse.ArgumentParser, options: Mapping[str, Any], w
         action = by_flag.get(flag)
         if action is None or isinstance(action, argparse._HelpAction):
             known = _option_suggestions(parser, dashes=False)
-            problems.append(f"{where}.{key}: unknown option of {what or parser.prog}{did_you_mean(str(key), known, known)}")
+            problems.append(
+                f"{where}.{key}: unknown option of {what or parser.prog}{did_you_mean(str(key), known, known)}"
+            )
             continue
         if isinstance(action, _RenamedOption):
             problems.append(f"{where}.{key}: renamed: use {action.new_option[2:]}")
@@ -337,5 +416,7 @@ def check_weight_files(folder: str | "os.PathLike[str]", what: str, depth: int =
             with safe_open(str(path), framework="pt") as f:  # parses the header, checks the data offsets
                 f.keys()
         except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{what} {root}: weight file {path} is not a readable safetensors file "
-                             f"({type(exc).__name__}: {exc}); re-download or re-save it") from None
+            raise ValueError(
+                f"{what} {root}: weight file {path} is not a readable safetensors file "
+                f"({type(exc).__name__}: {exc}); re-download or re-save it"
+            ) from None

@@ -3,7 +3,8 @@
 linear probe or fine-tuning of the image tower alone).
 
     python scripts/export_image_tower.py runs/vlp runs/vlp-image-tower
-    python scripts/finetune.py --model runs/vlp-image-tower --mode linear_probe --dataset phantom --output_dir runs/probe
+    python scripts/finetune.py --model runs/vlp-image-tower --mode linear_probe --dataset phantom \\
+        --output_dir runs/probe
 """
 
 import sys

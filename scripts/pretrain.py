@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Self-supervised pre-training, every method: a front for ``genssl pretrain`` (see its ``--help``).
 
-    accelerate launch scripts/pretrain.py --method {mae,simclr,moco_v2,simsiam,rotation,byol,convirt,clip} ...
+accelerate launch scripts/pretrain.py --method {mae,simclr,moco_v2,simsiam,rotation,byol,convirt,clip} ...
 """
 
 import sys

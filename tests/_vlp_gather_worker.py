@@ -24,11 +24,16 @@ for use_groups in (False, True):
     img = img_all[rows].clone().requires_grad_(True)
     txt = txt_all[rows].clone().requires_grad_(True)
     scale = torch.tensor(2.3, requires_grad=True)
-    loss = image_text_infonce(img, txt, scale, image_to_text_weight=0.75,
-                              groups=groups_all[rows] if use_groups else None, gather=True)
+    loss = image_text_infonce(
+        img, txt, scale, image_to_text_weight=0.75, groups=groups_all[rows] if use_groups else None, gather=True
+    )
     loss.backward()
-    result[str(use_groups)] = {"loss": loss.item(), "img_grad": img.grad.tolist(), "txt_grad": txt.grad.tolist(),
-                               "scale_grad": scale.grad.item()}
+    result[str(use_groups)] = {
+        "loss": loss.item(),
+        "img_grad": img.grad.tolist(),
+        "txt_grad": txt.grad.tolist(),
+        "scale_grad": scale.grad.item(),
+    }
 with open(f"{out}/rank{state.process_index}.json", "w") as fh:
     json.dump({"rank": state.process_index, "world": state.num_processes, "result": result}, fh)
 state.wait_for_everyone()

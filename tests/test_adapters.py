@@ -70,9 +70,25 @@ def _names(ds, col="labels"):
 # ------------------------------------------------------------------------------ CheXpert
 
 CHEXPERT_HEADER = [
-    "Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
-    "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
-    "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 ]
 
 
@@ -88,17 +104,32 @@ def chexpert(tmp_path):
     root = tmp_path / "CheXpert-v1.0-small"
     p = "CheXpert-v1.0-small/train/"
     rows = [
-        _chexpert_row(p + "patient00001/study1/view1_frontal.jpg", "Frontal", "AP",
-                      Atelectasis="-1.0", Cardiomegaly="1.0", Consolidation="-1.0", Pleural_Effusion="0.0"),
-        _chexpert_row(p + "patient00001/study1/view2_lateral.jpg", "Lateral", "",
-                      Edema="-1.0", Pleural_Effusion="1.0"),
+        _chexpert_row(
+            p + "patient00001/study1/view1_frontal.jpg",
+            "Frontal",
+            "AP",
+            Atelectasis="-1.0",
+            Cardiomegaly="1.0",
+            Consolidation="-1.0",
+            Pleural_Effusion="0.0",
+        ),
+        _chexpert_row(p + "patient00001/study1/view2_lateral.jpg", "Lateral", "", Edema="-1.0", Pleural_Effusion="1.0"),
         _chexpert_row(p + "patient00002/study1/view1_frontal.jpg", "Frontal", "PA", **{"No_Finding": "1.0"}),
     ]
     _write_csv(root / "train.csv", CHEXPERT_HEADER, rows)
-    _write_csv(root / "valid.csv", CHEXPERT_HEADER, [
-        _chexpert_row("CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg", "Frontal", "AP",
-                      Edema="1.0", Atelectasis="0.0"),
-    ])
+    _write_csv(
+        root / "valid.csv",
+        CHEXPERT_HEADER,
+        [
+            _chexpert_row(
+                "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg",
+                "Frontal",
+                "AP",
+                Edema="1.0",
+                Atelectasis="0.0",
+            ),
+        ],
+    )
     for r in rows[:3]:
         _img(tmp_path / r[0], fmt="JPEG")
     _img(tmp_path / "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg", fmt="JPEG")
@@ -185,8 +216,19 @@ def test_cache_reuse_and_invalidation(chexpert, cache):
 # ------------------------------------------------------------------------------ NIH
 
 
-NIH_HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+NIH_HEADER = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+]
 
 
 @pytest.fixture
@@ -275,21 +317,40 @@ def mimic(tmp_path):
         [(d, s, st, "CHEST (PA AND LAT)", v, "3056", "2544") for d, s, st, v in meta],
         gz=True,
     )
-    label_cols = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-                  "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-                  "Pneumothorax", "Support Devices"]
+    label_cols = [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Enlarged Cardiomediastinum",
+        "Fracture",
+        "Lung Lesion",
+        "Lung Opacity",
+        "No Finding",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Pneumonia",
+        "Pneumothorax",
+        "Support Devices",
+    ]
 
     def lab(**kw):
         return [kw.get(c.replace(" ", "_"), "") for c in label_cols]
 
-    _write_csv(root / "mimic-cxr-2.0.0-chexpert.csv", ["subject_id", "study_id", *label_cols], [
-        ["10000032", "50414267", *lab(Atelectasis="-1.0", Consolidation="-1.0", Edema="1.0")],
-        ["10000764", "57375967", *lab(Pleural_Effusion="1.0", Cardiomegaly="0.0")],
-        ["11000011", "51234567", *lab(No_Finding="1.0")],
-    ])
-    _write_csv(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], [
-        (d, st, s, "test" if d == "d4" else "train") for d, s, st, _ in meta
-    ])
+    _write_csv(
+        root / "mimic-cxr-2.0.0-chexpert.csv",
+        ["subject_id", "study_id", *label_cols],
+        [
+            ["10000032", "50414267", *lab(Atelectasis="-1.0", Consolidation="-1.0", Edema="1.0")],
+            ["10000764", "57375967", *lab(Pleural_Effusion="1.0", Cardiomegaly="0.0")],
+            ["11000011", "51234567", *lab(No_Finding="1.0")],
+        ],
+    )
+    _write_csv(
+        root / "mimic-cxr-2.0.0-split.csv",
+        ["dicom_id", "study_id", "subject_id", "split"],
+        [(d, st, s, "test" if d == "d4" else "train") for d, s, st, _ in meta],
+    )
     for d, s, st, _ in meta:
         _img(root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}" / f"{d}.jpg", fmt="JPEG")
     return root
@@ -330,7 +391,10 @@ def test_mimic_reports(tmp_path, cache):
     assert sections["EXAMINATION"] == "CHEST (PA AND LAT)" and sections["COMPARISON"] == "None."
     ds = load_mimic_reports(root, cache_dir=cache)
     assert ds["study_id"] == ["50414267", "57375967"] and ds["patient_id"] == ["10000032", "10000764"]
-    assert ds[0]["findings"] == "There is no focal consolidation, pleural effusion or pneumothorax. Bilateral nodular opacities."
+    assert (
+        ds[0]["findings"]
+        == "There is no focal consolidation, pleural effusion or pneumothorax. Bilateral nodular opacities."
+    )
     assert ds[0]["impression"] == "No acute cardiopulmonary process."
     assert ds[0]["text"] == ds[0]["findings"] + "\n" + ds[0]["impression"]
     assert ds[1]["findings"] == "Small left pleural effusion." and ds[1]["impression"] == ""
@@ -406,8 +470,15 @@ def test_image_csv_modes(tmp_path, cache):
     kw = dict(path_column="file", image_root=tmp_path / "imgs", cache_dir=cache)
     mc = load_image_csv(csv_path, label_column="finding", **kw)
     assert mc.features["label"].names == ["healthy", "sick"] and mc["label"] == [1, 0, 1]
-    ml = load_image_csv(csv_path, label_column="findings", separator="|", label_names=["Effusion", "Edema"],
-                        patient_id_column="pid", extra_columns={"age": __import__("datasets").Value("int32")}, **kw)
+    ml = load_image_csv(
+        csv_path,
+        label_column="findings",
+        separator="|",
+        label_names=["Effusion", "Edema"],
+        patient_id_column="pid",
+        extra_columns={"age": __import__("datasets").Value("int32")},
+        **kw,
+    )
     assert _names(ml) == [["Effusion", "Edema"], [], ["Effusion"]]
     assert ml["patient_id"] == ["p1", "p2", "p3"] and ml["age"] == [40, None, 71]
     cols = load_image_csv(csv_path, label_columns=["effusion", "edema"], split_column="fold", split="train", **kw)
@@ -416,8 +487,9 @@ def test_image_csv_modes(tmp_path, cache):
     with pytest.raises(CXRDataError, match=r"bad.csv line 2, column 'effusion': unknown label value '-1'"):
         load_image_csv(bad, path_column="file", label_columns=["effusion"], cache_dir=cache)
     with pytest.raises(CXRDataError, match=r"labels.csv line 3, column 'findings': unknown label value 'No Finding'"):
-        load_image_csv(csv_path, label_column="findings", separator="|", label_names=["Effusion", "Edema"],
-                       none_values=(), **kw)
+        load_image_csv(
+            csv_path, label_column="findings", separator="|", label_names=["Effusion", "Edema"], none_values=(), **kw
+        )
     with pytest.raises(CXRDataError, match=r"lacks column\(s\) \['nope'\]"):
         load_image_csv(csv_path, path_column="nope", label_column="finding", cache_dir=cache)
     missing = _write_csv(tmp_path / "imgs" / "missing.csv", ["file", "y"], [["x1.png", "a"], ["gone.png", "b"]])
@@ -439,8 +511,14 @@ def test_stratified_split_seeded_and_grouped(tmp_path, cache):
     patients = [f"p{i // 2}" for i in range(n)]
     feats = cxr_features(["neg", "pos"], multi_label=False)
     ds = datasets.Dataset.from_dict(
-        {"image": [None] * n, "label": labels.tolist(), "patient_id": patients, "study_id": [""] * n,
-         "view": [""] * n, "source": ["t"] * n},
+        {
+            "image": [None] * n,
+            "label": labels.tolist(),
+            "patient_id": patients,
+            "study_id": [""] * n,
+            "view": [""] * n,
+            "source": ["t"] * n,
+        },
         features=feats,
     )
     a = stratified_split(ds, 0.2, seed=1)
@@ -470,10 +548,10 @@ def _iu_xml(uid, findings, impression, major=(), automatic=()):
     mesh = "".join(f"<major>{m}</major>" for m in major) + "".join(f"<automatic>{a}</automatic>" for a in automatic)
     return (
         f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{uid}"/><MedlineCitation><Article>'
-        f"<Abstract><AbstractText Label=\"COMPARISON\">None.</AbstractText>"
-        f"<AbstractText Label=\"INDICATION\">Chest pain</AbstractText>"
-        f"<AbstractText Label=\"FINDINGS\">{findings}</AbstractText>"
-        f"<AbstractText Label=\"IMPRESSION\">{impression}</AbstractText></Abstract>"
+        f'<Abstract><AbstractText Label="COMPARISON">None.</AbstractText>'
+        f'<AbstractText Label="INDICATION">Chest pain</AbstractText>'
+        f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+        f'<AbstractText Label="IMPRESSION">{impression}</AbstractText></Abstract>'
         f"</Article></MedlineCitation><MeSH>{mesh}</MeSH>"
         f'<parentImage id="{uid}_IM-1"/></eCitation>'
     ).encode()
@@ -489,10 +567,13 @@ def _tgz(path, members):
 
 
 def test_iu_reports_from_tgz(tmp_path, cache):
-    tgz = _tgz(tmp_path / "NLMCXR_reports.tgz", [
-        ("ecgen-radiology/1.xml", _iu_xml("CXR1", "No  pleural\n effusion.", "Normal chest.", major=["normal"])),
-        ("ecgen-radiology/2.xml", _iu_xml("CXR2", "", "", major=["Cardiomegaly/mild"], automatic=["cardiomegaly"])),
-    ])
+    tgz = _tgz(
+        tmp_path / "NLMCXR_reports.tgz",
+        [
+            ("ecgen-radiology/1.xml", _iu_xml("CXR1", "No  pleural\n effusion.", "Normal chest.", major=["normal"])),
+            ("ecgen-radiology/2.xml", _iu_xml("CXR2", "", "", major=["Cardiomegaly/mild"], automatic=["cardiomegaly"])),
+        ],
+    )
     reports = list(iter_iu_reports(tgz))
     assert [r["report_id"] for r in reports] == ["CXR1", "CXR2"]
     r = reports[0]
@@ -515,8 +596,12 @@ def test_iu_reports_from_tgz(tmp_path, cache):
 def test_derive_hash_distinguishes_lambdas(tmp_path, cache):
     _img(tmp_path / "a.png")
     csv_path = _write_csv(tmp_path / "l.csv", ["path", "y"], [["a.png", "k"]])
-    one = load_image_csv(csv_path, path_column="path", label_column="y", derive=lambda r: {"view": "PA"}, cache_dir=cache)
-    two = load_image_csv(csv_path, path_column="path", label_column="y", derive=lambda r: {"view": "AP"}, cache_dir=cache)
+    one = load_image_csv(
+        csv_path, path_column="path", label_column="y", derive=lambda r: {"view": "PA"}, cache_dir=cache
+    )
+    two = load_image_csv(
+        csv_path, path_column="path", label_column="y", derive=lambda r: {"view": "AP"}, cache_dir=cache
+    )
     assert one["view"] == ["PA"] and two["view"] == ["AP"]
 
 
@@ -526,19 +611,27 @@ def test_shared_layout_wrappers_on_fixtures(tmp_path, cache):
     k = tmp_path / "kermany"
     _img(k / "train/NORMAL/IM-0115-0001.jpeg", fmt="JPEG")
     _img(k / "train/PNEUMONIA/person1_virus_6.jpeg", fmt="JPEG")
-    _write_csv(k / "labels.csv", ["path", "split", "label", "subtype"], [
-        ["train/NORMAL/IM-0115-0001.jpeg", "train", "NORMAL", "normal"],
-        ["train/PNEUMONIA/person1_virus_6.jpeg", "train", "PNEUMONIA", "viral"],
-    ])
+    _write_csv(
+        k / "labels.csv",
+        ["path", "split", "label", "subtype"],
+        [
+            ["train/NORMAL/IM-0115-0001.jpeg", "train", "NORMAL", "normal"],
+            ["train/PNEUMONIA/person1_virus_6.jpeg", "train", "PNEUMONIA", "viral"],
+        ],
+    )
     ds = load_kermany(k, cache_dir=cache)
     assert ds["label"] == [0, 1] and ds["patient_id"] == ["IM-0115", "person1"] and ds["subtype"] == ["normal", "viral"]
     n = tmp_path / "nih"
     _img(n / "train/1_abnormal/00000001_000.png")
     _img(n / "test/0_normal/00000002_000.png")
-    _write_csv(n / "labels.csv", ["path", "split", "binary", "finding_labels", "view", "patient_id", "age", "sex"], [
-        ["train/1_abnormal/00000001_000.png", "train", "1_abnormal", "Mass|Nodule", "PA", "1", "58", "M"],
-        ["test/0_normal/00000002_000.png", "test", "0_normal", "No Finding", "AP", "2", "81", "F"],
-    ])
+    _write_csv(
+        n / "labels.csv",
+        ["path", "split", "binary", "finding_labels", "view", "patient_id", "age", "sex"],
+        [
+            ["train/1_abnormal/00000001_000.png", "train", "1_abnormal", "Mass|Nodule", "PA", "1", "58", "M"],
+            ["test/0_normal/00000002_000.png", "test", "0_normal", "No Finding", "AP", "2", "81", "F"],
+        ],
+    )
     dd = load_nih_subset(n, split=None, cache_dir=cache)
     assert set(dd) == {"train", "test"}
     assert _names(dd["train"]) == [["Mass", "Nodule"]] and dd["test"]["labels"] == [[]]

@@ -70,12 +70,14 @@ def run_folder(tmp_path_factory):
     model.save_pretrained(best)
     AdaINImageProcessor(size={"height": 32, "width": 32}).save_pretrained(best)
     pub.publish("classifier", best, dry_run=root / "hub" / "dry_run" / "classifier", allow_unchecked=True)
-    materialize.generate_dataset(root / "generated_dataset", "phantom", prompts="heuristic", num_images=10,
-                                 height=32, width=32, progress=False)
+    materialize.generate_dataset(
+        root / "generated_dataset", "phantom", prompts="heuristic", num_images=10, height=32, width=32, progress=False
+    )
     results = root / "evaluation" / "results"
     results.mkdir(parents=True)
-    (results / "results.md").write_text("# GEN-SSL pipeline results\n\n| Variant | Test mAUC (95% CI) |\n|---|---|\n"
-                                        "| GEN-SSL | 64.8 (62.0-67.5) |\n")
+    (results / "results.md").write_text(
+        "# GEN-SSL pipeline results\n\n| Variant | Test mAUC (95% CI) |\n|---|---|\n| GEN-SSL | 64.8 (62.0-67.5) |\n"
+    )
     for name in ("roc_GEN-SSL.png", "mauc_comparison.png"):
         fig, ax = plt.subplots(figsize=(3, 3))
         ax.plot([0, 0.2, 1], [0, 0.7, 1])
@@ -140,7 +142,7 @@ def test_browse_endpoint_filters_by_prompt_and_class_and_shows_the_card(client, 
     assert selection["value"] == "all" and "class: Edema" in filters
     prompt = next(f for f in filters if f.startswith("prompt: "))
     gallery, _, selection, _ = c.predict(folder, prompt, 50, api_name="/browse")
-    assert gallery and all(g["caption"].startswith(prompt[len("prompt: "):]) for g in gallery)
+    assert gallery and all(g["caption"].startswith(prompt[len("prompt: ") :]) for g in gallery)
     assert selection["value"] == prompt
     klass = next(f for f in filters if f.startswith("class: "))
     assert 0 < len(c.predict(folder, klass, 50, api_name="/browse")[0]) < 10
@@ -153,9 +155,11 @@ def test_classify_endpoint_gives_probabilities_per_finding_and_an_overlay(client
 
     c, _ = client
     gray = sample_phantom(seed=2, size=48, findings={"Cardiomegaly": {"size": "big"}}).image
-    path = {"png": lambda: _png(tmp_path / "x.png", gray),
-            "jpeg": lambda: _png(tmp_path / "x.jpg", gray),
-            "dicom": lambda: _dicom(tmp_path / "x.dcm", gray)}[kind]()
+    path = {
+        "png": lambda: _png(tmp_path / "x.png", gray),
+        "jpeg": lambda: _png(tmp_path / "x.jpg", gray),
+        "dicom": lambda: _dicom(tmp_path / "x.dcm", gray),
+    }[kind]()
     folder = genssl_app.find_artifacts(run_folder)["classifiers"][which]
     label, overlay, details = c.predict(handle_file(str(path)), folder, api_name="/classify")
     probs = {d["label"]: d["confidence"] for d in label["confidences"]}
@@ -208,9 +212,22 @@ def _browser() -> str | None:
 def test_headless_chromium_screenshot(client, tmp_path):
     _, url = client
     shot = tmp_path / "app.png"
-    subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1280,900", "--virtual-time-budget=15000", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [
+            _browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,900",
+            "--virtual-time-budget=15000",
+            f"--screenshot={shot}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert img.shape == (900, 1280)
     # a rendered page, not a blank or error screen: text and widgets make many distinct rows

@@ -39,12 +39,14 @@ def test_overlays_are_written_as_png_with_boxes(tmp_path):
     model = _model()
     images = torch.rand(2, 1, 32, 32)
     maps = cls_attention_maps(model, images.expand(-1, 3, -1, -1))
-    paths = save_attention_overlays(images, maps, tmp_path / "att", boxes=[[(2, 2, 20, 20)], None],
-                                    titles=["with box", "without"])
+    paths = save_attention_overlays(
+        images, maps, tmp_path / "att", boxes=[[(2, 2, 20, 20)], None], titles=["with box", "without"]
+    )
     assert [p.name for p in paths] == ["attention_000.png", "attention_001.png"]
     for p in paths:
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 100
+
     # the box is drawn in lime: the first overlay holds strongly green pixels, the second does not
     def green(p):
         a = np.asarray(Image.open(p).convert("RGB")).astype(int)

@@ -30,10 +30,17 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
     from genssl_hf.prompts import build
     from genssl_hf.training import finetune, generator, mae
 
-    return {"mae": mae.build_parser(), "finetune": finetune.build_parser(), "autoencoder": generator.autoencoder_parser(),
-            "ldm": generator.ldm_parser(), "evaluate": report.build_parser(), "generate": materialize.build_parser(),
-            "publish": publish.build_parser(), "build_prompts": build.build_parser(),
-            "probe_encoders": frozen_features.build_parser()}
+    return {
+        "mae": mae.build_parser(),
+        "finetune": finetune.build_parser(),
+        "autoencoder": generator.autoencoder_parser(),
+        "ldm": generator.ldm_parser(),
+        "evaluate": report.build_parser(),
+        "generate": materialize.build_parser(),
+        "publish": publish.build_parser(),
+        "build_prompts": build.build_parser(),
+        "probe_encoders": frozen_features.build_parser(),
+    }
 
 
 def test_every_numeric_option_of_every_parser_has_a_range_and_refuses_nan():
@@ -57,13 +64,16 @@ def test_a_numeric_option_without_a_range_is_a_programming_error():
         checked_parser(p)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--num_train_epochs", "-3"], "argument --num_train_epochs: must be > 0, got -3"),
-    (["--learning_rate", "-1"], "argument --learning_rate: must be > 0, got -1"),
-    (["--mask_ratio", "1.0"], r"argument --mask_ratio: must be in \(0, 1\), got 1"),
-    (["--per_device_train_batch_size", "0"], "argument --per_device_train_batch_size: must be >= 1, got 0"),
-    (["--warmup_ratio", "nan"], "argument --warmup_ratio: must be a finite number, got nan"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_train_epochs", "-3"], "argument --num_train_epochs: must be > 0, got -3"),
+        (["--learning_rate", "-1"], "argument --learning_rate: must be > 0, got -1"),
+        (["--mask_ratio", "1.0"], r"argument --mask_ratio: must be in \(0, 1\), got 1"),
+        (["--per_device_train_batch_size", "0"], "argument --per_device_train_batch_size: must be >= 1, got 0"),
+        (["--warmup_ratio", "nan"], "argument --warmup_ratio: must be a finite number, got nan"),
+    ],
+)
 def test_pretrain_mae_refuses_impossible_values_before_any_work(tmp_path, capsys, argv, message):
     from genssl_hf.training.mae import main
 
@@ -102,10 +112,16 @@ def test_namespaces_built_in_code_are_checked_too(tmp_path):
 def test_check_options_names_unknown_options_and_bad_values():
     from genssl_hf.training.mae import build_parser
 
-    problems = check_options(build_parser(), {"num_train_epochz": 5, "learning_rate": "fast", "adain": "maybe",
-                                              "norm_pix_loss": 3, "mask_ratio": 0.9}, "pretrain.args")
+    problems = check_options(
+        build_parser(),
+        {"num_train_epochz": 5, "learning_rate": "fast", "adain": "maybe", "norm_pix_loss": 3, "mask_ratio": 0.9},
+        "pretrain.args",
+    )
     assert len(problems) == 4
-    assert "pretrain.args.num_train_epochz: unknown option" in problems[0] and "did you mean 'num_train_epochs'" in problems[0]
+    assert (
+        "pretrain.args.num_train_epochz: unknown option" in problems[0]
+        and "did you mean 'num_train_epochs'" in problems[0]
+    )
     assert "learning_rate: not a valid float: 'fast'" in problems[1]
     assert "'maybe' is not one of ['on', 'off']" in problems[2]
     assert "norm_pix_loss: a switch" in problems[3]
@@ -117,26 +133,50 @@ def _entry_parsers() -> dict[str, Any]:
     from genssl_hf.training import finetune, generator, mae, report_generator, vlp
     from genssl_hf.training.ssl import pretrain as ssl
 
-    return {"finetune": finetune.build_parser, "mae": mae.build_parser, "ssl": ssl.build_parser, "vlp": vlp.build_parser,
-            "report_generator": report_generator.build_parser, "autoencoder": generator.autoencoder_parser,
-            "ldm": generator.ldm_parser, "evaluate": report.build_parser, "probe_encoders": frozen_features.build_parser,
-            "evaluate_report_generator": report_generation.build_parser}
+    return {
+        "finetune": finetune.build_parser,
+        "mae": mae.build_parser,
+        "ssl": ssl.build_parser,
+        "vlp": vlp.build_parser,
+        "report_generator": report_generator.build_parser,
+        "autoencoder": generator.autoencoder_parser,
+        "ldm": generator.ldm_parser,
+        "evaluate": report.build_parser,
+        "probe_encoders": frozen_features.build_parser,
+        "evaluate_report_generator": report_generation.build_parser,
+    }
 
 
-@pytest.mark.parametrize("entry, old, new", [
-    ("finetune", "--init", "--model"), ("finetune", "--preset", "--recipe"), ("finetune", "--epochs", "--num_train_epochs"),
-    ("finetune", "--batch_size", "--per_device_train_batch_size"), ("finetune", "--blr", "--base_learning_rate"),
-    ("finetune", "--lr", "--learning_rate"), ("finetune", "--eval_batch_size", "--per_device_eval_batch_size"),
-    ("mae", "--preset", "--model"), ("mae", "--init_from", "--model"), ("mae", "--max_train_steps", "--max_steps"),
-    ("ssl", "--max_train_steps", "--max_steps"), ("vlp", "--image_tower", "--model"), ("vlp", "--max_train_steps", "--max_steps"),
-    ("report_generator", "--encoder", "--model"), ("report_generator", "--max_train_steps", "--max_steps"),
-    ("autoencoder", "--preset", "--model"), ("autoencoder", "--init_from", "--model"),
-    ("autoencoder", "--train_batch_size", "--per_device_train_batch_size"), ("autoencoder", "--max_train_steps", "--max_steps"),
-    ("ldm", "--init_from", "--model"), ("ldm", "--lr_warmup_steps", "--warmup_steps"),
-    ("evaluate", "--batch_size", "--per_device_eval_batch_size"), ("probe_encoders", "--encoder", "--model"),
-    ("probe_encoders", "--batch_size", "--per_device_eval_batch_size"),
-    ("evaluate_report_generator", "--batch_size", "--per_device_eval_batch_size"),
-])
+@pytest.mark.parametrize(
+    "entry, old, new",
+    [
+        ("finetune", "--init", "--model"),
+        ("finetune", "--preset", "--recipe"),
+        ("finetune", "--epochs", "--num_train_epochs"),
+        ("finetune", "--batch_size", "--per_device_train_batch_size"),
+        ("finetune", "--blr", "--base_learning_rate"),
+        ("finetune", "--lr", "--learning_rate"),
+        ("finetune", "--eval_batch_size", "--per_device_eval_batch_size"),
+        ("mae", "--preset", "--model"),
+        ("mae", "--init_from", "--model"),
+        ("mae", "--max_train_steps", "--max_steps"),
+        ("ssl", "--max_train_steps", "--max_steps"),
+        ("vlp", "--image_tower", "--model"),
+        ("vlp", "--max_train_steps", "--max_steps"),
+        ("report_generator", "--encoder", "--model"),
+        ("report_generator", "--max_train_steps", "--max_steps"),
+        ("autoencoder", "--preset", "--model"),
+        ("autoencoder", "--init_from", "--model"),
+        ("autoencoder", "--train_batch_size", "--per_device_train_batch_size"),
+        ("autoencoder", "--max_train_steps", "--max_steps"),
+        ("ldm", "--init_from", "--model"),
+        ("ldm", "--lr_warmup_steps", "--warmup_steps"),
+        ("evaluate", "--batch_size", "--per_device_eval_batch_size"),
+        ("probe_encoders", "--encoder", "--model"),
+        ("probe_encoders", "--batch_size", "--per_device_eval_batch_size"),
+        ("evaluate_report_generator", "--batch_size", "--per_device_eval_batch_size"),
+    ],
+)
 def test_a_renamed_option_names_its_new_name_before_any_work(capsys, entry, old, new):
     parser = _entry_parsers()[entry]()
     with pytest.raises(SystemExit) as exc:  # before the required options are even looked for
@@ -153,14 +193,18 @@ def test_an_unknown_option_gets_the_closest_known_ones(capsys):
     base = ["--model", "tiny", "--dataset", "phantom", "--output_dir", "o"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["--num_trian_epochs", "3"])
-    assert "unrecognized arguments: --num_trian_epochs 3; --num_trian_epochs (did you mean '--num_train_epochs'?)" \
+    assert (
+        "unrecognized arguments: --num_trian_epochs 3; --num_trian_epochs (did you mean '--num_train_epochs'?)"
         in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):  # a typo of an old name suggests the new one
         build_parser().parse_args(base + ["--bllr=3"])
     assert "--bllr (did you mean '--base_learning_rate' or '--learning_rate'?)" in capsys.readouterr().err
     problems = check_options(build_parser(), {"epochz": 3, "blr": 1e-3}, "finetune.args")
-    assert problems == ["finetune.args.epochz: unknown option of finetune.py (did you mean 'num_train_epochs'?)",
-                        "finetune.args.blr: renamed: use base_learning_rate"]
+    assert problems == [
+        "finetune.args.epochz: unknown option of finetune.py (did you mean 'num_train_epochs'?)",
+        "finetune.args.blr: renamed: use base_learning_rate",
+    ]
 
 
 def test_mae_model_is_a_preset_or_a_folder(tmp_path):
@@ -168,23 +212,34 @@ def test_mae_model_is_a_preset_or_a_folder(tmp_path):
 
     for name in ("tiny2", "no/such/folder"):
         args = build_parser().parse_args(["--output_dir", str(tmp_path / "o"), "--model", name])
-        with pytest.raises(FileNotFoundError, match=rf"--model '{name}' is neither an MAE preset \(tiny, vit-b16, vit-s16\)"):
+        with pytest.raises(
+            FileNotFoundError, match=rf"--model '{name}' is neither an MAE preset \(tiny, vit-b16, vit-s16\)"
+        ):
             pretrain_mae(args)
     assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------- pipeline config
-@pytest.mark.parametrize("override, message", [
-    ("generaton.num_images=5", r"generaton: unknown config key \(did you mean 'generation'"),
-    ("pretrain.args.num_train_epochz=5", r"pretrain.args.num_train_epochz: unknown option .*did you mean 'num_train_epochs'"),
-    ("generation.num_images=lots", "generation.num_images must be an integer, got 'lots'"),
-    ("generation.num_images=-5", "generation.num_images must be >= 1, got -5"),
-    ("pretrain.args.num_train_epochs=-3", "pretrain.args.num_train_epochs: must be > 0, got -3"),
-    ("finetune.args.epochz=3", r"finetune.args.epochz: unknown option .*did you mean 'num_train_epochs'"),
-    ("finetune.args.blr=1e-3", r"finetune.args.blr: renamed: use base_learning_rate"),
-    ("real_data.phantom.exposur=[1, 2]", r"real_data.phantom.exposur: unknown phantom setting \(did you mean 'exposure'"),
-    ("hub.dry_run=maybe", "hub.dry_run must be true or false, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generaton.num_images=5", r"generaton: unknown config key \(did you mean 'generation'"),
+        (
+            "pretrain.args.num_train_epochz=5",
+            r"pretrain.args.num_train_epochz: unknown option .*did you mean 'num_train_epochs'",
+        ),
+        ("generation.num_images=lots", "generation.num_images must be an integer, got 'lots'"),
+        ("generation.num_images=-5", "generation.num_images must be >= 1, got -5"),
+        ("pretrain.args.num_train_epochs=-3", "pretrain.args.num_train_epochs: must be > 0, got -3"),
+        ("finetune.args.epochz=3", r"finetune.args.epochz: unknown option .*did you mean 'num_train_epochs'"),
+        ("finetune.args.blr=1e-3", r"finetune.args.blr: renamed: use base_learning_rate"),
+        (
+            "real_data.phantom.exposur=[1, 2]",
+            r"real_data.phantom.exposur: unknown phantom setting \(did you mean 'exposure'",
+        ),
+        ("hub.dry_run=maybe", "hub.dry_run must be true or false, got 'maybe'"),
+    ],
+)
 def test_pipeline_config_is_schema_checked_before_the_first_stage(tmp_path, override, message):
     from genssl_hf.pipeline.runner import main
 
@@ -213,7 +268,11 @@ def test_load_preset_creates_no_unknown_key_and_reports_all_problems(tmp_path):
 # -------------------------------------------------------------------------------------------- data
 def _png(path: Path, size=16, value=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.full((size, size), value, np.uint8) if value is not None else (np.arange(size * size) % 251).astype(np.uint8).reshape(size, size)
+    arr = (
+        np.full((size, size), value, np.uint8)
+        if value is not None
+        else (np.arange(size * size) % 251).astype(np.uint8).reshape(size, size)
+    )
     Image.fromarray(arr).save(path)
     return path
 
@@ -271,8 +330,9 @@ def test_string_column_as_image_column_and_empty_parquet_are_named(tmp_path):
     from genssl_hf.training.pretraining_data import load_image_dataset
 
     feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": _png(tmp_path / "a.png").read_bytes(), "path": None}], "text": ["hi"]},
-                                    features=feats)
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(tmp_path / "a.png").read_bytes(), "path": None}], "text": ["hi"]}, features=feats
+    )
     with pytest.raises(ValueError, match=r"column 'text' holds string values, not images; the image column is 'image'"):
         load_image_dataset(ds, image_column="text")
     with pytest.raises(ValueError, match=r"no image column 'imag' \(did you mean 'image'"):
@@ -313,8 +373,10 @@ def test_promptset_reads_a_plain_list_like_the_generator_does(tmp_path):
     from genssl_hf.generation.materialize import load_prompts
     from genssl_hf.prompts import PromptSet
 
-    items = [{"text": "Big cardiomegaly.", "disease": "Cardiomegaly", "existence": "positive"},
-             {"text": "Cardiomegaly with no enlargement.", "disease": "Cardiomegaly", "existence": "negative"}]
+    items = [
+        {"text": "Big cardiomegaly.", "disease": "Cardiomegaly", "existence": "positive"},
+        {"text": "Cardiomegaly with no enlargement.", "disease": "Cardiomegaly", "existence": "negative"},
+    ]
     (tmp_path / "prompts.json").write_text(json.dumps(items))
     ps = PromptSet.from_pretrained(tmp_path)
     assert ps.texts == [p["text"] for p in items]
@@ -338,8 +400,10 @@ def test_overlong_prompts_warn_and_are_recorded_in_the_dataset_and_card(tmp_path
             return np.stack([np.full((8, 8), 0.5, np.float32) for _ in prompts])
 
     long_text = "Cardiomegaly " + "with a very long description " * 9000  # 45,000+ characters
-    prompts = [{"text": "Cardiomegaly.", "disease": "Cardiomegaly", "existence": "positive"},
-               {"text": long_text.strip(), "disease": "Cardiomegaly", "existence": "unspecified"}]
+    prompts = [
+        {"text": "Cardiomegaly.", "disease": "Cardiomegaly", "existence": "positive"},
+        {"text": long_text.strip(), "disease": "Cardiomegaly", "existence": "unspecified"},
+    ]
     out = tmp_path / "gen"
     with caplog.at_level("WARNING"):
         mz.generate_dataset(out, Truncating(), prompts=prompts, num_images=4, height=8, width=8, progress=False)
@@ -380,7 +444,9 @@ def test_garbage_safetensors_in_a_model_folder_is_named_before_training(tmp_path
 
     bad = _garbage_model_folder(tmp_path / "bad_init")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=rf"--model {bad}: weight file {bad / 'model.safetensors'} is not a readable safetensors"):
+    with pytest.raises(
+        ValueError, match=rf"--model {bad}: weight file {bad / 'model.safetensors'} is not a readable safetensors"
+    ):
         pretrain(["--output_dir", str(out), "--model", str(bad), "--recipe", "tiny", "--dataset", str(tmp_path)])
     assert not out.exists()
 
@@ -402,8 +468,22 @@ def test_failed_pretraining_leaves_no_trace_and_the_corrected_run_is_not_refused
     data = tmp_path / "data"
     phantom_dataset(4, size=32, seed=0).select_columns(["image"]).save_to_disk(str(data))
     out = tmp_path / "out"
-    common = ["--output_dir", str(out), "--model", "tiny", "--image_size", "32", "--dataset", str(data),
-              "--mixed_precision", "no", "--figure", "off", "--checkpointing_steps", "0"]
+    common = [
+        "--output_dir",
+        str(out),
+        "--model",
+        "tiny",
+        "--image_size",
+        "32",
+        "--dataset",
+        str(data),
+        "--mixed_precision",
+        "no",
+        "--figure",
+        "off",
+        "--checkpointing_steps",
+        "0",
+    ]
     with pytest.raises(ValueError, match="fewer than one global batch"):
         pretrain(common + ["--per_device_train_batch_size", "8"])  # fails after the model was built
     assert not out.exists()

@@ -15,8 +15,9 @@ from benchmarks import bench_genssl_realdata as bench  # noqa: E402
 
 
 def test_main_arms_subset_and_extra_arms():
-    arms = bench.protocol_arms(["mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"],
-                               ["random_init_adain", "genssl", "real_mae"])
+    arms = bench.protocol_arms(
+        ["mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"], ["random_init_adain", "genssl", "real_mae"]
+    )
     by_name = {a.name: a for a in arms}
     assert list(by_name)[:3] == ["random_init_adain", "genssl", "real_mae"] and len(arms) == 6
     # every extra arm takes a tuned main arm's recipe, reads its own stage and runs 3 seeds at 1 / 10 %
@@ -35,8 +36,10 @@ def test_compute_matched_arms_share_one_generated_set_and_one_step_budget():
     assert {s["data"] for s in specs.values()} == {"generated_30k"}
     assert all(s["generation"] == {"num_images": 30000} for s in specs.values())
     assert [s["pretrain"]["max_train_samples"] for s in specs.values()] == [3000, 10000, None]
-    steps = {s["pretrain"]["max_steps"] for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_2000"],
-                                                        bench.EXTRA_STAGES["mae_real_128px_2000"]]}
+    steps = {
+        s["pretrain"]["max_steps"]
+        for s in [*specs.values(), bench.EXTRA_STAGES["mae_real_2000"], bench.EXTRA_STAGES["mae_real_128px_2000"]]
+    }
     assert steps == {2000}
     # 128 px keeps the 8 x 8 patch grid of the 64 px / patch 8 preset
     big = bench.EXTRA_STAGES["mae_real_128px_2000"]
@@ -46,23 +49,59 @@ def test_compute_matched_arms_share_one_generated_set_and_one_step_budget():
 
 
 def _pooled_row(arm: str, title: str, mean: float, vs: dict) -> dict:
-    return {"fraction": 0.01, "arm": arm, "title": title, "recipe": "blr3e-3_light", "seeds": [0, 1, 2], "mean": mean,
-            "median": mean, "q1": mean, "q3": mean, "min": mean, "max": mean, "vs": vs}
+    return {
+        "fraction": 0.01,
+        "arm": arm,
+        "title": title,
+        "recipe": "blr3e-3_light",
+        "seeds": [0, 1, 2],
+        "mean": mean,
+        "median": mean,
+        "q1": mean,
+        "q3": mean,
+        "min": mean,
+        "max": mean,
+        "vs": vs,
+    }
 
 
 def test_tables_show_the_chosen_baselines_and_the_contrasts():
     d = {"difference": 0.021, "low": 0.004, "high": 0.038, "p_value": 0.012}
-    pooled = [_pooled_row("random_init_adain", "Random init, AdaIN input", 0.90, {}),
-              _pooled_row("mae_genssl_3k_2000", "GEN-SSL, 3k", 0.92, {"random_init_adain": d}),
-              _pooled_row("mae_genssl_30k_2000", "GEN-SSL, 30k", 0.94,
-                          {"random_init_adain": d, "mae_genssl_3k_2000": {**d, "difference": 0.02}})]
-    result = {"recipes": {"blr3e-3_light": {}}, "tuning": {"random_init_adain": {"0.01": {
-        "chosen": "blr3e-3_light", "validation_auc": {"blr3e-3_light": [0.93]}, "runs": 1, "seconds": 30.0}}}}
-    table = bench.protocol_tables(result, pooled, ("random_init_adain",),
-                                  [("mae_genssl_30k_2000", "mae_genssl_3k_2000"), ("mae_genssl_10k_2000", "mae_genssl_3k_2000")])
+    pooled = [
+        _pooled_row("random_init_adain", "Random init, AdaIN input", 0.90, {}),
+        _pooled_row("mae_genssl_3k_2000", "GEN-SSL, 3k", 0.92, {"random_init_adain": d}),
+        _pooled_row(
+            "mae_genssl_30k_2000",
+            "GEN-SSL, 30k",
+            0.94,
+            {"random_init_adain": d, "mae_genssl_3k_2000": {**d, "difference": 0.02}},
+        ),
+    ]
+    result = {
+        "recipes": {"blr3e-3_light": {}},
+        "tuning": {
+            "random_init_adain": {
+                "0.01": {
+                    "chosen": "blr3e-3_light",
+                    "validation_auc": {"blr3e-3_light": [0.93]},
+                    "runs": 1,
+                    "seconds": 30.0,
+                }
+            }
+        },
+    }
+    table = bench.protocol_tables(
+        result,
+        pooled,
+        ("random_init_adain",),
+        [("mae_genssl_30k_2000", "mae_genssl_3k_2000"), ("mae_genssl_10k_2000", "mae_genssl_3k_2000")],
+    )
     assert "vs random init + AdaIN input |" in table and "| vs random init |" not in table
     assert "| 1% | random_init_adain | 1% |" not in table and "**93.0**" in table
-    assert "| 1% | GEN-SSL, 3k | blr3e-3_light | 3 | 92.0 | 92.0 (92.0-92.0) | 92.0-92.0 | +2.1 (+0.4 to +3.8), p 0.012 |" in table
+    assert (
+        "| 1% | GEN-SSL, 3k | blr3e-3_light | 3 | 92.0 | 92.0 (92.0-92.0) | 92.0-92.0 | +2.1 (+0.4 to +3.8), p 0.012 |"
+        in table
+    )
     # the contrast row names both arms; a contrast whose arm did not run is left out
     assert "| 1% | GEN-SSL, 30k | GEN-SSL, 3k | 3 | +2.0 (+0.4 to +3.8), p 0.012 |" in table
     assert table.count("GEN-SSL, 3k |") == 2
@@ -73,8 +112,12 @@ def test_command_line_rejects_bad_choices_before_any_stage(tmp_path, capsys):
     (shared / "kermany-pneumonia-224").mkdir(parents=True)
     (shared / "nih-cxr14-1000-64px").mkdir()
     out = tmp_path / "out"
-    for bad, message in ((["--recipes", "blr9"], "--recipes: unknown"), (["--main-arms", "nope"], "--main-arms: unknown"),
-                         (["--seeds", "0"], "--seeds must be"), (["--extra", "nope"], "--extra: unknown")):
+    for bad, message in (
+        (["--recipes", "blr9"], "--recipes: unknown"),
+        (["--main-arms", "nope"], "--main-arms: unknown"),
+        (["--seeds", "0"], "--seeds must be"),
+        (["--extra", "nope"], "--extra: unknown"),
+    ):
         with pytest.raises(SystemExit):
             bench.main(["--shared", str(shared), "--output-dir", str(out), "--protocol", *bad])
         assert message in capsys.readouterr().err
@@ -88,9 +131,19 @@ def _tiny_mae_folder(folder: Path, adain: bool) -> None:
     from genssl_hf.processing.image_processor import AdaINImageProcessor
     from genssl_hf.training.mae_init import apply_mae_init
 
-    cfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
+    cfg = ViTMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        mask_ratio=0.75,
+    )
     torch.manual_seed(0)
     apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
     AdaINImageProcessor(size={"height": 32, "width": 32}, do_adain=adain).save_pretrained(folder)
@@ -109,10 +162,17 @@ def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselin
     layout[8:40, 28:42] = 200.0
 
     def images(n):
-        return [Image.fromarray(np.clip(layout + rng.normal(0, 20, layout.shape), 0, 255).astype(np.uint8)) for _ in range(n)]
+        return [
+            Image.fromarray(np.clip(layout + rng.normal(0, 20, layout.shape), 0, 255).astype(np.uint8))
+            for _ in range(n)
+        ]
 
-    datasets.DatasetDict({split: datasets.Dataset.from_dict({"image": images(n), "label": [0] * n})
-                          for split, n in (("train", 12), ("test", 8))}).save_to_disk(str(tmp_path / "real_data" / "dataset"))
+    datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict({"image": images(n), "label": [0] * n})
+            for split, n in (("train", 12), ("test", 8))
+        }
+    ).save_to_disk(str(tmp_path / "real_data" / "dataset"))
     _tiny_mae_folder(tmp_path / "mae_a" / "model", adain=True)
     _tiny_mae_folder(tmp_path / "mae_b" / "model", adain=False)
     (tmp_path / "finetune" / "model").mkdir(parents=True)
@@ -121,8 +181,10 @@ def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselin
     names = bench.mae_folders(tmp_path)
     assert names == ["mae_a", "mae_b"]
     rows = bench.reconstruction_rows(tmp_path, names, n_bootstrap=200)
-    assert [(r["encoder"], r["adain"], r["mask_ratio"], r["test_images"], r["reference_images"]) for r in rows] == \
-        [("mae_a", True, 0.75, 8, 12), ("mae_b", False, 0.75, 8, 12)]
+    assert [(r["encoder"], r["adain"], r["mask_ratio"], r["test_images"], r["reference_images"]) for r in rows] == [
+        ("mae_a", True, 0.75, 8, 12),
+        ("mae_b", False, 0.75, 8, 12),
+    ]
     for r in rows:
         # aligned images: the mean image is far better than one constant patch
         assert 0 < r["mean_image"] < 0.5 * r["best_constant_patch"]

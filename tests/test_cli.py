@@ -15,8 +15,13 @@ from genssl_hf.cli.config_file import config_file_argv
 from genssl_hf.training.ssl.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def test_help_lists_every_command(capsys):
@@ -42,8 +47,14 @@ def test_every_command_target_resolves():
 
 
 def test_list_through_python_dash_m_names_the_registries():
-    r = subprocess.run([sys.executable, "-m", "genssl_hf", "list", "--json"], capture_output=True, text=True,
-                       env=ENV, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "genssl_hf", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     table = json.loads(r.stdout)
     assert {"mae", "convirt", "clip", *METHODS} <= set(table["methods"]) and "byol" in table["methods"]
@@ -56,11 +67,25 @@ def test_list_through_python_dash_m_names_the_registries():
 
 def test_config_file_becomes_options(tmp_path):
     cfg = tmp_path / "recipe.yaml"
-    cfg.write_text("method: simclr\nadain: on\noverwrite_output_dir: true\npush_to_hub: false\nhub_model_id: null\n"
-                   "phantom_sizes: [48, 24, 24]\nlearning_rate: 1.0e-3\nextra: {a: 1}\n")
-    assert config_file_argv(cfg) == ["--method", "simclr", "--adain", "on", "--overwrite_output_dir",
-                                     "--phantom_sizes", "48", "24", "24", "--learning_rate", "0.001",
-                                     "--extra", '{"a": 1}']
+    cfg.write_text(
+        "method: simclr\nadain: on\noverwrite_output_dir: true\npush_to_hub: false\nhub_model_id: null\n"
+        "phantom_sizes: [48, 24, 24]\nlearning_rate: 1.0e-3\nextra: {a: 1}\n"
+    )
+    assert config_file_argv(cfg) == [
+        "--method",
+        "simclr",
+        "--adain",
+        "on",
+        "--overwrite_output_dir",
+        "--phantom_sizes",
+        "48",
+        "24",
+        "24",
+        "--learning_rate",
+        "0.001",
+        "--extra",
+        '{"a": 1}',
+    ]
     as_json = tmp_path / "recipe.json"
     as_json.write_text(json.dumps({"method": "rotation", "figure": "off"}))
     assert config_file_argv(as_json) == ["--method", "rotation", "--figure", "off"]
@@ -109,9 +134,11 @@ def test_pretrain_every_method_three_steps_then_automodel_loads_it(tmp_path, ima
     from genssl_hf.models import verify_encoder_folder
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"method: {method}\nmodel: tiny\nimage_size: 32\npatch_size: 8\ndataset: {images}\n"
-                      "per_device_train_batch_size: 8\nmixed_precision: 'no'\ncheckpointing_steps: 0\n"
-                      "logging_steps: 1\nfigure: 'off'\nseed: 0\n")
+    recipe.write_text(
+        f"method: {method}\nmodel: tiny\nimage_size: 32\npatch_size: 8\ndataset: {images}\n"
+        "per_device_train_batch_size: 8\nmixed_precision: 'no'\ncheckpointing_steps: 0\n"
+        "logging_steps: 1\nfigure: 'off'\nseed: 0\n"
+    )
     out = tmp_path / "enc"
     extra = ["--queue_size", "64"] if method == "moco_v2" else []
     assert main(["pretrain", str(recipe), "--max_steps", "3", "--output_dir", str(out), *extra]) == 0
@@ -133,10 +160,38 @@ def test_pretrain_every_method_three_steps_then_automodel_loads_it(tmp_path, ima
 def test_pretrain_vision_language_methods(tmp_path, method):
     """``genssl pretrain --method convirt|clip`` trains the dual encoder with that loss."""
     out = tmp_path / "vlp"
-    assert main(["pretrain", "--method", method, "--model", "tiny", "--image_size", "32", "--pairs", "phantom:32",
-                 "--text_tower", "tiny-bert", "--per_device_train_batch_size", "8", "--max_steps", "3",
-                 "--mixed_precision", "no", "--checkpointing_steps", "0", "--figure", "off", "--num_threads", "1",
-                 "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--method",
+                method,
+                "--model",
+                "tiny",
+                "--image_size",
+                "32",
+                "--pairs",
+                "phantom:32",
+                "--text_tower",
+                "tiny-bert",
+                "--per_device_train_batch_size",
+                "8",
+                "--max_steps",
+                "3",
+                "--mixed_precision",
+                "no",
+                "--checkpointing_steps",
+                "0",
+                "--figure",
+                "off",
+                "--num_threads",
+                "1",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["args"]["loss"] == method and run_config["args"]["max_steps"] == 3
 
@@ -144,9 +199,30 @@ def test_pretrain_vision_language_methods(tmp_path, method):
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_module(tmp_path):
     """``accelerate launch -m genssl_hf ...`` reaches the front door (one CPU process)."""
-    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "-m", "genssl_hf", "list", "methods"], capture_output=True, text=True, env=ENV, cwd=ROOT,
-                       timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "genssl_hf",
+            "list",
+            "methods",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "byol" in r.stdout and "mae" in r.stdout

@@ -86,22 +86,68 @@ def test_finetune_and_evaluate_score_a_plain_class_folder(tmp_path):
         write_class_folders(tmp_path / "train_data" / split, n, seed)
     held_out = write_class_folders(tmp_path / "held_out", 20, 2, names=("CLEAR", "disc"))
     out = tmp_path / "run"
-    result = finetune_main([
-        "--model", "tiny", "--dataset", f"imagefolder:{tmp_path / 'train_data'}", "--test_dataset",
-        f"imagefolder:{held_out}", "--image_size", "32", "--num_train_epochs", "6", "--warmup_epochs", "1", "--base_learning_rate", "2e-3",
-        "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
-        "--num_workers", "0", "--mixed_precision", "no", "--logging_steps", "5", "--seed", "0",
-        "--n_bootstrap", "50", "--output_dir", str(out)])
+    result = finetune_main(
+        [
+            "--model",
+            "tiny",
+            "--dataset",
+            f"imagefolder:{tmp_path / 'train_data'}",
+            "--test_dataset",
+            f"imagefolder:{held_out}",
+            "--image_size",
+            "32",
+            "--num_train_epochs",
+            "6",
+            "--warmup_epochs",
+            "1",
+            "--base_learning_rate",
+            "2e-3",
+            "--randaug_n",
+            "0",
+            "--crop_scale",
+            "0.8",
+            "1.0",
+            "--per_device_train_batch_size",
+            "32",
+            "--per_device_eval_batch_size",
+            "64",
+            "--num_workers",
+            "0",
+            "--mixed_precision",
+            "no",
+            "--logging_steps",
+            "5",
+            "--seed",
+            "0",
+            "--n_bootstrap",
+            "50",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert result["label_names"] == ["Clear", "Disc"] and result["test"]["num_samples"] == 40
     auc_finetune = result["test"]["per_class"]["Disc"]["auc"]
     assert auc_finetune > 0.9, auc_finetune
-    metrics = evaluate_main(["--model", f"clf={out / 'best'}", "--dataset", f"imagefolder:{held_out}",
-                             "--output_dir", str(tmp_path / "eval"), "--n_bootstrap", "20", "--attention", "0"])
+    metrics = evaluate_main(
+        [
+            "--model",
+            f"clf={out / 'best'}",
+            "--dataset",
+            f"imagefolder:{held_out}",
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--n_bootstrap",
+            "20",
+            "--attention",
+            "0",
+        ]
+    )
     m = metrics["models"]["clf"]
     assert m["num_samples"] == 40
     assert m["per_class"]["Disc"]["auc"] == pytest.approx(auc_finetune, abs=1e-6)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["dataset"] == f"imagefolder:{held_out}"
     with pytest.raises(ValueError, match="not among the model's classes"):
         wrong = write_class_folders(tmp_path / "wrong", 2, 3, names=("Clear", "Effusion"))
-        evaluate_main(["--model", str(out / "best"), "--dataset", f"imagefolder:{wrong}",
-                       "--output_dir", str(tmp_path / "eval2")])
+        evaluate_main(
+            ["--model", str(out / "best"), "--dataset", f"imagefolder:{wrong}", "--output_dir", str(tmp_path / "eval2")]
+        )

@@ -105,8 +105,7 @@ def test_run_image_classification_style_finetuning_of_a_published_encoder(encode
     """The transformers example's recipe, step by step, on the published plain-ViT encoder."""
     import datasets
     from sklearn.metrics import accuracy_score
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer,
-                              TrainingArguments)
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
 
     from genssl_hf.data import phantom_dataset
 
@@ -117,7 +116,9 @@ def test_run_image_classification_style_finetuning_of_a_published_encoder(encode
             s = sample_phantom(seed=seed + i, size=32, findings={"Cardiomegaly": {"size": "big"}} if i % 2 else {})
             rows["image"].append(Image.fromarray(s.image))
             rows["label"].append(i % 2)
-        feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["normal", "cardiomegaly"])})
+        feats = datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=["normal", "cardiomegaly"])}
+        )
         return datasets.Dataset.from_dict(rows, features=feats)
 
     del phantom_dataset
@@ -125,11 +126,13 @@ def test_run_image_classification_style_finetuning_of_a_published_encoder(encode
     labels = train.features["label"].names
     label2id, id2label = {n: i for i, n in enumerate(labels)}, dict(enumerate(labels))
     model_dir = str(encoders["published_vit"])
-    config = AutoConfig.from_pretrained(model_dir, num_labels=len(labels), label2id=label2id, id2label=id2label,
-                                        finetuning_task="image-classification")
+    config = AutoConfig.from_pretrained(
+        model_dir, num_labels=len(labels), label2id=label2id, id2label=id2label, finetuning_task="image-classification"
+    )
     image_processor = AutoImageProcessor.from_pretrained(model_dir)
-    model, info = AutoModelForImageClassification.from_pretrained(model_dir, config=config,
-                                                                  ignore_mismatched_sizes=True, output_loading_info=True)
+    model, info = AutoModelForImageClassification.from_pretrained(
+        model_dir, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
     assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]  # the encoder loads whole
 
     def transforms(batch):
@@ -138,19 +141,38 @@ def test_run_image_classification_style_finetuning_of_a_published_encoder(encode
         return batch
 
     def collate_fn(examples):
-        return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-                "labels": torch.tensor([e["label"] for e in examples])}
+        return {
+            "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.tensor([e["label"] for e in examples]),
+        }
 
     def compute_metrics(p):
         return {"accuracy": accuracy_score(p.label_ids, np.argmax(p.predictions, axis=1))}
 
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), remove_unused_columns=False, learning_rate=2e-3,
-                             per_device_train_batch_size=16, per_device_eval_batch_size=16, num_train_epochs=3,
-                             eval_strategy="epoch", save_strategy="no", logging_steps=1, report_to=[], seed=0,
-                             use_cpu=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=train.with_transform(transforms),
-                      eval_dataset=val.with_transform(transforms), data_collator=collate_fn,
-                      compute_metrics=compute_metrics, processing_class=image_processor)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        remove_unused_columns=False,
+        learning_rate=2e-3,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=16,
+        num_train_epochs=3,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        seed=0,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train.with_transform(transforms),
+        eval_dataset=val.with_transform(transforms),
+        data_collator=collate_fn,
+        compute_metrics=compute_metrics,
+        processing_class=image_processor,
+    )
     result = trainer.train()
     metrics = trainer.evaluate()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -167,8 +189,9 @@ def test_generated_dataset_streams_with_load_dataset(tmp_path):
     from genssl_hf.generation import materialize as mz
 
     out = tmp_path / "gen"
-    res = mz.generate_dataset(out, "phantom", prompts="heuristic", num_images=10, height=32, width=32,
-                              shard_size=4, progress=False)
+    res = mz.generate_dataset(
+        out, "phantom", prompts="heuristic", num_images=10, height=32, width=32, shard_size=4, progress=False
+    )
     assert res is not None
     stream = datasets.load_dataset(str(out), split="train", streaming=True)
     assert isinstance(stream, datasets.IterableDataset)

@@ -37,12 +37,19 @@ def run_plain(code: str, tmp_path: Path) -> dict:
     """Run ``code`` in a fresh interpreter without genssl_hf; it stores its answers in ``out``."""
     script = tmp_path / "plain_check.py"
     result = tmp_path / "plain_result.json"
-    script.write_text(_NO_GENSSL + "out = {}\n" + textwrap.dedent(code) + textwrap.dedent(f"""
+    script.write_text(
+        _NO_GENSSL
+        + "out = {}\n"
+        + textwrap.dedent(code)
+        + textwrap.dedent(f"""
         assert not any(m == "genssl_hf" or m.startswith("genssl_hf.") for m in sys.modules)
         import json; open({str(result)!r}, "w").write(json.dumps(out))
-    """))
+    """)
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(result.read_text())
 
@@ -97,9 +104,16 @@ def test_published_classifiers_are_stock_transformers_models(classifiers):
 
 
 def test_plain_transformers_refuses_native_and_loads_published_exactly(classifiers, tmp_path):
-    folders = {p: {"native": str(c["native"]), "published": str(c["published"]),
-                   "x": str(c["native"].parent / f"{c['native'].name}-x.npy")} for p, c in classifiers.items()}
-    out = run_plain(f"""
+    folders = {
+        p: {
+            "native": str(c["native"]),
+            "published": str(c["published"]),
+            "x": str(c["native"].parent / f"{c['native'].name}-x.npy"),
+        }
+        for p, c in classifiers.items()
+    }
+    out = run_plain(
+        f"""
         import numpy as np, torch
         from transformers import AutoModelForImageClassification, AutoImageProcessor, AutoModel, pipeline
         from PIL import Image
@@ -130,7 +144,9 @@ def test_plain_transformers_refuses_native_and_loads_published_exactly(classifie
             out[pooling] = {{"errors": errors, "class": type(model).__name__, "logits": logits.tolist(),
                             "info": {{k: list(v) for k, v in info.items() if k != "error_msgs"}},
                             "proc_error": proc_error, "pipe_error": pipe_error}}
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     for pooling, c in classifiers.items():
         r = out[pooling]
         # the genssl_hf folder: refused, and the refusal names the package (its model_type)
@@ -143,21 +159,26 @@ def test_plain_transformers_refuses_native_and_loads_published_exactly(classifie
         # and the file transformers points at names the package
         assert r["proc_error"] is not None and r["pipe_error"] is not None
         assert "preprocessor_config.json" in r["proc_error"]
-        assert "pip install genssl_hf" in json.loads((c["published"] / "preprocessor_config.json").read_text())["requires"]
+        assert (
+            "pip install genssl_hf" in json.loads((c["published"] / "preprocessor_config.json").read_text())["requires"]
+        )
 
 
 def test_the_issue_case_a_mean_pooled_head_never_loads_as_a_cls_head(classifiers, tmp_path):
     """What the issue measured: AutoModelForImageClassification on a mean-pooled folder gave a
     stock ViT that dropped fc_norm and invented vit.layernorm. Without the package the folder's
     config is now refused (naming genssl_hf_vit); with it, the Auto classes load it exactly (above)."""
-    out = run_plain(f"""
+    out = run_plain(
+        f"""
         from transformers import AutoConfig
         try:
             AutoConfig.from_pretrained({str(classifiers["mean"]["native"])!r})
             out["error"] = None
         except ValueError as e:
             out["error"] = str(e)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out["error"] and "model type `genssl_hf_vit`" in out["error"]
 
 
@@ -178,7 +199,8 @@ def test_the_adain_processor_without_the_package_fails_loudly_and_points_at_the_
     shipped_dir = shipped_folder("nih-genssl-mae-64")  # the shipped encoder, where this checkout has it
     if shipped_dir.is_dir():
         folders += [shipped_dir, shipped_dir / "vit"]
-    out = run_plain(f"""
+    out = run_plain(
+        f"""
         from transformers import AutoImageProcessor, AutoProcessor
         for f in {[str(f) for f in folders]!r}:
             out[f] = {{}}
@@ -187,7 +209,9 @@ def test_the_adain_processor_without_the_package_fails_loudly_and_points_at_the_
                     out[f][name] = "loaded " + type(load(f)).__name__
                 except Exception as e:
                     out[f][name] = f"{{type(e).__name__}}: {{e}}"
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     from transformers import AutoImageProcessor
 
     for f in folders:

@@ -26,8 +26,13 @@ def _data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _loader(x, y, batch: int = 8, seed: int = 0):
     rows = list(zip(x, y))
-    return torch.utils.data.DataLoader(rows, batch_size=batch, sampler=EpochShuffleSampler(len(rows), seed=seed),
-                                       drop_last=True, collate_fn=lambda r: (torch.stack([a for a, _ in r]), torch.stack([b for _, b in r])))
+    return torch.utils.data.DataLoader(
+        rows,
+        batch_size=batch,
+        sampler=EpochShuffleSampler(len(rows), seed=seed),
+        drop_last=True,
+        collate_fn=lambda r: (torch.stack([a for a, _ in r]), torch.stack([b for _, b in r])),
+    )
 
 
 class Regression(torch.nn.Module):
@@ -95,9 +100,22 @@ def _run_hooked(out, *, total=6, stop_after=None, resume=None, mixed_precision="
     model, critic = Regression(), torch.nn.Linear(D, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     opt_c = torch.optim.SGD(critic.parameters(), lr=1e-2)
-    engine = Engine(acc, EngineConfig(output_dir=out, total_steps=total, images_per_micro_batch=8, seed=3,
-                                      max_grad_norm=1.0, logging_steps=2, checkpointing_steps=every, eval_steps=2,
-                                      stop_after_steps=stop_after, checkpoint_at_end=True, max_minutes=max_minutes))
+    engine = Engine(
+        acc,
+        EngineConfig(
+            output_dir=out,
+            total_steps=total,
+            images_per_micro_batch=8,
+            seed=3,
+            max_grad_norm=1.0,
+            logging_steps=2,
+            checkpointing_steps=every,
+            eval_steps=2,
+            stop_after_steps=stop_after,
+            checkpoint_at_end=True,
+            max_minutes=max_minutes,
+        ),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / (total + 1))
     model, opt = engine.prepare(model, opt, sched)
     critic, opt_c = acc.prepare(critic, opt_c)
@@ -126,7 +144,9 @@ def test_engine_learns_a_regression_with_a_task_without_metrics(tmp_path):
     model = Regression()
     model.frozen.p = 0.0
     opt = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    engine = Engine(acc, EngineConfig(output_dir=tmp_path, total_steps=150, images_per_micro_batch=16, logging_steps=50))
+    engine = Engine(
+        acc, EngineConfig(output_dir=tmp_path, total_steps=150, images_per_micro_batch=16, logging_steps=50)
+    )
     model, opt = engine.prepare(model, opt)
     result = engine.run(PlainTask(), model, opt, None, acc.prepare(_loader(x, y, batch=16)), engine.resume(None))
     baseline = float(((y - y.mean()) ** 2).mean())  # predict-the-mean

@@ -25,8 +25,14 @@ def _multiclass_dataset(n: int, seed: int, size: int = 32) -> datasets.Dataset:
     labels = np.arange(n) % 3
     images = [(rng.random((size, size)) * 60 + 60 * k).astype(np.uint8) for k in labels]
     return datasets.Dataset.from_dict(
-        {"image": images, "label": labels.tolist(), "patient_id": [f"p{i}" for i in range(n)],
-         "study_id": [""] * n, "view": ["PA"] * n, "source": ["synthetic"] * n},
+        {
+            "image": images,
+            "label": labels.tolist(),
+            "patient_id": [f"p{i}" for i in range(n)],
+            "study_id": [""] * n,
+            "view": ["PA"] * n,
+            "source": ["synthetic"] * n,
+        },
         features=cxr_features(COVIDX3, multi_label=False),
     )
 
@@ -35,7 +41,9 @@ def _multiclass_dataset(n: int, seed: int, size: int = 32) -> datasets.Dataset:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "covidx-like"
-    datasets.DatasetDict({"train": _multiclass_dataset(30, 0), "test": _multiclass_dataset(36, 1)}).save_to_disk(str(data))
+    datasets.DatasetDict({"train": _multiclass_dataset(30, 0), "test": _multiclass_dataset(36, 1)}).save_to_disk(
+        str(data)
+    )
     torch.manual_seed(0)
     model = build_classifier("tiny", list(COVIDX3), multi_label=False, image_size=32, pooling="mean")
     folder = root / "clf"
@@ -47,16 +55,58 @@ def setup(tmp_path_factory):
 def test_results_folder_has_metrics_tables_plots_robustness_attention_and_quality(setup):
     data, folder, root = setup
     out = root / "results"
-    results = main(["--model", f"GEN-SSL={folder}", "--model", f"copy={folder}", "--dataset", str(data),
-                    "--split", "test", "--output_dir", str(out), "--n_bootstrap", "30", "--robustness",
-                    "--corruptions", "jpeg", "contrast", "--severities", "1", "5", "--attention", "2",
-                    "--sensitivity_classes", "COVID-19", "--quality_a", str(data), "--quality_b", str(data),
-                    "--quality_split", "test", "--extractor", str(folder), "--quality_max_images", "20",
-                    "--device", "cpu"])
+    results = main(
+        [
+            "--model",
+            f"GEN-SSL={folder}",
+            "--model",
+            f"copy={folder}",
+            "--dataset",
+            str(data),
+            "--split",
+            "test",
+            "--output_dir",
+            str(out),
+            "--n_bootstrap",
+            "30",
+            "--robustness",
+            "--corruptions",
+            "jpeg",
+            "contrast",
+            "--severities",
+            "1",
+            "5",
+            "--attention",
+            "2",
+            "--sensitivity_classes",
+            "COVID-19",
+            "--quality_a",
+            str(data),
+            "--quality_b",
+            str(data),
+            "--quality_split",
+            "test",
+            "--extractor",
+            str(folder),
+            "--quality_max_images",
+            "20",
+            "--device",
+            "cpu",
+        ]
+    )
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    for f in ("metrics.json", "tables.md", "run_config.json", "roc_GEN-SSL.png", "roc_copy.png", "robustness.json",
-              "image_quality.json", "predictions_GEN-SSL.npz", "attention/GEN-SSL/attention_000.png",
-              "attention/GEN-SSL/attention_001.png"):
+    for f in (
+        "metrics.json",
+        "tables.md",
+        "run_config.json",
+        "roc_GEN-SSL.png",
+        "roc_copy.png",
+        "robustness.json",
+        "image_quality.json",
+        "predictions_GEN-SSL.npz",
+        "attention/GEN-SSL/attention_000.png",
+        "attention/GEN-SSL/attention_001.png",
+    ):
         assert f in files, f
     metrics = json.loads((out / "metrics.json").read_text())
     m = metrics["models"]["GEN-SSL"]
@@ -79,8 +129,20 @@ def test_results_folder_has_metrics_tables_plots_robustness_attention_and_qualit
         assert im.format == "PNG" and im.size[0] > 300
     # an existing results folder is never overwritten silently
     with pytest.raises(FileExistsError):
-        main(["--model", str(folder), "--dataset", str(data), "--output_dir", str(out), "--attention", "0",
-              "--n_bootstrap", "0"])
+        main(
+            [
+                "--model",
+                str(folder),
+                "--dataset",
+                str(data),
+                "--output_dir",
+                str(out),
+                "--attention",
+                "0",
+                "--n_bootstrap",
+                "0",
+            ]
+        )
 
 
 def test_bad_arguments_fail_before_work(setup, tmp_path):
@@ -90,7 +152,18 @@ def test_bad_arguments_fail_before_work(setup, tmp_path):
     with pytest.raises(ValueError, match="nothing to do"):
         main(["--output_dir", str(tmp_path / "o")])
     with pytest.raises(KeyError, match="no split"):
-        main(["--model", str(folder), "--dataset", str(data), "--split", "validation", "--output_dir", str(tmp_path / "o")])
+        main(
+            [
+                "--model",
+                str(folder),
+                "--dataset",
+                str(data),
+                "--split",
+                "validation",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -114,12 +187,47 @@ def test_finetune_and_evaluate_on_the_real_nih_subset(shared_data, tmp_path):
     if not (root / "labels.csv").is_file():
         pytest.skip("NIH subset not present")
     run = tmp_path / "nih"
-    result = finetune_main(["--model", "tiny", "--dataset", f"nih-subset:{root}", "--image_size", "32",
-                            "--num_train_epochs", "1", "--per_device_train_batch_size", "64", "--max_train_samples", "192", "--randaug_n", "0",
-                            "--num_workers", "0", "--mixed_precision", "no", "--output_dir", str(run)])
+    result = finetune_main(
+        [
+            "--model",
+            "tiny",
+            "--dataset",
+            f"nih-subset:{root}",
+            "--image_size",
+            "32",
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "64",
+            "--max_train_samples",
+            "192",
+            "--randaug_n",
+            "0",
+            "--num_workers",
+            "0",
+            "--mixed_precision",
+            "no",
+            "--output_dir",
+            str(run),
+        ]
+    )
     assert len(result["label_names"]) == 14 and result["test"]["num_samples"] == 200
-    report = main(["--model", f"tiny={run / 'best'}", "--dataset", f"nih-subset:{root}", "--split", "test",
-                   "--output_dir", str(tmp_path / "report"), "--n_bootstrap", "0", "--attention", "1"])
+    report = main(
+        [
+            "--model",
+            f"tiny={run / 'best'}",
+            "--dataset",
+            f"nih-subset:{root}",
+            "--split",
+            "test",
+            "--output_dir",
+            str(tmp_path / "report"),
+            "--n_bootstrap",
+            "0",
+            "--attention",
+            "1",
+        ]
+    )
     m = report["models"]["tiny"]
     for name, reason in m["undefined_auc"].items():
         assert m["per_class"][name]["auc"] is None and reason

@@ -19,8 +19,15 @@ from genssl_hf.training.mae_init import apply_mae_init
 
 torch.set_num_threads(1)
 
-SMALL_VIT = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                 image_size=32, patch_size=8, num_channels=3)
+SMALL_VIT = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+    num_channels=3,
+)
 
 
 def small_vit_folder(tmp_path: Path, mae: bool = False) -> Path:
@@ -30,8 +37,14 @@ def small_vit_folder(tmp_path: Path, mae: bool = False) -> Path:
     folder = tmp_path / ("mae" if mae else "vit")
     torch.manual_seed(0)
     if mae:
-        cfg = ViTMAEConfig(**SMALL_VIT, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                           decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
+        cfg = ViTMAEConfig(
+            **SMALL_VIT,
+            decoder_hidden_size=32,
+            decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=2,
+            decoder_intermediate_size=64,
+            mask_ratio=0.75,
+        )
         apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
     else:
         ViTModel(ViTConfig(**SMALL_VIT), add_pooling_layer=False).save_pretrained(folder)
@@ -64,11 +77,13 @@ def synthetic_dataset(n: int, seed: int, size: int = 32) -> datasets.Dataset:
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "ds"
-    datasets.DatasetDict({
-        "train": synthetic_dataset(192, 0),
-        "validation": synthetic_dataset(48, 1),
-        "test": synthetic_dataset(64, 2),
-    }).save_to_disk(str(path))
+    datasets.DatasetDict(
+        {
+            "train": synthetic_dataset(192, 0),
+            "validation": synthetic_dataset(48, 1),
+            "test": synthetic_dataset(64, 2),
+        }
+    ).save_to_disk(str(path))
     return path
 
 
@@ -220,16 +235,55 @@ def test_augment_shapes_range_and_seeding():
 
 # ----------------------------------------------------------------------------------- smoke runs
 def _common(out: Path) -> list[str]:
-    return ["--output_dir", str(out), "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64", "--num_workers", "0",
-            "--image_size", "32", "--mixed_precision", "no", "--logging_steps", "2", "--seed", "0"]
+    return [
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "32",
+        "--per_device_eval_batch_size",
+        "64",
+        "--num_workers",
+        "0",
+        "--image_size",
+        "32",
+        "--mixed_precision",
+        "no",
+        "--logging_steps",
+        "2",
+        "--seed",
+        "0",
+    ]
 
 
 def test_finetune_smoke_beats_chance_and_saves_reloadable_models(tmp_path, synthetic_dir):
     out = tmp_path / "run"
     init = small_vit_folder(tmp_path)
-    result = main(["--model", str(init), "--dataset", str(synthetic_dir), "--num_train_epochs", "8", "--warmup_epochs", "1",
-                   "--base_learning_rate", "2e-3", "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--drop_path", "0.1",
-                   "--layer_decay", "0.75", "--n_bootstrap", "50"] + _common(out))
+    result = main(
+        [
+            "--model",
+            str(init),
+            "--dataset",
+            str(synthetic_dir),
+            "--num_train_epochs",
+            "8",
+            "--warmup_epochs",
+            "1",
+            "--base_learning_rate",
+            "2e-3",
+            "--randaug_n",
+            "0",
+            "--crop_scale",
+            "0.8",
+            "1.0",
+            "--drop_path",
+            "0.1",
+            "--layer_decay",
+            "0.75",
+            "--n_bootstrap",
+            "50",
+        ]
+        + _common(out)
+    )
     assert result["test"]["mean_auc"] > 0.85, result["test"]["mean_auc"]
     assert result["best"]["step"] in [h["step"] for h in result["history"]]
     for name in ("best", "final"):
@@ -261,19 +315,36 @@ def test_linear_probe_with_label_fraction_keeps_encoder_frozen(tmp_path, synthet
 
     # an MAE folder carries the AdaIN processor it was pre-trained with: fine-tuning must reuse it
     AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.45], image_std=[0.2]).save_pretrained(init)
-    main(["--model", str(init), "--dataset", str(synthetic_dir), "--mode", "linear_probe", "--num_train_epochs", "1",
-          "--label_fraction", "0.5", "--test_split", "none"] + _common(out))
+    main(
+        [
+            "--model",
+            str(init),
+            "--dataset",
+            str(synthetic_dir),
+            "--mode",
+            "linear_probe",
+            "--num_train_epochs",
+            "1",
+            "--label_fraction",
+            "0.5",
+            "--test_split",
+            "none",
+        ]
+        + _common(out)
+    )
     from transformers import ViTModel
 
     enc = ViTModel.from_pretrained(init, add_pooling_layer=False)
     probe = GenSSLViTForImageClassification.from_pretrained(out / "final")
     assert probe.config.pooling == "cls"
     torch.testing.assert_close(probe.vit.layers[0].mlp.fc1.weight, enc.layers[0].mlp.fc1.weight)
-    torch.testing.assert_close(probe.vit.embeddings.patch_embeddings.projection.weight,
-                               enc.embeddings.patch_embeddings.projection.weight)
+    torch.testing.assert_close(
+        probe.vit.embeddings.patch_embeddings.projection.weight, enc.embeddings.patch_embeddings.projection.weight
+    )
     frac = json.loads((out / "label_fraction.json").read_text())
-    targets = np.stack([np.isin([0, 1], r).astype(np.float32)
-                        for r in datasets.load_from_disk(str(synthetic_dir))["train"]["labels"]])
+    targets = np.stack(
+        [np.isin([0, 1], r).astype(np.float32) for r in datasets.load_from_disk(str(synthetic_dir))["train"]["labels"]]
+    )
     assert frac["indices"] == stratified_subset(targets, 0.5, seed=0).tolist()
     assert frac["num_selected"] == 96
     assert not (out / "test_predictions.npz").exists()
@@ -293,7 +364,16 @@ def test_image_processor_override_controls_the_input_standardisation(tmp_path, s
     AdaINImageProcessor(adain_mean=0.45, adain_std=0.2, image_mean=[0.45], image_std=[0.2]).save_pretrained(init)
     donor = tmp_path / "donor"
     AdaINImageProcessor(adain_mean=0.3, adain_std=0.1, image_mean=[0.5], image_std=[0.5]).save_pretrained(donor)
-    common = ["--dataset", str(synthetic_dir), "--mode", "linear_probe", "--num_train_epochs", "1", "--test_split", "none"]
+    common = [
+        "--dataset",
+        str(synthetic_dir),
+        "--mode",
+        "linear_probe",
+        "--num_train_epochs",
+        "1",
+        "--test_split",
+        "none",
+    ]
 
     main(["--model", str(init), "--image_processor", "none"] + common + _common(tmp_path / "off"))
     resolved = json.loads((tmp_path / "off" / "run_config.json").read_text())["resolved"]
@@ -308,7 +388,9 @@ def test_image_processor_override_controls_the_input_standardisation(tmp_path, s
     assert resolved["normalizer_source"] == str(donor / "preprocessor_config.json")
 
     with pytest.raises(FileNotFoundError, match="--image_processor"):
-        main(["--model", str(init), "--image_processor", str(tmp_path / "nowhere")] + common + _common(tmp_path / "bad"))
+        main(
+            ["--model", str(init), "--image_processor", str(tmp_path / "nowhere")] + common + _common(tmp_path / "bad")
+        )
     assert not (tmp_path / "bad" / "final").exists()
 
 
@@ -318,11 +400,49 @@ def test_finetune_on_phantoms_beats_chance(tmp_path):
     phantom mean AUC clearly above 0.5 (measured: 0.617, 95% CI 0.574-0.652)."""
     pytest.importorskip("genssl_hf.data.phantom")
     out = tmp_path / "phantom"
-    result = main(["--model", "tiny", "--dataset", "phantom", "--phantom_sizes", "400", "60", "150",
-                   "--phantom_resolution", "64", "--image_size", "64", "--num_train_epochs", "6", "--base_learning_rate", "2e-3",
-                   "--randaug_n", "0", "--crop_scale", "0.8", "1.0", "--rotation", "5", "--drop_path", "0",
-                   "--n_bootstrap", "200", "--output_dir", str(out), "--per_device_train_batch_size", "32", "--num_workers", "0",
-                   "--mixed_precision", "no", "--logging_steps", "10", "--seed", "0"])
+    result = main(
+        [
+            "--model",
+            "tiny",
+            "--dataset",
+            "phantom",
+            "--phantom_sizes",
+            "400",
+            "60",
+            "150",
+            "--phantom_resolution",
+            "64",
+            "--image_size",
+            "64",
+            "--num_train_epochs",
+            "6",
+            "--base_learning_rate",
+            "2e-3",
+            "--randaug_n",
+            "0",
+            "--crop_scale",
+            "0.8",
+            "1.0",
+            "--rotation",
+            "5",
+            "--drop_path",
+            "0",
+            "--n_bootstrap",
+            "200",
+            "--output_dir",
+            str(out),
+            "--per_device_train_batch_size",
+            "32",
+            "--num_workers",
+            "0",
+            "--mixed_precision",
+            "no",
+            "--logging_steps",
+            "10",
+            "--seed",
+            "0",
+        ]
+    )
     assert result["task"] == "multi_label" and len(result["label_names"]) == 5
     test = result["test"]
     assert test["num_samples"] == 150
@@ -340,7 +460,9 @@ def test_bad_inputs_fail_before_training(tmp_path, synthetic_dir):
     with pytest.raises(KeyError, match="no image column"):
         main(["--model", "tiny", "--dataset", str(synthetic_dir), "--image_column", "pixels"] + _common(tmp_path / "b"))
     with pytest.raises(ValueError, match="validation split must not be the test split"):
-        main(["--model", "tiny", "--dataset", str(synthetic_dir), "--validation_split", "test"] + _common(tmp_path / "c"))
+        main(
+            ["--model", "tiny", "--dataset", str(synthetic_dir), "--validation_split", "test"] + _common(tmp_path / "c")
+        )
     assert not (tmp_path / "b" / "best").exists()
 
 
@@ -366,7 +488,9 @@ def test_push_to_hub_publishes_the_best_folder_privately_through_the_leak_guard(
     with mock.patch.object(pub, "HfApi") as api_cls:
         api_cls.return_value.create_repo.return_value = "https://huggingface.co/me/cxr-classifier"
         url = pub.publish_after_training("classifier", folder, "me/cxr-classifier")
-    api_cls.return_value.create_repo.assert_called_once_with("me/cxr-classifier", repo_type="model", private=True, exist_ok=True)
+    api_cls.return_value.create_repo.assert_called_once_with(
+        "me/cxr-classifier", repo_type="model", private=True, exist_ok=True
+    )
     assert api_cls.return_value.upload_folder.call_args.kwargs["repo_id"] == "me/cxr-classifier"
     assert url.endswith("me/cxr-classifier")
     with pytest.raises(ValueError, match="--hub_model_id"):
@@ -383,8 +507,9 @@ def test_saved_processor_reproduces_the_training_input_pipeline():
 
     from genssl_hf.training.finetune_data import Collator, InputNormalizer
 
-    norm = InputNormalizer(image_size=32, num_channels=3, do_adain=True, adain_mean=0.45, adain_std=0.2,
-                           image_mean=0.45, image_std=0.2)
+    norm = InputNormalizer(
+        image_size=32, num_channels=3, do_adain=True, adain_mean=0.45, adain_std=0.2, image_mean=0.45, image_std=0.2
+    )
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)) for _ in range(4)]
     user = norm.to_processor()(images=images, return_tensors="pt")["pixel_values"]
@@ -401,8 +526,25 @@ def test_few_shot_schedule_stretches_epochs_warmup_and_evaluation_alike(tmp_path
 
     out = tmp_path / "fewshot"
     # 10 % of 192 training rows in one batch: 1 step per epoch, so 2 epochs would be 2 steps
-    result = main(["--model", "tiny", "--dataset", str(synthetic_dir), "--label_fraction", "0.1", "--num_train_epochs", "2",
-                   "--warmup_epochs", "1", "--min_steps", "12", "--test_split", "none"] + _common(out))
+    result = main(
+        [
+            "--model",
+            "tiny",
+            "--dataset",
+            str(synthetic_dir),
+            "--label_fraction",
+            "0.1",
+            "--num_train_epochs",
+            "2",
+            "--warmup_epochs",
+            "1",
+            "--min_steps",
+            "12",
+            "--test_split",
+            "none",
+        ]
+        + _common(out)
+    )
     resolved = json.loads((out / "run_config.json").read_text())["resolved"]
     assert resolved["steps_per_epoch"] == 1 and resolved["schedule_scale"] == pytest.approx(6.0)
     assert resolved["total_steps"] == 12 and resolved["warmup_steps"] == 6 and resolved["eval_every_steps"] == 6

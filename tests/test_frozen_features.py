@@ -106,8 +106,12 @@ def test_linear_probe_chooses_C_on_validation_only():
     probe = ps.linear_probe_scores(tx, ty, vx, vy, sx, 2, c_grid=grid)
     # the chosen C is the validation argmax, recomputed here independently
     sc = StandardScaler().fit(tx)
-    val = {c: roc_auc_score(vy, LogisticRegression(C=c, max_iter=5000).fit(sc.transform(tx), ty)
-                            .predict_proba(sc.transform(vx))[:, 1]) for c in grid}
+    val = {
+        c: roc_auc_score(
+            vy, LogisticRegression(C=c, max_iter=5000).fit(sc.transform(tx), ty).predict_proba(sc.transform(vx))[:, 1]
+        )
+        for c in grid
+    }
     assert probe["validation_auc"] == pytest.approx(val, abs=1e-6)
     assert probe["C"] == max(grid, key=lambda c: (val[c], -c))
     # the test rows (and labels) play no part in the choice: other test rows, the same C
@@ -116,8 +120,9 @@ def test_linear_probe_chooses_C_on_validation_only():
     auc, c = ps.linear_probe_auc(tx, ty, vx, vy, sx, sy, 2, c_grid=grid)
     assert c == probe["C"] and auc > 0.75
     # shuffled test labels change the test AUC but not the chosen C
-    auc_shuffled, c_shuffled = ps.linear_probe_auc(tx, ty, vx, vy, sx, np.random.default_rng(3).permutation(sy), 2,
-                                                   c_grid=grid)
+    auc_shuffled, c_shuffled = ps.linear_probe_auc(
+        tx, ty, vx, vy, sx, np.random.default_rng(3).permutation(sy), 2, c_grid=grid
+    )
     assert c_shuffled == c and abs(auc_shuffled - 0.5) < abs(auc - 0.5)
 
 
@@ -138,8 +143,14 @@ def _tiny_mae_folder(path, with_adain: bool):
     model, _ = mae.build_model(mae.build_mae_config("tiny", image_size=SIZE, patch_size=8))
     model.save_pretrained(path)
     if with_adain:
-        AdaINImageProcessor(size={"height": SIZE, "width": SIZE}, do_adain=True, adain_mean=0.45, adain_std=0.2,
-                            image_mean=[0.5], image_std=[0.5]).save_pretrained(path)
+        AdaINImageProcessor(
+            size={"height": SIZE, "width": SIZE},
+            do_adain=True,
+            adain_mean=0.45,
+            adain_std=0.2,
+            image_mean=[0.5],
+            image_std=[0.5],
+        ).save_pretrained(path)
     return path
 
 
@@ -163,8 +174,9 @@ def test_mae_folder_is_seen_without_masking(tmp_path, phantoms):
     # an intermediate block: ViTMAE's hidden state of that block (mean over the shuffled patches)
     with torch.no_grad():
         block2 = reference(pixel_values=x, output_hidden_states=True).hidden_states[2]
-    np.testing.assert_allclose(ff.extract_features(ff.load_frozen_encoder(folder, layer=2), rows),
-                               block2[:, 1:].mean(1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        ff.extract_features(ff.load_frozen_encoder(folder, layer=2), rows), block2[:, 1:].mean(1).numpy(), atol=1e-4
+    )
     with pytest.raises(ValueError, match="layer 7 does not exist"):
         ff.load_frozen_encoder(folder, layer=7)
     enc = ff.load_frozen_encoder(folder)
@@ -199,8 +211,19 @@ def test_fraction_subsets_are_finetunings(phantom_folder, phantoms, monkeypatch)
     table = ff.frozen_feature_table({"random": "tiny"}, phantoms, fractions=(0.05, 0.25), seeds=(0, 2))
     for row in table["rows"]:
         args = finetune.build_parser().parse_args(
-            ["--model", "tiny", "--dataset", str(phantom_folder), "--output_dir", "unused",
-             "--label_fraction", str(row["fraction"]), "--seed", str(row["seed"])])
+            [
+                "--model",
+                "tiny",
+                "--dataset",
+                str(phantom_folder),
+                "--output_dir",
+                "unused",
+                "--label_fraction",
+                str(row["fraction"]),
+                "--seed",
+                str(row["seed"]),
+            ]
+        )
         data = finetune._labelled_training_data(args)
         assert row["train_indices_sha256"] == sha256_strings(str(i) for i in data["fraction_idx"].tolist())
         assert row["num_train"] == len(data["fraction_idx"])
@@ -238,13 +261,20 @@ def _train_briefly(folder, phantoms, steps=250):
 @pytest.mark.slow
 def test_trained_encoder_beats_random_features(tmp_path, phantoms):
     trained = _train_briefly(tmp_path / "trained", phantoms)
-    table = ff.frozen_feature_table({"random": "resnet-tiny", "trained": str(trained)}, phantoms, fractions=(0.25, 1.0),
-                                    seeds=(0, 1), c_grid=(0.01, 0.1, 1.0, 10.0))
+    table = ff.frozen_feature_table(
+        {"random": "resnet-tiny", "trained": str(trained)},
+        phantoms,
+        fractions=(0.25, 1.0),
+        seeds=(0, 1),
+        c_grid=(0.01, 0.1, 1.0, 10.0),
+    )
     summary = {(r["encoder"], r["fraction"]): r for r in ff.summarise_table(table)}
     for f in (0.25, 1.0):
         rnd, trn = summary[("random", f)], summary[("trained", f)]
-        print(f"fraction {f}: kNN {trn['knn_auc_mean']:.3f} vs random {rnd['knn_auc_mean']:.3f}; "
-              f"probe {trn['probe_auc_mean']:.3f} vs random {rnd['probe_auc_mean']:.3f}")
+        print(
+            f"fraction {f}: kNN {trn['knn_auc_mean']:.3f} vs random {rnd['knn_auc_mean']:.3f}; "
+            f"probe {trn['probe_auc_mean']:.3f} vs random {rnd['probe_auc_mean']:.3f}"
+        )
         # measured: probe 0.944 / 0.941 vs 0.783 / 0.856, kNN 0.914 / 0.923 vs 0.624 / 0.730
         assert trn["probe_auc_mean"] > rnd["probe_auc_mean"] + 0.05
         assert trn["knn_auc_mean"] > rnd["knn_auc_mean"] + 0.05
@@ -255,8 +285,26 @@ def test_trained_encoder_beats_random_features(tmp_path, phantoms):
 # ------------------------------------------------------------------------------------------ CLI
 def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     out = tmp_path / "out"
-    table = ff.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out),
-                     "--fractions", "0.5", "1", "--seeds", "0", "--c_grid", "0.1", "1", "--num_threads", "1"])
+    table = ff.main(
+        [
+            "--model",
+            "random=tiny",
+            "--dataset",
+            str(phantom_folder),
+            "--output_dir",
+            str(out),
+            "--fractions",
+            "0.5",
+            "1",
+            "--seeds",
+            "0",
+            "--c_grid",
+            "0.1",
+            "1",
+            "--num_threads",
+            "1",
+        ]
+    )
     saved = json.loads((out / "frozen_features.json").read_text())
     assert len(saved["rows"]) == 2 and saved["rows"][0]["encoder"] == "random"
     assert saved["summary"][0]["probe_auc_mean"] == pytest.approx(table["summary"][0]["probe_auc_mean"])

@@ -18,8 +18,17 @@ from genssl_hf.generation import (
 
 torch.set_num_threads(1)
 
-TINY_AE = dict(channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1, norm_num_groups=4, latent_channels=3)
-TINY_UNET = dict(channels=(8, 16, 16), attention_levels=(False, True, True), num_head_channels=(0, 8, 8), num_res_blocks=1, norm_num_groups=4, cross_attention_dim=384)
+TINY_AE = dict(
+    channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1, norm_num_groups=4, latent_channels=3
+)
+TINY_UNET = dict(
+    channels=(8, 16, 16),
+    attention_levels=(False, True, True),
+    num_head_channels=(0, 8, 8),
+    num_res_blocks=1,
+    norm_num_groups=4,
+    cross_attention_dim=384,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,9 @@ def _gen(pipe, prompts, seeds, **kw):
 
 
 def test_output_types_range_and_seeds(pipe):
-    out = pipe(["Big cardiomegaly.", ""], num_images_per_prompt=2, num_inference_steps=3, seeds=[5, 6, 7, 8], output_type="pt")
+    out = pipe(
+        ["Big cardiomegaly.", ""], num_images_per_prompt=2, num_inference_steps=3, seeds=[5, 6, 7, 8], output_type="pt"
+    )
     assert out.images.shape == (4, 1, 32, 32)
     assert out.images.min() >= 0 and out.images.max() <= 1
     assert out.seeds == [5, 6, 7, 8]
@@ -91,7 +102,10 @@ def test_stochastic_scheduler_noise_comes_from_each_images_generator(pipe):
     from diffusers import DDPMScheduler
 
     ddpm = DDPMScheduler.from_config(pipe.scheduler.config)
-    p2 = CXRLatentDiffusionPipeline(**{**pipe.components, "scheduler": ddpm}, **{k: pipe.config[k] for k in ("scale_factor", "image_size", "max_text_length", "text_encoder_source")})
+    p2 = CXRLatentDiffusionPipeline(
+        **{**pipe.components, "scheduler": ddpm},
+        **{k: pipe.config[k] for k in ("scale_factor", "image_size", "max_text_length", "text_encoder_source")},
+    )
     p2.set_progress_bar_config(disable=True)
     a = _gen(p2, ["a", "b", "c"], [1, 2, 3], batch_size=3).images
     b = _gen(p2, ["b"], [2], batch_size=1).images
@@ -121,7 +135,14 @@ def test_prompt_embeddings_cached_per_distinct_prompt(pipe):
     h2 = pipe.text_encoder.embeddings.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     try:
         pipe._prompt_cache.clear()
-        pipe(["p1", "p2", "p1", "p1"], num_images_per_prompt=2, num_inference_steps=1, seeds=list(range(8)), output_type="pt", batch_size=3)
+        pipe(
+            ["p1", "p2", "p1", "p1"],
+            num_images_per_prompt=2,
+            num_inference_steps=1,
+            seeds=list(range(8)),
+            output_type="pt",
+            batch_size=3,
+        )
         # one text-encoder call with the 2 distinct prompts + the empty prompt, none per batch
         assert seen == [3]
         pipe(["p1", "p2"], num_inference_steps=1, seeds=[0, 1], output_type="pt")
@@ -161,7 +182,10 @@ def test_scheduler_swap_from_config(pipe):
 
     sched = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     assert sched.config.prediction_type == "v_prediction"
-    p2 = CXRLatentDiffusionPipeline(**{**pipe.components, "scheduler": sched}, **{k: pipe.config[k] for k in ("scale_factor", "image_size", "max_text_length", "text_encoder_source")})
+    p2 = CXRLatentDiffusionPipeline(
+        **{**pipe.components, "scheduler": sched},
+        **{k: pipe.config[k] for k in ("scale_factor", "image_size", "max_text_length", "text_encoder_source")},
+    )
     p2.set_progress_bar_config(disable=True)
     a = _gen(p2, ["a", "b"], [1, 2], batch_size=1).images
     b = _gen(p2, ["a", "b"], [1, 2], batch_size=2).images
@@ -172,7 +196,14 @@ def test_bundle_scheduler_matches_monai_ddim():
     from monai.networks.schedulers import DDIMScheduler as MonaiDDIM
 
     ours = bundle_scheduler()
-    ref = MonaiDDIM(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0205, schedule="scaled_linear_beta", prediction_type="v_prediction", clip_sample=False)
+    ref = MonaiDDIM(
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0205,
+        schedule="scaled_linear_beta",
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
     ours.set_timesteps(50)
     ref.set_timesteps(50)
     assert torch.equal(ours.timesteps.long(), ref.timesteps.long())
@@ -201,7 +232,9 @@ def test_bad_input_is_rejected_before_compute(pipe):
     with pytest.raises(ValueError, match="either"):
         pipe("a", seeds=[1], generator=torch.Generator())
     with pytest.raises(ValueError, match="hidden size"):
-        CXRLatentDiffusionPipeline(**{**pipe.components, "unet": CXRDiffusionUNet(**{**TINY_UNET, "cross_attention_dim": 32})})
+        CXRLatentDiffusionPipeline(
+            **{**pipe.components, "unet": CXRDiffusionUNet(**{**TINY_UNET, "cross_attention_dim": 32})}
+        )
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         CXRLatentDiffusionPipeline.from_pretrained("/nonexistent/folder")
 

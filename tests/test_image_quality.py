@@ -56,9 +56,18 @@ def test_encoder_extractor_from_a_local_mae_folder_is_named_in_every_result(tmp_
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     folder = tmp_path / "my-mae"
-    cfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    cfg = ViTMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+    )
     torch.manual_seed(0)
     apply_mae_init(ViTMAEForPreTraining(cfg)).save_pretrained(folder)
     extractor = EncoderFeatureExtractor(folder)
@@ -76,6 +85,7 @@ def test_encoder_extractor_from_a_local_mae_folder_is_named_in_every_result(tmp_
     assert same["extractor"] == extractor.name and diff["num_a"] == 12
     sim = dataset_similarity(a, a, extractor)
     assert sim["mean_similarity"] == pytest.approx(1.0, abs=1e-5) and sim["extractor"] == extractor.name
+
     # any callable with a name plugs in
     def pixels(x):
         return x.reshape(len(x), -1)[:, :8].numpy()

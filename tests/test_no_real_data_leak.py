@@ -39,10 +39,12 @@ def real_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("realdata")
     with tarfile.open(root / "reports.tgz", "w:gz") as tar:
         for i, text in enumerate(REPORTS):
-            xml = (f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
-                   f'<AbstractText Label="FINDINGS">{text}</AbstractText>'
-                   f'<AbstractText Label="IMPRESSION">No acute disease.</AbstractText>'
-                   f"</Abstract></Article></MedlineCitation></eCitation>").encode()
+            xml = (
+                f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
+                f'<AbstractText Label="FINDINGS">{text}</AbstractText>'
+                f'<AbstractText Label="IMPRESSION">No acute disease.</AbstractText>'
+                f"</Abstract></Article></MedlineCitation></eCitation>"
+            ).encode()
             info = tarfile.TarInfo(f"ecgen-radiology/{i}.xml")
             info.size = len(xml)
             tar.addfile(info, io.BytesIO(xml))
@@ -65,7 +67,9 @@ def test_clean_folder_passes(index, tmp_path):
     d = tmp_path / "clean"
     d.mkdir()
     Image.fromarray(_smooth(100)).save(d / "sample.png")
-    (d / "notes.json").write_text(json.dumps({"prompt": "Big left-sided pleural effusion", "report": "No pneumothorax."}))
+    (d / "notes.json").write_text(
+        json.dumps({"prompt": "Big left-sided pleural effusion", "report": "No pneumothorax."})
+    )
     (d / "README.md").write_text("# A model\n\nThe lungs are clear. No acute disease.\n")
     assert scan_folder(d, index) == []
     check_folder(d, index)
@@ -110,8 +114,10 @@ def test_real_pixels_are_refused(variant, index, real_dir, tmp_path):
         Image.fromarray(real).save(buf, "PNG")
         ok = io.BytesIO()
         Image.fromarray(_smooth(7)).save(ok, "PNG")
-        struct = pa.array([{"bytes": ok.getvalue(), "path": None}, {"bytes": buf.getvalue(), "path": None}],
-                          type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        struct = pa.array(
+            [{"bytes": ok.getvalue(), "path": None}, {"bytes": buf.getvalue(), "path": None}],
+            type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
         (d / "data").mkdir()
         pq.write_table(pa.table({"image": struct}), d / "data" / "train-00000-of-00001.parquet")
         name, kind = "data/train-00000-of-00001.parquet", "real-pixels"
@@ -135,7 +141,9 @@ def test_real_pixels_are_refused(variant, index, real_dir, tmp_path):
 def test_similar_but_different_images_pass(index, tmp_path):
     d = tmp_path / "out"
     d.mkdir()
-    real = np.asarray(Image.open(sorted((index.sources and Path(index.sources[-1])).glob("*.jpeg"))[0]).convert("L")).astype(float)
+    real = np.asarray(
+        Image.open(sorted((index.sources and Path(index.sources[-1])).glob("*.jpeg"))[0]).convert("L")
+    ).astype(float)
     other = np.clip(0.6 * real + 0.4 * _smooth(50).astype(float), 0, 255).astype(np.uint8)  # a blend, not a copy
     Image.fromarray(other).save(d / "blend.png")
     assert scan_folder(d, index) == []
@@ -225,13 +233,24 @@ def test_generated_dataset_in_report_mode(index, real_dir, tmp_path):
     that keeps it as the prompt column is refused, naming the shard and row."""
     mz = pytest.importorskip("genssl_hf.generation.materialize", reason="the dataset generator is absent")
     kept = tmp_path / "kept"
-    mz.generate_dataset(kept, "phantom", reports=REPORTS, report_column="x", keep_prompt_text=True,
-                        height=32, width=32, shard_size=4, progress=False)
+    mz.generate_dataset(
+        kept,
+        "phantom",
+        reports=REPORTS,
+        report_column="x",
+        keep_prompt_text=True,
+        height=32,
+        width=32,
+        shard_size=4,
+        progress=False,
+    )
     with pytest.raises(LeakError, match=r"data/.*\.parquet \[column prompt row 0\]"):
         pub.publish("dataset", kept, "me/syn", dry_run=tmp_path / "out", real_data=index)
     assert not (tmp_path / "out").exists()
     dropped = tmp_path / "dropped"
-    mz.generate_dataset(dropped, "phantom", reports=REPORTS, report_column="x", height=32, width=32, shard_size=4, progress=False)
+    mz.generate_dataset(
+        dropped, "phantom", reports=REPORTS, report_column="x", height=32, width=32, shard_size=4, progress=False
+    )
     res = pub.publish("dataset", dropped, "me/syn", dry_run=tmp_path / "out", real_data=index)
     assert "generation_config.json" in res.files and any(f.startswith("data/") for f in res.files)
     assert "report corpus hash" in (tmp_path / "out" / "README.md").read_text()

@@ -77,8 +77,10 @@ def test_pooled_over_seeds_matches_a_plain_reference_and_covers_seed_variation()
     runs_a = [y + w * rng.random((60, 2)) for w in (0.6, 2.0, 50.0)]
     runs_b = [rng.random((60, 2)) for _ in range(3)]
     r = paired_bootstrap_over_seeds(y, runs_a, runs_b, n_bootstrap=120, seed=7)
-    per_seed = [np.mean([roc_auc_score(y[:, j], a[:, j]) - roc_auc_score(y[:, j], b[:, j]) for j in range(2)])
-                for a, b in zip(runs_a, runs_b)]
+    per_seed = [
+        np.mean([roc_auc_score(y[:, j], a[:, j]) - roc_auc_score(y[:, j], b[:, j]) for j in range(2)])
+        for a, b in zip(runs_a, runs_b)
+    ]
     assert r["per_seed"] == pytest.approx(per_seed)
     assert r["difference"] == pytest.approx(np.mean(per_seed)) and r["median"] == pytest.approx(np.median(per_seed))
     lo, hi = _reference_over_seeds(y, runs_a, runs_b, 120, 7)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from genssl_hf.data.pairs import (
-    ImageReportPairs,
     generated_pairs,
     load_pairs,
     load_report_rows,
@@ -57,8 +55,17 @@ def _fake_generated(tmp_path, reports, column="text"):
     from genssl_hf.generation.materialize import generate_dataset
 
     out = tmp_path / "gen"
-    generate_dataset(out, "phantom", reports=[{column: r} for r in reports], report_column=column,
-                     height=32, width=32, batch_size=4, progress=False, num_inference_steps=1)
+    generate_dataset(
+        out,
+        "phantom",
+        reports=[{column: r} for r in reports],
+        report_column=column,
+        height=32,
+        width=32,
+        batch_size=4,
+        progress=False,
+        num_inference_steps=1,
+    )
     return out
 
 
@@ -66,7 +73,11 @@ def test_generated_pairs_join_by_hash(tmp_path):
     corpus = [
         {"findings": "Big cardiomegaly.", "impression": "Cardiomegaly.", "text": "Big cardiomegaly.\nCardiomegaly."},
         {"findings": "", "impression": "No acute disease.", "text": "No acute disease."},
-        {"findings": "Small left-sided pleural effusion.", "impression": "Effusion.", "text": "Small left-sided pleural effusion.\nEffusion."},
+        {
+            "findings": "Small left-sided pleural effusion.",
+            "impression": "Effusion.",
+            "text": "Small left-sided pleural effusion.\nEffusion.",
+        },
     ]
     out = _fake_generated(tmp_path, [r["text"] for r in corpus])
     cfg = json.loads((out / "generation_config.json").read_text())

@@ -52,7 +52,10 @@ def test_labels_report_and_params_agree():
     assert s.report.startswith("Small cardiomegaly. Big left-sided pleural effusion.")
     assert "No atelectasis." in s.report and "No edema." in s.report
     assert 0.55 <= s.findings["Cardiomegaly"]["cardiothoracic_ratio"] <= 0.60
-    assert findings_from_text(s.report) == {"Cardiomegaly": {"size": "small"}, "Pleural Effusion": {"size": "big", "side": "left"}}
+    assert findings_from_text(s.report) == {
+        "Cardiomegaly": {"size": "small"},
+        "Pleural Effusion": {"size": "big", "side": "left"},
+    }
     # Elaborated prompts: "X with <feature>" is the positive class, "X with no <feature>" the negative.
     assert findings_from_text("Edema with perihilar congestion") == {"Edema": {"size": "big", "side": "bilateral"}}
     assert findings_from_text("Edema with no perihilar congestion") == {}

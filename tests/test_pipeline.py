@@ -52,8 +52,15 @@ def test_finetune_runs_repeat_seeds_only_where_asked():
     cfg["finetune"].update(label_fractions=[0.01, 0.1, 1.0])
     assert finetune_runs(cfg) == [(0.01, cfg["seed"], "_f1"), (0.1, cfg["seed"], "_f10"), (1.0, cfg["seed"], "_f100")]
     cfg["finetune"].update(seeds=[0, 1, 2], seed_fractions=[0.01, 0.1])
-    assert finetune_runs(cfg) == [(0.01, 0, "_f1"), (0.01, 1, "_f1_s1"), (0.01, 2, "_f1_s2"),
-                                  (0.1, 0, "_f10"), (0.1, 1, "_f10_s1"), (0.1, 2, "_f10_s2"), (1.0, 0, "_f100")]
+    assert finetune_runs(cfg) == [
+        (0.01, 0, "_f1"),
+        (0.01, 1, "_f1_s1"),
+        (0.01, 2, "_f1_s2"),
+        (0.1, 0, "_f10"),
+        (0.1, 1, "_f10_s1"),
+        (0.1, 2, "_f10_s2"),
+        (1.0, 0, "_f100"),
+    ]
 
 
 def test_stage_skips_when_valid_and_reruns_when_config_changes(tmp_path):
@@ -122,21 +129,42 @@ def test_a_stage_made_under_the_old_option_names_stays_valid(tmp_path):
     from genssl_hf.pipeline.stages import fingerprint, stage_is_valid
     from genssl_hf.utils import write_json
 
-    old = {"seed": 0, "init": "tiny",
-           "finetune": {"random_init_preset": "tiny",
-                        "args": {"preset": "tiny", "epochs": 2, "batch_size": 16, "blr": 1e-3, "n_bootstrap": 0}},
-           "pretrain": {"args": {"preset": "tiny", "max_train_steps": 5, "num_train_epochs": 1}},
-           "generator": {"source": "train", "autoencoder_args": {"max_train_steps": 3, "train_batch_size": 4},
-                         "ldm_args": {"max_train_steps": 3, "lr_warmup_steps": 2}},
-           "vlp": {"num_pairs": 10, "args": {"image_tower": "tiny", "max_train_steps": 3}}}
-    new = {"seed": 0, "init": "tiny",
-           "finetune": {"random_init_preset": "tiny",
-                        "args": {"recipe": "tiny", "num_train_epochs": 2, "per_device_train_batch_size": 16,
-                                 "base_learning_rate": 1e-3, "n_bootstrap": 0}},
-           "pretrain": {"args": {"model": "tiny", "max_steps": 5, "num_train_epochs": 1}},
-           "generator": {"source": "train", "autoencoder_args": {"max_steps": 3, "per_device_train_batch_size": 4},
-                         "ldm_args": {"max_steps": 3, "warmup_steps": 2}},
-           "vlp": {"num_pairs": 10, "args": {"model": "tiny", "max_steps": 3}}}
+    old = {
+        "seed": 0,
+        "init": "tiny",
+        "finetune": {
+            "random_init_preset": "tiny",
+            "args": {"preset": "tiny", "epochs": 2, "batch_size": 16, "blr": 1e-3, "n_bootstrap": 0},
+        },
+        "pretrain": {"args": {"preset": "tiny", "max_train_steps": 5, "num_train_epochs": 1}},
+        "generator": {
+            "source": "train",
+            "autoencoder_args": {"max_train_steps": 3, "train_batch_size": 4},
+            "ldm_args": {"max_train_steps": 3, "lr_warmup_steps": 2},
+        },
+        "vlp": {"num_pairs": 10, "args": {"image_tower": "tiny", "max_train_steps": 3}},
+    }
+    new = {
+        "seed": 0,
+        "init": "tiny",
+        "finetune": {
+            "random_init_preset": "tiny",
+            "args": {
+                "recipe": "tiny",
+                "num_train_epochs": 2,
+                "per_device_train_batch_size": 16,
+                "base_learning_rate": 1e-3,
+                "n_bootstrap": 0,
+            },
+        },
+        "pretrain": {"args": {"model": "tiny", "max_steps": 5, "num_train_epochs": 1}},
+        "generator": {
+            "source": "train",
+            "autoencoder_args": {"max_steps": 3, "per_device_train_batch_size": 4},
+            "ldm_args": {"max_steps": 3, "warmup_steps": 2},
+        },
+        "vlp": {"num_pairs": 10, "args": {"model": "tiny", "max_steps": 3}},
+    }
     folder = tmp_path / "stage"
     folder.mkdir()
     (folder / "out.txt").write_text("x")

@@ -27,8 +27,13 @@ def test_presets_carry_the_tab9_variants():
 
 def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     cfg = load_preset("contrastive")
-    cfg["ssl_variants"]["simclr_cnn"] = {"method": "simclr", "backbone": "resnet-tiny", "adain": "off", "data": "real",
-                                         "args": {"temperature": 0.5}}
+    cfg["ssl_variants"]["simclr_cnn"] = {
+        "method": "simclr",
+        "backbone": "resnet-tiny",
+        "adain": "off",
+        "data": "real",
+        "args": {"temperature": 0.5},
+    }
     cfg["ssl_variants"]["cnn_random"] = {"method": "random_init", "backbone": "resnet-tiny"}
     cfg["variants"] += ["simclr_cnn", "cnn_random"]
     validate_config(cfg)
@@ -44,10 +49,15 @@ def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     assert ssl_finetune_init(cfg, "simclr_cnn", Path("/r")) == "/r/ssl_simclr_cnn/model"
 
 
-@pytest.mark.parametrize("bad,match", [({"method": "barlow_twins"}, "method 'barlow_twins'"),
-                                       ({"method": "simclr", "backbone": "resnet-7"}, "backbone 'resnet-7'"),
-                                       ({"method": "simclr", "data": "web"}, "data must be"),
-                                       ({"method": "simclr", "adain": "maybe"}, "adain must be")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"method": "barlow_twins"}, "method 'barlow_twins'"),
+        ({"method": "simclr", "backbone": "resnet-7"}, "backbone 'resnet-7'"),
+        ({"method": "simclr", "data": "web"}, "data must be"),
+        ({"method": "simclr", "adain": "maybe"}, "adain must be"),
+    ],
+)
 def test_bad_variants_fail_before_any_stage(bad, match):
     cfg = load_preset("contrastive")
     cfg["ssl_variants"]["bad"] = bad

@@ -18,8 +18,22 @@ from genssl_hf.training.common import NonFiniteLossError, find_last_checkpoint
 torch.set_num_threads(1)  # the test machine is shared: one thread avoids oversubscription stalls
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny", "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
-        "--logging_steps", "1", "--mixed_precision", "no", "--figure_samples", "2"]
+TINY = [
+    "--model",
+    "tiny",
+    "--image_size",
+    "32",
+    "--patch_size",
+    "8",
+    "--per_device_train_batch_size",
+    "8",
+    "--logging_steps",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--figure_samples",
+    "2",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -123,8 +137,20 @@ def test_bf16_cpu_run_uses_matmul_attention(tmp_path, data_dir):
     import json
 
     out = tmp_path / "bf16"
-    summary = mae.pretrain_mae(_args(out, data_dir, "--mixed_precision", "bf16", "--max_steps", "3",
-                                     "--checkpointing_steps", "0", "--figure", "off"))
+    summary = mae.pretrain_mae(
+        _args(
+            out,
+            data_dir,
+            "--mixed_precision",
+            "bf16",
+            "--max_steps",
+            "3",
+            "--checkpointing_steps",
+            "0",
+            "--figure",
+            "off",
+        )
+    )
     cfg = json.loads((out / "run_config.json").read_text())
     assert cfg["attn_implementation"] == "genssl_matmul"
     assert summary["global_step"] == 3 and np.isfinite(summary["final_loss"])
@@ -145,8 +171,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
     monkeypatch.setattr(mae.ViTMAEForPreTraining, "forward", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="checkpoint-2"):
-        mae.pretrain_mae(_args(out, data_dir, "--max_steps", "6", "--checkpointing_steps", "2",
-                               "--gradient_accumulation_steps", "2"))
+        mae.pretrain_mae(
+            _args(out, data_dir, "--max_steps", "6", "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2")
+        )
     last = find_last_checkpoint(out)
     assert last.name == "checkpoint-2" and not (out / "model.safetensors").exists()
     sd = load_file(str(last / "model.safetensors"))
@@ -162,8 +189,17 @@ def test_init_from_vit_and_vit_mae(tmp_path, full_run):
     assert rec["init"] == "vit_mae"
     saved = mae.ViTMAEForPreTraining.from_pretrained(out)
     torch.testing.assert_close(m.decoder.decoder_embed.weight, saved.decoder.decoder_embed.weight)
-    vit = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                             image_size=32, patch_size=8), add_pooling_layer=False)
+    vit = ViTModel(
+        ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=32,
+            patch_size=8,
+        ),
+        add_pooling_layer=False,
+    )
     vit.save_pretrained(tmp_path / "vit")
     m2, rec2 = mae.build_model(cfg, tmp_path / "vit")
     assert rec2["init"] == "vit_encoder" and m2.config.hidden_size == 64 and m2.config.decoder_hidden_size == 96
@@ -178,13 +214,33 @@ def test_a_model_folder_continues_with_the_recipe_of_its_width(tmp_path, full_ru
     import json
 
     out, _ = full_run
-    argv = ["--model", str(out), "--image_size", "32", "--patch_size", "8", "--per_device_train_batch_size", "8",
-            "--mixed_precision", "no", "--figure", "off", "--max_steps", "1", "--checkpointing_steps", "0",
-            "--dataset", str(data_dir)]
+    argv = [
+        "--model",
+        str(out),
+        "--image_size",
+        "32",
+        "--patch_size",
+        "8",
+        "--per_device_train_batch_size",
+        "8",
+        "--mixed_precision",
+        "no",
+        "--figure",
+        "off",
+        "--max_steps",
+        "1",
+        "--checkpointing_steps",
+        "0",
+        "--dataset",
+        str(data_dir),
+    ]
     mae.pretrain_mae(mae.build_parser().parse_args(argv + ["--output_dir", str(tmp_path / "a")]))
     _reset_accelerate()
     cfg = json.loads((tmp_path / "a" / "run_config.json").read_text())
-    assert cfg["args"]["recipe"] == "tiny" and cfg["args"]["base_learning_rate"] == mae.RECIPES["tiny"]["base_learning_rate"]
+    assert (
+        cfg["args"]["recipe"] == "tiny"
+        and cfg["args"]["base_learning_rate"] == mae.RECIPES["tiny"]["base_learning_rate"]
+    )
     assert cfg["init"] == {"init": "vit_mae", "init_from": str(out)}
     args = mae.build_parser().parse_args(argv + ["--output_dir", str(tmp_path / "b"), "--recipe", "vit-s16"])
     assert mae._resolve(args).base_learning_rate == mae.RECIPES["vit-s16"]["base_learning_rate"]
@@ -199,13 +255,44 @@ def _free_port():
 @pytest.mark.slow
 def test_two_process_cpu_run(tmp_path, data_dir):
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "pretrain_mae.py"),
-           *TINY, "--per_device_train_batch_size", "4", "--dataset", str(data_dir), "--output_dir", str(out),
-           "--max_steps", "3", "--checkpointing_steps", "2", "--figure", "off"]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "yes",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "scripts" / "pretrain_mae.py"),
+        *TINY,
+        "--per_device_train_batch_size",
+        "4",
+        "--dataset",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--checkpointing_steps",
+        "2",
+        "--figure",
+        "off",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = __import__("json").loads((out / "run_config.json").read_text())
@@ -222,7 +309,8 @@ def test_streaming_parquet_folder(tmp_path, data_dir):
     with pytest.raises(ValueError, match="needs --max_steps"):
         mae.pretrain_mae(_args(tmp_path / "s0", pq, "--streaming"))
     _reset_accelerate()
-    s = mae.pretrain_mae(_args(tmp_path / "s1", pq, "--streaming", "--max_steps", "5", "--checkpointing_steps", "0",
-                               "--figure", "off"))
+    s = mae.pretrain_mae(
+        _args(tmp_path / "s1", pq, "--streaming", "--max_steps", "5", "--checkpointing_steps", "0", "--figure", "off")
+    )
     assert s["global_step"] == 5 and np.isfinite(s["final_loss"])  # 5 steps > 4 batches: crosses an epoch
     assert (tmp_path / "s1" / "model.safetensors").is_file()

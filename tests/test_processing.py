@@ -138,8 +138,9 @@ def test_save_load_with_provenance_and_auto_class(tmp_path, phantoms):
     loaded = AutoImageProcessor.from_pretrained(tmp_path)  # no trust_remote_code
     assert type(loaded) is AdaINImageProcessor
     imgs = list(phantoms["image"][:3])
-    np.testing.assert_array_equal(loaded(imgs, return_tensors="np")["pixel_values"],
-                                  proc(imgs, return_tensors="np")["pixel_values"])
+    np.testing.assert_array_equal(
+        loaded(imgs, return_tensors="np")["pixel_values"], proc(imgs, return_tensors="np")["pixel_values"]
+    )
 
 
 def test_processor_rejects_bad_config():
@@ -173,8 +174,21 @@ def test_stats_command_line(tmp_path, phantoms):
     from genssl_hf.processing import stats as stats_mod
 
     phantoms.save_to_disk(str(tmp_path / "ds"))
-    assert stats_mod.main(["--dataset", str(tmp_path / "ds"), "--output", str(tmp_path / "s.json"),
-                           "--statistic", "pooled", "--dataset_name", "phantom-test"]) == 0
+    assert (
+        stats_mod.main(
+            [
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--output",
+                str(tmp_path / "s.json"),
+                "--statistic",
+                "pooled",
+                "--dataset_name",
+                "phantom-test",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["statistic"] == "pooled" and saved["num_images"] == 8 and saved["dataset_name"] == "phantom-test"
     assert AdaINImageProcessor.from_reference_stats(saved).adain_std == pytest.approx(saved["pooled_std"])

@@ -23,7 +23,8 @@ ANSWER = """The most necessary visual features are:
 - meniscus signs
 * Opacity at the lung base, obscured hemidiaphragm; layering fluid
 \u2022 Mediastinal shift - seen with large effusions
-These findings together suggest an effusion, which should be confirmed on a lateral view or with ultrasound when uncertain.
+These findings together suggest an effusion, which should be confirmed on a lateral view or with ultrasound when \
+uncertain.
 """
 
 
@@ -37,12 +38,18 @@ def test_parse_features_bullets_numbers_commas_and_dedupe():
         "layering fluid",
         "Mediastinal shift",
     ]
-    assert parse_features("air bronchograms, lobar opacity and silhouette sign.") == ["air bronchograms", "lobar opacity", "silhouette sign"]
+    assert parse_features("air bronchograms, lobar opacity and silhouette sign.") == [
+        "air bronchograms",
+        "lobar opacity",
+        "silhouette sign",
+    ]
     assert parse_features("") == []
 
 
 def test_dedupe_is_case_whitespace_and_plural_insensitive():
-    assert dedupe_features(["Kerley B lines", "kerley  b line", "KERLEY B LINES", "the Kerley B lines", "air bronchogram"]) == [
+    assert dedupe_features(
+        ["Kerley B lines", "kerley  b line", "KERLEY B LINES", "the Kerley B lines", "air bronchogram"]
+    ) == [
         "Kerley B lines",
         "air bronchogram",
     ]
@@ -126,7 +133,20 @@ def test_llm_features_extend_elaborated_candidates(fake_endpoint, tmp_path):
 
 
 # --- tiny transformers model -------------------------------------------------------------------
-WORDS = ["opacity", "effusion", "lung", "base", "blunting", "angle", "meniscus", "sign", "fluid", "air", "edema", "heart"]
+WORDS = [
+    "opacity",
+    "effusion",
+    "lung",
+    "base",
+    "blunting",
+    "angle",
+    "meniscus",
+    "sign",
+    "fluid",
+    "air",
+    "edema",
+    "heart",
+]
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +156,24 @@ def tiny_gpt2(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[EOS]"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS + [",", "-", ".", "?", "what", "is", "to", "in", "x", "ray", "chest"])}
+    vocab = {
+        w: i
+        for i, w in enumerate(specials + WORDS + [",", "-", ".", "?", "what", "is", "to", "in", "x", "ray", "chest"])
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                     bos_token_id=2, eos_token_id=2, pad_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=len(vocab),
+        n_positions=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=2,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     model = GPT2LMHeadModel(cfg)
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     model.save_pretrained(folder)
@@ -183,12 +214,31 @@ def test_cli_with_llm_endpoint(fake_endpoint, tmp_path):
     cands = tmp_path / "c.json"
     cands.write_text(json.dumps({"diseases": {"Pleural Effusion": ["meniscus sign"]}}))
     out = tmp_path / "out"
-    argv = ["--strategy", "elaborated", "--reports", str(reports), "--candidates", str(cands), "--out", str(out),
-            "--threshold", "0.2", "--llm-endpoint", url, "--llm-endpoint-model", "tiny-served",
-            "--llm-cache", str(tmp_path / "cache"), "--no-progress"]
+    argv = [
+        "--strategy",
+        "elaborated",
+        "--reports",
+        str(reports),
+        "--candidates",
+        str(cands),
+        "--out",
+        str(out),
+        "--threshold",
+        "0.2",
+        "--llm-endpoint",
+        url,
+        "--llm-endpoint-model",
+        "tiny-served",
+        "--llm-cache",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     ps = PromptSet.from_pretrained(out)
-    assert "Pleural Effusion with layering fluid" in ps.texts and "Pleural Effusion with no obscured hemidiaphragm" in ps.texts
+    assert (
+        "Pleural Effusion with layering fluid" in ps.texts
+        and "Pleural Effusion with no obscured hemidiaphragm" in ps.texts
+    )
     assert {p.feature_provenance for p in ps} == {"llm"} and len(requests) == 1
     assert main([*argv[:-1], "--overwrite", "--no-progress"]) == 0 and len(requests) == 1  # cached
     with pytest.raises(SystemExit, match="only apply to --strategy elaborated"):

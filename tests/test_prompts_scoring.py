@@ -148,7 +148,12 @@ def test_bad_inputs():
 def _reference_counts(feature, report):
     """Straightforward per-report implementation of the documented phrase rules."""
     from genssl_hf.prompts.report_tokens import (
-        POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _fold,
+        POST_NEGATION,
+        PRE_NEGATION,
+        PSEUDO_NEGATION,
+        SCOPE_END,
+        SKIP_TOKENS,
+        _fold,
     )
 
     toks = [_fold(t) for t in re.findall(r"\w+|[.;:!?]", report.lower())]
@@ -183,7 +188,9 @@ def _reference_counts(feature, report):
 
 def test_vectorised_matches_reference():
     rng = random.Random(0)
-    words = "no pleural effusion edema not the of small left without resolved but change cardiomegaly . ; opacity".split()
+    words = (
+        "no pleural effusion edema not the of small left without resolved but change cardiomegaly . ; opacity".split()
+    )
     reports = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 25))) for _ in range(300)]
     feats = ["pleural effusion", "edema", "small left opacity", "cardiomegaly", "effusion edema"]
     s = score_features(feats, reports, match="phrase", batch_size=37)  # many batch boundaries

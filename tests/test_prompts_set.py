@@ -34,7 +34,10 @@ CANDS = {
     "name": "test candidates",
     "version": "0",
     "diseases": {
-        "Consolidation": [{"feature": "air bronchograms", "provenance": "curated"}, {"feature": "cavitation", "provenance": "curated"}],
+        "Consolidation": [
+            {"feature": "air bronchograms", "provenance": "curated"},
+            {"feature": "cavitation", "provenance": "curated"},
+        ],
         "Pleural Effusion": [{"feature": "blunting of costophrenic angles", "provenance": "paper"}],
         "Cardiomegaly": ["pulmonary venous congestion"],
         "Atelectasis": [{"feature": "volume loss", "provenance": "curated"}],
@@ -185,7 +188,12 @@ def test_shipped_candidates_file():
     provs = {e["provenance"] for v in c["diseases"].values() for e in v}
     assert provs == {"paper", "curated"}
     paper = {e["feature"] for v in c["diseases"].values() for e in v if e["provenance"] == "paper"}
-    assert {"airspace opacification", "vascular congestion", "bronchiectasis", "blunting of costophrenic angles"} <= paper
+    assert {
+        "airspace opacification",
+        "vascular congestion",
+        "bronchiectasis",
+        "blunting of costophrenic angles",
+    } <= paper
 
 
 def test_push_to_hub_uses_hfapi(tmp_path):
@@ -213,7 +221,19 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
     cand = tmp_path / "cands.json"
     cand.write_text(json.dumps(CANDS))
     out = tmp_path / "el"
-    args = ["--strategy", "elaborated", "--reports", str(reports), "--candidates", str(cand), "--out", str(out), "--threshold", "0.1", "--no-progress"]
+    args = [
+        "--strategy",
+        "elaborated",
+        "--reports",
+        str(reports),
+        "--candidates",
+        str(cand),
+        "--out",
+        str(out),
+        "--threshold",
+        "0.1",
+        "--no-progress",
+    ]
     assert build_main(args) == 0
     ps = PromptSet.from_pretrained(out)
     assert ps.metadata["corpus"]["name"] == "reports.txt" and len(ps) >= 2
@@ -227,10 +247,33 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
     jsonl.write_text("\n".join(json.dumps({"report": t}) for t in CORPUS))
     assert build_main(["--strategy", "elaborated", "--reports", str(jsonl), "--out", str(bad), "--no-progress"]) == 2
     assert "no text column 'text'" in capsys.readouterr().err
-    assert build_main(["--strategy", "elaborated", "--reports", str(jsonl), "--column", "report", "--out", str(bad),
-                       "--candidates", str(cand), "--threshold", "0.1", "--variant", "negation-aware", "--no-progress"]) == 0
+    assert (
+        build_main(
+            [
+                "--strategy",
+                "elaborated",
+                "--reports",
+                str(jsonl),
+                "--column",
+                "report",
+                "--out",
+                str(bad),
+                "--candidates",
+                str(cand),
+                "--threshold",
+                "0.1",
+                "--variant",
+                "negation-aware",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert PromptSet.from_pretrained(bad).metadata["variant"] == "negation_aware"
-    assert build_main(["--strategy", "elaborated", "--reports", str(tmp_path / "nope.tgz"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        build_main(["--strategy", "elaborated", "--reports", str(tmp_path / "nope.tgz"), "--out", str(tmp_path / "x")])
+        == 2
+    )
     with pytest.raises(SystemExit, match="already exists"):
         build_main(args)
     assert not (tmp_path / "x").exists()
@@ -239,8 +282,13 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
 
 def test_script_runs_as_a_new_user_would(tmp_path):
     out = tmp_path / "heuristic"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_prompts.py"), "--strategy", "heuristic", "--out", str(out)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_prompts.py"), "--strategy", "heuristic", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "saved 30 heuristic prompts" in r.stdout
     assert len(PromptSet.from_pretrained(out)) == 30

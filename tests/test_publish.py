@@ -97,8 +97,14 @@ def test_dry_run_writes_a_folder_that_reloads(kind, artifacts, real_index, tmp_p
 
 
 def test_encoder_card_reads_adain_statistics_from_the_processor_config(artifacts, real_index, tmp_path):
-    pub.publish("encoder", artifacts["encoder"], "me/enc", dry_run=tmp_path / "e", real_data=real_index,
-                datasets=["me/synthetic"])
+    pub.publish(
+        "encoder",
+        artifacts["encoder"],
+        "me/enc",
+        dry_run=tmp_path / "e",
+        real_data=real_index,
+        datasets=["me/synthetic"],
+    )
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(tmp_path / "e" / "README.md")
@@ -117,8 +123,9 @@ def test_existing_card_sections_are_kept_not_repeated(artifacts, real_index, tmp
 
     src = tmp_path / "mae"
     shutil.copytree(artifacts["encoder"], src)
-    (src / "README.md").write_text("---\nlicense: mit\ntags:\n- mine\n---\n\n# My MAE\n\n"
-                                   "## Intended use and limitations\n\nResearch only.\n")
+    (src / "README.md").write_text(
+        "---\nlicense: mit\ntags:\n- mine\n---\n\n# My MAE\n\n## Intended use and limitations\n\nResearch only.\n"
+    )
     pub.publish("encoder", src, "me/enc", dry_run=tmp_path / "out", real_data=real_index)
     text = (tmp_path / "out" / "README.md").read_text()
     assert text.count("ntended use") == 1 and "## Limitations" not in text
@@ -143,13 +150,24 @@ def test_model_figures_stay_home_unless_asked_for(artifacts, tmp_path):
 
 def test_classifier_metrics_become_model_index(artifacts, real_index, tmp_path):
     metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({
-        "dataset": "phantom-test",
-        "test": {"mean_auc": 0.8125, "accuracy": 0.75, "num_samples": 64, "per_class": {"Edema": {"auc": 0.9}}},
-        "validation": {"mean_auc": 0.7},
-    }))
-    pub.publish("classifier", artifacts["classifier"], "me/clf", dry_run=tmp_path / "c", real_data=real_index,
-                metrics=metrics, base_model="me/enc")
+    metrics.write_text(
+        json.dumps(
+            {
+                "dataset": "phantom-test",
+                "test": {"mean_auc": 0.8125, "accuracy": 0.75, "num_samples": 64, "per_class": {"Edema": {"auc": 0.9}}},
+                "validation": {"mean_auc": 0.7},
+            }
+        )
+    )
+    pub.publish(
+        "classifier",
+        artifacts["classifier"],
+        "me/clf",
+        dry_run=tmp_path / "c",
+        real_data=real_index,
+        metrics=metrics,
+        base_model="me/enc",
+    )
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(tmp_path / "c" / "README.md")
@@ -209,17 +227,43 @@ def test_cli_dry_run_and_upload(artifacts, real_index, tmp_path, monkeypatch, ca
     real = tmp_path / "real"
     real.mkdir()
     Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(real / "x.png")
-    code = pub.main(["--kind", "prompt_set", "--folder", str(artifacts["prompt_set"]), "--dry-run", str(tmp_path / "d"),
-                     "--real-data", str(real)])
+    code = pub.main(
+        [
+            "--kind",
+            "prompt_set",
+            "--folder",
+            str(artifacts["prompt_set"]),
+            "--dry-run",
+            str(tmp_path / "d"),
+            "--real-data",
+            str(real),
+        ]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out)["folder"] == str(tmp_path / "d")
     with mock.patch.object(pub, "HfApi") as api_cls:
-        code = pub.main(["--kind", "classifier", "--folder", str(artifacts["classifier"]), "--repo-id", "me/clf",
-                         "--public", "--real-data", str(real), "--token", "t"])
+        code = pub.main(
+            [
+                "--kind",
+                "classifier",
+                "--folder",
+                str(artifacts["classifier"]),
+                "--repo-id",
+                "me/clf",
+                "--public",
+                "--real-data",
+                str(real),
+                "--token",
+                "t",
+            ]
+        )
     assert code == 0
     api_cls.return_value.create_repo.assert_called_once_with("me/clf", repo_type="model", private=False, exist_ok=True)
     # no real data to check against: refused unless explicitly waived
     monkeypatch.delenv(pub.REAL_DATA_ENV, raising=False)
-    assert pub.main(["--kind", "prompt_set", "--folder", str(artifacts["prompt_set"]), "--dry-run", str(tmp_path / "e")]) == 1
+    assert (
+        pub.main(["--kind", "prompt_set", "--folder", str(artifacts["prompt_set"]), "--dry-run", str(tmp_path / "e")])
+        == 1
+    )
     assert "real data" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
@@ -256,7 +300,11 @@ def test_publish_all_links_cards_and_uploads_each(artifacts, real_index, tmp_pat
         res = pub.publish_all(artifacts, "me", real_data=real_index)
     api = api_cls.return_value
     assert [c.args[0] for c in api.create_repo.call_args_list] == [
-        "me/genssl-mae-encoder", "me/genssl-classifier", "me/genssl-prompts", "me/genssl-synthetic-cxr"]
+        "me/genssl-mae-encoder",
+        "me/genssl-classifier",
+        "me/genssl-prompts",
+        "me/genssl-synthetic-cxr",
+    ]
     assert all(c.kwargs["private"] is True for c in api.create_repo.call_args_list)
     assert set(res) == {"encoder", "classifier", "prompt_set", "dataset"}
     # run-folder form with the default layout, dry run
@@ -283,7 +331,9 @@ def test_shipped_phantom_generator_dry_run(real_index, tmp_path):
     assert "model_index.json" in res.files and "generator id" in (tmp_path / "out" / "README.md").read_text()
 
 
-@pytest.mark.skipif(not generator_available(), reason="genssl_hf.generation.pipeline or the packaged MiniLM text encoder is absent")
+@pytest.mark.skipif(
+    not generator_available(), reason="genssl_hf.generation.pipeline or the packaged MiniLM text encoder is absent"
+)
 def test_generator_dry_run_reloads(real_index, tmp_path):
     src = make_generator(tmp_path / "generator")
     res = pub.publish_generator(src, "me/gen", dry_run=tmp_path / "out", real_data=real_index)

@@ -16,10 +16,20 @@ SIZE, PATCH, MASK = 32, 8, 0.75
 def _tiny_mae(norm_pix_loss: bool = False):
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-    cfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       image_size=SIZE, patch_size=PATCH, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=MASK,
-                       norm_pix_loss=norm_pix_loss)
+    cfg = ViTMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=SIZE,
+        patch_size=PATCH,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        mask_ratio=MASK,
+        norm_pix_loss=norm_pix_loss,
+    )
     torch.manual_seed(0)
     return apply_mae_init(ViTMAEForPreTraining(cfg)).eval()
 
@@ -33,7 +43,7 @@ def _np_patches(pixels: np.ndarray, norm: bool) -> np.ndarray:
         k = 0
         for r in range(0, h, PATCH):
             for q in range(0, w, PATCH):
-                out[i, k] = pixels[i, :, r:r + PATCH, q:q + PATCH].transpose(1, 2, 0).reshape(-1)
+                out[i, k] = pixels[i, :, r : r + PATCH, q : q + PATCH].transpose(1, 2, 0).reshape(-1)
                 k += 1
     if norm:
         mean = out.mean(-1, keepdims=True)
@@ -53,7 +63,7 @@ def _np_reference(model, pixels: torch.Tensor, reference: torch.Tensor, seed: in
     g = torch.Generator().manual_seed(seed)
     masks, model_losses = [], []
     for start in range(0, len(pixels), batch_size):
-        batch = pixels[start:start + batch_size]
+        batch = pixels[start : start + batch_size]
         noise = torch.rand(len(batch), n_patches, generator=g)
         m = np.ones((len(batch), n_patches))
         for i, order in enumerate(np.argsort(noise.numpy(), axis=1, kind="stable")):
@@ -66,7 +76,11 @@ def _np_reference(model, pixels: torch.Tensor, reference: torch.Tensor, seed: in
     def loss(prediction):
         return float(((((prediction - target) ** 2).mean(-1)) * mask).sum() / mask.sum())
 
-    return {"model": sum(model_losses) / len(pixels), "best_constant_patch": loss(constant), "mean_image": loss(mean_image)}
+    return {
+        "model": sum(model_losses) / len(pixels),
+        "best_constant_patch": loss(constant),
+        "mean_image": loss(mean_image),
+    }
 
 
 @pytest.mark.parametrize("norm_pix_loss", [False, True])

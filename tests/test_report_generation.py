@@ -38,8 +38,15 @@ def encoder_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("enc") / "vit"
-    cfg = ViTConfig(image_size=64, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=128, layer_norm_eps=1e-6)
+    cfg = ViTConfig(
+        image_size=64,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        layer_norm_eps=1e-6,
+    )
     ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
     return path
 
@@ -98,10 +105,18 @@ def test_folder_reloads_exactly_and_runs_as_pipeline(tmp_path, encoder_dir):
     from transformers import AutoProcessor, VisionEncoderDecoderModel, pipeline
 
     from genssl_hf.processing import ReportGeneratorProcessor
-    from genssl_hf.training.report_generator_model import build_report_generator, generate_reports, save_report_generator
+    from genssl_hf.training.report_generator_model import (
+        build_report_generator,
+        generate_reports,
+        save_report_generator,
+    )
 
-    model, proc, rec = build_report_generator(str(encoder_dir), "minilm", decoder_layers=1,
-                                              generation={"num_beams": 2, "no_repeat_ngram_size": 2, "max_new_tokens": 6})
+    model, proc, rec = build_report_generator(
+        str(encoder_dir),
+        "minilm",
+        decoder_layers=1,
+        generation={"num_beams": 2, "no_repeat_ngram_size": 2, "max_new_tokens": 6},
+    )
     out = tmp_path / "rg"
     out.mkdir()
     save_report_generator(model, proc, out)
@@ -123,7 +138,7 @@ def test_folder_reloads_exactly_and_runs_as_pipeline(tmp_path, encoder_dir):
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     labels = re_proc.encode_reports(["No edema.", "Big cardiomegaly. No edema."])
     n = len(re_proc.tokenizer("No edema.", add_special_tokens=False)["input_ids"])
-    assert labels[0, n] == re_proc.special_ids["eos_token_id"] and (labels[0, n + 1:] == -100).all()
+    assert labels[0, n] == re_proc.special_ids["eos_token_id"] and (labels[0, n + 1 :] == -100).all()
     assert re_proc.special_ids["decoder_start_token_id"] not in labels[1].tolist()  # the model prepends it
     # transformers 5: "image-to-text" is served by image-text-to-text; the text is a decoder prompt
     # (transformers 5.24's own notice about the renamed task has a logging-format bug that pytest's log
@@ -148,9 +163,21 @@ def test_folder_reloads_exactly_and_runs_as_pipeline(tmp_path, encoder_dir):
 def _train_args(out, encoder_dir, *extra):
     from genssl_hf.training.report_generator import build_parser
 
-    return build_parser().parse_args([
-        "--model", str(encoder_dir), "--decoder_layers", "1", "--output_dir", str(out), "--logging_steps", "5",
-        "--max_new_tokens", "40", *extra])
+    return build_parser().parse_args(
+        [
+            "--model",
+            str(encoder_dir),
+            "--decoder_layers",
+            "1",
+            "--output_dir",
+            str(out),
+            "--logging_steps",
+            "5",
+            "--max_new_tokens",
+            "40",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -165,14 +192,34 @@ def test_phantom_clinical_f1_far_above_baselines(tmp_path, encoder_dir):
 
     out = tmp_path / "rg"
     pairs = load_report_pairs("phantom:1500", image_size=64)
-    summary = train_report_generator(_train_args(
-        out, encoder_dir, "--decoder", "gpt2", "--decoder_layers", "2", "--gpt2_hidden", "128", "--vocabulary", "reports",
-        "--max_steps", "1500", "--per_device_train_batch_size", "32", "--learning_rate", "2e-3",
-        "--encoder_learning_rate", "2e-3"), dataset=pairs)
+    summary = train_report_generator(
+        _train_args(
+            out,
+            encoder_dir,
+            "--decoder",
+            "gpt2",
+            "--decoder_layers",
+            "2",
+            "--gpt2_hidden",
+            "128",
+            "--vocabulary",
+            "reports",
+            "--max_steps",
+            "1500",
+            "--per_device_train_batch_size",
+            "32",
+            "--learning_rate",
+            "2e-3",
+            "--encoder_learning_rate",
+            "2e-3",
+        ),
+        dataset=pairs,
+    )
     assert np.isfinite(summary["final_loss"]) and summary["validation_loss"] < 0.5
     pairs["test"] = pairs["test"].select(range(160))
-    res = evaluate_report_generator(out, pairs, observations=CHEXPERT5, output_dir=tmp_path / "eval",
-                                    examples_allowed=True)
+    res = evaluate_report_generator(
+        out, pairs, observations=CHEXPERT5, output_dir=tmp_path / "eval", examples_allowed=True
+    )
     s = res["systems"]
     print({k: round(v["ce_f1"], 3) for k, v in s.items()}, res["distinct_outputs"])
     model_f1 = max(s["greedy"]["ce_f1"], s["beam"]["ce_f1"])
@@ -195,13 +242,45 @@ def _free_port():
 @pytest.mark.slow
 def test_two_process_training(tmp_path, encoder_dir):
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(ROOT / "scripts" / "train_report_generator.py"), "--model", str(encoder_dir), "--decoder_layers", "1",
-           "--dataset", "phantom:64", "--per_device_train_batch_size", "4", "--max_steps", "3",
-           "--checkpointing_steps", "2", "--output_dir", str(out)]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "yes",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "scripts" / "train_report_generator.py"),
+        "--model",
+        str(encoder_dir),
+        "--decoder_layers",
+        "1",
+        "--dataset",
+        "phantom:64",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "3",
+        "--checkpointing_steps",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = json.loads((out / "run_config.json").read_text())
@@ -229,7 +308,11 @@ def test_report_vocabulary_tokenizer(tmp_path, encoder_dir):
     from transformers import AutoTokenizer
 
     from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
-    from genssl_hf.training.report_generator_model import build_report_generator, generate_reports, save_report_generator
+    from genssl_hf.training.report_generator_model import (
+        build_report_generator,
+        generate_reports,
+        save_report_generator,
+    )
 
     reports = ["Big right-sided edema. No cardiomegaly."] * 3 + ["Small rare finding."]
     tok = build_report_vocabulary_tokenizer(reports, min_frequency=3)
@@ -242,8 +325,14 @@ def test_report_vocabulary_tokenizer(tmp_path, encoder_dir):
         build_report_vocabulary_tokenizer(reports, 0)
     with pytest.raises(ValueError, match="non-empty list"):
         build_report_vocabulary_tokenizer([])
-    model, proc, rec = build_report_generator(str(encoder_dir), "gpt2", decoder_layers=1, gpt2_hidden=64, tokenizer=tok,
-                                              generation={"num_beams": 1, "max_new_tokens": 4})
+    model, proc, rec = build_report_generator(
+        str(encoder_dir),
+        "gpt2",
+        decoder_layers=1,
+        gpt2_hidden=64,
+        tokenizer=tok,
+        generation={"num_beams": 1, "max_new_tokens": 4},
+    )
     assert model.config.decoder.vocab_size == len(tok) and rec["tokenizer"] == f"report words ({len(tok)})"
     out = tmp_path / "rg"
     out.mkdir()
@@ -263,13 +352,18 @@ def test_patient_split_keeps_patients_apart():
     from genssl_hf.training.report_generator import split_by_patient
 
     n = 60
-    images = datasets.Dataset.from_dict({"image": [np.zeros((4, 4), np.uint8)] * n,
-                                         "patient_id": [f"p{i // 3}" for i in range(n)]})
+    images = datasets.Dataset.from_dict(
+        {"image": [np.zeros((4, 4), np.uint8)] * n, "patient_id": [f"p{i // 3}" for i in range(n)]}
+    )
     pairs = ImageReportPairs(images, [f"report {i}" for i in range(n)], "findings")
     parts = split_by_patient(pairs, {"validation": 0.1, "test": 0.2}, seed=0)
     seen = {k: set(v.images["patient_id"]) for k, v in parts.items()}
     assert sum(len(v) for v in parts.values()) == n
-    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["validation"]) and not (seen["validation"] & seen["test"])
+    assert (
+        not (seen["train"] & seen["test"])
+        and not (seen["train"] & seen["validation"])
+        and not (seen["validation"] & seen["test"])
+    )
     assert len(seen["test"]) == 4 and len(seen["validation"]) == 2
 
 
@@ -277,9 +371,11 @@ def _iu_archive(path: Path, texts, images_per_report: int = 0):
     with tarfile.open(path, "w:gz") as tar:
         for i, text in enumerate(texts):
             imgs = "".join(f'<parentImage id="CXR{i}_IM-{v}"/>' for v in range(images_per_report))
-            xml = (f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
-                   f'<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article></MedlineCitation>'
-                   f"{imgs}</eCitation>").encode()
+            xml = (
+                f'<eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
+                f'<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article></MedlineCitation>'
+                f"{imgs}</eCitation>"
+            ).encode()
             info = tarfile.TarInfo(f"ecgen-radiology/{i}.xml")
             info.size = len(xml)
             tar.addfile(info, io.BytesIO(xml))
@@ -297,8 +393,11 @@ def test_publish_report_generator(tmp_path, encoder_dir):
     src = tmp_path / "rg"
     src.mkdir()
     save_report_generator(model, proc, src)
-    run = {"model": rec, "derived": {"image_size": 64, "total_batch_size": 8, "num_train_pairs": 10, "encoder_learning_rate": 1e-4},
-           "corpus": {"name": "iu-xray", "license": "CC BY-NC-ND 4.0 (Demner-Fushman et al., JAMIA 2016)"}}
+    run = {
+        "model": rec,
+        "derived": {"image_size": 64, "total_batch_size": 8, "num_train_pairs": 10, "encoder_learning_rate": 1e-4},
+        "corpus": {"name": "iu-xray", "license": "CC BY-NC-ND 4.0 (Demner-Fushman et al., JAMIA 2016)"},
+    }
     (src / "run_config.json").write_text(json.dumps(run))
     write_report_generator_card(src, run, {"global_step": 1, "final_loss": 1.0, "validation_loss": 1.0})
     card = (src / "README.md").read_text()
@@ -309,7 +408,13 @@ def test_publish_report_generator(tmp_path, encoder_dir):
     _iu_archive(tmp_path / "reports.tgz", [secret, "Stable mild cardiomegaly without focal airspace disease."])
     res = publish("report_generator", src, dry_run=tmp_path / "out", real_data=[tmp_path / "reports.tgz"])
     shipped = set(res.files)
-    assert {"model.safetensors", "config.json", "generation_config.json", "processor_config.json", "README.md"} <= shipped
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "processor_config.json",
+        "README.md",
+    } <= shipped
     out_card = (tmp_path / "out" / "README.md").read_text()
     assert "cc-by-nc-nd-4.0" in out_card and "training report corpus" in out_card
     VisionEncoderDecoderModel.from_pretrained(tmp_path / "out")
@@ -339,7 +444,7 @@ def test_iu_xray_pairs_join_images_to_reports(tmp_path):
             Image.fromarray(np.full((16, 16), i * 10 + v, np.uint8)).save(tmp_path / "png" / f"CXR{i}_IM-{v}.png")
     parts = load_report_pairs(f"iu-xray:{tmp_path / 'png'}", corpus=f"iu:{tgz}", seed=0)
     assert sum(len(p) for p in parts.values()) == 22
-    for name, p in parts.items():
+    for _name, p in parts.items():
         for row in range(len(p)):
             r = p[row]
             i = int(np.asarray(r["image"])[0, 0]) // 10
@@ -358,7 +463,16 @@ def test_training_writes_a_loadable_folder_and_resumes(tmp_path, encoder_dir):
     from genssl_hf.training.report_generator import load_report_pairs, train_report_generator
 
     pairs = load_report_pairs("phantom:16", image_size=64)
-    base = ("--per_device_train_batch_size", "4", "--max_steps", "4", "--checkpointing_steps", "2", "--logging_steps", "1")
+    base = (
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--logging_steps",
+        "1",
+    )
     full = train_report_generator(_train_args(tmp_path / "full", encoder_dir, *base), dataset=pairs)
     assert full["global_step"] == 4 and np.isfinite(full["final_loss"]) and np.isfinite(full["validation_loss"])
     cfg = json.loads((tmp_path / "full" / "run_config.json").read_text())

@@ -6,48 +6,61 @@ import math
 import numpy as np
 import pytest
 
-from genssl_hf.data.phantom import sample_phantom, write_report
+from genssl_hf.data.phantom import sample_phantom
 from genssl_hf.data.schema import CHEXPERT5, CHEXPERT14
 from genssl_hf.evaluation.report_metrics import bleu_scores, clinical_efficacy, language_metrics, rouge_l
 from genssl_hf.evaluation.report_generation import constant_report, nearest_neighbour_reports
 from genssl_hf.prompts.labeller import ABSENT, PRESENT, UNCERTAIN, label_report, label_reports
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("No pleural effusion.", {"Pleural Effusion": ABSENT}),
-    ("Small left pleural effusion.", {"Pleural Effusion": PRESENT}),
-    ("No evidence of pneumothorax or pleural effusion.", {"Pneumothorax": ABSENT, "Pleural Effusion": ABSENT}),
-    ("No focal consolidation, pneumothorax, or large pleural effusion.",
-     {"Consolidation": ABSENT, "Pneumothorax": ABSENT, "Pleural Effusion": ABSENT}),
-    ("The lungs are free of consolidation.", {"Consolidation": ABSENT}),
-    ("Pneumothorax has resolved.", {"Pneumothorax": ABSENT}),  # post-negation, backward scope
-    ("No pneumothorax, but there is a right pleural effusion.", {"Pneumothorax": ABSENT, "Pleural Effusion": PRESENT}),
-    ("No change in the small right pleural effusion.", {"Pleural Effusion": PRESENT}),  # pseudo-negation
-    ("No edema. Cardiomegaly.", {"Edema": ABSENT, "Cardiomegaly": PRESENT}),  # scope ends at the sentence
-    ("The heart is not enlarged.", {"Cardiomegaly": ABSENT}),
-    ("Heart size is normal.", {"Cardiomegaly": ABSENT}),
-    ("Mildly enlarged heart.", {"Cardiomegaly": PRESENT}),
-    ("Pericardial effusion.", {"Pleural Effusion": None}),  # excluded phrase
-    ("The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.",
-     {"Lung Opacity": ABSENT, "Pneumothorax": ABSENT, "Pleural Effusion": ABSENT}),
-    ("A pleural effusion is not present.", {"Pleural Effusion": ABSENT}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("No pleural effusion.", {"Pleural Effusion": ABSENT}),
+        ("Small left pleural effusion.", {"Pleural Effusion": PRESENT}),
+        ("No evidence of pneumothorax or pleural effusion.", {"Pneumothorax": ABSENT, "Pleural Effusion": ABSENT}),
+        (
+            "No focal consolidation, pneumothorax, or large pleural effusion.",
+            {"Consolidation": ABSENT, "Pneumothorax": ABSENT, "Pleural Effusion": ABSENT},
+        ),
+        ("The lungs are free of consolidation.", {"Consolidation": ABSENT}),
+        ("Pneumothorax has resolved.", {"Pneumothorax": ABSENT}),  # post-negation, backward scope
+        (
+            "No pneumothorax, but there is a right pleural effusion.",
+            {"Pneumothorax": ABSENT, "Pleural Effusion": PRESENT},
+        ),
+        ("No change in the small right pleural effusion.", {"Pleural Effusion": PRESENT}),  # pseudo-negation
+        ("No edema. Cardiomegaly.", {"Edema": ABSENT, "Cardiomegaly": PRESENT}),  # scope ends at the sentence
+        ("The heart is not enlarged.", {"Cardiomegaly": ABSENT}),
+        ("Heart size is normal.", {"Cardiomegaly": ABSENT}),
+        ("Mildly enlarged heart.", {"Cardiomegaly": PRESENT}),
+        ("Pericardial effusion.", {"Pleural Effusion": None}),  # excluded phrase
+        (
+            "The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.",
+            {"Lung Opacity": ABSENT, "Pneumothorax": ABSENT, "Pleural Effusion": ABSENT},
+        ),
+        ("A pleural effusion is not present.", {"Pleural Effusion": ABSENT}),
+    ],
+)
 def test_negation(text, expected):
     lab = label_report(text)
     for obs, value in expected.items():
         assert lab[obs] == value, (text, obs, lab[obs])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Possible left lower lobe pneumonia.", {"Pneumonia": UNCERTAIN}),
-    ("Pneumonia cannot be excluded.", {"Pneumonia": UNCERTAIN}),
-    ("Pneumonia cannot be ruled out.", {"Pneumonia": UNCERTAIN}),  # uncertainty wins over "ruled out"
-    ("Atelectasis versus consolidation at the left base.", {"Atelectasis": UNCERTAIN, "Consolidation": UNCERTAIN}),
-    ("Findings may represent mild edema.", {"Edema": UNCERTAIN}),
-    ("Borderline cardiomegaly.", {"Cardiomegaly": UNCERTAIN}),
-    ("Possible atelectasis. Definite pleural effusion.", {"Atelectasis": UNCERTAIN, "Pleural Effusion": PRESENT}),
-    ("Possible small effusion. Large right pleural effusion.", {"Pleural Effusion": PRESENT}),  # present wins
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Possible left lower lobe pneumonia.", {"Pneumonia": UNCERTAIN}),
+        ("Pneumonia cannot be excluded.", {"Pneumonia": UNCERTAIN}),
+        ("Pneumonia cannot be ruled out.", {"Pneumonia": UNCERTAIN}),  # uncertainty wins over "ruled out"
+        ("Atelectasis versus consolidation at the left base.", {"Atelectasis": UNCERTAIN, "Consolidation": UNCERTAIN}),
+        ("Findings may represent mild edema.", {"Edema": UNCERTAIN}),
+        ("Borderline cardiomegaly.", {"Cardiomegaly": UNCERTAIN}),
+        ("Possible atelectasis. Definite pleural effusion.", {"Atelectasis": UNCERTAIN, "Pleural Effusion": PRESENT}),
+        ("Possible small effusion. Large right pleural effusion.", {"Pleural Effusion": PRESENT}),  # present wins
+    ],
+)
 def test_uncertainty(text, expected):
     lab = label_report(text)
     for obs, value in expected.items():

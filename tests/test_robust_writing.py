@@ -28,8 +28,9 @@ PROMPTS = [
     {"text": "Big left-sided pleural effusion", "disease": "Pleural Effusion", "existence": "positive"},
     {"text": "Pleural effusion with no blunting", "disease": "Pleural Effusion", "existence": "negative"},
 ]
-SETTINGS = dict(prompts=PROMPTS, num_images=6, shard_size=3, rows_per_checkpoint=2, batch_size=2, height=8, width=8,
-                progress=False)
+SETTINGS = dict(
+    prompts=PROMPTS, num_images=6, shard_size=3, rows_per_checkpoint=2, batch_size=2, height=8, width=8, progress=False
+)
 
 
 class HashGenerator:
@@ -54,13 +55,19 @@ class HashGenerator:
 
 def _files(out: Path) -> dict[str, bytes]:
     """Every file of a finished folder except the card's and config's run-dependent text."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix == ".parquet"}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.suffix == ".parquet"
+    }
 
 
 def _leftovers(out: Path) -> list[str]:
-    return [p.relative_to(out).as_posix() for p in out.rglob("*")
-            if ".tmp" in p.name or p.name == FolderLock.NAME or mz.INCOMPLETE_DIR in p.parts]
+    return [
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if ".tmp" in p.name or p.name == FolderLock.NAME or mz.INCOMPLETE_DIR in p.parts
+    ]
 
 
 def _run_killed(out: Path, kill_at: int, after: bool) -> int:
@@ -200,6 +207,11 @@ def test_atomic_files_get_the_umask_mode(tmp_path, umask):
     finally:
         os.umask(old)
     expected = 0o666 & ~umask
-    for path in [out / "README.md", out / mz.CONFIG_NAME, out / mz.VERIFICATION_NAME, tmp_path / "x.json",
-                 *sorted((out / "data").rglob("*.parquet"))]:
+    for path in [
+        out / "README.md",
+        out / mz.CONFIG_NAME,
+        out / mz.VERIFICATION_NAME,
+        tmp_path / "x.json",
+        *sorted((out / "data").rglob("*.parquet")),
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path

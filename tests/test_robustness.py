@@ -66,8 +66,15 @@ def test_robustness_table_reports_drop_per_corruption():
     def predict(batch):
         return batch.std(dim=(1, 2, 3)).numpy()[:, None] * 4
 
-    result = robustness_table(predict, x, y, metric_name="mean_auc", corruptions=("contrast", "gaussian_noise"),
-                              severities=(1, 5), batch_size=16)
+    result = robustness_table(
+        predict,
+        x,
+        y,
+        metric_name="mean_auc",
+        corruptions=("contrast", "gaussian_noise"),
+        severities=(1, 5),
+        batch_size=16,
+    )
     assert result["clean"] == pytest.approx(1.0)
     row = result["table"]["contrast"]
     assert set(row["per_severity"]) == {1, 5}

@@ -74,8 +74,9 @@ def test_shipped_encoders_load_by_name_everywhere(name):
     vit, info = AutoModel.from_pretrained(path / "vit", output_loading_info=True)
     assert not [k for k in info["missing_keys"] if not k.startswith("pooler.")]
     clf = build_classifier(f"genssl_hf/{name}", ["a", "b"], multi_label=True)
-    torch.testing.assert_close(clf.vit.embeddings.patch_embeddings.projection.weight,
-                               mae.vit.embeddings.patch_embeddings.projection.weight)
+    torch.testing.assert_close(
+        clf.vit.embeddings.patch_embeddings.projection.weight, mae.vit.embeddings.patch_embeddings.projection.weight
+    )
 
 
 @pytest.mark.realdata
@@ -96,8 +97,9 @@ def test_shipped_nih_generator_scores_what_its_card_says(name, shared_data):
 
     folder = pretrained_path(f"genssl_hf/{name}")
     card = shipped.card_results(folder / "README.md")
-    measured = shipped.measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained(folder),
-                                           shipped.nih_test_images(shared_data / "nih-cxr14-1000-64px"))
+    measured = shipped.measure_autoencoder(
+        CXRLatentDiffusionPipeline.from_pretrained(folder), shipped.nih_test_images(shared_data / "nih-cxr14-1000-64px")
+    )
     assert measured["autoencoder_l1"] == pytest.approx(card["autoencoder L1"], abs=2e-4)
     assert measured["image_mean_l1"] == pytest.approx(card["image-mean L1 (trivial baseline)"], abs=2e-4)
     assert measured["autoencoder_l1"] < measured["image_mean_l1"]  # better than the trivial baseline
@@ -154,16 +156,34 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
         write_json(run / "generator" / "ae" / f"checkpoint-{step}" / "train_state.json", {"global_step": step})
     write_json(run / "generator" / "ldm" / "checkpoint-600" / "train_state.json", {"global_step": 600})
     write_json(run / "mae_genssl" / "model" / "train_summary.json", {"global_step": 900})
-    write_json(run / "pipeline_config.json", {"generation": {"num_images": 2000},
-                                              "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
-                                              "finetune": {"args": {"num_train_epochs": 5, "max_train_samples": 1000}}})
+    write_json(
+        run / "pipeline_config.json",
+        {
+            "generation": {"num_images": 2000},
+            "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
+            "finetune": {"args": {"num_train_epochs": 5, "max_train_samples": 1000}},
+        },
+    )
     facts = shipped._run_facts(run)
-    assert facts == {"ae_steps": "1000", "ldm_steps": "600", "mae_steps": "900", "num_images": "2,000", "mae_epochs": "60",
-                     "mae_batch": "128", "ft_epochs": "5", "ft_samples": "1,000"}
+    assert facts == {
+        "ae_steps": "1000",
+        "ldm_steps": "600",
+        "mae_steps": "900",
+        "num_images": "2,000",
+        "mae_epochs": "60",
+        "mae_batch": "128",
+        "ft_epochs": "5",
+        "ft_samples": "1,000",
+    }
     # a run recorded before fine-tuning's options took transformers' names (--epochs) reads the same
-    write_json(run / "pipeline_config.json", {"generation": {"num_images": 2000},
-                                              "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
-                                              "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}}})
+    write_json(
+        run / "pipeline_config.json",
+        {
+            "generation": {"num_images": 2000},
+            "pretrain": {"args": {"num_train_epochs": 60, "per_device_train_batch_size": 128}},
+            "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}},
+        },
+    )
     assert shipped._run_facts(run) == facts
     body = shipped._fill(shipped.ENCODER_BODY, facts)
     assert "900 optimiser steps (60 epochs over the 2,000 generated images, batch 128" in body
@@ -172,13 +192,16 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
 
     # a command recorded in a run that was copied since: no interpreter path, run folder or checkout path
     repo = shipped.shipped_folder("phantom-ldm-64").parents[3]  # the checkout
-    recorded = (f"/opt/venv/bin/python3 -m genssl_hf.training.generator ldm --dataset /old/run/generator/train_data "
-                f"--init_from {repo}/genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir /old/run/generator/ldm "
-                f"--validation_prompts 'No finding.' Effusion.")
+    recorded = (
+        f"/opt/venv/bin/python3 -m genssl_hf.training.generator ldm --dataset /old/run/generator/train_data "
+        f"--init_from {repo}/genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir /old/run/generator/ldm "
+        f"--validation_prompts 'No finding.' Effusion."
+    )
     assert shipped._portable(recorded, run) == (
         "python -m genssl_hf.training.generator ldm --dataset outputs/nih-shipped/generator/train_data "
         "--init_from genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir outputs/nih-shipped/generator/ldm "
-        "--validation_prompts 'No finding.' Effusion.")
+        "--validation_prompts 'No finding.' Effusion."
+    )
     with pytest.raises(SystemExit, match="pipeline_config.json"):
         shipped.main(["--run", str(tmp_path / "empty"), "--real-data", str(tmp_path)])
     assert json.loads((run / "pipeline_config.json").read_text())  # untouched

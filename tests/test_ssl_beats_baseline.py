@@ -70,4 +70,6 @@ def test_linear_probe_beats_random_init_features(data, method):
         opt.step()
         model.after_optimizer_step(step + 1, steps)
     trained = linear_probe_mean_auc(model.backbone, train, test, normalize)
-    assert trained > random_init, f"{method}: linear probe {trained:.4f} not above random-init features {random_init:.4f}"
+    assert trained > random_init, (
+        f"{method}: linear probe {trained:.4f} not above random-init features {random_init:.4f}"
+    )

@@ -32,9 +32,23 @@ def test_two_processes_equal_one_process_at_the_same_global_batch(tmp_path):
     single = tmp_path / "one.pt"
     subprocess.run([sys.executable, str(WORKER), str(single)], check=True, env=env, cwd=ROOT, timeout=600)
     double = tmp_path / "two.pt"
-    cmd = [_accelerate(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(WORKER), str(double)]
+    cmd = [
+        _accelerate(),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(WORKER),
+        str(double),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, timeout=600, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = torch.load(single), torch.load(double)

@@ -91,8 +91,10 @@ def test_moco_matches_reference_and_keys_get_no_gradient():
 def test_simsiam_matches_reference_and_stop_gradient():
     g = torch.Generator().manual_seed(3)
     p1, p2, z1, z2 = (torch.randn(5, 7, generator=g, requires_grad=True) for _ in range(4))
-    ref = 0.5 * -sum(_cos(a, b) for a, b in zip(p1.tolist(), z2.tolist())) / 5 \
+    ref = (
+        0.5 * -sum(_cos(a, b) for a, b in zip(p1.tolist(), z2.tolist())) / 5
         + 0.5 * -sum(_cos(a, b) for a, b in zip(p2.tolist(), z1.tolist())) / 5
+    )
     loss = simsiam_loss(p1, p2, z1, z2)
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     loss.backward()
@@ -112,8 +114,10 @@ def test_byol_matches_reference_and_targets_get_no_gradient():
         na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(y * y for y in b))
         return sum((x / na - y / nb) ** 2 for x, y in zip(a, b))
 
-    ref = sum(sq_dist_of_unit_vectors(a, b) for a, b in zip(p1.tolist(), t2.tolist())) / 6 \
+    ref = (
+        sum(sq_dist_of_unit_vectors(a, b) for a, b in zip(p1.tolist(), t2.tolist())) / 6
         + sum(sq_dist_of_unit_vectors(a, b) for a, b in zip(p2.tolist(), t1.tolist())) / 6
+    )
     loss = byol_loss(p1, p2, t1, t2)
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     loss.backward()
@@ -127,7 +131,13 @@ def test_rotation_loss_and_four_rotations():
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(8, 4, generator=g)
     labels = torch.randint(0, 4, (8,), generator=g)
-    ref = sum(-math.log(math.exp(l[y]) / sum(math.exp(v) for v in l)) for l, y in zip(logits.tolist(), labels.tolist())) / 8
+    ref = (
+        sum(
+            -math.log(math.exp(row[y]) / sum(math.exp(v) for v in row))
+            for row, y in zip(logits.tolist(), labels.tolist())
+        )
+        / 8
+    )
     assert rotation_loss(logits, labels).item() == pytest.approx(ref, rel=1e-5)
     x = torch.zeros(2, 1, 4, 4)
     x[:, 0, 0, 3] = 1.0  # a bright top-right corner
@@ -148,8 +158,10 @@ def test_embedding_std_collapse_monitor():
 
 def test_global_batch_norm_is_batch_norm_in_one_process():
     torch.manual_seed(0)
-    for ref_cls, ours_cls, shape in ((torch.nn.BatchNorm1d, GlobalBatchNorm1d, (8, 5)),
-                                     (torch.nn.BatchNorm2d, GlobalBatchNorm2d, (4, 5, 3, 3))):
+    for ref_cls, ours_cls, shape in (
+        (torch.nn.BatchNorm1d, GlobalBatchNorm1d, (8, 5)),
+        (torch.nn.BatchNorm2d, GlobalBatchNorm2d, (4, 5, 3, 3)),
+    ):
         ref, ours = ref_cls(5), ours_cls(5)
         ours.load_state_dict(ref.state_dict())
         x = torch.randn(*shape)
@@ -165,7 +177,9 @@ def test_mlp_heads_shapes():
     h = MLPHead(16, 32, 8, 3, bn=True, last_bn=True, last_bn_affine=False)
     assert h(torch.randn(4, 16)).shape == (4, 8)
     assert sum(isinstance(m, GlobalBatchNorm1d) for m in h.modules()) == 3
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in MLPHead(16, 32, 8, 2, bn=False).modules())
+    assert not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in MLPHead(16, 32, 8, 2, bn=False).modules()
+    )
 
 
 def test_lars_step_matches_formula():

@@ -55,14 +55,16 @@ def test_vit_gets_the_bn_head_and_resnet_keeps_the_moco_v2_head():
 
 
 @pytest.mark.slow
-def test_moco_on_tiny_vit_keeps_its_embedding_spread(data):
+def test_moco_on_tiny_vit_keeps_its_embedding_spread(data):  # noqa: F811 (the imported fixture)
     torch.set_num_threads(1)
     unlabelled, train, test, normalize = data
     healthy = 1 / math.sqrt(64)  # the tiny head's output width
     late = STEPS // 2
     plain, plain_stds, _ = _train(unlabelled, head_bn=False)
     # the failure being fixed: MoCo v2's BN-free head collapses on the ViT
-    assert _median(plain_stds[late:]) < 0.25 * healthy, f"MoCo v2 head did not collapse: {_median(plain_stds[late:]):.4f}"
+    assert _median(plain_stds[late:]) < 0.25 * healthy, (
+        f"MoCo v2 head did not collapse: {_median(plain_stds[late:]):.4f}"
+    )
     model, stds, losses = _train(unlabelled)
     assert _median(stds[late:]) > 0.7 * healthy, f"BN head collapsed: median std {_median(stds[late:]):.4f}"
     assert min(stds) > 0.5 * healthy
@@ -71,6 +73,8 @@ def test_moco_on_tiny_vit_keeps_its_embedding_spread(data):
     torch.manual_seed(0)
     random_init = linear_probe_mean_auc(build_backbone("tiny", image_size=SIZE), train, test, normalize)
     trained = linear_probe_mean_auc(model.backbone, train, test, normalize)
-    print(f"std plain {_median(plain_stds[late:]):.4f} bn {_median(stds[late:]):.4f}; loss {losses[-1]:.3f} "
-          f"(chance {math.log(1 + QUEUE):.3f}); probe {trained:.4f} random init {random_init:.4f}")
+    print(
+        f"std plain {_median(plain_stds[late:]):.4f} bn {_median(stds[late:]):.4f}; loss {losses[-1]:.3f} "
+        f"(chance {math.log(1 + QUEUE):.3f}); probe {trained:.4f} random init {random_init:.4f}"
+    )
     assert trained > random_init, f"linear probe {trained:.4f} not above random-init features {random_init:.4f}"

@@ -3,7 +3,6 @@ calibration, and how they reach the report, the fine-tuned classifier and the pi
 
 import json
 import warnings
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -63,8 +62,9 @@ def test_half_predicts_nothing_and_the_validation_threshold_gives_the_hand_compu
     assert record["thresholds"]["Effusion"] == pytest.approx(0.175)
     op = record["rules"]["youden"]["Effusion"]
     assert op["sensitivity"] == 1.0 and op["specificity"] == pytest.approx(5 / 6)
-    m = classification_metrics(TEST_Y[:, None], TEST_S[:, None], label_names=["Effusion"],
-                               threshold=threshold_vector(record, ["Effusion"]))
+    m = classification_metrics(
+        TEST_Y[:, None], TEST_S[:, None], label_names=["Effusion"], threshold=threshold_vector(record, ["Effusion"])
+    )
     pc = m["per_class"]["Effusion"]
     # test at 0.175: positives 0.18, 0.22, 0.45, 0.30 called (0.10 missed) -> 4/5;
     # negatives: 0.19 called -> specificity 4/5, PPV 4/5, NPV 4/5, F1 4/5, balanced accuracy 4/5
@@ -117,8 +117,13 @@ def test_test_labels_never_move_the_thresholds():
     shuffled = test_y[rng.permutation(60)]
 
     def evaluate(test_labels):
-        op = resolve_operating_point("/nonexistent", names, multi_label=True, evaluated_split="test",
-                                     validation_predictions=lambda: (val_y, val_s))
+        op = resolve_operating_point(
+            "/nonexistent",
+            names,
+            multi_label=True,
+            evaluated_split="test",
+            validation_predictions=lambda: (val_y, val_s),
+        )
         return op, decision_metrics(test_labels, test_s, names, op)
 
     op1, m1 = evaluate(test_y)
@@ -128,8 +133,14 @@ def test_test_labels_never_move_the_thresholds():
     with pytest.raises(ValueError, match="never on the test split"):
         choose_thresholds(test_y, test_s, names, split="test")
     with pytest.raises(ValueError, match="evaluated / test"):
-        resolve_operating_point("/nonexistent", names, multi_label=True, evaluated_split="test",
-                                threshold_split="test", validation_predictions=lambda: (test_y, test_s))
+        resolve_operating_point(
+            "/nonexistent",
+            names,
+            multi_label=True,
+            evaluated_split="test",
+            threshold_split="test",
+            validation_predictions=lambda: (test_y, test_s),
+        )
 
 
 def test_single_valued_class_falls_back_and_says_why(tmp_path):
@@ -203,7 +214,7 @@ def test_ece_by_hand_and_bins_match_scikit_learn(tmp_path):
     pr = rng.random(4000)
     yr = (rng.random(4000) < pr).astype(int)  # calibrated by construction
     assert expected_calibration_error(yr, pr) < 0.03
-    assert expected_calibration_error(yr, pr ** 3) > 0.1
+    assert expected_calibration_error(yr, pr**3) > 0.1
     bins = calibration_bins(yr, pr, 10)
     prob_true, prob_pred = calibration_curve(yr, pr, n_bins=10)
     np.testing.assert_allclose([o for o in bins["observed"] if o is not None], prob_true)
@@ -240,19 +251,31 @@ def test_caption_names_findings_at_their_thresholds_with_probabilities():
 
 def test_tables_show_thresholds_and_macro_decisions():
     names = ["Effusion"]
-    op = resolve_operating_point("/nonexistent", names, multi_label=True, evaluated_split="test",
-                                 validation_predictions=lambda: (VAL_Y[:, None], VAL_S[:, None]))
+    op = resolve_operating_point(
+        "/nonexistent",
+        names,
+        multi_label=True,
+        evaluated_split="test",
+        validation_predictions=lambda: (VAL_Y[:, None], VAL_S[:, None]),
+    )
     m = decision_metrics(TEST_Y[:, None], TEST_S[:, None], names, op, n_bootstrap=20)
     assert "| GEN-SSL | youden | validation (n=10) | 0.175 |" in format_operating_point_table({"GEN-SSL": m})
     assert "| GEN-SSL | 80.0 (" in format_decision_table({"GEN-SSL": m})
     assert "| Effusion | 0.175 | 5 | 80.0 (" in format_per_class_decision_table(m)
     assert m["calibration"]["ece"] >= 0 and m["operating_point"]["source"].startswith("chosen at evaluation")
-    fixed = resolve_operating_point("/nonexistent", names, multi_label=True, evaluated_split="test",
-                                    validation_predictions=None, fixed_threshold=0.5)
+    fixed = resolve_operating_point(
+        "/nonexistent",
+        names,
+        multi_label=True,
+        evaluated_split="test",
+        validation_predictions=None,
+        fixed_threshold=0.5,
+    )
     assert fixed["rule"] == "fixed" and fixed["thresholds"] == {"Effusion": 0.5}
     with pytest.raises(ValueError, match="no split 'validation'"):
-        resolve_operating_point("/nonexistent", names, multi_label=True, evaluated_split="test",
-                                validation_predictions=None)
+        resolve_operating_point(
+            "/nonexistent", names, multi_label=True, evaluated_split="test", validation_predictions=None
+        )
 
 
 # ------------------------------------------------------------------ report and fine-tuning, end to end
@@ -274,9 +297,16 @@ def _multilabel_dataset(n: int, seed: int, size: int = 32, shuffle_labels: bool 
     if shuffle_labels:
         labels = [labels[i] for i in rng.permutation(n)]
     return datasets.Dataset.from_dict(
-        {"image": images, "labels": labels, "patient_id": [f"p{i}" for i in range(n)], "study_id": [""] * n,
-         "view": ["PA"] * n, "source": ["synthetic"] * n},
-        features=cxr_features(["Top", "Bottom"]))
+        {
+            "image": images,
+            "labels": labels,
+            "patient_id": [f"p{i}" for i in range(n)],
+            "study_id": [""] * n,
+            "view": ["PA"] * n,
+            "source": ["synthetic"] * n,
+        },
+        features=cxr_features(["Top", "Bottom"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -335,14 +365,43 @@ def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(
     root, plain, _ = data_dirs
     seen = []
     real_choose = ft.choose_thresholds
-    monkeypatch.setattr(ft, "choose_thresholds", lambda y, s, names, **kw: seen.append(np.array(y)) or real_choose(
-        y, s, names, **kw))
+    monkeypatch.setattr(
+        ft, "choose_thresholds", lambda y, s, names, **kw: seen.append(np.array(y)) or real_choose(y, s, names, **kw)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = ft.main(["--model", "tiny", "--num_train_epochs", "2", "--warmup_epochs", "1", "--base_learning_rate", "2e-3", "--per_device_train_batch_size",
-                          "32", "--per_device_eval_batch_size", "64", "--num_workers", "0", "--image_size", "32",
-                          "--mixed_precision", "no", "--logging_steps", "2", "--seed", "0", "--randaug_n", "0",
-                          "--dataset", str(plain), "--output_dir", str(root / "ft")])
+        result = ft.main(
+            [
+                "--model",
+                "tiny",
+                "--num_train_epochs",
+                "2",
+                "--warmup_epochs",
+                "1",
+                "--base_learning_rate",
+                "2e-3",
+                "--per_device_train_batch_size",
+                "32",
+                "--per_device_eval_batch_size",
+                "64",
+                "--num_workers",
+                "0",
+                "--image_size",
+                "32",
+                "--mixed_precision",
+                "no",
+                "--logging_steps",
+                "2",
+                "--seed",
+                "0",
+                "--randaug_n",
+                "0",
+                "--dataset",
+                str(plain),
+                "--output_dir",
+                str(root / "ft"),
+            ]
+        )
     splits = datasets.load_from_disk(str(plain))
     val_targets = np.zeros((64, 2), dtype=np.int64)
     for i, labels in enumerate(splits["validation"]["labels"]):
@@ -389,8 +448,9 @@ def test_multiclass_keeps_argmax_and_adds_one_vs_rest_operating_points():
     val_y, test_y = rng.integers(0, 3, 60), rng.integers(0, 3, 50)
     val_s, test_s = (rng.dirichlet([1, 1, 1], n) + 0.5 * np.eye(3)[y] for n, y in ((60, val_y), (50, test_y)))
     val_s, test_s = val_s / val_s.sum(1, keepdims=True), test_s / test_s.sum(1, keepdims=True)
-    op = resolve_operating_point("/nonexistent", names, multi_label=False, evaluated_split="test",
-                                 validation_predictions=lambda: (val_y, val_s))
+    op = resolve_operating_point(
+        "/nonexistent", names, multi_label=False, evaluated_split="test", validation_predictions=lambda: (val_y, val_s)
+    )
     m = decision_metrics(test_y, test_s, names, op, n_bootstrap=20)
     assert m["accuracy"] == pytest.approx((test_s.argmax(1) == test_y).mean())  # arg-max, not thresholds
     assert m["per_class"]["COVID-19"]["sensitivity"] == pytest.approx(recall_score(test_y == 2, test_s.argmax(1) == 2))
@@ -401,6 +461,7 @@ def test_multiclass_keeps_argmax_and_adds_one_vs_rest_operating_points():
     assert "| COVID-19 | " in format_per_class_decision_table(m["one_vs_rest"])
     assert "arg-max" in format_per_class_decision_table(m)
     # without thresholds or a validation split: arg-max only, no one-vs-rest block
-    plain = resolve_operating_point("/nonexistent", names, multi_label=False, evaluated_split="test",
-                                    validation_predictions=None)
+    plain = resolve_operating_point(
+        "/nonexistent", names, multi_label=False, evaluated_split="test", validation_predictions=None
+    )
     assert plain["thresholds"] is None and "one_vs_rest" not in decision_metrics(test_y, test_s, names, plain)

@@ -60,9 +60,19 @@ def test_auto_resolution_and_bad_name():
 
 
 def test_vitmae_with_matmul_attention_equals_sdpa_and_saves_portably(tmp_path):
-    cfg = ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=4, decoder_intermediate_size=64, mask_ratio=0.75)
+    cfg = ViTMAEConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=64,
+        mask_ratio=0.75,
+    )
     torch.manual_seed(0)
     ours = ViTMAEForPreTraining._from_config(cfg, attn_implementation=MATMUL_ATTENTION)
     ref = ViTMAEForPreTraining._from_config(cfg, attn_implementation="sdpa")

@@ -4,7 +4,6 @@ loads with the stock classes and runs in the zero-shot pipeline; no report text 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +23,34 @@ SIZE = 32
 # 0.877 (chance 0.038), report->image R@5 0.774 (chance 0.035), zero-shot mean AUC 0.740 (every
 # finding 0.71-0.78). The loss sits on the ln(64) plateau for ~200 steps and falls to ~1.5 by the end;
 # 300-600 steps (earlier recipes, with a random tiny BERT too) stayed near chance for zero-shot.
-CI_RECIPE = ["--pairs", "phantom:1024", "--model", "tiny", "--image_size", str(SIZE), "--text_tower", "minilm",
-             "--freeze_text_layers", "6", "--per_device_train_batch_size", "64", "--max_steps", "1500",
-             "--learning_rate", "1e-3", "--warmup_ratio", "0.1", "--crop_scale_min", "0.8", "--logging_steps", "20",
-             "--checkpointing_steps", "0", "--num_threads", "1"]
+CI_RECIPE = [
+    "--pairs",
+    "phantom:1024",
+    "--model",
+    "tiny",
+    "--image_size",
+    str(SIZE),
+    "--text_tower",
+    "minilm",
+    "--freeze_text_layers",
+    "6",
+    "--per_device_train_batch_size",
+    "64",
+    "--max_steps",
+    "1500",
+    "--learning_rate",
+    "1e-3",
+    "--warmup_ratio",
+    "0.1",
+    "--crop_scale_min",
+    "0.8",
+    "--logging_steps",
+    "20",
+    "--checkpointing_steps",
+    "0",
+    "--num_threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +107,14 @@ def test_export_loads_exactly_and_runs_in_zero_shot_pipeline(trained):
 def test_build_dual_encoder_towers_and_temperature():
     model, tok, rec = build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, projection_dim=32, temperature=0.1)
     assert not model.logit_scale.requires_grad and float(model.logit_scale.exp()) == pytest.approx(10.0)
-    model, _, rec = build_dual_encoder("cnn-tiny", "tiny-bert", image_size=SIZE, projection_dim=32, temperature=0.07,
-                                       learnable_temperature=True)
+    model, _, rec = build_dual_encoder(
+        "cnn-tiny", "tiny-bert", image_size=SIZE, projection_dim=32, temperature=0.07, learnable_temperature=True
+    )
     assert model.logit_scale.requires_grad and rec["kind"] == "convnext"
-    out = model(pixel_values=torch.randn(2, 3, SIZE, SIZE), **tok(["No edema.", "Big cardiomegaly."], padding=True, return_tensors="pt"))
+    out = model(
+        pixel_values=torch.randn(2, 3, SIZE, SIZE),
+        **tok(["No edema.", "Big cardiomegaly."], padding=True, return_tensors="pt"),
+    )
     assert out.logits_per_image.shape == (2, 2)
     with pytest.raises(FileNotFoundError, match="text tower"):
         build_dual_encoder("tiny", "/nonexistent/bert")
@@ -99,7 +126,9 @@ def test_bad_arguments_fail_before_training(tmp_path):
     args = build_parser().parse_args(["--pairs", "generated:/nope", "--output_dir", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="corpus"):
         pretrain_vlp(args)
-    args = build_parser().parse_args(["--pairs", "phantom:8", "--per_device_train_batch_size", "1", "--output_dir", str(tmp_path / "o")])
+    args = build_parser().parse_args(
+        ["--pairs", "phantom:8", "--per_device_train_batch_size", "1", "--output_dir", str(tmp_path / "o")]
+    )
     with pytest.raises(ValueError, match="negatives"):
         pretrain_vlp(args)
 
@@ -119,15 +148,26 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
     write_json(tmp_path / "metrics.json", {"models": {"Random init": {"classification": {"mean_auc": 0.5}}}})
     np.savez(tmp_path / f"predictions_{safe_file_name('Random init')}.npz", targets=targets, probs=random_probs)
     np.savez(tmp_path / "zs.npz", targets=targets, probs=zero_shot)
-    out = build_results(tmp_path, {"random_init": "Random init"}, {"run": "test"}, n_bootstrap=200,
-                        extra_predictions={VLP_TITLE: tmp_path / "zs.npz"})
+    out = build_results(
+        tmp_path,
+        {"random_init": "Random init"},
+        {"run": "test"},
+        n_bootstrap=200,
+        extra_predictions={VLP_TITLE: tmp_path / "zs.npz"},
+    )
     row = out["rows"][-1]
     assert row["title"] == VLP_TITLE and row["mean_auc"] > 0.8 and row["vs_baseline"]["low"] > 0
     table = (tmp_path / "results.md").read_text()
     assert VLP_TITLE in table and f"| {VLP_TITLE} | {100 * row['mean_auc']:.1f}" in table
     np.savez(tmp_path / "other.npz", targets=targets[:10], probs=zero_shot[:10])
     with pytest.raises(ValueError, match="same test cases"):
-        build_results(tmp_path, {"random_init": "Random init"}, {}, n_bootstrap=10, extra_predictions={"x": tmp_path / "other.npz"})
+        build_results(
+            tmp_path,
+            {"random_init": "Random init"},
+            {},
+            n_bootstrap=10,
+            extra_predictions={"x": tmp_path / "other.npz"},
+        )
     assert load_preset("demo")["vlp"]["args"]["loss"] == "convirt"
 
 
@@ -140,7 +180,9 @@ def test_cached_frozen_text_features_equal_the_full_forward():
     torch.manual_seed(0)
     model, tok, rec = build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, projection_dim=32, freeze_text_layers=2)
     assert text_tower_fully_frozen(model) and rec["frozen_text_parameters"] > 0
-    assert not text_tower_fully_frozen(build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, freeze_text_layers=1)[0])
+    assert not text_tower_fully_frozen(
+        build_dual_encoder("tiny", "tiny-bert", image_size=SIZE, freeze_text_layers=1)[0]
+    )
     texts = ["No edema. Big cardiomegaly.", "No edema.", "No edema. Big cardiomegaly.", "Small left-sided atelectasis."]
     cache = FrozenTextFeatures(model.text_model, tok, texts, max_length=32)
     assert len(cache) == 3

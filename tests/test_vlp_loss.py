@@ -32,7 +32,7 @@ def reference_loss(img, txt, scale, weight, groups=None):
         for i in range(n):
             logits = [t * sum(x * y for x, y in zip(a[i], b[j])) for j in range(n)]
             m = max(logits)
-            log_z = m + math.log(sum(math.exp(l - m) for l in logits))
+            log_z = m + math.log(sum(math.exp(v - m) for v in logits))
             pos = [j for j in range(n) if groups[j] == groups[i]]
             total += -sum((logits[j] - log_z) / len(pos) for j in pos)
         return total / n
@@ -55,14 +55,17 @@ def test_infonce_matches_reference(loss, with_groups):
 
 def test_infonce_without_duplicates_equals_plain_cross_entropy_and_clip():
     """Unique groups reduce to the one-hot loss; lambda = 0.5 with T from the model is CLIP's loss."""
-    from transformers.models.vision_text_dual_encoder.modeling_vision_text_dual_encoder import image_text_contrastive_loss as clip_loss
+    from transformers.models.vision_text_dual_encoder.modeling_vision_text_dual_encoder import (
+        image_text_contrastive_loss as clip_loss,
+    )
 
     torch.manual_seed(2)
     img, txt = torch.randn(6, 3), torch.randn(6, 3)
     scale = torch.tensor(1.7)
     plain = image_text_infonce(img, txt, scale, image_to_text_weight=0.5)
-    assert plain.item() == pytest.approx(image_text_infonce(img, txt, scale, image_to_text_weight=0.5,
-                                                            groups=torch.arange(6)).item(), rel=1e-6)
+    assert plain.item() == pytest.approx(
+        image_text_infonce(img, txt, scale, image_to_text_weight=0.5, groups=torch.arange(6)).item(), rel=1e-6
+    )
     i, t = torch.nn.functional.normalize(img, dim=-1), torch.nn.functional.normalize(txt, dim=-1)
     assert plain.item() == pytest.approx(clip_loss(scale.exp() * t @ i.t()).item(), rel=1e-5)
 
@@ -84,7 +87,11 @@ def test_infonce_gradient_matches_reference_autograd():
     scale = torch.tensor(2.0, requires_grad=True)
     image_text_infonce(img, txt, scale, image_to_text_weight=0.75).backward()
     # the same loss through an independent dense formulation
-    img2, txt2, scale2 = img.detach().clone().requires_grad_(), txt.detach().clone().requires_grad_(), scale.detach().clone().requires_grad_()
+    img2, txt2, scale2 = (
+        img.detach().clone().requires_grad_(),
+        txt.detach().clone().requires_grad_(),
+        scale.detach().clone().requires_grad_(),
+    )
     i, t = img2 / img2.norm(dim=1, keepdim=True), txt2 / txt2.norm(dim=1, keepdim=True)
     s = scale2.exp() * i @ t.t()
     ref = 0.75 * (-torch.diagonal(s.log_softmax(1))).mean() + 0.25 * (-torch.diagonal(s.t().log_softmax(1))).mean()
@@ -114,10 +121,29 @@ def test_gathered_loss_two_processes_equals_one_process(tmp_path):
     """2 CPU processes, each with half of the batch: the mean of their losses equals the 1-process loss
     on the whole batch, and each process's gradient (averaged as DDP does) equals the 1-process one."""
     accelerate = Path(sys.executable).with_name("accelerate")
-    env = dict(os.environ, ACCELERATE_USE_CPU="yes", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(REPO / "tests" / "_vlp_gather_worker.py"), str(tmp_path)]
+    env = dict(
+        os.environ,
+        ACCELERATE_USE_CPU="yes",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(REPO / "tests" / "_vlp_gather_worker.py"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -129,7 +155,9 @@ def test_gathered_loss_two_processes_equals_one_process(tmp_path):
     for use_groups in (False, True):
         img, txt = img_all.clone().requires_grad_(True), txt_all.clone().requires_grad_(True)
         scale = torch.tensor(2.3, requires_grad=True)
-        loss = image_text_infonce(img, txt, scale, image_to_text_weight=0.75, groups=groups_all if use_groups else None, gather=False)
+        loss = image_text_infonce(
+            img, txt, scale, image_to_text_weight=0.75, groups=groups_all if use_groups else None, gather=False
+        )
         loss.backward()
         res = [r["result"][str(use_groups)] for r in ranks]
         assert sum(r["loss"] for r in res) / 2 == pytest.approx(loss.item(), rel=1e-5)

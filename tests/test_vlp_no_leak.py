@@ -12,7 +12,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-WORDS = ["amber", "basalt", "cobalt", "dunes", "ember", "fjord", "granite", "harbor", "indigo", "jasper", "kelp", "lagoon"]
+WORDS = [
+    "amber",
+    "basalt",
+    "cobalt",
+    "dunes",
+    "ember",
+    "fjord",
+    "granite",
+    "harbor",
+    "indigo",
+    "jasper",
+    "kelp",
+    "lagoon",
+]
 
 
 def _corpus(n: int = 48) -> list[dict[str, str]]:
@@ -55,27 +68,65 @@ def test_no_report_text_in_any_output(tmp_path, monkeypatch):
     pq.write_table(pa.Table.from_pylist(rows), corpus_file)
 
     gen = tmp_path / "gen"
-    generate_dataset(gen, "phantom", reports=[{"text": r["text"]} for r in rows], report_column="text",
-                     height=32, width=32, batch_size=16, progress=False)
+    generate_dataset(
+        gen,
+        "phantom",
+        reports=[{"text": r["text"]} for r in rows],
+        report_column="text",
+        height=32,
+        width=32,
+        batch_size=16,
+        progress=False,
+    )
     model = tmp_path / "model"
-    args = build_parser().parse_args([
-        "--pairs", f"generated:{gen}", "--reports", str(corpus_file), "--section", "text", "--model", "tiny",
-        "--image_size", "32", "--text_tower", "tiny-bert", "--output_dir", str(model), "--per_device_train_batch_size", "16",
-        "--max_steps", "2", "--checkpointing_steps", "1", "--logging_steps", "1"])
+    args = build_parser().parse_args(
+        [
+            "--pairs",
+            f"generated:{gen}",
+            "--reports",
+            str(corpus_file),
+            "--section",
+            "text",
+            "--model",
+            "tiny",
+            "--image_size",
+            "32",
+            "--text_tower",
+            "tiny-bert",
+            "--output_dir",
+            str(model),
+            "--per_device_train_batch_size",
+            "16",
+            "--max_steps",
+            "2",
+            "--checkpointing_steps",
+            "1",
+            "--logging_steps",
+            "1",
+        ]
+    )
     summary = pretrain_vlp(args)
     assert summary["global_step"] == 2
     vlp = json.loads((model / "vlp_config.json").read_text())
     assert vlp["pairs"]["source"] == "generated" and vlp["pairs"]["corpus_hash_matches"]
     assert vlp["truncation"]["num_texts"] == len(rows)
     evaluation = tmp_path / "eval"
-    evaluate_dual_encoder(model, pairs=generated_pairs(gen, corpus_file, section="text"), output_dir=evaluation, n_bootstrap=10)
+    evaluate_dual_encoder(
+        model, pairs=generated_pairs(gen, corpus_file, section="text"), output_dir=evaluation, n_bootstrap=10
+    )
     hub = tmp_path / "hub"
     result = publish("dual_encoder", model, dry_run=hub, real_data=[corpus_file])
     card = (hub / "README.md").read_text()
     assert vlp["pairs"]["corpus_hash"] in card and "image generator id" in card
 
     outputs = [gen, model, evaluation, hub] + ([cache] if cache.exists() else [])
-    sentences = {s.strip() for r in rows for part in (r["findings"], r["impression"]) for s in part.split(".") if len(s.split()) >= 6}
+    sentences = {
+        s.strip()
+        for r in rows
+        for part in (r["findings"], r["impression"])
+        for s in part.split(".")
+        if len(s.split()) >= 6
+    }
     assert len(sentences) >= len(rows)
     checked = 0
     for f in _files(*outputs):

@@ -14,10 +14,14 @@ def test_hand_computed_rankings_with_a_duplicate_report():
     # distinct reports A, B, C (one-hot text embeddings); pairs (img0, A), (img1, A), (img2, B), (img3, C)
     a, b, c = [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]
     texts = torch.tensor([a, a, b, c])
-    images = torch.tensor([[0.9, 0.1, 0.0],    # A > B > C: its report A at rank 1
-                           [0.1, 0.9, 0.5],    # B > C > A: A at rank 3
-                           [0.8, 0.6, 0.0],    # A > B > C: its report B at rank 2
-                           [0.0, 0.0, 1.0]])   # C first
+    images = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # A > B > C: its report A at rank 1
+            [0.1, 0.9, 0.5],  # B > C > A: A at rank 3
+            [0.8, 0.6, 0.0],  # A > B > C: its report B at rank 2
+            [0.0, 0.0, 1.0],
+        ]
+    )  # C first
     r = retrieval_recall(images, texts, np.array([7, 7, 3, 5]), ks=(1, 2, 3))
     assert r["num_pairs"] == 4 and r["num_distinct_reports"] == 3
     i2t, t2i = r["image_to_text"], r["text_to_image"]
@@ -33,7 +37,8 @@ def test_hand_computed_rankings_with_a_duplicate_report():
     assert t2i["median_rank"] == 1.0
     # chance of a random order of 4 images: A has 2 images (1 - C(2,k)/C(4,k)), B and C one each (k/4)
     assert [t2i["chance"][f"R@{k}"] for k in (1, 2, 3)] == pytest.approx(
-        [(0.5 + 0.25 + 0.25) / 3, (5 / 6 + 0.5 + 0.5) / 3, (1.0 + 0.75 + 0.75) / 3])
+        [(0.5 + 0.25 + 0.25) / 3, (5 / 6 + 0.5 + 0.5) / 3, (1.0 + 0.75 + 0.75) / 3]
+    )
 
 
 def test_a_perfect_encoder_is_perfect_even_when_many_reports_are_identical():

@@ -25,11 +25,13 @@ __all__ = ["main", "run_command"]
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items())
-    return ("usage: genssl <command> [CONFIG.yaml|CONFIG.json] [options]\n\n"
-            "GEN-SSL and its sibling methods in the Hugging Face ecosystem.\n\n"
-            f"commands:\n{rows}\n\n"
-            "`genssl <command> --help` lists a command's options; `genssl list` the registered methods,\n"
-            "models, dataset schemes and pipeline presets.")
+    return (
+        "usage: genssl <command> [CONFIG.yaml|CONFIG.json] [options]\n\n"
+        "GEN-SSL and its sibling methods in the Hugging Face ecosystem.\n\n"
+        f"commands:\n{rows}\n\n"
+        "`genssl <command> --help` lists a command's options; `genssl list` the registered methods,\n"
+        "models, dataset schemes and pipeline presets."
+    )
 
 
 def run_command(name: str, argv: Sequence[str]) -> Any:

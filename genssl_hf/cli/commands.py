@@ -23,32 +23,55 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "prompts": Command("genssl_hf.prompts.build:main", "build a prompt set (disease names, heuristic and LLM prompts)"),
-    "generate": Command("genssl_hf.generation.materialize:main",
-                        "generate a chest X-ray dataset from a prompt set (sharded parquet, resumable)"),
+    "generate": Command(
+        "genssl_hf.generation.materialize:main",
+        "generate a chest X-ray dataset from a prompt set (sharded parquet, resumable)",
+    ),
     "stats": Command("genssl_hf.processing.stats:main", "reference statistics of real images for AdaIN"),
-    "train-generator": Command("genssl_hf.training.generator:main",
-                               "train the latent diffusion generator: genssl train-generator {autoencoder,ldm} ..."),
-    "convert-bundle": Command("genssl_hf.generation.convert:main",
-                              "convert a MONAI bundle (CXR LDM) into a diffusers-style generator folder"),
-    "pretrain": Command("genssl_hf.cli.pretrain:main",
-                        "self-supervised pre-training: --method mae | simclr | moco_v2 | simsiam | rotation | byol | "
-                        "convirt | clip", publish=True),
-    "finetune": Command("genssl_hf.training.finetune:main", "fine-tune or linear-probe an encoder on labelled X-rays",
-                        publish=True),
-    "evaluate": Command("genssl_hf.evaluation.report:main",
-                        "score a classifier on a test set (AUC, operating points, robustness, attention)"),
+    "train-generator": Command(
+        "genssl_hf.training.generator:main",
+        "train the latent diffusion generator: genssl train-generator {autoencoder,ldm} ...",
+    ),
+    "convert-bundle": Command(
+        "genssl_hf.generation.convert:main", "convert a MONAI bundle (CXR LDM) into a diffusers-style generator folder"
+    ),
+    "pretrain": Command(
+        "genssl_hf.cli.pretrain:main",
+        "self-supervised pre-training: --method mae | simclr | moco_v2 | simsiam | rotation | byol | convirt | clip",
+        publish=True,
+    ),
+    "finetune": Command(
+        "genssl_hf.training.finetune:main", "fine-tune or linear-probe an encoder on labelled X-rays", publish=True
+    ),
+    "evaluate": Command(
+        "genssl_hf.evaluation.report:main",
+        "score a classifier on a test set (AUC, operating points, robustness, attention)",
+    ),
     "probe": Command("genssl_hf.evaluation.frozen_features:main", "frozen-encoder kNN and linear-probe tables"),
-    "evaluate-vlp": Command("genssl_hf.evaluation.vlp:main", "zero-shot classification and retrieval of a dual encoder"),
-    "export-image-tower": Command("genssl_hf.cli.pretrain:export_image_tower_main",
-                                  "save a dual encoder's image tower as a plain vision-model folder"),
-    "report-generator": Command("genssl_hf.training.report_generator:main",
-                                "train a report generator (encoder + text decoder) on image-report pairs", publish=True),
-    "evaluate-report-generator": Command("genssl_hf.evaluation.report_generation:main",
-                                         "score generated reports (BLEU, ROUGE-L, clinical F1)"),
+    "evaluate-vlp": Command(
+        "genssl_hf.evaluation.vlp:main", "zero-shot classification and retrieval of a dual encoder"
+    ),
+    "export-image-tower": Command(
+        "genssl_hf.cli.pretrain:export_image_tower_main",
+        "save a dual encoder's image tower as a plain vision-model folder",
+    ),
+    "report-generator": Command(
+        "genssl_hf.training.report_generator:main",
+        "train a report generator (encoder + text decoder) on image-report pairs",
+        publish=True,
+    ),
+    "evaluate-report-generator": Command(
+        "genssl_hf.evaluation.report_generation:main", "score generated reports (BLEU, ROUGE-L, clinical F1)"
+    ),
     "publish": Command("genssl_hf.hub.publish:main", "publish a folder to the Hub with its card (leak guard, dry run)"),
-    "package-pretrained": Command("genssl_hf.hub.shipped:main", "package a run's models as the shipped pretrained folders"),
-    "run": Command("genssl_hf.pipeline.runner:main", "run the end-to-end pipeline: --preset smoke | demo | paper | FILE",
-                   config_option="--preset"),
+    "package-pretrained": Command(
+        "genssl_hf.hub.shipped:main", "package a run's models as the shipped pretrained folders"
+    ),
+    "run": Command(
+        "genssl_hf.pipeline.runner:main",
+        "run the end-to-end pipeline: --preset smoke | demo | paper | FILE",
+        config_option="--preset",
+    ),
     "app": Command("genssl_hf.app:main", "the browser app over the package's artifacts and outputs"),
     "list": Command("genssl_hf.cli.listing:main", "list the registered methods, models, dataset schemes and presets"),
 }

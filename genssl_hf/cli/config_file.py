@@ -35,8 +35,9 @@ def _yaml_loader():
         k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
         for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                       list("tTfF"))
+    Yaml12Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
     return Yaml12Loader
 
 
@@ -56,8 +57,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
         raise _error(ValueError, f"config file {p} is not valid {p.suffix[1:].upper()}: {e}") from None
     if not isinstance(data, dict):
-        raise _error(ValueError, f"config file {p} must hold a mapping of option names to values, "
-                                 f"got {type(data).__name__}")
+        raise _error(
+            ValueError, f"config file {p} must hold a mapping of option names to values, got {type(data).__name__}"
+        )
     return data
 
 

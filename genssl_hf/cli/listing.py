@@ -24,10 +24,16 @@ def registries() -> dict[str, Any]:
     presets = Path(__file__).resolve().parents[1] / "pipeline" / "presets"
     return {
         "methods": methods,
-        "models": {name: ("ViT, MAE preset" if name in VIT_MAE_PRESETS else family.replace("cnn", "ResNet").replace(
-            "vit", "ViT")) for name, family in BACKBONE_PRESETS.items()},
-        "dataset_schemes": {"phantom": "the embedded procedural phantom world (train / validation / test)",
-                            **{f"{k}:ROOT": v[1] for k, v in DATASET_SCHEMES.items()}},
+        "models": {
+            name: (
+                "ViT, MAE preset" if name in VIT_MAE_PRESETS else family.replace("cnn", "ResNet").replace("vit", "ViT")
+            )
+            for name, family in BACKBONE_PRESETS.items()
+        },
+        "dataset_schemes": {
+            "phantom": "the embedded procedural phantom world (train / validation / test)",
+            **{f"{k}:ROOT": v[1] for k, v in DATASET_SCHEMES.items()},
+        },
         "pipeline_presets": sorted(p.stem for p in presets.glob("*.json")),
         "pretrained": {f"genssl_hf/{name}": path for name, path in PRETRAINED.items()},
     }
@@ -35,8 +41,12 @@ def registries() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="genssl list", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", choices=["methods", "models", "dataset_schemes", "pipeline_presets", "pretrained"],
-                   help="one registry (default: all)")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=["methods", "models", "dataset_schemes", "pipeline_presets", "pretrained"],
+        help="one registry (default: all)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     table = registries()

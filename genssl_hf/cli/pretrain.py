@@ -26,8 +26,11 @@ def method_names() -> list[str]:
 def main(argv: Sequence[str] | None = None, publish=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = method_names()
-    pre = argparse.ArgumentParser(prog="genssl pretrain", add_help=False,
-                                  description="Pre-train an encoder; --help after --method M lists its options.")
+    pre = argparse.ArgumentParser(
+        prog="genssl pretrain",
+        add_help=False,
+        description="Pre-train an encoder; --help after --method M lists its options.",
+    )
     pre.add_argument("--method", choices=names)
     known, rest = pre.parse_known_args(argv)
     if known.method is None:
@@ -51,9 +54,11 @@ def main(argv: Sequence[str] | None = None, publish=None) -> int:
 
 
 def export_image_tower_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="genssl export-image-tower",
-                                description="Save the image tower of a dual-encoder folder as a ViT folder "
-                                            "(for genssl finetune --model FOLDER).")
+    p = argparse.ArgumentParser(
+        prog="genssl export-image-tower",
+        description="Save the image tower of a dual-encoder folder as a ViT folder "
+        "(for genssl finetune --model FOLDER).",
+    )
     p.add_argument("dual_encoder_dir")
     p.add_argument("output_dir")
     args = p.parse_args(argv)

@@ -13,10 +13,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardDa
 # edited in one place and still ship inside the wheel as package data.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
-DISCLAIMER = (
-    "Research use only. Not a medical device and not for diagnosis, treatment or any clinical "
-    "decision."
-)
+DISCLAIMER = "Research use only. Not a medical device and not for diagnosis, treatment or any clinical decision."
 
 
 def template_path(name: str) -> Path:
@@ -38,4 +35,6 @@ def render_dataset_card(template: str, card_data: dict[str, Any] | DatasetCardDa
     """A ``DatasetCard`` from ``model_cards/<template>.md``; ``card_data`` becomes the YAML header
     (put the ``configs`` / ``dataset_info`` keys there so ``load_dataset`` finds the files)."""
     data = card_data if isinstance(card_data, DatasetCardData) else DatasetCardData(**card_data)
-    return DatasetCard.from_template(data, template_path=str(template_path(template)), disclaimer=DISCLAIMER, **variables)
+    return DatasetCard.from_template(
+        data, template_path=str(template_path(template)), disclaimer=DISCLAIMER, **variables
+    )

@@ -24,7 +24,8 @@ mean over the classes that have one, with the excluded classes listed next to it
 Point estimates use scikit-learn (``roc_auc_score``, ``confusion_matrix``, ``balanced_accuracy_score``;
 the per-class counts equal ``multilabel_confusion_matrix``'s and are tested against scikit-learn's metrics). A rate
 whose denominator is zero (e.g. PPV when nothing is predicted positive) is ``None``, never 0, and
-macro averages are over the classes where it is defined. The bootstrap uses a vectorised Mann-Whitney AUC with mid-ranks,
+macro averages are over the classes where it is defined. The bootstrap uses a vectorised Mann-Whitney AUC with
+mid-ranks,
 which equals scikit-learn's ``roc_auc_score`` (ties included) and is tested against it.
 """
 
@@ -43,7 +44,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["one_hot_labels", 
+__all__ = [
+    "one_hot_labels",
     "DECISION_METRICS",
     "classification_metrics",
     "decision_rates",
@@ -128,8 +130,14 @@ def decision_rates(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, np.ndarray]:
 
     sens = ratio(tp, tp + fn)
     spec = ratio(tn, tn + fp)
-    return {"sensitivity": sens, "specificity": spec, "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn), "balanced_accuracy": (sens + spec) / 2.0}
+    return {
+        "sensitivity": sens,
+        "specificity": spec,
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "balanced_accuracy": (sens + spec) / 2.0,
+    }
 
 
 def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -203,7 +211,10 @@ def classification_metrics(
             "auc": auc,
             "auc_undefined_reason": reason,
             "threshold": float(thr[j]) if multi_label else None,
-            "tp": int(tp[j]), "fp": int(fp[j]), "tn": int(tn[j]), "fn": int(fn[j]),
+            "tp": int(tp[j]),
+            "fp": int(fp[j]),
+            "tn": int(tn[j]),
+            "fn": int(fn[j]),
             **{k: _none_if_nan(rates[k][j]) for k in DECISION_METRICS},
             "positives": int(tp[j] + fn[j]),
             "negatives": int(tn[j] + fp[j]),
@@ -240,8 +251,13 @@ def classification_metrics(
         out["confusion_matrix"] = confusion_matrix(y_true, arg, labels=list(range(c))).tolist()
     if n_bootstrap > 0:
         out["ci"] = bootstrap_ci(
-            y_true, y_score, label_names=names, threshold=thr, n_bootstrap=n_bootstrap,
-            confidence=confidence, seed=seed,
+            y_true,
+            y_score,
+            label_names=names,
+            threshold=thr,
+            n_bootstrap=n_bootstrap,
+            confidence=confidence,
+            seed=seed,
         )
     return out
 
@@ -305,13 +321,13 @@ def bootstrap_ci(
         tb = t[idx]  # (b, n, c)
         pb = pred[idx]
         for j in range(c):
-            aucs[start:start + b, j] = fast_auc(tb[:, :, j], y_score[idx, j])
+            aucs[start : start + b, j] = fast_auc(tb[:, :, j], y_score[idx, j])
         for k, v in decision_rates(*confusion_counts(tb, pb)).items():
-            rates[k][start:start + b] = v
+            rates[k][start : start + b] = v
         if multi_label:
-            acc[start:start + b] = (pb == tb).mean(axis=(1, 2))
+            acc[start : start + b] = (pb == tb).mean(axis=(1, 2))
         else:
-            acc[start:start + b] = (pb == tb).all(axis=2).mean(axis=1)
+            acc[start : start + b] = (pb == tb).all(axis=2).mean(axis=1)
 
     alpha = (1.0 - confidence) / 2.0
 

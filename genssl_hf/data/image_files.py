@@ -131,8 +131,11 @@ def _check_pixel_count(path: str, width: int, height: int) -> None:
     threshold), as a :class:`CXRReadError` that ``on_error="skip"`` can skip."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > 2 * limit:
-        raise CXRReadError(path, f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the "
-                                 f"limit of {2 * limit} (PIL.Image.MAX_IMAGE_PIXELS x 2; raise it for such files)")
+        raise CXRReadError(
+            path,
+            f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the "
+            f"limit of {2 * limit} (PIL.Image.MAX_IMAGE_PIXELS x 2; raise it for such files)",
+        )
 
 
 def _open_header(path: str) -> None:

@@ -20,8 +20,9 @@ from .reports import iter_iu_reports
 __all__ = ["iu_xray_pairs"]
 
 
-def iu_xray_pairs(image_root: str | os.PathLike, reports: str | os.PathLike, *, section: str = "findings",
-                  frontal_only: bool = False) -> ImageReportPairs:
+def iu_xray_pairs(
+    image_root: str | os.PathLike, reports: str | os.PathLike, *, section: str = "findings", frontal_only: bool = False
+) -> ImageReportPairs:
     """Pairs of the PNGs under ``image_root`` (searched recursively) with their IU reports
     (``reports``: the ``NLMCXR_reports.tgz`` archive). Raises when no image matches a report.
 
@@ -51,10 +52,19 @@ def iu_xray_pairs(image_root: str | os.PathLike, reports: str | os.PathLike, *, 
             patients.append(rep["report_id"])
     if not paths:
         raise CXRDataError(f"no image under {root} matches a report of {reports} (parentImage ids vs file names)")
-    images = datasets.Dataset.from_dict({"image": paths, "patient_id": patients},
-                                        features=datasets.Features({"image": datasets.Image(mode="L"),
-                                                                    "patient_id": datasets.Value("string")}))
-    prov = {"source": "iu-xray", "corpus_name": "iu-xray (NLMCXR_reports.tgz + NLMCXR_png)", "corpus_hash": corpus_hash(texts),
-            "corpus_license": CORPUS_LICENSES["iu-xray"], "generator_id": None, "section": section,
-            "num_pairs": len(texts), "num_reports_without_image": no_image, "frontal_only_heuristic": frontal_only}
+    images = datasets.Dataset.from_dict(
+        {"image": paths, "patient_id": patients},
+        features=datasets.Features({"image": datasets.Image(mode="L"), "patient_id": datasets.Value("string")}),
+    )
+    prov = {
+        "source": "iu-xray",
+        "corpus_name": "iu-xray (NLMCXR_reports.tgz + NLMCXR_png)",
+        "corpus_hash": corpus_hash(texts),
+        "corpus_license": CORPUS_LICENSES["iu-xray"],
+        "generator_id": None,
+        "section": section,
+        "num_pairs": len(texts),
+        "num_reports_without_image": no_image,
+        "frontal_only_heuristic": frontal_only,
+    }
     return ImageReportPairs(images, texts, section, None, prov)

@@ -27,7 +27,7 @@ _BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "
 def is_plain_image_folder(path: Path) -> bool:
     """A folder holding image files and no data files (parquet, csv, json...), at any depth."""
     found = False
-    for dirpath, dirnames, filenames in os.walk(path):
+    for _dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             lower = name.lower()
@@ -49,8 +49,10 @@ def check_image_column(ds: Any, column: str, what: str = "the dataset") -> None:
     features = getattr(ds, "features", None)
     columns = list(features) if features is not None else (ds.column_names or [])
     if column not in columns:
-        raise ValueError(f"{what} has no image column {column!r}{did_you_mean(column, columns)} "
-                         f"(columns: {columns}); pass --image_column")
+        raise ValueError(
+            f"{what} has no image column {column!r}{did_you_mean(column, columns)} "
+            f"(columns: {columns}); pass --image_column"
+        )
     if features is None:
         return
     feature = features[column]
@@ -58,16 +60,20 @@ def check_image_column(ds: Any, column: str, what: str = "the dataset") -> None:
         return
     if isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary"):
         return
-    sequences = tuple(t for t in (getattr(datasets, n, None) for n in ("Sequence", "List", "LargeList")) if isinstance(t, type))
+    sequences = tuple(
+        t for t in (getattr(datasets, n, None) for n in ("Sequence", "List", "LargeList")) if isinstance(t, type)
+    )
     if isinstance(feature, sequences) or isinstance(feature, list):
         return  # nested lists of pixel values
     if isinstance(feature, dict) and ("bytes" in feature or "path" in feature):
         return
     kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
     image_columns = [c for c, f in features.items() if isinstance(f, datasets.Image)]
-    raise ValueError(f"{what}: column {column!r} holds {kind} values, not images"
-                     + (f"; the image column is {image_columns[0]!r}" if image_columns else "")
-                     + " (pass --image_column)")
+    raise ValueError(
+        f"{what}: column {column!r} holds {kind} values, not images"
+        + (f"; the image column is {image_columns[0]!r}" if image_columns else "")
+        + " (pass --image_column)"
+    )
 
 
 def _load(source: str, split: str, config: str | None, streaming: bool, what: str):
@@ -78,12 +84,16 @@ def _load(source: str, split: str, config: str | None, streaming: bool, what: st
         if p.is_file():
             builder = _BUILDERS.get(p.suffix.lower())
             if builder is None:
-                raise ValueError(f"{what} {source}: a {p.suffix or 'extension-less'} file is not a dataset "
-                                 f"(give a folder, or a {', '.join(sorted(_BUILDERS))} file)")
+                raise ValueError(
+                    f"{what} {source}: a {p.suffix or 'extension-less'} file is not a dataset "
+                    f"(give a folder, or a {', '.join(sorted(_BUILDERS))} file)"
+                )
             return datasets.load_dataset(builder, data_files=str(p), split="train", streaming=streaming)
         return datasets.load_dataset(source, config, split=split, streaming=streaming)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{what} {source}: not UTF-8 text ({exc.reason} at byte {exc.start}); a binary file?") from None
+        raise ValueError(
+            f"{what} {source}: not UTF-8 text ({exc.reason} at byte {exc.start}); a binary file?"
+        ) from None
     except ValueError as exc:
         if "corresponds to no data" in str(exc):
             raise ValueError(f"{what} {source}: split {split!r} has no rows (empty dataset)") from None

@@ -117,7 +117,9 @@ class ImageReportPairs:
     def select(self, indices: Sequence[int]) -> "ImageReportPairs":
         idx = [int(i) for i in indices]
         prov = {**self.provenance, "num_pairs": len(idx)}
-        return dataclasses.replace(self, images=self.images.select(idx), texts=[self.texts[i] for i in idx], provenance=prov)
+        return dataclasses.replace(
+            self, images=self.images.select(idx), texts=[self.texts[i] for i in idx], provenance=prov
+        )
 
     def labels_multi_hot(self) -> np.ndarray | None:
         """(N, C) multi-hot labels over ``label_names`` or None when the images carry none."""
@@ -170,8 +172,13 @@ def phantom_pairs(
     texts = [phantom_report_sections(r)[section] for r in ds["report"]]
     images = ds.remove_columns(["report", "findings"])
     prov = {
-        "source": "phantom", "corpus_name": f"phantom-{split}", "corpus_hash": corpus_hash(ds["report"]),
-        "corpus_license": PHANTOM_LICENSE, "generator_id": None, "section": section, "num_pairs": len(texts),
+        "source": "phantom",
+        "corpus_name": f"phantom-{split}",
+        "corpus_hash": corpus_hash(ds["report"]),
+        "corpus_license": PHANTOM_LICENSE,
+        "generator_id": None,
+        "section": section,
+        "num_pairs": len(texts),
         "phantom": {"size": size, "seed": seed, "split": split, "config": dataclasses.asdict(config)},
     }
     return ImageReportPairs(images, texts, section, list(CHEXPERT5), prov)
@@ -294,12 +301,16 @@ def generated_pairs(
         raise CXRDataError(f"{folder} is not a generated dataset (no generation_config.json)")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("mode") != "reports":
-        raise CXRDataError(f"{folder} was generated from prompts, not reports (mode={cfg.get('mode')!r}); it has no report pairs")
+        raise CXRDataError(
+            f"{folder} was generated from prompts, not reports (mode={cfg.get('mode')!r}); it has no report pairs"
+        )
     column = text_column or cfg.get("text_column") or "text"
     rows, name, licence = load_report_rows(corpus)
     if rows and column not in rows[0]:
-        raise CXRDataError(f"report corpus {name!r} has no column {column!r} (the column {folder} was generated from); "
-                           f"columns: {sorted(rows[0])}")
+        raise CXRDataError(
+            f"report corpus {name!r} has no column {column!r} (the column {folder} was generated from); "
+            f"columns: {sorted(rows[0])}"
+        )
     by_hash: dict[str, str] = {}
     generated_texts = []
     for r, row in enumerate(rows):
@@ -313,8 +324,10 @@ def generated_pairs(
     missing = [i for i, h in enumerate(hashes) if h not in by_hash]
     if missing:
         raise CXRDataError(
-            f"{len(missing)} of {len(hashes)} images of {folder} have no report in corpus {name!r} (column {column!r}), "
-            f"e.g. rows {missing[:5]}: pass the corpus the dataset was generated from")
+            f"{len(missing)} of {len(hashes)} images of {folder} "
+            f"have no report in corpus {name!r} (column {column!r}), "
+            f"e.g. rows {missing[:5]}: pass the corpus the dataset was generated from"
+        )
     keep = [i for i, h in enumerate(hashes) if by_hash[h].strip()]
     texts = [by_hash[hashes[i]] for i in keep]
     if len(keep) < len(hashes):
@@ -325,17 +338,33 @@ def generated_pairs(
         label_names = list(lab.feature.names)
     full_hash = corpus_hash(generated_texts[: cfg.get("corpus_num_reports") or len(generated_texts)])
     prov = {
-        "source": "generated", "corpus_name": corpus_name or cfg.get("corpus_name") or name,
-        "corpus_hash": cfg.get("corpus_hash"), "corpus_hash_matches": full_hash == cfg.get("corpus_hash"),
-        "corpus_license": corpus_license or licence, "generator_id": cfg.get("generator_id"),
-        "generated_dataset": str(folder), "generation": {k: cfg.get(k) for k in ("num_inference_steps", "guidance_scale", "height", "seed")},
-        "text_column": column, "section": section, "num_pairs": len(texts), "num_empty_section": len(hashes) - len(keep),
+        "source": "generated",
+        "corpus_name": corpus_name or cfg.get("corpus_name") or name,
+        "corpus_hash": cfg.get("corpus_hash"),
+        "corpus_hash_matches": full_hash == cfg.get("corpus_hash"),
+        "corpus_license": corpus_license or licence,
+        "generator_id": cfg.get("generator_id"),
+        "generated_dataset": str(folder),
+        "generation": {k: cfg.get(k) for k in ("num_inference_steps", "guidance_scale", "height", "seed")},
+        "text_column": column,
+        "section": section,
+        "num_pairs": len(texts),
+        "num_empty_section": len(hashes) - len(keep),
     }
     if not prov["corpus_hash_matches"]:
-        logger.warning("corpus %r hashes differently from the one %s was generated from (every image still found its "
-                       "report): the card records the generation-time hash", name, folder)
-    return ImageReportPairs(images.select_columns([c for c in ("image", "labels") if c in images.column_names]),
-                            texts, section, label_names, prov)
+        logger.warning(
+            "corpus %r hashes differently from the one %s was generated from (every image still found its "
+            "report): the card records the generation-time hash",
+            name,
+            folder,
+        )
+    return ImageReportPairs(
+        images.select_columns([c for c in ("image", "labels") if c in images.column_names]),
+        texts,
+        section,
+        label_names,
+        prov,
+    )
 
 
 # -------------------------------------------------------------------------------------- mimic
@@ -356,7 +385,11 @@ def mimic_pairs(
     from .adapters.mimic import load_mimic_cxr
 
     check_section(section)
-    spec = reports if not isinstance(reports, (str, os.PathLike)) or ":" in os.fspath(reports) else f"mimic-reports:{os.fspath(reports)}"
+    spec = (
+        reports
+        if not isinstance(reports, (str, os.PathLike)) or ":" in os.fspath(reports)
+        else f"mimic-reports:{os.fspath(reports)}"
+    )
     rows, name, licence = load_report_rows(spec)
     if rows and "study_id" not in rows[0]:
         raise CXRDataError(f"report corpus {name!r} has no study_id column to join MIMIC images on")
@@ -366,8 +399,14 @@ def mimic_pairs(
     keep = [i for i, s in enumerate(studies) if text_of.get(str(s), "").strip()]
     texts = [text_of[str(studies[i])] for i in keep]
     prov = {
-        "source": "mimic-cxr", "corpus_name": name, "corpus_hash": corpus_hash(texts), "corpus_license": licence,
-        "generator_id": None, "split": split, "section": section, "num_pairs": len(texts),
+        "source": "mimic-cxr",
+        "corpus_name": name,
+        "corpus_hash": corpus_hash(texts),
+        "corpus_license": licence,
+        "generator_id": None,
+        "split": split,
+        "section": section,
+        "num_pairs": len(texts),
         "num_without_report": len(studies) - len(keep),
     }
     return ImageReportPairs(images.select(keep), texts, section, list(CHEXPERT5), prov)
@@ -376,8 +415,16 @@ def mimic_pairs(
 # -------------------------------------------------------------------------------------- specs
 
 
-def load_pairs(spec: Any, *, section: str = "findings", corpus: Any = None, split: str = "train",
-               image_size: int = 64, seed: int = 0, phantom_config: Any = None) -> ImageReportPairs:
+def load_pairs(
+    spec: Any,
+    *,
+    section: str = "findings",
+    corpus: Any = None,
+    split: str = "train",
+    image_size: int = 64,
+    seed: int = 0,
+    phantom_config: Any = None,
+) -> ImageReportPairs:
     """Image-report pairs from a spec: an :class:`ImageReportPairs` (returned as is),
     ``phantom`` / ``phantom:N`` (N phantoms of ``split``, default 2000; ``phantom_config`` sets the
     acquisition), ``generated:DIR`` (needs ``corpus``), ``mimic:ROOT`` (``corpus`` = the reports
@@ -398,8 +445,10 @@ def load_pairs(spec: Any, *, section: str = "findings", corpus: Any = None, spli
         return phantom_pairs(n, size=image_size, seed=seed, split=split, config=phantom_config, section=section)
     if kind == "generated":
         if corpus is None:
-            raise ValueError(f"pairs spec {spec!r}: a generated dataset keeps only report hashes; pass the report "
-                             "corpus it was generated from (corpus=..., --reports)")
+            raise ValueError(
+                f"pairs spec {spec!r}: a generated dataset keeps only report hashes; pass the report "
+                "corpus it was generated from (corpus=..., --reports)"
+            )
         if not Path(rest).is_dir():
             raise CXRDataError(f"pairs spec {spec!r}: {rest} is not a folder")
         return generated_pairs(rest, corpus, section=section)

@@ -57,6 +57,8 @@ from .phantom_findings import (
 from .phantom_render import PhantomConfig, _check_size, render_phantom
 from .schema import CHEXPERT5, cxr_features
 
+DEFAULT_PHANTOM_CONFIG = PhantomConfig()  # frozen: one shared default for every function below
+
 PHANTOM_SOURCE = "genssl_hf-phantom"
 PHANTOM_VERSION = "1"
 
@@ -85,7 +87,7 @@ def sample_phantom(
     seed: int,
     size: int = 128,
     findings: Mapping[str, Mapping[str, Any] | None] | None = None,
-    config: PhantomConfig = PhantomConfig(),
+    config: PhantomConfig = DEFAULT_PHANTOM_CONFIG,
 ) -> PhantomSample:
     """One phantom chest X-ray. ``findings=None`` draws findings at ``config.prevalence``; a dict
     (possibly empty, for a normal film) fixes them. Deterministic in (seed, size, findings, config)."""
@@ -122,7 +124,7 @@ def iter_phantom_records(
     num_samples: int,
     size: int = 128,
     seed: int = 0,
-    config: PhantomConfig = PhantomConfig(),
+    config: PhantomConfig = DEFAULT_PHANTOM_CONFIG,
     start: int = 0,
     split: str = "train",
 ) -> Iterator[dict[str, Any]]:
@@ -154,7 +156,7 @@ def phantom_dataset(
     num_samples: int,
     size: int = 128,
     seed: int = 0,
-    config: PhantomConfig = PhantomConfig(),
+    config: PhantomConfig = DEFAULT_PHANTOM_CONFIG,
     split: str = "train",
     num_proc: int | None = None,
     cache_dir: str | None = None,
@@ -183,7 +185,7 @@ def phantom_splits(
     sizes: Mapping[str, int],
     size: int = 128,
     seed: int = 0,
-    config: PhantomConfig = PhantomConfig(),
+    config: PhantomConfig = DEFAULT_PHANTOM_CONFIG,
     cache_dir: str | None = None,
 ):
     """A ``DatasetDict`` with one independent phantom stream per split, e.g.

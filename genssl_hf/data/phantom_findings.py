@@ -88,7 +88,8 @@ def findings_from_text(text: str) -> dict[str, dict[str, Any]]:
 
     Understands "Big left-sided pleural effusion", "Small bilateral atelectasis", "Cardiomegaly",
     "Edema with pulmonary venous congestion" (the disease word alone means present with default
-    size), "No X" and "X with no <feature>" (absent, the negative class of an elaborated prompt). Unknown words are ignored, so a heuristic or disease prompt maps to its finding.
+    size), "No X" and "X with no <feature>" (absent, the negative class of an elaborated prompt). Unknown words are
+    ignored, so a heuristic or disease prompt maps to its finding.
     """
     spec: dict[str, dict[str, Any]] = {}
     for sentence in [s.strip().lower() for s in text.replace(",", ".").split(".") if s.strip()]:

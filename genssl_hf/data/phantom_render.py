@@ -211,7 +211,9 @@ def _lung_fields(g: _Grid, t: _Thorax) -> tuple[np.ndarray, dict[int, np.ndarray
         lateral = 0.1 + (t.lung_cx + t.lung_w - 0.1) * v**0.38
         medial = 0.085 + 0.03 * v
         dome = t.base[s] - 0.13 * np.clip(1.0 - ((x - cx) / (t.lung_w * 1.15)) ** 2, 0, None)
-        mask = _soft(lateral - s * x, px * 1.5) * _soft(s * x - medial, px) * _soft(dome - y, px) * _soft(y - top, px * 2)
+        mask = (
+            _soft(lateral - s * x, px * 1.5) * _soft(s * x - medial, px) * _soft(dome - y, px) * _soft(y - top, px * 2)
+        )
         lung_masks[s] = mask
         lungs = np.maximum(lungs, mask)
     return lungs, lung_masks
@@ -294,8 +296,14 @@ def _finding_opacity(
     return opacity
 
 
-def _effusion(spec: dict[str, Any], find: np.random.Generator, g: _Grid, t: _Thorax,
-              lung_masks: dict[int, np.ndarray], body: np.ndarray) -> np.ndarray:
+def _effusion(
+    spec: dict[str, Any],
+    find: np.random.Generator,
+    g: _Grid,
+    t: _Thorax,
+    lung_masks: dict[int, np.ndarray],
+    body: np.ndarray,
+) -> np.ndarray:
     """Basal fluid with a meniscus rising laterally into the costophrenic recess."""
     x, y, px = g.x, g.y, g.px
     frac = find.uniform(0.09, 0.15) if spec["size"] == "small" else find.uniform(0.3, 0.42)
@@ -329,8 +337,9 @@ def _atelectasis(spec: dict[str, Any], g: _Grid, t: _Thorax, lung_masks: dict[in
     return opacity
 
 
-def _consolidation(spec: dict[str, Any], find: np.random.Generator, g: _Grid, t: _Thorax,
-                   lung_masks: dict[int, np.ndarray]) -> np.ndarray:
+def _consolidation(
+    spec: dict[str, Any], find: np.random.Generator, g: _Grid, t: _Thorax, lung_masks: dict[int, np.ndarray]
+) -> np.ndarray:
     """Dense patchy opacity (thresholded smooth noise) with air bronchograms, one patch per side."""
     x, y = g.x, g.y
     radius = find.uniform(0.1, 0.14) if spec["size"] == "small" else find.uniform(0.2, 0.26)
@@ -350,8 +359,14 @@ def _consolidation(spec: dict[str, Any], find: np.random.Generator, g: _Grid, t:
     return opacity
 
 
-def _edema(spec: dict[str, Any], find: np.random.Generator, g: _Grid, t: _Thorax, lungs: np.ndarray,
-           lung_masks: dict[int, np.ndarray]) -> np.ndarray:
+def _edema(
+    spec: dict[str, Any],
+    find: np.random.Generator,
+    g: _Grid,
+    t: _Thorax,
+    lungs: np.ndarray,
+    lung_masks: dict[int, np.ndarray],
+) -> np.ndarray:
     """Bilateral perihilar ("bat-wing") haze; big adds Kerley B lines at the bases."""
     x, y, px = g.x, g.y, g.px
     big = spec["size"] == "big"
@@ -374,8 +389,9 @@ def _edema(spec: dict[str, Any], find: np.random.Generator, g: _Grid, t: _Thorax
     return strength * haze
 
 
-def _expose(density: np.ndarray, size: int, acq: np.random.Generator,
-            config: PhantomConfig) -> tuple[np.ndarray, dict[str, float]]:
+def _expose(
+    density: np.ndarray, size: int, acq: np.random.Generator, config: PhantomConfig
+) -> tuple[np.ndarray, dict[str, float]]:
     """Exposure, blur, gamma and quantum noise: the uint8 image and the rest of the acquisition record."""
     mu = acq.uniform(*config.exposure)
     image = (1.0 - np.exp(-mu * np.clip(density, 0, None))) / (1.0 - math.exp(-mu * 1.1))

@@ -15,14 +15,20 @@ from typing import Callable, Sequence
 
 __all__ = ["DATASET_SCHEMES", "open_labelled_dataset", "describe_schemes"]
 
-_SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
-                  "test": "test"}
+_SPLIT_FOLDERS = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+}
 
 
 def _kermany(root: str, label_names):
     import datasets
 
     from .adapters import load_kermany
+
     return datasets.DatasetDict({"train": load_kermany(root, "train")})
 
 
@@ -30,6 +36,7 @@ def _nih_subset(root: str, label_names):
     import datasets
 
     from .adapters import load_nih_subset
+
     dd = load_nih_subset(root, None)
     return datasets.DatasetDict({("validation" if k == "valid" else k): v for k, v in dd.items()})
 
@@ -38,6 +45,7 @@ def _chexpert(root: str, label_names):
     import datasets
 
     from .adapters import load_chexpert
+
     # The usual protocol: the official ``valid`` set is the test set; validation is carved from train.
     return datasets.DatasetDict({"train": load_chexpert(root, "train"), "test": load_chexpert(root, "valid")})
 
@@ -46,6 +54,7 @@ def _nih14(root: str, label_names):
     import datasets
 
     from .adapters import load_nih_cxr14
+
     return datasets.DatasetDict({"train": load_nih_cxr14(root, "train_val"), "test": load_nih_cxr14(root, "test")})
 
 
@@ -53,6 +62,7 @@ def _covidx(root: str, label_names):
     import datasets
 
     from .adapters import load_covidx
+
     out = {}
     for split in ("train", "test"):
         files = sorted(Path(root).glob(f"{split}*.txt"))
@@ -66,8 +76,14 @@ def _mimic(root: str, label_names):
     import datasets
 
     from .adapters import load_mimic_cxr
-    return datasets.DatasetDict({"train": load_mimic_cxr(root, "train"), "validation": load_mimic_cxr(root, "validate"),
-                                 "test": load_mimic_cxr(root, "test")})
+
+    return datasets.DatasetDict(
+        {
+            "train": load_mimic_cxr(root, "train"),
+            "validation": load_mimic_cxr(root, "validate"),
+            "test": load_mimic_cxr(root, "test"),
+        }
+    )
 
 
 def _match_class_folders(root: Path, label_names: Sequence[str] | None) -> list[str] | None:
@@ -80,8 +96,9 @@ def _match_class_folders(root: Path, label_names: Sequence[str] | None) -> list[
     missing = [n for n in label_names if n.lower() not in by_lower]
     extra = [f for f in folders if f.lower() not in {n.lower() for n in label_names}]
     if extra:
-        raise ValueError(f"imagefolder:{root}: class folder(s) {extra} are not among the model's classes "
-                         f"{list(label_names)}")
+        raise ValueError(
+            f"imagefolder:{root}: class folder(s) {extra} are not among the model's classes {list(label_names)}"
+        )
     if missing:
         # A test folder may lack a class (e.g. no positives); keep the model's class list anyway.
         return [by_lower.get(n.lower(), n) for n in label_names]
@@ -94,11 +111,15 @@ def _imagefolder(root: str, label_names):
     import datasets
 
     from .adapters import load_image_folder
+
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"imagefolder:{root}: no such folder")
-    split_dirs = {_SPLIT_FOLDERS[e.name.lower()]: Path(e.path) for e in os.scandir(base)
-                  if e.is_dir() and e.name.lower() in _SPLIT_FOLDERS}
+    split_dirs = {
+        _SPLIT_FOLDERS[e.name.lower()]: Path(e.path)
+        for e in os.scandir(base)
+        if e.is_dir() and e.name.lower() in _SPLIT_FOLDERS
+    }
     if not split_dirs:
         split_dirs = {"test": base}
     out = {}
@@ -128,8 +149,15 @@ def describe_schemes() -> str:
     return "; ".join(f"{k}:ROOT ({v[1]})" for k, v in DATASET_SCHEMES.items())
 
 
-def open_labelled_dataset(spec: str, *, config: str | None = None, phantom_sizes: Sequence[int] = (2000, 300, 500),
-                          phantom_resolution: int = 64, seed: int = 0, label_names: Sequence[str] | None = None):
+def open_labelled_dataset(
+    spec: str,
+    *,
+    config: str | None = None,
+    phantom_sizes: Sequence[int] = (2000, 300, 500),
+    phantom_resolution: int = 64,
+    seed: int = 0,
+    label_names: Sequence[str] | None = None,
+):
     """A ``DatasetDict`` in the canonical schema from a dataset spec (see the module docstring).
 
     ``phantom`` gives ``train`` / ``validation`` / ``test`` streams of ``phantom_sizes``.
@@ -141,8 +169,9 @@ def open_labelled_dataset(spec: str, *, config: str | None = None, phantom_sizes
         from .phantom import phantom_splits
 
         names = ("train", "validation", "test")
-        return phantom_splits({n: int(k) for n, k in zip(names, phantom_sizes) if int(k) > 0},
-                              size=phantom_resolution, seed=seed)
+        return phantom_splits(
+            {n: int(k) for n, k in zip(names, phantom_sizes) if int(k) > 0}, size=phantom_resolution, seed=seed
+        )
     scheme, sep, root = spec.partition(":")
     if sep and scheme in DATASET_SCHEMES:
         if not root:

@@ -43,8 +43,9 @@ def _eager(model: torch.nn.Module):
 
 
 @torch.no_grad()
-def cls_attention_maps(model: torch.nn.Module, pixel_values: torch.Tensor, *, head_fusion: str = "mean",
-                       upsample: bool = True) -> torch.Tensor:
+def cls_attention_maps(
+    model: torch.nn.Module, pixel_values: torch.Tensor, *, head_fusion: str = "mean", upsample: bool = True
+) -> torch.Tensor:
     """CLS -> patch attention of the last layer.
 
     Returns ``(B, H, W)`` maps (``upsample=True``: at the input resolution, bilinear) or the
@@ -117,7 +118,7 @@ def save_attention_overlays(
         fig, ax = plt.subplots(figsize=(3.2, 3.4), dpi=100)
         ax.imshow(imgs[i], cmap="gray", vmin=0.0, vmax=1.0)
         ax.imshow(mps[i], cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-        for box in (boxes[i] if boxes is not None and boxes[i] is not None else []):
+        for box in boxes[i] if boxes is not None and boxes[i] is not None else []:
             x0, y0, x1, y1 = box
             ax.add_patch(mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
         if titles is not None:
@@ -135,12 +136,14 @@ def save_attention_overlays(
     return paths
 
 
-def gradcam_maps(model: torch.nn.Module, pixel_values: torch.Tensor, *, target: Sequence[int] | None = None,
-                 upsample: bool = True) -> torch.Tensor:
+def gradcam_maps(
+    model: torch.nn.Module, pixel_values: torch.Tensor, *, target: Sequence[int] | None = None, upsample: bool = True
+) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017) on the last stage of a CNN classifier
     (``ResNetForImageClassification``): the last stage's activations weighted by the spatially
     averaged gradient of the target logit (default: each image's highest logit), ReLU, rescaled to
-    [0, 1] per image (an image with no positive evidence keeps the signed map, rescaled). Returns ``(B, H, W)`` (``upsample``) or the ``(B, h, w)`` feature grid."""
+    [0, 1] per image (an image with no positive evidence keeps the signed map, rescaled). Returns ``(B, H, W)``
+    (``upsample``) or the ``(B, h, w)`` feature grid."""
     body = getattr(model, "resnet", None)
     if body is None:
         raise TypeError(f"{type(model).__name__} is not a CNN classifier with a .resnet body (Grad-CAM needs one)")

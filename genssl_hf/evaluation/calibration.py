@@ -61,8 +61,9 @@ def expected_calibration_error(y_true: Any, prob: Any, n_bins: int = 10) -> floa
     return float((count * np.asarray(gaps)).sum() / count.sum())
 
 
-def calibration_metrics(y_true: Any, y_score: Any, *, label_names: Sequence[str] | None = None,
-                        n_bins: int = 10) -> dict[str, Any]:
+def calibration_metrics(
+    y_true: Any, y_score: Any, *, label_names: Sequence[str] | None = None, n_bins: int = 10
+) -> dict[str, Any]:
     """``{"ece", "ece_kind", "n_bins", "per_class": {name: {"ece", "brier", "bins"}}, "top_label"?}``
     for multi-label ``(N, C)`` 0/1 or multi-class ``(N,)`` targets with ``(N, C)`` probabilities."""
     y, s, names, multi_label = prepare_targets(y_true, y_score, label_names)

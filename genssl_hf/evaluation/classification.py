@@ -40,6 +40,7 @@ __all__ = [
 # Markdown tables in the paper's layout (values in percent, one decimal)
 # ----------------------------------------------------------------------------------------------
 
+
 def _pct(value: float | None, ci: dict | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -67,7 +68,9 @@ def format_auc_table(results: dict[str, dict[str, Any]], *, with_ci: bool = True
         cells.append(_pct(m["mean_auc"], ci.get("mean_auc")))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
         for nm, reason in m.get("undefined_auc", {}).items():
-            notes.append(f"- {method}: AUC of {nm} undefined ({reason}); mAUC over {len(m['mean_auc_classes'])} classes.")
+            notes.append(
+                f"- {method}: AUC of {nm} undefined ({reason}); mAUC over {len(m['mean_auc_classes'])} classes."
+            )
     if with_ci and any("ci" in m for m in results.values()):
         conf = next(m["ci"]["confidence"] for m in results.values() if "ci" in m)
         notes.append(f"- AUC in percent; brackets: {100 * conf:.0f}% bootstrap confidence interval.")
@@ -115,8 +118,9 @@ def paired_bootstrap_auc_difference(
     interval reflects the difference, not two independent intervals). Multi-label targets
     ``(N, C)`` or multi-class labels ``(N,)`` with ``(N, C)`` scores; ``p_value`` is the share of
     replicates on the other side of zero (two-sided)."""
-    return paired_bootstrap_over_seeds(y_true, [score_a], [score_b], n_bootstrap=n_bootstrap,
-                                       confidence=confidence, seed=seed, resample_seeds=False)
+    return paired_bootstrap_over_seeds(
+        y_true, [score_a], [score_b], n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, resample_seeds=False
+    )
 
 
 def _targets_and_defined(y_true: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +160,9 @@ def paired_bootstrap_over_seeds(
     shape = a[0].shape
     for k, (x, z) in enumerate(zip(a, b)):
         if x.shape != shape or z.shape != shape:
-            raise ValueError(f"run {k}: scores {x.shape} / {z.shape} differ from {shape}: every run must score the same cases")
+            raise ValueError(
+                f"run {k}: scores {x.shape} / {z.shape} differ from {shape}: every run must score the same cases"
+            )
     t, defined = _targets_and_defined(y_true, shape)
     n, c = shape
     cols = np.flatnonzero(defined)
@@ -173,7 +179,7 @@ def paired_bootstrap_over_seeds(
         k = min(chunk, n_bootstrap - start)
         idx = rng.integers(0, n, size=(k, n))
         for r in range(runs):
-            per_rep[start:start + k, r] = mean_auc(t[idx], a[r][idx]) - mean_auc(t[idx], b[r][idx])
+            per_rep[start : start + k, r] = mean_auc(t[idx], a[r][idx]) - mean_auc(t[idx], b[r][idx])
     if resample_seeds and runs > 1:
         pick = rng.integers(0, runs, size=(n_bootstrap, runs))
         diffs = np.take_along_axis(per_rep, pick, axis=1).mean(axis=1)
@@ -183,10 +189,23 @@ def paired_bootstrap_over_seeds(
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
     p = 2.0 * min((diffs <= 0).mean(), (diffs >= 0).mean())
-    out = {"difference": float(per_seed.mean()), "low": float(lo), "high": float(hi), "p_value": float(min(1.0, p)),
-           "n_bootstrap": int(n_bootstrap), "valid_replicates": int(diffs.size), "seed": int(seed),
-           "classes": int(defined.sum())}
+    out = {
+        "difference": float(per_seed.mean()),
+        "low": float(lo),
+        "high": float(hi),
+        "p_value": float(min(1.0, p)),
+        "n_bootstrap": int(n_bootstrap),
+        "valid_replicates": int(diffs.size),
+        "seed": int(seed),
+        "classes": int(defined.sum()),
+    }
     if runs > 1:
-        out.update({"runs": runs, "per_seed": [float(x) for x in per_seed], "median": float(np.median(per_seed)),
-                    "resample_seeds": bool(resample_seeds)})
+        out.update(
+            {
+                "runs": runs,
+                "per_seed": [float(x) for x in per_seed],
+                "median": float(np.median(per_seed)),
+                "resample_seeds": bool(resample_seeds),
+            }
+        )
     return out

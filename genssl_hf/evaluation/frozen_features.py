@@ -12,7 +12,8 @@ weight moves. Conventions (the SSL literature's, and the package's):
   ``"none"``, or another folder's processor);
 * features: the mean of the last layer's patch tokens after the final LayerNorm (``pooling="mean"``)
   or the CLS token (``"cls"``);
-* scores (:mod:`genssl_hf.evaluation.probe_scores`) -- kNN: cosine similarity, ``k = 20`` nearest labelled training features, votes weighted by
+* scores (:mod:`genssl_hf.evaluation.probe_scores`) -- kNN: cosine similarity, ``k = 20`` nearest labelled training
+  features, votes weighted by
   ``exp(sim / 0.07)`` (Wu et al. 2018; the package's SSL monitor);
 * linear probe: scikit-learn ``LogisticRegression`` on features standardised with the training
   subset's statistics (one per class for multi-label data, multinomial for multi-class); the inverse
@@ -78,15 +79,25 @@ class FrozenEncoder:
     ``model`` is the classifier :func:`build_classifier` gives (its head is never used);
     ``features(pixels)`` maps a uint8 ``(B, 1, S, S)`` batch to ``(B, D)`` pooled features."""
 
-    def __init__(self, model: torch.nn.Module, normalizer: InputNormalizer, cnn: bool, pooling: str,
-                 normalizer_source: str, layer: int = -1):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        normalizer: InputNormalizer,
+        cnn: bool,
+        pooling: str,
+        normalizer_source: str,
+        layer: int = -1,
+    ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
         depth = None if cnn else int(model.config.num_hidden_layers)
         if layer != -1 and (cnn or not 0 <= layer <= depth):
-            raise ValueError(f"layer {layer} does not exist: use -1 (the last, after the final LayerNorm) or 0..{depth} "
-                             "(a ViT's embeddings / block outputs)" if not cnn else
-                             f"layer {layer}: a ResNet gives its pooled last stage only (layer -1)")
+            raise ValueError(
+                f"layer {layer} does not exist: use -1 (the last, after the final LayerNorm) or 0..{depth} "
+                "(a ViT's embeddings / block outputs)"
+                if not cnn
+                else f"layer {layer}: a ResNet gives its pooled last stage only (layer -1)"
+            )
         self.layer = layer
         self.model = model.eval().requires_grad_(False)
         self.backbone = model.resnet if cnn else model.vit
@@ -122,8 +133,9 @@ def _folder_config(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "config.json").read_text())
 
 
-def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean",
-                        seed: int = 0, layer: int = -1) -> FrozenEncoder:
+def load_frozen_encoder(
+    init: str | os.PathLike, *, image_processor: str = "init", pooling: str = "mean", seed: int = 0, layer: int = -1
+) -> FrozenEncoder:
     """The encoder fine-tuning would start from for ``--model init`` (seeded random weights for a
     preset), frozen, with its input normalisation (``image_processor``: ``init`` / ``none`` / a folder)."""
     check_encoder_spec(init, image_processor)
@@ -149,17 +161,35 @@ def load_frozen_encoder(init: str | os.PathLike, *, image_processor: str = "init
         normalizer = InputNormalizer.from_processor(processor, image_size, channels)
     else:
         normalizer = InputNormalizer(image_size=image_size, num_channels=channels)
-    return FrozenEncoder(model, normalizer, cnn, pooling,
-                         str(source / "preprocessor_config.json") if processor is not None else "default", layer=layer)
+    return FrozenEncoder(
+        model,
+        normalizer,
+        cnn,
+        pooling,
+        str(source / "preprocessor_config.json") if processor is not None else "default",
+        layer=layer,
+    )
 
 
-def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, dataset_split, *,
-                     image_column: str = "image", batch_size: int = 256, image_processor: str = "init",
-                     pooling: str = "mean", seed: int = 0, layer: int = -1) -> np.ndarray:
+def extract_features(
+    model_folder_or_preset: str | os.PathLike | FrozenEncoder,
+    dataset_split,
+    *,
+    image_column: str = "image",
+    batch_size: int = 256,
+    image_processor: str = "init",
+    pooling: str = "mean",
+    seed: int = 0,
+    layer: int = -1,
+) -> np.ndarray:
     """``(N, D)`` float32 frozen features of every row of ``dataset_split`` (a ``datasets.Dataset``)."""
-    encoder = (model_folder_or_preset if isinstance(model_folder_or_preset, FrozenEncoder)
-               else load_frozen_encoder(model_folder_or_preset, image_processor=image_processor, pooling=pooling,
-                                        seed=seed, layer=layer))
+    encoder = (
+        model_folder_or_preset
+        if isinstance(model_folder_or_preset, FrozenEncoder)
+        else load_frozen_encoder(
+            model_folder_or_preset, image_processor=image_processor, pooling=pooling, seed=seed, layer=layer
+        )
+    )
     if image_column not in dataset_split.column_names:
         raise KeyError(f"dataset has no image column {image_column!r} (columns: {dataset_split.column_names})")
     if batch_size < 1:
@@ -168,7 +198,7 @@ def extract_features(model_folder_or_preset: str | os.PathLike | FrozenEncoder, 
     collate = Collator(encoder.image_size, False, 1, image_column)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size][image_column]
+        batch = images[start : start + batch_size][image_column]
         out.append(encoder.features(collate.pixels([{image_column: im} for im in batch])).cpu().numpy())
     dim = out[0].shape[1] if out else 0
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
@@ -196,8 +226,16 @@ def _encoder_spec(value: Any) -> dict[str, Any]:
     return {"init": str(value), "image_processor": "init"}
 
 
-def _check_table_inputs(encoders: Mapping[str, Any], dataset_dict, fractions: Sequence[float], seeds: Sequence[int],
-                        split_names: dict[str, str], pooling: str, k: int, temperature: float):
+def _check_table_inputs(
+    encoders: Mapping[str, Any],
+    dataset_dict,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    split_names: dict[str, str],
+    pooling: str,
+    k: int,
+    temperature: float,
+):
     """Before any compute: (encoder specs, fractions, seeds), every encoder checked, the splits present."""
     if not encoders:
         raise ValueError("no encoders given")
@@ -223,7 +261,9 @@ def _check_table_inputs(encoders: Mapping[str, Any], dataset_dict, fractions: Se
     return specs, fractions, seeds
 
 
-def _labelled_splits(dataset_dict, split_names: dict[str, str], fractions: list[float], seeds: list[int]) -> dict[str, Any]:
+def _labelled_splits(
+    dataset_dict, split_names: dict[str, str], fractions: list[float], seeds: list[int]
+) -> dict[str, Any]:
     """The three splits, their targets (the classes must agree) and fine-tuning's training rows (and
     their hash) per (fraction, seed)."""
     splits = {role: dataset_dict[split_names[role]] for role in ("train", "validation", "test")}
@@ -237,13 +277,29 @@ def _labelled_splits(dataset_dict, split_names: dict[str, str], fractions: list[
     subsets = {(f, s): stratified_subset(targets, f, s) for f in fractions for s in seeds}
     # the hash fine-tuning writes to label_fraction.json for the same fraction and seed
     subset_hashes = {key: sha256_strings(str(i) for i in idx.tolist()) for key, idx in subsets.items()}
-    return {"splits": splits, "targets": targets, "label_names": label_names, "multi_label": multi_label,
-            "val_y": eval_targets["validation"], "test_y": eval_targets["test"], "subsets": subsets,
-            "subset_hashes": subset_hashes}
+    return {
+        "splits": splits,
+        "targets": targets,
+        "label_names": label_names,
+        "multi_label": multi_label,
+        "val_y": eval_targets["validation"],
+        "test_y": eval_targets["test"],
+        "subsets": subsets,
+        "subset_hashes": subset_hashes,
+    }
 
 
-def _score_encoder(title: str, spec: dict[str, Any], data: dict[str, Any], fractions: list[float], seeds: list[int],
-                   cache: dict, rows: list[dict[str, Any]], encoder_info: dict[str, Any], opts: dict[str, Any]) -> None:
+def _score_encoder(
+    title: str,
+    spec: dict[str, Any],
+    data: dict[str, Any],
+    fractions: list[float],
+    seeds: list[int],
+    cache: dict,
+    rows: list[dict[str, Any]],
+    encoder_info: dict[str, Any],
+    opts: dict[str, Any],
+) -> None:
     """One encoder's rows (every seed x fraction): features extracted once per split (per seed for a
     random-init preset), kNN and linear-probe test AUC."""
     random_init = encoder_config(spec["init"])[1] is None
@@ -251,32 +307,75 @@ def _score_encoder(title: str, spec: dict[str, Any], data: dict[str, Any], fract
     for seed in seeds:
         key = (title, seed if random_init else None)
         if key not in cache:
-            enc = load_frozen_encoder(spec["init"], image_processor=spec["image_processor"], pooling=opts["pooling"],
-                                      seed=seed, layer=opts["layer"])
+            enc = load_frozen_encoder(
+                spec["init"],
+                image_processor=spec["image_processor"],
+                pooling=opts["pooling"],
+                seed=seed,
+                layer=opts["layer"],
+            )
             cache.clear()  # one encoder's features in memory at a time
-            cache[key] = {n: extract_features(enc, ds, image_column=opts["image_column"], batch_size=opts["batch_size"])
-                          for n, ds in data["splits"].items()}
-            encoder_info[title] = {**spec, "random_init": random_init, "normalizer_source": enc.normalizer_source,
-                                   "image_size": enc.image_size, "feature_dim": int(cache[key]["train"].shape[1])}
+            cache[key] = {
+                n: extract_features(enc, ds, image_column=opts["image_column"], batch_size=opts["batch_size"])
+                for n, ds in data["splits"].items()
+            }
+            encoder_info[title] = {
+                **spec,
+                "random_init": random_init,
+                "normalizer_source": enc.normalizer_source,
+                "image_size": enc.image_size,
+                "feature_dim": int(cache[key]["train"].shape[1]),
+            }
         feats = cache[key]
         for fraction in fractions:
             idx = data["subsets"][(fraction, seed)]
             tr_x, tr_y = feats["train"][idx], data["targets"][idx]
-            knn = knn_auc(tr_x, tr_y, feats["test"], data["test_y"], num_classes, k=opts["k"], temperature=opts["temperature"])
-            probe, best_c = linear_probe_auc(tr_x, tr_y, feats["validation"], data["val_y"], feats["test"], data["test_y"],
-                                             num_classes, c_grid=opts["c_grid"], seed=seed)
-            rows.append({"encoder": title, "fraction": fraction, "seed": seed, "num_train": int(len(idx)),
-                         "train_indices_sha256": data["subset_hashes"][(fraction, seed)],
-                         "knn_auc": knn, "probe_auc": probe, "probe_C": best_c})
-            logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe,
-                        best_c)
+            knn = knn_auc(
+                tr_x, tr_y, feats["test"], data["test_y"], num_classes, k=opts["k"], temperature=opts["temperature"]
+            )
+            probe, best_c = linear_probe_auc(
+                tr_x,
+                tr_y,
+                feats["validation"],
+                data["val_y"],
+                feats["test"],
+                data["test_y"],
+                num_classes,
+                c_grid=opts["c_grid"],
+                seed=seed,
+            )
+            rows.append(
+                {
+                    "encoder": title,
+                    "fraction": fraction,
+                    "seed": seed,
+                    "num_train": int(len(idx)),
+                    "train_indices_sha256": data["subset_hashes"][(fraction, seed)],
+                    "knn_auc": knn,
+                    "probe_auc": probe,
+                    "probe_C": best_c,
+                }
+            )
+            logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe, best_c)
 
 
-def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions: Sequence[float] = (0.01, 0.1, 1.0),
-                         seeds: Sequence[int] = (0, 1, 2), train_split: str = "train",
-                         validation_split: str = "validation", test_split: str = "test", image_column: str = "image",
-                         pooling: str = "mean", k: int = 20, temperature: float = 0.07,
-                         c_grid: Sequence[float] = DEFAULT_C_GRID, batch_size: int = 256, layer: int = -1) -> dict[str, Any]:
+def frozen_feature_table(
+    encoders: Mapping[str, Any],
+    dataset_dict,
+    *,
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    train_split: str = "train",
+    validation_split: str = "validation",
+    test_split: str = "test",
+    image_column: str = "image",
+    pooling: str = "mean",
+    k: int = 20,
+    temperature: float = 0.07,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    batch_size: int = 256,
+    layer: int = -1,
+) -> dict[str, Any]:
     """kNN and linear-probe test AUC of every encoder x label fraction x seed.
 
     ``encoders``: title -> ``init`` (folder or preset) or ``{"init", "image_processor"}``.
@@ -287,11 +386,19 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
     Returns ``{"rows": [{encoder, fraction, seed, num_train, knn_auc, probe_auc, probe_C}], ...}``.
     """
     split_names = {"train": train_split, "validation": validation_split, "test": test_split}
-    specs, fractions, seeds = _check_table_inputs(encoders, dataset_dict, fractions, seeds, split_names, pooling, k,
-                                                  temperature)
+    specs, fractions, seeds = _check_table_inputs(
+        encoders, dataset_dict, fractions, seeds, split_names, pooling, k, temperature
+    )
     data = _labelled_splits(dataset_dict, split_names, fractions, seeds)
-    opts = {"pooling": pooling, "layer": layer, "image_column": image_column, "batch_size": batch_size, "k": k,
-            "temperature": temperature, "c_grid": c_grid}
+    opts = {
+        "pooling": pooling,
+        "layer": layer,
+        "image_column": image_column,
+        "batch_size": batch_size,
+        "k": k,
+        "temperature": temperature,
+        "c_grid": c_grid,
+    }
     rows, encoder_info = [], {}
     cache: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
     started = time.perf_counter()
@@ -308,9 +415,16 @@ def frozen_feature_table(encoders: Mapping[str, Any], dataset_dict, *, fractions
         "split_names": split_names,
         "fractions": fractions,
         "seeds": seeds,
-        "protocol": {"pooling": pooling, "layer": layer, "knn_k": k, "knn_temperature": temperature, "c_grid": list(c_grid),
-                     "c_selection": "validation mean AUC", "metric": "test mean ROC AUC",
-                     "subset": "genssl_hf.training.finetune_data.stratified_subset(train targets, fraction, seed)"},
+        "protocol": {
+            "pooling": pooling,
+            "layer": layer,
+            "knn_k": k,
+            "knn_temperature": temperature,
+            "c_grid": list(c_grid),
+            "c_selection": "validation mean AUC",
+            "metric": "test mean ROC AUC",
+            "subset": "genssl_hf.training.finetune_data.stratified_subset(train targets, fraction, seed)",
+        },
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -322,8 +436,12 @@ def summarise_table(table: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault((row["encoder"], row["fraction"]), []).append(row)
     out = []
     for (title, fraction), rows in groups.items():
-        entry: dict[str, Any] = {"encoder": title, "fraction": fraction, "num_seeds": len(rows),
-                                 "num_train": rows[0]["num_train"]}
+        entry: dict[str, Any] = {
+            "encoder": title,
+            "fraction": fraction,
+            "num_seeds": len(rows),
+            "num_train": rows[0]["num_train"],
+        }
         for key in ("knn_auc", "probe_auc"):
             values = np.array([r[key] for r in rows], dtype=np.float64)
             entry[f"{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
@@ -350,13 +468,16 @@ def markdown_table(table: Mapping[str, Any]) -> str:
         lines.append(f"| {t} | " + " | ".join(vals) + " |")
     p = table["protocol"]
     n_train = {f: cell[(titles[0], f)]["num_train"] for f in fractions}
-    lines += ["", f"Test mean ROC AUC ({table['task']}, classes {', '.join(table['label_names'])}), mean ± std over "
-              f"seeds {table['seeds']}; training rows per fraction: "
-              + ", ".join(f"{f:.0%}: {n}" for f, n in n_train.items())
-              + f"; splits {table['splits']}. Features: {p['pooling']} pooling of "
-              f"{'the last layer' if p.get('layer', -1) == -1 else 'block ' + str(p['layer']) + ' (no final norm)'}, frozen. "
-              f"kNN: k={p['knn_k']}, T={p['knn_temperature']}, cosine. Probe: logistic regression on standardised "
-              f"features, C in {p['c_grid']} chosen on validation."]
+    lines += [
+        "",
+        f"Test mean ROC AUC ({table['task']}, classes {', '.join(table['label_names'])}), mean ± std over "
+        f"seeds {table['seeds']}; training rows per fraction: "
+        + ", ".join(f"{f:.0%}: {n}" for f, n in n_train.items())
+        + f"; splits {table['splits']}. Features: {p['pooling']} pooling of "
+        f"{'the last layer' if p.get('layer', -1) == -1 else 'block ' + str(p['layer']) + ' (no final norm)'}, frozen. "
+        f"kNN: k={p['knn_k']}, T={p['knn_temperature']}, cosine. Probe: logistic regression on standardised "
+        f"features, C in {p['c_grid']} chosen on validation.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -378,16 +499,24 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="probe_encoders.py",
         description="Frozen-feature quality of encoders: weighted kNN and a linear probe (C chosen on validation) "
-                    "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
+        "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", action="append", required=True, metavar="TITLE=MODEL[:PROCESSOR]",
-                   help="repeatable. MODEL: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
-                        "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
-                        "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use")
-    p.add_argument("--dataset", required=True,
-                   help="any genssl_hf.data.registry spec: phantom, kermany:ROOT, nih-subset:ROOT, a save_to_disk or "
-                        "parquet DatasetDict folder, ...")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="TITLE=MODEL[:PROCESSOR]",
+        help="repeatable. MODEL: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
+        "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
+        "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="any genssl_hf.data.registry spec: phantom, kermany:ROOT, nih-subset:ROOT, a save_to_disk or "
+        "parquet DatasetDict folder, ...",
+    )
     p.add_argument("--dataset_config", default=None)
     p.add_argument("--train_split", default="train")
     p.add_argument("--validation_split", default="validation")
@@ -396,9 +525,13 @@ def build_parser():
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions in (0, 1]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pooling", choices=POOLINGS, default="mean")
-    p.add_argument("--layer", type=int, default=-1,
-                   help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
-                        "(where in the encoder the label signal lives)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
+        "(where in the encoder the label signal lives)",
+    )
     p.add_argument("--knn_k", type=int, default=20)
     p.add_argument("--knn_temperature", type=float, default=0.07)
     p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
@@ -439,22 +572,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise FileExistsError(f"--output_dir {str(out)!r} already holds frozen_features.json; pass --overwrite")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    dd = open_labelled_dataset(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
-                               phantom_resolution=args.phantom_resolution, seed=0)
+    dd = open_labelled_dataset(
+        args.dataset,
+        config=args.dataset_config,
+        phantom_sizes=args.phantom_sizes,
+        phantom_resolution=args.phantom_resolution,
+        seed=0,
+    )
     table = frozen_feature_table(
-        encoders, dd, fractions=args.fractions, seeds=args.seeds, train_split=args.train_split,
-        validation_split=args.validation_split, test_split=args.test_split, image_column=args.image_column,
-        pooling=args.pooling, k=args.knn_k, temperature=args.knn_temperature, c_grid=args.c_grid,
-        batch_size=args.per_device_eval_batch_size, layer=args.layer)
+        encoders,
+        dd,
+        fractions=args.fractions,
+        seeds=args.seeds,
+        train_split=args.train_split,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        image_column=args.image_column,
+        pooling=args.pooling,
+        k=args.knn_k,
+        temperature=args.knn_temperature,
+        c_grid=args.c_grid,
+        batch_size=args.per_device_eval_batch_size,
+        layer=args.layer,
+    )
     table["summary"] = summarise_table(table)
     table["dataset"] = str(args.dataset)
     table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "frozen_features.json", table)
-    atomic_write_text(out / "frozen_features.md",
-                      f"# Frozen-feature quality on {args.dataset}\n\n{markdown_table(table)}\n"
-                      f"Wall time {table['seconds']:.0f} s on {table['machine']['processor']} "
-                      f"({table['machine']['torch_threads']} torch thread(s)).\n")
+    atomic_write_text(
+        out / "frozen_features.md",
+        f"# Frozen-feature quality on {args.dataset}\n\n{markdown_table(table)}\n"
+        f"Wall time {table['seconds']:.0f} s on {table['machine']['processor']} "
+        f"({table['machine']['torch_threads']} torch thread(s)).\n",
+    )
     print(json.dumps({"output_dir": str(out), "seconds": table["seconds"]}))
     return table
 

@@ -47,8 +47,14 @@ class EncoderFeatureExtractor:
     statistics when the processor has them) and falls back to mean 0.5 / std 0.5.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, *, pooling: str = "mean", device: str | torch.device = "cpu",
-                 image_size: int | None = None):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        pooling: str = "mean",
+        device: str | torch.device = "cpu",
+        image_size: int | None = None,
+    ):
         from transformers import AutoConfig, AutoModel
 
         model_dir = Path(model_dir)
@@ -118,7 +124,7 @@ def _prepare(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 def _batches(images: Any, batch_size: int) -> Iterable[torch.Tensor]:
     if isinstance(images, torch.Tensor):
         for i in range(0, len(images), batch_size):
-            yield images[i:i + batch_size]
+            yield images[i : i + batch_size]
         return
     if isinstance(images, np.ndarray):
         t = torch.from_numpy(images)
@@ -140,7 +146,9 @@ def _batches(images: Any, batch_size: int) -> Iterable[torch.Tensor]:
         yield torch.stack(buf)
 
 
-def extract_features(images: Any, extractor: Callable[[torch.Tensor], np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+def extract_features(
+    images: Any, extractor: Callable[[torch.Tensor], np.ndarray], *, batch_size: int = 64
+) -> np.ndarray:
     """Embed ``images`` (tensor / uint8 array / iterable of PIL images or arrays) in batches."""
     feats = [np.asarray(extractor(b), dtype=np.float64) for b in _batches(images, batch_size)]
     if not feats:
@@ -176,8 +184,9 @@ def _sqrtm(m: np.ndarray) -> np.ndarray:
     return out[0] if isinstance(out, tuple) else out
 
 
-def compute_fid(images_a: Any, images_b: Any, extractor: Callable[[torch.Tensor], np.ndarray], *,
-                batch_size: int = 64) -> dict[str, Any]:
+def compute_fid(
+    images_a: Any, images_b: Any, extractor: Callable[[torch.Tensor], np.ndarray], *, batch_size: int = 64
+) -> dict[str, Any]:
     """FID between two image sets in ``extractor``'s feature space; the result names the extractor."""
     fa = extract_features(images_a, extractor, batch_size=batch_size)
     fb = extract_features(images_b, extractor, batch_size=batch_size)
@@ -205,8 +214,9 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-def mean_nn_cosine_similarity(query: np.ndarray, reference: np.ndarray, *, backend: str = "auto",
-                              chunk: int = 4096) -> dict[str, Any]:
+def mean_nn_cosine_similarity(
+    query: np.ndarray, reference: np.ndarray, *, backend: str = "auto", chunk: int = 4096
+) -> dict[str, Any]:
     """For each query embedding, the cosine similarity of its nearest reference embedding; their mean.
 
     ``backend``: ``"faiss"`` (exact inner-product index over L2-normalised vectors), ``"numpy"``
@@ -227,16 +237,27 @@ def mean_nn_cosine_similarity(query: np.ndarray, reference: np.ndarray, *, backe
         sims, _ = index.search(np.ascontiguousarray(q), 1)
         best = sims[:, 0]
     elif backend == "numpy":
-        best = np.concatenate([(q[i:i + chunk] @ r.T).max(axis=1) for i in range(0, len(q), chunk)])
+        best = np.concatenate([(q[i : i + chunk] @ r.T).max(axis=1) for i in range(0, len(q), chunk)])
     else:
         raise ValueError(f"backend must be 'auto', 'faiss' or 'numpy'; got {backend!r}")
     best = np.clip(best.astype(np.float64), -1.0, 1.0)
-    return {"mean_similarity": float(best.mean()), "std_similarity": float(best.std()), "backend": backend,
-            "num_query": int(len(q)), "num_reference": int(len(r))}
+    return {
+        "mean_similarity": float(best.mean()),
+        "std_similarity": float(best.std()),
+        "backend": backend,
+        "num_query": int(len(q)),
+        "num_reference": int(len(r)),
+    }
 
 
-def dataset_similarity(images_query: Any, images_reference: Any, extractor: Callable[[torch.Tensor], np.ndarray], *,
-                       batch_size: int = 64, backend: str = "auto") -> dict[str, Any]:
+def dataset_similarity(
+    images_query: Any,
+    images_reference: Any,
+    extractor: Callable[[torch.Tensor], np.ndarray],
+    *,
+    batch_size: int = 64,
+    backend: str = "auto",
+) -> dict[str, Any]:
     """Mean nearest-neighbour cosine similarity of ``images_query`` to ``images_reference``,
     both embedded by ``extractor`` (named in the result)."""
     fq = extract_features(images_query, extractor, batch_size=batch_size)

@@ -40,12 +40,24 @@ __all__ = [
     "saved_operating_point",
 ]
 
-DECISION_LABELS = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV",
-                   "f1": "F1", "balanced_accuracy": "Balanced acc."}
+DECISION_LABELS = {
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "f1": "F1",
+    "balanced_accuracy": "Balanced acc.",
+}
 
 
-def saved_operating_point(folder: Any, label_names: Sequence[str], *, evaluated_split: str, rule: str | None = None,
-                          target_sensitivity: float = 0.9) -> dict[str, Any] | None:
+def saved_operating_point(
+    folder: Any,
+    label_names: Sequence[str],
+    *,
+    evaluated_split: str,
+    rule: str | None = None,
+    target_sensitivity: float = 0.9,
+) -> dict[str, Any] | None:
     """The operating point in the classifier folder's ``thresholds.json`` for ``rule`` (default: the
     saved rule), or None when there is none covering these classes, rule and target sensitivity."""
     if rule is not None and rule not in THRESHOLD_RULES:
@@ -55,11 +67,16 @@ def saved_operating_point(folder: Any, label_names: Sequence[str], *, evaluated_
     if saved is None or not _usable(saved, names, rule, target_sensitivity):
         return None
     if saved.get("split") in (evaluated_split, "test"):
-        raise ValueError(f"{folder}/{THRESHOLDS_FILE} was chosen on split {saved.get('split')!r}; thresholds must "
-                         f"come from validation data, not from the evaluated split {evaluated_split!r}")
+        raise ValueError(
+            f"{folder}/{THRESHOLDS_FILE} was chosen on split {saved.get('split')!r}; thresholds must "
+            f"come from validation data, not from the evaluated split {evaluated_split!r}"
+        )
     chosen = rule or saved["rule"]
-    return saved | {"rule": chosen, "thresholds": dict(zip(names, threshold_vector(saved, names, chosen).tolist())),
-                    "source": f"{THRESHOLDS_FILE} saved with the classifier"}
+    return saved | {
+        "rule": chosen,
+        "thresholds": dict(zip(names, threshold_vector(saved, names, chosen).tolist())),
+        "source": f"{THRESHOLDS_FILE} saved with the classifier",
+    }
 
 
 def resolve_operating_point(
@@ -86,25 +103,39 @@ def resolve_operating_point(
     if fixed_threshold is not None:
         if not 0.0 <= fixed_threshold <= 1.0:
             raise ValueError(f"--threshold must lie in [0, 1]; got {fixed_threshold}")
-        return {"rule": "fixed", "source": "fixed --threshold (not chosen on data)", "split": None,
-                "thresholds": {nm: float(fixed_threshold) for nm in names}}
-    saved = saved_operating_point(folder, names, evaluated_split=evaluated_split, rule=rule,
-                                  target_sensitivity=target_sensitivity)
+        return {
+            "rule": "fixed",
+            "source": "fixed --threshold (not chosen on data)",
+            "split": None,
+            "thresholds": {nm: float(fixed_threshold) for nm in names},
+        }
+    saved = saved_operating_point(
+        folder, names, evaluated_split=evaluated_split, rule=rule, target_sensitivity=target_sensitivity
+    )
     if saved is not None:
         return saved
     if threshold_split in (evaluated_split, "test"):
-        raise ValueError(f"thresholds cannot be chosen on split {threshold_split!r}: it is the evaluated / test "
-                         "split (give --threshold_split validation)")
+        raise ValueError(
+            f"thresholds cannot be chosen on split {threshold_split!r}: it is the evaluated / test "
+            "split (give --threshold_split validation)"
+        )
     if validation_predictions is None:
         if not multi_label:
-            return {"rule": "arg-max", "thresholds": None, "split": None,
-                    "source": f"no {THRESHOLDS_FILE} and no split {threshold_split!r}: arg-max only, "
-                              "no one-vs-rest operating points"}
-        raise ValueError(f"{folder} has no usable {THRESHOLDS_FILE} and the dataset has no split {threshold_split!r} "
-                         "to choose thresholds on: give --threshold_split SPLIT or a fixed --threshold")
+            return {
+                "rule": "arg-max",
+                "thresholds": None,
+                "split": None,
+                "source": f"no {THRESHOLDS_FILE} and no split {threshold_split!r}: arg-max only, "
+                "no one-vs-rest operating points",
+            }
+        raise ValueError(
+            f"{folder} has no usable {THRESHOLDS_FILE} and the dataset has no split {threshold_split!r} "
+            "to choose thresholds on: give --threshold_split SPLIT or a fixed --threshold"
+        )
     targets, probs = validation_predictions()
-    record = choose_thresholds(targets, probs, names, rule=rule or "youden", target_sensitivity=target_sensitivity,
-                               split=threshold_split)
+    record = choose_thresholds(
+        targets, probs, names, rule=rule or "youden", target_sensitivity=target_sensitivity, split=threshold_split
+    )
     return record | {"source": f"chosen at evaluation on split {threshold_split!r}"}
 
 
@@ -136,8 +167,14 @@ def decision_metrics(
     t = np.asarray(targets)
     m = classification_metrics(t, probs, label_names=names, threshold=thr, n_bootstrap=n_bootstrap, seed=seed)
     if m["task"] == "multi_class" and given:
-        ovr = classification_metrics(np.eye(len(names), dtype=np.int64)[t.astype(np.int64)], probs, label_names=names,
-                                     threshold=thr, n_bootstrap=n_bootstrap, seed=seed)
+        ovr = classification_metrics(
+            np.eye(len(names), dtype=np.int64)[t.astype(np.int64)],
+            probs,
+            label_names=names,
+            threshold=thr,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         m["one_vs_rest"] = {k: ovr[k] for k in ("label_names", "thresholds", "per_class", "macro")}
         if "ci" in ovr:
             m["one_vs_rest"]["ci"] = {k: ovr["ci"][k] for k in ("per_class", "macro")}
@@ -178,8 +215,11 @@ def format_decision_table(results: Mapping[str, Mapping[str, Any]], *, with_ci: 
     for method, m in results.items():
         ci = (m.get("ci") or {}).get("macro") if with_ci else None
         lines.append(f"| {method} | " + " | ".join(_cell(m["macro"], k, ci) for k in DECISION_METRICS) + " |")
-    lines += ["", "- Macro average over classes; a rate without cases (e.g. PPV with no positive call) is n/a "
-              "and left out of the average."]
+    lines += [
+        "",
+        "- Macro average over classes; a rate without cases (e.g. PPV with no positive call) is n/a "
+        "and left out of the average.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -187,8 +227,10 @@ def format_per_class_decision_table(m: Mapping[str, Any], *, with_ci: bool = Tru
     """One row per class (and the macro average) of one method: threshold and decision metrics."""
     ci = (m.get("ci") or {}) if with_ci else {}
     thresholds = m.get("thresholds") or {}
-    lines = ["| Class | Threshold | Positives | " + " | ".join(DECISION_LABELS.values()) + " |",
-             "|" + "---|" * (len(DECISION_LABELS) + 3)]
+    lines = [
+        "| Class | Threshold | Positives | " + " | ".join(DECISION_LABELS.values()) + " |",
+        "|" + "---|" * (len(DECISION_LABELS) + 3),
+    ]
     for nm in m["label_names"]:
         pc = m["per_class"][nm]
         thr = f"{thresholds[nm]:.3f}" if nm in thresholds else "arg-max"
@@ -203,20 +245,26 @@ def format_calibration_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """ECE (and its kind) and Brier score per method, with the per-class ECE."""
     first = next(iter(results.values()))
     names = first["label_names"]
-    lines = ["| Method | ECE | Brier | " + " | ".join(f"ECE {nm}" for nm in names) + " |",
-             "|" + "---|" * (len(names) + 3)]
+    lines = [
+        "| Method | ECE | Brier | " + " | ".join(f"ECE {nm}" for nm in names) + " |",
+        "|" + "---|" * (len(names) + 3),
+    ]
     for method, m in results.items():
         cal = m["calibration"]
         cells = [f"{cal['per_class'][nm]['ece']:.3f}" for nm in names]
         lines.append(f"| {method} | {cal['ece']:.3f} | {cal['brier']:.3f} | " + " | ".join(cells) + " |")
     cal = first["calibration"]
-    lines += ["", f"- ECE: {cal['ece_kind']}, {cal['n_bins']} equal-width bins; 0 is perfect calibration. "
-              "Reliability diagrams: `reliability_<model>.png`."]
+    lines += [
+        "",
+        f"- ECE: {cal['ece_kind']}, {cal['n_bins']} equal-width bins; 0 is perfect calibration. "
+        "Reliability diagrams: `reliability_<model>.png`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def prediction_caption(target: Any, prob: Any, label_names: Sequence[str], multi_label: bool,
-                       thresholds: Mapping[str, float] | None) -> str:
+def prediction_caption(
+    target: Any, prob: Any, label_names: Sequence[str], multi_label: bool, thresholds: Mapping[str, float] | None
+) -> str:
     """Overlay caption: the true findings, and the predicted ones at the chosen thresholds with their
     probabilities (multi-class: the arg-max class and its probability)."""
     prob = np.asarray(prob, dtype=np.float64)

@@ -81,26 +81,37 @@ def plot_reliability_diagram(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.4), dpi=110, sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1.2]})
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5.5, 6.4), dpi=110, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}
+    )
     curves = [(f"{name} (ECE {c['ece']:.3f})", c["bins"], 1.2, "o") for name, c in calibration["per_class"].items()]
     if "top_label" in calibration:
-        curves.append((f"top label (ECE {calibration['top_label']['ece']:.3f})", calibration["top_label"]["bins"], 2.4, "s"))
+        curves.append(
+            (f"top label (ECE {calibration['top_label']['ece']:.3f})", calibration["top_label"]["bins"], 2.4, "s")
+        )
     edges = np.asarray(next(iter(calibration["per_class"].values()))["bins"]["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
     width = (edges[1] - edges[0]) / (len(curves) + 1)
     for k, (label, bins, lw, marker) in enumerate(curves):
         pts = [(m, o) for m, o in zip(bins["mean_predicted"], bins["observed"]) if m is not None]
         xs, ys = (list(v) for v in zip(*pts)) if pts else ([], [])
-        line, = ax.plot(xs, ys, marker=marker, ms=3.5, lw=lw, label=label)
-        hist.bar(centres - (edges[1] - edges[0]) / 2 + (k + 0.5) * width, np.maximum(bins["count"], 0),
-                 width=width, align="edge", color=line.get_color(), alpha=0.8)
+        (line,) = ax.plot(xs, ys, marker=marker, ms=3.5, lw=lw, label=label)
+        hist.bar(
+            centres - (edges[1] - edges[0]) / 2 + (k + 0.5) * width,
+            np.maximum(bins["count"], 0),
+            width=width,
+            align="edge",
+            color=line.get_color(),
+            alpha=0.8,
+        )
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
     ax.set_ylabel("observed frequency")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_title(f"{title}\n{calibration['ece_kind']}: ECE {calibration['ece']:.3f}, "
-                 f"{calibration['n_bins']} equal-width bins", fontsize=9)
+    ax.set_title(
+        f"{title}\n{calibration['ece_kind']}: ECE {calibration['ece']:.3f}, {calibration['n_bins']} equal-width bins",
+        fontsize=9,
+    )
     ax.legend(loc="upper left", fontsize=7)
     hist.set_yscale("log")
     hist.set_xlabel("predicted probability")

@@ -38,22 +38,39 @@ def mean_auc(targets: np.ndarray, scores: np.ndarray) -> float:
     return float("nan") if value is None else float(value)
 
 
-def knn_class_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, *,
-                     k: int = 20, temperature: float = 0.07) -> np.ndarray:
+def knn_class_scores(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> np.ndarray:
     """``(N_test, C)`` weighted-kNN class scores (:func:`genssl_hf.training.ssl.monitor.knn_scores`)."""
     votes = _one_hot_targets(train_y, num_classes)
-    return knn_scores(torch.from_numpy(train_x), torch.from_numpy(votes), torch.from_numpy(test_x),
-                      k=k, temperature=temperature).numpy()
+    return knn_scores(
+        torch.from_numpy(train_x), torch.from_numpy(votes), torch.from_numpy(test_x), k=k, temperature=temperature
+    ).numpy()
 
 
-def knn_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, num_classes: int, *,
-            k: int = 20, temperature: float = 0.07) -> float:
+def knn_auc(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Test mean AUC of the weighted kNN classifier."""
     return mean_auc(test_y, knn_class_scores(train_x, train_y, test_x, num_classes, k=k, temperature=temperature))
 
 
-def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, eval_x: Sequence[np.ndarray], num_classes: int,
-                 c: float, seed: int) -> list[np.ndarray]:
+def _fit_predict(
+    train_x: np.ndarray, train_y: np.ndarray, eval_x: Sequence[np.ndarray], num_classes: int, c: float, seed: int
+) -> list[np.ndarray]:
     """Logistic regression(s) with inverse regularisation ``c``: ``(N, C)`` probabilities per array of
     ``eval_x``. A class with a single outcome in the training rows scores its training rate."""
     from sklearn.linear_model import LogisticRegression
@@ -81,9 +98,17 @@ def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, eval_x: Sequence[np.n
     return outs
 
 
-def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                        test_x: np.ndarray, num_classes: int, *, c_grid: Sequence[float] = DEFAULT_C_GRID,
-                        seed: int = 0) -> dict[str, Any]:
+def linear_probe_scores(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    test_x: np.ndarray,
+    num_classes: int,
+    *,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Linear probe on standardised features: ``C`` chosen by validation mean AUC (ties: the
     smallest ``C``, the strongest regularisation), the probe of that ``C`` (fit on the training
     rows) scores the test rows. The test labels are not an input. Returns ``{"C", "validation_auc"
@@ -105,8 +130,18 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
     return {"C": best_c, "validation_auc": val_auc, "test_scores": best_test}
 
 
-def linear_probe_auc(train_x, train_y, val_x, val_y, test_x, test_y, num_classes: int, *,
-                     c_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0) -> tuple[float, float]:
+def linear_probe_auc(
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    test_x,
+    test_y,
+    num_classes: int,
+    *,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    seed: int = 0,
+) -> tuple[float, float]:
     """``(test mean AUC, chosen C)`` of :func:`linear_probe_scores`."""
     probe = linear_probe_scores(train_x, train_y, val_x, val_y, test_x, num_classes, c_grid=c_grid, seed=seed)
     return mean_auc(test_y, probe["test_scores"]), probe["C"]

@@ -29,16 +29,24 @@ def _targets(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
 def _check_pixels(model: Any, pixel_values: torch.Tensor, name: str) -> None:
     size, channels = model.config.image_size, model.config.num_channels
     if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
-        raise ValueError(f"{name}: expected a batch of shape (N, {channels}, {size}, {size}) for this MAE, "
-                         f"got {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"{name}: expected a batch of shape (N, {channels}, {size}, {size}) for this MAE, "
+            f"got {tuple(pixel_values.shape)}"
+        )
     if len(pixel_values) == 0:
         raise ValueError(f"{name}: no images")
 
 
 @torch.no_grad()
-def masked_reconstruction_losses(model: Any, pixel_values: torch.Tensor,
-                                 reference_pixel_values: torch.Tensor | None = None, *, seed: int = 0,
-                                 batch_size: int = 64, n_bootstrap: int = 0) -> dict[str, Any]:
+def masked_reconstruction_losses(
+    model: Any,
+    pixel_values: torch.Tensor,
+    reference_pixel_values: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    n_bootstrap: int = 0,
+) -> dict[str, Any]:
     """``{"model", "best_constant_patch", "mean_image", "model_over_mean_image"}`` on ``pixel_values``
     (already processed by the MAE's image processor). With ``n_bootstrap`` > 0, also
     ``"model_over_mean_image_ci"``: the 95 % percentile interval of the ratio over images resampled
@@ -58,10 +66,10 @@ def masked_reconstruction_losses(model: Any, pixel_values: torch.Tensor,
         # Baselines from the reference set, accumulated batch by batch (a large set need not fit twice).
         total, count = None, 0
         for start in range(0, len(reference_pixel_values), batch_size):
-            t = _targets(model, reference_pixel_values[start:start + batch_size].float())
+            t = _targets(model, reference_pixel_values[start : start + batch_size].float())
             total = t.sum(dim=0) if total is None else total + t.sum(dim=0)
             count += len(t)
-        mean_image = total / count                  # (patches, values)
+        mean_image = total / count  # (patches, values)
         constant = mean_image.mean(dim=0, keepdim=True)  # (1, values)
 
         n_patches = mean_image.shape[0]
@@ -69,11 +77,15 @@ def masked_reconstruction_losses(model: Any, pixel_values: torch.Tensor,
         per_image: dict[str, list[torch.Tensor]] = {"model": [], "best_constant_patch": [], "mean_image": []}
         masked = []
         for start in range(0, len(pixel_values), batch_size):
-            pixels = pixel_values[start:start + batch_size].float()
+            pixels = pixel_values[start : start + batch_size].float()
             noise = torch.rand(len(pixels), n_patches, generator=generator)
             out = model(pixel_values=pixels, noise=noise)
             target, mask = _targets(model, pixels), out.mask
-            for key, prediction in (("model", out.logits), ("best_constant_patch", constant), ("mean_image", mean_image)):
+            for key, prediction in (
+                ("model", out.logits),
+                ("best_constant_patch", constant),
+                ("mean_image", mean_image),
+            ):
                 per_patch = ((prediction - target) ** 2).mean(dim=-1)
                 per_image[key].append((per_patch * mask).sum(dim=1).double())
             masked.append(mask.sum(dim=1).double())
@@ -86,7 +98,10 @@ def masked_reconstruction_losses(model: Any, pixel_values: torch.Tensor,
     if n_bootstrap > 0:
         rows = torch.randint(len(counts), (n_bootstrap, len(counts)), generator=torch.Generator().manual_seed(seed))
         ratios = sums["model"][rows].sum(dim=1) / sums["mean_image"][rows].sum(dim=1).clamp_min(1e-30)
-        losses["model_over_mean_image_ci"] = [float(torch.quantile(ratios, 0.025)), float(torch.quantile(ratios, 0.975))]
+        losses["model_over_mean_image_ci"] = [
+            float(torch.quantile(ratios, 0.025)),
+            float(torch.quantile(ratios, 0.975)),
+        ]
     return losses
 
 

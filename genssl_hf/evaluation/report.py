@@ -47,7 +47,16 @@ from genssl_hf.utils import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["safe_file_name", "LoadedClassifier", "load_classifier", "load_eval_split", "predictions_path", "build_parser", "run_evaluation", "main"]
+__all__ = [
+    "safe_file_name",
+    "LoadedClassifier",
+    "load_classifier",
+    "load_eval_split",
+    "predictions_path",
+    "build_parser",
+    "run_evaluation",
+    "main",
+]
 
 
 class LoadedClassifier:
@@ -101,16 +110,30 @@ def load_classifier(folder: str | Path, device: str = "cpu") -> LoadedClassifier
     return LoadedClassifier(folder, device)
 
 
-def load_eval_split(dataset: str, split: str, *, config: str | None = None, phantom_size: int = 500,
-                    phantom_resolution: int = 64, seed: int = 0, label_names: Sequence[str] | None = None):
+def load_eval_split(
+    dataset: str,
+    split: str,
+    *,
+    config: str | None = None,
+    phantom_size: int = 500,
+    phantom_resolution: int = 64,
+    seed: int = 0,
+    label_names: Sequence[str] | None = None,
+):
     """One split of a dataset spec (see :mod:`genssl_hf.data.registry`: 'phantom', kermany: / nih-subset: /
     chexpert: / nih14: / covidx: / mimic: / imagefolder: ROOT, a save_to_disk folder, a Hub id).
     ``label_names`` (the model's classes) orders an ``imagefolder:`` spec's class folders."""
     from genssl_hf.data.registry import open_labelled_dataset
 
     sizes = {"train": (phantom_size, 0, 0), "validation": (0, phantom_size, 0), "test": (0, 0, phantom_size)}
-    dd = open_labelled_dataset(dataset, config=config, phantom_sizes=sizes.get(split, (0, 0, phantom_size)),
-                               phantom_resolution=phantom_resolution, seed=seed, label_names=label_names)
+    dd = open_labelled_dataset(
+        dataset,
+        config=config,
+        phantom_sizes=sizes.get(split, (0, 0, phantom_size)),
+        phantom_resolution=phantom_resolution,
+        seed=seed,
+        label_names=label_names,
+    )
     if split not in dd:
         raise KeyError(f"dataset {dataset!r} has no split {split!r} (splits: {list(dd)})")
     return dd[split]
@@ -124,14 +147,17 @@ def sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
-def _images_and_targets(ds, size: int, image_column: str, max_samples: int | None = None, batch_size: int = 256,
-                        seed: int = 0):
+def _images_and_targets(
+    ds, size: int, image_column: str, max_samples: int | None = None, batch_size: int = 256, seed: int = 0
+):
     from genssl_hf.training.finetune_data import Collator, targets_of
 
     targets, names, multi_label = targets_of(ds)
     rows = sample_indices(len(ds), max_samples, seed)
     collate = Collator(size, multi_label, len(names), image_column)
-    chunks = [collate([ds[int(j)] for j in rows[i:i + batch_size]])["pixels"] for i in range(0, len(rows), batch_size)]
+    chunks = [
+        collate([ds[int(j)] for j in rows[i : i + batch_size]])["pixels"] for i in range(0, len(rows), batch_size)
+    ]
     images = torch.cat(chunks).float().div_(255.0)
     return images, targets[rows], names, multi_label
 
@@ -161,14 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
         description="Evaluate fine-tuned chest X-ray classifiers (paper metrics, ROC, robustness, attention) "
-                    "and generated-image quality (FID, FAISS similarity).",
+        "and generated-image quality (FID, FAISS similarity).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", action="append", default=[], metavar="[NAME=]FOLDER",
-                   help="classifier folder (repeat for a comparison table)")
-    p.add_argument("--dataset", default=None,
-                   help="'phantom', SCHEME:ROOT (kermany, nih-subset, chexpert, nih14, covidx, mimic, or imagefolder: a "
-                        "folder of class sub-folders), a save_to_disk folder, or a load_dataset path / Hub id")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[NAME=]FOLDER",
+        help="classifier folder (repeat for a comparison table)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="'phantom', SCHEME:ROOT (kermany, nih-subset, chexpert, nih14, covidx, mimic, or imagefolder: a "
+        "folder of class sub-folders), a save_to_disk folder, or a load_dataset path / Hub id",
+    )
     p.add_argument("--dataset_config", default=None)
     p.add_argument("--split", default="test")
     p.add_argument("--image_column", default="image")
@@ -180,18 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per_device_eval_batch_size", type=int, default=128, help="images per forward pass")
     p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=None,
-                   help="fixed decision threshold for every class, for comparisons only (default: the thresholds "
-                        "chosen on validation, from the classifier's thresholds.json or --threshold_split)")
-    p.add_argument("--threshold_rule", choices=list(THRESHOLD_RULES), default=None,
-                   help="threshold rule (default: the one saved with the classifier, else youden)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="fixed decision threshold for every class, for comparisons only (default: the thresholds "
+        "chosen on validation, from the classifier's thresholds.json or --threshold_split)",
+    )
+    p.add_argument(
+        "--threshold_rule",
+        choices=list(THRESHOLD_RULES),
+        default=None,
+        help="threshold rule (default: the one saved with the classifier, else youden)",
+    )
     p.add_argument("--target_sensitivity", type=float, default=0.9, help="for --threshold_rule sensitivity")
-    p.add_argument("--threshold_split", default="validation",
-                   help="split to choose thresholds on when the classifier folder has no thresholds.json "
-                        "(never the evaluated split)")
+    p.add_argument(
+        "--threshold_split",
+        default="validation",
+        help="split to choose thresholds on when the classifier folder has no thresholds.json "
+        "(never the evaluated split)",
+    )
     p.add_argument("--calibration_bins", type=int, default=10, help="equal-width bins of the ECE / reliability diagram")
-    p.add_argument("--sensitivity_classes", nargs="*", default=None,
-                   help="classes in the accuracy/sensitivity table (e.g. COVID-19); default: all")
+    p.add_argument(
+        "--sensitivity_classes",
+        nargs="*",
+        default=None,
+        help="classes in the accuracy/sensitivity table (e.g. COVID-19); default: all",
+    )
     p.add_argument("--robustness", action="store_true", help="run the corruption benchmark (paper Table 8)")
     p.add_argument("--corruptions", nargs="*", default=list(CORRUPTIONS), choices=list(CORRUPTIONS))
     p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
@@ -224,48 +273,83 @@ def _check_request(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
     return models, out_dir
 
 
-def _evaluate_classifier(args: argparse.Namespace, name: str, clf: LoadedClassifier, folder: str, split,
-                         threshold_split, tmp: Path) -> tuple[dict[str, Any], Any]:
+def _evaluate_classifier(
+    args: argparse.Namespace, name: str, clf: LoadedClassifier, folder: str, split, threshold_split, tmp: Path
+) -> tuple[dict[str, Any], Any]:
     """One classifier on the split: predictions, operating point, metrics, ROC / reliability plots and
     (when asked) its robustness table and attention overlays. Returns (metrics, robustness or None)."""
-    images, targets, label_names, multi_label = _images_and_targets(split, clf.image_size, args.image_column,
-                                                                 args.max_samples, seed=args.seed)
+    images, targets, label_names, multi_label = _images_and_targets(
+        split, clf.image_size, args.image_column, args.max_samples, seed=args.seed
+    )
     if label_names != clf.label_names:
         raise ValueError(f"model {name!r} predicts {clf.label_names} but the dataset has {label_names}")
-    probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size])
-                            for i in range(0, len(images), args.per_device_eval_batch_size)])
+    probs = np.concatenate(
+        [
+            clf.predict(images[i : i + args.per_device_eval_batch_size])
+            for i in range(0, len(images), args.per_device_eval_batch_size)
+        ]
+    )
     operating_point = resolve_operating_point(
-        folder, label_names, evaluated_split=args.split, fixed_threshold=args.threshold,
-        rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
-        multi_label=multi_label, threshold_split=args.threshold_split,
-        validation_predictions=_predictor(args, clf, threshold_split))
-    m = decision_metrics(targets, probs, label_names, operating_point, n_bootstrap=args.n_bootstrap,
-                         seed=args.seed, calibration_bins=args.calibration_bins)
+        folder,
+        label_names,
+        evaluated_split=args.split,
+        fixed_threshold=args.threshold,
+        rule=args.threshold_rule,
+        target_sensitivity=args.target_sensitivity,
+        multi_label=multi_label,
+        threshold_split=args.threshold_split,
+        validation_predictions=_predictor(args, clf, threshold_split),
+    )
+    m = decision_metrics(
+        targets,
+        probs,
+        label_names,
+        operating_point,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        calibration_bins=args.calibration_bins,
+    )
     m["model_folder"] = str(Path(folder).resolve())
     np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
-    plot_roc_curves(targets, probs, tmp / f"roc_{safe_file_name(name)}.png", label_names=label_names,
-                    title=f"ROC - {name} ({args.split}, n={len(targets)})")
-    plot_reliability_diagram(m["calibration"], tmp / f"reliability_{safe_file_name(name)}.png",
-                             title=f"Reliability - {name} ({args.split}, n={len(targets)})")
+    plot_roc_curves(
+        targets,
+        probs,
+        tmp / f"roc_{safe_file_name(name)}.png",
+        label_names=label_names,
+        title=f"ROC - {name} ({args.split}, n={len(targets)})",
+    )
+    plot_reliability_diagram(
+        m["calibration"],
+        tmp / f"reliability_{safe_file_name(name)}.png",
+        title=f"Reliability - {name} ({args.split}, n={len(targets)})",
+    )
     robustness = None
     if args.robustness:
         sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
         metric_name = "mean_auc" if multi_label else "accuracy"
         robustness = robustness_table(
-            clf.predict, images[sub], targets[sub.numpy()], metric_name=metric_name, corruptions=args.corruptions,
-            severities=args.severities, seed=args.seed, batch_size=args.per_device_eval_batch_size)
+            clf.predict,
+            images[sub],
+            targets[sub.numpy()],
+            metric_name=metric_name,
+            corruptions=args.corruptions,
+            severities=args.severities,
+            seed=args.seed,
+            batch_size=args.per_device_eval_batch_size,
+        )
     if args.attention > 0:
         k = min(args.attention, len(images))
         x = clf.model_input(images[:k])
         maps = saliency_maps(clf.model, x)  # CLS attention (ViT) or Grad-CAM (ResNet)
         pred = probs[:k]
-        titles = [prediction_caption(targets[i], pred[i], label_names, multi_label,
-                                     operating_point["thresholds"]) for i in range(k)]
+        titles = [
+            prediction_caption(targets[i], pred[i], label_names, multi_label, operating_point["thresholds"])
+            for i in range(k)
+        ]
         boxes = None
         if args.boxes_column:
             boxes = _boxes(split, args.boxes_column, k, clf.image_size, args.image_column)
-        save_attention_overlays(images[:k], maps, tmp / "attention" / safe_file_name(name), boxes=boxes,
-                                titles=titles)
+        save_attention_overlays(images[:k], maps, tmp / "attention" / safe_file_name(name), boxes=boxes, titles=titles)
     return m, robustness
 
 
@@ -276,18 +360,24 @@ def _classification_tables(args: argparse.Namespace, metrics_by_model: dict[str,
     first = next(iter(metrics_by_model.values()))
     tables = [f"## Classification ({args.dataset}, split {args.split}, n={first['num_samples']})\n"]
     tables.append("### AUC (percent)\n\n" + format_auc_table(metrics_by_model, with_ci=with_ci))
-    tables.append("### Accuracy and sensitivity (percent)\n\n" + format_accuracy_table(
-        metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=with_ci))
-    tables.append("### Operating points (thresholds chosen on validation)\n\n"
-                  + format_operating_point_table(metrics_by_model))
-    tables.append("### Decisions at the operating points, macro average (percent)\n\n"
-                  + format_decision_table(metrics_by_model, with_ci=with_ci))
+    tables.append(
+        "### Accuracy and sensitivity (percent)\n\n"
+        + format_accuracy_table(metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=with_ci)
+    )
+    tables.append(
+        "### Operating points (thresholds chosen on validation)\n\n" + format_operating_point_table(metrics_by_model)
+    )
+    tables.append(
+        "### Decisions at the operating points, macro average (percent)\n\n"
+        + format_decision_table(metrics_by_model, with_ci=with_ci)
+    )
     for name, m in metrics_by_model.items():
-        tables.append(f"#### {name}: per class (percent)\n\n"
-                      + format_per_class_decision_table(m, with_ci=with_ci))
+        tables.append(f"#### {name}: per class (percent)\n\n" + format_per_class_decision_table(m, with_ci=with_ci))
         if "one_vs_rest" in m:
-            tables.append(f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
-                          + format_per_class_decision_table(m["one_vs_rest"], with_ci=with_ci))
+            tables.append(
+                f"#### {name}: one-vs-rest at the validation thresholds (percent)\n\n"
+                + format_per_class_decision_table(m["one_vs_rest"], with_ci=with_ci)
+            )
     tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
     return tables
 
@@ -297,17 +387,22 @@ def _robustness_tables(robustness_by_model: dict[str, Any]) -> list[str]:
     for name, r in robustness_by_model.items():
         tables.append(f"### {name}\n\n" + format_robustness_table(r))
     params = next(iter(robustness_by_model.values()))["severity_params"]
-    tables.append("Severity parameters (sizes in pixels at 224 px, scaled with the image): " +
-                  "; ".join(f"{c}: {v}" for c, v in params.items()) + "\n")
+    tables.append(
+        "Severity parameters (sizes in pixels at 224 px, scaled with the image): "
+        + "; ".join(f"{c}: {v}" for c, v in params.items())
+        + "\n"
+    )
     return tables
 
 
 def _quality_table(args: argparse.Namespace, quality: dict[str, Any]) -> str:
-    return ("## Generated-image quality\n\n"
-            f"Feature extractor: `{quality['fid']['extractor']}` (FID compares only under the same extractor)\n\n"
-            "| A | B | FID | mean NN cosine similarity (A -> B) | backend |\n|---|---|---|---|---|\n"
-            f"| {args.quality_a} | {args.quality_b} | {quality['fid']['fid']:.3f} | "
-            f"{quality['similarity']['mean_similarity']:.4f} | {quality['similarity']['backend']} |\n")
+    return (
+        "## Generated-image quality\n\n"
+        f"Feature extractor: `{quality['fid']['extractor']}` (FID compares only under the same extractor)\n\n"
+        "| A | B | FID | mean NN cosine similarity (A -> B) | backend |\n|---|---|---|---|---|\n"
+        f"| {args.quality_a} | {args.quality_b} | {quality['fid']['fid']:.3f} | "
+        f"{quality['similarity']['mean_similarity']:.4f} | {quality['similarity']['backend']} |\n"
+    )
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,9 +411,15 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     loaded = {name: LoadedClassifier(path, args.device) for name, path in models.items()}  # fail early
     split, threshold_split = None, None
     if models:
-        split = load_eval_split(args.dataset, args.split, config=args.dataset_config,
-                                phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution,
-                                seed=args.seed, label_names=next(iter(loaded.values())).label_names)
+        split = load_eval_split(
+            args.dataset,
+            args.split,
+            config=args.dataset_config,
+            phantom_size=args.phantom_size,
+            phantom_resolution=args.phantom_resolution,
+            seed=args.seed,
+            label_names=next(iter(loaded.values())).label_names,
+        )
         if args.image_column not in split.features:
             raise KeyError(f"split {args.split!r} has no column {args.image_column!r}: {list(split.features)}")
         threshold_split = _threshold_split(args, models, loaded)
@@ -329,8 +430,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         metrics_by_model: dict[str, dict[str, Any]] = {}
         robustness_by_model: dict[str, Any] = {}
         for name, clf in loaded.items():
-            metrics_by_model[name], robustness = _evaluate_classifier(args, name, clf, models[name], split,
-                                                                      threshold_split, tmp)
+            metrics_by_model[name], robustness = _evaluate_classifier(
+                args, name, clf, models[name], split, threshold_split, tmp
+            )
             if robustness is not None:
                 robustness_by_model[name] = robustness
         if metrics_by_model:
@@ -356,23 +458,42 @@ def _threshold_split(args: argparse.Namespace, models: dict[str, str], loaded: d
     multi-label classifier needs it and the dataset lacks it."""
     if args.threshold is not None:
         return None
-    needs = [name for name, clf in loaded.items()
-             if saved_operating_point(models[name], clf.label_names, evaluated_split=args.split, rule=args.threshold_rule,
-                                      target_sensitivity=args.target_sensitivity) is None]
+    needs = [
+        name
+        for name, clf in loaded.items()
+        if saved_operating_point(
+            models[name],
+            clf.label_names,
+            evaluated_split=args.split,
+            rule=args.threshold_rule,
+            target_sensitivity=args.target_sensitivity,
+        )
+        is None
+    ]
     if not needs:
         return None
     if args.threshold_split in (args.split, "test"):
-        raise ValueError(f"--threshold_split {args.threshold_split!r}: thresholds are never chosen on the evaluated / "
-                         f"test split (models without thresholds.json: {needs})")
+        raise ValueError(
+            f"--threshold_split {args.threshold_split!r}: thresholds are never chosen on the evaluated / "
+            f"test split (models without thresholds.json: {needs})"
+        )
     try:
-        return load_eval_split(args.dataset, args.threshold_split, config=args.dataset_config,
-                               phantom_size=args.phantom_size, phantom_resolution=args.phantom_resolution, seed=args.seed)
+        return load_eval_split(
+            args.dataset,
+            args.threshold_split,
+            config=args.dataset_config,
+            phantom_size=args.phantom_size,
+            phantom_resolution=args.phantom_resolution,
+            seed=args.seed,
+        )
     except KeyError:
         multi = [n for n in needs if loaded[n].multi_label]
         if multi:
-            raise ValueError(f"models {multi} have no thresholds.json and dataset {args.dataset!r} has no split "
-                             f"{args.threshold_split!r} to choose thresholds on: give --threshold_split or a fixed "
-                             "--threshold") from None
+            raise ValueError(
+                f"models {multi} have no thresholds.json and dataset {args.dataset!r} has no split "
+                f"{args.threshold_split!r} to choose thresholds on: give --threshold_split or a fixed "
+                "--threshold"
+            ) from None
         return None
 
 
@@ -385,7 +506,12 @@ def _predictor(args: argparse.Namespace, clf: LoadedClassifier, split):
         images, targets, names, _ = _images_and_targets(split, clf.image_size, args.image_column, seed=args.seed)
         if names != clf.label_names:
             raise ValueError(f"split {args.threshold_split!r} has classes {names}, the model {clf.label_names}")
-        probs = np.concatenate([clf.predict(images[i:i + args.per_device_eval_batch_size]) for i in range(0, len(images), args.per_device_eval_batch_size)])
+        probs = np.concatenate(
+            [
+                clf.predict(images[i : i + args.per_device_eval_batch_size])
+                for i in range(0, len(images), args.per_device_eval_batch_size)
+            ]
+        )
         return targets, probs
 
     return predict
@@ -397,7 +523,9 @@ def _boxes(ds, column: str, k: int, size: int, image_column: str):
     out = []
     for i in range(k):
         row = ds[i]
-        w, h = row[image_column].size if hasattr(row[image_column], "size") else np.asarray(row[image_column]).shape[::-1]
+        w, h = (
+            row[image_column].size if hasattr(row[image_column], "size") else np.asarray(row[image_column]).shape[::-1]
+        )
         sx, sy = size / w, size / h
         out.append([(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in (row[column] or [])])
     return out
@@ -407,16 +535,26 @@ def _image_quality(args: argparse.Namespace) -> dict[str, Any]:
     extractor = EncoderFeatureExtractor(args.extractor, pooling=args.extractor_pooling, device=args.device)
 
     def images(spec: str):
-        ds = load_eval_split(spec, args.quality_split, phantom_size=args.quality_max_images,
-                             phantom_resolution=args.phantom_resolution, seed=args.seed)
+        ds = load_eval_split(
+            spec,
+            args.quality_split,
+            phantom_size=args.quality_max_images,
+            phantom_resolution=args.phantom_resolution,
+            seed=args.seed,
+        )
         n = min(len(ds), args.quality_max_images)
         for i in range(n):
             yield ds[i][args.image_column]
 
     fid = compute_fid(images(args.quality_a), images(args.quality_b), extractor)
     sim = dataset_similarity(images(args.quality_a), images(args.quality_b), extractor)
-    return {"fid": fid, "similarity": sim, "extractor_folder": extractor.source,
-            "a": args.quality_a, "b": args.quality_b}
+    return {
+        "fid": fid,
+        "similarity": sim,
+        "extractor_folder": extractor.source,
+        "a": args.quality_a,
+        "b": args.quality_b,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -46,8 +46,9 @@ def constant_report(train_reports: Sequence[str]) -> str:
     return min(r for r, c in counts.items() if c == top)
 
 
-def nearest_neighbour_reports(train_features: np.ndarray, train_reports: Sequence[str], test_features: np.ndarray,
-                              batch_size: int = 1024) -> list[str]:
+def nearest_neighbour_reports(
+    train_features: np.ndarray, train_reports: Sequence[str], test_features: np.ndarray, batch_size: int = 1024
+) -> list[str]:
     """For each test feature row, the report of the training row with the highest cosine similarity."""
     tr = np.asarray(train_features, dtype=np.float32)
     te = np.asarray(test_features, dtype=np.float32)
@@ -80,7 +81,8 @@ def evaluate_report_generator(
     initial_encoder: str | Path | None = "auto",
 ) -> dict[str, Any]:
     """Score the model in ``model_folder`` and both baselines on ``pairs[split]`` (a DatasetDict with
-    ``train`` and ``split``, each an ``ImageReportPairs``). Returns ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
+    ``train`` and ``split``, each an ``ImageReportPairs``). Returns
+    ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
     import torch
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
@@ -125,16 +127,25 @@ def evaluate_report_generator(
         outputs["nearest_neighbour_initial"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
 
     result: dict[str, Any] = {
-        "model": str(folder), "split": split, "num_test": len(refs), "num_train": len(train_reports),
+        "model": str(folder),
+        "split": split,
+        "num_test": len(refs),
+        "num_train": len(train_reports),
         "observations": list(observations),
-        "generation": {"greedy": {"num_beams": 1}, "beam": {"num_beams": max(beams, 2)},
-                       "no_repeat_ngram_size": gen_cfg.no_repeat_ngram_size, "length_penalty": gen_cfg.length_penalty,
-                       "max_new_tokens": gen_cfg.max_new_tokens},
+        "generation": {
+            "greedy": {"num_beams": 1},
+            "beam": {"num_beams": max(beams, 2)},
+            "no_repeat_ngram_size": gen_cfg.no_repeat_ngram_size,
+            "length_penalty": gen_cfg.length_penalty,
+            "max_new_tokens": gen_cfg.max_new_tokens,
+        },
         "systems": {name: report_metrics(hyps, refs, observations) for name, hyps in outputs.items()},
         "distinct_outputs": {name: len(set(h)) for name, h in outputs.items()},
     }
     if examples_allowed:
-        result["examples"] = [{"reference": refs[i], **{n: outputs[n][i] for n in outputs}} for i in range(min(num_examples, len(refs)))]
+        result["examples"] = [
+            {"reference": refs[i], **{n: outputs[n][i] for n in outputs}} for i in range(min(num_examples, len(refs)))
+        ]
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -167,18 +178,30 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Evaluate a report generator against constant and nearest-neighbour baselines.")
+    ap = argparse.ArgumentParser(
+        description="Evaluate a report generator against constant and nearest-neighbour baselines."
+    )
     ap.add_argument("--model", required=True, help="report-generator folder (train_report_generator.py output)")
-    ap.add_argument("--dataset", default="phantom:2000", help="pairs spec, as for training ('phantom[:N]', 'generated:DIR', 'mimic:ROOT')")
+    ap.add_argument(
+        "--dataset",
+        default="phantom:2000",
+        help="pairs spec, as for training ('phantom[:N]', 'generated:DIR', 'mimic:ROOT')",
+    )
     ap.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs (text stays in memory)")
     ap.add_argument("--section", choices=["findings", "impression", "text"], default="findings")
     ap.add_argument("--split", default="test")
-    ap.add_argument("--observations", choices=["auto", "chexpert5", "chexpert14"], default="auto",
-                    help="auto: the phantom world's five findings for phantom data, else the 14 CheXpert observations")
+    ap.add_argument(
+        "--observations",
+        choices=["auto", "chexpert5", "chexpert14"],
+        default="auto",
+        help="auto: the phantom world's five findings for phantom data, else the 14 CheXpert observations",
+    )
     ap.add_argument("--max_train", type=int, default=None)
     ap.add_argument("--max_test", type=int, default=None)
     ap.add_argument("--per_device_eval_batch_size", type=int, default=32, help="images per generate() call")
-    ap.add_argument("--seed", type=int, default=0, help="the training run's seed (same phantom streams / patient split)")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="the training run's seed (same phantom streams / patient split)"
+    )
     ap.add_argument("--output_dir", required=True)
     renamed_options(ap, {"--batch_size": "--per_device_eval_batch_size"})
     return ap
@@ -191,11 +214,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = build_parser().parse_args(argv)
     phantom = str(args.dataset).startswith("phantom")
-    obs = {"chexpert5": CHEXPERT5, "chexpert14": CHEXPERT14}.get(args.observations, CHEXPERT5 if phantom else CHEXPERT14)
+    obs = {"chexpert5": CHEXPERT5, "chexpert14": CHEXPERT14}.get(
+        args.observations, CHEXPERT5 if phantom else CHEXPERT14
+    )
     image_size = VisionEncoderDecoderConfig.from_pretrained(args.model).encoder.image_size
-    pairs = load_report_pairs(args.dataset, image_size=image_size, seed=args.seed, corpus=args.reports, section=args.section)
-    result = evaluate_report_generator(args.model, pairs, split=args.split, observations=obs, max_train=args.max_train, max_test=args.max_test,
-                                       batch_size=args.per_device_eval_batch_size, output_dir=args.output_dir, examples_allowed=phantom)
+    pairs = load_report_pairs(
+        args.dataset, image_size=image_size, seed=args.seed, corpus=args.reports, section=args.section
+    )
+    result = evaluate_report_generator(
+        args.model,
+        pairs,
+        split=args.split,
+        observations=obs,
+        max_train=args.max_train,
+        max_test=args.max_test,
+        batch_size=args.per_device_eval_batch_size,
+        output_dir=args.output_dir,
+        examples_allowed=phantom,
+    )
     print(format_table(result))
     return result
 

@@ -24,7 +24,15 @@ import numpy as np
 from genssl_hf.data.schema import CHEXPERT14
 from genssl_hf.prompts.labeller import label_reports, positives
 
-__all__ = ["bleu_scores", "rouge_l", "meteor", "meteor_available", "language_metrics", "clinical_efficacy", "report_metrics"]
+__all__ = [
+    "bleu_scores",
+    "rouge_l",
+    "meteor",
+    "meteor_available",
+    "language_metrics",
+    "clinical_efficacy",
+    "report_metrics",
+]
 
 
 def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -71,8 +79,10 @@ def meteor_available() -> tuple[bool, str]:
     try:
         wordnet.ensure_loaded()
     except LookupError:
-        return False, ("METEOR skipped: nltk's WordNet data is not installed (nltk.download('wordnet') needs "
-                       "internet access; install it once to get METEOR)")
+        return False, (
+            "METEOR skipped: nltk's WordNet data is not installed (nltk.download('wordnet') needs "
+            "internet access; install it once to get METEOR)"
+        )
     return True, ""
 
 
@@ -126,12 +136,25 @@ def clinical_efficacy(
 
     p, r, f = prf(tp, fp, fn)
     mp, mr, mf = prf(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))
-    out: dict[str, Any] = {"observations": obs, "uncertain_as": uncertain_as, "num_reports": len(hyps),
-                           "precision_micro": float(mp[0]), "recall_micro": float(mr[0]), "f1_micro": float(mf[0]),
-                           "precision_macro": float(p.mean()), "recall_macro": float(r.mean()), "f1_macro": float(f.mean())}
+    out: dict[str, Any] = {
+        "observations": obs,
+        "uncertain_as": uncertain_as,
+        "num_reports": len(hyps),
+        "precision_micro": float(mp[0]),
+        "recall_micro": float(mr[0]),
+        "f1_micro": float(mf[0]),
+        "precision_macro": float(p.mean()),
+        "recall_macro": float(r.mean()),
+        "f1_macro": float(f.mean()),
+    }
     out["per_observation"] = {
-        o: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(y_true[:, i].sum()),
-            "predicted": int(y_pred[:, i].sum())}
+        o: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(y_true[:, i].sum()),
+            "predicted": int(y_pred[:, i].sum()),
+        }
         for i, o in enumerate(obs)
     }
     return out
@@ -145,6 +168,13 @@ def report_metrics(
     """Language metrics plus clinical efficacy (``ce_*`` keys, details under ``clinical``)."""
     out = language_metrics(hypotheses, references)
     ce = clinical_efficacy(hypotheses, references, observations)
-    out.update({"ce_precision": ce["precision_micro"], "ce_recall": ce["recall_micro"], "ce_f1": ce["f1_micro"],
-                "ce_f1_macro": ce["f1_macro"], "clinical": ce})
+    out.update(
+        {
+            "ce_precision": ce["precision_micro"],
+            "ce_recall": ce["recall_micro"],
+            "ce_f1": ce["f1_micro"],
+            "ce_f1_macro": ce["f1_macro"],
+            "clinical": ce,
+        }
+    )
     return out

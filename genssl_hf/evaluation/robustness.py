@@ -132,6 +132,7 @@ def robustness_table(
     from genssl_hf.evaluation.classification import classification_metrics
 
     if metric is None:
+
         def metric(t, s):
             return classification_metrics(t, s)[metric_name]
 
@@ -140,7 +141,7 @@ def robustness_table(
             raise KeyError(f"unknown corruption {c!r}; known: {list(CORRUPTIONS)}")
 
     def run(x: torch.Tensor) -> float:
-        scores = np.concatenate([np.asarray(predict(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+        scores = np.concatenate([np.asarray(predict(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
         value = metric(y_true, scores)
         return float("nan") if value is None else float(value)
 
@@ -149,7 +150,9 @@ def robustness_table(
     for c in corruptions:
         per = {}
         for s in severities:
-            batches = [corrupt(images[i:i + batch_size], c, s, seed=seed + i) for i in range(0, len(images), batch_size)]
+            batches = [
+                corrupt(images[i : i + batch_size], c, s, seed=seed + i) for i in range(0, len(images), batch_size)
+            ]
             per[int(s)] = run(torch.cat(batches))
         mean = float(np.mean(list(per.values())))
         table[c] = {"per_severity": per, "mean": mean, "drop": clean - mean}
@@ -177,5 +180,7 @@ def format_robustness_table(result: dict[str, Any], *, percent: bool = True) -> 
         cells = [f(row["per_severity"][s]) for s in sev] + [f(row["mean"]), f(row["drop"])]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     mean_of_means = float(np.mean([row["mean"] for row in result["table"].values()]))
-    lines.append("| **average** | " + " | ".join("" for _ in sev) + f" | {f(mean_of_means)} | {f(result['average_drop'])} |")
+    lines.append(
+        "| **average** | " + " | ".join("" for _ in sev) + f" | {f(mean_of_means)} | {f(result['average_drop'])} |"
+    )
     return "\n".join(lines) + "\n"

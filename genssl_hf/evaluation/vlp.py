@@ -84,7 +84,9 @@ def finding_prompts(name: str, *, attributes: bool = True) -> dict[str, list[str
     return {"positive": list(dict.fromkeys(pos)), "negative": list(dict.fromkeys(neg))}
 
 
-def build_prompts(label_names: Sequence[str], multi_label: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_prompts(
+    label_names: Sequence[str], multi_label: bool, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The prompt table of a task: ``{"mode": "pairs", "classes": {name: {"positive", "negative"}}}``
     for multi-label tasks and two-class normal-vs-finding tasks, ``{"mode": "classes", "classes":
     {name: [prompts]}}`` for other multi-class tasks. ``overrides`` replaces entries by label name."""
@@ -95,8 +97,11 @@ def build_prompts(label_names: Sequence[str], multi_label: bool, overrides: Mapp
         return {"mode": "pairs", "classes": {n: overrides.get(n) or finding_prompts(n) for n in names}}
     if len(names) == 2 and len(normal) == 1:
         finding = next(n for n in names if n not in normal)
-        return {"mode": "pairs", "classes": {finding: overrides.get(finding) or finding_prompts(finding)},
-                "binary": {"negative_class": normal[0], "positive_class": finding}}
+        return {
+            "mode": "pairs",
+            "classes": {finding: overrides.get(finding) or finding_prompts(finding)},
+            "binary": {"negative_class": normal[0], "positive_class": finding},
+        }
     classes = {}
     for n in names:
         classes[n] = overrides.get(n) or (list(NORMAL_PROMPTS) if n in normal else finding_prompts(n)["positive"])
@@ -122,8 +127,14 @@ class LoadedDualEncoder:
         return embed_texts(self.model, self.tokenizer, texts, self.max_length, batch_size)
 
     def embed_images(self, images: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
-        chunks = [embed_images(self.model, self.processor(list(images[s:s + batch_size]), return_tensors="pt")["pixel_values"], batch_size)
-                  for s in range(0, len(images), batch_size)]
+        chunks = [
+            embed_images(
+                self.model,
+                self.processor(list(images[s : s + batch_size]), return_tensors="pt")["pixel_values"],
+                batch_size,
+            )
+            for s in range(0, len(images), batch_size)
+        ]
         return torch.cat(chunks)
 
     @property
@@ -136,8 +147,9 @@ def _ensemble(encoder: LoadedDualEncoder, prompts: Sequence[str]) -> torch.Tenso
     return e / e.norm().clamp_min(1e-12)
 
 
-def zero_shot_scores(encoder: LoadedDualEncoder, image_embeds: torch.Tensor, prompts: Mapping[str, Any],
-                     label_names: Sequence[str]) -> np.ndarray:
+def zero_shot_scores(
+    encoder: LoadedDualEncoder, image_embeds: torch.Tensor, prompts: Mapping[str, Any], label_names: Sequence[str]
+) -> np.ndarray:
     """(N, C) scores in the column order of ``label_names`` for a prompt table from :func:`build_prompts`."""
     scale = encoder.logit_scale
     if prompts["mode"] == "pairs":
@@ -154,9 +166,18 @@ def zero_shot_scores(encoder: LoadedDualEncoder, image_embeds: torch.Tensor, pro
     return torch.softmax(scale * image_embeds @ classes.t(), dim=1).numpy()
 
 
-def zero_shot_evaluate(encoder: LoadedDualEncoder, images: Sequence[Any], targets: np.ndarray, label_names: Sequence[str],
-                       multi_label: bool, *, prompts: Mapping[str, Any] | None = None, n_bootstrap: int = 0,
-                       seed: int = 0, image_embeds: torch.Tensor | None = None) -> dict[str, Any]:
+def zero_shot_evaluate(
+    encoder: LoadedDualEncoder,
+    images: Sequence[Any],
+    targets: np.ndarray,
+    label_names: Sequence[str],
+    multi_label: bool,
+    *,
+    prompts: Mapping[str, Any] | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    image_embeds: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Zero-shot metrics (``classification_metrics``) with the prompt table used."""
     prompts = dict(prompts or build_prompts(label_names, multi_label))
     emb = image_embeds if image_embeds is not None else encoder.embed_images(images)
@@ -177,8 +198,14 @@ def _chance_any_of(n: int, group_sizes: np.ndarray, k: int) -> float:
     return float(np.mean(p))
 
 
-def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, groups: np.ndarray,
-                     ks: Sequence[int] = (1, 5, 10), n_bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+def retrieval_recall(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    groups: np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Recall@K both ways over N pairs (row i of each is pair i; ``groups[i]`` is the id of pair i's
     report, equal for identical reports), with the recall of a random ranking (``chance``) per direction.
 
@@ -194,7 +221,10 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, grou
     groups = np.asarray(groups)
     n = len(groups)
     if n == 0 or len(image_embeds) != n or len(text_embeds) != n:
-        raise ValueError(f"retrieval_recall: {len(image_embeds)} images, {len(text_embeds)} texts and {n} groups must match (and be > 0)")
+        raise ValueError(
+            f"retrieval_recall: {len(image_embeds)} images, {len(text_embeds)} texts and "
+            f"{n} groups must match (and be > 0)"
+        )
     distinct, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     d = len(distinct)
     sim = (image_embeds @ text_embeds[torch.as_tensor(first)].t()).numpy()  # (N images, D distinct reports)
@@ -207,20 +237,31 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, grou
     group_sizes = np.bincount(inverse, minlength=d)
     directions = (
         ("image_to_text", sim, inverse[:, None] == np.arange(d)[None, :], {f"R@{k}": min(k, d) / d for k in ks}),
-        ("text_to_image", sim.T, np.arange(d)[:, None] == inverse[None, :],
-         {f"R@{k}": _chance_any_of(n, group_sizes, k) for k in ks}),
+        (
+            "text_to_image",
+            sim.T,
+            np.arange(d)[:, None] == inverse[None, :],
+            {f"R@{k}": _chance_any_of(n, group_sizes, k) for k in ks},
+        ),
     )
     for name, s, relevant, chance in directions:
         hit_rank = ranks_of_first_hit(s, relevant)
         out[name] = {f"R@{k}": float((hit_rank < k).mean()) for k in ks}
-        out[name].update(median_rank=float(np.median(hit_rank + 1)), num_queries=int(len(s)),
-                         num_candidates=int(s.shape[1]), chance=chance)
+        out[name].update(
+            median_rank=float(np.median(hit_rank + 1)),
+            num_queries=int(len(s)),
+            num_candidates=int(s.shape[1]),
+            chance=chance,
+        )
         if n_bootstrap:
             rows = np.random.default_rng(seed).integers(0, len(s), size=(int(n_bootstrap), len(s)))
             out[name]["ci"] = {}
             for k in ks:
                 boot = (hit_rank[rows] < k).mean(axis=1)
-                out[name]["ci"][f"R@{k}"] = {"low": float(np.percentile(boot, 2.5)), "high": float(np.percentile(boot, 97.5))}
+                out[name]["ci"][f"R@{k}"] = {
+                    "low": float(np.percentile(boot, 2.5)),
+                    "high": float(np.percentile(boot, 97.5)),
+                }
     return out
 
 
@@ -232,25 +273,46 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     lines = ["# Dual-encoder evaluation", ""]
     if "retrieval" in result:
         r = result["retrieval"]
-        lines += [f"## Retrieval ({r['num_pairs']} pairs, {r['num_distinct_reports']} distinct reports)", "",
-                  "Image -> report ranks the distinct reports; report -> image has one query per distinct report "
-                  "(any of its images is a hit).", "",
-                  "| direction | queries | R@1 | R@5 | R@10 | median rank | chance R@1 | chance R@5 | chance R@10 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Retrieval ({r['num_pairs']} pairs, {r['num_distinct_reports']} distinct reports)",
+            "",
+            "Image -> report ranks the distinct reports; report -> image has one query per distinct report "
+            "(any of its images is a hit).",
+            "",
+            "| direction | queries | R@1 | R@5 | R@10 | median rank | chance R@1 | chance R@5 | chance R@10 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for d in ("image_to_text", "text_to_image"):
             x, c = r[d], r[d]["chance"]
-            lines.append(f"| {d.replace('_', ' ')} | {x['num_queries']} | {_fmt(x['R@1'])} | {_fmt(x['R@5'])} | {_fmt(x['R@10'])} "
-                         f"| {x['median_rank']:.0f} | {_fmt(c['R@1'])} | {_fmt(c['R@5'])} | {_fmt(c['R@10'])} |")
+            lines.append(
+                f"| {d.replace('_', ' ')} | {x['num_queries']} | "
+                f"{_fmt(x['R@1'])} | {_fmt(x['R@5'])} | {_fmt(x['R@10'])} "
+                f"| {x['median_rank']:.0f} | {_fmt(c['R@1'])} | {_fmt(c['R@5'])} | {_fmt(c['R@10'])} |"
+            )
         lines.append("")
     if "zero_shot" in result:
         m = result["zero_shot"]["metrics"]
-        lines += [f"## Zero-shot classification ({m['num_samples']} images)", "", "| finding | AUC | 95% CI |", "|---|---|---|"]
+        lines += [
+            f"## Zero-shot classification ({m['num_samples']} images)",
+            "",
+            "| finding | AUC | 95% CI |",
+            "|---|---|---|",
+        ]
         ci = m.get("ci", {}).get("per_class", {})
         for name, v in m["per_class"].items():
             iv = ci.get(name, {}).get("auc", {})
-            lines.append(f"| {name} | {_fmt(v['auc'])} | {_fmt(iv.get('low'))}-{_fmt(iv.get('high'))} |" if iv else f"| {name} | {_fmt(v['auc'])} | |")
+            lines.append(
+                f"| {name} | {_fmt(v['auc'])} | {_fmt(iv.get('low'))}-{_fmt(iv.get('high'))} |"
+                if iv
+                else f"| {name} | {_fmt(v['auc'])} | |"
+            )
         mi = m.get("ci", {}).get("mean_auc", {})
-        lines += [f"| **mean** | **{_fmt(m['mean_auc'])}** | {_fmt(mi.get('low'))}-{_fmt(mi.get('high'))} |" if mi else f"| **mean** | **{_fmt(m['mean_auc'])}** | |", ""]
+        lines += [
+            f"| **mean** | **{_fmt(m['mean_auc'])}** | {_fmt(mi.get('low'))}-{_fmt(mi.get('high'))} |"
+            if mi
+            else f"| **mean** | **{_fmt(m['mean_auc'])}** | |",
+            "",
+        ]
         lines += ["### Prompts", ""]
         for name, p in result["zero_shot"]["prompts"]["classes"].items():
             if isinstance(p, Mapping):
@@ -260,9 +322,18 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: Any = None, split: str = "test",
-                          output_dir: str | Path | None = None, n_bootstrap: int = 1000, seed: int = 0,
-                          max_samples: int | None = None, prompts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_dual_encoder(
+    model_dir: str | Path,
+    *,
+    pairs: Any = None,
+    dataset: Any = None,
+    split: str = "test",
+    output_dir: str | Path | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    max_samples: int | None = None,
+    prompts: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Retrieval on ``pairs`` (an ``ImageReportPairs``) and zero-shot classification on the pairs'
     labels, or on ``dataset`` (a labelled ``datasets.Dataset`` or a spec of
     :func:`genssl_hf.evaluation.report.load_eval_split`). Writes ``vlp_metrics.json`` (with the
@@ -285,8 +356,17 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
         result["pairs"] = pairs.provenance
         y = pairs.labels_multi_hot()
         if y is not None and dataset is None:
-            zs = zero_shot_evaluate(encoder, images, y, pairs.label_names, True, prompts=prompts,
-                                    n_bootstrap=n_bootstrap, seed=seed, image_embeds=img)
+            zs = zero_shot_evaluate(
+                encoder,
+                images,
+                y,
+                pairs.label_names,
+                True,
+                prompts=prompts,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                image_embeds=img,
+            )
             result["zero_shot"] = {"metrics": zs["metrics"], "prompts": zs["prompts"]}
     if dataset is not None:
         if isinstance(dataset, str):
@@ -299,8 +379,9 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
 
         rows = sample_indices(len(dataset), max_samples, seed)
         images = [dataset[int(i)]["image"] for i in rows]
-        zs = zero_shot_evaluate(encoder, images, targets[rows], names, multi_label, prompts=prompts,
-                                n_bootstrap=n_bootstrap, seed=seed)
+        zs = zero_shot_evaluate(
+            encoder, images, targets[rows], names, multi_label, prompts=prompts, n_bootstrap=n_bootstrap, seed=seed
+        )
         result["zero_shot"] = {"metrics": zs["metrics"], "prompts": zs["prompts"]}
         predictions = (targets[rows], zs["scores"])
     if output_dir is not None:
@@ -322,13 +403,17 @@ def evaluate_dual_encoder(model_dir: str | Path, *, pairs: Any = None, dataset: 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Zero-shot classification and retrieval of a dual-encoder folder")
     p.add_argument("--model", required=True, help="dual-encoder folder (scripts/pretrain_vlp.py output)")
-    p.add_argument("--pairs", default=None, help="evaluation pairs for retrieval: phantom[:N], generated:DIR, mimic:ROOT")
+    p.add_argument(
+        "--pairs", default=None, help="evaluation pairs for retrieval: phantom[:N], generated:DIR, mimic:ROOT"
+    )
     p.add_argument("--pairs_split", default="test", help="phantom split of --pairs (default test)")
     p.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs")
     p.add_argument("--section", choices=["findings", "impression", "text"], default="findings")
     p.add_argument("--phantom_config", default=None, help="JSON PhantomConfig fields for phantom pairs")
     p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--dataset", default=None, help="labelled dataset for zero-shot: phantom, kermany:ROOT, nih-subset:ROOT, ...")
+    p.add_argument(
+        "--dataset", default=None, help="labelled dataset for zero-shot: phantom, kermany:ROOT, nih-subset:ROOT, ..."
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--prompts", default=None, help="JSON file with a prompt table (overrides the built-in prompts)")
     p.add_argument("--max_samples", type=int, default=None)
@@ -345,11 +430,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from genssl_hf.data.pairs import load_pairs
 
         cfg = json.loads(args.phantom_config) if args.phantom_config else None
-        pairs = load_pairs(args.pairs, section=args.section, corpus=args.reports, split=args.pairs_split,
-                           image_size=args.image_size, seed=args.seed, phantom_config=cfg)
+        pairs = load_pairs(
+            args.pairs,
+            section=args.section,
+            corpus=args.reports,
+            split=args.pairs_split,
+            image_size=args.image_size,
+            seed=args.seed,
+            phantom_config=cfg,
+        )
     prompts = json.loads(Path(args.prompts).read_text()) if args.prompts else None
-    result = evaluate_dual_encoder(args.model, pairs=pairs, dataset=args.dataset, split=args.split, output_dir=args.output_dir,
-                                   n_bootstrap=args.n_bootstrap, seed=args.seed, max_samples=args.max_samples, prompts=prompts)
+    result = evaluate_dual_encoder(
+        args.model,
+        pairs=pairs,
+        dataset=args.dataset,
+        split=args.split,
+        output_dir=args.output_dir,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        max_samples=args.max_samples,
+        prompts=prompts,
+    )
     print(markdown_report(result))
     return result
 

@@ -88,8 +88,10 @@ class BalancePlan:
             raise ValueError(f"index range [{start}, {stop}) is outside [0, {self.num_images})")
         idx = np.arange(start, stop, dtype=np.int64)
         # (a * i) mod N without int64 overflow for any realistic N (a, i < N < 3e9).
-        slots = (idx * self.stride) % self.num_images if self.num_images < 3_000_000_000 else np.array(
-            [(int(i) * self.stride) % self.num_images for i in idx], dtype=np.int64
+        slots = (
+            (idx * self.stride) % self.num_images
+            if self.num_images < 3_000_000_000
+            else np.array([(int(i) * self.stride) % self.num_images for i in idx], dtype=np.int64)
         )
         bounds = np.cumsum(self.prompt_counts)
         return np.searchsorted(bounds, slots, side="right").astype(np.int64)

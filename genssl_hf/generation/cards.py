@@ -51,7 +51,8 @@ def write_generator_card(
         steps=50,
         guidance=guidance_scale,
         image_size=size,
-        vae_summary=f"channels {tuple(vae.channels)}, {vae.num_res_blocks} res blocks, latent channels {vae.latent_channels}",
+        vae_summary=f"channels {tuple(vae.channels)}, {vae.num_res_blocks} res blocks, "
+        f"latent channels {vae.latent_channels}",
         vae_params=_params(pipe.vae),
         latent_shape=f"{vae.latent_channels} x {size // f} x {size // f}",
         scale_factor=f"{pipe.config.scale_factor:.4g}",
@@ -62,7 +63,11 @@ def write_generator_card(
         unet_params=_params(pipe.unet),
         text_encoder=(
             f"{te_name} (hidden {hidden}; last hidden state, {pipe.config.max_text_length} tokens"
-            + ("; loaded from its installed Python package, not stored here)" if pipe.config.text_encoder_source else ")")
+            + (
+                "; loaded from its installed Python package, not stored here)"
+                if pipe.config.text_encoder_source
+                else ")"
+            )
         ),
         scheduler=f"{type(pipe.scheduler).__name__} ({pipe.scheduler.config.num_train_timesteps} steps, "
         f"{pipe.scheduler.config.beta_schedule} {pipe.scheduler.config.beta_start}->{pipe.scheduler.config.beta_end}, "

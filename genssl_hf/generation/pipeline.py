@@ -39,8 +39,13 @@ from .models import CXRAutoencoderKL, CXRDiffusionUNet
 from .schedulers import GENERATION_PRESETS, bundle_scheduler
 from .seeds import resolve_seeds
 
-__all__ = ["CXRLatentDiffusionPipeline", "CXRPipelineOutput", "bundle_scheduler", "PACKAGED_TEXT_ENCODERS",
-           "GENERATION_PRESETS"]
+__all__ = [
+    "CXRLatentDiffusionPipeline",
+    "CXRPipelineOutput",
+    "bundle_scheduler",
+    "PACKAGED_TEXT_ENCODERS",
+    "GENERATION_PRESETS",
+]
 
 
 def _minilm_path() -> str:
@@ -147,8 +152,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
     def latent_downsample(self) -> int:
         return self.vae.downsample_factor
 
-    def enable_fast_inference(self, dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = False,
-                              compile_unet: bool = False) -> "CXRLatentDiffusionPipeline":
+    def enable_fast_inference(
+        self, dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = False, compile_unet: bool = False
+    ) -> "CXRLatentDiffusionPipeline":
         """Convert UNet and autoencoder weights *in place* to ``dtype`` (bf16: AVX512-BF16 / AMX
         matmuls on recent CPUs, half the weight traffic, no per-op autocast casts), optionally to
         channels-last memory format (helps on GPUs and AMX CPUs; measured slower on a 2-core CPU
@@ -189,12 +195,20 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         if preset["scheduler"] == "DDIMScheduler":
             # DDIM-only settings (clip_sample, set_alpha_to_one) must come from the bundle, not from
             # DDIMScheduler's defaults, whatever scheduler the pipeline was loaded with
-            base = {**dict(bundle_scheduler().config), **{k: base[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                                             "beta_schedule", "prediction_type") if k in base}}
+            base = {
+                **dict(bundle_scheduler().config),
+                **{
+                    k: base[k]
+                    for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+                    if k in base
+                },
+            }
         cls = getattr(diffusers, preset["scheduler"])
         self.scheduler = cls.from_config(base, **preset["scheduler_kwargs"])
-        self._preset_defaults = {"num_inference_steps": preset["num_inference_steps"],
-                                 "guidance_fraction": preset["guidance_fraction"]}
+        self._preset_defaults = {
+            "num_inference_steps": preset["num_inference_steps"],
+            "guidance_fraction": preset["guidance_fraction"],
+        }
         return self
 
     # ------------------------------------------------------------------ save / load
@@ -231,7 +245,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             dlogging.set_verbosity(level)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "CXRLatentDiffusionPipeline":
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> "CXRLatentDiffusionPipeline":
         from genssl_hf.utils import pretrained_path
 
         folder = pretrained_path(pretrained_model_name_or_path)  # "genssl_hf/nih-ldm-64": the shipped folder
@@ -271,7 +287,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             if cut:
                 warnings.warn(
                     f"{len(cut)} prompt(s) exceed the text encoder's {self.config.max_text_length} tokens and are cut: "
-                    + "; ".join(f"{p[:60]!r}... loses {n} tokens" for p, n in cut[:3]), stacklevel=3)
+                    + "; ".join(f"{p[:60]!r}... loses {n} tokens" for p, n in cut[:3]),
+                    stacklevel=3,
+                )
             tok = self.tokenizer(
                 missing,
                 padding="max_length",
@@ -280,7 +298,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                 return_tensors="pt",
             )
             ids = tok["input_ids"].to(te.device)
-            out = te(input_ids=ids, attention_mask=tok["attention_mask"].to(te.device) if "attention_mask" in tok else None)
+            out = te(
+                input_ids=ids, attention_mask=tok["attention_mask"].to(te.device) if "attention_mask" in tok else None
+            )
             hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
             for p, h in zip(missing, hidden):
                 self._prompt_cache[key_of(p)] = h.float()
@@ -328,8 +348,18 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             num_inference_steps = self._preset_defaults.get("num_inference_steps", 50)
         if guidance_fraction is None:
             guidance_fraction = self._preset_defaults.get("guidance_fraction", 1.0)
-        prompts, height, width = self.check_inputs(prompt, num_images_per_prompt, num_inference_steps, guidance_fraction,
-                                                   height, width, output_type, batch_size, decode_batch_size, dtype)
+        prompts, height, width = self.check_inputs(
+            prompt,
+            num_images_per_prompt,
+            num_inference_steps,
+            guidance_fraction,
+            height,
+            width,
+            output_type,
+            batch_size,
+            decode_batch_size,
+            dtype,
+        )
         all_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         n = len(all_prompts)
         seeds_used, generators = resolve_seeds(n, generator, seeds)
@@ -339,12 +369,20 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         cond_table, idx = self._encode_conditioning(all_prompts, negative_prompt if do_cfg else None)
         init = self.prepare_latents(generators, height, width)
         run = _SamplingRun(
-            device=device, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            device=device,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             guidance_fraction=float(guidance_fraction) if do_cfg else 0.0,
-            net_dtype=self.unet.dtype if dtype is None else dtype, decode_dtype=self.vae.dtype if dtype is None else dtype,
-            autocast=(torch.autocast(device_type=device.type, dtype=dtype) if dtype in (torch.bfloat16, torch.float16)
-                      else contextlib.nullcontext()),
-            channels_last=_is_channels_last(self.unet), step_kwargs=self._step_kwargs(eta), decode_batch_size=decode_batch_size,
+            net_dtype=self.unet.dtype if dtype is None else dtype,
+            decode_dtype=self.vae.dtype if dtype is None else dtype,
+            autocast=(
+                torch.autocast(device_type=device.type, dtype=dtype)
+                if dtype in (torch.bfloat16, torch.float16)
+                else contextlib.nullcontext()
+            ),
+            channels_last=_is_channels_last(self.unet),
+            step_kwargs=self._step_kwargs(eta),
+            decode_batch_size=decode_batch_size,
         )
 
         outputs: list[torch.Tensor] = []
@@ -408,10 +446,14 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         width = width or self.config.image_size
         f = self.latent_downsample
         if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} (the autoencoder's downsampling), got {height}x{width}")
+            raise ValueError(
+                f"height and width must be multiples of {f} (the autoencoder's downsampling), got {height}x{width}"
+            )
         return prompts, height, width
 
-    def _encode_conditioning(self, all_prompts: list[str], negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_conditioning(
+        self, all_prompts: list[str], negative_prompt: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The text conditioning of every image: a table of the distinct prompts' encodings (plus
         the negative prompt's, last, under classifier-free guidance) and each image's row in it."""
         distinct = list(OrderedDict.fromkeys(all_prompts))
@@ -426,8 +468,15 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         latent_shape = (self.vae.config.latent_channels, height // f, width // f)
         return torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
 
-    def denoise(self, latents: torch.Tensor, context: torch.Tensor, context_cond: torch.Tensor,
-                generators: list[torch.Generator], run: _SamplingRun, bar: Any) -> torch.Tensor:
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        context: torch.Tensor,
+        context_cond: torch.Tensor,
+        generators: list[torch.Generator],
+        run: _SamplingRun,
+        bar: Any,
+    ) -> torch.Tensor:
         """The denoising loop of one batch: sets the scheduler's timesteps, then runs
         classifier-free guidance (``context``: unconditional then conditional rows) on the first
         ``ceil(run.guidance_fraction * steps)`` steps and the conditional branch alone
@@ -441,14 +490,16 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             run.step_kwargs["generator"] = generators
         b = latents.shape[0]
         compiled = getattr(unet, "_compiled_call_impl", None) is not None
-        with run.autocast, (contextlib.nullcontext() if compiled else _memoize_cross_attention_kv(unet)):
+        with run.autocast, contextlib.nullcontext() if compiled else _memoize_cross_attention_kv(unet):
             for i, t in enumerate(timesteps):
                 guided = i < guided_steps
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = self.scheduler.scale_model_input(model_in, t).to(run.net_dtype)
                 if run.channels_last:
                     model_in = model_in.contiguous(memory_format=torch.channels_last)
-                out = unet(model_in, timesteps=t.expand(model_in.shape[0]), context=context if guided else context_cond).float()
+                out = unet(
+                    model_in, timesteps=t.expand(model_in.shape[0]), context=context if guided else context_cond
+                ).float()
                 if guided:
                     out_u, out_c = out.chunk(2)
                     out = out_u + run.guidance_scale * (out_c - out_u)
@@ -462,7 +513,9 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         if run.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         with run.autocast:
-            return torch.cat([self.vae.decode(part).float() for part in z.split(run.decode_batch_size)]).clamp_(0.0, 1.0)
+            return torch.cat([self.vae.decode(part).float() for part in z.split(run.decode_batch_size)]).clamp_(
+                0.0, 1.0
+            )
 
     @staticmethod
     def _postprocess(images: torch.Tensor, output_type: str) -> Any:

@@ -18,8 +18,18 @@ __all__ = ["GENERATION_PRESETS", "bundle_scheduler"]
 # prediction type) with ``scheduler_kwargs``; ``guidance_fraction``: classifier-free guidance on that
 # leading share of the steps only (the rest run the conditional branch alone, half the UNet batch).
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
-    "bundle": {"scheduler": "DDIMScheduler", "scheduler_kwargs": {}, "num_inference_steps": 50, "guidance_fraction": 1.0},
-    "fast": {"scheduler": "UniPCMultistepScheduler", "scheduler_kwargs": {}, "num_inference_steps": 8, "guidance_fraction": 1.0},
+    "bundle": {
+        "scheduler": "DDIMScheduler",
+        "scheduler_kwargs": {},
+        "num_inference_steps": 50,
+        "guidance_fraction": 1.0,
+    },
+    "fast": {
+        "scheduler": "UniPCMultistepScheduler",
+        "scheduler_kwargs": {},
+        "num_inference_steps": 8,
+        "guidance_fraction": 1.0,
+    },
 }
 
 

@@ -20,25 +20,55 @@ MANAGED_END = "<!-- genssl_hf:publish:end -->"
 
 
 _KIND_META: dict[str, dict[str, Any]] = {
-    "encoder": {"library_name": "transformers", "pipeline_tag": "image-feature-extraction",
-                "tags": ["vit-mae", "masked-autoencoder", "self-supervised", "chest-x-ray", "medical-imaging"]},
-    "classifier": {"library_name": "transformers", "pipeline_tag": "image-classification",
-                   "tags": ["vit", "image-classification", "chest-x-ray", "medical-imaging"]},
-    "generator": {"library_name": "diffusers", "pipeline_tag": "text-to-image",
-                  "tags": ["latent-diffusion", "monai", "text-to-image", "synthetic-data", "chest-x-ray", "medical-imaging"]},
+    "encoder": {
+        "library_name": "transformers",
+        "pipeline_tag": "image-feature-extraction",
+        "tags": ["vit-mae", "masked-autoencoder", "self-supervised", "chest-x-ray", "medical-imaging"],
+    },
+    "classifier": {
+        "library_name": "transformers",
+        "pipeline_tag": "image-classification",
+        "tags": ["vit", "image-classification", "chest-x-ray", "medical-imaging"],
+    },
+    "generator": {
+        "library_name": "diffusers",
+        "pipeline_tag": "text-to-image",
+        "tags": ["latent-diffusion", "monai", "text-to-image", "synthetic-data", "chest-x-ray", "medical-imaging"],
+    },
     "prompt_set": {"tags": ["prompt-set", "text-to-image", "chest-x-ray"]},
     "dataset": {"tags": ["synthetic", "chest-x-ray", "medical-imaging", "image-classification"]},
-    "report_generator": {"library_name": "transformers", "pipeline_tag": "image-to-text",
-                         "tags": ["vision-encoder-decoder", "report-generation", "chest-x-ray", "medical-imaging"]},
-    "dual_encoder": {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification",
-                     "tags": ["vision-text-dual-encoder", "contrastive", "zero-shot", "chest-x-ray", "medical-imaging"]},
+    "report_generator": {
+        "library_name": "transformers",
+        "pipeline_tag": "image-to-text",
+        "tags": ["vision-encoder-decoder", "report-generation", "chest-x-ray", "medical-imaging"],
+    },
+    "dual_encoder": {
+        "library_name": "transformers",
+        "pipeline_tag": "zero-shot-image-classification",
+        "tags": ["vision-text-dual-encoder", "contrastive", "zero-shot", "chest-x-ray", "medical-imaging"],
+    },
 }
 _COMMON_TAGS = ["genssl_hf", "genssl", "research-only"]
 
 
-_SKIP_METRIC_KEYS = {"num_samples", "num_examples", "step", "epoch", "global_step", "seed", "runtime", "samples_per_second"}
-_METRIC_TYPES = {"mean_auc": ("roc_auc", "mean AUC"), "auc": ("roc_auc", "AUC"), "macro_auc": ("roc_auc", "macro AUC"),
-                 "accuracy": ("accuracy", "accuracy"), "f1": ("f1", "F1"), "macro_f1": ("f1", "macro F1")}
+_SKIP_METRIC_KEYS = {
+    "num_samples",
+    "num_examples",
+    "step",
+    "epoch",
+    "global_step",
+    "seed",
+    "runtime",
+    "samples_per_second",
+}
+_METRIC_TYPES = {
+    "mean_auc": ("roc_auc", "mean AUC"),
+    "auc": ("roc_auc", "AUC"),
+    "macro_auc": ("roc_auc", "macro AUC"),
+    "accuracy": ("accuracy", "accuracy"),
+    "f1": ("f1", "F1"),
+    "macro_f1": ("f1", "macro F1"),
+}
 
 
 def eval_results_from_metrics(
@@ -53,7 +83,11 @@ def eval_results_from_metrics(
     ``{metric: value}`` taken as the test split. ``dataset`` in the JSON names the data."""
     name = dataset_name or str(metrics.get("dataset") or "evaluation data")
     dtype = dataset_type or (name if "/" in name else "custom")
-    nested = {k: v for k, v in metrics.items() if isinstance(v, Mapping) and any(isinstance(x, (int, float)) for x in v.values())}
+    nested = {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, Mapping) and any(isinstance(x, (int, float)) for x in v.values())
+    }
     splits = nested or {"test": metrics}
     out: list[EvalResult] = []
     for split, values in splits.items():
@@ -61,15 +95,33 @@ def eval_results_from_metrics(
             if key in _SKIP_METRIC_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             mtype, mname = _METRIC_TYPES.get(key, (key, key.replace("_", " ")))
-            out.append(EvalResult(task_type=task_type, dataset_type=dtype, dataset_name=name, dataset_split=split,
-                                  metric_type=mtype, metric_name=mname, metric_value=float(value)))
+            out.append(
+                EvalResult(
+                    task_type=task_type,
+                    dataset_type=dtype,
+                    dataset_name=name,
+                    dataset_split=split,
+                    metric_type=mtype,
+                    metric_name=mname,
+                    metric_value=float(value),
+                )
+            )
         per_class = values.get("per_class")
         if isinstance(per_class, Mapping):
             for label, m in per_class.items():
                 if isinstance(m, Mapping) and isinstance(m.get("auc"), (int, float)):
-                    out.append(EvalResult(task_type=task_type, dataset_type=dtype, dataset_name=name, dataset_split=split,
-                                          metric_type="roc_auc", metric_name=f"AUC ({label})", metric_config=str(label),
-                                          metric_value=float(m["auc"])))
+                    out.append(
+                        EvalResult(
+                            task_type=task_type,
+                            dataset_type=dtype,
+                            dataset_name=name,
+                            dataset_split=split,
+                            metric_type="roc_auc",
+                            metric_name=f"AUC ({label})",
+                            metric_config=str(label),
+                            metric_value=float(m["auc"]),
+                        )
+                    )
     return out
 
 
@@ -81,7 +133,9 @@ def _strip_managed(body: str) -> str:
     return body.rstrip() + "\n"
 
 
-def _managed_section(kind: str, provenance: Mapping[str, Any], body: str, sources: Sequence[str], leak_checked: Mapping[str, Any] | None) -> str:
+def _managed_section(
+    kind: str, provenance: Mapping[str, Any], body: str, sources: Sequence[str], leak_checked: Mapping[str, Any] | None
+) -> str:
     lines = [MANAGED_BEGIN, "", "## Publication provenance", "", "| item | value |", "| --- | --- |"]
     lines.append(f"| artifact kind | {kind} |")
     for k, v in provenance.items():
@@ -96,14 +150,20 @@ def _managed_section(kind: str, provenance: Mapping[str, Any], body: str, source
         lines += ["", "## Limitations", "", card_text.LIMITATIONS]
     lines += ["", "## Data sources", ""]
     if sources:
-        lines += ["Data this artifact derives from (attribution):", ""] + [f"- {card_text.DATA_SOURCES[s]}" for s in sources]
+        lines += ["Data this artifact derives from (attribution):", ""] + [
+            f"- {card_text.DATA_SOURCES[s]}" for s in sources
+        ]
     else:
         lines += ["No real data source is named in this artifact's provenance."]
     if leak_checked is not None:
         checked = ", ".join(f"`{s}`" for s in leak_checked.get("sources", [])) or "none"
-        lines += ["", card_text.LEAK_STATEMENT, "",
-                  f"Real data checked against: {checked} ({leak_checked.get('reports', 0)} report texts, "
-                  f"{leak_checked.get('images', 0)} images)."]
+        lines += [
+            "",
+            card_text.LEAK_STATEMENT,
+            "",
+            f"Real data checked against: {checked} ({leak_checked.get('reports', 0)} report texts, "
+            f"{leak_checked.get('images', 0)} images).",
+        ]
     lines += ["", "## Citation", "", "```bibtex", card_text.GENSSL_CITATION, "```", "", MANAGED_END, ""]
     return "\n".join(lines)
 
@@ -111,22 +171,24 @@ def _managed_section(kind: str, provenance: Mapping[str, Any], body: str, source
 def _default_body(kind: str, title: str) -> str:
     use = {
         "encoder": "```python\nimport genssl_hf\nfrom transformers import AutoImageProcessor, ViTMAEForPreTraining\n"
-                   "mae = ViTMAEForPreTraining.from_pretrained(\"REPO\")\nprocessor = AutoImageProcessor.from_pretrained(\"REPO\")\n```",
+        'mae = ViTMAEForPreTraining.from_pretrained("REPO")\n'
+        'processor = AutoImageProcessor.from_pretrained("REPO")\n```',
         "classifier": "```python\nimport genssl_hf  # the AdaINImageProcessor (pip install genssl_hf)\n"
-                      "from transformers import pipeline\n"
-                      "classify = pipeline(\"image-classification\", model=\"REPO\", function_to_apply=\"sigmoid\", top_k=None)\n```\n\n"
-                      "The weights load exactly with plain transformers (`AutoModelForImageClassification`); "
-                      "the processor (AdaIN alignment, grayscale) needs `genssl_hf`.",
+        "from transformers import pipeline\n"
+        'classify = pipeline("image-classification", model="REPO", function_to_apply="sigmoid", top_k=None)\n```\n\n'
+        "The weights load exactly with plain transformers (`AutoModelForImageClassification`); "
+        "the processor (AdaIN alignment, grayscale) needs `genssl_hf`.",
         "generator": "```python\nfrom genssl_hf.generation import CXRLatentDiffusionPipeline\n"
-                     "pipe = CXRLatentDiffusionPipeline.from_pretrained(\"REPO\")\n```",
-        "prompt_set": "```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained(\"REPO\")\n```",
-        "dataset": "```python\nfrom datasets import load_dataset\nds = load_dataset(\"REPO\")\n```",
-        "report_generator": "```python\nimport genssl_hf\nfrom transformers import AutoProcessor, VisionEncoderDecoderModel\n"
-                            "model = VisionEncoderDecoderModel.from_pretrained(\"REPO\")\n"
-                            "processor = AutoProcessor.from_pretrained(\"REPO\")\n```",
+        'pipe = CXRLatentDiffusionPipeline.from_pretrained("REPO")\n```',
+        "prompt_set": '```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained("REPO")\n```',
+        "dataset": '```python\nfrom datasets import load_dataset\nds = load_dataset("REPO")\n```',
+        "report_generator": "```python\nimport genssl_hf\n"
+        "from transformers import AutoProcessor, VisionEncoderDecoderModel\n"
+        'model = VisionEncoderDecoderModel.from_pretrained("REPO")\n'
+        'processor = AutoProcessor.from_pretrained("REPO")\n```',
         "dual_encoder": "```python\nimport genssl_hf\nfrom transformers import VisionTextDualEncoderModel, pipeline\n"
-                        "model = VisionTextDualEncoderModel.from_pretrained(\"REPO\")\n"
-                        "clf = pipeline(\"zero-shot-image-classification\", model=\"REPO\")\n```",
+        'model = VisionTextDualEncoderModel.from_pretrained("REPO")\n'
+        'clf = pipeline("zero-shot-image-classification", model="REPO")\n```',
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
 
@@ -191,5 +253,8 @@ def build_card(
         body = _default_body(kind, title)
     provenance.update({f"related {k} repo": v for k, v in (related or {}).items() if v})
     sources = card_text.data_sources_for(json.dumps(provenance, default=str) + body)
-    content = f"---\n{d.to_yaml()}\n---\n\n{body.strip()}\n\n{_managed_section(kind, provenance, body, sources, leak_checked)}"
+    content = (
+        f"---\n{d.to_yaml()}\n---\n\n{body.strip()}\n\n"
+        f"{_managed_section(kind, provenance, body, sources, leak_checked)}"
+    )
     return card_cls(content)

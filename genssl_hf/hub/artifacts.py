@@ -15,14 +15,36 @@ logger = logging.getLogger(__name__)
 
 
 KINDS = ("encoder", "classifier", "generator", "prompt_set", "dataset", "report_generator", "dual_encoder")
-REPO_TYPES = {"encoder": "model", "classifier": "model", "generator": "model", "prompt_set": "dataset", "dataset": "dataset",
-              "report_generator": "model", "dual_encoder": "model"}
+REPO_TYPES = {
+    "encoder": "model",
+    "classifier": "model",
+    "generator": "model",
+    "prompt_set": "dataset",
+    "dataset": "dataset",
+    "report_generator": "model",
+    "dual_encoder": "model",
+}
 
 
 # Never shipped: training state, logs, caches, temporary and hidden files.
 IGNORE_PATTERNS = (
-    "checkpoint-*", "checkpoints", "logs", "runs", "wandb", "tensorboard", "__pycache__", ".*", "*.tmp", "*.tmp-*",
-    "*.lock", "optimizer.*", "scheduler.pt", "rng_state*", "training_args.bin", "train_state.json", "*.pyc",
+    "checkpoint-*",
+    "checkpoints",
+    "logs",
+    "runs",
+    "wandb",
+    "tensorboard",
+    "__pycache__",
+    ".*",
+    "*.tmp",
+    "*.tmp-*",
+    "*.lock",
+    "optimizer.*",
+    "scheduler.pt",
+    "rng_state*",
+    "training_args.bin",
+    "train_state.json",
+    "*.pyc",
 )
 
 
@@ -41,7 +63,9 @@ def _check_kind(kind: str) -> str:
 
 def _ignored(rel: str, patterns: Sequence[str]) -> bool:
     parts = rel.split("/")
-    return any(fnmatch.fnmatch(p, pat) for p in parts for pat in patterns) or any(fnmatch.fnmatch(rel, pat) for pat in patterns)
+    return any(fnmatch.fnmatch(p, pat) for p in parts for pat in patterns) or any(
+        fnmatch.fnmatch(rel, pat) for pat in patterns
+    )
 
 
 def select_files(
@@ -117,9 +141,14 @@ def _validate_encoder(folder: Path) -> dict[str, Any]:
     _check_loading_info(folder, "ViTMAEForPreTraining", info)
     proc = _load_processor(folder, "encoder")
     if type(proc).__name__ != "AdaINImageProcessor":
-        raise ArtifactError(f"encoder folder {folder}: processor is {type(proc).__name__}, expected AdaINImageProcessor")
-    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
-            "parameters": sum(p.numel() for p in model.parameters())}
+        raise ArtifactError(
+            f"encoder folder {folder}: processor is {type(proc).__name__}, expected AdaINImageProcessor"
+        )
+    return {
+        "model_class": type(model).__name__,
+        "processor_class": type(proc).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _validate_neutral_encoder(folder: Path) -> dict[str, Any]:
@@ -133,9 +162,15 @@ def _validate_neutral_encoder(folder: Path) -> dict[str, Any]:
         raise ArtifactError(f"encoder folder {folder} does not reload exactly: {e}") from e
     proc = _load_processor(folder, "encoder")
     if type(proc).__name__ != "AdaINImageProcessor":
-        raise ArtifactError(f"encoder folder {folder}: processor is {type(proc).__name__}, expected AdaINImageProcessor")
-    return {"model_class": checked["auto_model"], "classifier_class": checked["classifier"],
-            "processor_class": type(proc).__name__, "method": read_json(folder / "encoder_info.json").get("method")}
+        raise ArtifactError(
+            f"encoder folder {folder}: processor is {type(proc).__name__}, expected AdaINImageProcessor"
+        )
+    return {
+        "model_class": checked["auto_model"],
+        "classifier_class": checked["classifier"],
+        "processor_class": type(proc).__name__,
+        "method": read_json(folder / "encoder_info.json").get("method"),
+    }
 
 
 def _classifier_class(folder: Path):
@@ -169,9 +204,12 @@ def _validate_classifier(folder: Path) -> dict[str, Any]:
     if not getattr(model.config, "id2label", None):
         raise ArtifactError(f"classifier folder {folder}: config has no id2label")
     proc = _load_processor(folder, "classifier")
-    return {"model_class": cls.__name__, "processor_class": type(proc).__name__,
-            "labels": [model.config.id2label[i] for i in sorted(model.config.id2label)],
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "model_class": cls.__name__,
+        "processor_class": type(proc).__name__,
+        "labels": [model.config.id2label[i] for i in sorted(model.config.id2label)],
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _pipeline_class():
@@ -234,14 +272,21 @@ def _validate_report_generator(folder: Path) -> dict[str, Any]:
     try:
         model, info = VisionEncoderDecoderModel.from_pretrained(str(folder), output_loading_info=True)
     except Exception as e:
-        raise ArtifactError(f"report_generator folder {folder} does not reload as VisionEncoderDecoderModel: {e}") from e
+        raise ArtifactError(
+            f"report_generator folder {folder} does not reload as VisionEncoderDecoderModel: {e}"
+        ) from e
     _check_loading_info(folder, "VisionEncoderDecoderModel", info)
     try:
         proc = AutoProcessor.from_pretrained(str(folder))
     except Exception as e:
         raise ArtifactError(f"report_generator folder {folder}: the processor does not reload: {e}") from e
-    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "model_class": type(model).__name__,
+        "processor_class": type(proc).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def _validate_dual_encoder(folder: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer, VisionTextDualEncoderModel
 
@@ -250,11 +295,17 @@ def _validate_dual_encoder(folder: Path) -> dict[str, Any]:
         model, info = VisionTextDualEncoderModel.from_pretrained(str(folder), output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except Exception as e:
-        raise ArtifactError(f"dual-encoder folder {folder} does not reload as VisionTextDualEncoderModel + tokenizer: {e}") from e
+        raise ArtifactError(
+            f"dual-encoder folder {folder} does not reload as VisionTextDualEncoderModel + tokenizer: {e}"
+        ) from e
     _check_loading_info(folder, "VisionTextDualEncoderModel", info)
     proc = _load_processor(folder, "dual_encoder")
-    return {"model_class": type(model).__name__, "processor_class": type(proc).__name__,
-            "tokenizer_class": type(tokenizer).__name__, "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "model_class": type(model).__name__,
+        "processor_class": type(proc).__name__,
+        "tokenizer_class": type(tokenizer).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 _VALIDATORS: dict[str, Callable[[Path], dict[str, Any]]] = {

@@ -8,8 +8,7 @@ from .cards import DISCLAIMER
 
 INTENDED_USE = (
     "Research on generative self-supervised pre-training for chest X-ray classification (GEN-SSL): "
-    "reproducing, ablating and extending the method, and benchmarking representation learning. "
-    + DISCLAIMER
+    "reproducing, ablating and extending the method, and benchmarking representation learning. " + DISCLAIMER
 )
 
 LIMITATIONS = (
@@ -33,12 +32,12 @@ DATA_SOURCES: dict[str, str] = {
         '"Preparing a collection of radiology examinations for distribution and retrieval", JAMIA 2016.'
     ),
     "kermany": (
-        "Paediatric chest X-rays, CC BY 4.0. Kermany D, Zhang K, Goldbaum M (2018), \"Labeled Optical "
+        'Paediatric chest X-rays, CC BY 4.0. Kermany D, Zhang K, Goldbaum M (2018), "Labeled Optical '
         'Coherence Tomography (OCT) and Chest X-Ray Images for Classification", Mendeley Data v2, '
         "doi:10.17632/rscbjbr9sj.2."
     ),
     "nih-cxr14": (
-        "NIH ChestX-ray14, provided by the NIH Clinical Center. Wang X et al., \"ChestX-ray8: "
+        'NIH ChestX-ray14, provided by the NIH Clinical Center. Wang X et al., "ChestX-ray8: '
         'Hospital-scale Chest X-ray Database and Benchmarks", CVPR 2017.'
     ),
     "phantom": "The genssl_hf phantom chest X-ray world (procedural, no patient data).",

@@ -30,7 +30,10 @@ def is_native_classifier(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a genssl_hf classifier (which plain transformers refuses)."""
     cfg_path = Path(folder) / "config.json"
     cfg = read_json(cfg_path) if cfg_path.is_file() else {}
-    return "GenSSLViTForImageClassification" in (cfg.get("architectures") or []) or cfg.get("model_type") == "genssl_hf_vit"
+    return (
+        "GenSSLViTForImageClassification" in (cfg.get("architectures") or [])
+        or cfg.get("model_type") == "genssl_hf_vit"
+    )
 
 
 def _copy_files(src: Path, dst: Path, skip_model_files: bool) -> None:
@@ -49,8 +52,10 @@ def _copy_files(src: Path, dst: Path, skip_model_files: bool) -> None:
 
 def _check_same(name: str, want: torch.Tensor, got: torch.Tensor) -> None:
     if not torch.allclose(want, got, rtol=1e-4, atol=1e-4):
-        raise ValueError(f"{name}: the plain transformers export differs from the source "
-                         f"(max |difference| {float((want - got).abs().max()):.3g})")
+        raise ValueError(
+            f"{name}: the plain transformers export differs from the source "
+            f"(max |difference| {float((want - got).abs().max()):.3g})"
+        )
 
 
 def _probe(config) -> torch.Tensor:
@@ -91,9 +96,21 @@ def export_vit_encoder(folder: str | os.PathLike, out: str | os.PathLike) -> Pat
         mae = ViTMAEModel.from_pretrained(str(folder), mask_ratio=0.0).eval()
     finally:
         hf_logging.set_verbosity(verbosity)
-    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-            "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-            "image_size", "patch_size", "num_channels", "qkv_bias")
+    keys = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "initializer_range",
+        "layer_norm_eps",
+        "image_size",
+        "patch_size",
+        "num_channels",
+        "qkv_bias",
+    )
     cfg = mae.config.to_dict()
     vit = ViTModel(ViTConfig(**{k: cfg[k] for k in keys if k in cfg}), add_pooling_layer=False).eval()
     state = {k: v for k, v in mae.state_dict().items()}

@@ -28,11 +28,17 @@ def _adain_provenance(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"image processor": cfg.get("image_processor_type", "?")}
     if "do_adain" in cfg:
         out["AdaIN"] = "on" if cfg.get("do_adain") else "off (ablation)"
-        out["AdaIN reference mean / std"] = f"{_fmt(cfg.get('adain_mean'))} / {_fmt(cfg.get('adain_std'))} (grayscale on [0, 1])"
+        out["AdaIN reference mean / std"] = (
+            f"{_fmt(cfg.get('adain_mean'))} / {_fmt(cfg.get('adain_std'))} (grayscale on [0, 1])"
+        )
     rs = cfg.get("reference_stats") or {}
-    for key, label in (("dataset_name", "reference statistics dataset"), ("statistic", "reference statistic"),
-                       ("num_images", "reference images"), ("image_size", "reference image size"),
-                       ("content_hash", "reference set content hash")):
+    for key, label in (
+        ("dataset_name", "reference statistics dataset"),
+        ("statistic", "reference statistic"),
+        ("num_images", "reference images"),
+        ("image_size", "reference image size"),
+        ("content_hash", "reference set content hash"),
+    ):
         if rs.get(key) is not None:
             out[label] = rs[key]
     if "image_mean" in cfg:
@@ -45,7 +51,11 @@ def _model_provenance(folder: Path) -> dict[str, Any]:
     cfg = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     if cfg:
         out["architecture"] = ", ".join(cfg.get("architectures") or [cfg.get("model_type", "?")])
-        dims = [f"{k} {cfg[k]}" for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads") if k in cfg]
+        dims = [
+            f"{k} {cfg[k]}"
+            for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+            if k in cfg
+        ]
         if dims:
             out["dimensions"] = ", ".join(dims)
         if "mask_ratio" in cfg and cfg.get("model_type") == "vit_mae":
@@ -100,7 +110,9 @@ def _prompt_set_provenance(folder: Path) -> dict[str, Any]:
     }
     corpus = meta.get("corpus") or {}
     if corpus:
-        out["scoring corpus"] = f"{corpus.get('name')} ({corpus.get('num_reports')} reports, sha256 {corpus.get('sha256')})"
+        out["scoring corpus"] = (
+            f"{corpus.get('name')} ({corpus.get('num_reports')} reports, sha256 {corpus.get('sha256')})"
+        )
     for key in ("threshold", "variant"):
         if meta.get(key) is not None:
             out[key] = meta[key]
@@ -112,10 +124,18 @@ def _dataset_provenance(folder: Path) -> dict[str, Any]:
     gen = folder / "generation_config.json"
     if gen.is_file():
         cfg = read_json(gen)
-        for key, label in (("generator_id", "generator id"), ("prompt_set_hash", "prompt set hash"),
-                           ("corpus_hash", "report corpus hash"), ("mode", "conditioning"), ("num_images", "images"),
-                           ("seed", "seed"), ("height", "height"), ("width", "width"),
-                           ("num_inference_steps", "inference steps"), ("guidance_scale", "guidance scale")):
+        for key, label in (
+            ("generator_id", "generator id"),
+            ("prompt_set_hash", "prompt set hash"),
+            ("corpus_hash", "report corpus hash"),
+            ("mode", "conditioning"),
+            ("num_images", "images"),
+            ("seed", "seed"),
+            ("height", "height"),
+            ("width", "width"),
+            ("num_inference_steps", "inference steps"),
+            ("guidance_scale", "guidance scale"),
+        ):
             if cfg.get(key) is not None:
                 out[label] = cfg[key]
     shards = sorted(folder.glob("data/**/*.parquet"))
@@ -140,13 +160,21 @@ def _report_generator_provenance(folder: Path) -> dict[str, Any]:
     out = _model_provenance(folder)
     run = read_json(folder / "run_config.json") if (folder / "run_config.json").is_file() else {}
     corpus = run.get("corpus") or {}
-    for key, label in (("name", "training report corpus"), ("license", "training corpus licence"),
-                       ("corpus_hash", "training corpus hash"), ("generator_id", "image generator"),
-                       ("section", "report section")):
+    for key, label in (
+        ("name", "training report corpus"),
+        ("license", "training corpus licence"),
+        ("corpus_hash", "training corpus hash"),
+        ("generator_id", "image generator"),
+        ("section", "report section"),
+    ):
         if corpus.get(key):
             out[label] = corpus[key]
     model = run.get("model") or {}
-    for key, label in (("init_from", "encoder initialised from"), ("decoder", "decoder"), ("weights", "decoder weights")):
+    for key, label in (
+        ("init_from", "encoder initialised from"),
+        ("decoder", "decoder"),
+        ("weights", "decoder weights"),
+    ):
         if model.get(key):
             out[label] = model[key]
     gen = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
@@ -173,15 +201,27 @@ def _dual_encoder_provenance(folder: Path) -> dict[str, Any]:
     out = _model_provenance(folder)
     vlp = read_json(folder / "vlp_config.json") if (folder / "vlp_config.json").is_file() else {}
     pairs, trunc, loss = vlp.get("pairs") or {}, vlp.get("truncation") or {}, vlp.get("loss") or {}
-    for key, label in (("source", "pre-training pairs"), ("corpus_name", "report corpus"), ("corpus_hash", "report corpus sha256"),
-                       ("corpus_license", "report corpus licence"), ("generator_id", "image generator id"),
-                       ("section", "report section"), ("num_pairs", "image-report pairs")):
+    for key, label in (
+        ("source", "pre-training pairs"),
+        ("corpus_name", "report corpus"),
+        ("corpus_hash", "report corpus sha256"),
+        ("corpus_license", "report corpus licence"),
+        ("generator_id", "image generator id"),
+        ("section", "report section"),
+        ("num_pairs", "image-report pairs"),
+    ):
         if pairs.get(key) is not None:
             out[label] = pairs[key]
     if trunc:
-        out["reports truncated"] = f"{trunc.get('num_truncated')} of {trunc.get('num_texts')} at {trunc.get('max_length')} tokens"
+        out["reports truncated"] = (
+            f"{trunc.get('num_truncated')} of {trunc.get('num_texts')} at {trunc.get('max_length')} tokens"
+        )
     if loss:
-        out["loss"] = f"{loss.get('name')}: temperature {loss.get('temperature')} ({'learnable' if loss.get('learnable_temperature') else 'fixed'}), lambda {loss.get('image_to_text_weight')}"
+        out["loss"] = (
+            f"{loss.get('name')}: temperature {loss.get('temperature')} "
+            f"({'learnable' if loss.get('learnable_temperature') else 'fixed'}), "
+            f"lambda {loss.get('image_to_text_weight')}"
+        )
     return out
 
 

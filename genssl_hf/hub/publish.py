@@ -139,9 +139,15 @@ class PublishResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "source": str(self.source), "repo_id": self.repo_id, "repo_type": self.repo_type,
-            "private": self.private, "dry_run": self.dry_run, "folder": str(self.folder) if self.folder else None,
-            "files": self.files, "url": self.url,
+            "kind": self.kind,
+            "source": str(self.source),
+            "repo_id": self.repo_id,
+            "repo_type": self.repo_type,
+            "private": self.private,
+            "dry_run": self.dry_run,
+            "folder": str(self.folder) if self.folder else None,
+            "files": self.files,
+            "url": self.url,
         }
 
 
@@ -159,8 +165,12 @@ def publish(
     export = None
     if kind == "classifier" and source.is_dir() and is_native_classifier(source):
         export = export_plain_classifier
-    elif (kind == "encoder" and (source / "config.json").is_file() and not (source / "vit" / "config.json").exists()
-          and read_json(source / "config.json").get("model_type") == "vit_mae"):
+    elif (
+        kind == "encoder"
+        and (source / "config.json").is_file()
+        and not (source / "vit" / "config.json").exists()
+        and read_json(source / "config.json").get("model_type") == "vit_mae"
+    ):
         # A ViTMAE folder gets vit/: its encoder as a plain ViTModel for AutoModelForImageClassification.
         # The method-neutral encoders of the other methods (ViTModel, ResNetModel) already load as they are.
         export = export_vit_encoder
@@ -241,9 +251,20 @@ def _publish_folder(
     if not files:
         raise ArtifactError(f"{kind} folder {source} has no files to publish")
     provenance = collect_provenance(kind, source)
-    card = build_card(kind, source, provenance=provenance, repo_id=repo_id, license=license, tags=tags,
-                      datasets=datasets, base_model=base_model, metrics=metrics_data, eval_dataset=eval_dataset,
-                      leak_checked=describe_index(index) if index is not None else None, related=related)
+    card = build_card(
+        kind,
+        source,
+        provenance=provenance,
+        repo_id=repo_id,
+        license=license,
+        tags=tags,
+        datasets=datasets,
+        base_model=base_model,
+        metrics=metrics_data,
+        eval_dataset=eval_dataset,
+        leak_checked=describe_index(index) if index is not None else None,
+        related=related,
+    )
     text = str(card)
 
     # 2. leak guard over every outgoing file and the new card, before anything is written
@@ -254,8 +275,17 @@ def _publish_folder(
         check_text(text, index, name="README.md")
     shipped = sorted({*files, "README.md"})
 
-    result = PublishResult(kind=kind, source=source, repo_id=repo_id, repo_type=REPO_TYPES[kind], private=private,
-                           dry_run=dry_run is not None, folder=None, files=shipped, provenance=provenance)
+    result = PublishResult(
+        kind=kind,
+        source=source,
+        repo_id=repo_id,
+        repo_type=REPO_TYPES[kind],
+        private=private,
+        dry_run=dry_run is not None,
+        folder=None,
+        files=shipped,
+        provenance=provenance,
+    )
     # 3. stage, reload, then rename into place or upload
     if dry_run is not None:
         _write_dry_run(kind, source, files, text, Path(dry_run), overwrite)
@@ -274,8 +304,16 @@ def _write_dry_run(kind: str, source: Path, files: Sequence[str], text: str, des
         validate_artifact(kind, tmp)
 
 
-def _upload(kind: str, source: Path, files: Sequence[str], text: str, result: PublishResult, api: HfApi,
-            revision: str | None, commit_message: str | None) -> None:
+def _upload(
+    kind: str,
+    source: Path,
+    files: Sequence[str],
+    text: str,
+    result: PublishResult,
+    api: HfApi,
+    revision: str | None,
+    commit_message: str | None,
+) -> None:
     """Stage the folder (hard links), reload it, then create the repo and upload; the commit and
     the repo URL go into ``result``."""
     with tempfile.TemporaryDirectory(prefix=f"genssl-publish-{kind}-") as tmpd:
@@ -284,7 +322,10 @@ def _upload(kind: str, source: Path, files: Sequence[str], text: str, result: Pu
         validate_artifact(kind, staged)
         repo = api.create_repo(result.repo_id, repo_type=REPO_TYPES[kind], private=result.private, exist_ok=True)
         result.commit = api.upload_folder(
-            repo_id=result.repo_id, folder_path=str(staged), repo_type=REPO_TYPES[kind], revision=revision,
+            repo_id=result.repo_id,
+            folder_path=str(staged),
+            repo_type=REPO_TYPES[kind],
+            revision=revision,
             commit_message=commit_message or f"Upload genssl_hf {kind.replace('_', ' ')}",
         )
         result.url = str(getattr(repo, "url", repo) or "") or None
@@ -363,10 +404,15 @@ def publish_all(
     metrics = metrics or {}
     links: dict[str, dict[str, Any]] = {
         "generator": {"datasets": [repo_ids[k] for k in ("prompt_set",) if k in found]},
-        "dataset": {"datasets": [repo_ids[k] for k in ("prompt_set",) if k in found],
-                    "related": {k: repo_ids[k] for k in ("generator",) if k in found}},
+        "dataset": {
+            "datasets": [repo_ids[k] for k in ("prompt_set",) if k in found],
+            "related": {k: repo_ids[k] for k in ("generator",) if k in found},
+        },
         "encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
-        "classifier": {"base_model": repo_ids.get("encoder"), "datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
+        "classifier": {
+            "base_model": repo_ids.get("encoder"),
+            "datasets": [repo_ids[k] for k in ("dataset",) if k in found],
+        },
         "prompt_set": {"related": {k: repo_ids[k] for k in ("generator", "dataset") if k in found}},
         "dual_encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
     }
@@ -376,20 +422,43 @@ def publish_all(
     with tempfile.TemporaryDirectory(prefix="genssl-publish-all-") as tmpd:
         base = Path(dry_run) if dry_run is not None else Path(tmpd)
         for k in order:
-            results[k] = publish(k, found[k], repo_ids[k], dry_run=base / k, private=private, real_data=index,
-                                 allow_unchecked=True, metrics=metrics.get(k), overwrite=overwrite,
-                                 **{**links.get(k, {}), **kwargs})
+            results[k] = publish(
+                k,
+                found[k],
+                repo_ids[k],
+                dry_run=base / k,
+                private=private,
+                real_data=index,
+                allow_unchecked=True,
+                metrics=metrics.get(k),
+                overwrite=overwrite,
+                **{**links.get(k, {}), **kwargs},
+            )
         if dry_run is not None:
             return results
         api = api or HfApi(token=token)
         for k in order:
             staged = results[k].folder
             repo = api.create_repo(repo_ids[k], repo_type=REPO_TYPES[k], private=private, exist_ok=True)
-            commit = api.upload_folder(repo_id=repo_ids[k], folder_path=str(staged), repo_type=REPO_TYPES[k],
-                                       commit_message=f"Upload genssl_hf {k.replace('_', ' ')}")
-            results[k] = PublishResult(kind=k, source=found[k], repo_id=repo_ids[k], repo_type=REPO_TYPES[k], private=private,
-                                       dry_run=False, folder=None, files=results[k].files, url=str(getattr(repo, "url", repo)),
-                                       commit=commit, provenance=results[k].provenance)
+            commit = api.upload_folder(
+                repo_id=repo_ids[k],
+                folder_path=str(staged),
+                repo_type=REPO_TYPES[k],
+                commit_message=f"Upload genssl_hf {k.replace('_', ' ')}",
+            )
+            results[k] = PublishResult(
+                kind=k,
+                source=found[k],
+                repo_id=repo_ids[k],
+                repo_type=REPO_TYPES[k],
+                private=private,
+                dry_run=False,
+                folder=None,
+                files=results[k].files,
+                url=str(getattr(repo, "url", repo)),
+                commit=commit,
+                provenance=results[k].provenance,
+            )
     return results
 
 
@@ -401,28 +470,48 @@ def build_parser() -> argparse.ArgumentParser:
         "or write exactly the folder that would be uploaded (--dry-run DIR). Every outgoing file is "
         "checked for report text and pixels of the real data given with --real-data.",
     )
-    p.add_argument("--kind", choices=[*KINDS, "all"], required=True,
-                   help="artifact kind; 'all' publishes every artifact of a run folder given as --folder")
+    p.add_argument(
+        "--kind",
+        choices=[*KINDS, "all"],
+        required=True,
+        help="artifact kind; 'all' publishes every artifact of a run folder given as --folder",
+    )
     p.add_argument("--folder", required=True, help="the artifact folder (or the run folder with --kind all)")
     p.add_argument("--repo-id", help="namespace/name of the repo (with --kind all: the namespace)")
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--private", dest="private", action="store_true", default=True, help="private repo (default)")
     vis.add_argument("--public", dest="private", action="store_false", help="public repo")
-    p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR, check it reloads, upload nothing")
+    p.add_argument(
+        "--dry-run",
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR, check it reloads, upload nothing",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dry-run folder")
     p.add_argument("--token", help="Hub token (default: the logged-in token / HF_TOKEN)")
-    p.add_argument("--metrics", help="metrics JSON for the card's model-index (classifier); with --kind all: applies to the classifier")
+    p.add_argument(
+        "--metrics",
+        help="metrics JSON for the card's model-index (classifier); with --kind all: applies to the classifier",
+    )
     p.add_argument("--eval-dataset", help="name of the evaluation dataset in the model-index")
-    p.add_argument("--real-data", nargs="+", metavar="PATH",
-                   help=f"real images / folders / report archives / parquet the artifact must not contain (default: ${REAL_DATA_ENV})")
+    p.add_argument(
+        "--real-data",
+        nargs="+",
+        metavar="PATH",
+        help="real images / folders / report archives / parquet the artifact must not contain "
+        f"(default: ${REAL_DATA_ENV})",
+    )
     p.add_argument("--no-leak-check", action="store_true", help="skip the real-data leak check (not recommended)")
     p.add_argument("--license", help="license id for the card (default: keep the card's, else apache-2.0)")
     p.add_argument("--tag", action="append", default=[], help="extra card tag (repeatable)")
     p.add_argument("--dataset", action="append", default=[], help="dataset repo id to list in the card (repeatable)")
     p.add_argument("--base-model", help="base model repo id for the card")
-    p.add_argument("--include-images", action="store_true", default=None,
-                   help="ship image files of encoder / classifier folders (figures; checked by the leak guard, but "
-                   "grids and overlays of real images are not matched tile by tile)")
+    p.add_argument(
+        "--include-images",
+        action="store_true",
+        default=None,
+        help="ship image files of encoder / classifier folders (figures; checked by the leak guard, but "
+        "grids and overlays of real images are not matched tile by tile)",
+    )
     p.add_argument("--commit-message")
     p.add_argument("-v", "--verbose", action="store_true")
     return checked_parser(p)
@@ -430,22 +519,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.dry_run is None and not args.repo_id:
         print("error: pass --repo-id to upload, or --dry-run DIR", file=sys.stderr)
         return 2
     try:
         if args.kind == "all":
-            res = publish_all(args.folder, args.repo_id, dry_run=args.dry_run, real_data=args.real_data,
-                              allow_unchecked=args.no_leak_check, private=args.private, token=args.token,
-                              overwrite=args.overwrite, metrics={"classifier": args.metrics} if args.metrics else None)
+            res = publish_all(
+                args.folder,
+                args.repo_id,
+                dry_run=args.dry_run,
+                real_data=args.real_data,
+                allow_unchecked=args.no_leak_check,
+                private=args.private,
+                token=args.token,
+                overwrite=args.overwrite,
+                metrics={"classifier": args.metrics} if args.metrics else None,
+            )
             out = {k: r.to_dict() for k, r in res.items()}
         else:
-            r = publish(args.kind, args.folder, args.repo_id, dry_run=args.dry_run, private=args.private, token=args.token,
-                        real_data=args.real_data, allow_unchecked=args.no_leak_check, metrics=args.metrics,
-                        eval_dataset=args.eval_dataset, license=args.license, tags=args.tag, datasets=args.dataset,
-                        base_model=args.base_model, commit_message=args.commit_message, overwrite=args.overwrite,
-                        include_images=args.include_images)
+            r = publish(
+                args.kind,
+                args.folder,
+                args.repo_id,
+                dry_run=args.dry_run,
+                private=args.private,
+                token=args.token,
+                real_data=args.real_data,
+                allow_unchecked=args.no_leak_check,
+                metrics=args.metrics,
+                eval_dataset=args.eval_dataset,
+                license=args.license,
+                tags=args.tag,
+                datasets=args.dataset,
+                base_model=args.base_model,
+                commit_message=args.commit_message,
+                overwrite=args.overwrite,
+                include_images=args.include_images,
+            )
             out = r.to_dict()
     except (LeakError, ArtifactError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -30,8 +30,15 @@ import torch
 from ..utils import PRETRAINED, read_json
 from .publish import publish
 
-__all__ = ["measure_autoencoder", "measure_mae", "nih_test_images", "package_generator", "package_encoder",
-           "MEASURE_SEED", "card_results"]
+__all__ = [
+    "measure_autoencoder",
+    "measure_mae",
+    "nih_test_images",
+    "package_generator",
+    "package_encoder",
+    "MEASURE_SEED",
+    "card_results",
+]
 
 MEASURE_SEED = 0  # the MAE masks of the measurement
 
@@ -53,17 +60,21 @@ def measure_autoencoder(pipe: Any, images: np.ndarray, batch_size: int = 50) -> 
     vae = pipe.vae.float().eval()
     errors, baseline = [], []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size].astype(np.float32) / 255.0)[:, None]
+        x = torch.from_numpy(images[start : start + batch_size].astype(np.float32) / 255.0)[:, None]
         z_mu, _ = vae.encode(x)  # the MONAI autoencoder: images on [0, 1] in and out; the mean latent
         recon = vae.decode(z_mu).float().clamp(0, 1)
         errors.append((recon - x).abs().mean(dim=(1, 2, 3)))
         baseline.append((x - x.mean(dim=(2, 3), keepdim=True)).abs().mean(dim=(1, 2, 3)))
-    return {"autoencoder_l1": round(float(torch.cat(errors).mean()), 5),
-            "image_mean_l1": round(float(torch.cat(baseline).mean()), 5)}
+    return {
+        "autoencoder_l1": round(float(torch.cat(errors).mean()), 5),
+        "image_mean_l1": round(float(torch.cat(baseline).mean()), 5),
+    }
 
 
 @torch.no_grad()
-def measure_mae(folder: str | os.PathLike, images: np.ndarray, seed: int = MEASURE_SEED, batch_size: int = 50) -> dict[str, float]:
+def measure_mae(
+    folder: str | os.PathLike, images: np.ndarray, seed: int = MEASURE_SEED, batch_size: int = 50
+) -> dict[str, float]:
     """The MAE loss of the encoder folder on ``images`` (its own processor: AdaIN, normalisation;
     its own mask ratio; masks from ``seed``), next to predict-the-mean: every masked patch predicted
     as the mean target patch of the whole set (the best constant)."""
@@ -83,9 +94,15 @@ def measure_mae(folder: str | os.PathLike, images: np.ndarray, seed: int = MEASU
 def _eval_result(name: str, split: str, metric: str, value: float, metric_type: str):
     from huggingface_hub import EvalResult
 
-    return EvalResult(task_type="image-classification" if metric_type == "roc_auc" else "image-to-image",
-                      dataset_type="custom", dataset_name=name, dataset_split=split, metric_type=metric_type,
-                      metric_name=metric, metric_value=float(value))
+    return EvalResult(
+        task_type="image-classification" if metric_type == "roc_auc" else "image-to-image",
+        dataset_type="custom",
+        dataset_name=name,
+        dataset_split=split,
+        metric_type=metric_type,
+        metric_name=metric,
+        metric_value=float(value),
+    )
 
 
 def card_results(card_path: str | os.PathLike) -> dict[str, float]:
@@ -118,8 +135,15 @@ def _replace_folder(staged: Path, dest: Path) -> None:
     shutil.move(str(staged), str(dest))
 
 
-def package_generator(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
-                      nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+def package_generator(
+    run: str | os.PathLike,
+    dest: str | os.PathLike,
+    body: str,
+    *,
+    real_data: Sequence[str],
+    nih_root: str | os.PathLike,
+    task_name: str,
+) -> dict[str, Any]:
     """The run's generator, cast to fp16, with ``body`` as its card text, through the publisher's
     dry run (leak guard on) into ``dest``; its card's model-index gets the measured results."""
     from ..generation import CXRLatentDiffusionPipeline
@@ -138,20 +162,61 @@ def package_generator(run: str | os.PathLike, dest: str | os.PathLike, body: str
         commands = {p.stem: _portable(p.read_text().strip(), run) for p in sorted((run / "generator").glob("*.txt"))}
         (staged / "training_commands.json").write_text(json.dumps(commands, indent=2) + "\n")
         out = Path(tmp) / "out"
-        publish("generator", staged, dry_run=out, real_data=list(real_data), license="apache-2.0",
-                datasets=["NIH ChestX-ray14 (NIH Clinical Center), 600-image training subset at 64 px"])
-        _finish_card(out, dest.name, [
-            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "autoencoder L1", measured["autoencoder_l1"], "l1"),
-            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "image-mean L1 (trivial baseline)", measured["image_mean_l1"], "l1"),
-            _eval_result(task_name, "test", "mean AUC of a GEN-SSL encoder pre-trained on its images", down["genssl"]["mean_auc"], "roc_auc"),
-            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
-        ])
+        publish(
+            "generator",
+            staged,
+            dry_run=out,
+            real_data=list(real_data),
+            license="apache-2.0",
+            datasets=["NIH ChestX-ray14 (NIH Clinical Center), 600-image training subset at 64 px"],
+        )
+        _finish_card(
+            out,
+            dest.name,
+            [
+                _eval_result(
+                    "NIH ChestX-ray14 subset (test, 200 images, 64 px)",
+                    "test",
+                    "autoencoder L1",
+                    measured["autoencoder_l1"],
+                    "l1",
+                ),
+                _eval_result(
+                    "NIH ChestX-ray14 subset (test, 200 images, 64 px)",
+                    "test",
+                    "image-mean L1 (trivial baseline)",
+                    measured["image_mean_l1"],
+                    "l1",
+                ),
+                _eval_result(
+                    task_name,
+                    "test",
+                    "mean AUC of a GEN-SSL encoder pre-trained on its images",
+                    down["genssl"]["mean_auc"],
+                    "roc_auc",
+                ),
+                _eval_result(
+                    task_name,
+                    "test",
+                    "mean AUC of the random-init baseline",
+                    down["random_init"]["mean_auc"],
+                    "roc_auc",
+                ),
+            ],
+        )
         _replace_folder(out, dest)
     return {"measured": measured, "downstream": down}
 
 
-def package_encoder(run: str | os.PathLike, dest: str | os.PathLike, body: str, *, real_data: Sequence[str],
-                    nih_root: str | os.PathLike, task_name: str) -> dict[str, Any]:
+def package_encoder(
+    run: str | os.PathLike,
+    dest: str | os.PathLike,
+    body: str,
+    *,
+    real_data: Sequence[str],
+    nih_root: str | os.PathLike,
+    task_name: str,
+) -> dict[str, Any]:
     """The run's GEN-SSL MAE encoder with ``body`` as its card text, through the publisher's dry run
     (leak guard on; adds ``vit/``) into ``dest``, with the measured results in its model-index."""
     run, dest = Path(run), Path(dest)
@@ -163,17 +228,41 @@ def package_encoder(run: str | os.PathLike, dest: str | os.PathLike, body: str, 
         shutil.copytree(src, staged, ignore=shutil.ignore_patterns("checkpoint*", "logs", "runs", "*.log"))
         (staged / "README.md").write_text(body.format(**measured, **_downstream_text(down)), encoding="utf-8")
         out = Path(tmp) / "out"
-        publish("encoder", staged, dry_run=out, real_data=list(real_data), license="apache-2.0", include_images=True,
-                datasets=["images generated by genssl_hf/nih-ldm-64 (no real images)"], base_model=None)
+        publish(
+            "encoder",
+            staged,
+            dry_run=out,
+            real_data=list(real_data),
+            license="apache-2.0",
+            include_images=True,
+            datasets=["images generated by genssl_hf/nih-ldm-64 (no real images)"],
+            base_model=None,
+        )
         d = down["genssl"].get("vs_baseline") or {}
         results = [
-            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "MAE loss (mask 0.9)", measured["mae_loss"], "mse"),
-            _eval_result("NIH ChestX-ray14 subset (test, 200 images, 64 px)", "test", "predict-the-mean loss (trivial baseline)", measured["mean_patch_loss"], "mse"),
+            _eval_result(
+                "NIH ChestX-ray14 subset (test, 200 images, 64 px)",
+                "test",
+                "MAE loss (mask 0.9)",
+                measured["mae_loss"],
+                "mse",
+            ),
+            _eval_result(
+                "NIH ChestX-ray14 subset (test, 200 images, 64 px)",
+                "test",
+                "predict-the-mean loss (trivial baseline)",
+                measured["mean_patch_loss"],
+                "mse",
+            ),
             _eval_result(task_name, "test", "mean AUC (fine-tuned)", down["genssl"]["mean_auc"], "roc_auc"),
-            _eval_result(task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"),
+            _eval_result(
+                task_name, "test", "mean AUC of the random-init baseline", down["random_init"]["mean_auc"], "roc_auc"
+            ),
         ]
         if d:
-            results.append(_eval_result(task_name, "test", "AUC difference vs random init (paired)", d["difference"], "roc_auc"))
+            results.append(
+                _eval_result(task_name, "test", "AUC difference vs random init (paired)", d["difference"], "roc_auc")
+            )
         _finish_card(out, dest.name, results)
         _replace_folder(out, dest)
     return {"measured": measured, "downstream": down}
@@ -186,9 +275,13 @@ def _downstream_text(down: Mapping[str, Any]) -> dict[str, str]:
     def pct(x):
         return f"{100 * x:.1f}" if x is not None else "n/a"
 
-    return {"genssl_auc": f"{pct(g['mean_auc'])} ({pct(g.get('low'))}-{pct(g.get('high'))})",
-            "random_auc": f"{pct(r['mean_auc'])} ({pct(r.get('low'))}-{pct(r.get('high'))})",
-            "difference": (f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "n/a")}
+    return {
+        "genssl_auc": f"{pct(g['mean_auc'])} ({pct(g.get('low'))}-{pct(g.get('high'))})",
+        "random_auc": f"{pct(r['mean_auc'])} ({pct(r.get('low'))}-{pct(r.get('high'))})",
+        "difference": (
+            f"{100 * d['difference']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "n/a"
+        ),
+    }
 
 
 def _steps(folder: Path) -> str:
@@ -202,8 +295,10 @@ def _steps(folder: Path) -> str:
     states = sorted(folder.glob("checkpoint-*/train_state.json"), key=lambda p: int(p.parent.name.rsplit("-", 1)[-1]))
     if states:
         return str(read_json(states[-1])["global_step"])
-    raise FileNotFoundError(f"{folder} holds no record of its training steps (train_summary.json, "
-                            "trainer_state.json or checkpoint-*/train_state.json)")
+    raise FileNotFoundError(
+        f"{folder} holds no record of its training steps (train_summary.json, "
+        "trainer_state.json or checkpoint-*/train_state.json)"
+    )
 
 
 def _portable(command: str, run: Path) -> str:
@@ -229,11 +324,16 @@ def _run_facts(run: Path) -> dict[str, str]:
     run recorded before the fine-tuning options took transformers' names says ``epochs``)."""
     cfg = read_json(run / "pipeline_config.json")
     pre, ft = cfg["pretrain"].get("args", {}), cfg["finetune"].get("args", {})
-    return {"ae_steps": _steps(run / "generator" / "ae"), "ldm_steps": _steps(run / "generator" / "ldm"),
-            "mae_steps": _steps(run / "mae_genssl" / "model"), "num_images": f"{cfg['generation']['num_images']:,}",
-            "mae_epochs": str(pre.get("num_train_epochs", "?")), "mae_batch": str(pre.get("per_device_train_batch_size", "?")),
-            "ft_epochs": str(ft.get("num_train_epochs", ft.get("epochs", "?"))),
-            "ft_samples": f"{ft['max_train_samples']:,}" if ft.get("max_train_samples") else "all"}
+    return {
+        "ae_steps": _steps(run / "generator" / "ae"),
+        "ldm_steps": _steps(run / "generator" / "ldm"),
+        "mae_steps": _steps(run / "mae_genssl" / "model"),
+        "num_images": f"{cfg['generation']['num_images']:,}",
+        "mae_epochs": str(pre.get("num_train_epochs", "?")),
+        "mae_batch": str(pre.get("per_device_train_batch_size", "?")),
+        "ft_epochs": str(ft.get("num_train_epochs", ft.get("epochs", "?"))),
+        "ft_samples": f"{ft['max_train_samples']:,}" if ft.get("max_train_samples") else "all",
+    }
 
 
 def _fill(body: str, facts: Mapping[str, str]) -> str:
@@ -269,8 +369,10 @@ out.images[0].save("effusion.png")   # out.seeds: the seed of every image
 
 | what | value |
 |---|---|
-| autoencoder L1 on the subset's 200 **test** images (never trained on), [0, 1] scale | {autoencoder_l1:.4f} (trivial baseline, each image as its own mean value: {image_mean_l1:.4f}) |
-| GEN-SSL use: test mean AUC on Kermany pneumonia of a tiny ViT pre-trained (MAE) only on {num_images} images of this generator, then fine-tuned ({ft_samples} labelled images) | {genssl_auc} |
+| autoencoder L1 on the subset's 200 **test** images (never trained on), [0, 1] scale | {autoencoder_l1:.4f} (trivial \
+baseline, each image as its own mean value: {image_mean_l1:.4f}) |
+| GEN-SSL use: test mean AUC on Kermany pneumonia of a tiny ViT pre-trained (MAE) only on {num_images} images of this \
+generator, then fine-tuned ({ft_samples} labelled images) | {genssl_auc} |
 | the same ViT from random init | {random_auc} |
 | paired difference vs random init (95 % CI) | {difference} |
 
@@ -335,8 +437,10 @@ Fine-tune it: `python scripts/finetune.py --model genssl_hf/nih-genssl-mae-64 --
 
 | what | value |
 |---|---|
-| MAE loss (normalised-pixel MSE on masked patches, mask 0.9, seed 0) on the NIH subset's 200 **real** test images | {mae_loss:.4f} (predict-the-mean baseline: {mean_patch_loss:.4f}) |
-| test mean AUC on Kermany pneumonia after fine-tuning ({ft_samples} labelled images, {ft_epochs} epochs) | {genssl_auc} |
+| MAE loss (normalised-pixel MSE on masked patches, mask 0.9, seed 0) on the NIH subset's 200 **real** test images | \
+{mae_loss:.4f} (predict-the-mean baseline: {mean_patch_loss:.4f}) |
+| test mean AUC on Kermany pneumonia after fine-tuning ({ft_samples} labelled images, {ft_epochs} epochs) | \
+{genssl_auc} |
 | the same ViT from random init | {random_auc} |
 | paired difference vs random init (95 % CI) | {difference} |
 
@@ -351,7 +455,8 @@ python scripts/run_pipeline.py --preset genssl_hf/pipeline/presets/nih-shipped.j
 python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data
 ```
 
-Pre-training: {mae_steps} optimiser steps ({mae_epochs} epochs over the {num_images} generated images, batch {mae_batch},
+Pre-training: {mae_steps} optimiser steps ({mae_epochs} epochs over the {num_images} generated images, batch \
+{mae_batch},
 bf16), the MAE recipe's initialisation (2-D sin-cos position tables) from `genssl_hf.training.mae_init`.
 
 ## Data and attribution
@@ -388,19 +493,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run, shared = Path(args.run), Path(args.real_data)
     nih = shared / "nih-cxr14-1000-64px"
-    for need in (run / "pipeline_config.json", run / "generator" / "generator" / "model_index.json",
-                 run / "mae_genssl" / "model" / "config.json", nih):
+    for need in (
+        run / "pipeline_config.json",
+        run / "generator" / "generator" / "model_index.json",
+        run / "mae_genssl" / "model" / "config.json",
+        nih,
+    ):
         if not need.exists():
             raise SystemExit(f"missing {need}: run the nih-shipped preset first, and pass --real-data")
     real = [str(nih), str(shared / "kermany-pneumonia-224")]
     task = "Kermany paediatric pneumonia (patient-disjoint test split of the training set, 64 px)"
     facts = _run_facts(run)
-    gen = package_generator(run, shipped_folder("nih-ldm-64"), _fill(GENERATOR_BODY, facts), real_data=real,
-                            nih_root=nih, task_name=task)
-    enc = package_encoder(run, shipped_folder("nih-genssl-mae-64"), _fill(ENCODER_BODY, facts), real_data=real,
-                          nih_root=nih, task_name=task)
-    print(json.dumps({"generator": gen["measured"], "encoder": enc["measured"], "downstream": enc["downstream"]},
-                     indent=2, default=str))
+    gen = package_generator(
+        run, shipped_folder("nih-ldm-64"), _fill(GENERATOR_BODY, facts), real_data=real, nih_root=nih, task_name=task
+    )
+    enc = package_encoder(
+        run,
+        shipped_folder("nih-genssl-mae-64"),
+        _fill(ENCODER_BODY, facts),
+        real_data=real,
+        nih_root=nih,
+        task_name=task,
+    )
+    print(
+        json.dumps(
+            {"generator": gen["measured"], "encoder": enc["measured"], "downstream": enc["downstream"]},
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 

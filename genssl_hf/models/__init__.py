@@ -27,7 +27,23 @@ from genssl_hf.models.presets import (
 )
 
 __all__ = [
-    "BACKBONE_PRESETS", "RESNET_PRESETS", "VIT_ENCODER_KEYS", "VIT_MAE_PRESETS", "VIT_PRESETS", "backbone_family",
-    "build_backbone_config", "build_backbone", "load_backbone", "pooled_features", "feature_dim", "backbone_image_size",
-    "is_cnn", "is_cnn_init", "build_resnet_classifier", "ENCODER_INFO_FILE", "save_encoder", "verify_encoder_folder", "classifier_class_for",
+    "BACKBONE_PRESETS",
+    "RESNET_PRESETS",
+    "VIT_ENCODER_KEYS",
+    "VIT_MAE_PRESETS",
+    "VIT_PRESETS",
+    "backbone_family",
+    "build_backbone_config",
+    "build_backbone",
+    "load_backbone",
+    "pooled_features",
+    "feature_dim",
+    "backbone_image_size",
+    "is_cnn",
+    "is_cnn_init",
+    "build_resnet_classifier",
+    "ENCODER_INFO_FILE",
+    "save_encoder",
+    "verify_encoder_folder",
+    "classifier_class_for",
 ]

@@ -23,12 +23,20 @@ from torch import nn
 
 from genssl_hf.models.presets import RESNET_PRESETS, VIT_PRESETS, backbone_family
 
-__all__ = ["build_backbone_config", "build_backbone", "load_backbone", "pooled_features", "feature_dim",
-           "backbone_image_size", "is_cnn"]
+__all__ = [
+    "build_backbone_config",
+    "build_backbone",
+    "load_backbone",
+    "pooled_features",
+    "feature_dim",
+    "backbone_image_size",
+    "is_cnn",
+]
 
 
-def build_backbone_config(preset: str, *, image_size: int | None = None, patch_size: int | None = None,
-                          num_channels: int = 3):
+def build_backbone_config(
+    preset: str, *, image_size: int | None = None, patch_size: int | None = None, num_channels: int = 3
+):
     """``ViTConfig`` or ``ResNetConfig`` for a preset name, with the input size (and ViT patch size)
     optionally overridden. Raises on an unknown preset or a size the patch size does not divide."""
     from transformers import ResNetConfig, ViTConfig
@@ -57,7 +65,9 @@ def build_backbone(preset_or_config: Any, *, attn_implementation: str | None = N
     """A randomly initialised ``ViTModel`` (no pooler: nothing here trains it) or ``ResNetModel``."""
     from transformers import ResNetModel, ViTModel
 
-    config = build_backbone_config(preset_or_config, **overrides) if isinstance(preset_or_config, str) else preset_or_config
+    config = (
+        build_backbone_config(preset_or_config, **overrides) if isinstance(preset_or_config, str) else preset_or_config
+    )
     if backbone_family(config) == "vit":
         kw = {"attn_implementation": attn_implementation} if attn_implementation else {}  # ignored by ResNets
         config.architectures = ["ViTModel"]
@@ -86,8 +96,9 @@ def load_backbone(folder: str | os.PathLike) -> nn.Module:
             model, info = ResNetModel.from_pretrained(str(path), output_loading_info=True)
         else:
             config = ViTConfig(**{k: v for k, v in raw.items() if k in ViTConfig().to_dict() and k != "model_type"})
-            model, info = ViTModel.from_pretrained(str(path), config=config, add_pooling_layer=False,
-                                                   output_loading_info=True)
+            model, info = ViTModel.from_pretrained(
+                str(path), config=config, add_pooling_layer=False, output_loading_info=True
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]

@@ -30,17 +30,26 @@ def is_cnn_init(init: str | os.PathLike) -> bool:
     return str(init) in RESNET_PRESETS or _folder_model_type(init) == "resnet"
 
 
-def build_resnet_classifier(init: str | os.PathLike, label_names: Sequence[str], *, multi_label: bool,
-                            image_size: int | None = None, head_init_std: float = 2e-5):
+def build_resnet_classifier(
+    init: str | os.PathLike,
+    label_names: Sequence[str],
+    *,
+    multi_label: bool,
+    image_size: int | None = None,
+    head_init_std: float = 2e-5,
+):
     """``ResNetForImageClassification`` with a new head (tiny std, as the ViT head) for ``label_names``.
     Raises when the folder misses a backbone weight (never a silent partial load)."""
     from transformers import ResNetConfig, ResNetForImageClassification
     from transformers.utils import logging as hf_logging
 
     names = list(label_names)
-    labels = dict(num_labels=len(names), id2label={i: n for i, n in enumerate(names)},
-                  label2id={n: i for i, n in enumerate(names)},
-                  problem_type="multi_label_classification" if multi_label else "single_label_classification")
+    labels = dict(
+        num_labels=len(names),
+        id2label={i: n for i, n in enumerate(names)},
+        label2id={n: i for i, n in enumerate(names)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
     if str(init) in RESNET_PRESETS:
         kw: dict[str, Any] = dict(RESNET_PRESETS[str(init)])
         if image_size is not None:
@@ -59,8 +68,9 @@ def build_resnet_classifier(init: str | os.PathLike, label_names: Sequence[str],
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the new head is reported below, not as a warning
         try:
-            model, info = ResNetForImageClassification.from_pretrained(str(folder), config=config,
-                                                                       output_loading_info=True)
+            model, info = ResNetForImageClassification.from_pretrained(
+                str(folder), config=config, output_loading_info=True
+            )
         finally:
             hf_logging.set_verbosity(verbosity)
         missing = [k for k in info["missing_keys"] if not k.startswith("classifier.")]

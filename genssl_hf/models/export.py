@@ -35,8 +35,15 @@ def classifier_class_for(config: Any):
     return ResNetForImageClassification if backbone_family(config) == "cnn" else ViTForImageClassification
 
 
-def save_encoder(backbone: nn.Module, processor: Any, out_dir: str | os.PathLike, *, info: dict[str, Any],
-                 card: str | None = None, extra_files: dict[str, bytes] | None = None) -> Path:
+def save_encoder(
+    backbone: nn.Module,
+    processor: Any,
+    out_dir: str | os.PathLike,
+    *,
+    info: dict[str, Any],
+    card: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write ``backbone`` (``save_pretrained``, safetensors), ``processor`` (``save_pretrained``),
     ``encoder_info.json`` (``info``: method, backbone preset, data, hyper-parameters) and the card
     into ``out_dir`` atomically: files land only once all of them are written. Existing files in
@@ -82,8 +89,10 @@ def verify_encoder_folder(folder: str | os.PathLike, reference: nn.Module | None
     finally:
         hf_logging.set_verbosity(verbosity)
     if info["missing_keys"] or info["unexpected_keys"]:
-        raise ValueError(f"{path}: AutoModel load is not exact (missing {info['missing_keys'][:5]}, "
-                         f"unexpected {info['unexpected_keys'][:5]})")
+        raise ValueError(
+            f"{path}: AutoModel load is not exact (missing {info['missing_keys'][:5]}, "
+            f"unexpected {info['unexpected_keys'][:5]})"
+        )
     body = clf.resnet if family == "cnn" else clf.vit
     missing_body = [k for k in clf_info["missing_keys"] if not k.startswith("classifier.")]
     if missing_body:

@@ -80,10 +80,15 @@ class GenSSLViTForImageClassification(ViTPreTrainedModel):
         self.config.drop_path_rate = float(rate)
         return set_drop_path(self.vit, float(rate))
 
-    def features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None, **kwargs) -> torch.Tensor:
+    def features(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None, **kwargs
+    ) -> torch.Tensor:
         """The pooled representation fed to the classifier."""
         if interpolate_pos_encoding is None:
-            interpolate_pos_encoding = tuple(pixel_values.shape[-2:]) != (self.config.image_size, self.config.image_size)
+            interpolate_pos_encoding = tuple(pixel_values.shape[-2:]) != (
+                self.config.image_size,
+                self.config.image_size,
+            )
         hidden = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs).last_hidden_state
         if self.pooling == "mean":
             return self.fc_norm(hidden[:, 1:].mean(dim=1))

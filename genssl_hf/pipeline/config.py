@@ -48,14 +48,18 @@ def validate_config(config: dict) -> None:
     """Clear errors for a malformed config, before any stage runs."""
     problems = config_problems(config)
     if problems:
-        raise ValueError(f"pipeline config {config.get('name', '?') if isinstance(config, dict) else '?'!r} has "
-                         f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise ValueError(
+            f"pipeline config {config.get('name', '?') if isinstance(config, dict) else '?'!r} has "
+            f"{len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
     for key in ("name", "seed", "image_size", "real_data", "generation", "pretrain", "finetune"):
         if key not in config:
             raise KeyError(f"pipeline config {config.get('name', '?')!r} lacks the section {key!r}")
     unknown = set(config.get("variants", VARIANTS)) - set(VARIANTS) - set(config.get("ssl_variants", {}))
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}")
+        raise ValueError(
+            f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}"
+        )
     validate_ssl_variants(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")

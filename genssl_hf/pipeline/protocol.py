@@ -86,8 +86,9 @@ def _resolve(root: Path, value: str) -> str:
     return str(candidate) if candidate.exists() else value
 
 
-def _finetune_stage(config: dict, root: Path, arm: Arm, recipe: str, overrides: dict, fraction: float, seed: int,
-                    log) -> Stage:
+def _finetune_stage(
+    config: dict, root: Path, arm: Arm, recipe: str, overrides: dict, fraction: float, seed: int, log
+) -> Stage:
     cfg = copy.deepcopy(config)
     args = cfg["finetune"].setdefault("args", {})
     args.update(overrides)
@@ -101,8 +102,16 @@ def _finetune_stage(config: dict, root: Path, arm: Arm, recipe: str, overrides: 
     if arm.image_processor != "init":
         args["image_processor"] = _resolve(root, arm.image_processor)
     init = _resolve(root, arm.init)
-    stage = stage_finetune(cfg, f"{arm.name}__{recipe}", init, root / "real_data", log, fraction, seed,
-                           suffix=f"_f{round(fraction * 100):d}_s{seed}")
+    stage = stage_finetune(
+        cfg,
+        f"{arm.name}__{recipe}",
+        init,
+        root / "real_data",
+        log,
+        fraction,
+        seed,
+        suffix=f"_f{round(fraction * 100):d}_s{seed}",
+    )
     stage.name = arm_stage_name(arm.name, recipe, fraction, seed)
     return stage
 
@@ -138,7 +147,9 @@ def select_recipe(scores: dict[str, list[float]]) -> str:
     return best
 
 
-def _check_arms(config: dict, arms: list[Arm], seeds: tuple[int, ...], tune_seeds: tuple[int, ...], workers: int) -> dict:
+def _check_arms(
+    config: dict, arms: list[Arm], seeds: tuple[int, ...], tune_seeds: tuple[int, ...], workers: int
+) -> dict:
     """Arm names unique, ``tune_as`` naming a tuned arm, tuning seeds among the seeds; returns the
     config (with one thread per stage subprocess when several run side by side)."""
     names = [a.name for a in arms]
@@ -161,15 +172,31 @@ def _arm_fractions(a: Arm, fractions: tuple[float, ...]) -> tuple[float, ...]:
     return a.fractions if a.fractions is not None else tuple(fractions)
 
 
-def _tune(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dict], fractions: tuple[float, ...],
-          tune_seeds: tuple[int, ...], workers: int, log) -> dict[str, dict[str, Any]]:
+def _tune(
+    config: dict,
+    root: Path,
+    arms: list[Arm],
+    recipes: dict[str, dict],
+    fractions: tuple[float, ...],
+    tune_seeds: tuple[int, ...],
+    workers: int,
+    log,
+) -> dict[str, dict[str, Any]]:
     """Step 1: every recipe x tuning seed at each few-shot fraction of the tuned arms; the recipe with
     the best mean validation AUC per (arm, fraction)."""
     tuned = [a for a in arms if a.tune_as is None]
-    jobs = [(_finetune_stage(config, root, a, r, recipes[r], f, s, log), ["real_data", *a.deps])
-            for a in tuned for f in _arm_fractions(a, fractions) if f < 1.0 for r in recipes for s in tune_seeds]
-    log(f"[protocol] tuning: {len(jobs)} fine-tuning runs ({len(tuned)} arms x {len(recipes)} recipes x "
-        f"{len(tune_seeds)} seeds per fraction)")
+    jobs = [
+        (_finetune_stage(config, root, a, r, recipes[r], f, s, log), ["real_data", *a.deps])
+        for a in tuned
+        for f in _arm_fractions(a, fractions)
+        if f < 1.0
+        for r in recipes
+        for s in tune_seeds
+    ]
+    log(
+        f"[protocol] tuning: {len(jobs)} fine-tuning runs ({len(tuned)} arms x {len(recipes)} recipes x "
+        f"{len(tune_seeds)} seeds per fraction)"
+    )
     _run_all(root, jobs, workers, log)
     tuning: dict[str, dict[str, Any]] = {}
     for a in tuned:
@@ -177,11 +204,17 @@ def _tune(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dict], f
             if f >= 1.0:
                 continue
             scores = {r: [_validation_auc(root, arm_stage_name(a.name, r, f, s)) for s in tune_seeds] for r in recipes}
-            seconds = sum(read_json(root / arm_stage_name(a.name, r, f, s) / "stage.json").get("seconds", 0.0)
-                          for r in recipes for s in tune_seeds)
-            tuning.setdefault(a.name, {})[f"{f:g}"] = {"chosen": select_recipe(scores), "validation_auc": scores,
-                                                       "runs": len(recipes) * len(tune_seeds),
-                                                       "seconds": round(seconds, 1)}
+            seconds = sum(
+                read_json(root / arm_stage_name(a.name, r, f, s) / "stage.json").get("seconds", 0.0)
+                for r in recipes
+                for s in tune_seeds
+            )
+            tuning.setdefault(a.name, {})[f"{f:g}"] = {
+                "chosen": select_recipe(scores),
+                "validation_auc": scores,
+                "runs": len(recipes) * len(tune_seeds),
+                "seconds": round(seconds, 1),
+            }
     return tuning
 
 
@@ -194,9 +227,18 @@ def _chosen_recipe(tuning: dict[str, dict[str, Any]], a: Arm, f: float, fraction
     return per_fraction[key]["chosen"]
 
 
-def _run_seeds(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dict], tuning: dict[str, dict[str, Any]],
-               fractions: tuple[float, ...], seeds: tuple[int, ...], full_fraction: bool, workers: int,
-               log) -> list[dict[str, Any]]:
+def _run_seeds(
+    config: dict,
+    root: Path,
+    arms: list[Arm],
+    recipes: dict[str, dict],
+    tuning: dict[str, dict[str, Any]],
+    fractions: tuple[float, ...],
+    seeds: tuple[int, ...],
+    full_fraction: bool,
+    workers: int,
+    log,
+) -> list[dict[str, Any]]:
     """Step 2: every seed with the chosen recipe (tuning-seed runs are the same stages: skipped)."""
     plan: list[tuple[float, int]] = [(f, s) for f in fractions if f < 1.0 for s in seeds]
     if full_fraction:
@@ -210,8 +252,17 @@ def _run_seeds(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dic
                 continue
             r = _chosen_recipe(tuning, a, f, fractions)
             jobs.append((_finetune_stage(config, root, a, r, recipes[r], f, s, log), ["real_data", *a.deps]))
-            runs.append({"arm": a.name, "title": a.title, "fraction": f, "seed": s, "recipe": r,
-                         "stage": arm_stage_name(a.name, r, f, s), "evaluation": _evaluation_name(a.group, f, s)})
+            runs.append(
+                {
+                    "arm": a.name,
+                    "title": a.title,
+                    "fraction": f,
+                    "seed": s,
+                    "recipe": r,
+                    "stage": arm_stage_name(a.name, r, f, s),
+                    "evaluation": _evaluation_name(a.group, f, s),
+                }
+            )
     log(f"[protocol] seeds: {len(jobs)} fine-tuning runs (the tuning seeds' runs are reused)")
     _run_all(root, jobs, workers, log)
     for run in runs:
@@ -219,8 +270,9 @@ def _run_seeds(config: dict, root: Path, arms: list[Arm], recipes: dict[str, dic
     return runs
 
 
-def _test_runs(config: dict, root: Path, runs: list[dict[str, Any]], evaluation_args: dict | None, workers: int,
-               log) -> None:
+def _test_runs(
+    config: dict, root: Path, runs: list[dict[str, Any]], evaluation_args: dict | None, workers: int, log
+) -> None:
     """Step 3: one evaluation per (fraction, seed) over every arm; each run gets its test AUC and CI."""
     ev_args = {"n_bootstrap": 1000, "attention": 0, **(evaluation_args or {})}
     jobs = []
@@ -234,10 +286,20 @@ def _test_runs(config: dict, root: Path, runs: list[dict[str, Any]], evaluation_
         run.update(test_auc=row["mean_auc"], test_low=row["low"], test_high=row["high"])
 
 
-def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[float, ...] = (0.01, 0.1),
-                 seeds: tuple[int, ...] = (0, 1, 2, 3, 4), tune_seeds: tuple[int, ...] = (0, 1),
-                 recipes: dict[str, dict] | None = None, full_fraction: bool = True, workers: int = 2,
-                 evaluation_args: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_protocol(
+    config: dict,
+    root: Path,
+    arms: list[Arm],
+    *,
+    fractions: tuple[float, ...] = (0.01, 0.1),
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    tune_seeds: tuple[int, ...] = (0, 1),
+    recipes: dict[str, dict] | None = None,
+    full_fraction: bool = True,
+    workers: int = 2,
+    evaluation_args: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Tune, run every seed and evaluate ``arms`` under ``root`` (a pipeline run folder whose upstream
     stages exist). Returns ``{"tuning": ..., "runs": [...]}`` and writes ``protocol.json``."""
     recipes = dict(recipes or DEFAULT_RECIPES)
@@ -245,9 +307,15 @@ def run_protocol(config: dict, root: Path, arms: list[Arm], *, fractions: tuple[
     tuning = _tune(config, root, arms, recipes, fractions, tune_seeds, workers, log)
     runs = _run_seeds(config, root, arms, recipes, tuning, fractions, seeds, full_fraction, workers, log)
     _test_runs(config, root, runs, evaluation_args, workers, log)
-    result = {"arms": [a.__dict__ | {"deps": list(a.deps)} for a in arms], "recipes": recipes,
-              "fractions": list(fractions), "seeds": list(seeds), "tune_seeds": list(tune_seeds),
-              "tuning": tuning, "runs": runs}
+    result = {
+        "arms": [a.__dict__ | {"deps": list(a.deps)} for a in arms],
+        "recipes": recipes,
+        "fractions": list(fractions),
+        "seeds": list(seeds),
+        "tune_seeds": list(tune_seeds),
+        "tuning": tuning,
+        "runs": runs,
+    }
     write_json(root / "protocol.json", result)
     return result
 
@@ -263,21 +331,35 @@ def _evaluation_stage(config: dict, root: Path, name: str, group: list[dict], ev
 
     def run(folder: Path) -> dict:
         out = folder / "results"
-        _run_command(evaluation_command(config, models, root / "real_data", out, ev_args), folder, log,
-                     env=config.get("subprocess_env"))
+        _run_command(
+            evaluation_command(config, models, root / "real_data", out, ev_args),
+            folder,
+            log,
+            env=config.get("subprocess_env"),
+        )
         from .results import build_results
 
         titles = {r["arm"]: r["title"] for r in group}
-        summary = build_results(out, titles, {"label fraction": f"{fraction:g} (seed {seed})"},
-                                n_bootstrap=ev_args.get("n_bootstrap", 1000), seed=config["seed"])
+        summary = build_results(
+            out,
+            titles,
+            {"label fraction": f"{fraction:g} (seed {seed})"},
+            n_bootstrap=ev_args.get("n_bootstrap", 1000),
+            seed=config["seed"],
+        )
         return {"results": "results", "rows": summary["rows"]}
 
-    return Stage(name, {"models": [[t, str(p)] for t, p in models], "evaluation": ev_args, "seed": config["seed"]},
-                 run, outputs=["results/comparison.json"])
+    return Stage(
+        name,
+        {"models": [[t, str(p)] for t, p in models], "evaluation": ev_args, "seed": config["seed"]},
+        run,
+        outputs=["results/comparison.json"],
+    )
 
 
-def pooled_rows(result: dict, root: Path, baselines: tuple[str, ...] = ("random_init",), n_bootstrap: int = 2000
-                ) -> list[dict]:
+def pooled_rows(
+    result: dict, root: Path, baselines: tuple[str, ...] = ("random_init",), n_bootstrap: int = 2000
+) -> list[dict]:
     """Per (fraction, arm): mean, median, IQR and range of the test AUC over seeds, and against each
     baseline arm the paired bootstrap CI of the mean difference over seeds and test cases together."""
     import numpy as np
@@ -297,19 +379,33 @@ def pooled_rows(result: dict, root: Path, baselines: tuple[str, ...] = ("random_
     for (fraction, arm), group in groups.items():
         group = sorted(group, key=lambda r: r["seed"])
         aucs = np.array([r["test_auc"] for r in group])
-        row = {"fraction": fraction, "arm": arm, "title": group[0]["title"], "recipe": group[0]["recipe"],
-               "seeds": [r["seed"] for r in group], "mean": float(aucs.mean()), "median": float(np.median(aucs)),
-               "q1": float(np.percentile(aucs, 25)), "q3": float(np.percentile(aucs, 75)),
-               "min": float(aucs.min()), "max": float(aucs.max()), "vs": {}}
+        row = {
+            "fraction": fraction,
+            "arm": arm,
+            "title": group[0]["title"],
+            "recipe": group[0]["recipe"],
+            "seeds": [r["seed"] for r in group],
+            "mean": float(aucs.mean()),
+            "median": float(np.median(aucs)),
+            "q1": float(np.percentile(aucs, 25)),
+            "q3": float(np.percentile(aucs, 75)),
+            "min": float(aucs.min()),
+            "max": float(aucs.max()),
+            "vs": {},
+        }
         for base in baselines:
             # paired on the seeds both ran (the same label subsets and batch orders)
-            base_runs = [r for r in sorted(groups.get((fraction, base), []), key=lambda r: r["seed"])
-                         if r["seed"] in row["seeds"]]
+            base_runs = [
+                r
+                for r in sorted(groups.get((fraction, base), []), key=lambda r: r["seed"])
+                if r["seed"] in row["seeds"]
+            ]
             if arm == base or [r["seed"] for r in base_runs] != row["seeds"]:
                 continue
             loaded = [load(r) for r in group]
-            d = paired_bootstrap_over_seeds(loaded[0][0], [x[1] for x in loaded], [load(r)[1] for r in base_runs],
-                                            n_bootstrap=n_bootstrap, seed=0)
+            d = paired_bootstrap_over_seeds(
+                loaded[0][0], [x[1] for x in loaded], [load(r)[1] for r in base_runs], n_bootstrap=n_bootstrap, seed=0
+            )
             row["vs"][base] = d
         out.append(row)
     return out

@@ -54,7 +54,10 @@ def build_results(
         ci = (m.get("ci") or {}).get("mean_auc") or {}
         row = {"variant": key, "title": title, "mean_auc": mauc, "low": ci.get("low"), "high": ci.get("high")}
         for name in ("balanced_accuracy", "macro_f1"):
-            row[name] = {"value": m.get(name), **{k: ((m.get("ci") or {}).get(name) or {}).get(k) for k in ("low", "high")}}
+            row[name] = {
+                "value": m.get(name),
+                **{k: ((m.get("ci") or {}).get(name) or {}).get(k) for k in ("low", "high")},
+            }
         row["threshold_rule"] = (m.get("operating_point") or {}).get("rule")
         if base_pred is not None and key != baseline:
             targets, probs = load_predictions(results_dir, title)
@@ -68,8 +71,12 @@ def build_results(
     lines = ["# GEN-SSL pipeline results", ""]
     for k, v in context.items():
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "| Variant | Test mAUC (95% CI) | Balanced accuracy (95% CI) | Macro F1 (95% CI) "
-              "| Difference in mAUC vs random init (paired 95% CI) | p |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| Variant | Test mAUC (95% CI) | Balanced accuracy (95% CI) | Macro F1 (95% CI) "
+        "| Difference in mAUC vs random init (paired 95% CI) | p |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         mauc = _pct(r["mean_auc"]) + (f" ({_pct(r['low'])}-{_pct(r['high'])})" if r["low"] is not None else "")
         decisions = [_with_ci(r[k]) for k in ("balanced_accuracy", "macro_f1")]
@@ -78,9 +85,14 @@ def build_results(
         p = "-" if not d else (f"<{1 / d['valid_replicates']:.3f}" if d["p_value"] == 0 else f"{d['p_value']:.3f}")
         lines.append(f"| {r['title']} | {mauc} | {' | '.join(decisions)} | {diff} | {p} |")
     rules = sorted({r["threshold_rule"] for r in rows if r.get("threshold_rule")})
-    lines += ["", "Balanced accuracy and macro F1 (mean over findings) are decisions at per-finding thresholds chosen "
-              f"on the validation split ({', '.join(rules) or 'n/a'}), never on test; mAUC ranks without a threshold.",
-              "", _verdict(rows), ""]
+    lines += [
+        "",
+        "Balanced accuracy and macro F1 (mean over findings) are decisions at per-finding thresholds chosen "
+        f"on the validation split ({', '.join(rules) or 'n/a'}), never on test; mAUC ranks without a threshold.",
+        "",
+        _verdict(rows),
+        "",
+    ]
     tables = results_dir / "tables.md"
     if tables.is_file():
         lines += ["## Detailed tables", "", tables.read_text().split("\n", 1)[1].strip(), ""]
@@ -97,13 +109,23 @@ def _extra_row(title: str, path: Path, base_pred, n_bootstrap: int, seed: int) -
     targets, probs = data["targets"], data["probs"]
     m = classification_metrics(targets, probs, n_bootstrap=n_bootstrap, seed=seed)
     ci = m["ci"]["mean_auc"]
-    row = {"variant": title, "title": title, "mean_auc": m["mean_auc"], "low": ci["low"], "high": ci["high"],
-           # no validation split chose thresholds for it: decisions at a threshold are not reported (n/a)
-           "balanced_accuracy": {"value": None}, "macro_f1": {"value": None}, "threshold_rule": None}
+    row = {
+        "variant": title,
+        "title": title,
+        "mean_auc": m["mean_auc"],
+        "low": ci["low"],
+        "high": ci["high"],
+        # no validation split chose thresholds for it: decisions at a threshold are not reported (n/a)
+        "balanced_accuracy": {"value": None},
+        "macro_f1": {"value": None},
+        "threshold_rule": None,
+    }
     if base_pred is not None:
         if base_pred[0].shape != targets.shape or not np.array_equal(base_pred[0], targets):
             raise ValueError(f"{path}: predictions are not on the same test cases as the fine-tuned models")
-        row["vs_baseline"] = paired_bootstrap_auc_difference(targets, probs, base_pred[1], n_bootstrap=n_bootstrap, seed=seed)
+        row["vs_baseline"] = paired_bootstrap_auc_difference(
+            targets, probs, base_pred[1], n_bootstrap=n_bootstrap, seed=seed
+        )
     return row
 
 
@@ -141,8 +163,10 @@ def _verdict(rows: list[dict]) -> str:
             word = "is worse than random init"
         else:
             word = "shows no clear difference from random init"
-        out.append(f"{r['title']} {word} on the test split ({100 * d['difference']:+.1f} mAUC points, "
-                   f"paired bootstrap 95% CI {100 * d['low']:+.1f} to {100 * d['high']:+.1f}).")
+        out.append(
+            f"{r['title']} {word} on the test split ({100 * d['difference']:+.1f} mAUC points, "
+            f"paired bootstrap 95% CI {100 * d['low']:+.1f} to {100 * d['high']:+.1f})."
+        )
     return "\n".join(f"- {s}" for s in out)
 
 

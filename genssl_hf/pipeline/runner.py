@@ -35,7 +35,6 @@ orders the stages. ``genssl_hf.pipeline`` is this end-to-end runner; the diffuse
 is :mod:`genssl_hf.generation.pipeline`.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -76,9 +75,22 @@ from .variants import (
     variant_title,
 )
 
-__all__ = ["PRESET_DIR", "VARIANTS", "VARIANT_TITLES", "VARIANT_PRETRAIN", "VLP_TITLE", "load_preset",
-           "validate_config", "finetune_runs", "label_fractions", "fraction_suffix", "variant_title",
-           "run_pipeline", "main", "print_report"]
+__all__ = [
+    "PRESET_DIR",
+    "VARIANTS",
+    "VARIANT_TITLES",
+    "VARIANT_PRETRAIN",
+    "VLP_TITLE",
+    "load_preset",
+    "validate_config",
+    "finetune_runs",
+    "label_fractions",
+    "fraction_suffix",
+    "variant_title",
+    "run_pipeline",
+    "main",
+    "print_report",
+]
 
 
 def _pretrain_stage(config: dict, variant: Variant, root: Path, stats: Path, log) -> Stage:
@@ -88,7 +100,9 @@ def _pretrain_stage(config: dict, variant: Variant, root: Path, stats: Path, log
     return stage_pretrain(config, variant.pretrain_stage, root / variant.data_stage, variant.adain, stats, log)
 
 
-def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print, *, finetune: bool = True) -> dict[str, Any]:
+def run_pipeline(
+    config: dict, output_dir: str | Path | None = None, log=print, *, finetune: bool = True
+) -> dict[str, Any]:
     """Run every stage of ``config`` in order under ``output_dir``; returns the stage summaries.
     ``finetune=False`` stops after pre-training (for a protocol that fine-tunes its own way,
     :mod:`.protocol`)."""
@@ -107,8 +121,9 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print, 
     s["real_data"] = step(stage_real_data(config))
     s["prompt_set"] = step(stage_prompt_set(config))
     s["generator"] = step(stage_generator(config, log))
-    s["generated_dataset"] = step(stage_generated_dataset(config, root / "generator", root / "prompt_set"),
-                                  deps=["generator", "prompt_set"])
+    s["generated_dataset"] = step(
+        stage_generated_dataset(config, root / "generator", root / "prompt_set"), deps=["generator", "prompt_set"]
+    )
     s["sample_grid"] = step(stage_sample_grid(config, root / "generated_dataset"), deps=["generated_dataset"])
     s["reference_stats"] = step(stage_reference_stats(config, root / "real_data"), deps=["real_data"])
     stats = root / "reference_stats" / "reference_stats.json"
@@ -129,14 +144,17 @@ def run_pipeline(config: dict, output_dir: str | Path | None = None, log=print, 
     return {"root": str(root), **s}
 
 
-def _run_pretraining(config: dict, variants: list[Variant], root: Path, stats: Path, s: dict,
-                     step: Callable[..., Any], log) -> None:
+def _run_pretraining(
+    config: dict, variants: list[Variant], root: Path, stats: Path, s: dict, step: Callable[..., Any], log
+) -> None:
     """Every variant's pre-training stage, after the unlabelled real images when one needs them."""
     for v in variants:
         if v.data_stage == "real_unlabelled" and "real_unlabelled" not in s:
             s["real_unlabelled"] = step(stage_real_unlabelled(config, root / "real_data"), deps=["real_data"])
         if v.pretrain_stage:
-            s[v.pretrain_stage] = step(_pretrain_stage(config, v, root, stats, log), deps=[v.data_stage, "reference_stats"])
+            s[v.pretrain_stage] = step(
+                _pretrain_stage(config, v, root, stats, log), deps=[v.data_stage, "reference_stats"]
+            )
 
 
 def _run_finetuning(config: dict, variants: list[Variant], root: Path, s: dict, step: Callable[..., Any], log) -> None:
@@ -145,20 +163,36 @@ def _run_finetuning(config: dict, variants: list[Variant], root: Path, s: dict, 
     for fraction, seed, suffix in finetune_runs(config):
         for v in variants:
             s[f"finetune_{v.name}{suffix}"] = step(
-                stage_finetune(finetune_config(config, v), v.name, finetune_init(config, v, root), root / "real_data",
-                               log, fraction, seed, suffix),
-                deps=v.finetune_deps)
+                stage_finetune(
+                    finetune_config(config, v),
+                    v.name,
+                    finetune_init(config, v, root),
+                    root / "real_data",
+                    log,
+                    fraction,
+                    seed,
+                    suffix,
+                ),
+                deps=v.finetune_deps,
+            )
         s[f"evaluation{suffix}"] = step(
             stage_evaluation(config, root, names, root / "real_data", log, fraction, seed, suffix),
-            deps=[f"finetune_{n}{suffix}" for n in names] + (["vlp_zero_shot"] if config.get("vlp") else []))
+            deps=[f"finetune_{n}{suffix}" for n in names] + (["vlp_zero_shot"] if config.get("vlp") else []),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the end-to-end GEN-SSL pipeline.")
     parser.add_argument("--preset", default="demo", help="smoke | demo | paper, or a path to a JSON config")
     parser.add_argument("--output-dir", default=None, help="where stage folders go (default: outputs/<preset>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set pretrain.args.num_train_epochs=5 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set pretrain.args.num_train_epochs=5 (repeatable)",
+    )
     args = parser.parse_args(argv)
     config = load_preset(args.preset, args.overrides)
     result = run_pipeline(config, args.output_dir)
@@ -178,7 +212,10 @@ def print_report(root: Path) -> None:
     paths = {
         "sample grid": root / "sample_grid" / "generated_samples.png",
         "reconstruction figure": root / "mae_genssl" / "model" / "reconstruction.png",
-        "ROC plot": next(iter(sorted(results.glob("roc_GEN*.png"))), next(iter(sorted(results.glob("roc*.png"))), results / "roc.png")),
+        "ROC plot": next(
+            iter(sorted(results.glob("roc_GEN*.png"))),
+            next(iter(sorted(results.glob("roc*.png"))), results / "roc.png"),
+        ),
         "mAUC comparison plot": results / "mauc_comparison.png",
         "reliability diagram": next(iter(sorted(results.glob("reliability_GEN*.png"))), results / "reliability.png"),
         "attention maps": results / "attention",

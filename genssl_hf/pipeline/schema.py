@@ -28,22 +28,43 @@ SCHEMA: dict[str, Any] = {
     "adain_statistic": STR,
     "variants": LIST,
     "real_data": {
-        "source": STR, "path": STR, "validation_fraction": FLOAT, "test_fraction": FLOAT,
+        "source": STR,
+        "path": STR,
+        "validation_fraction": FLOAT,
+        "test_fraction": FLOAT,
         "sizes": {"train": INT, "validation": INT, "test": INT},
         "phantom": "phantom",  # PhantomConfig fields
     },
     "prompts": {"set": STR, "custom": LIST, "name": STR},
-    "generator": {"source": STR, "path": STR, "dataset": STR, "resolution": INT,
-                  "autoencoder_args": PARSER_ARGS + "autoencoder", "ldm_args": PARSER_ARGS + "ldm"},
-    "generation": {"num_images": INT, "num_inference_steps": INT, "guidance_scale": FLOAT, "dtype": STR,
-                   "batch_size": INT, "image_size": INT, "shard_size": ANY},
+    "generator": {
+        "source": STR,
+        "path": STR,
+        "dataset": STR,
+        "resolution": INT,
+        "autoencoder_args": PARSER_ARGS + "autoencoder",
+        "ldm_args": PARSER_ARGS + "ldm",
+    },
+    "generation": {
+        "num_images": INT,
+        "num_inference_steps": INT,
+        "guidance_scale": FLOAT,
+        "dtype": STR,
+        "batch_size": INT,
+        "image_size": INT,
+        "shard_size": ANY,
+    },
     "pretrain": {"args": PARSER_ARGS + "mae"},
     # Contrastive / Siamese / pretext variants: user-named entries, checked by validate_ssl_variants.
     "ssl_pretrain": {"args": PARSER_ARGS + "ssl"},
     "ssl_variants": ANY,
     "vlp": {"num_pairs": INT, "pairs": STR, "args": PARSER_ARGS + "vlp"},
-    "finetune": {"random_init_preset": STR, "args": PARSER_ARGS + "finetune", "label_fractions": LIST,
-                 "seeds": LIST, "seed_fractions": LIST},
+    "finetune": {
+        "random_init_preset": STR,
+        "args": PARSER_ARGS + "finetune",
+        "label_fractions": LIST,
+        "seeds": LIST,
+        "seed_fractions": LIST,
+    },
     "evaluation": {"args": PARSER_ARGS + "evaluation"},
     "hub": {"dry_run": BOOL, "namespace": STR, "real_data": LIST},
 }
@@ -57,8 +78,15 @@ def _parsers() -> dict[str, Callable[[], Any]]:
     from ..training.ssl.pretrain import build_parser as ssl
     from ..training.vlp import build_parser as vlp
 
-    return {"mae": mae, "finetune": finetune, "evaluation": evaluation, "autoencoder": autoencoder_parser, "ldm": ldm_parser,
-            "ssl": ssl, "vlp": vlp}
+    return {
+        "mae": mae,
+        "finetune": finetune,
+        "evaluation": evaluation,
+        "autoencoder": autoencoder_parser,
+        "ldm": ldm_parser,
+        "ssl": ssl,
+        "vlp": vlp,
+    }
 
 
 def _type_problem(value: Any, kind: str, where: str) -> str | None:
@@ -135,7 +163,7 @@ def config_problems(config: Any) -> list[str]:
                     problems.append(f"{where} must be a section of options, got {value!r}")
                     continue
                 parsers = parsers or _parsers()
-                name = kind[len(PARSER_ARGS):]
+                name = kind[len(PARSER_ARGS) :]
                 problems.extend(check_options(parsers[name](), value, where, what=f"the {name} stage"))
             else:
                 problem = _type_problem(value, kind, where)

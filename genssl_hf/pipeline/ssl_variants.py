@@ -17,9 +17,20 @@ from typing import Any
 
 from ..utils import read_json
 
-__all__ = ["RANDOM_INIT", "ssl_method_names", "ssl_method_title", "ssl_variant_names", "validate_ssl_variants", "ssl_variant_title", "ssl_stage_name",
-           "ssl_pretrain_command", "ssl_finetune_init", "ssl_finetune_config", "ssl_data_stage",
-           "ssl_stage_summary"]
+__all__ = [
+    "RANDOM_INIT",
+    "ssl_method_names",
+    "ssl_method_title",
+    "ssl_variant_names",
+    "validate_ssl_variants",
+    "ssl_variant_title",
+    "ssl_stage_name",
+    "ssl_pretrain_command",
+    "ssl_finetune_init",
+    "ssl_finetune_config",
+    "ssl_data_stage",
+    "ssl_stage_summary",
+]
 
 RANDOM_INIT = "random_init"
 DATA_SOURCES = {"generated": "generated_dataset", "real": "real_unlabelled"}
@@ -103,10 +114,25 @@ def ssl_pretrain_command(config: dict, name: str, root: Path, stats_path: Path, 
     spec = _spec(config, name)
     args = {**_shared_args_for(config, spec["method"]), **spec.get("args", {})}
     args["model"] = spec["backbone"]  # a variant's "backbone" (Tab. 9's column) is the trainer's --model
-    cmd = ["--method", spec["method"], "--dataset", str(root / ssl_data_stage(config, name) / "dataset"),
-           "--output_dir", str(out), "--seed", str(config["seed"]), "--adain", spec["adain"],
-           "--reference_stats", str(stats_path), "--image_size", str(config["image_size"]), "--overwrite_output_dir",
-           "--figure", "off" if spec["data"] == "real" else "on"]  # never draw real images into an artifact
+    cmd = [
+        "--method",
+        spec["method"],
+        "--dataset",
+        str(root / ssl_data_stage(config, name) / "dataset"),
+        "--output_dir",
+        str(out),
+        "--seed",
+        str(config["seed"]),
+        "--adain",
+        spec["adain"],
+        "--reference_stats",
+        str(stats_path),
+        "--image_size",
+        str(config["image_size"]),
+        "--overwrite_output_dir",
+        "--figure",
+        "off" if spec["data"] == "real" else "on",
+    ]  # never draw real images into an artifact
     for key, value in args.items():
         if isinstance(value, bool):
             if value:

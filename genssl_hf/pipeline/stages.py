@@ -26,12 +26,24 @@ LEGACY_OPTION_NAMES: dict[str, dict[str, str]] = {
     "pretrain": {"model": "preset", "max_steps": "max_train_steps"},
     "ssl_pretrain": {"model": "backbone", "max_steps": "max_train_steps"},
     "vlp": {"model": "image_tower", "max_steps": "max_train_steps"},
-    "finetune": {"recipe": "preset", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
-                 "base_learning_rate": "blr", "learning_rate": "lr", "per_device_eval_batch_size": "eval_batch_size"},
-    "autoencoder_args": {"max_steps": "max_train_steps", "per_device_train_batch_size": "train_batch_size",
-                         "warmup_steps": "lr_warmup_steps"},
-    "ldm_args": {"max_steps": "max_train_steps", "per_device_train_batch_size": "train_batch_size",
-                 "warmup_steps": "lr_warmup_steps"},
+    "finetune": {
+        "recipe": "preset",
+        "num_train_epochs": "epochs",
+        "per_device_train_batch_size": "batch_size",
+        "base_learning_rate": "blr",
+        "learning_rate": "lr",
+        "per_device_eval_batch_size": "eval_batch_size",
+    },
+    "autoencoder_args": {
+        "max_steps": "max_train_steps",
+        "per_device_train_batch_size": "train_batch_size",
+        "warmup_steps": "lr_warmup_steps",
+    },
+    "ldm_args": {
+        "max_steps": "max_train_steps",
+        "per_device_train_batch_size": "train_batch_size",
+        "warmup_steps": "lr_warmup_steps",
+    },
 }
 
 
@@ -48,7 +60,9 @@ def legacy_config(obj: Any) -> Any:
             options = value.get("args") if key in ("pretrain", "ssl_pretrain", "vlp", "finetune") else value
             if isinstance(options, dict):
                 options = {names.get(k, k): v for k, v in options.items()}
-                value = {**value, "args": options} if key in ("pretrain", "ssl_pretrain", "vlp", "finetune") else options
+                value = (
+                    {**value, "args": options} if key in ("pretrain", "ssl_pretrain", "vlp", "finetune") else options
+                )
         out[key] = legacy_config(value)
     return out
 
@@ -94,7 +108,15 @@ def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print, deps
     if missing:
         raise RuntimeError(f"stage {stage.name!r} finished without its outputs: {missing}")
     seconds = time.perf_counter() - start
-    write_json(folder / MARKER, {"stage": stage.name, "fingerprint": fingerprint(stage.config),
-                                 "config": stage.config, "seconds": round(seconds, 2), "summary": summary})
+    write_json(
+        folder / MARKER,
+        {
+            "stage": stage.name,
+            "fingerprint": fingerprint(stage.config),
+            "config": stage.config,
+            "seconds": round(seconds, 2),
+            "summary": summary,
+        },
+    )
     log(f"[{stage.name}] done in {seconds:.1f}s")
     return summary

@@ -34,8 +34,13 @@ def _load_real_splits(cfg: dict, folder: Path):
     if source == "phantom":
         from ..data.phantom import phantom_splits
 
-        return phantom_splits(real["sizes"], size=cfg["image_size"], seed=seed + 1000, config=_phantom_config(real),
-                              cache_dir=str(folder / ".cache"))
+        return phantom_splits(
+            real["sizes"],
+            size=cfg["image_size"],
+            seed=seed + 1000,
+            config=_phantom_config(real),
+            cache_dir=str(folder / ".cache"),
+        )
     from ..data import stratified_split
     from ..data.registry import open_labelled_dataset
 
@@ -62,9 +67,13 @@ def stage_real_data(cfg: dict) -> Stage:
         splits = {k: v.select_columns([c for c in v.column_names if c in keep]) for k, v in splits.items()}
         if cfg["real_data"].get("source", "phantom") != "phantom":
             splits = {k: embed_images(v) for k, v in splits.items()}
-        export_parquet(splits, folder / "dataset", overwrite=True,
-                       card_body="# Labelled real-domain split of a genssl_hf pipeline run\n\n"
-                                 "Local working copy for training and evaluation. Never published.")
+        export_parquet(
+            splits,
+            folder / "dataset",
+            overwrite=True,
+            card_body="# Labelled real-domain split of a genssl_hf pipeline run\n\n"
+            "Local working copy for training and evaluation. Never published.",
+        )
         shutil.rmtree(folder / ".cache", ignore_errors=True)
         return {"dataset": "dataset", "sizes": {k: len(v) for k, v in splits.items()}}
 
@@ -85,8 +94,14 @@ def stage_real_unlabelled(cfg: dict, real_dir: Path) -> Stage:
         real = cfg["real_data"]
         n = cfg["generation"]["num_images"]
         if real.get("source", "phantom") == "phantom":
-            ds = phantom_dataset(n, size=cfg["image_size"], seed=cfg["seed"] + 1000, config=_phantom_config(real),
-                                 split="unlabelled", cache_dir=str(folder / ".cache"))
+            ds = phantom_dataset(
+                n,
+                size=cfg["image_size"],
+                seed=cfg["seed"] + 1000,
+                config=_phantom_config(real),
+                split="unlabelled",
+                cache_dir=str(folder / ".cache"),
+            )
         else:  # the real training images themselves, at most as many as are generated
             ds = datasets.load_dataset(str(real_dir / "dataset"), split="train")
             ds = ds.shuffle(seed=cfg["seed"]).select(range(min(n, len(ds))))
@@ -95,8 +110,12 @@ def stage_real_unlabelled(cfg: dict, real_dir: Path) -> Stage:
         shutil.rmtree(folder / ".cache", ignore_errors=True)
         return {"dataset": "dataset", "num_images": len(ds)}
 
-    return Stage("real_unlabelled", {k: cfg[k] for k in ("real_data", "image_size", "seed")} | {"n": cfg["generation"]["num_images"]},
-                 run, outputs=["dataset/README.md"])
+    return Stage(
+        "real_unlabelled",
+        {k: cfg[k] for k in ("real_data", "image_size", "seed")} | {"n": cfg["generation"]["num_images"]},
+        run,
+        outputs=["dataset/README.md"],
+    )
 
 
 def stage_prompt_set(cfg: dict) -> Stage:
@@ -111,7 +130,9 @@ def stage_prompt_set(cfg: dict) -> Stage:
         prompts.save_pretrained(folder / "prompt_set", overwrite=True)
         return {"prompt_set": "prompt_set", "num_prompts": len(prompts.texts), "fingerprint": prompts.fingerprint}
 
-    return Stage("prompt_set", {"prompts": cfg.get("prompts", {"set": "heuristic"})}, run, outputs=["prompt_set/prompts.json"])
+    return Stage(
+        "prompt_set", {"prompts": cfg.get("prompts", {"set": "heuristic"})}, run, outputs=["prompt_set/prompts.json"]
+    )
 
 
 def stage_generator(cfg: dict, log=print) -> Stage:
@@ -140,8 +161,12 @@ def stage_generator(cfg: dict, log=print) -> Stage:
         return {"generator": "generator", "source": str(src)}
 
     oracle = cfg.get("generator", {}).get("source") == "phantom-oracle"
-    return Stage("generator", {"generator": cfg.get("generator", {"source": "shipped"})}, run,
-                 outputs=["generator.json" if oracle else "generator/model_index.json"])
+    return Stage(
+        "generator",
+        {"generator": cfg.get("generator", {"source": "shipped"})},
+        run,
+        outputs=["generator.json" if oracle else "generator/model_index.json"],
+    )
 
 
 def _generator_training_data(spec: dict, folder: Path) -> Path:
@@ -159,7 +184,9 @@ def _generator_training_data(spec: dict, folder: Path) -> Path:
 
         ds = load_nih_subset(spec["path"], split="train")
         names = ds.features["labels"].feature.names
-        ds = ds.map(lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."})
+        ds = ds.map(
+            lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."}
+        )
         ds = embed_images(ds.select_columns(["image", "text"]))
     else:
         ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
@@ -174,16 +201,47 @@ def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
 
     data = _generator_training_data(spec, folder)
     size = str(spec.get("resolution", cfg["image_size"]))
-    ae_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
-        "autoencoder", "--dataset", str(data), "--resolution", size, "--seed", str(cfg["seed"]),
-        "--model", str(PHANTOM_GENERATOR_DIR / "vae"), "--output_dir", str(folder / "ae"), "--overwrite_output_dir",
-    ] + _flags(spec.get("autoencoder_args", {}))
+    ae_cmd = (
+        _python_module(cfg, "genssl_hf.training.generator")
+        + [
+            "autoencoder",
+            "--dataset",
+            str(data),
+            "--resolution",
+            size,
+            "--seed",
+            str(cfg["seed"]),
+            "--model",
+            str(PHANTOM_GENERATOR_DIR / "vae"),
+            "--output_dir",
+            str(folder / "ae"),
+            "--overwrite_output_dir",
+        ]
+        + _flags(spec.get("autoencoder_args", {}))
+    )
     _run_command(ae_cmd, folder, log, name="autoencoder")
-    ldm_cmd = _python_module(cfg, "genssl_hf.training.generator") + [
-        "ldm", "--dataset", str(data), "--text_column", "text", "--resolution", size, "--seed", str(cfg["seed"]),
-        "--autoencoder", str(folder / "ae"), "--model", str(PHANTOM_GENERATOR_DIR),
-        "--output_dir", str(folder / "ldm"), "--overwrite_output_dir",
-    ] + _flags(spec.get("ldm_args", {}))
+    ldm_cmd = (
+        _python_module(cfg, "genssl_hf.training.generator")
+        + [
+            "ldm",
+            "--dataset",
+            str(data),
+            "--text_column",
+            "text",
+            "--resolution",
+            size,
+            "--seed",
+            str(cfg["seed"]),
+            "--autoencoder",
+            str(folder / "ae"),
+            "--model",
+            str(PHANTOM_GENERATOR_DIR),
+            "--output_dir",
+            str(folder / "ldm"),
+            "--overwrite_output_dir",
+        ]
+        + _flags(spec.get("ldm_args", {}))
+    )
     _run_command(ldm_cmd, folder, log, name="ldm")
     return folder / "ldm" / "pipeline"
 
@@ -212,9 +270,18 @@ def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) ->
         )
         return {"dataset": "dataset", "num_images": gen["num_images"], "result": _jsonable(result)}
 
-    return Stage("generated_dataset", {"generation": cfg["generation"], "seed": cfg["seed"], "size": cfg["image_size"],
-                                       "generator": cfg.get("generator"), "prompts": cfg.get("prompts")},
-                 run, outputs=["dataset/README.md"])
+    return Stage(
+        "generated_dataset",
+        {
+            "generation": cfg["generation"],
+            "seed": cfg["seed"],
+            "size": cfg["image_size"],
+            "generator": cfg.get("generator"),
+            "prompts": cfg.get("prompts"),
+        },
+        run,
+        outputs=["dataset/README.md"],
+    )
 
 
 def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
@@ -225,14 +292,27 @@ def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
         from ..processing.stats import save_reference_stats
 
         train = datasets.load_dataset(str(real_dir / "dataset"), split="train")
-        stats = compute_reference_stats(train, "image", statistic=cfg.get("adain_statistic", "per_image"),
-                                        size=cfg["image_size"], dataset_name=f"{cfg['name']}-real-train")
+        stats = compute_reference_stats(
+            train,
+            "image",
+            statistic=cfg.get("adain_statistic", "per_image"),
+            size=cfg["image_size"],
+            dataset_name=f"{cfg['name']}-real-train",
+        )
         save_reference_stats(stats, folder / "reference_stats.json")
         return {"reference_stats": "reference_stats.json", "mean": stats.mean, "std": stats.std}
 
-    return Stage("reference_stats", {"seed": cfg["seed"], "real": cfg["real_data"], "size": cfg["image_size"],
-                                     "statistic": cfg.get("adain_statistic", "per_image")},
-                 run, outputs=["reference_stats.json"])
+    return Stage(
+        "reference_stats",
+        {
+            "seed": cfg["seed"],
+            "real": cfg["real_data"],
+            "size": cfg["image_size"],
+            "statistic": cfg.get("adain_statistic", "per_image"),
+        },
+        run,
+        outputs=["reference_stats.json"],
+    )
 
 
 def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_path: Path, log) -> Stage:
@@ -240,26 +320,47 @@ def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_pa
 
     def run(folder: Path) -> dict:
         out = folder / "model"
-        cmd = _python_module(cfg, "genssl_hf.training.mae") + [
-            "--dataset", str(dataset_dir / "dataset"),
-            "--output_dir", str(out),
-            "--seed", str(cfg["seed"]),
-            "--adain", adain,
-            "--reference_stats", str(stats_path),
-            "--image_size", str(cfg["image_size"]),
-            "--overwrite_output_dir",
-            # never draw real images into an artifact
-            "--figure", "off" if dataset_dir.name == "real_unlabelled" else "on",
-        ] + _flags(pre.get("args", {}))
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.mae")
+            + [
+                "--dataset",
+                str(dataset_dir / "dataset"),
+                "--output_dir",
+                str(out),
+                "--seed",
+                str(cfg["seed"]),
+                "--adain",
+                adain,
+                "--reference_stats",
+                str(stats_path),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--overwrite_output_dir",
+                # never draw real images into an artifact
+                "--figure",
+                "off" if dataset_dir.name == "real_unlabelled" else "on",
+            ]
+            + _flags(pre.get("args", {}))
+        )
         _run_command(cmd, folder, log)
-        return {"model": "model", "run_config": _jsonable(read_json(out / "run_config.json")) if (out / "run_config.json").is_file() else None}
+        return {
+            "model": "model",
+            "run_config": _jsonable(read_json(out / "run_config.json"))
+            if (out / "run_config.json").is_file()
+            else None,
+        }
 
-    return Stage(name, {"pretrain": pre, "adain": adain, "data": str(dataset_dir), "seed": cfg["seed"], "size": cfg["image_size"]},
-                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
+    return Stage(
+        name,
+        {"pretrain": pre, "adain": adain, "data": str(dataset_dir), "seed": cfg["seed"], "size": cfg["image_size"]},
+        run,
+        outputs=["model/config.json", "model/preprocessor_config.json"],
+    )
 
 
-def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float, seed: int,
-                   suffix: str) -> Stage:
+def stage_finetune(
+    cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float, seed: int, suffix: str
+) -> Stage:
     """One fine-tuning run; ``fraction``, ``seed`` and ``suffix`` come from :func:`finetune_runs`."""
     ft = cfg["finetune"]
 
@@ -267,24 +368,41 @@ def stage_finetune(cfg: dict, variant: str, init: str, real_dir: Path, log, frac
         out = folder / "run"
         args = dict(ft.get("args", {}))
         args["label_fraction"] = fraction
-        cmd = _python_module(cfg, "genssl_hf.training.finetune") + [
-            "--model", init,
-            "--dataset", str(real_dir / "dataset"),
-            "--output_dir", str(out),
-            "--seed", str(seed),
-            "--image_size", str(cfg["image_size"]),
-            "--overwrite_output_dir",
-        ] + _flags(args)
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.finetune")
+            + [
+                "--model",
+                init,
+                "--dataset",
+                str(real_dir / "dataset"),
+                "--output_dir",
+                str(out),
+                "--seed",
+                str(seed),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--overwrite_output_dir",
+            ]
+            + _flags(args)
+        )
         _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         metrics = read_json(out / "metrics.json")
         return {"best": "run/best", "metrics": _jsonable(metrics)}
 
-    return Stage(f"finetune_{variant}{suffix}",
-                 {"finetune": _without_seed_keys(ft), "init": init, "seed": seed, "size": cfg["image_size"],
-                  "fraction": fraction,
-                  # the validation-chosen operating point saved with the model (best/thresholds.json)
-                  "threshold_rule": ft.get("args", {}).get("threshold_rule", "youden")},
-                 run, outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"])
+    return Stage(
+        f"finetune_{variant}{suffix}",
+        {
+            "finetune": _without_seed_keys(ft),
+            "init": init,
+            "seed": seed,
+            "size": cfg["image_size"],
+            "fraction": fraction,
+            # the validation-chosen operating point saved with the model (best/thresholds.json)
+            "threshold_rule": ft.get("args", {}).get("threshold_rule", "youden"),
+        },
+        run,
+        outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"],
+    )
 
 
 def evaluation_command(cfg: dict, models: list[tuple[str, Path]], real_dir: Path, out: Path, args: dict) -> list[str]:
@@ -293,12 +411,26 @@ def evaluation_command(cfg: dict, models: list[tuple[str, Path]], real_dir: Path
     cmd = _python_module(cfg, "genssl_hf.evaluation.report")
     for title, path in models:
         cmd += ["--model", f"{title}={path}"]
-    return cmd + ["--dataset", str(real_dir / "dataset"), "--split", "test", "--output_dir", str(out), "--overwrite",
-                  "--seed", str(cfg["seed"])] + _flags(args)
+    return (
+        cmd
+        + [
+            "--dataset",
+            str(real_dir / "dataset"),
+            "--split",
+            "test",
+            "--output_dir",
+            str(out),
+            "--overwrite",
+            "--seed",
+            str(cfg["seed"]),
+        ]
+        + _flags(args)
+    )
 
 
-def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float, seed: int,
-                     suffix: str) -> Stage:
+def stage_evaluation(
+    cfg: dict, root: Path, variants: list[str], real_dir: Path, log, fraction: float, seed: int, suffix: str
+) -> Stage:
     """Test evaluation of one (fraction, seed) group of fine-tuned models (see :func:`finetune_runs`)."""
     ev = cfg.get("evaluation", {})
 
@@ -311,16 +443,32 @@ def stage_evaluation(cfg: dict, root: Path, variants: list[str], real_dir: Path,
         context = _run_context(cfg, root, variants, suffix)
         context["label fraction"] = f"{fraction:g} of the labelled training split (stratified, seed {seed})"
         zero_shot = root / "vlp_zero_shot" / "results" / "zero_shot_predictions.npz"
-        summary = build_results(out, {v: variant_title(cfg, v) for v in variants}, context,
-                                n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000), seed=cfg["seed"],
-                                extra_predictions={VLP_TITLE: zero_shot} if cfg.get("vlp") else None)
+        summary = build_results(
+            out,
+            {v: variant_title(cfg, v) for v in variants},
+            context,
+            n_bootstrap=ev.get("args", {}).get("n_bootstrap", 1000),
+            seed=cfg["seed"],
+            extra_predictions={VLP_TITLE: zero_shot} if cfg.get("vlp") else None,
+        )
         return {"results": "results", "rows": _jsonable(summary["rows"])}
 
-    return Stage(f"evaluation{suffix}", {"evaluation": ev, "variants": variants, "seed": cfg["seed"], "fraction": fraction,
-                                "vlp": cfg.get("vlp"),
-                                "finetune": _without_seed_keys(cfg["finetune"]), "finetune_seed": seed,
-                                "pretrain": cfg["pretrain"], "generation": cfg["generation"]},
-                 run, outputs=["results/results.md", "results/mauc_comparison.png"])
+    return Stage(
+        f"evaluation{suffix}",
+        {
+            "evaluation": ev,
+            "variants": variants,
+            "seed": cfg["seed"],
+            "fraction": fraction,
+            "vlp": cfg.get("vlp"),
+            "finetune": _without_seed_keys(cfg["finetune"]),
+            "finetune_seed": seed,
+            "pretrain": cfg["pretrain"],
+            "generation": cfg["generation"],
+        },
+        run,
+        outputs=["results/results.md", "results/mauc_comparison.png"],
+    )
 
 
 def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -> dict[str, str]:
@@ -336,14 +484,18 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
         if marker.is_file():
             seconds[name] = read_json(marker).get("seconds")
     return {
-        "real domain": (f"{real.get('source', 'phantom')} ({', '.join(f'{k} {v}' for k, v in sizes.items())})"
-                        if sizes else f"{real.get('source')} {real.get('path', '')}"),
+        "real domain": (
+            f"{real.get('source', 'phantom')} ({', '.join(f'{k} {v}' for k, v in sizes.items())})"
+            if sizes
+            else f"{real.get('source')} {real.get('path', '')}"
+        ),
         "generated images": f"{gen['num_images']} at {gen.get('image_size', cfg['image_size'])} px, "
-                            f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
-                            f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
+        f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
+        f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
         "MAE pre-training": f"model {pre.get('model')}, {pre.get('num_train_epochs')} epochs, mask ratio "
-                            f"{pre.get('mask_ratio', 0.9)}",
-        "fine-tuning": f"recipe {ft.get('recipe')}, {ft.get('num_train_epochs')} epochs, best epoch chosen on validation",
+        f"{pre.get('mask_ratio', 0.9)}",
+        "fine-tuning": f"recipe {ft.get('recipe')}, {ft.get('num_train_epochs')} epochs, "
+        "best epoch chosen on validation",
         "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v is not None),
     }
 
@@ -353,13 +505,23 @@ def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) 
 
     def run(folder: Path) -> dict:
         out = folder / "model"
-        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(cfg, name, root, stats_path, out)
+        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(
+            cfg, name, root, stats_path, out
+        )
         _run_command(cmd, folder, log)
         return ssl_stage_summary(out)
 
-    return Stage(f"ssl_{name}", {"ssl_pretrain": cfg.get("ssl_pretrain", {}), "variant": cfg["ssl_variants"][name],
-                                 "seed": cfg["seed"], "size": cfg["image_size"]},
-                 run, outputs=["model/config.json", "model/preprocessor_config.json"])
+    return Stage(
+        f"ssl_{name}",
+        {
+            "ssl_pretrain": cfg.get("ssl_pretrain", {}),
+            "variant": cfg["ssl_variants"][name],
+            "seed": cfg["seed"],
+            "size": cfg["image_size"],
+        },
+        run,
+        outputs=["model/config.json", "model/preprocessor_config.json"],
+    )
 
 
 def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
@@ -370,29 +532,61 @@ def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
     def run(folder: Path) -> dict:
         out = folder / "model"
         pairs = vlp.get("pairs") or f"phantom:{vlp.get('num_pairs', 2000)}"
-        cmd = _python_module(cfg, "genssl_hf.training.vlp") + [
-            "--pairs", pairs, "--phantom_config", json.dumps(cfg["real_data"].get("phantom", {})),
-            "--image_size", str(cfg["image_size"]), "--reference_stats", str(stats_path),
-            "--seed", str(cfg["seed"]), "--output_dir", str(out), "--overwrite_output_dir",
-        ] + _flags(vlp.get("args", {}))
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.vlp")
+            + [
+                "--pairs",
+                pairs,
+                "--phantom_config",
+                json.dumps(cfg["real_data"].get("phantom", {})),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--reference_stats",
+                str(stats_path),
+                "--seed",
+                str(cfg["seed"]),
+                "--output_dir",
+                str(out),
+                "--overwrite_output_dir",
+            ]
+            + _flags(vlp.get("args", {}))
+        )
         _run_command(cmd, folder, log)
         return {"model": "model"}
 
-    return Stage("vlp", {"vlp": vlp, "seed": cfg["seed"], "size": cfg["image_size"], "real": cfg["real_data"]},
-                 run, outputs=["model/config.json", "model/vlp_config.json"])
+    return Stage(
+        "vlp",
+        {"vlp": vlp, "seed": cfg["seed"], "size": cfg["image_size"], "real": cfg["real_data"]},
+        run,
+        outputs=["model/config.json", "model/vlp_config.json"],
+    )
 
 
 def stage_vlp_zero_shot(cfg: dict, root: Path, real_dir: Path, log) -> Stage:
     def run(folder: Path) -> dict:
         cmd = _python_module(cfg, "genssl_hf.evaluation.vlp") + [
-            "--model", str(root / "vlp" / "model"), "--dataset", str(real_dir / "dataset"), "--split", "test",
-            "--output_dir", str(folder / "results"), "--seed", str(cfg["seed"]),
-            "--n_bootstrap", str(cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000))]
+            "--model",
+            str(root / "vlp" / "model"),
+            "--dataset",
+            str(real_dir / "dataset"),
+            "--split",
+            "test",
+            "--output_dir",
+            str(folder / "results"),
+            "--seed",
+            str(cfg["seed"]),
+            "--n_bootstrap",
+            str(cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000)),
+        ]
         _run_command(cmd, folder, log)
         return {"results": "results"}
 
-    return Stage("vlp_zero_shot", {"seed": cfg["seed"], "vlp": cfg["vlp"]}, run,
-                 outputs=["results/vlp_metrics.json", "results/zero_shot_predictions.npz"])
+    return Stage(
+        "vlp_zero_shot",
+        {"seed": cfg["seed"], "vlp": cfg["vlp"]},
+        run,
+        outputs=["results/vlp_metrics.json", "results/zero_shot_predictions.npz"],
+    )
 
 
 def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
@@ -408,11 +602,18 @@ def stage_sample_grid(cfg: dict, generated_dir: Path) -> Stage:
             by_prompt.setdefault(prompt, i)
         picks = list(by_prompt.items())[:36]
         images = [np.asarray(gen[i]["image"]) for _, i in picks]
-        render_grid(images, [p for p, _ in picks], folder / "generated_samples.png", ncols=6,
-                    title="Generated chest X-rays, one per prompt")
+        render_grid(
+            images,
+            [p for p, _ in picks],
+            folder / "generated_samples.png",
+            ncols=6,
+            title="Generated chest X-rays, one per prompt",
+        )
         return {"grid": "generated_samples.png"}
 
-    return Stage("sample_grid", {"generated": str(generated_dir), "seed": cfg["seed"]}, run, outputs=["generated_samples.png"])
+    return Stage(
+        "sample_grid", {"generated": str(generated_dir), "seed": cfg["seed"]}, run, outputs=["generated_samples.png"]
+    )
 
 
 def stage_hub(cfg: dict, root: Path, log) -> Stage:

@@ -31,8 +31,12 @@ from .ssl_variants import (
 MAE_VARIANTS: dict[str, dict] = {
     "random_init": {"title": "Random init", "stage": None},
     "genssl": {"title": "GEN-SSL (AdaIN)", "stage": "mae_genssl", "data": "generated_dataset", "adain": "on"},
-    "genssl_no_adain": {"title": "GEN-SSL without AdaIN", "stage": "mae_genssl_no_adain", "data": "generated_dataset",
-                        "adain": "off"},
+    "genssl_no_adain": {
+        "title": "GEN-SSL without AdaIN",
+        "stage": "mae_genssl_no_adain",
+        "data": "generated_dataset",
+        "adain": "off",
+    },
     "real_mae": {"title": "MAE on real images", "stage": "mae_real", "data": "real_unlabelled", "adain": "off"},
 }
 VARIANTS = tuple(MAE_VARIANTS)
@@ -61,8 +65,11 @@ class Variant:
 def selected_variants(config: dict) -> list[Variant]:
     """The variants ``config["variants"]`` selects: the MAE table's first, then ``ssl_variants``."""
     chosen = config.get("variants", VARIANTS)
-    out = [Variant(name, "mae", spec["stage"], spec.get("data"), spec.get("adain", "off"))
-           for name, spec in MAE_VARIANTS.items() if name in chosen]
+    out = [
+        Variant(name, "mae", spec["stage"], spec.get("data"), spec.get("adain", "off"))
+        for name, spec in MAE_VARIANTS.items()
+        if name in chosen
+    ]
     for name in ssl_variant_names(config):
         stage = ssl_stage_name(config, name)
         out.append(Variant(name, "ssl", stage, ssl_data_stage(config, name)))

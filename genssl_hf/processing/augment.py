@@ -20,7 +20,9 @@ from genssl_hf.processing.image_processor import PAPER_ADAIN_MEAN, PAPER_ADAIN_S
 ADAIN_MODES = ("after_crop", "before_crop")
 
 
-def adain_batch(x: torch.Tensor, mean: float | torch.Tensor, std: float | torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+def adain_batch(
+    x: torch.Tensor, mean: float | torch.Tensor, std: float | torch.Tensor, eps: float = 1e-3
+) -> torch.Tensor:
     """AdaIN per sample of a (B, C, H, W) batch on the [0, 1] scale: statistics over (C, H, W) of each sample
     (grayscale replicated to C channels has identical channels), sigma(x) floored at ``eps``."""
     if x.ndim != 4 or 0 in x.shape:
@@ -74,16 +76,24 @@ class MAEAugment(torch.nn.Module):
         self.adain_mean, self.adain_std, self.adain_eps = float(adain_mean), float(adain_std), float(adain_eps)
         self.image_mean, self.image_std = float(image_mean), float(image_std)
         self.out_channels = int(out_channels)
-        ops = [K.RandomResizedCrop((self.size, self.size), scale=tuple(scale), ratio=(3 / 4, 4 / 3), resample="bilinear")]
+        ops = [
+            K.RandomResizedCrop((self.size, self.size), scale=tuple(scale), ratio=(3 / 4, 4 / 3), resample="bilinear")
+        ]
         if hflip:
             ops.append(K.RandomHorizontalFlip())
         self.ops = K.AugmentationSequential(*ops)
 
     def config(self) -> dict:
         return {
-            "size": self.size, "adain": self.adain, "adain_mode": self.adain_mode, "adain_mean": self.adain_mean,
-            "adain_std": self.adain_std, "adain_eps": self.adain_eps, "image_mean": self.image_mean,
-            "image_std": self.image_std, "out_channels": self.out_channels,
+            "size": self.size,
+            "adain": self.adain,
+            "adain_mode": self.adain_mode,
+            "adain_mean": self.adain_mean,
+            "adain_std": self.adain_std,
+            "adain_eps": self.adain_eps,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "out_channels": self.out_channels,
         }
 
     @torch.no_grad()

@@ -23,8 +23,14 @@ import torch
 from genssl_hf.data.schema import to_multi_hot
 from genssl_hf.processing.stats import to_gray_uint8_or_float
 
-__all__ = ["GrayscaleCollator", "ImageCollator", "LabelledImageCollator", "ImageTextCollator",
-           "gray_uint8", "gray_unit_float"]
+__all__ = [
+    "GrayscaleCollator",
+    "ImageCollator",
+    "LabelledImageCollator",
+    "ImageTextCollator",
+    "gray_uint8",
+    "gray_unit_float",
+]
 
 
 def gray_uint8(img: Any, size: int) -> np.ndarray:

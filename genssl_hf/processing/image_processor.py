@@ -171,8 +171,18 @@ class AdaINImageProcessor(PilBackend):
         # One vectorised pass when all images share a shape (the usual case after resizing).
         groups = [images] if same_shape else [[im] for im in images]
         arrays = [
-            self._finish(_to_unit_float(g, do_rescale, rescale_factor), do_adain, adain_mean, adain_std, adain_eps,
-                         adain_clip, num_channels, do_normalize, image_mean, image_std)
+            self._finish(
+                _to_unit_float(g, do_rescale, rescale_factor),
+                do_adain,
+                adain_mean,
+                adain_std,
+                adain_eps,
+                adain_clip,
+                num_channels,
+                do_normalize,
+                image_mean,
+                image_std,
+            )
             for g in groups
         ]
         if same_shape:
@@ -183,9 +193,10 @@ class AdaINImageProcessor(PilBackend):
             pixel_values = [a[0] for a in arrays]
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
-
     @staticmethod
-    def _finish(x, do_adain, adain_mean, adain_std, adain_eps, adain_clip, num_channels, do_normalize, image_mean, image_std):
+    def _finish(
+        x, do_adain, adain_mean, adain_std, adain_eps, adain_clip, num_channels, do_normalize, image_mean, image_std
+    ):
         """(n, H, W) float on [0, 1] -> (n, C, H, W) float32."""
         if do_adain:
             x = _adain(x, float(adain_mean), float(adain_std), float(adain_eps))  # inputs checked in _preprocess
@@ -238,8 +249,10 @@ def check_image_values(x: np.ndarray, name: str = "image") -> None:
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             which = f"{name} image {first[:-2]}" if len(first) > 2 else name
-            raise ValueError(f"{which} has NaN or infinite pixels ({int(bad.sum())} in all, the first at "
-                             f"{first[-2:]}); AdaIN would turn the whole image into NaN")
+            raise ValueError(
+                f"{which} has NaN or infinite pixels ({int(bad.sum())} in all, the first at "
+                f"{first[-2:]}); AdaIN would turn the whole image into NaN"
+            )
 
 
 def adain_numpy(x: np.ndarray, mean: float, std: float, eps: float = 1e-3) -> np.ndarray:
@@ -270,6 +283,7 @@ def register_auto_class() -> None:
 
     global _AdaINRegistrationConfig
     if "_AdaINRegistrationConfig" not in globals():
+
         class _AdaINRegistrationConfig(PretrainedConfig):  # noqa: N801 (private)
             model_type = "genssl_adain_processor"
 

@@ -50,7 +50,11 @@ class ReportGeneratorProcessor(ProcessorMixin):
     def __call__(self, images=None, text=None, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         if images is None and text is None:
             raise ValueError("ReportGeneratorProcessor needs images, a decoder prompt text, or both")
-        for k in ("padding", "truncation", "add_special_tokens"):  # the pipeline's text defaults; prompts are never padded
+        for k in (
+            "padding",
+            "truncation",
+            "add_special_tokens",
+        ):  # the pipeline's text defaults; prompts are never padded
             kwargs.pop(k, None)
         data: dict[str, Any] = {}
         if images is not None:
@@ -98,6 +102,7 @@ def register_report_processor() -> None:
     from transformers import AutoProcessor, PretrainedConfig
 
     if "_ReportProcessorRegistrationConfig" not in globals():
+
         class _ReportProcessorRegistrationConfig(PretrainedConfig):  # noqa: N801 (private)
             model_type = "genssl_report_processor"
 

@@ -46,5 +46,11 @@ def build_report_vocabulary_tokenizer(reports: Sequence[str], min_frequency: int
     tok.pre_tokenizer = pre
     # BPE-style decoder is wrong here: WordPiece's decoder joins with spaces and glues punctuation
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", model_max_length=512)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=512,
+    )

@@ -101,7 +101,9 @@ class ReferenceStats:
         """The same statistics with ``mean`` / ``std`` taken from the other variant."""
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-        m, s = (self.pooled_mean, self.pooled_std) if statistic == "pooled" else (self.per_image_mean, self.per_image_std)
+        m, s = (
+            (self.pooled_mean, self.pooled_std) if statistic == "pooled" else (self.per_image_mean, self.per_image_std)
+        )
         return dataclasses.replace(self, mean=m, std=s, statistic=statistic)
 
 
@@ -126,7 +128,9 @@ class ReferenceStatsAccumulator:
         self.image_stds.update(np.array([m.std]))
         shape = np.asarray(gray01.shape, dtype=np.int64).tobytes()
         self._hash.update(shape)
-        self._hash.update(raw_bytes if raw_bytes is not None else np.ascontiguousarray(gray01, dtype=np.float32).tobytes())
+        self._hash.update(
+            raw_bytes if raw_bytes is not None else np.ascontiguousarray(gray01, dtype=np.float32).tobytes()
+        )
         self.num_images += 1
 
     def merge(self, other: "ReferenceStatsAccumulator") -> "ReferenceStatsAccumulator":
@@ -138,16 +142,26 @@ class ReferenceStatsAccumulator:
         self.num_images += other.num_images
         return self
 
-    def result(self, statistic: str = "per_image", dataset_name: str = "unknown", image_size: int | None = None) -> ReferenceStats:
+    def result(
+        self, statistic: str = "per_image", dataset_name: str = "unknown", image_size: int | None = None
+    ) -> ReferenceStats:
         if self.num_images == 0:
             raise ValueError("no images were seen: cannot compute reference statistics of an empty dataset")
         stats = ReferenceStats(
-            mean=0.0, std=0.0, statistic=statistic,
-            pooled_mean=self.pixels.mean, pooled_std=self.pixels.std,
-            per_image_mean=self.image_means.mean, per_image_std=self.image_stds.mean,
-            per_image_mean_spread=self.image_means.std, per_image_std_spread=self.image_stds.std,
-            num_images=self.num_images, num_pixels=int(self.pixels.n),
-            content_hash=self._hash.hexdigest(), dataset_name=dataset_name, image_size=image_size,
+            mean=0.0,
+            std=0.0,
+            statistic=statistic,
+            pooled_mean=self.pixels.mean,
+            pooled_std=self.pixels.std,
+            per_image_mean=self.image_means.mean,
+            per_image_std=self.image_stds.mean,
+            per_image_mean_spread=self.image_means.std,
+            per_image_std_spread=self.image_stds.std,
+            num_images=self.num_images,
+            num_pixels=int(self.pixels.n),
+            content_hash=self._hash.hexdigest(),
+            dataset_name=dataset_name,
+            image_size=image_size,
         )
         return stats.select(statistic)
 
@@ -176,7 +190,7 @@ def to_gray_uint8_or_float(image: Any) -> np.ndarray:
                 rgb = arr[..., :3].astype(np.uint32)
                 arr = ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
             else:
-                arr = (arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+                arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         else:
             raise ValueError(f"cannot read an image with {c} channels (shape {np.asarray(image).shape})")
     elif arr.ndim != 2:
@@ -261,7 +275,11 @@ def compute_reference_stats(
         raise ValueError("the reference dataset is empty: no images to compute AdaIN statistics from")
     if dataset_name is None:
         info = getattr(dataset, "info", None)
-        dataset_name = (getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or "unknown") if info else "unknown"
+        dataset_name = (
+            (getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or "unknown")
+            if info
+            else "unknown"
+        )
     return acc.result(statistic, dataset_name=str(dataset_name), image_size=size)
 
 
@@ -288,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description="AdaIN reference statistics of a real image set (one streaming pass)")
-    ap.add_argument("--dataset", required=True, help="save_to_disk folder, local folder/file (parquet, images) or Hub id")
+    ap.add_argument(
+        "--dataset", required=True, help="save_to_disk folder, local folder/file (parquet, images) or Hub id"
+    )
     ap.add_argument("--split", default="train")
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--statistic", choices=STATISTICS, default="per_image")
@@ -303,11 +323,21 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.open import open_image_dataset
 
     ds = open_image_dataset(a.dataset, a.split, image_column=a.image_column, streaming=a.streaming)
-    stats = compute_reference_stats(ds, a.image_column, a.statistic, size=a.size, max_images=a.max_images,
-                                    dataset_name=a.dataset_name or a.dataset, show_progress=True)
+    stats = compute_reference_stats(
+        ds,
+        a.image_column,
+        a.statistic,
+        size=a.size,
+        max_images=a.max_images,
+        dataset_name=a.dataset_name or a.dataset,
+        show_progress=True,
+    )
     save_reference_stats(stats, a.output)
-    print(f"{stats.num_images} images: mean {stats.mean:.4f} std {stats.std:.4f} ({stats.statistic}); "
-          f"pooled {stats.pooled_mean:.4f}/{stats.pooled_std:.4f}, per-image {stats.per_image_mean:.4f}/{stats.per_image_std:.4f} -> {a.output}")
+    print(
+        f"{stats.num_images} images: mean {stats.mean:.4f} std {stats.std:.4f} ({stats.statistic}); "
+        f"pooled {stats.pooled_mean:.4f}/{stats.pooled_std:.4f}, "
+        f"per-image {stats.per_image_mean:.4f}/{stats.per_image_std:.4f} -> {a.output}"
+    )
     return 0
 
 

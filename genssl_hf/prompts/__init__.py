@@ -12,8 +12,16 @@ from genssl_hf.utils import lazy_exports
 _EXPORTS = {
     name: module
     for module, names in {
-        "builders": ("DEFAULT_THRESHOLD", "DISEASES", "SIDES", "SIZES", "build_disease_prompts",
-                     "build_elaborated_prompts", "build_heuristic_prompts", "load_candidates"),
+        "builders": (
+            "DEFAULT_THRESHOLD",
+            "DISEASES",
+            "SIDES",
+            "SIZES",
+            "build_disease_prompts",
+            "build_elaborated_prompts",
+            "build_heuristic_prompts",
+            "load_candidates",
+        ),
         "llm": ("OpenAIFeatureLLM", "TransformersFeatureLLM", "dedupe_features", "parse_features"),
         "promptset": ("SHIPPED_SETS", "Prompt", "PromptSet", "class_label_for"),
         "scoring": ("FeatureScores", "score_features"),

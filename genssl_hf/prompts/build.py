@@ -54,7 +54,10 @@ def iter_report_texts(path: str | Path, column: str = "text") -> tuple[Any, str]
         return ds, name
     fmt = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(p.suffix.lower())
     if fmt is None:
-        raise ValueError(f"unsupported reports file {p}: use .tgz (IU archive), .txt, .jsonl, .json, .csv, .parquet or a save_to_disk folder")
+        raise ValueError(
+            f"unsupported reports file {p}: use .tgz (IU archive), .txt, .jsonl, .json, "
+            ".csv, .parquet or a save_to_disk folder"
+        )
     return datasets.load_dataset(fmt, data_files=str(p), split="train", streaming=True), name
 
 
@@ -91,19 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output folder (written atomically)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     g = ap.add_argument_group("elaborated")
-    g.add_argument("--reports", help="report corpus: IU .tgz, .txt (one per line), .jsonl/.json/.csv/.parquet, or save_to_disk folder")
+    g.add_argument(
+        "--reports",
+        help="report corpus: IU .tgz, .txt (one per line), .jsonl/.json/.csv/.parquet, or save_to_disk folder",
+    )
     g.add_argument("--column", default="text", help="text column of a tabular corpus (default: text)")
     g.add_argument("--corpus-name", help="name recorded in the set metadata (default: the file name)")
-    g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="keep features with psi >= this (default 0.015)")
-    g.add_argument("--variant", default="paper", choices=["paper", "negation-aware", "negation_aware"],
-                   help="score the threshold applies to (default: paper)")
-    g.add_argument("--match", default="tokens", choices=MATCH_MODES, help="how TF counts a multi-word feature (default: tokens)")
+    g.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="keep features with psi >= this (default 0.015)"
+    )
+    g.add_argument(
+        "--variant",
+        default="paper",
+        choices=["paper", "negation-aware", "negation_aware"],
+        help="score the threshold applies to (default: paper)",
+    )
+    g.add_argument(
+        "--match", default="tokens", choices=MATCH_MODES, help="how TF counts a multi-word feature (default: tokens)"
+    )
     g.add_argument("--tf", default="count", choices=TF_MODES, help="TF normalisation (default: count)")
     g.add_argument("--candidates", help="candidate features JSON (default: the shipped curated file)")
     g.add_argument("--llm-model", help="transformers causal LM (local folder or Hub id) that proposes extra features")
-    g.add_argument("--llm-endpoint", help="OpenAI-compatible server URL (POST /v1/chat/completions) that proposes extra features")
+    g.add_argument(
+        "--llm-endpoint", help="OpenAI-compatible server URL (POST /v1/chat/completions) that proposes extra features"
+    )
     g.add_argument("--llm-endpoint-model", default="default", help="model name sent to --llm-endpoint")
-    g.add_argument("--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's API key")
+    g.add_argument(
+        "--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's API key"
+    )
     g.add_argument("--llm-cache", help="answer cache folder (default: ~/.cache/genssl_hf/llm_answers)")
     g.add_argument("--llm-max-new-tokens", type=int, default=128)
     g.add_argument("--no-progress", action="store_true")
@@ -118,8 +136,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
     if out.exists() and not args.overwrite:
         raise SystemExit(f"error: {out} already exists (pass --overwrite to replace it)")
     if args.strategy != "elaborated":
-        given = [o for o, v in (("--reports", args.reports), ("--candidates", args.candidates), ("--llm-model", args.llm_model),
-                                ("--llm-endpoint", args.llm_endpoint)) if v]
+        given = [
+            o
+            for o, v in (
+                ("--reports", args.reports),
+                ("--candidates", args.candidates),
+                ("--llm-model", args.llm_model),
+                ("--llm-endpoint", args.llm_endpoint),
+            )
+            if v
+        ]
         if given:
             raise SystemExit(f"error: {', '.join(given)} only apply to --strategy elaborated")
     if args.strategy == "disease":
@@ -140,15 +166,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
         if args.llm_model:
             from .llm import TransformersFeatureLLM
 
-            llm = TransformersFeatureLLM(args.llm_model, max_new_tokens=args.llm_max_new_tokens, cache_dir=args.llm_cache)
+            llm = TransformersFeatureLLM(
+                args.llm_model, max_new_tokens=args.llm_max_new_tokens, cache_dir=args.llm_cache
+            )
         elif args.llm_endpoint:
             import os
 
             from .llm import OpenAIFeatureLLM
 
             llm = OpenAIFeatureLLM(
-                args.llm_endpoint, args.llm_endpoint_model, api_key=os.environ.get(args.llm_api_key_env),
-                max_tokens=args.llm_max_new_tokens, cache_dir=args.llm_cache,
+                args.llm_endpoint,
+                args.llm_endpoint_model,
+                api_key=os.environ.get(args.llm_api_key_env),
+                max_tokens=args.llm_max_new_tokens,
+                cache_dir=args.llm_cache,
             )
         corpus, name = iter_report_texts(args.reports, args.column)
         ps = build_elaborated_prompts(

@@ -124,11 +124,20 @@ def load_candidates(source: str | os.PathLike | Mapping[str, Any] | None = None)
             if not isinstance(feat, str) or not feat.strip():
                 raise ValueError(f"empty candidate feature for {disease!r}: {it!r}")
             if entry.get("provenance") not in PROVENANCES:
-                raise ValueError(f"candidate {feat!r} ({disease}) has provenance {entry.get('provenance')!r}; expected one of {PROVENANCES}")
+                raise ValueError(
+                    f"candidate {feat!r} ({disease}) has provenance {entry.get('provenance')!r}; "
+                    f"expected one of {PROVENANCES}"
+                )
             entry["feature"] = " ".join(feat.split())
             entries.append(entry)
         out[str(disease)] = entries
-    return {"name": data.get("name", origin), "version": str(data.get("version", "unversioned")), "source": origin, "sha256": digest, "diseases": out}
+    return {
+        "name": data.get("name", origin),
+        "version": str(data.get("version", "unversioned")),
+        "source": origin,
+        "sha256": digest,
+        "diseases": out,
+    }
 
 
 def _merge_llm(cands: dict[str, Any], llm, diseases: Sequence[str]) -> list[dict[str, Any]]:
@@ -182,7 +191,12 @@ def build_elaborated_prompts(
         raise ValueError(f"no candidate features for {missing}; candidates cover {list(cands['diseases'])}")
     llm_info = None
     if llm is not None:
-        llm_info = {"model": llm.model_id, "backend": llm.backend, "settings": llm.settings, "answers": _merge_llm(cands, llm, diseases)}
+        llm_info = {
+            "model": llm.model_id,
+            "backend": llm.backend,
+            "settings": llm.settings,
+            "answers": _merge_llm(cands, llm, diseases),
+        }
 
     # Score each distinct feature once (the same feature may serve several diseases).
     unique = list(dict.fromkeys(e["feature"] for d in diseases for e in cands["diseases"][d]))
@@ -191,12 +205,16 @@ def build_elaborated_prompts(
     # A one-shot iterator cannot be streamed twice: materialise it only then.
     if readings_table and iter(reports) is reports:
         reports = list(reports)
-    scores = score_features(unique, reports, column=column, match=match, tf=tf, show_progress=show_progress, corpus_name=corpus_name)
+    scores = score_features(
+        unique, reports, column=column, match=match, tf=tf, show_progress=show_progress, corpus_name=corpus_name
+    )
     idx = {f: i for i, f in enumerate(unique)}
     prompts, feature_table = _keep_features(cands, diseases, scores, idx, variant, threshold)
     rows = [idx[r["feature"]] for r in feature_table]  # each feature-table row's position in ``unique``
     table = _survivors_by_threshold(scores, rows)
-    readings = _survivors_by_reading(unique, reports, column, scores, variant, threshold, rows) if readings_table else None
+    readings = (
+        _survivors_by_reading(unique, reports, column, scores, variant, threshold, rows) if readings_table else None
+    )
 
     meta: dict[str, Any] = {
         "diseases": diseases,
@@ -208,7 +226,12 @@ def build_elaborated_prompts(
             "tf": tf,
             "module": "genssl_hf.prompts.scoring",
         },
-        "corpus": {"name": corpus_name or "unnamed corpus", "sha256": scores.corpus_sha256, "num_reports": scores.num_reports, "column": column},
+        "corpus": {
+            "name": corpus_name or "unnamed corpus",
+            "sha256": scores.corpus_sha256,
+            "num_reports": scores.num_reports,
+            "column": column,
+        },
         "candidates": {k: cands[k] for k in ("name", "version", "source", "sha256")},
         "features": feature_table,
         "survivors_by_threshold": table,
@@ -222,8 +245,14 @@ def build_elaborated_prompts(
     return PromptSet(prompts, strategy="elaborated", **meta)
 
 
-def _keep_features(cands: dict[str, Any], diseases: Sequence[str], scores: FeatureScores, idx: dict[str, int],
-                   variant: str, threshold: float) -> tuple[list[Prompt], list[dict[str, Any]]]:
+def _keep_features(
+    cands: dict[str, Any],
+    diseases: Sequence[str],
+    scores: FeatureScores,
+    idx: dict[str, int],
+    variant: str,
+    threshold: float,
+) -> tuple[list[Prompt], list[dict[str, Any]]]:
     """The prompts of the candidates with psi >= ``threshold`` under ``variant`` ("with", then
     "with no"), and the table of every candidate's scores and whether it was kept."""
     chosen = scores.variant(variant)
@@ -234,7 +263,9 @@ def _keep_features(cands: dict[str, Any], diseases: Sequence[str], scores: Featu
             i = idx[e["feature"]]
             sc = {"paper": float(scores.paper[i]), "negation_aware": float(scores.negation_aware[i])}
             kept = bool(chosen[i] >= threshold)
-            feature_table.append({"disease": d, "feature": e["feature"], "provenance": e["provenance"], "kept": kept, **sc})
+            feature_table.append(
+                {"disease": d, "feature": e["feature"], "provenance": e["provenance"], "kept": kept, **sc}
+            )
             if not kept:
                 continue
             for existence, joiner in (("positive", "with"), ("negative", "with no")):
@@ -268,14 +299,21 @@ def _survivors_by_threshold(scores: FeatureScores, rows: list[int]) -> dict[str,
     return {"paper": survivors(scores.paper), "negation_aware": survivors(scores.negation_aware)}
 
 
-def _survivors_by_reading(unique: list[str], reports: Any, column: str, scores: FeatureScores, variant: str,
-                          threshold: float, rows: list[int]) -> list[dict[str, Any]]:
+def _survivors_by_reading(
+    unique: list[str], reports: Any, column: str, scores: FeatureScores, variant: str, threshold: float, rows: list[int]
+) -> list[dict[str, Any]]:
     """Prompts kept at ``threshold`` under every reading (match x tf) of psi; ``scores`` is the
     chosen reading's, reused."""
     readings = []
     for m in MATCH_MODES:
         for t in TF_MODES:
-            s = scores if (m == scores.match and t == scores.tf) else score_features(unique, reports, column=column, match=m, tf=t)
+            s = (
+                scores
+                if (m == scores.match and t == scores.tf)
+                else score_features(unique, reports, column=column, match=m, tf=t)
+            )
             vals = s.variant(variant)
-            readings.append({"match": m, "tf": t, "prompts_at_threshold": int(2 * sum(vals[i] >= threshold for i in rows))})
+            readings.append(
+                {"match": m, "tf": t, "prompts_at_threshold": int(2 * sum(vals[i] >= threshold for i in rows))}
+            )
     return readings

@@ -19,7 +19,8 @@ mentioned (``None``), following the CheXpert labeller's three stages (Irvin et a
    forward and a post-trigger backward, both up to the next sentence boundary (``. ; : ! ?``) or
    scope terminator ("but", "however", ...); pseudo-triggers ("no change", "not only") open no
    scope; a few report phrasings the scorer does not list are added (``EXTRA_PRE_NEGATION`` "clear of",
-   ``EXTRA_POST_NEGATION`` "not present" ...). The uncertainty triggers use the same scopes. Uncertainty wins over negation, as in
+   ``EXTRA_POST_NEGATION`` "not present" ...). The uncertainty triggers use the same scopes. Uncertainty wins over
+   negation, as in
    CheXpert ("pneumonia cannot be ruled out" is uncertain, not absent).
 3. **Aggregation per observation.** Present if any mention is present, else uncertain if any is
    uncertain, else absent. ``No Finding`` is derived as in CheXpert: present when none of the 12
@@ -38,7 +39,16 @@ import numpy as np
 
 from genssl_hf.data.schema import CHEXPERT14
 
-from .report_tokens import POST_NEGATION, PRE_NEGATION, PSEUDO_NEGATION, SCOPE_END, SKIP_TOKENS, _BOUNDARY, normalize_tokens, tokenize
+from .report_tokens import (
+    POST_NEGATION,
+    PRE_NEGATION,
+    PSEUDO_NEGATION,
+    SCOPE_END,
+    SKIP_TOKENS,
+    _BOUNDARY,
+    normalize_tokens,
+    tokenize,
+)
 
 __all__ = [
     "CHEXPERT14",
@@ -56,34 +66,114 @@ PATHOLOGIES = tuple(o for o in CHEXPERT14 if o not in ("No Finding", "Support De
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "Enlarged Cardiomediastinum": (
-        "enlarged cardiomediastinum", "cardiomediastinal enlargement", "mediastinal widening", "widened mediastinum",
-        "mediastinal enlargement", "enlarged mediastinum",
+        "enlarged cardiomediastinum",
+        "cardiomediastinal enlargement",
+        "mediastinal widening",
+        "widened mediastinum",
+        "mediastinal enlargement",
+        "enlarged mediastinum",
     ),
-    "Cardiomegaly": ("cardiomegaly", "cardiac enlargement", "enlarged heart", "enlargement of the heart",
-                     "enlarged cardiac silhouette", "heart enlargement"),
+    "Cardiomegaly": (
+        "cardiomegaly",
+        "cardiac enlargement",
+        "enlarged heart",
+        "enlargement of the heart",
+        "enlarged cardiac silhouette",
+        "heart enlargement",
+    ),
     "Lung Opacity": (
-        "opacity", "opacification", "opacified", "infiltrate", "infiltration", "airspace disease", "air space disease",
-        "airspace opacity", "haziness", "hazy", "ground glass", "reticular marking", "interstitial marking",
-        "interstitial prominence", "density", "shadowing", "scarring", "fibrosis", "fibrotic",
+        "opacity",
+        "opacification",
+        "opacified",
+        "infiltrate",
+        "infiltration",
+        "airspace disease",
+        "air space disease",
+        "airspace opacity",
+        "haziness",
+        "hazy",
+        "ground glass",
+        "reticular marking",
+        "interstitial marking",
+        "interstitial prominence",
+        "density",
+        "shadowing",
+        "scarring",
+        "fibrosis",
+        "fibrotic",
     ),
-    "Lung Lesion": ("nodule", "nodular", "mass", "lesion", "tumor", "tumour", "neoplasm", "carcinoma", "malignancy",
-                    "metastasis", "cavitary lesion", "cavitation"),
-    "Edema": ("edema", "oedema", "vascular congestion", "pulmonary congestion", "heart failure", "chf",
-              "fluid overload", "kerley", "vascular engorgement", "cephalization"),
+    "Lung Lesion": (
+        "nodule",
+        "nodular",
+        "mass",
+        "lesion",
+        "tumor",
+        "tumour",
+        "neoplasm",
+        "carcinoma",
+        "malignancy",
+        "metastasis",
+        "cavitary lesion",
+        "cavitation",
+    ),
+    "Edema": (
+        "edema",
+        "oedema",
+        "vascular congestion",
+        "pulmonary congestion",
+        "heart failure",
+        "chf",
+        "fluid overload",
+        "kerley",
+        "vascular engorgement",
+        "cephalization",
+    ),
     "Consolidation": ("consolidation", "consolidative", "consolidated"),
     "Pneumonia": ("pneumonia", "bronchopneumonia", "infection", "infectious process", "pneumonitis"),
     "Atelectasis": ("atelectasis", "atelectatic", "atelectases", "collapse", "collapsed"),
     "Pneumothorax": ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
-    "Pleural Effusion": ("pleural effusion", "effusion", "pleural fluid", "hydrothorax", "hydropneumothorax",
-                         "blunting of the costophrenic angle", "costophrenic angle blunting",
-                         "blunted costophrenic angle"),
-    "Pleural Other": ("pleural thickening", "pleural plaque", "pleural scarring", "pleural calcification",
-                      "fibrothorax", "pleural parenchymal scarring"),
+    "Pleural Effusion": (
+        "pleural effusion",
+        "effusion",
+        "pleural fluid",
+        "hydrothorax",
+        "hydropneumothorax",
+        "blunting of the costophrenic angle",
+        "costophrenic angle blunting",
+        "blunted costophrenic angle",
+    ),
+    "Pleural Other": (
+        "pleural thickening",
+        "pleural plaque",
+        "pleural scarring",
+        "pleural calcification",
+        "fibrothorax",
+        "pleural parenchymal scarring",
+    ),
     "Fracture": ("fracture", "fractured", "fx"),
     "Support Devices": (
-        "tube", "catheter", "picc", "pacemaker", "pacer", "defibrillator", "icd", "central line", "central venous line",
-        "port", "portacath", "stent", "sternotomy wire", "drain", "swan ganz", "tracheostomy", "electrode", "lead",
-        "valve replacement", "prosthetic valve", "hardware", "support device",
+        "tube",
+        "catheter",
+        "picc",
+        "pacemaker",
+        "pacer",
+        "defibrillator",
+        "icd",
+        "central line",
+        "central venous line",
+        "port",
+        "portacath",
+        "stent",
+        "sternotomy wire",
+        "drain",
+        "swan ganz",
+        "tracheostomy",
+        "electrode",
+        "lead",
+        "valve replacement",
+        "prosthetic valve",
+        "hardware",
+        "support device",
     ),
 }
 EXCLUDE: dict[str, tuple[str, ...]] = {
@@ -96,8 +186,14 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
 # Anchor + modifier in one sentence (see the module docstring).
 ANCHORS: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("heart size", "heart", "cardiac silhouette", "cardiac size", "cardiac contour", "cardiac shadow"),
-    "Enlarged Cardiomediastinum": ("cardiomediastinal silhouette", "cardiomediastinal contour", "mediastinal silhouette",
-                                   "mediastinal contour", "mediastinum", "cardiomediastinal"),
+    "Enlarged Cardiomediastinum": (
+        "cardiomediastinal silhouette",
+        "cardiomediastinal contour",
+        "mediastinal silhouette",
+        "mediastinal contour",
+        "mediastinum",
+        "cardiomediastinal",
+    ),
 }
 # "large" / "prominent" are left out: they modify other findings too often ("large effusion").
 ENLARGED_WORDS = ("enlarged", "enlargement", "increased", "widened", "widening")
@@ -109,16 +205,58 @@ EXTRA_PRE_NEGATION = ("clear of", "without evidence of", "no new")
 EXTRA_POST_NEGATION = ("not present", "is not seen", "not evident", "not appreciated", "not demonstrated")
 
 UNCERTAIN_PRE = (
-    "possible", "possibly", "probable", "probably", "may", "might", "could", "likely", "questionable", "question of",
-    "suspicious for", "suspected", "suspect", "concerning for", "concern for", "suggest", "suggests", "suggesting",
-    "suggestive of", "consider", "differential", "borderline", "equivocal", "indeterminate", "presumed",
-    "presumably", "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "versus", "vs",
-    "compatible with", "worrisome for", "not exclude", "developing",
+    "possible",
+    "possibly",
+    "probable",
+    "probably",
+    "may",
+    "might",
+    "could",
+    "likely",
+    "questionable",
+    "question of",
+    "suspicious for",
+    "suspected",
+    "suspect",
+    "concerning for",
+    "concern for",
+    "suggest",
+    "suggests",
+    "suggesting",
+    "suggestive of",
+    "consider",
+    "differential",
+    "borderline",
+    "equivocal",
+    "indeterminate",
+    "presumed",
+    "presumably",
+    "cannot exclude",
+    "can not exclude",
+    "cannot rule out",
+    "can not rule out",
+    "versus",
+    "vs",
+    "compatible with",
+    "worrisome for",
+    "not exclude",
+    "developing",
 )
 UNCERTAIN_POST = (
-    "cannot be excluded", "can not be excluded", "not excluded", "cannot be ruled out", "can not be ruled out",
-    "not be ruled out", "not ruled out", "unlikely", "is possible", "is likely", "is suspected", "versus",
-    "not entirely excluded", "can t be excluded",
+    "cannot be excluded",
+    "can not be excluded",
+    "not excluded",
+    "cannot be ruled out",
+    "can not be ruled out",
+    "not be ruled out",
+    "not ruled out",
+    "unlikely",
+    "is possible",
+    "is likely",
+    "is suspected",
+    "versus",
+    "not entirely excluded",
+    "can t be excluded",
 )
 
 
@@ -295,4 +433,3 @@ def positives(labels: np.ndarray, uncertain_as: str = "negative") -> np.ndarray:
     if uncertain_as == "positive":
         pos |= labels == UNCERTAIN
     return pos.astype(np.int64)
-

@@ -84,7 +84,11 @@ def parse_features(answer: str) -> list[str]:
         if ":" in line:
             head, tail = line.split(":", 1)
             # "Blunting of the angles: fluid collects..." -> the head; "Features: a, b" -> the tail
-            line = tail if (_LEAD_IN.match(head + " is") or not head.strip() or len(head.split()) > MAX_FEATURE_WORDS) else head
+            line = (
+                tail
+                if (_LEAD_IN.match(head + " is") or not head.strip() or len(head.split()) > MAX_FEATURE_WORDS)
+                else head
+            )
         line = re.sub(r"\s+-\s+.*$", "", line)  # "feature - explanation"
         parts = re.split(r"[,;]|\s+and\s+(?=[^,;]*$)", line) if ("," in line or ";" in line) else [line]
         parts = [q for part in parts for q in re.split(r"\s*\.\s+", part)]  # sentences
@@ -113,7 +117,13 @@ class FeatureLLM:
 
     backend = "base"
 
-    def __init__(self, model_id: str, settings: dict[str, Any], cache_dir: str | os.PathLike | None = None, question: str = QUESTION):
+    def __init__(
+        self,
+        model_id: str,
+        settings: dict[str, Any],
+        cache_dir: str | os.PathLike | None = None,
+        question: str = QUESTION,
+    ):
         if "{disease}" not in question:
             raise ValueError(f"the question template must contain '{{disease}}': {question!r}")
         self.model_id = model_id
@@ -126,7 +136,10 @@ class FeatureLLM:
         return self.question.format(disease=disease)
 
     def cache_key(self, prompt: str) -> str:
-        blob = json.dumps({"backend": self.backend, "model": self.model_id, "prompt": prompt, "settings": self.settings}, sort_keys=True)
+        blob = json.dumps(
+            {"backend": self.backend, "model": self.model_id, "prompt": prompt, "settings": self.settings},
+            sort_keys=True,
+        )
         return sha256_bytes(blob.encode("utf-8"))
 
     def ask(self, disease: str, *, refresh: bool = False) -> str:
@@ -140,7 +153,13 @@ class FeatureLLM:
         self.calls += 1
         if not isinstance(answer, str):
             raise TypeError(f"{self.backend} backend returned {type(answer).__name__}, not text")
-        record = {"backend": self.backend, "model": self.model_id, "prompt": prompt, "settings": self.settings, "answer": answer}
+        record = {
+            "backend": self.backend,
+            "model": self.model_id,
+            "prompt": prompt,
+            "settings": self.settings,
+            "answer": answer,
+        }
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
         return answer
 
@@ -202,7 +221,9 @@ class TransformersFeatureLLM(FeatureLLM):
 
         model, tok = self._load()
         if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         else:
             text = prompt + "\n"
         enc = tok(text, return_tensors="pt")
@@ -216,7 +237,7 @@ class TransformersFeatureLLM(FeatureLLM):
             kwargs["pad_token_id"] = pad
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
-        return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 class OpenAIFeatureLLM(FeatureLLM):
@@ -269,4 +290,6 @@ class OpenAIFeatureLLM(FeatureLLM):
         try:
             return payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise RuntimeError(f"{self.url} returned no choices[0].message.content: {json.dumps(payload)[:300]}") from None
+            raise RuntimeError(
+                f"{self.url} returned no choices[0].message.content: {json.dumps(payload)[:300]}"
+            ) from None

@@ -24,7 +24,16 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from genssl_hf.utils import atomic_dir, sha256_strings
 
-__all__ = ["Prompt", "PromptSet", "EXISTENCE", "STRATEGIES", "SHIPPED_SETS", "SETS_DIR", "class_label_for", "BUILDER_VERSION"]
+__all__ = [
+    "Prompt",
+    "PromptSet",
+    "EXISTENCE",
+    "STRATEGIES",
+    "SHIPPED_SETS",
+    "SETS_DIR",
+    "class_label_for",
+    "BUILDER_VERSION",
+]
 
 EXISTENCE = ("positive", "negative", "unspecified")
 STRATEGIES = ("disease", "heuristic", "elaborated", "custom")
@@ -98,7 +107,12 @@ class Prompt:
     def identity(self) -> dict[str, str]:
         """The fields that decide what a prompt generates and which class it counts for (what a
         generated dataset's config records and its prompt-set hash covers)."""
-        return {"text": self.text, "disease": self.disease, "existence": self.existence, "class_label": self.class_label}
+        return {
+            "text": self.text,
+            "disease": self.disease,
+            "existence": self.existence,
+            "class_label": self.class_label,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Prompt":
@@ -116,7 +130,9 @@ class PromptSet(Sequence[Prompt]):
     ``corpus`` ({name, sha256, num_reports}), ``threshold``, ``variant`` and ``scoring``.
     """
 
-    def __init__(self, prompts: Iterable[Prompt | Mapping[str, Any] | str], *, strategy: str = "custom", **metadata: Any):
+    def __init__(
+        self, prompts: Iterable[Prompt | Mapping[str, Any] | str], *, strategy: str = "custom", **metadata: Any
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         items: list[Prompt] = []
@@ -135,8 +151,10 @@ class PromptSet(Sequence[Prompt]):
         for i, p in enumerate(items):
             key = _norm_text(p.text)
             if key in seen:
-                raise ValueError(f"prompt {i} duplicates prompt {seen[key]} ({p.text!r}): duplicate prompt texts are "
-                                 "compared case- and whitespace-insensitively")
+                raise ValueError(
+                    f"prompt {i} duplicates prompt {seen[key]} ({p.text!r}): duplicate prompt texts are "
+                    "compared case- and whitespace-insensitively"
+                )
             seen[key] = i
         threshold = metadata.get("threshold")
         if threshold is not None:
@@ -147,7 +165,9 @@ class PromptSet(Sequence[Prompt]):
         corpus = metadata.get("corpus")
         if corpus is not None:
             if not isinstance(corpus, Mapping) or set(corpus) - {"name", "sha256", "num_reports", "column"}:
-                raise ValueError(f"corpus metadata may hold only name, sha256, num_reports, column; got {corpus!r:.200}")
+                raise ValueError(
+                    f"corpus metadata may hold only name, sha256, num_reports, column; got {corpus!r:.200}"
+                )
         self._prompts = items
         self.metadata: dict[str, Any] = {"strategy": strategy, "builder_version": BUILDER_VERSION, **metadata}
 
@@ -225,7 +245,12 @@ class PromptSet(Sequence[Prompt]):
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "metadata": {**self.metadata, "num_prompts": len(self), "class_labels": self.class_labels, "fingerprint": self.fingerprint},
+            "metadata": {
+                **self.metadata,
+                "num_prompts": len(self),
+                "class_labels": self.class_labels,
+                "fingerprint": self.fingerprint,
+            },
             "prompts": [p.to_dict() for p in self._prompts],
         }
 
@@ -238,13 +263,20 @@ class PromptSet(Sequence[Prompt]):
         if not isinstance(d, Mapping):
             raise ValueError(f"a prompt set is a JSON object or a list of prompts, got {type(d).__name__}")
         if "format" not in d and isinstance(d.get("prompts"), list):
-            meta = {k: v for k, v in dict(d.get("metadata", {})).items() if k not in ("num_prompts", "class_labels", "fingerprint")}
+            meta = {
+                k: v
+                for k, v in dict(d.get("metadata", {})).items()
+                if k not in ("num_prompts", "class_labels", "fingerprint")
+            }
             strategy = meta.pop("strategy", "custom")
             return cls(d["prompts"], strategy=strategy, **meta)
         if d.get("format") != FORMAT:
             raise ValueError(f"not a prompt set: format is {d.get('format')!r}, expected {FORMAT!r}")
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"prompt set format_version {d['format_version']} is newer than this genssl_hf supports ({FORMAT_VERSION})")
+            raise ValueError(
+                f"prompt set format_version {d['format_version']} "
+                f"is newer than this genssl_hf supports ({FORMAT_VERSION})"
+            )
         meta = dict(d.get("metadata", {}))
         for derived in ("num_prompts", "class_labels", "fingerprint"):
             meta.pop(derived, None)
@@ -293,7 +325,9 @@ class PromptSet(Sequence[Prompt]):
         return Path(save_directory)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None) -> "PromptSet":
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> "PromptSet":
         """Load a saved folder, a shipped set name (``disease``, ``heuristic``, ``elaborated``) or a
         Hub dataset repo id (``org/name``)."""
         path = Path(name_or_path)
@@ -310,7 +344,10 @@ class PromptSet(Sequence[Prompt]):
                 try:
                     path = Path(
                         snapshot_download(
-                            str(name_or_path), repo_type="dataset", revision=revision, token=token,
+                            str(name_or_path),
+                            repo_type="dataset",
+                            revision=revision,
+                            token=token,
                             allow_patterns=["prompts.json", "README.md"],
                         )
                     )
@@ -389,7 +426,9 @@ class PromptSet(Sequence[Prompt]):
             cols["feature_provenance"].append(p.feature_provenance)
             cols["score_paper"].append(None if not p.scores else p.scores.get("paper"))
             cols["score_negation_aware"].append(None if not p.scores else p.scores.get("negation_aware"))
-        info = datasets.DatasetInfo(description=json.dumps(self.to_dict()["metadata"], sort_keys=True, default=str), features=feats)
+        info = datasets.DatasetInfo(
+            description=json.dumps(self.to_dict()["metadata"], sort_keys=True, default=str), features=feats
+        )
         return datasets.Dataset.from_dict(cols, features=feats, info=info)
 
 

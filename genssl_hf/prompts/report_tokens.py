@@ -27,16 +27,44 @@ _BOUNDARY = frozenset(".;:!?")
 SKIP_TOKENS = frozenset({"a", "an", "the", "of"})
 
 PRE_NEGATION = (
-    "no", "not", "without", "negative for", "free of", "absence of", "resolution of",
-    "no evidence of", "no signs of", "no sign of", "rather than", "never", "nor", "neither", "none",
+    "no",
+    "not",
+    "without",
+    "negative for",
+    "free of",
+    "absence of",
+    "resolution of",
+    "no evidence of",
+    "no signs of",
+    "no sign of",
+    "rather than",
+    "never",
+    "nor",
+    "neither",
+    "none",
 )
 POST_NEGATION = (
-    "resolved", "has resolved", "have resolved", "cleared", "removed", "no longer", "absent",
-    "ruled out", "not seen", "not identified", "not visualized",
+    "resolved",
+    "has resolved",
+    "have resolved",
+    "cleared",
+    "removed",
+    "no longer",
+    "absent",
+    "ruled out",
+    "not seen",
+    "not identified",
+    "not visualized",
 )
 PSEUDO_NEGATION = (
-    "no change", "no interval change", "no significant change", "no significant interval change",
-    "not changed", "not significantly changed", "no increase", "not only",
+    "no change",
+    "no interval change",
+    "no significant change",
+    "no significant interval change",
+    "not changed",
+    "not significantly changed",
+    "no increase",
+    "not only",
 )
 SCOPE_END = ("but", "however", "although", "though", "except", "aside", "apart", "otherwise", "yet")
 

@@ -134,11 +134,13 @@ def iter_texts(corpus: Any, column: str = "text") -> Iterator[str]:
             # Column access streams Arrow batches without materialising Python row dicts.
             source = (t for batch in corpus.select_columns([column]).iter(batch_size=4096) for t in batch[column])
         else:
+
             def _rows():
                 for i, row in enumerate(corpus):
                     if column not in row:
                         raise KeyError(f"corpus row {i} has no text column {column!r}; its keys are {list(row)}")
                     yield row[column]
+
             source = _rows()
     else:
         source = iter(corpus)
@@ -198,8 +200,9 @@ class _Stream:
     doc_of: np.ndarray
     n_docs: int
 
-    def find(self, m: _Matcher, seq: tuple[str, ...], arr: np.ndarray | None = None,
-             where: np.ndarray | None = None) -> np.ndarray:
+    def find(
+        self, m: _Matcher, seq: tuple[str, ...], arr: np.ndarray | None = None, where: np.ndarray | None = None
+    ) -> np.ndarray:
         """Start positions of ``seq`` in ``arr`` (default: the stream's ids) that never span two
         reports; ``where`` maps positions in ``arr`` to positions in the stream."""
         st = _find(self.ids if arr is None else arr, [m.vocab[t] for t in seq])

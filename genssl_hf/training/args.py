@@ -38,17 +38,35 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("run (shared)")
     g.add_argument("--output_dir", required=True, help="folder for checkpoints, the run config and the final model")
     g.add_argument("--seed", type=int, default=0, help="seed of every randomness in the run")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="bf16",
-                   help="autocast precision (bf16 uses AMX matmuls on recent CPUs)")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                   help="micro batches per optimiser step (effective batch = batch * accumulation * processes)")
-    g.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimiser steps (0: never)")
+    g.add_argument(
+        "--mixed_precision",
+        choices=["no", "bf16", "fp16"],
+        default="bf16",
+        help="autocast precision (bf16 uses AMX matmuls on recent CPUs)",
+    )
+    g.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="micro batches per optimiser step (effective batch = batch * accumulation * processes)",
+    )
+    g.add_argument(
+        "--checkpointing_steps",
+        type=int,
+        default=500,
+        help="save a resumable checkpoint every K optimiser steps (0: never)",
+    )
     g.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep at most this many checkpoints")
-    g.add_argument("--resume_from_checkpoint", default=None,
-                   help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder")
+    g.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder",
+    )
     g.add_argument("--report_to", default="none", help="trackers: none, tensorboard, wandb, all (comma separated)")
     g.add_argument("--logging_steps", type=int, default=10, help="log loss / lr every N optimiser steps")
-    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming")
+    g.add_argument(
+        "--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming"
+    )
     g.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub (private)")
     g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub")
     return parser
@@ -58,13 +76,17 @@ def add_image_data_args(parser: argparse.ArgumentParser, title: str = "data") ->
     """Unlabelled training images: ``--dataset`` (any source :func:`genssl_hf.data.open.open_image_dataset`
     reads), its config / split / image column, streaming, a row cap, the decode size and loader workers."""
     g = parser.add_argument_group(title)
-    g.add_argument("--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id")
+    g.add_argument(
+        "--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id"
+    )
     g.add_argument("--dataset_config", default=None)
     g.add_argument("--split", default="train")
     g.add_argument("--image_column", default="image")
     g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
     g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)")
+    g.add_argument(
+        "--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)"
+    )
     g.add_argument("--num_workers", type=int, default=0)
     return g
 
@@ -73,34 +95,65 @@ def add_adain_args(parser: argparse.ArgumentParser, title: str = "AdaIN") -> arg
     """AdaIN of the training views to reference statistics, then the mean / std normalisation."""
     g = parser.add_argument_group(title)
     g.add_argument("--adain", choices=["on", "off"], default="on")
-    g.add_argument("--adain_mode", choices=list(ADAIN_MODES), default="after_crop",
-                   help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)")
-    g.add_argument("--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor")
-    g.add_argument("--adain_mean", type=float, default=None, help="AdaIN target mean (default: the reference, else the paper's)")
+    g.add_argument(
+        "--adain_mode",
+        choices=list(ADAIN_MODES),
+        default="after_crop",
+        help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)",
+    )
+    g.add_argument(
+        "--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor"
+    )
+    g.add_argument(
+        "--adain_mean", type=float, default=None, help="AdaIN target mean (default: the reference, else the paper's)"
+    )
     g.add_argument("--adain_std", type=float, default=None, help="AdaIN target std")
     g.add_argument("--image_mean", type=float, default=0.5, help="normalisation after AdaIN")
     g.add_argument("--image_std", type=float, default=0.5)
     return g
 
 
-def add_optimisation_args(parser: argparse.ArgumentParser, title: str = "optimisation", *, batch_size: int | None = None,
-                          epochs: float | None = None, learning_rate: float | None = None, base_learning_rate: bool = False,
-                          weight_decay: float | None = None, warmup_ratio: Any = _UNSET, max_grad_norm: float = 0.0,
-                          num_workers: bool = False, stop_after_steps: bool = False) -> argparse._ArgumentGroup:
+def add_optimisation_args(
+    parser: argparse.ArgumentParser,
+    title: str = "optimisation",
+    *,
+    batch_size: int | None = None,
+    epochs: float | None = None,
+    learning_rate: float | None = None,
+    base_learning_rate: bool = False,
+    weight_decay: float | None = None,
+    warmup_ratio: Any = _UNSET,
+    max_grad_norm: float = 0.0,
+    num_workers: bool = False,
+    stop_after_steps: bool = False,
+) -> argparse._ArgumentGroup:
     """Batch, length (``--num_train_epochs`` or ``--max_steps``), lr (absolute, or
     ``base_learning_rate`` x total batch / 256), weight decay, gradient clipping; optionally the
     warm-up ratio, loader workers and the time box ``--stop_after_steps``. Defaults are the calling
     script's recipe (``None``: filled by its recipe). ``--max_train_steps`` is a renamed option
     (an error naming ``--max_steps``)."""
     g = parser.add_argument_group(title)
-    g.add_argument("--per_device_train_batch_size", type=int, default=batch_size, help="images (or pairs) per process per micro batch")
+    g.add_argument(
+        "--per_device_train_batch_size",
+        type=int,
+        default=batch_size,
+        help="images (or pairs) per process per micro batch",
+    )
     g.add_argument("--num_train_epochs", type=float, default=epochs)
-    g.add_argument("--max_steps", type=int, default=None,
-                   help="optimiser steps (overrides --num_train_epochs; needed for --streaming)")
+    g.add_argument(
+        "--max_steps",
+        type=int,
+        default=None,
+        help="optimiser steps (overrides --num_train_epochs; needed for --streaming)",
+    )
     if base_learning_rate:
         g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
-    g.add_argument("--learning_rate", type=float, default=learning_rate,
-                   help="absolute lr" + (" (overrides the base lr rule)" if base_learning_rate else ""))
+    g.add_argument(
+        "--learning_rate",
+        type=float,
+        default=learning_rate,
+        help="absolute lr" + (" (overrides the base lr rule)" if base_learning_rate else ""),
+    )
     if warmup_ratio is not _UNSET:
         g.add_argument("--warmup_ratio", type=float, default=warmup_ratio, help="warm-up as a fraction of the steps")
     g.add_argument("--weight_decay", type=float, default=weight_decay)
@@ -108,8 +161,12 @@ def add_optimisation_args(parser: argparse.ArgumentParser, title: str = "optimis
     if num_workers:
         g.add_argument("--num_workers", type=int, default=0)
     if stop_after_steps:
-        g.add_argument("--stop_after_steps", type=int, default=None,
-                       help="stop (resumably) after this many more optimiser steps, as if interrupted (time-boxed jobs)")
+        g.add_argument(
+            "--stop_after_steps",
+            type=int,
+            default=None,
+            help="stop (resumably) after this many more optimiser steps, as if interrupted (time-boxed jobs)",
+        )
     renamed_options(parser, {"--max_train_steps": "--max_steps"})
     return g
 
@@ -128,6 +185,7 @@ def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, ove
             "or --overwrite_output_dir to start over"
         )
 
+
 def check_hub_args(args: argparse.Namespace) -> None:
     """``--push_to_hub`` needs ``--hub_model_id``: say so before any training starts."""
     if getattr(args, "push_to_hub", False) and not getattr(args, "hub_model_id", None):
@@ -138,6 +196,8 @@ def check_publish_available(args: argparse.Namespace, publish) -> None:
     """``--push_to_hub`` is the scripts' job (training never imports ``hub``): a training module run
     directly (``python -m genssl_hf.training...``) gets no publisher and says so before training."""
     if getattr(args, "push_to_hub", False) and publish is None:
-        raise ValueError("--push_to_hub: publishing happens in the scripts (scripts/pretrain_mae.py, "
-                         "scripts/finetune.py, ...) or with scripts/publish.py after training; "
-                         "python -m genssl_hf.training... only trains")
+        raise ValueError(
+            "--push_to_hub: publishing happens in the scripts (scripts/pretrain_mae.py, "
+            "scripts/finetune.py, ...) or with scripts/publish.py after training; "
+            "python -m genssl_hf.training... only trains"
+        )

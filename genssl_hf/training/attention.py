@@ -25,9 +25,16 @@ MATMUL_ATTENTION = "genssl_matmul"
 ATTN_CHOICES = ("auto", "sdpa", "eager", MATMUL_ATTENTION)
 
 
-def matmul_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             attention_mask: torch.Tensor | None, scaling: float | None = None,
-                             dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def matmul_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention for (batch, heads, seq, head_dim) tensors; returns (batch, seq, heads, head_dim) and the
     attention probabilities, the contract of transformers' attention interface."""
     if scaling is None:

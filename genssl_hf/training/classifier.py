@@ -49,9 +49,19 @@ __all__ = [
 
 # ViT fields shared with ViTMAE configs; everything else (mask ratio, decoder) is dropped.
 _ENCODER_KEYS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-    "image_size", "patch_size", "num_channels", "qkv_bias",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "qkv_bias",
 )
 
 
@@ -76,9 +86,7 @@ def encoder_config(init: str | os.PathLike) -> tuple[GenSSLViTConfig, Path | Non
         return GenSSLViTConfig(**VIT_PRESETS[str(init)]), None
     path = pretrained_path(init)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"--model {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder"
-        )
+        raise FileNotFoundError(f"--model {init!r} is neither a preset ({', '.join(VIT_PRESETS)}) nor a model folder")
     raw = _read_config(path)
     if raw.get("model_type") not in ("vit", "vit_mae", GENSSL_CLASSIFIER_MODEL_TYPE):
         raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not a ViT or ViTMAE checkpoint")
@@ -112,8 +120,9 @@ def build_classifier(
             raise ValueError(f"drop path is not available for the ResNet {init!r}; use --drop_path 0")
         if label_smoothing:
             raise ValueError(f"label smoothing is not available for the ResNet {init!r}")
-        return build_resnet_classifier(init, label_names, multi_label=multi_label, image_size=image_size,
-                                       head_init_std=head_init_std)
+        return build_resnet_classifier(
+            init, label_names, multi_label=multi_label, image_size=image_size, head_init_std=head_init_std
+        )
     config, folder = encoder_config(init)
     if folder is None:
         if image_size is not None:
@@ -170,8 +179,20 @@ def register_auto_classes() -> None:
     register_auto_class()
 
 
-_TRAINING_ONLY_KEYS = ("pooling", "drop_path_rate", "label_smoothing", "architectures", "model_type", "auto_map",
-                       "transformers_version", "_name_or_path", "encoder_stride", "pooler_output_size", "pooler_act", "dtype")
+_TRAINING_ONLY_KEYS = (
+    "pooling",
+    "drop_path_rate",
+    "label_smoothing",
+    "architectures",
+    "model_type",
+    "auto_map",
+    "transformers_version",
+    "_name_or_path",
+    "encoder_stride",
+    "pooler_output_size",
+    "pooler_act",
+    "dtype",
+)
 
 
 def to_plain_transformers(model: GenSSLViTForImageClassification) -> PreTrainedModel:
@@ -194,19 +215,26 @@ def to_plain_transformers(model: GenSSLViTForImageClassification) -> PreTrainedM
         plain.load_state_dict(state, strict=True)
         return plain.eval()
     shared.pop("qkv_bias", None)
-    beit_cfg = BeitConfig(**shared, use_mean_pooling=True, use_absolute_position_embeddings=True,
-                          use_relative_position_bias=False, use_shared_relative_position_bias=False,
-                          layer_scale_init_value=0.0, use_mask_token=False, drop_path_rate=0.0)
+    beit_cfg = BeitConfig(
+        **shared,
+        use_mean_pooling=True,
+        use_absolute_position_embeddings=True,
+        use_relative_position_bias=False,
+        use_shared_relative_position_bias=False,
+        layer_scale_init_value=0.0,
+        use_mask_token=False,
+        drop_path_rate=0.0,
+    )
     plain = BeitForImageClassification(beit_cfg)
     target = plain.state_dict()
     converted = {}
     for k, v in state.items():
         if k.startswith("fc_norm."):
-            converted["beit.pooler.layernorm." + k[len("fc_norm."):]] = v
+            converted["beit.pooler.layernorm." + k[len("fc_norm.") :]] = v
         elif k.startswith("vit."):
             if k.endswith("attention.k_proj.bias"):
                 continue  # softmax-invariant: see the docstring
-            converted["beit." + k[len("vit."):]] = v
+            converted["beit." + k[len("vit.") :]] = v
         else:
             converted[k] = v
     for k in target:  # checkpoints trained with qkv_bias=False: BEiT's q / v biases are zero

@@ -189,7 +189,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 # ------------------------------------------------------------------------------------- checkpoints
 def _checkpoint_step(path: Path) -> int:
     try:
-        return int(path.name[len(CHECKPOINT_PREFIX):])
+        return int(path.name[len(CHECKPOINT_PREFIX) :])
     except ValueError:
         return -1
 
@@ -199,7 +199,11 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     out = Path(output_dir)
     if not out.is_dir():
         return []
-    found = [p for p in out.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and (p / TRAIN_STATE_FILE).is_file() and _checkpoint_step(p) >= 0]
+    found = [
+        p
+        for p in out.glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and (p / TRAIN_STATE_FILE).is_file() and _checkpoint_step(p) >= 0
+    ]
     return sorted(found, key=_checkpoint_step)
 
 
@@ -208,7 +212,9 @@ def find_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, state: TrainState, total_limit: int | None = None) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str | os.PathLike, state: TrainState, total_limit: int | None = None
+) -> Path:
     """``accelerator.save_state`` into ``<output_dir>/checkpoint-<step>`` atomically (written to a temporary
     folder and renamed by the main process once every process is done), plus ``train_state.json``.
     Keeps the newest ``total_limit`` checkpoints."""
@@ -246,10 +252,14 @@ def maybe_resume(accelerator, resume_from: str | None, output_dir: str | os.Path
     else:
         path = Path(resume_from)
         if not (path / TRAIN_STATE_FILE).is_file():
-            raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no {TRAIN_STATE_FILE})")
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no {TRAIN_STATE_FILE})"
+            )
     accelerator.load_state(str(path))
     state = TrainState.from_dict(read_json(path / TRAIN_STATE_FILE))
-    accelerator.print(f"resumed from {path} (step {state.global_step}, epoch {state.epoch}, batch {state.batch_in_epoch})")
+    accelerator.print(
+        f"resumed from {path} (step {state.global_step}, epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
     return state
 
 
@@ -265,7 +275,9 @@ def resumable_batches(accelerator, dataloader, state: TrainState) -> Iterator[An
             dataloader.set_epoch(state.epoch)
         elif hasattr(getattr(dataloader, "dataset", None), "set_epoch"):  # plain DataLoader over a streaming dataset
             dataloader.dataset.set_epoch(state.epoch)
-        loader = accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
+        loader = (
+            accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
+        )
         yielded = False
         for batch in loader:
             yielded = True
@@ -273,7 +285,9 @@ def resumable_batches(accelerator, dataloader, state: TrainState) -> Iterator[An
             state.micro_step += 1
             yield batch
         if not yielded and state.batch_in_epoch == 0:
-            raise ValueError("the training data yielded no batch (empty dataset, or fewer images than one batch with drop_last)")
+            raise ValueError(
+                "the training data yielded no batch (empty dataset, or fewer images than one batch with drop_last)"
+            )
         state.epoch += 1
         state.batch_in_epoch = 0
 
@@ -299,14 +313,18 @@ class LossGuard:
         self._since_step = 0
 
     def add(self, loss: torch.Tensor) -> None:
-        l = loss.detach().float()
-        self._sum = l if self._sum is None else self._sum + l
+        value = loss.detach().float()
+        self._sum = value if self._sum is None else self._sum + value
         self._n += 1
 
     def check(self, state: TrainState) -> float | None:
         if self._n == 0:
             return None
-        mean = self.accelerator.reduce(self._sum / self._n, reduction="mean") if self.accelerator.num_processes > 1 else self._sum / self._n
+        mean = (
+            self.accelerator.reduce(self._sum / self._n, reduction="mean")
+            if self.accelerator.num_processes > 1
+            else self._sum / self._n
+        )
         value = float(mean.item())
         if not math.isfinite(value):
             last = find_last_checkpoint(self.output_dir)
@@ -335,8 +353,15 @@ class TrainProgress:
         from tqdm.auto import tqdm
 
         self.images_per_step = int(images_per_step)
-        self.bar = tqdm(total=total_steps, initial=state.global_step, desc=desc, unit="step",
-                        disable=not accelerator.is_local_main_process, dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=state.global_step,
+            desc=desc,
+            unit="step",
+            disable=not accelerator.is_local_main_process,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self._t0 = time.perf_counter()
         self._steps = 0
         self.step_times: list[float] = []  # wall clock at each update, for steady-state throughput
@@ -377,7 +402,9 @@ def init_trackers(accelerator, project_name: str, config: dict[str, Any]) -> Non
     accelerator.init_trackers(project_name, config=flat)
 
 
-def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[str, Any], name: str = RUN_CONFIG_FILE) -> Path:
+def write_run_config(
+    accelerator, output_dir: str | os.PathLike, config: dict[str, Any], name: str = RUN_CONFIG_FILE
+) -> Path:
     """Write the resolved run configuration (args + derived values + environment) as JSON, main process only."""
     path = Path(output_dir) / name
     if accelerator.is_main_process:
@@ -385,14 +412,17 @@ def write_run_config(accelerator, output_dir: str | os.PathLike, config: dict[st
         import transformers
 
         full = dict(config)
-        full.setdefault("environment", {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__,
-            "num_processes": accelerator.num_processes,
-            "device": str(accelerator.device),
-            "mixed_precision": accelerator.mixed_precision,
-        })
+        full.setdefault(
+            "environment",
+            {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "accelerate": accelerate.__version__,
+                "num_processes": accelerator.num_processes,
+                "device": str(accelerator.device),
+                "mixed_precision": accelerator.mixed_precision,
+            },
+        )
         write_json(path, full)
     return path
 
@@ -419,7 +449,9 @@ def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(args, *a, **kw):
         out = Path(args.output_dir)
         existed = out.exists()
-        fresh = not getattr(args, "resume_from_checkpoint", None) and (not existed or (out.is_dir() and not any(out.iterdir())))
+        fresh = not getattr(args, "resume_from_checkpoint", None) and (
+            not existed or (out.is_dir() and not any(out.iterdir()))
+        )
         try:
             return train(args, *a, **kw)
         except BaseException:

@@ -106,7 +106,9 @@ def _image_tower(spec: str, image_size: int | None) -> tuple[torch.nn.Module, di
         hf_logging.set_verbosity(verbosity)
     missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]
     if missing or info.get("mismatched_keys"):
-        raise ValueError(f"{folder}: image-tower weights missing or mismatched: {(missing or info['mismatched_keys'])[:5]}")
+        raise ValueError(
+            f"{folder}: image-tower weights missing or mismatched: {(missing or info['mismatched_keys'])[:5]}"
+        )
     return model, {"image_tower": str(folder), "kind": "vit", "image_weights": "pretrained"}
 
 
@@ -115,9 +117,20 @@ def _text_tower(spec: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
         # initializer_range 0.2, not BERT's 0.02: at 0.02 the CLS pooler of a random 2-layer BERT gives every
         # report the same output to 6 digits (cosine 0.999999) and contrastive training collapses from step 0
         tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=128, max_position_embeddings=128, initializer_range=0.2)
-        return BertModel(config), tokenizer, {"text_tower": "tiny-bert", "text_weights": "random", "tokenizer": "all-MiniLM-L6-v2"}
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=128,
+            initializer_range=0.2,
+        )
+        return (
+            BertModel(config),
+            tokenizer,
+            {"text_tower": "tiny-bert", "text_weights": "random", "tokenizer": "all-MiniLM-L6-v2"},
+        )
     path = _minilm_path() if spec == "minilm" else spec
     if not Path(path).is_dir():
         raise FileNotFoundError(f"text tower {spec!r} is neither one of {TEXT_TOWERS} nor a local model folder")
@@ -146,7 +159,11 @@ def build_dual_encoder(
     vision, vrec = _image_tower(str(image_tower), image_size)
     text, tokenizer, trec = _text_tower(str(text_tower))
     config = VisionTextDualEncoderConfig.from_vision_text_configs(
-        vision.config, text.config, projection_dim=int(projection_dim), logit_scale_init_value=math.log(1.0 / temperature))
+        vision.config,
+        text.config,
+        projection_dim=int(projection_dim),
+        logit_scale_init_value=math.log(1.0 / temperature),
+    )
     model = VisionTextDualEncoderModel(config, vision_model=vision, text_model=text)
     model.logit_scale.requires_grad_(bool(learnable_temperature))
     frozen = freeze_text_tower_layers(model, freeze_text_layers)
@@ -186,7 +203,9 @@ class FrozenTextFeatures:
     MiniLM this removes the text tower's forward pass from the training step (about 3x faster on CPU);
     the trainable pooler and projection still run on the cached features."""
 
-    def __init__(self, text_model: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 128):
+    def __init__(
+        self, text_model: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 128
+    ):
         distinct = list(dict.fromkeys(texts))
         ids = text_group_ids(distinct)
         self.row = {int(g): i for i, g in enumerate(ids)}
@@ -196,8 +215,13 @@ class FrozenTextFeatures:
         chunks = []
         with torch.no_grad():
             for s in range(0, len(distinct), batch_size):
-                tok = tokenizer(distinct[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                                return_tensors="pt").to(device)
+                tok = tokenizer(
+                    distinct[s : s + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(device)
                 chunks.append(text_model(**tok).last_hidden_state[:, 0].float())
         text_model.train(was_training)
         self.features = torch.cat(chunks)
@@ -210,8 +234,13 @@ class FrozenTextFeatures:
         return self.features[torch.tensor([self.row[int(g)] for g in groups])]
 
 
-def dual_encoder_embeddings(model: VisionTextDualEncoderModel, pixels: torch.Tensor, text_inputs: dict[str, torch.Tensor],
-                            text_features: FrozenTextFeatures | None = None, groups: torch.Tensor | None = None):
+def dual_encoder_embeddings(
+    model: VisionTextDualEncoderModel,
+    pixels: torch.Tensor,
+    text_inputs: dict[str, torch.Tensor],
+    text_features: FrozenTextFeatures | None = None,
+    groups: torch.Tensor | None = None,
+):
     """L2-normalised (image_embeds, text_embeds) as ``VisionTextDualEncoderModel.forward`` computes them;
     with ``text_features`` the frozen text tower is replaced by its cached CLS features (pooler and
     projection still run). ``model`` is the accelerate-prepared model (single process for the cache)."""
@@ -233,13 +262,19 @@ def text_max_length(tokenizer, model: VisionTextDualEncoderModel, requested: int
 def truncation_stats(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, Any]:
     """How many texts the tokenizer cuts at ``max_length`` tokens (with special tokens), and the
     token-length distribution: what the card reports."""
-    lengths = np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]])
+    lengths = np.array(
+        [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
+    )
     n_trunc = int((lengths > max_length).sum())
-    return {"max_length": int(max_length), "num_texts": int(len(lengths)), "num_truncated": n_trunc,
-            "fraction_truncated": float(n_trunc / max(1, len(lengths))),
-            "tokens_median": float(np.median(lengths)) if len(lengths) else 0.0,
-            "tokens_p95": float(np.percentile(lengths, 95)) if len(lengths) else 0.0,
-            "tokens_max": int(lengths.max()) if len(lengths) else 0}
+    return {
+        "max_length": int(max_length),
+        "num_texts": int(len(lengths)),
+        "num_truncated": n_trunc,
+        "fraction_truncated": float(n_trunc / max(1, len(lengths))),
+        "tokens_median": float(np.median(lengths)) if len(lengths) else 0.0,
+        "tokens_p95": float(np.percentile(lengths, 95)) if len(lengths) else 0.0,
+        "tokens_max": int(lengths.max()) if len(lengths) else 0,
+    }
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -253,19 +288,30 @@ class PairCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         texts = [r["text"] for r in rows]
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {"images": self.images(rows), "input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
-                **({"token_type_ids": tok["token_type_ids"]} if "token_type_ids" in tok else {}),
-                "groups": text_group_ids(texts)}
+        return {
+            "images": self.images(rows),
+            "input_ids": tok["input_ids"],
+            "attention_mask": tok["attention_mask"],
+            **({"token_type_ids": tok["token_type_ids"]} if "token_type_ids" in tok else {}),
+            "groups": text_group_ids(texts),
+        }
 
 
-def embed_texts(model: VisionTextDualEncoderModel, tokenizer, texts: Sequence[str], max_length: int,
-                batch_size: int = 64) -> torch.Tensor:
+def embed_texts(
+    model: VisionTextDualEncoderModel, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 64
+) -> torch.Tensor:
     """L2-normalised projected text embeddings (N, D)."""
     out = []
     device = next(model.parameters()).device
     with torch.no_grad():
         for s in range(0, len(texts), batch_size):
-            tok = tokenizer(list(texts[s:s + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+            tok = tokenizer(
+                list(texts[s : s + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
             out.append(F.normalize(model.get_text_features(**tok).pooler_output.float(), dim=-1))
     return torch.cat(out).cpu()
 
@@ -276,7 +322,7 @@ def embed_images(model: VisionTextDualEncoderModel, pixel_values: torch.Tensor, 
     device = next(model.parameters()).device
     with torch.no_grad():
         for s in range(0, len(pixel_values), batch_size):
-            feats = model.get_image_features(pixel_values=pixel_values[s:s + batch_size].to(device)).pooler_output
+            feats = model.get_image_features(pixel_values=pixel_values[s : s + batch_size].to(device)).pooler_output
             out.append(F.normalize(feats.float(), dim=-1))
     return torch.cat(out).cpu()
 

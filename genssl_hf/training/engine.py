@@ -143,8 +143,17 @@ class _MetricMeter:
 class _Run:
     """One call of :meth:`Engine.run`: the loop's moving parts, so each piece of it stays short."""
 
-    def __init__(self, engine: "Engine", task: TrainingTask, model, optimizer, scheduler, state: TrainState,
-                 extra_models: Sequence[torch.nn.Module], on_log):
+    def __init__(
+        self,
+        engine: "Engine",
+        task: TrainingTask,
+        model,
+        optimizer,
+        scheduler,
+        state: TrainState,
+        extra_models: Sequence[torch.nn.Module],
+        on_log,
+    ):
         acc, cfg = engine.accelerator, engine.config
         self.acc, self.cfg, self.task = acc, cfg, task
         self.model, self.optimizer, self.scheduler, self.state = model, optimizer, scheduler, state
@@ -156,8 +165,10 @@ class _Run:
         self.bar = TrainProgress(acc, cfg.total_steps, state, self.images_per_step, desc=cfg.desc)
         self.history: list[dict[str, float]] = list(state.extra.get(cfg.history_key, []))
         self.unwrapped = acc.unwrap_model(model)
-        self.hooks = {name: getattr(task, name, None) for name in
-                      ("prepare_batch", "auxiliary_step", "after_optimizer_step", "periodic", "train_mode")}
+        self.hooks = {
+            name: getattr(task, name, None)
+            for name in ("prepare_batch", "auxiliary_step", "after_optimizer_step", "periodic", "train_mode")
+        }
         self.interrupted = self.time_limited = False
         self.start_step = state.global_step
         self.t0 = time.perf_counter()
@@ -197,8 +208,11 @@ class _Run:
             self.hooks["after_optimizer_step"](self.unwrapped, state, cfg.total_steps)
         time_up = cfg.max_minutes is not None and (time.perf_counter() - self.t0) / 60.0 >= cfg.max_minutes
         last = step >= cfg.total_steps or time_up
-        eval_due = bool(self.hooks["periodic"] is not None and cfg.eval_steps
-                        and (step % cfg.eval_steps == 0 or step == cfg.total_steps))
+        eval_due = bool(
+            self.hooks["periodic"] is not None
+            and cfg.eval_steps
+            and (step % cfg.eval_steps == 0 or step == cfg.total_steps)
+        )
         logs = self.train_logs() if (step % cfg.logging_steps == 0 or last or eval_due) else {}
         if eval_due:
             logs.update(self.hooks["periodic"](self.unwrapped, state))
@@ -250,7 +264,9 @@ class _Run:
             "images_per_second_steady": bar.steady_images_per_second(min(2, max(1, len(bar.step_times) - 1))),
             "train_seconds": elapsed,
             "step_end_seconds": [round(t - bar.step_times[0], 4) for t in bar.step_times] if bar.step_times else [],
-            "step_end_cpu_seconds": [round(t - bar.step_cpu_times[0], 4) for t in bar.step_cpu_times] if bar.step_cpu_times else [],
+            "step_end_cpu_seconds": [round(t - bar.step_cpu_times[0], 4) for t in bar.step_cpu_times]
+            if bar.step_cpu_times
+            else [],
             "interrupted": self.interrupted,
         }
 
@@ -276,9 +292,18 @@ class Engine:
         """The checkpoint's state loaded into the prepared objects (``'latest'`` or a folder), or a fresh one."""
         return maybe_resume(self.accelerator, resume_from, self.output_dir)
 
-    def run(self, task: TrainingTask, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-            loader, state: TrainState, *, on_log: Callable[[int, dict[str, float]], None] | None = None,
-            extra_models: Sequence[torch.nn.Module] = ()) -> EngineResult:
+    def run(
+        self,
+        task: TrainingTask,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        loader,
+        state: TrainState,
+        *,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
+        extra_models: Sequence[torch.nn.Module] = (),
+    ) -> EngineResult:
         """Train until ``total_steps`` optimiser steps (or ``stop_after_steps`` more, then report
         ``interrupted``; or ``max_minutes``, then report ``time_limited``). ``extra_models``: other
         prepared models a step trains (a discriminator), synchronised with ``model`` under gradient
@@ -293,5 +318,10 @@ class Engine:
                     break
         run.guard.check(state)
         run.bar.close()
-        return EngineResult(state=state, interrupted=run.interrupted, summary=run.summary(), history=run.history,
-                            time_limited=run.time_limited)
+        return EngineResult(
+            state=state,
+            interrupted=run.interrupted,
+            summary=run.summary(),
+            history=run.history,
+            time_limited=run.time_limited,
+        )

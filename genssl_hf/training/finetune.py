@@ -8,7 +8,8 @@ Run it as ``accelerate launch scripts/finetune.py ...``, ``python scripts/finetu
 * model: :class:`~genssl_hf.training.classifier.GenSSLViTForImageClassification` with a CLS head or
   the MAE global-average-pool head with its own LayerNorm; BCE for multi-label datasets (``labels``),
   cross-entropy for multi-class ones (``label``), read from the dataset's features;
-* recipe (``--recipe``, the defaults of every unset option; :mod:`genssl_hf.training.finetune_args`): AdamW (no decay on biases / norms),
+* recipe (``--recipe``, the defaults of every unset option; :mod:`genssl_hf.training.finetune_args`): AdamW (no decay on
+  biases / norms),
   layer-wise lr decay, drop path, half-cycle cosine with warm-up, lr = ``--base_learning_rate`` x
   total batch / 256 (or ``--learning_rate``); augmentation: random resized crop, flip, rotation and
   RandAugment on tensors (kornia);
@@ -86,7 +87,8 @@ from genssl_hf.utils import sha256_strings, write_json
 
 logger = logging.getLogger(__name__)
 
-# ``build_parser`` (training.finetune_args) stays importable here: scripts, the pipeline and docs import it from this module.
+# ``build_parser`` (training.finetune_args) stays importable here: scripts, the pipeline and docs import it from this
+# module.
 __all__ = ["build_parser", "few_shot_schedule_scale", "load_splits", "finetune", "main", "predict_dataset"]
 
 
@@ -115,8 +117,14 @@ def _labelled_training_data(args: argparse.Namespace) -> dict[str, Any]:
         args.selection_metric = "mean_auc" if multi_label else "accuracy"
     if args.selection_metric not in ("mean_auc", "accuracy", "loss"):
         raise ValueError(f"--selection_metric must be mean_auc, accuracy or loss; got {args.selection_metric!r}")
-    return {"splits": splits, "train": train_ds.select(fraction_idx), "targets": targets, "label_names": label_names,
-            "multi_label": multi_label, "fraction_idx": fraction_idx}
+    return {
+        "splits": splits,
+        "train": train_ds.select(fraction_idx),
+        "targets": targets,
+        "label_names": label_names,
+        "multi_label": multi_label,
+        "fraction_idx": fraction_idx,
+    }
 
 
 def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: bool) -> dict[str, Any]:
@@ -127,9 +135,13 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
     # generator is seeded randomly at start-up, so an unseeded init differs run to run)
     torch.manual_seed(args.seed)
     model = build_classifier(
-        args.model, label_names, multi_label=multi_label, pooling=args.pooling,
+        args.model,
+        label_names,
+        multi_label=multi_label,
+        pooling=args.pooling,
         drop_path_rate=args.drop_path if args.mode == "finetune" else 0.0,
-        image_size=args.image_size, label_smoothing=args.label_smoothing,
+        image_size=args.image_size,
+        label_smoothing=args.label_smoothing,
     )
     if args.image_size is None:
         args.image_size = int(model.config.image_size)
@@ -144,9 +156,15 @@ def _build_model(args: argparse.Namespace, label_names: list[str], multi_label: 
     if args.mode == "linear_probe":
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith("classifier.")
-    return {"model": model, "normalizer": normalizer, "processor": normalizer.to_processor(),
-            "cnn": is_cnn_init(args.model), "normalizer_source": str(source_folder / "preprocessor_config.json")
-            if source_processor is not None else "default"}
+    return {
+        "model": model,
+        "normalizer": normalizer,
+        "processor": normalizer.to_processor(),
+        "cnn": is_cnn_init(args.model),
+        "normalizer_source": str(source_folder / "preprocessor_config.json")
+        if source_processor is not None
+        else "default",
+    }
 
 
 def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict[str, Any]):
@@ -161,13 +179,17 @@ def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict
     accumulation = int(args.gradient_accumulation_steps)
     if args.total_batch_size:
         if args.total_batch_size % (eff_batch * nproc):
-            raise ValueError(f"--total_batch_size {args.total_batch_size} is not a multiple of per_device_train_batch_size x processes "
-                             f"({eff_batch} x {nproc})")
+            raise ValueError(
+                f"--total_batch_size {args.total_batch_size} "
+                "is not a multiple of per_device_train_batch_size x processes "
+                f"({eff_batch} x {nproc})"
+            )
         accumulation = max(1, args.total_batch_size // (eff_batch * nproc))
     accelerator = make_accelerator(args, gradient_accumulation_steps=accumulation)
     if not built["cnn"]:  # ResNets have no attention kernel to choose
         built["model"].set_attn_implementation(
-            resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision))
+            resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision)
+        )
     set_seed(args.seed)
     total_batch = eff_batch * accelerator.num_processes * accumulation
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256.0
@@ -177,9 +199,14 @@ def _accelerator_and_batch(args: argparse.Namespace, num_train: int, built: dict
 def _optimizer(model, args: argparse.Namespace, lr: float, cnn: bool) -> torch.optim.AdamW:
     """AdamW with layer-wise lr decay (ViT) or one lr (ResNet), no decay on biases / norms."""
     if cnn and args.layer_decay != 1.0:
-        raise ValueError(f"--layer_decay {args.layer_decay} needs a ViT; a ResNet trains all stages at one lr (use 1.0)")
-    groups = (param_groups(model, args.weight_decay, lr=lr) if cnn
-              else param_groups_lrd(model, lr, args.weight_decay, args.layer_decay))
+        raise ValueError(
+            f"--layer_decay {args.layer_decay} needs a ViT; a ResNet trains all stages at one lr (use 1.0)"
+        )
+    groups = (
+        param_groups(model, args.weight_decay, lr=lr)
+        if cnn
+        else param_groups_lrd(model, lr, args.weight_decay, args.layer_decay)
+    )
     for g in groups:
         g.pop("param_names", None)
         g.pop("layer_ids", None)
@@ -189,10 +216,13 @@ def _optimizer(model, args: argparse.Namespace, lr: float, cnn: bool) -> torch.o
 def _schedule(args: argparse.Namespace, batches_per_epoch: int, accumulation: int) -> dict[str, Any]:
     steps_per_epoch = max(1, batches_per_epoch // accumulation)
     scale = few_shot_schedule_scale(args.num_train_epochs, steps_per_epoch, args.min_steps)
-    return {"steps_per_epoch": steps_per_epoch, "schedule_scale": scale,
-            "total_steps": max(1, int(math.ceil(args.num_train_epochs * scale * steps_per_epoch))),
-            "warmup_steps": int(round(args.warmup_epochs * scale * steps_per_epoch)),
-            "eval_every_steps": max(1, int(round(args.eval_every_epochs * scale * steps_per_epoch)))}
+    return {
+        "steps_per_epoch": steps_per_epoch,
+        "schedule_scale": scale,
+        "total_steps": max(1, int(math.ceil(args.num_train_epochs * scale * steps_per_epoch))),
+        "warmup_steps": int(round(args.warmup_epochs * scale * steps_per_epoch)),
+        "eval_every_steps": max(1, int(round(args.eval_every_epochs * scale * steps_per_epoch))),
+    }
 
 
 def _fraction_record(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
@@ -213,15 +243,29 @@ def _fraction_record(args: argparse.Namespace, data: dict[str, Any]) -> dict[str
     return record
 
 
-def _card_vars(args: argparse.Namespace, data: dict[str, Any], built: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+def _card_vars(
+    args: argparse.Namespace, data: dict[str, Any], built: dict[str, Any], resolved: dict[str, Any]
+) -> dict[str, Any]:
     return dict(
-        init=str(args.model), mode=args.mode, pooling=args.pooling,
-        task="multi-label" if data["multi_label"] else "multi-class", label_names=data["label_names"],
-        dataset=str(args.dataset), label_fraction=args.label_fraction, num_train=len(data["train"]),
-        validation_source=data["splits"]["validation_source"], image_size=args.image_size,
-        epochs=resolved["epochs"], lr=resolved["lr"], total_batch=resolved["total_batch_size"], drop_path=args.drop_path,
-        layer_decay=args.layer_decay, normalizer=dataclasses.asdict(built["normalizer"]),
-        selection_metric=args.selection_metric, seed=args.seed, base_model_id=None,
+        init=str(args.model),
+        mode=args.mode,
+        pooling=args.pooling,
+        task="multi-label" if data["multi_label"] else "multi-class",
+        label_names=data["label_names"],
+        dataset=str(args.dataset),
+        label_fraction=args.label_fraction,
+        num_train=len(data["train"]),
+        validation_source=data["splits"]["validation_source"],
+        image_size=args.image_size,
+        epochs=resolved["epochs"],
+        lr=resolved["lr"],
+        total_batch=resolved["total_batch_size"],
+        drop_path=args.drop_path,
+        layer_decay=args.layer_decay,
+        normalizer=dataclasses.asdict(built["normalizer"]),
+        selection_metric=args.selection_metric,
+        seed=args.seed,
+        base_model_id=None,
     )
 
 
@@ -230,12 +274,22 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], eff_batch: int):
     size, for the random resized crop), validation loader, and the evaluation collator."""
     multi_label, n_labels = data["multi_label"], len(data["label_names"])
     collate = Collator(args.load_size or args.image_size, multi_label, n_labels, args.image_column)
-    train_loader = torch.utils.data.DataLoader(data["train"], batch_size=eff_batch, collate_fn=collate, drop_last=True,
-                                               sampler=EpochShuffleSampler(len(data["train"]), seed=args.seed),
-                                               num_workers=args.num_workers)
+    train_loader = torch.utils.data.DataLoader(
+        data["train"],
+        batch_size=eff_batch,
+        collate_fn=collate,
+        drop_last=True,
+        sampler=EpochShuffleSampler(len(data["train"]), seed=args.seed),
+        num_workers=args.num_workers,
+    )
     eval_collate = Collator(args.image_size, multi_label, n_labels, args.image_column)
-    val_loader = torch.utils.data.DataLoader(data["splits"]["validation"], batch_size=args.per_device_eval_batch_size,
-                                             shuffle=False, collate_fn=eval_collate, num_workers=args.num_workers)
+    val_loader = torch.utils.data.DataLoader(
+        data["splits"]["validation"],
+        batch_size=args.per_device_eval_batch_size,
+        shuffle=False,
+        collate_fn=eval_collate,
+        num_workers=args.num_workers,
+    )
     return train_loader, val_loader, eval_collate
 
 
@@ -259,23 +313,49 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     schedule = _schedule(args, len(train_loader), accumulation)
     total_steps, every = schedule["total_steps"], args.checkpointing_steps
     scheduler = cosine_schedule_with_warmup(optimizer, schedule["warmup_steps"], total_steps, args.min_lr_ratio)
-    engine = Engine(accelerator, EngineConfig(
-        output_dir=out_dir, total_steps=total_steps, images_per_micro_batch=eff_batch, seed=args.seed,
-        logging_steps=args.logging_steps, checkpointing_steps=every, checkpoints_total_limit=args.checkpoints_total_limit,
-        checkpoint_at_end=bool(every) and total_steps % every == 0, eval_steps=schedule["eval_every_steps"],
-        desc=args.mode, history_key="train_log", progress_keys=("train/loss", "train/lr", "val/loss")))
+    engine = Engine(
+        accelerator,
+        EngineConfig(
+            output_dir=out_dir,
+            total_steps=total_steps,
+            images_per_micro_batch=eff_batch,
+            seed=args.seed,
+            logging_steps=args.logging_steps,
+            checkpointing_steps=every,
+            checkpoints_total_limit=args.checkpoints_total_limit,
+            checkpoint_at_end=bool(every) and total_steps % every == 0,
+            eval_steps=schedule["eval_every_steps"],
+            desc=args.mode,
+            history_key="train_log",
+            progress_keys=("train/loss", "train/lr", "val/loss"),
+        ),
+    )
     model, optimizer = engine.prepare(built["model"], optimizer, scheduler)
     state = engine.resume(args.resume_from_checkpoint)
-    augment = FinetuneAugment(args.image_size, crop_scale=args.crop_scale, hflip=args.hflip, rotation=args.rotation,
-                              randaug_n=args.randaug_n, randaug_m=args.randaug_m)
+    augment = FinetuneAugment(
+        args.image_size,
+        crop_scale=args.crop_scale,
+        hflip=args.hflip,
+        rotation=args.rotation,
+        randaug_n=args.randaug_n,
+        randaug_m=args.randaug_m,
+    )
     resolved = {
-        "lr": lr, "total_batch_size": total_batch, "per_process_batch": eff_batch,
-        "gradient_accumulation_steps": accumulation, **schedule, "label_names": label_names,
+        "lr": lr,
+        "total_batch_size": total_batch,
+        "per_process_batch": eff_batch,
+        "gradient_accumulation_steps": accumulation,
+        **schedule,
+        "label_names": label_names,
         "epochs": args.num_train_epochs * schedule["schedule_scale"],
-        "task": "multi_label" if multi_label else "multi_class", "num_train": len(train_ds),
-        "num_validation": len(splits["validation"]), "num_test": len(splits["test"]) if "test" in splits else 0,
-        "augment": augment.settings, "normalizer": dataclasses.asdict(built["normalizer"]),
-        "normalizer_source": built["normalizer_source"], "validation_source": splits["validation_source"],
+        "task": "multi_label" if multi_label else "multi_class",
+        "num_train": len(train_ds),
+        "num_validation": len(splits["validation"]),
+        "num_test": len(splits["test"]) if "test" in splits else 0,
+        "augment": augment.settings,
+        "normalizer": dataclasses.asdict(built["normalizer"]),
+        "normalizer_source": built["normalizer_source"],
+        "validation_source": splits["validation_source"],
         "attn_implementation": None if built["cnn"] else built["model"].config._attn_implementation,
     }
     config = args_to_dict(args) | {"resolved": resolved}
@@ -286,12 +366,24 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     init_trackers(accelerator, "genssl_hf-finetune", config)
 
     task = FinetuneTask(
-        model=model, unwrapped=accelerator.unwrap_model(model), augment=augment, normalizer=built["normalizer"],
-        val_loader=val_loader, accelerator=accelerator, label_names=label_names, multi_label=multi_label,
-        steps_per_epoch=schedule["steps_per_epoch"], linear_probe=args.mode == "linear_probe",
-        selection_metric=args.selection_metric, threshold_rule=args.threshold_rule,
-        target_sensitivity=args.target_sensitivity, out_dir=out_dir, processor=built["processor"],
-        card_vars=_card_vars(args, data, built, resolved), choose_thresholds=choose_thresholds)
+        model=model,
+        unwrapped=accelerator.unwrap_model(model),
+        augment=augment,
+        normalizer=built["normalizer"],
+        val_loader=val_loader,
+        accelerator=accelerator,
+        label_names=label_names,
+        multi_label=multi_label,
+        steps_per_epoch=schedule["steps_per_epoch"],
+        linear_probe=args.mode == "linear_probe",
+        selection_metric=args.selection_metric,
+        threshold_rule=args.threshold_rule,
+        target_sensitivity=args.target_sensitivity,
+        out_dir=out_dir,
+        processor=built["processor"],
+        card_vars=_card_vars(args, data, built, resolved),
+        choose_thresholds=choose_thresholds,
+    )
     run = engine.run(task, model, optimizer, scheduler, train_loader, state)
     if state.extra.get("best") is None:  # a resumed run that had already finished its steps
         accelerator.log(task.periodic(None, state), step=state.global_step)
@@ -305,7 +397,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _final_and_test(args: argparse.Namespace, task: FinetuneTask, state, data: dict[str, Any], eval_collate) -> dict[str, Any]:
+def _final_and_test(
+    args: argparse.Namespace, task: FinetuneTask, state, data: dict[str, Any], eval_collate
+) -> dict[str, Any]:
     """Save ``final/``; evaluate the selected (best) model once on the test split with its validation
     thresholds and re-save ``best/`` with the test metrics. Returns the metrics dict."""
     from genssl_hf.core.classification_metrics import classification_metrics
@@ -321,22 +415,44 @@ def _final_and_test(args: argparse.Namespace, task: FinetuneTask, state, data: d
         "history": history,
     }
     if accelerator.is_main_process:
-        save_model_folder(out_dir / "final", task.unwrapped, task.processor, task.card_vars | {"stage": "final"},
-                          {"validation_last": history[-1]})
+        save_model_folder(
+            out_dir / "final",
+            task.unwrapped,
+            task.processor,
+            task.card_vars | {"stage": "final"},
+            {"validation_last": history[-1]},
+        )
     accelerator.wait_for_everyone()
     if "test" in data["splits"]:
         best_model = type(task.unwrapped).from_pretrained(out_dir / "best").to(accelerator.device)
-        test_loader = accelerator.prepare(torch.utils.data.DataLoader(
-            data["splits"]["test"], batch_size=args.per_device_eval_batch_size, shuffle=False, collate_fn=eval_collate,
-            num_workers=args.num_workers))
+        test_loader = accelerator.prepare(
+            torch.utils.data.DataLoader(
+                data["splits"]["test"],
+                batch_size=args.per_device_eval_batch_size,
+                shuffle=False,
+                collate_fn=eval_collate,
+                num_workers=args.num_workers,
+            )
+        )
         probs, y = predict_dataset(best_model, test_loader, task.normalizer, accelerator)
-        result["test"] = classification_metrics(y, probs, label_names=label_names, n_bootstrap=args.n_bootstrap,
-                                                seed=args.seed, threshold=best_thresholds(best, label_names))
+        result["test"] = classification_metrics(
+            y,
+            probs,
+            label_names=label_names,
+            n_bootstrap=args.n_bootstrap,
+            seed=args.seed,
+            threshold=best_thresholds(best, label_names),
+        )
         if accelerator.is_main_process:
             np.savez_compressed(out_dir / "test_predictions.npz", probs=probs, targets=y)
-            save_model_folder(out_dir / "best", best_model, task.processor, task.card_vars | {"stage": "best"},
-                              {"validation": best["metrics"], "test": result["test"], "selected_at_step": best["step"]},
-                              best.get("thresholds"))
+            save_model_folder(
+                out_dir / "best",
+                best_model,
+                task.processor,
+                task.card_vars | {"stage": "best"},
+                {"validation": best["metrics"], "test": result["test"], "selected_at_step": best["step"]},
+                best.get("thresholds"),
+            )
     return result
 
 
@@ -349,8 +465,11 @@ def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:
     result = finetune(args)
     if args.push_to_hub and is_main_process_env():
         result["hub_url"] = publish("classifier", Path(args.output_dir) / "best", args.hub_model_id)
-    summary = {"best_step": result["best"]["step"], "selection_metric": result["selection_metric"],
-               "validation": result["best"]["validation"].get(result["selection_metric"])}
+    summary = {
+        "best_step": result["best"]["step"],
+        "selection_metric": result["selection_metric"],
+        "validation": result["best"]["validation"].get(result["selection_metric"]),
+    }
     if "test" in result:
         summary["test_mean_auc"] = result["test"]["mean_auc"]
         summary["test_accuracy"] = result["test"]["accuracy"]

@@ -42,7 +42,13 @@ def targets_of(dataset) -> tuple[np.ndarray, list[str], bool]:
     names = label_names_of(features)
     if is_multi_label(features):
         rows = dataset["labels"]
-        return np.stack([to_multi_hot(r, len(names)) for r in rows]) if len(rows) else np.zeros((0, len(names)), np.float32), names, True
+        return (
+            np.stack([to_multi_hot(r, len(names)) for r in rows])
+            if len(rows)
+            else np.zeros((0, len(names)), np.float32),
+            names,
+            True,
+        )
     return np.asarray(dataset["label"], dtype=np.int64), names, False
 
 
@@ -146,8 +152,17 @@ class FinetuneAugment(torch.nn.Module):
     per call). Randomness comes from the global torch RNG (seeded per step by the loop).
     """
 
-    def __init__(self, size: int, *, crop_scale: Sequence[float] = (0.5, 1.0), hflip: float = 0.5,
-                 rotation: float = 10.0, randaug_n: int = 2, randaug_m: float = 8.0, randaug_group: int = 8):
+    def __init__(
+        self,
+        size: int,
+        *,
+        crop_scale: Sequence[float] = (0.5, 1.0),
+        hflip: float = 0.5,
+        rotation: float = 10.0,
+        randaug_n: int = 2,
+        randaug_m: float = 8.0,
+        randaug_group: int = 8,
+    ):
         super().__init__()
         import kornia.augmentation as K
         from kornia.augmentation.auto import RandAugment
@@ -158,16 +173,27 @@ class FinetuneAugment(torch.nn.Module):
         if rotation > 0:
             geo.append(K.RandomRotation(degrees=float(rotation), p=1.0))
         self.geometric = torch.nn.Sequential(*geo)
-        self.randaug = RandAugment(n=int(randaug_n), m=float(randaug_m), policy=GRAYSCALE_RANDAUGMENT_POLICY) if randaug_n > 0 and randaug_m > 0 else None
+        self.randaug = (
+            RandAugment(n=int(randaug_n), m=float(randaug_m), policy=GRAYSCALE_RANDAUGMENT_POLICY)
+            if randaug_n > 0 and randaug_m > 0
+            else None
+        )
         self.randaug_group = max(1, int(randaug_group))
-        self.settings = dict(size=size, crop_scale=list(crop_scale), hflip=hflip, rotation=rotation,
-                             randaug_n=randaug_n, randaug_m=randaug_m, randaug_group=randaug_group)
+        self.settings = dict(
+            size=size,
+            crop_scale=list(crop_scale),
+            hflip=hflip,
+            rotation=rotation,
+            randaug_n=randaug_n,
+            randaug_m=randaug_m,
+            randaug_group=randaug_group,
+        )
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.geometric(x.float())
         if self.randaug is not None:
-            x = torch.cat([self.randaug(x[i:i + self.randaug_group]) for i in range(0, len(x), self.randaug_group)])
+            x = torch.cat([self.randaug(x[i : i + self.randaug_group]) for i in range(0, len(x), self.randaug_group)])
         return x.clamp_(0.0, 1.0)
 
 
@@ -192,13 +218,15 @@ class InputNormalizer:
         mean = processor.image_mean if getattr(processor, "do_normalize", True) else 0.0
         std = processor.image_std if getattr(processor, "do_normalize", True) else 1.0
         return cls(
-            image_size=int(image_size), num_channels=int(num_channels),
+            image_size=int(image_size),
+            num_channels=int(num_channels),
             do_adain=bool(getattr(processor, "do_adain", False)),
             adain_mean=float(getattr(processor, "adain_mean", 0.5) or 0.5),
             adain_std=float(getattr(processor, "adain_std", 0.25) or 0.25),
             adain_eps=float(getattr(processor, "adain_eps", 1e-3) or 1e-3),
             adain_clip=bool(getattr(processor, "adain_clip", False)),
-            image_mean=float(np.mean(mean)), image_std=float(np.mean(std)),
+            image_mean=float(np.mean(mean)),
+            image_std=float(np.mean(std)),
         )
 
     def to_processor(self):
@@ -206,16 +234,23 @@ class InputNormalizer:
         from genssl_hf.processing import AdaINImageProcessor
 
         return AdaINImageProcessor(
-            size={"height": self.image_size, "width": self.image_size}, num_channels=self.num_channels,
-            do_adain=self.do_adain, adain_mean=self.adain_mean, adain_std=self.adain_std, adain_eps=self.adain_eps,
-            adain_clip=self.adain_clip, image_mean=[self.image_mean], image_std=[self.image_std],
+            size={"height": self.image_size, "width": self.image_size},
+            num_channels=self.num_channels,
+            do_adain=self.do_adain,
+            adain_mean=self.adain_mean,
+            adain_std=self.adain_std,
+            adain_eps=self.adain_eps,
+            adain_clip=self.adain_clip,
+            image_mean=[self.image_mean],
+            image_std=[self.image_std],
         )
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.image_size, self.image_size):
             return x
-        return torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                               align_corners=False, antialias=True)
+        return torch.nn.functional.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -239,8 +274,13 @@ def load_splits(args: argparse.Namespace) -> dict[str, Any]:
     """``{"train", "validation", "test"?}`` datasets in the canonical schema; the validation split is
     carved (stratified, seeded) from train when the dataset has none. Raises before any training
     when a split or column is missing."""
-    dd = load_dataset_spec(args.dataset, config=args.dataset_config, phantom_sizes=args.phantom_sizes,
-                           phantom_resolution=args.phantom_resolution, seed=args.seed)
+    dd = load_dataset_spec(
+        args.dataset,
+        config=args.dataset_config,
+        phantom_sizes=args.phantom_sizes,
+        phantom_resolution=args.phantom_resolution,
+        seed=args.seed,
+    )
     train_name, val_name = args.train_split, args.validation_split
     test_name = None if args.test_split in (None, "none") else args.test_split
     if train_name not in dd:
@@ -282,8 +322,9 @@ def load_splits(args: argparse.Namespace) -> dict[str, Any]:
 def _external_test_split(args: argparse.Namespace, train_ds):
     """``--test_dataset``'s test split, with its classes checked against (and ordered as) training's."""
     _, names, multi_label = targets_of(train_ds)
-    dd = load_dataset_spec(args.test_dataset, label_names=names, seed=args.seed,
-                           phantom_resolution=args.phantom_resolution)
+    dd = load_dataset_spec(
+        args.test_dataset, label_names=names, seed=args.seed, phantom_resolution=args.phantom_resolution
+    )
     split = args.test_split if args.test_split not in (None, "none") else "test"
     if split not in dd:
         if len(dd) != 1:

@@ -34,7 +34,11 @@ def predict_dataset(model, loader, normalizer: InputNormalizer, accelerator=None
         x = normalizer(normalizer.resize(batch["pixels"].float().div(255.0)))
         device = accelerator.device if accelerator is not None else next(base.parameters()).device
         logits = model(pixel_values=x.to(device)).logits.float()
-        p = torch.sigmoid(logits) if base.config.problem_type == "multi_label_classification" else torch.softmax(logits, -1)
+        p = (
+            torch.sigmoid(logits)
+            if base.config.problem_type == "multi_label_classification"
+            else torch.softmax(logits, -1)
+        )
         y = batch["labels"].to(device)
         if accelerator is not None:
             p, y = accelerator.gather_for_metrics((p, y))
@@ -48,8 +52,10 @@ def selection_value(metrics: dict[str, Any], name: str) -> float:
     """The validation metric the best model is chosen by, as "higher is better"."""
     value = metrics.get(name)
     if value is None:
-        raise ValueError(f"selection metric {name!r} is undefined on the validation split "
-                         f"(undefined AUCs: {metrics.get('undefined_auc')})")
+        raise ValueError(
+            f"selection metric {name!r} is undefined on the validation split "
+            f"(undefined AUCs: {metrics.get('undefined_auc')})"
+        )
     return -float(value) if name == "loss" else float(value)
 
 
@@ -68,14 +74,21 @@ def best_thresholds(best: dict[str, Any], label_names: list[str]) -> np.ndarray 
         import logging
 
         logging.getLogger(__name__).warning(
-            "the selected model has no validation thresholds (old checkpoint); test metrics use 0.5")
+            "the selected model has no validation thresholds (old checkpoint); test metrics use 0.5"
+        )
         return 0.5
     return threshold_vector(best["thresholds"], label_names)
 
 
 # -------------------------------------------------------------------------------------- saving
-def save_model_folder(target: Path, model, processor, card_vars: dict[str, Any], metrics: dict[str, Any],
-                      thresholds: dict[str, Any] | None = None) -> None:
+def save_model_folder(
+    target: Path,
+    model,
+    processor,
+    card_vars: dict[str, Any],
+    metrics: dict[str, Any],
+    thresholds: dict[str, Any] | None = None,
+) -> None:
     """``save_pretrained`` model + processor, eval results, thresholds and card, written atomically."""
     from genssl_hf.core.cards import render_model_card
 
@@ -110,10 +123,27 @@ class FinetuneTask:
     ``choose_thresholds``: the rule applier (:func:`~genssl_hf.training.thresholds.choose_thresholds`).
     """
 
-    def __init__(self, *, model, unwrapped, augment, normalizer: InputNormalizer, val_loader, accelerator,
-                 label_names: list[str], multi_label: bool, steps_per_epoch: int, linear_probe: bool,
-                 selection_metric: str, threshold_rule: str, target_sensitivity: float, out_dir: Path,
-                 processor, card_vars: dict[str, Any], choose_thresholds=choose_thresholds):
+    def __init__(
+        self,
+        *,
+        model,
+        unwrapped,
+        augment,
+        normalizer: InputNormalizer,
+        val_loader,
+        accelerator,
+        label_names: list[str],
+        multi_label: bool,
+        steps_per_epoch: int,
+        linear_probe: bool,
+        selection_metric: str,
+        threshold_rule: str,
+        target_sensitivity: float,
+        out_dir: Path,
+        processor,
+        card_vars: dict[str, Any],
+        choose_thresholds=choose_thresholds,
+    ):
         self.model, self.unwrapped, self.augment, self.normalizer = model, unwrapped, augment, normalizer
         self.val_loader, self.accelerator = val_loader, accelerator
         self.label_names, self.multi_label, self.steps_per_epoch = label_names, multi_label, steps_per_epoch
@@ -151,21 +181,39 @@ class FinetuneTask:
         self.train_mode(self.model)
         m = classification_metrics(y, probs, label_names=self.label_names)
         loss = validation_loss(probs, y, self.multi_label)
-        entry = {"step": state.global_step, "epoch": state.global_step / self.steps_per_epoch, "loss": loss,
-                 "mean_auc": m["mean_auc"], "accuracy": m["accuracy"], "undefined_auc": m["undefined_auc"],
-                 "train_loss": state.last_loss}
+        entry = {
+            "step": state.global_step,
+            "epoch": state.global_step / self.steps_per_epoch,
+            "loss": loss,
+            "mean_auc": m["mean_auc"],
+            "accuracy": m["accuracy"],
+            "undefined_auc": m["undefined_auc"],
+            "train_loss": state.last_loss,
+        }
         history = state.extra.setdefault("history", [])
         history.append(entry)
         m["loss"] = loss
         value = selection_value(m, self.selection_metric)
         best = state.extra.get("best")
         if best is None or value > best["value"]:
-            thresholds = self.choose_thresholds(y, probs, self.label_names, rule=self.threshold_rule,
-                                           target_sensitivity=self.target_sensitivity) | {"selected_at_step": state.global_step}
-            state.extra["best"] = {"value": value, "step": state.global_step, "epoch": entry["epoch"], "metrics": m,
-                                   "thresholds": thresholds}
+            thresholds = self.choose_thresholds(
+                y, probs, self.label_names, rule=self.threshold_rule, target_sensitivity=self.target_sensitivity
+            ) | {"selected_at_step": state.global_step}
+            state.extra["best"] = {
+                "value": value,
+                "step": state.global_step,
+                "epoch": entry["epoch"],
+                "metrics": m,
+                "thresholds": thresholds,
+            }
             if self.accelerator.is_main_process:
-                save_model_folder(self.out_dir / "best", self.unwrapped, self.processor, self.card_vars | {"stage": "best"},
-                                  {"validation": m, "selected_at_step": state.global_step}, thresholds)
+                save_model_folder(
+                    self.out_dir / "best",
+                    self.unwrapped,
+                    self.processor,
+                    self.card_vars | {"stage": "best"},
+                    {"validation": m, "selected_at_step": state.global_step},
+                    thresholds,
+                )
         self.accelerator.wait_for_everyone()
         return entry

@@ -40,7 +40,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = rank() * ctx.batch
-        return grad[start:start + ctx.batch]
+        return grad[start : start + ctx.batch]
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

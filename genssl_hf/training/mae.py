@@ -56,8 +56,12 @@ PRESETS = VIT_MAE_PRESETS  # the architecture presets (genssl_hf.models is their
 RECIPES: dict[str, dict[str, Any]] = {
     # Small CPU batches need a larger base lr to move in a few hundred steps.
     "tiny": dict(num_train_epochs=20, warmup_ratio=0.05, base_learning_rate=1.5e-3, per_device_train_batch_size=64),
-    "vit-s16": dict(num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256),
-    "vit-b16": dict(num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256),
+    "vit-s16": dict(
+        num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256
+    ),
+    "vit-b16": dict(
+        num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256
+    ),
 }
 PAPER_TOTAL_BATCH = 2048
 # The options of this script before it spoke transformers' vocabulary (argparse errors naming the new one).
@@ -65,7 +69,9 @@ RENAMED_OPTIONS = {"--preset": "--model", "--init_from": "--model"}
 
 
 # ---------------------------------------------------------------------------------------- model
-def build_mae_config(preset: str = "vit-s16", *, mask_ratio: float = 0.9, norm_pix_loss: bool = False, **overrides: Any) -> ViTMAEConfig:
+def build_mae_config(
+    preset: str = "vit-s16", *, mask_ratio: float = 0.9, norm_pix_loss: bool = False, **overrides: Any
+) -> ViTMAEConfig:
     """``ViTMAEConfig`` for a preset (3 input channels: grayscale replicated), with overrides; checks that
     the image size is divisible by the patch size and that the mask ratio lies in (0, 1)."""
     if preset not in PRESETS:
@@ -76,8 +82,9 @@ def build_mae_config(preset: str = "vit-s16", *, mask_ratio: float = 0.9, norm_p
     for a, b in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "decoder_num_attention_heads")):
         if kw[a] % kw[b]:
             raise ValueError(f"{a}={kw[a]} is not divisible by {b}={kw[b]}")
-    return ViTMAEConfig(num_channels=3, mask_ratio=float(mask_ratio), norm_pix_loss=bool(norm_pix_loss),
-                        layer_norm_eps=1e-6, **kw)
+    return ViTMAEConfig(
+        num_channels=3, mask_ratio=float(mask_ratio), norm_pix_loss=bool(norm_pix_loss), layer_norm_eps=1e-6, **kw
+    )
 
 
 def check_mae_shape(image_size: int, patch_size: int, mask_ratio: float) -> None:
@@ -90,8 +97,9 @@ def check_mae_shape(image_size: int, patch_size: int, mask_ratio: float) -> None
         raise ValueError(f"mask ratio {mask_ratio} leaves no visible patch of the {(image_size // patch_size) ** 2}")
 
 
-def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None,
-                attn_implementation: str = "sdpa") -> tuple[ViTMAEForPreTraining, dict[str, Any]]:
+def build_model(
+    config: ViTMAEConfig, init_from: str | os.PathLike | None = None, attn_implementation: str = "sdpa"
+) -> tuple[ViTMAEForPreTraining, dict[str, Any]]:
     """A ``ViTMAEForPreTraining``: fresh from ``config``, or continued from a folder holding a ViTMAE
     checkpoint (encoder + decoder) or a ViT checkpoint (encoder only; the decoder starts fresh).
     Returns the model and an ``init`` record for the run config / card."""
@@ -104,12 +112,26 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         raise FileNotFoundError(f"--model {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
     src = read_json(path / "config.json")
     mtype = src.get("model_type")
-    arch_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size", "qkv_bias")
+    arch_keys = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "patch_size",
+        "qkv_bias",
+    )
     if mtype == "vit_mae":
         model = ViTMAEForPreTraining.from_pretrained(
-            str(path), mask_ratio=config.mask_ratio, norm_pix_loss=config.norm_pix_loss, attn_implementation=attn_implementation)
+            str(path),
+            mask_ratio=config.mask_ratio,
+            norm_pix_loss=config.norm_pix_loss,
+            attn_implementation=attn_implementation,
+        )
         if model.config.image_size != config.image_size:
-            raise ValueError(f"--model {init_from} was trained at {model.config.image_size} px; use --image_size {model.config.image_size}")
+            raise ValueError(
+                f"--model {init_from} was trained at {model.config.image_size} px; "
+                f"use --image_size {model.config.image_size}"
+            )
         return model, {"init": "vit_mae", "init_from": str(path)}
     if mtype in ("vit", "genssl_hf_vit"):  # a ViT, or a genssl_hf classifier (own model_type)
         from transformers import ViTModel
@@ -117,7 +139,10 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         src_cfg = {k: src[k] for k in arch_keys if k in src}
         cfg = ViTMAEConfig(**{**config.to_dict(), **src_cfg, "layer_norm_eps": src.get("layer_norm_eps", 1e-12)})
         if src.get("image_size", cfg.image_size) != cfg.image_size:
-            raise ValueError(f"--model {init_from} was trained at {src.get('image_size')} px; use --image_size {src.get('image_size')}")
+            raise ValueError(
+                f"--model {init_from} was trained at {src.get('image_size')} px; "
+                f"use --image_size {src.get('image_size')}"
+            )
         if src.get("num_channels", 3) != 3:
             raise ValueError(f"--model {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
         # The MAE recipe's tables first; the ViT checkpoint then overwrites the cls token and patch projection.
@@ -129,7 +154,10 @@ def build_model(config: ViTMAEConfig, init_from: str | os.PathLike | None = None
         missing, unexpected = model.load_state_dict(sd, strict=False)
         enc_missing = [k for k in missing if k.startswith("vit.") and not k.endswith("position_embeddings")]
         if enc_missing or unexpected:
-            raise ValueError(f"--model {init_from}: encoder weights do not match (missing {enc_missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"--model {init_from}: encoder weights do not match "
+                f"(missing {enc_missing[:5]}, unexpected {unexpected[:5]})"
+            )
         return model, {"init": "vit_encoder", "init_from": str(path)}
     raise ValueError(f"--model {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
 
@@ -140,22 +168,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="GEN-SSL MAE pre-training (ViTMAEForPreTraining) with accelerate")
     add_common_args(p)
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="vit-s16",
-                   help=f"an architecture preset ({', '.join(sorted(PRESETS))}) for a fresh MAE, or a ViTMAE model folder "
-                        "(encoder and decoder) or ViT folder (encoder; the decoder starts fresh) to continue from")
-    g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="optimisation defaults (RECIPES) and, with a --model folder, the preset its size defaults and a "
-                        "fresh decoder come from (default: the --model preset; for a folder, by its encoder width: "
-                        "vit-b16 from 768, vit-s16 from 384, tiny below)")
+    g.add_argument(
+        "--model",
+        default="vit-s16",
+        help=f"an architecture preset ({', '.join(sorted(PRESETS))}) for a fresh MAE, or a ViTMAE model folder "
+        "(encoder and decoder) or ViT folder (encoder; the decoder starts fresh) to continue from",
+    )
+    g.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="optimisation defaults (RECIPES) and, with a --model folder, the preset its size defaults and a "
+        "fresh decoder come from (default: the --model preset; for a folder, by its encoder width: "
+        "vit-b16 from 768, vit-s16 from 384, tiny below)",
+    )
     g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
     g.add_argument("--patch_size", type=int, default=None, help="override the preset's patch size")
     g.add_argument("--mask_ratio", type=float, default=0.9)
-    g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)")
-    g.add_argument("--attn_implementation", default="auto", choices=ATTN_CHOICES,
-                   help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa")
+    g.add_argument(
+        "--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)"
+    )
+    g.add_argument(
+        "--attn_implementation",
+        default="auto",
+        choices=ATTN_CHOICES,
+        help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa",
+    )
     g = add_image_data_args(p)
-    g.add_argument("--on_error", choices=["raise", "skip"], default="raise",
-                   help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it")
+    g.add_argument(
+        "--on_error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it",
+    )
     g.add_argument("--crop_scale_min", type=float, default=0.5)
     add_adain_args(p)
     g = add_optimisation_args(p, base_learning_rate=True, warmup_ratio=None, weight_decay=0.05, stop_after_steps=True)
@@ -163,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adam_beta2", type=float, default=0.95)
     g.add_argument("--torch_compile", action="store_true")
     g = p.add_argument_group("outputs")
-    g.add_argument("--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)")
+    g.add_argument(
+        "--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)"
+    )
     g.add_argument("--figure_samples", type=int, default=4)
     renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
@@ -177,8 +224,9 @@ def model_folder(model: str | os.PathLike) -> Path | None:
         return None
     path = pretrained_path(model)
     if not path.is_dir():
-        raise FileNotFoundError(f"--model {str(model)!r} is neither an MAE preset ({', '.join(sorted(PRESETS))}) "
-                                "nor a model folder")
+        raise FileNotFoundError(
+            f"--model {str(model)!r} is neither an MAE preset ({', '.join(sorted(PRESETS))}) nor a model folder"
+        )
     return path
 
 
@@ -246,16 +294,28 @@ def _schedule(args: argparse.Namespace, batches_per_epoch: int | None, accelerat
     _, total_steps = plan_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accum)
     warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
-    return {"total_batch_size": total_batch, "learning_rate": lr, "total_steps": total_steps,
-            "warmup_steps": warmup, "batches_per_epoch": batches_per_epoch}
+    return {
+        "total_batch_size": total_batch,
+        "learning_rate": lr,
+        "total_steps": total_steps,
+        "warmup_steps": warmup,
+        "batches_per_epoch": batches_per_epoch,
+    }
 
 
 def _engine_config(args: argparse.Namespace, out: Path, total_steps: int) -> EngineConfig:
     return EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size,
-        seed=args.seed, max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
-        checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
-        stop_after_steps=args.stop_after_steps, desc=f"MAE {_arch_preset(args)}")
+        output_dir=out,
+        total_steps=total_steps,
+        images_per_micro_batch=args.per_device_train_batch_size,
+        seed=args.seed,
+        max_grad_norm=args.max_grad_norm,
+        logging_steps=args.logging_steps,
+        checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit,
+        stop_after_steps=args.stop_after_steps,
+        desc=f"MAE {_arch_preset(args)}",
+    )
 
 
 @no_trace_on_early_failure
@@ -268,22 +328,35 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     skipped: list = []
     ds = open_pretraining_images(args, dataset, skipped)
     adain_mean, adain_std, provenance = resolve_reference(args)
-    config = build_mae_config(_arch_preset(args), mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
-                              image_size=image_size, patch_size=patch_size)
+    config = build_mae_config(
+        _arch_preset(args),
+        mask_ratio=args.mask_ratio,
+        norm_pix_loss=args.norm_pix_loss,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
 
     accelerator = accelerator or make_accelerator(args)
     out = Path(args.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # model init
-    attn_implementation = resolve_attn_implementation(args.attn_implementation, accelerator.device, accelerator.mixed_precision)
+    attn_implementation = resolve_attn_implementation(
+        args.attn_implementation, accelerator.device, accelerator.mixed_precision
+    )
     init_from = args.model if model_folder(args.model) is not None else None
     model, init_record = build_model(config, init_from, attn_implementation)
     check_position_tables(model, f"--model {init_from}" if init_from else "the freshly built MAE")
     config = model.config
-    loader, batches_per_epoch = build_dataloader(ds, accelerator, batch_size=args.per_device_train_batch_size,
-                                                 image_column=args.image_column, load_size=args.load_size or image_size,
-                                                 seed=args.seed, num_workers=args.num_workers)
+    loader, batches_per_epoch = build_dataloader(
+        ds,
+        accelerator,
+        batch_size=args.per_device_train_batch_size,
+        image_column=args.image_column,
+        load_size=args.load_size or image_size,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
     derived = _schedule(args, batches_per_epoch, accelerator)
     lr, total_steps = derived["learning_rate"], derived["total_steps"]
     optimizer = build_optimizer(model, lr, args.weight_decay, betas=(0.9, args.adam_beta2))
@@ -292,20 +365,35 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     model, optimizer = engine.prepare(model, optimizer, scheduler)
     if args.torch_compile:
         model = torch.compile(model)
-    augment = MAEAugment(image_size, scale=(args.crop_scale_min, 1.0), adain=args.adain == "on",
-                         adain_mode=args.adain_mode, adain_mean=adain_mean, adain_std=adain_std,
-                         image_mean=args.image_mean, image_std=args.image_std, out_channels=3).to(accelerator.device)
+    augment = MAEAugment(
+        image_size,
+        scale=(args.crop_scale_min, 1.0),
+        adain=args.adain == "on",
+        adain_mode=args.adain_mode,
+        adain_mean=adain_mean,
+        adain_std=adain_std,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        out_channels=3,
+    ).to(accelerator.device)
     state = engine.resume(args.resume_from_checkpoint)
     if state.global_step:
         check_position_tables(accelerator.unwrap_model(model), f"the checkpoint resumed in {out}")
 
     run_config = {
-        "args": args_to_dict(args), "model": config.to_dict(), "init": init_record,
+        "args": args_to_dict(args),
+        "model": config.to_dict(),
+        "init": init_record,
         "attn_implementation": attn_implementation,
         "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
         "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
-        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": adain_mean, "std": adain_std,
-                  "reference_stats": provenance},
+        "adain": {
+            "enabled": args.adain == "on",
+            "mode": args.adain_mode,
+            "mean": adain_mean,
+            "std": adain_std,
+            "reference_stats": provenance,
+        },
         "skipped_images": [str(s) for s in skipped],
     }
     write_run_config(accelerator, out, run_config)
@@ -315,16 +403,29 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
     if not result.interrupted:
         processor = AdaINImageProcessor(
-            size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
-            adain_std=adain_std, reference_stats=provenance, image_mean=[args.image_mean], image_std=[args.image_std],
-            num_channels=3)
+            size={"height": image_size, "width": image_size},
+            do_adain=args.adain == "on",
+            adain_mean=adain_mean,
+            adain_std=adain_std,
+            reference_stats=provenance,
+            image_mean=[args.image_mean],
+            image_std=[args.image_std],
+            num_channels=3,
+        )
         export_mae(accelerator, model, processor, ds, args, run_config, summary)
     accelerator.end_training()
     return summary
 
 
-def export_mae(accelerator, model, processor: AdaINImageProcessor, ds: Any, args: argparse.Namespace,
-               run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+def export_mae(
+    accelerator,
+    model,
+    processor: AdaINImageProcessor,
+    ds: Any,
+    args: argparse.Namespace,
+    run_config: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
     """The finished run's folder (main process): model + processor, reconstruction figure, card, summary."""
     out = Path(args.output_dir)
     accelerator.wait_for_everyone()
@@ -333,8 +434,17 @@ def export_mae(accelerator, model, processor: AdaINImageProcessor, ds: Any, args
     if accelerator.is_main_process:
         save_model_and_processor(unwrapped, processor, out)
         if args.figure == "on":
-            summary["figure"] = str(reconstruction_figure(unwrapped, ds, args.image_column, processor,
-                                                          out / "reconstruction.png", n=args.figure_samples, seed=args.seed))
+            summary["figure"] = str(
+                reconstruction_figure(
+                    unwrapped,
+                    ds,
+                    args.image_column,
+                    processor,
+                    out / "reconstruction.png",
+                    n=args.figure_samples,
+                    seed=args.seed,
+                )
+            )
         write_model_card(out, args, run_config, summary)
         write_json(out / "train_summary.json", summary)
     accelerator.wait_for_everyone()
@@ -342,8 +452,15 @@ def export_mae(accelerator, model, processor: AdaINImageProcessor, ds: Any, args
 
 # -------------------------------------------------------------------------------------- outputs
 @torch.no_grad()
-def reconstruction_figure(model: ViTMAEForPreTraining, ds: Any, image_column: str, processor: AdaINImageProcessor,
-                          path: str | os.PathLike, n: int = 4, seed: int = 0) -> Path:
+def reconstruction_figure(
+    model: ViTMAEForPreTraining,
+    ds: Any,
+    image_column: str,
+    processor: AdaINImageProcessor,
+    path: str | os.PathLike,
+    n: int = 4,
+    seed: int = 0,
+) -> Path:
     """PNG with one row per image: original (processed), masked input, reconstruction, reconstruction with
     the visible patches pasted back. The first ``n`` images of the dataset, a fixed mask seed."""
     import matplotlib
@@ -373,7 +490,12 @@ def reconstruction_figure(model: ViTMAEForPreTraining, ds: Any, image_column: st
     cols = ["original", "masked", "reconstruction", "reconstruction + visible"]
     fig, axes = plt.subplots(len(pv), 4, figsize=(8, 2 * len(pv)), squeeze=False)
     for i in range(len(pv)):
-        panels = [pv[i], pv[i] * (1 - mask[i]) + mask[i] * ((0.0 - m) / s), rec[i], pv[i] * (1 - mask[i]) + rec[i] * mask[i]]
+        panels = [
+            pv[i],
+            pv[i] * (1 - mask[i]) + mask[i] * ((0.0 - m) / s),
+            rec[i],
+            pv[i] * (1 - mask[i]) + rec[i] * mask[i],
+        ]
         for j, t in enumerate(panels):
             axes[i, j].imshow(show(t), cmap="gray", vmin=0, vmax=1)
             axes[i, j].axis("off")
@@ -395,14 +517,23 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
     from genssl_hf.utils import atomic_write_text
 
     card_data: dict[str, Any] = {
-        "license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "image-feature-extraction",
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "image-feature-extraction",
         "tags": ["genssl", "masked-autoencoder", "vit-mae", "chest-x-ray", "medical-imaging", "self-supervised"],
     }
     if run_config["init"].get("init_from"):
         card_data["base_model"] = run_config["init"]["init_from"]
     card = render_model_card(
-        "mae_encoder", card_data, preset=_arch_preset(args), model=run_config["model"], derived=run_config["derived"],
-        adain=run_config["adain"], augmentation=run_config["augmentation"], init=run_config["init"], summary=summary,
+        "mae_encoder",
+        card_data,
+        preset=_arch_preset(args),
+        model=run_config["model"],
+        derived=run_config["derived"],
+        adain=run_config["adain"],
+        augmentation=run_config["augmentation"],
+        init=run_config["init"],
+        summary=summary,
         dataset=str(args.dataset) if args.dataset else "in-memory datasets object",
     )
     atomic_write_text(out / "README.md", str(card))
@@ -411,7 +542,13 @@ def write_model_card(out: Path, args: argparse.Namespace, run_config: dict[str, 
 def main(argv: list[str] | None = None, publish=None) -> int:
     """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
     handed in by ``scripts/pretrain_mae.py``, as training never imports ``hub``."""
-    return run_training_command(pretrain_mae, build_parser().parse_args(argv), publish, "encoder", ("global_step", "final_loss", "images_per_second", "interrupted"))
+    return run_training_command(
+        pretrain_mae,
+        build_parser().parse_args(argv),
+        publish,
+        "encoder",
+        ("global_step", "final_loss", "images_per_second", "interrupted"),
+    )
 
 
 if __name__ == "__main__":

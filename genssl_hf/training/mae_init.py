@@ -49,8 +49,9 @@ def sincos_position_table(grid_size: int, dim: int, *, cls_token: bool = True) -
         raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    rows, cols = torch.meshgrid(torch.arange(grid_size, dtype=torch.float64),
-                                torch.arange(grid_size, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_size, dtype=torch.float64), torch.arange(grid_size, dtype=torch.float64), indexing="ij"
+    )
 
     def encode(pos: torch.Tensor) -> torch.Tensor:
         angles = pos.flatten()[:, None] * omega[None, :]
@@ -116,7 +117,8 @@ def check_position_tables(model, what: str = "the MAE model") -> None:
         raise PositionBlindError(
             f"{what}: {'; '.join(problems)}. An MAE with such tables cannot tell patches apart and its "
             "reconstruction collapses to the mean. Build it with genssl_hf.training.mae.build_model "
-            "(which writes the sin-cos tables) or load a checkpoint that has them.")
+            "(which writes the sin-cos tables) or load a checkpoint that has them."
+        )
 
 
 def warn_if_position_blind_folder(folder: str | Path) -> list[str]:
@@ -132,8 +134,11 @@ def warn_if_position_blind_folder(folder: str | Path) -> list[str]:
 
     try:
         with safe_open(str(weights), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()
-                     if k.endswith("position_embeddings") or k.endswith("decoder_pos_embed")}
+            state = {
+                k: f.get_tensor(k)
+                for k in f.keys()
+                if k.endswith("position_embeddings") or k.endswith("decoder_pos_embed")
+            }
     except Exception as err:  # unreadable weights are reported by the loader with its own message
         raise ValueError(f"{weights}: cannot read the weights ({err})") from err
     problems = position_table_problems(state)
@@ -142,5 +147,7 @@ def warn_if_position_blind_folder(folder: str | Path) -> list[str]:
             f"--model {folder}: {'; '.join(problems)}. This encoder was pre-trained position-blind "
             "(an MAE built with transformers 5.x's zero sin-cos tables); its features carry no patch "
             "positions and fine-tuning starts from a weak encoder. Re-run pre-training with this "
-            "version of genssl_hf.", stacklevel=2)
+            "version of genssl_hf.",
+            stacklevel=2,
+        )
     return problems

@@ -39,7 +39,12 @@ def param_groups(
         scale = float(lr_scale(name)) if lr_scale is not None else 1.0
         key = (no_decay, scale)
         if key not in groups:
-            g: dict[str, Any] = {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+            g: dict[str, Any] = {
+                "params": [],
+                "param_names": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": scale,
+            }
             if lr is not None:
                 g["lr"] = lr * scale
             groups[key] = g
@@ -91,8 +96,9 @@ def cosine_schedule_with_warmup(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def plan_steps(max_steps: int | None, num_train_epochs: float | None, batches_per_epoch: int | None,
-               accumulation: int) -> tuple[int | None, int]:
+def plan_steps(
+    max_steps: int | None, num_train_epochs: float | None, batches_per_epoch: int | None, accumulation: int
+) -> tuple[int | None, int]:
     """(optimiser steps per epoch or None when the epoch length is unknown, total optimiser steps):
     ``max_steps`` when given, else ``num_train_epochs`` x steps per epoch (at least 1)."""
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation) if batches_per_epoch else None

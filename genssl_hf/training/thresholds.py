@@ -60,8 +60,9 @@ def _check_rule(rule: str, target_sensitivity: float) -> None:
         raise ValueError(f"target_sensitivity must lie in (0, 1]; got {target_sensitivity}")
 
 
-def select_threshold(y_true: Any, y_score: Any, rule: str = DEFAULT_RULE, *,
-                     target_sensitivity: float = 0.9) -> dict[str, Any]:
+def select_threshold(
+    y_true: Any, y_score: Any, rule: str = DEFAULT_RULE, *, target_sensitivity: float = 0.9
+) -> dict[str, Any]:
     """One binary threshold: ``{"threshold", "sensitivity", "specificity", "predicted_positive_rate"}``
     on the given (validation) cases, or ``{"threshold": 0.5, "undefined_reason": ...}`` when the
     labels take a single value."""
@@ -89,8 +90,12 @@ def select_threshold(y_true: Any, y_score: Any, rule: str = DEFAULT_RULE, *,
         i = candidates[np.argmin(np.abs(rate[1:] - prevalence))]
     cut = float(cuts[i])
     threshold = 0.5 * (cut + float(cuts[i + 1])) if i + 1 < len(cuts) else cut
-    return {"threshold": threshold, "sensitivity": float(tpr[i]), "specificity": float(1.0 - fpr[i]),
-            "predicted_positive_rate": float((s >= threshold).mean())}
+    return {
+        "threshold": threshold,
+        "sensitivity": float(tpr[i]),
+        "specificity": float(1.0 - fpr[i]),
+        "predicted_positive_rate": float((s >= threshold).mean()),
+    }
 
 
 def _one_vs_rest(y_true: np.ndarray, num_classes: int) -> np.ndarray:
@@ -101,8 +106,15 @@ def _one_vs_rest(y_true: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def choose_thresholds(y_true: Any, y_score: Any, label_names: Sequence[str], *, rule: str = DEFAULT_RULE,
-                      target_sensitivity: float = 0.9, split: str = "validation") -> dict[str, Any]:
+def choose_thresholds(
+    y_true: Any,
+    y_score: Any,
+    label_names: Sequence[str],
+    *,
+    rule: str = DEFAULT_RULE,
+    target_sensitivity: float = 0.9,
+    split: str = "validation",
+) -> dict[str, Any]:
     """Thresholds of every rule for every class, from ``split`` predictions (never the test split).
 
     ``y_true``: ``(N, C)`` 0/1 (multi-label) or ``(N,)`` class indices (multi-class, one-vs-rest);
@@ -122,8 +134,10 @@ def choose_thresholds(y_true: Any, y_score: Any, label_names: Sequence[str], *, 
     onehot = _one_vs_rest(y, len(names))
     rules: dict[str, Any] = {}
     for r in THRESHOLD_RULES:
-        rules[r] = {nm: select_threshold(onehot[:, j], s[:, j], r, target_sensitivity=target_sensitivity)
-                    for j, nm in enumerate(names)}
+        rules[r] = {
+            nm: select_threshold(onehot[:, j], s[:, j], r, target_sensitivity=target_sensitivity)
+            for j, nm in enumerate(names)
+        }
     return {
         "rule": rule,
         "target_sensitivity": float(target_sensitivity),

@@ -1,4 +1,5 @@
-"""Image-report contrastive pre-training (ConVIRT / CLIP) as a transformers ``VisionTextDualEncoderModel``: the trainer and its command line.
+"""Image-report contrastive pre-training (ConVIRT / CLIP) as a transformers ``VisionTextDualEncoderModel``: the trainer
+and its command line.
 
 The model is the stock ``VisionTextDualEncoderModel`` (so the output folder loads with
 ``VisionTextDualEncoderModel.from_pretrained`` and works in the ``zero-shot-image-classification``
@@ -82,34 +83,77 @@ RENAMED_OPTIONS = {"--image_tower": "--model"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel")
+    p = argparse.ArgumentParser(
+        description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel"
+    )
     d = p.add_argument_group("pairs")
-    d.add_argument("--pairs", default="phantom:2000",
-                   help="phantom[:N] (embedded default), generated:DIR (with --reports), mimic:ROOT (with --reports)")
-    d.add_argument("--reports", default=None,
-                   help="report corpus for generated:/mimic: pairs (iu:NLMCXR_reports.tgz, mimic-reports:ROOT, a dataset or file); "
-                        "the text is joined back by hash at run time and never written")
-    d.add_argument("--section", choices=["findings", "impression", "text"], default="findings", help="report section used as text")
-    d.add_argument("--phantom_config", default=None, help="JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'")
+    d.add_argument(
+        "--pairs",
+        default="phantom:2000",
+        help="phantom[:N] (embedded default), generated:DIR (with --reports), mimic:ROOT (with --reports)",
+    )
+    d.add_argument(
+        "--reports",
+        default=None,
+        help="report corpus for generated:/mimic: pairs "
+        "(iu:NLMCXR_reports.tgz, mimic-reports:ROOT, a dataset or file); "
+        "the text is joined back by hash at run time and never written",
+    )
+    d.add_argument(
+        "--section", choices=["findings", "impression", "text"], default="findings", help="report section used as text"
+    )
+    d.add_argument(
+        "--phantom_config",
+        default=None,
+        help="JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'",
+    )
     d.add_argument("--max_train_samples", type=int, default=None)
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="tiny",
-                   help=f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset ({', '.join(CNN_PRESETS)}) "
-                        "for random init, or a ViT / ViTMAE / classifier folder to start from")
-    m.add_argument("--text_tower", default="minilm", help="minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder")
+    m.add_argument(
+        "--model",
+        default="tiny",
+        help=f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset ({', '.join(CNN_PRESETS)}) "
+        "for random init, or a ViT / ViTMAE / classifier folder to start from",
+    )
+    m.add_argument(
+        "--text_tower",
+        default="minilm",
+        help="minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder",
+    )
     m.add_argument("--image_size", type=int, default=None, help="input size (default: the image tower's)")
     m.add_argument("--projection_dim", type=int, default=128)
-    m.add_argument("--freeze_text_layers", type=int, default=0, help="freeze the text tower's embeddings and first N layers")
-    m.add_argument("--max_text_length", type=int, default=128, help="tokens per report (capped at the text tower's limit)")
+    m.add_argument(
+        "--freeze_text_layers", type=int, default=0, help="freeze the text tower's embeddings and first N layers"
+    )
+    m.add_argument(
+        "--max_text_length", type=int, default=128, help="tokens per report (capped at the text tower's limit)"
+    )
     lo = p.add_argument_group("loss")
-    lo.add_argument("--loss", choices=sorted(LOSS_PRESETS), default="convirt", help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5")
+    lo.add_argument(
+        "--loss",
+        choices=sorted(LOSS_PRESETS),
+        default="convirt",
+        help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5",
+    )
     lo.add_argument("--temperature", type=float, default=None, help="override the preset's (initial) temperature")
     lo.add_argument("--image_to_text_weight", type=float, default=None, help="override lambda")
-    lo.add_argument("--dedupe_targets", choices=["on", "off"], default="on", help="identical reports are positives, not negatives")
-    o = add_optimisation_args(p, batch_size=64, epochs=10, learning_rate=1e-4, weight_decay=1e-4, warmup_ratio=0.05,
-                              max_grad_norm=1.0, num_workers=True)
+    lo.add_argument(
+        "--dedupe_targets", choices=["on", "off"], default="on", help="identical reports are positives, not negatives"
+    )
+    o = add_optimisation_args(
+        p,
+        batch_size=64,
+        epochs=10,
+        learning_rate=1e-4,
+        weight_decay=1e-4,
+        warmup_ratio=0.05,
+        max_grad_norm=1.0,
+        num_workers=True,
+    )
     o.add_argument("--crop_scale_min", type=float, default=0.6)
-    o.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared, loaded CPU)")
+    o.add_argument(
+        "--num_threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared, loaded CPU)"
+    )
     a = add_adain_args(p, "AdaIN (as for MAE pre-training)")
     a.add_argument("--figure", choices=["on", "off"], default="on")
     add_common_args(p)
@@ -142,13 +186,24 @@ def _check_args_and_load_pairs(args: argparse.Namespace, pairs: Any) -> dict[str
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     phantom_config = json.loads(args.phantom_config) if isinstance(args.phantom_config, str) else args.phantom_config
-    pairs = load_pairs(pairs if pairs is not None else args.pairs, section=args.section, corpus=args.reports,
-                       image_size=args.image_size or 64, seed=args.seed, phantom_config=phantom_config)
+    pairs = load_pairs(
+        pairs if pairs is not None else args.pairs,
+        section=args.section,
+        corpus=args.reports,
+        image_size=args.image_size or 64,
+        seed=args.seed,
+        phantom_config=phantom_config,
+    )
     if args.max_train_samples is not None:
         pairs = pairs.select(range(min(len(pairs), int(args.max_train_samples))))
     adain_mean, adain_std, provenance = resolve_reference(args)
-    return {"loss_cfg": loss_cfg, "pairs": pairs, "adain_mean": adain_mean, "adain_std": adain_std,
-            "provenance": provenance}
+    return {
+        "loss_cfg": loss_cfg,
+        "pairs": pairs,
+        "adain_mean": adain_mean,
+        "adain_std": adain_std,
+        "provenance": provenance,
+    }
 
 
 def _build_model_and_data(args: argparse.Namespace, run: dict[str, Any], accelerator) -> dict[str, Any]:
@@ -157,26 +212,49 @@ def _build_model_and_data(args: argparse.Namespace, run: dict[str, Any], acceler
     pairs, loss_cfg = run["pairs"], run["loss_cfg"]
     torch.manual_seed(args.seed)
     model, tokenizer, init_record = build_dual_encoder(
-        args.model, args.text_tower, projection_dim=args.projection_dim, image_size=args.image_size,
-        temperature=loss_cfg["temperature"], learnable_temperature=loss_cfg["learnable_temperature"],
-        freeze_text_layers=args.freeze_text_layers)
+        args.model,
+        args.text_tower,
+        projection_dim=args.projection_dim,
+        image_size=args.image_size,
+        temperature=loss_cfg["temperature"],
+        learnable_temperature=loss_cfg["learnable_temperature"],
+        freeze_text_layers=args.freeze_text_layers,
+    )
     image_size = int(model.config.vision_config.image_size)
     max_length = text_max_length(tokenizer, model, args.max_text_length)
     truncation = truncation_stats(tokenizer, pairs.texts, max_length)
     bs = args.per_device_train_batch_size
     if len(pairs) < bs * accelerator.num_processes:
-        raise ValueError(f"{len(pairs)} pairs are fewer than one global batch ({bs} x {accelerator.num_processes} processes)")
+        raise ValueError(
+            f"{len(pairs)} pairs are fewer than one global batch ({bs} x {accelerator.num_processes} processes)"
+        )
     fully_frozen = text_tower_fully_frozen(model)
     # cache only in a single process: in DDP the forward must go through the wrapped model to sync gradients
-    text_features = (FrozenTextFeatures(model.text_model, tokenizer, pairs.texts, max_length)
-                     if fully_frozen and accelerator.num_processes == 1 else None)
+    text_features = (
+        FrozenTextFeatures(model.text_model, tokenizer, pairs.texts, max_length)
+        if fully_frozen and accelerator.num_processes == 1
+        else None
+    )
     loader = torch.utils.data.DataLoader(
-        pairs, batch_size=bs, sampler=EpochShuffleSampler(len(pairs), seed=args.seed), drop_last=True,
-        collate_fn=PairCollator(tokenizer, image_size, max_length), num_workers=args.num_workers)
+        pairs,
+        batch_size=bs,
+        sampler=EpochShuffleSampler(len(pairs), seed=args.seed),
+        drop_last=True,
+        collate_fn=PairCollator(tokenizer, image_size, max_length),
+        num_workers=args.num_workers,
+    )
     loader = accelerator.prepare(loader)
-    return {"model": model, "tokenizer": tokenizer, "init_record": init_record, "image_size": image_size,
-            "max_length": max_length, "truncation": truncation, "fully_frozen": fully_frozen,
-            "text_features": text_features, "loader": loader}
+    return {
+        "model": model,
+        "tokenizer": tokenizer,
+        "init_record": init_record,
+        "image_size": image_size,
+        "max_length": max_length,
+        "truncation": truncation,
+        "fully_frozen": fully_frozen,
+        "text_features": text_features,
+        "loader": loader,
+    }
 
 
 def _engine_and_optimiser(args: argparse.Namespace, run: dict[str, Any], accelerator, out: Path) -> dict[str, Any]:
@@ -188,50 +266,107 @@ def _engine_and_optimiser(args: argparse.Namespace, run: dict[str, Any], acceler
     total_steps = int(args.max_steps) if args.max_steps else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     warmup = int(round(args.warmup_ratio * total_steps))
     optimizer = build_optimizer(run["model"], args.learning_rate, args.weight_decay, betas=(0.9, 0.98))
-    engine = Engine(accelerator, EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=bs, seed=args.seed,
-        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, desc=f"VLP {args.loss}",
-        progress_keys=("train/loss", "train/temperature")))
+    engine = Engine(
+        accelerator,
+        EngineConfig(
+            output_dir=out,
+            total_steps=total_steps,
+            images_per_micro_batch=bs,
+            seed=args.seed,
+            max_grad_norm=args.max_grad_norm,
+            logging_steps=args.logging_steps,
+            checkpointing_steps=args.checkpointing_steps,
+            checkpoints_total_limit=args.checkpoints_total_limit,
+            desc=f"VLP {args.loss}",
+            progress_keys=("train/loss", "train/temperature"),
+        ),
+    )
     scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = engine.prepare(run["model"], optimizer, scheduler)
-    return {"engine": engine, "model": model, "optimizer": optimizer, "scheduler": scheduler,
-            "total_batch": total_batch, "total_steps": total_steps, "warmup": warmup}
+    return {
+        "engine": engine,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "total_batch": total_batch,
+        "total_steps": total_steps,
+        "warmup": warmup,
+    }
 
 
 def _run_config(args: argparse.Namespace, run: dict[str, Any], augment: MAEAugment, unwrapped) -> dict[str, Any]:
     """``run_config.json``: options, loss, initialisation, pair provenance, truncation, views, AdaIN, derived sizes."""
     text_features = run["text_features"]
     return {
-        "args": args_to_dict(args), "loss": run["loss_cfg"], "init": run["init_record"], "pairs": run["pairs"].provenance,
-        "truncation": run["truncation"], "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": False},
-        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": run["adain_mean"], "std": run["adain_std"],
-                  "reference_stats": run["provenance"]},
-        "derived": {"cached_text_features": len(text_features) if text_features is not None else None,
-                    "total_batch_size": run["total_batch"], "total_steps": run["total_steps"], "warmup_steps": run["warmup"],
-                    "num_pairs": len(run["pairs"]), "image_size": run["image_size"], "max_text_length": run["max_length"],
-                    "projection_dim": int(unwrapped.config.projection_dim),
-                    "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
-                    "num_trainable_parameters": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)},
+        "args": args_to_dict(args),
+        "loss": run["loss_cfg"],
+        "init": run["init_record"],
+        "pairs": run["pairs"].provenance,
+        "truncation": run["truncation"],
+        "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": False},
+        "adain": {
+            "enabled": args.adain == "on",
+            "mode": args.adain_mode,
+            "mean": run["adain_mean"],
+            "std": run["adain_std"],
+            "reference_stats": run["provenance"],
+        },
+        "derived": {
+            "cached_text_features": len(text_features) if text_features is not None else None,
+            "total_batch_size": run["total_batch"],
+            "total_steps": run["total_steps"],
+            "warmup_steps": run["warmup"],
+            "num_pairs": len(run["pairs"]),
+            "image_size": run["image_size"],
+            "max_text_length": run["max_length"],
+            "projection_dim": int(unwrapped.config.projection_dim),
+            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+            "num_trainable_parameters": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad),
+        },
     }
 
 
-def _export(args: argparse.Namespace, run: dict[str, Any], accelerator, unwrapped, out: Path,
-            run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+def _export(
+    args: argparse.Namespace,
+    run: dict[str, Any],
+    accelerator,
+    unwrapped,
+    out: Path,
+    run_config: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
     """The model folder (main process): dual encoder, AdaIN processor, tokenizer, ``vlp_config.json``,
     the similarity figure, the card and ``train_summary.json``."""
     image_size, tokenizer, max_length = run["image_size"], run["tokenizer"], run["max_length"]
     processor = AdaINImageProcessor(
-        size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=run["adain_mean"],
-        adain_std=run["adain_std"], reference_stats=run["provenance"], image_mean=[args.image_mean],
-        image_std=[args.image_std], num_channels=3)
+        size={"height": image_size, "width": image_size},
+        do_adain=args.adain == "on",
+        adain_mean=run["adain_mean"],
+        adain_std=run["adain_std"],
+        reference_stats=run["provenance"],
+        image_mean=[args.image_mean],
+        image_std=[args.image_std],
+        num_channels=3,
+    )
     if accelerator.is_main_process:
-        save_dual_encoder(unwrapped, processor, tokenizer, out, {
-            "loss": run["loss_cfg"], "pairs": run["pairs"].provenance, "truncation": run["truncation"],
-            "init": run["init_record"], "max_text_length": max_length, "section": args.section})
+        save_dual_encoder(
+            unwrapped,
+            processor,
+            tokenizer,
+            out,
+            {
+                "loss": run["loss_cfg"],
+                "pairs": run["pairs"].provenance,
+                "truncation": run["truncation"],
+                "init": run["init_record"],
+                "max_text_length": max_length,
+                "section": args.section,
+            },
+        )
         if args.figure == "on":
-            summary["figure"] = str(similarity_figure(unwrapped, processor, tokenizer, run["pairs"], out / "similarity.png",
-                                                      max_length))
+            summary["figure"] = str(
+                similarity_figure(unwrapped, processor, tokenizer, run["pairs"], out / "similarity.png", max_length)
+            )
         write_dual_encoder_card(out, run_config, summary)
         write_json(out / "train_summary.json", summary)
 
@@ -249,10 +384,18 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
         out.mkdir(parents=True, exist_ok=True)
     run.update(_build_model_and_data(args, run, accelerator))
     run.update(_engine_and_optimiser(args, run, accelerator, out))
-    augment = MAEAugment(run["image_size"], scale=(args.crop_scale_min, 1.0), hflip=False,  # a flip would swap left / right in the report
-                         adain=args.adain == "on", adain_mode=args.adain_mode, adain_mean=run["adain_mean"],
-                         adain_std=run["adain_std"], image_mean=args.image_mean, image_std=args.image_std,
-                         out_channels=3).to(accelerator.device)
+    augment = MAEAugment(
+        run["image_size"],
+        scale=(args.crop_scale_min, 1.0),
+        hflip=False,  # a flip would swap left / right in the report
+        adain=args.adain == "on",
+        adain_mode=args.adain_mode,
+        adain_mean=run["adain_mean"],
+        adain_std=run["adain_std"],
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        out_channels=3,
+    ).to(accelerator.device)
     engine = run["engine"]
     state = engine.resume(args.resume_from_checkpoint)
     unwrapped = accelerator.unwrap_model(run["model"])
@@ -263,11 +406,15 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     task = VLPTask(augment, accelerator.device, run["loss_cfg"], run["text_features"], run["fully_frozen"], unwrapped)
     result = engine.run(task, run["model"], run["optimizer"], run["scheduler"], run["loader"], state)
     summary: dict[str, Any] = {
-        "global_step": state.global_step, "total_steps": run["total_steps"], "final_loss": state.last_loss,
+        "global_step": state.global_step,
+        "total_steps": run["total_steps"],
+        "final_loss": state.last_loss,
         "loss_curve": [(h["step"], h["train/loss"]) for h in result.history if "train/loss" in h],
         "temperature": float(1.0 / unwrapped.logit_scale.exp()),
         "pairs_per_second": result.summary["images_per_second"],
-        "train_seconds": result.summary["train_seconds"], "output_dir": str(out), "truncation": run["truncation"],
+        "train_seconds": result.summary["train_seconds"],
+        "output_dir": str(out),
+        "truncation": run["truncation"],
     }
     accelerator.wait_for_everyone()
     _export(args, run, accelerator, unwrapped, out, run_config, summary)
@@ -290,7 +437,9 @@ def similarity_figure(model, processor, tokenizer, pairs, path: Path, max_length
     idx = np.linspace(0, len(pairs) - 1, n).astype(int)
     images = [pairs[int(i)]["image"] for i in idx]
     pix = processor(images, return_tensors="pt")["pixel_values"]
-    sim = (embed_images(model, pix) @ embed_texts(model, tokenizer, [pairs.texts[int(i)] for i in idx], max_length).t()).numpy()
+    sim = (
+        embed_images(model, pix) @ embed_texts(model, tokenizer, [pairs.texts[int(i)] for i in idx], max_length).t()
+    ).numpy()
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     im = ax.imshow(sim, cmap="viridis")
     ax.set_xlabel("report (pair index)")
@@ -311,20 +460,44 @@ def write_dual_encoder_card(out: Path, run_config: dict[str, Any], summary: dict
 
     pairs = run_config["pairs"]
     card_data: dict[str, Any] = {
-        "license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification",
-        "tags": ["genssl", "vision-text-dual-encoder", "convirt" if run_config["loss"]["name"] == "convirt" else "clip",
-                 "contrastive", "chest-x-ray", "medical-imaging", "zero-shot"],
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "zero-shot-image-classification",
+        "tags": [
+            "genssl",
+            "vision-text-dual-encoder",
+            "convirt" if run_config["loss"]["name"] == "convirt" else "clip",
+            "contrastive",
+            "chest-x-ray",
+            "medical-imaging",
+            "zero-shot",
+        ],
     }
-    card = render_model_card("dual_encoder", card_data, loss=run_config["loss"], init=run_config["init"], pairs=pairs,
-                             truncation=run_config["truncation"], derived=run_config["derived"], adain=run_config["adain"],
-                             augmentation=run_config["augmentation"], summary=summary)
+    card = render_model_card(
+        "dual_encoder",
+        card_data,
+        loss=run_config["loss"],
+        init=run_config["init"],
+        pairs=pairs,
+        truncation=run_config["truncation"],
+        derived=run_config["derived"],
+        adain=run_config["adain"],
+        augmentation=run_config["augmentation"],
+        summary=summary,
+    )
     atomic_write_text(out / "README.md", str(card))
 
 
 def main(argv: list[str] | None = None, publish=None) -> int:
     """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
     handed in by ``scripts/pretrain_vlp.py``, as training never imports ``hub``."""
-    return run_training_command(pretrain_vlp, build_parser().parse_args(argv), publish, "dual_encoder", ("global_step", "final_loss", "temperature", "pairs_per_second"))
+    return run_training_command(
+        pretrain_vlp,
+        build_parser().parse_args(argv),
+        publish,
+        "dual_encoder",
+        ("global_step", "final_loss", "temperature", "pairs_per_second"),
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ def image_text_infonce(
     these losses equals, value and gradient, the 1-process loss on the concatenated batch.
     """
     if image_embeds.shape != text_embeds.shape or image_embeds.ndim != 2:
-        raise ValueError(f"image and text embeddings must both be (B, D), got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}")
+        raise ValueError(
+            "image and text embeddings must both be (B, D), "
+            f"got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
     img = F.normalize(image_embeds.float(), dim=-1)
     txt = F.normalize(text_embeds.float(), dim=-1)
     all_img = all_gather_with_grad(img) if gather else img

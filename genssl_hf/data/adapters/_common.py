@@ -15,7 +15,8 @@ How an adapter builds its dataset
    returned ``Dataset`` memory-maps. 8-bit images are stored as path references (decoded lazily when accessed);
    16-bit PNG, TIFF and DICOM are windowed by :func:`~genssl_hf.data.io.read_cxr` and stored as
    8-bit PNG bytes (``datasets.Image(mode="L")`` would clip them).
-3. **Cache**: the file appears only when complete (temporary name, then rename); the fingerprint covers the adapter, its options and each source file's size and
+3. **Cache**: the file appears only when complete (temporary name, then rename); the fingerprint covers the adapter, its
+   options and each source file's size and
    modification time, so an unchanged call reloads from the cache and a changed CSV rebuilds.
 """
 
@@ -75,7 +76,9 @@ def iter_text_lines(path: str | os.PathLike, what: str = "text file") -> Iterato
         with open_text(path) as fh:
             yield from enumerate(fh, start=1)
     except UnicodeDecodeError as exc:
-        raise CXRDataError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it the right file?") from None
+        raise CXRDataError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it the right file?"
+        ) from None
 
 
 def iter_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
@@ -103,7 +106,9 @@ def iter_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[
                         )
                 yield reader.line_num, row
         except UnicodeDecodeError as exc:  # a binary file (an image, a zip...) given as the CSV
-            raise CXRDataError(f"CSV {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it really a CSV file?") from None
+            raise CXRDataError(
+                f"CSV {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it really a CSV file?"
+            ) from None
         except (csv.Error, EOFError, OSError) as exc:  # NUL bytes, broken gzip
             raise CXRDataError(f"CSV {path} line {reader.line_num}: unreadable ({type(exc).__name__}: {exc})") from None
 
@@ -218,8 +223,15 @@ def build_image_dataset(
     return ds
 
 
-def _prepass(name: str, rows: Callable[[], Iterator[Row]], sources: list[Path], options: dict, on_error: str,
-             verify: str, records: list) -> set[str]:
+def _prepass(
+    name: str,
+    rows: Callable[[], Iterator[Row]],
+    sources: list[Path],
+    options: dict,
+    on_error: str,
+    verify: str,
+    records: list,
+) -> set[str]:
     """Check every row's image (``verify``); returns the ``where`` of the rows skipped under
     ``on_error="skip"`` (recorded in ``records``), or raises one :class:`CXRDataError` listing the
     unusable files, or saying that nothing is left."""
@@ -256,7 +268,11 @@ def _prepass(name: str, rows: Callable[[], Iterator[Row]], sources: list[Path], 
 
 
 def build_text_dataset(
-    *, name: str, generate: Callable[[], Iterator[dict]], features: datasets.Features, fingerprint_parts: dict,
+    *,
+    name: str,
+    generate: Callable[[], Iterator[dict]],
+    features: datasets.Features,
+    fingerprint_parts: dict,
     cache_dir=None,
 ) -> datasets.Dataset:
     blob = json.dumps({"adapter": name, "version": ADAPTER_VERSION, **fingerprint_parts}, sort_keys=True, default=str)
@@ -320,5 +336,6 @@ def embed_images(ds: datasets.Dataset, *, num_proc: int | None = None) -> datase
 
     fmt = ds.format
     out = ds.with_format("arrow").map(embed_table_storage, batched=True, num_proc=num_proc, desc="embedding images")
-    return out.with_format(fmt["type"], columns=fmt["columns"], output_all_columns=fmt["output_all_columns"],
-                           **fmt["format_kwargs"])
+    return out.with_format(
+        fmt["type"], columns=fmt["columns"], output_all_columns=fmt["output_all_columns"], **fmt["format_kwargs"]
+    )

@@ -79,8 +79,13 @@ def load_image_folder(
         features=features,
         # the folder's own state: its listing is re-read on each call, so key the cache on it
         sources=[root / f for f in folders],
-        options={"root": str(root), "label_names": names, "extensions": exts, "source": source,
-                 "listing": _listing_state(root, folders, exts)},
+        options={
+            "root": str(root),
+            "label_names": names,
+            "extensions": exts,
+            "source": source,
+            "listing": _listing_state(root, folders, exts),
+        },
         on_error=on_error,
         skipped=skipped,
         verify=verify,
@@ -153,10 +158,19 @@ def load_image_csv(
     src = _CsvSource(
         csv_path=csv_path,
         image_root=Path(image_root).expanduser().resolve() if image_root is not None else csv_path.parent,
-        extras=dict(extra_columns) if isinstance(extra_columns, Mapping) else {c: datasets.Value("string") for c in extra_columns},
-        path_column=path_column, label_column=label_column, label_columns=label_columns, separator=separator,
-        none_set=frozenset(none_values), split_column=split_column, split=split,
-        meta_columns=(patient_id_column, study_id_column, view_column), source_name=source or csv_path.stem, derive=derive,
+        extras=dict(extra_columns)
+        if isinstance(extra_columns, Mapping)
+        else {c: datasets.Value("string") for c in extra_columns},
+        path_column=path_column,
+        label_column=label_column,
+        label_columns=label_columns,
+        separator=separator,
+        none_set=frozenset(none_values),
+        split_column=split_column,
+        split=split,
+        meta_columns=(patient_id_column, study_id_column, view_column),
+        source_name=source or csv_path.stem,
+        derive=derive,
     )
     names = src.label_names(label_names)
     features = cxr_features(names, multi_label=src.multi_label, extra={"path": datasets.Value("string"), **src.extras})
@@ -198,8 +212,12 @@ class _CsvSource:
 
     def selected(self) -> Iterator[tuple[int, dict[str, str]]]:
         """``(line, row)`` of the rows of the chosen split."""
-        required = [self.path_column, *(self.label_columns or [self.label_column]),
-                    *(c for c in (*self.meta_columns, self.split_column) if c), *self.extras]
+        required = [
+            self.path_column,
+            *(self.label_columns or [self.label_column]),
+            *(c for c in (*self.meta_columns, self.split_column) if c),
+            *self.extras,
+        ]
         for line, row in iter_csv(self.csv_path, required):
             if self.split is not None and row[self.split_column].strip() != self.split:
                 continue

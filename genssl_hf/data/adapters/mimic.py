@@ -70,9 +70,7 @@ def load_mimic_cxr(
     labels_of = _study_labels(label_csv, uncertainty)
     in_split = _split_dicom_ids(split_csv, split) if split != "all" else None
 
-    features = cxr_features(
-        CHEXPERT5, extra={"path": datasets.Value("string"), "dicom_id": datasets.Value("string")}
-    )
+    features = cxr_features(CHEXPERT5, extra={"path": datasets.Value("string"), "dicom_id": datasets.Value("string")})
     return build_image_dataset(
         name="mimic-cxr",
         rows=lambda: _mimic_rows(root, meta_csv, label_csv, labels_of, in_split, view_set),
@@ -107,7 +105,9 @@ def _split_dicom_ids(split_csv: Path, split: str) -> set[str]:
     for line, row in iter_csv(split_csv, ("dicom_id", "split")):
         value = row["split"].strip()
         if value not in MIMIC_SPLITS:
-            raise CXRDataError(f"{split_csv} line {line}, column 'split': unknown value {value!r} (known: {MIMIC_SPLITS})")
+            raise CXRDataError(
+                f"{split_csv} line {line}, column 'split': unknown value {value!r} (known: {MIMIC_SPLITS})"
+            )
         if value == split:
             in_split.add(row["dicom_id"].strip())
     return in_split
@@ -153,5 +153,8 @@ def _mimic_rows(
     if unlabeled:
         logger.warning(
             "MIMIC-CXR: %d image(s) of %d studies have no row in %s and are left out, e.g. studies %s",
-            len(unlabeled), len(set(unlabeled)), label_csv.name, sorted(set(unlabeled))[:5],
+            len(unlabeled),
+            len(set(unlabeled)),
+            label_csv.name,
+            sorted(set(unlabeled))[:5],
         )

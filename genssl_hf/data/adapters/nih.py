@@ -136,9 +136,7 @@ def _check_listed_have_rows(csv_path: Path, list_path: Path, names: list[str]) -
     seen = {row["Image Index"].strip() for _, row in iter_csv(csv_path, _REQUIRED)}
     absent = [n for n in names if n not in seen]
     if absent:
-        raise CXRDataError(
-            f"{len(absent)} image(s) of {list_path} have no row in {csv_path}, e.g. {absent[:5]}"
-        )
+        raise CXRDataError(f"{len(absent)} image(s) of {list_path} have no row in {csv_path}, e.g. {absent[:5]}")
 
 
 def _nih_rows(csv_path: Path, root: Path, images: dict[str, str], wanted: set[str] | None) -> Iterator[Row]:

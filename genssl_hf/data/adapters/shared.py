@@ -102,7 +102,8 @@ def load_nih_subset(
     view, patient_id, age, sex).
 
     Multi-label ``labels`` over NIH14 from ``finding_labels`` (``|``-separated, ``No Finding`` =
-    none); study_id is the NIH image index (file stem); extra columns ``binary`` (0_normal / 1_abnormal), ``age``, ``sex``. Splits in the CSV:
+    none); study_id is the NIH image index (file stem); extra columns ``binary`` (0_normal / 1_abnormal), ``age``,
+    ``sex``. Splits in the CSV:
     train / valid / test; ``split=None`` gives a ``DatasetDict`` of all of them.
     """
     root = check_root(root, "NIH ChestX-ray14 subset")

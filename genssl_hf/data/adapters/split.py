@@ -82,11 +82,11 @@ def stratified_split(
         group_keys = _strata([min(c, key=lambda k: (-c[k], k)) for c in (per_group[n] for n in names)], 2)
         n_val = min(len(names) - 1, max(1, int(round(fraction * len(names))), len(set(group_keys))))
         _, val_groups = train_test_split(
-            np.asarray(names), test_size=n_val, stratify=group_keys if n_val >= len(set(group_keys)) else None,
+            np.asarray(names),
+            test_size=n_val,
+            stratify=group_keys if n_val >= len(set(group_keys)) else None,
             random_state=seed,
         )
         in_val = np.isin(np.asarray(groups), val_groups)
         train_idx, val_idx = indices[~in_val], indices[in_val]
-    return datasets.DatasetDict(
-        {"train": ds.select(np.sort(train_idx)), "validation": ds.select(np.sort(val_idx))}
-    )
+    return datasets.DatasetDict({"train": ds.select(np.sort(train_idx)), "validation": ds.select(np.sort(val_idx))})

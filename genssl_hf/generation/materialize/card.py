@@ -13,8 +13,15 @@ from .layout import CARD_TEMPLATE, CONFIG_NAME, DATA_DIR, SPLIT, VERIFICATION_NA
 from .rows import _features_from_yaml, _features_yaml
 from .verify import VerificationReport, verify_dataset
 
+
 def _size_category(n: int) -> str:
-    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+    for bound, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
         if n < bound:
             return name
     return "10M<n<100M"
@@ -23,7 +30,6 @@ def _size_category(n: int) -> str:
 def write_dataset_card(out_dir: str | os.PathLike, quality: Mapping[str, Any] | None = None) -> Path:
     """Render ``README.md`` (YAML ``configs`` + ``dataset_info`` so ``load_dataset`` finds the
     shards, then provenance, counts, intended use) from ``model_cards/synthetic_dataset.md``."""
-    import datasets
 
     from genssl_hf.core.cards import render_dataset_card
 
@@ -48,8 +54,14 @@ def write_dataset_card(out_dir: str | os.PathLike, quality: Mapping[str, Any] | 
     }
     planned_prompt = config.get("planned_prompt_counts") or []
     prompt_rows = [
-        {"text": p["text"], "disease": p["disease"], "existence": p["existence"], "class_label": p["class_label"],
-         "planned": n, "realised": report.prompt_counts.get(p["text"], 0)}
+        {
+            "text": p["text"],
+            "disease": p["disease"],
+            "existence": p["existence"],
+            "class_label": p["class_label"],
+            "planned": n,
+            "realised": report.prompt_counts.get(p["text"], 0),
+        }
         for p, n in zip(config.get("prompts") or [], planned_prompt)
     ]
     planned_class = dict(config.get("planned_class_counts") or [])  # insertion order = class order
@@ -92,7 +104,9 @@ def push_dataset_to_hub(
     """
     out = Path(out_dir)
     if not (out / "README.md").is_file() or not (out / VERIFICATION_NAME).is_file():
-        raise ValueError(f"{out} is not a finished generated dataset (no README.md / {VERIFICATION_NAME}); run generation first")
+        raise ValueError(
+            f"{out} is not a finished generated dataset (no README.md / {VERIFICATION_NAME}); run generation first"
+        )
     report = verify_dataset(out)  # re-check now: files may have changed since generation
     if not report.ok:
         raise ValueError(f"{out} failed verification ({report.summary()}); refusing to push an incomplete dataset")

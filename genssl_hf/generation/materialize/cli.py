@@ -19,19 +19,31 @@ from .shards import _Dist, _dist_from
 from .job import GenerationOptions
 from .writer import generate_dataset
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="generate_dataset.py",
         description="Generate chest X-rays with a text-to-image pipeline into a sharded, resumable Hugging Face "
         "dataset (parquet + card). Run under `accelerate launch` to split the work over processes.",
     )
-    p.add_argument("--pipeline", required=True, help="diffusers pipeline folder, 'phantom', or 'package.module:factory'")
+    p.add_argument(
+        "--pipeline", required=True, help="diffusers pipeline folder, 'phantom', or 'package.module:factory'"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="prompt set: shipped name (disease/heuristic/elaborated), folder, or JSON file")
-    src.add_argument("--reports", help="report corpus (one image per report): save_to_disk folder, dataset folder, parquet/json(l)/csv")
+    src.add_argument(
+        "--reports",
+        help="report corpus (one image per report): save_to_disk folder, dataset folder, parquet/json(l)/csv",
+    )
     p.add_argument("--report-column", default="report", help="text column of the report corpus (default: report)")
-    p.add_argument("--keep-prompt-text", action="store_true", help="report mode: also publish the report text (default: only its SHA-256)")
-    p.add_argument("--num-images", type=int, default=None, help="N images (required with --prompts; default all reports)")
+    p.add_argument(
+        "--keep-prompt-text",
+        action="store_true",
+        help="report mode: also publish the report text (default: only its SHA-256)",
+    )
+    p.add_argument(
+        "--num-images", type=int, default=None, help="N images (required with --prompts; default all reports)"
+    )
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=50, help="inference steps")
@@ -40,16 +52,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="global seed; image i uses a seed derived from (seed, i)")
-    p.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE, help="images per shard (e.g. 1000) or bytes (e.g. 256MB, default)")
-    p.add_argument("--rows-per-checkpoint", type=int, default=DEFAULT_ROWS_PER_CHECKPOINT, help="images per crash-safe checkpoint chunk (and parquet row group)")
-    p.add_argument("--generator-id", default=None, help="generator id stored in every row (default: folder name @ content hash)")
-    p.add_argument("--pipeline-kwargs", default=None, help="JSON object of extra keyword arguments for the pipeline call")
+    p.add_argument(
+        "--shard-size", default=DEFAULT_SHARD_SIZE, help="images per shard (e.g. 1000) or bytes (e.g. 256MB, default)"
+    )
+    p.add_argument(
+        "--rows-per-checkpoint",
+        type=int,
+        default=DEFAULT_ROWS_PER_CHECKPOINT,
+        help="images per crash-safe checkpoint chunk (and parquet row group)",
+    )
+    p.add_argument(
+        "--generator-id", default=None, help="generator id stored in every row (default: folder name @ content hash)"
+    )
+    p.add_argument(
+        "--pipeline-kwargs", default=None, help="JSON object of extra keyword arguments for the pipeline call"
+    )
     p.add_argument("--license", default="other", help="license in the dataset card (default: other)")
-    p.add_argument("--quality-json", default=None, help="JSON file of image-quality numbers (FID, similarity) for the card")
-    p.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the finished dataset to this Hub dataset repo")
+    p.add_argument(
+        "--quality-json", default=None, help="JSON file of image-quality numbers (FID, similarity) for the card"
+    )
+    p.add_argument(
+        "--push-to-hub", default=None, metavar="REPO", help="upload the finished dataset to this Hub dataset repo"
+    )
     p.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output folder's content and start over")
-    p.add_argument("--max-images-this-run", type=int, default=None, help="stop each process after about this many new images (resume later)")
+    p.add_argument(
+        "--max-images-this-run",
+        type=int,
+        default=None,
+        help="stop each process after about this many new images (resume later)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return checked_parser(p)
 

@@ -20,6 +20,7 @@ from genssl_hf.utils import read_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
+
 @runtime_checkable
 class ImageGenerator(Protocol):
     """What the materialiser needs from a generator: images for prompts, one seed per image,
@@ -65,7 +66,11 @@ def _one_gray(im: Any) -> np.ndarray:
         elif a.shape[-1] in (3, 4):
             rgb = a[..., :3].astype(np.float32)
             a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as PIL "L"
-            a = a.astype(np.float32) if np.issubdtype(im.dtype if hasattr(im, "dtype") else a.dtype, np.floating) else np.round(a)
+            a = (
+                a.astype(np.float32)
+                if np.issubdtype(im.dtype if hasattr(im, "dtype") else a.dtype, np.floating)
+                else np.round(a)
+            )
         else:
             raise ValueError(f"cannot read an image of shape {a.shape} as grayscale")
     if a.ndim != 2:
@@ -289,7 +294,11 @@ def load_generator(
     module_name, attr = text.split(":")
     factory = getattr(importlib.import_module(module_name), attr)
     gen = factory(
-        height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, device=device
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        device=device,
     )
     if not getattr(gen, "generator_id", None):
         with contextlib.suppress(AttributeError):
@@ -314,6 +323,7 @@ def _load_pipeline(path: Path) -> Any:
 
     return DiffusionPipeline.from_pretrained(str(path))
 
+
 def _size_from_pipeline_folder(path: Path) -> tuple[int, int] | None:
     """Image size from a pipeline folder's configs (no weights loaded)."""
     index = read_json(path / "model_index.json")
@@ -324,6 +334,7 @@ def _size_from_pipeline_folder(path: Path) -> tuple[int, int] | None:
         if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v):
             return v[0], v[1]
     return None
+
 
 def _check_pipeline_size(path: Path, height: int, width: int) -> None:
     """A pipeline folder's autoencoder downsamples by 2 per level after the first: refuse a size it
@@ -337,8 +348,11 @@ def _check_pipeline_size(path: Path, height: int, width: int) -> None:
         return
     factor = 2 ** (len(levels) - 1)
     if height % factor or width % factor:
-        raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the downsampling of the "
-                         f"autoencoder in {path}; choose --image-size / --height / --width as a multiple of {factor}")
+        raise ValueError(
+            f"image size {height}x{width} is not a multiple of {factor}, the downsampling of the "
+            f"autoencoder in {path}; choose --image-size / --height / --width as a multiple of {factor}"
+        )
+
 
 def _token_overflow(generator: Any, texts: Sequence[str]) -> list[int | None]:
     """Per prompt, the tokens the generator's text encoder cuts off (warned about once per run)."""
@@ -346,9 +360,13 @@ def _token_overflow(generator: Any, texts: Sequence[str]) -> list[int | None]:
     values = list(count(texts)) if count is not None else [None] * len(texts)
     cut = [(t, n) for t, n in zip(texts, values) if n]
     if cut and not getattr(generator, "_genssl_truncation_warned", False):
-        logger.warning("%d prompt(s) of this chunk are longer than the text encoder reads and are cut (e.g. %r... "
-                       "loses %d tokens); the dataset records the count in prompt_tokens_truncated", len(cut),
-                       cut[0][0][:60], cut[0][1])
+        logger.warning(
+            "%d prompt(s) of this chunk are longer than the text encoder reads and are cut (e.g. %r... "
+            "loses %d tokens); the dataset records the count in prompt_tokens_truncated",
+            len(cut),
+            cut[0][0][:60],
+            cut[0][1],
+        )
         with contextlib.suppress(AttributeError):
             generator._genssl_truncation_warned = True
     return values

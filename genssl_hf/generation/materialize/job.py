@@ -177,14 +177,30 @@ def _plan_job(out: Path, generator: Any, options: GenerationOptions) -> _Job:
         features = generated_features(label_names=prompt_set.diseases, class_names=plan.class_names)
     else:
         reports = options.reports
-        corpus = reports if isinstance(reports, ReportCorpus) else load_report_corpus(
-            reports, options.report_column, limit=options.num_images)
+        corpus = (
+            reports
+            if isinstance(reports, ReportCorpus)
+            else load_report_corpus(reports, options.report_column, limit=options.num_images)
+        )
         n = corpus.num_reports if options.num_images is None else int(options.num_images)
-        features = generated_features(label_names=corpus.label_names, report_mode=True,
-                                      keep_prompt_text=options.keep_prompt_text)
+        features = generated_features(
+            label_names=corpus.label_names, report_mode=True, keep_prompt_text=options.keep_prompt_text
+        )
     layout = ShardLayout(n, shard_images_for(options.shard_size, height, width), int(options.rows_per_checkpoint))
-    return _Job(out, generator, options, height, width, n, features, layout,
-                options.generator_id or default_generator_id(generator), prompt_set, plan, corpus)
+    return _Job(
+        out,
+        generator,
+        options,
+        height,
+        width,
+        n,
+        features,
+        layout,
+        options.generator_id or default_generator_id(generator),
+        prompt_set,
+        plan,
+        corpus,
+    )
 
 
 def _run_config(job: _Job) -> dict[str, Any]:

@@ -20,9 +20,20 @@ from genssl_hf.utils import sha256_bytes
 
 EXISTENCE_VALUES = EXISTENCE
 _EXISTENCE_ALIASES = {
-    "positive": "positive", "present": "positive", "pos": "positive", "true": "positive", "1": "positive",
-    "negative": "negative", "absent": "negative", "neg": "negative", "false": "negative", "0": "negative",
-    "unspecified": "unspecified", "none": "unspecified", "": "unspecified", "unknown": "unspecified",
+    "positive": "positive",
+    "present": "positive",
+    "pos": "positive",
+    "true": "positive",
+    "1": "positive",
+    "negative": "negative",
+    "absent": "negative",
+    "neg": "negative",
+    "false": "negative",
+    "0": "negative",
+    "unspecified": "unspecified",
+    "none": "unspecified",
+    "": "unspecified",
+    "unknown": "unspecified",
 }
 # Former names of the dataset writer's own prompt classes, now the one prompt model.
 PromptSpec = Prompt
@@ -57,7 +68,12 @@ def _prompt_from(item: Any, where: str) -> Prompt:
         raise ValueError(f"{where}: disease must be a string, got {disease!r}")
     existence = _norm_existence(raw.get("existence"), where)
     try:  # an empty class_label is derived by the rule (class_label_for)
-        return Prompt(text=text.strip(), disease=disease.strip(), existence=existence, class_label=str(raw.get("class_label") or ""))
+        return Prompt(
+            text=text.strip(),
+            disease=disease.strip(),
+            existence=existence,
+            class_label=str(raw.get("class_label") or ""),
+        )
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
@@ -134,7 +150,9 @@ def _load_prompt_path(text: str) -> PromptSet:
         return PromptSet.from_pretrained(text)
     except Exception as exc:  # noqa: BLE001 - re-raised with the input named
         if not path.is_dir():
-            raise ValueError(f"prompt set {text!r} is neither a file, a folder nor a shipped prompt set: {exc}") from exc
+            raise ValueError(
+                f"prompt set {text!r} is neither a file, a folder nor a shipped prompt set: {exc}"
+            ) from exc
     pj = path / "prompts.json"
     if not pj.is_file():
         raise ValueError(f"prompt set folder {path} has no prompts.json")
@@ -217,7 +235,9 @@ def load_report_corpus(
             ext = path.suffix.lower().lstrip(".")
             builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
             if builder is None:
-                raise ValueError(f"report corpus {path}: unsupported file type {path.suffix!r} (parquet, json, jsonl, csv)")
+                raise ValueError(
+                    f"report corpus {path}: unsupported file type {path.suffix!r} (parquet, json, jsonl, csv)"
+                )
             rows = datasets.load_dataset(builder, data_files=str(path), split="train")
         if isinstance(rows, datasets.DatasetDict):
             if split not in rows:
@@ -231,9 +251,16 @@ def load_report_corpus(
     features = getattr(rows, "features", None)
     if features is not None:
         if text_column not in features:
-            raise ValueError(f"report corpus {corpus_name!r} has no text column {text_column!r}; columns: {list(features)}")
-        if not isinstance(features[text_column], datasets.Value) or features[text_column].dtype not in ("string", "large_string"):
-            raise ValueError(f"report corpus {corpus_name!r}: column {text_column!r} is {features[text_column]}, not text")
+            raise ValueError(
+                f"report corpus {corpus_name!r} has no text column {text_column!r}; columns: {list(features)}"
+            )
+        if not isinstance(features[text_column], datasets.Value) or features[text_column].dtype not in (
+            "string",
+            "large_string",
+        ):
+            raise ValueError(
+                f"report corpus {corpus_name!r}: column {text_column!r} is {features[text_column]}, not text"
+            )
         lab = features.get("labels")
         inner = getattr(lab, "feature", None)
         if isinstance(inner, datasets.ClassLabel):

@@ -13,6 +13,7 @@ from genssl_hf.prompts.promptset import PromptSet
 
 from .plan import ReportCorpus, report_hash
 
+
 def generated_features(
     *,
     label_names: Sequence[str] | None,
@@ -62,6 +63,7 @@ def generated_features(
         return cxr_features(label_names, multi_label=True, extra=extra)
     extra.update(tail)
     return cxr_features(list(class_names or []), multi_label=False, extra=extra)
+
 
 def _features_yaml(features: Any) -> list[dict[str, Any]]:
     import datasets

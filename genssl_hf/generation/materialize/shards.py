@@ -23,6 +23,7 @@ from genssl_hf.utils import read_json, remove_stale_temps
 
 from .layout import _ATOMIC_FILES, DATA_DIR, INCOMPLETE_DIR
 
+
 @dataclass
 class _Dist:
     rank: int = 0
@@ -46,6 +47,7 @@ def _dist_from(state: Any) -> _Dist:
         barrier=state.wait_for_everyone,
         device=getattr(state, "device", None),
     )
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
@@ -121,6 +123,7 @@ def _gaps(start: int, stop: int, done: list[tuple[int, int, Path]], step: int) -
         cursor = max(cursor, b)
     return out
 
+
 def _table(encoded: dict[str, list], schema: Any) -> Any:
     import pyarrow as pa
 
@@ -151,10 +154,15 @@ def _wait_for_ranks(out: Path, world: int, token: str, poll: float = 1.0) -> Non
         if pending:
             time.sleep(poll)
 
+
 def _has_stored_images(out: Path) -> bool:
     """Whether any process stored images in ``out`` (a shard or a checkpoint chunk)."""
-    return any(p.suffix == ".parquet" and not p.name.startswith(".tmp-")
-               for d in (out / DATA_DIR, out / INCOMPLETE_DIR) if d.is_dir() for p in d.rglob("*.parquet"))
+    return any(
+        p.suffix == ".parquet" and not p.name.startswith(".tmp-")
+        for d in (out / DATA_DIR, out / INCOMPLETE_DIR)
+        if d.is_dir()
+        for p in d.rglob("*.parquet")
+    )
 
 
 def _remove_run_files(out: Path) -> None:

@@ -14,6 +14,7 @@ from genssl_hf.utils import read_json
 
 from .layout import CONFIG_NAME, DATA_DIR, ShardLayout
 
+
 @dataclass
 class VerificationReport:
     ok: bool
@@ -45,6 +46,7 @@ class VerificationReport:
             parts.append(f"unexpected files: {self.unexpected_files[:5]}")
         return "; ".join(parts)
 
+
 def _compress_ranges(indices: Iterable[int]) -> list[list[int]]:
     out: list[list[int]] = []
     for i in sorted(indices):
@@ -68,7 +70,9 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
     layout = ShardLayout(int(config["num_images"]), int(config["shard_images"]))
     report = VerificationReport(ok=False, num_expected=layout.num_images, num_found=0)
     expected = {layout.shard_relpath(k): k for k in range(layout.num_shards)}
-    present = {str(p.relative_to(out)) for p in (out / DATA_DIR).rglob("*.parquet")} if (out / DATA_DIR).is_dir() else set()
+    present = (
+        {str(p.relative_to(out)) for p in (out / DATA_DIR).rglob("*.parquet")} if (out / DATA_DIR).is_dir() else set()
+    )
     report.unexpected_files = sorted(present - set(expected))
     class_counts: collections.Counter = collections.Counter()
     prompt_counts: collections.Counter = collections.Counter()
@@ -86,7 +90,9 @@ def verify_dataset(out_dir: str | os.PathLike) -> VerificationReport:
 
             features = datasets.Features.from_arrow_schema(pf.schema_arrow)
         names = set(pf.schema_arrow.names)
-        want = [c for c in ("index", "prompt", "class_label", "label", "labels", "prompt_tokens_truncated") if c in names]
+        want = [
+            c for c in ("index", "prompt", "class_label", "label", "labels", "prompt_tokens_truncated") if c in names
+        ]
         table = pf.read(columns=want)
         idx = np.asarray(table.column("index").to_numpy(), dtype=np.int64)
         counts = collections.Counter(idx.tolist())

@@ -102,7 +102,9 @@ def generate_dataset(
         write_json(out / INCOMPLETE_DIR / f"done-{dist.rank:05d}", {"token": token})
         if dist.is_main:
             _finish(job, result, dist, token, hub_api)
-            logger.info("dataset ready at %s (%s) in %.1f s", out, result.verification.summary(), time.perf_counter() - t_start)
+            logger.info(
+                "dataset ready at %s (%s) in %.1f s", out, result.verification.summary(), time.perf_counter() - t_start
+            )
         return result
     except BaseException:
         # A failure before the first image was stored leaves no trace: the corrected rerun must
@@ -121,9 +123,22 @@ def generate_dataset(
 # ---- the folder: resume checks, set-up, the work list ----------------------------------------
 
 _CONTENT_KEYS = (
-    "format_version", "mode", "num_images", "seed", "shard_images", "height", "width", "num_inference_steps",
-    "guidance_scale", "generator_id", "prompt_set_hash", "corpus_hash", "text_column", "keep_prompt_text",
-    "features", "call_kwargs",
+    "format_version",
+    "mode",
+    "num_images",
+    "seed",
+    "shard_images",
+    "height",
+    "width",
+    "num_inference_steps",
+    "guidance_scale",
+    "generator_id",
+    "prompt_set_hash",
+    "corpus_hash",
+    "text_column",
+    "keep_prompt_text",
+    "features",
+    "call_kwargs",
 )
 # Settings a diffusion generator's pixels depend on by float rounding (batched matmuls, thread
 # count): checked on resume while images remain to be made, unless the generator is batch-invariant.
@@ -143,14 +158,21 @@ def _check_existing_folder(job: _Job) -> None:
     """An existing ``out`` must be this dataset's folder, started with the same settings."""
     out = job.out
     _check_resume(out, job.config, job.layout, job.generator)
-    stray = [p.name for p in out.iterdir()
-             if p.name not in {*_ATOMIC_FILES, DATA_DIR, INCOMPLETE_DIR, FolderLock.NAME}
-             and not any(p.name.startswith(temp_prefix(n)) for n in _ATOMIC_FILES)]
+    stray = [
+        p.name
+        for p in out.iterdir()
+        if p.name not in {*_ATOMIC_FILES, DATA_DIR, INCOMPLETE_DIR, FolderLock.NAME}
+        and not any(p.name.startswith(temp_prefix(n)) for n in _ATOMIC_FILES)
+    ]
     if stray and not (out / CONFIG_NAME).is_file():
-        raise ValueError(f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); choose another --out")
+        raise ValueError(
+            f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); choose another --out"
+        )
 
 
-def _check_resume(out: Path, config: dict[str, Any], layout: "ShardLayout | None" = None, generator: Any = None) -> None:
+def _check_resume(
+    out: Path, config: dict[str, Any], layout: "ShardLayout | None" = None, generator: Any = None
+) -> None:
     path = out / CONFIG_NAME
     if not path.is_file():
         return
@@ -207,7 +229,11 @@ def _set_up_folder(job: _Job, dist: _Dist) -> tuple[str, list[int]]:
     mine = remaining[dist.rank :: dist.world]
     logger.info(
         "rank %d/%d: %d of %d shards left in total, %d of them for this process",
-        dist.rank, dist.world, len(remaining), layout.num_shards, len(mine),
+        dist.rank,
+        dist.world,
+        len(remaining),
+        layout.num_shards,
+        len(mine),
     )
     return token, mine
 
@@ -228,23 +254,35 @@ def _write_shards(job: _Job, mine: list[int], dist: _Dist) -> tuple[GenerationRe
     gen_obj = None
     if mine:  # loading the generator is the first expensive step
         gen_obj = load_generator(
-            job.generator, height=job.height, width=job.width, num_inference_steps=o.num_inference_steps,
-            guidance_scale=o.guidance_scale, device=dist.device, generator_id=job.generator_id, call_kwargs=o.call_kwargs,
+            job.generator,
+            height=job.height,
+            width=job.width,
+            num_inference_steps=o.num_inference_steps,
+            guidance_scale=o.guidance_scale,
+            device=dist.device,
+            generator_id=job.generator_id,
+            call_kwargs=o.call_kwargs,
         )
     if job.prompt_set:
         source = _PromptRows(job.prompt_set, job.plan, o.seed, job.generator_id)
     else:
         source = _ReportRows(job.corpus, o.seed, job.generator_id, o.keep_prompt_text)
     progress = _Progress()
-    bar = tqdm(total=todo_images, unit="img", desc=f"generating [rank {dist.rank}/{dist.world}]",
-               disable=not o.progress or not dist.is_main, dynamic_ncols=True)
+    bar = tqdm(
+        total=todo_images,
+        unit="img",
+        desc=f"generating [rank {dist.rank}/{dist.world}]",
+        disable=not o.progress or not dist.is_main,
+        dynamic_ncols=True,
+    )
     for k in mine:
         _write_shard(job, k, gen_obj, source, bar, progress)
         if progress.stopped_early:
             break
     bar.close()
-    result = GenerationResult(job.out, job.num_images, layout.num_shards, progress.generated,
-                              progress.t_gen, progress.t_enc, progress.t_write)
+    result = GenerationResult(
+        job.out, job.num_images, layout.num_shards, progress.generated, progress.t_gen, progress.t_enc, progress.t_write
+    )
     return result, progress
 
 

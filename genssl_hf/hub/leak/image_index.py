@@ -200,6 +200,8 @@ class ImageIndex:
                 for k, (i, label) in enumerate(where[s0 : s0 + 1024]):
                     s = float(sims[k, best[k]])
                     if out[i] is None and s >= self.near_threshold:
-                        out[i] = ("real-pixels-near",
-                                  f"near-copy of real image {self._names[best[k]]}{label} (thumbnail cosine {s:.4f})")
+                        out[i] = (
+                            "real-pixels-near",
+                            f"near-copy of real image {self._names[best[k]]}{label} (thumbnail cosine {s:.4f})",
+                        )
         return out

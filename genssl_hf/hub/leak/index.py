@@ -44,7 +44,9 @@ class RealDataIndex:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         from tqdm.auto import tqdm
 
-        for f in tqdm(files, desc=f"indexing real data {path.name}", unit="file", disable=len(files) < 200, leave=False):
+        for f in tqdm(
+            files, desc=f"indexing real data {path.name}", unit="file", disable=len(files) < 200, leave=False
+        ):
             self._add_file(f)
         if (len(self.reports), len(self.images)) == before:
             raise ValueError(f"real-data path {path} holds no images, reports or parquet shards to index")
@@ -97,7 +99,12 @@ def build_real_data_index(
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"real-data path {p} does not exist")
-    key = (tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths), min_sentence_tokens, ngram, near_threshold)
+    key = (
+        tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths),
+        min_sentence_tokens,
+        ngram,
+        near_threshold,
+    )
     with _CACHE_LOCK:
         if cache and key in _INDEX_CACHE:
             return _INDEX_CACHE[key]

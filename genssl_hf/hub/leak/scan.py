@@ -18,8 +18,24 @@ from .index import RealDataIndex
 from .readers import _iter_parquet_values, _looks_like_image, _open_image_bytes
 
 TEXT_EXTENSIONS = (
-    ".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".csv", ".tsv", ".py", ".cfg", ".ini", ".toml",
-    ".html", ".xml", ".model", ".vocab", ".merges", ".log",
+    ".json",
+    ".jsonl",
+    ".md",
+    ".txt",
+    ".yaml",
+    ".yml",
+    ".csv",
+    ".tsv",
+    ".py",
+    ".cfg",
+    ".ini",
+    ".toml",
+    ".html",
+    ".xml",
+    ".model",
+    ".vocab",
+    ".merges",
+    ".log",
 )
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t\n\r]{24,}")
 _DATA_URI = re.compile(r"data:image/[a-z+]+;base64,([A-Za-z0-9+/=\s]{64,})")

@@ -65,9 +65,13 @@ class AutoencoderTask:
         if self._use_adv:
             fake = self.disc(recon.detach().contiguous())[-1].float()
             real = self.disc(x.contiguous())[-1].float()
-            d_loss = self.args.adv_weight * 0.5 * (
-                self.adv(fake, target_is_real=False, for_discriminator=True)
-                + self.adv(real, target_is_real=True, for_discriminator=True)
+            d_loss = (
+                self.args.adv_weight
+                * 0.5
+                * (
+                    self.adv(fake, target_is_real=False, for_discriminator=True)
+                    + self.adv(real, target_is_real=True, for_discriminator=True)
+                )
             )
             self.accelerator.backward(d_loss)
             self.opt_d.step()
@@ -121,24 +125,37 @@ def train_autoencoder(args: argparse.Namespace) -> Path:
     vae = build_autoencoder(args)
     check_resolution(args.resolution, vae.downsample_factor)
     ds = load_image_text_dataset(
-        args.dataset, split=args.split, image_column=args.image_column, text_column=None,
-        resolution=args.resolution, seed=args.seed, config_name=args.dataset_config, max_samples=args.max_train_samples,
+        args.dataset,
+        split=args.split,
+        image_column=args.image_column,
+        text_column=None,
+        resolution=args.resolution,
+        seed=args.seed,
+        config_name=args.dataset_config,
+        max_samples=args.max_train_samples,
     )
     perceptual = _perceptual_loss(args)
     accelerator = make_accelerator(args)
-    disc = PatchDiscriminator(spatial_dims=2, num_layers_d=args.disc_layers, channels=args.disc_channels, in_channels=1, out_channels=1)
+    disc = PatchDiscriminator(
+        spatial_dims=2, num_layers_d=args.disc_layers, channels=args.disc_channels, in_channels=1, out_channels=1
+    )
     opt_g = torch.optim.Adam(vae.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate or args.learning_rate)
-    loader = image_text_loader(ds, ImageTextCollator(args.resolution, args.image_column, None), args.per_device_train_batch_size,
-                               args.seed)
+    loader = image_text_loader(
+        ds, ImageTextCollator(args.resolution, args.image_column, None), args.per_device_train_batch_size, args.seed
+    )
     engine = Engine(accelerator, engine_config(args, "autoencoder", ("train/l1", "train/kl", "train/d")))
     sched_g = cosine_schedule_with_warmup(opt_g, args.warmup_steps, args.max_steps, min_lr_ratio=0.1)
     # the checkpoint layout of the hand-written loop: models [vae, disc], optimisers [G, D]
     vae, opt_g = engine.prepare(vae, opt_g, sched_g)
     disc, opt_d, loader = accelerator.prepare(disc, opt_d, loader)
     state = engine.resume(args.resume_from_checkpoint)
-    config = {**args_to_dict(args), "stage": "autoencoder", "model_config": dict(accelerator.unwrap_model(vae).config),
-              "num_train_rows": len(ds)}
+    config = {
+        **args_to_dict(args),
+        "stage": "autoencoder",
+        "model_config": dict(accelerator.unwrap_model(vae).config),
+        "num_train_rows": len(ds),
+    }
     write_run_config(accelerator, args.output_dir, config)
     init_trackers(accelerator, "genssl_autoencoder", config)
     task = AutoencoderTask(args, accelerator, disc, opt_d, perceptual, state)

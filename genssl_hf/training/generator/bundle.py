@@ -30,7 +30,9 @@ def load_text_encoder(spec: str, tokenizer: str | None):
     source = spec if spec in PACKAGED_TEXT_ENCODERS else None
     path = PACKAGED_TEXT_ENCODERS[spec]() if source else spec
     if not source and not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"--text_encoder {spec}: not a packaged encoder ({sorted(PACKAGED_TEXT_ENCODERS)}) nor a model folder")
+        raise FileNotFoundError(
+            f"--text_encoder {spec}: not a packaged encoder ({sorted(PACKAGED_TEXT_ENCODERS)}) nor a model folder"
+        )
     model = AutoModel.from_pretrained(str(path)).eval().requires_grad_(False)
     if type(model).__name__ == "CLIPModel":
         model = model.text_model
@@ -42,15 +44,25 @@ class TextEmbeddingCache:
     reports recur every epoch)."""
 
     def __init__(self, model, tokenizer, max_length: int, device, limit: int = 50_000):
-        self.model, self.tok, self.max_length, self.device, self.limit = model.to(device), tokenizer, max_length, device, limit
+        self.model, self.tok, self.max_length, self.device, self.limit = (
+            model.to(device),
+            tokenizer,
+            max_length,
+            device,
+            limit,
+        )
         self.cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()  # not inference_mode: the embeddings feed a graph that is differentiated
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
-            enc = self.tok(missing, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
-            hid = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device)).last_hidden_state
+            enc = self.tok(
+                missing, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            hid = self.model(
+                input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device)
+            ).last_hidden_state
             if len(self.cache) + len(missing) > self.limit:
                 self.cache.clear()
             for t, h in zip(missing, hid.float()):
@@ -58,7 +70,9 @@ class TextEmbeddingCache:
         return torch.stack([self.cache[t] for t in texts])
 
 
-def save_pipeline(accelerator, unet, vae, text_model, tokenizer, text_source, scale, args, state, n_rows, out: Path) -> None:
+def save_pipeline(
+    accelerator, unet, vae, text_model, tokenizer, text_source, scale, args, state, n_rows, out: Path
+) -> None:
     from ...data.phantom import render_grid
     from ...generation.cards import write_generator_card
     from ...generation.pipeline import CXRLatentDiffusionPipeline
@@ -66,9 +80,15 @@ def save_pipeline(accelerator, unet, vae, text_model, tokenizer, text_source, sc
 
     unet = accelerator.unwrap_model(unet).eval()
     pipe = CXRLatentDiffusionPipeline(
-        vae=vae.float().cpu(), unet=unet.float().cpu(), text_encoder=text_model.cpu(), tokenizer=tokenizer,
-        scheduler=bundle_scheduler(), scale_factor=scale, image_size=args.resolution,
-        max_text_length=args.max_text_length, text_encoder_source=text_source,
+        vae=vae.float().cpu(),
+        unet=unet.float().cpu(),
+        text_encoder=text_model.cpu(),
+        tokenizer=tokenizer,
+        scheduler=bundle_scheduler(),
+        scale_factor=scale,
+        image_size=args.resolution,
+        max_text_length=args.max_text_length,
+        text_encoder_source=text_source,
     )
     prompts = args.validation_prompts if args.validation_prompts else DEFAULT_PHANTOM_PROMPTS
     provenance = {
@@ -84,15 +104,32 @@ def save_pipeline(accelerator, unet, vae, text_model, tokenizer, text_source, sc
     }
     with atomic_dir(out, overwrite=True) as tmp:
         pipe.save_pretrained(tmp)
-        write_generator_card(tmp, pipe, provenance=provenance, example_prompts=prompts[:2], folder_name=str(out),
-                             guidance_scale=args.guidance_scale,
-                             training_data=f"Trained on `{args.dataset}` ({n_rows} rows, text column `{args.text_column}`).")
+        write_generator_card(
+            tmp,
+            pipe,
+            provenance=provenance,
+            example_prompts=prompts[:2],
+            folder_name=str(out),
+            guidance_scale=args.guidance_scale,
+            training_data=f"Trained on `{args.dataset}` ({n_rows} rows, text column `{args.text_column}`).",
+        )
     if args.num_validation_images > 0:
         pipe.set_progress_bar_config(disable=True)
         n = args.num_validation_images
-        res = pipe(prompts, num_images_per_prompt=n, num_inference_steps=args.validation_steps,
-                   guidance_scale=args.guidance_scale, seeds=list(range(n * len(prompts))), output_type="np",
-                   dtype=torch.bfloat16 if args.mixed_precision == "bf16" else None)
+        res = pipe(
+            prompts,
+            num_images_per_prompt=n,
+            num_inference_steps=args.validation_steps,
+            guidance_scale=args.guidance_scale,
+            seeds=list(range(n * len(prompts))),
+            output_type="np",
+            dtype=torch.bfloat16 if args.mixed_precision == "bf16" else None,
+        )
         caps = [f"{p[:40]} (seed {s})" for p, s in zip(res.prompts, res.seeds)]
-        render_grid(list(res.images[..., 0]), caps, Path(args.output_dir) / "samples.png", ncols=n,
-                    title=f"samples after {state.global_step} steps, guidance {args.guidance_scale}")
+        render_grid(
+            list(res.images[..., 0]),
+            caps,
+            Path(args.output_dir) / "samples.png",
+            ncols=n,
+            title=f"samples after {state.global_step} steps, guidance {args.guidance_scale}",
+        )

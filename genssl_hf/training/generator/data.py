@@ -18,6 +18,7 @@ DEFAULT_PHANTOM_PROMPTS = [
     "Big left-sided pleural effusion.",
 ]
 
+
 # ------------------------------------------------------------------------------------------- data
 def load_image_text_dataset(
     spec: str,
@@ -71,7 +72,11 @@ def prepare_texts(texts: Sequence[Any], prompt_dropout: float = 0.0, drop_negati
         t = "" if t is None else str(t)
         if drop_negative_sentences > 0:
             sents = [s.strip() for s in t.split(".") if s.strip()]
-            keep = [s for s in sents if not (s.lower().startswith("no ") and float(torch.rand(())) < drop_negative_sentences)]
+            keep = [
+                s
+                for s in sents
+                if not (s.lower().startswith("no ") and float(torch.rand(())) < drop_negative_sentences)
+            ]
             t = " ".join(s + "." for s in keep)
         if prompt_dropout > 0 and float(torch.rand(())) < prompt_dropout:
             t = ""
@@ -96,4 +101,6 @@ def image_text_loader(ds, collator, batch_size: int, seed: int):
 def check_resolution(res: int, factor: int) -> None:
     """The training resolution must be a positive multiple of the autoencoder's downsampling factor."""
     if res <= 0 or res % factor:
-        raise ValueError(f"--resolution {res} must be a positive multiple of the autoencoder downsampling factor {factor}")
+        raise ValueError(
+            f"--resolution {res} must be a positive multiple of the autoencoder downsampling factor {factor}"
+        )

@@ -83,13 +83,18 @@ def build_unet(args: argparse.Namespace, vae, text_hidden_size: int):
         p = p / "unet" if (p / "unet" / "config.json").is_file() else p
         unet = CXRDiffusionUNet.from_pretrained(str(p))
     else:
-        cfg = json.loads(Path(args.model_config).read_text()) if args.model_config else dict(
-            PHANTOM_UNET_CONFIG if args.model == "phantom" else BUNDLE_UNET_CONFIG)
+        cfg = (
+            json.loads(Path(args.model_config).read_text())
+            if args.model_config
+            else dict(PHANTOM_UNET_CONFIG if args.model == "phantom" else BUNDLE_UNET_CONFIG)
+        )
         cfg["cross_attention_dim"] = text_hidden_size
         cfg["in_channels"] = cfg["out_channels"] = vae.config.latent_channels
         unet = CXRDiffusionUNet(**cfg)
     if unet.config.cross_attention_dim != text_hidden_size:
-        raise ValueError(f"UNet cross_attention_dim {unet.config.cross_attention_dim} != text encoder hidden size {text_hidden_size}")
+        raise ValueError(
+            f"UNet cross_attention_dim {unet.config.cross_attention_dim} != text encoder hidden size {text_hidden_size}"
+        )
     return unet
 
 
@@ -137,18 +142,33 @@ def train_ldm(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)  # the UNet's init (torch seeds its default generator randomly at start-up)
     unet = build_unet(args, vae, text_model.config.hidden_size)
     ds = load_image_text_dataset(
-        args.dataset, split=args.split, image_column=args.image_column, text_column=args.text_column,
-        resolution=args.resolution, seed=args.seed, config_name=args.dataset_config, max_samples=args.max_train_samples,
+        args.dataset,
+        split=args.split,
+        image_column=args.image_column,
+        text_column=args.text_column,
+        resolution=args.resolution,
+        seed=args.seed,
+        config_name=args.dataset_config,
+        max_samples=args.max_train_samples,
     )
     accelerator = make_accelerator(args)
     device = accelerator.device
     vae = vae.to(device).eval().requires_grad_(False)
     text = TextEmbeddingCache(text_model, tokenizer, args.max_text_length, device)
-    noise_sched = DDPMScheduler(**{k: v for k, v in bundle_scheduler().config.items()
-                                   if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "clip_sample")})
+    noise_sched = DDPMScheduler(
+        **{
+            k: v
+            for k, v in bundle_scheduler().config.items()
+            if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "clip_sample")
+        }
+    )
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    loader = image_text_loader(ds, ImageTextCollator(args.resolution, args.image_column, args.text_column),
-                               args.per_device_train_batch_size, args.seed)
+    loader = image_text_loader(
+        ds,
+        ImageTextCollator(args.resolution, args.image_column, args.text_column),
+        args.per_device_train_batch_size,
+        args.seed,
+    )
     engine = Engine(accelerator, engine_config(args, "ldm", ("train/loss",), max_grad_norm=1.0))
     lr_sched = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, min_lr_ratio=0.1)
     unet, optimizer = engine.prepare(unet, optimizer, lr_sched)
@@ -156,15 +176,24 @@ def train_ldm(args: argparse.Namespace) -> Path:
     state = engine.resume(args.resume_from_checkpoint)
     scale = state.extra["scale_factor"] = latent_scale_factor(args, state, vae, ds, accelerator)
 
-    config = {**args_to_dict(args), "stage": "ldm", "scale_factor": scale, "unet_config": dict(accelerator.unwrap_model(unet).config),
-              "autoencoder_path": str(vae_path), "num_train_rows": len(ds), "text_encoder_source": text_source}
+    config = {
+        **args_to_dict(args),
+        "stage": "ldm",
+        "scale_factor": scale,
+        "unet_config": dict(accelerator.unwrap_model(unet).config),
+        "autoencoder_path": str(vae_path),
+        "num_train_rows": len(ds),
+        "text_encoder_source": text_source,
+    }
     write_run_config(accelerator, args.output_dir, config)
     init_trackers(accelerator, "genssl_ldm", config)
     result = engine.run(LDMTask(args, vae, text, noise_sched, scale, device), unet, optimizer, lr_sched, loader, state)
     out = Path(args.output_dir) / "pipeline"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_pipeline(accelerator, unet, vae, text_model, tokenizer, text_source, scale, args, result.state, len(ds), out)
+        save_pipeline(
+            accelerator, unet, vae, text_model, tokenizer, text_source, scale, args, result.state, len(ds), out
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out

@@ -7,16 +7,25 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 __all__ = ["ssl_figure"]
 
 
 @torch.no_grad()
-def ssl_figure(path: str | os.PathLike, views, ds: Any, image_column: str, image_size: int,
-               history: list[dict[str, float]], method: str, backbone: str, num_views: int,
-               n: int = 4, seed: int = 0) -> Path:
+def ssl_figure(
+    path: str | os.PathLike,
+    views,
+    ds: Any,
+    image_column: str,
+    image_size: int,
+    history: list[dict[str, float]],
+    method: str,
+    backbone: str,
+    num_views: int,
+    n: int = 4,
+    seed: int = 0,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,8 +50,18 @@ def ssl_figure(path: str | os.PathLike, views, ds: Any, image_column: str, image
         shown = list(rotated.chunk(4))
         titles = ["0 deg", "90 deg", "180 deg", "270 deg"]
     m, s = views.settings["image_mean"], views.settings["image_std"]
-    curves = [k for k in ("train/loss", "train/embedding_std", "train/feature_std", "eval/knn_accuracy",
-                          "eval/knn_mean_auc", "train/rotation_accuracy") if any(k in h for h in history)]
+    curves = [
+        k
+        for k in (
+            "train/loss",
+            "train/embedding_std",
+            "train/feature_std",
+            "eval/knn_accuracy",
+            "eval/knn_mean_auc",
+            "train/rotation_accuracy",
+        )
+        if any(k in h for h in history)
+    ]
     ncols = 1 + len(shown)
     nrows = len(images)
     fig = plt.figure(figsize=(2.0 * ncols + 4.0, 2.0 * nrows))

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genssl_hf.training.gather import world_size
@@ -60,7 +59,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         total = stats[-1]
         mean = stats[:c] / total
-        var = (stats[c:2 * c] / total - mean * mean).clamp_min(0.0)
+        var = (stats[c : 2 * c] / total - mean * mean).clamp_min(0.0)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -101,8 +100,17 @@ class MLPHead(nn.Module):
     """``num_layers`` linear layers; hidden ones are ``Linear(bias=not bn) -> [BN] -> ReLU``; the last
     is ``Linear`` followed by a BN when ``last_bn`` (affine unless ``last_bn_affine=False``)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, *, bn: bool = True,
-                 last_bn: bool = False, last_bn_affine: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int = 2,
+        *,
+        bn: bool = True,
+        last_bn: bool = False,
+        last_bn_affine: bool = True,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a head needs >= 1 layer, got {num_layers}")

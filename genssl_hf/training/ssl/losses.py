@@ -12,8 +12,15 @@ import torch.nn.functional as F
 
 from genssl_hf.training.gather import all_gather_with_grad, rank
 
-__all__ = ["nt_xent_loss", "moco_infonce_loss", "negative_cosine_similarity", "simsiam_loss", "rotation_loss", "byol_loss",
-           "embedding_std"]
+__all__ = [
+    "nt_xent_loss",
+    "moco_infonce_loss",
+    "negative_cosine_similarity",
+    "simsiam_loss",
+    "rotation_loss",
+    "byol_loss",
+    "embedding_std",
+]
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -24,7 +31,9 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     all-gather (:func:`~genssl_hf.training.gather.all_gather_with_grad`). Mean over local anchors.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent_loss expects two (B, D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent_loss expects two (B, D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     z1 = F.normalize(z1.float(), dim=1)
@@ -47,7 +56,9 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
     """MoCo's InfoNCE (He et al. 2020, eq. 1): query ``q`` (B, D) against its key ``k`` (B, D, no
     gradient) and the ``queue`` of K negative keys (K, D, already normalised). Mean over the batch."""
     if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
-        raise ValueError(f"moco_infonce_loss: q {tuple(q.shape)}, k {tuple(k.shape)}, queue {tuple(queue.shape)} do not match")
+        raise ValueError(
+            f"moco_infonce_loss: q {tuple(q.shape)}, k {tuple(k.shape)}, queue {tuple(queue.shape)} do not match"
+        )
     q = F.normalize(q.float(), dim=1)
     k = F.normalize(k.float(), dim=1).detach()
     l_pos = (q * k).sum(dim=1, keepdim=True)
@@ -63,10 +74,13 @@ def negative_cosine_similarity(p: torch.Tensor, z: torch.Tensor, stop_gradient: 
     return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
 
 
-def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
-                 stop_gradient: bool = True) -> torch.Tensor:
+def simsiam_loss(
+    p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, stop_gradient: bool = True
+) -> torch.Tensor:
     """SimSiam's symmetrised loss (Chen & He 2021, eq. 3): D(p1, z2) / 2 + D(p2, z1) / 2."""
-    return 0.5 * negative_cosine_similarity(p1, z2, stop_gradient) + 0.5 * negative_cosine_similarity(p2, z1, stop_gradient)
+    return 0.5 * negative_cosine_similarity(p1, z2, stop_gradient) + 0.5 * negative_cosine_similarity(
+        p2, z1, stop_gradient
+    )
 
 
 def rotation_loss(logits: torch.Tensor, rotation_labels: torch.Tensor) -> torch.Tensor:
@@ -88,8 +102,10 @@ def byol_loss(p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Te
     view against the target projection of the other, ``||p/|p| - t/|t|||^2 = 2 - 2 cos(p, t)``,
     mean over the batch, summed over the two directions. Targets carry no gradient."""
     if p1.shape != t2.shape or p2.shape != t1.shape or p1.ndim != 2:
-        raise ValueError(f"byol_loss expects (B, D) predictions and targets of one shape, got {tuple(p1.shape)}, "
-                         f"{tuple(p2.shape)}, {tuple(t1.shape)}, {tuple(t2.shape)}")
+        raise ValueError(
+            f"byol_loss expects (B, D) predictions and targets of one shape, got {tuple(p1.shape)}, "
+            f"{tuple(p2.shape)}, {tuple(t1.shape)}, {tuple(t2.shape)}"
+        )
 
     def term(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (2.0 - 2.0 * F.cosine_similarity(p.float(), t.detach().float(), dim=1)).mean()

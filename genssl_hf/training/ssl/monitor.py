@@ -15,8 +15,13 @@ from genssl_hf.models import pooled_features
 __all__ = ["knn_scores", "KNNMonitor"]
 
 
-def knn_scores(train_features: torch.Tensor, train_targets: torch.Tensor, test_features: torch.Tensor,
-               k: int = 20, temperature: float = 0.07) -> torch.Tensor:
+def knn_scores(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    test_features: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> torch.Tensor:
     """Per-class scores ``(N_test, C)`` from the weighted votes of the ``k`` nearest training
     features; ``train_targets`` is one-hot / multi-hot ``(N_train, C)``. Scores of each row sum to 1
     for one-hot targets."""
@@ -38,8 +43,17 @@ class KNNMonitor:
     (multi-class) or ``eval/knn_mean_auc`` (multi-label, scikit-learn AUC over classes with both
     outcomes)."""
 
-    def __init__(self, train_images: torch.Tensor, train_targets: torch.Tensor, test_images: torch.Tensor,
-                 test_targets: torch.Tensor, normalize, multi_label: bool, k: int = 20, batch_size: int = 128):
+    def __init__(
+        self,
+        train_images: torch.Tensor,
+        train_targets: torch.Tensor,
+        test_images: torch.Tensor,
+        test_targets: torch.Tensor,
+        normalize,
+        multi_label: bool,
+        k: int = 20,
+        batch_size: int = 128,
+    ):
         self.train = (train_images, train_targets)
         self.test = (test_images, test_targets)
         self.normalize = normalize
@@ -52,7 +66,7 @@ class KNNMonitor:
         device = next(backbone.parameters()).device
         out = []
         for i in range(0, len(images), self.batch_size):
-            x = self.normalize(images[i:i + self.batch_size].float().div(255.0)).to(device)
+            x = self.normalize(images[i : i + self.batch_size].float().div(255.0)).to(device)
             out.append(pooled_features(backbone, x).float().cpu())
         return torch.cat(out)
 
@@ -75,14 +89,24 @@ class KNNMonitor:
         return {"eval/knn_mean_auc": float(np.mean(aucs)) if aucs else float("nan")}
 
 
-def build_knn_monitor(spec: str, image_size: int, normalize, *, num_train: int, num_test: int, seed: int,
-                      phantom_resolution: int = 64, k: int = 20) -> tuple[KNNMonitor, dict[str, Any]]:
+def build_knn_monitor(
+    spec: str,
+    image_size: int,
+    normalize,
+    *,
+    num_train: int,
+    num_test: int,
+    seed: int,
+    phantom_resolution: int = 64,
+    k: int = 20,
+) -> tuple[KNNMonitor, dict[str, Any]]:
     """A :class:`KNNMonitor` from a labelled dataset spec (``phantom``, ``kermany:ROOT``, a folder...):
     ``num_train`` images of its train split as the memory bank, ``num_test`` of validation (or test)."""
     from genssl_hf.training.finetune_data import Collator, load_dataset_spec, stratified_subset, targets_of
 
-    dd = load_dataset_spec(spec, phantom_sizes=(num_train, num_test, num_test), phantom_resolution=phantom_resolution,
-                           seed=seed + 7)
+    dd = load_dataset_spec(
+        spec, phantom_sizes=(num_train, num_test, num_test), phantom_resolution=phantom_resolution, seed=seed + 7
+    )
     if "train" not in dd:
         raise KeyError(f"--knn_dataset {spec!r} has no train split (splits: {list(dd)})")
     eval_name = "validation" if "validation" in dd else ("test" if "test" in dd else None)
@@ -99,6 +123,13 @@ def build_knn_monitor(spec: str, image_size: int, normalize, *, num_train: int, 
         if not multi_label:
             y = F.one_hot(y.long(), len(label_names))
         tensors += [batch["pixels"], y.float()]
-    info = {"dataset": spec, "train": int(len(tensors[0])), "eval_split": eval_name, "eval": int(len(tensors[2])),
-            "k": k, "multi_label": multi_label, "label_names": label_names}
+    info = {
+        "dataset": spec,
+        "train": int(len(tensors[0])),
+        "eval_split": eval_name,
+        "eval": int(len(tensors[2])),
+        "k": k,
+        "multi_label": multi_label,
+        "label_names": label_names,
+    }
     return KNNMonitor(*tensors, normalize=normalize, multi_label=multi_label, k=k), info

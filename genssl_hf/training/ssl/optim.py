@@ -20,10 +20,19 @@ class LARS(torch.optim.Optimizer):
     each weight tensor's update is scaled by ``trust_coefficient * ||w|| / ||g + wd * w||``. Groups with
     ``weight_decay == 0`` (biases, norms) take plain momentum SGD steps."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001, eps: float = 1e-8):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient, eps=eps))
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+    ):
+        super().__init__(
+            params,
+            dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -37,9 +46,11 @@ class LARS(torch.optim.Optimizer):
                 if wd:
                     d = d.add(p, alpha=wd)
                     w_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    trust = torch.where((w_norm > 0) & (d_norm > 0),
-                                        group["trust_coefficient"] * w_norm / (d_norm + group["eps"]),
-                                        torch.ones_like(w_norm))
+                    trust = torch.where(
+                        (w_norm > 0) & (d_norm > 0),
+                        group["trust_coefficient"] * w_norm / (d_norm + group["eps"]),
+                        torch.ones_like(w_norm),
+                    )
                     d = d.mul(trust)
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
@@ -50,9 +61,16 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_ssl_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float, *,
-                        momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
-                        fixed_lr_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
+def build_ssl_optimizer(
+    model: torch.nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    *,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    fixed_lr_prefixes: tuple[str, ...] = (),
+) -> torch.optim.Optimizer:
     """The optimiser ``name`` over :func:`param_groups`; parameters whose name starts with one of
     ``fixed_lr_prefixes`` go in groups flagged ``fixed_lr`` (SimSiam's predictor keeps its lr)."""
     if name not in OPTIMIZERS:

@@ -56,31 +56,47 @@ MODEL_CARD_TEMPLATE = "ssl_encoder"
 
 # ----------------------------------------------------------------------------------------- args
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Contrastive / Siamese / pretext pre-training (SimCLR, MoCo v2, SimSiam, "
-                                            "rotation) of a ViT or ResNet with accelerate")
+    p = argparse.ArgumentParser(
+        description="Contrastive / Siamese / pretext pre-training (SimCLR, MoCo v2, SimSiam, "
+        "rotation) of a ViT or ResNet with accelerate"
+    )
     add_common_args(p)
     g = p.add_argument_group("method and model")
     g.add_argument("--method", choices=list(METHODS), required=True)
-    g.add_argument("--model", choices=sorted(BACKBONE_PRESETS), default="resnet-18",
-                   help="architecture preset: ViT (tiny, vit-s16, vit-b16) or ResNet (resnet-tiny, resnet-18, resnet-50)")
+    g.add_argument(
+        "--model",
+        choices=sorted(BACKBONE_PRESETS),
+        default="resnet-18",
+        help="architecture preset: ViT (tiny, vit-s16, vit-b16) or ResNet (resnet-tiny, resnet-18, resnet-50)",
+    )
     g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
     g.add_argument("--patch_size", type=int, default=None, help="override the ViT preset's patch size")
     g.add_argument("--attn_implementation", default="sdpa", help="ViT attention kernel")
     g = p.add_argument_group("method hyper-parameters (unset: the method's default at the model's scale)")
     for flag, (spec, names) in method_options().items():
-        g.add_argument(flag, type=spec.type, choices=spec.choices, default=None,
-                       help=f"{spec.help} [{', '.join(names)}]")
+        g.add_argument(
+            flag, type=spec.type, choices=spec.choices, default=None, help=f"{spec.help} [{', '.join(names)}]"
+        )
     add_image_data_args(p)
     g = p.add_argument_group("views (kornia, grayscale)")
-    g.add_argument("--crop_scale_min", type=float, default=None, help="random resized crop minimum area (default 0.2; rotation 0.5)")
+    g.add_argument(
+        "--crop_scale_min",
+        type=float,
+        default=None,
+        help="random resized crop minimum area (default 0.2; rotation 0.5)",
+    )
     g.add_argument("--rotation_degrees", type=float, default=None, help="random rotation range (default 10)")
     g.add_argument("--brightness", type=float, default=None, help="brightness jitter strength (default 0.4)")
     g.add_argument("--contrast", type=float, default=None, help="contrast jitter strength (default 0.4)")
     g.add_argument("--blur_p", type=float, default=None, help="Gaussian blur probability (default 0.5)")
     g.add_argument("--no_hflip", action="store_true", help="no horizontal flip")
     add_adain_args(p)
-    g = add_optimisation_args(p, "optimisation (defaults: the method's recipe for the model family)",
-                              base_learning_rate=True, stop_after_steps=True)
+    g = add_optimisation_args(
+        p,
+        "optimisation (defaults: the method's recipe for the model family)",
+        base_learning_rate=True,
+        stop_after_steps=True,
+    )
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     g.add_argument("--warmup_epochs", type=float, default=None)
     g.add_argument("--sgd_momentum", type=float, default=0.9)
@@ -114,9 +130,11 @@ def _method_overrides(args: argparse.Namespace, method_cls: type[SSLMethod]) -> 
     """The hyper-parameters set on the command line, converted for the method; an option the method
     does not take is an error (it would otherwise be ignored silently)."""
     options = method_options()
-    for flag, (spec, names) in options.items():
+    for flag, (_spec, names) in options.items():
         if method_cls.name not in names and getattr(args, flag[2:], None) is not None:
-            raise ValueError(f"{flag} does not apply to --method {method_cls.name} (it is an option of {', '.join(names)})")
+            raise ValueError(
+                f"{flag} does not apply to --method {method_cls.name} (it is an option of {', '.join(names)})"
+            )
     overrides = {}
     for hparam, spec in method_cls.hparams_spec.items():
         value = getattr(args, (spec.flag or f"--{hparam}")[2:], None)
@@ -139,8 +157,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     if args.per_device_train_batch_size < 2:
-        raise ValueError(f"--per_device_train_batch_size must be >= 2 (contrastive losses need negatives), got "
-                         f"{args.per_device_train_batch_size}")
+        raise ValueError(
+            f"--per_device_train_batch_size must be >= 2 (contrastive losses need negatives), got "
+            f"{args.per_device_train_batch_size}"
+        )
     if args.num_train_epochs is not None and args.num_train_epochs <= 0 and args.max_steps is None:
         raise ValueError(f"--num_train_epochs must be > 0, got {args.num_train_epochs}")
     if args.eval_steps and not args.knn_dataset:
@@ -152,9 +172,15 @@ def _view_settings(args: argparse.Namespace, method_cls: type[SSLMethod], image_
     defaults = dict(crop_scale_min=0.2, rotation_degrees=10.0, brightness=0.4, contrast=0.4, blur_p=0.5)
     defaults.update(method_cls.view_overrides)
     chosen = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in defaults.items()}
-    return dict(size=image_size, crop_scale=(chosen["crop_scale_min"], 1.0), hflip=not args.no_hflip,
-                rotation_degrees=chosen["rotation_degrees"], brightness=chosen["brightness"],
-                contrast=chosen["contrast"], blur_p=chosen["blur_p"])
+    return dict(
+        size=image_size,
+        crop_scale=(chosen["crop_scale_min"], 1.0),
+        hflip=not args.no_hflip,
+        rotation_degrees=chosen["rotation_degrees"],
+        brightness=chosen["brightness"],
+        contrast=chosen["contrast"],
+        blur_p=chosen["blur_p"],
+    )
 
 
 class SSLTask:
@@ -186,17 +212,28 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     backbone_config = build_backbone_config(args.model, image_size=args.image_size, patch_size=args.patch_size)
     image_size = int(backbone_config.image_size)  # shape errors surface here, before data or model work
-    return {"method_cls": method_cls, "scale": scale, "method_overrides": method_overrides,
-            "backbone_config": backbone_config, "image_size": image_size}
+    return {
+        "method_cls": method_cls,
+        "scale": scale,
+        "method_overrides": method_overrides,
+        "backbone_config": backbone_config,
+        "image_size": image_size,
+    }
 
 
 def _loader_and_schedule(args: argparse.Namespace, run: dict[str, Any], model, accelerator) -> dict[str, Any]:
     """The prepared loader, the global batch (checked against the method) and the schedule: steps,
     epochs, warm-up and the learning rate (``--base_learning_rate`` x total batch / 256 unless set)."""
     bs = args.per_device_train_batch_size
-    loader, batches_per_epoch = build_dataloader(run["ds"], accelerator, batch_size=bs, image_column=args.image_column,
-                                                 load_size=args.load_size or run["image_size"], seed=args.seed,
-                                                 num_workers=args.num_workers)
+    loader, batches_per_epoch = build_dataloader(
+        run["ds"],
+        accelerator,
+        batch_size=bs,
+        image_column=args.image_column,
+        load_size=args.load_size or run["image_size"],
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
     accum = accelerator.gradient_accumulation_steps
     total_batch = bs * accum * accelerator.num_processes
     model.check_global_batch(bs * accelerator.num_processes)
@@ -204,21 +241,47 @@ def _loader_and_schedule(args: argparse.Namespace, run: dict[str, Any], model, a
     epochs = args.num_train_epochs if args.max_steps is None or not steps_per_epoch else total_steps / steps_per_epoch
     warmup = int(round(args.warmup_epochs / max(epochs, 1e-9) * total_steps)) if args.warmup_epochs else 0
     lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
-    return {"loader": loader, "batches_per_epoch": batches_per_epoch, "total_batch": total_batch,
-            "total_steps": total_steps, "epochs": epochs, "warmup": warmup, "lr": lr}
+    return {
+        "loader": loader,
+        "batches_per_epoch": batches_per_epoch,
+        "total_batch": total_batch,
+        "total_steps": total_steps,
+        "epochs": epochs,
+        "warmup": warmup,
+        "lr": lr,
+    }
 
 
-def _engine_and_optimiser(args: argparse.Namespace, run: dict[str, Any], model, accelerator, out: Path) -> dict[str, Any]:
+def _engine_and_optimiser(
+    args: argparse.Namespace, run: dict[str, Any], model, accelerator, out: Path
+) -> dict[str, Any]:
     """The method's optimiser, the engine and the cosine schedule (fixed-lr groups kept constant);
     model and optimiser prepared."""
-    optimizer = build_ssl_optimizer(model, args.optimizer, run["lr"], args.weight_decay, momentum=args.sgd_momentum,
-                                    fixed_lr_prefixes=run["method_cls"].fixed_lr_prefixes)
+    optimizer = build_ssl_optimizer(
+        model,
+        args.optimizer,
+        run["lr"],
+        args.weight_decay,
+        momentum=args.sgd_momentum,
+        fixed_lr_prefixes=run["method_cls"].fixed_lr_prefixes,
+    )
     total_steps = run["total_steps"]
-    engine = Engine(accelerator, EngineConfig(
-        output_dir=out, total_steps=total_steps, images_per_micro_batch=args.per_device_train_batch_size, seed=args.seed,
-        max_grad_norm=args.max_grad_norm, logging_steps=args.logging_steps,
-        checkpointing_steps=args.checkpointing_steps, checkpoints_total_limit=args.checkpoints_total_limit,
-        stop_after_steps=args.stop_after_steps, eval_steps=args.eval_steps, desc=f"{args.method} {args.model}"))
+    engine = Engine(
+        accelerator,
+        EngineConfig(
+            output_dir=out,
+            total_steps=total_steps,
+            images_per_micro_batch=args.per_device_train_batch_size,
+            seed=args.seed,
+            max_grad_norm=args.max_grad_norm,
+            logging_steps=args.logging_steps,
+            checkpointing_steps=args.checkpointing_steps,
+            checkpoints_total_limit=args.checkpoints_total_limit,
+            stop_after_steps=args.stop_after_steps,
+            eval_steps=args.eval_steps,
+            desc=f"{args.method} {args.model}",
+        ),
+    )
     scheduler = cosine_schedule_with_warmup(optimizer, run["warmup"], total_steps)
     constant = lambda step: 1.0  # noqa: E731  (SimSiam's predictor: fixed lr)
     scheduler.lr_lambdas = [constant if g.get("fixed_lr") else scheduler.lr_lambdas[0] for g in optimizer.param_groups]
@@ -230,20 +293,34 @@ def _views_processor_and_monitor(args: argparse.Namespace, run: dict[str, Any], 
     """The GPU view pipeline, the saved ``AdaINImageProcessor`` and (``--knn_dataset``) the k-NN monitor."""
     image_size, adain_mean, adain_std = run["image_size"], run["adain_mean"], run["adain_std"]
     view_kw = _view_settings(args, run["method_cls"], image_size)
-    views = SSLViews(**view_kw, adain=args.adain == "on", adain_mode=args.adain_mode, adain_mean=adain_mean,
-                     adain_std=adain_std, image_mean=args.image_mean, image_std=args.image_std).to(accelerator.device)
+    views = SSLViews(
+        **view_kw,
+        adain=args.adain == "on",
+        adain_mode=args.adain_mode,
+        adain_mean=adain_mean,
+        adain_std=adain_std,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+    ).to(accelerator.device)
     processor = AdaINImageProcessor(
-        size={"height": image_size, "width": image_size}, do_adain=args.adain == "on", adain_mean=adain_mean,
-        adain_std=adain_std, reference_stats=run["provenance"], image_mean=[args.image_mean], image_std=[args.image_std],
-        num_channels=3)
+        size={"height": image_size, "width": image_size},
+        do_adain=args.adain == "on",
+        adain_mean=adain_mean,
+        adain_std=adain_std,
+        reference_stats=run["provenance"],
+        image_mean=[args.image_mean],
+        image_std=[args.image_std],
+        num_channels=3,
+    )
     knn, knn_info = None, None
     if args.knn_dataset:
         from genssl_hf.training.finetune_data import InputNormalizer
         from genssl_hf.training.ssl.monitor import build_knn_monitor
 
         normalizer = InputNormalizer.from_processor(processor, image_size, 3)
-        knn, knn_info = build_knn_monitor(args.knn_dataset, image_size, normalizer, num_train=args.knn_train,
-                                          num_test=args.knn_test, seed=args.seed)
+        knn, knn_info = build_knn_monitor(
+            args.knn_dataset, image_size, normalizer, num_train=args.knn_train, num_test=args.knn_test, seed=args.seed
+        )
     return {"views": views, "processor": processor, "knn": knn, "knn_info": knn_info}
 
 
@@ -251,36 +328,78 @@ def _run_config(args: argparse.Namespace, run: dict[str, Any], unwrapped) -> dic
     """``run_config.json``: options, method, backbone, derived schedule, views, AdaIN, k-NN monitor."""
     ds = run["ds"]
     return {
-        "args": args_to_dict(args), "method": args.method, "method_hparams": unwrapped.hparams,
-        "backbone": {"preset": args.model, "family": backbone_family(args.model),
-                     "config": unwrapped.backbone.config.to_dict()},
-        "derived": {"total_batch_size": run["total_batch"], "learning_rate": run["lr"], "total_steps": run["total_steps"],
-                    "warmup_steps": run["warmup"], "batches_per_epoch": run["batches_per_epoch"], "epochs": run["epochs"],
-                    "num_train_images": len(ds) if hasattr(ds, "__len__") else None,
-                    "recipe": _recipe_key(args.model)},
+        "args": args_to_dict(args),
+        "method": args.method,
+        "method_hparams": unwrapped.hparams,
+        "backbone": {
+            "preset": args.model,
+            "family": backbone_family(args.model),
+            "config": unwrapped.backbone.config.to_dict(),
+        },
+        "derived": {
+            "total_batch_size": run["total_batch"],
+            "learning_rate": run["lr"],
+            "total_steps": run["total_steps"],
+            "warmup_steps": run["warmup"],
+            "batches_per_epoch": run["batches_per_epoch"],
+            "epochs": run["epochs"],
+            "num_train_images": len(ds) if hasattr(ds, "__len__") else None,
+            "recipe": _recipe_key(args.model),
+        },
         "views": run["views"].config(),
-        "adain": {"enabled": args.adain == "on", "mode": args.adain_mode, "mean": run["adain_mean"], "std": run["adain_std"],
-                  "reference_stats": run["provenance"]},
+        "adain": {
+            "enabled": args.adain == "on",
+            "mode": args.adain_mode,
+            "mean": run["adain_mean"],
+            "std": run["adain_std"],
+            "reference_stats": run["provenance"],
+        },
         "knn_monitor": run["knn_info"],
     }
 
 
-def _export(args: argparse.Namespace, run: dict[str, Any], unwrapped, out: Path, run_config: dict[str, Any],
-            summary: dict[str, Any], history: list[dict[str, Any]], last: dict[str, Any]) -> None:
+def _export(
+    args: argparse.Namespace,
+    run: dict[str, Any],
+    unwrapped,
+    out: Path,
+    run_config: dict[str, Any],
+    summary: dict[str, Any],
+    history: list[dict[str, Any]],
+    last: dict[str, Any],
+) -> None:
     """The encoder folder (backbone, processor, ``ssl_info``, card), the figure and ``train_summary.json``."""
     backbone_out = unwrapped.backbone
-    info = {"method": args.method, "backbone": args.model, "method_hparams": unwrapped.hparams,
-            "derived": run_config["derived"], "views": run_config["views"], "adain": run_config["adain"],
-            "dataset": str(args.dataset) if args.dataset else "in-memory datasets object",
-            "final_loss": summary["final_loss"], "last_logged": last}
+    info = {
+        "method": args.method,
+        "backbone": args.model,
+        "method_hparams": unwrapped.hparams,
+        "derived": run_config["derived"],
+        "views": run_config["views"],
+        "adain": run_config["adain"],
+        "dataset": str(args.dataset) if args.dataset else "in-memory datasets object",
+        "final_loss": summary["final_loss"],
+        "last_logged": last,
+    }
     card = _render_card(args, run_config, summary)
     save_encoder(backbone_out, run["processor"], out, info=info, card=card)
     if args.figure == "on":
         from genssl_hf.training.ssl.figure import ssl_figure
 
-        summary["figure"] = str(ssl_figure(out / "pretraining.png", run["views"], run["ds"], args.image_column,
-                                           run["image_size"], history, args.method, args.model,
-                                           run["method_cls"].num_views, seed=args.seed))
+        summary["figure"] = str(
+            ssl_figure(
+                out / "pretraining.png",
+                run["views"],
+                run["ds"],
+                args.image_column,
+                run["image_size"],
+                history,
+                args.method,
+                args.model,
+                run["method_cls"].num_views,
+                seed=args.seed,
+            )
+        )
     write_json(out / "train_summary.json", summary)
 
 
@@ -307,8 +426,11 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
     unwrapped = accelerator.unwrap_model(run["model"])
     run_config = _run_config(args, run, unwrapped)
     write_run_config(accelerator, out, run_config)
-    init_trackers(accelerator, f"genssl_{args.method}", {**args_to_dict(args), "learning_rate": run["lr"],
-                                                         "total_steps": run["total_steps"]})
+    init_trackers(
+        accelerator,
+        f"genssl_{args.method}",
+        {**args_to_dict(args), "learning_rate": run["lr"], "total_steps": run["total_steps"]},
+    )
 
     task = SSLTask(run["views"], run["method_cls"].num_views, accelerator.device, run["knn"])
     result = engine.run(task, run["model"], run["optimizer"], run["scheduler"], run["loader"], state)
@@ -331,22 +453,47 @@ def _render_card(args: argparse.Namespace, run_config: dict[str, Any], summary: 
     from genssl_hf.core.cards import render_model_card
 
     family = run_config["backbone"]["family"]
-    card_data = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "image-feature-extraction",
-                 "tags": ["genssl", args.method.replace("_", "-"), "vit" if family == "vit" else "resnet", "chest-x-ray",
-                          "medical-imaging", "self-supervised"]}
-    card = render_model_card(MODEL_CARD_TEMPLATE, card_data, method=args.method, backbone=run_config["backbone"],
-                             hparams=run_config["method_hparams"], derived=run_config["derived"],
-                             views=run_config["views"], adain=run_config["adain"], summary=summary,
-                             optimizer=args.optimizer, weight_decay=args.weight_decay,
-                             classifier_class="ResNetForImageClassification" if family == "cnn" else "ViTForImageClassification",
-                             dataset=str(args.dataset) if args.dataset else "in-memory datasets object")
+    card_data = {
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "image-feature-extraction",
+        "tags": [
+            "genssl",
+            args.method.replace("_", "-"),
+            "vit" if family == "vit" else "resnet",
+            "chest-x-ray",
+            "medical-imaging",
+            "self-supervised",
+        ],
+    }
+    card = render_model_card(
+        MODEL_CARD_TEMPLATE,
+        card_data,
+        method=args.method,
+        backbone=run_config["backbone"],
+        hparams=run_config["method_hparams"],
+        derived=run_config["derived"],
+        views=run_config["views"],
+        adain=run_config["adain"],
+        summary=summary,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        classifier_class="ResNetForImageClassification" if family == "cnn" else "ViTForImageClassification",
+        dataset=str(args.dataset) if args.dataset else "in-memory datasets object",
+    )
     return str(card)
 
 
 def main(argv: list[str] | None = None, publish=None) -> int:
     """Command line: train, then (scripts only) publish; ``publish(kind, folder, repo_id) -> url`` is
     handed in by ``scripts/pretrain.py``, as training never imports ``hub``."""
-    return run_training_command(pretrain_ssl, build_parser().parse_args(argv), publish, "encoder", ("method", "backbone", "global_step", "final_loss", "images_per_second", "interrupted"))
+    return run_training_command(
+        pretrain_ssl,
+        build_parser().parse_args(argv),
+        publish,
+        "encoder",
+        ("method", "backbone", "global_step", "final_loss", "images_per_second", "interrupted"),
+    )
 
 
 if __name__ == "__main__":

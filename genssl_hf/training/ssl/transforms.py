@@ -67,16 +67,30 @@ class SSLViews(nn.Module):
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
         self.settings = dict(
-            size=int(size), crop_scale=[float(crop_scale[0]), float(crop_scale[1])], hflip=bool(hflip),
-            rotation_degrees=float(rotation_degrees), brightness=float(brightness), contrast=float(contrast),
-            jitter_p=float(jitter_p), blur_p=float(blur_p), blur_sigma=[float(blur_sigma[0]), float(blur_sigma[1])],
-            adain=bool(adain), adain_mode=adain_mode, adain_mean=float(adain_mean), adain_std=float(adain_std),
-            adain_eps=float(adain_eps), image_mean=float(image_mean), image_std=float(image_std),
+            size=int(size),
+            crop_scale=[float(crop_scale[0]), float(crop_scale[1])],
+            hflip=bool(hflip),
+            rotation_degrees=float(rotation_degrees),
+            brightness=float(brightness),
+            contrast=float(contrast),
+            jitter_p=float(jitter_p),
+            blur_p=float(blur_p),
+            blur_sigma=[float(blur_sigma[0]), float(blur_sigma[1])],
+            adain=bool(adain),
+            adain_mode=adain_mode,
+            adain_mean=float(adain_mean),
+            adain_std=float(adain_std),
+            adain_eps=float(adain_eps),
+            image_mean=float(image_mean),
+            image_std=float(image_std),
             out_channels=int(out_channels),
         )
         self.size = int(size)
-        geometric = [K.RandomResizedCrop((self.size, self.size), scale=tuple(crop_scale), ratio=(3 / 4, 4 / 3),
-                                         resample="bilinear")]
+        geometric = [
+            K.RandomResizedCrop(
+                (self.size, self.size), scale=tuple(crop_scale), ratio=(3 / 4, 4 / 3), resample="bilinear"
+            )
+        ]
         if hflip:
             geometric.append(K.RandomHorizontalFlip())
         if rotation_degrees > 0:

@@ -29,15 +29,24 @@ class BYOL(SSLMethod):
     hparams_spec = {
         "proj_dim": HParam(256, 64, int, "projector output width"),
         "proj_hidden_dim": HParam(4096, None, int, "projector hidden width (default: backbone width)"),
-        "pred_hidden_dim": HParam(4096, None, int, "predictor hidden width (SimSiam: its bottleneck; BYOL default: "
-                                  "the projector's hidden width)"),
+        "pred_hidden_dim": HParam(
+            4096,
+            None,
+            int,
+            "predictor hidden width (SimSiam: its bottleneck; BYOL default: the projector's hidden width)",
+        ),
         # tiny: 0.9, as runs of a few hundred steps need a target that keeps up (0.99 stayed below
         # random-init features after 150 steps on phantoms; BENCHMARKS.md, BYOL)
         "target_momentum": HParam(0.996, 0.9, float, "BYOL target-network momentum at step 0 (cosine to 1)"),
     }
     # tiny: base lr 5e-3 (2e-3, the others' tiny recipe, left BYOL below random-init features in 150 steps)
-    recipes = {"cnn": cnn_recipe(optimizer="lars", base_learning_rate=0.2, weight_decay=1.5e-6, num_train_epochs=300,
-                                 warmup_epochs=10), "vit": VIT, "tiny": {**TINY, "base_learning_rate": 5e-3}}
+    recipes = {
+        "cnn": cnn_recipe(
+            optimizer="lars", base_learning_rate=0.2, weight_decay=1.5e-6, num_train_epochs=300, warmup_epochs=10
+        ),
+        "vit": VIT,
+        "tiny": {**TINY, "base_learning_rate": 5e-3},
+    }
 
     @classmethod
     def check_hparams(cls, h: dict[str, Any]) -> None:
@@ -67,8 +76,11 @@ class BYOL(SSLMethod):
             self.target_projector.train(self.training)
             t = self.target_projector(pooled_features(self.target_backbone, x))
         loss = byol_loss(p[:b], p[b:], t[:b], t[b:])
-        return loss, {"embedding_std": embedding_std(z[:b]), "feature_std": embedding_std(h[:b]),
-                      "target_momentum": self.momentum.clone()}
+        return loss, {
+            "embedding_std": embedding_std(z[:b]),
+            "feature_std": embedding_std(h[:b]),
+            "target_momentum": self.momentum.clone(),
+        }
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, total_steps: int) -> None:

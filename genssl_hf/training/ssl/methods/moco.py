@@ -49,13 +49,21 @@ class MoCoV2(SSLMethod):
         "proj_hidden_dim": HParam(2048, None, int, "projector hidden width (default: backbone width)"),
         "queue_size": HParam(65536, 1024, int, "MoCo queue length (a multiple of the global batch)"),
         "moco_momentum": HParam(0.999, 0.99, float, "MoCo key-encoder momentum at step 0 (cosine to 1)"),
-        "head_bn": HParam(None, None, help="MoCo head with BN (MoCo v3) or without (MoCo v2); auto: BN on ViTs, "
-                          "none on ResNets", choices=("auto", "on", "off"), flag="--moco_head_bn",
-                          convert=lambda v: {None: None, "auto": None, "on": True, "off": False}[v]),
+        "head_bn": HParam(
+            None,
+            None,
+            help="MoCo head with BN (MoCo v3) or without (MoCo v2); auto: BN on ViTs, none on ResNets",
+            choices=("auto", "on", "off"),
+            flag="--moco_head_bn",
+            convert=lambda v: {None: None, "auto": None, "on": True, "off": False}[v],
+        ),
     }
     # SGD 0.03, momentum 0.9, wd 1e-4, 200 epochs, no warm-up
-    recipes = {"cnn": cnn_recipe(optimizer="sgd", base_learning_rate=0.03, weight_decay=1e-4, num_train_epochs=200),
-               "vit": VIT, "tiny": TINY}
+    recipes = {
+        "cnn": cnn_recipe(optimizer="sgd", base_learning_rate=0.03, weight_decay=1e-4, num_train_epochs=200),
+        "vit": VIT,
+        "tiny": TINY,
+    }
 
     @classmethod
     def check_hparams(cls, h: dict[str, Any]) -> None:
@@ -67,8 +75,9 @@ class MoCoV2(SSLMethod):
 
     def check_global_batch(self, global_micro_batch: int) -> None:
         if self.queue.shape[0] % global_micro_batch:
-            raise ValueError(f"--queue_size {self.queue.shape[0]} must be a multiple of the global micro batch "
-                             f"{global_micro_batch}")
+            raise ValueError(
+                f"--queue_size {self.queue.shape[0]} must be a multiple of the global micro batch {global_micro_batch}"
+            )
 
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any]):
         super().__init__(backbone, hparams)
@@ -78,8 +87,9 @@ class MoCoV2(SSLMethod):
         self.hparams["head_bn"] = bool(h["head_bn"])
         # MoCo v3 head: BN on the hidden layer and a non-affine BN on the output
         bn = self.hparams["head_bn"]
-        self.projector = MLPHead(self.dim, h["proj_hidden_dim"] or self.dim, h["proj_dim"], 2, bn=bn, last_bn=bn,
-                                 last_bn_affine=False)
+        self.projector = MLPHead(
+            self.dim, h["proj_hidden_dim"] or self.dim, h["proj_dim"], 2, bn=bn, last_bn=bn, last_bn_affine=False
+        )
         if bn:
             convert_to_global_bn(self.projector)
         self.key_backbone = frozen_copy(self.backbone)
@@ -100,12 +110,12 @@ class MoCoV2(SSLMethod):
         gathered = all_gather_no_grad(x)
         perm = torch.randperm(gathered.shape[0], device=x.device)
         dist.broadcast(perm, src=0)
-        mine = perm[rank() * b:(rank() + 1) * b]
+        mine = perm[rank() * b : (rank() + 1) * b]
         k = self.key_projector(pooled_features(self.key_backbone, gathered[mine]))
         k_all = all_gather_no_grad(k)
         unshuffled = torch.empty_like(k_all)
         unshuffled[perm] = k_all
-        return unshuffled[rank() * b:(rank() + 1) * b]
+        return unshuffled[rank() * b : (rank() + 1) * b]
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         h = self.features(views[0])
@@ -116,7 +126,11 @@ class MoCoV2(SSLMethod):
         loss = moco_infonce_loss(q, k, self.queue.clone(), self.hparams["temperature"])  # the queue changes below
         if self.training:
             self._enqueue(k)
-        return loss, {"embedding_std": embedding_std(q), "feature_std": embedding_std(h), "moco_momentum": self.momentum.clone()}
+        return loss, {
+            "embedding_std": embedding_std(q),
+            "feature_std": embedding_std(h),
+            "moco_momentum": self.momentum.clone(),
+        }
 
     @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:
@@ -125,7 +139,7 @@ class MoCoV2(SSLMethod):
         if size % n:
             raise ValueError(f"queue_size {size} must be a multiple of the global batch {n}")
         ptr = int(self.queue_ptr)
-        self.queue[ptr:ptr + n] = keys.to(self.queue.dtype)
+        self.queue[ptr : ptr + n] = keys.to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + n) % size)
 
     @torch.no_grad()

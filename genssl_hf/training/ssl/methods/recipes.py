@@ -14,15 +14,39 @@ from typing import Any
 
 __all__ = ["TINY", "VIT", "cnn_recipe"]
 
-TINY: dict[str, Any] = dict(optimizer="adamw", base_learning_rate=2e-3, weight_decay=0.05, per_device_train_batch_size=64,
-                            num_train_epochs=20, warmup_epochs=2)
-VIT: dict[str, Any] = dict(optimizer="adamw", base_learning_rate=1.5e-4, weight_decay=0.1, per_device_train_batch_size=256,
-                           num_train_epochs=300, warmup_epochs=40)
+TINY: dict[str, Any] = dict(
+    optimizer="adamw",
+    base_learning_rate=2e-3,
+    weight_decay=0.05,
+    per_device_train_batch_size=64,
+    num_train_epochs=20,
+    warmup_epochs=2,
+)
+VIT: dict[str, Any] = dict(
+    optimizer="adamw",
+    base_learning_rate=1.5e-4,
+    weight_decay=0.1,
+    per_device_train_batch_size=256,
+    num_train_epochs=300,
+    warmup_epochs=40,
+)
 
 
-def cnn_recipe(*, optimizer: str, base_learning_rate: float, weight_decay: float, num_train_epochs: float,
-               warmup_epochs: float = 0, per_device_train_batch_size: int = 256) -> dict[str, Any]:
+def cnn_recipe(
+    *,
+    optimizer: str,
+    base_learning_rate: float,
+    weight_decay: float,
+    num_train_epochs: float,
+    warmup_epochs: float = 0,
+    per_device_train_batch_size: int = 256,
+) -> dict[str, Any]:
     """A ResNet recipe as its paper gives it."""
-    return dict(optimizer=optimizer, base_learning_rate=base_learning_rate, weight_decay=weight_decay,
-                per_device_train_batch_size=per_device_train_batch_size, num_train_epochs=num_train_epochs,
-                warmup_epochs=warmup_epochs)
+    return dict(
+        optimizer=optimizer,
+        base_learning_rate=base_learning_rate,
+        weight_decay=weight_decay,
+        per_device_train_batch_size=per_device_train_batch_size,
+        num_train_epochs=num_train_epochs,
+        warmup_epochs=warmup_epochs,
+    )

@@ -26,8 +26,17 @@ class RotationPrediction(SSLMethod):
     view_overrides = {"rotation_degrees": 0.0, "brightness": 0.0, "contrast": 0.0, "blur_p": 0.0, "crop_scale_min": 0.5}
     hparams_spec = {"proj_hidden_dim": HParam(None, None, int, "projector hidden width (default: backbone width)")}
     # SGD 0.1, wd 5e-4, batch 128, 100 epochs (their step schedule: our half-cycle cosine)
-    recipes = {"cnn": cnn_recipe(optimizer="sgd", base_learning_rate=0.1, weight_decay=5e-4, num_train_epochs=100,
-                                 per_device_train_batch_size=128), "vit": VIT, "tiny": TINY}
+    recipes = {
+        "cnn": cnn_recipe(
+            optimizer="sgd",
+            base_learning_rate=0.1,
+            weight_decay=5e-4,
+            num_train_epochs=100,
+            per_device_train_batch_size=128,
+        ),
+        "vit": VIT,
+        "tiny": TINY,
+    }
 
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any]):
         super().__init__(backbone, hparams)

@@ -27,8 +27,13 @@ class SimCLR(SSLMethod):
         "proj_layers": HParam(2, 2, int, "SimCLR projector depth: 2 (v1) or 3 (v2)"),
     }
     # LARS, base lr 0.3, weight decay 1e-6, 10 warm-up epochs of 100
-    recipes = {"cnn": cnn_recipe(optimizer="lars", base_learning_rate=0.3, weight_decay=1e-6, num_train_epochs=100,
-                                 warmup_epochs=10), "vit": VIT, "tiny": TINY}
+    recipes = {
+        "cnn": cnn_recipe(
+            optimizer="lars", base_learning_rate=0.3, weight_decay=1e-6, num_train_epochs=100, warmup_epochs=10
+        ),
+        "vit": VIT,
+        "tiny": TINY,
+    }
 
     @classmethod
     def check_hparams(cls, h: dict[str, Any]) -> None:

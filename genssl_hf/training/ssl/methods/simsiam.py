@@ -26,19 +26,28 @@ class SimSiam(SSLMethod):
         "proj_dim": HParam(2048, 128, int, "projector output width"),
         "proj_hidden_dim": HParam(2048, 128, int, "projector hidden width (default: backbone width)"),
         "pred_hidden_dim": HParam(512, 32, int, "predictor bottleneck width (SimSiam, BYOL)"),
-        "stop_gradient": HParam(True, True, help="SimSiam stop-gradient (off only to demonstrate collapse)",
-                                choices=("on", "off"), convert=on_off),
+        "stop_gradient": HParam(
+            True,
+            True,
+            help="SimSiam stop-gradient (off only to demonstrate collapse)",
+            choices=("on", "off"),
+            convert=on_off,
+        ),
     }
     # SGD 0.05, wd 1e-4, 100 epochs, predictor at a fixed lr
-    recipes = {"cnn": cnn_recipe(optimizer="sgd", base_learning_rate=0.05, weight_decay=1e-4, num_train_epochs=100),
-               "vit": VIT, "tiny": TINY}
+    recipes = {
+        "cnn": cnn_recipe(optimizer="sgd", base_learning_rate=0.05, weight_decay=1e-4, num_train_epochs=100),
+        "vit": VIT,
+        "tiny": TINY,
+    }
 
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any]):
         super().__init__(backbone, hparams)
         h = self.hparams
         out = h["proj_dim"]
-        self.projector = MLPHead(self.dim, h["proj_hidden_dim"] or out, out, 3, bn=True, last_bn=True,
-                                 last_bn_affine=False)
+        self.projector = MLPHead(
+            self.dim, h["proj_hidden_dim"] or out, out, 3, bn=True, last_bn=True, last_bn_affine=False
+        )
         self.predictor = MLPHead(out, h["pred_hidden_dim"] or max(1, out // 4), out, 2, bn=True)
         convert_to_global_bn(self)
 
