@@ -44,6 +44,7 @@ def main(out_path: str) -> None:
     if acc.is_main_process:
         torch.save(results, out_path)
     acc.wait_for_everyone()
+    acc.state.destroy_process_group()  # not left to interpreter exit (see training.common.release_process_group)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,4 @@ for use_groups in (False, True):
 with open(f"{out}/rank{state.process_index}.json", "w") as fh:
     json.dump({"rank": state.process_index, "world": state.num_processes, "result": result}, fh)
 state.wait_for_everyone()
+state.destroy_process_group()  # not left to interpreter exit (see training.common.release_process_group)

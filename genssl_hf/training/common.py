@@ -84,6 +84,7 @@ __all__ = [
     "TrainProgress",
     "write_run_config",
     "save_model_and_processor",
+    "release_process_group",
     "init_trackers",
     "list_checkpoints",
     "args_to_dict",
@@ -472,6 +473,16 @@ def is_main_process_env() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def release_process_group() -> None:
+    """Tear the process group down once a command has trained. Left to interpreter shutdown, gloo's
+    threads were seen to abort a rank ("terminate called without an active exception") or to hang
+    on a loaded 2-core machine, at c456fdf too (tests/test_vlp_loss.py, tests/test_report_generation.py)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_training_command(train, args: argparse.Namespace, publish, kind: str, summary_keys: Iterable[str]) -> int:
     """The command-line ending every pre-training entry point shares: check that a publisher exists
     when ``--push_to_hub`` asks for one, train, then publish the output folder (rank 0 only) and print
@@ -482,6 +493,8 @@ def run_training_command(train, args: argparse.Namespace, publish, kind: str, su
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    finally:
+        release_process_group()
     if args.push_to_hub and is_main_process_env():
         summary["hub_url"] = publish(kind, args.output_dir, args.hub_model_id)
     print({k: summary.get(k) for k in summary_keys})

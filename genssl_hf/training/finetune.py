@@ -47,6 +47,7 @@ from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.training.classifier import build_classifier, encoder_config
 from genssl_hf.training.common import param_groups
 from genssl_hf.training.common import (
+    release_process_group,
     EpochShuffleSampler,
     args_to_dict,
     check_hub_args,
@@ -462,7 +463,10 @@ def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     check_publish_available(args, publish)
-    result = finetune(args)
+    try:
+        result = finetune(args)
+    finally:
+        release_process_group()
     if args.push_to_hub and is_main_process_env():
         result["hub_url"] = publish("classifier", Path(args.output_dir) / "best", args.hub_model_id)
     summary = {

@@ -38,6 +38,7 @@ from genssl_hf.processing import ReportGeneratorProcessor
 from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.args import add_optimisation_args
 from genssl_hf.training.common import (
+    release_process_group,
     EpochShuffleSampler,
     add_common_args,
     check_publish_available,
@@ -542,7 +543,10 @@ def main(argv: Sequence[str] | None = None, publish=None) -> dict[str, Any]:
     handed in by ``scripts/train_report_generator.py``, as training never imports ``hub``."""
     args = build_parser().parse_args(argv)
     check_publish_available(args, publish)
-    summary = train_report_generator(args)
+    try:
+        summary = train_report_generator(args)
+    finally:
+        release_process_group()
     if getattr(args, "push_to_hub", False) and is_main_process_env():
         summary["hub_url"] = publish("report_generator", args.output_dir, args.hub_model_id)
     print(json.dumps({k: v for k, v in summary.items()}, indent=1, default=str))
