@@ -9,7 +9,7 @@ fine-tuning's label fractions (issue 21: is an encoder's representation any good
 ``--model TITLE=MODEL[:PROCESSOR]``: MODEL is a ViT / ViTMAE / classifier folder or a preset for
 seeded random weights; PROCESSOR is ``init`` (default), ``none`` or a folder with a
 ``preprocessor_config.json``. Writes ``frozen_features.json`` and ``frozen_features.md``.
-The logic lives in ``genssl_hf.evaluation.frozen_features``.
+The logic lives in ``genssl_hf.evaluation.frozen_features`` (command line: ``frozen_features_cli``).
 """
 
 import sys
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from genssl_hf.evaluation.frozen_features import main  # noqa: E402
+from genssl_hf.evaluation.frozen_features_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ from genssl_hf.validation import check_options, checked_parser
 
 # ------------------------------------------------------------------------- parsers and ranges
 def _all_parsers() -> dict[str, argparse.ArgumentParser]:
-    from genssl_hf.evaluation import frozen_features, report
+    from genssl_hf.evaluation import frozen_features_cli, report
     from genssl_hf.generation import materialize
     from genssl_hf.hub import publish
     from genssl_hf.prompts import build
@@ -39,7 +39,7 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
         "generate": materialize.build_parser(),
         "publish": publish.build_parser(),
         "build_prompts": build.build_parser(),
-        "probe_encoders": frozen_features.build_parser(),
+        "probe_encoders": frozen_features_cli.build_parser(),
     }
 
 
@@ -129,7 +129,7 @@ def test_check_options_names_unknown_options_and_bad_values():
 
 def _entry_parsers() -> dict[str, Any]:
     """Every trainer's and evaluation entry point's parser builder."""
-    from genssl_hf.evaluation import frozen_features, report, report_generation
+    from genssl_hf.evaluation import frozen_features_cli, report, report_generation
     from genssl_hf.training import finetune, generator, mae, report_generator, vlp
     from genssl_hf.training.ssl import pretrain as ssl
 
@@ -142,7 +142,7 @@ def _entry_parsers() -> dict[str, Any]:
         "autoencoder": generator.autoencoder_parser,
         "ldm": generator.ldm_parser,
         "evaluate": report.build_parser,
-        "probe_encoders": frozen_features.build_parser,
+        "probe_encoders": frozen_features_cli.build_parser,
         "evaluate_report_generator": report_generation.build_parser,
     }
 

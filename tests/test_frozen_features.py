@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genssl_hf.evaluation import frozen_features as ff
+from genssl_hf.evaluation import frozen_features_cli as ffc
 from genssl_hf.evaluation import probe_scores as ps
 
 torch.set_num_threads(1)  # shared CI machine
@@ -268,7 +269,7 @@ def test_trained_encoder_beats_random_features(tmp_path, phantoms):
         seeds=(0, 1),
         c_grid=(0.01, 0.1, 1.0, 10.0),
     )
-    summary = {(r["encoder"], r["fraction"]): r for r in ff.summarise_table(table)}
+    summary = {(r["encoder"], r["fraction"]): r for r in ffc.summarise_table(table)}
     for f in (0.25, 1.0):
         rnd, trn = summary[("random", f)], summary[("trained", f)]
         print(
@@ -278,14 +279,14 @@ def test_trained_encoder_beats_random_features(tmp_path, phantoms):
         # measured: probe 0.944 / 0.941 vs 0.783 / 0.856, kNN 0.914 / 0.923 vs 0.624 / 0.730
         assert trn["probe_auc_mean"] > rnd["probe_auc_mean"] + 0.05
         assert trn["knn_auc_mean"] > rnd["knn_auc_mean"] + 0.05
-    md = ff.markdown_table(table)
+    md = ffc.markdown_table(table)
     assert "| trained |" in md and "kNN 25%" in md
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     out = tmp_path / "out"
-    table = ff.main(
+    table = ffc.main(
         [
             "--model",
             "random=tiny",
@@ -311,7 +312,7 @@ def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     assert "| random |" in (out / "frozen_features.md").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["frozen_features.json", "frozen_features.md"]  # no temp files
     with pytest.raises(FileExistsError, match="--overwrite"):
-        ff.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
+        ffc.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
 
 
 def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
@@ -321,24 +322,24 @@ def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
     monkeypatch.setattr(ff, "extract_features", no_compute)
     base = ["--dataset", str(phantom_folder), "--output_dir", str(tmp_path / "o")]
     with pytest.raises(ValueError, match="no/such/encoder"):
-        ff.main(base + ["--model", "a=tiny", "--model", "b=no/such/encoder"])
+        ffc.main(base + ["--model", "a=tiny", "--model", "b=no/such/encoder"])
     with pytest.raises(FileNotFoundError, match="missing_processor"):
-        ff.main(base + ["--model", f"a=tiny:{tmp_path / 'missing_processor'}"])
+        ffc.main(base + ["--model", f"a=tiny:{tmp_path / 'missing_processor'}"])
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "vit", "image_size": 64, "patch_size": 8}))
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="broken"):
-        ff.main(base + ["--model", f"a={broken}"])
+        ffc.main(base + ["--model", f"a={broken}"])
     with pytest.raises(ValueError, match="TITLE=PATH_OR_PRESET"):
-        ff.main(base + ["--model", "tiny"])
+        ffc.main(base + ["--model", "tiny"])
     with pytest.raises(ValueError, match="given twice"):
-        ff.main(base + ["--model", "a=tiny", "--model", "a=tiny"])
+        ffc.main(base + ["--model", "a=tiny", "--model", "a=tiny"])
     for bad in ("0", "1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit):
-            ff.main(base + ["--model", "a=tiny", "--fractions", bad])
+            ffc.main(base + ["--model", "a=tiny", "--fractions", bad])
     with pytest.raises(SystemExit):  # no --model at all
-        ff.main(base)
+        ffc.main(base)
     with pytest.raises(ValueError, match="no encoders"):
         ff.frozen_feature_table({}, None)
     with pytest.raises(ValueError, match=r"label fraction 2"):

@@ -47,7 +47,7 @@ COMMANDS: dict[str, Command] = {
         "genssl_hf.evaluation.report:main",
         "score a classifier on a test set (AUC, operating points, robustness, attention)",
     ),
-    "probe": Command("genssl_hf.evaluation.frozen_features:main", "frozen-encoder kNN and linear-probe tables"),
+    "probe": Command("genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables"),
     "evaluate-vlp": Command(
         "genssl_hf.evaluation.vlp:main", "zero-shot classification and retrieval of a dual encoder"
     ),

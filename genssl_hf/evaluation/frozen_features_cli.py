@@ -1,0 +1,212 @@
+"""The tables and command line of frozen-feature probing (:mod:`genssl_hf.evaluation.frozen_features`):
+the per-seed rows summarised over seeds, the Markdown table, and ``scripts/probe_encoders.py``'s
+parser and ``main``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from genssl_hf.evaluation.frozen_features import POOLINGS, _check_fractions, check_encoder_spec, frozen_feature_table
+from genssl_hf.evaluation.probe_scores import DEFAULT_C_GRID
+
+__all__ = ["summarise_table", "markdown_table", "parse_encoder_arg", "build_parser", "main"]
+
+
+def summarise_table(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds per (encoder, fraction), in the rows' order."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in table["rows"]:
+        groups.setdefault((row["encoder"], row["fraction"]), []).append(row)
+    out = []
+    for (title, fraction), rows in groups.items():
+        entry: dict[str, Any] = {
+            "encoder": title,
+            "fraction": fraction,
+            "num_seeds": len(rows),
+            "num_train": rows[0]["num_train"],
+        }
+        for key in ("knn_auc", "probe_auc"):
+            values = np.array([r[key] for r in rows], dtype=np.float64)
+            entry[f"{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            entry[f"{key}_std"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0
+        entry["probe_C"] = sorted({r["probe_C"] for r in rows})
+        out.append(entry)
+    return out
+
+
+def markdown_table(table: Mapping[str, Any]) -> str:
+    """Encoder x label fraction: kNN and linear-probe test AUC, mean ± std over seeds."""
+    summary = summarise_table(table)
+    fractions = list(table["fractions"])
+    titles = list(dict.fromkeys(r["encoder"] for r in summary))
+    cell = {(r["encoder"], r["fraction"]): r for r in summary}
+
+    def fmt(r, key):
+        return f"{r[key + '_mean']:.3f} ± {r[key + '_std']:.3f}"
+
+    head = ["encoder"] + [f"kNN {f:.0%}" for f in fractions] + [f"probe {f:.0%}" for f in fractions]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in titles:
+        vals = [fmt(cell[(t, f)], "knn_auc") for f in fractions] + [fmt(cell[(t, f)], "probe_auc") for f in fractions]
+        lines.append(f"| {t} | " + " | ".join(vals) + " |")
+    p = table["protocol"]
+    n_train = {f: cell[(titles[0], f)]["num_train"] for f in fractions}
+    lines += [
+        "",
+        f"Test mean ROC AUC ({table['task']}, classes {', '.join(table['label_names'])}), mean ± std over "
+        f"seeds {table['seeds']}; training rows per fraction: "
+        + ", ".join(f"{f:.0%}: {n}" for f, n in n_train.items())
+        + f"; splits {table['splits']}. Features: {p['pooling']} pooling of "
+        f"{'the last layer' if p.get('layer', -1) == -1 else 'block ' + str(p['layer']) + ' (no final norm)'}, frozen. "
+        f"kNN: k={p['knn_k']}, T={p['knn_temperature']}, cosine. Probe: logistic regression on standardised "
+        f"features, C in {p['c_grid']} chosen on validation.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ command line
+def parse_encoder_arg(text: str) -> tuple[str, dict[str, str]]:
+    """``TITLE=INIT`` or ``TITLE=INIT:PROCESSOR`` (``PROCESSOR``: ``init`` / ``none`` / a folder)."""
+    title, sep, rest = str(text).partition("=")
+    if not sep or not title.strip() or not rest.strip():
+        raise ValueError(f"--model {text!r}: expected TITLE=PATH_OR_PRESET[:init|none|PROCESSOR_FOLDER]")
+    init, _, processor = rest.partition(":")
+    return title.strip(), {"init": init.strip(), "image_processor": processor.strip() or "init"}
+
+
+def build_parser():
+    import argparse
+
+    from genssl_hf.validation import checked_parser, renamed_options
+
+    p = argparse.ArgumentParser(
+        prog="probe_encoders.py",
+        description="Frozen-feature quality of encoders: weighted kNN and a linear probe (C chosen on validation) "
+        "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="TITLE=MODEL[:PROCESSOR]",
+        help="repeatable. MODEL: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
+        "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
+        "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="any genssl_hf.data.registry spec: phantom, kermany:ROOT, nih-subset:ROOT, a save_to_disk or "
+        "parquet DatasetDict folder, ...",
+    )
+    p.add_argument("--dataset_config", default=None)
+    p.add_argument("--train_split", default="train")
+    p.add_argument("--validation_split", default="validation")
+    p.add_argument("--test_split", default="test")
+    p.add_argument("--image_column", default="image")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions in (0, 1]")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--pooling", choices=POOLINGS, default="mean")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
+        "(where in the encoder the label signal lives)",
+    )
+    p.add_argument("--knn_k", type=int, default=20)
+    p.add_argument("--knn_temperature", type=float, default=0.07)
+    p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
+    p.add_argument("--per_device_eval_batch_size", type=int, default=256, help="feature-extraction batch")
+    p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--phantom_resolution", type=int, default=64)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
+    renamed_options(p, {"--encoder": "--model", "--batch_size": "--per_device_eval_batch_size"})
+    return checked_parser(p)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: every input checked before any features are computed; writes
+    ``frozen_features.json`` and ``frozen_features.md`` into ``--output_dir`` (atomically)."""
+    import json
+    import platform
+
+    from genssl_hf.data.registry import open_labelled_dataset
+    from genssl_hf.utils import atomic_write_text, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    encoders: dict[str, dict[str, str]] = {}
+    for text in args.model:
+        title, spec = parse_encoder_arg(text)
+        if title in encoders:
+            raise ValueError(f"--model {text!r}: the title {title!r} is given twice")
+        try:
+            check_encoder_spec(spec["init"], spec["image_processor"])
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"--model {text!r}: {err}") from err
+        encoders[title] = spec
+    _check_fractions(args.fractions)
+    out = Path(args.output_dir)
+    if (out / "frozen_features.json").exists() and not args.overwrite:
+        raise FileExistsError(f"--output_dir {str(out)!r} already holds frozen_features.json; pass --overwrite")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    dd = open_labelled_dataset(
+        args.dataset,
+        config=args.dataset_config,
+        phantom_sizes=args.phantom_sizes,
+        phantom_resolution=args.phantom_resolution,
+        seed=0,
+    )
+    table = frozen_feature_table(
+        encoders,
+        dd,
+        fractions=args.fractions,
+        seeds=args.seeds,
+        train_split=args.train_split,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        image_column=args.image_column,
+        pooling=args.pooling,
+        k=args.knn_k,
+        temperature=args.knn_temperature,
+        c_grid=args.c_grid,
+        batch_size=args.per_device_eval_batch_size,
+        layer=args.layer,
+    )
+    table["summary"] = summarise_table(table)
+    table["dataset"] = str(args.dataset)
+    table["machine"] = {"processor": _cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "frozen_features.json", table)
+    atomic_write_text(
+        out / "frozen_features.md",
+        f"# Frozen-feature quality on {args.dataset}\n\n{markdown_table(table)}\n"
+        f"Wall time {table['seconds']:.0f} s on {table['machine']['processor']} "
+        f"({table['machine']['torch_threads']} torch thread(s)).\n",
+    )
+    print(json.dumps({"output_dir": str(out), "seconds": table["seconds"]}))
+    return table
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+if __name__ == "__main__":
+    main()
