@@ -39,7 +39,7 @@ def test_multiclass_and_bad_shapes():
 
 def test_evaluation_subsets_are_seeded_random_not_the_first_rows():
     """Splits are often sorted by label; a capped evaluation must not keep a single class."""
-    from genssl_hf.evaluation.report import sample_indices
+    from genssl_hf.evaluation.report_inputs import sample_indices
 
     assert sample_indices(10, None, 0).tolist() == list(range(10))
     assert sample_indices(10, 20, 0).tolist() == list(range(10))

@@ -412,7 +412,7 @@ def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(
     assert saved["selected_at_step"] == result["best"]["step"] and result["thresholds"] == saved
     assert set(saved["rules"]) == {"youden", "sensitivity", "prevalence"}
     assert result["test"]["thresholds"] == saved["thresholds"]  # test metrics at the validation thresholds
-    from genssl_hf.evaluation.report import LoadedClassifier, _images_and_targets
+    from genssl_hf.evaluation.report_inputs import LoadedClassifier, _images_and_targets
 
     clf = LoadedClassifier(root / "ft" / "best")
     images, targets, names, _ = _images_and_targets(splits["validation"], clf.image_size, "image")
@@ -421,7 +421,7 @@ def test_finetune_chooses_thresholds_from_validation_labels_only_and_saves_them(
 
 
 def test_pipeline_table_has_balanced_accuracy_and_macro_f1_beside_mauc(tmp_path):
-    from genssl_hf.evaluation.report import safe_file_name
+    from genssl_hf.evaluation.report_inputs import safe_file_name
     from genssl_hf.pipeline.results import build_results
     from genssl_hf.utils import write_json
 

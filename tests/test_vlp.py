@@ -136,7 +136,7 @@ def test_bad_arguments_fail_before_training(tmp_path):
 def test_results_table_gains_a_zero_shot_row(tmp_path):
     """The pipeline's results table scores the zero-shot predictions like a fine-tuned model, with a
     paired bootstrap against random init on the same test cases."""
-    from genssl_hf.evaluation.report import safe_file_name
+    from genssl_hf.evaluation.report_inputs import safe_file_name
     from genssl_hf.pipeline.results import build_results
     from genssl_hf.pipeline.runner import VLP_TITLE, load_preset
     from genssl_hf.utils import write_json

@@ -336,7 +336,7 @@ def evaluate_dual_encoder(
 ) -> dict[str, Any]:
     """Retrieval on ``pairs`` (an ``ImageReportPairs``) and zero-shot classification on the pairs'
     labels, or on ``dataset`` (a labelled ``datasets.Dataset`` or a spec of
-    :func:`genssl_hf.evaluation.report.load_eval_split`). Writes ``vlp_metrics.json`` (with the
+    :func:`genssl_hf.evaluation.report_inputs.load_eval_split`). Writes ``vlp_metrics.json`` (with the
     prompts), ``vlp_metrics.md`` and, for ``dataset``, ``zero_shot_predictions.npz`` (targets,
     probs) to ``output_dir`` when given. No report text is written."""
     from genssl_hf.training.finetune_data import targets_of
@@ -370,12 +370,12 @@ def evaluate_dual_encoder(
             result["zero_shot"] = {"metrics": zs["metrics"], "prompts": zs["prompts"]}
     if dataset is not None:
         if isinstance(dataset, str):
-            from genssl_hf.evaluation.report import load_eval_split
+            from genssl_hf.evaluation.report_inputs import load_eval_split
 
             result["dataset"] = dataset
             dataset = load_eval_split(dataset, split, seed=seed)
         targets, names, multi_label = targets_of(dataset)
-        from genssl_hf.evaluation.report import sample_indices
+        from genssl_hf.evaluation.report_inputs import sample_indices
 
         rows = sample_indices(len(dataset), max_samples, seed)
         images = [dataset[int(i)]["image"] for i in rows]

@@ -35,7 +35,8 @@ from typing import Any, Callable
 from ..utils import read_json, write_json
 from .launch import _run_command
 from .stages import Stage, run_stage
-from .steps import evaluation_command, stage_finetune
+from .steps import evaluation_command
+from .training_steps import stage_finetune
 
 __all__ = ["Arm", "DEFAULT_RECIPES", "run_protocol", "select_recipe", "arm_stage_name", "pooled_rows"]
 
@@ -365,7 +366,7 @@ def pooled_rows(
     import numpy as np
 
     from ..evaluation.classification import paired_bootstrap_over_seeds
-    from ..evaluation.report import predictions_path
+    from ..evaluation.report_inputs import predictions_path
 
     def load(run: dict):
         d = np.load(predictions_path(root / run["evaluation"] / "results", run["title"]))

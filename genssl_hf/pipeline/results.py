@@ -16,7 +16,7 @@ from ..utils import atomic_write_bytes, atomic_write_text, read_json, write_json
 def load_predictions(results_dir: Path, title: str) -> tuple[np.ndarray, np.ndarray]:
     """The (targets, probs) that ``genssl_hf.evaluation.report`` saved for the model ``title``
     (same file naming as the report)."""
-    from ..evaluation.report import safe_file_name
+    from ..evaluation.report_inputs import safe_file_name
 
     path = results_dir / f"predictions_{safe_file_name(title)}.npz"
     if not path.is_file():
