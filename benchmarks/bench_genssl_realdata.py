@@ -364,7 +364,8 @@ def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick
     import copy
 
     from genssl_hf.pipeline.stages import run_stage
-    from genssl_hf.pipeline.steps import stage_generated_dataset, stage_pretrain, stage_prompt_set, stage_ssl_pretrain
+    from genssl_hf.pipeline.steps import stage_generated_dataset, stage_prompt_set
+    from genssl_hf.pipeline.training_steps import stage_pretrain, stage_ssl_pretrain
 
     stats = out / "reference_stats" / "reference_stats.json"
     for name in names:
@@ -518,7 +519,7 @@ def run_protocol_benchmark(
     from genssl_hf.pipeline.protocol import DEFAULT_RECIPES, pooled_rows, run_protocol
 
     from genssl_hf.pipeline.stages import run_stage
-    from genssl_hf.pipeline.steps import stage_pretrain
+    from genssl_hf.pipeline.training_steps import stage_pretrain
 
     arms = protocol_arms(extra, main_arms)
     if any(a.name == "real_mae_adain" for a in arms):

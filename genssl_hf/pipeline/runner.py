@@ -49,20 +49,16 @@ from .config import PRESET_DIR, finetune_runs, fraction_suffix, label_fractions,
 from .stages import Stage, run_stage
 from .steps import (
     stage_evaluation,
-    stage_finetune,
     stage_generated_dataset,
-    stage_generator,
     stage_hub,
-    stage_pretrain,
     stage_prompt_set,
     stage_real_data,
     stage_real_unlabelled,
     stage_reference_stats,
     stage_sample_grid,
-    stage_ssl_pretrain,
-    stage_vlp,
     stage_vlp_zero_shot,
 )
+from .training_steps import stage_finetune, stage_generator, stage_pretrain, stage_ssl_pretrain, stage_vlp
 from .variants import (
     VARIANT_PRETRAIN,
     VARIANT_TITLES,

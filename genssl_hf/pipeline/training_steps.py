@@ -1,0 +1,278 @@
+"""The training stages of a pipeline run: the generator (trained or copied), MAE pre-training,
+fine-tuning, the SSL variants' pre-training and vision-language pre-training. Each builder returns a
+:class:`~.stages.Stage`, like the other stages in :mod:`.steps`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..utils import read_json, write_json
+from .config import _without_seed_keys
+from .launch import _flags, _jsonable, _python_module, _run_command
+from .ssl_variants import ssl_pretrain_command, ssl_stage_summary
+from .stages import Stage
+
+
+def stage_generator(cfg: dict, log=print) -> Stage:
+    """The generator pipeline folder: the shipped phantom generator (copied, so the run folder is
+    self-contained and publishable) or a path given in the config."""
+
+    def run(folder: Path) -> dict:
+        spec = cfg.get("generator", {"source": "shipped"})
+        if spec.get("source") == "phantom-oracle":
+            # No diffusion model: phantoms rendered from the parsed prompt (a dry-run generator).
+            write_json(folder / "generator.json", {"generator": "phantom"})
+            return {"generator": "phantom", "source": "phantom-oracle"}
+        if spec.get("source") == "train":
+            src = _train_generator(cfg, spec, folder, log)
+        elif spec.get("source", "shipped") == "shipped":
+            from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+            src = PHANTOM_GENERATOR_DIR
+        else:
+            src = Path(spec["path"])
+        if not (src / "model_index.json").is_file():
+            raise FileNotFoundError(f"generator folder {src} has no model_index.json (not a diffusers pipeline folder)")
+        target = folder / "generator"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(src, target, symlinks=False)
+        return {"generator": "generator", "source": str(src)}
+
+    oracle = cfg.get("generator", {}).get("source") == "phantom-oracle"
+    return Stage(
+        "generator",
+        {"generator": cfg.get("generator", {"source": "shipped"})},
+        run,
+        outputs=["generator.json" if oracle else "generator/model_index.json"],
+    )
+
+
+def _generator_training_data(spec: dict, folder: Path) -> Path:
+    """Images with a text column for generator training, exported as parquet: the NIH
+    ChestX-ray14 subset with its findings written as a short report ("Effusion. Infiltration."
+    or "No finding."), or any dataset folder that already has ``image`` and ``text``."""
+    import datasets
+
+    from ..data.adapters import embed_images
+    from ..data.export import export_parquet
+
+    target = folder / "train_data"
+    if spec.get("dataset") == "nih-subset":
+        from ..data import load_nih_subset
+
+        ds = load_nih_subset(spec["path"], split="train")
+        names = ds.features["labels"].feature.names
+        ds = ds.map(
+            lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."}
+        )
+        ds = embed_images(ds.select_columns(["image", "text"]))
+    else:
+        ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
+    export_parquet(ds, target, overwrite=True, card_body="# Generator training data (local only, never published)")
+    return target
+
+
+def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
+    """Fine-tune the shipped phantom autoencoder and LDM on real images with text (a small CPU
+    generator); returns the trained pipeline folder."""
+    from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+    data = _generator_training_data(spec, folder)
+    size = str(spec.get("resolution", cfg["image_size"]))
+    ae_cmd = (
+        _python_module(cfg, "genssl_hf.training.generator")
+        + [
+            "autoencoder",
+            "--dataset",
+            str(data),
+            "--resolution",
+            size,
+            "--seed",
+            str(cfg["seed"]),
+            "--model",
+            str(PHANTOM_GENERATOR_DIR / "vae"),
+            "--output_dir",
+            str(folder / "ae"),
+            "--overwrite_output_dir",
+        ]
+        + _flags(spec.get("autoencoder_args", {}))
+    )
+    _run_command(ae_cmd, folder, log, name="autoencoder")
+    ldm_cmd = (
+        _python_module(cfg, "genssl_hf.training.generator")
+        + [
+            "ldm",
+            "--dataset",
+            str(data),
+            "--text_column",
+            "text",
+            "--resolution",
+            size,
+            "--seed",
+            str(cfg["seed"]),
+            "--autoencoder",
+            str(folder / "ae"),
+            "--model",
+            str(PHANTOM_GENERATOR_DIR),
+            "--output_dir",
+            str(folder / "ldm"),
+            "--overwrite_output_dir",
+        ]
+        + _flags(spec.get("ldm_args", {}))
+    )
+    _run_command(ldm_cmd, folder, log, name="ldm")
+    return folder / "ldm" / "pipeline"
+
+
+def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_path: Path, log) -> Stage:
+    pre = cfg["pretrain"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.mae")
+            + [
+                "--dataset",
+                str(dataset_dir / "dataset"),
+                "--output_dir",
+                str(out),
+                "--seed",
+                str(cfg["seed"]),
+                "--adain",
+                adain,
+                "--reference_stats",
+                str(stats_path),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--overwrite_output_dir",
+                # never draw real images into an artifact
+                "--figure",
+                "off" if dataset_dir.name == "real_unlabelled" else "on",
+            ]
+            + _flags(pre.get("args", {}))
+        )
+        _run_command(cmd, folder, log)
+        return {
+            "model": "model",
+            "run_config": _jsonable(read_json(out / "run_config.json"))
+            if (out / "run_config.json").is_file()
+            else None,
+        }
+
+    return Stage(
+        name,
+        {"pretrain": pre, "adain": adain, "data": str(dataset_dir), "seed": cfg["seed"], "size": cfg["image_size"]},
+        run,
+        outputs=["model/config.json", "model/preprocessor_config.json"],
+    )
+
+
+def stage_finetune(
+    cfg: dict, variant: str, init: str, real_dir: Path, log, fraction: float, seed: int, suffix: str
+) -> Stage:
+    """One fine-tuning run; ``fraction``, ``seed`` and ``suffix`` come from :func:`finetune_runs`."""
+    ft = cfg["finetune"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "run"
+        args = dict(ft.get("args", {}))
+        args["label_fraction"] = fraction
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.finetune")
+            + [
+                "--model",
+                init,
+                "--dataset",
+                str(real_dir / "dataset"),
+                "--output_dir",
+                str(out),
+                "--seed",
+                str(seed),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--overwrite_output_dir",
+            ]
+            + _flags(args)
+        )
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
+        metrics = read_json(out / "metrics.json")
+        return {"best": "run/best", "metrics": _jsonable(metrics)}
+
+    return Stage(
+        f"finetune_{variant}{suffix}",
+        {
+            "finetune": _without_seed_keys(ft),
+            "init": init,
+            "seed": seed,
+            "size": cfg["image_size"],
+            "fraction": fraction,
+            # the validation-chosen operating point saved with the model (best/thresholds.json)
+            "threshold_rule": ft.get("args", {}).get("threshold_rule", "youden"),
+        },
+        run,
+        outputs=["run/best/config.json", "run/best/thresholds.json", "run/metrics.json"],
+    )
+
+
+def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) -> Stage:
+    """Contrastive / Siamese / pretext pre-training of one ``ssl_variants`` entry."""
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(
+            cfg, name, root, stats_path, out
+        )
+        _run_command(cmd, folder, log)
+        return ssl_stage_summary(out)
+
+    return Stage(
+        f"ssl_{name}",
+        {
+            "ssl_pretrain": cfg.get("ssl_pretrain", {}),
+            "variant": cfg["ssl_variants"][name],
+            "seed": cfg["seed"],
+            "size": cfg["image_size"],
+        },
+        run,
+        outputs=["model/config.json", "model/preprocessor_config.json"],
+    )
+
+
+def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
+    """The dual encoder on ``vlp.pairs`` (default: as many real-domain phantoms, with their reports,
+    as ``vlp.num_pairs``; never the labelled split)."""
+    vlp = cfg["vlp"]
+
+    def run(folder: Path) -> dict:
+        out = folder / "model"
+        pairs = vlp.get("pairs") or f"phantom:{vlp.get('num_pairs', 2000)}"
+        cmd = (
+            _python_module(cfg, "genssl_hf.training.vlp")
+            + [
+                "--pairs",
+                pairs,
+                "--phantom_config",
+                json.dumps(cfg["real_data"].get("phantom", {})),
+                "--image_size",
+                str(cfg["image_size"]),
+                "--reference_stats",
+                str(stats_path),
+                "--seed",
+                str(cfg["seed"]),
+                "--output_dir",
+                str(out),
+                "--overwrite_output_dir",
+            ]
+            + _flags(vlp.get("args", {}))
+        )
+        _run_command(cmd, folder, log)
+        return {"model": "model"}
+
+    return Stage(
+        "vlp",
+        {"vlp": vlp, "seed": cfg["seed"], "size": cfg["image_size"], "real": cfg["real_data"]},
+        run,
+        outputs=["model/config.json", "model/vlp_config.json"],
+    )
