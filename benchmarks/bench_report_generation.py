@@ -158,7 +158,8 @@ def iu_generate(out: Path, n_reports: int, steps: int) -> Path:
 
 def _train_and_score(name: str, encoder: str, pairs, out: Path, args, observations, examples_allowed: bool) -> dict:
     from genssl_hf.evaluation.report_generation import evaluate_report_generator
-    from genssl_hf.training.report_generator import build_parser, train_report_generator
+    from genssl_hf.training.report_generator import train_report_generator
+    from genssl_hf.training.report_generator_args import build_parser
 
     run = out / name
     if not (run / "report_metrics.json").is_file():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genssl_hf.training.common import EpochShuffleSampler, find_last_checkpoint, make_accelerator
+from genssl_hf.training.checkpoints import find_last_checkpoint
+from genssl_hf.training.common import EpochShuffleSampler, make_accelerator
 from genssl_hf.training.engine import Engine, EngineConfig, _MetricMeter
 
 torch.set_num_threads(1)

@@ -250,10 +250,11 @@ def test_saved_position_tables_equal_sincos_reference(trained):
 
 def test_pretraining_refuses_zero_position_tables(tmp_path, phantoms, monkeypatch):
     """The run-start guard: a model whose fixed table is zero (as transformers builds it) is refused."""
+    from genssl_hf.training import mae_model
     from genssl_hf.training.mae_init import PositionBlindError
 
     root, _, _ = phantoms
-    monkeypatch.setattr(mae, "apply_mae_init", lambda model, **kw: model)
+    monkeypatch.setattr(mae_model, "apply_mae_init", lambda model, **kw: model)  # where build_model looks it up
     args = mae.build_parser().parse_args(ARGS + ["--dataset", str(root / "train"), "--output_dir", str(tmp_path / "o")])
     with pytest.raises(PositionBlindError, match="position_embeddings is all zeros"):
         mae.pretrain_mae(args)

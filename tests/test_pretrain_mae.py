@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 import genssl_hf  # noqa: F401
 from genssl_hf.training import mae
-from genssl_hf.training.common import NonFiniteLossError, find_last_checkpoint
+from genssl_hf.training.checkpoints import find_last_checkpoint
+from genssl_hf.training.common import NonFiniteLossError
 
 torch.set_num_threads(1)  # the test machine is shared: one thread avoids oversubscription stalls
 

@@ -161,7 +161,7 @@ def test_folder_reloads_exactly_and_runs_as_pipeline(tmp_path, encoder_dir):
 
 
 def _train_args(out, encoder_dir, *extra):
-    from genssl_hf.training.report_generator import build_parser
+    from genssl_hf.training.report_generator_args import build_parser
 
     return build_parser().parse_args(
         [

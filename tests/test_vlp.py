@@ -11,7 +11,8 @@ import torch
 
 from genssl_hf.data.pairs import phantom_pairs
 from genssl_hf.training.dual_encoder import build_dual_encoder
-from genssl_hf.training.vlp import build_parser, pretrain_vlp
+from genssl_hf.training.vlp import pretrain_vlp
+from genssl_hf.training.vlp_args import build_parser
 
 SIZE = 32
 

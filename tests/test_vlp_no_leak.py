@@ -57,7 +57,8 @@ def test_no_report_text_in_any_output(tmp_path, monkeypatch):
     from genssl_hf.hub.leak import LeakError, build_real_data_index, scan_folder
     from genssl_hf.hub.publish import publish
     from genssl_hf.data.pairs import generated_pairs
-    from genssl_hf.training.vlp import build_parser, pretrain_vlp
+    from genssl_hf.training.vlp import pretrain_vlp
+    from genssl_hf.training.vlp_args import build_parser
 
     torch.set_num_threads(1)
     cache = tmp_path / "hf-datasets-cache"

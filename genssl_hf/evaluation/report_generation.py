@@ -66,6 +66,42 @@ def _images(pairs) -> list[np.ndarray]:
     return [np.asarray(r[pairs.image_column]) for r in pairs.images.select_columns([pairs.image_column])]
 
 
+def _system_outputs(
+    model, processor, train, train_reports: list[str], test_images, n_test: int, beams: int, batch_size: int
+) -> dict[str, list[str]]:
+    """The reports of the model (greedy and beam search) and of the baselines (the constant report, the
+    nearest training neighbour in the model's encoder space), per test image."""
+    import torch
+
+    from genssl_hf.training.report_generator_model import encode_images, generate_reports
+
+    settings = {"greedy": {"num_beams": 1}, "beam": {"num_beams": max(beams, 2)}}
+    outputs: dict[str, list[str]] = {}
+    with torch.inference_mode():
+        for name, kw in settings.items():
+            outputs[name] = generate_reports(model, processor, test_images, batch_size=batch_size, **kw)
+        outputs["constant"] = [constant_report(train_reports)] * n_test
+        train_feats = encode_images(model.encoder, processor, _images(train), batch_size=batch_size)
+        test_feats = encode_images(model.encoder, processor, test_images, batch_size=batch_size)
+    outputs["nearest_neighbour"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
+    return outputs
+
+
+def _initial_encoder_neighbours(
+    start, model, processor, train, train_reports: list[str], test_images, batch_size: int
+) -> list[str]:
+    """The nearest-neighbour baseline in the space of the encoder the model was trained from."""
+    import torch
+
+    from genssl_hf.training.report_generator_model import encode_images, load_vit_encoder
+
+    encoder, _ = load_vit_encoder(start, model.config.encoder.image_size)
+    with torch.inference_mode():
+        train_feats = encode_images(encoder, processor, _images(train), batch_size=batch_size)
+        test_feats = encode_images(encoder, processor, test_images, batch_size=batch_size)
+    return nearest_neighbour_reports(train_feats, train_reports, test_feats)
+
+
 def evaluate_report_generator(
     model_folder: str | Path,
     pairs: Any,
@@ -83,11 +119,9 @@ def evaluate_report_generator(
     """Score the model in ``model_folder`` and both baselines on ``pairs[split]`` (a DatasetDict with
     ``train`` and ``split``, each an ``ImageReportPairs``). Returns
     ``{"systems": {name: metrics}, "generation": {...}, ...}``."""
-    import torch
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
     import genssl_hf  # noqa: F401  (registers the processor classes)
-    from genssl_hf.training.report_generator_model import encode_images, generate_reports
 
     folder = Path(model_folder)
     if not (folder / "config.json").is_file():
@@ -107,24 +141,12 @@ def evaluate_report_generator(
 
     gen_cfg = model.generation_config
     beams = int(gen_cfg.num_beams or 1)
-    settings = {"greedy": {"num_beams": 1}, "beam": {"num_beams": max(beams, 2)}}
-    outputs: dict[str, list[str]] = {}
-    with torch.inference_mode():
-        for name, kw in settings.items():
-            outputs[name] = generate_reports(model, processor, test_images, batch_size=batch_size, **kw)
-        outputs["constant"] = [constant_report(train_reports)] * len(refs)
-        train_feats = encode_images(model.encoder, processor, _images(train), batch_size=batch_size)
-        test_feats = encode_images(model.encoder, processor, test_images, batch_size=batch_size)
-    outputs["nearest_neighbour"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
+    outputs = _system_outputs(model, processor, train, train_reports, test_images, len(refs), beams, batch_size)
     start = _initial_encoder_folder(folder) if initial_encoder == "auto" else initial_encoder
     if start is not None:
-        from genssl_hf.training.report_generator_model import load_vit_encoder
-
-        encoder, _ = load_vit_encoder(start, model.config.encoder.image_size)
-        with torch.inference_mode():
-            train_feats = encode_images(encoder, processor, _images(train), batch_size=batch_size)
-            test_feats = encode_images(encoder, processor, test_images, batch_size=batch_size)
-        outputs["nearest_neighbour_initial"] = nearest_neighbour_reports(train_feats, train_reports, test_feats)
+        outputs["nearest_neighbour_initial"] = _initial_encoder_neighbours(
+            start, model, processor, train, train_reports, test_images, batch_size
+        )
 
     result: dict[str, Any] = {
         "model": str(folder),

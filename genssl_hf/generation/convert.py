@@ -345,35 +345,9 @@ def _load_text_encoder(spec: str | os.PathLike, tokenizer_dir: str | os.PathLike
     return model, tokenizer, source
 
 
-def convert_monai_bundle(
-    bundle_dir: str | os.PathLike,
-    text_encoder: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    tokenizer: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    max_text_length: int = 77,
-    use_flash_attention: bool = True,
-):
-    """Convert a MONAI bundle folder into a :class:`CXRLatentDiffusionPipeline` folder at
-    ``out_dir`` (written atomically) and return the pipeline."""
-    from ..utils import atomic_dir, sha256_file
-    from .cards import write_generator_card
-    from .pipeline import CXRLatentDiffusionPipeline
-    from .schedulers import bundle_scheduler
-
-    bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
-    if not bundle_dir.is_dir():
-        raise FileNotFoundError(f"bundle folder {bundle_dir} not found")
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --overwrite)")
-    cfg = parse_bundle_config(bundle_dir / "configs" / "inference.json")
-    ae_path, un_path = bundle_dir / "models" / "autoencoder.pth", bundle_dir / "models" / "diffusion_model.pth"
-    for p in (ae_path, un_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"bundle weights {p} not found")
-    te, tok, source = _load_text_encoder(text_encoder, tokenizer)
-
+def _converted_networks(cfg: dict[str, Any], ae_path: Path, un_path: Path, use_flash_attention: bool):
+    """The bundle's autoencoder and UNet rebuilt as diffusers models with the legacy weights, and the
+    self-check of each against the legacy network (None where monai-generative is not importable)."""
     ae_kwargs = dict(cfg["autoencoder"])
     un_kwargs = dict(cfg["unet"])
     un_kwargs.setdefault("use_flash_attention", use_flash_attention)
@@ -390,6 +364,63 @@ def convert_monai_bundle(
         "autoencoder": verify_against_legacy("autoencoder", ae_kwargs, old_ae, vae, check_size),
         "unet": verify_against_legacy("unet", un_kwargs, old_unet, unet, latent_size),
     }
+    return vae, unet, verified
+
+
+def _bundle_provenance(
+    bundle_dir: Path, ae_path: Path, un_path: Path, text_encoder_name: str, verified: dict[str, Any]
+) -> dict[str, Any]:
+    """Where the converted pipeline came from (the bundle files' hashes) and how it was checked, for its card."""
+    from ..utils import sha256_file
+
+    return {
+        "source": "MONAI bundle",
+        "bundle_dir_name": bundle_dir.name,
+        "autoencoder_sha256": sha256_file(ae_path),
+        "diffusion_model_sha256": sha256_file(un_path),
+        "inference_json_sha256": sha256_file(bundle_dir / "configs" / "inference.json"),
+        "text_encoder": text_encoder_name,
+        "legacy_check": (
+            {
+                k: f"max abs difference {v:.2e} vs monai-generative 0.2.3 (tolerance {LEGACY_ATOL:g})"
+                for k, v in verified.items()
+            }
+            if None not in verified.values()
+            else "not run (monai-generative not importable)"
+        ),
+    }
+
+
+def convert_monai_bundle(
+    bundle_dir: str | os.PathLike,
+    text_encoder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    max_text_length: int = 77,
+    use_flash_attention: bool = True,
+):
+    """Convert a MONAI bundle folder into a :class:`CXRLatentDiffusionPipeline` folder at
+    ``out_dir`` (written atomically) and return the pipeline."""
+    from ..utils import atomic_dir
+    from .cards import write_generator_card
+    from .pipeline import CXRLatentDiffusionPipeline
+    from .schedulers import bundle_scheduler
+
+    bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
+    if not bundle_dir.is_dir():
+        raise FileNotFoundError(f"bundle folder {bundle_dir} not found")
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --overwrite)")
+    cfg = parse_bundle_config(bundle_dir / "configs" / "inference.json")
+    ae_path, un_path = bundle_dir / "models" / "autoencoder.pth", bundle_dir / "models" / "diffusion_model.pth"
+    for p in (ae_path, un_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"bundle weights {p} not found")
+    te, tok, source = _load_text_encoder(text_encoder, tokenizer)
+
+    vae, unet, verified = _converted_networks(cfg, ae_path, un_path, use_flash_attention)
     pipe = CXRLatentDiffusionPipeline(
         vae=vae.eval(),
         unet=unet.eval(),
@@ -401,22 +432,7 @@ def convert_monai_bundle(
         max_text_length=max_text_length,
         text_encoder_source=source,
     )
-    provenance = {
-        "source": "MONAI bundle",
-        "bundle_dir_name": bundle_dir.name,
-        "autoencoder_sha256": sha256_file(ae_path),
-        "diffusion_model_sha256": sha256_file(un_path),
-        "inference_json_sha256": sha256_file(bundle_dir / "configs" / "inference.json"),
-        "text_encoder": source or Path(text_encoder).name,
-        "legacy_check": (
-            {
-                k: f"max abs difference {v:.2e} vs monai-generative 0.2.3 (tolerance {LEGACY_ATOL:g})"
-                for k, v in verified.items()
-            }
-            if None not in verified.values()
-            else "not run (monai-generative not importable)"
-        ),
-    }
+    provenance = _bundle_provenance(bundle_dir, ae_path, un_path, source or Path(text_encoder).name, verified)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp)
         write_generator_card(

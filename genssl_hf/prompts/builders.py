@@ -155,6 +155,32 @@ def _merge_llm(cands: dict[str, Any], llm, diseases: Sequence[str]) -> list[dict
     return answers
 
 
+def _check_scoring_modes(match: str, tf: str) -> None:
+    if match not in MATCH_MODES:
+        raise ValueError(f"unknown match mode {match!r}; choose one of {MATCH_MODES}")
+    if tf not in TF_MODES:
+        raise ValueError(f"unknown tf mode {tf!r}; choose one of {TF_MODES}")
+
+
+def _candidates_for(candidates, diseases: Sequence[str] | None, llm) -> tuple[dict[str, Any], list[str], Any]:
+    """The candidate features (extended by ``llm``'s answers when given), the diseases to prompt for
+    (default: every disease of the candidates) and the record of the LLM's part (None without one)."""
+    cands = load_candidates(candidates)
+    diseases = list(diseases) if diseases is not None else list(cands["diseases"])
+    missing = [d for d in diseases if d not in cands["diseases"] and llm is None]
+    if missing:
+        raise ValueError(f"no candidate features for {missing}; candidates cover {list(cands['diseases'])}")
+    llm_info = None
+    if llm is not None:
+        llm_info = {
+            "model": llm.model_id,
+            "backend": llm.backend,
+            "settings": llm.settings,
+            "answers": _merge_llm(cands, llm, diseases),
+        }
+    return cands, diseases, llm_info
+
+
 def build_elaborated_prompts(
     reports: Any,
     *,
@@ -180,23 +206,8 @@ def build_elaborated_prompts(
     """
     threshold = _check_threshold(threshold)
     variant = normalize_variant(variant)
-    if match not in MATCH_MODES:
-        raise ValueError(f"unknown match mode {match!r}; choose one of {MATCH_MODES}")
-    if tf not in TF_MODES:
-        raise ValueError(f"unknown tf mode {tf!r}; choose one of {TF_MODES}")
-    cands = load_candidates(candidates)
-    diseases = list(diseases) if diseases is not None else list(cands["diseases"])
-    missing = [d for d in diseases if d not in cands["diseases"] and llm is None]
-    if missing:
-        raise ValueError(f"no candidate features for {missing}; candidates cover {list(cands['diseases'])}")
-    llm_info = None
-    if llm is not None:
-        llm_info = {
-            "model": llm.model_id,
-            "backend": llm.backend,
-            "settings": llm.settings,
-            "answers": _merge_llm(cands, llm, diseases),
-        }
+    _check_scoring_modes(match, tf)
+    cands, diseases, llm_info = _candidates_for(candidates, diseases, llm)
 
     # Score each distinct feature once (the same feature may serve several diseases).
     unique = list(dict.fromkeys(e["feature"] for d in diseases for e in cands["diseases"][d]))

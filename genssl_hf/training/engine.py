@@ -35,14 +35,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from genssl_hf.training.common import (
-    LossGuard,
-    TrainProgress,
-    TrainState,
-    maybe_resume,
-    resumable_batches,
-    seed_step,
-)
+from genssl_hf.training.checkpoints import TrainState, maybe_resume, resumable_batches
+from genssl_hf.training.common import LossGuard, TrainProgress, seed_step
 
 __all__ = ["EngineConfig", "TrainingTask", "Engine", "EngineResult"]
 

@@ -294,6 +294,45 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], eff_batch: int):
     return train_loader, val_loader, eval_collate
 
 
+def _engine_config(args: argparse.Namespace, out_dir: Path, schedule: dict[str, Any], eff_batch: int) -> EngineConfig:
+    """The engine's settings: steps, checkpoints, evaluation cadence, logging."""
+    return EngineConfig(
+        output_dir=out_dir,
+        total_steps=schedule["total_steps"],
+        images_per_micro_batch=eff_batch,
+        seed=args.seed,
+        logging_steps=args.logging_steps,
+        checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit,
+        checkpoint_at_end=bool(args.checkpointing_steps) and schedule["total_steps"] % args.checkpointing_steps == 0,
+        eval_steps=schedule["eval_every_steps"],
+        desc=args.mode,
+        history_key="train_log",
+        progress_keys=("train/loss", "train/lr", "val/loss"),
+    )
+
+
+def _resolved(args, data, built, lr: float, batch: dict[str, int], schedule, augment) -> dict[str, Any]:
+    """What the run resolved from its arguments (learning rate, batch, schedule, data sizes, ...): the
+    run config's ``resolved``."""
+    return {
+        "lr": lr,
+        **batch,
+        **schedule,
+        "label_names": data["label_names"],
+        "epochs": args.num_train_epochs * schedule["schedule_scale"],
+        "task": "multi_label" if data["multi_label"] else "multi_class",
+        "num_train": len(data["train"]),
+        "num_validation": len(data["splits"]["validation"]),
+        "num_test": len(data["splits"]["test"]) if "test" in data["splits"] else 0,
+        "augment": augment.settings,
+        "normalizer": dataclasses.asdict(built["normalizer"]),
+        "normalizer_source": built["normalizer_source"],
+        "validation_source": data["splits"]["validation_source"],
+        "attn_implementation": None if built["cnn"] else built["model"].config._attn_implementation,
+    }
+
+
 @no_trace_on_early_failure
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Run fine-tuning / linear probing as configured by :func:`build_parser` args; returns the
@@ -305,32 +344,16 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     check_weight_files(args.model, "--model")
     check_image_processor_choice(args.image_processor)
     data = _labelled_training_data(args)
-    train_ds, splits, label_names, multi_label = data["train"], data["splits"], data["label_names"], data["multi_label"]
+    train_ds, label_names, multi_label = data["train"], data["label_names"], data["multi_label"]
     built = _build_model(args, label_names, multi_label)
     accelerator, eff_batch, accumulation, total_batch, lr = _accelerator_and_batch(args, len(train_ds), built)
     train_loader, val_loader, eval_collate = _loaders(args, data, eff_batch)
     optimizer = _optimizer(built["model"], args, lr, built["cnn"])
     train_loader, val_loader = accelerator.prepare(train_loader, val_loader)
     schedule = _schedule(args, len(train_loader), accumulation)
-    total_steps, every = schedule["total_steps"], args.checkpointing_steps
+    total_steps = schedule["total_steps"]
     scheduler = cosine_schedule_with_warmup(optimizer, schedule["warmup_steps"], total_steps, args.min_lr_ratio)
-    engine = Engine(
-        accelerator,
-        EngineConfig(
-            output_dir=out_dir,
-            total_steps=total_steps,
-            images_per_micro_batch=eff_batch,
-            seed=args.seed,
-            logging_steps=args.logging_steps,
-            checkpointing_steps=every,
-            checkpoints_total_limit=args.checkpoints_total_limit,
-            checkpoint_at_end=bool(every) and total_steps % every == 0,
-            eval_steps=schedule["eval_every_steps"],
-            desc=args.mode,
-            history_key="train_log",
-            progress_keys=("train/loss", "train/lr", "val/loss"),
-        ),
-    )
+    engine = Engine(accelerator, _engine_config(args, out_dir, schedule, eff_batch))
     model, optimizer = engine.prepare(built["model"], optimizer, scheduler)
     state = engine.resume(args.resume_from_checkpoint)
     augment = FinetuneAugment(
@@ -341,24 +364,12 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         randaug_n=args.randaug_n,
         randaug_m=args.randaug_m,
     )
-    resolved = {
-        "lr": lr,
+    batch = {
         "total_batch_size": total_batch,
         "per_process_batch": eff_batch,
         "gradient_accumulation_steps": accumulation,
-        **schedule,
-        "label_names": label_names,
-        "epochs": args.num_train_epochs * schedule["schedule_scale"],
-        "task": "multi_label" if multi_label else "multi_class",
-        "num_train": len(train_ds),
-        "num_validation": len(splits["validation"]),
-        "num_test": len(splits["test"]) if "test" in splits else 0,
-        "augment": augment.settings,
-        "normalizer": dataclasses.asdict(built["normalizer"]),
-        "normalizer_source": built["normalizer_source"],
-        "validation_source": splits["validation_source"],
-        "attn_implementation": None if built["cnn"] else built["model"].config._attn_implementation,
     }
+    resolved = _resolved(args, data, built, lr, batch, schedule, augment)
     config = args_to_dict(args) | {"resolved": resolved}
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import ViTMAEForPreTraining
 
-from genssl_hf.models.presets import VIT_MAE_PRESETS
 from genssl_hf.validation import check_namespace, check_weight_files, checked_parser, renamed_options
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment
 from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
-from genssl_hf.training.mae_init import apply_mae_init, check_position_tables
+from genssl_hf.training.mae_init import check_position_tables
+from genssl_hf.training.mae_model import PRESETS, build_mae_config, build_model, check_mae_shape, model_folder
 from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
 from genssl_hf.training.common import (
     add_common_args,
@@ -49,9 +49,8 @@ from genssl_hf.training.common import (
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
-from genssl_hf.utils import pretrained_path, read_json, write_json
+from genssl_hf.utils import read_json, write_json
 
-PRESETS = VIT_MAE_PRESETS  # the architecture presets (genssl_hf.models is their one source)
 # Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
 RECIPES: dict[str, dict[str, Any]] = {
     # Small CPU batches need a larger base lr to move in a few hundred steps.
@@ -66,100 +65,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 PAPER_TOTAL_BATCH = 2048
 # The options of this script before it spoke transformers' vocabulary (argparse errors naming the new one).
 RENAMED_OPTIONS = {"--preset": "--model", "--init_from": "--model"}
-
-
-# ---------------------------------------------------------------------------------------- model
-def build_mae_config(
-    preset: str = "vit-s16", *, mask_ratio: float = 0.9, norm_pix_loss: bool = False, **overrides: Any
-) -> ViTMAEConfig:
-    """``ViTMAEConfig`` for a preset (3 input channels: grayscale replicated), with overrides; checks that
-    the image size is divisible by the patch size and that the mask ratio lies in (0, 1)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    kw = dict(PRESETS[preset])
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    check_mae_shape(kw["image_size"], kw["patch_size"], mask_ratio)
-    for a, b in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "decoder_num_attention_heads")):
-        if kw[a] % kw[b]:
-            raise ValueError(f"{a}={kw[a]} is not divisible by {b}={kw[b]}")
-    return ViTMAEConfig(
-        num_channels=3, mask_ratio=float(mask_ratio), norm_pix_loss=bool(norm_pix_loss), layer_norm_eps=1e-6, **kw
-    )
-
-
-def check_mae_shape(image_size: int, patch_size: int, mask_ratio: float) -> None:
-    if image_size <= 0 or patch_size <= 0 or image_size % patch_size:
-        raise ValueError(f"image size {image_size} is not divisible by the patch size {patch_size}")
-    if not 0.0 < float(mask_ratio) < 1.0:
-        raise ValueError(f"mask ratio must lie strictly between 0 and 1, got {mask_ratio}")
-    keep = int((image_size // patch_size) ** 2 * (1 - float(mask_ratio)))
-    if keep < 1:
-        raise ValueError(f"mask ratio {mask_ratio} leaves no visible patch of the {(image_size // patch_size) ** 2}")
-
-
-def build_model(
-    config: ViTMAEConfig, init_from: str | os.PathLike | None = None, attn_implementation: str = "sdpa"
-) -> tuple[ViTMAEForPreTraining, dict[str, Any]]:
-    """A ``ViTMAEForPreTraining``: fresh from ``config``, or continued from a folder holding a ViTMAE
-    checkpoint (encoder + decoder) or a ViT checkpoint (encoder only; the decoder starts fresh).
-    Returns the model and an ``init`` record for the run config / card."""
-    if init_from is None:
-        model = ViTMAEForPreTraining._from_config(config, attn_implementation=attn_implementation)
-        # transformers 5.x leaves the fixed sin-cos tables and the tokens at zero: see mae_init.
-        return apply_mae_init(model), {"init": "random"}
-    path = pretrained_path(init_from)  # a folder, or a shipped encoder ("genssl_hf/nih-genssl-mae-64")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--model {init_from}: no config.json (expected a ViTMAE or ViT model folder)")
-    src = read_json(path / "config.json")
-    mtype = src.get("model_type")
-    arch_keys = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "patch_size",
-        "qkv_bias",
-    )
-    if mtype == "vit_mae":
-        model = ViTMAEForPreTraining.from_pretrained(
-            str(path),
-            mask_ratio=config.mask_ratio,
-            norm_pix_loss=config.norm_pix_loss,
-            attn_implementation=attn_implementation,
-        )
-        if model.config.image_size != config.image_size:
-            raise ValueError(
-                f"--model {init_from} was trained at {model.config.image_size} px; "
-                f"use --image_size {model.config.image_size}"
-            )
-        return model, {"init": "vit_mae", "init_from": str(path)}
-    if mtype in ("vit", "genssl_hf_vit"):  # a ViT, or a genssl_hf classifier (own model_type)
-        from transformers import ViTModel
-
-        src_cfg = {k: src[k] for k in arch_keys if k in src}
-        cfg = ViTMAEConfig(**{**config.to_dict(), **src_cfg, "layer_norm_eps": src.get("layer_norm_eps", 1e-12)})
-        if src.get("image_size", cfg.image_size) != cfg.image_size:
-            raise ValueError(
-                f"--model {init_from} was trained at {src.get('image_size')} px; "
-                f"use --image_size {src.get('image_size')}"
-            )
-        if src.get("num_channels", 3) != 3:
-            raise ValueError(f"--model {init_from} has {src.get('num_channels')} input channels; MAE here uses 3")
-        # The MAE recipe's tables first; the ViT checkpoint then overwrites the cls token and patch projection.
-        model = apply_mae_init(ViTMAEForPreTraining._from_config(cfg, attn_implementation=attn_implementation))
-        vit = ViTModel.from_pretrained(str(path), add_pooling_layer=False)
-        sd = {f"vit.{k}": v for k, v in vit.state_dict().items()}
-        # ViTMAE keeps fixed sin-cos position embeddings; learned ViT ones are replaced by them.
-        sd = {k: v for k, v in sd.items() if not k.endswith("position_embeddings")}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        enc_missing = [k for k in missing if k.startswith("vit.") and not k.endswith("position_embeddings")]
-        if enc_missing or unexpected:
-            raise ValueError(
-                f"--model {init_from}: encoder weights do not match "
-                f"(missing {enc_missing[:5]}, unexpected {unexpected[:5]})"
-            )
-        return model, {"init": "vit_encoder", "init_from": str(path)}
-    raise ValueError(f"--model {init_from}: model_type {mtype!r} is neither 'vit_mae' nor 'vit'")
 
 
 # ---------------------------------------------------------------------------------------- stats
@@ -214,20 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--figure_samples", type=int, default=4)
     renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
-
-
-def model_folder(model: str | os.PathLike) -> Path | None:
-    """None for an architecture preset name, else the model folder ``--model`` names (a shipped
-    encoder name such as ``genssl_hf/nih-genssl-mae-64`` included); a name that is neither is an
-    error listing the presets."""
-    if str(model) in PRESETS:
-        return None
-    path = pretrained_path(model)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"--model {str(model)!r} is neither an MAE preset ({', '.join(sorted(PRESETS))}) nor a model folder"
-        )
-    return path
 
 
 def _recipe_of_folder(path: Path) -> str:
@@ -318,6 +209,57 @@ def _engine_config(args: argparse.Namespace, out: Path, total_steps: int) -> Eng
     )
 
 
+def _augment(args: argparse.Namespace, image_size: int, adain_mean, adain_std) -> MAEAugment:
+    """The on-device MAE augmentation (random resized crop, flip, AdaIN, normalisation)."""
+    return MAEAugment(
+        image_size,
+        scale=(args.crop_scale_min, 1.0),
+        adain=args.adain == "on",
+        adain_mode=args.adain_mode,
+        adain_mean=adain_mean,
+        adain_std=adain_std,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        out_channels=3,
+    )
+
+
+def _run_config(
+    args: argparse.Namespace, config, init_record, attn_implementation, derived, ds, augment, adain, skipped
+) -> dict[str, Any]:
+    """The run's ``run_config.json``: arguments, model, init, derived schedule, augmentation, AdaIN."""
+    return {
+        "args": args_to_dict(args),
+        "model": config.to_dict(),
+        "init": init_record,
+        "attn_implementation": attn_implementation,
+        "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
+        "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
+        "adain": {
+            "enabled": args.adain == "on",
+            "mode": args.adain_mode,
+            "mean": adain["mean"],
+            "std": adain["std"],
+            "reference_stats": adain["reference_stats"],
+        },
+        "skipped_images": [str(s) for s in skipped],
+    }
+
+
+def _processor(args: argparse.Namespace, image_size: int, adain: dict[str, Any]) -> AdaINImageProcessor:
+    """The image processor exported with the model (the AdaIN reference of the run)."""
+    return AdaINImageProcessor(
+        size={"height": image_size, "width": image_size},
+        do_adain=args.adain == "on",
+        adain_mean=adain["mean"],
+        adain_std=adain["std"],
+        reference_stats=adain["reference_stats"],
+        image_mean=[args.image_mean],
+        image_std=[args.image_std],
+        num_channels=3,
+    )
+
+
 @no_trace_on_early_failure
 def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
@@ -365,53 +307,20 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     model, optimizer = engine.prepare(model, optimizer, scheduler)
     if args.torch_compile:
         model = torch.compile(model)
-    augment = MAEAugment(
-        image_size,
-        scale=(args.crop_scale_min, 1.0),
-        adain=args.adain == "on",
-        adain_mode=args.adain_mode,
-        adain_mean=adain_mean,
-        adain_std=adain_std,
-        image_mean=args.image_mean,
-        image_std=args.image_std,
-        out_channels=3,
-    ).to(accelerator.device)
+    augment = _augment(args, image_size, adain_mean, adain_std).to(accelerator.device)
     state = engine.resume(args.resume_from_checkpoint)
     if state.global_step:
         check_position_tables(accelerator.unwrap_model(model), f"the checkpoint resumed in {out}")
 
-    run_config = {
-        "args": args_to_dict(args),
-        "model": config.to_dict(),
-        "init": init_record,
-        "attn_implementation": attn_implementation,
-        "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
-        "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
-        "adain": {
-            "enabled": args.adain == "on",
-            "mode": args.adain_mode,
-            "mean": adain_mean,
-            "std": adain_std,
-            "reference_stats": provenance,
-        },
-        "skipped_images": [str(s) for s in skipped],
-    }
+    adain = {"mean": adain_mean, "std": adain_std, "reference_stats": provenance}
+    run_config = _run_config(args, config, init_record, attn_implementation, derived, ds, augment, adain, skipped)
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_mae", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})
 
     result = engine.run(MAETask(augment, accelerator.device), model, optimizer, scheduler, loader, state)
     summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
     if not result.interrupted:
-        processor = AdaINImageProcessor(
-            size={"height": image_size, "width": image_size},
-            do_adain=args.adain == "on",
-            adain_mean=adain_mean,
-            adain_std=adain_std,
-            reference_stats=provenance,
-            image_mean=[args.image_mean],
-            image_std=[args.image_std],
-            num_channels=3,
-        )
+        processor = _processor(args, image_size, adain)
         export_mae(accelerator, model, processor, ds, args, run_config, summary)
     accelerator.end_training()
     return summary

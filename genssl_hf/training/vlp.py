@@ -38,11 +38,8 @@ import torch
 
 from genssl_hf.processing.augment import MAEAugment
 from genssl_hf.processing.image_processor import AdaINImageProcessor
-from genssl_hf.training.args import add_adain_args, add_optimisation_args
-from genssl_hf.training.classifier import VIT_PRESETS
 from genssl_hf.training.common import (
     EpochShuffleSampler,
-    add_common_args,
     args_to_dict,
     build_optimizer,
     check_hub_args,
@@ -54,7 +51,6 @@ from genssl_hf.training.common import (
     write_run_config,
 )
 from genssl_hf.training.dual_encoder import (
-    CNN_PRESETS,
     FrozenTextFeatures,
     PairCollator,
     build_dual_encoder,
@@ -69,97 +65,14 @@ from genssl_hf.training.dual_encoder import (
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.pretraining_data import resolve_reference
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
+from genssl_hf.training.vlp_args import build_parser
 from genssl_hf.training.vlp_task import VLPTask
 from genssl_hf.utils import atomic_write_text, write_json
-from genssl_hf.validation import renamed_options
 
 logger = logging.getLogger(__name__)
 
 # ``export_image_tower`` (training.dual_encoder) stays importable here: scripts and the CLI import it from this module.
 __all__ = ["pretrain_vlp", "export_image_tower", "similarity_figure", "write_dual_encoder_card", "build_parser", "main"]
-
-# The options of this script before it spoke the trainers' one vocabulary (argparse errors naming the new one).
-RENAMED_OPTIONS = {"--image_tower": "--model"}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel"
-    )
-    d = p.add_argument_group("pairs")
-    d.add_argument(
-        "--pairs",
-        default="phantom:2000",
-        help="phantom[:N] (embedded default), generated:DIR (with --reports), mimic:ROOT (with --reports)",
-    )
-    d.add_argument(
-        "--reports",
-        default=None,
-        help="report corpus for generated:/mimic: pairs "
-        "(iu:NLMCXR_reports.tgz, mimic-reports:ROOT, a dataset or file); "
-        "the text is joined back by hash at run time and never written",
-    )
-    d.add_argument(
-        "--section", choices=["findings", "impression", "text"], default="findings", help="report section used as text"
-    )
-    d.add_argument(
-        "--phantom_config",
-        default=None,
-        help="JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'",
-    )
-    d.add_argument("--max_train_samples", type=int, default=None)
-    m = p.add_argument_group("model")
-    m.add_argument(
-        "--model",
-        default="tiny",
-        help=f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset ({', '.join(CNN_PRESETS)}) "
-        "for random init, or a ViT / ViTMAE / classifier folder to start from",
-    )
-    m.add_argument(
-        "--text_tower",
-        default="minilm",
-        help="minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder",
-    )
-    m.add_argument("--image_size", type=int, default=None, help="input size (default: the image tower's)")
-    m.add_argument("--projection_dim", type=int, default=128)
-    m.add_argument(
-        "--freeze_text_layers", type=int, default=0, help="freeze the text tower's embeddings and first N layers"
-    )
-    m.add_argument(
-        "--max_text_length", type=int, default=128, help="tokens per report (capped at the text tower's limit)"
-    )
-    lo = p.add_argument_group("loss")
-    lo.add_argument(
-        "--loss",
-        choices=sorted(LOSS_PRESETS),
-        default="convirt",
-        help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5",
-    )
-    lo.add_argument("--temperature", type=float, default=None, help="override the preset's (initial) temperature")
-    lo.add_argument("--image_to_text_weight", type=float, default=None, help="override lambda")
-    lo.add_argument(
-        "--dedupe_targets", choices=["on", "off"], default="on", help="identical reports are positives, not negatives"
-    )
-    o = add_optimisation_args(
-        p,
-        batch_size=64,
-        epochs=10,
-        learning_rate=1e-4,
-        weight_decay=1e-4,
-        warmup_ratio=0.05,
-        max_grad_norm=1.0,
-        num_workers=True,
-    )
-    o.add_argument("--crop_scale_min", type=float, default=0.6)
-    o.add_argument(
-        "--num_threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared, loaded CPU)"
-    )
-    a = add_adain_args(p, "AdaIN (as for MAE pre-training)")
-    a.add_argument("--figure", choices=["on", "off"], default="on")
-    add_common_args(p)
-    p.set_defaults(mixed_precision="no")
-    renamed_options(p, RENAMED_OPTIONS)
-    return p
 
 
 def _loss_settings(args) -> dict[str, Any]:

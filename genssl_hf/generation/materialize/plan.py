@@ -211,13 +211,8 @@ def _report_text(row: Any, column: str, i: int) -> str:
     return text
 
 
-def load_report_corpus(
-    spec: Any, text_column: str = "report", *, limit: int | None = None, split: str = "train", name: str | None = None
-) -> ReportCorpus:
-    """A report corpus from a ``datasets`` dataset (map-style or iterable), a list of strings or
-    mappings, a folder written by ``save_to_disk``, a dataset folder, or a parquet / json(l) /
-    csv file. Only the first ``limit`` reports are used when given. Empty reports are an error
-    (an empty prompt would silently become unconditional generation)."""
+def _open_corpus(spec: Any, split: str, name: str | None) -> tuple[Any, str | None]:
+    """The corpus rows ``spec`` names (opened with ``datasets`` when it is a path) and its name so far."""
     import datasets
 
     rows = spec
@@ -243,9 +238,12 @@ def load_report_corpus(
             if split not in rows:
                 raise ValueError(f"report corpus {path} has no split {split!r}; splits: {list(rows)}")
             rows = rows[split]
-    corpus_name = corpus_name or getattr(getattr(rows, "info", None), "dataset_name", None) or "reports"
-    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
-        raise ValueError(f"report corpus must be an iterable of rows, got {type(rows).__name__}")
+    return rows, corpus_name
+
+
+def _corpus_label_names(rows: Any, text_column: str, corpus_name: str) -> list[str] | None:
+    """Check a dataset's text column is text; the names of its ``labels`` classes when it has them."""
+    import datasets
 
     label_names = None
     features = getattr(rows, "features", None)
@@ -265,16 +263,11 @@ def load_report_corpus(
         inner = getattr(lab, "feature", None)
         if isinstance(inner, datasets.ClassLabel):
             label_names = list(inner.names)
+    return label_names
 
-    if isinstance(rows, (datasets.Dataset, datasets.IterableDataset)):
-        # only the text (and labels): never decode a corpus's images or other columns
-        rows = rows.select_columns([text_column] + (["labels"] if label_names else []))
-    # One validating, hashing pass over the text only (never kept in memory).
-    text_rows = rows
-    if isinstance(rows, datasets.Dataset):
-        text_rows = rows.select_columns([text_column])
-    elif isinstance(rows, datasets.IterableDataset):
-        text_rows = rows.select_columns([text_column])
+
+def _hash_reports(text_rows: Any, text_column: str, corpus_name: str, limit: int | None) -> tuple[int, str]:
+    """One validating, hashing pass over the first ``limit`` reports: their count and SHA-256."""
     h = hashlib.sha256()
     count = 0
     for i, row in enumerate(text_rows):
@@ -291,7 +284,35 @@ def load_report_corpus(
         raise ValueError(f"report corpus {corpus_name!r} is empty")
     if limit is not None and count < limit:
         raise ValueError(f"report corpus {corpus_name!r} has {count} reports, fewer than the {limit} images asked for")
-    return ReportCorpus(rows, text_column, str(corpus_name), count, h.hexdigest(), label_names)
+    return count, h.hexdigest()
+
+
+def load_report_corpus(
+    spec: Any, text_column: str = "report", *, limit: int | None = None, split: str = "train", name: str | None = None
+) -> ReportCorpus:
+    """A report corpus from a ``datasets`` dataset (map-style or iterable), a list of strings or
+    mappings, a folder written by ``save_to_disk``, a dataset folder, or a parquet / json(l) /
+    csv file. Only the first ``limit`` reports are used when given. Empty reports are an error
+    (an empty prompt would silently become unconditional generation)."""
+    import datasets
+
+    rows, corpus_name = _open_corpus(spec, split, name)
+    corpus_name = corpus_name or getattr(getattr(rows, "info", None), "dataset_name", None) or "reports"
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
+        raise ValueError(f"report corpus must be an iterable of rows, got {type(rows).__name__}")
+
+    label_names = _corpus_label_names(rows, text_column, corpus_name)
+    if isinstance(rows, (datasets.Dataset, datasets.IterableDataset)):
+        # only the text (and labels): never decode a corpus's images or other columns
+        rows = rows.select_columns([text_column] + (["labels"] if label_names else []))
+    # One validating, hashing pass over the text only (never kept in memory).
+    text_rows = rows
+    if isinstance(rows, datasets.Dataset):
+        text_rows = rows.select_columns([text_column])
+    elif isinstance(rows, datasets.IterableDataset):
+        text_rows = rows.select_columns([text_column])
+    count, digest = _hash_reports(text_rows, text_column, corpus_name, limit)
+    return ReportCorpus(rows, text_column, str(corpus_name), count, digest, label_names)
 
 
 def report_hash(text: str) -> str:
