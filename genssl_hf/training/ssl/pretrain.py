@@ -42,7 +42,7 @@ from genssl_hf.training.args import add_adain_args, add_image_data_args, add_opt
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
-from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, build_method, method_hparams
+from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, method_hparams
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
 from genssl_hf.utils import write_json
@@ -206,16 +206,15 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
     folder and the backbone's shape."""
     method_cls = METHODS[args.method]
     scale = "tiny" if args.model in TINY_BACKBONES else "full"
-    method_overrides = _method_overrides(args, method_cls)
-    method_hparams(args.method, scale, **method_overrides)  # bad values fail here, before data or model work
+    # the checked hyper-parameters: bad values fail here, before data or model work
+    hparams = method_hparams(args.method, scale, **_method_overrides(args, method_cls))
     check_hub_args(args)
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     backbone_config = build_backbone_config(args.model, image_size=args.image_size, patch_size=args.patch_size)
     image_size = int(backbone_config.image_size)  # shape errors surface here, before data or model work
     return {
         "method_cls": method_cls,
-        "scale": scale,
-        "method_overrides": method_overrides,
+        "hparams": hparams,
         "backbone_config": backbone_config,
         "image_size": image_size,
     }
@@ -417,7 +416,7 @@ def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # model init: identical on every process
     backbone = build_backbone(run["backbone_config"], attn_implementation=args.attn_implementation)
-    model = build_method(args.method, backbone, run["scale"], **run["method_overrides"])
+    model = run["method_cls"](backbone, run["hparams"])
     run.update(_loader_and_schedule(args, run, model, accelerator))
     run.update(_engine_and_optimiser(args, run, model, accelerator, out))
     engine = run["engine"]
