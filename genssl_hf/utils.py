@@ -99,9 +99,9 @@ class FolderLock:
 
     NAME = ".genssl-writer.lock"
 
-    def __init__(self, folder: str | os.PathLike, what: str = "output folder"):
+    def __init__(self, folder: str | os.PathLike, what: str = "output folder", path: str | os.PathLike | None = None):
         self.folder = Path(folder)
-        self.path = self.folder / self.NAME
+        self.path = Path(path) if path is not None else self.folder / self.NAME
         self.what = what
         self.created = False
         self._fd: int | None = None
@@ -112,7 +112,7 @@ class FolderLock:
         import time
 
         self.created = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -151,6 +151,45 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+_HELD_LOCKS: dict[Path, FolderLock] = {}
+
+
+def held_lock_fds() -> tuple[int, ...]:
+    """The file descriptors of the writer locks this process holds: handed to a stage subprocess,
+    they keep the run folder locked until the stage ends too, even if this process dies first."""
+    return tuple(lock._fd for lock in _HELD_LOCKS.values() if lock._fd is not None)
+
+
+@contextlib.contextmanager
+def writer_lock(
+    folder: str | os.PathLike, what: str = "output folder", *, beside: bool = False
+) -> Iterator[FolderLock | None]:
+    """Hold the :class:`FolderLock` of ``folder`` for the body: every command that writes a run
+    folder (training, evaluation, probes, publish staging, the pipeline root) takes it before any
+    work, so a second writer stops at once naming the first; a dead holder's lock is taken over
+    (``flock`` dies with its process). ``beside``: the lock file sits next to ``folder``
+    (``.<name>.genssl-writer.lock``), for folders written whole by :func:`atomic_dir`. Only rank 0
+    of a distributed launch (``$RANK``) locks: the other ranks follow it. Re-entrant within a
+    process. A folder the lock created and the body left empty is removed."""
+    folder = Path(folder)
+    key = folder.resolve()
+    if int(os.environ.get("RANK", "0")) != 0 or key in _HELD_LOCKS:
+        yield _HELD_LOCKS.get(key)
+        return
+    path = folder.parent / f".{folder.name}{FolderLock.NAME}" if beside else None
+    lock = FolderLock(folder, what, path=path)
+    lock.acquire()
+    _HELD_LOCKS[key] = lock
+    try:
+        yield lock
+    finally:
+        _HELD_LOCKS.pop(key, None)
+        lock.release()
+        if lock.created and not beside:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a failed command leaves no empty folder behind
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -4,6 +4,7 @@ parser and ``main``."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -136,11 +137,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: every input checked before any features are computed; writes
     ``frozen_features.json`` and ``frozen_features.md`` into ``--output_dir`` (atomically)."""
-    import json
-    import platform
-
-    from genssl_hf.data.registry import open_labelled_dataset
-    from genssl_hf.utils import atomic_write_text, write_json
+    from genssl_hf.utils import writer_lock
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -156,6 +153,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         encoders[title] = spec
     _check_fractions(args.fractions)
     out = Path(args.output_dir)
+    with writer_lock(out, "--output_dir"):
+        return _run(args, encoders, out)
+
+
+def _run(args: argparse.Namespace, encoders: dict[str, dict[str, str]], out: Path) -> dict[str, Any]:
+    import json
+    import platform
+
+    from genssl_hf.data.registry import open_labelled_dataset
+    from genssl_hf.utils import atomic_write_text, write_json
+
     if (out / "frozen_features.json").exists() and not args.overwrite:
         raise FileExistsError(f"--output_dir {str(out)!r} already holds frozen_features.json; pass --overwrite")
     if args.num_threads:

@@ -50,7 +50,7 @@ from genssl_hf.evaluation.report_inputs import (
 )
 from genssl_hf.evaluation.robustness import CORRUPTIONS, format_robustness_table, robustness_table
 from genssl_hf.training.thresholds import THRESHOLD_RULES
-from genssl_hf.utils import atomic_dir, write_json
+from genssl_hf.utils import atomic_dir, write_json, writer_lock
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +455,8 @@ def _image_quality(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    results = run_evaluation(args)
+    with writer_lock(args.output_dir, "--output_dir", beside=True):  # one evaluation per folder at a time
+        results = run_evaluation(args)
     out = Path(args.output_dir)
     print((out / "tables.md").read_text())
     print(f"results: {out.resolve()}")

@@ -28,7 +28,7 @@ import numpy as np
 
 from genssl_hf.data.schema import CHEXPERT5, CHEXPERT14
 from genssl_hf.evaluation.report_metrics import report_metrics
-from genssl_hf.utils import atomic_write_text, write_json
+from genssl_hf.utils import atomic_write_text, write_json, writer_lock
 from genssl_hf.validation import renamed_options
 
 __all__ = ["constant_report", "nearest_neighbour_reports", "evaluate_report_generator", "format_table", "main"]
@@ -243,17 +243,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pairs = load_report_pairs(
         args.dataset, image_size=image_size, seed=args.seed, corpus=args.reports, section=args.section
     )
-    result = evaluate_report_generator(
-        args.model,
-        pairs,
-        split=args.split,
-        observations=obs,
-        max_train=args.max_train,
-        max_test=args.max_test,
-        batch_size=args.per_device_eval_batch_size,
-        output_dir=args.output_dir,
-        examples_allowed=phantom,
-    )
+    with writer_lock(args.output_dir, "--output_dir"):
+        result = evaluate_report_generator(
+            args.model,
+            pairs,
+            split=args.split,
+            observations=obs,
+            max_train=args.max_train,
+            max_test=args.max_test,
+            batch_size=args.per_device_eval_batch_size,
+            output_dir=args.output_dir,
+            examples_allowed=phantom,
+        )
     print(format_table(result))
     return result
 

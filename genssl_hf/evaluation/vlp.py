@@ -30,7 +30,7 @@ import torch
 
 from genssl_hf.evaluation.classification import classification_metrics
 from genssl_hf.training.dual_encoder import VLP_CONFIG, embed_images, embed_texts
-from genssl_hf.utils import atomic_write_text, write_json
+from genssl_hf.utils import atomic_write_text, write_json, writer_lock
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             phantom_config=cfg,
         )
     prompts = json.loads(Path(args.prompts).read_text()) if args.prompts else None
-    result = evaluate_dual_encoder(
+    with writer_lock(args.output_dir, "--output_dir"):
+        result = _evaluate(args, pairs, prompts)
+    print(markdown_report(result))
+    return result
+
+
+def _evaluate(args, pairs, prompts) -> dict[str, Any]:
+    return evaluate_dual_encoder(
         args.model,
         pairs=pairs,
         dataset=args.dataset,
@@ -451,8 +458,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         max_samples=args.max_samples,
         prompts=prompts,
     )
-    print(markdown_report(result))
-    return result
 
 
 if __name__ == "__main__":

@@ -7,24 +7,33 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.secrets import redact_argv
+from .stage_process import ProgressEcho, run_stage_process
+
 
 def _run_command(cmd: list[str], folder: Path, log, name: str = "command", env: dict[str, str] | None = None) -> None:
-    """Run a stage's command with its output in ``folder/<name>.log``; the command is recorded in
-    ``folder/<name>.txt``. ``env``: variables set for this command only (e.g. its thread count)."""
-    (folder / f"{name}.txt").write_text(shlex.join(cmd) + "\n")
-    log("  $ " + shlex.join(cmd))
+    """Run a stage's command with its output in ``folder/<name>.log`` and, as it comes, on the
+    terminal (lines, and the progress bar as a status line every few seconds); the command is
+    recorded, credentials redacted, in ``folder/<name>.txt``. The stage runs in its own process
+    group and never outlives the runner (:mod:`.stage_process`). ``env``: variables set for this
+    command only (e.g. its thread count)."""
+    shown = shlex.join(redact_argv(cmd))
+    (folder / f"{name}.txt").write_text(shown + "\n")
+    log_path = folder / f"{name}.log"
+    log("  $ " + shown)
+    log(f"  log: {log_path}")
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    with open(folder / f"{name}.log", "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        tail = (folder / f"{name}.log").read_text()[-3000:]
-        raise RuntimeError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{tail}")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # progress reaches the terminal as it happens
+    with open(log_path, "wb") as fh:
+        returncode = run_stage_process(cmd, fh, ProgressEcho(f"  [{folder.name}] ", log), env=env)
+    if returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"command failed with exit code {returncode}: {shown}\n(log: {log_path})\n{tail}")
 
 
 def _python_module(config: dict, module: str) -> list[str]:

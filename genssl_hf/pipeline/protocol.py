@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..utils import read_json, write_json
+from ..utils import read_json, write_json, writer_lock
 from .launch import _run_command
+from .stage_process import install_signal_handlers
 from .stages import Stage, run_stage
 from .steps import evaluation_command
 from .training_steps import stage_finetune
@@ -305,6 +306,16 @@ def run_protocol(
     stages exist). Returns ``{"tuning": ..., "runs": [...]}`` and writes ``protocol.json``."""
     recipes = dict(recipes or DEFAULT_RECIPES)
     config = _check_arms(config, arms, seeds, tune_seeds, workers)
+    with writer_lock(root, "pipeline run folder"):  # no other runner in this folder meanwhile
+        install_signal_handlers()
+        return _run_protocol(
+            config, root, arms, recipes, fractions, seeds, tune_seeds, full_fraction, workers, evaluation_args, log
+        )
+
+
+def _run_protocol(
+    config, root, arms, recipes, fractions, seeds, tune_seeds, full_fraction, workers, evaluation_args, log
+):
     tuning = _tune(config, root, arms, recipes, fractions, tune_seeds, workers, log)
     runs = _run_seeds(config, root, arms, recipes, tuning, fractions, seeds, full_fraction, workers, log)
     _test_runs(config, root, runs, evaluation_args, workers, log)

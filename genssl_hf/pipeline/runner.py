@@ -44,8 +44,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..utils import write_json
+from ..utils import write_json, writer_lock
 from .config import PRESET_DIR, finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
+from .stage_process import install_signal_handlers
 from .stages import Stage, run_stage
 from .steps import (
     stage_evaluation,
@@ -105,7 +106,13 @@ def run_pipeline(
     config = copy.deepcopy(config)
     validate_config(config)
     root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}").resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    # one runner per run folder: a rerun never overlaps a runner (or its stages) still at work there
+    with writer_lock(root, "pipeline run folder"):
+        install_signal_handlers()  # Ctrl-C / SIGTERM end the running stage's process group too
+        return _run_stages(config, root, log, finetune)
+
+
+def _run_stages(config: dict, root: Path, log, finetune: bool) -> dict[str, Any]:
     write_json(root / "pipeline_config.json", config)
     start = time.perf_counter()
     variants = selected_variants(config)

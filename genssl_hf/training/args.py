@@ -17,6 +17,7 @@ from typing import Any
 
 from genssl_hf.processing.augment import ADAIN_MODES
 from genssl_hf.validation import renamed_options
+from genssl_hf.utils import FolderLock
 
 __all__ = [
     "add_common_args",
@@ -179,7 +180,7 @@ def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
 def check_output_dir(output_dir: str | os.PathLike, resume_from: str | None, overwrite: bool) -> None:
     """Refuse to train into a folder that already holds a run unless resuming or overwriting."""
     out = Path(output_dir)
-    if out.is_dir() and any(out.iterdir()) and not resume_from and not overwrite:
+    if out.is_dir() and any(p.name != FolderLock.NAME for p in out.iterdir()) and not resume_from and not overwrite:
         raise FileExistsError(
             f"--output_dir {out} is not empty; pass --resume_from_checkpoint latest to continue the run there, "
             "or --overwrite_output_dir to start over"

@@ -315,28 +315,38 @@ def save_model_and_processor(model, processor, out: Path) -> None:
 
 
 def no_trace_on_early_failure(train: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a training entry point ``train(args, ...)``: when it fails before anything of value
-    was saved (no ``*.safetensors`` under ``args.output_dir``: no checkpoint, no model) in a run that
-    started on an absent or empty output folder, remove what it wrote (``run_config.json``, logs,
-    the folder it created), so the corrected command is not refused as "not empty"."""
+    """Decorate a training entry point ``train(args, ...)``: it runs holding the writer lock of
+    ``args.output_dir`` (a second run into the folder stops at once, naming the first); when it
+    fails before anything of value was saved (no ``*.safetensors`` under ``args.output_dir``: no
+    checkpoint, no model) in a run that started on an absent or empty output folder, remove what it
+    wrote (``run_config.json``, logs, the folder it created), so the corrected command is not
+    refused as "not empty"."""
+    import contextlib
     import functools
+
+    from ..utils import FolderLock, writer_lock
 
     @functools.wraps(train)
     def wrapper(args, *a, **kw):
         out = Path(args.output_dir)
         existed = out.exists()
         fresh = not getattr(args, "resume_from_checkpoint", None) and (
-            not existed or (out.is_dir() and not any(out.iterdir()))
+            not existed or (out.is_dir() and not any(p.name != FolderLock.NAME for p in out.iterdir()))
         )
         try:
-            return train(args, *a, **kw)
+            with writer_lock(out, "--output_dir"):
+                try:
+                    return train(args, *a, **kw)
+                except BaseException:
+                    if fresh and is_main_process_env() and out.is_dir() and not any(out.rglob("*.safetensors")):
+                        for child in out.iterdir():  # the user's folder stays, emptied
+                            if child.name != FolderLock.NAME:
+                                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+                    raise
         except BaseException:
-            if fresh and int(os.environ.get("RANK", "0")) == 0 and out.is_dir() and not any(out.rglob("*.safetensors")):
-                if existed:  # the user's folder stays, emptied
-                    for child in out.iterdir():
-                        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-                else:
-                    shutil.rmtree(out, ignore_errors=True)
+            if fresh and not existed and is_main_process_env():
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # the folder this run created, empty once the lock is gone
             raise
 
     return wrapper

@@ -45,6 +45,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
+    no_trace_on_early_failure,
     write_run_config,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
@@ -322,6 +323,7 @@ def _run_config(
     }
 
 
+@no_trace_on_early_failure
 def train_report_generator(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Train as configured by ``args`` (:func:`build_parser`); ``dataset`` may replace ``--dataset``
     (a ``DatasetDict``). Writes the model folder to ``args.output_dir``; returns a summary."""

@@ -47,6 +47,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
+    no_trace_on_early_failure,
     run_training_command,
     write_run_config,
 )
@@ -284,6 +285,7 @@ def _export(
         write_json(out / "train_summary.json", summary)
 
 
+@no_trace_on_early_failure
 def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) -> dict[str, Any]:
     """Train the dual encoder on image-report pairs (``pairs``: an ``ImageReportPairs``, else
     ``--pairs``). Writes the model folder (model, AdaINImageProcessor, tokenizer, card,

@@ -35,6 +35,7 @@ from genssl_hf.training.common import (
     cosine_schedule_with_warmup,
     init_trackers,
     make_accelerator,
+    no_trace_on_early_failure,
     run_training_command,
     write_run_config,
 )
@@ -402,6 +403,7 @@ def _export(
     write_json(out / "train_summary.json", summary)
 
 
+@no_trace_on_early_failure
 def pretrain_ssl(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Run one method as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
     ``datasets`` object instead of ``--dataset``. Returns a summary (steps, loss, images/s, paths)."""
