@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-REDACTED = "<redacted>"
+REDACTED = "REDACTED"  # no shell metacharacters: recorded commands stay copy-pasteable
 
 # (kind, pattern); the patterns are specific enough not to fire on hashes, ids or base64 weights
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (

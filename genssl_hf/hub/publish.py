@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 
 from huggingface_hub import HfApi
 
-from ..utils import atomic_dir, read_json
+from ..utils import atomic_dir, read_json, writer_lock
 from ..validation import checked_parser
 from . import card_text  # noqa: F401 - re-exported (tests read the card texts through this module)
 from .artifact_card import MANAGED_BEGIN, MANAGED_END, build_card, eval_results_from_metrics
@@ -67,6 +67,7 @@ from .artifacts import (
 )
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
 from .leak import LeakError, check_text, describe_index, scan_files
+from .outgoing import PublishInterruptedError, check_outgoing
 from .provenance import _report_generator_license, collect_provenance
 from .stage import REAL_DATA_ENV, _read_metrics, _resolve_index, _stage
 
@@ -266,6 +267,7 @@ def _publish_folder(
         related=related,
     )
     text = str(card)
+    check_outgoing(source, [f for f in files if f != "README.md"], text)  # nothing from outside, no credentials
 
     # 2. leak guard over every outgoing file and the new card, before anything is written
     if index is not None:
@@ -299,7 +301,7 @@ def _publish_folder(
 
 def _write_dry_run(kind: str, source: Path, files: Sequence[str], text: str, dest: Path, overwrite: bool) -> None:
     """Write exactly the folder that would be uploaded to ``dest`` (atomically) and reload it."""
-    with atomic_dir(dest, overwrite=overwrite) as tmp:
+    with writer_lock(dest, "dry-run folder", beside=True), atomic_dir(dest, overwrite=overwrite) as tmp:
         _stage(source, files, text, tmp)
         validate_artifact(kind, tmp)
 
@@ -437,15 +439,20 @@ def publish_all(
         if dry_run is not None:
             return results
         api = api or HfApi(token=token)
-        for k in order:
+        for i, k in enumerate(order):
             staged = results[k].folder
-            repo = api.create_repo(repo_ids[k], repo_type=REPO_TYPES[k], private=private, exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_ids[k],
-                folder_path=str(staged),
-                repo_type=REPO_TYPES[k],
-                commit_message=f"Upload genssl_hf {k.replace('_', ' ')}",
-            )
+            try:  # each upload is one Hub commit (all its files or none); say which repos are done
+                repo = api.create_repo(repo_ids[k], repo_type=REPO_TYPES[k], private=private, exist_ok=True)
+                commit = api.upload_folder(
+                    repo_id=repo_ids[k],
+                    folder_path=str(staged),
+                    repo_type=REPO_TYPES[k],
+                    commit_message=f"Upload genssl_hf {k.replace('_', ' ')}",
+                )
+            except Exception as err:
+                raise PublishInterruptedError(
+                    {o: repo_ids[o] for o in order[:i]}, {o: repo_ids[o] for o in order[i:]}, err
+                ) from err
             results[k] = PublishResult(
                 kind=k,
                 source=found[k],

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from genssl_hf.core.secrets import redact_argv
 from genssl_hf.validation import checked_parser
 from .builders import (
     DEFAULT_THRESHOLD,
@@ -193,10 +194,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
             corpus_name=args.corpus_name or name,
             llm=llm,
             show_progress=not args.no_progress,
-            build_command="python scripts/build_prompts.py " + shlex.join(argv),
+            build_command="python scripts/build_prompts.py " + shlex.join(redact_argv(argv)),
         )
     if args.strategy != "elaborated":
-        ps.metadata["build_command"] = "python scripts/build_prompts.py " + shlex.join(argv)
+        ps.metadata["build_command"] = "python scripts/build_prompts.py " + shlex.join(redact_argv(argv))
     ps.save_pretrained(out, overwrite=args.overwrite)
     print(f"saved {len(ps)} {ps.strategy} prompts ({len(ps.class_labels)} class labels) to {out}")
     if args.push_to_hub:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from genssl_hf.utils import read_json
+from genssl_hf.core.secrets import redact_argv
 from genssl_hf.validation import checked_parser
 
 from .generators import check_generator_spec
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         private=not args.public,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        command=" ".join([Path(sys.argv[0]).name, *redact_argv(argv if argv is not None else sys.argv[1:])]),
         max_images_this_run=args.max_images_this_run,
     )
     result = generate_dataset(args.out, args.pipeline, options, state=state)
