@@ -30,6 +30,7 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
+        normalise_modes(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -40,6 +41,19 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def normalise_modes(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode a new file gets (``0666 & ~umask``, 0644 under umask
+    022, executable bits kept): writers that go through a private temporary file (transformers 5's
+    safetensors, ``mkstemp``) leave 0600, which makes one file of a shared folder unreadable."""
+    mode = 0o666 & ~current_umask()
+    for p in Path(folder).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat().st_mode & 0o777
+            want = mode | (st & 0o111 & ~current_umask())
+            if st != want:
+                os.chmod(p, want)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -49,7 +49,7 @@ __all__ = [
 # option name -> range. Grammar: ">0", ">=1", "<=5", "[0,1]", "(0,1)", "[0,1)", "(0,1]", "any" (finite).
 NUMERIC_RANGES: dict[str, str] = {
     # shared run options (training.common.add_common_args)
-    "seed": ">=0",
+    "seed": "[0,4294967295]",  # numpy and torch seeders take 32-bit seeds (10**22 overflowed in torch)
     "gradient_accumulation_steps": ">=1",
     "checkpointing_steps": ">=0",
     "checkpoints_total_limit": ">=0",
@@ -144,7 +144,7 @@ NUMERIC_RANGES: dict[str, str] = {
     "image_std": ">0",
     # frozen-feature probing (evaluation.frozen_features)
     "fractions": "(0,1]",
-    "seeds": ">=0",
+    "seeds": "[0,4294967295]",
     "knn_k": ">=1",
     "knn_temperature": ">0",
     "c_grid": ">0",
@@ -239,6 +239,17 @@ def checked_parser(parser: argparse.ArgumentParser, ranges: Mapping[str, str] | 
             "add them to genssl_hf.validation.NUMERIC_RANGES or pass ranges="
         )
     return suggest_close_options(parser)
+
+
+def check_scale_range(values: Any, option: str) -> None:
+    """A (min, max) area-scale pair of a random resized crop: ``0 < min <= max <= 1``."""
+    if values is None:
+        return
+    if len(values) != 2:
+        raise ValueError(f"{option} takes two numbers (min max), got {list(values)}")
+    lo, hi = (float(v) for v in values)
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"{option} {lo:g} {hi:g}: needs 0 < min <= max <= 1 (the kept image area, e.g. 0.5 1.0)")
 
 
 def check_namespace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -395,7 +406,8 @@ def check_weight_files(folder: str | "os.PathLike[str]", what: str, depth: int =
     """Open the header of every ``*.safetensors`` file in ``folder`` (and its sub-folders, for
     pipeline folders), so that a truncated or garbage weight file fails now, naming the option
     and the file, instead of deep inside ``from_pretrained`` ("header too large"). A folder only;
-    preset names and Hub ids are left to their loaders."""
+    preset names and Hub ids are left to their loaders. Its ``*.json`` files (config.json,
+    preprocessor_config.json, ...) must parse, for the same reason."""
     import os
     from pathlib import Path
 
@@ -419,4 +431,13 @@ def check_weight_files(folder: str | "os.PathLike[str]", what: str, depth: int =
             raise ValueError(
                 f"{what} {root}: weight file {path} is not a readable safetensors file "
                 f"({type(exc).__name__}: {exc}); re-download or re-save it"
+            ) from None
+    for path in sorted(p for level in range(depth + 1) for p in root.glob("/".join(["*"] * level + ["*.json"]))):
+        import json
+
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(
+                f"{what} {root}: {path.name} is not valid JSON ({exc}); re-download or re-save it"
             ) from None

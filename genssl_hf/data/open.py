@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
 from typing import Any, Literal
 
 from .image_files import IMAGE_EXTENSIONS
@@ -90,6 +91,8 @@ def _load(source: str, split: str, config: str | None, streaming: bool, what: st
                 )
             return datasets.load_dataset(builder, data_files=str(p), split="train", streaming=streaming)
         return datasets.load_dataset(source, config, split=split, streaming=streaming)
+    except ConnectionError as exc:  # offline, or no such Hub dataset: say a local path was looked for too
+        raise not_found_anywhere(source, what, exc) from exc
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{what} {source}: not UTF-8 text ({exc.reason} at byte {exc.start}); a binary file?"
@@ -103,6 +106,39 @@ def _load(source: str, split: str, config: str | None, streaming: bool, what: st
     except datasets.exceptions.DatasetGenerationError as exc:
         cause = exc.__cause__ or exc
         raise ValueError(f"{what} {source}: cannot be read as a dataset ({type(cause).__name__}: {cause})") from exc
+
+
+_FSSPEC_PROTOCOLS = ("hf", "http", "https", "s3", "gs", "gcs", "az", "abfs", "file")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_+.-]*):(.*)$")
+
+
+def check_dataset_source(source: str, what: str = "--dataset", schemes: "list[str] | None" = None) -> None:
+    """Before ``datasets.load_dataset`` is asked: a ``scheme:`` spec must name a known scheme, and
+    a spec that is not an existing path must be able to be a Hub dataset id (``name`` or
+    ``owner/name``, and the Hub reachable); otherwise say which local path was looked for."""
+    if Path(source).exists():
+        return
+    m = _SCHEME.match(source)
+    if m and m.group(1).lower() in _FSSPEC_PROTOCOLS:
+        return  # a remote URL datasets opens itself
+    if m and not (len(m.group(1)) == 1 and os.name == "nt"):  # a Windows drive letter is a path
+        known = "".join(f"{k}, " if k == "phantom" else f"{k}:<folder>, " for k in schemes or [])
+        raise ValueError(
+            f"{what} {source!r}: unknown dataset scheme {m.group(1)!r}; give {known}a local folder or file, "
+            "or a Hub dataset id"
+        )
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(
+            f"{what} {source!r}: no such file or folder ({Path(source).absolute()}), and it is not a Hub dataset id"
+        )
+
+
+def not_found_anywhere(source: str, what: str, exc: BaseException) -> FileNotFoundError:
+    """The error for a spec that is neither a local path nor reachable on the Hub (offline mode)."""
+    return FileNotFoundError(
+        f"{what} {source!r}: no such file or folder ({Path(source).absolute()}), and not found on the Hub "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    )
 
 
 def open_image_dataset(
@@ -145,6 +181,7 @@ def open_image_dataset(
         elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
             raise ValueError(f"{name} is a single image file; give the folder that holds the images")
         else:
+            check_dataset_source(os.fspath(source), what)
             ds = _load(os.fspath(source), split, dataset_config, streaming, what)
     elif not isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
         raise TypeError(f"{what}: unsupported dataset source of type {type(source).__name__}")

@@ -181,7 +181,13 @@ def open_labelled_dataset(
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         dd = datasets.load_from_disk(str(path))
     else:
-        dd = datasets.load_dataset(spec, config)
+        from .open import check_dataset_source, not_found_anywhere
+
+        check_dataset_source(spec, "--dataset", ["phantom", *DATASET_SCHEMES])
+        try:
+            dd = datasets.load_dataset(spec, config)
+        except ConnectionError as exc:
+            raise not_found_anywhere(spec, "--dataset", exc) from exc
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     return dd

@@ -22,6 +22,21 @@ __all__ = [
 ]
 
 
+def check_is_classifier(folder: Path, cfg: dict) -> None:
+    """A folder ``evaluate`` can score: a classifier with trained classes, not a pre-trained encoder."""
+    archs = cfg.get("architectures") or []
+    is_classifier = any(a.endswith("ForImageClassification") for a in archs) or (
+        not archs and "id2label" in cfg and cfg.get("model_type") in ("vit", "resnet")
+    )
+    if not is_classifier:
+        kind = ", ".join(archs) or cfg.get("model_type") or "unknown"
+        raise ValueError(
+            f"--model {folder} is not an image classifier (config.json: {kind}); a pre-trained encoder has no "
+            "classification head: fine-tune it first (scripts/finetune.py --model <encoder folder>) and evaluate "
+            "that run's folder, or probe it frozen with scripts/probe_encoders.py"
+        )
+
+
 class LoadedClassifier:
     """A saved classifier folder with the input pipeline it was trained with."""
 
@@ -36,7 +51,11 @@ class LoadedClassifier:
         cfg_path = self.folder / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"model folder {self.folder} has no config.json")
-        cfg = json.loads(cfg_path.read_text())
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except ValueError as e:
+            raise ValueError(f"--model {self.folder}: config.json is not valid JSON ({e})") from None
+        check_is_classifier(self.folder, cfg)
         cls = GenSSLViTForImageClassification if "pooling" in cfg else ViTForImageClassification
         if cfg.get("model_type") == "resnet":  # the CNN slot
             from transformers import ResNetForImageClassification as cls

@@ -61,6 +61,7 @@ def validate_config(config: dict) -> None:
             f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}"
         )
     validate_ssl_variants(config)
+    check_size_multiples(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
     from ..data.registry import DATASET_SCHEMES
@@ -70,6 +71,42 @@ def validate_config(config: dict) -> None:
         raise ValueError(f"real_data.source must be one of {', '.join(sources)}, got {source!r}")
     if source != "phantom" and not config["real_data"].get("path"):
         raise ValueError(f"real_data.source {source!r} needs real_data.path")
+
+
+def check_size_multiples(config: dict) -> None:
+    """``image_size`` (e.g. from ``--set image_size=60``) must split into whole patches for every
+    ViT the config trains, and the generated size must be a multiple of the shipped generator's
+    latent downsampling: checked here, not three stages in."""
+    from ..models.presets import VIT_MAE_PRESETS
+
+    size = int(config["image_size"])
+    models = {
+        "pretrain.args.model": config.get("pretrain", {}).get("args", {}).get("model"),
+        "finetune.random_init_preset": config.get("finetune", {}).get("random_init_preset", "tiny"),
+        "ssl_pretrain.args.model": config.get("ssl_pretrain", {}).get("args", {}).get("model"),
+    }
+    models.update({f"ssl_variants.{n}.backbone": v.get("backbone") for n, v in config.get("ssl_variants", {}).items()})
+    patch_override = config.get("pretrain", {}).get("args", {}).get("patch_size")
+    for where, model in models.items():
+        if model not in VIT_MAE_PRESETS:
+            continue
+        patch = int(
+            patch_override if where.startswith("pretrain") and patch_override else VIT_MAE_PRESETS[model]["patch_size"]
+        )
+        if size % patch:
+            raise ValueError(
+                f"image_size {size} is not a multiple of the patch size {patch} of {where} {model!r}; "
+                f"use a multiple of {patch} (e.g. {max(patch, size // patch * patch)} or {(size // patch + 1) * patch})"
+            )
+    if config.get("generator", {"source": "shipped"}).get("source", "shipped") == "shipped":
+        from ..generation.materialize.generators import _check_pipeline_size
+        from ..generation.pretrained import PHANTOM_GENERATOR_DIR
+
+        gen_size = int(config.get("generation", {}).get("image_size", size))
+        try:
+            _check_pipeline_size(PHANTOM_GENERATOR_DIR, gen_size, gen_size)
+        except ValueError as e:
+            raise ValueError(f"image_size / generation.image_size {gen_size}: {e}") from None
 
 
 def label_fractions(cfg: dict) -> list[float]:

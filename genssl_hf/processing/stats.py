@@ -94,8 +94,19 @@ class ReferenceStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ReferenceStats":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        fields = dataclasses.fields(cls)
+        if not isinstance(d, dict):
+            raise ValueError(f"reference statistics must be a JSON object, got a JSON {type(d).__name__}")
+        required = [
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(
+                f"reference statistics lack the keys {missing} (has {sorted(d)}); write them with "
+                "genssl_hf.processing.compute_reference_stats / save_reference_stats, or pass --adain_mean/--adain_std"
+            )
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields}})
 
     def select(self, statistic: str) -> "ReferenceStats":
         """The same statistics with ``mean`` / ``std`` taken from the other variant."""

@@ -107,9 +107,14 @@ def load_candidates(source: str | os.PathLike | Mapping[str, Any] | None = None)
         digest = sha256_bytes(raw)
         origin = "genssl_hf/prompts/data/candidate_features.json" if path == CANDIDATES_PATH else path.name
     else:
-        data = dict(source)
+        data = dict(source) if isinstance(source, Mapping) else source
         digest = sha256_bytes(json.dumps(data, sort_keys=True).encode())
         origin = "in-memory"
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f'--candidates ({origin}): expected a JSON object {{"diseases": {{disease: [features]}}}}, '
+            f"got a JSON {type(data).__name__}"
+        )
     diseases = data.get("diseases")
     if not isinstance(diseases, Mapping) or not diseases:
         raise ValueError(f"candidates ({origin}) need a non-empty 'diseases' mapping")

@@ -67,7 +67,7 @@ from genssl_hf.training.checkpoints import (  # noqa: F401  (re-exported: one im
     resumable_batches,
     save_checkpoint,
 )
-from genssl_hf.utils import write_json
+from genssl_hf.utils import normalise_modes, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +309,7 @@ def save_model_and_processor(model, processor, out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
+    normalise_modes(tmp)  # transformers 5 writes model.safetensors 0600
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()

@@ -36,7 +36,7 @@ from genssl_hf.processing.collate import ImageCollator
 from genssl_hf.processing.image_processor import AdaINImageProcessor
 from genssl_hf.training.classifier import encoder_config
 from genssl_hf.training.vlp_loss import text_group_ids
-from genssl_hf.utils import write_json
+from genssl_hf.utils import normalise_modes, write_json
 
 __all__ = [
     "VLP_CONFIG",
@@ -336,6 +336,7 @@ def save_dual_encoder(model, processor, tokenizer, out: Path, vlp_config: dict[s
     processor.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / VLP_CONFIG, vlp_config)
+    normalise_modes(tmp)  # transformers 5 writes model.safetensors 0600
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
@@ -353,6 +354,7 @@ def export_image_tower(dual_encoder_dir: str | os.PathLike, out_dir: str | os.Pa
     model.vision_model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     write_json(tmp / "image_tower_of.json", {"dual_encoder": str(src), "vlp_config": VLP_CONFIG})
+    normalise_modes(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

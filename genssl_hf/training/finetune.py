@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.validation import check_weight_files
+from genssl_hf.validation import check_scale_range, check_weight_files
 from genssl_hf.training.attention import resolve_attn_implementation
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.training.classifier import build_classifier, encoder_config
@@ -72,6 +72,7 @@ from genssl_hf.training.finetune_data import (
     FinetuneAugment,
     InputNormalizer,
     load_splits,
+    check_training_subset,
     stratified_subset,
     targets_of,
 )
@@ -114,6 +115,7 @@ def _labelled_training_data(args: argparse.Namespace) -> dict[str, Any]:
         # a stratified cap too (a CSV sorted by class must not yield a one-class subset)
         keep = stratified_subset(targets[fraction_idx], args.max_train_samples / len(fraction_idx), args.seed + 1)
         fraction_idx = fraction_idx[keep]
+    check_training_subset(targets, fraction_idx, label_names, f"--label_fraction {args.label_fraction}")
     if args.selection_metric == "auto":
         args.selection_metric = "mean_auc" if multi_label else "accuracy"
     if args.selection_metric not in ("mean_auc", "accuracy", "loss"):
@@ -343,6 +345,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(out_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     check_weight_files(args.model, "--model")
     check_image_processor_choice(args.image_processor)
+    check_scale_range(args.crop_scale, "--crop_scale")
     data = _labelled_training_data(args)
     train_ds, label_names, multi_label = data["train"], data["label_names"], data["multi_label"]
     built = _build_model(args, label_names, multi_label)

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "targets_of",
     "stratified_subset",
+    "check_training_subset",
     "split_train_validation",
     "Collator",
     "FinetuneAugment",
@@ -50,6 +51,33 @@ def targets_of(dataset) -> tuple[np.ndarray, list[str], bool]:
             True,
         )
     return np.asarray(dataset["label"], dtype=np.int64), names, False
+
+
+MIN_IMAGES_PER_CLASS = 1
+
+
+def check_training_subset(targets: np.ndarray, idx: np.ndarray, label_names: list[str], what: str) -> None:
+    """Refuse a label subset that cannot teach the task: below :data:`MIN_IMAGES_PER_CLASS` image(s)
+    of a class present in the full split (multi-class), or fewer than 2 images / no positive label
+    at all (multi-label). ``what`` names the options that chose the subset."""
+    n, kept = int(targets.shape[0]), targets[idx]
+    if targets.ndim == 1:
+        present = sorted(set(np.unique(targets).tolist()))
+        counts = {c: int((kept == c).sum()) for c in present}
+        short = [
+            label_names[c] if c < len(label_names) else str(c) for c, k in counts.items() if k < MIN_IMAGES_PER_CLASS
+        ]
+        if short:
+            raise ValueError(
+                f"{what} keeps {len(idx)} of {n} training images, with fewer than {MIN_IMAGES_PER_CLASS} image(s) "
+                f"of the classes {short}; fine-tuning needs at least {MIN_IMAGES_PER_CLASS} of every class: raise it "
+                f"(to about {len(present) * MIN_IMAGES_PER_CLASS / n:.2g} or more) or use more training data"
+            )
+    elif len(idx) < 2 or not kept.any():
+        raise ValueError(
+            f"{what} keeps {len(idx)} of {n} training images ({int(kept.any(axis=1).sum())} with a positive label); "
+            "fine-tuning needs at least 2 images and one positive label: raise it or use more training data"
+        )
 
 
 def _strata(targets: np.ndarray) -> np.ndarray:

@@ -117,11 +117,19 @@ def resolve_reference(args: argparse.Namespace) -> tuple[float, float, dict[str,
     if args.reference_stats:
         p = Path(args.reference_stats)
         if p.is_dir():
-            cfg = read_json(p / "preprocessor_config.json")
-            mean, std, prov = cfg["adain_mean"], cfg["adain_std"], cfg.get("reference_stats")
+            try:
+                cfg = read_json(p / "preprocessor_config.json")
+                mean, std, prov = cfg["adain_mean"], cfg["adain_std"], cfg.get("reference_stats")
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                raise ValueError(
+                    f"--reference_stats {p}: a folder needs an AdaIN preprocessor_config.json with adain_mean / "
+                    f"adain_std ({type(e).__name__}: {e})"
+                ) from e
         else:
-            d = read_json(p)
-            stats = ReferenceStats.from_dict(d)
+            try:
+                stats = ReferenceStats.from_dict(read_json(p))
+            except (ValueError, OSError) as e:  # JSONDecodeError is a ValueError
+                raise ValueError(f"--reference_stats {p}: {e}") from e
             mean, std, prov = stats.mean, stats.std, stats.to_dict()
     if mean is None or std is None:
         from genssl_hf.processing import PAPER_ADAIN_MEAN, PAPER_ADAIN_STD

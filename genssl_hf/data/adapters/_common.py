@@ -260,7 +260,8 @@ def _prepass(
         more = f"\n  ... and {n_problems - len(problems)} more" if n_problems > len(problems) else ""
         raise CXRDataError(
             f"{name}: {n_problems} of {n_rows} rows reference missing or unreadable image files "
-            f"(pass on_error='skip' to leave them out and record them):\n" + "\n".join(problems) + more
+            "(to leave them out and record them: --on_error skip on the pretraining commands, on_error='skip' "
+            "in Python; or fix the files):\n" + "\n".join(problems) + more
         )
     if n_rows - len(skip_where) == 0:
         raise CXRDataError(f"{name}: no images selected from {[str(s) for s in sources]} with options {options}")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from genssl_hf.utils import read_json
+from genssl_hf.utils import PRETRAINED_PREFIX, pretrained_path, read_json
 from genssl_hf.core.secrets import redact_argv
 from genssl_hf.validation import checked_parser
 
@@ -120,13 +120,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("give --image-size or --height/--width, not both")
     height = args.height or args.image_size
     width = args.width or args.image_size
-    call_kwargs = json.loads(args.pipeline_kwargs) if args.pipeline_kwargs else None
+    try:
+        call_kwargs = json.loads(args.pipeline_kwargs) if args.pipeline_kwargs else None
+    except ValueError as e:
+        raise SystemExit(f"--pipeline-kwargs {args.pipeline_kwargs!r} is not valid JSON ({e})") from None
     if call_kwargs is not None and not isinstance(call_kwargs, dict):
         raise SystemExit("--pipeline-kwargs must be a JSON object")
     quality = read_json(args.quality_json) if args.quality_json else None
     if quality is not None and not isinstance(quality, dict):
         raise SystemExit("--quality-json must hold a JSON object")
     # Validate before starting processes' collective state (cheap; generate_dataset re-checks).
+    if args.pipeline and str(args.pipeline).startswith(
+        PRETRAINED_PREFIX
+    ):  # a shipped name, e.g. genssl_hf/phantom-ldm-64
+        try:
+            args.pipeline = str(pretrained_path(args.pipeline))
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"--pipeline: {e}") from None
     check_generator_spec(args.pipeline)
     state = _launch_state()
     options = GenerationOptions(

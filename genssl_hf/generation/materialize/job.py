@@ -83,6 +83,9 @@ class GenerationOptions:
             check_number(self.max_images_this_run, NUMERIC_RANGES["max_images_this_run"], "max_images_this_run")
 
 
+MAX_SHARDS = 1_000_000  # 1000 sub-folders of 1000 shards
+
+
 @dataclass
 class GenerationResult:
     out_dir: Path
@@ -187,6 +190,12 @@ def _plan_job(out: Path, generator: Any, options: GenerationOptions) -> _Job:
             label_names=corpus.label_names, report_mode=True, keep_prompt_text=options.keep_prompt_text
         )
     layout = ShardLayout(n, shard_images_for(options.shard_size, height, width), int(options.rows_per_checkpoint))
+    if layout.num_shards > MAX_SHARDS:  # the folder set-up lists every shard: refuse before it, not hang in it
+        raise ValueError(
+            f"--num-images {n} at --shard-size {options.shard_size} ({layout.shard_images} images per shard) "
+            f"makes {layout.num_shards} shards, more than the {MAX_SHARDS} one dataset folder holds; "
+            "lower --num-images or raise --shard-size"
+        )
     return _Job(
         out,
         generator,

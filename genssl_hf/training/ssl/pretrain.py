@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             flag, type=spec.type, choices=spec.choices, default=None, help=f"{spec.help} [{', '.join(names)}]"
         )
-    add_image_data_args(p)
+    add_image_data_args(p).add_argument(
+        "--on_error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it",
+    )
     g = p.add_argument_group("views (kornia, grayscale)")
     g.add_argument(
         "--crop_scale_min",
