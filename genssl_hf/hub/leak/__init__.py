@@ -11,21 +11,26 @@ of an outgoing folder is checked against them before anything is written or uplo
   pneumothorax.") are below both limits on purpose: they are vocabulary, not a report, and the
   shipped prompt sets and phantom reports use them.
 * **real pixels** (:class:`ImageIndex`): the exact SHA-256 of each image's decoded grayscale
-  pixels at its stored size, and a 32 x 32 box-filtered, mean-centred, unit-norm thumbnail.
-  An outgoing image is a copy when its pixels hash equal, or when its thumbnail's cosine
-  similarity to a real one reaches ``near_threshold`` (0.995 by default). Measured on the shared
-  data: re-encoding as JPEG q50, resizing 224 -> 64 or 128 px, and a brightness/contrast change
-  all keep a copy above 0.9995, while the closest pair of *different* real images (follow-up films
-  of one NIH patient) is at 0.982 and phantom images stay below 0.84. Figures and sample grids
-  are also cut into their panels at uniform gutters, and each panel is compared the same way, so
-  a real image pasted into a ``render_grid`` sheet or a matplotlib figure is found. Crops, flips
-  and partial copies (an MAE's masked input) are not detected, which is why model folders ship
-  no figures by default (see ``genssl_hf.hub.publish.select_files``).
+  pixels at its stored size, and a 32 x 32 box-filtered, rank-transformed, mean-centred, unit-norm
+  thumbnail (the rank transform makes any monotone intensity change, gamma, contrast, brightness,
+  invisible). An outgoing image is a copy when its pixels hash equal, or when its thumbnail's
+  cosine similarity to a real one reaches ``near_threshold`` (0.995 by default). The outgoing
+  image is also compared in its 7 other flips / 90-degree rotations, and against thumbnails of
+  15 crops of each real image (95 / 90 / 80 % of each side, at the centre and the four corners;
+  ``CROP_THRESHOLD`` 0.99), so mirrored, rotated and cropped copies are found; crops far from
+  those boxes, and partial copies (an MAE's masked input) are not, which is why model folders
+  ship no figures by default (see ``genssl_hf.hub.publish.select_files``). Figures and sample
+  grids are also cut into their panels at uniform gutters, and each panel is compared the same
+  way, so a real image pasted into a ``render_grid`` sheet or a matplotlib figure is found.
+
+Disguises (:mod:`.disguise`): compressed files and archives (gzip, bzip2, xz, zip, tar, by content)
+are unpacked and their members scanned (an unreadable or bomb-sized one is refused); base64 runs
+and data URIs in text are decoded and scanned by what they hold (image, archive, text).
 
 Files looked at: PNG/JPEG/other PIL images, images and strings inside parquet shards (including
 ``datasets.Image`` structs), ``.npy``/``.npz`` arrays shaped like images, safetensors headers,
-every text file (JSON, Markdown, YAML, vocabularies, ...; base64 ``data:image`` URIs in them are
-decoded and checked as images), and printable runs inside other binary files.
+every text file (JSON, Markdown, YAML, vocabularies, ...; base64 in them is decoded and checked),
+and printable runs inside other binary files.
 
 Modules: :mod:`.text_index` (reports), :mod:`.image_index` (pixels), :mod:`.index` (both, built
 from real-data paths), :mod:`.readers` (parquet / image bytes), :mod:`.scan` (outgoing files).

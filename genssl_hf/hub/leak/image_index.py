@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .disguise import dihedral_variants
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 _THUMB = 32
 
@@ -44,6 +46,24 @@ def _gray_u8(img: Any) -> np.ndarray | None:
     return np.zeros(a.shape, np.uint8)
 
 
+# crops indexed beside each real image (kept fraction of each side x anchor): a copy cropped by a
+# few to ~20 % of a side near the centre or a corner is near one of them. Stored as float16 and
+# matched at CROP_THRESHOLD (a crop's thumbnail is a little blurrier than a whole image's).
+CROPS = tuple((f, a) for f in (0.95, 0.9, 0.8) for a in ("centre", "tl", "tr", "bl", "br"))
+CROP_THRESHOLD = 0.99
+
+
+def _crop_boxes(shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    h, w = shape
+    boxes = []
+    for frac, anchor in CROPS:
+        ch, cw = max(8, round(h * frac)), max(8, round(w * frac))
+        y0 = {"centre": (h - ch) // 2, "tl": 0, "tr": 0, "bl": h - ch, "br": h - ch}[anchor]
+        x0 = {"centre": (w - cw) // 2, "tl": 0, "tr": w - cw, "bl": 0, "br": w - cw}[anchor]
+        boxes.append((y0, y0 + ch, x0, x0 + cw))
+    return boxes
+
+
 def _exact_key(g: np.ndarray) -> bytes:
     h = hashlib.sha256()
     h.update(struct.pack("<II", *g.shape))
@@ -52,9 +72,13 @@ def _exact_key(g: np.ndarray) -> bytes:
 
 
 def _thumb(g: np.ndarray) -> np.ndarray | None:
+    """Box-filtered 32 x 32 thumbnail, rank-transformed (so any monotone intensity change: gamma,
+    contrast, brightness, leaves it as it was), mean-centred, unit norm."""
     from PIL import Image
+    from scipy.stats import rankdata
 
     t = np.asarray(Image.fromarray(g).resize((_THUMB, _THUMB), Image.BOX), dtype=np.float32).ravel()
+    t = rankdata(t).astype(np.float32)
     t = t - t.mean()
     n = float(np.linalg.norm(t))
     return t / n if n > 1e-3 else None  # flat images carry no structure to compare
@@ -126,15 +150,19 @@ class ImageIndex:
     whole and without their uniform border, to match panels that lost it.
     """
 
-    def __init__(self, *, near_threshold: float = 0.995, tiles: bool = True):
+    def __init__(self, *, near_threshold: float = 0.995, tiles: bool = True, crops: bool = True):
         if not 0.0 < near_threshold <= 1.0:
             raise ValueError(f"near_threshold must lie in (0, 1], got {near_threshold}")
         self.near_threshold = float(near_threshold)
         self.tiles = bool(tiles)
+        self.crops = bool(crops)  # also index crops (see CROPS), so a cropped copy is found
         self._exact: dict[bytes, str] = {}
         self._names: list[str] = []
         self._rows: list[np.ndarray] = []
         self._matrix: np.ndarray | None = None
+        self._crop_names: list[str] = []
+        self._crop_rows: list[np.ndarray] = []
+        self._crop_matrix: np.ndarray | None = None
         self._count = 0
 
     def __len__(self) -> int:
@@ -157,7 +185,13 @@ class ImageIndex:
             if t is not None:
                 self._names.append(name)
                 self._rows.append(t)
-        self._matrix = None
+        if self.crops:
+            for y0, y1, x0, x1 in _crop_boxes(g.shape):
+                t = _thumb(g[y0:y1, x0:x1])
+                if t is not None:
+                    self._crop_names.append(f"{name} (cropped to x={x0}..{x1}, y={y0}..{y1})")
+                    self._crop_rows.append(t.astype(np.float16))
+        self._matrix = self._crop_matrix = None
         return True
 
     def _mat(self) -> np.ndarray:
@@ -178,6 +212,7 @@ class ImageIndex:
                 out[i] = ("real-pixels-exact", f"identical pixels to real image {hit}")
                 continue
             pieces: list[tuple[str, np.ndarray]] = [("", g)]
+            pieces += [(f" ({how})", v) for how, v in dihedral_variants(g)]  # a flipped / rotated copy
             if self.tiles:
                 for y0, y1, x0, x1 in _tiles(g):
                     if (y0, y1, x0, x1) != (0, g.shape[0], 0, g.shape[1]):
@@ -193,6 +228,18 @@ class ImageIndex:
                     thumbs.append(t)
                     where.append((i, label))
         mat = self._mat()
+        if self._crop_matrix is None and self._crop_rows:
+            self._crop_matrix = np.stack(self._crop_rows)
+        if thumbs and self._crop_matrix is not None:  # a cropped copy: the whole outgoing image only
+            whole = [k for k, (_, label) in enumerate(where) if not label]
+            sims = np.stack([thumbs[k] for k in whole]).astype(np.float16) @ self._crop_matrix.T
+            for k, row in zip(whole, sims.astype(np.float32)):
+                i, best = where[k][0], int(row.argmax())
+                if out[i] is None and row[best] >= CROP_THRESHOLD:
+                    out[i] = (
+                        "real-pixels-near",
+                        f"near-copy of real image {self._crop_names[best]} (thumbnail cosine {row[best]:.4f})",
+                    )
         if thumbs and len(mat):
             for s0 in range(0, len(thumbs), 1024):  # bounded memory for big grids / shards
                 sims = np.stack(thumbs[s0 : s0 + 1024]) @ mat.T

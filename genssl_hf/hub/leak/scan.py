@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 import struct
@@ -13,6 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .disguise import MAX_DEPTH, ArchiveError, archive_kind, archive_members, base64_payloads
 from .image_index import IMAGE_EXTENSIONS
 from .index import RealDataIndex
 from .readers import _iter_parquet_values, _looks_like_image, _open_image_bytes
@@ -38,7 +37,6 @@ TEXT_EXTENSIONS = (
     ".log",
 )
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t\n\r]{24,}")
-_DATA_URI = re.compile(r"data:image/[a-z+]+;base64,([A-Za-z0-9+/=\s]{64,})")
 
 
 class LeakError(RuntimeError):
@@ -86,18 +84,52 @@ class _Scanner:
         self.findings: list[LeakFinding] = []
         self._pending: list[tuple[str, str, Any]] = []  # (file, location, image) waiting for a batch
 
-    def _text(self, rel: str, loc: str, text: str) -> None:
+    def _text(self, rel: str, loc: str, text: str, depth: int = 0) -> None:
         hit = self.index.scan_text(text)
         if hit:
             self.findings.append(LeakFinding(rel, hit[0], hit[1], loc))
-        if "data:image" in text:
-            for m in _DATA_URI.finditer(text):
-                try:
-                    data = base64.b64decode("".join(m.group(1).split()), validate=False)
-                except (binascii.Error, ValueError):
-                    continue
-                if _looks_like_image(data):
-                    self._image_bytes(rel, f"{loc} data URI".strip(), data)
+        if depth < MAX_DEPTH:  # base64 / data URIs: decoded and scanned by what they hold
+            for offset, data in base64_payloads(text):
+                where = f"{loc} base64 at char {offset}".strip()
+                if _looks_like_image(data) or archive_kind(data):
+                    self._bytes(rel, where, "", data, depth + 1)
+                else:
+                    inner = _decode_text(data)
+                    if inner is not None:
+                        self._text(rel, where, inner, depth + 1)
+
+    def _bytes(self, rel: str, loc: str, name: str, data: bytes, depth: int) -> None:
+        """A file's content found inside an archive or a base64 string: scanned by what it is."""
+        lower = name.lower()
+        if archive_kind(data):
+            if depth >= MAX_DEPTH:
+                self.findings.append(LeakFinding(rel, "unreadable-archive", "archives nested too deep to check", loc))
+                return
+            try:
+                for member, inner in archive_members(name, data):
+                    self._bytes(rel, f"{loc} > {member}".strip(" >"), member, inner, depth + 1)
+            except ArchiveError as e:
+                self.findings.append(LeakFinding(rel, "unreadable-archive", f"cannot check its content ({e})", loc))
+        elif lower.endswith(IMAGE_EXTENSIONS) or _looks_like_image(data):
+            self._image_bytes(rel, loc, data)
+        elif lower.endswith((".npy", ".npz", ".parquet")):
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmpd:  # the readers take paths
+                path = Path(tmpd) / Path(lower).name
+                path.write_bytes(data)
+                if lower.endswith(".parquet"):
+                    for ploc, kind, value in _iter_parquet_values(path):
+                        (self._text if kind == "text" else self._image_bytes)(rel, f"{loc} {ploc}", value)
+                else:
+                    self._numpy(rel, path, loc)
+        else:
+            text = _decode_text(data)
+            if text is not None:
+                self._text(rel, loc, text, depth)
+            else:
+                for m in _PRINTABLE_RUN.finditer(data):
+                    self._text(rel, f"{loc} byte {m.start()}".strip(), m.group().decode("ascii", errors="ignore"))
 
     def _image(self, rel: str, loc: str, image: Any) -> None:
         if not len(self.index.images):
@@ -143,23 +175,18 @@ class _Scanner:
                 n = struct.unpack("<Q", fh.read(8))[0]
                 header = fh.read(min(n, 100 << 20)).decode("utf-8", errors="ignore")
             self._text(rel, "header", header)  # tensor data is numbers, not text or images
-        else:
-            data = path.read_bytes()
-            text = _decode_text(data)
-            if text is not None:
-                self._text(rel, "", text)
-            else:
-                for m in _PRINTABLE_RUN.finditer(data):
-                    self._text(rel, f"byte {m.start()}", m.group().decode("ascii", errors="ignore"))
+        else:  # text, compressed files and archives (by content), other binaries
+            self._bytes(rel, "", path.name, path.read_bytes(), 0)
 
-    def _numpy(self, rel: str, path: Path) -> None:
+    def _numpy(self, rel: str, path: Path, where: str = "") -> None:
         try:
             loaded = np.load(path, allow_pickle=False)
         except ValueError as e:
             self.findings.append(LeakFinding(rel, "unreadable-array", f"cannot check a pickled array ({e})"))
             return
         arrays = dict(loaded.items()) if hasattr(loaded, "files") else {"": loaded}
-        for key, a in arrays.items():
+        for name, a in arrays.items():
+            key = f"{where} {name}".strip()
             if a.dtype.kind in "US":
                 for i, s in enumerate(a.ravel().tolist()):
                     self._text(rel, f"{key} item {i}".strip(), str(s))
