@@ -196,3 +196,27 @@ def test_model_safetensors_is_0644(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in Path(tmp_path / "m").iterdir()}
     assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
+
+
+def test_csv_image_paths_stay_inside_their_root(tmp_path):
+    from PIL import Image
+
+    from genssl_hf.data.adapters import load_image_csv
+    from genssl_hf.data.adapters._common import CXRDataError
+
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    (root / "imgs").mkdir(parents=True)
+    outside.mkdir()
+    for folder in (root / "imgs", outside):
+        Image.fromarray(np.full((16, 16), 100, np.uint8)).save(folder / "x.png")
+    csv_path = root / "labels.csv"
+    csv_path.write_text("file,y\nimgs/x.png,a\n../secret/x.png,b\n")
+    kw = dict(path_column="file", label_column="y", cache_dir=tmp_path / "cache")
+    escape = rf"labels.csv line 3: image path '../secret/x.png' resolves to {outside}/x.png, outside the image root"
+    with pytest.raises(CXRDataError, match=escape):
+        load_image_csv(csv_path, **kw)
+    (root / "abs.csv").write_text(f"file,y\n{outside / 'x.png'},a\n")
+    with pytest.raises(CXRDataError, match="outside the image root"):
+        load_image_csv(root / "abs.csv", **kw)
+    ds = load_image_csv(csv_path, allow_outside_root=True, **kw)  # the user's explicit choice
+    assert len(ds) == 2

@@ -129,6 +129,20 @@ def check_root(root: str | os.PathLike, what: str) -> Path:
     return root.resolve()
 
 
+def path_inside_root(root: str | os.PathLike, rel: str, where: str, allow_outside: bool = False) -> str:
+    """``root/rel`` normalised (``..`` resolved), refused with a :class:`CXRDataError` naming the
+    row when it lies outside ``root`` (a ``../`` or absolute path in a CSV), unless
+    ``allow_outside`` (the caller's explicit ``allow_outside_root=True``)."""
+    root_s = os.path.normpath(os.fspath(root))
+    path = os.path.normpath(os.path.join(root_s, rel))
+    if not allow_outside and path != root_s and not path.startswith(root_s.rstrip(os.sep) + os.sep):
+        raise CXRDataError(
+            f"{where}: image path {rel!r} resolves to {path}, outside the image root {root_s}; "
+            "pass allow_outside_root=True to read images outside it"
+        )
+    return path
+
+
 def unknown_value(path, line, column, value, known) -> CXRDataError:
     known = sorted(known, key=str)
     return CXRDataError(f"{path} line {line}, column {column!r}: unknown label value {value!r} (known: {known})")

@@ -11,7 +11,17 @@ from typing import Iterator, Literal
 import datasets
 
 from ..schema import CHEXPERT5, cxr_features
-from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
+from ._common import (
+    CXRDataError,
+    Row,
+    Verify,
+    build_image_dataset,
+    check_root,
+    iter_csv,
+    parse_int,
+    path_inside_root,
+    unknown_value,
+)
 
 Uncertainty = Literal["u_ones", "u_zeros", "mixed"]
 UNCERTAINTY_POLICIES = ("u_ones", "u_zeros", "mixed")
@@ -128,7 +138,7 @@ def _chexpert_rows(csv_path: Path, root_str: str, uncertainty: str, frontal_only
         age = row.get("Age")
         yield Row(
             where,
-            os.path.join(root_str, local),
+            path_inside_root(root_str, local, where),
             {
                 "labels": labels,
                 "patient_id": m.group(1) if m else "",

@@ -12,7 +12,17 @@ import datasets
 
 from ..image_files import IMAGE_EXTENSIONS
 from ..schema import cxr_features
-from ._common import CXRDataError, Row, Verify, build_image_dataset, check_root, iter_csv, parse_int, unknown_value
+from ._common import (
+    CXRDataError,
+    Row,
+    Verify,
+    build_image_dataset,
+    check_root,
+    iter_csv,
+    parse_int,
+    path_inside_root,
+    unknown_value,
+)
 
 POSITIVE_VALUES = ("1", "1.0", "true", "True", "TRUE", "yes", "Yes")
 NEGATIVE_VALUES = ("0", "0.0", "false", "False", "FALSE", "no", "No", "")
@@ -129,6 +139,7 @@ def load_image_csv(
     skipped: list | None = None,
     verify: Verify = "header",
     cache_dir: str | os.PathLike | None = None,
+    allow_outside_root: bool = False,
 ) -> datasets.Dataset:
     """Any CSV of image paths and labels -> canonical dataset.
 
@@ -143,7 +154,8 @@ def load_image_csv(
 
     ``label_names`` fixes the label set and order; without it the sorted distinct values of the
     CSV are used (one extra streaming pass). Paths are relative to ``image_root`` (default: the
-    CSV's folder) unless absolute. ``split_column`` + ``split`` keep only one split.
+    CSV's folder) and must stay inside it (``../`` and absolute paths leading out are refused
+    naming the row) unless ``allow_outside_root=True``. ``split_column`` + ``split`` keep only one split.
     ``extra_columns`` are carried along as strings, or typed when given as a mapping to
     ``datasets.Value`` (``int*`` / ``float*`` parse, blank -> None). ``derive(row)`` may return
     metadata fields (e.g. ``{"patient_id": ...}``) computed from a row.
@@ -171,6 +183,7 @@ def load_image_csv(
         meta_columns=(patient_id_column, study_id_column, view_column),
         source_name=source or csv_path.stem,
         derive=derive,
+        allow_outside_root=allow_outside_root,
     )
     names = src.label_names(label_names)
     features = cxr_features(names, multi_label=src.multi_label, extra={"path": datasets.Value("string"), **src.extras})
@@ -205,6 +218,7 @@ class _CsvSource:
     meta_columns: tuple[str | None, str | None, str | None]  # patient_id, study_id, view
     source_name: str
     derive: Callable[[dict[str, str]], dict[str, str]] | None
+    allow_outside_root: bool = False
 
     @property
     def multi_label(self) -> bool:
@@ -307,7 +321,8 @@ class _CsvSource:
             fields["path"] = rel
             for col, feat in self.extras.items():
                 fields[col] = self.typed(row[col], feat, line, col)
-            yield Row(f"{self.csv_path} line {line}", str(self.image_root / rel), fields)
+            where = f"{self.csv_path} line {line}"
+            yield Row(where, path_inside_root(self.image_root, rel, where, self.allow_outside_root), fields)
 
     def options(self, names: list[str]) -> dict[str, Any]:
         """What the cache fingerprint covers besides the CSV file itself."""
@@ -324,6 +339,8 @@ class _CsvSource:
             "extras": {k: v.dtype for k, v in self.extras.items()},
             "source": self.source_name,
             "derive": _hash_callable(self.derive) if self.derive else None,
+            # (only when set: existing caches keep their key; a cache made with it is never reused without it)
+            **({"allow_outside_root": True} if self.allow_outside_root else {}),
         }
 
 

@@ -19,6 +19,7 @@ from ._common import (
     iter_csv,
     iter_text_lines,
     parse_int,
+    path_inside_root,
     unknown_value,
 )
 
@@ -149,7 +150,7 @@ def _nih_rows(csv_path: Path, root: Path, images: dict[str, str], wanted: set[st
         labels = nih_labels(row["Finding Labels"], csv_path, line)
         yield Row(
             f"{csv_path} line {line}",
-            images.get(name, str(root / "images" / name)),
+            images.get(name) or path_inside_root(root / "images", name, f"{csv_path} line {line}"),
             {
                 "labels": labels,
                 "patient_id": row["Patient ID"].strip(),
