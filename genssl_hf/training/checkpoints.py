@@ -24,6 +24,7 @@ __all__ = [
     "find_last_checkpoint",
     "save_checkpoint",
     "maybe_resume",
+    "checkpoint_problem",
     "resumable_batches",
 ]
 
@@ -95,10 +96,21 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / TRAIN_STATE_FILE, state.to_dict())
+    except OSError as e:  # disk full, quota...: no half checkpoint stays, the earlier ones are intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = [p.name for p in list_checkpoints(out)]
+        raise OSError(
+            e.errno,
+            f"writing checkpoint {final} failed ({e.strerror or e}); nothing of it was kept, the earlier "
+            f"checkpoints are intact ({', '.join(kept) or 'none'}): free space and rerun with "
+            "--resume_from_checkpoint latest",
+        ) from e
     if accelerator.is_main_process:
-        write_json(tmp / TRAIN_STATE_FILE, state.to_dict())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -109,22 +121,72 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from (a truncated or corrupted file,
+    e.g. after a crash or a full disk), or None: ``train_state.json`` parses, every safetensors
+    header fits its file, every torch zip archive passes its CRC check."""
+    import zipfile
+
+    try:
+        read_json(path / TRAIN_STATE_FILE)
+    except (OSError, ValueError) as e:
+        return f"{TRAIN_STATE_FILE}: {e}"
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        if f.suffix == ".safetensors":
+            try:
+                from safetensors import safe_open
+
+                with safe_open(str(f), framework="pt") as st:
+                    st.keys()
+            except Exception as e:  # safetensors raises its own error types
+                return f"{f.name}: {type(e).__name__}: {e}"
+        elif f.suffix in (".bin", ".pt", ".pth") and zipfile.is_zipfile(f):
+            try:
+                with zipfile.ZipFile(f) as zf:
+                    broken = zf.testzip()
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                return f"{f.name}: {e}"
+            if broken is not None:
+                return f"{f.name}: corrupted member {broken}"
+        elif f.suffix in (".bin", ".pt", ".pth", ".pkl") and f.stat().st_size == 0:
+            return f"{f.name}: empty file"
+    return None
+
+
 def maybe_resume(accelerator, resume_from: str | None, output_dir: str | os.PathLike) -> TrainState:
     """Load a checkpoint (``'latest'`` or a folder) into the prepared objects and return its state;
     a fresh :class:`TrainState` when ``resume_from`` is None (or 'latest' finds none)."""
     if not resume_from:
         return TrainState()
     if resume_from == "latest":
-        path = find_last_checkpoint(output_dir)
-        if path is None:
+        ckpts = list_checkpoints(output_dir)
+        if not ckpts:
             accelerator.print(f"no checkpoint in {output_dir}; starting from scratch")
             return TrainState()
+        path, bad = None, []
+        for cand in reversed(ckpts):  # newest readable one: a truncated latest one falls back, named
+            problem = checkpoint_problem(cand)
+            if problem is None:
+                path = cand
+                break
+            bad.append(f"{cand.name} ({problem})")
+        if path is None:
+            raise ValueError(
+                f"--resume_from_checkpoint latest: no readable checkpoint in {output_dir}: {'; '.join(bad)}"
+            )
+        if bad:
+            accelerator.print(f"skipping unreadable checkpoint(s) {'; '.join(bad)}; resuming from {path.name} instead")
     else:
         path = Path(resume_from)
         if not (path / TRAIN_STATE_FILE).is_file():
             raise FileNotFoundError(
                 f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no {TRAIN_STATE_FILE})"
             )
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ValueError(f"--resume_from_checkpoint {resume_from}: unreadable checkpoint ({problem})")
     accelerator.load_state(str(path))
     state = TrainState.from_dict(read_json(path / TRAIN_STATE_FILE))
     accelerator.print(
