@@ -184,3 +184,20 @@ def test_progress_echo_shows_lines_and_throttled_bars():
         "[mae] MAE:  10%| 1/10 [loss=0.9, img/s=5]",
         "[mae] MAE: 100%| 10/10 [loss=0.5, img/s=7]",
     ]
+
+
+@pytest.mark.slow  # loading the shipped generator dominates (~50 s on the loaded 2-core machine)
+def test_generator_progress_bar_counts_whole_images():
+    """The sampling bar advances in whole images spread over the steps and ends at exactly its
+    total (it read ``4.000000000000002/4 [..<-00:00]`` with fractional updates)."""
+    import io
+
+    from genssl_hf.generation.pretrained import load_phantom_generator
+
+    pipe = load_phantom_generator()
+    buf = io.StringIO()
+    pipe.set_progress_bar_config(file=buf, mininterval=0, ascii=True)
+    # 2 images over 3 steps: fractional updates of 2/3 summed to 1.9999999999999998, not 2
+    pipe(["left pleural effusion"] * 2, num_inference_steps=3, height=64, width=64, output_type="np")
+    last = buf.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert " 2/2 [" in last and "<-" not in last, last

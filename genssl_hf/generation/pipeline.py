@@ -473,7 +473,8 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
                     out_u, out_c = out.chunk(2)
                     out = out_u + run.guidance_scale * (out_c - out_u)
                 latents = self.scheduler.step(out, t, latents, **run.step_kwargs).prev_sample
-                bar.update(b / len(timesteps))
+                # whole images, spread over the steps: the bar ends at exactly n (no 4.000000000000002/4)
+                bar.update(b * (i + 1) // len(timesteps) - b * i // len(timesteps))
         return latents
 
     def decode_latents(self, latents: torch.Tensor, run: _SamplingRun) -> torch.Tensor:
