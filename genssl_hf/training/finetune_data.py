@@ -69,9 +69,10 @@ def check_training_subset(targets: np.ndarray, idx: np.ndarray, label_names: lis
         ]
         if short:
             raise ValueError(
-                f"{what} keeps {len(idx)} of {n} training images, with fewer than {MIN_IMAGES_PER_CLASS} image(s) "
-                f"of the classes {short}; fine-tuning needs at least {MIN_IMAGES_PER_CLASS} of every class: raise it "
-                f"(to about {len(present) * MIN_IMAGES_PER_CLASS / n:.2g} or more) or use more training data"
+                f"{what} keeps {len(idx)} of {n} training images, leaving the classes {short} with fewer than "
+                f"{MIN_IMAGES_PER_CLASS} image(s) each; fine-tuning needs at least {MIN_IMAGES_PER_CLASS} image(s) of "
+                f"every class: raise it (to about {len(present) * MIN_IMAGES_PER_CLASS / n:.2g} or more) or use more "
+                "training data"
             )
     elif len(idx) < 2 or not kept.any():
         raise ValueError(
