@@ -48,6 +48,14 @@ COMMANDS: dict[str, Command] = {
         "score a classifier on a test set (AUC, operating points, robustness, attention)",
     ),
     "probe": Command("genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables"),
+    "segment": Command(
+        "genssl_hf.evaluation.dense_cli:segment_main",
+        "segmentation on a frozen encoder: trainable decoder, Dice / IoU per finding at label fractions",
+    ),
+    "detect": Command(
+        "genssl_hf.evaluation.dense_cli:detect_main",
+        "detection on a frozen encoder: CenterNet head, mAP over IoU 0.40-0.75 at label fractions",
+    ),
     "evaluate-vlp": Command(
         "genssl_hf.evaluation.vlp:main", "zero-shot classification and retrieval of a dual encoder"
     ),

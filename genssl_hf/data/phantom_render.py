@@ -110,8 +110,15 @@ def render_phantom(
     findings: Mapping[str, Mapping[str, Any]],
     rng: np.random.Generator,
     config: PhantomConfig = PhantomConfig(),
+    finding_maps: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, dict[str, Any]], dict[str, float]]:
-    """Render one phantom; returns (uint8 image, findings with rendering params, acquisition)."""
+    """Render one phantom; returns (uint8 image, findings with rendering params, acquisition).
+
+    ``finding_maps``, when given, receives where each present finding was drawn (read-only side
+    records; the pixels and random draws are the same with or without it): ``finding_maps[name]`` is
+    the finding's visible share of its peak opacity in [0, 1] (the heart's soft mask for
+    Cardiomegaly) and ``finding_maps["lung_sides"]`` the two lungs' soft masks ``{-1: image left, 1:
+    image right}``, from which :mod:`genssl_hf.data.phantom_dense` derives exact masks and boxes."""
     size = _check_size(size)
     findings = {k: dict(v) for k, v in normalise_findings(findings).items()}
     # Independent streams: the same seed gives the same patient and acquisition whatever the
@@ -124,7 +131,8 @@ def render_phantom(
     _volume_loss(findings, find, thorax)
     density, body = _soft_tissue(grid)
     lungs, lung_masks = _lung_fields(grid, thorax)
-    air = lungs * (1.0 - _heart_shadow(grid, thorax, findings, anat, find))
+    parts: dict[str, np.ndarray] | None = {} if finding_maps is not None else None
+    air = lungs * (1.0 - _heart_shadow(grid, thorax, findings, anat, find, parts))
 
     # Lung air lowers the density; vascular markings fan out from the hila.
     density -= AIR_DEFICIT * air
@@ -134,10 +142,33 @@ def render_phantom(
     bubble = _soft(1.0 - ((grid.x - 0.42) / 0.1) ** 2 - ((grid.y - thorax.base[1] - 0.09) / 0.05) ** 2, grid.px)
     density -= 0.3 * bubble * body
     # Findings. Each replaces lung air (density toward soft tissue) inside its region.
-    density += AIR_DEFICIT * _finding_opacity(findings, find, grid, thorax, lungs, lung_masks, body) * air
+    density += AIR_DEFICIT * _finding_opacity(findings, find, grid, thorax, lungs, lung_masks, body, parts) * air
+    if finding_maps is not None:
+        _record_finding_maps(finding_maps, findings, parts, air, lung_masks)
 
     image_u8, exposure = _expose(density, size, acq, config)
     return image_u8, findings, {**geometry, **exposure}
+
+
+# The peak opacity each finding's renderer gives (Edema's is its spec's strength).
+_PEAK_OPACITY = {"Pleural Effusion": 0.95, "Atelectasis": 0.7, "Consolidation": 0.85}
+
+
+def _record_finding_maps(
+    out: dict[str, Any],
+    findings: dict[str, dict[str, Any]],
+    parts: dict[str, np.ndarray],
+    air: np.ndarray,
+    lung_masks: dict[int, np.ndarray],
+) -> None:
+    """Each finding's visible share of its peak opacity: it replaces lung air, so only ``air`` shows it."""
+    for name in findings:
+        if name == "Cardiomegaly":
+            out[name] = parts["heart"]
+        else:
+            peak = findings[name]["strength"] if name == "Edema" else _PEAK_OPACITY[name]
+            out[name] = np.clip(parts[name] * air / peak, 0.0, 1.0)
+    out["lung_sides"] = dict(lung_masks)
 
 
 def _sampling_grid(size: int, acq: np.random.Generator, config: PhantomConfig) -> tuple[_Grid, dict[str, float]]:
@@ -220,7 +251,12 @@ def _lung_fields(g: _Grid, t: _Thorax) -> tuple[np.ndarray, dict[int, np.ndarray
 
 
 def _heart_shadow(
-    g: _Grid, t: _Thorax, findings: dict[str, dict[str, Any]], anat: np.random.Generator, find: np.random.Generator
+    g: _Grid,
+    t: _Thorax,
+    findings: dict[str, dict[str, Any]],
+    anat: np.random.Generator,
+    find: np.random.Generator,
+    parts: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Heart and mediastinum (their union), which hide the lung air behind them. The
     cardiothoracic ratio comes from the findings stream under Cardiomegaly, else from anatomy."""
@@ -240,6 +276,8 @@ def _heart_shadow(
     heart = _soft(1.0 - ((x - heart_cx) / heart_hw) ** 2 - ((y - heart_cy) / heart_hh) ** 2, px * 2)
     heart *= _soft(max(t.base[-1], t.base[1]) + 0.02 - y, px)
     mediastinum = _soft(0.11 - np.abs(x - t.shift_med), px) * _soft(heart_cy - y, px)
+    if parts is not None:
+        parts["heart"] = heart
     return np.maximum(heart, mediastinum)
 
 
@@ -281,18 +319,24 @@ def _finding_opacity(
     lungs: np.ndarray,
     lung_masks: dict[int, np.ndarray],
     body: np.ndarray,
+    parts: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """How much of the lung air each pixel loses to the findings (the maximum over findings). The
-    findings stream is drawn in this order: effusion, consolidation, edema."""
+    """How much of the lung air each pixel loses to the findings (the maximum over findings; each
+    finding's own map goes to ``parts`` when given). The findings stream is drawn in this order:
+    effusion, consolidation, edema."""
+    draw = {
+        "Pleural Effusion": lambda spec: _effusion(spec, find, g, t, lung_masks, body),
+        "Atelectasis": lambda spec: _atelectasis(spec, g, t, lung_masks),
+        "Consolidation": lambda spec: _consolidation(spec, find, g, t, lung_masks),
+        "Edema": lambda spec: _edema(spec, find, g, t, lungs, lung_masks),
+    }
     opacity = g.zeros()
-    if "Pleural Effusion" in findings:
-        opacity = np.maximum(opacity, _effusion(findings["Pleural Effusion"], find, g, t, lung_masks, body))
-    if "Atelectasis" in findings:
-        opacity = np.maximum(opacity, _atelectasis(findings["Atelectasis"], g, t, lung_masks))
-    if "Consolidation" in findings:
-        opacity = np.maximum(opacity, _consolidation(findings["Consolidation"], find, g, t, lung_masks))
-    if "Edema" in findings:
-        opacity = np.maximum(opacity, _edema(findings["Edema"], find, g, t, lungs, lung_masks))
+    for name, render in draw.items():  # dicts keep insertion order: the stream order above
+        if name in findings:
+            own = render(findings[name])
+            if parts is not None:
+                parts[name] = own
+            opacity = np.maximum(opacity, own)
     return opacity
 
 
