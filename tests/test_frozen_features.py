@@ -310,7 +310,13 @@ def test_command_line_writes_json_and_markdown(tmp_path, phantom_folder):
     assert len(saved["rows"]) == 2 and saved["rows"][0]["encoder"] == "random"
     assert saved["summary"][0]["probe_auc_mean"] == pytest.approx(table["summary"][0]["probe_auc_mean"])
     assert "| random |" in (out / "frozen_features.md").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["frozen_features.json", "frozen_features.md"]  # no temp files
+    # the t-SNE map of the test features is written beside the tables (no temp files)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "frozen_features.json",
+        "frozen_features.md",
+        "tsne_random_seed0.png",
+    ]
+    assert saved["feature_maps"] == [str(out / "tsne_random_seed0.png")]
     with pytest.raises(FileExistsError, match="--overwrite"):
         ffc.main(["--model", "random=tiny", "--dataset", str(phantom_folder), "--output_dir", str(out)])
 
@@ -345,3 +351,23 @@ def test_bad_inputs_fail_before_compute(tmp_path, phantom_folder, monkeypatch):
     with pytest.raises(ValueError, match=r"label fraction 2"):
         ff.frozen_feature_table({"a": "tiny"}, None, fractions=(2,))
     assert not (tmp_path / "o").exists()
+
+
+def test_tsne_map_keeps_separated_classes_apart(tmp_path):
+    """Three well-separated Gaussian classes in 20-d stay separated on the 2-d map (the 5 nearest map
+    neighbours of almost every point share its class; chance is 1/3), and the categories of
+    multi-label targets are no finding / the single finding / 2+ findings."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from genssl_hf.evaluation.feature_map import label_categories, tsne_embedding, tsne_figure
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.normal(size=(120, 20)) + 8.0 * np.eye(3, 20)[y]
+    xy = tsne_embedding(x, seed=0)
+    purity = KNeighborsClassifier(5).fit(xy, y).score(xy, y)
+    assert purity > 0.9, purity
+    codes, names = label_categories(np.array([[0, 0], [1, 0], [0, 1], [1, 1]]), ["A", "B"], True)
+    assert codes.tolist() == [0, 1, 2, 3] and names == ["no finding", "A", "B", "2+ findings"]
+    png = tsne_figure(x, y, ["a", "b", "c"], False, tmp_path / "m.png", title="three blobs")
+    assert png.stat().st_size > 1000 and [p.name for p in tmp_path.iterdir()] == ["m.png"]

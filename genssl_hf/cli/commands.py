@@ -85,4 +85,4 @@ COMMANDS: dict[str, Command] = {
 }
 
 # Vision-language pre-training runs through ``genssl pretrain --method convirt|clip`` (its --loss).
-VLP_METHODS = ("convirt", "clip")
+VLP_METHODS = ("convirt", "clip", "gloria")

@@ -317,6 +317,19 @@ def _score_encoder(
                 n: extract_features(enc, ds, image_column=opts["image_column"], batch_size=opts["batch_size"])
                 for n, ds in data["splits"].items()
             }
+            if opts.get("feature_maps_dir") is not None:  # t-SNE of the test features (first seed)
+                from genssl_hf.evaluation.feature_map import tsne_figure
+
+                png = tsne_figure(
+                    cache[key]["test"],
+                    data["test_y"],
+                    data["label_names"],
+                    data["multi_label"],
+                    Path(opts["feature_maps_dir"]) / f"tsne_{_file_safe(title)}_seed{seed}.png",
+                    title=f"t-SNE of {title} test features (seed {seed})",
+                    seed=seed,
+                )
+                opts["feature_maps"].append(str(png))
             encoder_info[title] = {
                 **spec,
                 "random_init": random_init,
@@ -357,6 +370,12 @@ def _score_encoder(
             logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe, best_c)
 
 
+def _file_safe(title: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", title).strip("_") or "encoder"
+
+
 def frozen_feature_table(
     encoders: Mapping[str, Any],
     dataset_dict,
@@ -373,6 +392,7 @@ def frozen_feature_table(
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     batch_size: int = 256,
     layer: int = -1,
+    feature_maps_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """kNN and linear-probe test AUC of every encoder x label fraction x seed.
 
@@ -381,6 +401,8 @@ def frozen_feature_table(
     A folder's features are extracted once per split; a preset's random weights are drawn per seed
     (``torch.manual_seed(seed)``, as fine-tuning's random-init control). The training rows of a
     (fraction, seed) are fine-tuning's (:func:`stratified_subset` of the train split's targets).
+    With ``feature_maps_dir`` a t-SNE map of each encoder's test features per feature extraction is
+    written there (:mod:`genssl_hf.evaluation.feature_map`), listed under ``"feature_maps"``.
     Returns ``{"rows": [{encoder, fraction, seed, num_train, knn_auc, probe_auc, probe_C}], ...}``.
     """
     split_names = {"train": train_split, "validation": validation_split, "test": test_split}
@@ -396,6 +418,8 @@ def frozen_feature_table(
         "k": k,
         "temperature": temperature,
         "c_grid": c_grid,
+        "feature_maps_dir": feature_maps_dir,
+        "feature_maps": [],
     }
     rows, encoder_info = [], {}
     cache: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
@@ -407,6 +431,7 @@ def frozen_feature_table(
     return {
         "rows": rows,
         "encoders": encoder_info,
+        "feature_maps": opts["feature_maps"],
         "label_names": data["label_names"],
         "task": "multi_label" if data["multi_label"] else "multi_class",
         "splits": {n: int(len(ds)) for n, ds in data["splits"].items()},

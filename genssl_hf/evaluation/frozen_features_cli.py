@@ -128,6 +128,9 @@ def build_parser():
     p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--phantom_resolution", type=int, default=64)
+    p.add_argument(
+        "--tsne", choices=["on", "off"], default="on", help="write a t-SNE map of each encoder's test features"
+    )
     p.add_argument("--output_dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
     renamed_options(p, {"--encoder": "--model", "--batch_size": "--per_device_eval_batch_size"})
@@ -190,6 +193,7 @@ def _run(args: argparse.Namespace, encoders: dict[str, dict[str, str]], out: Pat
         c_grid=args.c_grid,
         batch_size=args.per_device_eval_batch_size,
         layer=args.layer,
+        feature_maps_dir=out if args.tsne == "on" else None,
     )
     table["summary"] = summarise_table(table)
     table["dataset"] = str(args.dataset)

@@ -1,5 +1,5 @@
-"""Image-report contrastive pre-training (ConVIRT / CLIP) as a transformers ``VisionTextDualEncoderModel``: the trainer
-and its command line.
+"""Image-report contrastive pre-training (ConVIRT / CLIP / GLoRIA) as a transformers
+``VisionTextDualEncoderModel``: the trainer and its command line.
 
 The model is the stock ``VisionTextDualEncoderModel`` (so the output folder loads with
 ``VisionTextDualEncoderModel.from_pretrained`` and works in the ``zero-shot-image-classification``
@@ -20,7 +20,8 @@ each other: with ``dedupe_targets`` the target spreads uniformly over every colu
 text (by a hash, so it works across processes); without duplicates this is the plain InfoNCE.
 
 Reports longer than the text tower's limit are truncated when tokenised; the run config and the card
-record how many were. The engine task is :class:`genssl_hf.training.vlp_task.VLPTask`.
+record how many were. The engine task is :class:`genssl_hf.training.vlp_task.VLPTask`; ``gloria`` adds
+word-to-region attention and a local loss (:mod:`genssl_hf.training.gloria`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from genssl_hf.training.dual_encoder import (
     truncation_stats,
 )
 from genssl_hf.training.engine import Engine, EngineConfig
+from genssl_hf.training.gloria import attach_local_heads, gloria_task, save_local_heads
 from genssl_hf.training.pretraining_data import resolve_reference
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
 from genssl_hf.training.vlp_args import build_parser
@@ -134,6 +136,8 @@ def _build_model_and_data(args: argparse.Namespace, run: dict[str, Any], acceler
         learnable_temperature=loss_cfg["learnable_temperature"],
         freeze_text_layers=args.freeze_text_layers,
     )
+    if loss_cfg["name"] == "gloria":
+        attach_local_heads(model, accelerator.num_processes)
     image_size = int(model.config.vision_config.image_size)
     max_length = text_max_length(tokenizer, model, args.max_text_length)
     truncation = truncation_stats(tokenizer, pairs.texts, max_length)
@@ -263,6 +267,7 @@ def _export(
         num_channels=3,
     )
     if accelerator.is_main_process:
+        save_local_heads(unwrapped, out)  # GLoRIA's, beside the stock dual encoder
         save_dual_encoder(
             unwrapped,
             processor,
@@ -318,7 +323,12 @@ def pretrain_vlp(args: argparse.Namespace, pairs: Any = None, accelerator=None) 
     write_run_config(accelerator, out, run_config)
     init_trackers(accelerator, "genssl_vlp", {**args_to_dict(args), "total_steps": run["total_steps"]})
 
-    task = VLPTask(augment, accelerator.device, run["loss_cfg"], run["text_features"], run["fully_frozen"], unwrapped)
+    if run["loss_cfg"]["name"] == "gloria":
+        task = gloria_task(augment, accelerator.device, run, unwrapped)
+    else:
+        task = VLPTask(
+            augment, accelerator.device, run["loss_cfg"], run["text_features"], run["fully_frozen"], unwrapped
+        )
     result = engine.run(task, run["model"], run["optimizer"], run["scheduler"], run["loader"], state)
     summary: dict[str, Any] = {
         "global_step": state.global_step,
@@ -381,7 +391,7 @@ def write_dual_encoder_card(out: Path, run_config: dict[str, Any], summary: dict
         "tags": [
             "genssl",
             "vision-text-dual-encoder",
-            "convirt" if run_config["loss"]["name"] == "convirt" else "clip",
+            run_config["loss"]["name"],
             "contrastive",
             "chest-x-ray",
             "medical-imaging",

@@ -87,7 +87,8 @@ def _add_loss_args(p: argparse.ArgumentParser) -> None:
         "--loss",
         choices=sorted(LOSS_PRESETS),
         default="convirt",
-        help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5",
+        help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5; "
+        "gloria: global + local (word-region) losses",
     )
     lo.add_argument("--temperature", type=float, default=None, help="override the preset's (initial) temperature")
     lo.add_argument("--image_to_text_weight", type=float, default=None, help="override lambda")

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from genssl_hf.training.gloria_loss import GLORIA_LOSS
 from genssl_hf.training.gather import all_gather_no_grad, all_gather_with_grad, rank
 
 __all__ = ["LOSS_PRESETS", "MAX_LOGIT_SCALE", "text_group_ids", "image_text_infonce"]
@@ -26,6 +27,9 @@ __all__ = ["LOSS_PRESETS", "MAX_LOGIT_SCALE", "text_group_ids", "image_text_info
 LOSS_PRESETS: dict[str, dict[str, Any]] = {
     "convirt": {"temperature": 0.1, "learnable_temperature": False, "image_to_text_weight": 0.75},
     "clip": {"temperature": 0.07, "learnable_temperature": True, "image_to_text_weight": 0.5},
+    # GLoRIA (Huang et al. 2021): the global part, tau3 = 10 fixed, both directions; its local loss and
+    # the other temperatures in :mod:`genssl_hf.training.gloria_loss`
+    "gloria": {"temperature": 0.1, "learnable_temperature": False, "image_to_text_weight": 0.5, **GLORIA_LOSS},
 }
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp on the learnable logit scale
 

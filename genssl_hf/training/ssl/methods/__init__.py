@@ -5,13 +5,16 @@ Each entry names the module and class of an :class:`~.base.SSLMethod`; modules l
 so listing the methods costs nothing. ``--method`` choices, the command-line options of each
 method's hyper-parameters, its recipes and the pipeline's SSL variants all come from here.
 
-=============  ==============================================================================
-``simclr``     SimCLR (Chen et al. 2020), :mod:`.simclr`
-``moco_v2``    MoCo v2 (Chen et al. 2020b), MoCo v3's BN head on ViTs, :mod:`.moco`
-``simsiam``    SimSiam (Chen & He 2021), :mod:`.simsiam`
-``rotation``   rotation prediction (Gidaris et al. 2018), :mod:`.rotation`
-``byol``       BYOL (Grill et al. 2020), :mod:`.byol`
-=============  ==============================================================================
+=======================  ==================================================================
+``simclr``               SimCLR (Chen et al. 2020), :mod:`.simclr`
+``moco_v2``              MoCo v2 (Chen et al. 2020b), MoCo v3's BN head on ViTs, :mod:`.moco`
+``simsiam``              SimSiam (Chen & He 2021), :mod:`.simsiam`
+``rotation``             rotation prediction (Gidaris et al. 2018), :mod:`.rotation`
+``byol``                 BYOL (Grill et al. 2020), :mod:`.byol`
+``jigsaw``               jigsaw, permutation classification (Noroozi & Favaro 2016), :mod:`.jigsaw`
+``context_restoration``  patch-swap restoration (Chen et al. 2019), :mod:`.context_restoration`
+``multitask``            rotation + jigsaw + context restoration, weighted joint heads, :mod:`.multitask`
+=======================  ==================================================================
 
 Every method logs ``embedding_std`` (the SimSiam collapse monitor on the normalised projector
 output; ~1/sqrt(D) when healthy, 0 when collapsed) and ``feature_std`` (the same on the backbone's
@@ -37,6 +40,9 @@ _REGISTRY: dict[str, str] = {
     "simsiam": "simsiam:SimSiam",
     "rotation": "rotation:RotationPrediction",
     "byol": "byol:BYOL",
+    "jigsaw": "jigsaw:Jigsaw",
+    "context_restoration": "context_restoration:ContextRestoration",
+    "multitask": "multitask:MultiTaskPretext",
 }
 
 
