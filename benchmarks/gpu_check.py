@@ -19,6 +19,13 @@ each section checks the clock first and is recorded as skipped when the budget i
    (bf16) against the transformers ``Trainer`` recipe of ``run_mae.py`` (fp32, per-sample
    transforms), both from ``benchmarks/bench_mae_pretraining.py``; images/s, ratio, peak memory.
 
+3. **The paper preset's full-size dry run** (``benchmarks/paper_dry_run.py``, issue 33): the
+   ``paper`` pipeline end to end at full model sizes with tiny counts (bf16 as the preset says,
+   SDPA attention), each stage's seconds, peak memory (device memory in use) and reload check, and
+   generation images/s beside the cost model's prediction. Needs ~3 min of the budget: run it alone
+   with ``--skip-generation --skip-mae``; ``--skip-paper-dry-run`` leaves it out. Never run yet: no
+   GPU has been lent to this project.
+
 Every measurement is appended as one JSON line to ``--out`` (default ``benchmarks/results-gpu.json``,
 each line carrying the machine block of ``benchmarks/machine.py``: GPU, matmul peaks measured in the
 run), and a markdown table is written to ``--table`` and printed.
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--skip-mae", action="store_true")
+    ap.add_argument("--skip-paper-dry-run", action="store_true", help="skip the full-size dry run of the paper preset")
     ap.add_argument("--mae-preset", default="vit-b16")
     ap.add_argument("--mae-batch", type=int, default=128)
     ap.add_argument("--mae-steps", type=int, default=20, help="measured optimiser steps per side (after --mae-warmup)")
@@ -476,7 +484,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # rough cost of each section (s) on an H100-class GPU, so that none starts that cannot finish
-    cost = {"reference": 25, "sweep": 15, "dtype": 15, "bundle": 30, "compile": 120, "mae": 120}
+    cost = {"reference": 25, "sweep": 15, "dtype": 15, "bundle": 30, "compile": 120, "mae": 120, "paper": 180}
 
     def budget(section: str, size: int) -> bool:
         if args.dry_run:
@@ -501,6 +509,10 @@ def main(argv=None) -> int:
         generation_checks(plan, emit, budget)
     if not args.skip_mae:
         mae_checks(plan, emit, budget)
+    if not args.skip_paper_dry_run and not args.dry_run:  # on the CPU it is tests/test_paper_dry_run.py
+        from benchmarks.paper_dry_run import gpu_section
+
+        gpu_section(emit, lambda: budget("paper", 0))
     emit({"check": "done", "wall_s": round(time.perf_counter() - start, 1), "machine": finish(info)})
     md = table(records)
     from genssl_hf.utils import atomic_write_text

@@ -183,6 +183,8 @@ def _plot(rows: list[dict], path: Path) -> None:
     vals = [100 * (r["mean_auc"] or 0) for r in rows]
     lo = [100 * ((r["mean_auc"] or 0) - (r["low"] if r["low"] is not None else r["mean_auc"] or 0)) for r in rows]
     hi = [100 * ((r["high"] if r["high"] is not None else r["mean_auc"] or 0) - (r["mean_auc"] or 0)) for r in rows]
+    # a percentile bootstrap CI need not contain the point estimate (tiny test splits): no negative bars
+    lo, hi = [max(0.0, v) for v in lo], [max(0.0, v) for v in hi]
     ax.bar(xs, vals, yerr=[lo, hi], capsize=4, color=["#999999"] + ["#3b7dd8"] * (len(rows) - 1))
     ax.set_xticks(xs, [r["title"] for r in rows], rotation=15, fontsize=8)
     ax.set_ylabel("test mAUC (%)")

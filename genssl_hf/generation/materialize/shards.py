@@ -37,8 +37,10 @@ class _Dist:
 
 
 def _dist_from(state: Any) -> _Dist:
-    if state is None:
-        return _Dist()
+    if state is None:  # one process: a diffusers generator goes to the GPU when there is one
+        import torch
+
+        return _Dist(device="cuda" if torch.cuda.is_available() else None)
     if isinstance(state, _Dist):
         return state
     return _Dist(
