@@ -5,6 +5,7 @@ metadata, ``model-index`` results from a metrics JSON, and a regenerated managed
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -178,8 +179,8 @@ def _default_body(kind: str, title: str) -> str:
         'classify = pipeline("image-classification", model="REPO", function_to_apply="sigmoid", top_k=None)\n```\n\n'
         "The weights load exactly with plain transformers (`AutoModelForImageClassification`); "
         "the processor (AdaIN alignment, grayscale) needs `genssl_hf`.",
-        "generator": "```python\nfrom genssl_hf.generation import CXRLatentDiffusionPipeline\n"
-        'pipe = CXRLatentDiffusionPipeline.from_pretrained("REPO")\n```',
+        "generator": "```python\nfrom diffusers import DiffusionPipeline  # needs genssl_hf installed\n"
+        'pipe = DiffusionPipeline.from_pretrained("REPO", trust_remote_code=True)\n```',
         "prompt_set": '```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained("REPO")\n```',
         "dataset": '```python\nfrom datasets import load_dataset\nds = load_dataset("REPO")\n```',
         "report_generator": "```python\nimport genssl_hf\n"
@@ -191,6 +192,21 @@ def _default_body(kind: str, title: str) -> str:
         'clf = pipeline("zero-shot-image-classification", model="REPO")\n```',
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
+
+
+# The first argument of the loads in a card's code blocks: a placeholder, or the folder the card was
+# written in (a run path), replaced by the repo the card is published with.
+_LOAD_TARGET = re.compile(r'((?:\.from_pretrained|load_dataset)\(\s*|\bmodel=)"[^"\n]*"')
+
+
+def _point_snippets(body: str, repo_id: str | None) -> str:
+    """Every load in the card's code blocks names ``repo_id`` (the folder itself, ``.``, in a dry run
+    without one), never a local path or a placeholder."""
+    target = repo_id or "."
+    parts = body.split("```")
+    for i in range(1, len(parts), 2):  # the odd parts are inside code fences
+        parts[i] = _LOAD_TARGET.sub(lambda m: f'{m.group(1)}"{target}"', parts[i])
+    return "```".join(parts)
 
 
 def _merge_list(existing: Any, extra: Iterable[str]) -> list[str]:
@@ -251,6 +267,7 @@ def build_card(
     body = _strip_managed(card.text)
     if not body.strip():
         body = _default_body(kind, title)
+    body = _point_snippets(body, repo_id)
     provenance.update({f"related {k} repo": v for k, v in (related or {}).items() if v})
     sources = card_text.data_sources_for(json.dumps(provenance, default=str) + body)
     content = (

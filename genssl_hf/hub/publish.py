@@ -63,6 +63,7 @@ from .artifacts import (
     validate_artifact,
 )
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
+from .export_generator import export_diffusers_generator, needs_diffusers_export
 from .leak import LeakError, check_text, describe_index, scan_files
 from .provenance import _report_generator_license, collect_provenance
 from .stage import REAL_DATA_ENV, _check_destination, _read_metrics, _resolve_index, _upload, _write_dry_run
@@ -171,16 +172,27 @@ def publish(
         # A ViTMAE folder gets vit/: its encoder as a plain ViTModel for AutoModelForImageClassification.
         # The method-neutral encoders of the other methods (ViTModel, ResNetModel) already load as they are.
         export = export_vit_encoder
+    elif kind == "generator" and needs_diffusers_export(source):
+        export = export_diffusers_generator  # text encoder inside + the loader module diffusers imports
     if export is None:
         return _publish_folder(kind, folder, repo_id, **kwargs)
     dry_run = kwargs.get("dry_run")
     if dry_run is not None and Path(dry_run).resolve() == source.resolve():
         raise ValueError(f"dry-run folder {dry_run} is the artifact folder itself; pick another path")
     validate_artifact(kind, source)
+    if kind == "generator":  # ids and sources as the run's datasets record them: read from the source
+        kwargs.setdefault("provenance", _exported_generator_provenance(source))
     with tempfile.TemporaryDirectory(prefix=f"genssl-export-{kind}-") as tmpd:
         result = _publish_folder(kind, export(source, Path(tmpd) / source.name), repo_id, **kwargs)
     result.source = source
     return result
+
+
+def _exported_generator_provenance(source: Path) -> dict[str, Any]:
+    out = collect_provenance("generator", source)
+    te = out.pop("text encoder source", None)
+    out["text encoder"] = "stored in text_encoder/ + tokenizer/" + (f" (a copy of the packaged {te})" if te else "")
+    return out
 
 
 def _publish_folder(
@@ -206,6 +218,7 @@ def _publish_folder(
     revision: str | None = None,
     overwrite: bool = False,
     api: HfApi | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> PublishResult:
     """Validate, card, leak-check and then upload ``folder`` as ``repo_id`` (or, with
     ``dry_run=DIR``, write exactly the folder that would be uploaded to ``DIR`` and reload it).
@@ -227,7 +240,7 @@ def _publish_folder(
     files = select_files(kind, source, ignore_patterns, include_images)
     if not files:
         raise ArtifactError(f"{kind} folder {source} has no files to publish")
-    provenance = collect_provenance(kind, source)
+    provenance = dict(provenance) if provenance is not None else collect_provenance(kind, source)
     card_args = dict(license=license, tags=tags, datasets=datasets, base_model=base_model, related=related)
     card = build_card(
         kind,
