@@ -65,6 +65,7 @@ from .artifacts import (
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
 from .export_generator import export_diffusers_generator, needs_diffusers_export
 from .leak import LeakError, check_text, describe_index, scan_files
+from .local_paths import LocalPathError, without_local_paths
 from .provenance import _report_generator_license, collect_provenance
 from .stage import REAL_DATA_ENV, _check_destination, _read_metrics, _resolve_index, _upload, _write_dry_run
 
@@ -72,6 +73,7 @@ __all__ = [
     "KINDS",
     "REPO_TYPES",
     "ArtifactError",
+    "LocalPathError",
     "PublishResult",
     "publish",
     "publish_artifact",
@@ -182,6 +184,7 @@ def publish(
     validate_artifact(kind, source)
     if kind == "generator":  # ids and sources as the run's datasets record them: read from the source
         kwargs.setdefault("provenance", _exported_generator_provenance(source))
+    kwargs.setdefault("origin", source)  # paths inside the run are written relative to it
     with tempfile.TemporaryDirectory(prefix=f"genssl-export-{kind}-") as tmpd:
         result = _publish_folder(kind, export(source, Path(tmpd) / source.name), repo_id, **kwargs)
     result.source = source
@@ -219,6 +222,7 @@ def _publish_folder(
     overwrite: bool = False,
     api: HfApi | None = None,
     provenance: Mapping[str, Any] | None = None,
+    origin: Path | None = None,
 ) -> PublishResult:
     """Validate, card, leak-check and then upload ``folder`` as ``repo_id`` (or, with
     ``dry_run=DIR``, write exactly the folder that would be uploaded to ``DIR`` and reload it).
@@ -252,9 +256,8 @@ def _publish_folder(
         leak_checked=describe_index(index) if index is not None else None,
         **card_args,
     )
-    text = str(card)
     # 2. checks over every outgoing file and the new card, before anything is written
-    _check_outgoing(source, files, text, index)
+    text, rewritten = _check_outgoing(source, files, str(card), index, origin or source)
     result = PublishResult(
         kind=kind,
         source=source,
@@ -268,11 +271,11 @@ def _publish_folder(
     )
     # 3. stage, reload, then rename into place or upload
     if dry_run is not None:
-        _write_dry_run(kind, source, files, text, Path(dry_run), overwrite)
+        _write_dry_run(kind, source, files, text, Path(dry_run), overwrite, rewritten)
         result.folder = Path(dry_run)
         logger.info("dry run: wrote %s (%d files) for %s", result.folder, len(result.files), repo_id or kind)
         return result
-    _upload(kind, source, files, text, result, api or HfApi(token=token), revision, commit_message)
+    _upload(kind, source, files, text, rewritten, result, api or HfApi(token=token), revision, commit_message)
     logger.info("uploaded %s to %s (%s, %s)", source, repo_id, REPO_TYPES[kind], "private" if private else "public")
     return result
 
@@ -287,14 +290,19 @@ def _metrics_and_license(kind: str, source: Path, metrics: Any, license: str | N
     return _read_metrics(metrics), license
 
 
-def _check_outgoing(source: Path, files: Sequence[str], card: str, index: Any) -> None:
-    """Refuse the publication before anything is written: the leak guard (report text, pixels of
-    the real data in ``index``) over every outgoing file and the new card."""
+def _check_outgoing(
+    source: Path, files: Sequence[str], card: str, index: Any, origin: Path
+) -> tuple[str, Mapping[str, str]]:
+    """Refuse the publication before anything is written: local paths, user or host names (paths
+    inside the run of ``origin`` are made relative: the card and ``{file: text}`` rewritten), then
+    the leak guard (report text, pixels of the real data in ``index``) over every file and the card."""
+    card, rewritten = without_local_paths(source, files, card, origin)
     if index is not None:
         findings = scan_files(source, [f for f in files if f != "README.md"], index)
         if findings:
             raise LeakError(findings, source)
         check_text(card, index, name="README.md")
+    return card, rewritten
 
 
 publish_artifact = publish  # the name exported by ``genssl_hf.hub``

@@ -50,13 +50,27 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
     shutil.copy2(src, dst)
 
 
-def _stage(source: Path, files: Sequence[str], card_text_: str, dest: Path, *, link: bool = False) -> None:
-    """Write the outgoing folder. ``link``: hard-link instead of copying (for the short-lived
-    upload staging only: a dry-run folder must not change when the source is rewritten in place)."""
+def _stage(
+    source: Path,
+    files: Sequence[str],
+    card_text_: str,
+    dest: Path,
+    *,
+    link: bool = False,
+    rewritten: Mapping[str, str] | None = None,
+) -> None:
+    """Write the outgoing folder; the files in ``rewritten`` (run-relative paths) get that text.
+    ``link``: hard-link instead of copying (for the short-lived upload staging only: a dry-run
+    folder must not change when the source is rewritten in place)."""
+    rewritten = rewritten or {}
     for rel in files:
         if rel == "README.md":
             continue
-        _link_or_copy(source / rel, dest / rel, link)
+        if rel in rewritten:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_text(rewritten[rel], encoding="utf-8")
+        else:
+            _link_or_copy(source / rel, dest / rel, link)
     (dest / "README.md").write_text(card_text_, encoding="utf-8")
 
 
@@ -90,10 +104,18 @@ def _check_destination(source: Path, repo_id: str | None, dry_run: str | os.Path
             raise FileExistsError(f"dry-run folder {dest} already exists (pass overwrite=True to replace it)")
 
 
-def _write_dry_run(kind: str, source: Path, files: Sequence[str], text: str, dest: Path, overwrite: bool) -> None:
+def _write_dry_run(
+    kind: str,
+    source: Path,
+    files: Sequence[str],
+    text: str,
+    dest: Path,
+    overwrite: bool,
+    rewritten: Mapping[str, str] | None = None,
+) -> None:
     """Write exactly the folder that would be uploaded to ``dest`` (atomically) and reload it."""
     with atomic_dir(dest, overwrite=overwrite) as tmp:
-        _stage(source, files, text, tmp)
+        _stage(source, files, text, tmp, rewritten=rewritten)
         validate_artifact(kind, tmp)
 
 
@@ -102,6 +124,7 @@ def _upload(
     source: Path,
     files: Sequence[str],
     text: str,
+    rewritten: Mapping[str, str] | None,
     result: Any,  # the PublishResult to fill in
     api: HfApi,
     revision: str | None,
@@ -111,7 +134,7 @@ def _upload(
     the repo URL go into ``result``."""
     with tempfile.TemporaryDirectory(prefix=f"genssl-publish-{kind}-") as tmpd:
         staged = Path(tmpd) / "upload"
-        _stage(source, files, text, staged, link=True)
+        _stage(source, files, text, staged, link=True, rewritten=rewritten)
         validate_artifact(kind, staged)
         repo = api.create_repo(result.repo_id, repo_type=REPO_TYPES[kind], private=result.private, exist_ok=True)
         result.commit = api.upload_folder(
