@@ -14,6 +14,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 
 from . import card_text
 from .artifacts import REPO_TYPES, _check_kind
+from .card_metadata import tidy_metadata
 from .provenance import _fmt, collect_provenance
 
 MANAGED_BEGIN = "<!-- genssl_hf:publish:begin -->"
@@ -135,12 +136,19 @@ def _strip_managed(body: str) -> str:
 
 
 def _managed_section(
-    kind: str, provenance: Mapping[str, Any], body: str, sources: Sequence[str], leak_checked: Mapping[str, Any] | None
+    kind: str,
+    provenance: Mapping[str, Any],
+    body: str,
+    sources: Sequence[str],
+    leak_checked: Mapping[str, Any] | None,
+    notes: Sequence[str] = (),
 ) -> str:
     lines = [MANAGED_BEGIN, "", "## Publication provenance", "", "| item | value |", "| --- | --- |"]
     lines.append(f"| artifact kind | {kind} |")
     for k, v in provenance.items():
         lines.append(f"| {k} | {_fmt(v).replace('|', '/')} |")
+    if notes:  # what the YAML header must not say (descriptions, differences)
+        lines += ["", *[f"- {n}" for n in notes]]
     # Templates of other stages may already say this; do not repeat their sections.
     headings = [ln.lower() for ln in body.splitlines() if ln.lstrip().startswith("#")]
     if not any("intended use" in h for h in headings):
@@ -268,10 +276,11 @@ def build_card(
     if not body.strip():
         body = _default_body(kind, title)
     body = _point_snippets(body, repo_id)
+    notes = tidy_metadata(d, is_dataset=is_dataset)
     provenance.update({f"related {k} repo": v for k, v in (related or {}).items() if v})
     sources = card_text.data_sources_for(json.dumps(provenance, default=str) + body)
     content = (
         f"---\n{d.to_yaml()}\n---\n\n{body.strip()}\n\n"
-        f"{_managed_section(kind, provenance, body, sources, leak_checked)}"
+        f"{_managed_section(kind, provenance, body, sources, leak_checked, notes)}"
     )
     return card_cls(content)

@@ -53,6 +53,7 @@ from huggingface_hub import HfApi
 from ..utils import read_json
 from . import card_text  # noqa: F401 - re-exported (tests read the card texts through this module)
 from .artifact_card import MANAGED_BEGIN, MANAGED_END, build_card, eval_results_from_metrics
+from .card_metadata import LICENSE_FILE, LICENSE_TEXT
 from .artifacts import (
     KINDS,
     REPO_TYPES,
@@ -64,6 +65,7 @@ from .artifacts import (
 )
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
 from .export_generator import export_diffusers_generator, needs_diffusers_export
+from .export_prompts import export_prompt_rows, needs_prompt_rows
 from .leak import LeakError, check_text, describe_index, scan_files
 from .local_paths import LocalPathError, without_local_paths
 from .provenance import _report_generator_license, collect_provenance
@@ -174,6 +176,8 @@ def publish(
         # A ViTMAE folder gets vit/: its encoder as a plain ViTModel for AutoModelForImageClassification.
         # The method-neutral encoders of the other methods (ViTModel, ResNetModel) already load as they are.
         export = export_vit_encoder
+    elif kind == "prompt_set" and needs_prompt_rows(source):
+        export = export_prompt_rows  # load_dataset: one row a prompt, with its scores
     elif kind == "generator" and needs_diffusers_export(source):
         export = export_diffusers_generator  # text encoder inside + the loader module diffusers imports
     if export is None:
@@ -257,7 +261,7 @@ def _publish_folder(
         **card_args,
     )
     # 2. checks over every outgoing file and the new card, before anything is written
-    text, rewritten = _check_outgoing(source, files, str(card), index, origin or source)
+    text, rewritten, files = _check_outgoing(source, files, card, index, origin or source)
     result = PublishResult(
         kind=kind,
         source=source,
@@ -291,18 +295,24 @@ def _metrics_and_license(kind: str, source: Path, metrics: Any, license: str | N
 
 
 def _check_outgoing(
-    source: Path, files: Sequence[str], card: str, index: Any, origin: Path
-) -> tuple[str, Mapping[str, str]]:
+    source: Path, files: Sequence[str], card: Any, index: Any, origin: Path
+) -> tuple[str, Mapping[str, str], list[str]]:
     """Refuse the publication before anything is written: local paths, user or host names (paths
     inside the run of ``origin`` are made relative: the card and ``{file: text}`` rewritten), then
-    the leak guard (report text, pixels of the real data in ``index``) over every file and the card."""
-    card, rewritten = without_local_paths(source, files, card, origin)
+    the leak guard (report text, pixels of the real data in ``index``) over every file and the card.
+    Returns the card text, the rewritten files and the outgoing files (a ``license: other`` card
+    brings its ``LICENSE.md``)."""
+    text, rewritten = without_local_paths(source, files, str(card), origin)
     if index is not None:
         findings = scan_files(source, [f for f in files if f != "README.md"], index)
         if findings:
             raise LeakError(findings, source)
-        check_text(card, index, name="README.md")
-    return card, rewritten
+        check_text(text, index, name="README.md")
+    files = list(files)
+    if getattr(card.data, "license_link", None) == LICENSE_FILE and LICENSE_FILE not in files:
+        rewritten = {**rewritten, LICENSE_FILE: LICENSE_TEXT}
+        files.append(LICENSE_FILE)
+    return text, rewritten, files
 
 
 publish_artifact = publish  # the name exported by ``genssl_hf.hub``
