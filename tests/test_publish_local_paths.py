@@ -74,10 +74,10 @@ def test_publish_refuses_the_host_name(tmp_path, monkeypatch):
 
 
 def test_relative_to_run_forms():
-    origin = Path("/home/alice/outputs/demo/mae")
+    run_dir = Path("/home/alice/outputs/demo")
     home = str(Path.home())
     text = f"/home/alice/outputs/demo/mae/best and /home/alice/outputs/demo and {home}/cache/x"
-    out = relative_to_run(text, origin)
+    out = relative_to_run(text, run_dir)
     assert out.startswith("mae/best and . and ~/cache/x")
     assert find_local_paths("see https://huggingface.co/datasets/x and data/train/0.png") == []
     assert find_local_paths("C:\\Users\\alice\\run and /Users/alice/x") == ["/Users/alice/x", "C:\\Users\\alice\\run"]

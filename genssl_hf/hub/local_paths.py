@@ -1,6 +1,6 @@
 """Nothing local is published: no absolute path, user name or host name in an outgoing text file.
 
-Paths inside the run (the artifact folder's parent), the working folder or the home folder are
+Paths inside the run (by default the artifact folder's parent), the working folder or the home folder are
 rewritten relative to them (``/home/me/outputs/demo/mae/best`` -> ``mae/best``, home -> ``~``);
 whatever local path, user name or host name is left makes :func:`without_local_paths` raise
 :class:`LocalPathError` before anything is written or uploaded.
@@ -64,11 +64,11 @@ def find_local_paths(text: str) -> list[str]:
     return hits
 
 
-def _roots(origin: Path) -> list[tuple[str, str]]:
+def _roots(run_dir: Path) -> list[tuple[str, str]]:
     """(absolute prefix, replacement), longest first: the run folder and the working folder become
     relative paths, the home folder ``~``."""
     pairs = []
-    for root, repl in ((origin.parent, ""), (Path.cwd(), ""), (Path.home(), "~")):
+    for root, repl in ((run_dir, ""), (Path.cwd(), ""), (Path.home(), "~")):
         for form in {str(root.absolute()), str(root.resolve())}:
             if len(Path(form).parts) > 1:  # never rewrite "/" itself
                 pairs.append((form, repl))
@@ -81,20 +81,20 @@ def _replace(match: re.Match, repl: str) -> str:
     return repl or "."
 
 
-def relative_to_run(text: str, origin: str | os.PathLike) -> str:
-    """``text`` with paths inside the run of ``origin`` (its parent folder), the working folder and
-    the home folder written relative to them."""
-    for prefix, repl in _roots(Path(origin)):
+def relative_to_run(text: str, run_dir: str | os.PathLike) -> str:
+    """``text`` with paths inside ``run_dir``, the working folder and the home folder written
+    relative to them."""
+    for prefix, repl in _roots(Path(run_dir)):
         text = re.sub(re.escape(prefix) + r"(/|(?![\w.-]))", lambda m, r=repl: _replace(m, r), text)
     return text
 
 
 def without_local_paths(
-    source: Path, files: Sequence[str], card: str, origin: str | os.PathLike
+    source: Path, files: Sequence[str], card: str, run_dir: str | os.PathLike
 ) -> tuple[str, Mapping[str, str]]:
     """The card and the outgoing text files with run-relative paths: ``(card, {rel: new text})`` for
     the files that changed. Raises :class:`LocalPathError` for any local path, user or host left."""
-    card = relative_to_run(card, origin)
+    card = relative_to_run(card, run_dir)
     findings = [("README.md", hit) for hit in find_local_paths(card)]
     rewritten: dict[str, str] = {}
     for rel in files:
@@ -105,7 +105,7 @@ def without_local_paths(
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        new = relative_to_run(text, origin)
+        new = relative_to_run(text, run_dir)
         findings += [(rel, hit) for hit in find_local_paths(new)]
         if new != text:
             rewritten[rel] = new

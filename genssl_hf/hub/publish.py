@@ -188,7 +188,7 @@ def publish(
     validate_artifact(kind, source)
     if kind == "generator":  # ids and sources as the run's datasets record them: read from the source
         kwargs.setdefault("provenance", _exported_generator_provenance(source))
-    kwargs.setdefault("origin", source)  # paths inside the run are written relative to it
+    kwargs.setdefault("run_dir", source.parent)  # paths inside the run are written relative to it
     with tempfile.TemporaryDirectory(prefix=f"genssl-export-{kind}-") as tmpd:
         result = _publish_folder(kind, export(source, Path(tmpd) / source.name), repo_id, **kwargs)
     result.source = source
@@ -226,7 +226,7 @@ def _publish_folder(
     overwrite: bool = False,
     api: HfApi | None = None,
     provenance: Mapping[str, Any] | None = None,
-    origin: Path | None = None,
+    run_dir: Path | None = None,
 ) -> PublishResult:
     """Validate, card, leak-check and then upload ``folder`` as ``repo_id`` (or, with
     ``dry_run=DIR``, write exactly the folder that would be uploaded to ``DIR`` and reload it).
@@ -261,7 +261,7 @@ def _publish_folder(
         **card_args,
     )
     # 2. checks over every outgoing file and the new card, before anything is written
-    text, rewritten, files = _check_outgoing(source, files, card, index, origin or source)
+    text, rewritten, files = _check_outgoing(source, files, card, index, run_dir or source.parent)
     result = PublishResult(
         kind=kind,
         source=source,
@@ -295,14 +295,14 @@ def _metrics_and_license(kind: str, source: Path, metrics: Any, license: str | N
 
 
 def _check_outgoing(
-    source: Path, files: Sequence[str], card: Any, index: Any, origin: Path
+    source: Path, files: Sequence[str], card: Any, index: Any, run_dir: Path
 ) -> tuple[str, Mapping[str, str], list[str]]:
     """Refuse the publication before anything is written: local paths, user or host names (paths
-    inside the run of ``origin`` are made relative: the card and ``{file: text}`` rewritten), then
+    inside ``run_dir`` are made relative: the card and ``{file: text}`` rewritten), then
     the leak guard (report text, pixels of the real data in ``index``) over every file and the card.
     Returns the card text, the rewritten files and the outgoing files (a ``license: other`` card
     brings its ``LICENSE.md``)."""
-    text, rewritten = without_local_paths(source, files, str(card), origin)
+    text, rewritten = without_local_paths(source, files, str(card), run_dir)
     if index is not None:
         findings = scan_files(source, [f for f in files if f != "README.md"], index)
         if findings:
@@ -391,7 +391,7 @@ def publish_all(
                 allow_unchecked=True,
                 metrics=metrics.get(k),
                 overwrite=overwrite,
-                **{**links.get(k, {}), **kwargs},
+                **{"run_dir": _common_run_dir(found), **links.get(k, {}), **kwargs},
             )
         if dry_run is not None:
             return results
@@ -416,6 +416,14 @@ def _run_artifacts(
     for k in found:
         _check_kind(k)
     return found
+
+
+def _common_run_dir(found: Mapping[str, Path]) -> Path:
+    """The run folder that holds every artifact (paths inside it are published relative to it)."""
+    common = Path(os.path.commonpath([str(p.absolute()) for p in found.values()]))
+    if len(found) == 1 or common in found.values() or len(common.parts) < 2:
+        return next(iter(found.values())).absolute().parent
+    return common
 
 
 def _card_links(repo_ids: Mapping[str, str]) -> dict[str, dict[str, Any]]:
