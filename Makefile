@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test demo smoke bench app clean
+.PHONY: venv browser test demo smoke bench app clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet --no-deps "monai-generative==0.2.3"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# A headless browser for tests/test_app.py: Debian's chromium and its chromedriver (root + apt-get only;
+# elsewhere the browser test skips and says why).
+browser:
+	@command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		echo "no chromium / chromedriver installed: the app's browser test will skip"
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -55,10 +55,18 @@ def _packaged_generators() -> dict[str, Path]:
     return {f"shipped: {f.name}": f for f in folders}
 
 
+def _shown(path: Path) -> str:
+    """A folder as the app's choices show it: relative to the working folder when it is below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def find_artifacts(run: str | os.PathLike | None) -> dict[str, dict[str, str]]:
     """``{"generators" | "classifiers" | "datasets": {label: folder}}`` of the package and of ``run``."""
     found: dict[str, dict[str, str]] = {
-        "generators": {k: str(v) for k, v in _packaged_generators().items()},
+        "generators": {k: f"genssl_hf/{v.name}" for k, v in _packaged_generators().items()},
         "classifiers": {},
         "datasets": {},
     }
@@ -66,22 +74,29 @@ def find_artifacts(run: str | os.PathLike | None) -> dict[str, dict[str, str]]:
         return found
     run = Path(run)
     for p in sorted(run.glob("*/model_index.json")) + sorted(run.glob("*/*/model_index.json")):
-        found["generators"][f"run: {p.parent.relative_to(run).as_posix()}"] = str(p.parent)
+        found["generators"][f"run: {p.parent.relative_to(run).as_posix()}"] = _shown(p.parent)
     for pattern in ("finetune*/run/best/config.json", "hub/dry_run/classifier/config.json"):
         for p in sorted(run.glob(pattern)):
-            found["classifiers"][f"run: {p.parent.relative_to(run).as_posix()}"] = str(p.parent)
-    for p in sorted(run.glob("*/README.md")) + sorted(run.glob("hub/dry_run/*/README.md")):
+            found["classifiers"][f"run: {p.parent.relative_to(run).as_posix()}"] = _shown(p.parent)
+    for p in sorted(run.glob("*/README.md")) + sorted(run.glob("*/*/README.md")):
         if any(p.parent.glob("data/**/*.parquet")):
-            found["datasets"][f"run: {p.parent.relative_to(run).as_posix()}"] = str(p.parent)
+            found["datasets"][f"run: {p.parent.relative_to(run).as_posix()}"] = _shown(p.parent)
     return found
 
 
 def _folder(value: str | os.PathLike | None, what: str, marker: str) -> Path:
+    """The folder ``value`` names (a path or a shipped ``genssl_hf/NAME``) holding ``marker``; for a
+    dataset also a run's ``generated_dataset`` whose one sub-folder holds the dataset."""
+    from genssl_hf.utils import pretrained_path
+
     if value is None or not str(value).strip():
-        raise ValueError(f"no {what} folder was chosen")
-    path = Path(str(value).strip()).expanduser()
+        raise ValueError(f"no {what} folder was chosen: type a folder path in the {what} box")
+    path = pretrained_path(Path(str(value).strip()).expanduser())
+    if not (path / marker).is_file() and what == "dataset":
+        inner = [p.parent for p in sorted(path.glob(f"*/{marker}")) if any(p.parent.glob("data/**/*.parquet"))]
+        path = inner[0] if len(inner) == 1 else path
     if not (path / marker).is_file():
-        raise FileNotFoundError(f"{what} folder {path} has no {marker}")
+        raise FileNotFoundError(f"{what} folder {value} has no {marker}")
     return path.resolve()
 
 
@@ -119,7 +134,7 @@ def generate(
         )
         seconds = time.perf_counter() - t0
     settings = {
-        "generator": str(path),
+        "generator": str(generator).strip() if str(generator).startswith("genssl_hf/") else _shown(path),
         "prompt": prompt.strip(),
         "seeds": [int(s) for s in out.seeds],
         "num_inference_steps": steps,
@@ -150,11 +165,14 @@ def default_dataset(cache_dir: str | os.PathLike, num_images: int = 60, size: in
 
 
 def _card_text(folder: Path) -> str:
-    text = (folder / "README.md").read_text(encoding="utf-8")
-    if text.startswith("---"):
-        parts = text.split("---", 2)
-        text = f"```yaml\n{parts[1].strip()}\n```\n\n{parts[2]}" if len(parts) == 3 else text
-    return text
+    """The card as Markdown: its text, with the YAML header summed up in one line."""
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(folder / "README.md", ignore_metadata_errors=True)
+    meta = card.data.to_dict()
+    shown = {k: meta.get(k) for k in ("pretty_name", "license", "size_categories", "tags") if meta.get(k)}
+    facts = [f"**{k}**: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items()]
+    return (" · ".join(facts) + "\n\n" if facts else "") + card.text.strip() + "\n"
 
 
 def _filters_of(stream: Any) -> list[str]:
@@ -248,7 +266,10 @@ def classify(image_file: str, classifier: str) -> tuple[dict[str, float], np.nda
     path = _folder(classifier, "classifier", "config.json")
     if not image_file or not Path(image_file).is_file():
         raise FileNotFoundError(f"no X-ray file at {image_file!r}")
-    pixels = read_cxr(image_file)  # float32 (H, W) in [0, 1], DICOM windowed, bright = dense
+    try:
+        pixels = read_cxr(image_file)  # float32 (H, W) in [0, 1], DICOM windowed, bright = dense
+    except Exception as e:  # any reader's refusal: the upload is not an image we can read
+        raise ValueError(f"{Path(image_file).name} is not a readable X-ray (PNG, JPEG or DICOM): {e}") from None
     gray = np.round(255 * pixels).astype(np.uint8)
     with _LOCK:
         model, processor = _classifier(str(path))
@@ -264,7 +285,7 @@ def classify(image_file: str, classifier: str) -> tuple[dict[str, float], np.nda
 
     shown = np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
     details = {
-        "classifier": str(path),
+        "classifier": _shown(path),
         "model class": type(model).__name__,
         "processor": type(processor).__name__,
         "AdaIN": bool(getattr(processor, "do_adain", False)),
@@ -291,13 +312,17 @@ def run_results(run: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, s
     plots = [
         (str(p), p.stem.replace("_", " "))
         for t in tables
-        for p in sorted(t.parent.glob("roc*.png")) + sorted(t.parent.glob("mauc_comparison.png"))
+        for pattern in ("roc*.png", "reliability*.png", "mauc_comparison.png")
+        for p in sorted(t.parent.glob(pattern))
     ]
     figures = [
         (str(p), f"{p.parent.parent.name}: {p.stem}") for p in sorted(root.glob("mae*/model/reconstruction*.png"))
     ]
     figures += [(str(p), "generated samples") for p in sorted(root.glob("sample_grid/*.png"))]
-    figures += [(str(p), f"attention: {p.stem}") for p in sorted(root.glob("evaluation*/results/attention/*.png"))[:8]]
+    attention = sorted(root.glob("evaluation*/results/attention/*.png")) + sorted(
+        root.glob("evaluation*/results/attention/*/*.png")
+    )
+    figures += [(str(p), f"attention: {p.parent.name}/{p.stem}") for p in attention[:8]]
     summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
     return text, plots, figures, summary
 
@@ -312,9 +337,78 @@ def _ui(fn):
         try:
             return fn(*args)
         except (ValueError, FileNotFoundError, OSError) as e:
-            raise gr.Error(str(e)) from e
+            raise gr.Error(str(e), print_exception=False) from e  # the user's input: no traceback in the log
 
     return wrapped
+
+
+def _choices(found: dict[str, str], what: str, hint: str) -> dict[str, Any]:
+    """Dropdown arguments: (label, value) choices, the first as default, and what to do when the
+    list is empty (type a folder: every box accepts one)."""
+    choices = list(found.items())
+    info = f"{len(choices)} found; or type a folder path" if choices else f"none found yet ({hint}): type a folder path"
+    return {"choices": choices, "value": choices[0][1] if choices else None, "info": info, "allow_custom_value": True}
+
+
+def _generate_tab(gr, generators: dict[str, str], prompts: list[str]) -> None:
+    with gr.Row():
+        with gr.Column():
+            folder = gr.Dropdown(label="generator folder", **_choices(generators, "generator", "no generator"))
+            prompt = gr.Dropdown(prompts, value=prompts[0], label="prompt", allow_custom_value=True)
+            with gr.Row():
+                n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
+                seed = gr.Number(0, precision=0, label="first seed")
+            with gr.Row():
+                steps = gr.Slider(1, 100, value=20, step=1, label="denoising steps")
+                guidance = gr.Slider(1.0, 10.0, value=4.0, step=0.5, label="guidance scale")
+            button = gr.Button("Generate", variant="primary")
+        with gr.Column():
+            gallery = gr.Gallery(label="generated images (caption: seed)", columns=4, height=420, format="png")
+            settings = gr.JSON(label="settings")
+    button.click(_ui(generate), [folder, prompt, n, seed, steps, guidance], [gallery, settings], api_name="generate")
+
+
+def _browse_tab(gr, datasets_: dict[str, str], cache: Path) -> None:
+    def browse_ui(folder, selection, limit):
+        if not folder:
+            folder = _shown(default_dataset(cache))
+        gallery, card, filters = browse_dataset(folder, selection or "all", limit)
+        return gallery, card, gr.update(choices=filters, value=selection or "all"), folder
+
+    hint = "the run's generated_dataset appears when its stage is done; empty box: a phantom dataset made here"
+    with gr.Row():
+        folder = gr.Dropdown(label="generated dataset folder", **_choices(datasets_, "dataset", hint))
+        selection = gr.Dropdown(["all"], value="all", label="prompt / class", allow_custom_value=True)
+        limit = gr.Slider(1, 200, value=24, step=1, label="images")
+    button = gr.Button("Show", variant="primary")
+    gallery = gr.Gallery(label="dataset images (caption: prompt, seed)", columns=8, height=360, format="png")
+    card = gr.Markdown(label="dataset card")
+    button.click(_ui(browse_ui), [folder, selection, limit], [gallery, card, selection, folder], api_name="browse")
+
+
+def _classify_tab(gr, classifiers: dict[str, str]) -> None:
+    hint = "the run's classifiers appear when fine-tuning is done"
+    with gr.Row():
+        with gr.Column():
+            upload = gr.File(label="chest X-ray (PNG, JPEG or DICOM)", type="filepath")
+            folder = gr.Dropdown(label="classifier folder", **_choices(classifiers, "classifier", hint))
+            button = gr.Button("Classify", variant="primary")
+        with gr.Column():
+            label = gr.Label(label="probability per finding", num_top_classes=20)
+            overlay = gr.Image(label="last-layer CLS attention", type="numpy", format="png")
+            details = gr.JSON(label="classification details")
+    button.click(_ui(classify), [upload, folder], [label, overlay, details], api_name="classify")
+
+
+def _results_tab(gr, run: str | os.PathLike | None) -> None:
+    folder = gr.Textbox(_shown(Path(run)) if run else "", label="pipeline run folder")
+    button = gr.Button("Show", variant="primary")
+    table = gr.Markdown(label="results table")
+    with gr.Row():
+        plots = gr.Gallery(label="ROC curves, reliability diagrams, comparisons", columns=2, height=420)
+        figures = gr.Gallery(label="MAE reconstructions, generated samples, attention maps", columns=2, height=420)
+    summary = gr.JSON(label="run summary")
+    button.click(_ui(run_results), [folder], [table, plots, figures, summary], api_name="results")
 
 
 def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None):
@@ -326,100 +420,25 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
     found = find_artifacts(run)
     cache = Path(cache_dir or Path(tempfile.gettempdir()) / "genssl_hf-app")
     prompts = [p.text for p in PromptSet.from_pretrained("heuristic")]
-    # (label, folder) choices: the box shows "shipped: phantom-ldm-64", the functions get the folder
-    generators = [(k, v) for k, v in found["generators"].items()]
-    datasets_ = [(k, v) for k, v in found["datasets"].items()]
-    classifiers = [(k, v) for k, v in found["classifiers"].items()]
-
-    def browse_ui(folder, selection, limit):
-        if not folder:
-            folder = str(default_dataset(cache))
-        gallery, card, filters = browse_dataset(folder, selection or "all", limit)
-        return gallery, card, gr.update(choices=filters, value=selection or "all"), folder
-
     with gr.Blocks(title="genssl_hf") as app:
         gr.Markdown(
             "# genssl_hf: generative self-supervised pre-training for chest X-rays\n"
             "Research software, not for diagnosis. Folders can be typed in any box that lists them."
             + (
-                f"\n\nRun folder: `{Path(run).resolve()}`"
+                f"\n\nRun folder: `{_shown(Path(run))}`"
                 if run and Path(run).is_dir()
                 else "\n\nNo run folder (`make demo` writes `outputs/demo`): "
                 "the shipped generator and a phantom dataset are used."
             )
         )
         with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column():
-                    g_folder = gr.Dropdown(
-                        generators,
-                        value=generators[0][1] if generators else None,
-                        label="generator folder",
-                        allow_custom_value=True,
-                    )
-                    g_prompt = gr.Dropdown(prompts, value=prompts[0], label="prompt", allow_custom_value=True)
-                    with gr.Row():
-                        g_n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
-                        g_seed = gr.Number(0, precision=0, label="first seed")
-                    with gr.Row():
-                        g_steps = gr.Slider(1, 100, value=20, step=1, label="denoising steps")
-                        g_guidance = gr.Slider(1.0, 10.0, value=4.0, step=0.5, label="guidance scale")
-                    g_button = gr.Button("Generate", variant="primary")
-                with gr.Column():
-                    g_gallery = gr.Gallery(label="generated (caption: seed)", columns=4, height=420, format="png")
-                    g_settings = gr.JSON(label="settings")
-            g_button.click(
-                _ui(generate),
-                [g_folder, g_prompt, g_n, g_seed, g_steps, g_guidance],
-                [g_gallery, g_settings],
-                api_name="generate",
-            )
+            _generate_tab(gr, found["generators"], prompts)
         with gr.Tab("Browse dataset"):
-            with gr.Row():
-                b_folder = gr.Dropdown(
-                    datasets_,
-                    value=datasets_[0][1] if datasets_ else None,
-                    allow_custom_value=True,
-                    label="generated dataset folder (empty: a phantom dataset rendered here)",
-                )
-                b_filter = gr.Dropdown(["all"], value="all", label="prompt / class", allow_custom_value=True)
-                b_limit = gr.Slider(1, 200, value=24, step=1, label="images")
-            b_button = gr.Button("Show", variant="primary")
-            b_gallery = gr.Gallery(label="images (caption: prompt, seed)", columns=8, height=360, format="png")
-            b_card = gr.Markdown(label="dataset card")
-            b_button.click(
-                _ui(browse_ui),
-                [b_folder, b_filter, b_limit],
-                [b_gallery, b_card, b_filter, b_folder],
-                api_name="browse",
-            )
+            _browse_tab(gr, found["datasets"], cache)
         with gr.Tab("Classify"):
-            with gr.Row():
-                with gr.Column():
-                    c_file = gr.File(label="chest X-ray (PNG, JPEG or DICOM)", type="filepath")
-                    c_model = gr.Dropdown(
-                        classifiers,
-                        value=classifiers[0][1] if classifiers else None,
-                        allow_custom_value=True,
-                        label="classifier folder",
-                    )
-                    c_button = gr.Button("Classify", variant="primary")
-                with gr.Column():
-                    c_label = gr.Label(label="probability per finding", num_top_classes=20)
-                    c_overlay = gr.Image(label="last-layer CLS attention", type="numpy", format="png")
-                    c_details = gr.JSON(label="details")
-            c_button.click(_ui(classify), [c_file, c_model], [c_label, c_overlay, c_details], api_name="classify")
+            _classify_tab(gr, found["classifiers"])
         with gr.Tab("Run results"):
-            r_folder = gr.Textbox(str(run) if run else "", label="pipeline run folder")
-            r_button = gr.Button("Show", variant="primary")
-            r_table = gr.Markdown()
-            with gr.Row():
-                r_plots = gr.Gallery(label="ROC curves and comparisons", columns=2, height=420)
-                r_figures = gr.Gallery(
-                    label="MAE reconstructions, generated samples, attention maps", columns=2, height=420
-                )
-            r_summary = gr.JSON(label="run summary")
-            r_button.click(_ui(run_results), [r_folder], [r_table, r_plots, r_figures, r_summary], api_name="results")
+            _results_tab(gr, run)
     return app
 
 

@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -213,6 +213,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented, key-sorted JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+TRAIN_SUMMARY_FILE = "train_summary.json"
+TRAIN_STEPS_FILE = "train_steps.json"  # the per-step arrays of a run summary (step times, histories)
+
+
+def write_train_summary(folder: str | os.PathLike, summary: Mapping[str, Any]) -> None:
+    """``train_summary.json`` that a reader can read: the per-step arrays (lists longer than 16
+    entries) go to ``train_steps.json`` beside it, which the summary names."""
+    per_step = {k: v for k, v in summary.items() if isinstance(v, (list, tuple)) and len(v) > 16}
+    short = {k: v for k, v in summary.items() if k not in per_step}
+    if per_step:
+        short["per_step_file"] = TRAIN_STEPS_FILE
+        write_json(Path(folder) / TRAIN_STEPS_FILE, per_step)
+    write_json(Path(folder) / TRAIN_SUMMARY_FILE, short)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -1,12 +1,16 @@
-"""The browser app (issue 22, item 4): every endpoint through gradio_client against a running
-app, plus one headless-Chromium screenshot (slow; skipped where no browser is installed)."""
+"""The browser app (issue 22, item 4; issue 36, item 4): every endpoint through gradio_client
+against a running app, plus a real headless Chromium (selenium + Debian's chromium-driver, which
+`make venv` installs) that runs each tab once and takes a screenshot (slow; skipped where no
+browser is installed)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import socket
-import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +82,7 @@ def run_folder(tmp_path_factory):
     (results / "results.md").write_text(
         "# GEN-SSL pipeline results\n\n| Variant | Test mAUC (95% CI) |\n|---|---|\n| GEN-SSL | 64.8 (62.0-67.5) |\n"
     )
-    for name in ("roc_GEN-SSL.png", "mauc_comparison.png"):
+    for name in ("roc_GEN-SSL.png", "reliability_GEN-SSL.png", "mauc_comparison.png"):
         fig, ax = plt.subplots(figsize=(3, 3))
         ax.plot([0, 0.2, 1], [0, 0.7, 1])
         fig.savefig(results / name)
@@ -86,6 +90,8 @@ def run_folder(tmp_path_factory):
     recon = root / "mae_genssl" / "model"
     recon.mkdir(parents=True)
     _png(recon / "reconstruction.png", sample_phantom(seed=0, size=64).image)
+    (results / "attention" / "GEN-SSL").mkdir(parents=True)  # the layout evaluation/report.py writes
+    _png(results / "attention" / "GEN-SSL" / "attention_000.png", sample_phantom(seed=1, size=64).image)
     (root / "summary.json").write_text(json.dumps({"stages": {"evaluation": "done"}}))
     return root
 
@@ -107,6 +113,8 @@ def test_artifacts_of_the_run_are_found(run_folder):
     found = genssl_app.find_artifacts(run_folder)
     # every packaged generator is offered, the phantom one first (the default, matching the default prompts)
     assert list(found["generators"])[:2] == ["shipped: phantom-ldm-64", "shipped: nih-ldm-64"]
+    # shipped artifacts are offered by name, never by this machine's path
+    assert found["generators"]["shipped: phantom-ldm-64"] == "genssl_hf/phantom-ldm-64"
     assert set(found["classifiers"]) == {"run: finetune_genssl/run/best", "run: hub/dry_run/classifier"}
     assert set(found["datasets"]) == {"run: generated_dataset"}
 
@@ -136,7 +144,9 @@ def test_browse_endpoint_filters_by_prompt_and_class_and_shows_the_card(client, 
     c, _ = client
     folder = str(run_folder / "generated_dataset")
     gallery, card, selection, used = c.predict(folder, "all", 50, api_name="/browse")
-    assert len(gallery) == 10 and used == folder and "```yaml" in card and "Synthetic" in card
+    assert len(gallery) == 10 and used == folder and "Synthetic" in card
+    # the card as Markdown: its YAML header summed up, not shown raw
+    assert "```yaml" not in card and "configs:" not in card and "**license**" in card
     # the filter box comes back with the dataset's classes and prompts as its choices
     filters = [choice[0] for choice in selection["choices"]]
     assert selection["value"] == "all" and "class: Edema" in filters
@@ -184,8 +194,8 @@ def test_results_endpoint_shows_the_table_curves_and_reconstructions(client, run
     c, _ = client
     table, plots, figures, summary = c.predict(str(run_folder), api_name="/results")
     assert "64.8" in table
-    assert sorted(Path(_image_path(p)).suffix for p in plots) == [".png", ".png"]
-    assert [f["caption"] for f in figures] == ["mae_genssl: reconstruction"]
+    assert sorted(p["caption"] for p in plots) == ["mauc comparison", "reliability GEN-SSL", "roc GEN-SSL"]
+    assert [f["caption"] for f in figures] == ["mae_genssl: reconstruction", "attention: GEN-SSL/attention_000"]
     assert summary == {"stages": {"evaluation": "done"}}
 
 
@@ -203,32 +213,103 @@ def _image_path(item) -> str:
     return value["path"] if isinstance(value, dict) else value
 
 
-def _browser() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+def test_browse_accepts_the_runs_generated_dataset_folder(tmp_path, run_folder):
+    """The pipeline writes the dataset one level down (outputs/<run>/generated_dataset/dataset)."""
+    outer = tmp_path / "generated_dataset"
+    shutil.copytree(run_folder / "generated_dataset", outer / "dataset")
+    gallery, card, filters = genssl_app.browse_dataset(str(outer), "all", 5)
+    assert len(gallery) == 5 and "class: Edema" in filters and "Synthetic" in card
+
+
+def test_api_outputs_are_named_and_choices_hold_no_paths(client):
+    c, _ = client
+    api = c.view_api(return_format="dict", print_info=False)
+    text = json.dumps(api)
+    assert "value_" not in text, "an API output without a name"
+    returns = {name: [r["label"] for r in e["returns"]] for name, e in api["named_endpoints"].items()}
+    assert returns["/classify"] == ["probability per finding", "last-layer CLS attention", "classification details"]
+    assert returns["/results"][0] == "results table"
+    assert str(Path(genssl_app.__file__).parent) not in text  # shipped generators by name
+
+
+def test_empty_choice_lists_say_what_to_do(tmp_path):
+    app = genssl_app.build_app(tmp_path / "unfinished", cache_dir=tmp_path / "cache")
+    boxes = {b.label: b for b in app.blocks.values() if isinstance(b, gr.Dropdown)}
+    assert boxes["classifier folder"].choices == [] and "type a folder path" in boxes["classifier folder"].info
+    with pytest.raises(ValueError, match="no classifier folder was chosen"):
+        genssl_app.classify(str(_png(tmp_path / "x.png", sample_phantom(seed=0, size=32).image)), None)
+
+
+def test_a_bad_upload_is_a_message_not_a_traceback(client, run_folder, tmp_path, capfd):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    c, _ = client
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    folder = genssl_app.find_artifacts(run_folder)["classifiers"]["run: finetune_genssl/run/best"]
+    with pytest.raises(AppError, match="not a readable X-ray"):
+        c.predict(handle_file(str(bad)), folder, api_name="/classify")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _chromedriver() -> str | None:
+    return shutil.which("chromedriver")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_browser() is None, reason="no headless Chromium installed")
-def test_headless_chromium_screenshot(client, tmp_path):
+@pytest.mark.skipif(
+    _chromedriver() is None or importlib.util.find_spec("selenium") is None,
+    reason="no headless Chromium + chromedriver (make venv installs Debian's chromium-driver) or no selenium",
+)
+def test_headless_chromium_runs_each_tab(client, run_folder, tmp_path):
+    """A real browser: each tab's button once, each tab's result on screen, one screenshot per tab."""
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     _, url = client
-    shot = tmp_path / "app.png"
-    subprocess.run(
-        [
-            _browser(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-            "--virtual-time-budget=15000",
-            f"--screenshot={shot}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-    assert img.shape == (900, 1280)
-    # a rendered page, not a blank or error screen: text and widgets make many distinct rows
-    assert img.std() > 10 and len(np.unique(img.astype(np.uint8))) > 20
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000", "--hide-scrollbars"):
+        options.add_argument(arg)
+    service = webdriver.ChromeService(executable_path=_chromedriver())
+    driver = webdriver.Chrome(options=options, service=service)
+    shots = Path(os.environ.get("GENSSL_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    xray = _png(tmp_path / "xray.png", sample_phantom(seed=2, size=48).image)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 180)
+
+        def click(element) -> None:  # a script click: gradio's overlays never intercept it
+            driver.execute_script("arguments[0].click()", element)
+
+        def shown(elements):
+            return [e for e in elements if e.is_displayed()]
+
+        steps = [  # tab, its button, what its result puts on the page
+            ("Generate", "Generate", ".//img[@alt='seed 0']"),
+            ("Browse dataset", "Show", ".//*[contains(text(), 'Synthetic chest X-rays')]"),
+            ("Classify", "Classify", ".//*[contains(text(), 'Cardiomegaly')]"),
+            ("Run results", "Show", ".//*[contains(text(), '64.8')]"),
+        ]
+        for name, button, result in steps:
+            wait.until(lambda d, n=name: shown(d.find_elements(By.XPATH, f"//button[@role='tab'][contains(., '{n}')]")))
+            click(shown(driver.find_elements(By.XPATH, f"//button[@role='tab'][contains(., '{name}')]"))[0])
+            time.sleep(1)
+            panel = shown(driver.find_elements(By.CSS_SELECTOR, "[role='tabpanel']"))[0]
+            if name == "Classify":
+                panel.find_element(By.CSS_SELECTOR, "input[type='file']").send_keys(str(xray))
+                time.sleep(3)  # the upload lands before the click
+            click(shown(panel.find_elements(By.XPATH, f".//button[normalize-space()='{button}']"))[-1])
+            wait.until(lambda d, p=panel, r=result: shown(p.find_elements(By.XPATH, r)))
+            time.sleep(2)
+            driver.save_screenshot(str(shots / f"app_{name.split()[0].lower()}.png"))
+            toasts = shown(driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']"))
+            assert not toasts, f"{name}: {[t.text for t in toasts]}"
+    finally:
+        driver.quit()
+    for name in ("generate", "browse", "classify", "run"):
+        img = np.asarray(Image.open(shots / f"app_{name}.png").convert("L"), dtype=np.float32)
+        assert img.shape[1] == 1280
+        assert img.std() > 10 and len(np.unique(img.astype(np.uint8))) > 20  # a rendered page, not a blank one

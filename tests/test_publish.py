@@ -211,7 +211,8 @@ def test_upload_uses_a_private_repo_and_the_staged_folder(artifacts, real_index)
     api.create_repo.assert_called_once_with("me/prompts", repo_type="dataset", private=True, exist_ok=True)
     kw = api.upload_folder.call_args.kwargs
     assert kw["repo_id"] == "me/prompts" and kw["repo_type"] == "dataset"
-    assert seen["files"] == ["README.md", "prompts.json"] and "Publication provenance" in seen["card"]
+    assert seen["files"] == ["README.md", "data/prompts.parquet", "prompts.json"]  # rows for load_dataset
+    assert "Publication provenance" in seen["card"]
     assert res.commit == "commit" and not res.dry_run
     assert not Path(kw["folder_path"]).exists(), "the staging folder outlives the upload"
 

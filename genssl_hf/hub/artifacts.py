@@ -90,7 +90,7 @@ def select_files(
         rel = p.relative_to(folder).as_posix()
         if _ignored(rel, patterns):
             continue
-        if kind == "prompt_set" and rel not in ("prompts.json", "README.md"):
+        if kind == "prompt_set" and rel not in ("prompts.json", "README.md", "data/prompts.parquet"):
             continue
         if kind == "dataset" and "/" in rel and not rel.startswith("data/"):
             continue  # only the shards below data/, plus top-level config / card / figures

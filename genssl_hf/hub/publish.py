@@ -35,16 +35,14 @@ kind           repo type     loader used for validation
 
 The parts live in their own modules: :mod:`.artifacts` (kinds, file selection, validators),
 :mod:`.provenance`, :mod:`.artifact_card` (the card and its managed section), :mod:`.stage`
-(real-data index, metrics, staging) and :mod:`.leak` (the guard); this module composes them.
+(real-data index, metrics, destination checks, staging and upload), :mod:`.leak` (the guard) and
+:mod:`.publish_cli` (the command line); this module composes them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +50,10 @@ from typing import Any, Mapping, Sequence
 
 from huggingface_hub import HfApi
 
-from ..utils import atomic_dir, read_json, writer_lock
-from ..validation import checked_parser
+from ..utils import read_json
 from . import card_text  # noqa: F401 - re-exported (tests read the card texts through this module)
 from .artifact_card import MANAGED_BEGIN, MANAGED_END, build_card, eval_results_from_metrics
+from .card_metadata import LICENSE_FILE, LICENSE_TEXT
 from .artifacts import (
     KINDS,
     REPO_TYPES,
@@ -66,15 +64,19 @@ from .artifacts import (
     validate_artifact,
 )
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
+from .export_generator import export_diffusers_generator, needs_diffusers_export
+from .export_prompts import export_prompt_rows, needs_prompt_rows
 from .leak import LeakError, check_text, describe_index, scan_files
+from .local_paths import LocalPathError, without_local_paths
 from .outgoing import PublishInterruptedError, check_outgoing
 from .provenance import _report_generator_license, collect_provenance
-from .stage import REAL_DATA_ENV, _read_metrics, _resolve_index, _stage
+from .stage import REAL_DATA_ENV, _check_destination, _read_metrics, _resolve_index, _upload, _write_dry_run
 
 __all__ = [
     "KINDS",
     "REPO_TYPES",
     "ArtifactError",
+    "LocalPathError",
     "PublishResult",
     "publish",
     "publish_artifact",
@@ -175,31 +177,30 @@ def publish(
         # A ViTMAE folder gets vit/: its encoder as a plain ViTModel for AutoModelForImageClassification.
         # The method-neutral encoders of the other methods (ViTModel, ResNetModel) already load as they are.
         export = export_vit_encoder
+    elif kind == "prompt_set" and needs_prompt_rows(source):
+        export = export_prompt_rows  # load_dataset: one row a prompt, with its scores
+    elif kind == "generator" and needs_diffusers_export(source):
+        export = export_diffusers_generator  # text encoder inside + the loader module diffusers imports
     if export is None:
         return _publish_folder(kind, folder, repo_id, **kwargs)
     dry_run = kwargs.get("dry_run")
     if dry_run is not None and Path(dry_run).resolve() == source.resolve():
         raise ValueError(f"dry-run folder {dry_run} is the artifact folder itself; pick another path")
     validate_artifact(kind, source)
+    if kind == "generator":  # ids and sources as the run's datasets record them: read from the source
+        kwargs.setdefault("provenance", _exported_generator_provenance(source))
+    kwargs.setdefault("run_dir", source.parent)  # paths inside the run are written relative to it
     with tempfile.TemporaryDirectory(prefix=f"genssl-export-{kind}-") as tmpd:
         result = _publish_folder(kind, export(source, Path(tmpd) / source.name), repo_id, **kwargs)
     result.source = source
     return result
 
 
-def _check_destination(source: Path, repo_id: str | None, dry_run: str | os.PathLike | None, overwrite: bool) -> None:
-    """Where the publication goes is given and usable: a repo id, or a dry-run folder that is not
-    the source and does not exist yet (unless ``overwrite``)."""
-    if dry_run is None and not repo_id:
-        raise ValueError("pass repo_id (to upload) or dry_run=DIR (to write the folder that would be uploaded)")
-    if repo_id is not None and repo_id.count("/") > 1:
-        raise ValueError(f"repo_id {repo_id!r} must be 'name' or 'namespace/name'")
-    if dry_run is not None:
-        dest = Path(dry_run)
-        if dest.resolve() == source.resolve():
-            raise ValueError(f"dry-run folder {dest} is the artifact folder itself; pick another path")
-        if dest.exists() and not overwrite:
-            raise FileExistsError(f"dry-run folder {dest} already exists (pass overwrite=True to replace it)")
+def _exported_generator_provenance(source: Path) -> dict[str, Any]:
+    out = collect_provenance("generator", source)
+    te = out.pop("text encoder source", None)
+    out["text encoder"] = "stored in text_encoder/ + tokenizer/" + (f" (a copy of the packaged {te})" if te else "")
+    return out
 
 
 def _publish_folder(
@@ -225,6 +226,8 @@ def _publish_folder(
     revision: str | None = None,
     overwrite: bool = False,
     api: HfApi | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    run_dir: Path | None = None,
 ) -> PublishResult:
     """Validate, card, leak-check and then upload ``folder`` as ``repo_id`` (or, with
     ``dry_run=DIR``, write exactly the folder that would be uploaded to ``DIR`` and reload it).
@@ -238,12 +241,7 @@ def _publish_folder(
     _check_kind(kind)
     source = Path(folder)
     _check_destination(source, repo_id, dry_run, overwrite)
-    if metrics is None and kind in ("encoder", "classifier", "report_generator"):
-        # the fine-tuning stage writes its selected model's metrics beside the weights
-        metrics = next((source / n for n in METRICS_FILES if (source / n).is_file()), None)
-    metrics_data = _read_metrics(metrics)
-    if kind == "report_generator" and license is None:
-        license = _report_generator_license(source)  # the training corpus's terms carry over to the model
+    metrics_data, license = _metrics_and_license(kind, source, metrics, license)
     index = _resolve_index(real_data, allow_unchecked)
 
     # 1. the source reloads with its own loader (before any work)
@@ -251,32 +249,20 @@ def _publish_folder(
     files = select_files(kind, source, ignore_patterns, include_images)
     if not files:
         raise ArtifactError(f"{kind} folder {source} has no files to publish")
-    provenance = collect_provenance(kind, source)
+    provenance = dict(provenance) if provenance is not None else collect_provenance(kind, source)
+    card_args = dict(license=license, tags=tags, datasets=datasets, base_model=base_model, related=related)
     card = build_card(
         kind,
         source,
         provenance=provenance,
         repo_id=repo_id,
-        license=license,
-        tags=tags,
-        datasets=datasets,
-        base_model=base_model,
         metrics=metrics_data,
         eval_dataset=eval_dataset,
         leak_checked=describe_index(index) if index is not None else None,
-        related=related,
+        **card_args,
     )
-    text = str(card)
-    check_outgoing(source, [f for f in files if f != "README.md"], text)  # nothing from outside, no credentials
-
-    # 2. leak guard over every outgoing file and the new card, before anything is written
-    if index is not None:
-        findings = scan_files(source, [f for f in files if f != "README.md"], index)
-        if findings:
-            raise LeakError(findings, source)
-        check_text(text, index, name="README.md")
-    shipped = sorted({*files, "README.md"})
-
+    # 2. checks over every outgoing file and the new card, before anything is written
+    text, rewritten, files = _check_outgoing(source, files, card, index, run_dir or source.parent)
     result = PublishResult(
         kind=kind,
         source=source,
@@ -285,53 +271,50 @@ def _publish_folder(
         private=private,
         dry_run=dry_run is not None,
         folder=None,
-        files=shipped,
+        files=sorted({*files, "README.md"}),
         provenance=provenance,
     )
     # 3. stage, reload, then rename into place or upload
     if dry_run is not None:
-        _write_dry_run(kind, source, files, text, Path(dry_run), overwrite)
+        _write_dry_run(kind, source, files, text, Path(dry_run), overwrite, rewritten)
         result.folder = Path(dry_run)
-        logger.info("dry run: wrote %s (%d files) for %s", result.folder, len(shipped), repo_id or kind)
+        logger.info("dry run: wrote %s (%d files) for %s", result.folder, len(result.files), repo_id or kind)
         return result
-    _upload(kind, source, files, text, result, api or HfApi(token=token), revision, commit_message)
+    _upload(kind, source, files, text, rewritten, result, api or HfApi(token=token), revision, commit_message)
     logger.info("uploaded %s to %s (%s, %s)", source, repo_id, REPO_TYPES[kind], "private" if private else "public")
     return result
 
 
-def _write_dry_run(kind: str, source: Path, files: Sequence[str], text: str, dest: Path, overwrite: bool) -> None:
-    """Write exactly the folder that would be uploaded to ``dest`` (atomically) and reload it."""
-    with writer_lock(dest, "dry-run folder", beside=True), atomic_dir(dest, overwrite=overwrite) as tmp:
-        _stage(source, files, text, tmp)
-        validate_artifact(kind, tmp)
+def _metrics_and_license(kind: str, source: Path, metrics: Any, license: str | None) -> tuple[Any, str | None]:
+    """The card's metrics (given, else the fine-tuning stage's file beside the weights) and licence
+    (given, else for a report generator the training corpus's terms, which carry over to the model)."""
+    if metrics is None and kind in ("encoder", "classifier", "report_generator"):
+        metrics = next((source / n for n in METRICS_FILES if (source / n).is_file()), None)
+    if kind == "report_generator" and license is None:
+        license = _report_generator_license(source)
+    return _read_metrics(metrics), license
 
 
-def _upload(
-    kind: str,
-    source: Path,
-    files: Sequence[str],
-    text: str,
-    result: PublishResult,
-    api: HfApi,
-    revision: str | None,
-    commit_message: str | None,
-) -> None:
-    """Stage the folder (hard links), reload it, then create the repo and upload; the commit and
-    the repo URL go into ``result``."""
-    with tempfile.TemporaryDirectory(prefix=f"genssl-publish-{kind}-") as tmpd:
-        staged = Path(tmpd) / "upload"
-        _stage(source, files, text, staged, link=True)
-        validate_artifact(kind, staged)
-        repo = api.create_repo(result.repo_id, repo_type=REPO_TYPES[kind], private=result.private, exist_ok=True)
-        result.commit = api.upload_folder(
-            repo_id=result.repo_id,
-            folder_path=str(staged),
-            repo_type=REPO_TYPES[kind],
-            revision=revision,
-            commit_message=commit_message or f"Upload genssl_hf {kind.replace('_', ' ')}",
-        )
-        result.url = str(getattr(repo, "url", repo) or "") or None
-        result.folder = None
+def _check_outgoing(
+    source: Path, files: Sequence[str], card: Any, index: Any, run_dir: Path
+) -> tuple[str, Mapping[str, str], list[str]]:
+    """Refuse the publication before anything is written: local paths, user or host names (paths
+    inside ``run_dir`` are made relative: the card and ``{file: text}`` rewritten), then
+    the leak guard (report text, pixels of the real data in ``index``) over every file and the card.
+    Returns the card text, the rewritten files and the outgoing files (a ``license: other`` card
+    brings its ``LICENSE.md``)."""
+    text, rewritten = without_local_paths(source, files, str(card), run_dir)
+    check_outgoing(source, [f for f in files if f != "README.md"], text)  # nothing from outside, no credentials
+    if index is not None:
+        findings = scan_files(source, [f for f in files if f != "README.md"], index)
+        if findings:
+            raise LeakError(findings, source)
+        check_text(text, index, name="README.md")
+    files = list(files)
+    if getattr(card.data, "license_link", None) == LICENSE_FILE and LICENSE_FILE not in files:
+        rewritten = {**rewritten, LICENSE_FILE: LICENSE_TEXT}
+        files.append(LICENSE_FILE)
+    return text, rewritten, files
 
 
 publish_artifact = publish  # the name exported by ``genssl_hf.hub``
@@ -386,38 +369,14 @@ def publish_all(
     kind -> metrics JSON (path or dict). With ``dry_run=DIR`` each kind goes to ``DIR/<kind>``.
     The real-data index is built once and every artifact is checked before any is uploaded.
     """
-    if isinstance(artifacts, (str, os.PathLike)):
-        run_dir = Path(artifacts)
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"run folder {run_dir} does not exist")
-        lay = {**DEFAULT_RUN_LAYOUT, **(layout or {})}
-        found = {k: run_dir / sub for k, sub in lay.items() if (run_dir / sub).is_dir()}
-        if not found:
-            raise ArtifactError(f"run folder {run_dir} holds none of the artifact folders {lay}")
-    else:
-        found = {k: Path(v) for k, v in artifacts.items()}
-    for k in found:
-        _check_kind(k)
+    found = _run_artifacts(artifacts, layout)
     if dry_run is None and not namespace:
         raise ValueError("pass namespace (user or organisation to upload to) or dry_run=DIR")
     names = {**DEFAULT_REPO_NAMES, **(repo_names or {})}
     repo_ids = {k: f"{namespace}/{names[k]}" if namespace else names[k] for k in found}
     index = _resolve_index(real_data, allow_unchecked)
     metrics = metrics or {}
-    links: dict[str, dict[str, Any]] = {
-        "generator": {"datasets": [repo_ids[k] for k in ("prompt_set",) if k in found]},
-        "dataset": {
-            "datasets": [repo_ids[k] for k in ("prompt_set",) if k in found],
-            "related": {k: repo_ids[k] for k in ("generator",) if k in found},
-        },
-        "encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
-        "classifier": {
-            "base_model": repo_ids.get("encoder"),
-            "datasets": [repo_ids[k] for k in ("dataset",) if k in found],
-        },
-        "prompt_set": {"related": {k: repo_ids[k] for k in ("generator", "dataset") if k in found}},
-        "dual_encoder": {"datasets": [repo_ids[k] for k in ("dataset",) if k in found]},
-    }
+    links = _card_links(repo_ids)
     order = [k for k in KINDS if k in found]
     # Dry-run every artifact first (validation, cards, leak guard): nothing is uploaded unless all pass.
     results: dict[str, PublishResult] = {}
@@ -434,148 +393,92 @@ def publish_all(
                 allow_unchecked=True,
                 metrics=metrics.get(k),
                 overwrite=overwrite,
-                **{**links.get(k, {}), **kwargs},
+                **{"run_dir": _common_run_dir(found), **links.get(k, {}), **kwargs},
             )
         if dry_run is not None:
             return results
         api = api or HfApi(token=token)
+        uploaded: dict[str, PublishResult] = {}
         for i, k in enumerate(order):
-            staged = results[k].folder
             try:  # each upload is one Hub commit (all its files or none); say which repos are done
-                repo = api.create_repo(repo_ids[k], repo_type=REPO_TYPES[k], private=private, exist_ok=True)
-                commit = api.upload_folder(
-                    repo_id=repo_ids[k],
-                    folder_path=str(staged),
-                    repo_type=REPO_TYPES[k],
-                    commit_message=f"Upload genssl_hf {k.replace('_', ' ')}",
-                )
+                uploaded[k] = _upload_staged(results[k], api)
             except Exception as err:
                 raise PublishInterruptedError(
                     {o: repo_ids[o] for o in order[:i]}, {o: repo_ids[o] for o in order[i:]}, err
                 ) from err
-            results[k] = PublishResult(
-                kind=k,
-                source=found[k],
-                repo_id=repo_ids[k],
-                repo_type=REPO_TYPES[k],
-                private=private,
-                dry_run=False,
-                folder=None,
-                files=results[k].files,
-                url=str(getattr(repo, "url", repo)),
-                commit=commit,
-                provenance=results[k].provenance,
-            )
-    return results
+        return uploaded
 
 
-# ------------------------------------------------------------------------------ command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="publish",
-        description="Publish a genssl_hf artifact folder to the Hugging Face Hub (private by default), "
-        "or write exactly the folder that would be uploaded (--dry-run DIR). Every outgoing file is "
-        "checked for report text and pixels of the real data given with --real-data.",
-    )
-    p.add_argument(
-        "--kind",
-        choices=[*KINDS, "all"],
-        required=True,
-        help="artifact kind; 'all' publishes every artifact of a run folder given as --folder",
-    )
-    p.add_argument("--folder", required=True, help="the artifact folder (or the run folder with --kind all)")
-    p.add_argument("--repo-id", help="namespace/name of the repo (with --kind all: the namespace)")
-    vis = p.add_mutually_exclusive_group()
-    vis.add_argument("--private", dest="private", action="store_true", default=True, help="private repo (default)")
-    vis.add_argument("--public", dest="private", action="store_false", help="public repo")
-    p.add_argument(
-        "--dry-run",
-        metavar="DIR",
-        help="write the folder that would be uploaded to DIR, check it reloads, upload nothing",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --dry-run folder")
-    p.add_argument("--token", help="Hub token (default: the logged-in token / HF_TOKEN)")
-    p.add_argument(
-        "--metrics",
-        help="metrics JSON for the card's model-index (classifier); with --kind all: applies to the classifier",
-    )
-    p.add_argument("--eval-dataset", help="name of the evaluation dataset in the model-index")
-    p.add_argument(
-        "--real-data",
-        nargs="+",
-        metavar="PATH",
-        help="real images / folders / report archives / parquet the artifact must not contain "
-        f"(default: ${REAL_DATA_ENV})",
-    )
-    p.add_argument("--no-leak-check", action="store_true", help="skip the real-data leak check (not recommended)")
-    p.add_argument("--license", help="license id for the card (default: keep the card's, else apache-2.0)")
-    p.add_argument("--tag", action="append", default=[], help="extra card tag (repeatable)")
-    p.add_argument("--dataset", action="append", default=[], help="dataset repo id to list in the card (repeatable)")
-    p.add_argument("--base-model", help="base model repo id for the card")
-    p.add_argument(
-        "--include-images",
-        action="store_true",
-        default=None,
-        help="ship image files of encoder / classifier folders (figures; checked by the leak guard, but "
-        "grids and overlays of real images are not matched tile by tile)",
-    )
-    p.add_argument("--commit-message")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return checked_parser(p)
+def _run_artifacts(
+    artifacts: Mapping[str, str | os.PathLike] | str | os.PathLike, layout: Mapping[str, str] | None
+) -> dict[str, Path]:
+    """kind -> folder: the mapping given, or the sub-folders of a run folder that ``layout`` names."""
+    if isinstance(artifacts, (str, os.PathLike)):
+        run_dir = Path(artifacts)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder {run_dir} does not exist")
+        lay = {**DEFAULT_RUN_LAYOUT, **(layout or {})}
+        found = {k: run_dir / sub for k, sub in lay.items() if (run_dir / sub).is_dir()}
+        if not found:
+            raise ArtifactError(f"run folder {run_dir} holds none of the artifact folders {lay}")
+    else:
+        found = {k: Path(v) for k, v in artifacts.items()}
+    for k in found:
+        _check_kind(k)
+    return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+def _common_run_dir(found: Mapping[str, Path]) -> Path:
+    """The run folder that holds every artifact (paths inside it are published relative to it)."""
+    common = Path(os.path.commonpath([str(p.absolute()) for p in found.values()]))
+    if len(found) == 1 or common in found.values() or len(common.parts) < 2:
+        return next(iter(found.values())).absolute().parent
+    return common
+
+
+def _card_links(repo_ids: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """What each card of a run names of the others: the data it was trained on (``datasets``), the
+    model it was fine-tuned from (``base_model``) and related repos."""
+
+    def ids(*kinds: str) -> list[str]:
+        return [repo_ids[k] for k in kinds if k in repo_ids]
+
+    return {
+        "generator": {"related": {k: repo_ids[k] for k in ("prompt_set",) if k in repo_ids}},
+        "dataset": {
+            "datasets": ids("prompt_set"),
+            "related": {k: repo_ids[k] for k in ("generator",) if k in repo_ids},
+        },
+        "encoder": {"datasets": ids("dataset")},
+        "classifier": {"base_model": repo_ids.get("encoder"), "datasets": ids("dataset")},
+        "prompt_set": {"related": {k: repo_ids[k] for k in ("generator", "dataset") if k in repo_ids}},
+        "dual_encoder": {"datasets": ids("dataset")},
+    }
+
+
+def _upload_staged(staged: PublishResult, api: HfApi) -> PublishResult:
+    """Create the repo and upload the folder a dry run of :func:`publish_all` staged."""
+    kind, repo_id = staged.kind, staged.repo_id
+    repo = api.create_repo(repo_id, repo_type=REPO_TYPES[kind], private=staged.private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(staged.folder),
+        repo_type=REPO_TYPES[kind],
+        commit_message=f"Upload genssl_hf {kind.replace('_', ' ')}",
     )
-    if args.dry_run is None and not args.repo_id:
-        print("error: pass --repo-id to upload, or --dry-run DIR", file=sys.stderr)
-        return 2
-    try:
-        if args.kind == "all":
-            res = publish_all(
-                args.folder,
-                args.repo_id,
-                dry_run=args.dry_run,
-                real_data=args.real_data,
-                allow_unchecked=args.no_leak_check,
-                private=args.private,
-                token=args.token,
-                overwrite=args.overwrite,
-                metrics={"classifier": args.metrics} if args.metrics else None,
-            )
-            out = {k: r.to_dict() for k, r in res.items()}
-        else:
-            r = publish(
-                args.kind,
-                args.folder,
-                args.repo_id,
-                dry_run=args.dry_run,
-                private=args.private,
-                token=args.token,
-                real_data=args.real_data,
-                allow_unchecked=args.no_leak_check,
-                metrics=args.metrics,
-                eval_dataset=args.eval_dataset,
-                license=args.license,
-                tags=args.tag,
-                datasets=args.dataset,
-                base_model=args.base_model,
-                commit_message=args.commit_message,
-                overwrite=args.overwrite,
-                include_images=args.include_images,
-            )
-            out = r.to_dict()
-    except (LeakError, ArtifactError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return PublishResult(
+        kind=kind,
+        source=staged.source,
+        repo_id=repo_id,
+        repo_type=REPO_TYPES[kind],
+        private=staged.private,
+        dry_run=False,
+        folder=None,
+        files=staged.files,
+        url=str(getattr(repo, "url", repo)),
+        commit=commit,
+        provenance=staged.provenance,
+    )
 
 
 def publish_after_training(kind: str, folder: str | os.PathLike, repo_id: str) -> str:
@@ -585,3 +488,14 @@ def publish_after_training(kind: str, folder: str | os.PathLike, repo_id: str) -
     this: the scripts hand it to their ``main(publish=...)``."""
     result = publish(kind, folder, repo_id, private=True)
     return result.url or repo_id
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (:mod:`.publish_cli`)."""
+    from .publish_cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -117,9 +117,12 @@ def card_results(card_path: str | os.PathLike) -> dict[str, float]:
 def _finish_card(folder: Path, name: str, results: Sequence[Any]) -> None:
     from huggingface_hub import ModelCard
 
+    from .card_metadata import tidy_metadata
+
     card = ModelCard.load(str(folder / "README.md"))
     card.data.model_name = name
     card.data.eval_results = list(results)
+    tidy_metadata(card.data, is_dataset=False)  # differences stay in the card's text, not the model-index
     card.save(str(folder / "README.md"))
 
 
@@ -170,6 +173,7 @@ def package_generator(
             real_data=list(real_data),
             license="apache-2.0",
             datasets=["NIH ChestX-ray14 (NIH Clinical Center), 600-image training subset at 64 px"],
+            base_model="genssl_hf/phantom-ldm-64",  # the generator stage fine-tunes the shipped phantom one
         )
         _finish_card(
             out,

@@ -49,7 +49,7 @@ from genssl_hf.training.common import (
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
-from genssl_hf.utils import read_json, write_json
+from genssl_hf.utils import read_json, write_train_summary
 
 # Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -355,7 +355,7 @@ def export_mae(
                 )
             )
         write_model_card(out, args, run_config, summary)
-        write_json(out / "train_summary.json", summary)
+        write_train_summary(out, summary)  # per-step arrays: train_steps.json
     accelerator.wait_for_everyone()
 
 

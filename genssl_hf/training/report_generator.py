@@ -55,7 +55,7 @@ from genssl_hf.training.report_generator_model import (
     encoder_image_size,
     save_report_generator,
 )
-from genssl_hf.utils import write_json
+from genssl_hf.utils import write_train_summary
 
 __all__ = [
     "load_report_pairs",
@@ -374,7 +374,7 @@ def train_report_generator(args: argparse.Namespace, dataset: Any = None, accele
         summary["validation_loss"] = _mean_loss(unwrapped, val_loader, accelerator.device)
         save_report_generator(unwrapped, processor, out)
         write_report_generator_card(out, run_config, summary)
-        write_json(out / "train_summary.json", summary)
+        write_train_summary(out, summary)  # per-step arrays: train_steps.json
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

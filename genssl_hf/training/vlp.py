@@ -70,7 +70,7 @@ from genssl_hf.training.pretraining_data import resolve_reference
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
 from genssl_hf.training.vlp_args import build_parser
 from genssl_hf.training.vlp_task import VLPTask
-from genssl_hf.utils import atomic_write_text, write_json
+from genssl_hf.utils import atomic_write_text, write_train_summary
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def _export(
                 similarity_figure(unwrapped, processor, tokenizer, run["pairs"], out / "similarity.png", max_length)
             )
         write_dual_encoder_card(out, run_config, summary)
-        write_json(out / "train_summary.json", summary)
+        write_train_summary(out, summary)  # per-step arrays: train_steps.json
 
 
 @no_trace_on_early_failure

@@ -46,7 +46,7 @@ from genssl_hf.training.pretraining_data import build_dataloader, open_pretraini
 from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, method_hparams
 from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
-from genssl_hf.utils import write_json
+from genssl_hf.utils import write_train_summary
 from genssl_hf.validation import renamed_options
 
 __all__ = ["TINY_BACKBONES", "build_parser", "method_options", "pretrain_ssl", "recipe_for", "SSLTask", "main"]
@@ -405,7 +405,7 @@ def _export(
                 seed=args.seed,
             )
         )
-    write_json(out / "train_summary.json", summary)
+    write_train_summary(out, summary)  # per-step arrays: train_steps.json
 
 
 @no_trace_on_early_failure
