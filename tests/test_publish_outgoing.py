@@ -115,7 +115,7 @@ def test_interrupted_upload_publishes_nothing_and_the_retry_completes(prompt_set
             pub.publish("prompt_set", prompt_set, "me/prompts", allow_unchecked=True)
         assert committed == [] and not staged_dirs[0].exists()  # no staging left behind
         res = pub.publish("prompt_set", prompt_set, "me/prompts", allow_unchecked=True)
-    assert committed == [["README.md", "prompts.json"]] and res.commit == "commit-1"
+    assert committed == [["README.md", "data/prompts.parquet", "prompts.json"]] and res.commit == "commit-1"
 
 
 def test_publish_all_interrupted_names_what_is_missing_and_the_retry_completes(tmp_path):
