@@ -59,7 +59,7 @@ def _stage_jobs(tmp_path, monkeypatch) -> list[tuple[list[str], str]]:
 
     monkeypatch.setattr(steps, "_run_command", launch)
     monkeypatch.setattr(training_steps, "_run_command", launch)
-    monkeypatch.setattr(training_steps, "_generator_training_data", lambda spec, folder: tmp_path / "pairs")
+    monkeypatch.setattr(training_steps, "generator_training_data", lambda spec, folder: tmp_path / "pairs")
     demo, contrastive = load_preset("demo"), load_preset("contrastive")
     demo["generator"] = {
         "source": "train",
@@ -140,4 +140,19 @@ def test_a_new_dataset_scheme_reaches_the_pipeline_without_pipeline_code(tmp_pat
     assert len(test) == summary["sizes"]["test"] > 0 and "image" in test.column_names
     cfg["real_data"]["source"] = "unregistered"
     with pytest.raises(ValueError, match="real_data.source must be one of .*throwaway"):
+        validate_config(cfg)
+    # The generator can train on the scheme's images, their findings written as short reports.
+    cfg["real_data"]["source"] = "phantom"
+    cfg["generator"] = {"source": "train", "dataset": "throwaway", "path": "/data/throwaway"}
+    cfg["generator"] |= {"autoencoder_args": {"max_steps": 1}, "ldm_args": {"max_steps": 1}}
+    validate_config(cfg)
+    pairs = datasets.load_dataset(str(training_steps.generator_training_data(cfg["generator"], folder)), split="train")
+    source = throwaway("/data/throwaway", None)["train"]
+    names = source.features["labels"].feature.names
+    assert pairs.column_names == ["image", "text"] and len(pairs) == 40
+    for labels, text in zip(source["labels"], pairs["text"]):
+        assert text == (" ".join(f"{names[i].replace('_', ' ')}." for i in labels) or "No finding.")
+    assert {"No finding."} < set(pairs["text"])  # both healthy and diseased rows
+    cfg["generator"]["dataset"] = "unregistered"
+    with pytest.raises(ValueError, match="generator.dataset must be one of .*throwaway"):
         validate_config(cfg)

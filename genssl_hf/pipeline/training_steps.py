@@ -48,29 +48,40 @@ def stage_generator(cfg: dict, log=print) -> Stage:
     )
 
 
-def _generator_training_data(spec: dict, folder: Path) -> Path:
-    """Images with a text column for generator training, exported as parquet: the NIH
-    ChestX-ray14 subset with its findings written as a short report ("Effusion. Infiltration."
-    or "No finding."), or any dataset folder that already has ``image`` and ``text``."""
+def generator_training_data(spec: dict, folder: Path) -> Path:
+    """Images with a text column for generator training, exported as parquet: the train split of a
+    dataset-registry scheme (``generator.dataset``, e.g. ``nih-subset``, at ``generator.path``) with
+    its findings written as a short report ("Effusion. Infiltration." or "No finding."), or any
+    dataset folder that already has ``image`` and ``text``."""
     import datasets
 
     from ..data.adapters import embed_images
     from ..data.export import export_parquet
+    from ..data.registry import DATASET_SCHEMES, open_labelled_dataset
 
     target = folder / "train_data"
-    if spec.get("dataset") == "nih-subset":
-        from ..data import load_nih_subset
-
-        ds = load_nih_subset(spec["path"], split="train")
-        names = ds.features["labels"].feature.names
-        ds = ds.map(
-            lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."}
-        )
-        ds = embed_images(ds.select_columns(["image", "text"]))
+    scheme = spec.get("dataset")
+    if scheme in DATASET_SCHEMES:
+        ds = open_labelled_dataset(f"{scheme}:{spec['path']}")["train"]
+        ds = embed_images(_with_findings_text(ds).select_columns(["image", "text"]))
     else:
         ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
     export_parquet(ds, target, overwrite=True, card_body="# Generator training data (local only, never published)")
     return target
+
+
+def _with_findings_text(ds):
+    """``ds`` with a ``text`` column naming each row's findings (multi-label ``labels``, or a class
+    ``label``); a row without findings (or of a "No finding" class) reads "No finding."."""
+    multi = "labels" in ds.column_names
+    names = ds.features["labels"].feature.names if multi else ds.features["label"].names
+
+    def text(row):
+        found = [names[i].replace("_", " ") for i in (row["labels"] if multi else [row["label"]])]
+        found = [n for n in found if n.lower() != "no finding"]
+        return {"text": " ".join(f"{n}." for n in found) or "No finding."}
+
+    return ds.map(text)
 
 
 def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
@@ -78,7 +89,7 @@ def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
     generator); returns the trained pipeline folder."""
     from ..generation.pretrained import PHANTOM_GENERATOR_DIR
 
-    data = _generator_training_data(spec, folder)
+    data = generator_training_data(spec, folder)
     shared = {"dataset": str(data), "resolution": spec.get("resolution", cfg["image_size"]), "seed": cfg["seed"]}
     ae_options = {
         **shared,
