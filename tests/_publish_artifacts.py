@@ -100,7 +100,8 @@ def make_generator(d: Path) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     from genssl_hf.generation.models import CXRAutoencoderKL, CXRDiffusionUNet
-    from genssl_hf.generation.pipeline import PACKAGED_TEXT_ENCODERS, CXRLatentDiffusionPipeline, bundle_scheduler
+    from genssl_hf.generation.pipeline import PACKAGED_TEXT_ENCODERS, CXRLatentDiffusionPipeline
+    from genssl_hf.generation.schedulers import bundle_scheduler
 
     torch.manual_seed(0)
     vae = CXRAutoencoderKL(

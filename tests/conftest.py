@@ -2,6 +2,8 @@
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 _LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
 _real_connect = socket.socket.connect
@@ -60,3 +63,53 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_cpu_processes():
+    """Run a script (or ``-m module``) under ``ACCELERATE_USE_CPU=yes accelerate launch --multi_gpu
+    --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --main_process_port P``
+    with a free port P: ``two_cpu_processes([script, *args], env=None, timeout=600, cwd=REPO)`` returns
+    the finished ``subprocess.CompletedProcess`` (text output captured). Each process gets one thread
+    and the repository on ``PYTHONPATH``; ``env`` adds to (or replaces) the variables. A port taken
+    between choosing it and binding it (another test's launcher) is retried once on a new port."""
+
+    def run(target, *, env: dict | None = None, timeout: float = 600, cwd=REPO) -> subprocess.CompletedProcess:
+        full_env = {
+            **os.environ,
+            "ACCELERATE_USE_CPU": "yes",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+            **(env or {}),
+        }
+        for _attempt in range(2):
+            cmd = [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                "--main_process_port",
+                str(free_port()),
+                *map(str, target),
+            ]
+            proc = subprocess.run(cmd, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+            if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+                return proc
+        return proc
+
+    return run

@@ -18,7 +18,8 @@ import torch
 import genssl_hf  # noqa: F401  (registers the Auto classes in this process)
 from genssl_hf.hub import publish as pub
 from genssl_hf.processing import AdaINImageProcessor
-from genssl_hf.training.classifier import GenSSLViTForImageClassification, build_classifier
+from genssl_hf.models.vit_classifier import GenSSLViTForImageClassification
+from genssl_hf.training.classifier import build_classifier
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from genssl_hf.data.schema import cxr_features
-from genssl_hf.training.classifier import GenSSLViTForImageClassification, build_classifier
+from genssl_hf.models.vit_classifier import GenSSLViTForImageClassification
+from genssl_hf.training.classifier import build_classifier
 from genssl_hf.models.drop_path import BranchDropout, drop_path, drop_path_rates
 from genssl_hf.training.finetune import build_parser, main
 from genssl_hf.training.finetune_data import FinetuneAugment, split_train_validation, stratified_subset

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from genssl_hf.generation import CXRAutoencoderKL, CXRDiffusionUNet, CXRLatentDiffusionPipeline, bundle_scheduler
-from genssl_hf.generation.pipeline import GENERATION_PRESETS
+from genssl_hf.generation.schedulers import GENERATION_PRESETS
 
 torch.set_num_threads(1)
 

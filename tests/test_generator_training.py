@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from genssl_hf.processing.collate import ImageTextCollator
 from genssl_hf.training.generator import (
-    ImageTextCollator,
     estimate_scale_factor,
     kl_loss,
     load_image_text_dataset,

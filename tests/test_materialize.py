@@ -15,6 +15,7 @@ import pytest
 
 from genssl_hf.generation import materialize as mz
 from genssl_hf.generation.balance import balance_plan, golden_stride, sample_seed
+from genssl_hf.generation.materialize.plan import prompt_from
 
 PROMPTS = [
     {"text": "Atelectasis with lung collapse", "disease": "Atelectasis", "existence": "positive"},
@@ -157,7 +158,7 @@ def test_roundtrip_load_dataset_and_streaming(tmp_path):
     assert ds.features["image"] == datasets.Image(mode="L")
     assert ds.features["labels"].feature.names == ["Atelectasis", "Pleural Effusion", "Cardiomegaly"]
     assert ds.features["class_label"].names == ["Atelectasis", "no Atelectasis", "Pleural Effusion", "Cardiomegaly"]
-    plan = balance_plan([mz._prompt_from(p, "").class_label for p in PROMPTS], 23)
+    plan = balance_plan([prompt_from(p, "").class_label for p in PROMPTS], 23)
     for row in ds:
         i = row["index"]
         assert row["seed"] == sample_seed(0, i)

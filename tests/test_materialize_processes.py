@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -142,12 +141,6 @@ def test_sigkill_mid_shard_then_resume_equals_uninterrupted(tmp_path):
     assert _rows(killed) == _rows(clean)  # image bytes, seeds, prompts, labels: all equal
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tiny_pipeline(folder: Path) -> Path:
     """A randomly initialised CXRLatentDiffusionPipeline at toy size (32 px -> 16x16 latents),
     with the packaged MiniLM text encoder (not copied into the folder)."""
@@ -182,13 +175,15 @@ def _tiny_pipeline(folder: Path) -> Path:
         transformer_num_layers=1,
         norm_num_groups=4,
     )
+    from genssl_hf.generation.schedulers import bundle_scheduler
+
     path = pipeline_mod._minilm_path()
     pipe = pipeline_mod.CXRLatentDiffusionPipeline(
         vae=vae,
         unet=unet,
         text_encoder=AutoModel.from_pretrained(path),
         tokenizer=AutoTokenizer.from_pretrained(path),
-        scheduler=pipeline_mod.bundle_scheduler(),
+        scheduler=bundle_scheduler(),
         scale_factor=1.0,
         image_size=32,
         max_text_length=16,
@@ -199,7 +194,7 @@ def _tiny_pipeline(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_equal_one_with_tiny_pipeline(tmp_path):
+def test_two_cpu_processes_equal_one_with_tiny_pipeline(tmp_path, two_cpu_processes):
     pipe_dir = _tiny_pipeline(tmp_path / "tiny-pipe")
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps(PROMPTS))
@@ -225,29 +220,8 @@ def test_two_cpu_processes_equal_one_with_tiny_pipeline(tmp_path):
         "--no-progress",
     ]
     two = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(REPO / "scripts" / "generate_dataset.py"),
-        *common,
-        "--batch-size",
-        "2",
-        "--out",
-        str(two),
-    ]
-    res = subprocess.run(cmd, env=_env(tmp_path, ACCELERATE_USE_CPU="yes"), capture_output=True, text=True, timeout=300)
+    script = REPO / "scripts" / "generate_dataset.py"
+    res = two_cpu_processes([script, *common, "--batch-size", "2", "--out", two], env=_env(tmp_path), timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     log = res.stdout + res.stderr
     assert "rank 0/2" in log and "rank 1/2" in log  # both processes took shards

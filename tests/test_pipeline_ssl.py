@@ -9,7 +9,7 @@ from genssl_hf.pipeline.runner import load_preset, validate_config, variant_titl
 from genssl_hf.pipeline.ssl_variants import (
     ssl_finetune_config,
     ssl_finetune_init,
-    ssl_pretrain_command,
+    ssl_pretrain_options,
     ssl_stage_name,
     ssl_variant_names,
 )
@@ -37,11 +37,10 @@ def test_pretrain_command_and_resnet_finetune_config(tmp_path):
     cfg["ssl_variants"]["cnn_random"] = {"method": "random_init", "backbone": "resnet-tiny"}
     cfg["variants"] += ["simclr_cnn", "cnn_random"]
     validate_config(cfg)
-    cmd = ssl_pretrain_command(cfg, "simclr_cnn", tmp_path, tmp_path / "stats.json", tmp_path / "out")
-    joined = " ".join(cmd)
-    assert "--method simclr" in joined and "--model resnet-tiny" in joined and "--adain off" in joined
-    assert "--temperature 0.5" in joined and str(tmp_path / "real_unlabelled" / "dataset") in joined
-    assert cmd[cmd.index("--figure") + 1] == "off"  # real images never drawn into an artifact
+    options = ssl_pretrain_options(cfg, "simclr_cnn", tmp_path, tmp_path / "stats.json", tmp_path / "out")
+    assert options["method"] == "simclr" and options["model"] == "resnet-tiny" and options["adain"] == "off"
+    assert options["temperature"] == 0.5 and options["dataset"] == str(tmp_path / "real_unlabelled" / "dataset")
+    assert options["figure"] == "off"  # real images never drawn into an artifact
     assert variant_title(cfg, "simclr_cnn") == "SimCLR (resnet-tiny, real, no AdaIN)"
     ft = ssl_finetune_config(cfg, "simclr_cnn")["finetune"]["args"]
     assert ft["recipe"] == "resnet-tiny" and "drop_path" not in ft

@@ -1,9 +1,5 @@
 """MAE pre-training: bad input, exact resume, NaN guard, saved artifacts, --model folders, two processes."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,54 +243,13 @@ def test_a_model_folder_continues_with_the_recipe_of_its_width(tmp_path, full_ru
     assert mae._resolve(args).base_learning_rate == mae.RECIPES["vit-s16"]["base_learning_rate"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_process_cpu_run(tmp_path, data_dir):
+def test_two_process_cpu_run(tmp_path, data_dir, two_cpu_processes):
     out = tmp_path / "ddp"
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "yes",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "scripts" / "pretrain_mae.py"),
-        *TINY,
-        "--per_device_train_batch_size",
-        "4",
-        "--dataset",
-        str(data_dir),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "3",
-        "--checkpointing_steps",
-        "2",
-        "--figure",
-        "off",
-    ]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    script = ROOT / "scripts" / "pretrain_mae.py"
+    args = ["--per_device_train_batch_size", "4", "--dataset", data_dir, "--output_dir", out, "--max_steps", "3"]
+    args += ["--checkpointing_steps", "2", "--figure", "off"]
+    res = two_cpu_processes([script, *TINY, *args], timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = __import__("json").loads((out / "run_config.json").read_text())
     assert cfg["environment"]["num_processes"] == 2 and cfg["derived"]["total_batch_size"] == 8

@@ -3,10 +3,6 @@ pipeline, training (1 and 2 processes), the phantom comparison against both base
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -233,45 +229,12 @@ def test_phantom_clinical_f1_far_above_baselines(tmp_path, encoder_dir):
     assert res["distinct_outputs"]["greedy"] >= 10  # it reads the image: not one report for every film
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_process_training(tmp_path, encoder_dir):
+def test_two_process_training(tmp_path, encoder_dir, two_cpu_processes):
     out = tmp_path / "ddp"
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "yes",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "scripts" / "train_report_generator.py"),
-        "--model",
-        str(encoder_dir),
-        "--decoder_layers",
-        "1",
-        "--dataset",
-        "phantom:64",
+    script = ROOT / "scripts" / "train_report_generator.py"
+    args = ["--model", encoder_dir, "--decoder_layers", "1", "--dataset", "phantom:64"]
+    args += [
         "--per_device_train_batch_size",
         "4",
         "--max_steps",
@@ -279,9 +242,9 @@ def test_two_process_training(tmp_path, encoder_dir):
         "--checkpointing_steps",
         "2",
         "--output_dir",
-        str(out),
+        out,
     ]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    res = two_cpu_processes([script, *args])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = json.loads((out / "run_config.json").read_text())
     assert cfg["environment"]["num_processes"] == 2 and cfg["derived"]["total_batch_size"] == 8

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from genssl_hf.generation import materialize as mz
-from genssl_hf.utils import FolderBusyError, FolderLock, write_json
+from genssl_hf.utils import FolderBusyError, FolderLock, read_json, write_json
 
 PROMPTS = [
     {"text": "Big left-sided pleural effusion", "disease": "Pleural Effusion", "existence": "positive"},
@@ -188,7 +188,7 @@ def test_resume_with_another_batch_size_is_refused_for_a_diffusion_generator(tmp
 
     out = tmp_path / "gen"
     mz.generate_dataset(out, Diffusion(), **SETTINGS, max_images_this_run=2)
-    config = mz.read_json(out / mz.CONFIG_NAME)
+    config = read_json(out / mz.CONFIG_NAME)
     assert config["batch_size"] == 2 and config["num_threads"] >= 1
     with pytest.raises(ValueError, match=r"another batch_size.*bit-exact only at equal batch size and thread count"):
         mz.generate_dataset(out, Diffusion(), **{**SETTINGS, "batch_size": 3})

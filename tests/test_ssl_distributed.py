@@ -3,7 +3,6 @@ process on the same global batch: SimCLR's negatives are gathered with gradient,
 the keys of every process, the heads' BN is global (SimCLR / SimSiam, ViT and ResNet)."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,41 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_ssl_ddp_worker.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _accelerate() -> str:
-    exe = Path(sys.executable).with_name("accelerate")
-    return str(exe) if exe.exists() else "accelerate"
-
-
 @pytest.mark.slow
-def test_two_processes_equal_one_process_at_the_same_global_batch(tmp_path):
+def test_two_processes_equal_one_process_at_the_same_global_batch(tmp_path, two_cpu_processes):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "yes"}
     single = tmp_path / "one.pt"
     subprocess.run([sys.executable, str(WORKER), str(single)], check=True, env=env, cwd=ROOT, timeout=600)
     double = tmp_path / "two.pt"
-    cmd = [
-        _accelerate(),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(WORKER),
-        str(double),
-    ]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    proc = two_cpu_processes([WORKER, double], env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = torch.load(single), torch.load(double)
     assert set(one) == set(two) == {"simclr/tiny", "simclr/resnet-tiny", "moco_v2/tiny", "simsiam/tiny"}

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -110,41 +106,11 @@ def test_infonce_rejects_bad_shapes():
         image_text_infonce(torch.randn(4, 3), torch.randn(3, 3), torch.tensor(1.0))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_gathered_loss_two_processes_equals_one_process(tmp_path):
+def test_gathered_loss_two_processes_equals_one_process(tmp_path, two_cpu_processes):
     """2 CPU processes, each with half of the batch: the mean of their losses equals the 1-process loss
     on the whole batch, and each process's gradient (averaged as DDP does) equals the 1-process one."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    env = dict(
-        os.environ,
-        ACCELERATE_USE_CPU="yes",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    )
-    cmd = [
-        str(accelerate),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(REPO / "tests" / "_vlp_gather_worker.py"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = two_cpu_processes([REPO / "tests" / "_vlp_gather_worker.py", tmp_path])
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["world"] == 2 for r in ranks)

@@ -35,11 +35,14 @@ def _usage() -> str:
 
 
 def run_command(name: str, argv: Sequence[str]) -> Any:
-    """Run subcommand ``name`` with ``argv`` (a config file first is expanded into options)."""
+    """Run subcommand ``name`` with ``argv`` (a config file first, or after a sub-command word such as
+    ``ldm``, is expanded into options)."""
     cmd = COMMANDS[name]
     argv = list(argv)
-    if argv and argv[0].lower().endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
-        argv = ([cmd.config_option, argv[0]] if cmd.config_option else config_file_argv(argv[0])) + argv[1:]
+    at = 1 if argv and argv[0] in cmd.subcommands else 0  # the file follows a sub-command word
+    if len(argv) > at and argv[at].lower().endswith(CONFIG_SUFFIXES) and not argv[at].startswith("-"):
+        path = argv[at]
+        argv = argv[:at] + ([cmd.config_option, path] if cmd.config_option else config_file_argv(path)) + argv[at + 1 :]
     module, func = cmd.target.split(":")
     fn = getattr(importlib.import_module(module), func)
     if cmd.publish:

@@ -19,6 +19,7 @@ class Command:
     help: str
     publish: bool = False  # pass publish=publish_after_training (--push_to_hub)
     config_option: str | None = None  # a config file given first is passed as this option, not expanded
+    subcommands: tuple[str, ...] = ()  # words that may come before the config file (train-generator ldm FILE)
 
 
 COMMANDS: dict[str, Command] = {
@@ -31,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "train-generator": Command(
         "genssl_hf.training.generator:main",
         "train the latent diffusion generator: genssl train-generator {autoencoder,ldm} ...",
+        subcommands=("autoencoder", "ldm"),
     ),
     "convert-bundle": Command(
         "genssl_hf.generation.convert:main", "convert a MONAI bundle (CXR LDM) into a diffusers-style generator folder"

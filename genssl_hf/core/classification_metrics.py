@@ -173,6 +173,24 @@ def _predictions(y_true: np.ndarray, y_score: np.ndarray, multi_label: bool, thr
     return one_hot_labels(y_true, c), one_hot_labels(y_score.argmax(axis=1), c)
 
 
+def _class_row(t_j, score_j, threshold, tp, fp, tn, fn, rates, j: int) -> dict[str, Any]:
+    """Class ``j``'s entry of ``per_class``: its AUC (or why it is undefined), threshold, counts
+    and decision rates."""
+    auc, reason = _auc_or_reason(t_j, score_j)
+    return {
+        "auc": auc,
+        "auc_undefined_reason": reason,
+        "threshold": threshold,
+        "tp": int(tp[j]),
+        "fp": int(fp[j]),
+        "tn": int(tn[j]),
+        "fn": int(fn[j]),
+        **{k: _none_if_nan(rates[k][j]) for k in DECISION_METRICS},
+        "positives": int(tp[j] + fn[j]),
+        "negatives": int(tn[j] + fp[j]),
+    }
+
+
 def classification_metrics(
     y_true: Any,
     y_score: Any,
@@ -201,29 +219,12 @@ def classification_metrics(
     t, pred = _predictions(y_true, y_score, multi_label, thr)
     tp, fp, tn, fn = confusion_counts(t, pred)
     rates = decision_rates(tp, fp, tn, fn)
-
-    per_class: dict[str, dict[str, Any]] = {}
-    undefined: dict[str, str] = {}
-    defined_aucs = []
-    for j, name in enumerate(names):
-        auc, reason = _auc_or_reason(t[:, j], y_score[:, j])
-        per_class[name] = {
-            "auc": auc,
-            "auc_undefined_reason": reason,
-            "threshold": float(thr[j]) if multi_label else None,
-            "tp": int(tp[j]),
-            "fp": int(fp[j]),
-            "tn": int(tn[j]),
-            "fn": int(fn[j]),
-            **{k: _none_if_nan(rates[k][j]) for k in DECISION_METRICS},
-            "positives": int(tp[j] + fn[j]),
-            "negatives": int(tn[j] + fp[j]),
-        }
-        if auc is None:
-            undefined[name] = reason
-        else:
-            defined_aucs.append((name, auc))
-
+    per_class = {
+        name: _class_row(t[:, j], y_score[:, j], float(thr[j]) if multi_label else None, tp, fp, tn, fn, rates, j)
+        for j, name in enumerate(names)
+    }
+    undefined = {nm: row["auc_undefined_reason"] for nm, row in per_class.items() if row["auc"] is None}
+    defined_aucs = [(nm, row["auc"]) for nm, row in per_class.items() if row["auc"] is not None]
     macro = {k: _none_if_nan(_nanmean(rates[k])) for k in DECISION_METRICS}
     out: dict[str, Any] = {
         "task": "multi_label" if multi_label else "multi_class",

@@ -275,6 +275,35 @@ def _section_of(row: Mapping[str, Any], section: str, where: str) -> str:
 # ---------------------------------------------------------------------------------- generated
 
 
+def _report_generation_config(folder: Path) -> dict[str, Any]:
+    """The ``generation_config.json`` of a dataset generated from reports (clear errors otherwise)."""
+    cfg_path = folder / "generation_config.json"
+    if not cfg_path.is_file():
+        raise CXRDataError(f"{folder} is not a generated dataset (no generation_config.json)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("mode") != "reports":
+        raise CXRDataError(
+            f"{folder} was generated from prompts, not reports (mode={cfg.get('mode')!r}); it has no report pairs"
+        )
+    return cfg
+
+
+def _sections_by_hash(
+    rows: list[Mapping[str, Any]], column: str, section: str, name: str
+) -> tuple[dict[str, str], list[str]]:
+    """Each corpus row's ``section`` keyed by the hash of its ``column`` text (first row wins), and
+    the ``column`` texts in corpus order (what generation hashed)."""
+    by_hash: dict[str, str] = {}
+    generated_texts = []
+    for r, row in enumerate(rows):
+        src = row.get(column)
+        if not isinstance(src, str) or not src:
+            continue
+        generated_texts.append(src)
+        by_hash.setdefault(report_sha256(src), _section_of(row, section, f"report corpus {name!r} row {r}"))
+    return by_hash, generated_texts
+
+
 def generated_pairs(
     folder: str | os.PathLike,
     corpus: Any,
@@ -296,14 +325,7 @@ def generated_pairs(
 
     check_section(section)
     folder = Path(folder)
-    cfg_path = folder / "generation_config.json"
-    if not cfg_path.is_file():
-        raise CXRDataError(f"{folder} is not a generated dataset (no generation_config.json)")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("mode") != "reports":
-        raise CXRDataError(
-            f"{folder} was generated from prompts, not reports (mode={cfg.get('mode')!r}); it has no report pairs"
-        )
+    cfg = _report_generation_config(folder)
     column = text_column or cfg.get("text_column") or "text"
     rows, name, licence = load_report_rows(corpus)
     if rows and column not in rows[0]:
@@ -311,14 +333,7 @@ def generated_pairs(
             f"report corpus {name!r} has no column {column!r} (the column {folder} was generated from); "
             f"columns: {sorted(rows[0])}"
         )
-    by_hash: dict[str, str] = {}
-    generated_texts = []
-    for r, row in enumerate(rows):
-        src = row.get(column)
-        if not isinstance(src, str) or not src:
-            continue
-        generated_texts.append(src)
-        by_hash.setdefault(report_sha256(src), _section_of(row, section, f"report corpus {name!r} row {r}"))
+    by_hash, generated_texts = _sections_by_hash(rows, column, section, name)
     images = datasets.load_dataset(str(folder), split="train")
     hashes = images["report_sha256"]
     missing = [i for i, h in enumerate(hashes) if h not in by_hash]

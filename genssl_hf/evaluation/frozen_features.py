@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from genssl_hf.models import is_cnn_init, pooled_features
-from genssl_hf.training.classifier import GENSSL_CLASSIFIER_MODEL_TYPE, build_classifier, encoder_config
+from genssl_hf.models.vit_classifier import GENSSL_CLASSIFIER_MODEL_TYPE
+from genssl_hf.training.classifier import build_classifier, encoder_config
 from genssl_hf.training.finetune_args import image_processor_of, processor_folder, check_image_processor_choice
 from genssl_hf.training.finetune_data import Collator, InputNormalizer, stratified_subset, targets_of
 from genssl_hf.evaluation.probe_scores import DEFAULT_C_GRID, knn_auc, linear_probe_auc

@@ -87,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="[NAME=]FOLDER",
-        help="classifier folder (repeat for a comparison table)",
+        help="classifier folder(s) (several, or repeated, for a comparison table; a list in a config file)",
     )
     p.add_argument(
         "--dataset",

@@ -44,7 +44,7 @@ class LoadedClassifier:
         import genssl_hf.processing  # noqa: F401  (AutoImageProcessor learns AdaINImageProcessor)
         from transformers import AutoImageProcessor, ViTForImageClassification
 
-        from genssl_hf.training.classifier import GenSSLViTForImageClassification
+        from genssl_hf.models.vit_classifier import GenSSLViTForImageClassification
         from genssl_hf.training.finetune_data import InputNormalizer
 
         self.folder = Path(folder)

@@ -16,7 +16,8 @@ from .models import (
     CXRAutoencoderKL,
     CXRDiffusionUNet,
 )
-from .pipeline import CXRLatentDiffusionPipeline, CXRPipelineOutput
+from .pipeline import CXRLatentDiffusionPipeline
+from .sampling import CXRPipelineOutput
 from .pretrained import PHANTOM_GENERATOR_DIR, load_phantom_generator
 from .schedulers import bundle_scheduler
 

@@ -12,8 +12,8 @@ and batches are processed independently, so neither the batch size nor the posit
 changes which random numbers an image gets.
 
 The bundle's scheduler and the sampling presets live in :mod:`.schedulers`, the per-image seeds
-in :mod:`.seeds` and the denoising loop's speed helpers in :mod:`.fast_inference`;
-``bundle_scheduler`` and ``GENERATION_PRESETS`` stay part of this module's API.
+in :mod:`.seeds`, the output class and call checks in :mod:`.sampling` and the denoising loop's
+speed helpers in :mod:`.fast_inference`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ from .seeds import resolve_seeds
 
 __all__ = [
     "CXRLatentDiffusionPipeline",
-    "CXRPipelineOutput",
-    "bundle_scheduler",
     "PACKAGED_TEXT_ENCODERS",
-    "GENERATION_PRESETS",
 ]
 
 

@@ -181,7 +181,7 @@ def _classifier_class(folder: Path):
         return ResNetForImageClassification
     archs = cfg.get("architectures") or []
     if "GenSSLViTForImageClassification" in archs:
-        from genssl_hf.training.classifier import GenSSLViTForImageClassification
+        from genssl_hf.models.vit_classifier import GenSSLViTForImageClassification
 
         return GenSSLViTForImageClassification
     if "BeitForImageClassification" in archs:  # a mean-pooled classifier exported for plain transformers

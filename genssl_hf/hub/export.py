@@ -67,7 +67,8 @@ def export_plain_classifier(folder: str | os.PathLike, out: str | os.PathLike) -
     """Write the genssl_hf classifier in ``folder`` to ``out`` as a stock transformers classifier
     (see :func:`~genssl_hf.training.classifier.to_plain_transformers`); every other file (processor,
     metrics, card, run config) is copied. Raises ``ValueError`` when the export's logits differ."""
-    from genssl_hf.training.classifier import GenSSLViTForImageClassification, to_plain_transformers
+    from genssl_hf.models.vit_classifier import GenSSLViTForImageClassification
+    from genssl_hf.training.classifier import to_plain_transformers
 
     folder, out = Path(folder), Path(out)
     native = GenSSLViTForImageClassification.from_pretrained(str(folder)).eval()

@@ -71,6 +71,14 @@ def validate_config(config: dict) -> None:
         raise ValueError(f"real_data.source must be one of {', '.join(sources)}, got {source!r}")
     if source != "phantom" and not config["real_data"].get("path"):
         raise ValueError(f"real_data.source {source!r} needs real_data.path")
+    generator = config.get("generator", {})
+    if generator.get("source") == "train":  # its images and reports: a registry scheme, or a folder with text
+        if generator.get("dataset") not in (None, *DATASET_SCHEMES):
+            raise ValueError(
+                f"generator.dataset must be one of {', '.join(DATASET_SCHEMES)}, got {generator['dataset']!r}"
+            )
+        if not generator.get("path"):
+            raise ValueError("generator.source 'train' needs generator.path")
 
 
 def check_size_multiples(config: dict) -> None:

@@ -1,6 +1,6 @@
-"""How a stage runs its training / evaluation command: a fresh subprocess (``python -m module`` or
-the config's ``launcher``, e.g. ``accelerate launch``), its command line and log kept in the stage
-folder."""
+"""How a stage runs its training / evaluation job: a fresh subprocess of the ``genssl`` command
+(``python -m genssl_hf <command> <config file>``, or through the config's ``launcher``, e.g.
+``accelerate launch``), its options, command line and log kept in the stage folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from ..utils import write_json
 
 from ..core.secrets import redact_argv
 from .stage_process import ProgressEcho, run_stage_process
@@ -36,27 +38,24 @@ def _run_command(cmd: list[str], folder: Path, log, name: str = "command", env: 
         raise RuntimeError(f"command failed with exit code {returncode}: {shown}\n(log: {log_path})\n{tail}")
 
 
-def _python_module(config: dict, module: str) -> list[str]:
+def genssl_prefix(config: dict) -> list[str]:
+    """``python -m genssl_hf``, or through the config's ``launcher`` (e.g. ``accelerate launch``)."""
     launcher = config.get("launcher")
     if launcher:  # e.g. ["accelerate", "launch", "--num_processes", "8"]
-        return list(launcher) + ["-m", module]
-    return [sys.executable, "-m", module]
+        return list(launcher) + ["-m", "genssl_hf"]
+    return [sys.executable, "-m", "genssl_hf"]
 
 
-def _flags(options: dict) -> list[str]:
-    """``{"num_train_epochs": 5, "figure": "on"}`` -> ``["--num_train_epochs", "5", "--figure", "on"]``."""
-    out: list[str] = []
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, (list, tuple)):
-            out += [flag] + [str(v) for v in value]
-        else:
-            out += [flag, str(value)]
-    return out
+def stage_command(
+    config: dict, folder: Path, command: Sequence[str], options: dict[str, Any], name: str = "command"
+) -> list[str]:
+    """The command line of a stage's job, ``python -m genssl_hf <command> <folder>/<name>_config.json``,
+    after writing ``options`` into that file: the options a stage records are the ones its job reads
+    (``genssl`` reads the file as typed options: ``true`` a flag, ``false`` / ``null`` left out, a
+    list several values, a mapping JSON text)."""
+    path = folder / f"{name}_config.json"
+    write_json(path, _jsonable(options))
+    return genssl_prefix(config) + [*command, str(path)]
 
 
 def _jsonable(obj: Any) -> Any:

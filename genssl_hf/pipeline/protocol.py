@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..utils import read_json, write_json, writer_lock
-from .launch import _run_command
+from .launch import _run_command, stage_command
 from .stage_process import install_signal_handlers
 from .stages import Stage, run_stage
-from .steps import evaluation_command
+from .steps import evaluation_options
 from .training_steps import stage_finetune
 
 __all__ = ["Arm", "DEFAULT_RECIPES", "run_protocol", "select_recipe", "arm_stage_name", "pooled_rows"]
@@ -343,11 +343,9 @@ def _evaluation_stage(config: dict, root: Path, name: str, group: list[dict], ev
 
     def run(folder: Path) -> dict:
         out = folder / "results"
+        options = evaluation_options(config, models, root / "real_data", out, ev_args)
         _run_command(
-            evaluation_command(config, models, root / "real_data", out, ev_args),
-            folder,
-            log,
-            env=config.get("subprocess_env"),
+            stage_command(config, folder, ["evaluate"], options), folder, log, env=config.get("subprocess_env")
         )
         from .results import build_results
 

@@ -24,9 +24,10 @@ Stages, in order (each a folder under the run root, skipped when its output is a
                        reports, evaluated zero-shot on the test split: a row of the results table
                        that used no labels at all
 
-Training stages run as subprocesses (``python -m genssl_hf.training.mae ...``, or through
-``accelerate launch`` when ``launcher`` is set), so each gets a fresh Accelerator and the exact
-command is recorded next to its outputs.
+Training and evaluation stages run the ``genssl`` command as subprocesses on a config file they
+write into their folder (``python -m genssl_hf pretrain <stage>/command_config.json``, or through
+``accelerate launch`` when ``launcher`` is set), so each gets a fresh Accelerator and the options
+recorded next to the outputs are the ones that ran.
 
 Modules: :mod:`.config` (presets, validation, fine-tuning runs), :mod:`.variants` (the compared
 variants, as data), :mod:`.steps` (one builder per stage), :mod:`.launch` (subprocess commands),

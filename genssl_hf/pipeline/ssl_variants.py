@@ -25,7 +25,7 @@ __all__ = [
     "validate_ssl_variants",
     "ssl_variant_title",
     "ssl_stage_name",
-    "ssl_pretrain_command",
+    "ssl_pretrain_options",
     "ssl_finetune_init",
     "ssl_finetune_config",
     "ssl_data_stage",
@@ -109,37 +109,23 @@ def _shared_args_for(config: dict, method: str) -> dict[str, Any]:
     return {k: v for k, v in shared.items() if f"--{k}" not in options or method in options[f"--{k}"][1]}
 
 
-def ssl_pretrain_command(config: dict, name: str, root: Path, stats_path: Path, out: Path) -> list[str]:
-    """Arguments for ``genssl_hf.training.ssl.pretrain`` (after the launcher / module prefix)."""
+def ssl_pretrain_options(config: dict, name: str, root: Path, stats_path: Path, out: Path) -> dict[str, Any]:
+    """``genssl pretrain`` options of variant ``name`` (written to its stage's config file)."""
     spec = _spec(config, name)
-    args = {**_shared_args_for(config, spec["method"]), **spec.get("args", {})}
-    args["model"] = spec["backbone"]  # a variant's "backbone" (Tab. 9's column) is the trainer's --model
-    cmd = [
-        "--method",
-        spec["method"],
-        "--dataset",
-        str(root / ssl_data_stage(config, name) / "dataset"),
-        "--output_dir",
-        str(out),
-        "--seed",
-        str(config["seed"]),
-        "--adain",
-        spec["adain"],
-        "--reference_stats",
-        str(stats_path),
-        "--image_size",
-        str(config["image_size"]),
-        "--overwrite_output_dir",
-        "--figure",
-        "off" if spec["data"] == "real" else "on",
-    ]  # never draw real images into an artifact
-    for key, value in args.items():
-        if isinstance(value, bool):
-            if value:
-                cmd.append(f"--{key}")
-        elif value is not None:
-            cmd += [f"--{key}", str(value)]
-    return cmd
+    return {
+        "method": spec["method"],
+        "dataset": str(root / ssl_data_stage(config, name) / "dataset"),
+        "output_dir": str(out),
+        "seed": config["seed"],
+        "adain": spec["adain"],
+        "reference_stats": str(stats_path),
+        "image_size": config["image_size"],
+        "overwrite_output_dir": True,
+        "figure": "off" if spec["data"] == "real" else "on",  # never draw real images into an artifact
+        **_shared_args_for(config, spec["method"]),
+        **spec.get("args", {}),
+        "model": spec["backbone"],  # a variant's "backbone" (Tab. 9's column) is the trainer's --model
+    }
 
 
 def ssl_finetune_init(config: dict, name: str, root: Path) -> str:

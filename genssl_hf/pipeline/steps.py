@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..utils import read_json
 from .config import _without_seed_keys, fraction_suffix, label_fractions
-from .launch import _flags, _jsonable, _python_module, _run_command
+from .launch import _jsonable, _run_command, stage_command
 from .stages import Stage
 from .variants import VARIANT_PRETRAIN, VLP_TITLE, variant_title
 
@@ -202,27 +202,20 @@ def stage_reference_stats(cfg: dict, real_dir: Path) -> Stage:
     )
 
 
-def evaluation_command(cfg: dict, models: list[tuple[str, Path]], real_dir: Path, out: Path, args: dict) -> list[str]:
-    """``genssl_hf.evaluation.report`` scoring ``(title, classifier folder)`` pairs side by side on the
+def evaluation_options(
+    cfg: dict, models: list[tuple[str, Path]], real_dir: Path, out: Path, args: dict
+) -> dict[str, object]:
+    """``genssl evaluate`` options scoring ``(title, classifier folder)`` pairs side by side on the
     real test split into ``out``."""
-    cmd = _python_module(cfg, "genssl_hf.evaluation.report")
-    for title, path in models:
-        cmd += ["--model", f"{title}={path}"]
-    return (
-        cmd
-        + [
-            "--dataset",
-            str(real_dir / "dataset"),
-            "--split",
-            "test",
-            "--output_dir",
-            str(out),
-            "--overwrite",
-            "--seed",
-            str(cfg["seed"]),
-        ]
-        + _flags(args)
-    )
+    return {
+        "model": [f"{title}={path}" for title, path in models],
+        "dataset": str(real_dir / "dataset"),
+        "split": "test",
+        "output_dir": str(out),
+        "overwrite": True,
+        "seed": cfg["seed"],
+        **args,
+    }
 
 
 def stage_evaluation(
@@ -234,7 +227,8 @@ def stage_evaluation(
     def run(folder: Path) -> dict:
         out = folder / "results"
         models = [(variant_title(cfg, v), root / f"finetune_{v}{suffix}" / "run" / "best") for v in variants]
-        _run_command(evaluation_command(cfg, models, real_dir, out, ev.get("args", {})), folder, log)
+        options = evaluation_options(cfg, models, real_dir, out, ev.get("args", {}))
+        _run_command(stage_command(cfg, folder, ["evaluate"], options), folder, log)
         from .results import build_results
 
         context = _run_context(cfg, root, variants, suffix)
@@ -299,20 +293,15 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
 
 def stage_vlp_zero_shot(cfg: dict, root: Path, real_dir: Path, log) -> Stage:
     def run(folder: Path) -> dict:
-        cmd = _python_module(cfg, "genssl_hf.evaluation.vlp") + [
-            "--model",
-            str(root / "vlp" / "model"),
-            "--dataset",
-            str(real_dir / "dataset"),
-            "--split",
-            "test",
-            "--output_dir",
-            str(folder / "results"),
-            "--seed",
-            str(cfg["seed"]),
-            "--n_bootstrap",
-            str(cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000)),
-        ]
+        options = {
+            "model": str(root / "vlp" / "model"),
+            "dataset": str(real_dir / "dataset"),
+            "split": "test",
+            "output_dir": str(folder / "results"),
+            "seed": cfg["seed"],
+            "n_bootstrap": cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000),
+        }
+        cmd = stage_command(cfg, folder, ["evaluate-vlp"], options)
         _run_command(cmd, folder, log)
         return {"results": "results"}
 

@@ -4,14 +4,13 @@ fine-tuning, the SSL variants' pre-training and vision-language pre-training. Ea
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ..utils import read_json, write_json
 from .config import _without_seed_keys
-from .launch import _flags, _jsonable, _python_module, _run_command
-from .ssl_variants import ssl_pretrain_command, ssl_stage_summary
+from .launch import _jsonable, _run_command, stage_command
+from .ssl_variants import ssl_pretrain_options, ssl_stage_summary
 from .stages import Stage
 
 
@@ -49,29 +48,40 @@ def stage_generator(cfg: dict, log=print) -> Stage:
     )
 
 
-def _generator_training_data(spec: dict, folder: Path) -> Path:
-    """Images with a text column for generator training, exported as parquet: the NIH
-    ChestX-ray14 subset with its findings written as a short report ("Effusion. Infiltration."
-    or "No finding."), or any dataset folder that already has ``image`` and ``text``."""
+def generator_training_data(spec: dict, folder: Path) -> Path:
+    """Images with a text column for generator training, exported as parquet: the train split of a
+    dataset-registry scheme (``generator.dataset``, e.g. ``nih-subset``, at ``generator.path``) with
+    its findings written as a short report ("Effusion. Infiltration." or "No finding."), or any
+    dataset folder that already has ``image`` and ``text``."""
     import datasets
 
     from ..data.adapters import embed_images
     from ..data.export import export_parquet
+    from ..data.registry import DATASET_SCHEMES, open_labelled_dataset
 
     target = folder / "train_data"
-    if spec.get("dataset") == "nih-subset":
-        from ..data import load_nih_subset
-
-        ds = load_nih_subset(spec["path"], split="train")
-        names = ds.features["labels"].feature.names
-        ds = ds.map(
-            lambda row: {"text": " ".join(f"{names[i].replace('_', ' ')}." for i in row["labels"]) or "No finding."}
-        )
-        ds = embed_images(ds.select_columns(["image", "text"]))
+    scheme = spec.get("dataset")
+    if scheme in DATASET_SCHEMES:
+        ds = open_labelled_dataset(f"{scheme}:{spec['path']}")["train"]
+        ds = embed_images(_with_findings_text(ds).select_columns(["image", "text"]))
     else:
         ds = datasets.load_dataset(spec["path"], split="train").select_columns(["image", "text"])
     export_parquet(ds, target, overwrite=True, card_body="# Generator training data (local only, never published)")
     return target
+
+
+def _with_findings_text(ds):
+    """``ds`` with a ``text`` column naming each row's findings (multi-label ``labels``, or a class
+    ``label``); a row without findings (or of a "No finding" class) reads "No finding."."""
+    multi = "labels" in ds.column_names
+    names = ds.features["labels"].feature.names if multi else ds.features["label"].names
+
+    def text(row):
+        found = [names[i].replace("_", " ") for i in (row["labels"] if multi else [row["label"]])]
+        found = [n for n in found if n.lower() != "no finding"]
+        return {"text": " ".join(f"{n}." for n in found) or "No finding."}
+
+    return ds.map(text)
 
 
 def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
@@ -79,49 +89,27 @@ def _train_generator(cfg: dict, spec: dict, folder: Path, log) -> Path:
     generator); returns the trained pipeline folder."""
     from ..generation.pretrained import PHANTOM_GENERATOR_DIR
 
-    data = _generator_training_data(spec, folder)
-    size = str(spec.get("resolution", cfg["image_size"]))
-    ae_cmd = (
-        _python_module(cfg, "genssl_hf.training.generator")
-        + [
-            "autoencoder",
-            "--dataset",
-            str(data),
-            "--resolution",
-            size,
-            "--seed",
-            str(cfg["seed"]),
-            "--model",
-            str(PHANTOM_GENERATOR_DIR / "vae"),
-            "--output_dir",
-            str(folder / "ae"),
-            "--overwrite_output_dir",
-        ]
-        + _flags(spec.get("autoencoder_args", {}))
-    )
+    data = generator_training_data(spec, folder)
+    shared = {"dataset": str(data), "resolution": spec.get("resolution", cfg["image_size"]), "seed": cfg["seed"]}
+    ae_options = {
+        **shared,
+        "model": str(PHANTOM_GENERATOR_DIR / "vae"),
+        "output_dir": str(folder / "ae"),
+        "overwrite_output_dir": True,
+        **spec.get("autoencoder_args", {}),
+    }
+    ae_cmd = stage_command(cfg, folder, ["train-generator", "autoencoder"], ae_options, name="autoencoder")
     _run_command(ae_cmd, folder, log, name="autoencoder")
-    ldm_cmd = (
-        _python_module(cfg, "genssl_hf.training.generator")
-        + [
-            "ldm",
-            "--dataset",
-            str(data),
-            "--text_column",
-            "text",
-            "--resolution",
-            size,
-            "--seed",
-            str(cfg["seed"]),
-            "--autoencoder",
-            str(folder / "ae"),
-            "--model",
-            str(PHANTOM_GENERATOR_DIR),
-            "--output_dir",
-            str(folder / "ldm"),
-            "--overwrite_output_dir",
-        ]
-        + _flags(spec.get("ldm_args", {}))
-    )
+    ldm_options = {
+        **shared,
+        "text_column": "text",
+        "autoencoder": str(folder / "ae"),
+        "model": str(PHANTOM_GENERATOR_DIR),
+        "output_dir": str(folder / "ldm"),
+        "overwrite_output_dir": True,
+        **spec.get("ldm_args", {}),
+    }
+    ldm_cmd = stage_command(cfg, folder, ["train-generator", "ldm"], ldm_options, name="ldm")
     _run_command(ldm_cmd, folder, log, name="ldm")
     return folder / "ldm" / "pipeline"
 
@@ -131,28 +119,19 @@ def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_pa
 
     def run(folder: Path) -> dict:
         out = folder / "model"
-        cmd = (
-            _python_module(cfg, "genssl_hf.training.mae")
-            + [
-                "--dataset",
-                str(dataset_dir / "dataset"),
-                "--output_dir",
-                str(out),
-                "--seed",
-                str(cfg["seed"]),
-                "--adain",
-                adain,
-                "--reference_stats",
-                str(stats_path),
-                "--image_size",
-                str(cfg["image_size"]),
-                "--overwrite_output_dir",
-                # never draw real images into an artifact
-                "--figure",
-                "off" if dataset_dir.name == "real_unlabelled" else "on",
-            ]
-            + _flags(pre.get("args", {}))
-        )
+        options = {
+            "method": "mae",
+            "dataset": str(dataset_dir / "dataset"),
+            "output_dir": str(out),
+            "seed": cfg["seed"],
+            "adain": adain,
+            "reference_stats": str(stats_path),
+            "image_size": cfg["image_size"],
+            "overwrite_output_dir": True,
+            "figure": "off" if dataset_dir.name == "real_unlabelled" else "on",  # never draw real images
+            **pre.get("args", {}),
+        }
+        cmd = stage_command(cfg, folder, ["pretrain"], options)
         _run_command(cmd, folder, log)
         return {
             "model": "model",
@@ -179,23 +158,16 @@ def stage_finetune(
         out = folder / "run"
         args = dict(ft.get("args", {}))
         args["label_fraction"] = fraction
-        cmd = (
-            _python_module(cfg, "genssl_hf.training.finetune")
-            + [
-                "--model",
-                init,
-                "--dataset",
-                str(real_dir / "dataset"),
-                "--output_dir",
-                str(out),
-                "--seed",
-                str(seed),
-                "--image_size",
-                str(cfg["image_size"]),
-                "--overwrite_output_dir",
-            ]
-            + _flags(args)
-        )
+        options = {
+            "model": init,
+            "dataset": str(real_dir / "dataset"),
+            "output_dir": str(out),
+            "seed": seed,
+            "image_size": cfg["image_size"],
+            "overwrite_output_dir": True,
+            **args,
+        }
+        cmd = stage_command(cfg, folder, ["finetune"], options)
         _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         metrics = read_json(out / "metrics.json")
         return {"best": "run/best", "metrics": _jsonable(metrics)}
@@ -221,9 +193,7 @@ def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) 
 
     def run(folder: Path) -> dict:
         out = folder / "model"
-        cmd = _python_module(cfg, "genssl_hf.training.ssl.pretrain") + ssl_pretrain_command(
-            cfg, name, root, stats_path, out
-        )
+        cmd = stage_command(cfg, folder, ["pretrain"], ssl_pretrain_options(cfg, name, root, stats_path, out))
         _run_command(cmd, folder, log)
         return ssl_stage_summary(out)
 
@@ -248,25 +218,21 @@ def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
     def run(folder: Path) -> dict:
         out = folder / "model"
         pairs = vlp.get("pairs") or f"phantom:{vlp.get('num_pairs', 2000)}"
-        cmd = (
-            _python_module(cfg, "genssl_hf.training.vlp")
-            + [
-                "--pairs",
-                pairs,
-                "--phantom_config",
-                json.dumps(cfg["real_data"].get("phantom", {})),
-                "--image_size",
-                str(cfg["image_size"]),
-                "--reference_stats",
-                str(stats_path),
-                "--seed",
-                str(cfg["seed"]),
-                "--output_dir",
-                str(out),
-                "--overwrite_output_dir",
-            ]
-            + _flags(vlp.get("args", {}))
-        )
+        args = dict(vlp.get("args", {}))
+        # ``genssl pretrain --method convirt|clip`` is the VLP trainer with that loss
+        method = args.pop("loss", None) or _vlp_default_loss()
+        options = {
+            "method": method,
+            "pairs": pairs,
+            "phantom_config": cfg["real_data"].get("phantom", {}),
+            "image_size": cfg["image_size"],
+            "reference_stats": str(stats_path),
+            "seed": cfg["seed"],
+            "output_dir": str(out),
+            "overwrite_output_dir": True,
+            **args,
+        }
+        cmd = stage_command(cfg, folder, ["pretrain"], options)
         _run_command(cmd, folder, log)
         return {"model": "model"}
 
@@ -276,3 +242,9 @@ def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
         run,
         outputs=["model/config.json", "model/vlp_config.json"],
     )
+
+
+def _vlp_default_loss() -> str:
+    from ..training.vlp import build_parser
+
+    return build_parser().get_default("loss")

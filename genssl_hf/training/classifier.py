@@ -3,7 +3,7 @@
 The model itself, :class:`~genssl_hf.models.vit_classifier.GenSSLViTForImageClassification` (a
 ``ViTPreTrainedModel`` with a CLS or mean-pool head and drop path) and its config
 :class:`~genssl_hf.models.vit_classifier.GenSSLViTConfig` (``model_type`` ``genssl_hf_vit``), live
-in :mod:`genssl_hf.models.vit_classifier` and are re-exported here. :func:`build_classifier` makes
+in :mod:`genssl_hf.models.vit_classifier`. :func:`build_classifier` makes
 one from a preset (random init) or a checkpoint folder; :func:`to_plain_transformers` turns a
 trained model into a stock transformers model that computes the same logits (CLS pooling ->
 ``ViTForImageClassification``, mean pooling -> ``BeitForImageClassification`` with
@@ -34,10 +34,6 @@ from genssl_hf.training.mae_init import warn_if_position_blind_folder
 from genssl_hf.utils import pretrained_path
 
 __all__ = [
-    "GENSSL_CLASSIFIER_MODEL_TYPE",
-    "GenSSLViTConfig",
-    "GenSSLViTForImageClassification",
-    "VIT_PRESETS",
     "encoder_config",
     "build_classifier",
     "register_auto_classes",

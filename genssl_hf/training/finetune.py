@@ -5,7 +5,7 @@ Run it as ``accelerate launch scripts/finetune.py ...``, ``python scripts/finetu
 
 * start: ``--model`` a genssl_hf MAE checkpoint folder, any ViT / ViTMAE / ResNet folder, or a preset
   name (``tiny`` / ``vit-s16`` / ``vit-b16`` / ``resnet-tiny`` / ...) for random initialisation;
-* model: :class:`~genssl_hf.training.classifier.GenSSLViTForImageClassification` with a CLS head or
+* model: :class:`~genssl_hf.models.vit_classifier.GenSSLViTForImageClassification` with a CLS head or
   the MAE global-average-pool head with its own LayerNorm; BCE for multi-label datasets (``labels``),
   cross-entropy for multi-class ones (``label``), read from the dataset's features;
 * recipe (``--recipe``, the defaults of every unset option; :mod:`genssl_hf.training.finetune_args`): AdamW (no decay on

@@ -10,14 +10,14 @@ from typing import Any
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
 from genssl_hf.training.attention import ATTN_CHOICES
-from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
+from genssl_hf.models.presets import VIT_PRESETS
+from genssl_hf.training.classifier import encoder_config
 from genssl_hf.training.common import add_common_args
 from genssl_hf.training.thresholds import THRESHOLD_RULES
 from genssl_hf.validation import checked_parser, renamed_options
 
 __all__ = [
     "FINETUNE_RECIPES",
-    "FINETUNE_PRESETS",
     "LINEAR_PROBE_OVERRIDES",
     "RENAMED_OPTIONS",
     "build_parser",
@@ -109,7 +109,6 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
         num_workers=8,
     ),
 }
-FINETUNE_PRESETS = FINETUNE_RECIPES  # the name before --preset became --recipe
 # Linear probing (MAE protocol, with AdamW instead of LARS): frozen encoder, no drop path, no
 # layer decay, no weight decay, crop + flip only.
 LINEAR_PROBE_OVERRIDES = dict(

@@ -49,8 +49,6 @@ Report-conditioned generation
     ``keep_prompt_text=True``; the card records the corpus's content hash, not its text.
 """
 
-from genssl_hf.utils import read_json  # noqa: F401 - kept importable from here (tests read configs with it)
-
 from .card import push_dataset_to_hub, write_dataset_card
 from .cli import build_parser, dist_is_main, main
 from .generators import (
@@ -76,8 +74,7 @@ from .layout import (
     parse_shard_size,
     shard_images_for,
 )
-from .plan import _prompt_from  # noqa: F401 - the prompt reader, for tests
-from .plan import PromptCollection, PromptSpec, ReportCorpus, load_prompts, load_report_corpus, report_hash
+from .plan import ReportCorpus, load_prompts, load_report_corpus, report_hash
 from .rows import generated_features
 from .verify import VerificationReport, verify_dataset
 from .job import GenerationOptions, GenerationResult
@@ -87,8 +84,6 @@ __all__ = [
     "ImageGenerator",
     "DiffusersGenerator",
     "PhantomGenerator",
-    "PromptSpec",
-    "PromptCollection",
     "ReportCorpus",
     "ShardLayout",
     "GenerationOptions",

@@ -35,9 +35,6 @@ _EXISTENCE_ALIASES = {
     "": "unspecified",
     "unknown": "unspecified",
 }
-# Former names of the dataset writer's own prompt classes, now the one prompt model.
-PromptSpec = Prompt
-PromptCollection = PromptSet
 
 
 def _norm_existence(value: Any, where: str) -> str:
@@ -49,7 +46,7 @@ def _norm_existence(value: Any, where: str) -> str:
     return _EXISTENCE_ALIASES[key]
 
 
-def _prompt_from(item: Any, where: str) -> Prompt:
+def prompt_from(item: Any, where: str) -> Prompt:
     """A :class:`Prompt` from a string, a mapping (``text`` or ``prompt``, optional ``disease``,
     ``existence`` with aliases such as "absent", ``class_label``) or a prompt-like object."""
     if isinstance(item, str):
@@ -84,7 +81,7 @@ def _prompt_set(items: Sequence[Any], name: str, source_hash: str | None) -> Pro
         raise ValueError(f"prompt set {name!r}: expected a list of prompts, got {type(items).__name__}")
     if len(items) == 0:
         raise ValueError(f"prompt set {name!r} is empty")
-    prompts = [_prompt_from(item, f"prompt set {name!r}, prompt {i}") for i, item in enumerate(items)]
+    prompts = [prompt_from(item, f"prompt set {name!r}, prompt {i}") for i, item in enumerate(items)]
     try:
         return PromptSet(prompts, strategy="custom", name=name, source_hash=source_hash)
     except ValueError as exc:

@@ -26,12 +26,11 @@ Modules: :mod:`.data` (image-text datasets, prompt augmentation), :mod:`.args` (
 
 from .autoencoder import autoencoder_main, kl_loss, train_autoencoder
 from .args import autoencoder_parser, ldm_parser
-from .data import DEFAULT_PHANTOM_PROMPTS, ImageTextCollator, load_image_text_dataset, prepare_texts
+from .data import DEFAULT_PHANTOM_PROMPTS, load_image_text_dataset, prepare_texts
 from .ldm import estimate_scale_factor, ldm_main, train_ldm
 
 __all__ = [
     "load_image_text_dataset",
-    "ImageTextCollator",
     "prepare_texts",
     "kl_loss",
     "estimate_scale_factor",

@@ -17,7 +17,8 @@ from ..common import args_to_dict, check_output_dir, cosine_schedule_with_warmup
 from ..common import no_trace_on_early_failure, write_run_config
 from ..engine import Engine
 from .args import AUTOENCODER_PRESETS, apply_num_threads, autoencoder_parser, engine_config, model_folder
-from .data import ImageTextCollator, check_resolution, image_text_loader, load_image_text_dataset
+from ...processing.collate import ImageTextCollator
+from .data import check_resolution, image_text_loader, load_image_text_dataset
 
 
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ from typing import Any, Sequence
 
 import torch
 
-from ...processing.collate import ImageTextCollator  # noqa: F401  (re-exported)
 from ..common import EpochShuffleSampler
 
 DEFAULT_PHANTOM_PROMPTS = [

@@ -19,7 +19,8 @@ from ..common import no_trace_on_early_failure, write_run_config
 from ..engine import Engine
 from .args import UNET_PRESETS, apply_num_threads, engine_config, ldm_parser, model_folder
 from .bundle import TextEmbeddingCache, load_autoencoder, load_text_encoder, save_pipeline
-from .data import ImageTextCollator, check_resolution, image_text_loader, load_image_text_dataset, prepare_texts
+from ...processing.collate import ImageTextCollator
+from .data import check_resolution, image_text_loader, load_image_text_dataset, prepare_texts
 
 
 @torch.no_grad()
