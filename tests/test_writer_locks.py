@@ -186,7 +186,6 @@ def test_progress_echo_shows_lines_and_throttled_bars():
     ]
 
 
-@pytest.mark.slow  # loading the shipped generator dominates (~50 s on the loaded 2-core machine)
 def test_generator_progress_bar_counts_whole_images():
     """The sampling bar advances in whole images spread over the steps and ends at exactly its
     total (it read ``4.000000000000002/4 [..<-00:00]`` with fractional updates)."""
