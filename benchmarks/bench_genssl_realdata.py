@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import finish, machine_info, print_machine, record_results  # noqa: E402
 
 from genssl_hf.data.schema import NIH14  # noqa: E402
-from genssl_hf.pipeline.runner import finetune_runs, run_pipeline  # noqa: E402
+from genssl_hf.pipeline.config import finetune_runs  # noqa: E402
+from genssl_hf.pipeline.runner import run_pipeline  # noqa: E402
 from genssl_hf.utils import read_json, write_json  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -250,7 +250,7 @@ def test_pipeline_config_is_schema_checked_before_the_first_stage(tmp_path, over
 
 
 def test_load_preset_creates_no_unknown_key_and_reports_all_problems(tmp_path):
-    from genssl_hf.pipeline.runner import load_preset, validate_config
+    from genssl_hf.pipeline.config import load_preset, validate_config
 
     with pytest.raises(ValueError, match=r"--set generaton.num_images=5: generaton: unknown config key"):
         load_preset("smoke", ["generaton.num_images=5"])

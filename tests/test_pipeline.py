@@ -7,7 +7,7 @@ import datasets
 import pytest
 
 from genssl_hf.pipeline import load_preset, run_pipeline
-from genssl_hf.pipeline.runner import validate_config
+from genssl_hf.pipeline.config import validate_config
 from genssl_hf.pipeline.stages import Stage, run_stage
 
 
@@ -46,7 +46,7 @@ def test_bad_configs_fail_early():
 
 
 def test_finetune_runs_repeat_seeds_only_where_asked():
-    from genssl_hf.pipeline.runner import finetune_runs
+    from genssl_hf.pipeline.config import finetune_runs
 
     cfg = load_preset("smoke")
     cfg["finetune"].update(label_fractions=[0.01, 0.1, 1.0])

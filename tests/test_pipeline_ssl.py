@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from genssl_hf.pipeline.runner import load_preset, validate_config, variant_title
+from genssl_hf.pipeline.config import load_preset, validate_config
+from genssl_hf.pipeline.variants import variant_title
 from genssl_hf.pipeline.ssl_variants import (
     ssl_finetune_config,
     ssl_finetune_init,

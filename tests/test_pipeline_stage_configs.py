@@ -7,7 +7,7 @@ import pytest
 
 from genssl_hf.cli import run_command
 from genssl_hf.pipeline import load_preset, steps, training_steps
-from genssl_hf.pipeline.runner import validate_config
+from genssl_hf.pipeline.config import validate_config
 from genssl_hf.utils import read_json
 
 # The trainer each (command words, method) reaches, by the module attribute ``genssl`` calls.

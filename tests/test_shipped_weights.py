@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import genssl_hf
-from genssl_hf.hub import shipped
+from genssl_hf.hub import shipped, shipped_cards
 from genssl_hf.utils import PRETRAINED, pretrained_path
 
 # What this checkout ships (the NIH pair exists only once scripts/package_pretrained.py has run).
@@ -164,7 +164,7 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
             "finetune": {"args": {"num_train_epochs": 5, "max_train_samples": 1000}},
         },
     )
-    facts = shipped._run_facts(run)
+    facts = shipped_cards._run_facts(run)
     assert facts == {
         "ae_steps": "1000",
         "ldm_steps": "600",
@@ -184,11 +184,11 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
             "finetune": {"args": {"epochs": 5, "max_train_samples": 1000}},
         },
     )
-    assert shipped._run_facts(run) == facts
-    body = shipped._fill(shipped.ENCODER_BODY, facts)
+    assert shipped_cards._run_facts(run) == facts
+    body = shipped_cards._fill(shipped_cards.ENCODER_BODY, facts)
     assert "900 optimiser steps (60 epochs over the 2,000 generated images, batch 128" in body
     with pytest.raises(FileNotFoundError, match="training steps"):
-        shipped._steps(tmp_path)
+        shipped_cards._steps(tmp_path)
 
     # a command recorded in a run that was copied since: no interpreter path, run folder or checkout path
     repo = shipped.shipped_folder("phantom-ldm-64").parents[3]  # the checkout
@@ -197,10 +197,29 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
         f"--init_from {repo}/genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir /old/run/generator/ldm "
         f"--validation_prompts 'No finding.' Effusion."
     )
-    assert shipped._portable(recorded, run) == (
+    assert shipped_cards._portable(recorded, run) == (
         "python -m genssl_hf.training.generator ldm --dataset outputs/nih-shipped/generator/train_data "
         "--init_from genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir outputs/nih-shipped/generator/ldm "
         "--validation_prompts 'No finding.' Effusion."
+    )
+    # a pipeline stage's command reads its options from a config file: the card's command has them inline
+    gen = run / "generator"
+    write_json(
+        gen / "ldm_config.json",
+        {
+            "dataset": str(gen / "train_data"),
+            "model": f"{repo}/genssl_hf/generation/pretrained/phantom-ldm-64",
+            "output_dir": str(gen / "ldm"),
+            "overwrite_output_dir": True,
+            "validation_prompts": ["No finding.", "Effusion."],
+            "max_steps": 600,
+        },
+    )
+    (gen / "ldm.txt").write_text(f"/opt/venv/bin/python3 -m genssl_hf train-generator ldm {gen / 'ldm_config.json'}\n")
+    assert shipped.recorded_commands(gen, run)["ldm"] == (
+        "python -m genssl_hf train-generator ldm --dataset outputs/nih-shipped/generator/train_data --max_steps 600 "
+        "--model genssl_hf/generation/pretrained/phantom-ldm-64 --output_dir outputs/nih-shipped/generator/ldm "
+        "--overwrite_output_dir --validation_prompts 'No finding.' Effusion."
     )
     with pytest.raises(SystemExit, match="pipeline_config.json"):
         shipped.main(["--run", str(tmp_path / "empty"), "--real-data", str(tmp_path)])

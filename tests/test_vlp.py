@@ -139,7 +139,8 @@ def test_results_table_gains_a_zero_shot_row(tmp_path):
     paired bootstrap against random init on the same test cases."""
     from genssl_hf.evaluation.report_inputs import safe_file_name
     from genssl_hf.pipeline.results import build_results
-    from genssl_hf.pipeline.runner import VLP_TITLE, load_preset
+    from genssl_hf.pipeline.config import load_preset
+    from genssl_hf.pipeline.variants import VLP_TITLE
     from genssl_hf.utils import write_json
 
     rng = np.random.default_rng(0)

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from genssl_hf.utils import options_argv
+
 __all__ = ["CONFIG_SUFFIXES", "read_config_file", "config_file_argv"]
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -65,19 +67,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def config_file_argv(path: str | Path) -> list[str]:
     """The command-line options that the file at ``path`` stands for."""
-    argv: list[str] = []
-    for key, value in read_config_file(path).items():
+    options = read_config_file(path)
+    for key in options:
         if not isinstance(key, str) or not key or key.startswith("-"):
             raise _error(ValueError, f"config file {path}: option names are written without dashes, got {key!r}")
-        flag = f"--{key}"
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    return options_argv(options)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..utils import PRETRAINED, read_json
+from ..utils import PRETRAINED, options_argv, read_json
 from .publish import publish
-from .shipped_cards import ENCODER_BODY, GENERATOR_BODY, _downstream_text, _fill, _portable, _run_facts, _steps  # noqa: F401  (_steps: tests)
+from .shipped_cards import ENCODER_BODY, GENERATOR_BODY, _downstream_text, _fill, _portable, _run_facts
 
 __all__ = [
     "measure_autoencoder",
@@ -37,11 +38,25 @@ __all__ = [
     "nih_test_images",
     "package_generator",
     "package_encoder",
+    "recorded_commands",
     "MEASURE_SEED",
     "card_results",
 ]
 
 MEASURE_SEED = 0  # the MAE masks of the measurement
+
+
+def recorded_commands(folder: Path, run: Path) -> dict[str, str]:
+    """The commands a stage folder recorded (``<name>.txt``), each self-contained and without this
+    machine's paths: a command that read its options from ``<name>_config.json`` has them inline."""
+    commands = {}
+    for path in sorted(folder.glob("*.txt")):
+        words = shlex.split(path.read_text().strip())
+        config = folder / f"{path.stem}_config.json"
+        if words and config.is_file() and Path(words[-1]) == config:
+            words = words[:-1] + options_argv(read_json(config))
+        commands[path.stem] = _portable(shlex.join(words), run)
+    return commands
 
 
 def nih_test_images(nih_root: str | os.PathLike, limit: int | None = None) -> np.ndarray:
@@ -163,7 +178,7 @@ def package_generator(
         # measured as shipped: the fp16 weights, loaded back (to float32) as users load them
         measured = measure_autoencoder(CXRLatentDiffusionPipeline.from_pretrained(staged), nih_test_images(nih_root))
         (staged / "README.md").write_text(body.format(**measured, **_downstream_text(down)), encoding="utf-8")
-        commands = {p.stem: _portable(p.read_text().strip(), run) for p in sorted((run / "generator").glob("*.txt"))}
+        commands = recorded_commands(run / "generator", run)
         (staged / "training_commands.json").write_text(json.dumps(commands, indent=2) + "\n")
         out = Path(tmp) / "out"
         publish(

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..utils import write_json, writer_lock
-from .config import PRESET_DIR, finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
+from .config import finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
 from .stage_process import install_signal_handlers
 from .stages import Stage, run_stage
 from .steps import (
@@ -61,34 +61,9 @@ from .steps import (
     stage_vlp_zero_shot,
 )
 from .training_steps import stage_finetune, stage_generator, stage_pretrain, stage_ssl_pretrain, stage_vlp
-from .variants import (
-    VARIANT_PRETRAIN,
-    VARIANT_TITLES,
-    VARIANTS,
-    VLP_TITLE,
-    Variant,
-    finetune_config,
-    finetune_init,
-    selected_variants,
-    variant_title,
-)
+from .variants import Variant, finetune_config, finetune_init, selected_variants
 
-__all__ = [
-    "PRESET_DIR",
-    "VARIANTS",
-    "VARIANT_TITLES",
-    "VARIANT_PRETRAIN",
-    "VLP_TITLE",
-    "load_preset",
-    "validate_config",
-    "finetune_runs",
-    "label_fractions",
-    "fraction_suffix",
-    "variant_title",
-    "run_pipeline",
-    "main",
-    "print_report",
-]
+__all__ = ["run_pipeline", "main", "print_report"]
 
 
 def _pretrain_stage(config: dict, variant: Variant, root: Path, stats: Path, log) -> Stage:
