@@ -344,8 +344,12 @@ def _iu_archive(path: Path, texts, images_per_report: int = 0):
             tar.addfile(info, io.BytesIO(xml))
 
 
-def test_publish_report_generator(tmp_path, encoder_dir):
+def test_publish_report_generator(tmp_path, encoder_dir, monkeypatch):
     from transformers import VisionEncoderDecoderModel
+
+    # publish from the folder that holds both the encoder and the run, as a user would: the
+    # configs' paths to the encoder become relative (any other absolute path is refused)
+    monkeypatch.chdir(tmp_path.parent)
 
     from genssl_hf.hub.leak import LeakError
     from genssl_hf.hub.publish import publish

