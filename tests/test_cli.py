@@ -156,9 +156,10 @@ def test_pretrain_every_method_three_steps_then_automodel_loads_it(tmp_path, ima
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["convirt", "clip"])
+@pytest.mark.parametrize("method", ["convirt", "clip", "gloria"])
 def test_pretrain_vision_language_methods(tmp_path, method):
-    """``genssl pretrain --method convirt|clip`` trains the dual encoder with that loss."""
+    """``genssl pretrain --method convirt|clip|gloria`` trains the dual encoder with that loss (GLoRIA
+    here through its uncached text path: the random tiny BERT trains)."""
     out = tmp_path / "vlp"
     assert (
         main(

@@ -57,7 +57,7 @@ def test_linear_probe_beats_random_init_features(data, method):
     torch.manual_seed(0)
     model = build_method(method, build_backbone("resnet-tiny", image_size=SIZE), "tiny", queue_size=512)
     random_init = linear_probe_mean_auc(model.backbone, train, test, normalize)
-    lr = METHODS[method].recipes["tiny"]["base_learning_rate"]  # 2e-3 for all but BYOL (5e-3)
+    lr = METHODS[method].recipes["tiny"]["base_learning_rate"]  # 2e-3 for all but BYOL (5e-3), jigsaw (5e-4)
     opt = build_ssl_optimizer(model, "adamw", lr, 0.05, fixed_lr_prefixes=METHODS[method].fixed_lr_prefixes)
     off = {k: v for k, v in METHODS[method].view_overrides.items() if k != "crop_scale_min"}
     views = SSLViews(SIZE, **off)

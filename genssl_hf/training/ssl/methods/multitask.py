@@ -69,7 +69,8 @@ class MultiTaskPretext(SSLMethod):
         hidden = h["proj_hidden_dim"] or self.dim
         self.rotation = MLPHead(self.dim, hidden, 4, 2, bn=True)
         self.jigsaw = JigsawHead(self.dim, hidden, h["jigsaw_grid"], h["jigsaw_permutations"])
-        convert_to_global_bn(self)
+        convert_to_global_bn(self.rotation)  # the heads' BN, as in the single-task methods
+        convert_to_global_bn(self.jigsaw)
         self.restoration = RestorationHead(backbone, self.dim, h)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
