@@ -50,6 +50,9 @@ REDUCED_PROMPTS = [
 ]
 
 
+RESUME_ATOL = 1e-6
+
+
 # ------------------------------------------------------------------------------- settings
 def dry_run_counts(reduced: bool) -> dict[str, Any]:
     """The counts the dry run overrides: everything else is the preset's."""
@@ -406,7 +409,8 @@ def exact_resume_check(stage: Path, work: Path) -> dict:
         return {"ok": False, "error": f"exit {proc.returncode}, see {work.parent / 'resume.log'}"}
     a, b = load_file(str(full / "model.safetensors")), load_file(str(work / "model.safetensors"))
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    return {"ok": a.keys() == b.keys() and diff == 0.0, "max_abs_diff": diff, "tensors": len(a)}
+    # the tolerance of the project's own exact-resume test (tests/test_pretrain_mae.py)
+    return {"ok": a.keys() == b.keys() and diff <= RESUME_ATOL, "max_abs_diff": diff, "tensors": len(a)}
 
 
 # ------------------------------------------------------------------------------- GPU check

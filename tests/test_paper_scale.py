@@ -74,7 +74,7 @@ def test_reduced_full_size_dry_run_reloads_every_stage(tmp_path):
     assert result["checks"]["generator"]["unet_parameters_m"] > 250  # the bundle's full-size UNet
     assert result["checks"]["generated_dataset"]["rows"] == 2
     assert result["checks"]["mae_genssl"]["parameters_m"] > 100  # ViT-B/16 MAE
-    assert result["checks"]["exact_resume"]["max_abs_diff"] == 0.0
+    assert result["checks"]["exact_resume"]["max_abs_diff"] <= paper_dry_run.RESUME_ATOL
     hp = result["checks"]["finetune_genssl"]["hyper_parameters"]
     assert hp["drop_path"] == 0.3 and hp["layer_decay"] == 0.65
     stages = {r["stage"] for r in result["stages"]}
