@@ -129,6 +129,8 @@ def build_random_bundle(out: Path, image_size: int = 512) -> Path:
     from genssl_hf.utils import atomic_dir
 
     print(RANDOM_BUNDLE_WARNING, flush=True)
+    if (out / "model_index.json").is_file() and (out / "RANDOM_WEIGHTS.txt").is_file():
+        return out  # a rerun into the same folder resumes: the same seed-0 networks are there
     torch.manual_seed(0)
     width = BUNDLE_UNET_CONFIG["cross_attention_dim"]
     text_encoder = BertModel(

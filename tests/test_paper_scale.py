@@ -45,6 +45,16 @@ def test_dry_run_changes_counts_only(tmp_path):
     assert cfg["generation"]["image_size"] == 512 and cfg["pretrain"]["args"]["model"] == "vit-b16"
 
 
+def test_a_launcher_not_on_path_fails_before_any_stage(tmp_path):
+    from genssl_hf.pipeline.config import load_preset
+    from genssl_hf.pipeline.runner import run_pipeline
+
+    cfg = load_preset("smoke", ['launcher=["no-such-launcher-33", "launch"]'])
+    with pytest.raises(FileNotFoundError, match="no-such-launcher-33"):
+        run_pipeline(cfg, tmp_path / "run", log=lambda m: None)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
 def test_cost_model_counts_and_projects():
     lin = torch.nn.Linear(64, 32)
     x = torch.randn(8, 64)

@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 from ..utils import write_json
 from .config import PRESET_DIR, finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
+from .launch import check_launcher
 from .stages import Stage, run_stage
 from .steps import (
     stage_evaluation,
@@ -104,6 +105,7 @@ def run_pipeline(
     :mod:`.protocol`)."""
     config = copy.deepcopy(config)
     validate_config(config)
+    check_launcher(config)
     root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}").resolve()
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "pipeline_config.json", config)
