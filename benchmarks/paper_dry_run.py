@@ -50,6 +50,9 @@ REDUCED_PROMPTS = [
 ]
 
 
+RESUME_ATOL = 1e-6
+
+
 # ------------------------------------------------------------------------------- settings
 def dry_run_counts(reduced: bool) -> dict[str, Any]:
     """The counts the dry run overrides: everything else is the preset's."""
@@ -126,6 +129,8 @@ def build_random_bundle(out: Path, image_size: int = 512) -> Path:
     from genssl_hf.utils import atomic_dir
 
     print(RANDOM_BUNDLE_WARNING, flush=True)
+    if (out / "model_index.json").is_file() and (out / "RANDOM_WEIGHTS.txt").is_file():
+        return out  # a rerun into the same folder resumes: the same seed-0 networks are there
     torch.manual_seed(0)
     width = BUNDLE_UNET_CONFIG["cross_attention_dim"]
     text_encoder = BertModel(
@@ -406,7 +411,8 @@ def exact_resume_check(stage: Path, work: Path) -> dict:
         return {"ok": False, "error": f"exit {proc.returncode}, see {work.parent / 'resume.log'}"}
     a, b = load_file(str(full / "model.safetensors")), load_file(str(work / "model.safetensors"))
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    return {"ok": a.keys() == b.keys() and diff == 0.0, "max_abs_diff": diff, "tensors": len(a)}
+    # the tolerance of the project's own exact-resume test (tests/test_pretrain_mae.py)
+    return {"ok": a.keys() == b.keys() and diff <= RESUME_ATOL, "max_abs_diff": diff, "tensors": len(a)}
 
 
 # ------------------------------------------------------------------------------- GPU check

@@ -38,6 +38,19 @@ def _run_command(cmd: list[str], folder: Path, log, name: str = "command", env: 
         raise RuntimeError(f"command failed with exit code {returncode}: {shown}\n(log: {log_path})\n{tail}")
 
 
+def check_launcher(config: dict) -> None:
+    """A ``launcher`` that is not on PATH fails here, before any stage: a stage launching a
+    training command would otherwise fail after the (long) generation stage."""
+    import shutil
+
+    launcher = config.get("launcher")
+    if launcher and shutil.which(launcher[0]) is None:
+        raise FileNotFoundError(
+            f"config 'launcher' {launcher!r}: {launcher[0]!r} is not on PATH (activate the environment "
+            "that has it, give its full path, or set launcher to null to run stages with python -m)"
+        )
+
+
 def genssl_prefix(config: dict) -> list[str]:
     """``python -m genssl_hf``, or through the config's ``launcher`` (e.g. ``accelerate launch``)."""
     launcher = config.get("launcher")

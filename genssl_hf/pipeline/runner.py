@@ -47,6 +47,7 @@ from typing import Any, Callable
 
 from ..utils import write_json, writer_lock
 from .config import finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
+from .launch import check_launcher
 from .stage_process import install_signal_handlers
 from .stages import Stage, run_stage
 from .steps import (
@@ -81,6 +82,7 @@ def run_pipeline(
     :mod:`.protocol`)."""
     config = copy.deepcopy(config)
     validate_config(config)
+    check_launcher(config)
     root = Path(output_dir or config.get("output_dir") or f"outputs/{config['name']}").resolve()
     # one runner per run folder: a rerun never overlaps a runner (or its stages) still at work there
     with writer_lock(root, "pipeline run folder"):
