@@ -19,9 +19,12 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from ..core.secrets import find_secrets
+from .card_metadata import LICENSE_FILE, LICENSE_TEXT
+from .leak import LeakError, check_text, scan_files
+from .local_paths import without_local_paths
 
 MAX_TEXT_BYTES = 64 << 20  # larger files are data (shards, weights), never hand-written text
 
@@ -107,3 +110,25 @@ def check_outgoing(folder: str | os.PathLike, files: Sequence[str], card_text: s
         problems += [f"README.md (the card): {f}" for f in find_secrets(card_text)]
     if problems:
         raise OutgoingFileError(problems, folder)
+
+
+def prepare_outgoing(
+    source: Path, files: Sequence[str], card: Any, index: Any, run_dir: Path
+) -> tuple[str, Mapping[str, str], list[str]]:
+    """Refuse the publication before anything is written: local paths, user or host names (paths
+    inside ``run_dir`` are made relative: the card and ``{file: text}`` rewritten), files from
+    outside the folder and credentials (:func:`check_outgoing`), then the leak guard (report text,
+    pixels of the real data in ``index``) over every file and the card. Returns the card text, the
+    rewritten files and the outgoing files (a ``license: other`` card brings its ``LICENSE.md``)."""
+    text, rewritten = without_local_paths(source, files, str(card), run_dir)
+    check_outgoing(source, [f for f in files if f != "README.md"], text)
+    if index is not None:
+        findings = scan_files(source, [f for f in files if f != "README.md"], index)
+        if findings:
+            raise LeakError(findings, source)
+        check_text(text, index, name="README.md")
+    files = list(files)
+    if getattr(card.data, "license_link", None) == LICENSE_FILE and LICENSE_FILE not in files:
+        rewritten = {**rewritten, LICENSE_FILE: LICENSE_TEXT}
+        files.append(LICENSE_FILE)
+    return text, rewritten, files

@@ -35,7 +35,8 @@ kind           repo type     loader used for validation
 
 The parts live in their own modules: :mod:`.artifacts` (kinds, file selection, validators),
 :mod:`.provenance`, :mod:`.artifact_card` (the card and its managed section), :mod:`.stage`
-(real-data index, metrics, destination checks, staging and upload), :mod:`.leak` (the guard) and
+(real-data index, metrics, destination checks, staging and upload), :mod:`.outgoing` (the checks
+every outgoing file passes: local paths, the leak guard), :mod:`.leak` (the guard) and
 :mod:`.publish_cli` (the command line); this module composes them.
 """
 
@@ -53,7 +54,6 @@ from huggingface_hub import HfApi
 from ..utils import read_json
 from . import card_text  # noqa: F401 - re-exported (tests read the card texts through this module)
 from .artifact_card import MANAGED_BEGIN, MANAGED_END, build_card, eval_results_from_metrics
-from .card_metadata import LICENSE_FILE, LICENSE_TEXT
 from .artifacts import (
     KINDS,
     REPO_TYPES,
@@ -66,9 +66,9 @@ from .artifacts import (
 from .export import export_plain_classifier, export_vit_encoder, is_native_classifier
 from .export_generator import export_diffusers_generator, needs_diffusers_export
 from .export_prompts import export_prompt_rows, needs_prompt_rows
-from .leak import LeakError, check_text, describe_index, scan_files
-from .local_paths import LocalPathError, without_local_paths
-from .outgoing import PublishInterruptedError, check_outgoing
+from .leak import describe_index
+from .local_paths import LocalPathError
+from .outgoing import PublishInterruptedError, prepare_outgoing
 from .provenance import _report_generator_license, collect_provenance
 from .stage import REAL_DATA_ENV, _check_destination, _read_metrics, _resolve_index, _upload, _write_dry_run
 
@@ -262,7 +262,7 @@ def _publish_folder(
         **card_args,
     )
     # 2. checks over every outgoing file and the new card, before anything is written
-    text, rewritten, files = _check_outgoing(source, files, card, index, run_dir or source.parent)
+    text, rewritten, files = prepare_outgoing(source, files, card, index, run_dir or source.parent)
     result = PublishResult(
         kind=kind,
         source=source,
@@ -293,28 +293,6 @@ def _metrics_and_license(kind: str, source: Path, metrics: Any, license: str | N
     if kind == "report_generator" and license is None:
         license = _report_generator_license(source)
     return _read_metrics(metrics), license
-
-
-def _check_outgoing(
-    source: Path, files: Sequence[str], card: Any, index: Any, run_dir: Path
-) -> tuple[str, Mapping[str, str], list[str]]:
-    """Refuse the publication before anything is written: local paths, user or host names (paths
-    inside ``run_dir`` are made relative: the card and ``{file: text}`` rewritten), then
-    the leak guard (report text, pixels of the real data in ``index``) over every file and the card.
-    Returns the card text, the rewritten files and the outgoing files (a ``license: other`` card
-    brings its ``LICENSE.md``)."""
-    text, rewritten = without_local_paths(source, files, str(card), run_dir)
-    check_outgoing(source, [f for f in files if f != "README.md"], text)  # nothing from outside, no credentials
-    if index is not None:
-        findings = scan_files(source, [f for f in files if f != "README.md"], index)
-        if findings:
-            raise LeakError(findings, source)
-        check_text(text, index, name="README.md")
-    files = list(files)
-    if getattr(card.data, "license_link", None) == LICENSE_FILE and LICENSE_FILE not in files:
-        rewritten = {**rewritten, LICENSE_FILE: LICENSE_TEXT}
-        files.append(LICENSE_FILE)
-    return text, rewritten, files
 
 
 publish_artifact = publish  # the name exported by ``genssl_hf.hub``
