@@ -193,3 +193,16 @@ def test_gloria_pretraining_retrieves_above_chance_and_loads_exactly(tmp_path):
     heads = load_local_heads(out)
     assert (out / LOCAL_HEADS_FILE).is_file() and heads.image.out_features == model.config.projection_dim
     assert not list(out.glob("*.tmp"))
+
+
+def test_gloria_rejects_what_it_cannot_honour():
+    from genssl_hf.training.dual_encoder import build_dual_encoder
+    from genssl_hf.training.gloria import attach_local_heads
+
+    model, _, _ = build_dual_encoder("tiny", "tiny-bert", projection_dim=16, image_size=32)
+    with pytest.raises(ValueError, match="one process"):
+        attach_local_heads(model, 2)
+    with pytest.raises(ValueError, match="--image_to_text_weight"):
+        attach_local_heads(model, 1, {"image_to_text_weight": 0.75})
+    heads = attach_local_heads(model, 1, {"image_to_text_weight": 0.5})
+    assert heads.image.out_features == 16 and model.gloria_local is heads

@@ -50,11 +50,13 @@ class GloriaLocalHeads(nn.Module):
         self.text = nn.Linear(text_dim, dim)
 
 
-def attach_local_heads(model, num_processes: int = 1) -> GloriaLocalHeads:
+def attach_local_heads(model, num_processes: int = 1, loss_cfg: dict[str, Any] | None = None) -> GloriaLocalHeads:
     """Add :class:`GloriaLocalHeads` to a dual encoder as ``model.gloria_local`` (so the optimiser and
-    checkpoints see it), sized from its projections."""
+    checkpoints see it), sized from its projections; checks the run's settings first."""
     if num_processes != 1:
         raise ValueError(f"--method gloria runs in one process, got {num_processes} (its local loss is per batch)")
+    if loss_cfg is not None and float(loss_cfg.get("image_to_text_weight", 0.5)) != 0.5:
+        raise ValueError("--image_to_text_weight does not apply to --method gloria (its losses sum both directions)")
     heads = GloriaLocalHeads(
         model.visual_projection.in_features, model.text_projection.in_features, model.visual_projection.out_features
     )
@@ -190,4 +192,6 @@ def gloria_task(augment, device, run: dict[str, Any], unwrapped) -> GloriaTask:
     tokens = None
     if run["fully_frozen"]:
         tokens = FrozenTokenFeatures(unwrapped.text_model, run["tokenizer"], run["pairs"].texts, run["max_length"])
-    return GloriaTask(augment, device, {**GLORIA_LOSS, **run["loss_cfg"]}, tokens, run["fully_frozen"], unwrapped)
+    # --temperature sets tau3 (the model's logit scale, used by zero-shot scoring, stays consistent)
+    settings = {**GLORIA_LOSS, **run["loss_cfg"], "match_temperature": 1.0 / float(run["loss_cfg"]["temperature"])}
+    return GloriaTask(augment, device, settings, tokens, run["fully_frozen"], unwrapped)

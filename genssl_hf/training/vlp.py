@@ -137,7 +137,7 @@ def _build_model_and_data(args: argparse.Namespace, run: dict[str, Any], acceler
         freeze_text_layers=args.freeze_text_layers,
     )
     if loss_cfg["name"] == "gloria":
-        attach_local_heads(model, accelerator.num_processes)
+        attach_local_heads(model, accelerator.num_processes, loss_cfg)
     image_size = int(model.config.vision_config.image_size)
     max_length = text_max_length(tokenizer, model, args.max_text_length)
     truncation = truncation_stats(tokenizer, pairs.texts, max_length)
