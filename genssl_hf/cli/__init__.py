@@ -7,7 +7,9 @@
 
 Every subcommand takes its options from a JSON or YAML file given as its first argument (keys are
 option names without ``--``; ``true`` switches a flag on), then from the command line, which wins.
-Trainers write the resolved options back into their run folder (``run_config.json``).
+Commands with typed options (dataclasses parsed by ``HfArgumentParser``, see
+:mod:`genssl_hf.typed_args`) check the file key by key. Trainers write the resolved options back
+into their run folder (``run_config.json``, itself a config file that re-runs the run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from genssl_hf.cli.commands import COMMANDS
-from genssl_hf.cli.config_file import CONFIG_SUFFIXES, config_file_argv
+from genssl_hf.cli.config_file import config_file_argv, is_config_path
 
 __all__ = ["main", "run_command"]
 
@@ -38,7 +40,7 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
     """Run subcommand ``name`` with ``argv`` (a config file first is expanded into options)."""
     cmd = COMMANDS[name]
     argv = list(argv)
-    if argv and argv[0].lower().endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
+    if argv and is_config_path(argv[0]) and not cmd.typed:
         argv = ([cmd.config_option, argv[0]] if cmd.config_option else config_file_argv(argv[0])) + argv[1:]
     module, func = cmd.target.split(":")
     fn = getattr(importlib.import_module(module), func)

@@ -19,6 +19,8 @@ class Command:
     help: str
     publish: bool = False  # pass publish=publish_after_training (--push_to_hub)
     config_option: str | None = None  # a config file given first is passed as this option, not expanded
+    # its parser (a TypedArgumentParser) reads a config file given first itself: typed, errors name file and key
+    typed: bool = False
 
 
 COMMANDS: dict[str, Command] = {
@@ -26,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "generate": Command(
         "genssl_hf.generation.materialize:main",
         "generate a chest X-ray dataset from a prompt set (sharded parquet, resumable)",
+        typed=True,
     ),
     "stats": Command("genssl_hf.processing.stats:main", "reference statistics of real images for AdaIN"),
     "train-generator": Command(
@@ -39,15 +42,22 @@ COMMANDS: dict[str, Command] = {
         "genssl_hf.cli.pretrain:main",
         "self-supervised pre-training: --method mae | simclr | moco_v2 | simsiam | rotation | byol | convirt | clip",
         publish=True,
+        typed=True,
     ),
     "finetune": Command(
-        "genssl_hf.training.finetune:main", "fine-tune or linear-probe an encoder on labelled X-rays", publish=True
+        "genssl_hf.training.finetune:main",
+        "fine-tune or linear-probe an encoder on labelled X-rays",
+        publish=True,
+        typed=True,
     ),
     "evaluate": Command(
         "genssl_hf.evaluation.report:main",
         "score a classifier on a test set (AUC, operating points, robustness, attention)",
+        typed=True,
     ),
-    "probe": Command("genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables"),
+    "probe": Command(
+        "genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables", typed=True
+    ),
     "evaluate-vlp": Command(
         "genssl_hf.evaluation.vlp:main", "zero-shot classification and retrieval of a dual encoder"
     ),
