@@ -129,3 +129,22 @@ def test_every_command_spells_options_with_underscores():
         p = build()
         shown = [s for a in p._actions if a.help != "==SUPPRESS==" for s in a.option_strings if s.startswith("--")]
         assert shown and not [s for s in shown if "-" in s[2:]], (p.prog, shown)
+
+
+def test_generator_stages_read_typed_config_files(tmp_path, capsys):
+    from genssl_hf.training.generator.args import LdmArguments, autoencoder_parser, ldm_parser
+
+    cfg = _write(tmp_path / "ldm.yaml", "dataset: phantom:8\nmax_steps: 2\noutput_dir: o\nautoencoder: ae\n")
+    p = ldm_parser()
+    ns = p.parse_args([str(cfg), "--validation_prompts", "Edema", "no Edema"])
+    ldm = next(d for d in p.to_dataclasses(ns) if isinstance(d, LdmArguments))
+    assert (ldm.autoencoder, ldm.validation_prompts, ns.learning_rate, ns.per_device_train_batch_size) == (
+        "ae",
+        ["Edema", "no Edema"],
+        2.5e-4,
+        32,
+    )
+    bad = _write(tmp_path / "ae.yaml", "dataset: phantom:8\nmax_steps: 2\noutput_dir: o\nkl_weight: -1\n")
+    with pytest.raises(SystemExit):
+        autoencoder_parser().parse_args([str(bad)])
+    assert f"config file {bad}: kl_weight: must be >= 0, got -1" in capsys.readouterr().err

@@ -24,7 +24,9 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "prompts": Command("genssl_hf.prompts.build:main", "build a prompt set (disease names, heuristic and LLM prompts)"),
+    "prompts": Command(
+        "genssl_hf.prompts.build:main", "build a prompt set (disease names, heuristic and LLM prompts)", typed=True
+    ),
     "generate": Command(
         "genssl_hf.generation.materialize:main",
         "generate a chest X-ray dataset from a prompt set (sharded parquet, resumable)",
@@ -69,6 +71,7 @@ COMMANDS: dict[str, Command] = {
         "genssl_hf.training.report_generator:main",
         "train a report generator (encoder + text decoder) on image-report pairs",
         publish=True,
+        typed=True,
     ),
     "evaluate-report-generator": Command(
         "genssl_hf.evaluation.report_generation:main", "score generated reports (BLEU, ROUGE-L, clinical F1)"

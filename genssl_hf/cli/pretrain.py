@@ -45,10 +45,13 @@ def _expand_config_file(argv: list[str]) -> list[str]:
     options = read_config_file(path)
     typed = argparse.ArgumentParser(add_help=False)
     typed.add_argument("--method")
-    method = typed.parse_known_args(rest)[0].method or options.get("method")
+    recorded = options.get("args") if isinstance(options.get("args"), dict) else {}  # a run's run_config.json
+    method = typed.parse_known_args(rest)[0].method or options.get("method") or recorded.get("method")
     options = {k: v for k, v in options.items() if k != "method"}
     if method not in method_names():
         raise ConfigFileError(f"config file {path}: method must be one of {', '.join(method_names())}, got {method!r}")
+    if method in VLP_METHODS and recorded:  # a VLP run's recorded loss is its method
+        options = {**options, "args": {k: v for k, v in recorded.items() if k != "loss"}}
     if method in VLP_METHODS and "loss" in options:
         raise ConfigFileError(f"config file {path}: loss: method {method} sets the VLP loss; drop loss")
     file_argv = checked_config_argv(_method_parser(method), options, path)
