@@ -194,11 +194,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, dtype: type, title:
 def hidden_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str]) -> argparse.ArgumentParser:
     """Accept each ``{"--old-spelling": "--new_name"}`` as the new option, left out of ``--help`` (old
     dashed spellings of options that now use underscores). Returns ``parser``."""
-    by_flag = {s: a for a in parser._actions for s in a.option_strings}
     for old, new in aliases.items():
-        twin = copy.copy(by_flag[new])  # same dest, type, nargs, choices: parses exactly as the new option
-        twin.option_strings, twin.default, twin.help, twin.required = [old], argparse.SUPPRESS, argparse.SUPPRESS, False
-        parser._add_action(twin)
+        # the old string leads to the new option's own action (so a required option counts as given)
+        # without joining its option_strings (so --help, usage and errors show the new spelling only)
+        parser._option_string_actions[old] = parser._option_string_actions[new]
     return parser
 
 
