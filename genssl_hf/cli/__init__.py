@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run_command(name, argv[1:])
+    except SystemExit as e:  # argparse (usage errors, --help): its message is printed; give its exit status
+        if isinstance(e.code, int):
+            return e.code
+        raise
     except (FileNotFoundError, ValueError) as e:
         if not getattr(e, "genssl_config_file", False):
             raise
