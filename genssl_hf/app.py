@@ -443,12 +443,14 @@ def build_app(run: str | os.PathLike | None = None, cache_dir: str | os.PathLike
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from genssl_hf.typed_args import hidden_aliases
+
     parser = argparse.ArgumentParser(description="Browse genssl_hf artifacts in the browser (gradio).")
     parser.add_argument("--run", default=None, help=f"a pipeline run folder (default: {DEFAULT_RUN} when it exists)")
     parser.add_argument("--host", default=None, help="address to listen on (default: gradio's, 127.0.0.1 locally)")
     parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860)")
-    parser.add_argument("--cache-dir", default=None, help="where the default phantom dataset is rendered")
-    args = parser.parse_args(argv)
+    parser.add_argument("--cache_dir", default=None, help="where the default phantom dataset is rendered")
+    args = hidden_aliases(parser, {"--cache-dir": "--cache_dir"}).parse_args(argv)
     run = args.run if args.run is not None else (str(DEFAULT_RUN) if DEFAULT_RUN.is_dir() else None)
     if args.run is not None and not Path(args.run).is_dir():
         parser.error(f"--run {args.run}: no such folder")

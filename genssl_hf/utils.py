@@ -235,26 +235,6 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def options_argv(options: dict[str, Any]) -> list[str]:
-    """Command-line options from a mapping of option names (without ``--``): ``true`` a flag,
-    ``false`` / ``null`` left out, a list several values, a mapping its JSON text. How ``genssl``
-    reads a config file, and how a recorded stage config is written back as a command line."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = f"--{key}"
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

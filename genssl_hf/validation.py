@@ -374,7 +374,7 @@ def check_options(
             continue
         if value is None or value is False:
             continue
-        if action.nargs == 0:  # store_true
+        if action.nargs == 0 or (action.nargs == "?" and action.const is True):  # a switch (typed: bool)
             if value is not True:
                 problems.append(f"{where}.{key}: a switch; give true or leave it out, got {value!r}")
             continue
@@ -382,7 +382,7 @@ def check_options(
             problems.append(f"{where}.{key}: needs a value, got true")
             continue
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        many = action.nargs in ("*", "+") or isinstance(action.nargs, int)
+        many = action.nargs in ("*", "+") or isinstance(action.nargs, int) or isinstance(action, argparse._AppendAction)
         if len(values) != 1 and not many:
             problems.append(f"{where}.{key}: takes one value, got {value!r}")
             continue

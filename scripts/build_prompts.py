@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a GEN-SSL prompt set (disease / heuristic / elaborated) and save it with its card.
 
-    python scripts/build_prompts.py --strategy elaborated --reports <reports> --out <dir>
+    python scripts/build_prompts.py --strategy elaborated --reports <reports> --output_dir <dir>
 
 Thin front over ``genssl_hf.prompts.build.main`` (also ``python -m genssl_hf.prompts.build``).
 """

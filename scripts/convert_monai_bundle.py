@@ -3,7 +3,7 @@
 genssl_hf pipeline folder:
 
     python scripts/convert_monai_bundle.py --bundle cxr_image_synthesis_latent_diffusion_model \
-        --text-encoder stable-diffusion-2-1-base/text_encoder --out pipelines/cxr-ldm-mimic
+        --text_encoder stable-diffusion-2-1-base/text_encoder --output_dir pipelines/cxr-ldm-mimic
 
 Logic: :func:`genssl_hf.generation.convert.convert_monai_bundle`.
 """

@@ -2,7 +2,7 @@
 """Generate chest X-rays into a sharded, resumable Hugging Face dataset.
 
     accelerate launch scripts/generate_dataset.py --pipeline <pipeline dir | phantom> \
-        --prompts elaborated --num-images 300000 --out outputs/gen300k [--push-to-hub me/genssl-300k]
+        --prompts elaborated --num_images 300000 --output_dir outputs/gen300k [--push_to_hub me/genssl-300k]
 
 Thin front over :func:`genssl_hf.generation.materialize.main` (also runnable as
 ``python -m genssl_hf.generation.materialize``); see that module for the options' meaning.

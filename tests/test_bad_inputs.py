@@ -92,8 +92,8 @@ def test_scripts_refuse_impossible_values(capsys):
     from genssl_hf.training.finetune import main as finetune
 
     with pytest.raises(SystemExit):
-        generate(["--pipeline", "phantom", "--prompts", "heuristic", "--out", "x", "--num-images", "-5"])
-    assert "argument --num-images: must be >= 1, got -5" in capsys.readouterr().err
+        generate(["--pipeline", "phantom", "--prompts", "heuristic", "--output_dir", "x", "--num-images", "-5"])
+    assert "argument --num_images: must be >= 1, got -5" in capsys.readouterr().err  # the old spelling, the new name
     with pytest.raises(SystemExit):
         finetune(["--model", "tiny", "--dataset", "phantom", "--output_dir", "x", "--hflip", "2"])
     assert "argument --hflip: must be in [0, 1], got 2" in capsys.readouterr().err

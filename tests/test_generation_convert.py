@@ -233,7 +233,7 @@ def test_conversion_is_exact(bundle, tmp_path):
             str(root),
             "--text-encoder",
             str(te_dir),
-            "--out",
+            "--output_dir",
             str(out),
         ],
         check=True,

@@ -263,9 +263,9 @@ def test_cli_bad_input_exits_before_compute(tmp_path, capsys):
                 str(tmp_path / "nope"),
                 "--prompts",
                 "disease",
-                "--num-images",
+                "--num_images",
                 "10",
-                "--out",
+                "--output_dir",
                 str(tmp_path / "o"),
             ]
         )
@@ -278,11 +278,11 @@ def test_cli_bad_input_exits_before_compute(tmp_path, capsys):
                 "phantom",
                 "--prompts",
                 str(pj),
-                "--num-images",
+                "--num_images",
                 "3",
-                "--image-size",
+                "--image_size",
                 "32",
-                "--out",
+                "--output_dir",
                 str(tmp_path / "o"),
             ]
         )
@@ -402,13 +402,13 @@ def test_report_mode_cli_with_phantom_generator(tmp_path):
                 "phantom",
                 "--reports",
                 str(corpus),
-                "--image-size",
+                "--image_size",
                 "32",
-                "--out",
+                "--output_dir",
                 str(out),
-                "--shard-size",
+                "--shard_size",
                 "2",
-                "--no-progress",
+                "--no_progress",
             ]
         )
         == 0
@@ -504,6 +504,15 @@ def test_load_prompts_sources(tmp_path):
     # the CLI's bad-prompt-set path: an error naming the input, before any compute
     with pytest.raises(ValueError, match="no-such-set"):
         mz.main(
-            ["--pipeline", "phantom", "--prompts", "no-such-set", "--num-images", "5", "--out", str(tmp_path / "o")]
+            [
+                "--pipeline",
+                "phantom",
+                "--prompts",
+                "no-such-set",
+                "--num_images",
+                "5",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
         )
     assert not (tmp_path / "o").exists()

@@ -221,7 +221,7 @@ def test_cli_with_llm_endpoint(fake_endpoint, tmp_path):
         str(reports),
         "--candidates",
         str(cands),
-        "--out",
+        "--output_dir",
         str(out),
         "--threshold",
         "0.2",
@@ -242,5 +242,5 @@ def test_cli_with_llm_endpoint(fake_endpoint, tmp_path):
     assert {p.feature_provenance for p in ps} == {"llm"} and len(requests) == 1
     assert main([*argv[:-1], "--overwrite", "--no-progress"]) == 0 and len(requests) == 1  # cached
     with pytest.raises(SystemExit, match="only apply to --strategy elaborated"):
-        main(["--strategy", "heuristic", "--out", str(tmp_path / "h"), "--llm-endpoint", url])
+        main(["--strategy", "heuristic", "--output_dir", str(tmp_path / "h"), "--llm-endpoint", url])
     assert not (tmp_path / "h").exists()

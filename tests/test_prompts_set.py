@@ -228,7 +228,7 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
         str(reports),
         "--candidates",
         str(cand),
-        "--out",
+        "--output_dir",
         str(out),
         "--threshold",
         "0.1",
@@ -241,11 +241,16 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
     # bad threshold, missing column, missing file, existing output: clear errors, nothing written
     bad = tmp_path / "bad"
     with pytest.raises(SystemExit):  # argparse, through the shared numeric ranges
-        build_main(["--strategy", "elaborated", "--reports", str(reports), "--out", str(bad), "--threshold", "1.5"])
+        build_main(
+            ["--strategy", "elaborated", "--reports", str(reports), "--output_dir", str(bad), "--threshold", "1.5"]
+        )
     assert "argument --threshold: must be in [0, 1], got 1.5" in capsys.readouterr().err
     jsonl = tmp_path / "r.jsonl"
     jsonl.write_text("\n".join(json.dumps({"report": t}) for t in CORPUS))
-    assert build_main(["--strategy", "elaborated", "--reports", str(jsonl), "--out", str(bad), "--no-progress"]) == 2
+    assert (
+        build_main(["--strategy", "elaborated", "--reports", str(jsonl), "--output_dir", str(bad), "--no-progress"])
+        == 2
+    )
     assert "no text column 'text'" in capsys.readouterr().err
     assert (
         build_main(
@@ -256,7 +261,7 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
                 str(jsonl),
                 "--column",
                 "report",
-                "--out",
+                "--output_dir",
                 str(bad),
                 "--candidates",
                 str(cand),
@@ -271,7 +276,9 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
     )
     assert PromptSet.from_pretrained(bad).metadata["variant"] == "negation_aware"
     assert (
-        build_main(["--strategy", "elaborated", "--reports", str(tmp_path / "nope.tgz"), "--out", str(tmp_path / "x")])
+        build_main(
+            ["--strategy", "elaborated", "--reports", str(tmp_path / "nope.tgz"), "--output_dir", str(tmp_path / "x")]
+        )
         == 2
     )
     with pytest.raises(SystemExit, match="already exists"):
@@ -283,7 +290,14 @@ def test_cli_elaborated_txt_and_errors(tmp_path, capsys):
 def test_script_runs_as_a_new_user_would(tmp_path):
     out = tmp_path / "heuristic"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_prompts.py"), "--strategy", "heuristic", "--out", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_prompts.py"),
+            "--strategy",
+            "heuristic",
+            "--output_dir",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

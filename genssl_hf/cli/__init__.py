@@ -7,7 +7,9 @@
 
 Every subcommand takes its options from a JSON or YAML file given as its first argument (keys are
 option names without ``--``; ``true`` switches a flag on), then from the command line, which wins.
-Trainers write the resolved options back into their run folder (``run_config.json``).
+Commands with typed options (dataclasses parsed by ``HfArgumentParser``, see
+:mod:`genssl_hf.typed_args`) check the file key by key. Trainers write the resolved options back
+into their run folder (``run_config.json``, itself a config file that re-runs the run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from genssl_hf.cli.commands import COMMANDS
-from genssl_hf.cli.config_file import CONFIG_SUFFIXES, config_file_argv
+from genssl_hf.cli.config_file import config_file_argv, is_config_path
 
 __all__ = ["main", "run_command"]
 
@@ -40,7 +42,7 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
     cmd = COMMANDS[name]
     argv = list(argv)
     at = 1 if argv and argv[0] in cmd.subcommands else 0  # the file follows a sub-command word
-    if len(argv) > at and argv[at].lower().endswith(CONFIG_SUFFIXES) and not argv[at].startswith("-"):
+    if len(argv) > at and is_config_path(argv[at]) and not cmd.typed:
         path = argv[at]
         argv = argv[:at] + ([cmd.config_option, path] if cmd.config_option else config_file_argv(path)) + argv[at + 1 :]
     module, func = cmd.target.split(":")
@@ -72,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run_command(name, argv[1:])
+    except SystemExit as e:  # argparse (usage errors, --help): its message is printed; give its exit status
+        if isinstance(e.code, int):
+            return e.code
+        raise
     except (FileNotFoundError, ValueError) as e:
         if not getattr(e, "genssl_config_file", False):
             raise

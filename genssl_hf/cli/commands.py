@@ -20,13 +20,18 @@ class Command:
     publish: bool = False  # pass publish=publish_after_training (--push_to_hub)
     config_option: str | None = None  # a config file given first is passed as this option, not expanded
     subcommands: tuple[str, ...] = ()  # words that may come before the config file (train-generator ldm FILE)
+    # its parser (a TypedArgumentParser) reads a config file given first itself: typed, errors name file and key
+    typed: bool = False
 
 
 COMMANDS: dict[str, Command] = {
-    "prompts": Command("genssl_hf.prompts.build:main", "build a prompt set (disease names, heuristic and LLM prompts)"),
+    "prompts": Command(
+        "genssl_hf.prompts.build:main", "build a prompt set (disease names, heuristic and LLM prompts)", typed=True
+    ),
     "generate": Command(
         "genssl_hf.generation.materialize:main",
         "generate a chest X-ray dataset from a prompt set (sharded parquet, resumable)",
+        typed=True,
     ),
     "stats": Command("genssl_hf.processing.stats:main", "reference statistics of real images for AdaIN"),
     "train-generator": Command(
@@ -41,15 +46,22 @@ COMMANDS: dict[str, Command] = {
         "genssl_hf.cli.pretrain:main",
         "self-supervised pre-training: --method mae | simclr | moco_v2 | simsiam | rotation | byol | convirt | clip",
         publish=True,
+        typed=True,
     ),
     "finetune": Command(
-        "genssl_hf.training.finetune:main", "fine-tune or linear-probe an encoder on labelled X-rays", publish=True
+        "genssl_hf.training.finetune:main",
+        "fine-tune or linear-probe an encoder on labelled X-rays",
+        publish=True,
+        typed=True,
     ),
     "evaluate": Command(
         "genssl_hf.evaluation.report:main",
         "score a classifier on a test set (AUC, operating points, robustness, attention)",
+        typed=True,
     ),
-    "probe": Command("genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables"),
+    "probe": Command(
+        "genssl_hf.evaluation.frozen_features_cli:main", "frozen-encoder kNN and linear-probe tables", typed=True
+    ),
     "segment": Command(
         "genssl_hf.evaluation.dense_cli:segment_main",
         "segmentation on a frozen encoder: trainable decoder, Dice / IoU per finding at label fractions",
@@ -69,6 +81,7 @@ COMMANDS: dict[str, Command] = {
         "genssl_hf.training.report_generator:main",
         "train a report generator (encoder + text decoder) on image-report pairs",
         publish=True,
+        typed=True,
     ),
     "evaluate-report-generator": Command(
         "genssl_hf.evaluation.report_generation:main", "score generated reports (BLEU, ROUGE-L, clinical F1)"

@@ -3,7 +3,9 @@
 ``mae`` runs the MAE trainer (:mod:`genssl_hf.training.mae`), a registered contrastive / Siamese /
 pretext method the shared SSL recipe (:mod:`genssl_hf.training.ssl.pretrain`), ``convirt`` / ``clip``
 vision-language pre-training on image-report pairs (:mod:`genssl_hf.training.vlp`, its ``--loss``).
-``--help`` after ``--method M`` lists that method's options.
+``--help`` after ``--method M`` lists that method's options. A config file given first
+(``genssl pretrain recipe.yaml``) names the method with a ``method`` key and is checked against
+that method's typed options.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from typing import Sequence
 
 from genssl_hf.cli.commands import VLP_METHODS
+from genssl_hf.cli.config_file import is_config_path
 
 __all__ = ["method_names", "main", "export_image_tower_main"]
 
@@ -23,8 +26,42 @@ def method_names() -> list[str]:
     return ["mae", *METHODS, *VLP_METHODS]
 
 
+def _method_parser(method: str):
+    if method == "mae":
+        from genssl_hf.training.mae import build_parser
+    elif method in VLP_METHODS:
+        from genssl_hf.training.vlp import build_parser
+    else:
+        from genssl_hf.training.ssl.pretrain import build_parser
+    return build_parser()
+
+
+def _expand_config_file(argv: list[str]) -> list[str]:
+    """``recipe.yaml --seed 1`` -> ``--method M <the file's options, checked by M's parser> --seed 1``
+    (the command line wins; a ``method`` key of the file picks the method unless ``--method`` is typed)."""
+    from genssl_hf.typed_args import ConfigFileError, checked_config_argv, read_config_file
+
+    path, rest = argv[0], argv[1:]
+    options = read_config_file(path)
+    typed = argparse.ArgumentParser(add_help=False)
+    typed.add_argument("--method")
+    recorded = options.get("args") if isinstance(options.get("args"), dict) else {}  # a run's run_config.json
+    method = typed.parse_known_args(rest)[0].method or options.get("method") or recorded.get("method")
+    options = {k: v for k, v in options.items() if k != "method"}
+    if method not in method_names():
+        raise ConfigFileError(f"config file {path}: method must be one of {', '.join(method_names())}, got {method!r}")
+    if method in VLP_METHODS and recorded:  # a VLP run's recorded loss is its method
+        options = {**options, "args": {k: v for k, v in recorded.items() if k != "loss"}}
+    if method in VLP_METHODS and "loss" in options:
+        raise ConfigFileError(f"config file {path}: loss: method {method} sets the VLP loss; drop loss")
+    file_argv = checked_config_argv(_method_parser(method), options, path)
+    return ["--method", method, *file_argv, *rest]
+
+
 def main(argv: Sequence[str] | None = None, publish=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and is_config_path(argv[0]):
+        argv = _expand_config_file(argv)
     names = method_names()
     pre = argparse.ArgumentParser(
         prog="genssl pretrain",

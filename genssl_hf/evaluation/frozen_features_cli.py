@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.evaluation.frozen_features import POOLINGS, _check_fractions, check_encoder_spec, frozen_feature_table
-from genssl_hf.evaluation.probe_scores import DEFAULT_C_GRID
+from genssl_hf.evaluation.frozen_features import _check_fractions, check_encoder_spec, frozen_feature_table
+from genssl_hf.evaluation.probe_args import build_parser
 
 __all__ = ["summarise_table", "markdown_table", "parse_encoder_arg", "build_parser", "main"]
 
@@ -78,63 +78,6 @@ def parse_encoder_arg(text: str) -> tuple[str, dict[str, str]]:
         raise ValueError(f"--model {text!r}: expected TITLE=PATH_OR_PRESET[:init|none|PROCESSOR_FOLDER]")
     init, _, processor = rest.partition(":")
     return title.strip(), {"init": init.strip(), "image_processor": processor.strip() or "init"}
-
-
-def build_parser():
-    import argparse
-
-    from genssl_hf.validation import checked_parser, renamed_options
-
-    p = argparse.ArgumentParser(
-        prog="probe_encoders.py",
-        description="Frozen-feature quality of encoders: weighted kNN and a linear probe (C chosen on validation) "
-        "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="TITLE=MODEL[:PROCESSOR]",
-        help="repeatable. MODEL: a ViT / ViTMAE / classifier folder, or a preset (tiny, vit-s16, vit-b16) for "
-        "seeded random weights. PROCESSOR: 'init' (default: the folder's AdaIN processor, else "
-        "mean / std 0.5), 'none' (mean / std 0.5) or a folder whose preprocessor_config.json to use",
-    )
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="any genssl_hf.data.registry spec: phantom, kermany:ROOT, nih-subset:ROOT, a save_to_disk or "
-        "parquet DatasetDict folder, ...",
-    )
-    p.add_argument("--dataset_config", default=None)
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--validation_split", default="validation")
-    p.add_argument("--test_split", default="test")
-    p.add_argument("--image_column", default="image")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions in (0, 1]")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--pooling", choices=POOLINGS, default="mean")
-    p.add_argument(
-        "--layer",
-        type=int,
-        default=-1,
-        help="-1: the last layer after the final LayerNorm; 0..L: a ViT's embeddings (0) or block L's output "
-        "(where in the encoder the label signal lives)",
-    )
-    p.add_argument("--knn_k", type=int, default=20)
-    p.add_argument("--knn_temperature", type=float, default=0.07)
-    p.add_argument("--c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID), help="linear-probe C values")
-    p.add_argument("--per_device_eval_batch_size", type=int, default=256, help="feature-extraction batch")
-    p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--phantom_sizes", type=int, nargs=3, default=[2000, 300, 500], metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--phantom_resolution", type=int, default=64)
-    p.add_argument(
-        "--tsne", choices=["on", "off"], default="on", help="write a t-SNE map of each encoder's test features"
-    )
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run in --output_dir")
-    renamed_options(p, {"--encoder": "--model", "--batch_size": "--per_device_eval_batch_size"})
-    return checked_parser(p)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

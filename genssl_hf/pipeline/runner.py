@@ -163,9 +163,12 @@ def _run_finetuning(config: dict, variants: list[Variant], root: Path, s: dict, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..typed_args import hidden_aliases
+
     parser = argparse.ArgumentParser(description="Run the end-to-end GEN-SSL pipeline.")
     parser.add_argument("--preset", default="demo", help="smoke | demo | paper, or a path to a JSON config")
-    parser.add_argument("--output-dir", default=None, help="where stage folders go (default: outputs/<preset>)")
+    parser.add_argument("--output_dir", default=None, help="where stage folders go (default: outputs/<preset>)")
+    hidden_aliases(parser, {"--output-dir": "--output_dir"})  # the spelling before underscores
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -1,8 +1,8 @@
 """Command line: build a prompt set and save it (``scripts/build_prompts.py`` is a thin front).
 
-    python scripts/build_prompts.py --strategy heuristic --out prompts/heuristic
+    python scripts/build_prompts.py --strategy heuristic --output_dir prompts/heuristic
     python scripts/build_prompts.py --strategy elaborated \\
-        --reports ../shared/data/iu-xray-reports/NLMCXR_reports.tgz --out prompts/elaborated
+        --reports ../shared/data/iu-xray-reports/NLMCXR_reports.tgz --output_dir prompts/elaborated
 
 ``--reports`` accepts the IU archive (``.tgz``/``.tar.gz``: FINDINGS + IMPRESSION of each report with
 any, via ``genssl_hf.data.reports``),
@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genssl_hf.core.secrets import redact_argv
-from genssl_hf.validation import checked_parser
+
+from .build_args import build_parser
 from .builders import (
-    DEFAULT_THRESHOLD,
     build_disease_prompts,
     build_elaborated_prompts,
     build_heuristic_prompts,
     normalize_variant,
 )
 from .promptset import PromptSet, _check_threshold
-from .scoring import MATCH_MODES, TF_MODES
 
 
 def iter_report_texts(path: str | Path, column: str = "text") -> tuple[Any, str]:
@@ -85,55 +84,8 @@ def _lines(path: Path) -> Iterable[str]:
     return _Corpus()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="build_prompts.py",
-        description="Build a GEN-SSL prompt set (disease: 5, heuristic: 30, elaborated: ~66) and save it as a folder "
-        "with prompts.json and a README card.",
-    )
-    ap.add_argument("--strategy", required=True, choices=["disease", "heuristic", "elaborated"])
-    ap.add_argument("--out", required=True, help="output folder (written atomically)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    g = ap.add_argument_group("elaborated")
-    g.add_argument(
-        "--reports",
-        help="report corpus: IU .tgz, .txt (one per line), .jsonl/.json/.csv/.parquet, or save_to_disk folder",
-    )
-    g.add_argument("--column", default="text", help="text column of a tabular corpus (default: text)")
-    g.add_argument("--corpus-name", help="name recorded in the set metadata (default: the file name)")
-    g.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="keep features with psi >= this (default 0.015)"
-    )
-    g.add_argument(
-        "--variant",
-        default="paper",
-        choices=["paper", "negation-aware", "negation_aware"],
-        help="score the threshold applies to (default: paper)",
-    )
-    g.add_argument(
-        "--match", default="tokens", choices=MATCH_MODES, help="how TF counts a multi-word feature (default: tokens)"
-    )
-    g.add_argument("--tf", default="count", choices=TF_MODES, help="TF normalisation (default: count)")
-    g.add_argument("--candidates", help="candidate features JSON (default: the shipped curated file)")
-    g.add_argument("--llm-model", help="transformers causal LM (local folder or Hub id) that proposes extra features")
-    g.add_argument(
-        "--llm-endpoint", help="OpenAI-compatible server URL (POST /v1/chat/completions) that proposes extra features"
-    )
-    g.add_argument("--llm-endpoint-model", default="default", help="model name sent to --llm-endpoint")
-    g.add_argument(
-        "--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's API key"
-    )
-    g.add_argument("--llm-cache", help="answer cache folder (default: ~/.cache/genssl_hf/llm_answers)")
-    g.add_argument("--llm-max-new-tokens", type=int, default=128)
-    g.add_argument("--no-progress", action="store_true")
-    h = ap.add_argument_group("hub")
-    h.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the set to this Hub dataset repo")
-    h.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
-    return checked_parser(ap)
-
-
 def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
-    out = Path(args.out)
+    out = Path(args.output_dir)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"error: {out} already exists (pass --overwrite to replace it)")
     if args.strategy != "elaborated":
@@ -142,8 +94,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
             for o, v in (
                 ("--reports", args.reports),
                 ("--candidates", args.candidates),
-                ("--llm-model", args.llm_model),
-                ("--llm-endpoint", args.llm_endpoint),
+                ("--llm_model", args.llm_model),
+                ("--llm_endpoint", args.llm_endpoint),
             )
             if v
         ]
@@ -162,7 +114,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> PromptSet:
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         if args.llm_model and args.llm_endpoint:
-            raise SystemExit("error: pass --llm-model or --llm-endpoint, not both")
+            raise SystemExit("error: pass --llm_model or --llm_endpoint, not both")
         llm = None
         if args.llm_model:
             from .llm import TransformersFeatureLLM

@@ -1,10 +1,12 @@
-"""The shared command-line options of the training entry points.
+"""The shared command-line options of the training entry points, as typed dataclasses
+(:mod:`genssl_hf.typed_args`, transformers' ``HfArgumentParser``).
 
-:func:`add_common_args` (every script: output, seed, precision, accumulation, checkpoints, resume,
-trackers, Hub) and the option groups several pre-training parsers repeat, written once with the
-same option names: :func:`add_image_data_args` (MAE, SSL), :func:`add_adain_args` (MAE, SSL, VLP),
-:func:`add_optimisation_args` (MAE, SSL, VLP, report generation; per-script defaults). A parser
-adds its own options to the group a builder returns. Also the argument checks made before any
+:class:`RunArguments` / :func:`add_common_args` (every script: output, seed, precision,
+accumulation, checkpoints, resume, trackers, Hub) and the option groups several pre-training
+parsers repeat, written once with the same option names: :class:`ImageDataArguments` (MAE, SSL),
+:class:`AdainArguments` (MAE, SSL, VLP), :class:`OptimisationArguments` (MAE, SSL, VLP, report
+generation; per-script defaults). The ``add_*_args`` builders add them to any parser and return
+the group, to which a parser may add its own options. Also the argument checks made before any
 compute (output folder, Hub options).
 """
 
@@ -13,13 +15,23 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from genssl_hf.processing.augment import ADAIN_MODES
+from genssl_hf.typed_args import add_dataclass_arguments
 from genssl_hf.validation import renamed_options
 from genssl_hf.utils import FolderLock
 
 __all__ = [
+    "RunArguments",
+    "ImageDataArguments",
+    "AdainArguments",
+    "OptimisationArguments",
+    "BaseLearningRateArguments",
+    "WarmupRatioArguments",
+    "LoaderWorkersArguments",
+    "TimeBoxArguments",
     "add_common_args",
     "add_image_data_args",
     "add_adain_args",
@@ -33,85 +45,147 @@ __all__ = [
 _UNSET = object()
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options every training script shares (output, seed, precision, accumulation,
-    checkpointing, resume, trackers, Hub). Script-specific options are added by the script."""
-    g = parser.add_argument_group("run (shared)")
-    g.add_argument("--output_dir", required=True, help="folder for checkpoints, the run config and the final model")
-    g.add_argument("--seed", type=int, default=0, help="seed of every randomness in the run")
-    g.add_argument(
-        "--mixed_precision",
-        choices=["no", "bf16", "fp16"],
-        default="bf16",
-        help="autocast precision (bf16 uses AMX matmuls on recent CPUs)",
+# --------------------------------------------------------------------- shared option dataclasses
+@dataclass(kw_only=True)
+class RunArguments:
+    """run (shared): output, seed, precision, accumulation, checkpoints, resume, trackers, Hub."""
+
+    _argument_group_name = "run (shared)"
+    output_dir: str = field(metadata={"help": "folder for checkpoints, the run config and the final model"})
+    seed: int = field(default=0, metadata={"help": "seed of every randomness in the run"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="bf16", metadata={"help": "autocast precision (bf16 uses AMX matmuls on recent CPUs)"}
     )
-    g.add_argument(
-        "--gradient_accumulation_steps",
-        type=int,
+    gradient_accumulation_steps: int = field(
         default=1,
-        help="micro batches per optimiser step (effective batch = batch * accumulation * processes)",
+        metadata={"help": "micro batches per optimiser step (effective batch = batch * accumulation * processes)"},
     )
-    g.add_argument(
-        "--checkpointing_steps",
-        type=int,
-        default=500,
-        help="save a resumable checkpoint every K optimiser steps (0: never)",
+    checkpointing_steps: int = field(
+        default=500, metadata={"help": "save a resumable checkpoint every K optimiser steps (0: never)"}
     )
-    g.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep at most this many checkpoints")
-    g.add_argument(
-        "--resume_from_checkpoint",
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "keep at most this many checkpoints"})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (the newest checkpoint in --output_dir) or a checkpoint folder"}
+    )
+    report_to: str = field(
+        default="none", metadata={"help": "trackers: none, tensorboard, wandb, all (comma separated)"}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "log loss / lr every N optimiser steps"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "allow a non-empty --output_dir without resuming"}
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the final folder to the Hub (private)"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "repo id for --push_to_hub"})
+
+
+@dataclass(kw_only=True)
+class ImageDataArguments:
+    """data: unlabelled training images (any source ``open_image_dataset`` reads)."""
+
+    _argument_group_name = "data"
+    dataset: str | None = field(
+        default=None, metadata={"help": "local folder (parquet / images / save_to_disk), parquet file, or Hub id"}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "configuration name for load_dataset"})
+    split: str = field(default="train", metadata={"help": "split of --dataset to train on"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    streaming: bool = field(default=False, metadata={"help": "stream the dataset (for sets larger than disk/RAM)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "cap the training rows"})
+    load_size: int | None = field(
+        default=None, metadata={"help": "size images are decoded to before cropping (default: image size)"}
+    )
+    num_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
+    on_error: Literal["raise", "skip"] = field(
+        default="raise",
+        metadata={"help": "an unreadable image in a plain image folder: stop naming it, or leave it out and record it"},
+    )
+
+
+@dataclass(kw_only=True)
+class AdainArguments:
+    """AdaIN of the training views to reference statistics, then the mean / std normalisation."""
+
+    _argument_group_name = "AdaIN"
+    adain: Literal["on", "off"] = field(default="on", metadata={"help": "AdaIN of the training views"})
+    adain_mode: Literal[ADAIN_MODES] = field(  # type: ignore[valid-type]
+        default="after_crop",
+        metadata={"help": "after_crop: per crop (the paper's code); before_crop: whole image (the processor)"},
+    )
+    reference_stats: str | None = field(
+        default=None, metadata={"help": "JSON from compute_reference_stats, or a folder with an AdaIN processor"}
+    )
+    adain_mean: float | None = field(
+        default=None, metadata={"help": "AdaIN target mean (default: the reference, else the paper's)"}
+    )
+    adain_std: float | None = field(default=None, metadata={"help": "AdaIN target std"})
+    image_mean: float = field(default=0.5, metadata={"help": "normalisation after AdaIN"})
+    image_std: float = field(default=0.5, metadata={"help": "normalisation after AdaIN"})
+
+
+@dataclass(kw_only=True)
+class OptimisationArguments:
+    """optimisation: batch, length, learning rate, weight decay, clipping (defaults: the command's recipe,
+    ``None`` filled by it)."""
+
+    _argument_group_name = "optimisation"
+    per_device_train_batch_size: int | None = field(
+        default=None, metadata={"help": "images (or pairs) per process per micro batch"}
+    )
+    num_train_epochs: float | None = field(default=None, metadata={"help": "passes over the training set"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimiser steps (overrides --num_train_epochs; needed for --streaming)"}
+    )
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "absolute lr (overrides the base lr rule where there is one)"}
+    )
+    weight_decay: float | None = field(default=None, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping (0: off)"})
+
+
+@dataclass(kw_only=True)
+class BaseLearningRateArguments:
+    _argument_group_name = "optimisation"
+    base_learning_rate: float | None = field(default=None, metadata={"help": "lr = base x total batch / 256"})
+
+
+@dataclass(kw_only=True)
+class WarmupRatioArguments:
+    _argument_group_name = "optimisation"
+    warmup_ratio: float | None = field(default=None, metadata={"help": "warm-up as a fraction of the steps"})
+
+
+@dataclass(kw_only=True)
+class LoaderWorkersArguments:
+    _argument_group_name = "optimisation"
+    num_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
+
+
+@dataclass(kw_only=True)
+class TimeBoxArguments:
+    _argument_group_name = "optimisation"
+    stop_after_steps: int | None = field(
         default=None,
-        help="'latest' (the newest checkpoint in --output_dir) or a checkpoint folder",
+        metadata={"help": "stop (resumably) after this many more optimiser steps, as if interrupted (time-boxed jobs)"},
     )
-    g.add_argument("--report_to", default="none", help="trackers: none, tensorboard, wandb, all (comma separated)")
-    g.add_argument("--logging_steps", type=int, default=10, help="log loss / lr every N optimiser steps")
-    g.add_argument(
-        "--overwrite_output_dir", action="store_true", help="allow a non-empty --output_dir without resuming"
-    )
-    g.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub (private)")
-    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options every training script shares (:class:`RunArguments`). Script-specific options
+    are added by the script."""
+    add_dataclass_arguments(parser, RunArguments)
     return parser
 
 
 def add_image_data_args(parser: argparse.ArgumentParser, title: str = "data") -> argparse._ArgumentGroup:
-    """Unlabelled training images: ``--dataset`` (any source :func:`genssl_hf.data.open.open_image_dataset`
-    reads), its config / split / image column, streaming, a row cap, the decode size and loader workers."""
-    g = parser.add_argument_group(title)
-    g.add_argument(
-        "--dataset", default=None, help="local folder (parquet / images / save_to_disk), parquet file, or Hub id"
-    )
-    g.add_argument("--dataset_config", default=None)
-    g.add_argument("--split", default="train")
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--streaming", action="store_true", help="stream the dataset (for sets larger than disk/RAM)")
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument(
-        "--load_size", type=int, default=None, help="size images are decoded to before cropping (default: image size)"
-    )
-    g.add_argument("--num_workers", type=int, default=0)
-    return g
+    """Unlabelled training images (:class:`ImageDataArguments`): ``--dataset``, its config / split /
+    image column, streaming, a row cap, the decode size and loader workers."""
+    return add_dataclass_arguments(parser, ImageDataArguments, title)
 
 
 def add_adain_args(parser: argparse.ArgumentParser, title: str = "AdaIN") -> argparse._ArgumentGroup:
-    """AdaIN of the training views to reference statistics, then the mean / std normalisation."""
-    g = parser.add_argument_group(title)
-    g.add_argument("--adain", choices=["on", "off"], default="on")
-    g.add_argument(
-        "--adain_mode",
-        choices=list(ADAIN_MODES),
-        default="after_crop",
-        help="after_crop: per crop (the paper's code); before_crop: whole image (the processor)",
-    )
-    g.add_argument(
-        "--reference_stats", default=None, help="JSON from compute_reference_stats, or a folder with an AdaIN processor"
-    )
-    g.add_argument(
-        "--adain_mean", type=float, default=None, help="AdaIN target mean (default: the reference, else the paper's)"
-    )
-    g.add_argument("--adain_std", type=float, default=None, help="AdaIN target std")
-    g.add_argument("--image_mean", type=float, default=0.5, help="normalisation after AdaIN")
-    g.add_argument("--image_std", type=float, default=0.5)
-    return g
+    """AdaIN of the training views to reference statistics, then the mean / std normalisation
+    (:class:`AdainArguments`)."""
+    return add_dataclass_arguments(parser, AdainArguments, title)
 
 
 def add_optimisation_args(
@@ -129,45 +203,27 @@ def add_optimisation_args(
     stop_after_steps: bool = False,
 ) -> argparse._ArgumentGroup:
     """Batch, length (``--num_train_epochs`` or ``--max_steps``), lr (absolute, or
-    ``base_learning_rate`` x total batch / 256), weight decay, gradient clipping; optionally the
-    warm-up ratio, loader workers and the time box ``--stop_after_steps``. Defaults are the calling
-    script's recipe (``None``: filled by its recipe). ``--max_train_steps`` is a renamed option
-    (an error naming ``--max_steps``)."""
-    g = parser.add_argument_group(title)
-    g.add_argument(
-        "--per_device_train_batch_size",
-        type=int,
-        default=batch_size,
-        help="images (or pairs) per process per micro batch",
-    )
-    g.add_argument("--num_train_epochs", type=float, default=epochs)
-    g.add_argument(
-        "--max_steps",
-        type=int,
-        default=None,
-        help="optimiser steps (overrides --num_train_epochs; needed for --streaming)",
-    )
-    if base_learning_rate:
-        g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base x total batch / 256")
-    g.add_argument(
-        "--learning_rate",
-        type=float,
-        default=learning_rate,
-        help="absolute lr" + (" (overrides the base lr rule)" if base_learning_rate else ""),
+    ``base_learning_rate`` x total batch / 256), weight decay, gradient clipping
+    (:class:`OptimisationArguments`); optionally the warm-up ratio, loader workers and the time box
+    ``--stop_after_steps``. Defaults are the calling script's recipe (``None``: filled by its
+    recipe). ``--max_train_steps`` is a renamed option (an error naming ``--max_steps``)."""
+    g = add_dataclass_arguments(parser, OptimisationArguments, title)
+    extras = [BaseLearningRateArguments] if base_learning_rate else []
+    extras += [WarmupRatioArguments] if warmup_ratio is not _UNSET else []
+    extras += [LoaderWorkersArguments] if num_workers else []
+    extras += [TimeBoxArguments] if stop_after_steps else []
+    for dtype in extras:
+        add_dataclass_arguments(parser, dtype, group=g)
+    defaults = dict(
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
     )
     if warmup_ratio is not _UNSET:
-        g.add_argument("--warmup_ratio", type=float, default=warmup_ratio, help="warm-up as a fraction of the steps")
-    g.add_argument("--weight_decay", type=float, default=weight_decay)
-    g.add_argument("--max_grad_norm", type=float, default=max_grad_norm, help="gradient clipping (0: off)")
-    if num_workers:
-        g.add_argument("--num_workers", type=int, default=0)
-    if stop_after_steps:
-        g.add_argument(
-            "--stop_after_steps",
-            type=int,
-            default=None,
-            help="stop (resumably) after this many more optimiser steps, as if interrupted (time-boxed jobs)",
-        )
+        defaults["warmup_ratio"] = warmup_ratio
+    parser.set_defaults(**defaults)
     renamed_options(parser, {"--max_train_steps": "--max_steps"})
     return g
 

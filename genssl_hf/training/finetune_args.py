@@ -1,25 +1,33 @@
-"""The fine-tuning command line: its recipes (``--recipe``), the parser, recipe resolution and the
+"""The fine-tuning command line: its recipes (``--recipe``), its options as typed dataclasses and
+their parser (:class:`~genssl_hf.typed_args.TypedArgumentParser`), recipe resolution and the
 ``--image_processor`` choice. Training is :mod:`genssl_hf.training.finetune`."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
 from genssl_hf.training.attention import ATTN_CHOICES
 from genssl_hf.models.presets import VIT_PRESETS
 from genssl_hf.training.classifier import encoder_config
-from genssl_hf.training.common import add_common_args
+from genssl_hf.training.args import RunArguments
 from genssl_hf.training.thresholds import THRESHOLD_RULES
+from genssl_hf.typed_args import TypedArgumentParser
 from genssl_hf.validation import checked_parser, renamed_options
 
 __all__ = [
     "FINETUNE_RECIPES",
     "LINEAR_PROBE_OVERRIDES",
     "RENAMED_OPTIONS",
+    "FinetuneModelArguments",
+    "FinetuneDataArguments",
+    "FinetuneOptimisationArguments",
+    "FinetuneSelectionArguments",
+    "FINETUNE_ARGUMENTS",
     "build_parser",
     "resolve_args",
     "image_processor_of",
@@ -138,175 +146,190 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class FinetuneModelArguments:
     """model: the start, the recipe, the mode, pooling, input normalisation and size."""
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        required=True,
-        help="MAE / ViT / ResNet checkpoint or encoder folder, or an architecture preset for random init: "
-        + ", ".join([*VIT_PRESETS, *RESNET_PRESETS]),
+
+    _argument_group_name = "model"
+    model: str = field(
+        metadata={
+            "help": "MAE / ViT / ResNet checkpoint or encoder folder, or an architecture preset for random init: "
+            + ", ".join([*VIT_PRESETS, *RESNET_PRESETS])
+        }
     )
-    g.add_argument(
-        "--recipe",
-        choices=list(FINETUNE_RECIPES),
+    recipe: str | None = field(
         default=None,
-        help="the optimisation / augmentation defaults of every unset option (FINETUNE_RECIPES; default: "
-        "the --model preset's, else by the encoder's width: vit-b16 / vit-s16, tiny below; "
-        "resnet / resnet-tiny for a ResNet)",
+        metadata={
+            "choices": list(FINETUNE_RECIPES),
+            "help": "the optimisation / augmentation defaults of every unset option (FINETUNE_RECIPES; default: "
+            "the --model preset's, else by the encoder's width: vit-b16 / vit-s16, tiny below; "
+            "resnet / resnet-tiny for a ResNet)",
+        },
     )
-    g.add_argument("--mode", choices=["finetune", "linear_probe"], default="finetune")
-    g.add_argument(
-        "--pooling",
-        choices=["mean", "cls"],
+    mode: Literal["finetune", "linear_probe"] = field(default="finetune", metadata={"help": "what is trained"})
+    pooling: str | None = field(
         default=None,
-        help="head input: mean of patch tokens + fc_norm (MAE fine-tuning default) or the CLS token "
-        "(default: mean for finetune, cls for linear_probe)",
+        metadata={
+            "choices": ["mean", "cls"],
+            "help": "head input: mean of patch tokens + fc_norm (MAE fine-tuning default) or the CLS token "
+            "(default: mean for finetune, cls for linear_probe)",
+        },
     )
-    g.add_argument("--drop_path", type=float, default=None, help="stochastic depth rate of the last block")
-    g.add_argument(
-        "--image_processor",
+    drop_path: float | None = field(default=None, metadata={"help": "stochastic depth rate of the last block"})
+    image_processor: str = field(
         default="init",
-        help="input normalisation: 'init' (the --model folder's AdaIN processor when it has one, else mean / "
-        "std 0.5), 'none' (mean / std 0.5, no AdaIN, even for an AdaIN encoder), or a folder holding a "
-        "preprocessor_config.json to use instead (e.g. a random-init control with the same per-image "
-        "AdaIN standardisation as a GEN-SSL encoder)",
+        metadata={
+            "help": "input normalisation: 'init' (the --model folder's AdaIN processor when it has one, else mean / "
+            "std 0.5), 'none' (mean / std 0.5, no AdaIN, even for an AdaIN encoder), or a folder holding a "
+            "preprocessor_config.json to use instead (e.g. a random-init control with the same per-image "
+            "AdaIN standardisation as a GEN-SSL encoder)"
+        },
     )
-    g.add_argument("--image_size", type=int, default=None, help="input size (default: the preset's / checkpoint's)")
-    g.add_argument(
-        "--attn_implementation",
+    image_size: int | None = field(default=None, metadata={"help": "input size (default: the preset's / checkpoint's)"})
+    attn_implementation: str = field(
         default="auto",
-        choices=ATTN_CHOICES,
-        help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa",
+        metadata={
+            "choices": list(ATTN_CHOICES),
+            "help": "auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa",
+        },
     )
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class FinetuneDataArguments:
     """data: dataset, splits, label fraction, phantom sizes, loading."""
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        required=True,
-        help="'phantom', kermany:ROOT, nih-subset:ROOT, chexpert:ROOT, nih14:ROOT, covidx:ROOT, mimic:ROOT, "
-        "imagefolder:ROOT (genssl_hf.data.registry), a save_to_disk folder, or a local folder / Hub id "
-        "for load_dataset",
+
+    _argument_group_name = "data"
+    dataset: str = field(
+        metadata={
+            "help": "'phantom', kermany:ROOT, nih-subset:ROOT, chexpert:ROOT, nih14:ROOT, covidx:ROOT, mimic:ROOT, "
+            "imagefolder:ROOT (genssl_hf.data.registry), a save_to_disk folder, or a local folder / Hub id "
+            "for load_dataset"
+        }
     )
-    g.add_argument("--dataset_config", default=None, help="configuration name for load_dataset")
-    g.add_argument("--train_split", default="train")
-    g.add_argument(
-        "--validation_split",
+    dataset_config: str | None = field(default=None, metadata={"help": "configuration name for load_dataset"})
+    train_split: str = field(default="train", metadata={"help": "split to train on"})
+    validation_split: str = field(
         default="validation",
-        help="used for model selection; carved from train (--val_fraction) when the dataset has none",
+        metadata={"help": "used for model selection; carved from train (--val_fraction) when the dataset has none"},
     )
-    g.add_argument("--test_split", default="test", help="evaluated once with the selected model ('none' to skip)")
-    g.add_argument(
-        "--test_dataset",
+    test_split: str = field(
+        default="test", metadata={"help": "evaluated once with the selected model ('none' to skip)"}
+    )
+    test_dataset: str | None = field(
         default=None,
-        help="score the selected model on this dataset's --test_split instead (e.g. imagefolder:ROOT, "
-        "a folder of class sub-folders); its classes must be the training classes",
+        metadata={
+            "help": "score the selected model on this dataset's --test_split instead (e.g. imagefolder:ROOT, "
+            "a folder of class sub-folders); its classes must be the training classes"
+        },
     )
-    g.add_argument("--val_fraction", type=float, default=0.1)
-    g.add_argument("--image_column", default="image")
-    g.add_argument(
-        "--label_fraction", type=_fraction, default=1.0, help="fraction of training labels: 0.01, 0.1, 1 (or 1%%)"
+    val_fraction: float = field(default=0.1, metadata={"help": "validation share carved from train"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    label_fraction: float = field(
+        default=1.0,
+        metadata={"parse": _fraction, "help": "fraction of training labels: 0.01, 0.1, 1 (or 1%%)"},
     )
-    g.add_argument(
-        "--max_train_samples",
-        type=int,
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "debug: cap the training rows (stratified, after the fraction)"}
+    )
+    phantom_sizes: list[int] = field(
+        default_factory=lambda: [2000, 300, 500],
+        metadata={"nargs": 3, "metavar": ("TRAIN", "VAL", "TEST"), "help": "rows per split for --dataset phantom"},
+    )
+    phantom_resolution: int = field(default=64, metadata={"help": "phantom image side for --dataset phantom"})
+    load_size: int | None = field(
         default=None,
-        help="debug: cap the training rows (stratified, after the fraction)",
+        metadata={
+            "help": "side at which training images are decoded before the random resized crop (default: --image_size)"
+        },
     )
-    g.add_argument(
-        "--phantom_sizes",
-        type=int,
-        nargs=3,
-        default=[2000, 300, 500],
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="rows per split for --dataset phantom",
-    )
-    g.add_argument("--phantom_resolution", type=int, default=64, help="phantom image side for --dataset phantom")
-    g.add_argument(
-        "--load_size",
-        type=int,
-        default=None,
-        help="side at which training images are decoded before the random resized crop (default: --image_size)",
-    )
-    g.add_argument("--num_workers", type=int, default=None)
+    num_workers: int | None = field(default=None, metadata={"help": "data loader worker processes"})
 
 
-def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class FinetuneOptimisationArguments:
     """optimisation (defaults from ``--recipe``): schedule, batch, learning rate, regularisation, augmentation."""
-    g = p.add_argument_group("optimisation (defaults from --recipe)")
-    g.add_argument("--num_train_epochs", type=float, default=None)
-    g.add_argument("--warmup_epochs", type=float, default=None)
-    g.add_argument(
-        "--min_steps",
-        type=int,
+
+    _argument_group_name = "optimisation (defaults from --recipe)"
+    num_train_epochs: float | None = field(default=None, metadata={"help": "passes over the training labels"})
+    warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
+    min_steps: int = field(
         default=0,
-        help="few-shot schedule: stretch epochs, warm-up and evaluation cadence alike so the run has at "
-        "least this many optimiser steps (small label fractions otherwise get a handful of steps)",
+        metadata={
+            "help": "few-shot schedule: stretch epochs, warm-up and evaluation cadence alike so the run has at "
+            "least this many optimiser steps (small label fractions otherwise get a handful of steps)"
+        },
     )
-    g.add_argument("--per_device_train_batch_size", type=int, default=None, help="per-process micro batch")
-    g.add_argument(
-        "--total_batch_size",
-        type=int,
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "per-process micro batch"})
+    total_batch_size: int | None = field(
         default=None,
-        help="effective batch; sets gradient accumulation = total / (per_device_train_batch_size x processes)",
+        metadata={
+            "help": "effective batch; sets gradient accumulation = total / (per_device_train_batch_size x processes)"
+        },
     )
-    g.add_argument("--base_learning_rate", type=float, default=None, help="lr = base_learning_rate x total batch / 256")
-    g.add_argument("--learning_rate", type=float, default=None, help="absolute lr (overrides --base_learning_rate)")
-    g.add_argument("--min_lr_ratio", type=float, default=0.0)
-    g.add_argument("--weight_decay", type=float, default=None)
-    g.add_argument("--layer_decay", type=float, default=None)
-    g.add_argument("--label_smoothing", type=float, default=0.0, help="multi-class only")
-    g.add_argument("--crop_scale", type=float, nargs=2, default=[0.5, 1.0])
-    g.add_argument("--hflip", type=float, default=0.5)
-    g.add_argument("--rotation", type=float, default=None, help="max rotation in degrees (default 10)")
-    g.add_argument("--randaug_n", type=int, default=None)
-    g.add_argument("--randaug_m", type=float, default=None)
+    base_learning_rate: float | None = field(
+        default=None, metadata={"help": "lr = base_learning_rate x total batch / 256"}
+    )
+    learning_rate: float | None = field(default=None, metadata={"help": "absolute lr (overrides --base_learning_rate)"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr of the cosine, as a fraction of the peak"})
+    weight_decay: float | None = field(default=None, metadata={"help": "AdamW weight decay"})
+    layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "multi-class only"})
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.5, 1.0], metadata={"nargs": 2, "help": "random resized crop area range"}
+    )
+    hflip: float = field(default=0.5, metadata={"help": "horizontal flip probability"})
+    rotation: float | None = field(default=None, metadata={"help": "max rotation in degrees (default 10)"})
+    randaug_n: int | None = field(default=None, metadata={"help": "RandAugment operations per image"})
+    randaug_m: float | None = field(default=None, metadata={"help": "RandAugment magnitude"})
 
 
-def _add_selection_args(p: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class FinetuneSelectionArguments:
     """selection / evaluation: the validation metric, cadence, bootstrap and decision thresholds."""
-    g = p.add_argument_group("selection / evaluation")
-    g.add_argument(
-        "--selection_metric",
+
+    _argument_group_name = "selection / evaluation"
+    selection_metric: str = field(
         default="auto",
-        help="validation metric for the best model: mean_auc, accuracy, loss "
-        "(auto: mean_auc multi-label, accuracy multi-class)",
+        metadata={
+            "help": "validation metric for the best model: mean_auc, accuracy, loss "
+            "(auto: mean_auc multi-label, accuracy multi-class)"
+        },
     )
-    g.add_argument("--eval_every_epochs", type=float, default=1.0)
-    g.add_argument(
-        "--per_device_eval_batch_size",
-        type=int,
-        default=None,
-        help="validation / test batch (default: twice --per_device_train_batch_size)",
+    eval_every_epochs: float = field(default=1.0, metadata={"help": "validation cadence in epochs"})
+    per_device_eval_batch_size: int | None = field(
+        default=None, metadata={"help": "validation / test batch (default: twice --per_device_train_batch_size)"}
     )
-    g.add_argument("--n_bootstrap", type=int, default=0, help="bootstrap replicates for the test-set CIs")
-    g.add_argument(
-        "--threshold_rule",
-        choices=list(THRESHOLD_RULES),
+    n_bootstrap: int = field(default=0, metadata={"help": "bootstrap replicates for the test-set CIs"})
+    threshold_rule: str = field(
         default="youden",
-        help="decision thresholds chosen on the validation predictions of the selected model "
-        "(saved as best/thresholds.json; every rule is recorded there)",
+        metadata={
+            "choices": list(THRESHOLD_RULES),
+            "help": "decision thresholds chosen on the validation predictions of the selected model "
+            "(saved as best/thresholds.json; every rule is recorded there)",
+        },
     )
-    g.add_argument(
-        "--target_sensitivity", type=float, default=0.9, help="validation sensitivity of the 'sensitivity' rule"
+    target_sensitivity: float = field(
+        default=0.9, metadata={"help": "validation sensitivity of the 'sensitivity' rule"}
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+FINETUNE_ARGUMENTS = (
+    FinetuneModelArguments,
+    FinetuneDataArguments,
+    FinetuneOptimisationArguments,
+    FinetuneSelectionArguments,
+    RunArguments,
+)
+
+
+def build_parser() -> TypedArgumentParser:
+    p = TypedArgumentParser(
+        FINETUNE_ARGUMENTS,
+        defaults=dict(mixed_precision="no", checkpointing_steps=0),
         prog="finetune.py",
         description="Fine-tune or linear-probe a ViT (genssl_hf MAE, any ViT folder, or random init) on chest X-rays.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_model_args(p)
-    _add_data_args(p)
-    _add_optimisation_args(p)
-    _add_selection_args(p)
-    add_common_args(p)
-    p.set_defaults(mixed_precision="no", checkpointing_steps=0)
     renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
 

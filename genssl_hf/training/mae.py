@@ -26,14 +26,13 @@ import numpy as np
 import torch
 from transformers import ViTMAEForPreTraining
 
-from genssl_hf.validation import check_namespace, check_weight_files, checked_parser, renamed_options
+from genssl_hf.validation import check_namespace, check_weight_files
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment
-from genssl_hf.training.attention import ATTN_CHOICES, resolve_attn_implementation
+from genssl_hf.training.attention import resolve_attn_implementation
 from genssl_hf.training.mae_init import check_position_tables
 from genssl_hf.training.mae_model import PRESETS, build_mae_config, build_model, check_mae_shape, model_folder
-from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
+from genssl_hf.training.mae_args import PAPER_TOTAL_BATCH, RECIPES, RENAMED_OPTIONS, build_parser  # noqa: F401
 from genssl_hf.training.common import (
-    add_common_args,
     args_to_dict,
     build_optimizer,
     check_hub_args,
@@ -51,76 +50,9 @@ from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.utils import read_json, write_train_summary
 
-# Optimisation recipe per preset (paper: 800 epochs, 40 warm-up, base lr 1.5e-4 x batch/256, batch 2048).
-RECIPES: dict[str, dict[str, Any]] = {
-    # Small CPU batches need a larger base lr to move in a few hundred steps.
-    "tiny": dict(num_train_epochs=20, warmup_ratio=0.05, base_learning_rate=1.5e-3, per_device_train_batch_size=64),
-    "vit-s16": dict(
-        num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256
-    ),
-    "vit-b16": dict(
-        num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256
-    ),
-}
-PAPER_TOTAL_BATCH = 2048
-# The options of this script before it spoke transformers' vocabulary (argparse errors naming the new one).
-RENAMED_OPTIONS = {"--preset": "--model", "--init_from": "--model"}
-
 
 # ---------------------------------------------------------------------------------------- stats
 # ----------------------------------------------------------------------------------------- args
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="GEN-SSL MAE pre-training (ViTMAEForPreTraining) with accelerate")
-    add_common_args(p)
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        default="vit-s16",
-        help=f"an architecture preset ({', '.join(sorted(PRESETS))}) for a fresh MAE, or a ViTMAE model folder "
-        "(encoder and decoder) or ViT folder (encoder; the decoder starts fresh) to continue from",
-    )
-    g.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        default=None,
-        help="optimisation defaults (RECIPES) and, with a --model folder, the preset its size defaults and a "
-        "fresh decoder come from (default: the --model preset; for a folder, by its encoder width: "
-        "vit-b16 from 768, vit-s16 from 384, tiny below)",
-    )
-    g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
-    g.add_argument("--patch_size", type=int, default=None, help="override the preset's patch size")
-    g.add_argument("--mask_ratio", type=float, default=0.9)
-    g.add_argument(
-        "--norm_pix_loss", action="store_true", help="per-patch normalised target (off in the GEN-SSL recipe)"
-    )
-    g.add_argument(
-        "--attn_implementation",
-        default="auto",
-        choices=ATTN_CHOICES,
-        help="auto: genssl_matmul for bf16 on a CPU (faster backward than SDPA's flash kernel there), else sdpa",
-    )
-    g = add_image_data_args(p)
-    g.add_argument(
-        "--on_error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it",
-    )
-    g.add_argument("--crop_scale_min", type=float, default=0.5)
-    add_adain_args(p)
-    g = add_optimisation_args(p, base_learning_rate=True, warmup_ratio=None, weight_decay=0.05, stop_after_steps=True)
-    g.add_argument("--warmup_steps", type=int, default=None)
-    g.add_argument("--adam_beta2", type=float, default=0.95)
-    g.add_argument("--torch_compile", action="store_true")
-    g = p.add_argument_group("outputs")
-    g.add_argument(
-        "--figure", choices=["on", "off"], default="on", help="reconstruction figure (shows training images)"
-    )
-    g.add_argument("--figure_samples", type=int, default=4)
-    renamed_options(p, RENAMED_OPTIONS)
-    return checked_parser(p)
-
-
 def _recipe_of_folder(path: Path) -> str:
     """The preset whose encoder width a ViTMAE / ViT folder has (the recipe it continues with)."""
     cfg = path / "config.json"

@@ -1,16 +1,29 @@
-"""The command line of :mod:`genssl_hf.training.report_generator`: its parser and the checks on what it parsed."""
+"""The command line of :mod:`genssl_hf.training.report_generator`: its options as typed dataclasses,
+their parser (:class:`~genssl_hf.typed_args.TypedArgumentParser`) and the checks on what it parsed."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
+from typing import Literal
 
 from genssl_hf.models import VIT_PRESETS
 from genssl_hf.training.args import add_optimisation_args
 from genssl_hf.training.common import add_common_args
 from genssl_hf.training.report_generator_model import DECODERS, GENERATION_DEFAULTS
+from genssl_hf.typed_args import TypedArgumentParser, add_dataclass_arguments
 from genssl_hf.validation import renamed_options
 
-__all__ = ["VOCABULARIES", "RENAMED_OPTIONS", "build_parser", "check_args"]
+__all__ = [
+    "VOCABULARIES",
+    "RENAMED_OPTIONS",
+    "ReportModelArguments",
+    "ReportDataArguments",
+    "ReportTrainingArguments",
+    "ReportGenerationArguments",
+    "build_parser",
+    "check_args",
+]
 
 VOCABULARIES = ("minilm", "reports")
 
@@ -18,86 +31,103 @@ VOCABULARIES = ("minilm", "reports")
 RENAMED_OPTIONS = {"--encoder": "--model"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        description="Train a chest X-ray report generator (VisionEncoderDecoderModel) with accelerate."
-    )
-    _add_model_args(ap)
-    _add_data_args(ap)
-    _add_optimisation_args(ap)
-    _add_generation_args(ap)
-    add_common_args(ap)
-    ap.set_defaults(mixed_precision="no", checkpointing_steps=0)
-    renamed_options(ap, RENAMED_OPTIONS)
-    return ap
-
-
-def _add_model_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("model")
-    g.add_argument(
-        "--model",
+@dataclass(kw_only=True)
+class ReportModelArguments:
+    _argument_group_name = "model"
+    model: str = field(
         default="tiny",
-        help=f"the image encoder: a ViT preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / "
-        "classifier folder to start from",
+        metadata={
+            "help": f"the image encoder: a ViT preset ({', '.join(VIT_PRESETS)}: random init) or a ViT / ViTMAE / "
+            "classifier folder to start from"
+        },
     )
-    g.add_argument(
-        "--decoder",
-        choices=DECODERS,
+    decoder: str = field(
         default="minilm",
-        help="minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config",
+        metadata={
+            "choices": list(DECODERS),
+            "help": "minilm: BERT decoder from all-MiniLM-L6-v2; gpt2: small GPT-2 from config",
+        },
     )
-    g.add_argument(
-        "--decoder_layers", type=int, default=None, help="decoder layers (MiniLM: first K of 6; GPT-2 default 2)"
+    decoder_layers: int | None = field(
+        default=None, metadata={"help": "decoder layers (MiniLM: first K of 6; GPT-2 default 2)"}
     )
-    g.add_argument("--gpt2_hidden", type=int, default=256, help="GPT-2 decoder width (--decoder gpt2)")
-    g.add_argument(
-        "--vocabulary",
-        choices=VOCABULARIES,
+    gpt2_hidden: int = field(default=256, metadata={"help": "GPT-2 decoder width (--decoder gpt2)"})
+    vocabulary: str = field(
         default="minilm",
-        help="minilm: MiniLM's WordPiece tokenizer; reports: a word vocabulary built from the training reports "
-        "(R2Gen's recipe; --decoder gpt2 only): a far smaller output layer, faster steps",
+        metadata={
+            "choices": list(VOCABULARIES),
+            "help": "minilm: MiniLM's WordPiece tokenizer; reports: a word vocabulary built from the training "
+            "reports (R2Gen's recipe; --decoder gpt2 only): a far smaller output layer, faster steps",
+        },
     )
-    g.add_argument(
-        "--vocabulary_min_frequency", type=int, default=3, help="--vocabulary reports: keep words seen this often"
+    vocabulary_min_frequency: int = field(
+        default=3, metadata={"help": "--vocabulary reports: keep words seen this often"}
     )
-    g.add_argument(
-        "--image_size", type=int, default=None, help="input size (random-init encoders only; folders keep theirs)"
+    image_size: int | None = field(
+        default=None, metadata={"help": "input size (random-init encoders only; folders keep theirs)"}
     )
-    g.add_argument(
-        "--adain", choices=["on", "off"], default="on", help="AdaIN in the processor of a random-init encoder"
+    adain: Literal["on", "off"] = field(
+        default="on", metadata={"help": "AdaIN in the processor of a random-init encoder"}
     )
-    g.add_argument(
-        "--freeze_encoder",
-        action="store_true",
-        help="train the decoder only (the encoder is a fixed feature extractor)",
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "train the decoder only (the encoder is a fixed feature extractor)"}
     )
 
 
-def _add_data_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
+@dataclass(kw_only=True)
+class ReportDataArguments:
+    _argument_group_name = "data"
+    dataset: str = field(
         default="phantom:2000",
-        help="pairs spec: 'phantom[:N]', 'generated:DIR', 'mimic:ROOT' (genssl_hf.data.pairs) or 'iu-xray:PNG_DIR'",
+        metadata={
+            "help": "pairs spec: 'phantom[:N]', 'generated:DIR', 'mimic:ROOT' (genssl_hf.data.pairs) or "
+            "'iu-xray:PNG_DIR'"
+        },
     )
-    g.add_argument(
-        "--reports",
+    reports: str | None = field(
         default=None,
-        help="report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory",
+        metadata={
+            "help": "report corpus for generated:/mimic: pairs (e.g. iu:NLMCXR_reports.tgz); text stays in memory"
+        },
     )
-    g.add_argument(
-        "--section", choices=["findings", "impression", "text"], default="findings", help="report part to generate"
+    section: Literal["findings", "impression", "text"] = field(
+        default="findings", metadata={"help": "report part to generate"}
     )
-    g.add_argument("--max_report_tokens", type=int, default=128)
-    g.add_argument(
-        "--corpus_name", default=None, help="name of the report corpus for the card (default: from --dataset)"
+    max_report_tokens: int = field(default=128, metadata={"help": "tokens per target report"})
+    corpus_name: str | None = field(
+        default=None, metadata={"help": "name of the report corpus for the card (default: from --dataset)"}
     )
-    g.add_argument(
-        "--corpus_license", default=None, help="licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)"
+    corpus_license: str | None = field(
+        default=None, metadata={"help": "licence of the report corpus (e.g. cc-by-nc-nd-4.0 for IU X-ray)"}
     )
 
 
-def _add_optimisation_args(ap: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class ReportTrainingArguments:
+    _argument_group_name = "optimisation"
+    encoder_learning_rate: float | None = field(
+        default=None, metadata={"help": "encoder lr (default: --learning_rate / 5)"}
+    )
+
+
+@dataclass(kw_only=True)
+class ReportGenerationArguments:
+    _argument_group_name = "generation (stored in generation_config.json)"
+    num_beams: int = field(default=GENERATION_DEFAULTS["num_beams"], metadata={"help": "beam search width"})
+    no_repeat_ngram_size: int = field(
+        default=GENERATION_DEFAULTS["no_repeat_ngram_size"], metadata={"help": "n-grams that may not repeat"}
+    )
+    length_penalty: float = field(
+        default=GENERATION_DEFAULTS["length_penalty"], metadata={"help": "beam length penalty"}
+    )
+    max_new_tokens: int = field(default=GENERATION_DEFAULTS["max_new_tokens"], metadata={"help": "report length cap"})
+
+
+def build_parser() -> TypedArgumentParser:
+    ap = TypedArgumentParser(
+        [ReportModelArguments, ReportDataArguments],
+        description="Train a chest X-ray report generator (VisionEncoderDecoderModel) with accelerate.",
+    )
     g = add_optimisation_args(
         ap,
         batch_size=32,
@@ -109,17 +139,12 @@ def _add_optimisation_args(ap: argparse.ArgumentParser) -> None:
         num_workers=True,
         stop_after_steps=True,
     )
-    g.add_argument(
-        "--encoder_learning_rate", type=float, default=None, help="encoder lr (default: --learning_rate / 5)"
-    )
-
-
-def _add_generation_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("generation (stored in generation_config.json)")
-    g.add_argument("--num_beams", type=int, default=GENERATION_DEFAULTS["num_beams"])
-    g.add_argument("--no_repeat_ngram_size", type=int, default=GENERATION_DEFAULTS["no_repeat_ngram_size"])
-    g.add_argument("--length_penalty", type=float, default=GENERATION_DEFAULTS["length_penalty"])
-    g.add_argument("--max_new_tokens", type=int, default=GENERATION_DEFAULTS["max_new_tokens"])
+    add_dataclass_arguments(ap, ReportTrainingArguments, group=g)
+    add_dataclass_arguments(ap, ReportGenerationArguments)
+    add_common_args(ap)
+    ap.set_defaults(mixed_precision="no", checkpointing_steps=0)
+    renamed_options(ap, RENAMED_OPTIONS)
+    return ap
 
 
 def check_args(args: argparse.Namespace) -> None:

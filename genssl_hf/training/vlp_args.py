@@ -1,104 +1,120 @@
-"""The command line of :mod:`genssl_hf.training.vlp` (image-report contrastive pre-training)."""
+"""The command line of :mod:`genssl_hf.training.vlp` (image-report contrastive pre-training): its
+options as typed dataclasses and their parser (:class:`~genssl_hf.typed_args.TypedArgumentParser`)."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
+from typing import Literal
 
 from genssl_hf.training.args import add_adain_args, add_optimisation_args
 from genssl_hf.models.presets import VIT_PRESETS
 from genssl_hf.training.common import add_common_args
 from genssl_hf.training.dual_encoder import CNN_PRESETS
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
+from genssl_hf.typed_args import TypedArgumentParser, add_dataclass_arguments
 from genssl_hf.validation import renamed_options
 
-__all__ = ["RENAMED_OPTIONS", "build_parser"]
+__all__ = [
+    "RENAMED_OPTIONS",
+    "VlpPairArguments",
+    "VlpModelArguments",
+    "VlpLossArguments",
+    "VlpTrainingArguments",
+    "VlpOutputArguments",
+    "build_parser",
+]
 
 # The options of this script before it spoke the trainers' one vocabulary (argparse errors naming the new one).
 RENAMED_OPTIONS = {"--image_tower": "--model"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel"
-    )
-    _add_pair_args(p)
-    _add_model_args(p)
-    _add_loss_args(p)
-    _add_optimisation_args(p)
-    a = add_adain_args(p, "AdaIN (as for MAE pre-training)")
-    a.add_argument("--figure", choices=["on", "off"], default="on")
-    add_common_args(p)
-    p.set_defaults(mixed_precision="no")
-    renamed_options(p, RENAMED_OPTIONS)
-    return p
-
-
-def _add_pair_args(p: argparse.ArgumentParser) -> None:
-    d = p.add_argument_group("pairs")
-    d.add_argument(
-        "--pairs",
+@dataclass(kw_only=True)
+class VlpPairArguments:
+    _argument_group_name = "pairs"
+    pairs: str = field(
         default="phantom:2000",
-        help="phantom[:N] (embedded default), generated:DIR (with --reports), mimic:ROOT (with --reports)",
+        metadata={
+            "help": "phantom[:N] (embedded default), generated:DIR (with --reports), mimic:ROOT (with --reports)"
+        },
     )
-    d.add_argument(
-        "--reports",
+    reports: str | None = field(
         default=None,
-        help="report corpus for generated:/mimic: pairs "
-        "(iu:NLMCXR_reports.tgz, mimic-reports:ROOT, a dataset or file); "
-        "the text is joined back by hash at run time and never written",
+        metadata={
+            "help": "report corpus for generated:/mimic: pairs (iu:NLMCXR_reports.tgz, mimic-reports:ROOT, a "
+            "dataset or file); the text is joined back by hash at run time and never written"
+        },
     )
-    d.add_argument(
-        "--section", choices=["findings", "impression", "text"], default="findings", help="report section used as text"
+    section: Literal["findings", "impression", "text"] = field(
+        default="findings", metadata={"help": "report section used as text"}
     )
-    d.add_argument(
-        "--phantom_config",
+    phantom_config: str | None = field(
         default=None,
-        help="JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'",
+        metadata={"help": "JSON PhantomConfig fields for phantom pairs, e.g. '{\"exposure\": [1.2, 1.6]}'"},
     )
-    d.add_argument("--max_train_samples", type=int, default=None)
+    max_train_samples: int | None = field(default=None, metadata={"help": "cap the training pairs"})
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    m = p.add_argument_group("model")
-    m.add_argument(
-        "--model",
+@dataclass(kw_only=True)
+class VlpModelArguments:
+    _argument_group_name = "model"
+    model: str = field(
         default="tiny",
-        help=f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset ({', '.join(CNN_PRESETS)}) "
-        "for random init, or a ViT / ViTMAE / classifier folder to start from",
+        metadata={
+            "help": f"the image tower: a ViT preset ({', '.join(VIT_PRESETS)}) or CNN preset "
+            f"({', '.join(CNN_PRESETS)}) for random init, or a ViT / ViTMAE / classifier folder to start from"
+        },
     )
-    m.add_argument(
-        "--text_tower",
+    text_tower: str = field(
         default="minilm",
-        help="minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder",
+        metadata={"help": "minilm (packaged all-MiniLM-L6-v2), tiny-bert (random, tests) or a local BERT-style folder"},
     )
-    m.add_argument("--image_size", type=int, default=None, help="input size (default: the image tower's)")
-    m.add_argument("--projection_dim", type=int, default=128)
-    m.add_argument(
-        "--freeze_text_layers", type=int, default=0, help="freeze the text tower's embeddings and first N layers"
+    image_size: int | None = field(default=None, metadata={"help": "input size (default: the image tower's)"})
+    projection_dim: int = field(default=128, metadata={"help": "width of the shared embedding"})
+    freeze_text_layers: int = field(
+        default=0, metadata={"help": "freeze the text tower's embeddings and first N layers"}
     )
-    m.add_argument(
-        "--max_text_length", type=int, default=128, help="tokens per report (capped at the text tower's limit)"
-    )
+    max_text_length: int = field(default=128, metadata={"help": "tokens per report (capped at the text tower's limit)"})
 
 
-def _add_loss_args(p: argparse.ArgumentParser) -> None:
-    lo = p.add_argument_group("loss")
-    lo.add_argument(
-        "--loss",
-        choices=sorted(LOSS_PRESETS),
+@dataclass(kw_only=True)
+class VlpLossArguments:
+    _argument_group_name = "loss"
+    loss: str = field(
         default="convirt",
-        help="convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5; "
-        "gloria: global + local (word-region) losses",
+        metadata={
+            "choices": sorted(LOSS_PRESETS),
+            "help": "convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5; "
+            "gloria: global + local (word-region) losses",
+        },
     )
-    lo.add_argument("--temperature", type=float, default=None, help="override the preset's (initial) temperature")
-    lo.add_argument("--image_to_text_weight", type=float, default=None, help="override lambda")
-    lo.add_argument(
-        "--dedupe_targets", choices=["on", "off"], default="on", help="identical reports are positives, not negatives"
+    temperature: float | None = field(default=None, metadata={"help": "override the preset's (initial) temperature"})
+    image_to_text_weight: float | None = field(default=None, metadata={"help": "override lambda"})
+    dedupe_targets: Literal["on", "off"] = field(
+        default="on", metadata={"help": "identical reports are positives, not negatives"}
     )
 
 
-def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
-    o = add_optimisation_args(
+@dataclass(kw_only=True)
+class VlpTrainingArguments:
+    _argument_group_name = "optimisation"
+    crop_scale_min: float = field(default=0.6, metadata={"help": "random resized crop minimum area"})
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (1 is fastest on a shared, loaded CPU)"}
+    )
+
+
+@dataclass(kw_only=True)
+class VlpOutputArguments:
+    _argument_group_name = "AdaIN (as for MAE pre-training)"
+    figure: Literal["on", "off"] = field(default="on", metadata={"help": "retrieval figure"})
+
+
+def build_parser() -> TypedArgumentParser:
+    p = TypedArgumentParser(
+        [VlpPairArguments, VlpModelArguments, VlpLossArguments],
+        description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel",
+    )
+    g = add_optimisation_args(
         p,
         batch_size=64,
         epochs=10,
@@ -108,7 +124,10 @@ def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
         max_grad_norm=1.0,
         num_workers=True,
     )
-    o.add_argument("--crop_scale_min", type=float, default=0.6)
-    o.add_argument(
-        "--num_threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared, loaded CPU)"
-    )
+    add_dataclass_arguments(p, VlpTrainingArguments, group=g)
+    g = add_adain_args(p, "AdaIN (as for MAE pre-training)")
+    add_dataclass_arguments(p, VlpOutputArguments, group=g)
+    add_common_args(p)
+    p.set_defaults(mixed_precision="no")
+    renamed_options(p, RENAMED_OPTIONS)
+    return p

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from genssl_hf.utils import PRETRAINED_PREFIX, pretrained_path, read_json
 from genssl_hf.core.secrets import redact_argv
-from genssl_hf.validation import checked_parser
+from genssl_hf.utils import PRETRAINED_PREFIX, pretrained_path, read_json
+from genssl_hf.typed_args import TypedArgumentParser, hidden_aliases
+from genssl_hf.validation import checked_parser, renamed_options
 
 from .generators import check_generator_spec
 from .layout import DEFAULT_ROWS_PER_CHECKPOINT, DEFAULT_SHARD_SIZE
@@ -21,70 +22,118 @@ from .job import GenerationOptions
 from .writer import generate_dataset
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+@dataclass(kw_only=True)
+class GenerateArguments:
+    """What to generate from: the pipeline, the prompt set or report corpus, how many, where."""
+
+    _argument_group_name = "source and output"
+    pipeline: str = field(metadata={"help": "diffusers pipeline folder, 'phantom', or 'package.module:factory'"})
+    prompts: str | None = field(
+        default=None, metadata={"help": "prompt set: shipped name (disease/heuristic/elaborated), folder, or JSON file"}
+    )
+    reports: str | None = field(
+        default=None,
+        metadata={
+            "help": "report corpus (one image per report): save_to_disk folder, dataset folder, parquet/json(l)/csv"
+        },
+    )
+    report_column: str = field(default="report", metadata={"help": "text column of the report corpus"})
+    keep_prompt_text: bool = field(
+        default=False, metadata={"help": "report mode: also publish the report text (default: only its SHA-256)"}
+    )
+    num_images: int | None = field(
+        default=None, metadata={"help": "N images (required with --prompts; default all reports)"}
+    )
+    output_dir: str = field(metadata={"help": "output folder (rerun the same command to resume)"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "delete an existing output folder's content and start over"}
+    )
+
+    def __post_init__(self):
+        if (self.prompts is None) == (self.reports is None):
+            raise ValueError("give exactly one of --prompts and --reports")
+
+
+@dataclass(kw_only=True)
+class SamplingArguments:
+    """The pipeline call: batch, steps, guidance, size, seed, extra keyword arguments."""
+
+    _argument_group_name = "sampling"
+    batch_size: int = field(default=8, metadata={"help": "images per pipeline call"})
+    num_inference_steps: int = field(default=50, metadata={"help": "inference steps"})
+    guidance_scale: float = field(default=7.0, metadata={"help": "classifier-free guidance scale"})
+    image_size: int | None = field(
+        default=None, metadata={"help": "square output size in px (default: the pipeline's)"}
+    )
+    height: int | None = field(default=None, metadata={"help": "output height in px"})
+    width: int | None = field(default=None, metadata={"help": "output width in px"})
+    seed: int = field(default=0, metadata={"help": "global seed; image i uses a seed derived from (seed, i)"})
+    pipeline_kwargs: str | None = field(
+        default=None, metadata={"help": "JSON object of extra keyword arguments for the pipeline call"}
+    )
+    generator_id: str | None = field(
+        default=None, metadata={"help": "generator id stored in every row (default: folder name @ content hash)"}
+    )
+
+
+@dataclass(kw_only=True)
+class DatasetWriteArguments:
+    """The written dataset: shards, checkpoints, card, Hub upload, progress."""
+
+    _argument_group_name = "dataset"
+    shard_size: str = field(
+        default=str(DEFAULT_SHARD_SIZE),
+        metadata={"help": "images per shard (e.g. 1000) or bytes (e.g. 256MB, default)"},
+    )
+    rows_per_checkpoint: int = field(
+        default=DEFAULT_ROWS_PER_CHECKPOINT,
+        metadata={"help": "images per crash-safe checkpoint chunk (and parquet row group)"},
+    )
+    license: str = field(default="other", metadata={"help": "license in the dataset card"})
+    quality_json: str | None = field(
+        default=None, metadata={"help": "JSON file of image-quality numbers (FID, similarity) for the card"}
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata={"metavar": "REPO", "help": "upload the finished dataset to this Hub dataset repo"}
+    )
+    public: bool = field(default=False, metadata={"help": "create the Hub repo public (default: private)"})
+    max_images_this_run: int | None = field(
+        default=None, metadata={"help": "stop each process after about this many new images (resume later)"}
+    )
+    no_progress: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
+# Spellings before the options used underscores and transformers' / diffusers' names.
+RENAMED_OPTIONS = {"--out": "--output_dir", "--steps": "--num_inference_steps", "--guidance": "--guidance_scale"}
+OLD_SPELLINGS = {
+    f"--{name.replace('_', '-')}": f"--{name}"
+    for name in (
+        "report_column",
+        "keep_prompt_text",
+        "num_images",
+        "batch_size",
+        "image_size",
+        "shard_size",
+        "rows_per_checkpoint",
+        "generator_id",
+        "pipeline_kwargs",
+        "quality_json",
+        "push_to_hub",
+        "max_images_this_run",
+        "no_progress",
+    )
+}
+
+
+def build_parser() -> TypedArgumentParser:
+    p = TypedArgumentParser(
+        [GenerateArguments, SamplingArguments, DatasetWriteArguments],
         prog="generate_dataset.py",
         description="Generate chest X-rays with a text-to-image pipeline into a sharded, resumable Hugging Face "
         "dataset (parquet + card). Run under `accelerate launch` to split the work over processes.",
     )
-    p.add_argument(
-        "--pipeline", required=True, help="diffusers pipeline folder, 'phantom', or 'package.module:factory'"
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", help="prompt set: shipped name (disease/heuristic/elaborated), folder, or JSON file")
-    src.add_argument(
-        "--reports",
-        help="report corpus (one image per report): save_to_disk folder, dataset folder, parquet/json(l)/csv",
-    )
-    p.add_argument("--report-column", default="report", help="text column of the report corpus (default: report)")
-    p.add_argument(
-        "--keep-prompt-text",
-        action="store_true",
-        help="report mode: also publish the report text (default: only its SHA-256)",
-    )
-    p.add_argument(
-        "--num-images", type=int, default=None, help="N images (required with --prompts; default all reports)"
-    )
-    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=50, help="inference steps")
-    p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale")
-    p.add_argument("--image-size", type=int, default=None, help="square output size in px (default: the pipeline's)")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="global seed; image i uses a seed derived from (seed, i)")
-    p.add_argument(
-        "--shard-size", default=DEFAULT_SHARD_SIZE, help="images per shard (e.g. 1000) or bytes (e.g. 256MB, default)"
-    )
-    p.add_argument(
-        "--rows-per-checkpoint",
-        type=int,
-        default=DEFAULT_ROWS_PER_CHECKPOINT,
-        help="images per crash-safe checkpoint chunk (and parquet row group)",
-    )
-    p.add_argument(
-        "--generator-id", default=None, help="generator id stored in every row (default: folder name @ content hash)"
-    )
-    p.add_argument(
-        "--pipeline-kwargs", default=None, help="JSON object of extra keyword arguments for the pipeline call"
-    )
-    p.add_argument("--license", default="other", help="license in the dataset card (default: other)")
-    p.add_argument(
-        "--quality-json", default=None, help="JSON file of image-quality numbers (FID, similarity) for the card"
-    )
-    p.add_argument(
-        "--push-to-hub", default=None, metavar="REPO", help="upload the finished dataset to this Hub dataset repo"
-    )
-    p.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing output folder's content and start over")
-    p.add_argument(
-        "--max-images-this-run",
-        type=int,
-        default=None,
-        help="stop each process after about this many new images (resume later)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    return checked_parser(p)
+    renamed_options(p, RENAMED_OPTIONS)
+    return hidden_aliases(checked_parser(p), OLD_SPELLINGS)
 
 
 def _launch_state() -> Any:
@@ -117,18 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("genssl_hf").setLevel(logging.INFO)
     if args.image_size is not None and (args.height or args.width):
-        raise SystemExit("give --image-size or --height/--width, not both")
+        raise SystemExit("give --image_size or --height/--width, not both")
     height = args.height or args.image_size
     width = args.width or args.image_size
     try:
         call_kwargs = json.loads(args.pipeline_kwargs) if args.pipeline_kwargs else None
     except ValueError as e:
-        raise SystemExit(f"--pipeline-kwargs {args.pipeline_kwargs!r} is not valid JSON ({e})") from None
+        raise SystemExit(f"--pipeline_kwargs {args.pipeline_kwargs!r} is not valid JSON ({e})") from None
     if call_kwargs is not None and not isinstance(call_kwargs, dict):
-        raise SystemExit("--pipeline-kwargs must be a JSON object")
+        raise SystemExit("--pipeline_kwargs must be a JSON object")
     quality = read_json(args.quality_json) if args.quality_json else None
     if quality is not None and not isinstance(quality, dict):
-        raise SystemExit("--quality-json must hold a JSON object")
+        raise SystemExit("--quality_json must hold a JSON object")
     # Validate before starting processes' collective state (cheap; generate_dataset re-checks).
     if args.pipeline and str(args.pipeline).startswith(
         PRETRAINED_PREFIX
@@ -150,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows_per_checkpoint=args.rows_per_checkpoint,
         height=height,
         width=width,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
         generator_id=args.generator_id,
         call_kwargs=call_kwargs,
         keep_prompt_text=args.keep_prompt_text,
@@ -164,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=" ".join([Path(sys.argv[0]).name, *redact_argv(argv if argv is not None else sys.argv[1:])]),
         max_images_this_run=args.max_images_this_run,
     )
-    result = generate_dataset(args.out, args.pipeline, options, state=state)
+    result = generate_dataset(args.output_dir, args.pipeline, options, state=state)
     if dist_is_main(state):
         msg = {
             "out": str(result.out_dir),

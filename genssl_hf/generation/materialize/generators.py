@@ -350,7 +350,7 @@ def _check_pipeline_size(path: Path, height: int, width: int) -> None:
     if height % factor or width % factor:
         raise ValueError(
             f"image size {height}x{width} is not a multiple of {factor}, the downsampling of the "
-            f"autoencoder in {path}; choose --image-size / --height / --width as a multiple of {factor}"
+            f"autoencoder in {path}; choose --image_size / --height / --width as a multiple of {factor}"
         )
 
 

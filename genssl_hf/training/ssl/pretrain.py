@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 
-from genssl_hf.models import BACKBONE_PRESETS, backbone_family, build_backbone, build_backbone_config, save_encoder
+from genssl_hf.models import backbone_family, build_backbone, build_backbone_config, save_encoder
 from genssl_hf.processing import AdaINImageProcessor
 from genssl_hf.training.common import (
-    add_common_args,
     args_to_dict,
     check_hub_args,
     check_output_dir,
@@ -39,15 +38,14 @@ from genssl_hf.training.common import (
     run_training_command,
     write_run_config,
 )
-from genssl_hf.training.args import add_adain_args, add_image_data_args, add_optimisation_args
+from genssl_hf.training.ssl.pretrain_args import build_parser, method_options  # noqa: F401 (the command line)
 from genssl_hf.training.engine import Engine, EngineConfig
 from genssl_hf.training.optim import plan_steps
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
-from genssl_hf.training.ssl.methods import METHODS, HParam, SSLMethod, method_hparams
-from genssl_hf.training.ssl.optim import OPTIMIZERS, build_ssl_optimizer
+from genssl_hf.training.ssl.methods import METHODS, SSLMethod, method_hparams
+from genssl_hf.training.ssl.optim import build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews
 from genssl_hf.utils import write_train_summary
-from genssl_hf.validation import renamed_options
 
 __all__ = ["TINY_BACKBONES", "build_parser", "method_options", "pretrain_ssl", "recipe_for", "SSLTask", "main"]
 
@@ -56,82 +54,6 @@ MODEL_CARD_TEMPLATE = "ssl_encoder"
 
 
 # ----------------------------------------------------------------------------------------- args
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Contrastive / Siamese / pretext pre-training (SimCLR, MoCo v2, SimSiam, "
-        "rotation) of a ViT or ResNet with accelerate"
-    )
-    add_common_args(p)
-    g = p.add_argument_group("method and model")
-    g.add_argument("--method", choices=list(METHODS), required=True)
-    g.add_argument(
-        "--model",
-        choices=sorted(BACKBONE_PRESETS),
-        default="resnet-18",
-        help="architecture preset: ViT (tiny, vit-s16, vit-b16) or ResNet (resnet-tiny, resnet-18, resnet-50)",
-    )
-    g.add_argument("--image_size", type=int, default=None, help="override the preset's input size")
-    g.add_argument("--patch_size", type=int, default=None, help="override the ViT preset's patch size")
-    g.add_argument("--attn_implementation", default="sdpa", help="ViT attention kernel")
-    g = p.add_argument_group("method hyper-parameters (unset: the method's default at the model's scale)")
-    for flag, (spec, names) in method_options().items():
-        g.add_argument(
-            flag, type=spec.type, choices=spec.choices, default=None, help=f"{spec.help} [{', '.join(names)}]"
-        )
-    add_image_data_args(p).add_argument(
-        "--on_error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="an unreadable image in a plain image folder: stop naming it, or leave it out and record it",
-    )
-    g = p.add_argument_group("views (kornia, grayscale)")
-    g.add_argument(
-        "--crop_scale_min",
-        type=float,
-        default=None,
-        help="random resized crop minimum area (default 0.2; rotation 0.5)",
-    )
-    g.add_argument("--rotation_degrees", type=float, default=None, help="random rotation range (default 10)")
-    g.add_argument("--brightness", type=float, default=None, help="brightness jitter strength (default 0.4)")
-    g.add_argument("--contrast", type=float, default=None, help="contrast jitter strength (default 0.4)")
-    g.add_argument("--blur_p", type=float, default=None, help="Gaussian blur probability (default 0.5)")
-    g.add_argument("--no_hflip", action="store_true", help="no horizontal flip")
-    add_adain_args(p)
-    g = add_optimisation_args(
-        p,
-        "optimisation (defaults: the method's recipe for the model family)",
-        base_learning_rate=True,
-        stop_after_steps=True,
-    )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    g.add_argument("--warmup_epochs", type=float, default=None)
-    g.add_argument("--sgd_momentum", type=float, default=0.9)
-    g = p.add_argument_group("monitoring")
-    g.add_argument("--knn_dataset", default=None, help="labelled dataset spec for kNN monitoring (e.g. phantom)")
-    g.add_argument("--knn_train", type=int, default=500)
-    g.add_argument("--knn_test", type=int, default=200)
-    g.add_argument("--eval_steps", type=int, default=0, help="kNN evaluation every K optimiser steps (0: off)")
-    g.add_argument("--figure", choices=["on", "off"], default="on")
-    return renamed_options(p, {"--backbone": "--model"})
-
-
-def method_options() -> dict[str, tuple[HParam, list[str]]]:
-    """Every method's hyper-parameter options: ``flag -> (its spec, the methods that take it)``.
-    Methods that share a flag share its meaning (the first declaration gives type and help)."""
-    options: dict[str, tuple[HParam, list[str]]] = {}
-    for name, cls in METHODS.items():
-        for hparam, spec in cls.hparams_spec.items():
-            flag = spec.flag or f"--{hparam}"
-            if flag in options:
-                first = options[flag][0]
-                if (first.type, first.choices) != (spec.type, spec.choices):
-                    raise TypeError(f"methods {options[flag][1]} and {name!r} declare {flag} with different types")
-                options[flag][1].append(name)
-            else:
-                options[flag] = (spec, [name])
-    return options
-
-
 def _method_overrides(args: argparse.Namespace, method_cls: type[SSLMethod]) -> dict[str, Any]:
     """The hyper-parameters set on the command line, converted for the method; an option the method
     does not take is an error (it would otherwise be ignored silently)."""
