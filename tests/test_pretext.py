@@ -64,7 +64,7 @@ def test_swap_patches_moves_pixels_without_changing_them():
     assert not torch.equal(x, y)
     for i in range(4):  # a swap permutes pixels: the same values, elsewhere
         assert torch.equal(x[i].flatten().sort().values, y[i].flatten().sort().values)
-    with pytest.raises(ValueError, match="--restoration_patch_size"):
+    with pytest.raises(ValueError, match="--restoration_patch_fraction"):
         swap_patches(x, 17, 1)
 
 

@@ -318,19 +318,8 @@ def _score_encoder(
                 n: extract_features(enc, ds, image_column=opts["image_column"], batch_size=opts["batch_size"])
                 for n, ds in data["splits"].items()
             }
-            if opts.get("feature_maps_dir") is not None:  # t-SNE of the test features (first seed)
-                from genssl_hf.evaluation.feature_map import tsne_figure
-
-                png = tsne_figure(
-                    cache[key]["test"],
-                    data["test_y"],
-                    data["label_names"],
-                    data["multi_label"],
-                    Path(opts["feature_maps_dir"]) / f"tsne_{_file_safe(title)}_seed{seed}.png",
-                    title=f"t-SNE of {title} test features (seed {seed})",
-                    seed=seed,
-                )
-                opts["feature_maps"].append(str(png))
+            if opts.get("feature_maps_dir") is not None:
+                _write_feature_map(title, seed, cache[key]["test"], data, opts)
             encoder_info[title] = {
                 **spec,
                 "random_init": random_init,
@@ -369,6 +358,22 @@ def _score_encoder(
                 }
             )
             logger.info("%s fraction %g seed %d: kNN %.4f probe %.4f (C=%g)", title, fraction, seed, knn, probe, best_c)
+
+
+def _write_feature_map(title: str, seed: int, test_features: np.ndarray, data: dict, opts: dict) -> None:
+    """The t-SNE map of one extraction's test features, listed in ``opts["feature_maps"]``."""
+    from genssl_hf.evaluation.feature_map import tsne_figure
+
+    png = tsne_figure(
+        test_features,
+        data["test_y"],
+        data["label_names"],
+        data["multi_label"],
+        Path(opts["feature_maps_dir"]) / f"tsne_{_file_safe(title)}_seed{seed}.png",
+        title=f"t-SNE of {title} test features (seed {seed})",
+        seed=seed,
+    )
+    opts["feature_maps"].append(str(png))
 
 
 def _file_safe(title: str) -> str:

@@ -78,7 +78,10 @@ def swap_patches(x: torch.Tensor, patch_size: int, num_swaps: int, generator: to
     global torch RNG, which the engine seeds per step)."""
     b, _, h, w = x.shape
     if not 1 <= patch_size <= min(h, w) // 2:
-        raise ValueError(f"--restoration_patch_size must lie in [1, {min(h, w) // 2}] for {h}x{w} views")
+        raise ValueError(
+            f"context-restoration patches of {patch_size} px (--restoration_patch_fraction x view side) "
+            f"must lie in [1, {min(h, w) // 2}] for {h}x{w} views"
+        )
     out = x.clone()
     pos = torch.stack(
         [
