@@ -61,9 +61,9 @@ def test_model_folder_with_a_broken_config_json(tmp_path):
 def test_pipeline_kwargs_not_json(tmp_path):
     from genssl_hf.generation.materialize import main
 
-    argv = ["--pipeline", "phantom", "--prompts", "heuristic", "--num-images", "4", "--out", str(tmp_path / "o")]
-    with pytest.raises(SystemExit, match=r"--pipeline-kwargs '\{bad' is not valid JSON"):
-        main(argv + ["--pipeline-kwargs", "{bad"])
+    argv = ["--pipeline", "phantom", "--prompts", "heuristic", "--num_images", "4", "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match=r"--pipeline_kwargs '\{bad' is not valid JSON"):
+        main(argv + ["--pipeline_kwargs", "{bad"])
     assert not (tmp_path / "o").exists()
 
 
@@ -118,9 +118,9 @@ def test_huge_num_images_is_refused_up_front_and_shipped_names_resolve(tmp_path)
     from genssl_hf.generation.materialize import main
 
     out = tmp_path / "o"
-    argv = ["--prompts", "heuristic", "--num-images", str(10**12), "--max-images-this-run", "2", "--out", str(out)]
+    argv = ["--prompts", "heuristic", "--num_images", str(10**12), "--max_images_this_run", "2", "--output_dir", str(out)]
     # the shipped name resolves (the error is the plan's, not "pipeline folder does not exist")
-    with pytest.raises(ValueError, match=r"--num-images 1000000000000 .* makes \d+ shards, more than the 1000000"):
+    with pytest.raises(ValueError, match=r"--num_images 1000000000000 .* makes \d+ shards, more than the 1000000"):
         main(["--pipeline", "genssl_hf/phantom-ldm-64", *argv])
     assert not out.exists()
     with pytest.raises(SystemExit, match=r"--pipeline: 'genssl_hf/no-such' is not a shipped genssl_hf artifact"):

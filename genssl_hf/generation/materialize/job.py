@@ -192,9 +192,9 @@ def _plan_job(out: Path, generator: Any, options: GenerationOptions) -> _Job:
     layout = ShardLayout(n, shard_images_for(options.shard_size, height, width), int(options.rows_per_checkpoint))
     if layout.num_shards > MAX_SHARDS:  # the folder set-up lists every shard: refuse before it, not hang in it
         raise ValueError(
-            f"--num-images {n} at --shard-size {options.shard_size} ({layout.shard_images} images per shard) "
+            f"--num_images {n} at --shard_size {options.shard_size} ({layout.shard_images} images per shard) "
             f"makes {layout.num_shards} shards, more than the {MAX_SHARDS} one dataset folder holds; "
-            "lower --num-images or raise --shard-size"
+            "lower --num_images or raise --shard_size"
         )
     return _Job(
         out,
