@@ -90,7 +90,8 @@ def _generator_id(folder: Path) -> str | None:
 
 def _generator_provenance(folder: Path) -> dict[str, Any]:
     idx = read_json(folder / "model_index.json")
-    out: dict[str, Any] = {"pipeline": idx.get("_class_name", "?")}
+    name = idx.get("_class_name", "?")
+    out: dict[str, Any] = {"pipeline": name[-1] if isinstance(name, list) else name}
     for key in ("image_size", "scale_factor", "max_text_length", "text_encoder_source"):
         if idx.get(key) is not None:
             out[key.replace("_", " ")] = idx[key]

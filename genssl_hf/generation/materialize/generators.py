@@ -309,6 +309,8 @@ def load_generator(
 def _load_pipeline(path: Path) -> Any:
     index = read_json(path / "model_index.json")
     class_name = index.get("_class_name")
+    if isinstance(class_name, list):  # [loader module, class] (genssl_hf.generation.folder_code)
+        class_name = class_name[-1]
     try:
         generation = importlib.import_module("genssl_hf.generation")
         cls = getattr(generation, class_name, None) if class_name else None
