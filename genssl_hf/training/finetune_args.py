@@ -9,9 +9,9 @@ from typing import Any
 
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.models.presets import RESNET_PRESETS
+from genssl_hf.training.args import add_common_args
 from genssl_hf.training.attention import ATTN_CHOICES
 from genssl_hf.training.classifier import VIT_PRESETS, encoder_config
-from genssl_hf.training.common import add_common_args
 from genssl_hf.training.thresholds import THRESHOLD_RULES
 from genssl_hf.validation import checked_parser, renamed_options
 

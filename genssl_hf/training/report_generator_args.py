@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from genssl_hf.models import VIT_PRESETS
-from genssl_hf.training.args import add_optimisation_args
-from genssl_hf.training.common import add_common_args
+from genssl_hf.training.args import add_common_args, add_optimisation_args
 from genssl_hf.training.report_generator_model import DECODERS, GENERATION_DEFAULTS
 from genssl_hf.validation import renamed_options
 

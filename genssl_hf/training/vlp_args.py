@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from genssl_hf.training.args import add_adain_args, add_optimisation_args
+from genssl_hf.training.args import add_adain_args, add_common_args, add_optimisation_args
 from genssl_hf.training.classifier import VIT_PRESETS
-from genssl_hf.training.common import add_common_args
 from genssl_hf.training.dual_encoder import CNN_PRESETS
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
 from genssl_hf.validation import renamed_options

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ...validation import checked_parser, renamed_options
-from ..common import add_common_args
+from ..args import add_common_args
 from ..engine import EngineConfig
 
 AUTOENCODER_PRESETS = ("phantom", "bundle")
