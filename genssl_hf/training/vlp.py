@@ -224,7 +224,7 @@ class VLPMethod(Method):
             "total_steps": run["schedule"]["total_steps"],
             "final_loss": state.last_loss,
             "loss_curve": [(h["step"], h["train/loss"]) for h in result.history if "train/loss" in h],
-            "temperature": float(1.0 / run["unwrapped"].logit_scale.exp()),
+            "temperature": float(1.0 / run["unwrapped"].logit_scale.detach().exp()),
             "pairs_per_second": result.summary["images_per_second"],
             "train_seconds": result.summary["train_seconds"],
             "output_dir": str(run["output_dir"]),
