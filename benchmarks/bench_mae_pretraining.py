@@ -140,9 +140,9 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
     from PIL import Image
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
 
-    cfg = mae.build_mae_config(preset)
+    cfg = mae_model.build_mae_config(preset)
     size = cfg.image_size
     rng = np.random.default_rng(seed)
     mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]  # the example normalises with ImageNet stats
@@ -186,7 +186,7 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
 
     reset_accelerate()
     torch.manual_seed(seed)
-    model, _ = mae.build_model(cfg)  # same fixed sin-cos tables as ours, so both sides train the same model
+    model, _ = mae_model.build_model(cfg)  # same fixed sin-cos tables as ours, so both sides train the same model
     targs = TrainingArguments(
         output_dir=str(work / "baseline"),
         per_device_train_batch_size=batch,
@@ -231,12 +231,12 @@ def run_baseline(ds, preset: str, batch: int, warmup: int, steps: int, seed: int
 def step_time_vs_batch(preset: str, batches: list[int], steps: int) -> dict[int, float]:
     """Seconds per optimiser step of the core step (augment + forward/backward in bf16 + fused AdamW)."""
     from genssl_hf.processing import MAEAugment
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
     from genssl_hf.training.attention import resolve_attn_implementation
-    from genssl_hf.training.common import build_optimizer
+    from genssl_hf.training.optim import build_optimizer
 
-    cfg = mae.build_mae_config(preset)
-    model, _ = mae.build_model(cfg, attn_implementation=resolve_attn_implementation("auto", "cpu", "bf16"))
+    cfg = mae_model.build_mae_config(preset)
+    model, _ = mae_model.build_model(cfg, attn_implementation=resolve_attn_implementation("auto", "cpu", "bf16"))
     opt = build_optimizer(model, 1e-4, 0.05)
     aug = MAEAugment(cfg.image_size)
     res = {}
@@ -287,9 +287,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
 
     from genssl_hf.data.phantom import phantom_dataset
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
 
-    cfg = mae.build_mae_config(a.preset)
+    cfg = mae_model.build_mae_config(a.preset)
     load = os.getloadavg()
     print(
         f"MAE pre-training throughput: {a.preset} {cfg.image_size}px mask {cfg.mask_ratio}, batch {batch}, "

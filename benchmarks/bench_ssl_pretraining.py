@@ -69,9 +69,9 @@ def run_method(method: str, data: Path, out: Path, a) -> dict:
     ]
     reset_accelerate()
     if method == "mae":
-        from genssl_hf.training import mae
+        from genssl_hf.training import mae, mae_model
 
-        preset = a.model if a.model in mae.PRESETS else None
+        preset = a.model if a.model in mae_model.PRESETS else None
         if preset is None:
             return {}
         return mae.pretrain_mae(mae.build_parser().parse_args(common + ["--model", preset]))

@@ -395,10 +395,10 @@ def generation_checks(plan: dict, emit, budget) -> None:
 def mae_checks(plan: dict, emit, budget) -> None:
     from benchmarks.bench_mae_pretraining import mae_forward_flops_per_image, run_baseline, run_ours
     from genssl_hf.data.phantom import phantom_dataset
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
 
     device = plan["device"]
-    cfg = mae.build_mae_config(plan["mae_preset"])
+    cfg = mae_model.build_mae_config(plan["mae_preset"])
     b, steps, warm = plan["mae_batch"], plan["mae_steps"], plan["mae_warmup"]
     common = {
         "check": "mae_pretraining",

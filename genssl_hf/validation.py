@@ -48,7 +48,7 @@ __all__ = [
 
 # option name -> range. Grammar: ">0", ">=1", "<=5", "[0,1]", "(0,1)", "[0,1)", "(0,1]", "any" (finite).
 NUMERIC_RANGES: dict[str, str] = {
-    # shared run options (training.common.add_common_args)
+    # shared run options (training.args)
     "seed": "[0,4294967295]",  # numpy and torch seeders take 32-bit seeds (10**22 overflowed in torch)
     "gradient_accumulation_steps": ">=1",
     "checkpointing_steps": ">=0",

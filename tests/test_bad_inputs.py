@@ -431,7 +431,7 @@ def test_pipeline_counts_and_warns_about_truncated_prompts():
 
 # ----------------------------------------------------------------------------------------- weights
 def _garbage_model_folder(folder: Path) -> Path:
-    from genssl_hf.training.mae import build_mae_config
+    from genssl_hf.training.mae_model import build_mae_config
 
     folder.mkdir(parents=True)
     build_mae_config("tiny").to_json_file(folder / "config.json")

@@ -113,7 +113,7 @@ def test_each_group_lr_is_base_times_decay_power(tmp_path):
     assert ids[f"vit.layers.{L - 1}.mlp.fc2.weight"] == L
     assert ids["classifier.weight"] == L + 1 and ids["fc_norm.weight"] == L + 1
     # the cosine schedule multiplies every group alike, so the decay ratios survive scheduling
-    from genssl_hf.training.common import cosine_schedule_with_warmup
+    from genssl_hf.training.optim import cosine_schedule_with_warmup
 
     for g in groups:
         g.pop("param_names"), g.pop("layer_ids")
@@ -479,7 +479,7 @@ def test_push_to_hub_publishes_the_best_folder_privately_through_the_leak_guard(
     from _publish_artifacts import make_classifier
 
     from genssl_hf.hub import publish as pub
-    from genssl_hf.training.common import check_hub_args, check_publish_available
+    from genssl_hf.training.args import check_hub_args, check_publish_available
 
     folder = make_classifier(tmp_path / "best")
     real = tmp_path / "real"

@@ -138,10 +138,10 @@ def test_linear_probe_multi_label_constant_class_scores_its_rate():
 # ------------------------------------------------------------------------------------------ encoder
 def _tiny_mae_folder(path, with_adain: bool):
     from genssl_hf.processing import AdaINImageProcessor
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
 
     torch.manual_seed(0)
-    model, _ = mae.build_model(mae.build_mae_config("tiny", image_size=SIZE, patch_size=8))
+    model, _ = mae_model.build_model(mae_model.build_mae_config("tiny", image_size=SIZE, patch_size=8))
     model.save_pretrained(path)
     if with_adain:
         AdaINImageProcessor(

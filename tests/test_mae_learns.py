@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from genssl_hf.data.schema import to_multi_hot
-from genssl_hf.training import mae
+from genssl_hf.training import mae, mae_model
 
 torch.set_num_threads(1)  # shared CI machine
 
@@ -207,7 +207,7 @@ def test_linear_probe_beats_random_init_encoder(trained, phantoms):
     auc_random = []
     for seed in (0, 1):  # the best of two random inits: the MAE must beat random features, not one unlucky draw
         torch.manual_seed(seed)
-        random_mae, _ = mae.build_model(mae.build_mae_config("tiny", image_size=SIZE, patch_size=PATCH))
+        random_mae, _ = mae_model.build_model(mae_model.build_mae_config("tiny", image_size=SIZE, patch_size=PATCH))
         random_encoder = ViTModel(pretrained.config, add_pooling_layer=False).eval()
         random_encoder.load_state_dict(
             {k[len("vit.") :]: v for k, v in random_mae.state_dict().items() if k.startswith("vit.")}, strict=True
@@ -250,7 +250,6 @@ def test_saved_position_tables_equal_sincos_reference(trained):
 
 def test_pretraining_refuses_zero_position_tables(tmp_path, phantoms, monkeypatch):
     """The run-start guard: a model whose fixed table is zero (as transformers builds it) is refused."""
-    from genssl_hf.training import mae_model
     from genssl_hf.training.mae_init import PositionBlindError
 
     root, _, _ = phantoms

@@ -20,9 +20,9 @@ torch.set_num_threads(1)
 
 
 def test_presets_are_shared_with_the_old_modules():
-    from genssl_hf.training import mae
+    from genssl_hf.training import mae_model
 
-    assert mae.PRESETS is VIT_MAE_PRESETS
+    assert mae_model.PRESETS is VIT_MAE_PRESETS
     assert VIT_PRESETS["vit-s16"]["hidden_size"] == 384 and VIT_PRESETS["vit-b16"]["hidden_size"] == 768
     assert (
         RESNET_PRESETS["resnet-18"]["depths"] == [2, 2, 2, 2]

@@ -118,7 +118,16 @@ def test_huge_num_images_is_refused_up_front_and_shipped_names_resolve(tmp_path)
     from genssl_hf.generation.materialize import main
 
     out = tmp_path / "o"
-    argv = ["--prompts", "heuristic", "--num_images", str(10**12), "--max_images_this_run", "2", "--output_dir", str(out)]
+    argv = [
+        "--prompts",
+        "heuristic",
+        "--num_images",
+        str(10**12),
+        "--max_images_this_run",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
     # the shipped name resolves (the error is the plan's, not "pipeline folder does not exist")
     with pytest.raises(ValueError, match=r"--num_images 1000000000000 .* makes \d+ shards, more than the 1000000"):
         main(["--pipeline", "genssl_hf/phantom-ldm-64", *argv])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import ViTMAEForPreTraining
 
 import genssl_hf  # noqa: F401
-from genssl_hf.training import mae
+from genssl_hf.training import mae, mae_model
 from genssl_hf.training.checkpoints import find_last_checkpoint
 from genssl_hf.training.common import NonFiniteLossError
 
@@ -155,7 +156,7 @@ def test_bf16_cpu_run_uses_matmul_attention(tmp_path, data_dir):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    real_forward = mae.ViTMAEForPreTraining.forward
+    real_forward = ViTMAEForPreTraining.forward
     calls = {"n": 0}
 
     def poisoned(self, *a, **k):
@@ -165,7 +166,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(mae.ViTMAEForPreTraining, "forward", poisoned)
+    monkeypatch.setattr(ViTMAEForPreTraining, "forward", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="checkpoint-2"):
         mae.pretrain_mae(
@@ -181,10 +182,10 @@ def test_init_from_vit_and_vit_mae(tmp_path, full_run):
     from transformers import ViTConfig, ViTModel
 
     out, _ = full_run
-    cfg = mae.build_mae_config("tiny", image_size=32, patch_size=8)
-    m, rec = mae.build_model(cfg, out)
+    cfg = mae_model.build_mae_config("tiny", image_size=32, patch_size=8)
+    m, rec = mae_model.build_model(cfg, out)
     assert rec["init"] == "vit_mae"
-    saved = mae.ViTMAEForPreTraining.from_pretrained(out)
+    saved = ViTMAEForPreTraining.from_pretrained(out)
     torch.testing.assert_close(m.decoder.decoder_embed.weight, saved.decoder.decoder_embed.weight)
     vit = ViTModel(
         ViTConfig(
@@ -198,11 +199,11 @@ def test_init_from_vit_and_vit_mae(tmp_path, full_run):
         add_pooling_layer=False,
     )
     vit.save_pretrained(tmp_path / "vit")
-    m2, rec2 = mae.build_model(cfg, tmp_path / "vit")
+    m2, rec2 = mae_model.build_model(cfg, tmp_path / "vit")
     assert rec2["init"] == "vit_encoder" and m2.config.hidden_size == 64 and m2.config.decoder_hidden_size == 96
     torch.testing.assert_close(m2.vit.layers[1].mlp.fc1.weight, vit.layers[1].mlp.fc1.weight)
     with pytest.raises(FileNotFoundError, match="config.json"):
-        mae.build_model(cfg, tmp_path)
+        mae_model.build_model(cfg, tmp_path)
 
 
 def test_a_model_folder_continues_with_the_recipe_of_its_width(tmp_path, full_run, data_dir):

@@ -54,7 +54,7 @@ def _state(model):
 def test_encoders_load_exactly(tmp_path, encoder_dir):
     from transformers import ViTModel
 
-    from genssl_hf.training.mae import build_mae_config, build_model
+    from genssl_hf.training.mae_model import build_mae_config, build_model
     from genssl_hf.training.report_generator_model import load_vit_encoder
 
     enc, rec = load_vit_encoder(encoder_dir)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genssl_hf.models import build_backbone
-from genssl_hf.training.common import cosine_schedule_with_warmup
+from genssl_hf.training.optim import cosine_schedule_with_warmup
 from genssl_hf.training.ssl.methods import build_method
 from genssl_hf.training.ssl.optim import build_ssl_optimizer
 from genssl_hf.training.ssl.transforms import SSLViews

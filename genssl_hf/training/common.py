@@ -1,4 +1,8 @@
-"""Shared ``accelerate`` plumbing for every training loop in genssl_hf (MAE pre-training, fine-tuning).
+"""Shared ``accelerate`` plumbing for every training loop in genssl_hf: the accelerator, seeded
+sampling and per-step seeds, the NaN guard, the progress bar, run config, export and the command-line
+ending. The shared options live in :mod:`~genssl_hf.training.args`, the optimiser and schedule in
+:mod:`~genssl_hf.training.optim`, checkpoints in :mod:`~genssl_hf.training.checkpoints`; the loop
+itself is :mod:`~genssl_hf.training.engine` and the recipe around it :mod:`~genssl_hf.training.recipe`.
 
 Small on purpose: building blocks, not a Trainer. A loop built from them looks like::
 
@@ -45,28 +49,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from genssl_hf.training.args import (  # noqa: F401  (the shared options, re-exported for the loops)
-    add_common_args,
-    args_to_dict,
-    check_hub_args,
-    check_output_dir,
-    check_publish_available,
-)
-from genssl_hf.training.optim import (  # noqa: F401  (re-exported: one import for the loops)
-    build_optimizer,
-    cosine_schedule_with_warmup,
-    param_groups,
-)
-from genssl_hf.training.checkpoints import (  # noqa: F401  (re-exported: one import for the loops)
-    CHECKPOINT_PREFIX,
-    TRAIN_STATE_FILE,
-    TrainState,
-    find_last_checkpoint,
-    list_checkpoints,
-    maybe_resume,
-    resumable_batches,
-    save_checkpoint,
-)
+from genssl_hf.training.args import check_publish_available
+from genssl_hf.training.checkpoints import TrainState, find_last_checkpoint, save_checkpoint
 from genssl_hf.utils import normalise_modes, write_json
 
 logger = logging.getLogger(__name__)
@@ -74,29 +58,19 @@ logger = logging.getLogger(__name__)
 RUN_CONFIG_FILE = "run_config.json"
 
 __all__ = [
-    "add_common_args",
     "make_accelerator",
-    "TrainState",
     "EpochShuffleSampler",
     "seed_step",
-    "param_groups",
-    "build_optimizer",
-    "cosine_schedule_with_warmup",
-    "save_checkpoint",
-    "find_last_checkpoint",
-    "maybe_resume",
-    "resumable_batches",
     "LossGuard",
     "NonFiniteLossError",
     "TrainProgress",
     "write_run_config",
     "save_model_and_processor",
     "release_process_group",
+    "is_main_process_env",
     "init_trackers",
-    "list_checkpoints",
-    "args_to_dict",
-    "check_output_dir",
     "no_trace_on_early_failure",
+    "run_training_command",
 ]
 
 

@@ -43,7 +43,7 @@ __all__ = ["EngineConfig", "TrainingTask", "Engine", "EngineResult"]
 
 @dataclasses.dataclass
 class EngineConfig:
-    """Loop settings (the shared CLI options of :func:`~genssl_hf.training.common.add_common_args`).
+    """Loop settings (the shared CLI options of :func:`~genssl_hf.training.args.add_common_args`).
 
     ``images_per_micro_batch``: images one process consumes per micro batch (for images/s and
     ``state.images_seen``). ``eval_steps``: call the task's ``periodic`` hook every K optimiser steps

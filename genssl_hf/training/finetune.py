@@ -45,15 +45,11 @@ from genssl_hf.validation import check_scale_range, check_weight_files
 from genssl_hf.training.attention import resolve_attn_implementation
 from genssl_hf.models.classifier import is_cnn_init
 from genssl_hf.training.classifier import build_classifier, encoder_config
-from genssl_hf.training.common import param_groups
+from genssl_hf.training.args import args_to_dict, check_hub_args, check_output_dir, check_publish_available
+from genssl_hf.training.optim import cosine_schedule_with_warmup, param_groups
 from genssl_hf.training.common import (
     release_process_group,
     EpochShuffleSampler,
-    args_to_dict,
-    check_hub_args,
-    check_publish_available,
-    check_output_dir,
-    cosine_schedule_with_warmup,
     make_accelerator,
     no_trace_on_early_failure,
     write_run_config,

@@ -191,7 +191,7 @@ def gloria_task(augment, device, run: dict[str, Any], unwrapped) -> GloriaTask:
     features cached when the text tower is fully frozen and the run is single-process."""
     tokens = None
     if run["fully_frozen"]:
-        tokens = FrozenTokenFeatures(unwrapped.text_model, run["tokenizer"], run["pairs"].texts, run["max_length"])
+        tokens = FrozenTokenFeatures(unwrapped.text_model, run["tokenizer"], run["data"].texts, run["max_length"])
     # --temperature sets tau3 (the model's logit scale, used by zero-shot scoring, stays consistent)
     settings = {**GLORIA_LOSS, **run["loss_cfg"], "match_temperature": 1.0 / float(run["loss_cfg"]["temperature"])}
     return GloriaTask(augment, device, settings, tokens, run["fully_frozen"], unwrapped)

@@ -4,7 +4,7 @@ Layer ids: the embeddings (patch projection, CLS token, position embeddings) are
 ``i`` of ``vit.layers`` is layer ``i + 1``, and everything after the blocks (final norm, fc_norm,
 classifier head) is layer ``L + 1``. A parameter of layer ``k`` gets the learning rate
 ``base_lr * decay ** (L + 1 - k)``, so the head trains at the full rate and the patch embedding at
-``decay ** (L + 1)`` of it. Groups come from :func:`genssl_hf.training.common.param_groups`
+``decay ** (L + 1)`` of it. Groups come from :func:`genssl_hf.training.optim.param_groups`
 (no weight decay on biases, norms, tokens and position embeddings).
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from genssl_hf.training.common import param_groups
+from genssl_hf.training.optim import param_groups
 
 __all__ = ["vit_layer_id", "layer_decay_scale", "param_groups_lrd", "num_vit_layers"]
 

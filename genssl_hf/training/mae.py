@@ -26,33 +26,22 @@ import numpy as np
 import torch
 from transformers import ViTMAEForPreTraining
 
-from genssl_hf.validation import check_namespace, check_weight_files
 from genssl_hf.processing import AdaINImageProcessor, MAEAugment
+from genssl_hf.training.args import (
+    args_to_dict,
+)
 from genssl_hf.training.attention import resolve_attn_implementation
+from genssl_hf.training.common import no_trace_on_early_failure, run_training_command, save_model_and_processor
 from genssl_hf.training.mae_init import check_position_tables
 from genssl_hf.training.mae_model import PRESETS, build_mae_config, build_model, check_mae_shape, model_folder
+from genssl_hf.training.optim import build_optimizer
+from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images
+from genssl_hf.training.recipe import Method, adain_record, reference_processor, train
 from genssl_hf.training.mae_args import PAPER_TOTAL_BATCH, RECIPES, RENAMED_OPTIONS, build_parser  # noqa: F401
-from genssl_hf.training.common import (
-    args_to_dict,
-    build_optimizer,
-    check_hub_args,
-    check_output_dir,
-    cosine_schedule_with_warmup,
-    init_trackers,
-    make_accelerator,
-    no_trace_on_early_failure,
-    run_training_command,
-    save_model_and_processor,
-    write_run_config,
-)
-from genssl_hf.training.engine import Engine, EngineConfig
-from genssl_hf.training.optim import plan_steps
-from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images, resolve_reference
 from genssl_hf.utils import read_json, write_train_summary
+from genssl_hf.validation import check_namespace, check_weight_files
 
 
-# ---------------------------------------------------------------------------------------- stats
-# ----------------------------------------------------------------------------------------- args
 def _recipe_of_folder(path: Path) -> str:
     """The preset whose encoder width a ViTMAE / ViT folder has (the recipe it continues with)."""
     cfg = path / "config.json"
@@ -97,98 +86,121 @@ class MAETask:
         return model(pixel_values=pixel_values).loss, {}
 
 
-def _check_mae_args(args: argparse.Namespace) -> tuple[int, int]:
-    """Every argument error before data or model work; returns (image size, patch size)."""
-    check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
-    image_size = args.image_size or PRESETS[_arch_preset(args)]["image_size"]
-    patch_size = args.patch_size or PRESETS[_arch_preset(args)]["patch_size"]
-    check_mae_shape(image_size, patch_size, args.mask_ratio)
-    if args.per_device_train_batch_size < 1:
-        raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
-    check_hub_args(args)
-    check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    return image_size, patch_size
+class MAEMethod(Method):
+    """MAE pre-training on :func:`~genssl_hf.training.recipe.train`: a ``ViTMAEForPreTraining`` (fresh
+    from a preset or continued from a folder) on AdaIN-aligned random crops; exported whole with its
+    processor, a reconstruction figure and a card."""
+
+    name = "mae"
+
+    def check(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Every option error before data or model work: the recipe's defaults, the shape, the batch."""
+        _resolve(args)
+        check_namespace(build_parser(), args)  # the ranges argparse applies, for namespaces built in code
+        image_size = args.image_size or PRESETS[_arch_preset(args)]["image_size"]
+        patch_size = args.patch_size or PRESETS[_arch_preset(args)]["patch_size"]
+        check_mae_shape(image_size, patch_size, args.mask_ratio)
+        if args.per_device_train_batch_size < 1:
+            raise ValueError(f"--per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
+        return {"image_size": image_size, "patch_size": patch_size, "skipped": []}
+
+    def load_data(self, args: argparse.Namespace, data: Any, run: dict[str, Any]) -> Any:
+        return open_pretraining_images(args, data, run["skipped"])
+
+    def build_model(self, args: argparse.Namespace, run: dict[str, Any], accelerator):
+        config = build_mae_config(
+            _arch_preset(args),
+            mask_ratio=args.mask_ratio,
+            norm_pix_loss=args.norm_pix_loss,
+            image_size=run["image_size"],
+            patch_size=run["patch_size"],
+        )
+        run["attn_implementation"] = resolve_attn_implementation(
+            args.attn_implementation, accelerator.device, accelerator.mixed_precision
+        )
+        init_from = args.model if model_folder(args.model) is not None else None
+        model, run["init_record"] = build_model(config, init_from, run["attn_implementation"])
+        check_position_tables(model, f"--model {init_from}" if init_from else "the freshly built MAE")
+        return model
+
+    def build_loader(self, args: argparse.Namespace, run: dict[str, Any], accelerator):
+        return build_dataloader(
+            run["data"],
+            accelerator,
+            batch_size=args.per_device_train_batch_size,
+            image_column=args.image_column,
+            load_size=args.load_size or run["image_size"],
+            seed=args.seed,
+            num_workers=args.num_workers,
+        )
+
+    def build_optimizer(self, args: argparse.Namespace, run: dict[str, Any], lr: float):
+        return build_optimizer(run["model"], lr, args.weight_decay, betas=(0.9, args.adam_beta2))
+
+    def engine_options(self, args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
+        return {"desc": f"MAE {_arch_preset(args)}"}
+
+    def after_prepare(self, args: argparse.Namespace, run: dict[str, Any], accelerator) -> None:
+        if args.torch_compile:
+            run["model"] = torch.compile(run["model"])
+        run["augment"] = _augment(args, run["image_size"], run["reference"]).to(accelerator.device)
+
+    def after_resume(self, args: argparse.Namespace, run: dict[str, Any], accelerator) -> None:
+        if run["state"].global_step:
+            check_position_tables(
+                accelerator.unwrap_model(run["model"]), f"the checkpoint resumed in {args.output_dir}"
+            )
+
+    def run_config(self, args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
+        """``run_config.json``: arguments, model, init, derived schedule, augmentation, AdaIN."""
+        ds, schedule = run["data"], run["schedule"]
+        derived = {k: v for k, v in schedule.items() if k != "epochs"}
+        return {
+            "args": args_to_dict(args),
+            "model": run["unwrapped"].config.to_dict(),
+            "init": run["init_record"],
+            "attn_implementation": run["attn_implementation"],
+            "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
+            "augmentation": {**run["augment"].config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
+            "adain": adain_record(args, run["reference"]),
+            "skipped_images": [str(s) for s in run["skipped"]],
+        }
+
+    def build_task(self, args: argparse.Namespace, run: dict[str, Any], accelerator) -> MAETask:
+        return MAETask(run["augment"], accelerator.device)
+
+    def export(self, args, run, run_config, summary, result) -> None:
+        """Model + processor, reconstruction figure, card, summary."""
+        out, model = run["output_dir"], run["unwrapped"]
+        processor = reference_processor(args, run["image_size"], run["reference"])
+        save_model_and_processor(model, processor, out)
+        if args.figure == "on":
+            figure = reconstruction_figure(
+                model,
+                run["data"],
+                args.image_column,
+                processor,
+                out / "reconstruction.png",
+                args.figure_samples,
+                args.seed,
+            )
+            summary["figure"] = str(figure)
+        write_model_card(out, args, run_config, summary)
+        write_train_summary(out, summary)  # per-step arrays: train_steps.json
 
 
-def _schedule(args: argparse.Namespace, batches_per_epoch: int | None, accelerator) -> dict[str, Any]:
-    """Optimiser steps, warm-up and lr from the recipe and the batch arithmetic."""
-    accum = accelerator.gradient_accumulation_steps
-    total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
-    _, total_steps = plan_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accum)
-    warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total_steps))
-    lr = args.learning_rate if args.learning_rate is not None else args.base_learning_rate * total_batch / 256
-    return {
-        "total_batch_size": total_batch,
-        "learning_rate": lr,
-        "total_steps": total_steps,
-        "warmup_steps": warmup,
-        "batches_per_epoch": batches_per_epoch,
-    }
-
-
-def _engine_config(args: argparse.Namespace, out: Path, total_steps: int) -> EngineConfig:
-    return EngineConfig(
-        output_dir=out,
-        total_steps=total_steps,
-        images_per_micro_batch=args.per_device_train_batch_size,
-        seed=args.seed,
-        max_grad_norm=args.max_grad_norm,
-        logging_steps=args.logging_steps,
-        checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit,
-        stop_after_steps=args.stop_after_steps,
-        desc=f"MAE {_arch_preset(args)}",
-    )
-
-
-def _augment(args: argparse.Namespace, image_size: int, adain_mean, adain_std) -> MAEAugment:
+def _augment(args: argparse.Namespace, image_size: int, reference: dict[str, Any]) -> MAEAugment:
     """The on-device MAE augmentation (random resized crop, flip, AdaIN, normalisation)."""
     return MAEAugment(
         image_size,
         scale=(args.crop_scale_min, 1.0),
         adain=args.adain == "on",
         adain_mode=args.adain_mode,
-        adain_mean=adain_mean,
-        adain_std=adain_std,
+        adain_mean=reference["mean"],
+        adain_std=reference["std"],
         image_mean=args.image_mean,
         image_std=args.image_std,
         out_channels=3,
-    )
-
-
-def _run_config(
-    args: argparse.Namespace, config, init_record, attn_implementation, derived, ds, augment, adain, skipped
-) -> dict[str, Any]:
-    """The run's ``run_config.json``: arguments, model, init, derived schedule, augmentation, AdaIN."""
-    return {
-        "args": args_to_dict(args),
-        "model": config.to_dict(),
-        "init": init_record,
-        "attn_implementation": attn_implementation,
-        "derived": {**derived, "num_train_images": len(ds) if hasattr(ds, "__len__") else None},
-        "augmentation": {**augment.config(), "crop_scale": [args.crop_scale_min, 1.0], "hflip": True},
-        "adain": {
-            "enabled": args.adain == "on",
-            "mode": args.adain_mode,
-            "mean": adain["mean"],
-            "std": adain["std"],
-            "reference_stats": adain["reference_stats"],
-        },
-        "skipped_images": [str(s) for s in skipped],
-    }
-
-
-def _processor(args: argparse.Namespace, image_size: int, adain: dict[str, Any]) -> AdaINImageProcessor:
-    """The image processor exported with the model (the AdaIN reference of the run)."""
-    return AdaINImageProcessor(
-        size={"height": image_size, "width": image_size},
-        do_adain=args.adain == "on",
-        adain_mean=adain["mean"],
-        adain_std=adain["std"],
-        reference_stats=adain["reference_stats"],
-        image_mean=[args.image_mean],
-        image_std=[args.image_std],
-        num_channels=3,
     )
 
 
@@ -197,98 +209,7 @@ def pretrain_mae(args: argparse.Namespace, dataset: Any = None, accelerator=None
     """Run MAE pre-training as configured by ``args`` (see :func:`build_parser`); ``dataset`` may be a
     ``datasets`` object instead of ``--dataset``. Returns a summary dict (steps, final loss, images/s,
     output paths, ``interrupted``). Raises ``NonFiniteLossError`` on a NaN loss (last good checkpoint kept)."""
-    args = _resolve(args)
-    image_size, patch_size = _check_mae_args(args)
-    skipped: list = []
-    ds = open_pretraining_images(args, dataset, skipped)
-    adain_mean, adain_std, provenance = resolve_reference(args)
-    config = build_mae_config(
-        _arch_preset(args),
-        mask_ratio=args.mask_ratio,
-        norm_pix_loss=args.norm_pix_loss,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
-
-    accelerator = accelerator or make_accelerator(args)
-    out = Path(args.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)  # model init
-    attn_implementation = resolve_attn_implementation(
-        args.attn_implementation, accelerator.device, accelerator.mixed_precision
-    )
-    init_from = args.model if model_folder(args.model) is not None else None
-    model, init_record = build_model(config, init_from, attn_implementation)
-    check_position_tables(model, f"--model {init_from}" if init_from else "the freshly built MAE")
-    config = model.config
-    loader, batches_per_epoch = build_dataloader(
-        ds,
-        accelerator,
-        batch_size=args.per_device_train_batch_size,
-        image_column=args.image_column,
-        load_size=args.load_size or image_size,
-        seed=args.seed,
-        num_workers=args.num_workers,
-    )
-    derived = _schedule(args, batches_per_epoch, accelerator)
-    lr, total_steps = derived["learning_rate"], derived["total_steps"]
-    optimizer = build_optimizer(model, lr, args.weight_decay, betas=(0.9, args.adam_beta2))
-    engine = Engine(accelerator, _engine_config(args, out, total_steps))
-    scheduler = cosine_schedule_with_warmup(optimizer, derived["warmup_steps"], total_steps)
-    model, optimizer = engine.prepare(model, optimizer, scheduler)
-    if args.torch_compile:
-        model = torch.compile(model)
-    augment = _augment(args, image_size, adain_mean, adain_std).to(accelerator.device)
-    state = engine.resume(args.resume_from_checkpoint)
-    if state.global_step:
-        check_position_tables(accelerator.unwrap_model(model), f"the checkpoint resumed in {out}")
-
-    adain = {"mean": adain_mean, "std": adain_std, "reference_stats": provenance}
-    run_config = _run_config(args, config, init_record, attn_implementation, derived, ds, augment, adain, skipped)
-    write_run_config(accelerator, out, run_config)
-    init_trackers(accelerator, "genssl_mae", {**args_to_dict(args), "learning_rate": lr, "total_steps": total_steps})
-
-    result = engine.run(MAETask(augment, accelerator.device), model, optimizer, scheduler, loader, state)
-    summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
-    if not result.interrupted:
-        processor = _processor(args, image_size, adain)
-        export_mae(accelerator, model, processor, ds, args, run_config, summary)
-    accelerator.end_training()
-    return summary
-
-
-def export_mae(
-    accelerator,
-    model,
-    processor: AdaINImageProcessor,
-    ds: Any,
-    args: argparse.Namespace,
-    run_config: dict[str, Any],
-    summary: dict[str, Any],
-) -> None:
-    """The finished run's folder (main process): model + processor, reconstruction figure, card, summary."""
-    out = Path(args.output_dir)
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
-    if accelerator.is_main_process:
-        save_model_and_processor(unwrapped, processor, out)
-        if args.figure == "on":
-            summary["figure"] = str(
-                reconstruction_figure(
-                    unwrapped,
-                    ds,
-                    args.image_column,
-                    processor,
-                    out / "reconstruction.png",
-                    n=args.figure_samples,
-                    seed=args.seed,
-                )
-            )
-        write_model_card(out, args, run_config, summary)
-        write_train_summary(out, summary)  # per-step arrays: train_steps.json
-    accelerator.wait_for_everyone()
+    return train(MAEMethod(), args, dataset, accelerator)
 
 
 # -------------------------------------------------------------------------------------- outputs

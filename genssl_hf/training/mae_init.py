@@ -116,7 +116,7 @@ def check_position_tables(model, what: str = "the MAE model") -> None:
     if problems:
         raise PositionBlindError(
             f"{what}: {'; '.join(problems)}. An MAE with such tables cannot tell patches apart and its "
-            "reconstruction collapses to the mean. Build it with genssl_hf.training.mae.build_model "
+            "reconstruction collapses to the mean. Build it with genssl_hf.training.mae_model.build_model "
             "(which writes the sin-cos tables) or load a checkpoint that has them."
         )
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,21 +34,16 @@ import numpy as np
 import torch
 
 from genssl_hf.processing import ReportGeneratorProcessor
+from genssl_hf.training.args import args_to_dict, check_publish_available
 from genssl_hf.training.common import (
-    release_process_group,
     EpochShuffleSampler,
-    check_publish_available,
     is_main_process_env,
-    args_to_dict,
-    check_output_dir,
-    cosine_schedule_with_warmup,
-    init_trackers,
-    make_accelerator,
     no_trace_on_early_failure,
-    write_run_config,
+    release_process_group,
 )
-from genssl_hf.training.engine import Engine, EngineConfig
-from genssl_hf.training.report_generator_args import build_parser, check_args as _check_args
+from genssl_hf.training.recipe import Method, train
+from genssl_hf.training.report_generator_args import build_parser
+from genssl_hf.training.report_generator_args import check_args as _check_args
 from genssl_hf.training.report_generator_model import (
     build_report_generator,
     encoder_image_size,
@@ -61,6 +55,7 @@ __all__ = [
     "load_report_pairs",
     "split_by_patient",
     "ReportPairCollator",
+    "ReportGeneratorMethod",
     "train_report_generator",
     "write_report_generator_card",
     "build_parser",
@@ -192,192 +187,149 @@ class _CaptioningTask:
         return loss, {"target_tokens": (batch["labels"] != -100).sum().float()}
 
 
-def _load_pairs_and_vocabulary(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
-    """Before any model: the options, the generation settings, the encoder's input size, the pairs and
-    (``--vocabulary reports``) the word tokenizer built from the training reports."""
-    _check_args(args)
-    check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    gen = dict(
-        num_beams=args.num_beams,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        length_penalty=args.length_penalty,
-        max_new_tokens=args.max_new_tokens,
-    )
-    image_size = encoder_image_size(args.model, args.image_size)
-    pairs = load_report_pairs(
-        dataset if dataset is not None else args.dataset,
-        image_size=image_size,
-        seed=args.seed,
-        corpus=args.reports,
-        section=args.section,
-    )
-    tokenizer = None
-    if args.vocabulary == "reports":  # training reports only: no validation / test word enters it
-        from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
+class ReportGeneratorMethod(Method):
+    """Report generation on :func:`~genssl_hf.training.recipe.train`: a ``VisionEncoderDecoderModel``
+    on image-report pairs, teacher-forced; exported with its processor, validation loss and card. Its
+    images go through the encoder's own processor, so no AdaIN reference is resolved here."""
 
-        tokenizer = build_report_vocabulary_tokenizer(pairs["train"].texts, args.vocabulary_min_frequency)
-    return {"gen": gen, "image_size": image_size, "pairs": pairs, "tokenizer": tokenizer}
+    name = "report_generator"
+    uses_reference_stats = False
 
-
-def _build_model(args: argparse.Namespace, run: dict[str, Any]):
-    """Seed, then (model, processor, init record)."""
-    tokenizer = run["tokenizer"]
-    torch.manual_seed(args.seed)  # cross-attention / head init
-    model, processor, record = build_report_generator(
-        args.model,
-        args.decoder,
-        decoder_layers=args.decoder_layers,
-        gpt2_hidden=args.gpt2_hidden,
-        tokenizer=tokenizer,
-        image_size=args.image_size,
-        max_report_tokens=args.max_report_tokens,
-        do_adain=args.adain == "on",
-        generation=run["gen"],
-    )
-    if tokenizer is not None:
-        record["vocabulary"] = {
-            "kind": "reports",
-            "size": len(tokenizer),
-            "min_frequency": args.vocabulary_min_frequency,
-        }
-    return model, processor, record
-
-
-def _loaders(args: argparse.Namespace, train_ds, val_ds, processor, accelerator):
-    """(training loader, seeded per-epoch shuffle; validation loader) after the one-global-batch check."""
-    bs = args.per_device_train_batch_size
-    if len(train_ds) < bs * accelerator.num_processes:
-        raise ValueError(
-            f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})"
+    def check(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The options, the generation settings and the encoder's input size."""
+        _check_args(args)
+        gen = dict(
+            num_beams=args.num_beams,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+            length_penalty=args.length_penalty,
+            max_new_tokens=args.max_new_tokens,
         )
-    collate = ReportPairCollator(processor)
-    loader = torch.utils.data.DataLoader(
-        train_ds,
-        batch_size=bs,
-        sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
-        collate_fn=collate,
-        num_workers=args.num_workers,
-        drop_last=True,
-    )
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=bs, collate_fn=collate)
-    return loader, val_loader
+        return {"gen": gen, "image_size": encoder_image_size(args.model, args.image_size)}
 
-
-def _optimizer(args: argparse.Namespace, model) -> tuple[torch.optim.AdamW, float]:
-    """AdamW with the decoder at ``--learning_rate`` and the encoder (unless frozen) at its own lr;
-    (optimizer, encoder lr)."""
-    if args.freeze_encoder:
-        model.encoder.requires_grad_(False)
-    enc_lr = args.encoder_learning_rate if args.encoder_learning_rate is not None else args.learning_rate / 5
-    enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
-    other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
-    groups = [{"params": other, "lr": args.learning_rate}]
-    if enc_params:
-        groups.append({"params": enc_params, "lr": enc_lr})
-    return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay), enc_lr
-
-
-def _engine(args: argparse.Namespace, accelerator, out: Path, total_steps: int) -> Engine:
-    return Engine(
-        accelerator,
-        EngineConfig(
-            output_dir=out,
-            total_steps=total_steps,
-            images_per_micro_batch=args.per_device_train_batch_size,
+    def load_data(self, args: argparse.Namespace, data: Any, run: dict[str, Any]) -> dict[str, Any]:
+        """The pairs per split and (``--vocabulary reports``) the word tokenizer of the training reports."""
+        pairs = load_report_pairs(
+            data if data is not None else args.dataset,
+            image_size=run["image_size"],
             seed=args.seed,
-            max_grad_norm=args.max_grad_norm,
-            logging_steps=args.logging_steps,
-            checkpointing_steps=args.checkpointing_steps,
-            checkpoints_total_limit=args.checkpoints_total_limit,
-            stop_after_steps=args.stop_after_steps,
-            desc="report generator",
-        ),
-    )
+            corpus=args.reports,
+            section=args.section,
+        )
+        run["tokenizer"] = None
+        if args.vocabulary == "reports":  # training reports only: no validation / test word enters it
+            from genssl_hf.processing.report_vocab import build_report_vocabulary_tokenizer
 
+            run["tokenizer"] = build_report_vocabulary_tokenizer(pairs["train"].texts, args.vocabulary_min_frequency)
+        return pairs
 
-def _run_config(
-    args: argparse.Namespace, run: dict[str, Any], record: dict[str, Any], derived: dict[str, Any]
-) -> dict[str, Any]:
-    """``run_config.json``: options, model record, derived sizes and the corpus (name, licence, hashes)."""
-    pairs = run["pairs"]
-    provenance = pairs["train"].provenance
-    corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
-    return {
-        "args": args_to_dict(args),
-        "model": record,
-        "derived": {
-            **derived,
-            "num_train_pairs": len(pairs["train"]),
-            "num_validation_pairs": len(pairs["validation"]),
-            "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0,
-            "image_size": run["image_size"],
-        },
-        "corpus": {
-            "name": corpus,
-            "license": args.corpus_license or provenance.get("corpus_license"),
-            "source": provenance.get("source"),
-            "corpus_hash": provenance.get("corpus_hash"),
-            "generator_id": provenance.get("generator_id"),
-            "section": args.section,
-        },
-    }
+    def build_model(self, args: argparse.Namespace, run: dict[str, Any], accelerator):
+        """The model, its processor (``run['processor']``) and init record (``run['record']``)."""
+        tokenizer = run["tokenizer"]
+        model, run["processor"], record = build_report_generator(
+            args.model,
+            args.decoder,
+            decoder_layers=args.decoder_layers,
+            gpt2_hidden=args.gpt2_hidden,
+            tokenizer=tokenizer,
+            image_size=args.image_size,
+            max_report_tokens=args.max_report_tokens,
+            do_adain=args.adain == "on",
+            generation=run["gen"],
+        )
+        if tokenizer is not None:
+            record["vocabulary"] = {
+                "kind": "reports",
+                "size": len(tokenizer),
+                "min_frequency": args.vocabulary_min_frequency,
+            }
+        run["record"] = record
+        return model
+
+    def build_loader(self, args: argparse.Namespace, run: dict[str, Any], accelerator):
+        """The prepared training loader (seeded per-epoch shuffle) after the one-global-batch check;
+        the validation loader (``run['val_loader']``)."""
+        train_ds, val_ds = run["data"]["train"], run["data"]["validation"]
+        bs = args.per_device_train_batch_size
+        if len(train_ds) < bs * accelerator.num_processes:
+            raise ValueError(
+                f"{len(train_ds)} training pairs are fewer than one global batch ({bs} x {accelerator.num_processes})"
+            )
+        collate = ReportPairCollator(run["processor"])
+        loader = torch.utils.data.DataLoader(
+            train_ds,
+            batch_size=bs,
+            sampler=EpochShuffleSampler(len(train_ds), seed=args.seed),
+            collate_fn=collate,
+            num_workers=args.num_workers,
+            drop_last=True,
+        )
+        run["val_loader"] = torch.utils.data.DataLoader(val_ds, batch_size=bs, collate_fn=collate)
+        run["device"] = accelerator.device
+        loader = accelerator.prepare(loader)
+        return loader, len(loader)
+
+    def build_optimizer(self, args: argparse.Namespace, run: dict[str, Any], lr: float) -> torch.optim.AdamW:
+        """AdamW with the decoder at ``lr`` and the encoder (unless frozen) at its own lr."""
+        model = run["model"]
+        if args.freeze_encoder:
+            model.encoder.requires_grad_(False)
+        enc_lr = args.encoder_learning_rate if args.encoder_learning_rate is not None else lr / 5
+        run["encoder_learning_rate"] = 0.0 if args.freeze_encoder else enc_lr
+        enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
+        other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+        groups = [{"params": other, "lr": lr}]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": enc_lr})
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=args.weight_decay)
+
+    def engine_options(self, args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
+        return {"desc": "report generator"}
+
+    def run_config(self, args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
+        """``run_config.json``: options, model record, derived sizes and the corpus (name, licence, hashes)."""
+        pairs, schedule = run["data"], run["schedule"]
+        provenance = pairs["train"].provenance
+        corpus = args.corpus_name or provenance.get("corpus_name") or "image-report pairs"
+        return {
+            "args": args_to_dict(args),
+            "model": run["record"],
+            "derived": {
+                "total_batch_size": schedule["total_batch_size"],
+                "total_steps": schedule["total_steps"],
+                "warmup_steps": schedule["warmup_steps"],
+                "encoder_learning_rate": run["encoder_learning_rate"],
+                "num_train_pairs": len(pairs["train"]),
+                "num_validation_pairs": len(pairs["validation"]),
+                "num_test_pairs": len(pairs["test"]) if "test" in pairs else 0,
+                "image_size": run["image_size"],
+            },
+            "corpus": {
+                "name": corpus,
+                "license": args.corpus_license or provenance.get("corpus_license"),
+                "source": provenance.get("source"),
+                "corpus_hash": provenance.get("corpus_hash"),
+                "generator_id": provenance.get("generator_id"),
+                "section": args.section,
+            },
+        }
+
+    def build_task(self, args: argparse.Namespace, run: dict[str, Any], accelerator) -> _CaptioningTask:
+        return _CaptioningTask(freeze_encoder=args.freeze_encoder)
+
+    def export(self, args, run, run_config, summary, result) -> None:
+        """Validation loss, the model folder, the card, ``train_summary.json``."""
+        out, model = run["output_dir"], run["unwrapped"]
+        summary["validation_loss"] = _mean_loss(model, run["val_loader"], run["device"])
+        save_report_generator(model, run["processor"], out)
+        write_report_generator_card(out, run_config, summary)
+        write_train_summary(out, summary)  # per-step arrays: train_steps.json
 
 
 @no_trace_on_early_failure
 def train_report_generator(args: argparse.Namespace, dataset: Any = None, accelerator=None) -> dict[str, Any]:
     """Train as configured by ``args`` (:func:`build_parser`); ``dataset`` may replace ``--dataset``
     (a ``DatasetDict``). Writes the model folder to ``args.output_dir``; returns a summary."""
-    run = _load_pairs_and_vocabulary(args, dataset)
-    model, processor, record = _build_model(args, run)
-    train_ds, val_ds = (
-        run["pairs"]["train"],
-        run["pairs"]["validation"],
-    )  # ImageReportPairs: a map-style dataset (text from memory)
-
-    accelerator = accelerator or make_accelerator(args)
-    out = Path(args.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-    loader, val_loader = _loaders(args, train_ds, val_ds, processor, accelerator)
-    optimizer, enc_lr = _optimizer(args, model)
-    loader = accelerator.prepare(loader)
-    accum = accelerator.gradient_accumulation_steps
-    steps_per_epoch = max(1, math.ceil(len(loader) / accum))
-    total_steps = int(args.max_steps or max(1, math.ceil(args.num_train_epochs * steps_per_epoch)))
-    warmup = int(round(args.warmup_ratio * total_steps))
-    scheduler = cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    engine = _engine(args, accelerator, out, total_steps)
-    model, optimizer = engine.prepare(model, optimizer, scheduler)
-    state = engine.resume(args.resume_from_checkpoint)
-    total_batch = args.per_device_train_batch_size * accum * accelerator.num_processes
-    run_config = _run_config(
-        args,
-        run,
-        record,
-        {
-            "total_batch_size": total_batch,
-            "total_steps": total_steps,
-            "warmup_steps": warmup,
-            "encoder_learning_rate": 0.0 if args.freeze_encoder else enc_lr,
-        },
-    )
-    write_run_config(accelerator, out, run_config)
-    init_trackers(accelerator, "genssl_report_generator", {**args_to_dict(args), "total_steps": total_steps})
-    result = engine.run(_CaptioningTask(freeze_encoder=args.freeze_encoder), model, optimizer, scheduler, loader, state)
-    if result.interrupted:  # resumable from the last checkpoint; no final model
-        accelerator.end_training()
-        return {**result.summary, "output_dir": str(out)}
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    summary: dict[str, Any] = {**result.summary, "output_dir": str(out)}
-    if accelerator.is_main_process:
-        summary["validation_loss"] = _mean_loss(unwrapped, val_loader, accelerator.device)
-        save_report_generator(unwrapped, processor, out)
-        write_report_generator_card(out, run_config, summary)
-        write_train_summary(out, summary)  # per-step arrays: train_steps.json
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+    return train(ReportGeneratorMethod(), args, dataset, accelerator)
 
 
 def write_report_generator_card(out: Path, run_config: dict[str, Any], summary: dict[str, Any]) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genssl_hf.models import VIT_PRESETS
-from genssl_hf.training.args import add_optimisation_args
-from genssl_hf.training.common import add_common_args
+from genssl_hf.training.args import add_common_args, add_optimisation_args
 from genssl_hf.training.report_generator_model import DECODERS, GENERATION_DEFAULTS
 from genssl_hf.typed_args import TypedArgumentParser, add_dataclass_arguments
 from genssl_hf.validation import renamed_options

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genssl_hf.training.args import add_adain_args, add_optimisation_args
+from genssl_hf.training.args import add_adain_args, add_common_args, add_optimisation_args
 from genssl_hf.models.presets import VIT_PRESETS
-from genssl_hf.training.common import add_common_args
 from genssl_hf.training.dual_encoder import CNN_PRESETS
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
 from genssl_hf.typed_args import TypedArgumentParser, add_dataclass_arguments

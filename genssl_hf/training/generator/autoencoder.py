@@ -13,7 +13,9 @@ import torch
 
 from ...utils import atomic_dir
 from ...validation import check_weight_files
-from ..common import args_to_dict, check_output_dir, cosine_schedule_with_warmup, init_trackers, make_accelerator
+from ..args import args_to_dict, check_output_dir
+from ..common import init_trackers, make_accelerator
+from ..optim import cosine_schedule_with_warmup
 from ..common import no_trace_on_early_failure, write_run_config
 from ..engine import Engine
 from .args import AUTOENCODER_PRESETS, apply_num_threads, autoencoder_parser, engine_config, model_folder

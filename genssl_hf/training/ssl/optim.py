@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from genssl_hf.training.common import param_groups
+from genssl_hf.training.optim import param_groups
 
 __all__ = ["LARS", "OPTIMIZERS", "build_ssl_optimizer"]
 

@@ -1,8 +1,9 @@
 """What a pre-training method is: :class:`SSLMethod`, an ``nn.Module`` on a backbone that turns
 views into ``(loss, metrics)``, and declares everything the shared recipe needs to know about it.
 
-The recipe (:mod:`genssl_hf.training.ssl.pretrain`) never names a method: it reads these class
-attributes and calls these hooks. A method declares
+The family runs as one :class:`~genssl_hf.training.recipe.Method` of the shared recipe
+(:class:`~genssl_hf.training.ssl.pretrain.SSLPretraining`), which never names a method: it reads
+these class attributes and calls these hooks. A method declares
 
 * ``name`` (the ``--method`` value and registry key), ``title`` (tables and cards);
 * ``num_views`` and ``view_overrides`` (changes to the default :class:`~..transforms.SSLViews`);
