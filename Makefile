@@ -35,6 +35,7 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) benchmarks/code_shape.py --check  # modules <= 500 lines, functions <= 80 (or a '# long:' reason)
 	$(PY) -m pytest -n 2 --timeout 900 -q -ra tests
 
 demo: $(STAMP)

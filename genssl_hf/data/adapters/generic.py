@@ -117,6 +117,22 @@ def _listing_state(root: Path, folders: list[str], exts: tuple[str, ...]) -> str
     return h.hexdigest()
 
 
+def _check_csv_options(
+    label_column: str | None,
+    label_columns: Sequence[str] | None,
+    separator: str | None,
+    split: str | None,
+    split_column: str | None,
+) -> None:
+    """The label and split options of :func:`load_image_csv` fit together (before any row is read)."""
+    if (label_column is None) == (label_columns is None):
+        raise ValueError("give exactly one of label_column (multi-class or separated) or label_columns (0/1 columns)")
+    if label_columns is not None and separator is not None:
+        raise ValueError("separator applies to label_column, not to label_columns")
+    if split is not None and split_column is None:
+        raise ValueError("split needs split_column")
+
+
 def load_image_csv(
     csv_path: str | os.PathLike,
     *,
@@ -161,12 +177,7 @@ def load_image_csv(
     metadata fields (e.g. ``{"patient_id": ...}``) computed from a row.
     """
     csv_path = Path(csv_path).expanduser().resolve()
-    if (label_column is None) == (label_columns is None):
-        raise ValueError("give exactly one of label_column (multi-class or separated) or label_columns (0/1 columns)")
-    if label_columns is not None and separator is not None:
-        raise ValueError("separator applies to label_column, not to label_columns")
-    if split is not None and split_column is None:
-        raise ValueError("split needs split_column")
+    _check_csv_options(label_column, label_columns, separator, split, split_column)
     src = _CsvSource(
         csv_path=csv_path,
         image_root=Path(image_root).expanduser().resolve() if image_root is not None else csv_path.parent,
