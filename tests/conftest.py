@@ -53,10 +53,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    """Reset accelerate's process-wide singletons after a test that built an ``Accelerator``, so the
-    next test can build one with other settings (precision, accumulation)."""
+    """Reset accelerate's process-wide singletons after every test, so a test that built an
+    ``Accelerator`` (in process, e.g. through ``genssl pretrain``) never fixes the precision or
+    accumulation of the next test run by the same pytest worker."""
     yield
     from accelerate.state import AcceleratorState, GradientState, PartialState
 

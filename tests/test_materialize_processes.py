@@ -203,32 +203,34 @@ def test_two_cpu_processes_equal_one_with_tiny_pipeline(tmp_path, two_cpu_proces
         str(pipe_dir),
         "--prompts",
         str(prompts),
-        "--num-images",
+        "--num_images",
         "7",
-        "--image-size",
+        "--image_size",
         "32",
-        "--steps",
+        "--num_inference_steps",
         "2",
-        "--guidance",
+        "--guidance_scale",
         "3.0",
-        "--shard-size",
+        "--shard_size",
         "2",
-        "--rows-per-checkpoint",
+        "--rows_per_checkpoint",
         "1",
         "--seed",
         "5",
-        "--no-progress",
+        "--no_progress",
     ]
     two = tmp_path / "two"
     script = REPO / "scripts" / "generate_dataset.py"
-    res = two_cpu_processes([script, *common, "--batch-size", "2", "--out", two], env=_env(tmp_path), timeout=300)
+    res = two_cpu_processes(
+        [script, *common, "--batch_size", "2", "--output_dir", two], env=_env(tmp_path), timeout=300
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     log = res.stdout + res.stderr
     assert "rank 0/2" in log and "rank 1/2" in log  # both processes took shards
 
     one = tmp_path / "one"
     # One process, another batch size, through the library entry point.
-    assert mz.main([*common, "--batch-size", "3", "--out", str(one)]) == 0
+    assert mz.main([*common, "--batch_size", "3", "--output_dir", str(one)]) == 0
     a, b = _rows(two), _rows(one)
     assert [r["index"] for r in a] == list(range(7))
     assert a == b

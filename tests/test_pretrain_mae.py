@@ -34,12 +34,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    _reset_accelerate()
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from genssl_hf.data.phantom import phantom_dataset

@@ -21,12 +21,6 @@ def _reset_accelerate():
     PartialState._reset_state()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    _reset_accelerate()
-
-
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
     """A tiny ViT encoder folder (64 px, patch 8, hidden 64, 2 layers), as an encoder export would be."""

@@ -24,16 +24,6 @@ def _script(name):
     return mod
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from genssl_hf.data.phantom import phantom_dataset
