@@ -36,7 +36,10 @@ sys.path.insert(0, str(ROOT))
 # AdamW normalises each element by its own gradient size, so an element whose gradient is near zero
 # turns rounding into an update of up to +-lr: the weights are judged by the relative L2 difference
 # of the two runs' updates (final - initial weights), the largest element difference is reported.
-TOLERANCE = {"loss": 1e-4, "grad": 1e-4, "update": 1e-3}
+# That gap is a count of step-1 sign flips (each 2 lr), growing like sqrt(flips / elements), not a
+# rounding bound: ViT-B MoCo v2 at 2 images per rank flips ~1 element in 5e5 (BENCHMARKS.md, "Two
+# ranks at ViT-B"), hence 5e-3; ``--dtype float64`` (gap ~1e-11) is the check that rules out a bug.
+TOLERANCE = {"loss": 1e-4, "grad": 1e-4, "update": 5e-3}
 NULL_GRADIENT = 1e-6  # a tensor whose largest step-1 gradient is below this x the model's largest
 
 
