@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from genssl_hf.training.gather import all_gather_with_grad, rank
 
 __all__ = [
+    "at_least_fp32",
     "nt_xent_loss",
     "moco_infonce_loss",
     "negative_cosine_similarity",
@@ -52,6 +53,12 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     return F.cross_entropy(logits, pos_idx)
 
 
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or kept in float64 (half precisions are upcast; float64 is not rounded down,
+    so a float64 run, e.g. the two-rank precision check, stays float64 throughout)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo's InfoNCE (He et al. 2020, eq. 1): query ``q`` (B, D) against its key ``k`` (B, D, no
     gradient) and the ``queue`` of K negative keys (K, D, already normalised). Mean over the batch."""
@@ -59,10 +66,10 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
         raise ValueError(
             f"moco_infonce_loss: q {tuple(q.shape)}, k {tuple(k.shape)}, queue {tuple(queue.shape)} do not match"
         )
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1).detach()
+    q = F.normalize(at_least_fp32(q), dim=1)
+    k = F.normalize(at_least_fp32(k), dim=1).detach()
     l_pos = (q * k).sum(dim=1, keepdim=True)
-    l_neg = q @ queue.detach().float().T
+    l_neg = q @ at_least_fp32(queue.detach()).T
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 

@@ -31,7 +31,7 @@ from torch import nn
 from genssl_hf.models import is_cnn, pooled_features
 from genssl_hf.training.gather import all_gather_no_grad, rank, world_size
 from genssl_hf.training.ssl.heads import MLPHead, convert_to_global_bn
-from genssl_hf.training.ssl.losses import embedding_std, moco_infonce_loss
+from genssl_hf.training.ssl.losses import at_least_fp32, embedding_std, moco_infonce_loss
 from genssl_hf.training.ssl.methods.base import HParam, SSLMethod
 from genssl_hf.training.ssl.methods.recipes import TINY, VIT, cnn_recipe
 from genssl_hf.training.ssl.momentum import cosine_momentum, ema_update, frozen_copy
@@ -122,7 +122,7 @@ class MoCoV2(SSLMethod):
         q = self.projector(h)
         with torch.no_grad():
             self.key_backbone.train(self.training)
-            k = nn.functional.normalize(self._keys(views[1]).float(), dim=1)
+            k = nn.functional.normalize(at_least_fp32(self._keys(views[1])), dim=1)
         loss = moco_infonce_loss(q, k, self.queue.clone(), self.hparams["temperature"])  # the queue changes below
         if self.training:
             self._enqueue(k)
