@@ -25,7 +25,7 @@ from pathlib import Path
 
 REAL_DOMAIN = {"exposure": [1.2, 1.6], "gamma": [1.15, 1.4]}
 VLP_RUNS = ("convirt-real", "convirt-generated", "gloria-real", "gloria-generated")
-ENCODERS = ("random-init", "mae", *VLP_RUNS)
+ENCODERS = ("random-init", *VLP_RUNS, "mae")  # the order the evaluation runs them in
 
 
 def _cli(argv: list[str]) -> None:
@@ -149,30 +149,101 @@ def pretrain(out: Path, n: int, steps: int) -> None:
 
 
 def evaluate(out: Path, seeds: list[str], dense_steps: int, detect_steps: int, parallel: bool) -> None:
-    models = [a for name in ENCODERS for a in ("--model", f"{name}={out / 'towers' / name}")]
+    """One command per task and encoder (a cut-short run keeps every finished encoder's cells); with
+    ``parallel`` detection runs in one process queue, segmentation then the probe in another."""
     protocol = ["--fractions", "0.01", "0.1", "1", "--seeds", *seeds, "--overwrite"]
     dense = ["--phantom_sizes", "200", "100", "--per_device_train_batch_size", "16"]
-    jobs = [
-        ["probe", *models, *protocol, "--dataset", "phantom", "--phantom_sizes", "400", "100", "200"]
-        + ["--tsne", "off", "--output_dir", str(out / "probe")],
-        ["segment", *models, *protocol, *dense, "--max_steps", str(dense_steps), "--output_dir", str(out / "segment")],
-        ["detect", *models, *protocol, *dense, "--max_steps", str(detect_steps), "--output_dir", str(out / "detect")],
-    ]
-    done = [out / "probe" / "frozen_features.json", out / "segment" / "dense_segmentation.json"]
-    done.append(out / "detect" / "dense_detection.json")
-    todo = [job for job, marker in zip(jobs, done) if not marker.is_file()][::-1]  # longest (detection) first
+    detect, segment = [], []
+    for name in ENCODERS:
+        model = ["--model", f"{name}={out / 'towers' / name}"]
+        for queue, task, steps in ((detect, "detect", detect_steps), (segment, "segment", dense_steps)):
+            folder = out / task / name
+            if not any(folder.glob("dense_*.json")):
+                queue.append([task, *model, *protocol, *dense, "--max_steps", str(steps), "--output_dir", str(folder)])
+    if not (out / "probe" / "frozen_features.json").is_file():
+        models = [a for name in ENCODERS for a in ("--model", f"{name}={out / 'towers' / name}")]
+        segment.append(
+            ["probe", *models, *protocol, "--dataset", "phantom", "--phantom_sizes", "400", "100", "200"]
+            + ["--tsne", "off", "--output_dir", str(out / "probe")]
+        )
     if not parallel:
-        for job in todo:
+        for job in detect + segment:
             _cli(job)
         return
-    code = "import sys, torch; torch.set_num_threads(1); from genssl_hf.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    procs = [subprocess.Popen([sys.executable, "-c", code, *job], env=env) for job in todo[:2]]
-    for job in todo[2:]:
-        procs[0].wait()
-        procs[0] = subprocess.Popen([sys.executable, "-c", code, *job], env=env)
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("an evaluation stage failed")
+    import threading
+
+    failures: list[BaseException] = []
+
+    def drain(queue: list[list[str]]) -> None:
+        try:
+            for job in queue:
+                _cli(job)
+        except BaseException as exc:  # reported after both queues stop
+            failures.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(q,)) for q in (detect, segment)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise SystemExit(f"an evaluation stage failed: {failures[0]}")
+
+
+def _mean_ci(values) -> dict:
+    """Mean and 95 % t-interval over seeds (the spread of the label subsets and decoders)."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+    return {
+        "mean": round(float(v.mean()), 4),
+        "ci95": [round(v.mean() - half, 4), round(v.mean() + half, 4)],
+        "n": int(v.size),
+    }
+
+
+def collect(out: Path) -> dict:
+    """``{table: {encoder: {fraction: mean/ci95/n}}}`` from the three commands' JSON files."""
+    tables: dict = {"linear probe AUC": {}, "segmentation Dice (pooled)": {}, "detection mAP@[0.40:0.75]": {}}
+    probe = out / "probe" / "frozen_features.json"
+    if probe.is_file():
+        by_cell: dict = {}
+        for row in json.loads(probe.read_text())["rows"]:
+            by_cell.setdefault(row["encoder"], {}).setdefault(row["fraction"], []).append(row["probe_auc"])
+        tables["linear probe AUC"] = {e: {f: _mean_ci(v) for f, v in c.items()} for e, c in by_cell.items()}
+    for table, paths in (
+        ("segmentation Dice (pooled)", [out / "segment" / e / "dense_segmentation.json" for e in ENCODERS]),
+        ("detection mAP@[0.40:0.75]", [out / "detect" / e / "dense_detection.json" for e in ENCODERS]),
+    ):
+        for title, enc in [kv for p in paths if p.is_file() for kv in json.loads(p.read_text())["encoders"].items()]:
+            by_fraction: dict = {}
+            baseline: dict = {}
+            for row in enc["rows"]:
+                metric = "dice" if "dice" in row["scores"] else "map"
+                by_fraction.setdefault(row["fraction"], []).append(row["scores"][metric])
+                baseline.setdefault(row["fraction"], []).append(row["baseline"][metric])
+            tables[table][title] = {f: _mean_ci(v) for f, v in by_fraction.items()}
+            tables[table]["trivial baseline"] = {f: _mean_ci(v) for f, v in baseline.items()}
+    return tables
+
+
+def markdown(tables: dict) -> str:
+    lines = []
+    for table, rows in tables.items():
+        fractions = sorted({f for cells in rows.values() for f in cells})
+        lines += [f"**{table}** (mean [95 % t-interval] over seeds)", ""]
+        lines += ["| encoder | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |"]
+        lines += ["|---" * (len(fractions) + 1) + "|"]
+        for name, cells in rows.items():
+            text = [
+                f"{c['mean']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]" if (c := cells.get(f)) else "-"
+                for f in fractions
+            ]
+            lines.append(f"| {name} | " + " | ".join(text) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -184,20 +255,36 @@ def main(argv=None) -> int:
     p.add_argument("--detect_steps", type=int, default=200, help="head steps per detection fit (100 scored 0 mAP)")
     p.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
     p.add_argument("--parallel_dense", action="store_true", help="two evaluation processes side by side")
+    p.add_argument("--record", action="store_true", help="write the tables as a row of benchmarks/results.json")
+    p.add_argument("--tables_only", action="store_true", help="only collect the tables of an earlier run")
     args = p.parse_args(argv)
     if args.num_pairs < 32 or args.max_steps < 1 or min(args.dense_steps, args.detect_steps) < 1:
         p.error("--num_pairs must be >= 32 (one batch), the step counts >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    generate(args.out, args.num_pairs)
-    pairs_figure(args.out, args.num_pairs)
-    print(f"[medsyn] data ready at {time.perf_counter() - t0:.0f} s", flush=True)
-    pretrain(args.out, args.num_pairs, args.max_steps)
-    print(f"[medsyn] encoders ready at {time.perf_counter() - t0:.0f} s", flush=True)
-    evaluate(args.out, args.seeds, args.dense_steps, args.detect_steps, args.parallel_dense)
-    print(f"[medsyn] done in {time.perf_counter() - t0:.0f} s", flush=True)
-    for md in ("probe/frozen_features.md", "segment/dense_segmentation.md", "detect/dense_detection.md"):
-        print((args.out / md).read_text())
+    if not args.tables_only:  # else: collect the tables of whatever an earlier run finished
+        generate(args.out, args.num_pairs)
+        pairs_figure(args.out, args.num_pairs)
+        print(f"[medsyn] data ready at {time.perf_counter() - t0:.0f} s", flush=True)
+        pretrain(args.out, args.num_pairs, args.max_steps)
+        print(f"[medsyn] encoders ready at {time.perf_counter() - t0:.0f} s", flush=True)
+        evaluate(args.out, args.seeds, args.dense_steps, args.detect_steps, args.parallel_dense)
+        print(f"[medsyn] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    tables = collect(args.out)
+    text = markdown(tables)
+    (args.out / "tables.md").write_text(text)
+    print(text)
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from machine import record_results
+
+        row = {"name": "medsyn_tables@phantom", "unit": "AUC / Dice / mAP, mean and 95 % t-interval over seeds"}
+        row["command"] = "python benchmarks/medsyn_tables.py --parallel_dense (then --tables_only --record)"
+        row["config"] = {k: str(v) for k, v in vars(args).items()}
+        row["tables"] = {
+            t: {e: {str(f): c for f, c in cells.items()} for e, cells in rows.items()} for t, rows in tables.items()
+        }
+        record_results([row])
     return 0
 
 
