@@ -233,6 +233,9 @@ def markdown(tables: dict) -> str:
     lines = []
     for table, rows in tables.items():
         fractions = sorted({f for cells in rows.values() for f in cells})
+        if not fractions:
+            lines += [f"**{table}**: not run (no output found)", ""]
+            continue
         lines += [f"**{table}** (mean [95 % t-interval] over seeds)", ""]
         lines += ["| encoder | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |"]
         lines += ["|---" * (len(fractions) + 1) + "|"]
