@@ -401,9 +401,17 @@ def exact_resume_check(stage: Path, work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     shutil.copytree(ckpt, work / "checkpoint-1")
-    i = cmd.index("--output_dir")
-    cmd[i + 1] = str(work)
-    cmd = [c for c in cmd if c != "--overwrite_output_dir"] + ["--resume_from_checkpoint", "latest"]
+    if cmd[-1].endswith(".json"):  # the stage ran `genssl pretrain <its config file>`: rerun a copy
+        options = json.loads(Path(cmd[-1]).read_text())
+        options.pop("overwrite_output_dir", None)
+        options.update(output_dir=str(work), resume_from_checkpoint="latest")
+        config = work.parent / "resume_config.json"
+        config.write_text(json.dumps(options, indent=1))
+        cmd[-1] = str(config)
+    else:
+        i = cmd.index("--output_dir")
+        cmd[i + 1] = str(work)
+        cmd = [c for c in cmd if c != "--overwrite_output_dir"] + ["--resume_from_checkpoint", "latest"]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(work.parent / "resume.log", "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
