@@ -56,7 +56,7 @@ from genssl_hf.utils import read_json, write_json  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 
 
-SSL_METHODS = ("simclr", "moco_v2", "simsiam", "rotation")
+SSL_METHODS = ("simclr", "moco_v2", "simsiam", "rotation", "jigsaw", "context_restoration", "multitask")
 
 
 def add_ssl_variants(cfg: dict, methods: list[str], quick: bool) -> dict:
@@ -320,6 +320,15 @@ EXTRA_STAGES: dict[str, dict] = {
     # Tab. 9 under the protocol: the same tiny ViT, the same generated images with AdaIN
     "moco_v2": {"title": "MoCo v2 (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "moco_v2"},
     "simsiam": {"title": "SimSiam (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": "simsiam"},
+    # the pretext methods of issue 32 under the same protocol
+    **{
+        m: {"title": f"{title} (generated, AdaIN)", "base": "ssl", "tune_as": "genssl", "method": m}
+        for m, title in (
+            ("jigsaw", "Jigsaw"),
+            ("context_restoration", "Context restoration"),
+            ("multitask", "Multi-task"),
+        )
+    },
 }
 
 # Paired contrasts reported beside the baseline columns: (arm, against), when both ran.
@@ -333,6 +342,9 @@ CONTRASTS = (
     ("mae_real_2000", "real_mae"),
     ("moco_v2", "genssl"),
     ("simsiam", "genssl"),
+    ("jigsaw", "genssl"),
+    ("context_restoration", "genssl"),
+    ("multitask", "genssl"),
 )
 
 
