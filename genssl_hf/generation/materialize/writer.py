@@ -84,7 +84,7 @@ def generate_dataset(
     out = job.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
-    # One writer per folder: a second run on the same --out stops here, naming the first.
+    # One writer per folder: a second run on the same --output_dir stops here, naming the first.
     lock = FolderLock(out, "generated dataset folder") if dist.is_main else None
     if lock is not None:
         lock.acquire()
@@ -166,7 +166,8 @@ def _check_existing_folder(job: _Job) -> None:
     ]
     if stray and not (out / CONFIG_NAME).is_file():
         raise ValueError(
-            f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); choose another --out"
+            f"output folder {out} is not empty and is not a generated dataset ({stray[:5]}); "
+            "choose another --output_dir"
         )
 
 
@@ -179,7 +180,7 @@ def _check_resume(
     try:
         old = read_json(path)
     except (OSError, ValueError) as exc:  # written atomically, so only a hand edit gets here
-        raise ValueError(f"{path} is not readable JSON ({exc}); use another --out or --overwrite") from None
+        raise ValueError(f"{path} is not readable JSON ({exc}); use another --output_dir or --overwrite") from None
     diffs = [
         f"{k}: folder has {old.get(k)!r}, this run {config.get(k)!r}"
         for k in _CONTENT_KEYS
@@ -188,7 +189,7 @@ def _check_resume(
     if diffs:
         raise ValueError(
             f"output folder {out} was started with different settings, so resuming would mix two datasets "
-            f"({'; '.join(diffs)}). Use another --out, the original settings, or overwrite=True / --overwrite."
+            f"({'; '.join(diffs)}). Use another --output_dir, the original settings, or overwrite=True / --overwrite."
         )
     remaining = layout is None or any(not (out / layout.shard_relpath(k)).is_file() for k in range(layout.num_shards))
     if remaining and not _batch_invariant(generator):
@@ -199,7 +200,7 @@ def _check_resume(
                 f"output folder {out} was started with another {' and '.join(changed_keys)} "
                 f"({'; '.join(changed)}). A diffusion generator is bit-exact only at equal batch size and thread "
                 "count (otherwise within +-1 grey level in a few pixels), so resuming would mix the two; rerun with "
-                "the original values, or use another --out / --overwrite."
+                "the original values, or use another --output_dir / --overwrite."
             )
 
 
