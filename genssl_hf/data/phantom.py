@@ -88,13 +88,16 @@ def sample_phantom(
     size: int = 128,
     findings: Mapping[str, Mapping[str, Any] | None] | None = None,
     config: PhantomConfig = DEFAULT_PHANTOM_CONFIG,
+    finding_maps: dict[str, Any] | None = None,
 ) -> PhantomSample:
     """One phantom chest X-ray. ``findings=None`` draws findings at ``config.prevalence``; a dict
-    (possibly empty, for a normal film) fixes them. Deterministic in (seed, size, findings, config)."""
+    (possibly empty, for a normal film) fixes them. Deterministic in (seed, size, findings, config).
+    ``finding_maps``, when given, receives where each finding was drawn (:func:`render_phantom`; the
+    sample is the same with or without it)."""
     size = _check_size(size)
     rng = np.random.default_rng(int(seed))
     spec = sample_findings(rng, config.prevalence) if findings is None else normalise_findings(findings)
-    image, rendered, acquisition = render_phantom(size, spec, rng, config)
+    image, rendered, acquisition = render_phantom(size, spec, rng, config, finding_maps=finding_maps)
     labels = np.array([1.0 if name in rendered else 0.0 for name in CHEXPERT5], dtype=np.float32)
     return PhantomSample(
         image=image,
@@ -129,21 +132,30 @@ def iter_phantom_records(
     split: str = "train",
 ) -> Iterator[dict[str, Any]]:
     """Rows of the canonical schema for samples ``start .. start + num_samples - 1``."""
-    split_seed = int(np.frombuffer(split.encode().ljust(8, b"\0")[:8], dtype=np.uint64)[0] % (2**31))
     for index in range(start, start + num_samples):
-        s = sample_seed(seed * 7919 + split_seed, index)
-        sample = sample_phantom(s, size, None, config)
-        yield {
-            "image": sample.image,
-            "labels": sample.label_indices,
-            "patient_id": f"phantom-{split}-{index:08d}",
-            "study_id": f"phantom-{split}-{index:08d}-s1",
-            "view": "PA",
-            "source": PHANTOM_SOURCE,
-            "report": sample.report,
-            "seed": s,
-            "findings": json.dumps(sample.findings, sort_keys=True),
-        }
+        s = record_seed(seed, index, split)
+        yield phantom_record(sample_phantom(s, size, None, config), index, split)
+
+
+def record_seed(seed: int, index: int, split: str) -> int:
+    """The sample seed of row ``index`` of ``split``'s stream (splits never share a sample)."""
+    split_seed = int(np.frombuffer(split.encode().ljust(8, b"\0")[:8], dtype=np.uint64)[0] % (2**31))
+    return sample_seed(seed * 7919 + split_seed, index)
+
+
+def phantom_record(sample: PhantomSample, index: int, split: str) -> dict[str, Any]:
+    """Row ``index`` of ``split`` in the canonical schema, for ``sample``."""
+    return {
+        "image": sample.image,
+        "labels": sample.label_indices,
+        "patient_id": f"phantom-{split}-{index:08d}",
+        "study_id": f"phantom-{split}-{index:08d}-s1",
+        "view": "PA",
+        "source": PHANTOM_SOURCE,
+        "report": sample.report,
+        "seed": sample.seed,
+        "findings": json.dumps(sample.findings, sort_keys=True),
+    }
 
 
 def _phantom_generator(shards: list[tuple[int, int]], size: int, seed: int, config: dict, split: str):
@@ -283,7 +295,9 @@ __all__ = [
     "normalise_findings",
     "phantom_dataset",
     "phantom_features",
+    "phantom_record",
     "phantom_splits",
+    "record_seed",
     "render_grid",
     "render_phantom",
     "sample_findings",

@@ -18,15 +18,20 @@ and labels pixel for pixel) plus ``mask`` and ``objects``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .phantom import DEFAULT_PHANTOM_CONFIG, PHANTOM_SOURCE, PhantomSample, phantom_features, sample_seed
-from .phantom_findings import normalise_findings, sample_findings, write_report
-from .phantom_render import PhantomConfig, _check_size, render_phantom
+from .phantom import (
+    DEFAULT_PHANTOM_CONFIG,
+    PhantomSample,
+    phantom_features,
+    phantom_record,
+    record_seed,
+    sample_phantom,
+)
+from .phantom_render import PhantomConfig, _check_size
 from .schema import CHEXPERT5
 
 __all__ = [
@@ -51,14 +56,9 @@ def sample_phantom_dense(
 ) -> tuple[PhantomSample, np.ndarray, list[tuple[list[float], int]]]:
     """:func:`~genssl_hf.data.phantom.sample_phantom` (the same sample) with its masks ``(5, H, W)``
     bool over ``CHEXPERT5`` and its boxes ``[(xyxy, class index), ...]``."""
-    size = _check_size(size)
-    rng = np.random.default_rng(int(seed))
-    spec = sample_findings(rng, config.prevalence) if findings is None else normalise_findings(findings)
     maps: dict[str, Any] = {}
-    image, rendered, acquisition = render_phantom(size, spec, rng, config, finding_maps=maps)
-    labels = np.array([1.0 if name in rendered else 0.0 for name in CHEXPERT5], dtype=np.float32)
-    sample = PhantomSample(image, labels, rendered, acquisition, write_report(rendered), int(seed), size)
-    masks = np.zeros((len(CHEXPERT5), size, size), dtype=bool)
+    sample = sample_phantom(seed, size, findings, config, finding_maps=maps)
+    masks = np.zeros((len(CHEXPERT5), sample.size, sample.size), dtype=bool)
     for i, name in enumerate(CHEXPERT5):
         if name in maps:
             masks[i] = maps[name] >= 0.5
@@ -118,20 +118,10 @@ def iter_phantom_dense_records(
     split: str = "train",
 ) -> Iterator[dict[str, Any]]:
     """The rows of :func:`~genssl_hf.data.phantom.iter_phantom_records` plus ``mask`` and ``objects``."""
-    split_seed = int(np.frombuffer(split.encode().ljust(8, b"\0")[:8], dtype=np.uint64)[0] % (2**31))
     for index in range(start, start + num_samples):
-        s = sample_seed(seed * 7919 + split_seed, index)
-        sample, masks, boxes = sample_phantom_dense(s, size, None, config)
+        sample, masks, boxes = sample_phantom_dense(record_seed(seed, index, split), size, None, config)
         yield {
-            "image": sample.image,
-            "labels": sample.label_indices,
-            "patient_id": f"phantom-{split}-{index:08d}",
-            "study_id": f"phantom-{split}-{index:08d}-s1",
-            "view": "PA",
-            "source": PHANTOM_SOURCE,
-            "report": sample.report,
-            "seed": s,
-            "findings": json.dumps(sample.findings, sort_keys=True),
+            **phantom_record(sample, index, split),
             "mask": encode_mask(masks),
             "objects": {"bbox": [b for b, _ in boxes], "category": [c for _, c in boxes]},
         }
