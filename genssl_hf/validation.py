@@ -68,6 +68,7 @@ NUMERIC_RANGES: dict[str, str] = {
     "max_samples": ">=1",
     "num_workers": ">=0",
     "num_threads": ">=1",
+    "num_processes": ">=1",
     "per_device_train_batch_size": ">=1",
     "batch_size": ">=1",
     "total_batch_size": ">=1",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..utils import read_json
+from .launch import check_generation_launch
 from .schema import config_problems, schema_node
 from .ssl_variants import validate_ssl_variants
 from .variants import VARIANTS
@@ -61,6 +62,7 @@ def validate_config(config: dict) -> None:
             f"unknown variants {sorted(unknown)}; known: {list(VARIANTS) + list(config.get('ssl_variants', {}))}"
         )
     validate_ssl_variants(config)
+    check_generation_launch(config)
     check_size_multiples(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
@@ -156,6 +158,13 @@ def finetune_runs(cfg: dict) -> list[tuple[float, int, str]]:
         for i, seed in enumerate(seeds if fraction in repeated else seeds[:1]):
             runs.append((fraction, seed, fraction_suffix(cfg, fraction) + (f"_s{seed}" if i else "")))
     return runs
+
+
+def generation_keys(gen: dict) -> dict:
+    """The generation settings the generated dataset depends on: not ``num_processes`` (sample i
+    depends on the prompt set, the number of images, the seed and i only), so generating on more
+    processes reruns no stage, and a config without the key keeps its stages' fingerprints."""
+    return {k: v for k, v in gen.items() if k != "num_processes"}
 
 
 def _without_seed_keys(ft: dict) -> dict:

@@ -51,6 +51,52 @@ def check_launcher(config: dict) -> None:
         )
 
 
+def generation_processes(config: dict) -> int:
+    """How many processes the ``generated_dataset`` stage runs on (``generation.num_processes``,
+    default 1: in the runner's own process)."""
+    return int(config.get("generation", {}).get("num_processes") or 1)
+
+
+def _is_accelerate_launch(launcher: Sequence[str]) -> bool:
+    """``accelerate launch ...``, ``/venv/bin/accelerate launch``, ``accelerate-launch`` or
+    ``python -m accelerate.commands.launch``."""
+    return any(Path(str(part)).name.startswith("accelerate") for part in launcher)
+
+
+def check_generation_launch(config: dict) -> None:
+    """``generation.num_processes`` > 1 splits the generated dataset over accelerate's ranks, so it
+    needs an ``accelerate launch`` launcher: a clear error naming both keys, before any stage."""
+    n = generation_processes(config)
+    if n == 1:
+        return
+    launcher = config.get("launcher")
+    if not launcher:
+        raise ValueError(
+            f"generation.num_processes {n} runs the generated_dataset stage as `accelerate launch "
+            f"--num_processes {n} -m genssl_hf generate ...`, but the config has no launcher: set launcher "
+            '(e.g. --set \'launcher=["accelerate", "launch"]\') or generation.num_processes to 1'
+        )
+    if not _is_accelerate_launch(launcher):
+        raise ValueError(
+            f"generation.num_processes {n} needs launcher to be an `accelerate launch` command (the dataset's "
+            f"shards are split over accelerate's ranks), got launcher {list(launcher)!r}"
+        )
+
+
+def generation_launcher(config: dict) -> list[str]:
+    """The config's ``launcher`` with ``--num_processes generation.num_processes`` (replacing a
+    ``--num_processes`` it has: that one is the training stages' count)."""
+    launcher, skip = [], False
+    for part in config["launcher"]:
+        if skip:
+            skip = False
+        elif str(part) in ("--num_processes", "--num-processes"):
+            skip = True  # and its value
+        elif not str(part).startswith(("--num_processes=", "--num-processes=")):
+            launcher.append(str(part))
+    return launcher + ["--num_processes", str(generation_processes(config))]
+
+
 def genssl_prefix(config: dict) -> list[str]:
     """``python -m genssl_hf``, or through the config's ``launcher`` (e.g. ``accelerate launch``)."""
     launcher = config.get("launcher")

@@ -9,7 +9,10 @@ Stages, in order (each a folder under the run root, skipped when its output is a
                        same number of real images" baseline)
 ``prompt_set``         a shipped or freshly built :class:`~genssl_hf.prompts.PromptSet`
 ``generator``          the shipped phantom generator, or one trained here
-``generated_dataset``  balanced generated images (``genssl_hf.generation.materialize``)
+``generated_dataset``  balanced generated images (``genssl_hf.generation.materialize``), in the
+                       runner's process, or with ``generation.num_processes`` N > 1 as
+                       ``genssl generate`` through ``launcher`` (``accelerate launch
+                       --num_processes N``): the same dataset, each rank writing its own shards
 ``reference_stats``    AdaIN reference mean / std of the real training split
 ``sample_grid``        generated samples per prompt next to real ones (PNG)
 ``mae_<variant>``      ViTMAE pre-training: ``genssl`` (AdaIN on), ``genssl_no_adain``, ``real``
@@ -103,7 +106,7 @@ def _run_stages(config: dict, root: Path, log, finetune: bool) -> dict[str, Any]
     s["prompt_set"] = step(stage_prompt_set(config))
     s["generator"] = step(stage_generator(config, log))
     s["generated_dataset"] = step(
-        stage_generated_dataset(config, root / "generator", root / "prompt_set"), deps=["generator", "prompt_set"]
+        stage_generated_dataset(config, root / "generator", root / "prompt_set", log), deps=["generator", "prompt_set"]
     )
     s["sample_grid"] = step(stage_sample_grid(config, root / "generated_dataset"), deps=["generated_dataset"])
     s["reference_stats"] = step(stage_reference_stats(config, root / "real_data"), deps=["real_data"])

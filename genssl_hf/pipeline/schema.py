@@ -52,6 +52,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": INT,
         "image_size": INT,
         "shard_size": ANY,
+        "num_processes": INT,  # > 1: accelerate launch through `launcher` (launch.generation_launcher)
     },
     "pretrain": {"args": PARSER_ARGS + "mae"},
     # Contrastive / Siamese / pretext variants: user-named entries, checked by validate_ssl_variants.

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from ..utils import read_json
-from .config import _without_seed_keys, fraction_suffix, label_fractions
-from .launch import _jsonable, _run_command, stage_command
+from .config import _without_seed_keys, fraction_suffix, generation_keys, label_fractions
+from .launch import _jsonable, _run_command, generation_launcher, generation_processes, stage_command
 from .stages import Stage
 from .variants import VARIANT_PRETRAIN, VLP_TITLE, variant_title
 
@@ -133,34 +133,69 @@ def stage_prompt_set(cfg: dict) -> Stage:
     )
 
 
-def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path) -> Stage:
-    def run(folder: Path) -> dict:
-        from ..generation.materialize import generate_dataset
+def _generation_settings(cfg: dict, generator_dir: Path, prompt_dir: Path) -> dict:
+    """The generator spec and the ``generate_dataset`` settings of the ``generated_dataset`` stage."""
+    gen = cfg["generation"]
+    oracle = (generator_dir / "generator.json").is_file()
+    return dict(
+        generator="phantom" if oracle else str(generator_dir / "generator"),
+        prompts=str(prompt_dir / "prompt_set"),
+        num_images=gen["num_images"],
+        seed=cfg["seed"],
+        batch_size=gen.get("batch_size", 64),
+        height=gen.get("image_size", cfg["image_size"]),
+        width=gen.get("image_size", cfg["image_size"]),
+        num_inference_steps=gen.get("num_inference_steps", 25),
+        guidance_scale=gen.get("guidance_scale", 3.0),
+        shard_size=gen.get("shard_size", "256MB"),
+        call_kwargs={"dtype": gen["dtype"]} if gen.get("dtype") else None,
+    )
 
+
+def _generate_in_processes(cfg: dict, folder: Path, settings: dict, log) -> dict:
+    """``generation.num_processes`` > 1: ``genssl generate`` through ``accelerate launch
+    --num_processes N`` (the config's launcher), each rank writing its own shards of the same dataset
+    (sample i depends on (prompt set, N images, seed, i) only, so it equals the one-process dataset)."""
+    from ..generation.materialize import VERIFICATION_NAME
+
+    options = {
+        "pipeline": settings["generator"],
+        "prompts": settings["prompts"],
+        "num_images": settings["num_images"],
+        "seed": settings["seed"],
+        "batch_size": settings["batch_size"],
+        "height": settings["height"],
+        "width": settings["width"],
+        "num_inference_steps": settings["num_inference_steps"],
+        "guidance_scale": settings["guidance_scale"],
+        "shard_size": str(settings["shard_size"]),
+        "pipeline_kwargs": settings["call_kwargs"],  # a mapping: written as its JSON text
+        "output_dir": str(folder / "dataset"),
+        "overwrite": True,
+    }
+    launched = dict(cfg, launcher=generation_launcher(cfg))
+    _run_command(stage_command(launched, folder, ["generate"], options), folder, log)
+    verification = read_json(folder / "dataset" / VERIFICATION_NAME)
+    return {"num_processes": generation_processes(cfg), "verification": verification}
+
+
+def stage_generated_dataset(cfg: dict, generator_dir: Path, prompt_dir: Path, log=print) -> Stage:
+    def run(folder: Path) -> dict:
         gen = cfg["generation"]
-        oracle = (generator_dir / "generator.json").is_file()
-        result = generate_dataset(
-            folder / "dataset",
-            "phantom" if oracle else str(generator_dir / "generator"),
-            prompts=str(prompt_dir / "prompt_set"),
-            num_images=gen["num_images"],
-            seed=cfg["seed"],
-            batch_size=gen.get("batch_size", 64),
-            height=gen.get("image_size", cfg["image_size"]),
-            width=gen.get("image_size", cfg["image_size"]),
-            num_inference_steps=gen.get("num_inference_steps", 25),
-            guidance_scale=gen.get("guidance_scale", 3.0),
-            shard_size=gen.get("shard_size", "256MB"),
-            call_kwargs={"dtype": gen["dtype"]} if gen.get("dtype") else None,
-            overwrite=True,
-            progress=True,
-        )
+        settings = _generation_settings(cfg, generator_dir, prompt_dir)
+        if generation_processes(cfg) > 1:
+            result = _generate_in_processes(cfg, folder, settings, log)
+        else:
+            from ..generation.materialize import generate_dataset
+
+            generator = settings.pop("generator")
+            result = generate_dataset(folder / "dataset", generator, **settings, overwrite=True, progress=True)
         return {"dataset": "dataset", "num_images": gen["num_images"], "result": _jsonable(result)}
 
     return Stage(
         "generated_dataset",
         {
-            "generation": cfg["generation"],
+            "generation": generation_keys(cfg["generation"]),
             "seed": cfg["seed"],
             "size": cfg["image_size"],
             "generator": cfg.get("generator"),
@@ -255,7 +290,7 @@ def stage_evaluation(
             "finetune": _without_seed_keys(cfg["finetune"]),
             "finetune_seed": seed,
             "pretrain": cfg["pretrain"],
-            "generation": cfg["generation"],
+            "generation": generation_keys(cfg["generation"]),
         },
         run,
         outputs=["results/results.md", "results/mauc_comparison.png"],
