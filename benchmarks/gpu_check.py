@@ -509,7 +509,8 @@ def main(argv=None) -> int:
         generation_checks(plan, emit, budget)
     if not args.skip_mae:
         mae_checks(plan, emit, budget)
-    if not args.skip_paper_dry_run and not args.dry_run:  # on the CPU it is tests/test_paper_dry_run.py
+    # on the CPU: tests/test_paper_scale.py runs the reduced dry run and checks gpu_records on it
+    if not args.skip_paper_dry_run and not args.dry_run:
         from benchmarks.paper_dry_run import gpu_section
 
         gpu_section(emit, lambda: budget("paper", 0))

@@ -427,27 +427,39 @@ def exact_resume_check(stage: Path, work: Path) -> dict:
 def gpu_section(emit, budget_ok, reduced: bool = False) -> None:
     """The dry run on the CUDA machine of ``benchmarks/gpu_check.py``: every stage's seconds, images/s
     (generation), peak memory (RSS + device memory in use) and reload check, beside the cost model's
-    prediction for generation (counted FLOPs at the dry run's counts, H100 dense bf16 peak x the
-    ASSUMED utilisation of :mod:`benchmarks.cost_model`)."""
+    prediction for generation (:func:`gpu_records`)."""
     import tempfile
-
-    from benchmarks.cost_model import ASSUMED_UTILISATION, GPU_PEAK_TFLOPS
 
     if not budget_ok():
         emit({"check": "paper_dry_run", "skipped": "time budget"})
         return
     with tempfile.TemporaryDirectory(prefix="paper_dry_run_") as tmp:
         result = run_dry_run(Path(tmp), reduced=reduced, launcher="")
+    for rec in gpu_records(result):
+        emit(rec)
+
+
+def gpu_records(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``gpu_check`` record per stage of a dry run's ``result``; the generation row gets images/s
+    and, at 512 px (the counted size), the cost model's prediction: counted FLOPs at the dry run's
+    counts, H100 dense bf16 peak x the ASSUMED utilisation of :mod:`benchmarks.cost_model`."""
+    from benchmarks.cost_model import ASSUMED_UTILISATION, GPU_PEAK_TFLOPS
+
     counts = result["counts"]
     gflop = counts["sampler_steps"] * UNET_CFG_GFLOP_512 + DECODER_GFLOP_512
     rate = GPU_PEAK_TFLOPS["H100 SXM"] * 1e3 * ASSUMED_UTILISATION["conv"]
+    records = []
     for row in result["stages"]:
         rec = {"check": "paper_dry_run", "side": row["stage"], **row, "reload_ok": row.get("reload")}
         if row["stage"] == "generated_dataset":
             rec["images_per_s"] = round(counts["num_images"] / row["seconds"], 3)
-            rec["predicted_images_per_s_h100"] = round(rate / gflop, 2)
-            rec["note"] = "includes pipeline load; prediction: compute only"
-        emit(rec)
+            if result.get("generation_size") == 512:
+                rec["predicted_images_per_s_h100"] = round(rate / gflop, 2)
+                rec["note"] = "includes pipeline load; prediction: compute only"
+            else:
+                rec["note"] = f"{result.get('generation_size')} px: no prediction (FLOPs counted at 512 px)"
+        records.append(rec)
+    return records
 
 
 # FLOPs counted by benchmarks/cost_model.py (FlopCounterMode) for the bundle networks at 512 px:

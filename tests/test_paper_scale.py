@@ -90,6 +90,11 @@ def test_reduced_full_size_dry_run_reloads_every_stage(tmp_path):
     assert {"generated_dataset", "mae_genssl", "finetune_genssl", "evaluation", "hub"} <= stages
     assert all(r["seconds"] >= 0 and r["peak_rss_gib"] > 0 for r in result["stages"])
     assert "| generated_dataset |" in paper_dry_run.markdown_table(result)
+    # what benchmarks/gpu_check.py records from this run on the first lent GPU
+    records = paper_dry_run.gpu_records(result)
+    assert [r["stage"] for r in records] == [r["stage"] for r in result["stages"]]
+    generation = next(r for r in records if r["stage"] == "generated_dataset")
+    assert generation["images_per_s"] > 0 and "predicted_images_per_s_h100" not in generation  # 256 px here
 
 
 @pytest.mark.slow
