@@ -5,6 +5,7 @@ changes no stage fingerprint; bad values and a missing launcher fail before any 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -16,8 +17,6 @@ from genssl_hf.pipeline.launch import generation_launcher
 from genssl_hf.pipeline.stages import fingerprint, run_stage
 from genssl_hf.pipeline.steps import stage_evaluation, stage_generated_dataset, stage_prompt_set
 from genssl_hf.pipeline.training_steps import stage_generator
-
-from conftest import free_port
 
 ACCELERATE = '["accelerate", "launch"]'
 
@@ -58,6 +57,12 @@ def test_the_generation_launcher_takes_the_generation_count():
     assert generation_launcher(cfg) == ["accelerate", "launch", "--mixed_precision", "bf16", "--num_processes", "8"]
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _rows(dataset: Path) -> list[dict]:
     table = pq.read_table(sorted((dataset / "data").rglob("*.parquet")))
     return sorted(table.to_pylist(), key=lambda r: r["index"])
@@ -75,7 +80,7 @@ def test_two_processes_generate_the_one_process_dataset(tmp_path, monkeypatch):
     gen = ["generation.num_images=8", "generation.num_inference_steps=2", "generation.shard_size=2"]
     gen += ["generation.batch_size=2", "generation.dtype=bfloat16"]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
-    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     configs = {
         1: load_preset("smoke", gen),
         2: load_preset("smoke", [*gen, "generation.num_processes=2", f"launcher={json.dumps(launcher)}"]),
