@@ -191,3 +191,28 @@ def test_a_recalibrated_record_scores_like_any_operating_point():
     # same decision as the original probability at the returned threshold
     cut = source["thresholds"]["PNEUMONIA"]
     assert np.array_equal(q[:, 1] >= cut, p[:, 1] >= op["thresholds"]["PNEUMONIA"] - 1e-12)
+
+
+def test_multi_label_findings_get_their_own_thresholds_and_one_shared_temperature():
+    rng = np.random.default_rng(8)
+    n, names = 400, ["Effusion", "Cardiomegaly"]
+    y = (rng.random((n, 2)) < [0.3, 0.5]).astype(np.int64)
+    z = rng.normal(np.where(y == 1, 1.5, -1.0), 1.0) + [[2.0, 0.0]]  # Effusion scores moved up on this site
+    p = _sigmoid(z)
+    source = choose_thresholds(y, _sigmoid(z - [[2.0, 0.0]]), names)  # the source site, before the move
+    sample, rest = draw_calibration_sample(y, 50, seed=0)
+    youden = recalibrated_thresholds(y[sample], p[sample], names, "youden", source)
+    for j, nm in enumerate(names):
+        sens, spec = _sens_spec(y[sample, j], p[sample, j], youden["thresholds"][nm])
+        assert sens + spec - 1 == pytest.approx(_youden_brute(y[sample, j], p[sample, j]))
+    assert youden["thresholds"]["Effusion"] > source["thresholds"]["Effusion"]  # follows the move
+    temp = recalibrated_thresholds(y[sample], p[sample], names, "temperature", source)
+    assert set(temp["params"]) == {"temperature"}  # one T for all findings (Guo et al.)
+    mapped = apply_temperature(p, temp["params"]["temperature"])
+    for nm, j in zip(names, range(2)):  # the threshold on p is the source cut-off on the mapped p
+        cut = source["thresholds"][nm]
+        assert np.array_equal(mapped[:, j] >= cut, p[:, j] >= temp["thresholds"][nm] - 1e-12)
+    none_positive = y.copy()
+    none_positive[:, 1] = 0
+    with pytest.raises(ValueError, match="class 'Cardiomegaly'.*all 50 images"):
+        recalibrated_thresholds(none_positive[sample], p[sample], names, "platt", source)
