@@ -9,6 +9,8 @@
   :func:`plot_reliability_diagram`;
   :func:`format_auc_table` / :func:`format_accuracy_table` — Markdown in the paper's layout;
   ``METRIC_PATH`` — the same metrics as an ``evaluate`` module: ``evaluate.load(METRIC_PATH, "multilabel")``.
+* :func:`recalibrated_operating_point` (``fit_platt``, ``fit_temperature``, Youden / keep-sensitivity),
+  :func:`draw_calibration_sample` — thresholds re-chosen on a small labelled sample of another site.
 * :func:`corrupt`, :func:`robustness_table` — Gaussian blur / noise, JPEG, contrast, motion blur at 5 severities.
 * :func:`compute_fid`, :func:`dataset_similarity`, :class:`EncoderFeatureExtractor` — image quality with
   a pluggable, always-named feature extractor; FAISS nearest-neighbour cosine similarity.
@@ -43,6 +45,13 @@ from .image_quality import (
 )
 from .operating_point import decision_metrics, resolve_operating_point
 from .plots import plot_reliability_diagram, plot_roc_curves
+from .recalibration import (
+    RECALIBRATION_METHODS,
+    draw_calibration_sample,
+    fit_platt,
+    fit_temperature,
+    recalibrated_operating_point,
+)
 from .reconstruction import masked_reconstruction_losses
 from .robustness import CORRUPTIONS, SEVERITY_PARAMS, corrupt, format_robustness_table, robustness_table
 
@@ -61,11 +70,16 @@ __all__ = [
     "CORRUPTIONS",
     "EncoderFeatureExtractor",
     "METRIC_PATH",
+    "RECALIBRATION_METHODS",
     "SEVERITY_PARAMS",
     "THRESHOLD_RULES",
     "calibration_metrics",
     "choose_thresholds",
     "decision_metrics",
+    "draw_calibration_sample",
+    "fit_platt",
+    "fit_temperature",
+    "recalibrated_operating_point",
     "expected_calibration_error",
     "load_thresholds",
     "masked_reconstruction_losses",

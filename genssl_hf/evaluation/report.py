@@ -39,6 +39,13 @@ from genssl_hf.evaluation.operating_point import (
     saved_operating_point,
 )
 from genssl_hf.evaluation.plots import plot_reliability_diagram, plot_roc_curves
+from genssl_hf.evaluation.recalibration_report import (
+    check_recalibration_request,
+    external_sample,
+    format_recalibration_table,
+    recalibration_results,
+    split_off_sample,
+)
 from genssl_hf.evaluation.report_inputs import (
     LoadedClassifier,
     _images_and_targets,
@@ -86,6 +93,7 @@ def _check_request(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
         raise ValueError("nothing to do: give --model with --dataset, and/or --quality_a/--quality_b with --extractor")
     if (args.quality_a or args.quality_b) and not (args.quality_a and args.quality_b and args.extractor):
         raise ValueError("image quality needs --quality_a, --quality_b and --extractor")
+    check_recalibration_request(args)
     out_dir = Path(args.output_dir)
     if out_dir.exists() and not args.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
@@ -108,6 +116,8 @@ def _evaluate_classifier(
             for i in range(0, len(images), args.per_device_eval_batch_size)
         ]
     )
+    # a labelled target sample drawn from these rows is left out of every score below
+    images, targets, probs, sample = split_off_sample(args, images, targets, probs)
     operating_point = resolve_operating_point(
         folder,
         label_names,
@@ -128,20 +138,11 @@ def _evaluate_classifier(
         seed=args.seed,
         calibration_bins=args.calibration_bins,
     )
+    if getattr(args, "recalibration_method", None):
+        sample = sample or external_sample(args, clf, lambda ds: _predictor(args, clf, ds, "--recalibration_split")())
+        m["recalibration"] = recalibration_results(args, targets, probs, label_names, operating_point, sample)
     m["model_folder"] = str(Path(folder).resolve())
-    np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
-    plot_roc_curves(
-        targets,
-        probs,
-        tmp / f"roc_{safe_file_name(name)}.png",
-        label_names=label_names,
-        title=f"ROC - {name} ({args.split}, n={len(targets)})",
-    )
-    plot_reliability_diagram(
-        m["calibration"],
-        tmp / f"reliability_{safe_file_name(name)}.png",
-        title=f"Reliability - {name} ({args.split}, n={len(targets)})",
-    )
+    _save_predictions_and_plots(args, name, targets, probs, label_names, m, tmp)
     robustness = None
     if args.robustness:
         sub = torch.from_numpy(sample_indices(len(images), args.robustness_max_samples, args.seed + 1))
@@ -172,6 +173,25 @@ def _evaluate_classifier(
     return m, robustness
 
 
+def _save_predictions_and_plots(
+    args: argparse.Namespace, name: str, targets, probs, label_names, m: dict[str, Any], tmp: Path
+) -> None:
+    """``predictions_<model>.npz``, the ROC curves and the reliability diagram of one classifier."""
+    np.savez_compressed(predictions_path(tmp, name), probs=probs, targets=targets)
+    plot_roc_curves(
+        targets,
+        probs,
+        tmp / f"roc_{safe_file_name(name)}.png",
+        label_names=label_names,
+        title=f"ROC - {name} ({args.split}, n={len(targets)})",
+    )
+    plot_reliability_diagram(
+        m["calibration"],
+        tmp / f"reliability_{safe_file_name(name)}.png",
+        title=f"Reliability - {name} ({args.split}, n={len(targets)})",
+    )
+
+
 def _classification_tables(args: argparse.Namespace, metrics_by_model: dict[str, dict[str, Any]]) -> list[str]:
     """The classification sections of ``tables.md``: AUC, accuracy / sensitivity, operating points,
     decisions, per-class decisions and calibration."""
@@ -198,6 +218,11 @@ def _classification_tables(args: argparse.Namespace, metrics_by_model: dict[str,
                 + format_per_class_decision_table(m["one_vs_rest"], with_ci=with_ci)
             )
     tables.append("### Calibration\n\n" + format_calibration_table(metrics_by_model))
+    if any("recalibration" in m for m in metrics_by_model.values()):
+        tables.append(
+            "### Operating points on this site: validation thresholds against thresholds re-chosen on a labelled "
+            "sample of it (percent)\n\n" + format_recalibration_table(metrics_by_model, with_ci=with_ci)
+        )
     return tables
 
 
@@ -316,15 +341,16 @@ def _threshold_split(args: argparse.Namespace, models: dict[str, str], loaded: d
         return None
 
 
-def _predictor(args: argparse.Namespace, clf: LoadedClassifier, split):
-    """``() -> (targets, probs)`` of the threshold split for this classifier (None without one)."""
+def _predictor(args: argparse.Namespace, clf: LoadedClassifier, split, option: str = "--threshold_split"):
+    """``() -> (targets, probs)`` of the threshold split (or the split ``option`` names) for this
+    classifier (None without one)."""
     if split is None:
         return None
 
     def predict() -> tuple[np.ndarray, np.ndarray]:
         images, targets, names, _ = _images_and_targets(split, clf.image_size, args.image_column, seed=args.seed)
         if names != clf.label_names:
-            raise ValueError(f"split {args.threshold_split!r} has classes {names}, the model {clf.label_names}")
+            raise ValueError(f"{option}: the split has classes {names}, the model {clf.label_names}")
         probs = np.concatenate(
             [
                 clf.predict(images[i : i + args.per_device_eval_batch_size])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genssl_hf.evaluation.recalibration import MIN_CALIBRATION_IMAGES, RECALIBRATION_METHODS
 from genssl_hf.evaluation.robustness import CORRUPTIONS
 from genssl_hf.training.thresholds import THRESHOLD_RULES
 from genssl_hf.typed_args import TypedArgumentParser
@@ -14,6 +15,7 @@ __all__ = [
     "EvalModelArguments",
     "EvalDataArguments",
     "EvalArguments",
+    "RecalibrationArguments",
     "RobustnessArguments",
     "QualityArguments",
     "build_parser",
@@ -101,6 +103,35 @@ class EvalArguments:
 
 
 @dataclass(kw_only=True)
+class RecalibrationArguments:
+    _argument_group_name = "operating points for another site (recalibration on a labelled target sample)"
+    recalibration_method: list[str] | None = field(
+        default=None,
+        metadata={
+            "nargs": "+",
+            "choices": list(RECALIBRATION_METHODS),
+            "help": "re-choose the thresholds on a small labelled sample of the evaluated site, by each method given, "
+            "and report them beside the validation thresholds (thresholds are site-specific)",
+        },
+    )
+    recalibration_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "where the labelled target sample comes from (a dataset spec as --dataset; default: --dataset). "
+            "Drawn from the evaluated split, the sample is left out of every score"
+        },
+    )
+    recalibration_split: str | None = field(
+        default=None, metadata={"help": "split of --recalibration_dataset (default: the evaluated --split)"}
+    )
+    recalibration_size: int = field(
+        default=50,
+        metadata={"help": f"labelled target images in the sample, drawn stratified (>= {MIN_CALIBRATION_IMAGES})"},
+    )
+    recalibration_seed: int = field(default=0, metadata={"help": "seed of the stratified draw"})
+
+
+@dataclass(kw_only=True)
 class RobustnessArguments:
     _argument_group_name = "robustness"
     robustness: bool = field(default=False, metadata={"help": "run the corruption benchmark (paper Table 8)"})
@@ -131,10 +162,19 @@ class QualityArguments:
 
 def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
-        [EvalModelArguments, EvalDataArguments, EvalArguments, RobustnessArguments, QualityArguments],
+        [
+            EvalModelArguments,
+            EvalDataArguments,
+            EvalArguments,
+            RecalibrationArguments,
+            RobustnessArguments,
+            QualityArguments,
+        ],
         prog="evaluate.py",
         description="Evaluate fine-tuned chest X-ray classifiers (paper metrics, ROC, robustness, attention) "
         "and generated-image quality (FID, FAISS similarity).",
     )
     renamed_options(p, {"--batch_size": "--per_device_eval_batch_size"})
-    return checked_parser(p)
+    return checked_parser(
+        p, {"recalibration_size": f">={MIN_CALIBRATION_IMAGES}", "recalibration_seed": "[0,4294967295]"}
+    )
