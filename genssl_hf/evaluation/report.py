@@ -39,6 +39,7 @@ from genssl_hf.evaluation.operating_point import (
     saved_operating_point,
 )
 from genssl_hf.evaluation.plots import plot_reliability_diagram, plot_roc_curves
+from genssl_hf.evaluation.recalibration import SITE_NOTE
 from genssl_hf.evaluation.recalibration_report import (
     check_recalibration_request,
     external_sample,
@@ -204,7 +205,9 @@ def _classification_tables(args: argparse.Namespace, metrics_by_model: dict[str,
         + format_accuracy_table(metrics_by_model, sensitivity_classes=args.sensitivity_classes, with_ci=with_ci)
     )
     tables.append(
-        "### Operating points (thresholds chosen on validation)\n\n" + format_operating_point_table(metrics_by_model)
+        "### Operating points (thresholds chosen on validation)\n\n"
+        + format_operating_point_table(metrics_by_model)
+        + f"\n{SITE_NOTE}\n"
     )
     tables.append(
         "### Decisions at the operating points, macro average (percent)\n\n"
