@@ -202,7 +202,7 @@ def test_an_unknown_option_gets_the_closest_known_ones(capsys):
     assert "--bllr (did you mean '--base_learning_rate' or '--learning_rate'?)" in capsys.readouterr().err
     problems = check_options(build_parser(), {"epochz": 3, "blr": 1e-3}, "finetune.args")
     assert problems == [
-        "finetune.args.epochz: unknown option of finetune.py (did you mean 'num_train_epochs'?)",
+        "finetune.args.epochz: unknown option of genssl finetune (did you mean 'num_train_epochs'?)",
         "finetune.args.blr: renamed: use base_learning_rate",
     ]
 

@@ -54,7 +54,7 @@ def test_config_file_is_typed_and_the_command_line_wins(tmp_path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("num_train_epoch: 3", "num_train_epoch: unknown option of finetune.py (did you mean 'num_train_epochs'?)"),
+        ("num_train_epoch: 3", "num_train_epoch: unknown option of genssl finetune (did you mean 'num_train_epochs'?)"),
         ("seed: abc", "seed: not a valid int: 'abc'"),
         ("hflip: 2", "hflip: must be in [0, 1], got 2"),
         ("mode: probe", "mode: 'probe' is not one of"),

@@ -80,7 +80,7 @@ class ProbeArguments:
 def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
         [ProbeModelArguments, ProbeDataArguments, ProbeArguments],
-        prog="probe_encoders.py",
+        prog="genssl probe",
         description="Frozen-feature quality of encoders: weighted kNN and a linear probe (C chosen on validation) "
         "at fine-tuning's label fractions; test mean ROC AUC per encoder x fraction x seed.",
     )

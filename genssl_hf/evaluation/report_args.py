@@ -170,7 +170,7 @@ def build_parser() -> TypedArgumentParser:
             RobustnessArguments,
             QualityArguments,
         ],
-        prog="evaluate.py",
+        prog="genssl evaluate",
         description="Evaluate fine-tuned chest X-ray classifiers (paper metrics, ROC, robustness, attention) "
         "and generated-image quality (FID, FAISS similarity).",
     )

@@ -20,7 +20,7 @@ from .stage import REAL_DATA_ENV
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="publish",
+        prog="genssl publish",
         description="Publish a genssl_hf artifact folder to the Hugging Face Hub (private by default), "
         "or write exactly the folder that would be uploaded (--dry_run DIR). Every outgoing file is "
         "checked for report text and pixels of the real data given with --real_data.",

@@ -100,7 +100,7 @@ OLD_SPELLINGS = {
 def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
         [PromptSetArguments, ElaboratedArguments, PromptHubArguments],
-        prog="build_prompts.py",
+        prog="genssl prompts",
         description="Build a GEN-SSL prompt set (disease: 5, heuristic: 30, elaborated: ~66) and save it as a folder "
         "with prompts.json and a README card.",
     )

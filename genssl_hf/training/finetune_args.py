@@ -327,7 +327,7 @@ def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
         FINETUNE_ARGUMENTS,
         defaults=dict(mixed_precision="no", checkpointing_steps=0),
-        prog="finetune.py",
+        prog="genssl finetune",
         description="Fine-tune or linear-probe a ViT (genssl_hf MAE, any ViT folder, or random init) on chest X-rays.",
     )
     renamed_options(p, RENAMED_OPTIONS)

@@ -128,7 +128,7 @@ OLD_SPELLINGS = {
 def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
         [GenerateArguments, SamplingArguments, DatasetWriteArguments],
-        prog="generate_dataset.py",
+        prog="genssl generate",
         description="Generate chest X-rays with a text-to-image pipeline into a sharded, resumable Hugging Face "
         "dataset (parquet + card). Run under `accelerate launch` to split the work over processes.",
     )
