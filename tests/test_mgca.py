@@ -339,6 +339,33 @@ def test_mgca_heads_reject_what_they_cannot_honour():
 
 # ----------------------------------------------------------------------------- pre-training
 @pytest.mark.slow
+def test_prototypes_train_only_from_the_cpa_start_step_and_cnn_towers_fall_back_to_uniform(tmp_path):
+    """A ConvNeXt image tower (no [CLS] attention: uniform patch weights) with a trainable tiny BERT: the
+    prototypes keep their initial values while CPA waits (equal to a run without CPA) and move once it
+    joins."""
+    from safetensors.torch import load_file
+
+    from genssl_hf.training.vlp import build_parser, pretrain_vlp
+
+    base = ["--loss", "mgca", "--pairs", "phantom:16", "--model", "cnn-tiny", "--image_size", "32"]
+    base += ["--text_tower", "tiny-bert", "--per_device_train_batch_size", "8", "--max_steps", "2"]
+    base += ["--checkpointing_steps", "0", "--figure", "off", "--num_threads", "1", "--learning_rate", "1e-2"]
+    protos = {}
+    for name, extra in (("waits", ["--mgca_cpa_start_step", "5"]), ("off", ["--mgca_cpa_weight", "0"])):
+        out = tmp_path / name
+        pretrain_vlp(build_parser().parse_args([*base, *extra, "--output_dir", str(out)]))
+        protos[name] = load_file(str(out / "mgca_heads.safetensors"))["prototypes.weight"]
+    out = tmp_path / "joins"
+    summary = pretrain_vlp(build_parser().parse_args([*base, "--mgca_cpa_start_step", "0", "--output_dir", str(out)]))
+    protos["joins"] = load_file(str(out / "mgca_heads.safetensors"))["prototypes.weight"]
+    assert torch.equal(protos["waits"], protos["off"])
+    assert not torch.allclose(protos["joins"], protos["waits"])
+    assert math.isfinite(summary["final_loss"])
+    loss_cfg = json.loads((out / "run_config.json").read_text())["loss"]
+    assert loss_cfg["token_weight_sources"] == {"image": "uniform", "text": "cls-attention"}
+
+
+@pytest.mark.slow
 def test_mgca_pretraining_retrieves_above_chance_and_exports(tmp_path):
     from transformers import VisionTextDualEncoderModel, ViTModel
 
