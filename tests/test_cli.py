@@ -195,6 +195,14 @@ def test_pretrain_vision_language_methods(tmp_path, method):
     )
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["args"]["loss"] == method and run_config["args"]["max_steps"] == 3
+    # the run config replays: its top-level ``loss`` record is not mistaken for a --loss option
+    from genssl_hf.cli.pretrain import _expand_config_file
+    from genssl_hf.training.vlp import build_parser
+
+    argv = _expand_config_file([str(out / "run_config.json"), "--output_dir", str(tmp_path / "again")])
+    assert argv[:2] == ["--method", method] and "--loss" not in argv
+    replay = build_parser().parse_args(["--loss", method, *argv[2:]])
+    assert (replay.max_steps, replay.pairs, replay.output_dir) == (3, "phantom:32", str(tmp_path / "again"))
 
 
 @pytest.mark.slow

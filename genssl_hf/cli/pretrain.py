@@ -46,13 +46,15 @@ def _expand_config_file(argv: list[str]) -> list[str]:
     typed = argparse.ArgumentParser(add_help=False)
     typed.add_argument("--method")
     recorded = options.get("args") if isinstance(options.get("args"), dict) else {}  # a run's run_config.json
-    method = typed.parse_known_args(rest)[0].method or options.get("method") or recorded.get("method")
+    vlp_loss = recorded.get("loss") if recorded.get("loss") in VLP_METHODS else None  # a VLP run records its loss
+    method = typed.parse_known_args(rest)[0].method or options.get("method") or recorded.get("method") or vlp_loss
     options = {k: v for k, v in options.items() if k != "method"}
     if method not in method_names():
         raise ConfigFileError(f"config file {path}: method must be one of {', '.join(method_names())}, got {method!r}")
     if method in VLP_METHODS and recorded:  # a VLP run's recorded loss is its method
         options = {**options, "args": {k: v for k, v in recorded.items() if k != "loss"}}
-    if method in VLP_METHODS and "loss" in options:
+    # a run config's top-level ``loss`` is the record of the loss settings, not an option
+    if method in VLP_METHODS and "loss" in options and not recorded:
         raise ConfigFileError(f"config file {path}: loss: method {method} sets the VLP loss; drop loss")
     file_argv = checked_config_argv(_method_parser(method), options, path)
     return ["--method", method, *file_argv, *rest]
