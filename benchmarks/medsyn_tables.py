@@ -37,20 +37,20 @@ import time
 from pathlib import Path
 
 REAL_DOMAIN = {"exposure": [1.2, 1.6], "gamma": [1.15, 1.4]}
-# name -> (backbone preset, pre-training method, pair / image source, trained?); the table order
+# name -> (backbone preset, pre-training method, pair / image source, trained?); the table and job order
 ENCODERS = {
     "random-init": ("tiny", "convirt", "real", False),
     "convirt-real": ("tiny", "convirt", "real", True),
     "convirt-generated": ("tiny", "convirt", "generated", True),
     "gloria-real": ("tiny", "gloria", "real", True),
     "gloria-generated": ("tiny", "gloria", "generated", True),
-    "mgca-real": ("tiny", "mgca", "real", True),
-    "mgca-generated": ("tiny", "mgca", "generated", True),
     "mae": ("tiny", "mae", "real", True),
     "resnet-random-init": ("resnet-tiny", "moco_v2", "real", False),
     "resnet-mocov2-real": ("resnet-tiny", "moco_v2", "real", True),
+    "mgca-real": ("tiny", "mgca", "real", True),  # last: added after the others (issue 32's MGCA rows)
+    "mgca-generated": ("tiny", "mgca", "generated", True),
 }
-DEFAULT_ENCODERS = [e for e in ENCODERS if not e.startswith("mgca")]  # MGCA: once the package has it
+DEFAULT_ENCODERS = list(ENCODERS)
 VLP_METHODS = ("convirt", "gloria", "mgca")
 TASKS = {"segment": "dense_segmentation.json", "detect": "dense_detection.json", "probe": "frozen_features.json"}
 
@@ -258,12 +258,10 @@ def budget(out: Path, cfg: argparse.Namespace) -> dict:
     if job:
         job()
     jobs: dict[str, list] = {"detect": [], "segment": []}
-    found: dict = {}
     for n_train in cfg.budget_train_sizes:
         data = dense_data(out, n_train)
         for task, steps in (("segment", cfg.dense_steps), ("detect", cfg.detect_steps)):
             folder = out / "budget" / f"{task}-n{n_train}-steps{steps}"
-            found[f"{task} n={n_train} steps={steps}"] = folder / TASKS[task]
             if (folder / TASKS[task]).is_file():
                 continue
             argv = [task, "--model", f"random-init={_tower(out, 'random-init', 0)}", "--dataset", str(data)]
@@ -271,19 +269,30 @@ def budget(out: Path, cfg: argparse.Namespace) -> dict:
             argv += ["--per_device_train_batch_size", "16", "--overwrite", "--output_dir", str(folder)]
             jobs[task].append(lambda a=argv, f=folder: _cli(a, f / "log.txt"))
     _run_queues(list(jobs.values()), cfg.parallel)
+    result = budget_results(out)
+    for key, cell in result.items():
+        print(f"[medsyn] budget (validation split) {key}: {cell}", flush=True)
+    return result
+
+
+def budget_results(out: Path) -> dict:
+    """``{"<task>-n<N>-steps<K>": {metric, encoder, baseline}}`` from every budget check on disk."""
     result = {}
-    for key, path in found.items():
+    for path in sorted((out / "budget").glob("*/dense_*.json")):
         row = next(iter(json.loads(path.read_text())["encoders"].values()))["rows"][0]
         metric = "dice" if "dice" in row["scores"] else "map"
-        result[key] = {"encoder": round(row["scores"][metric], 4), "baseline": round(row["baseline"][metric], 4)}
-        print(f"[medsyn] budget (validation split) {key}: {metric} {result[key]}", flush=True)
+        result[path.parent.name] = {
+            "metric": metric,
+            "encoder": round(row["scores"][metric], 4),
+            "baseline": round(row["baseline"][metric], 4),
+        }
     return result
 
 
 def pretrain_all(out: Path, cfg: argparse.Namespace) -> None:
     jobs = [pretrain_job(out, e, s, cfg.num_pairs, cfg.max_steps) for e in cfg.encoders for s in cfg.seeds]
     jobs = [j for j in jobs if j]
-    _run_queues([jobs[0::2], jobs[1::2]], cfg.parallel)
+    _run_queues([jobs[0::2], jobs[1::2]] if cfg.parallel else [jobs], cfg.parallel)
 
 
 def _claim(path: Path) -> bool:
@@ -472,6 +481,7 @@ def main(argv=None) -> int:
         row = {"name": args.record, "unit": "AUC / Dice / mAP, mean and 95 % t-interval over paired seeds"}
         row["command"] = "python benchmarks/medsyn_tables.py --parallel (then --tables_only --record NAME)"
         row["config"] = {k: str(v) for k, v in vars(args).items()}
+        row["budget_check_validation_split"] = budget_results(args.out)
         row["tables"] = {
             t: {e: {str(f): c for f, c in cells.items()} for e, cells in rows.items()} for t, rows in tables.items()
         }
