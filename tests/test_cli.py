@@ -156,10 +156,10 @@ def test_pretrain_every_method_three_steps_then_automodel_loads_it(tmp_path, ima
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["convirt", "clip", "gloria"])
+@pytest.mark.parametrize("method", ["convirt", "clip", "gloria", "mgca"])
 def test_pretrain_vision_language_methods(tmp_path, method):
-    """``genssl pretrain --method convirt|clip|gloria`` trains the dual encoder with that loss (GLoRIA
-    here through its uncached text path: the random tiny BERT trains)."""
+    """``genssl pretrain --method convirt|clip|gloria|mgca`` trains the dual encoder with that loss
+    (GLoRIA and MGCA here through their uncached text path: the random tiny BERT trains)."""
     out = tmp_path / "vlp"
     assert (
         main(

@@ -99,5 +99,5 @@ COMMANDS: dict[str, Command] = {
     "list": Command("genssl_hf.cli.listing:main", "list the registered methods, models, dataset schemes and presets"),
 }
 
-# Vision-language pre-training runs through ``genssl pretrain --method convirt|clip`` (its --loss).
-VLP_METHODS = ("convirt", "clip", "gloria")
+# Vision-language pre-training runs through ``genssl pretrain --method convirt|clip|gloria|mgca`` (its --loss).
+VLP_METHODS = ("convirt", "clip", "gloria", "mgca")

@@ -64,18 +64,19 @@ def attach_local_heads(model, num_processes: int = 1, loss_cfg: dict[str, Any] |
     return heads
 
 
-def save_local_heads(model, out: Path) -> Path | None:
-    """Detach the local heads from ``model`` (so that the model folder is the stock dual encoder) and
-    save them to ``out / LOCAL_HEADS_FILE`` via a temporary file; None when the model has none."""
+def save_local_heads(model, out: Path, attr: str = LOCAL_ATTR, filename: str = LOCAL_HEADS_FILE) -> Path | None:
+    """Detach the side heads ``model.<attr>`` (GLoRIA's local heads by default) from ``model`` (so that
+    the model folder is the stock dual encoder) and save them to ``out / filename`` via a temporary
+    file; None when the model has none."""
     import os
 
     from safetensors.torch import save_file
 
-    heads = getattr(model, LOCAL_ATTR, None)
+    heads = getattr(model, attr, None)
     if heads is None:
         return None
-    delattr(model, LOCAL_ATTR)
-    path = Path(out) / LOCAL_HEADS_FILE
+    delattr(model, attr)
+    path = Path(out) / filename
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in heads.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
@@ -132,10 +133,13 @@ class FrozenTokenFeatures:
                     max_length=max_length,
                     return_tensors="pt",
                 ).to(device)
-                hidden = text_model(**tok).last_hidden_state.float()
-                for h, n in zip(hidden, tok["attention_mask"].sum(dim=1).tolist()):
-                    self.features.append(h[: int(n)].clone())
+                self.features.extend(self._rows(text_model, tok))
         text_model.train(was_training)
+
+    def _rows(self, text_model: nn.Module, tok) -> list[torch.Tensor]:
+        """Each report's cached rows (its tokens, unpadded): here the last hidden states."""
+        hidden = text_model(**tok).last_hidden_state.float()
+        return [h[: int(n)].clone() for h, n in zip(hidden, tok["attention_mask"].sum(dim=1).tolist())]
 
     def __len__(self) -> int:
         return len(self.features)

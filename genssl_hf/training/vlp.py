@@ -1,4 +1,4 @@
-"""Image-report contrastive pre-training (ConVIRT / CLIP / GLoRIA) as a transformers
+"""Image-report contrastive pre-training (ConVIRT / CLIP / GLoRIA / MGCA) as a transformers
 ``VisionTextDualEncoderModel``: the trainer and its command line.
 
 The model is the stock ``VisionTextDualEncoderModel`` (so the output folder loads with
@@ -21,7 +21,8 @@ text (by a hash, so it works across processes); without duplicates this is the p
 
 Reports longer than the text tower's limit are truncated when tokenised; the run config and the card
 record how many were. The engine task is :class:`genssl_hf.training.vlp_task.VLPTask`; ``gloria`` adds
-word-to-region attention and a local loss (:mod:`genssl_hf.training.gloria`).
+word-to-region attention and a local loss (:mod:`genssl_hf.training.gloria`); ``mgca`` token-wise
+cross-attention and prototype losses (:mod:`genssl_hf.training.mgca`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from genssl_hf.training.dual_encoder import (
     truncation_stats,
 )
 from genssl_hf.training.gloria import attach_local_heads, gloria_task, save_local_heads
+from genssl_hf.training.mgca import attach_mgca_heads, mgca_settings, mgca_task, save_mgca_heads, token_weight_sources
 from genssl_hf.training.optim import build_optimizer
 from genssl_hf.training.recipe import Method, adain_record, reference_processor, train
 from genssl_hf.training.vlp_args import build_parser
@@ -83,6 +85,7 @@ def _loss_settings(args) -> dict[str, Any]:
         s["image_to_text_weight"] = float(args.image_to_text_weight)
     s["dedupe_targets"] = args.dedupe_targets == "on"
     s["name"] = args.loss
+    s.update(mgca_settings(args, args.loss))
     return s
 
 
@@ -134,6 +137,9 @@ class VLPMethod(Method):
         )
         if loss_cfg["name"] == "gloria":
             attach_local_heads(model, accelerator.num_processes, loss_cfg)
+        if loss_cfg["name"] == "mgca":
+            attach_mgca_heads(model, accelerator.num_processes, loss_cfg)
+            loss_cfg["token_weight_sources"] = token_weight_sources(model, loss_cfg)
         run["image_size"] = int(model.config.vision_config.image_size)
         run["max_length"] = text_max_length(run["tokenizer"], model, args.max_text_length)
         run["truncation"] = truncation_stats(run["tokenizer"], run["data"].texts, run["max_length"])
@@ -171,7 +177,9 @@ class VLPMethod(Method):
         return {"desc": f"VLP {args.loss}", "progress_keys": ("train/loss", "train/temperature")}
 
     def after_prepare(self, args: argparse.Namespace, run: dict[str, Any], accelerator) -> None:
-        reference = run["reference"]
+        reference, loss_cfg = run["reference"], run["loss_cfg"]
+        if loss_cfg["name"] == "mgca" and loss_cfg["cpa_start_step"] is None:  # one epoch of warm-up, as the paper
+            loss_cfg["cpa_start_step"] = max(1, run["batches_per_epoch"] // accelerator.gradient_accumulation_steps)
         run["augment"] = MAEAugment(
             run["image_size"],
             scale=(args.crop_scale_min, 1.0),
@@ -214,6 +222,8 @@ class VLPMethod(Method):
     def build_task(self, args: argparse.Namespace, run: dict[str, Any], accelerator):
         if run["loss_cfg"]["name"] == "gloria":
             return gloria_task(run["augment"], accelerator.device, run, run["unwrapped"])
+        if run["loss_cfg"]["name"] == "mgca":
+            return mgca_task(run["augment"], accelerator.device, run, run["unwrapped"])
         return VLPTask(
             run["augment"],
             accelerator.device,
@@ -230,6 +240,12 @@ class VLPMethod(Method):
             "total_steps": run["schedule"]["total_steps"],
             "final_loss": state.last_loss,
             "loss_curve": [(h["step"], h["train/loss"]) for h in result.history if "train/loss" in h],
+            "loss_parts": {  # GLoRIA's local / global, MGCA's ita / cta / cpa
+                k[len("train/") :]: [(h["step"], h[k]) for h in result.history if k in h]
+                for k in sorted(
+                    {k for h in result.history for k in h if k.startswith("train/") and k.endswith("_loss")}
+                )
+            },
             "temperature": float(1.0 / run["unwrapped"].logit_scale.detach().exp()),
             "pairs_per_second": result.summary["images_per_second"],
             "train_seconds": result.summary["train_seconds"],
@@ -250,6 +266,7 @@ class VLPMethod(Method):
             "section": args.section,
         }
         save_local_heads(unwrapped, out)  # GLoRIA's, beside the stock dual encoder
+        save_mgca_heads(unwrapped, out)  # MGCA's local heads and prototypes, likewise
         save_dual_encoder(unwrapped, processor, tokenizer, out, vlp_config)
         if args.figure == "on":
             path = out / "similarity.png"

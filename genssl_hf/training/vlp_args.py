@@ -18,6 +18,7 @@ __all__ = [
     "VlpPairArguments",
     "VlpModelArguments",
     "VlpLossArguments",
+    "VlpMgcaArguments",
     "VlpTrainingArguments",
     "VlpOutputArguments",
     "build_parser",
@@ -83,13 +84,37 @@ class VlpLossArguments:
         metadata={
             "choices": sorted(LOSS_PRESETS),
             "help": "convirt: T=0.1 fixed, lambda=0.75; clip: learnable T, lambda=0.5; "
-            "gloria: global + local (word-region) losses",
+            "gloria: global + local (word-region) losses; mgca: instance + token + prototype alignment",
         },
     )
     temperature: float | None = field(default=None, metadata={"help": "override the preset's (initial) temperature"})
     image_to_text_weight: float | None = field(default=None, metadata={"help": "override lambda"})
     dedupe_targets: Literal["on", "off"] = field(
         default="on", metadata={"help": "identical reports are positives, not negatives"}
+    )
+
+
+@dataclass(kw_only=True)
+class VlpMgcaArguments:
+    """MGCA's options (``--method mgca`` only; unset: the paper's value, see ``mgca_loss.MGCA_LOSS``)."""
+
+    _argument_group_name = "MGCA (--method mgca; unset: the defaults of genssl_hf.training.mgca_loss)"
+    mgca_ita_weight: float | None = field(default=None, metadata={"help": "weight of the instance loss (1)"})
+    mgca_cta_weight: float | None = field(default=None, metadata={"help": "weight of the token loss (1)"})
+    mgca_cpa_weight: float | None = field(default=None, metadata={"help": "weight of the prototype loss (1)"})
+    mgca_num_prototypes: int | None = field(default=None, metadata={"help": "prototypes K (64; paper 500)"})
+    mgca_local_temperature: float | None = field(default=None, metadata={"help": "token-level temperature (0.1)"})
+    mgca_prototype_temperature: float | None = field(
+        default=None, metadata={"help": "swapped-prediction temperature (0.2)"}
+    )
+    mgca_sinkhorn_epsilon: float | None = field(default=None, metadata={"help": "Sinkhorn epsilon (0.05)"})
+    mgca_sinkhorn_iterations: int | None = field(default=None, metadata={"help": "Sinkhorn iterations (3)"})
+    mgca_cpa_start_step: int | None = field(
+        default=None, metadata={"help": "optimiser step from which CPA joins the loss (default: one epoch)"}
+    )
+    mgca_token_weights: Literal["attention", "uniform"] | None = field(
+        default=None,
+        metadata={"help": "token importance: last-layer [CLS] attention (uniform where a tower has none) or uniform"},
     )
 
 
@@ -110,8 +135,8 @@ class VlpOutputArguments:
 
 def build_parser() -> TypedArgumentParser:
     p = TypedArgumentParser(
-        [VlpPairArguments, VlpModelArguments, VlpLossArguments],
-        description="Image-report contrastive pre-training (ConVIRT / CLIP) -> VisionTextDualEncoderModel",
+        [VlpPairArguments, VlpModelArguments, VlpLossArguments, VlpMgcaArguments],
+        description="Image-report pre-training (ConVIRT / CLIP / GLoRIA / MGCA) -> VisionTextDualEncoderModel",
     )
     g = add_optimisation_args(
         p,

@@ -30,6 +30,9 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # GLoRIA (Huang et al. 2021): the global part, tau3 = 10 fixed, both directions; its local loss and
     # the other temperatures in :mod:`genssl_hf.training.gloria_loss`
     "gloria": {"temperature": 0.1, "learnable_temperature": False, "image_to_text_weight": 0.5, **GLORIA_LOSS},
+    # MGCA (Wang et al. 2022): ITA at temperature 0.07 fixed, both directions summed; its token and
+    # prototype losses and their settings in :mod:`genssl_hf.training.mgca_loss`
+    "mgca": {"temperature": 0.07, "learnable_temperature": False, "image_to_text_weight": 0.5},
 }
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp on the learnable logit scale
 
