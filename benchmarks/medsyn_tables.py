@@ -52,6 +52,7 @@ ENCODERS = {
 }
 DEFAULT_ENCODERS = list(ENCODERS)
 VLP_METHODS = ("convirt", "gloria", "mgca")
+TIMINGS: list[Path] = []  # set by main: out / "timings.jsonl", one line per finished command
 TASKS = {"segment": "dense_segmentation.json", "detect": "dense_detection.json", "probe": "frozen_features.json"}
 
 
@@ -66,7 +67,12 @@ def _cli(argv: list[str], log: Path | None = None) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as handle:
             subprocess.run([sys.executable, "-c", code, *argv], check=True, env=env, stdout=handle, stderr=handle)
-    print(f"[medsyn] {argv[0]} {argv[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds = time.perf_counter() - t0
+    print(f"[medsyn] {argv[0]} {argv[-1]}: {seconds:.0f} s", flush=True)
+    if TIMINGS:  # one short line per append: whole lines even with two writers
+        line = {"command": argv[0], "output": argv[-1], "seconds": round(seconds, 1), "load": os.getloadavg()[0]}
+        with open(TIMINGS[0], "a") as handle:
+            handle.write(json.dumps(line) + "\n")
 
 
 def _run_queues(queues: list[list], parallel: bool) -> None:
@@ -411,6 +417,31 @@ def collect(out: Path) -> dict:
     return tables
 
 
+def wall_times(out: Path) -> dict:
+    """Per command kind (pretrain per encoder, segment / detect / probe): job count, median and total
+    seconds, and the load average range, from ``timings.jsonl``."""
+    import statistics
+
+    groups: dict = {}
+    path = out / "timings.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        job = json.loads(line)
+        parts = Path(job["output"]).parts
+        key = job["command"] if job["command"] != "pretrain" else f"pretrain {parts[-2]}"
+        groups.setdefault(key, []).append(job)
+    return {
+        key: {
+            "jobs": len(jobs),
+            "median_s": round(statistics.median(j["seconds"] for j in jobs), 1),
+            "total_s": round(sum(j["seconds"] for j in jobs), 1),
+            "load": [round(min(loads), 1), round(max(loads), 1)]
+            if (loads := [j["load"] for j in jobs if j.get("load")])
+            else None,
+        }
+        for key, jobs in sorted(groups.items())
+    }
+
+
 def markdown(tables: dict) -> str:
     lines = []
     for table, rows in tables.items():
@@ -455,6 +486,7 @@ def main(argv=None) -> int:
     if min(args.seeds) < 0 or args.dense_train < 10:
         p.error("--seeds must be >= 0 and --dense_train >= 10")
     args.out.mkdir(parents=True, exist_ok=True)
+    TIMINGS[:] = [args.out / "timings.jsonl"]
     t0 = time.perf_counter()
     if not args.tables_only:
         if "data" in args.stages:
@@ -476,12 +508,14 @@ def main(argv=None) -> int:
     print(text)
     if args.record:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from machine import record_results
+        from machine import finish, machine_info, record_results
 
         row = {"name": args.record, "unit": "AUC / Dice / mAP, mean and 95 % t-interval over paired seeds"}
         row["command"] = "python benchmarks/medsyn_tables.py --parallel (then --tables_only --record NAME)"
         row["config"] = {k: str(v) for k, v in vars(args).items()}
         row["budget_check_validation_split"] = budget_results(args.out)
+        row["wall_seconds"] = wall_times(args.out)
+        row["machine"] = finish(machine_info(peaks=False))
         row["tables"] = {
             t: {e: {str(f): c for f, c in cells.items()} for e, cells in rows.items()} for t, rows in tables.items()
         }
