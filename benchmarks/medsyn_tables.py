@@ -4,9 +4,9 @@ ConVIRT and GLoRIA image towers are pre-trained on (a) real-domain phantom image
 (b) images generated from **the same reports** by the shipped phantom text-to-image generator
 (``generate_dataset(..., reports=...)``, joined back by SHA-256: ``--pairs generated:DIR --reports``).
 Each frozen image tower, a random-init tower (the same initial weights: one step at learning rate 0),
-a quick MAE encoder and ResNet-tiny rows (random init, MoCo v2 on the real-domain images) are then
-scored by ``genssl probe`` (linear-probe AUC), ``genssl segment`` (Dice) and ``genssl detect`` (mAP
-over IoU 0.40-0.75) at 1 / 10 / 100 % labels.
+a quick MAE encoder and ResNet-tiny rows (random init; MoCo v2 and SimCLR on the real-domain images)
+are then scored by ``genssl probe`` (linear-probe AUC), ``genssl segment`` (Dice) and ``genssl
+detect`` (mAP over IoU 0.40-0.75) at 1 / 10 / 100 % labels.
 
 **Paired seeds.** Seed ``s`` (0, 1, 2) pre-trains every encoder (``--seed s``: initial weights,
 crops, batch order) *and* draws the labelled subset and the decoder that scores it, so each cell
@@ -47,6 +47,7 @@ ENCODERS = {
     "mae": ("tiny", "mae", "real", True),
     "resnet-random-init": ("resnet-tiny", "moco_v2", "real", False),
     "resnet-mocov2-real": ("resnet-tiny", "moco_v2", "real", True),
+    "resnet-simclr-real": ("resnet-tiny", "simclr", "real", True),
     "mgca-real": ("tiny", "mgca", "real", True),  # last: added after the others (issue 32's MGCA rows)
     "mgca-generated": ("tiny", "mgca", "generated", True),
 }
@@ -218,8 +219,10 @@ def pretrain_job(out: Path, name: str, seed: int, n: int, steps: int):
     argv += ["--per_device_train_batch_size", "64"]
     if method == "mae":
         argv += ["--learning_rate", "1.5e-3"]
-    else:  # MoCo v2, its tiny recipe; a 256-key queue: under one epoch of 384 images (no stale self-keys)
-        argv += ["--queue_size", "256", "--figure", "off", *lr0]
+    else:  # the contrastive methods at their tiny recipes
+        argv += ["--figure", "off", *lr0]
+    if method == "moco_v2":  # a 256-key queue: under one epoch of 384 images (no stale self-keys)
+        argv += ["--queue_size", "256"]
     argv += ["--output_dir", str(tower)]
     return lambda: _cli(argv, log)
 
@@ -442,6 +445,14 @@ def wall_times(out: Path) -> dict:
     }
 
 
+def _cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    if c["n"] < 2:
+        return f"{c['mean']:.3f} (1 seed)"
+    return f"{c['mean']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]" + ("" if c["n"] == 3 else f" ({c['n']} seeds)")
+
+
 def markdown(tables: dict) -> str:
     lines = []
     for table, rows in tables.items():
@@ -449,15 +460,11 @@ def markdown(tables: dict) -> str:
         if not fractions:
             lines += [f"**{table}**: not run (no output found)", ""]
             continue
-        lines += [f"**{table}** (mean [95 % t-interval] over seeds)", ""]
+        lines += [f"**{table}** (mean [95 % t-interval] over the paired seeds)", ""]
         lines += ["| encoder | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |"]
         lines += ["|---" * (len(fractions) + 1) + "|"]
         for name, cells in rows.items():
-            text = [
-                f"{c['mean']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]" if (c := cells.get(f)) else "-"
-                for f in fractions
-            ]
-            lines.append(f"| {name} | " + " | ".join(text) + " |")
+            lines.append(f"| {name} | " + " | ".join(_cell(cells.get(f)) for f in fractions) + " |")
         lines.append("")
     return "\n".join(lines)
 
