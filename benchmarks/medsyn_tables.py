@@ -379,7 +379,7 @@ def _mean_ci(values) -> dict:
 
 
 def _cells(out: Path, task: str, name: str) -> tuple[dict, dict]:
-    """``{fraction: [score per seed]}`` for the encoder and for the trivial baseline, from every
+    """``{fraction: {seed: score}}`` for the encoder and for the trivial baseline, from every
     ``<task>/<name>/seed*`` folder (each holds one seed)."""
     scores: dict = {}
     baseline: dict = {}
@@ -387,14 +387,44 @@ def _cells(out: Path, task: str, name: str) -> tuple[dict, dict]:
         table = json.loads(path.read_text())
         if task == "probe":
             for row in table["rows"]:
-                scores.setdefault(row["fraction"], []).append(row["probe_auc"])
+                scores.setdefault(row["fraction"], {})[row["seed"]] = row["probe_auc"]
             continue
         for enc in table["encoders"].values():
             for row in enc["rows"]:
                 metric = "dice" if "dice" in row["scores"] else "map"
-                scores.setdefault(row["fraction"], []).append(row["scores"][metric])
+                scores.setdefault(row["fraction"], {})[row["seed"]] = row["scores"][metric]
                 baseline.setdefault(row["fraction"], {})[row["seed"]] = row["baseline"][metric]
     return scores, baseline
+
+
+# paired contrasts (a - b): the same seed pre-trained both from the same initial weights (ViT rows:
+# random-init is their step-0 tower) and scored them on the same labelled subset with the same decoder seed
+CONTRASTS = (
+    ("convirt-generated", "convirt-real"),
+    ("gloria-generated", "gloria-real"),
+    ("mgca-generated", "mgca-real"),
+    ("gloria-real", "convirt-real"),
+    ("gloria-generated", "convirt-generated"),
+    *((e, "random-init") for e in ("convirt-real", "convirt-generated", "gloria-real", "gloria-generated", "mae")),
+    ("resnet-simclr-real", "resnet-random-init"),
+    ("resnet-mocov2-real", "resnet-random-init"),
+)
+
+
+def paired_differences(out: Path) -> dict:
+    """``{task: {"a - b": {fraction: mean/ci95/n}}}`` over the seeds both rows have."""
+    result: dict = {}
+    for task in TASKS:
+        for a, b in CONTRASTS:
+            (sa, _), (sb, _) = _cells(out, task, a), _cells(out, task, b)
+            cells = {}
+            for f in sorted(set(sa) & set(sb)):
+                seeds = sorted(set(sa[f]) & set(sb[f]))
+                if seeds:
+                    cells[f] = _mean_ci([sa[f][s] - sb[f][s] for s in seeds])
+            if cells:
+                result.setdefault(task, {})[f"{a} - {b}"] = cells
+    return result
 
 
 def collect(out: Path) -> dict:
@@ -411,7 +441,7 @@ def collect(out: Path) -> dict:
         for name in ENCODERS:
             scores, baseline = _cells(out, task, name)
             if scores:
-                tables[title][name] = {f: _mean_ci(v) for f, v in sorted(scores.items())}
+                tables[title][name] = {f: _mean_ci(list(v.values())) for f, v in sorted(scores.items())}
             for f, by_seed in baseline.items():
                 for seed, value in by_seed.items():
                     if abs(per_seed.setdefault(f, {}).setdefault(seed, value) - value) > 1e-9:
@@ -455,7 +485,7 @@ def _cell(c: dict | None) -> str:
     return f"{c['mean']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]" + ("" if c["n"] == 3 else f" ({c['n']} seeds)")
 
 
-def markdown(tables: dict) -> str:
+def markdown(tables: dict, first: str = "encoder") -> str:
     lines = []
     for table, rows in tables.items():
         fractions = sorted({f for cells in rows.values() for f in cells})
@@ -463,7 +493,7 @@ def markdown(tables: dict) -> str:
             lines += [f"**{table}**: not run (no output found)", ""]
             continue
         lines += [f"**{table}** (mean [95 % t-interval] over the paired seeds)", ""]
-        lines += ["| encoder | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |"]
+        lines += [f"| {first} | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |"]
         lines += ["|---" * (len(fractions) + 1) + "|"]
         for name, cells in rows.items():
             lines.append(f"| {name} | " + " | ".join(_cell(cells.get(f)) for f in fractions) + " |")
@@ -512,7 +542,12 @@ def main(argv=None) -> int:
             evaluate_all(args.out, args)
         print(f"[medsyn] done in {time.perf_counter() - t0:.0f} s", flush=True)
     tables = collect(args.out)
-    text = markdown(tables)
+    differences = paired_differences(args.out)
+    text = (
+        markdown(tables)
+        + "\n"
+        + markdown({f"{t}: paired difference a - b": d for t, d in differences.items()}, first="contrast")
+    )
     (args.out / "tables.md").write_text(text)
     print(text)
     if args.record:
@@ -522,6 +557,10 @@ def main(argv=None) -> int:
         row = {"name": args.record, "unit": "AUC / Dice / mAP, mean and 95 % t-interval over paired seeds"}
         row["command"] = "python benchmarks/medsyn_tables.py --parallel (then --tables_only --record NAME)"
         row["config"] = {k: str(v) for k, v in vars(args).items()}
+        row["paired_differences"] = {
+            t: {c: {str(f): v for f, v in cells.items()} for c, cells in rows.items()}
+            for t, rows in differences.items()
+        }
         row["budget_check_validation_split"] = budget_results(args.out)
         row["wall_seconds"] = wall_times(args.out)
         row["machine"] = finish(machine_info(peaks=False))

@@ -42,6 +42,10 @@ def test_paired_seed_folders_collect_into_mean_and_t_interval(tmp_path):
     assert tables["linear probe AUC"]["mae"][1.0]["n"] == 1
     assert tables["detection mAP@[0.40:0.75]"] == {}
     assert "| mae |" in bench.markdown(tables)
+    diff = bench.paired_differences(tmp_path)["segment"]["mae - random-init"][0.1]  # per seed, then the interval
+    d = np.array(scores["mae"]) - np.array(scores["random-init"])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert diff["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-4)
 
 
 def test_job_locks_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
