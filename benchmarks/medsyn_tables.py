@@ -406,6 +406,8 @@ CONTRASTS = (
     ("gloria-real", "convirt-real"),
     ("gloria-generated", "convirt-generated"),
     *((e, "random-init") for e in ("convirt-real", "convirt-generated", "gloria-real", "gloria-generated", "mae")),
+    ("mgca-real", "random-init"),
+    ("mgca-generated", "random-init"),
     ("resnet-simclr-real", "resnet-random-init"),
     ("resnet-mocov2-real", "resnet-random-init"),
 )
@@ -556,7 +558,8 @@ def main(argv=None) -> int:
 
         row = {"name": args.record, "unit": "AUC / Dice / mAP, mean and 95 % t-interval over paired seeds"}
         row["command"] = "python benchmarks/medsyn_tables.py --parallel (then --tables_only --record NAME)"
-        row["config"] = {k: str(v) for k, v in vars(args).items()}
+        row["config"] = {k: str(v) for k, v in vars(args).items()}  # with --tables_only: not the rows'
+        row["rows_in_tables"] = list(dict.fromkeys(e for rows in tables.values() for e in rows))
         row["paired_differences"] = {
             t: {c: {str(f): v for f, v in cells.items()} for c, cells in rows.items()}
             for t, rows in differences.items()
