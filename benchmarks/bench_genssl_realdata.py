@@ -524,9 +524,13 @@ def run_protocol_benchmark(
     recipe_names: list[str] | None = None,
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
     full_fraction: bool = True,
+    fractions: tuple[float, ...] = (0.01, 0.1),
+    main_group: str = "main",
 ) -> dict:
     """``main_arms``: a subset of the main arms (None: all); ``recipe_names``: a subset of the recipe
-    grid (one recipe: no tuning, every arm runs it); ``seeds``: the main arms' seeds."""
+    grid (one recipe: no tuning, every arm runs it); ``seeds``: the main arms' seeds; ``fractions``:
+    the few-shot label fractions; ``main_group``: the evaluation group of the main arms (another name
+    scores them in evaluation stages of their own, leaving the default group's results in place)."""
     from dataclasses import replace
 
     from genssl_hf.pipeline.protocol import DEFAULT_RECIPES, pooled_rows, run_protocol
@@ -534,7 +538,7 @@ def run_protocol_benchmark(
     from genssl_hf.pipeline.stages import run_stage
     from genssl_hf.pipeline.training_steps import stage_pretrain
 
-    arms = protocol_arms(extra, main_arms)
+    arms = [replace(a, group=main_group) if a.group == "main" else a for a in protocol_arms(extra, main_arms)]
     if any(a.name == "real_mae_adain" for a in arms):
         # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
         stats = out / "reference_stats" / "reference_stats.json"
@@ -549,10 +553,15 @@ def run_protocol_benchmark(
     recipes = {k: DEFAULT_RECIPES[k] for k in recipe_names} if recipe_names else None
     # one tuning seed: the 4-recipe grid x 4 tuned arms x 2 fractions is 32 runs (~1 core-minute each
     # here); its runs are the arms' seed-0 runs when chosen
-    kwargs = {"tune_seeds": (seeds[0],), "seeds": tuple(seeds), "full_fraction": full_fraction}
+    kwargs = {"tune_seeds": (seeds[0],), "seeds": tuple(seeds), "full_fraction": full_fraction, "fractions": fractions}
     if quick:  # every step at toy size
         recipes = {k: DEFAULT_RECIPES[k] for k in ("blr1e-3_randaug", "blr1e-2_light")}
-        kwargs = {"seeds": (0, 1), "tune_seeds": (0,), "evaluation_args": {"n_bootstrap": 100, "max_samples": 200}}
+        kwargs = {
+            "seeds": (0, 1),
+            "tune_seeds": (0,),
+            "fractions": fractions,
+            "evaluation_args": {"n_bootstrap": 100, "max_samples": 200},
+        }
     if extra_only:
         # only the extra arms, beside a running main protocol: the arms they take their recipe from
         # enter with their tuning runs alone (already there), scored in a group of their own
@@ -739,6 +748,19 @@ def mean_auc_by_fraction(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def parse_fractions(text: str, parser: argparse.ArgumentParser) -> tuple[float, ...]:
+    """``--fractions``: distinct few-shot label fractions, each strictly between 0 and 1, sorted."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--fractions: not a comma list of numbers: {text!r}")
+    if not values or any(not 0 < v < 1 for v in values) or len(set(values)) != len(values):
+        parser.error(
+            f"--fractions: distinct few-shot fractions in (0, 1) (100 % is --no-full-fraction's); got {text!r}"
+        )
+    return tuple(sorted(values))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -775,10 +797,27 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="with --protocol: seeds of the main arms (0 .. N-1)")
     parser.add_argument("--no-full-fraction", action="store_true", help="with --protocol: skip the 100 %% runs")
     parser.add_argument(
+        "--fractions",
+        default="0.01,0.1",
+        help="with --protocol: comma list of the few-shot label fractions (each in (0, 1)); "
+        "the extra arms run those of 1 %% and 10 %% listed",
+    )
+    parser.add_argument(
+        "--main-group",
+        default="main",
+        help="with --protocol: the evaluation group of the main arms; another name (e.g. for more seeds "
+        "of a subset of them) scores them in evaluation stages of their own",
+    )
+    parser.add_argument(
         "--reconstruction",
         action="store_true",
         help="after pre-training (and --extra): each MAE's masked-patch loss on the real test images "
         "against the best constant patch and the mean training image",
+    )
+    parser.add_argument(
+        "--record-name",
+        default="genssl_realdata_kermany_protocol",
+        help="with --protocol: the results.json row's name (before --record-suffix)",
     )
     parser.add_argument(
         "--record-suffix",
@@ -811,6 +850,9 @@ def main(argv=None) -> int:
         )
     if not 1 <= args.seeds <= 20:
         parser.error(f"--seeds must be 1..20; got {args.seeds}")
+    fractions = parse_fractions(args.fractions, parser)
+    if not args.main_group.isidentifier():
+        parser.error(f"--main-group must be a plain name (letters, digits, _); got {args.main_group!r}")
     main_arms = [a for a in args.main_arms.split(",") if a] or None
     if main_arms:
         known = [a.name for a in protocol_arms([])]
@@ -856,11 +898,13 @@ def main(argv=None) -> int:
             recipe_names=recipe_names,
             seeds=tuple(range(args.seeds)),
             full_fraction=not args.no_full_fraction,
+            fractions=fractions,
+            main_group=args.main_group,
         )
         if args.extra_only:
             return 0
         record = {
-            "name": "genssl_realdata_kermany_protocol" + args.record_suffix,
+            "name": args.record_name + args.record_suffix,
             "unit": "test AUC, mean over seeds",
             "pooled": {
                 f"{r['fraction']:.0%} {r['arm']}": {

@@ -117,6 +117,10 @@ def test_command_line_rejects_bad_choices_before_any_stage(tmp_path, capsys):
         (["--main-arms", "nope"], "--main-arms: unknown"),
         (["--seeds", "0"], "--seeds must be"),
         (["--extra", "nope"], "--extra: unknown"),
+        (["--fractions", "0.01,1.0"], "--fractions: distinct few-shot fractions"),
+        (["--fractions", "0.01,0.01"], "--fractions: distinct few-shot fractions"),
+        (["--fractions", "one"], "--fractions: not a comma list"),
+        (["--main-group", "main/1"], "--main-group must be a plain name"),
     ):
         with pytest.raises(SystemExit):
             bench.main(["--shared", str(shared), "--output-dir", str(out), "--protocol", *bad])
@@ -193,3 +197,42 @@ def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselin
         assert low <= r["model_over_mean_image"] <= high
     table = bench.reconstruction_table(rows)
     assert table.count("\n") == 3 and "| mae_a | None | on |" in table
+
+
+def test_protocol_fractions_and_main_group_reach_the_protocol(tmp_path, monkeypatch):
+    """``--fractions 0.01 --main-group onepct`` (more seeds of the main arms at 1 % only): the protocol
+    gets those fractions, the main arms score in evaluation stages of their own group, the extra arms
+    keep theirs."""
+    import genssl_hf.pipeline.protocol as protocol
+
+    seen = {}
+
+    def fake_run_protocol(config, root, arms, **kwargs):
+        seen.update(arms=arms, **kwargs)
+        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
+
+    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
+    monkeypatch.setattr(protocol, "pooled_rows", lambda *a, **k: [])
+    cfg = bench.config(quick=False, shared=tmp_path)
+    bench.run_protocol_benchmark(
+        cfg,
+        tmp_path,
+        tmp_path,
+        [],
+        quick=False,
+        workers=1,
+        main_arms=["random_init_adain", "genssl"],
+        recipe_names=["blr3e-3_light"],
+        seeds=tuple(range(10)),
+        full_fraction=False,
+        fractions=(0.01,),
+        main_group="onepct",
+    )
+    assert seen["fractions"] == (0.01,) and seen["seeds"] == tuple(range(10)) and seen["tune_seeds"] == (0,)
+    assert [(a.name, a.group) for a in seen["arms"]] == [("random_init_adain", "onepct"), ("genssl", "onepct")]
+    assert list(seen["recipes"]) == ["blr3e-3_light"] and seen["full_fraction"] is False
+    # the default keeps the main group (earlier runs' evaluation stages stay valid) and adds extras as before
+    bench.run_protocol_benchmark(
+        cfg, tmp_path, tmp_path, [], quick=False, workers=1, main_arms=["genssl"], recipe_names=["blr3e-3_light"]
+    )
+    assert [(a.name, a.group) for a in seen["arms"]] == [("genssl", "main")] and seen["fractions"] == (0.01, 0.1)
