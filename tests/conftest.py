@@ -1,5 +1,6 @@
 """Test-wide guards: everything runs offline, and any attempt to reach the network fails."""
 
+import json
 import os
 import socket
 import subprocess
@@ -114,3 +115,44 @@ def two_cpu_processes():
         return proc
 
     return run
+
+
+# ----------------------------------------------------------------------------- xdist: longest first
+# `pytest -n 2` (make test) hands tests out one by one, round robin: a module's tests land on both
+# workers, so each builds the module's fixtures (a trained tiny MAE, a phantom set), and the longest
+# tests, collected last, start last while the other worker idles. With the default `--dist load`,
+# this scheduler instead hands out whole modules (one fixture build each), longest first by the
+# measured seconds in tests/durations.json (setup + call + teardown per test, from
+# `python tests/durations.py`); modules listed as "split" there (independent slow tests, no shared
+# fixture) go out test by test. Unknown tests (new ones) count DEFAULT_SECONDS each. The order only
+# changes which worker runs what, never what a test does; an explicit --dist other than load wins.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist", "no") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    try:
+        table = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return None  # no table: xdist's own round robin
+
+    seconds, split = table.get("seconds", {}), set(table.get("split", []))
+    default = float(table.get("default_seconds", 0.5))
+
+    class LongestFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if module in split else module
+
+        def _assign_work_unit(self, node) -> None:
+            def cost(scope):
+                return sum(seconds.get(n, default) for n in self.workqueue[scope])
+
+            longest = max(self.workqueue, key=cost)
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
