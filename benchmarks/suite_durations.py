@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,6 +62,95 @@ def summary(text: str, top: int = 20) -> dict:
     }
 
 
+def _run(queues: list[list[str]], cost: dict[str, float], refill) -> float:
+    """Two (or more) workers running their queues; ``refill(worker, last_seconds)`` after every test
+    may extend ``queues[worker]``. Returns the time the last worker ends."""
+    clock = [0.0] * len(queues)
+    while any(queues):
+        w = min((i for i, q in enumerate(queues) if q), key=lambda i: clock[i])
+        test = queues[w].pop(0)
+        clock[w] += cost.get(test, 0.0)
+        refill(w, cost.get(test, 0.0))
+    return max(clock)
+
+
+def simulate(order: list[str], cost: dict[str, float], split: set[str], workers: int = 2) -> dict[str, float]:
+    """The makespan of xdist's round-robin ``load`` scheduler (its chunk and refill rules) and of
+    tests/conftest.py's longest-first module scheduler, replaying measured per-test seconds (a model:
+    a module fixture's cost stays on the test that paid it in the measured run)."""
+    pending = list(order)
+    chunk = max(min(len(order) // workers // 4, len(order)), 2)
+    queues = [[] for _ in range(workers)]
+    for q in queues:
+        q.extend(pending[:chunk])
+        del pending[:chunk]
+
+    def load_refill(w, last):
+        lo, hi = max(2, len(pending) // workers // 4), max(2, len(pending) // workers // 2)
+        if pending and len(queues[w]) < lo and not (last >= 0.1 and len(queues[w]) >= 2):
+            n = hi - len(queues[w])
+            queues[w].extend(pending[:n])
+            del pending[:n]
+
+    load = _run(queues, cost, load_refill)
+    units: dict[str, list[str]] = {}
+    for t in order:
+        module = t.split("::", 1)[0]
+        units.setdefault(t if module in split else module, []).append(t)
+    queues = [[] for _ in range(workers)]
+
+    def longest_refill(w, _last=0.0):
+        if units and len(queues[w]) <= 2:
+            key = max(units, key=lambda k: sum(cost.get(t, 0.0) for t in units[k]))
+            queues[w].extend(units.pop(key))
+
+    for w in range(workers):
+        longest_refill(w)
+    for w in range(workers):
+        longest_refill(w)
+    ideal = sum(cost.get(t, 0.0) for t in order) / workers
+    return {"load_round_robin": load, "longest_first": _run(queues, cost, longest_refill), "perfect_balance": ideal}
+
+
+def cpu_time(text: str) -> dict[str, float] | None:
+    """User and system CPU seconds and the wall time from a ``/usr/bin/time -v`` report at the end of
+    the log (children included: pytest's workers and the launches they wait for)."""
+    got = {}
+    for key, pattern in (
+        ("user_s", r"User time \(seconds\): ([\d.]+)"),
+        ("sys_s", r"System time \(seconds\): ([\d.]+)"),
+        ("wall", r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)"),
+    ):
+        m = re.search(pattern, text)
+        if not m:
+            return None
+        got[key] = m.group(1)
+    parts = [float(x) for x in got.pop("wall").split(":")]
+    wall = sum(v * 60**i for i, v in enumerate(reversed(parts)))
+    return {"user_s": float(got["user_s"]), "sys_s": float(got["sys_s"]), "wall_s": wall}
+
+
+def load_of(uptime_file: Path | None) -> list[list[float]] | None:
+    """The load averages (1, 5, 15 min) of every ``uptime`` line in a file (before, after a run)."""
+    if uptime_file is None or not uptime_file.is_file():
+        return None
+    rows = re.findall(r"load average: ([\d.]+), ([\d.]+), ([\d.]+)", uptime_file.read_text())
+    return [[float(x) for x in r] for r in rows]
+
+
+def run_record(log: Path, uptime_file: Path | None, order: list[str] | None) -> dict:
+    text = log.read_text(errors="replace")
+    out = summary(text, 20)
+    out.pop("modules")
+    out["cpu"] = cpu_time(text)
+    out["load_before_after"] = load_of(uptime_file)
+    if order:
+        split = set(json.loads(TABLE.read_text()).get("split", [])) if TABLE.is_file() else set()
+        costs = {k: sum(v.values()) for k, v in parse(text).items()}
+        out["simulated_makespan_seconds"] = {k: round(v, 1) for k, v in simulate(order, costs, split).items()}
+    return out
+
+
 def write_table(text: str, min_seconds: float) -> None:
     old = json.loads(TABLE.read_text()) if TABLE.is_file() else {}
     totals = {k: sum(v.values()) for k, v in parse(text).items()}
@@ -77,12 +167,38 @@ def write_table(text: str, min_seconds: float) -> None:
     tmp.replace(TABLE)
 
 
+def record(args: argparse.Namespace, order: list[str] | None) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import machine_info, record_results
+
+    machine = machine_info(peaks=False)  # the suite is not compared with a matmul peak
+    after = run_record(args.log, args.uptime, order)
+    row = {
+        "name": "test_suite_time",
+        "unit": "seconds; `pytest -n 2 --timeout 900 --durations=0 tests` under /usr/bin/time -v",
+        "command": "pytest -n 2 --timeout 900 -p no:cacheprovider --durations=0 tests",
+        "after": after,
+        "baseline": run_record(args.baseline, args.baseline_uptime, order) if args.baseline else None,
+        "machine": machine,
+        "note": "shared 2-core machine: wall times move with the load (other sessions' jobs); CPU seconds "
+        "(user + sys) and the simulated makespans (measured per-test seconds replayed through both "
+        "schedulers) are the comparable numbers",
+    }
+    record_results([row])
+    print("recorded test_suite_time in benchmarks/results.json")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("log", type=Path, help="the output of pytest --durations=0")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--write-table", action="store_true", help="refresh tests/durations.json from this log")
     p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--uptime", type=Path, help="`uptime` before and after the run of LOG")
+    p.add_argument("--baseline", type=Path, help="the same report for the code before the change")
+    p.add_argument("--baseline-uptime", type=Path)
+    p.add_argument("--record", action="store_true", help="put the test_suite_time row into results.json")
+    p.add_argument("--simulate", type=Path, help="collection order (pytest --collect-only -q): replay both schedulers")
     args = p.parse_args(argv)
     if not args.log.is_file():
         p.error(f"log {args.log} does not exist")
@@ -96,6 +212,15 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n| module | seconds |\n|---|---|")
     for k, v in list(out["modules"].items())[: args.top]:
         print(f"| `{k}` | {v:.1f} |")
+    order = None
+    if args.simulate:
+        order = [t for t in args.simulate.read_text().splitlines() if "::" in t]
+        costs = {k: sum(v.values()) for k, v in parse(text).items()}
+        split = set(json.loads(TABLE.read_text()).get("split", [])) if TABLE.is_file() else set()
+        out["simulated_makespan_seconds"] = {k: round(v, 1) for k, v in simulate(order, costs, split).items()}
+        print("\nsimulated two-worker makespan (s):", out["simulated_makespan_seconds"])
+    if args.record:
+        record(args, order if args.simulate else None)
     if args.write_table:
         write_table(text, args.min_seconds)
         print(f"wrote {TABLE}")
