@@ -140,6 +140,14 @@ def load_of(uptime_file: Path | None) -> list[list[float]] | None:
 
 def run_record(log: Path, uptime_file: Path | None, order: list[str] | None) -> dict:
     text = log.read_text(errors="replace")
+    if not SUMMARY.search(text):  # a run still going (or killed): what it has reported so far
+        return {
+            "complete": False,
+            "log": str(log),
+            "passed_so_far": len(re.findall(r"\bPASSED\b", text)),
+            "failed_so_far": re.findall(r"FAILED (\S+)", text),
+            "load_before_after": load_of(uptime_file),
+        }
     out = summary(text, 20)
     out.pop("modules")
     out["cpu"] = cpu_time(text)
@@ -203,6 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.log.is_file():
         p.error(f"log {args.log} does not exist")
     text = args.log.read_text(errors="replace")
+    order = [t for t in args.simulate.read_text().splitlines() if "::" in t] if args.simulate else None
+    if not SUMMARY.search(text):
+        print(f"{args.log}: no pytest summary line (a run still going, or killed)")
+        if args.record:
+            record(args, order)
+        return {}
     out = summary(text, args.top)
     print(f"{out['pytest_summary']} in {out['pytest_wall_seconds']} s (wall)")
     print(f"sum of test durations {out['sum_seconds']} s (setup {out['setup_seconds']}, call {out['call_seconds']})")
@@ -212,15 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n| module | seconds |\n|---|---|")
     for k, v in list(out["modules"].items())[: args.top]:
         print(f"| `{k}` | {v:.1f} |")
-    order = None
-    if args.simulate:
-        order = [t for t in args.simulate.read_text().splitlines() if "::" in t]
+    if order:
         costs = {k: sum(v.values()) for k, v in parse(text).items()}
         split = set(json.loads(TABLE.read_text()).get("split", [])) if TABLE.is_file() else set()
         out["simulated_makespan_seconds"] = {k: round(v, 1) for k, v in simulate(order, costs, split).items()}
         print("\nsimulated two-worker makespan (s):", out["simulated_makespan_seconds"])
     if args.record:
-        record(args, order if args.simulate else None)
+        record(args, order)
     if args.write_table:
         write_table(text, args.min_seconds)
         print(f"wrote {TABLE}")
