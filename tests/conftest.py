@@ -130,6 +130,7 @@ def two_cpu_processes():
 DURATIONS = Path(__file__).with_name("durations.json")
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) the hook is simply unused
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist", "no") != "load":
         return None
