@@ -1,5 +1,7 @@
 """Test-wide guards: everything runs offline, and any attempt to reach the network fails."""
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -114,3 +116,114 @@ def two_cpu_processes():
         return proc
 
     return run
+
+
+# ----------------------------------------------------------------------------- xdist: longest first
+# `pytest -n 2` (make test) hands tests out one by one, round robin: a module's tests land on both
+# workers, so each builds the module's fixtures (a trained tiny MAE, a phantom set), and the longest
+# tests, collected last, start last while the other worker idles. With the default `--dist load`,
+# this scheduler instead hands out whole modules (one fixture build each), longest first by the
+# measured seconds in tests/durations.json (setup + call + teardown per test, from
+# `python tests/durations.py`); modules listed as "split" there (independent slow tests, no shared
+# fixture) go out test by test. Unknown tests (new ones) count DEFAULT_SECONDS each. The order only
+# changes which worker runs what, never what a test does; an explicit --dist other than load wins.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+@pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) the hook is simply unused
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist", "no") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    try:
+        table = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return None  # no table: xdist's own round robin
+
+    seconds, split = table.get("seconds", {}), set(table.get("split", []))
+    default = float(table.get("default_seconds", 0.5))
+
+    class LongestFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if module in split else module
+
+        def _assign_work_unit(self, node) -> None:
+            def cost(scope):
+                return sum(seconds.get(n, default) for n in self.workqueue[scope])
+
+            longest = max(self.workqueue, key=cost)
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
+# ------------------------------------------------------------------ trained fixtures, cached per tree
+# The longest fixtures train a model whose quality several tests then check (test_vlp's dual encoder,
+# test_mae_learns' MAEs). Training is seeded and single-threaded, so at the same package source and
+# library versions it gives the same folder: `cached_training` keeps that folder under
+# outputs/test_cache/<name>/<key>, the key hashing every file of genssl_hf/, the versions of torch,
+# transformers, accelerate and datasets, and the fixture's recipe. A rerun at the same tree reuses it;
+# any change of the package (or the recipe) trains again, and older entries of that name are removed.
+# One builder at a time (a file lock per name: a second pytest run waits, then reuses); the build goes
+# to a temporary folder renamed into place when complete, so a killed run never leaves a half entry.
+# GENSSL_TEST_CACHE=off trains in the test's temporary folder every time; another value moves the cache.
+_TREE_HASH: list[str] = []
+
+
+def package_tree_hash() -> str:
+    if not _TREE_HASH:
+        import accelerate
+        import datasets
+        import torch
+        import transformers
+
+        h = hashlib.sha256()
+        for path in sorted((REPO / "genssl_hf").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        for module in (torch, transformers, accelerate, datasets):
+            h.update(f"{module.__name__}=={module.__version__}\n".encode())
+        _TREE_HASH.append(h.hexdigest())
+    return _TREE_HASH[0]
+
+
+def cached_build(cache: Path, name: str, recipe, build):
+    """``(folder, value)`` from ``cache / name / key``, ``build(folder)`` run (and its JSON-able value
+    kept) only when that entry is absent; see above."""
+    import fcntl
+    import shutil
+
+    key = hashlib.sha256(f"{package_tree_hash()}\n{json.dumps(recipe, sort_keys=True)}".encode()).hexdigest()[:20]
+    root = Path(cache) / name
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_dir():
+            for old in root.iterdir():  # stale entries and temp folders of killed runs (we hold the lock)
+                if old.name != ".lock":
+                    shutil.rmtree(old, ignore_errors=True)
+            tmp = root / f".{key}.tmp-{os.getpid()}"
+            value = build(tmp / "out")
+            (tmp / "value.json").write_text(json.dumps(value, default=str))
+            os.replace(tmp, final)
+    return final / "out", json.loads((final / "value.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def cached_training(tmp_path_factory):
+    """``cached_training(name, recipe, build)`` -> ``(folder, value)``: ``build(folder)`` trains into
+    ``folder`` and returns a JSON-able value (a summary); ``recipe`` (JSON-able) is what, besides the
+    package, decides the result."""
+    setting = os.environ.get("GENSSL_TEST_CACHE", "")
+
+    def get(name: str, recipe, build):
+        if setting == "off":
+            folder = tmp_path_factory.mktemp(name) / "out"
+            return folder, json.loads(json.dumps(build(folder), default=str))
+        return cached_build(Path(setting or REPO / "outputs" / "test_cache"), name, recipe, build)
+
+    return get

@@ -76,22 +76,27 @@ def phantoms(tmp_path_factory):
     return root, train, held_out
 
 
-def _pretrain(root, name: str, **changes: str):
-    """The tiny MAE of ``ARGS`` with some values changed (``max_steps="1000"``), into ``root / name``."""
+def _pretrain(cached_training, root, name: str, **changes: str):
+    """The tiny MAE of ``ARGS`` with some values changed (``max_steps="1000"``) on ``root / "train"``,
+    through the per-tree cache of tests/conftest.py (the phantoms are the package's, from a fixed seed,
+    so the package and the arguments decide the result): ``(folder, summary)``."""
     args = list(ARGS)
     for flag, value in changes.items():
         args[args.index(f"--{flag}") + 1] = value
-    out = root / name
-    summary = mae.pretrain_mae(
-        mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)])
-    )
-    _reset_accelerate()
-    return out, summary
+
+    def build(out):
+        summary = mae.pretrain_mae(
+            mae.build_parser().parse_args(args + ["--dataset", str(root / "train"), "--output_dir", str(out)])
+        )
+        _reset_accelerate()
+        return summary
+
+    return cached_training(f"mae_learns_{name}", {"args": args, "train": [512, SIZE, 3]}, build)
 
 
 @pytest.fixture(scope="module")
-def trained(phantoms):
-    return _pretrain(phantoms[0], "mae")
+def trained(phantoms, cached_training):
+    return _pretrain(cached_training, phantoms[0], "mae")
 
 
 def _pixel_values(folder, images):
@@ -118,10 +123,10 @@ def _masked_losses(model, pixel_values):
 
 
 @pytest.fixture(scope="module")
-def trained_longer(phantoms):
+def trained_longer(phantoms, cached_training):
     """The same MAE, 1,000 steps on uncropped phantoms: the length at which the tiny MAE gets below
     the mean image (300 steps with crops ends at about 1.6x it; 1,000 steps with crops at about 1.1x)."""
-    out, _ = _pretrain(phantoms[0], "mae_longer", max_steps="1000", crop_scale_min="1.0")
+    out, _ = _pretrain(cached_training, phantoms[0], "mae_longer", max_steps="1000", crop_scale_min="1.0")
     return out
 
 

@@ -75,6 +75,7 @@ def test_cost_model_counts_and_projects():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~120 CPU-s: 505 s of wall at load 7-8 on 2 cores (make test's limit is 900 s)
 def test_reduced_full_size_dry_run_reloads_every_stage(tmp_path):
     result = paper_dry_run.run_dry_run(tmp_path, reduced=True, launcher="", log=lambda m: None)
     failed = {k: v for k, v in result["checks"].items() if not v.get("ok")}

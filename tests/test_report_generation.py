@@ -171,6 +171,7 @@ def _train_args(out, encoder_dir, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~200 CPU-s: 845 s of wall at load 7-8, ~1,700 s at load 9 (make test: 900 s)
 def test_phantom_clinical_f1_far_above_baselines(tmp_path, encoder_dir):
     """Trained on 1,500 phantom pairs, the generator states the findings of unseen phantoms far better
     than the most common report and than the nearest training image's report. The recipe: a small

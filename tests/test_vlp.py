@@ -55,11 +55,14 @@ CI_RECIPE = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(cached_training):
+    """The CI recipe's dual encoder, through the per-tree cache of tests/conftest.py: ``(folder, summary)``."""
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("vlp") / "model"
-    summary = pretrain_vlp(build_parser().parse_args(CI_RECIPE + ["--output_dir", str(out)]))
-    return out, summary
+    return cached_training(
+        "vlp_ci_recipe",
+        CI_RECIPE,
+        lambda out: pretrain_vlp(build_parser().parse_args(CI_RECIPE + ["--output_dir", str(out)])),
+    )
 
 
 @pytest.mark.slow
