@@ -36,7 +36,7 @@ from genssl_hf.training.mae_init import check_position_tables
 from genssl_hf.training.mae_model import PRESETS, build_mae_config, build_model, check_mae_shape, model_folder
 from genssl_hf.training.optim import build_optimizer
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images
-from genssl_hf.training.recipe import Method, adain_record, reference_processor, train
+from genssl_hf.training.recipe import Method, adain_record, device_normalisation, reference_processor, train
 from genssl_hf.training.mae_args import PAPER_TOTAL_BATCH, RECIPES, RENAMED_OPTIONS, build_parser  # noqa: F401
 from genssl_hf.utils import read_json, write_train_summary
 from genssl_hf.validation import check_namespace, check_weight_files
@@ -194,12 +194,7 @@ def _augment(args: argparse.Namespace, image_size: int, reference: dict[str, Any
     return MAEAugment(
         image_size,
         scale=(args.crop_scale_min, 1.0),
-        adain=args.adain == "on",
-        adain_mode=args.adain_mode,
-        adain_mean=reference["mean"],
-        adain_std=reference["std"],
-        image_mean=args.image_mean,
-        image_std=args.image_std,
+        **device_normalisation(args, reference),
         out_channels=3,
     )
 

@@ -43,7 +43,15 @@ from genssl_hf.training.engine import Engine, EngineConfig, EngineResult
 from genssl_hf.training.optim import cosine_schedule_with_warmup, plan_steps
 from genssl_hf.training.pretraining_data import resolve_reference
 
-__all__ = ["Method", "train", "plan_schedule", "engine_config", "reference_processor", "adain_record"]
+__all__ = [
+    "Method",
+    "train",
+    "plan_schedule",
+    "engine_config",
+    "reference_processor",
+    "adain_record",
+    "device_normalisation",
+]
 
 
 class Method:
@@ -167,6 +175,19 @@ def reference_processor(args: argparse.Namespace, image_size: int, reference: di
         image_std=[args.image_std],
         num_channels=3,
     )
+
+
+def device_normalisation(args: argparse.Namespace, reference: dict[str, Any]) -> dict[str, Any]:
+    """The AdaIN and normalisation keywords of the on-device augmentations (``MAEAugment``, ``SSLViews``):
+    the same settings :func:`reference_processor` saves for inference."""
+    return {
+        "adain": args.adain == "on",
+        "adain_mode": args.adain_mode,
+        "adain_mean": reference["mean"],
+        "adain_std": reference["std"],
+        "image_mean": args.image_mean,
+        "image_std": args.image_std,
+    }
 
 
 def adain_record(args: argparse.Namespace, reference: dict[str, Any]) -> dict[str, Any]:

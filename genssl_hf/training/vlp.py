@@ -55,7 +55,7 @@ from genssl_hf.training.dual_encoder import (
 from genssl_hf.training.gloria import attach_local_heads, gloria_task, save_local_heads
 from genssl_hf.training.mgca import attach_mgca_heads, mgca_settings, mgca_task, save_mgca_heads, token_weight_sources
 from genssl_hf.training.optim import build_optimizer
-from genssl_hf.training.recipe import Method, adain_record, reference_processor, train
+from genssl_hf.training.recipe import Method, adain_record, device_normalisation, reference_processor, train
 from genssl_hf.training.vlp_args import build_parser
 from genssl_hf.training.vlp_loss import LOSS_PRESETS
 from genssl_hf.training.vlp_task import VLPTask
@@ -184,12 +184,7 @@ class VLPMethod(Method):
             run["image_size"],
             scale=(args.crop_scale_min, 1.0),
             hflip=False,  # a flip would swap left / right in the report
-            adain=args.adain == "on",
-            adain_mode=args.adain_mode,
-            adain_mean=reference["mean"],
-            adain_std=reference["std"],
-            image_mean=args.image_mean,
-            image_std=args.image_std,
+            **device_normalisation(args, reference),
             out_channels=3,
         ).to(accelerator.device)
 

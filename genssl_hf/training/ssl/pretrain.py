@@ -31,7 +31,7 @@ from genssl_hf.training.args import (
 )
 from genssl_hf.training.common import no_trace_on_early_failure, run_training_command
 from genssl_hf.training.pretraining_data import build_dataloader, open_pretraining_images
-from genssl_hf.training.recipe import Method, adain_record, reference_processor, train
+from genssl_hf.training.recipe import Method, adain_record, device_normalisation, reference_processor, train
 from genssl_hf.training.ssl.methods import METHODS, SSLMethod, method_hparams
 from genssl_hf.training.ssl.optim import build_ssl_optimizer
 from genssl_hf.training.ssl.pretrain_args import build_parser, method_options  # noqa: F401 (the command line)
@@ -189,12 +189,7 @@ class SSLPretraining(Method):
         reference = run["reference"]
         run["views"] = SSLViews(
             **_view_settings(args, self.method_cls, image_size),
-            adain=args.adain == "on",
-            adain_mode=args.adain_mode,
-            adain_mean=reference["mean"],
-            adain_std=reference["std"],
-            image_mean=args.image_mean,
-            image_std=args.image_std,
+            **device_normalisation(args, reference),
         ).to(accelerator.device)
         run["processor"] = reference_processor(args, image_size, reference)
         run["knn"], run["knn_info"] = None, None
