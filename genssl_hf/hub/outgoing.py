@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from ..core.secrets import find_secrets
 from .card_metadata import LICENSE_FILE, LICENSE_TEXT
-from .leak import LeakError, check_text, scan_files
+from .leak import LeakError, check_text, decode_text, scan_files
 from .local_paths import without_local_paths
 
 MAX_TEXT_BYTES = 64 << 20  # larger files are data (shards, weights), never hand-written text
@@ -81,13 +81,7 @@ def _text_of(path: Path) -> str | None:
             return fh.read(min(n, MAX_TEXT_BYTES)).decode("utf-8", "replace")
     if path.stat().st_size > MAX_TEXT_BYTES:
         return None
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    return decode_text(path.read_bytes())
 
 
 def credential_findings(folder: str | os.PathLike, files: Sequence[str]) -> list[str]:

@@ -38,7 +38,7 @@ from real-data paths), :mod:`.readers` (parquet / image bytes), :mod:`.scan` (ou
 
 from .image_index import IMAGE_EXTENSIONS, ImageIndex
 from .index import RealDataIndex, build_real_data_index, describe_index
-from .scan import LeakError, LeakFinding, check_folder, check_text, scan_files, scan_folder
+from .scan import LeakError, LeakFinding, check_folder, check_text, decode_text, scan_files, scan_folder
 from .text_index import REPORT_ARCHIVE_SUFFIXES, ReportIndex, _iter_report_archive
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "scan_files",
     "check_folder",
     "check_text",
+    "decode_text",
     "describe_index",
     "IMAGE_EXTENSIONS",
     "REPORT_ARCHIVE_SUFFIXES",

@@ -68,7 +68,8 @@ class LeakFinding:
         return f"{self.file}{loc}: {self.kind}: {self.detail}"
 
 
-def _decode_text(data: bytes) -> str | None:
+def decode_text(data: bytes) -> str | None:
+    """``data`` as UTF-8 text, or None for binary data (a NUL byte in its first 8 KiB, or not UTF-8)."""
     if b"\x00" in data[:8192]:
         return None
     try:
@@ -94,7 +95,7 @@ class _Scanner:
                 if _looks_like_image(data) or archive_kind(data):
                     self._bytes(rel, where, "", data, depth + 1)
                 else:
-                    inner = _decode_text(data)
+                    inner = decode_text(data)
                     if inner is not None:
                         self._text(rel, where, inner, depth + 1)
 
@@ -124,7 +125,7 @@ class _Scanner:
                 else:
                     self._numpy(rel, path, loc)
         else:
-            text = _decode_text(data)
+            text = decode_text(data)
             if text is not None:
                 self._text(rel, loc, text, depth)
             else:
