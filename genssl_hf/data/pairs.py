@@ -166,7 +166,7 @@ def phantom_pairs(
 
     check_section(section)
     if isinstance(config, Mapping):
-        config = PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        config = PhantomConfig.from_dict(config)
     config = config or PhantomConfig()
     ds = phantom_dataset(num_samples, size=size, seed=seed, config=config, split=split, cache_dir=cache_dir)
     texts = [phantom_report_sections(r)[section] for r in ds["report"]]

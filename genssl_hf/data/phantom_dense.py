@@ -128,7 +128,7 @@ def iter_phantom_dense_records(
 
 
 def _dense_generator(shards: list[tuple[int, int]], size: int, seed: int, config: dict, split: str):
-    cfg = PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    cfg = PhantomConfig.from_dict(config)
     for start, count in shards:
         yield from iter_phantom_dense_records(count, size, seed, cfg, start, split)
 

@@ -43,6 +43,12 @@ class PhantomConfig:
     exposure: tuple[float, float] = (1.6, 2.4)  # mu in 1 - exp(-mu * density)
     gamma: tuple[float, float] = (0.85, 1.2)
 
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> PhantomConfig:
+        """A config from its JSON form (``dataclasses.asdict``, a pipeline config's ``phantom`` section):
+        lists become the tuples the ranges are."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
     def __post_init__(self):
         if not 0.0 <= self.prevalence <= 1.0:
             raise ValueError(f"prevalence must lie in [0, 1], got {self.prevalence}")

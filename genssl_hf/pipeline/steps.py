@@ -16,7 +16,7 @@ from .variants import VARIANT_PRETRAIN, VLP_TITLE, variant_title
 def _phantom_config(section: dict):
     from ..data.phantom import PhantomConfig
 
-    return PhantomConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.get("phantom", {}).items()})
+    return PhantomConfig.from_dict(section.get("phantom", {}))
 
 
 def _load_real_splits(cfg: dict, folder: Path):
