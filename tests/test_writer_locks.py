@@ -35,12 +35,16 @@ def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process state letter in ``/proc/<pid>/stat`` (None once it is gone)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")  # a zombie has ended
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z", "X")  # a zombie has ended
 
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
@@ -159,6 +163,9 @@ def test_rerun_is_refused_while_a_stage_of_the_killed_runner_lives(tmp_path):
     runner, stage_pid, grandchild_pid = _start_runner(root)
     try:
         os.kill(stage_pid, signal.SIGSTOP)  # a stage slow to die: it must not be overlapped meanwhile
+        # wait until it has stopped: a SIGSTOP still pending when the runner dies loses to the
+        # parent-death SIGTERM (the kernel delivers the lower-numbered signal first) on a busy machine
+        _wait_for(lambda: _state(stage_pid) == "T", timeout=30, what="the stage to stop")
         runner.kill()
         runner.wait()
         with pytest.raises(FolderBusyError, match=r"pipeline run folder .* is being written by another run \(pid"):
