@@ -526,11 +526,15 @@ def run_protocol_benchmark(
     full_fraction: bool = True,
     fractions: tuple[float, ...] = (0.01, 0.1),
     main_group: str = "main",
+    encoders: list[dict] = (),
+    contrasts: list[tuple[str, str]] = (),
 ) -> dict:
     """``main_arms``: a subset of the main arms (None: all); ``recipe_names``: a subset of the recipe
     grid (one recipe: no tuning, every arm runs it); ``seeds``: the main arms' seeds; ``fractions``:
     the few-shot label fractions; ``main_group``: the evaluation group of the main arms (another name
-    scores them in evaluation stages of their own, leaving the default group's results in place)."""
+    scores them in evaluation stages of their own, leaving the default group's results in place);
+    ``encoders``: encoders pre-trained outside the run folder (:func:`parse_encoder`), fine-tuned like
+    the main arms in their group; ``contrasts``: paired contrasts beyond :data:`CONTRASTS`."""
     from dataclasses import replace
 
     from genssl_hf.pipeline.protocol import DEFAULT_RECIPES, pooled_rows, run_protocol
@@ -538,7 +542,13 @@ def run_protocol_benchmark(
     from genssl_hf.pipeline.stages import run_stage
     from genssl_hf.pipeline.training_steps import stage_pretrain
 
+    from genssl_hf.pipeline.protocol import Arm
+
     arms = [replace(a, group=main_group) if a.group == "main" else a for a in protocol_arms(extra, main_arms)]
+    arms += [
+        Arm(e["name"], e["title"], e["folder"], tune_as=e["tune_as"], fractions=fractions, group=main_group)
+        for e in encoders
+    ]
     if any(a.name == "real_mae_adain" for a in arms):
         # MAE on the real images with AdaIN on (the control of the "MAE on real images" arm)
         stats = out / "reference_stats" / "reference_stats.json"
@@ -573,16 +583,17 @@ def run_protocol_benchmark(
     result = run_protocol(pcfg, out, arms, recipes=recipes, workers=workers, **kwargs)
     names = {a.name for a in arms}
     baselines = tuple(b for b in ("random_init", "random_init_adain") if b in names)
-    contrasts = [(a, b) for a, b in CONTRASTS if a in names and b in names]
+    contrasts = [(a, b) for a, b in (*CONTRASTS, *contrasts) if a in names and b in names]
     pooled = pooled_rows(
         result,
         out,
         baselines=baselines + tuple(dict.fromkeys(b for _, b in contrasts)),
         n_bootstrap=200 if quick else 2000,
     )
-    write_json(out / "protocol_pooled.json", pooled)
+    group = "" if main_group == "main" else f"_{main_group}"  # another group keeps the main tables
+    write_json(out / f"protocol_pooled{group}.json", pooled)
     table = protocol_tables(result, pooled, baselines, contrasts)
-    (out / "protocol_results.md").write_text(table + "\n")
+    (out / f"protocol_results{group}.md").write_text(table + "\n")
     print(table)
     return {"result": result, "pooled": pooled}
 
@@ -761,6 +772,32 @@ def parse_fractions(text: str, parser: argparse.ArgumentParser) -> tuple[float, 
     return tuple(sorted(values))
 
 
+def parse_encoder(text: str, parser: argparse.ArgumentParser, known_arms: list[str]) -> dict:
+    """``--encoder NAME=FOLDER:TUNE_AS[:TITLE]``: an encoder pre-trained outside the run folder (e.g. a
+    long run resumed across interruptions) fine-tuned under the protocol with the tuned recipe of the
+    arm ``TUNE_AS``. Its fine-tuning stages name the folder by its absolute path."""
+    name, sep, rest = text.partition("=")
+    parts = rest.split(":", 2)
+    if not sep or len(parts) < 2 or not name.isidentifier():
+        parser.error(f"--encoder: expected NAME=FOLDER:TUNE_AS[:TITLE] with a plain NAME; got {text!r}")
+    folder, tune_as = Path(parts[0]).expanduser().resolve(), parts[1]
+    if not (folder / "config.json").is_file():
+        parser.error(f"--encoder {name}: {folder} holds no config.json (a model folder is expected)")
+    if tune_as not in known_arms:
+        parser.error(f"--encoder {name}: TUNE_AS {tune_as!r} is not an arm; known: {known_arms}")
+    if name in known_arms or name in EXTRA_STAGES:
+        parser.error(f"--encoder {name}: the name is taken by an arm; choose another")
+    return {"name": name, "folder": str(folder), "tune_as": tune_as, "title": parts[2] if len(parts) > 2 else name}
+
+
+def parse_contrast(text: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    """``--contrast ARM:AGAINST``: one more paired contrast for the tables and the results row."""
+    arm, sep, against = text.partition(":")
+    if not sep or not arm or not against or arm == against:
+        parser.error(f"--contrast: expected ARM:AGAINST (two different arm names); got {text!r}")
+    return arm, against
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -807,6 +844,21 @@ def main(argv=None) -> int:
         default="main",
         help="with --protocol: the evaluation group of the main arms; another name (e.g. for more seeds "
         "of a subset of them) scores them in evaluation stages of their own",
+    )
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER:TUNE_AS[:TITLE]",
+        help="with --protocol: fine-tune an encoder pre-trained elsewhere as arm NAME (the main arms' "
+        "seeds and few-shot fractions, their evaluation group), with arm TUNE_AS's recipe; repeatable",
+    )
+    parser.add_argument(
+        "--contrast",
+        action="append",
+        default=[],
+        metavar="ARM:AGAINST",
+        help="with --protocol: a paired contrast between two arms for the tables and the row; repeatable",
     )
     parser.add_argument(
         "--reconstruction",
@@ -858,6 +910,17 @@ def main(argv=None) -> int:
         known = [a.name for a in protocol_arms([])]
         if sorted(set(main_arms) - set(known)):
             parser.error(f"--main-arms: unknown {sorted(set(main_arms) - set(known))}; known: {known}")
+    known_arms = [a.name for a in protocol_arms([])]
+    encoders = [parse_encoder(t, parser, known_arms) for t in args.encoder]
+    if len({e["name"] for e in encoders}) != len(encoders):
+        parser.error("--encoder: two encoders share a NAME")
+    contrasts = [parse_contrast(t, parser) for t in args.contrast]
+    arm_names = set(known_arms) | set(extra) | {e["name"] for e in encoders}
+    for arm, against in contrasts:
+        if {arm, against} - arm_names:
+            parser.error(f"--contrast {arm}:{against}: unknown arm {sorted({arm, against} - arm_names)}")
+    if (encoders or contrasts) and not args.protocol:
+        parser.error("--encoder / --contrast need --protocol")
     info = machine_info()  # after the checks: it measures the machine's peaks
     print_machine(info)
     start = time.perf_counter()
@@ -900,6 +963,8 @@ def main(argv=None) -> int:
             full_fraction=not args.no_full_fraction,
             fractions=fractions,
             main_group=args.main_group,
+            encoders=encoders,
+            contrasts=contrasts,
         )
         if args.extra_only:
             return 0

@@ -236,3 +236,71 @@ def test_protocol_fractions_and_main_group_reach_the_protocol(tmp_path, monkeypa
         cfg, tmp_path, tmp_path, [], quick=False, workers=1, main_arms=["genssl"], recipe_names=["blr3e-3_light"]
     )
     assert [(a.name, a.group) for a in seen["arms"]] == [("genssl", "main")] and seen["fractions"] == (0.01, 0.1)
+
+
+def test_encoders_pretrained_elsewhere_join_the_main_group_with_their_contrasts(tmp_path, monkeypatch, capsys):
+    """``--encoder NAME=FOLDER:TUNE_AS`` (a long run resumed outside the run folder) fine-tunes like a
+    main arm with TUNE_AS's recipe; ``--contrast`` adds its paired contrasts; bad values stop early."""
+    import genssl_hf.pipeline.protocol as protocol
+
+    folder = tmp_path / "long" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    seen = {}
+
+    def fake_run_protocol(config, root, arms, **kwargs):
+        seen.update(arms=arms, **kwargs)
+        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
+
+    def fake_pooled_rows(result, root, baselines, n_bootstrap):
+        seen["baselines"] = baselines
+        return []
+
+    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
+    monkeypatch.setattr(protocol, "pooled_rows", fake_pooled_rows)
+    parser = bench.argparse.ArgumentParser()
+    known = [a.name for a in bench.protocol_arms([])]
+    enc = bench.parse_encoder(f"genssl_10k={folder}:genssl:GEN-SSL, 10,000 steps", parser, known)
+    assert enc == {"name": "genssl_10k", "folder": str(folder), "tune_as": "genssl", "title": "GEN-SSL, 10,000 steps"}
+    cfg = bench.config(quick=False, shared=tmp_path)
+    bench.run_protocol_benchmark(
+        cfg,
+        tmp_path,
+        tmp_path,
+        [],
+        quick=False,
+        workers=1,
+        main_arms=["random_init_adain", "genssl"],
+        recipe_names=["blr3e-3_light"],
+        seeds=(0, 1, 2),
+        full_fraction=False,
+        main_group="long",
+        encoders=[enc],
+        contrasts=[("genssl_10k", "genssl")],
+    )
+    arm = seen["arms"][-1]
+    assert (arm.name, arm.init, arm.tune_as, arm.group, arm.fractions) == (
+        "genssl_10k",
+        str(folder),
+        "genssl",
+        "long",
+        (0.01, 0.1),
+    )
+    assert arm.deps == () and arm.seeds is None  # the main arms' seeds
+    assert seen["baselines"] == ("random_init_adain", "genssl")  # the contrast's "against" is scored
+    assert (tmp_path / "protocol_results_long.md").is_file()  # the main group's tables stay
+    shared = tmp_path / "shared"
+    (shared / "kermany-pneumonia-224").mkdir(parents=True)
+    (shared / "nih-cxr14-1000-64px").mkdir()
+    for bad, message in (
+        (["--encoder", "x"], "--encoder: expected NAME=FOLDER:TUNE_AS"),
+        (["--encoder", f"a={tmp_path}:genssl"], "holds no config.json"),
+        (["--encoder", f"a={folder}:nope"], "TUNE_AS 'nope' is not an arm"),
+        (["--encoder", f"genssl={folder}:genssl"], "the name is taken"),
+        (["--encoder", f"a={folder}:genssl", "--encoder", f"a={folder}:genssl"], "two encoders share"),
+        (["--contrast", "a"], "--contrast: expected ARM:AGAINST"),
+        (["--contrast", "genssl:nope"], "unknown arm ['nope']"),
+    ):
+        with pytest.raises(SystemExit):
+            bench.main(["--shared", str(shared), "--output-dir", str(tmp_path / "out"), "--protocol", *bad])
+        assert message in capsys.readouterr().err
