@@ -213,7 +213,7 @@ def test_mae_model_is_a_preset_or_a_folder(tmp_path):
     for name in ("tiny2", "no/such/folder"):
         args = build_parser().parse_args(["--output_dir", str(tmp_path / "o"), "--model", name])
         with pytest.raises(
-            FileNotFoundError, match=rf"--model '{name}' is neither an MAE preset \(tiny, vit-b16, vit-s16\)"
+            FileNotFoundError, match=rf"--model '{name}' is neither an MAE preset \(tiny, tiny-d8, vit-b16, vit-s16\)"
         ):
             pretrain_mae(args)
     assert not (tmp_path / "o").exists()

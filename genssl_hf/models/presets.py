@@ -38,6 +38,20 @@ VIT_MAE_PRESETS: dict[str, dict[str, Any]] = {
         decoder_num_attention_heads=4,
         decoder_intermediate_size=384,
     ),
+    # tiny twice as deep: the capacity step of the real-data protocol (issue 34), same width, heads,
+    # patch grid and decoder as tiny, so only encoder depth differs
+    "tiny-d8": dict(
+        image_size=64,
+        patch_size=8,
+        hidden_size=128,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        intermediate_size=512,
+        decoder_hidden_size=96,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=384,
+    ),
     "vit-s16": dict(
         image_size=224,
         patch_size=16,

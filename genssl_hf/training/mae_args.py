@@ -36,6 +36,7 @@ __all__ = [
 RECIPES: dict[str, dict[str, Any]] = {
     # Small CPU batches need a larger base lr to move in a few hundred steps.
     "tiny": dict(num_train_epochs=20, warmup_ratio=0.05, base_learning_rate=1.5e-3, per_device_train_batch_size=64),
+    "tiny-d8": dict(num_train_epochs=20, warmup_ratio=0.05, base_learning_rate=1.5e-3, per_device_train_batch_size=64),
     "vit-s16": dict(
         num_train_epochs=800, warmup_ratio=40 / 800, base_learning_rate=1.5e-4, per_device_train_batch_size=256
     ),
