@@ -465,3 +465,33 @@ def test_multiclass_keeps_argmax_and_adds_one_vs_rest_operating_points():
         "/nonexistent", names, multi_label=False, evaluated_split="test", validation_predictions=None
     )
     assert plain["thresholds"] is None and "one_vs_rest" not in decision_metrics(test_y, test_s, names, plain)
+
+
+def test_mauc_bar_chart_greys_only_the_baseline_and_names_the_fraction(tmp_path, monkeypatch):
+    """A protocol evaluation has no ``random_init`` row: no bar is grey there (it was always the first
+    bar); the title carries the evaluation's label fraction and seed."""
+    import matplotlib.axes
+
+    from genssl_hf.pipeline import results as results_mod
+
+    seen = {}
+    real_bar, real_title = matplotlib.axes.Axes.bar, matplotlib.axes.Axes.set_title
+
+    def bar(self, *args, color=None, **kwargs):
+        seen["colours"] = list(color)
+        return real_bar(self, *args, color=color, **kwargs)
+
+    def set_title(self, text, *args, **kwargs):
+        seen["title"] = text
+        return real_title(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", set_title)
+    rows = [
+        {"variant": v, "title": v, "mean_auc": 0.9, "low": 0.85, "high": 0.95}
+        for v in ("random_init_adain", "genssl", "real_mae")
+    ]
+    results_mod._plot(rows, tmp_path / "a.png", "random_init", "0.1 of the labelled training split (seed 2)")
+    assert seen["colours"] == ["#3b7dd8"] * 3 and "0.1 of the labelled training split (seed 2)" in seen["title"]
+    results_mod._plot(rows[::-1], tmp_path / "b.png", "random_init_adain")
+    assert seen["colours"] == ["#3b7dd8", "#3b7dd8", "#999999"] and (tmp_path / "b.png").stat().st_size > 0

@@ -98,7 +98,7 @@ def build_results(
         lines += ["## Detailed tables", "", tables.read_text().split("\n", 1)[1].strip(), ""]
     atomic_write_text(results_dir / "results.md", "\n".join(lines))
     write_json(results_dir / "comparison.json", {"baseline": baseline, "rows": rows})
-    _plot(rows, results_dir / "mauc_comparison.png")
+    _plot(rows, results_dir / "mauc_comparison.png", baseline, context.get("label fraction"))
     return {"rows": rows, "comparison": comparison}
 
 
@@ -170,7 +170,9 @@ def _verdict(rows: list[dict]) -> str:
     return "\n".join(f"- {s}" for s in out)
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(rows: list[dict], path: Path, baseline: str, label_fraction: str | None = None) -> None:
+    """Bars of test mAUC with CIs; the baseline's bar (if it is among the rows) grey, the title names
+    the label fraction and seed when the evaluation has them."""
     import io
 
     import matplotlib
@@ -185,12 +187,16 @@ def _plot(rows: list[dict], path: Path) -> None:
     hi = [100 * ((r["high"] if r["high"] is not None else r["mean_auc"] or 0) - (r["mean_auc"] or 0)) for r in rows]
     # a percentile bootstrap CI need not contain the point estimate (tiny test splits): no negative bars
     lo, hi = [max(0.0, v) for v in lo], [max(0.0, v) for v in hi]
-    ax.bar(xs, vals, yerr=[lo, hi], capsize=4, color=["#999999"] + ["#3b7dd8"] * (len(rows) - 1))
+    colours = ["#999999" if r.get("variant") == baseline else "#3b7dd8" for r in rows]
+    ax.bar(xs, vals, yerr=[lo, hi], capsize=4, color=colours)
     ax.set_xticks(xs, [r["title"] for r in rows], rotation=15, fontsize=8)
     ax.set_ylabel("test mAUC (%)")
     ax.set_ylim(max(0, min(vals) - 15), min(100, max(vals) + 10))
     ax.axhline(50, color="k", lw=0.5, ls=":")
-    ax.set_title("Fine-tuned on the labelled real split; 95% bootstrap CIs", fontsize=9)
+    title = "Fine-tuned on the labelled real split; 95% bootstrap CIs"
+    if label_fraction:
+        title += f"\nlabel fraction {label_fraction}"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
