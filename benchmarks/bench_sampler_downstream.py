@@ -281,6 +281,12 @@ def main(argv=None) -> int:
 
     if args.recipes not in DEFAULT_RECIPES:
         parser.error(f"--recipes: one recipe of {list(DEFAULT_RECIPES)}; got {args.recipes!r}")
+    made_with = out / "pipeline_config.json"
+    if made_with.is_file():
+        # the data paths enter the fingerprints: another spelling of the same folder reruns every stage
+        old = Path(read_json(made_with)["real_data"]["path"]).parent
+        if old != shared:
+            parser.error(f"{out} was made with --shared {old}, not {shared}: pass --shared {old}")
     argv_driver = driver_argv(out, shared, args.recipes, args.workers, args.quick)
     print("protocol driver: python benchmarks/bench_genssl_realdata.py " + " ".join(argv_driver))
     if args.plan:
