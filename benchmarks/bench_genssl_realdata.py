@@ -223,7 +223,7 @@ def protocol_arms(extra: list[str], main: list[str] | None = None) -> list:
                 f"{stage}/model",
                 tune_as=spec["tune_as"],
                 deps=(stage,),
-                fractions=(0.01, 0.1),
+                fractions=tuple(spec.get("fractions", (0.01, 0.1))),
                 seeds=(0, 1, 2),
                 group=spec.get("group", "extra"),
                 image_size=spec.get("image_size"),
@@ -241,7 +241,9 @@ def extra_stage_name(name: str) -> str:
 
 # Extra pre-training stages: the MAE-real diagnosis (length, mask ratio) and the paper's ablations
 # (number of generated images, prompt strategy). Each pre-trains the tiny ViT like its base stage
-# with the changes listed.
+# with the changes listed. ``fractions``: the few-shot label fractions the arm fine-tunes at (default
+# 1 % and 10 %, those of them the protocol runs); ``sampler``: a preset of GENERATION_PRESETS the arm's
+# own generated set is sampled with, at the preset's step count.
 EXTRA_STAGES: dict[str, dict] = {
     "mae_real_x5": {
         "title": "MAE on real images, 5x longer",
@@ -331,6 +333,31 @@ EXTRA_STAGES: dict[str, dict] = {
     },
 }
 
+# Equal downstream quality (issue 37.1): the base run's prompt-balanced set (same images, seed, prompts,
+# generator, guidance) sampled with each preset into its own generated_* stage, the same MAE (recipe,
+# steps, seed) pre-trained on each, fine-tuned at 10 % labels with seeds 0-2, compared with the DDIM-50
+# arm (benchmarks/bench_sampler_downstream.py adds the FID and the results.json row).
+SAMPLER_ARMS: dict[str, tuple[str, str]] = {  # arm -> (sampler preset, title)
+    "mae_genssl_ddim50": ("bundle", "GEN-SSL, DDIM 50 steps"),
+    "mae_genssl_unipc8": ("fast", "GEN-SSL, UniPC 8 steps"),
+    "mae_genssl_unipc5": ("unipc-5", "GEN-SSL, UniPC 5 steps"),
+    "mae_genssl_dpm2m5": ("dpm++2m-5", "GEN-SSL, DPM-Solver++ 2M 5 steps"),
+}
+SAMPLER_REFERENCE = "mae_genssl_ddim50"
+EXTRA_STAGES.update(
+    {
+        arm: {
+            "title": title,
+            "base": "generated",
+            "tune_as": "genssl",
+            "sampler": sampler,
+            "group": "sampler",
+            "fractions": (0.1,),
+        }
+        for arm, (sampler, title) in SAMPLER_ARMS.items()
+    }
+)
+
 # Paired contrasts reported beside the baseline columns: (arm, against), when both ran.
 CONTRASTS = (
     ("mae_genssl_10k_2000", "mae_genssl_3k_2000"),
@@ -345,6 +372,7 @@ CONTRASTS = (
     ("jigsaw", "genssl"),
     ("context_restoration", "genssl"),
     ("multitask", "genssl"),
+    *((arm, SAMPLER_REFERENCE) for arm in SAMPLER_ARMS if arm != SAMPLER_REFERENCE),
 )
 
 
@@ -374,61 +402,71 @@ def combination_prompts(shared: Path, min_count: int = 2) -> list[dict]:
 
 def run_extra_stages(cfg: dict, out: Path, names: list[str], shared: Path, quick: bool) -> None:
     """Pre-train the extra encoders (generating their datasets first where they need their own)."""
+    from genssl_hf.pipeline.stages import run_stage
+
+    for name in names:
+        for stage, deps in extra_stages(cfg, out, name, shared, quick):
+            run_stage(out, stage, print, deps=deps)
+
+
+def extra_stages(cfg: dict, out: Path, name: str, shared: Path, quick: bool) -> list[tuple[object, list[str]]]:
+    """The stages of the extra arm ``name`` in run order, each with the stages it reads: its own prompt
+    set and generated set where it needs them, then its pre-training. Building them computes nothing."""
     import copy
 
-    from genssl_hf.pipeline.stages import run_stage
     from genssl_hf.pipeline.steps import stage_generated_dataset, stage_prompt_set
     from genssl_hf.pipeline.training_steps import stage_pretrain, stage_ssl_pretrain
 
     stats = out / "reference_stats" / "reference_stats.json"
-    for name in names:
-        spec = EXTRA_STAGES[name]
-        c = copy.deepcopy(cfg)
-        c["image_size"] = spec.get("image_size", c["image_size"])
-        if spec["base"] == "ssl":
-            c = add_ssl_variants(c, [spec["method"]], quick)
-            run_stage(
-                out,
-                stage_ssl_pretrain(c, spec["method"], stats, out, print),
-                print,
-                deps=["generated_dataset", "reference_stats"],
+    spec = EXTRA_STAGES[name]
+    c = copy.deepcopy(cfg)
+    c["image_size"] = spec.get("image_size", c["image_size"])
+    if spec["base"] == "ssl":
+        c = add_ssl_variants(c, [spec["method"]], quick)
+        return [(stage_ssl_pretrain(c, spec["method"], stats, out, print), ["generated_dataset", "reference_stats"])]
+    c["pretrain"]["args"].update(spec.get("pretrain", {}))
+    if quick:
+        if "num_train_epochs" in spec.get("pretrain", {}):
+            c["pretrain"]["args"]["num_train_epochs"] = 2
+        if "max_steps" in spec.get("pretrain", {}):
+            c["pretrain"]["args"]["max_steps"] = 4
+        if c["pretrain"]["args"].get("max_train_samples"):
+            c["pretrain"]["args"]["max_train_samples"] = 100
+    if spec["base"] == "real":
+        return [
+            (
+                stage_pretrain(c, name, out / "real_unlabelled", "off", stats, print),
+                ["real_unlabelled", "reference_stats"],
             )
-            continue
-        c["pretrain"]["args"].update(spec.get("pretrain", {}))
-        if quick:
-            if "num_train_epochs" in spec.get("pretrain", {}):
-                c["pretrain"]["args"]["num_train_epochs"] = 2
-            if "max_steps" in spec.get("pretrain", {}):
-                c["pretrain"]["args"]["max_steps"] = 4
-            if c["pretrain"]["args"].get("max_train_samples"):
-                c["pretrain"]["args"]["max_train_samples"] = 100
-        if spec["base"] == "real":
-            stage = stage_pretrain(c, name, out / "real_unlabelled", "off", stats, print)
-            run_stage(out, stage, print, deps=["real_unlabelled", "reference_stats"])
-            continue
-        data = "generated_dataset"
-        if "generation" in spec or "prompts" in spec:
-            data = spec.get("data", f"generated_{name.removeprefix('mae_genssl_')}")
-            prompt_stage = "prompt_set"
-            if "prompts" in spec:
-                texts = (
-                    [{"text": "No finding.", "disease": "No Finding"}]
-                    if spec["prompts"] == "normal"
-                    else combination_prompts(shared)
-                )
-                c["prompts"] = {"custom": texts, "name": f"nih14-{spec['prompts']}"}
-                prompt_stage = f"prompt_set_{spec['prompts']}"
-                ps = stage_prompt_set(c)
-                ps.name = prompt_stage
-                run_stage(out, ps, print)
-            c["generation"].update(
-                {k: (v if not quick else min(v, 300)) for k, v in spec.get("generation", {}).items()}
+        ]
+    stages: list[tuple[object, list[str]]] = []
+    data = "generated_dataset"
+    if "sampler" in spec:
+        # the base set's images, seed, prompts, generator and guidance; the preset's scheduler and steps
+        c["generation"]["sampler"] = spec["sampler"]
+        c["generation"].pop("num_inference_steps", None)
+    if "generation" in spec or "prompts" in spec or "sampler" in spec:
+        data = spec.get("data", f"generated_{name.removeprefix('mae_genssl_')}")
+        prompt_stage = "prompt_set"
+        if "prompts" in spec:
+            texts = (
+                [{"text": "No finding.", "disease": "No Finding"}]
+                if spec["prompts"] == "normal"
+                else combination_prompts(shared)
             )
-            gen = stage_generated_dataset(c, out / "generator", out / prompt_stage)
-            gen.name = data
-            run_stage(out, gen, print, deps=["generator", prompt_stage])
-        stage = stage_pretrain(c, name, out / data, "on", stats, print)
-        run_stage(out, stage, print, deps=[data, "reference_stats"])
+            c["prompts"] = {"custom": texts, "name": f"nih14-{spec['prompts']}"}
+            prompt_stage = f"prompt_set_{spec['prompts']}"
+            ps = stage_prompt_set(c)
+            ps.name = prompt_stage
+            stages.append((ps, []))
+        c["generation"].update(
+            {k: (min(v, 300) if quick and k == "num_images" else v) for k, v in spec.get("generation", {}).items()}
+        )
+        gen = stage_generated_dataset(c, out / "generator", out / prompt_stage)
+        gen.name = data
+        stages.append((gen, ["generator", prompt_stage]))
+    stages.append((stage_pretrain(c, name, out / data, "on", stats, print), [data, "reference_stats"]))
+    return stages
 
 
 def protocol_config(cfg: dict) -> dict:
@@ -837,7 +875,7 @@ def main(argv=None) -> int:
         "--fractions",
         default="0.01,0.1",
         help="with --protocol: comma list of the few-shot label fractions (each in (0, 1)); "
-        "the extra arms run those of 1 %% and 10 %% listed",
+        "the extra arms run those of their own fractions listed (EXTRA_STAGES; default 1 %% and 10 %%)",
     )
     parser.add_argument(
         "--main-group",

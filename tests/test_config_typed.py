@@ -99,7 +99,10 @@ def test_generate_speaks_underscores_and_names_renamed_options(capsys):
 
     p = build_parser()
     ns = p.parse_args(["--pipeline", "phantom", "--prompts", "disease", "--output_dir", "o", "--num_images", "4"])
-    assert (ns.output_dir, ns.num_images, ns.num_inference_steps, ns.guidance_scale) == ("o", 4, 50, 7.0)
+    assert (ns.output_dir, ns.num_images, ns.num_inference_steps, ns.guidance_scale) == ("o", 4, None, 7.0)
+    from genssl_hf.generation.materialize import GenerationOptions
+
+    assert GenerationOptions().steps == 50  # no --num_inference_steps and no --sampler: 50 steps, as before
     # the dashed spellings of before are still accepted (hidden from --help)
     old = p.parse_args(["--pipeline", "phantom", "--prompts", "disease", "--output_dir", "o", "--num-images", "4"])
     assert old.num_images == 4 and "--num-images" not in p.format_help()

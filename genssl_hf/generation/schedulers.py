@@ -8,7 +8,7 @@ from typing import Any
 
 from diffusers import DDIMScheduler
 
-__all__ = ["GENERATION_PRESETS", "bundle_scheduler"]
+__all__ = ["GENERATION_PRESETS", "bundle_scheduler", "check_sampler_name"]
 
 # Sampling presets (``pipe.use_preset(name)``). "bundle": the MONAI bundle's 50-step DDIM, the
 # default, kept for faithfulness. "fast": the fastest setting whose images stayed within the noise
@@ -17,6 +17,10 @@ __all__ = ["GENERATION_PRESETS", "bundle_scheduler"]
 # ``scheduler``: a diffusers scheduler class built from the pipeline's own noise schedule (betas,
 # prediction type) with ``scheduler_kwargs``; ``guidance_fraction``: classifier-free guidance on that
 # leading share of the steps only (the rest run the conditional branch alone, half the UNet batch).
+# "unipc-5" and "dpm++2m-5": the few-step settings of the downstream-equal sweep (issue 37.1; their
+# settings are bench_generation_quality.py's "unipc-5" and "dpm++2m-8" at 5 steps). The dataset writer
+# takes a preset by name (``sampler=``, ``genssl generate --sampler``, the pipeline's
+# ``generation.sampler``).
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
     "bundle": {
         "scheduler": "DDIMScheduler",
@@ -30,7 +34,26 @@ GENERATION_PRESETS: dict[str, dict[str, Any]] = {
         "num_inference_steps": 8,
         "guidance_fraction": 1.0,
     },
+    "unipc-5": {
+        "scheduler": "UniPCMultistepScheduler",
+        "scheduler_kwargs": {},
+        "num_inference_steps": 5,
+        "guidance_fraction": 1.0,
+    },
+    "dpm++2m-5": {
+        "scheduler": "DPMSolverMultistepScheduler",
+        "scheduler_kwargs": {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        "num_inference_steps": 5,
+        "guidance_fraction": 1.0,
+    },
 }
+
+
+def check_sampler_name(name: Any, option: str = "sampler") -> None:
+    """A clear error naming ``option`` and the known names when ``name`` is no preset of
+    :data:`GENERATION_PRESETS` (checked before any model is loaded)."""
+    if not isinstance(name, str) or name not in GENERATION_PRESETS:
+        raise ValueError(f"{option} {name!r} is not a generation preset; known: {sorted(GENERATION_PRESETS)}")
 
 
 def bundle_scheduler(**overrides: Any) -> DDIMScheduler:

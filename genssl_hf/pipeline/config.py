@@ -45,6 +45,22 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> dict:
     return config
 
 
+def check_generation_sampler(config: dict) -> None:
+    """``generation.sampler``: a preset of ``GENERATION_PRESETS``, for a trained (diffusion) generator;
+    the phantom oracle renders without denoising steps, so a sampler there is refused, before any stage."""
+    sampler = config.get("generation", {}).get("sampler")
+    if sampler is None:
+        return
+    from ..generation.schedulers import check_sampler_name
+
+    check_sampler_name(sampler, "generation.sampler")
+    if config.get("generator", {}).get("source") == "phantom-oracle":
+        raise ValueError(
+            f"generation.sampler {sampler!r}: generator.source 'phantom-oracle' renders its images directly, "
+            "with no denoising steps to sample; leave generation.sampler unset or train a generator"
+        )
+
+
 def validate_config(config: dict) -> None:
     """Clear errors for a malformed config, before any stage runs."""
     problems = config_problems(config)
@@ -63,6 +79,7 @@ def validate_config(config: dict) -> None:
         )
     validate_ssl_variants(config)
     check_generation_launch(config)
+    check_generation_sampler(config)
     check_size_multiples(config)
     finetune_runs(config)  # checks the label fractions and seeds
     source = config["real_data"].get("source", "phantom")
@@ -163,8 +180,10 @@ def finetune_runs(cfg: dict) -> list[tuple[float, int, str]]:
 def generation_keys(gen: dict) -> dict:
     """The generation settings the generated dataset depends on: not ``num_processes`` (sample i
     depends on the prompt set, the number of images, the seed and i only), so generating on more
-    processes reruns no stage, and a config without the key keeps its stages' fingerprints."""
-    return {k: v for k, v in gen.items() if k != "num_processes"}
+    processes reruns no stage, and a config without the key keeps its stages' fingerprints. A
+    ``sampler`` of null is no sampler: left out, so the stages keep the fingerprints they had before
+    the key existed."""
+    return {k: v for k, v in gen.items() if k != "num_processes" and not (k == "sampler" and v is None)}
 
 
 def _without_seed_keys(ft: dict) -> dict:

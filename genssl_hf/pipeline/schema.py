@@ -47,6 +47,8 @@ SCHEMA: dict[str, Any] = {
     "generation": {
         "num_images": INT,
         "num_inference_steps": INT,
+        # a preset of generation.schedulers.GENERATION_PRESETS (pipeline.config.check_generation_sampler)
+        "sampler": STR,
         "guidance_scale": FLOAT,
         "dtype": STR,
         "batch_size": INT,

@@ -137,7 +137,7 @@ def _generation_settings(cfg: dict, generator_dir: Path, prompt_dir: Path) -> di
     """The generator spec and the ``generate_dataset`` settings of the ``generated_dataset`` stage."""
     gen = cfg["generation"]
     oracle = (generator_dir / "generator.json").is_file()
-    return dict(
+    settings = dict(
         generator="phantom" if oracle else str(generator_dir / "generator"),
         prompts=str(prompt_dir / "prompt_set"),
         num_images=gen["num_images"],
@@ -145,11 +145,15 @@ def _generation_settings(cfg: dict, generator_dir: Path, prompt_dir: Path) -> di
         batch_size=gen.get("batch_size", 64),
         height=gen.get("image_size", cfg["image_size"]),
         width=gen.get("image_size", cfg["image_size"]),
-        num_inference_steps=gen.get("num_inference_steps", 25),
+        # with generation.sampler and no step count: the preset's steps (None); without: 25
+        num_inference_steps=gen.get("num_inference_steps", None if gen.get("sampler") else 25),
         guidance_scale=gen.get("guidance_scale", 3.0),
         shard_size=gen.get("shard_size", "256MB"),
         call_kwargs={"dtype": gen["dtype"]} if gen.get("dtype") else None,
     )
+    if gen.get("sampler"):  # only when set: the settings of a run without one are as they were
+        settings["sampler"] = gen["sampler"]
+    return settings
 
 
 def _generate_in_processes(cfg: dict, folder: Path, settings: dict, log) -> dict:
@@ -168,6 +172,7 @@ def _generate_in_processes(cfg: dict, folder: Path, settings: dict, log) -> dict
         "width": settings["width"],
         "num_inference_steps": settings["num_inference_steps"],
         "guidance_scale": settings["guidance_scale"],
+        **({"sampler": settings["sampler"]} if settings.get("sampler") else {}),
         "shard_size": str(settings["shard_size"]),
         "pipeline_kwargs": settings["call_kwargs"],  # a mapping: written as its JSON text
         "output_dir": str(folder / "dataset"),
@@ -297,6 +302,17 @@ def stage_evaluation(
     )
 
 
+def _sampling_text(gen: dict) -> str:
+    """The steps (and sampler preset, when the config names one) of the generated images, in words."""
+    if not gen.get("sampler"):
+        return f"{gen.get('num_inference_steps')} DDIM steps"
+    from ..generation.schedulers import GENERATION_PRESETS
+
+    preset = GENERATION_PRESETS[gen["sampler"]]
+    steps = gen.get("num_inference_steps") or preset["num_inference_steps"]
+    return f"{steps} steps of {preset['scheduler']} (sampler preset {gen['sampler']})"
+
+
 def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -> dict[str, str]:
     """What the table's numbers come from, in one line each."""
     real = cfg["real_data"]
@@ -316,7 +332,8 @@ def _run_context(cfg: dict, root: Path, variants: list[str], suffix: str = "") -
             else f"{real.get('source')} {real.get('path', '')}"
         ),
         "generated images": f"{gen['num_images']} at {gen.get('image_size', cfg['image_size'])} px, "
-        f"{gen.get('num_inference_steps')} DDIM steps, guidance {gen.get('guidance_scale')}, "
+        + _sampling_text(gen)
+        + f", guidance {gen.get('guidance_scale')}, "
         f"prompt set {cfg.get('prompts', {}).get('set', 'heuristic')}",
         "MAE pre-training": f"model {pre.get('model')}, {pre.get('num_train_epochs')} epochs, mask ratio "
         f"{pre.get('mask_ratio', 0.9)}",

@@ -15,6 +15,8 @@ from genssl_hf.utils import PRETRAINED_PREFIX, pretrained_path, read_json
 from genssl_hf.typed_args import TypedArgumentParser, hidden_aliases
 from genssl_hf.validation import checked_parser, renamed_options
 
+from genssl_hf.generation.schedulers import GENERATION_PRESETS
+
 from .generators import check_generator_spec
 from .layout import DEFAULT_ROWS_PER_CHECKPOINT, DEFAULT_SHARD_SIZE
 from .shards import _Dist, _dist_from
@@ -60,7 +62,16 @@ class SamplingArguments:
 
     _argument_group_name = "sampling"
     batch_size: int = field(default=8, metadata={"help": "images per pipeline call"})
-    num_inference_steps: int = field(default=50, metadata={"help": "inference steps"})
+    sampler: str | None = field(
+        default=None,
+        metadata={
+            "help": "sampling preset of a diffusion pipeline folder (default: the folder's own scheduler)",
+            "choices": sorted(GENERATION_PRESETS),
+        },
+    )
+    num_inference_steps: int | None = field(
+        default=None, metadata={"help": "inference steps (default: the --sampler preset's, else 50)"}
+    )
     guidance_scale: float = field(default=7.0, metadata={"help": "classifier-free guidance scale"})
     image_size: int | None = field(
         default=None, metadata={"help": "square output size in px (default: the pipeline's)"}
@@ -201,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         width=width,
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
+        sampler=args.sampler,
         generator_id=args.generator_id,
         call_kwargs=call_kwargs,
         keep_prompt_text=args.keep_prompt_text,

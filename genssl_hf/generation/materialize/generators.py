@@ -225,6 +225,41 @@ def check_generator_spec(spec: Any) -> None:
     raise ValueError(f"pipeline folder {path} does not exist")
 
 
+def check_sampler_support(spec: Any, sampler: str) -> None:
+    """``sampler`` (a preset of ``GENERATION_PRESETS``) needs a pipeline folder whose pipeline class
+    has ``use_preset`` (checked from ``model_index.json``, no weights loaded). The phantom world has no
+    denoising steps, a ``module:factory`` is called with fixed arguments and a generator object comes
+    with its scheduler already chosen: each is refused rather than silently sampled otherwise."""
+    from genssl_hf.generation.schedulers import check_sampler_name
+
+    check_sampler_name(sampler)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ValueError(
+            f"sampler {sampler!r} applies to a diffusers pipeline folder; this generator is a "
+            f"{type(spec).__name__} object: choose its scheduler yourself (pipe.use_preset({sampler!r})) "
+            "and leave sampler unset"
+        )
+    text = os.fspath(spec)
+    if text == "phantom":
+        raise ValueError(
+            f"sampler {sampler!r}: the phantom generator renders its images directly, with no denoising "
+            "steps to sample; leave sampler unset or generate with a diffusion pipeline folder"
+        )
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError(
+            f"sampler {sampler!r}: generator {text!r} is a 'module:factory', called with fixed arguments; "
+            "choose the scheduler inside the factory and leave sampler unset"
+        )
+    cls = _pipeline_class(path)
+    if cls is None or not hasattr(cls, "use_preset"):
+        name = read_json(path / "model_index.json").get("_class_name")
+        raise ValueError(
+            f"sampler {sampler!r}: the pipeline in {path} ({name}) has no sampling presets (use_preset); "
+            "leave sampler unset to sample with its own scheduler"
+        )
+
+
 def _folder_fingerprint(path: Path) -> str:
     """Content hash of a pipeline folder: every file's relative path and SHA-256."""
     h = hashlib.sha256()
@@ -253,17 +288,27 @@ def load_generator(
     *,
     height: int | None = None,
     width: int | None = None,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.0,
     device: Any = None,
     generator_id: str | None = None,
     call_kwargs: Mapping[str, Any] | None = None,
+    sampler: str | None = None,
 ) -> ImageGenerator:
     """An :class:`ImageGenerator` from a spec: an object that already is one; ``"phantom"``;
     a diffusers pipeline folder (through ``genssl_hf.generation``'s pipeline class when present,
     else ``DiffusionPipeline.from_pretrained``); or ``"package.module:factory"``, a callable
-    called with ``height, width, num_inference_steps, guidance_scale, device``."""
+    called with ``height, width, num_inference_steps, guidance_scale, device``. ``sampler``: a
+    preset of ``GENERATION_PRESETS`` the pipeline switches to (``use_preset``); a pipeline folder
+    only (see :func:`check_sampler_support`). ``num_inference_steps``: as given, else the sampler
+    preset's, else 50."""
     check_generator_spec(spec)
+    if sampler is not None:
+        check_sampler_support(spec, sampler)
+    if num_inference_steps is None:
+        from genssl_hf.generation.schedulers import GENERATION_PRESETS
+
+        num_inference_steps = GENERATION_PRESETS[sampler]["num_inference_steps"] if sampler is not None else 50
     if not isinstance(spec, (str, os.PathLike)):
         if generator_id and not getattr(spec, "generator_id", None):
             with contextlib.suppress(AttributeError):
@@ -278,6 +323,8 @@ def load_generator(
     path = Path(text)
     if path.is_dir():
         pipe = _load_pipeline(path)
+        if sampler is not None:
+            pipe.use_preset(sampler)
         if device is not None:
             pipe = pipe.to(device)
         if hasattr(pipe, "set_progress_bar_config"):
@@ -306,9 +353,9 @@ def load_generator(
     return gen
 
 
-def _load_pipeline(path: Path) -> Any:
-    index = read_json(path / "model_index.json")
-    class_name = index.get("_class_name")
+def _pipeline_class(path: Path) -> Any:
+    """The ``genssl_hf.generation`` class a pipeline folder's ``model_index.json`` names (None: another)."""
+    class_name = read_json(path / "model_index.json").get("_class_name")
     if isinstance(class_name, list):  # [loader module, class] (genssl_hf.generation.folder_code)
         class_name = class_name[-1]
     try:
@@ -319,6 +366,11 @@ def _load_pipeline(path: Path) -> Any:
                 cls = getattr(importlib.import_module("genssl_hf.generation.pipeline"), class_name, None)
     except ImportError:
         cls = None
+    return cls
+
+
+def _load_pipeline(path: Path) -> Any:
+    cls = _pipeline_class(path)
     if cls is not None:
         return cls.from_pretrained(str(path))
     from diffusers import DiffusionPipeline

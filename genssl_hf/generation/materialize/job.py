@@ -20,6 +20,7 @@ from .generators import (
     _check_pipeline_size,
     _size_from_pipeline_folder,
     check_generator_spec,
+    check_sampler_support,
     default_generator_id,
 )
 from .layout import (
@@ -56,8 +57,12 @@ class GenerationOptions:
     rows_per_checkpoint: int = DEFAULT_ROWS_PER_CHECKPOINT
     height: int | None = None
     width: int | None = None
-    num_inference_steps: int = 50
+    # None: the sampler preset's step count, else 50 (see ``steps``)
+    num_inference_steps: int | None = None
     guidance_scale: float = 7.0
+    # a preset of genssl_hf.generation.schedulers.GENERATION_PRESETS ("bundle", "fast", "unipc-5",
+    # "dpm++2m-5"); None: sample with the scheduler the pipeline folder was saved with
+    sampler: str | None = None
     generator_id: str | None = None
     call_kwargs: Mapping[str, Any] | None = None
     keep_prompt_text: bool = False  # report mode: publish the report text too (default: its SHA-256 only)
@@ -74,13 +79,31 @@ class GenerationOptions:
         """The option checks that need no input read (before anything else)."""
         if (self.prompts is None) == (self.reports is None):
             raise ValueError("give exactly one of prompts= (balanced generation) or reports= (one image per report)")
-        for name in ("batch_size", "rows_per_checkpoint", "num_inference_steps"):
+        for name in ("batch_size", "rows_per_checkpoint"):
             _check_positive_int(name, getattr(self, name))
+        if self.num_inference_steps is not None:
+            _check_positive_int("num_inference_steps", self.num_inference_steps)
+        if self.sampler is not None:
+            from genssl_hf.generation.schedulers import check_sampler_name
+
+            check_sampler_name(self.sampler)
         if int(self.seed) < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
         check_number(self.guidance_scale, NUMERIC_RANGES["guidance_scale"], "guidance_scale")
         if self.max_images_this_run is not None:
             check_number(self.max_images_this_run, NUMERIC_RANGES["max_images_this_run"], "max_images_this_run")
+
+    @property
+    def steps(self) -> int:
+        """The denoising steps: ``num_inference_steps`` when given, else the sampler preset's, else
+        50 (the MONAI bundle's DDIM; the writer's default before samplers existed)."""
+        if self.num_inference_steps is not None:
+            return int(self.num_inference_steps)
+        if self.sampler is not None:
+            from genssl_hf.generation.schedulers import GENERATION_PRESETS
+
+            return int(GENERATION_PRESETS[self.sampler]["num_inference_steps"])
+        return 50
 
 
 MAX_SHARDS = 1_000_000  # 1000 sub-folders of 1000 shards
@@ -168,6 +191,8 @@ def _resolve_size(generator: Any, height: int | None, width: int | None) -> tupl
 def _plan_job(out: Path, generator: Any, options: GenerationOptions) -> _Job:
     options.check()
     check_generator_spec(generator)
+    if options.sampler is not None:
+        check_sampler_support(generator, options.sampler)
     height, width = _resolve_size(generator, options.height, options.width)
     parse_shard_size(options.shard_size)
     prompt_set = corpus = plan = None
@@ -227,7 +252,7 @@ def _run_config(job: _Job) -> dict[str, Any]:
         "data_files": job.layout.data_files_pattern,
         "height": job.height,
         "width": job.width,
-        "num_inference_steps": int(o.num_inference_steps),
+        "num_inference_steps": o.steps,
         "guidance_scale": float(o.guidance_scale),
         "generator": os.fspath(gen) if isinstance(gen, (str, os.PathLike)) else type(gen).__name__,
         "generator_id": job.generator_id,
@@ -261,6 +286,12 @@ def _run_config(job: _Job) -> dict[str, Any]:
             corpus_num_reports=corpus.num_reports,
             text_column=corpus.text_column,
         )
+    if o.sampler is not None:  # only when chosen: a folder made without one keeps its config as it was
+        from genssl_hf.generation.schedulers import GENERATION_PRESETS
+
+        preset = GENERATION_PRESETS[o.sampler]
+        config["sampler"] = o.sampler
+        config["sampler_settings"] = {k: preset[k] for k in ("scheduler", "scheduler_kwargs", "guidance_fraction")}
     if o.command:
         config["command"] = o.command
     return config

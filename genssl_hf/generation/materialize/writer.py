@@ -139,6 +139,8 @@ _CONTENT_KEYS = (
     "keep_prompt_text",
     "features",
     "call_kwargs",
+    "sampler",  # absent (None) in folders made without one
+    "sampler_settings",
 )
 # Settings a diffusion generator's pixels depend on by float rounding (batched matmuls, thread
 # count): checked on resume while images remain to be made, unless the generator is batch-invariant.
@@ -258,11 +260,12 @@ def _write_shards(job: _Job, mine: list[int], dist: _Dist) -> tuple[GenerationRe
             job.generator,
             height=job.height,
             width=job.width,
-            num_inference_steps=o.num_inference_steps,
+            num_inference_steps=o.steps,
             guidance_scale=o.guidance_scale,
             device=dist.device,
             generator_id=job.generator_id,
             call_kwargs=o.call_kwargs,
+            sampler=o.sampler,
         )
     if job.prompt_set:
         source = _PromptRows(job.prompt_set, job.plan, o.seed, job.generator_id)
