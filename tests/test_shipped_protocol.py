@@ -203,6 +203,21 @@ def test_bad_arguments_are_refused_naming_them(run, tmp_path):
         sp.main([*args, "--name", "nih-genssl-mae-64-protocol", "--real_data", str(tmp_path)])
 
 
+def test_only_the_chosen_arm_needs_its_comparisons(run):
+    rows = json.loads(run["pooled"].read_text())
+    for r in rows:
+        if r["arm"] == "real_mae":
+            del r["vs"]["late"]  # "late" (not chosen) is never compared with MAE on real images
+    write_json(run["pooled"], rows)
+    assert _plan(run).chosen == "early"
+    for r in rows:
+        if r["arm"] == "real_mae":
+            del r["vs"]["early"]
+    write_json(run["pooled"], rows)
+    with pytest.raises(sp.ProtocolInputError, match="early was chosen on validation .*--contrast early:real_mae"):
+        _plan(run)
+
+
 def test_the_results_row_must_hold_the_pooled_numbers(run):
     doc = json.loads(run["results"].read_text())
     doc["results"][0]["pooled"]["10% real_mae"]["vs_early"][1] = -0.5  # a CI bound recorded otherwise

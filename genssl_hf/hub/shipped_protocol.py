@@ -175,8 +175,9 @@ class ReleasePlan:
         return self.candidates[self.chosen]
 
 
-def _check_candidate(run_dir: Path, arm: str, folder: Path, pooled, against, problems: list[str]) -> dict | None:
-    """The candidate's folder, pooled numbers and fine-tuning stages, or None (problems appended)."""
+def _check_candidate(run_dir: Path, arm: str, folder: Path, pooled, problems: list[str]) -> dict | None:
+    """The candidate's folder, pooled rows (their seeds and recipe: the fine-tuning runs the choice
+    reads) and fine-tuning stages, or None (problems appended)."""
     before = len(problems)
     for name in ("config.json", "preprocessor_config.json", "model.safetensors", "run_config.json"):
         if not (folder / name).is_file():
@@ -198,7 +199,7 @@ def _check_candidate(run_dir: Path, arm: str, folder: Path, pooled, against, pro
         )
     numbers = {}
     for fraction in FRACTIONS:
-        found, why = _fraction_numbers(pooled, arm, against, fraction)
+        found, why = _fraction_numbers(pooled, arm, (), fraction)
         if found is None:
             problems.append(f"--pooled: {why}")
             continue
@@ -297,7 +298,7 @@ def plan_release(
     problems: list[str] = []
     numbers = {}
     for arm, folder in candidates.items():
-        found = _check_candidate(run_dir, arm, folder, pooled, (baseline, real_arm), problems)
+        found = _check_candidate(run_dir, arm, folder, pooled, problems)
         if found is not None:
             numbers[arm] = found
     if problems:
@@ -307,18 +308,28 @@ def plan_release(
     if empty:
         raise ProtocolInputError(f"--candidates: no seed every candidate fine-tuned ({', '.join(empty)})")
     chosen = max(choice, key=lambda c: c["score"])["arm"]
+    # the card's numbers: the chosen arm's pooled rows with its paired comparisons (only its own are needed)
+    cited = {}
+    for fraction in FRACTIONS:
+        found, why = _fraction_numbers(pooled, chosen, (baseline, real_arm), fraction)
+        if found is None:
+            raise ProtocolInputError(
+                f"--pooled: {why}; {chosen} was chosen on validation (pool it with "
+                f"bench_genssl_realdata.py --contrast {chosen}:{real_arm} beside --baseline's arm)"
+            )
+        cited[fraction_label(fraction)] = found
     # MAE on real images: its model folder (for its pre-training length) from its first fine-tuning stage
-    real_row = numbers[chosen]["10%"]["arms"][real_arm]
+    real_row = cited["10%"]["arms"][real_arm]
     real_stage = run_dir / stage_name(real_arm, real_row["recipe"], 0.1, real_row["seeds"][0])
     real_init = read_json(real_stage / "stage.json").get("config", {}).get("init") if real_stage.is_dir() else None
     if not real_init or not (Path(real_init) / "config.json").is_file():
         problems.append(f"--real_arm {real_arm}: its stage {real_stage} names no model folder it fine-tuned")
     row = _results_row(Path(results_json), results_row)
-    _check_results_row(row, numbers[chosen], chosen, results_row, problems)
+    _check_results_row(row, cited, chosen, results_row, problems)
     if problems:
         raise ProtocolInputError("cannot package the protocol encoder:\n- " + "\n- ".join(problems))
     return ReleasePlan(
-        run_dir, dict(candidates), choice, chosen, numbers[chosen], baseline, real_arm, Path(real_init), {"row": row}
+        run_dir, dict(candidates), choice, chosen, cited, baseline, real_arm, Path(real_init), {"row": row}
     )
 
 
