@@ -95,7 +95,8 @@ def run(tmp_path):
 
 def _plan(run, candidates=None, pooled=None, **kwargs):
     options = {"baseline": "random_init_adain", "real_arm": "real_mae", "results_json": run["results"]}
-    options.update(results_row="row", **kwargs)
+    options.update(results_row="row")
+    options.update(kwargs)
     return sp.plan_release(run["run"], candidates or run["folders"], [pooled or run["pooled"]], **options)
 
 
@@ -216,6 +217,18 @@ def test_only_the_chosen_arm_needs_its_comparisons(run):
     write_json(run["pooled"], rows)
     with pytest.raises(sp.ProtocolInputError, match="early was chosen on validation .*--contrast early:real_mae"):
         _plan(run)
+
+
+def test_each_candidate_is_compared_with_its_own_real_arm(run):
+    assert sp.parse_real_arms("real_mae") == "real_mae"
+    assert sp.parse_real_arms("early=real_mae, late=real_10k") == {"early": "real_mae", "late": "real_10k"}
+    with pytest.raises(sp.ProtocolInputError, match="--real_arm: expected"):
+        sp.parse_real_arms("early=real_mae,early=real_10k")
+    # "late" would be compared with a 10k-step real arm this run never pooled: only the chosen one's counts
+    plan = _plan(run, real_arm={"early": "real_mae", "late": "real_10k"})
+    assert plan.chosen == "early" and plan.real_arm == "real_mae"
+    with pytest.raises(sp.ProtocolInputError, match=r"--real_arm: no MAE-on-real-images arm for \['late'\]"):
+        _plan(run, real_arm={"early": "real_mae"})
 
 
 def test_the_results_row_must_hold_the_pooled_numbers(run):

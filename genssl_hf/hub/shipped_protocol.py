@@ -72,6 +72,20 @@ def parse_candidates(text: str) -> dict[str, Path]:
     return out
 
 
+def parse_real_arms(text: str) -> str | dict[str, str]:
+    """``"real_10k"`` (every candidate's) or ``"genssl=real_mae,genssl_10k=real_10k"`` (each its own)."""
+    if "=" not in text:
+        return text.strip()
+    pairs = [item.strip().partition("=") for item in text.split(",")]
+    if any(not a.strip() or not sep or not r.strip() for a, sep, r in pairs) or len({a for a, _, _ in pairs}) < len(
+        pairs
+    ):
+        raise ProtocolInputError(
+            f"--real_arm: expected ARM or CANDIDATE=ARM[,CANDIDATE=ARM...] (each once); got {text!r}"
+        )
+    return {a.strip(): r.strip() for a, _, r in pairs}
+
+
 def load_pooled(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, dict]]:
     """The rows of the protocol's pooled files (``protocol_pooled*.json``), each with its file."""
     rows: list[tuple[Path, dict]] = []
@@ -281,7 +295,7 @@ def plan_release(
     pooled_paths: Sequence[str | os.PathLike],
     *,
     baseline: str,
-    real_arm: str,
+    real_arm: str | dict[str, str],
     results_json: str | os.PathLike,
     results_row: str,
 ) -> ReleasePlan:
@@ -292,8 +306,13 @@ def plan_release(
         raise ProtocolInputError(f"--run_dir {run_dir}: no such folder")
     if not candidates:
         raise ProtocolInputError("--candidates: no candidate given")
-    if {baseline, real_arm} & set(candidates):
-        raise ProtocolInputError(f"--candidates: the baseline / real arm ({baseline}, {real_arm}) is not a candidate")
+    real_arms = real_arm if isinstance(real_arm, dict) else dict.fromkeys(candidates, real_arm)
+    if set(candidates) - set(real_arms):
+        raise ProtocolInputError(
+            f"--real_arm: no MAE-on-real-images arm for {sorted(set(candidates) - set(real_arms))}"
+        )
+    if {baseline, *real_arms.values()} & set(candidates):
+        raise ProtocolInputError(f"--candidates: the baseline or a real arm ({baseline}, {real_arms}) is a candidate")
     pooled = load_pooled(pooled_paths)
     problems: list[str] = []
     numbers = {}
@@ -308,6 +327,7 @@ def plan_release(
     if empty:
         raise ProtocolInputError(f"--candidates: no seed every candidate fine-tuned ({', '.join(empty)})")
     chosen = max(choice, key=lambda c: c["score"])["arm"]
+    real_arm = real_arms[chosen]  # MAE on real images at the chosen encoder's pre-training length
     # the card's numbers: the chosen arm's pooled rows with its paired comparisons (only its own are needed)
     cited = {}
     for fraction in FRACTIONS:
@@ -433,7 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pooled", action="append", required=True, help="a protocol_pooled*.json of the run; repeatable"
     )
     parser.add_argument("--baseline", default="random_init_adain", help="the standardised random-init arm")
-    parser.add_argument("--real_arm", required=True, help="the MAE-on-real-images arm (equal pre-training length)")
+    parser.add_argument(
+        "--real_arm",
+        required=True,
+        help="the MAE-on-real-images arm compared with, or CANDIDATE=ARM[,...]: each candidate's "
+        "(at its pre-training length)",
+    )
     parser.add_argument("--name", required=True, help="the shipped name (genssl_hf/<name>, in PRETRAINED)")
     parser.add_argument("--results_row", required=True, help="the benchmarks/results.json row of the pooled numbers")
     parser.add_argument("--results_json", default=str(CHECKOUT / "benchmarks" / "results.json"))
@@ -454,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_candidates(args.candidates),
             args.pooled,
             baseline=args.baseline,
-            real_arm=args.real_arm,
+            real_arm=parse_real_arms(args.real_arm),
             results_json=args.results_json,
             results_row=args.results_row,
         )
