@@ -9,6 +9,9 @@ by its ``genssl_hf/<name>`` name (:func:`genssl_hf.utils.pretrained_path`):
 - ``genssl_hf/nih-genssl-mae-64``: the GEN-SSL MAE encoder pre-trained only on that generator's
   images (with its AdaINImageProcessor, and ``vit/``: the encoder as a plain ``ViTModel``).
 
+``--protocol-encoder`` packages a third, ``genssl_hf/nih-genssl-mae-64-protocol``: the GEN-SSL encoder
+chosen on validation among the arms of a protocol run (:mod:`genssl_hf.hub.shipped_protocol`).
+
 Each goes through :func:`genssl_hf.hub.publish.publish` (dry run): validation, the card with its
 provenance, and the real-data leak guard over every file. The card's ``model-index`` holds the
 numbers measured here; :func:`measure_autoencoder` and :func:`measure_mae` recompute them (the

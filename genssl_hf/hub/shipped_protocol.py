@@ -35,9 +35,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..utils import PRETRAINED, read_json
-from .shipped import _eval_result, mae_loss_results, measure_mae, nih_test_images, ship_encoder, shipped_folder
+from .shipped import measure_mae, nih_test_images, ship_encoder, shipped_folder
 from .shipped_cards import _steps
-from .shipped_protocol_card import CHECKOUT, card_body, encoder_parameters, portable, pretraining_command, without_roots
+from .shipped_protocol_card import (
+    CHECKOUT,
+    card_body,
+    encoder_parameters,
+    model_index,
+    portable,
+    pretraining_command,
+    release_record,
+    without_roots,
+)
 
 __all__ = [
     "FRACTIONS",
@@ -52,7 +61,6 @@ __all__ = [
 
 FRACTIONS = (0.01, 0.1)  # the protocol's few-shot fractions the choice and the card use
 RECORD_FILE = "protocol_release.json"  # beside the card: the choice table and where every number came from
-TASK = "Kermany paediatric pneumonia (patient-disjoint in-split test, 64 px)"
 
 
 class ProtocolInputError(ValueError):
@@ -351,42 +359,6 @@ def plan_release(
     return ReleasePlan(
         run_dir, dict(candidates), choice, chosen, cited, baseline, real_arm, Path(real_init), {"row": row}
     )
-
-
-def release_record(plan: ReleasePlan, name: str, results_row: str, commands: dict[str, str]) -> dict:
-    """``protocol_release.json``: the choice table, the chosen arm, every cited number with its source."""
-    return {
-        "name": name,
-        "chosen": plan.chosen,
-        "choice_rule": "highest mean over 1% and 10% of the mean validation AUC over the seeds every candidate ran",
-        "choice": plan.choice,
-        "baseline": plan.baseline,
-        "real_arm": plan.real_arm,
-        "results_row": results_row,
-        "pooled": {
-            label: {**{k: v for k, v in found.items() if k != "file"}, "file": Path(found["file"]).name}
-            for label, found in plan.numbers.items()
-        },
-        "commands": commands,
-    }
-
-
-def model_index(plan: ReleasePlan, measured: dict[str, float]) -> list[Any]:
-    """Measured MAE loss, and the pooled test AUC means (the differences stay in the card's text)."""
-    results = mae_loss_results(measured, plan.folder)
-    for label, found in plan.numbers.items():
-        for arm, summary in found["arms"].items():
-            who = "" if arm == plan.chosen else f" of {summary['title']} ({arm})"
-            results.append(
-                _eval_result(
-                    TASK,
-                    "test",
-                    f"mean AUC at {label} labels{who}, {len(summary['seeds'])} seeds",
-                    summary["mean"],
-                    "roc_auc",
-                )
-            )
-    return results
 
 
 def package_protocol_encoder(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..utils import read_json
+from .shipped import _eval_result, mae_loss_results
 
 __all__ = [
     "card_body",
@@ -21,9 +22,13 @@ __all__ = [
     "without_roots",
     "pretraining_command",
     "encoder_parameters",
+    "release_record",
+    "model_index",
+    "TASK",
 ]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
+TASK = "Kermany paediatric pneumonia (patient-disjoint in-split test, 64 px)"
 # how a run was driven, not what it learned: an exact resume reproduces the uninterrupted run
 RUN_CONTROL_OPTIONS = ("resume_from_checkpoint", "overwrite_output_dir", "stop_after_steps")
 
@@ -226,3 +231,39 @@ def encoder_parameters(folder: Path) -> int:
 
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("vit."))
+
+
+def release_record(plan: Any, name: str, results_row: str, commands: dict[str, str]) -> dict:
+    """``protocol_release.json``: the choice table, the chosen arm, every cited number with its source."""
+    return {
+        "name": name,
+        "chosen": plan.chosen,
+        "choice_rule": "highest mean over 1% and 10% of the mean validation AUC over the seeds every candidate ran",
+        "choice": plan.choice,
+        "baseline": plan.baseline,
+        "real_arm": plan.real_arm,
+        "results_row": results_row,
+        "pooled": {
+            label: {**{k: v for k, v in found.items() if k != "file"}, "file": Path(found["file"]).name}
+            for label, found in plan.numbers.items()
+        },
+        "commands": commands,
+    }
+
+
+def model_index(plan: Any, measured: dict[str, float]) -> list[Any]:
+    """Measured MAE loss, and the pooled test AUC means (the differences stay in the card's text)."""
+    results = mae_loss_results(measured, plan.folder)
+    for label, found in plan.numbers.items():
+        for arm, summary in found["arms"].items():
+            who = "" if arm == plan.chosen else f" of {summary['title']} ({arm})"
+            results.append(
+                _eval_result(
+                    TASK,
+                    "test",
+                    f"mean AUC at {label} labels{who}, {len(summary['seeds'])} seeds",
+                    summary["mean"],
+                    "roc_auc",
+                )
+            )
+    return results
