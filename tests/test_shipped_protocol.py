@@ -231,6 +231,32 @@ def test_each_candidate_is_compared_with_its_own_real_arm(run):
         _plan(run, real_arm={"early": "real_mae"})
 
 
+def test_with_several_pooled_files_the_numbers_come_from_one_file_with_every_comparison(run, tmp_path):
+    # another group pooled "early" at 1 % over 10 seeds against the baseline only (no MAE-real contrast)
+    seeds = tuple(range(10))
+    more = [
+        _row("random_init_adain", 0.01, 0.88, {"early": _vs(-0.01, -0.03, 0.01)}, seeds),
+        _row("early", 0.01, 0.91, {"random_init_adain": _vs(0.01, -0.01, 0.03)}, seeds),
+    ]
+    write_json(tmp_path / "protocol_pooled_onepct.json", more)
+    for seed in seeds[3:]:
+        _stage(run["run"], "early", 0.01, seed, run["folders"]["early"], 0.95)
+    plan = sp.plan_release(
+        run["run"],
+        run["folders"],
+        [tmp_path / "protocol_pooled_onepct.json", run["pooled"]],
+        baseline="random_init_adain",
+        real_arm="real_mae",
+        results_json=run["results"],
+        results_row="row",
+    )
+    one = plan.numbers["1%"]
+    assert one["file"] == str(run["pooled"]) and one["arms"]["early"]["mean"] == 0.93
+    assert [c["against"] for c in one["comparisons"]] == ["random_init_adain", "real_mae"]
+    # the choice still compares the candidates on the seeds both ran
+    assert next(c for c in plan.choice if c["arm"] == "early")["seeds"]["1%"] == [0, 1, 2]
+
+
 def test_the_results_row_must_hold_the_pooled_numbers(run):
     doc = json.loads(run["results"].read_text())
     doc["results"][0]["pooled"]["10% real_mae"]["vs_early"][1] = -0.5  # a CI bound recorded otherwise
