@@ -276,6 +276,8 @@ PRETRAINED: dict[str, str] = {
     "phantom-ldm-64": "generation/pretrained/phantom-ldm-64",
     "nih-ldm-64": "generation/pretrained/nih-ldm-64",
     "nih-genssl-mae-64": "training/pretrained/nih-genssl-mae-64",
+    # the GEN-SSL encoder chosen on validation under the real-data protocol (genssl_hf.hub.shipped_protocol)
+    "nih-genssl-mae-64-protocol": "training/pretrained/nih-genssl-mae-64-protocol",
 }
 PRETRAINED_PREFIX = "genssl_hf/"
 

@@ -4,6 +4,9 @@ and score what their cards say."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +19,9 @@ from genssl_hf.utils import PRETRAINED, pretrained_path
 SHIPPED = [n for n in PRETRAINED if shipped.shipped_folder(n).is_dir()]
 GENERATORS = [n for n in SHIPPED if "ldm" in n]
 ENCODERS = [n for n in SHIPPED if "mae" in n]
+# encoders chosen under the real-data protocol: their card cites a benchmarks/results.json row
+PROTOCOL_ENCODERS = [n for n in ENCODERS if (shipped.shipped_folder(n) / "protocol_release.json").is_file()]
+RESULTS_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results.json"
 
 
 def test_the_phantom_generator_is_shipped():
@@ -111,7 +117,8 @@ def test_shipped_encoder_scores_what_its_card_says(name, shared_data):
     folder = pretrained_path(f"genssl_hf/{name}")
     card = shipped.card_results(folder / "README.md")
     measured = shipped.measure_mae(folder, shipped.nih_test_images(shared_data / "nih-cxr14-1000-64px"))
-    assert measured["mae_loss"] == pytest.approx(card["MAE loss (mask 0.9)"], abs=2e-4)
+    mask = json.loads((folder / "config.json").read_text())["mask_ratio"]
+    assert measured["mae_loss"] == pytest.approx(card[f"MAE loss (mask {mask:g})"], abs=2e-4)
     assert measured["mean_patch_loss"] == pytest.approx(card["predict-the-mean loss (trivial baseline)"], abs=2e-4)
     assert measured["mae_loss"] < measured["mean_patch_loss"]  # it learned something that transfers to real images
 
@@ -224,3 +231,33 @@ def test_the_packager_reads_what_the_run_ran_and_writes_portable_commands(tmp_pa
     with pytest.raises(SystemExit, match="pipeline_config.json"):
         shipped.main(["--run", str(tmp_path / "empty"), "--real-data", str(tmp_path)])
     assert json.loads((run / "pipeline_config.json").read_text())  # untouched
+
+
+@pytest.mark.skipif(not PROTOCOL_ENCODERS, reason="no encoder chosen under the protocol is shipped in this checkout")
+@pytest.mark.parametrize("name", PROTOCOL_ENCODERS)
+def test_shipped_protocol_encoder_cards_give_the_results_row_they_cite(name):
+    """Every pooled AUC in the card's model-index and every difference with its CI in its text is the
+    benchmarks/results.json row's (4 places there; 1 decimal of a percent in the text)."""
+    from genssl_hf.hub.shipped_protocol import cited_numbers
+    from genssl_hf.hub.shipped_protocol_card import auc_text, difference_text
+
+    folder = shipped.shipped_folder(name)
+    release = json.loads((folder / "protocol_release.json").read_text())
+    rows = [r for r in json.loads(RESULTS_JSON.read_text())["results"] if r["name"] == release["results_row"]]
+    assert rows, f"{name}: its card cites results.json row {release['results_row']!r}, which is absent"
+    pooled = rows[-1]["pooled"]
+    for key, entry, value in cited_numbers(release["pooled"], release["chosen"]):
+        recorded = pooled[key]["mean"] if entry == "mean" else pooled[key][entry[:-3]][int(entry[-2])]
+        assert recorded == pytest.approx(value, abs=5.1e-5), f"{name}: {key} {entry}"
+    card = shipped.card_results(folder / "README.md")
+    text = (folder / "README.md").read_text()
+    for label, found in release["pooled"].items():
+        for arm, summary in found["arms"].items():
+            assert summary["mean"] == pytest.approx(pooled[f"{label} {arm}"]["mean"], abs=5.1e-5)
+            who = "" if arm == release["chosen"] else f" of {summary['title']} ({arm})"
+            metric = f"mean AUC at {label} labels{who}, {len(summary['seeds'])} seeds"
+            assert card[metric] == pytest.approx(pooled[f"{label} {arm}"]["mean"], abs=5.1e-5), metric
+            assert auc_text(summary) in text
+        for c in found["comparisons"]:
+            assert difference_text(c) in text
+    assert release["chosen"] in text and "validation" in text
