@@ -283,7 +283,12 @@ def test_the_card_gives_the_pooled_numbers_rounded_as_percent(run):
     assert auc_text({"mean": 0.929273, "min": 0.91024, "max": 0.94425}) == "92.9 (91.0-94.4)"
     assert difference_text(_vs(0.0330913, -0.0054365, 0.086372, 0.145)) == "+3.3 (-0.5 to +8.6), p 0.145"
     assert difference_text(_vs(0.0194691, 0.0088516, 0.0301146, 0.0)) == "+1.9 (+0.9 to +3.0), p 0.000"
-    commands = {"pretrain": "python -m genssl_hf pretrain ...", "protocol": "python bench.py", "package": "python x"}
+    commands = {
+        "base": "python bench.py --pretrain-only",
+        "pretrain": "python -m genssl_hf pretrain ...",
+        "protocol": "python bench.py",
+        "package": "python x",
+    }
     record = sp.release_record(plan, "nih-genssl-mae-64-protocol", "row", commands)
     facts = {
         "name": "nih-genssl-mae-64-protocol",

@@ -374,7 +374,10 @@ def package_protocol_encoder(
     """Measure, card and ship ``plan``'s chosen folder into ``dest`` (see the module's docstring)."""
     roots = {str(plan.run_dir.resolve().parent): "outputs/", str(real_data.resolve()): "../shared/data/"}
     roots.update({str(plan.run_dir.parent): "outputs/", str(real_data): "../shared/data/"})
+    base = ["python", "benchmarks/bench_genssl_realdata.py", "--pretrain-only", "--output-dir", str(plan.run_dir)]
     commands = {
+        # the run folder first: real splits, generator, generated images, reference statistics, base MAEs
+        "base": portable(shlex.join([*base, "--shared", str(real_data)]), roots),
         "pretrain": pretraining_command(plan.folder, roots),
         "protocol": portable(protocol_command, roots),
         "package": portable(package_command, roots),

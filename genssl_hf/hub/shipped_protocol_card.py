@@ -188,6 +188,8 @@ no part. The table is also in `protocol_release.json`.
 ## Reproduce
 
 ```bash
+# the run folder (real splits, generator, generated images, AdaIN statistics, the base MAEs)
+{commands["base"]}
 # pre-training (the chosen folder's run_config.json, every option inline)
 {commands["pretrain"]}
 # the protocol (fine-tuning every arm at 1 % and 10 %, seeds, pooled paired bootstrap)
