@@ -613,9 +613,11 @@ def run_protocol_benchmark(
     if extra_only:
         # only the extra arms, beside a running main protocol: the arms they take their recipe from
         # enter with their tuning runs alone (already there), scored in a group of their own
-        sources = {a.tune_as for a in arms if a.group == "extra"}
+        # (the extra arms are those --extra names, whatever their evaluation group: "extra",
+        # "scaling", "sampler")
+        sources = {a.tune_as for a in arms if a.name in extra}
         arms = [replace(a, seeds=(seeds[0],), group="tuning_sources") for a in arms if a.name in sources] + [
-            a for a in arms if a.group == "extra"
+            a for a in arms if a.name in extra
         ]
         kwargs["full_fraction"] = False
     result = run_protocol(pcfg, out, arms, recipes=recipes, workers=workers, **kwargs)

@@ -304,3 +304,44 @@ def test_encoders_pretrained_elsewhere_join_the_main_group_with_their_contrasts(
         with pytest.raises(SystemExit):
             bench.main(["--shared", str(shared), "--output-dir", str(tmp_path / "out"), "--protocol", *bad])
         assert message in capsys.readouterr().err
+
+
+def test_extra_only_keeps_the_named_extra_arms_of_every_group(tmp_path, monkeypatch):
+    """``--extra-only`` fine-tunes the arms ``--extra`` names whatever their evaluation group (the
+    sampler arms score in group ``sampler``: they were dropped, and the sweep fine-tuned nothing),
+    with their recipe sources' tuning runs alone."""
+    import genssl_hf.pipeline.protocol as protocol
+
+    seen = {}
+
+    def fake_run_protocol(config, root, arms, **kwargs):
+        seen.update(arms=arms, **kwargs)
+        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
+
+    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
+    monkeypatch.setattr(protocol, "pooled_rows", lambda *a, **k: [])
+    monkeypatch.setattr(bench, "run_extra_stages", lambda *a, **k: None)
+    extra = ["mae_genssl_ddim50", "mae_genssl_unipc8", "mae_real_128px_2000", "jigsaw"]
+    bench.run_protocol_benchmark(
+        bench.config(quick=False, shared=tmp_path),
+        tmp_path,
+        tmp_path,
+        extra,
+        quick=False,
+        workers=1,
+        extra_only=True,
+        main_arms=["random_init_adain", "genssl", "real_mae"],
+        recipe_names=["blr3e-3_light"],
+        seeds=(0, 1, 2),
+        fractions=(0.1,),
+        main_group="sampler",
+    )
+    groups = {a.name: a.group for a in seen["arms"]}
+    assert {n: groups[n] for n in extra} == {
+        "mae_genssl_ddim50": "sampler",
+        "mae_genssl_unipc8": "sampler",
+        "mae_real_128px_2000": "extra",
+        "jigsaw": "extra",
+    }
+    sources = [a for a in seen["arms"] if a.group == "tuning_sources"]
+    assert sorted(a.name for a in sources) == ["genssl", "real_mae"] and all(a.seeds == (0,) for a in sources)
