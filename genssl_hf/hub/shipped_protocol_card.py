@@ -151,10 +151,10 @@ the protocol's pooled results.
 import genssl_hf
 from transformers import AutoImageProcessor, AutoModel, ViTMAEForPreTraining
 
-path = genssl_hf.pretrained_path("genssl_hf/{name}")   # the packaged folder, offline
-encoder = AutoModel.from_pretrained(path / "vit")                 # ViTModel (last_hidden_state)
-mae = ViTMAEForPreTraining.from_pretrained(path)                  # encoder + decoder
-processor = AutoImageProcessor.from_pretrained(path)              # AdaIN -> normalise -> 3 channels
+path = genssl_hf.pretrained_path("genssl_hf/{name}")  # the packaged folder, offline
+encoder = AutoModel.from_pretrained(path / "vit")  # ViTModel (last_hidden_state)
+mae = ViTMAEForPreTraining.from_pretrained(path)  # encoder + decoder
+processor = AutoImageProcessor.from_pretrained(path)  # AdaIN -> normalise -> 3 channels
 ```
 
 Fine-tune it: `python scripts/finetune.py --model genssl_hf/{name} --dataset ...`.
