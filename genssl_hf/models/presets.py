@@ -25,33 +25,23 @@ __all__ = [
 ]
 
 # ViTMAE architecture presets. vit-s16 / vit-b16 follow the GEN-SSL / MED-MAE recipe; tiny runs on a laptop CPU.
+_TINY: dict[str, Any] = dict(
+    image_size=64,
+    patch_size=8,
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=512,
+    decoder_hidden_size=96,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=4,
+    decoder_intermediate_size=384,
+)
 VIT_MAE_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        image_size=64,
-        patch_size=8,
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=512,
-        decoder_hidden_size=96,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=4,
-        decoder_intermediate_size=384,
-    ),
+    "tiny": _TINY,
     # tiny twice as deep: the capacity step of the real-data protocol (issue 34), same width, heads,
     # patch grid and decoder as tiny, so only encoder depth differs
-    "tiny-d8": dict(
-        image_size=64,
-        patch_size=8,
-        hidden_size=128,
-        num_hidden_layers=8,
-        num_attention_heads=4,
-        intermediate_size=512,
-        decoder_hidden_size=96,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=4,
-        decoder_intermediate_size=384,
-    ),
+    "tiny-d8": {**_TINY, "num_hidden_layers": 8},
     "vit-s16": dict(
         image_size=224,
         patch_size=16,
