@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from ..utils import read_json
 from .shipped import _eval_result, mae_loss_results
+from .shipped_cards import encoder_use_block
 
 __all__ = [
     "card_body",
@@ -147,15 +148,7 @@ the protocol's pooled results.
 
 ## Use
 
-```python
-import genssl_hf
-from transformers import AutoImageProcessor, AutoModel, ViTMAEForPreTraining
-
-path = genssl_hf.pretrained_path("genssl_hf/{name}")  # the packaged folder, offline
-encoder = AutoModel.from_pretrained(path / "vit")  # ViTModel (last_hidden_state)
-mae = ViTMAEForPreTraining.from_pretrained(path)  # encoder + decoder
-processor = AutoImageProcessor.from_pretrained(path)  # AdaIN -> normalise -> 3 channels
-```
+{encoder_use_block(name)}
 
 Fine-tune it: `python scripts/finetune.py --model genssl_hf/{name} --dataset ...`.
 
