@@ -258,14 +258,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=out, prefix=".encoders-") as tmp:
         for name, folder in runs.items():
             run = Path(folder)
-            last = final_step(run)
-            steps = [s for s in checkpoint_weights(run) if s < last]
-            steps = steps[args.every - 1 :: args.every]
+            last, weights = final_step(run), checkpoint_weights(run)
+            steps = [s for s in weights if s < last][args.every - 1 :: args.every]
             title = f"{name} @ 0"
             encoders[title], titles[title] = {"init": "tiny", "image_processor": str(run)}, (name, 0)
             for s in steps:
                 title = f"{name} @ {s}"
-                folder_s = encoder_from_checkpoint(run, checkpoint_weights(run)[s], Path(tmp) / f"{len(encoders)}")
+                folder_s = encoder_from_checkpoint(run, weights[s], Path(tmp) / f"{len(encoders)}")
                 encoders[title], titles[title] = str(folder_s), (name, s)
             title = f"{name} @ {last}"
             encoders[title], titles[title] = str(run), (name, last)
