@@ -17,29 +17,15 @@ from benchmarks import bench_pretraining_curve as curve  # noqa: E402
 
 
 def _tiny_mae_run(folder: Path) -> torch.nn.Module:
-    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+    """A finished tiny MAE run: ``make_encoder``'s folder (its ``checkpoint-10`` holds no weights) and a
+    run config of 30 steps; returns the final model."""
+    from transformers import ViTMAEForPreTraining
 
-    from genssl_hf.processing.image_processor import AdaINImageProcessor
-    from genssl_hf.training.mae_init import apply_mae_init
+    from _publish_artifacts import make_encoder
 
-    cfg = ViTMAEConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        decoder_hidden_size=32,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    model = apply_mae_init(ViTMAEForPreTraining(cfg))
-    model.save_pretrained(folder)
-    AdaINImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    make_encoder(folder)
     (folder / "run_config.json").write_text(json.dumps({"args": {"max_steps": None}, "derived": {"total_steps": 30}}))
-    return model
+    return ViTMAEForPreTraining.from_pretrained(str(folder))
 
 
 def test_checkpoints_become_exact_model_folders(tmp_path):

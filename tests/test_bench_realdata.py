@@ -14,6 +14,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import bench_genssl_realdata as bench  # noqa: E402
 
 
+@pytest.fixture
+def protocol_calls(monkeypatch):
+    """The protocol stubbed out: what ``run_protocol`` received (its arms and keywords) and the
+    baselines ``pooled_rows`` was asked for land in the returned dict; nothing is fine-tuned."""
+    import genssl_hf.pipeline.protocol as protocol
+
+    seen: dict = {}
+
+    def fake_run_protocol(config, root, arms, **kwargs):
+        seen.update(arms=arms, **kwargs)
+        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
+
+    def fake_pooled_rows(result, root, baselines, n_bootstrap):
+        seen["baselines"] = baselines
+        return []
+
+    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
+    monkeypatch.setattr(protocol, "pooled_rows", fake_pooled_rows)
+    return seen
+
+
 def test_main_arms_subset_and_extra_arms():
     arms = bench.protocol_arms(
         ["mae_genssl_10k_2000", "mae_real_128px_2000", "moco_v2"], ["random_init_adain", "genssl", "real_mae"]
@@ -199,20 +220,11 @@ def test_reconstruction_rows_score_every_mae_of_a_run_folder_against_its_baselin
     assert table.count("\n") == 3 and "| mae_a | None | on |" in table
 
 
-def test_protocol_fractions_and_main_group_reach_the_protocol(tmp_path, monkeypatch):
+def test_protocol_fractions_and_main_group_reach_the_protocol(tmp_path, protocol_calls):
     """``--fractions 0.01 --main-group onepct`` (more seeds of the main arms at 1 % only): the protocol
     gets those fractions, the main arms score in evaluation stages of their own group, the extra arms
     keep theirs."""
-    import genssl_hf.pipeline.protocol as protocol
-
-    seen = {}
-
-    def fake_run_protocol(config, root, arms, **kwargs):
-        seen.update(arms=arms, **kwargs)
-        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
-
-    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
-    monkeypatch.setattr(protocol, "pooled_rows", lambda *a, **k: [])
+    seen = protocol_calls
     cfg = bench.config(quick=False, shared=tmp_path)
     bench.run_protocol_benchmark(
         cfg,
@@ -238,26 +250,13 @@ def test_protocol_fractions_and_main_group_reach_the_protocol(tmp_path, monkeypa
     assert [(a.name, a.group) for a in seen["arms"]] == [("genssl", "main")] and seen["fractions"] == (0.01, 0.1)
 
 
-def test_encoders_pretrained_elsewhere_join_the_main_group_with_their_contrasts(tmp_path, monkeypatch, capsys):
+def test_encoders_pretrained_elsewhere_join_the_main_group_with_their_contrasts(tmp_path, protocol_calls, capsys):
     """``--encoder NAME=FOLDER:TUNE_AS`` (a long run resumed outside the run folder) fine-tunes like a
     main arm with TUNE_AS's recipe; ``--contrast`` adds its paired contrasts; bad values stop early."""
-    import genssl_hf.pipeline.protocol as protocol
-
     folder = tmp_path / "long" / "model"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    seen = {}
-
-    def fake_run_protocol(config, root, arms, **kwargs):
-        seen.update(arms=arms, **kwargs)
-        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
-
-    def fake_pooled_rows(result, root, baselines, n_bootstrap):
-        seen["baselines"] = baselines
-        return []
-
-    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
-    monkeypatch.setattr(protocol, "pooled_rows", fake_pooled_rows)
+    seen = protocol_calls
     parser = bench.argparse.ArgumentParser()
     known = [a.name for a in bench.protocol_arms([])]
     enc = bench.parse_encoder(f"genssl_10k={folder}:genssl:GEN-SSL, 10,000 steps", parser, known)
@@ -306,20 +305,11 @@ def test_encoders_pretrained_elsewhere_join_the_main_group_with_their_contrasts(
         assert message in capsys.readouterr().err
 
 
-def test_extra_only_keeps_the_named_extra_arms_of_every_group(tmp_path, monkeypatch):
+def test_extra_only_keeps_the_named_extra_arms_of_every_group(tmp_path, monkeypatch, protocol_calls):
     """``--extra-only`` fine-tunes the arms ``--extra`` names whatever their evaluation group (the
     sampler arms score in group ``sampler``: they were dropped, and the sweep fine-tuned nothing),
     with their recipe sources' tuning runs alone."""
-    import genssl_hf.pipeline.protocol as protocol
-
-    seen = {}
-
-    def fake_run_protocol(config, root, arms, **kwargs):
-        seen.update(arms=arms, **kwargs)
-        return {"recipes": kwargs["recipes"], "tuning": {}, "runs": []}
-
-    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
-    monkeypatch.setattr(protocol, "pooled_rows", lambda *a, **k: [])
+    seen = protocol_calls
     monkeypatch.setattr(bench, "run_extra_stages", lambda *a, **k: None)
     extra = ["mae_genssl_ddim50", "mae_genssl_unipc8", "mae_real_128px_2000", "jigsaw"]
     bench.run_protocol_benchmark(
