@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+from genssl_hf.generation.schedulers import GENERATION_PRESETS  # noqa: E402
 
 
 def build_full_size(seed: int = 0):
@@ -413,9 +414,10 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--ours-preset",
         default="bundle",
-        choices=["bundle", "fast"],
-        help="our sampling preset: 'bundle' = the same DDIM steps as the reference (equal arithmetic); 'fast' = "
-        "the fast preset (equal image quality, see bench_generation_quality.py) against the reference's --steps",
+        choices=sorted(GENERATION_PRESETS),
+        help="our sampling preset: 'bundle' = the same DDIM steps as the reference (equal arithmetic); another "
+        "(GENERATION_PRESETS: e.g. 'fast', or 'unipc-5' / 'unipc-5-unguided', downstream-equal to 50-step DDIM "
+        "in bench_sampler_downstream.py) at its own steps and guidance, against the reference's --steps",
     )
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch for genssl_hf")
     ap.add_argument(
@@ -513,6 +515,7 @@ def main(argv=None) -> int:
             ratio=round(ours_ips / ref_ips, 3),
             ours_steps=ours_steps,
             ours_scheduler=type(pipe.scheduler).__name__,
+            ours_guidance_fraction=pipe._preset_defaults.get("guidance_fraction", 1.0),
             runs_ours_s_per_image=[round(t, 3) for t in ours],
             runs_reference_s_per_image=[round(t, 3) for t in ref],
             unet_roofline=roof,

@@ -342,6 +342,8 @@ SAMPLER_ARMS: dict[str, tuple[str, str]] = {  # arm -> (sampler preset, title)
     "mae_genssl_unipc8": ("fast", "GEN-SSL, UniPC 8 steps"),
     "mae_genssl_unipc5": ("unipc-5", "GEN-SSL, UniPC 5 steps"),
     "mae_genssl_dpm2m5": ("dpm++2m-5", "GEN-SSL, DPM-Solver++ 2M 5 steps"),
+    "mae_genssl_unipc3": ("unipc-3", "GEN-SSL, UniPC 3 steps"),
+    "mae_genssl_unipc5u": ("unipc-5-unguided", "GEN-SSL, UniPC 5 steps, no guidance"),
 }
 SAMPLER_REFERENCE = "mae_genssl_ddim50"
 EXTRA_STAGES.update(

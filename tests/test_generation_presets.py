@@ -85,6 +85,17 @@ def test_fast_preset_loads_its_scheduler_and_steps_and_generates(pipe):
     assert len(calls.batches) == 3
 
 
+@pytest.mark.parametrize(("name", "batches"), [("unipc-3", [4, 4, 4]), ("unipc-5-unguided", [2] * 5)])
+def test_few_step_presets_make_the_unet_calls_they_promise(pipe, name, batches):
+    # unipc-3: 3 guided steps (cond + uncond in one batch of 2 x 2 images); unipc-5-unguided: 5 steps of
+    # the conditional branch alone, half the UNet work per step even though guidance_scale > 1
+    pipe.use_preset(name)
+    with UNetCalls(pipe.unet) as calls:
+        out = pipe(["Big cardiomegaly.", "No edema."], seeds=[1, 2], guidance_scale=4.0, output_type="pt")
+    assert calls.batches == batches
+    assert torch.isfinite(out.images).all()
+
+
 def test_bundle_preset_restores_the_bundle_ddim(pipe):
     ref = pipe("Big cardiomegaly.", seeds=[3], num_inference_steps=5, output_type="pt").images
     pipe.use_preset("fast").use_preset("bundle")

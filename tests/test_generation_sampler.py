@@ -23,7 +23,7 @@ PROMPTS = [
 ]
 # two images in one pipeline call: cond + uncond share one UNet batch, so UNet calls = denoising steps
 SETTINGS = dict(prompts=PROMPTS, num_images=2, batch_size=2, guidance_scale=3.0, progress=False)
-KNOWN = r"known: \['bundle', 'dpm\+\+2m-5', 'fast', 'unipc-5'\]"
+KNOWN = r"known: \['bundle', 'dpm\+\+2m-5', 'fast', 'unipc-3', 'unipc-5', 'unipc-5-unguided'\]"
 
 
 @pytest.fixture

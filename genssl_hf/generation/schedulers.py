@@ -21,6 +21,10 @@ __all__ = ["GENERATION_PRESETS", "bundle_scheduler", "check_sampler_name"]
 # settings are bench_generation_quality.py's "unipc-5" and "dpm++2m-8" at 5 steps). The dataset writer
 # takes a preset by name (``sampler=``, ``genssl generate --sampler``, the pipeline's
 # ``generation.sampler``).
+# "unipc-3" and "unipc-5-unguided": the settings of the 50x question (issue 37.2): fewer steps, or no
+# unconditional branch at all (``guidance_fraction`` 0: half the UNet batch, images no longer steered
+# towards their prompt). The unguided preset is meant for label-free pre-training (MAE on the images);
+# a use that reads the prompts (VLP, classifiers on generated labels) needs guidance.
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
     "bundle": {
         "scheduler": "DDIMScheduler",
@@ -45,6 +49,18 @@ GENERATION_PRESETS: dict[str, dict[str, Any]] = {
         "scheduler_kwargs": {"algorithm_type": "dpmsolver++", "solver_order": 2},
         "num_inference_steps": 5,
         "guidance_fraction": 1.0,
+    },
+    "unipc-3": {
+        "scheduler": "UniPCMultistepScheduler",
+        "scheduler_kwargs": {},
+        "num_inference_steps": 3,
+        "guidance_fraction": 1.0,
+    },
+    "unipc-5-unguided": {
+        "scheduler": "UniPCMultistepScheduler",
+        "scheduler_kwargs": {},
+        "num_inference_steps": 5,
+        "guidance_fraction": 0.0,
     },
 }
 
