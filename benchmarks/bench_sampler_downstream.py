@@ -185,9 +185,11 @@ def downstream_equal_settings(
 
 
 def downstream_equal_record(settings: list[dict], fid: dict | None, reference: str) -> dict:
-    """The results.json row: the settings, the FID context and the fastest setting judged equal."""
+    """The results.json row: the settings, the FID context and the fastest setting judged equal: the
+    fewest UNet evaluations per image (the arithmetic, the same on any machine and load), measured
+    images/s breaking ties (each stage's images/s comes from its own run, under its own load)."""
     equal = [s for s in settings if s["equal"] and s["arm"] != reference]
-    fastest = max(equal, key=lambda s: s["images_per_s_ratio"], default=None)
+    fastest = max(equal, key=lambda s: (s["unet_evaluations_ratio"], s["images_per_s_ratio"]), default=None)
     return {
         "name": RECORD_NAME,
         "unit": f"pooled test AUC difference vs {reference} at {FRACTION:.0%} labels (paired bootstrap over "

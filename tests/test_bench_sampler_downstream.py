@@ -103,6 +103,11 @@ def test_the_row_judges_equal_by_the_ci_and_the_margin_and_takes_the_ratios_to_d
         "unet_evaluations_ratio": 6.25,
     }
     assert record["fid"] == {"floor": 1.5}
+    # fewer UNet evaluations win over a higher measured images/s (stage timings differ in load)
+    fewer_calls = {**u8, "arm": "mae_genssl_unipc3", "unet_evaluations_ratio": 16.7, "images_per_s_ratio": 4.0}
+    faster_clock = {**u8, "arm": "mae_genssl_dpm2m5", "unet_evaluations_ratio": 10.0, "images_per_s_ratio": 9.0}
+    record = bench.downstream_equal_record([ref, faster_clock, fewer_calls], None, REF)
+    assert record["fastest_equal"]["arm"] == "mae_genssl_unipc3"
     with pytest.raises(ValueError, match="no paired difference against 'mae_genssl_ddim50'"):
         bench.downstream_equal_settings([*pooled[:1], _pooled("mae_genssl_unipc8", 0.9)], stats, None, REF)
     with pytest.raises(ValueError, match="reference arm"):
