@@ -23,8 +23,10 @@ __all__ = ["GENERATION_PRESETS", "bundle_scheduler", "check_sampler_name"]
 # ``generation.sampler``).
 # "unipc-3" and "unipc-5-unguided": the settings of the 50x question (issue 37.2): fewer steps, or no
 # unconditional branch at all (``guidance_fraction`` 0: half the UNet batch, images no longer steered
-# towards their prompt). The unguided preset is meant for label-free pre-training (MAE on the images);
-# a use that reads the prompts (VLP, classifiers on generated labels) needs guidance.
+# towards their prompt). Both pre-trained MAEs that fine-tuned to DDIM-50's AUC on Kermany (BENCHMARKS.md,
+# "Generation at equal downstream quality"), but the unguided images are visibly flatter (FID 15x the
+# floor): it is meant for label-free pre-training only; a use that reads the prompts (VLP, classifiers
+# on generated labels) needs guidance.
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
     "bundle": {
         "scheduler": "DDIMScheduler",
