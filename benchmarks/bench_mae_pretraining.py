@@ -6,7 +6,7 @@ same images (phantom chest X-rays):
 
 * **ours**: ``genssl_hf.training.mae.pretrain_mae`` (bf16 autocast, matmul attention (``auto`` on a
   CPU; SDPA's CPU flash backward is slow in bf16), fused AdamW, uint8 batches with
-  batched kornia crop/flip + AdaIN, no per-step host sync);
+  batched kornia crop/flip + AdaIN, no per-step host sync, freed memory kept in the heap);
 * **baseline**: the ``run_mae.py`` way: ``transformers.Trainer`` + ``ViTMAEForPreTraining`` in fp32 with
   per-sample transforms in ``Dataset.with_transform`` (random resized crop, flip, normalise; PIL, since
   torchvision is unavailable here).
@@ -15,6 +15,11 @@ Also: this CPU's bf16 matmul peak (a large bf16 matmul, measured in the same run
 pre-training reaches (MAE training FLOPs counted analytically: the encoder sees only the visible 10% of
 patches, the decoder all of them; backward = 2 x forward), and step time against batch size.
 Throughput is the steady state after warm-up steps; medians over ``--repeats``. Ends with one JSON line.
+
+The allocator setting (``--malloc``, :mod:`genssl_hf.core.allocator`) is process-wide, and both sides
+run in this one process, so the baseline runs with the same setting as ours: ``retain`` (what our
+training sets on a CPU) speeds the baseline up too, which makes the ratio conservative; ``default``
+leaves glibc alone on both sides (to measure what the setting gives).
 
     python benchmarks/bench_mae_pretraining.py --quick
 """
@@ -36,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.machine import finish, machine_info, print_machine  # noqa: E402
+from genssl_hf.core.allocator import MALLOC_ENV, retain_freed_memory  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -78,6 +84,7 @@ def run_ours(
     steps: int,
     seed: int,
     micro_batch: int | None = None,
+    torch_compile: bool = False,
 ) -> float:
     """Our loop at the effective ``batch``, as ``batch / micro_batch`` accumulated micro-batches (the
     same optimiser steps on the same number of images: the loss is a mean over equal-sized micro-batches)."""
@@ -111,6 +118,7 @@ def run_ours(
             "bf16",
             "--seed",
             str(seed),
+            *(["--torch_compile"] if torch_compile else []),
         ]
     )
     reset_accelerate()
@@ -127,9 +135,12 @@ def run_ours(
     ips = (len(t_end) - warmup) * batch / (t_end[-1] - t_end[warmup - 1])
     c_end = summary["step_end_cpu_seconds"]
     cpu_ips = (len(c_end) - warmup) * batch / (c_end[-1] - c_end[warmup - 1])
+    # the first optimiser step ends where step_end_seconds starts: with --torch-compile it holds the compilation
+    first_step = summary["train_seconds"] - t_end[-1]
     print(
-        f"  ours     batch {batch} ({batch // micro} x {micro}): {ips:7.2f} img/s wall, "
-        f"{cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s)",
+        f"  ours     batch {batch} ({batch // micro} x {micro}{', compiled' if torch_compile else ''}): "
+        f"{ips:7.2f} img/s wall, {cpu_ips:7.2f} img per CPU-s  (run {time.perf_counter() - t:.0f} s, "
+        f"first step {first_step:.0f} s)",
         flush=True,
     )
     return ips, cpu_ips
@@ -275,8 +286,25 @@ def main(argv=None) -> int:
         help="ours: accumulate --batch in micro-batches of this size (same optimiser steps; a batch that "
         "stays in cache runs faster, see the step-time sweep)",
     )
+    ap.add_argument(
+        "--malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="glibc malloc on both sides: keep freed memory in the heap (what our training sets on a CPU) "
+        "or glibc's default (per-step mmap of big blocks)",
+    )
+    ap.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="ours: torch.compile the model (pretrain_mae --torch_compile; other numerics than eager, "
+        "so opt-in); the compilation falls in the warm-up step and is printed as the first step's time",
+    )
     a = ap.parse_args(argv)
     batch = a.batch or (16 if a.quick else 64)
+    if a.micro_batch is not None and (a.micro_batch < 1 or batch % a.micro_batch):
+        raise ValueError(f"--micro-batch {a.micro_batch} must divide --batch {batch}")
+    os.environ[MALLOC_ENV] = a.malloc  # our training reads it; set before either side allocates
+    malloc_applied = retain_freed_memory()
     steps = a.steps or (2 if a.quick else 10)
     warmup = max(1, a.warmup if a.warmup is not None else (1 if a.quick else 2))
     repeats = a.repeats or (1 if a.quick else 3)
@@ -294,7 +322,7 @@ def main(argv=None) -> int:
     print(
         f"MAE pre-training throughput: {a.preset} {cfg.image_size}px mask {cfg.mask_ratio}, batch {batch}, "
         f"{steps} steps after {warmup} warm-up, {repeats} repeat(s), torch threads {torch.get_num_threads()}, "
-        f"load avg {load[0]:.1f} on {os.cpu_count()} CPUs",
+        f"load avg {load[0]:.1f} on {os.cpu_count()} CPUs, malloc {a.malloc} (applied: {malloc_applied})",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench_mae_") as tmp:
@@ -314,7 +342,9 @@ def main(argv=None) -> int:
         )
         ours, base = [], []
         for r in range(repeats):  # interleave so load changes hit both sides alike
-            ours.append(run_ours(data_dir, work, a.preset, batch, warmup, steps, a.seed + r, a.micro_batch))
+            ours.append(
+                run_ours(data_dir, work, a.preset, batch, warmup, steps, a.seed + r, a.micro_batch, a.torch_compile)
+            )
             base.append(run_baseline(ds, a.preset, batch, warmup, steps, a.seed + r, work))
         scal = step_time_vs_batch(a.preset, scaling, 2 if a.quick else 4) if scaling else {}
     ours_m, base_m = statistics.median(o[0] for o in ours), statistics.median(b[0] for b in base)
@@ -356,6 +386,9 @@ def main(argv=None) -> int:
                 "share_of_bf16_peak_cpu_time": round(share_cpu, 4),
                 "batch": batch,
                 "micro_batch": a.micro_batch or batch,
+                "torch_compile": a.torch_compile,
+                "malloc": a.malloc,
+                "malloc_applied": malloc_applied,
                 "steps": steps,
                 "repeats": repeats,
                 "runs_ours": [round(x[0], 3) for x in ours],

@@ -11,7 +11,8 @@ The recipe, in order (it never names a method):
    ``--hub_model_id``, the output folder is free): all before any data or model work;
 2. ``method.load_data``: the training data; then the AdaIN reference statistics (``--reference_stats``
    or ``--adain_mean/std``) when the method aligns its images (``uses_reference_stats``);
-3. the accelerator and the output folder; the seed; ``method.build_model``; ``method.build_loader``;
+3. the accelerator (on a CPU: freed memory kept in the heap, :mod:`genssl_hf.core.allocator`) and
+   the output folder; the seed; ``method.build_model``; ``method.build_loader``;
 4. the schedule (:func:`plan_schedule`): optimiser steps, warm-up and the lr, ``--learning_rate`` or
    ``--base_learning_rate`` x total batch / 256; ``method.build_optimizer``; the engine
    (:func:`engine_config`), the half-cycle cosine (parameter groups flagged ``fixed_lr`` stay constant);
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from genssl_hf.core.allocator import malloc_choice, retain_freed_memory
 from genssl_hf.processing import AdaINImageProcessor
 from genssl_hf.training.args import args_to_dict, check_hub_args, check_output_dir
 from genssl_hf.training.common import init_trackers, make_accelerator, write_run_config
@@ -228,12 +230,15 @@ def train(method: Method, args: argparse.Namespace, data: Any = None, accelerato
     option (a ``datasets`` object, pairs). Returns the method's summary (see the module docstring)."""
     run = dict(method.check(args))
     check_hub_args(args)
+    malloc_choice()  # a bad GENSSL_HF_MALLOC fails here, before any data or model work
     check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     run["data"] = method.load_data(args, data, run)
     if method.uses_reference_stats:
         run["reference"] = _resolved_reference(args)
 
     accelerator = accelerator or make_accelerator(args)
+    if accelerator.device.type == "cpu":
+        retain_freed_memory()  # no per-step mmap / page faults for big activations (core.allocator)
     out = run["output_dir"] = Path(args.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
