@@ -153,3 +153,34 @@ def test_the_run_clock_records_every_step_and_what_was_skipped(tmp_path):
     assert second["skipped"] == ["busy"] and second["cpu_seconds"] < 0.2
     assert record["stage_workers"] == 2 and len(record["load_average_start"]) == 3
     assert record["cpu_seconds"] >= first["cpu_seconds"] + second["cpu_seconds"] - 0.01
+
+
+def test_each_stage_records_the_cpu_of_its_own_commands_side_by_side(tmp_path):
+    """Two stages whose commands burn 0.3 and 0.9 CPU s run side by side: each stage.json (and the
+    run's timings) carries its own command's CPU seconds, not the other's."""
+    import sys
+
+    from genssl_hf.pipeline.launch import _run_command
+
+    def burner(cpu_seconds: float):
+        code = f"import time\nend = time.process_time() + {cpu_seconds}\nwhile time.process_time() < end: pass\n"
+
+        def run(folder):
+            _run_command([sys.executable, "-c", code], folder, _quiet)
+            (folder / "out.txt").write_text("x")
+            return {}
+
+        return run
+
+    jobs = [
+        (Stage("light", {}, burner(0.3), ["out.txt"]), []),
+        (Stage("heavy", {}, burner(0.9), ["out.txt"]), []),
+    ]
+    clock = RunClock(tmp_path, workers=2)
+    with clock.step(["light", "heavy"]):
+        run_stage_graph(tmp_path, jobs, workers=2, log=_quiet)
+    light = json.loads((tmp_path / "light" / "stage.json").read_text())["command_cpu_seconds"]
+    heavy = json.loads((tmp_path / "heavy" / "stage.json").read_text())["command_cpu_seconds"]
+    assert 0.3 <= light < 0.9 <= heavy < 1.5  # each its own command (plus an interpreter start-up)
+    per_stage = json.loads((tmp_path / TIMINGS).read_text())["steps"][0]["per_stage"]
+    assert per_stage["light"]["command_cpu_seconds"] == light and per_stage["heavy"]["command_cpu_seconds"] == heavy

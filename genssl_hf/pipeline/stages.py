@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..utils import read_json, write_json
+from .stage_process import counting_command_cpu
 
 MARKER = "stage.json"
 TIMINGS = "timings.json"  # the run's wall and CPU seconds per step (:class:`RunClock`)
@@ -107,7 +108,8 @@ def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print, deps
     (folder / MARKER).unlink(missing_ok=True)
     log(f"[{stage.name}] running")
     start = time.perf_counter()
-    summary = stage.run(folder)
+    with counting_command_cpu() as command_cpu:
+        summary = stage.run(folder)
     missing = [rel for rel in stage.outputs if not (folder / rel).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name!r} finished without its outputs: {missing}")
@@ -119,6 +121,8 @@ def run_stage(root: Path, stage: Stage, log: Callable[[str], None] = print, deps
             "fingerprint": fingerprint(stage.config),
             "config": stage.config,
             "seconds": round(seconds, 2),
+            # CPU of the stage's subprocesses (training, evaluation); 0 for a stage run in the runner
+            "command_cpu_seconds": None if command_cpu["seconds"] is None else round(command_cpu["seconds"], 2),
             "summary": summary,
         },
     )
@@ -133,6 +137,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _stage_seconds(folder: Path) -> dict[str, Any]:
+    """The wall seconds and subprocess CPU seconds a stage's ``stage.json`` recorded when it ran."""
+    try:
+        meta = read_json(folder / MARKER)
+    except (OSError, ValueError):
+        return {}
+    return {"wall_seconds": meta.get("seconds"), "command_cpu_seconds": meta.get("command_cpu_seconds")}
+
+
 def _marker_mtime(folder: Path) -> int | None:
     marker = folder / MARKER
     return marker.stat().st_mtime_ns if marker.is_file() else None
@@ -143,7 +156,8 @@ class RunClock:
     run side by side), written to ``<root>/timings.json`` after each step, so an interrupted run
     keeps what it measured. On a shared machine wall seconds depend on the other jobs; the CPU
     seconds (and the load averages recorded at the start and end) say what the run itself cost.
-    A group's CPU seconds are its stages' together (they overlap in time)."""
+    A group's CPU seconds are its stages' together (they overlap in time); ``per_stage`` has each
+    stage's own wall seconds and the CPU seconds of its subprocesses (from its ``stage.json``)."""
 
     def __init__(self, root: Path, workers: int = 1):
         self.root, self.workers = root, workers
@@ -161,6 +175,7 @@ class RunClock:
         self.steps.append(
             {
                 "stages": list(names),
+                "per_stage": {n: _stage_seconds(self.root / n) for n in names},
                 "skipped": [n for n in names if before[n] is not None and _marker_mtime(self.root / n) == before[n]],
                 "wall_seconds": round(time.perf_counter() - wall, 2),
                 "cpu_seconds": round(cpu_seconds() - cpu, 2),
