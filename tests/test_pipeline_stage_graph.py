@@ -184,3 +184,22 @@ def test_each_stage_records_the_cpu_of_its_own_commands_side_by_side(tmp_path):
     assert 0.3 <= light < 0.9 <= heavy < 1.5  # each its own command (plus an interpreter start-up)
     per_stage = json.loads((tmp_path / TIMINGS).read_text())["steps"][0]["per_stage"]
     assert per_stage["light"]["command_cpu_seconds"] == light and per_stage["heavy"]["command_cpu_seconds"] == heavy
+
+
+@pytest.mark.slow
+def test_smoke_stages_side_by_side_equal_one_by_one(tmp_path):
+    """The smoke run with stage_workers 2 (its MAE beside the random-init fine-tuning) gives the same
+    weights and test table as the stages run one by one at the same thread count (one)."""
+    from genssl_hf.pipeline import run_pipeline
+
+    par, seq = tmp_path / "side_by_side", tmp_path / "one_by_one"
+    run_pipeline(load_preset("smoke", ["stage_workers=2"]), par, log=_quiet)
+    run_pipeline(load_preset("smoke", ["stage_threads=1"]), seq, log=_quiet)
+    for weights in ("mae_genssl/model", "finetune_random_init/run/best", "finetune_genssl/run/best"):
+        assert (par / weights / "model.safetensors").read_bytes() == (seq / weights / "model.safetensors").read_bytes()
+    rows = [json.loads((r / "evaluation/results/comparison.json").read_text())["rows"] for r in (par, seq)]
+    assert rows[0] == rows[1] and {r["variant"] for r in rows[0]} == {"random_init", "genssl"}
+    timings = json.loads((par / TIMINGS).read_text())
+    graph = timings["steps"][-1]
+    assert graph["stages"] == ["mae_genssl", "finetune_random_init", "finetune_genssl", "evaluation", "hub"]
+    assert all(graph["per_stage"][n]["command_cpu_seconds"] > 0 for n in ("mae_genssl", "finetune_genssl"))
