@@ -46,13 +46,13 @@ import copy
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..utils import write_json, writer_lock
 from .config import finetune_runs, fraction_suffix, label_fractions, load_preset, validate_config
 from .launch import check_launcher
 from .stage_process import install_signal_handlers
-from .stages import Stage, run_stage
+from .stages import TIMINGS, RunClock, Stage, run_stage, run_stage_graph
 from .steps import (
     stage_evaluation,
     stage_generated_dataset,
@@ -93,14 +93,35 @@ def run_pipeline(
         return _run_stages(config, root, log, finetune)
 
 
+def stage_workers(config: dict) -> int:
+    """How many stages run side by side after the reference statistics (``stage_workers``, default 1)."""
+    return int(config.get("stage_workers") or 1)
+
+
+def with_stage_threads(config: dict) -> dict:
+    """``config`` with the thread count of every training / evaluation subprocess in its
+    ``subprocess_env``: ``stage_threads``, or 1 when stages run side by side (several
+    multi-threaded processes on the same cores spin against each other). Without either, the
+    subprocesses keep the environment's (torch's default: every core)."""
+    threads = config.get("stage_threads") or (1 if stage_workers(config) > 1 else None)
+    if not threads:
+        return config
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return {**config, "subprocess_env": {**env, **config.get("subprocess_env", {})}}
+
+
 def _run_stages(config: dict, root: Path, log, finetune: bool) -> dict[str, Any]:
     write_json(root / "pipeline_config.json", config)
     start = time.perf_counter()
+    workers = stage_workers(config)
+    config = with_stage_threads(config)
+    clock = RunClock(root, workers)
     variants = selected_variants(config)
     s: dict[str, Any] = {}
 
     def step(stage: Stage, deps: list[str] = ()) -> Any:
-        return run_stage(root, stage, log, deps=deps)
+        with clock.step([stage.name]):
+            return run_stage(root, stage, log, deps=deps)
 
     s["real_data"] = step(stage_real_data(config))
     s["prompt_set"] = step(stage_prompt_set(config))
@@ -111,58 +132,71 @@ def _run_stages(config: dict, root: Path, log, finetune: bool) -> dict[str, Any]
     s["sample_grid"] = step(stage_sample_grid(config, root / "generated_dataset"), deps=["generated_dataset"])
     s["reference_stats"] = step(stage_reference_stats(config, root / "real_data"), deps=["real_data"])
     stats = root / "reference_stats" / "reference_stats.json"
-    _run_pretraining(config, variants, root, stats, s, step, log)
+    # the rest: stages that read only finished ones, `workers` at a time (one by one by default)
+    jobs = _pretraining_jobs(config, variants, root, stats, log)
     if config.get("vlp"):
-        s["vlp"] = step(stage_vlp(config, stats, log), deps=["reference_stats"])
-        s["vlp_zero_shot"] = step(stage_vlp_zero_shot(config, root, root / "real_data", log), deps=["vlp", "real_data"])
+        jobs.insert(0, (stage_vlp(config, stats, log), ["reference_stats"]))  # the longest: started first
+        jobs.append((stage_vlp_zero_shot(config, root, root / "real_data", log), ["vlp", "real_data"]))
+    if finetune:
+        jobs += _finetuning_jobs(config, variants, root, log)
+        if config.get("hub", {}).get("dry_run", True):
+            top = fraction_suffix(config, max(label_fractions(config)))
+            in_run = {stage.name for stage, _ in jobs}
+            deps = ["real_data", "prompt_set", "generator", "generated_dataset"]
+            deps += [d for d in ("mae_genssl", f"finetune_genssl{top}", "vlp") if d in in_run]
+            jobs.append((stage_hub(config, root, log), deps))
+    names = [stage.name for stage, _ in jobs]
+    if workers > 1:
+        with clock.step(names):
+            s.update(run_stage_graph(root, jobs, workers, log))
+    else:
+        for stage, deps in jobs:
+            s[stage.name] = step(stage, deps)
     if not finetune:
         return {"root": str(root), **s}
-    _run_finetuning(config, variants, root, s, step, log)
-    if config.get("hub", {}).get("dry_run", True):
-        top = fraction_suffix(config, max(label_fractions(config)))
-        deps = ["real_data", "prompt_set", "generator", "generated_dataset"]
-        deps += [d for d in ("mae_genssl", f"finetune_genssl{top}", "vlp") if d in s]
-        s["hub"] = step(stage_hub(config, root, log), deps=deps)
     s["seconds"] = round(time.perf_counter() - start, 1)
     write_json(root / "summary.json", s)
+    log(f"run time: {s['seconds']:.0f} s wall, {clock.record()['cpu_seconds']:.0f} CPU s (per step: {root / TIMINGS})")
     return {"root": str(root), **s}
 
 
-def _run_pretraining(
-    config: dict, variants: list[Variant], root: Path, stats: Path, s: dict, step: Callable[..., Any], log
-) -> None:
+def _pretraining_jobs(
+    config: dict, variants: list[Variant], root: Path, stats: Path, log
+) -> list[tuple[Stage, list[str]]]:
     """Every variant's pre-training stage, after the unlabelled real images when one needs them."""
+    jobs: list[tuple[Stage, list[str]]] = []
     for v in variants:
-        if v.data_stage == "real_unlabelled" and "real_unlabelled" not in s:
-            s["real_unlabelled"] = step(stage_real_unlabelled(config, root / "real_data"), deps=["real_data"])
+        if v.data_stage == "real_unlabelled" and all(stage.name != "real_unlabelled" for stage, _ in jobs):
+            jobs.append((stage_real_unlabelled(config, root / "real_data"), ["real_data"]))
         if v.pretrain_stage:
-            s[v.pretrain_stage] = step(
-                _pretrain_stage(config, v, root, stats, log), deps=[v.data_stage, "reference_stats"]
-            )
+            jobs.append((_pretrain_stage(config, v, root, stats, log), [v.data_stage, "reference_stats"]))
+    return jobs
 
 
-def _run_finetuning(config: dict, variants: list[Variant], root: Path, s: dict, step: Callable[..., Any], log) -> None:
+def _finetuning_jobs(config: dict, variants: list[Variant], root: Path, log) -> list[tuple[Stage, list[str]]]:
     """Per (label fraction, seed): fine-tune every variant, then evaluate them side by side."""
     names = [v.name for v in variants]
+    jobs: list[tuple[Stage, list[str]]] = []
     for fraction, seed, suffix in finetune_runs(config):
         for v in variants:
-            s[f"finetune_{v.name}{suffix}"] = step(
-                stage_finetune(
-                    finetune_config(config, v),
-                    v.name,
-                    finetune_init(config, v, root),
-                    root / "real_data",
-                    log,
-                    fraction,
-                    seed,
-                    suffix,
-                ),
-                deps=v.finetune_deps,
+            stage = stage_finetune(
+                finetune_config(config, v),
+                v.name,
+                finetune_init(config, v, root),
+                root / "real_data",
+                log,
+                fraction,
+                seed,
+                suffix,
             )
-        s[f"evaluation{suffix}"] = step(
-            stage_evaluation(config, root, names, root / "real_data", log, fraction, seed, suffix),
-            deps=[f"finetune_{n}{suffix}" for n in names] + (["vlp_zero_shot"] if config.get("vlp") else []),
+            jobs.append((stage, v.finetune_deps))
+        jobs.append(
+            (
+                stage_evaluation(config, root, names, root / "real_data", log, fraction, seed, suffix),
+                [f"finetune_{n}{suffix}" for n in names] + (["vlp_zero_shot"] if config.get("vlp") else []),
+            )
         )
+    return jobs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,10 @@ SCHEMA: dict[str, Any] = {
     "image_size": INT,
     "output_dir": STR,
     "launcher": LIST,
+    # stages after reference_stats run this many at a time (runner.run_stage_graph); their
+    # subprocesses get stage_threads threads each (default 1 when stage_workers > 1)
+    "stage_workers": INT,
+    "stage_threads": INT,
     "adain_statistic": STR,
     "variants": LIST,
     "real_data": {

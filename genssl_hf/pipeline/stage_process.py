@@ -34,6 +34,38 @@ PROGRESS_SECONDS_ENV = "GENSSL_PROGRESS_SECONDS"
 _live: dict[int, subprocess.Popen] = {}  # pid -> stage process (its own process group)
 _live_lock = threading.Lock()
 _handlers_installed = False
+_cpu = threading.local()  # .seconds: CPU of the commands this thread ran inside counting_command_cpu
+
+
+@contextlib.contextmanager
+def counting_command_cpu():
+    """Sum, into the yielded dict's ``"seconds"``, the CPU seconds (user + system, with the
+    processes each waited for) of every stage command this thread runs in the body; ``None`` where
+    the platform does not tell (not Linux). Per thread, so stages run side by side count their own."""
+    counter: dict = {"seconds": 0.0}
+    outer = getattr(_cpu, "counter", None)
+    _cpu.counter = counter
+    try:
+        yield counter
+    finally:
+        _cpu.counter = outer
+        if outer is not None and counter["seconds"] is not None and outer["seconds"] is not None:
+            outer["seconds"] += counter["seconds"]
+
+
+def _wait_counting_cpu(proc: subprocess.Popen) -> int:
+    """``proc.wait()``; on Linux first read the ended child's CPU seconds from ``/proc`` (it stays a
+    zombie until reaped: ``waitid(WNOWAIT)``) into this thread's :func:`counting_command_cpu`."""
+    counter = getattr(_cpu, "counter", None)
+    if counter is not None and counter["seconds"] is not None:
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+            counter["seconds"] += ticks / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, ValueError, IndexError):
+            counter["seconds"] = None  # unknown here: no number rather than a wrong one
+    return proc.wait()
 
 
 def _parent_death_guard(parent_pid: int) -> Callable[[], None]:
@@ -191,7 +223,7 @@ def run_stage_process(
             log_file.flush()
             echo.feed(decoder.decode(chunk))
         echo.close()
-        return proc.wait()
+        return _wait_counting_cpu(proc)
     except BaseException:
         terminate_group(proc)
         raise

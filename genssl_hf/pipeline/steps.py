@@ -268,7 +268,7 @@ def stage_evaluation(
         out = folder / "results"
         models = [(variant_title(cfg, v), root / f"finetune_{v}{suffix}" / "run" / "best") for v in variants]
         options = evaluation_options(cfg, models, real_dir, out, ev.get("args", {}))
-        _run_command(stage_command(cfg, folder, ["evaluate"], options), folder, log)
+        _run_command(stage_command(cfg, folder, ["evaluate"], options), folder, log, env=cfg.get("subprocess_env"))
         from .results import build_results
 
         context = _run_context(cfg, root, variants, suffix)
@@ -354,7 +354,7 @@ def stage_vlp_zero_shot(cfg: dict, root: Path, real_dir: Path, log) -> Stage:
             "n_bootstrap": cfg.get("evaluation", {}).get("args", {}).get("n_bootstrap", 1000),
         }
         cmd = stage_command(cfg, folder, ["evaluate-vlp"], options)
-        _run_command(cmd, folder, log)
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         return {"results": "results"}
 
     return Stage(

@@ -132,7 +132,7 @@ def stage_pretrain(cfg: dict, name: str, dataset_dir: Path, adain: str, stats_pa
             **pre.get("args", {}),
         }
         cmd = stage_command(cfg, folder, ["pretrain"], options)
-        _run_command(cmd, folder, log)
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         return {
             "model": "model",
             "run_config": _jsonable(read_json(out / "run_config.json"))
@@ -194,7 +194,7 @@ def stage_ssl_pretrain(cfg: dict, name: str, stats_path: Path, root: Path, log) 
     def run(folder: Path) -> dict:
         out = folder / "model"
         cmd = stage_command(cfg, folder, ["pretrain"], ssl_pretrain_options(cfg, name, root, stats_path, out))
-        _run_command(cmd, folder, log)
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         return ssl_stage_summary(out)
 
     return Stage(
@@ -233,7 +233,7 @@ def stage_vlp(cfg: dict, stats_path: Path, log) -> Stage:
             **args,
         }
         cmd = stage_command(cfg, folder, ["pretrain"], options)
-        _run_command(cmd, folder, log)
+        _run_command(cmd, folder, log, env=cfg.get("subprocess_env"))
         return {"model": "model"}
 
     return Stage(
