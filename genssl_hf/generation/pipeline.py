@@ -45,6 +45,21 @@ __all__ = [
 ]
 
 
+@contextlib.contextmanager
+def _loader_module_lock():
+    """Held while a folder with a loader module loads. diffusers rewrites ``<folder>/pipeline.py`` into
+    one machine-wide modules cache on every load (``HF_MODULES_CACHE/diffusers_modules/local``) and
+    imports it from there, so a second process loading at the same moment (the other rank of
+    ``accelerate launch``, a parallel test) could import the file half-written: "module
+    'diffusers_modules.local.pipeline' has no attribute 'CXRLatentDiffusionPipeline'"."""
+    from diffusers.utils import HF_MODULES_CACHE
+    from filelock import FileLock
+
+    os.makedirs(HF_MODULES_CACHE, exist_ok=True)
+    with FileLock(os.path.join(HF_MODULES_CACHE, "genssl_hf_loader_module.lock")):
+        yield
+
+
 class CXRLatentDiffusionPipeline(DiffusionPipeline):
     """Text-to-chest-X-ray latent diffusion (MONAI networks, diffusers API).
 
@@ -215,10 +230,12 @@ class CXRLatentDiffusionPipeline(DiffusionPipeline):
         folder = pretrained_path(pretrained_model_name_or_path)  # "genssl_hf/nih-ldm-64": the shipped folder
         if not (folder / "model_index.json").is_file():
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json)")
-        if has_own_loader_code(folder):
-            # the folder's loader module is exactly genssl_hf's own import of this class
-            kwargs.setdefault("trust_remote_code", True)
-        return super().from_pretrained(str(folder), **kwargs)
+        if not has_own_loader_code(folder):
+            return super().from_pretrained(str(folder), **kwargs)
+        # the folder's loader module is exactly genssl_hf's own import of this class
+        kwargs.setdefault("trust_remote_code", True)
+        with _loader_module_lock():
+            return super().from_pretrained(str(folder), **kwargs)
 
     # ------------------------------------------------------------------ text
     def prompt_token_overflow(self, prompts: Sequence[str]) -> list[int]:
