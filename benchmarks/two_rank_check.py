@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,9 @@ def worker(out_path: str, method: str, args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------- driver
+HUNG_LAUNCHES: list[str] = []  # launches that hung and were retried (reported in the summary, never hidden)
+
+
 def launch(processes: int, out: Path, method: str, args: argparse.Namespace, port: int) -> None:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no"]
     cmd += ["--dynamo_backend", "no", "--num_processes", str(processes)]
@@ -149,7 +153,24 @@ def launch(processes: int, out: Path, method: str, args: argparse.Namespace, por
     cmd += ["--dtype", args.dtype] + (["--layers", str(args.layers)] if args.layers else [])
     env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    for attempt in range(2):
+        # the launcher and its ranks in a session of their own, so a hang ends them all (killing only the
+        # launcher left a rank orphaned, waiting forever in a futex on a store that was gone)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=args.timeout)
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            HUNG_LAUNCHES.append(f"{processes}-process {method} (port {port})")
+            if attempt or processes == 1:
+                raise RuntimeError(f"{processes}-process {method} run hung for {args.timeout} s, twice") from None
+            print(f"{processes}-process {method} run hung for {args.timeout} s: retried once", flush=True)
+            cmd[cmd.index("--main_process_port") + 1] = str(port + 100)  # the store's port may be what hung
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if res.returncode:
         raise RuntimeError(f"{processes}-process {method} run failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
 
@@ -219,6 +240,7 @@ def compare(one: dict, two: dict) -> dict:
 
 def run_check(args: argparse.Namespace) -> dict:
     results = {}
+    HUNG_LAUNCHES.clear()
     with tempfile.TemporaryDirectory(prefix="two_rank_") as tmp:
         import torch
 
@@ -231,6 +253,7 @@ def run_check(args: argparse.Namespace) -> dict:
             results[method] = compare(one, two)
             print(method, json.dumps({k: v for k, v in results[method].items() if "losses" not in k}), flush=True)
     return {
+        "hung_launches_retried": list(HUNG_LAUNCHES),
         "model": args.model,
         "image_size": args.image_size,
         "layers": args.layers,

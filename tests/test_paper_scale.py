@@ -6,6 +6,7 @@ model: the ViT-B/16 numbers are in BENCHMARKS.md); the cost model's arithmetic."
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_reduced_full_size_dry_run_reloads_every_stage(tmp_path):
 @pytest.mark.slow
 def test_two_processes_equal_one_for_mae_and_moco_v2():
     args = two_rank_check.build_parser().parse_args(
-        ["--methods", "mae,moco_v2", "--model", "tiny", "--image_size", "32", "--port", "29913", "--timeout", "600"]
+        ["--methods", "mae,moco_v2", "--model", "tiny", "--image_size", "32", "--port", "29913", "--timeout", "240"]
     )
     summary = two_rank_check.run_check(args)
     for method, r in summary["results"].items():
@@ -123,3 +124,14 @@ def test_two_processes_equal_one_in_float64_for_moco_v2():
     r = two_rank_check.run_check(args)["results"]["moco_v2"]
     assert r["max_abs_loss_diff"] < 1e-12 and r["max_rel_grad_diff_step1"] < 1e-12, r
     assert r["rel_l2_update_diff"] < 1e-9 and r["queue_max_abs_diff"] < 1e-12, r
+
+
+def test_a_hung_two_rank_launch_is_killed_with_its_ranks_and_retried_once(tmp_path):
+    # a timeout far below a launch's start-up: both tries "hang"; each is killed as a whole session
+    args = two_rank_check.build_parser().parse_args(["--methods", "mae", "--port", "29951", "--timeout", "1"])
+    out = tmp_path / "mae-2.pt"
+    with pytest.raises(RuntimeError, match="2-process mae run hung for 1 s, twice"):
+        two_rank_check.launch(2, out, "mae", args, 29951)
+    assert two_rank_check.HUNG_LAUNCHES == ["2-process mae (port 29951)", "2-process mae (port 29951)"]
+    leftovers = subprocess.run(["pgrep", "-f", f"--worker {out}"], capture_output=True, text=True).stdout
+    assert leftovers == "", leftovers  # no launcher or rank outlives the kill
